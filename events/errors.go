@@ -1,0 +1,72 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, snake_case error code. The HTTP layer maps each to a status in one
+// table; nothing else decides statuses.
+type Code string
+
+// The codes a caller can distinguish.
+const (
+	EInvalid           Code = "invalid_request"
+	EInvalidTTL        Code = "invalid_ttl"
+	EUnauthenticated   Code = "unauthenticated"
+	EForbidden         Code = "forbidden"
+	ENotFound          Code = "not_found"
+	EConflict          Code = "conflict"
+	ETooLarge          Code = "too_large"
+	ETargetUnverified  Code = "target_unverified"
+	ETargetUnavailable Code = "target_unavailable"
+	EUnavailable       Code = "unavailable"
+	ETimeout           Code = "timeout"
+	EInternal          Code = "internal"
+)
+
+// Error is an error a user may see: Message is one sentence saying what to fix and must
+// never hold a secret or an internal detail. Err keeps the cause for logs.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns an *Error with the given code and message whose cause is err.
+func Wrap(err error, code Code, message string) *Error {
+	return &Error{Code: code, Message: message, Err: err}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, or EInternal.
+func ErrorCode(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EInternal
+}
+
+// ErrorMessage returns the user-facing message of the first *Error in err's chain, or a
+// generic sentence that reveals nothing of an internal error.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "An internal error occurred; the server log has the details."
+}

@@ -1,0 +1,136 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Type names an event. The names are the audit log's vocabulary and never change.
+type Type string
+
+// Event types.
+const (
+	TargetRegistered Type = "target.registered"
+	TargetRemoved    Type = "target.removed"
+
+	LeaseRequested Type = "lease.requested"
+	LeaseActivated Type = "lease.activated"
+	LeaseFailed    Type = "lease.failed"
+	LeaseRenewed   Type = "lease.renewed"
+	LeaseRevoked   Type = "lease.revoked" // revocation requested; the user is dropped next
+	LeaseExpired   Type = "lease.expired" // expiry reached; the user is dropped next
+	LeaseDropped   Type = "lease.dropped" // the user's sessions are gone and the user dropped
+)
+
+// Outcomes recorded on events.
+const (
+	OutcomeOK = "ok"
+)
+
+// Event is one entry of the events stream. Only the fields that apply to a type are set.
+// No field ever holds a secret in plaintext: passwords travel sealed (see package seal).
+type Event struct {
+	Type Type `json:"type"`
+	// ID is the dedupe id, published as Nats-Msg-Id, so a retried append is stored once.
+	ID        string    `json:"id"`
+	Time      time.Time `json:"time"`
+	ClientID  string    `json:"client_id,omitempty"`
+	RecordUID string    `json:"record_uid,omitempty"`
+	LeaseID   string    `json:"lease_id,omitempty"`
+	// TTLSeconds is the requested TTL on lease.requested and lease.renewed.
+	TTLSeconds int `json:"ttl_seconds,omitempty"`
+	// ExpiresAt is the lease's expiry on requested and renewed, and on lease.expired the
+	// expiry the firing schedule was armed for.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Outcome is "ok" or an error code.
+	Outcome string `json:"outcome,omitempty"`
+	// Reason says, without secrets, why an operation failed.
+	Reason string `json:"reason,omitempty"`
+
+	Lease  *LeaseSpec `json:"lease,omitempty"`
+	Client *Client    `json:"client,omitempty"`
+	Target *Target    `json:"target,omitempty"`
+}
+
+// LeaseSpec is what lease.requested carries so that creating and dropping the user never
+// depend on anything but the stream.
+type LeaseSpec struct {
+	Username string `json:"username"`
+	// SealedPassword is the lease password sealed under the master key.
+	SealedPassword []byte `json:"sealed_password"`
+	// Deadline is when the requester stops waiting: a worker that sees the request later
+	// records it as failed instead of creating a user nobody will receive.
+	Deadline time.Time `json:"deadline"`
+	// Target is the target as it was when the lease was requested.
+	Target Target `json:"target"`
+}
+
+// Target is a database SyVault creates users in.
+type Target struct {
+	RecordUID     string `json:"record_uid"`
+	Name          string `json:"name"`
+	Engine        Engine `json:"engine"`
+	Host          string `json:"host"`
+	Port          int    `json:"port"`
+	Database      string `json:"database"`
+	AdminUsername string `json:"admin_username"`
+	// SealedAdminPassword is the admin password sealed under the master key.
+	SealedAdminPassword []byte    `json:"sealed_admin_password,omitempty"`
+	TLSMode             TLSMode   `json:"tls_mode"`
+	Grants              []Grant   `json:"grants"`
+	MaxTTLSeconds       int       `json:"max_ttl_seconds"`
+	ConnectionHost      string    `json:"connection_host,omitempty"`
+	ConnectionPort      int       `json:"connection_port,omitempty"`
+	CreatedAt           time.Time `json:"created_at"`
+}
+
+// Grant is a set of privileges on a database (and, for PostgreSQL, a schema). No tables
+// means every table of the schema (PostgreSQL) or database (MySQL).
+type Grant struct {
+	Database   string   `json:"database"`
+	Schema     string   `json:"schema,omitempty"`
+	Tables     []string `json:"tables,omitempty"`
+	Privileges []string `json:"privileges"`
+}
+
+// Engine is a database engine.
+type Engine string
+
+// Engines SyVault supports.
+const (
+	PostgreSQL Engine = "postgresql"
+	MySQL      Engine = "mysql"
+)
+
+// TLSMode says how SyVault secures its admin connection to a target.
+type TLSMode string
+
+// TLS modes.
+const (
+	TLSDisable    TLSMode = "disable"
+	TLSRequire    TLSMode = "require"
+	TLSVerifyFull TLSMode = "verify-full"
+)
+
+// Encode returns the event's stream payload.
+func (e Event) Encode() []byte {
+	b, err := json.Marshal(e)
+	if err != nil {
+		// Every field is a plain value; a failure here is a programming error.
+		panic(fmt.Sprintf("events: encode %s: %v", e.Type, err))
+	}
+	return b
+}
+
+// Decode parses a stream payload.
+func Decode(data []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return Event{}, fmt.Errorf("events: decode: %w", err)
+	}
+	if e.Type == "" {
+		return Event{}, fmt.Errorf("events: decode: no type")
+	}
+	return e, nil
+}

@@ -1,0 +1,191 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Handler processes one message. Returning nil acks it. Returning an error naks it with
+// a delay that grows with the delivery count, and it is redelivered, without limit, until
+// it succeeds. Returning an error wrapping ErrPermanent terminates it instead: for messages
+// no retry can help (undecodable).
+type Handler func(ctx context.Context, msg jetstream.Msg) error
+
+// ErrPermanent marks a handler error that no redelivery can fix.
+var ErrPermanent = errors.New("permanent failure")
+
+// ConsumeConfig describes one durable consumer shared by every process that runs it.
+type ConsumeConfig struct {
+	Stream  jetstream.Stream
+	Durable string
+	Filters []string
+	// Concurrency bounds the messages one process handles at once. Default 16.
+	Concurrency int
+	// AckWait is how long a message may be in a handler before it is redelivered
+	// elsewhere. Default 2 minutes.
+	AckWait time.Duration
+	// MaxAckPending bounds messages delivered but not yet acked across all processes,
+	// including those waiting to be retried. Default 100000, so a target that is down
+	// for long does not stall the others.
+	MaxAckPending int
+	// MaxBackoff caps the retry delay. Default 30 seconds.
+	MaxBackoff time.Duration
+	Logger     *slog.Logger
+}
+
+// Consume runs h on the durable consumer until ctx ends, then stops fetching and waits
+// for handlers in flight to finish (they get a fresh context of their own, so a drain
+// lets an operation complete rather than cutting it mid-way). The consumer is created
+// when missing, starting from the stream's first message.
+func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error {
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 2 * time.Minute
+	}
+	if cfg.MaxAckPending == 0 {
+		cfg.MaxAckPending = 100000
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	cons, err := ensureConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		FilterSubjects: cfg.Filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  cfg.MaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		Replicas:       s.cfg.Replicas,
+	})
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
+	}
+	sem := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s.handle(cfg, h, msg)
+		}()
+	}, jetstream.PullMaxMessages(cfg.Concurrency))
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	wg.Wait()
+	return nil
+}
+
+func (s *Store) handle(cfg ConsumeConfig, h Handler, msg jetstream.Msg) {
+	// The handler's context is not the consumer's: shutting down must not abort an
+	// operation half-way through a database.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.AckWait*9/10)
+	defer cancel()
+	err := h(ctx, msg)
+	switch {
+	case err == nil:
+		if aerr := msg.Ack(); aerr != nil {
+			cfg.Logger.Warn("ack failed; the message will be redelivered", "consumer", cfg.Durable, "subject", msg.Subject(), "err", aerr)
+		}
+	case errors.Is(err, ErrPermanent):
+		cfg.Logger.Error("message dropped: it can never be processed", "consumer", cfg.Durable, "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+	default:
+		n := uint64(1)
+		if md, merr := msg.Metadata(); merr == nil {
+			n = md.NumDelivered
+		}
+		delay := Backoff(n, cfg.MaxBackoff)
+		cfg.Logger.Warn("message will be retried", "consumer", cfg.Durable, "subject", msg.Subject(), "attempt", n, "retry_in", delay.Round(time.Millisecond), "err", err)
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+// Backoff is the delay before attempt n+1: 500 ms doubling up to max, with ±20 % jitter
+// so that many retries against one target do not arrive in lockstep.
+func Backoff(n uint64, max time.Duration) time.Duration {
+	d := 500 * time.Millisecond
+	for i := uint64(1); i < n && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func ensureConsumer(ctx context.Context, stream jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := stream.Consumer(ctx, cfg.Durable)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	c, err = stream.CreateConsumer(ctx, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return stream.Consumer(ctx, cfg.Durable)
+	}
+	return c, err
+}
+
+// Replay calls fn for every message of the events stream matching filters, from sequence
+// start to the stream's last sequence at the time of the call, in order. It reads through
+// an ordered consumer and creates no durable state.
+func (s *Store) Replay(ctx context.Context, start uint64, filters []string, fn func(jetstream.Msg) error) error {
+	info, err := s.events.Info(ctx)
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
+	}
+	last := info.State.LastSeq
+	if last < start || info.State.Msgs == 0 {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if start > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	cons, err := s.events.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
+	}
+	for {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("jsstore.Replay: %w", err)
+			}
+			if err := fn(msg); err != nil {
+				return err
+			}
+			if md.Sequence.Stream >= last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
+		}
+		if n == 0 {
+			// The filter matched nothing further up to last.
+			return nil
+		}
+	}
+}

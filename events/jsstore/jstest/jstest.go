@@ -1,0 +1,72 @@
+// Package jstest gives tests a real JetStream: an embedded nats-server with file storage
+// in a temporary directory, stopped when the test ends.
+package jstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/syvault/syvault/events/jsstore"
+)
+
+// Server is an embedded NATS server that can be restarted on the same storage.
+type Server struct {
+	Dir string
+	NS  *server.Server
+}
+
+// MustServer starts an embedded JetStream server in dir (a fresh temp dir when empty).
+func MustServer(tb testing.TB, dir string) *Server {
+	tb.Helper()
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: dir, DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("embedded nats did not start")
+	}
+	s := &Server{Dir: dir, NS: ns}
+	tb.Cleanup(s.Shutdown)
+	return s
+}
+
+// Shutdown stops the server; safe to call twice.
+func (s *Server) Shutdown() {
+	s.NS.Shutdown()
+	s.NS.WaitForShutdown()
+}
+
+// MustConnect returns a connection to s, closed when the test ends.
+func (s *Server) MustConnect(tb testing.TB) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(s.NS))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// MustStore opens a store on s through a new connection.
+func (s *Server) MustStore(tb testing.TB) *jsstore.Store {
+	tb.Helper()
+	st, err := jsstore.Open(context.Background(), s.MustConnect(tb), jsstore.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
+// MustStore starts a fresh server and opens a store on it.
+func MustStore(tb testing.TB) *jsstore.Store {
+	tb.Helper()
+	return MustServer(tb, "").MustStore(tb)
+}

@@ -1,0 +1,232 @@
+// Package jsstore keeps SyVault's events in NATS JetStream: it appends them with a dedupe
+// id and an expected per-subject sequence (so concurrent deciders cannot interleave on one
+// lease), reads one aggregate's history back, and arms expiry schedules. It is the only
+// package that knows how events map onto streams.
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+)
+
+// ErrConflict is returned by Append when another event was appended to the subject after
+// the sequence the caller decided on. The caller reloads and decides again.
+var ErrConflict = errors.New("jsstore: subject moved on (expected last sequence mismatch)")
+
+// Config sets up the streams.
+type Config struct {
+	// Replicas is the replica count of streams, consumers and buckets: 1 for a single
+	// server, 3 for a cluster. Default 1.
+	Replicas int
+	// DuplicateWindow is how long a dedupe id is remembered. Default 2 minutes.
+	DuplicateWindow time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+}
+
+// Store appends and reads events. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	events jetstream.Stream
+	sched  jetstream.Stream
+}
+
+// Open creates or updates the streams and returns a Store. It fails with an *events.Error
+// of code EUnavailable when JetStream does not answer.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore.Open: %w", err)
+	}
+	evs, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        events.EventsStream,
+		Description: "SyVault events: the source of truth and the audit log",
+		Subjects:    []string{events.LeaseSubjects, events.TargetSubjects, events.ClientSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+		// The audit trail must not be editable through NATS.
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, events.Wrap(fmt.Errorf("jsstore.Open: events stream: %w", err), events.EUnavailable, "The event store is unavailable.")
+	}
+	sched, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        events.SchedulesStream,
+		Description: "SyVault lease expiry schedules and their firings",
+		Subjects:    []string{events.ScheduleSubjects, events.DueSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		// A schedule is re-published at every renewal and no lease lives past 24 h, so no
+		// pending schedule is ever older than a day; a week of MaxAge only cleans up fired
+		// ones. A MaxAge under 24 h would silently delete pending schedules.
+		MaxAge:            7 * 24 * time.Hour,
+		Duplicates:        cfg.DuplicateWindow,
+		AllowMsgSchedules: true,
+		AllowDirect:       true,
+	})
+	if err != nil {
+		return nil, events.Wrap(fmt.Errorf("jsstore.Open: schedules stream: %w", err), events.EUnavailable, "The event store is unavailable.")
+	}
+	return &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}, nil
+}
+
+// JetStream returns the JetStream context the store uses.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Conn returns the NATS connection the store uses.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// Replicas is the replica count the store was configured with.
+func (s *Store) Replicas() int { return s.cfg.Replicas }
+
+// Append publishes e on subject provided the subject's last sequence is still expect
+// (0: the subject must be empty). e.ID is the dedupe id: appending the same event twice
+// stores it once and returns the stored sequence. It returns ErrConflict when another
+// event got there first, and an EUnavailable *events.Error when JetStream does not answer.
+func (s *Store) Append(ctx context.Context, subject string, e events.Event, expect uint64) (uint64, error) {
+	return s.append(ctx, subject, e, jetstream.WithMsgID(e.ID), jetstream.WithExpectLastSequencePerSubject(expect))
+}
+
+// AppendUnordered publishes e with its dedupe id but no ordering check, for events whose
+// effect the state machine decides on its own (it ignores them when they do not apply).
+func (s *Store) AppendUnordered(ctx context.Context, subject string, e events.Event) (uint64, error) {
+	return s.append(ctx, subject, e, jetstream.WithMsgID(e.ID))
+}
+
+func (s *Store) append(ctx context.Context, subject string, e events.Event, opts ...jetstream.PublishOpt) (uint64, error) {
+	if e.ID == "" {
+		return 0, fmt.Errorf("jsstore.Append(%s): event has no dedupe id", e.Type)
+	}
+	ack, err := s.js.Publish(ctx, subject, e.Encode(), opts...)
+	if err == nil {
+		return ack.Sequence, nil
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164) {
+		// A retry of an append that did land comes back as a conflict on one node: it is
+		// a success if the subject's last message is this very event.
+		last, gerr := s.events.GetLastMsgForSubject(ctx, subject)
+		if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID {
+			return last.Sequence, nil
+		}
+		return 0, ErrConflict
+	}
+	return 0, unavailable(fmt.Errorf("jsstore.Append(%s %s): %w", e.Type, subject, err))
+}
+
+// History returns every event on subject in order, with their stream sequences. An empty
+// history is not an error.
+func (s *Store) History(ctx context.Context, subject string) ([]events.Event, []uint64, error) {
+	var (
+		evs  []events.Event
+		seqs []uint64
+		next uint64 = 1
+	)
+	for {
+		msg, err := s.events.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return evs, seqs, nil
+		}
+		if err != nil {
+			return nil, nil, unavailable(fmt.Errorf("jsstore.History(%s): %w", subject, err))
+		}
+		e, err := events.Decode(msg.Data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("jsstore.History(%s) seq %d: %w", subject, msg.Sequence, err)
+		}
+		evs, seqs = append(evs, e), append(seqs, msg.Sequence)
+		next = msg.Sequence + 1
+	}
+}
+
+// LoadLease folds a lease's history. It returns an ENotFound *events.Error when the lease
+// has no events.
+func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, error) {
+	evs, seqs, err := s.History(ctx, events.LeaseSubject(leaseID))
+	if err != nil {
+		return events.Lease{}, err
+	}
+	if len(evs) == 0 {
+		return events.Lease{}, events.Errorf(events.ENotFound, "No lease with id %q.", leaseID)
+	}
+	return events.Fold(evs, seqs), nil
+}
+
+// LastSeq returns the sequence of the last event on subject, 0 when there is none.
+func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
+	msg, err := s.events.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("jsstore.LastSeq(%s): %w", subject, err))
+	}
+	return msg.Sequence, nil
+}
+
+// ScheduleExpiry arms (or re-arms, replacing any earlier one) the lease's expiry: at the
+// given time JetStream publishes a lease.expired event for that expiry on the lease's due
+// subject. Idempotent. The time is sent with sub-second precision because whole seconds
+// would fire up to a second early.
+func (s *Store) ScheduleExpiry(ctx context.Context, leaseID string, at time.Time) error {
+	e := events.Event{Type: events.LeaseExpired, ID: ExpiredID(leaseID, at), LeaseID: leaseID, ExpiresAt: at.UTC()}
+	msg := nats.NewMsg(events.ScheduleSubject(leaseID))
+	msg.Data = e.Encode()
+	msg.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339Nano))
+	msg.Header.Set("Nats-Schedule-Target", events.DueSubject(leaseID))
+	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
+	}
+	return nil
+}
+
+// ExpiredID is the dedupe id of a lease's expiry for a given expiry time: firings of the
+// same schedule collapse into one event.
+func ExpiredID(leaseID string, at time.Time) string {
+	return leaseID + ".expired." + strconv.FormatInt(at.UnixNano(), 10)
+}
+
+// Info returns the events stream's state (for readiness and metrics).
+func (s *Store) Info(ctx context.Context) (*jetstream.StreamInfo, error) {
+	info, err := s.events.Info(ctx)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("jsstore.Info: %w", err))
+	}
+	return info, nil
+}
+
+// Events returns the events stream.
+func (s *Store) Events() jetstream.Stream { return s.events }
+
+// Schedules returns the schedules stream.
+func (s *Store) Schedules() jetstream.Stream { return s.sched }
+
+func unavailable(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return events.Wrap(err, events.ETimeout, "The event store did not answer in time.")
+	}
+	return events.Wrap(err, events.EUnavailable, "The event store is unavailable; try again shortly.")
+}

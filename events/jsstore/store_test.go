@@ -1,0 +1,132 @@
+package jsstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/events/jsstore/jstest"
+)
+
+func ev(typ events.Type, id string) events.Event {
+	return events.Event{Type: typ, ID: "L." + id, LeaseID: "L", Time: time.Now().UTC()}
+}
+
+func TestStore_Append(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	subj := events.LeaseSubject("L")
+
+	seq1, err := s.Append(ctx, subj, ev(events.LeaseRequested, "requested"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a second first event conflicts", func(t *testing.T) {
+		if _, err := s.Append(ctx, subj, ev(events.LeaseRequested, "other"), 0); !errors.Is(err, jsstore.ErrConflict) {
+			t.Fatalf("err = %v, want ErrConflict", err)
+		}
+	})
+	t.Run("retrying the same event is stored once", func(t *testing.T) {
+		again, err := s.Append(ctx, subj, ev(events.LeaseRequested, "requested"), 0)
+		if err != nil || again != seq1 {
+			t.Fatalf("retry = %d, %v; want seq %d", again, err, seq1)
+		}
+	})
+	seq2, err := s.Append(ctx, subj, ev(events.LeaseActivated, "activated"), seq1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("deciding on a stale sequence conflicts", func(t *testing.T) {
+		if _, err := s.Append(ctx, subj, ev(events.LeaseFailed, "failed"), seq1); !errors.Is(err, jsstore.ErrConflict) {
+			t.Fatalf("err = %v, want ErrConflict", err)
+		}
+	})
+	t.Run("a retried append that landed is success", func(t *testing.T) {
+		got, err := s.Append(ctx, subj, ev(events.LeaseActivated, "activated"), seq1)
+		if err != nil || got != seq2 {
+			t.Fatalf("retry = %d, %v; want %d", got, err, seq2)
+		}
+	})
+	t.Run("history is in order and only this lease", func(t *testing.T) {
+		if _, err := s.Append(ctx, events.LeaseSubject("other"), events.Event{Type: events.LeaseRequested, ID: "o"}, 0); err != nil {
+			t.Fatal(err)
+		}
+		evs, seqs, err := s.History(ctx, subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 2 || evs[0].Type != events.LeaseRequested || evs[1].Type != events.LeaseActivated || seqs[1] != seq2 {
+			t.Fatalf("history = %+v %v", evs, seqs)
+		}
+	})
+	t.Run("unknown lease is not found", func(t *testing.T) {
+		if _, err := s.LoadLease(ctx, "nope"); events.ErrorCode(err) != events.ENotFound {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("the audit log refuses purges and deletes", func(t *testing.T) {
+		if err := s.Events().Purge(ctx); err == nil {
+			t.Fatal("purge of the events stream succeeded")
+		}
+		if err := s.Events().DeleteMsg(ctx, seq1); err == nil {
+			t.Fatal("delete from the events stream succeeded")
+		}
+	})
+}
+
+func TestStore_ScheduleExpiry(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	cons, err := s.Schedules().CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: events.DueSubjects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("fires once at the time, not early", func(t *testing.T) {
+		at := time.Now().Add(1500 * time.Millisecond)
+		if err := s.ScheduleExpiry(ctx, "L1", at); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := time.Now()
+		if got.Before(at) {
+			t.Fatalf("fired %v early", at.Sub(got))
+		}
+		e, err := events.Decode(msg.Data())
+		if err != nil || e.Type != events.LeaseExpired || e.LeaseID != "L1" || !e.ExpiresAt.Equal(at.UTC()) {
+			t.Fatalf("fired %+v, %v", e, err)
+		}
+		t.Logf("schedule fired %v after its time", got.Sub(at).Round(time.Millisecond))
+	})
+	t.Run("re-arming replaces the pending schedule", func(t *testing.T) {
+		if err := s.ScheduleExpiry(ctx, "L2", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(500 * time.Millisecond)
+		if err := s.ScheduleExpiry(ctx, "L2", later); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := events.Decode(msg.Data())
+		if !e.ExpiresAt.Equal(later.UTC()) {
+			t.Fatalf("fired for %v, want %v", e.ExpiresAt, later.UTC())
+		}
+		info, err := s.Schedules().Info(ctx, jetstream.WithSubjectFilter(events.ScheduleSubject("L2")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(info.State.Subjects); n != 0 {
+			t.Fatalf("%d schedules still pending after the replacement fired", n)
+		}
+	})
+}

@@ -1,0 +1,149 @@
+package events
+
+import "time"
+
+// Status is where a lease is in its life.
+type Status string
+
+// Lease statuses. Pending, active and revoking leases have (or may have) a database user;
+// revoked, expired and failed ones never will again.
+const (
+	StatusPending  Status = "pending"
+	StatusActive   Status = "active"
+	StatusRevoking Status = "revoking"
+	StatusRevoked  Status = "revoked"
+	StatusExpired  Status = "expired"
+	StatusFailed   Status = "failed"
+)
+
+// MaxTTL is the longest a lease may live, counted from its creation, renewals included.
+const MaxTTL = 24 * time.Hour
+
+// Ended reports whether the lease is over: its user is gone and will never be created again.
+func (s Status) Ended() bool {
+	return s == StatusRevoked || s == StatusExpired || s == StatusFailed
+}
+
+// Lease is the state of one lease, folded from its events.
+type Lease struct {
+	ID         string     `json:"lease_id"`
+	RecordUID  string     `json:"record_uid"`
+	ClientID   string     `json:"client_id,omitempty"`
+	Username   string     `json:"username"`
+	Status     Status     `json:"status"`
+	TTLSeconds int        `json:"ttl_seconds"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	// Ending is the status a revoking lease ends in once its user is dropped.
+	Ending Status `json:"ending,omitempty"`
+	// FailCode is the error code of a failed lease.
+	FailCode string `json:"fail_code,omitempty"`
+	// Seq is the stream sequence of the last event applied; applying an event at or
+	// below it is a no-op, which makes projections idempotent under redelivery.
+	Seq uint64 `json:"seq"`
+
+	// Spec is what creating and dropping the user need; projections leave it out.
+	Spec *LeaseSpec `json:"-"`
+}
+
+// Apply folds one event, stored at stream sequence seq, into the lease. It returns false
+// when the event changes nothing: already applied, stale, or not valid in the lease's
+// current status. It never fails, so replaying any stream gives one answer.
+func (l *Lease) Apply(e Event, seq uint64) bool {
+	if seq != 0 && seq <= l.Seq {
+		return false
+	}
+	changed := l.apply(e)
+	if seq != 0 {
+		l.Seq = seq
+	}
+	return changed
+}
+
+func (l *Lease) apply(e Event) bool {
+	switch e.Type {
+	case LeaseRequested:
+		if l.Status != "" || e.Lease == nil {
+			return false
+		}
+		l.ID, l.RecordUID, l.ClientID = e.LeaseID, e.RecordUID, e.ClientID
+		l.Username = e.Lease.Username
+		l.Status = StatusPending
+		l.TTLSeconds = e.TTLSeconds
+		l.CreatedAt = e.Time
+		l.ExpiresAt = e.ExpiresAt
+		spec := *e.Lease
+		l.Spec = &spec
+	case LeaseActivated:
+		if l.Status != StatusPending {
+			return false
+		}
+		l.Status = StatusActive
+	case LeaseFailed:
+		if l.Status != StatusPending {
+			return false
+		}
+		l.end(StatusFailed, e.Time)
+		l.FailCode = e.Outcome
+	case LeaseRenewed:
+		if l.Status != StatusActive {
+			return false
+		}
+		l.ExpiresAt = e.ExpiresAt
+		l.TTLSeconds = e.TTLSeconds
+	case LeaseRevoked:
+		if l.Status != StatusPending && l.Status != StatusActive {
+			return false
+		}
+		l.Status, l.Ending = StatusRevoking, StatusRevoked
+	case LeaseExpired:
+		// A schedule armed for an earlier expiry that a renewal has since moved is stale.
+		if (l.Status != StatusPending && l.Status != StatusActive) || e.ExpiresAt.Before(l.ExpiresAt) {
+			return false
+		}
+		l.Status, l.Ending = StatusRevoking, StatusExpired
+	case LeaseDropped:
+		if l.Status != StatusRevoking {
+			return false
+		}
+		l.end(l.Ending, e.Time)
+	default:
+		return false
+	}
+	return true
+}
+
+func (l *Lease) end(s Status, at time.Time) {
+	l.Status = s
+	t := at
+	l.EndedAt = &t
+}
+
+// Fold builds a lease from its events in stream order; seqs[i] is events[i]'s sequence.
+func Fold(evs []Event, seqs []uint64) Lease {
+	var l Lease
+	for i, e := range evs {
+		l.Apply(e, seqs[i])
+	}
+	return l
+}
+
+// RenewExpiry returns the expiry a renewal by ttl at now gives: now+ttl, but never past
+// created+24h nor created+maxTTL (the tightest of the target's and client's caps; 0 for
+// none). ok is false when the lease cannot be renewed because it is not active.
+func (l *Lease) RenewExpiry(now time.Time, ttl time.Duration, maxTTL time.Duration) (time.Time, bool) {
+	if l.Status != StatusActive {
+		return time.Time{}, false
+	}
+	exp := now.Add(ttl)
+	if limit := l.CreatedAt.Add(MaxTTL); exp.After(limit) {
+		exp = limit
+	}
+	if maxTTL > 0 {
+		if limit := l.CreatedAt.Add(maxTTL); exp.After(limit) {
+			exp = limit
+		}
+	}
+	return exp.UTC().Truncate(time.Second), true
+}

@@ -1,0 +1,49 @@
+package events
+
+// Streams and subjects. The events stream is the audit log: it has no age limit and
+// refuses deletes and purges. Expiry schedules live in a second stream because JetStream
+// only fires schedules in a stream that allows purges.
+const (
+	EventsStream    = "SYVAULT_EVENTS"
+	SchedulesStream = "SYVAULT_SCHEDULES"
+
+	leasePrefix  = "syvault.lease."
+	targetPrefix = "syvault.target."
+	schedPrefix  = "syvault.sched."
+	duePrefix    = "syvault.due."
+
+	// LeaseSubjects and TargetSubjects filter the events stream by aggregate.
+	LeaseSubjects  = leasePrefix + "*"
+	TargetSubjects = targetPrefix + "*"
+	// ScheduleSubjects hold one pending expiry per lease; DueSubjects receive them when due.
+	ScheduleSubjects = schedPrefix + "*"
+	DueSubjects      = duePrefix + "*"
+)
+
+// LeaseSubject is the subject that holds every event of one lease, in order.
+func LeaseSubject(leaseID string) string { return leasePrefix + leaseID }
+
+// TargetSubject is the subject that holds every event of one target.
+func TargetSubject(recordUID string) string { return targetPrefix + recordUID }
+
+// ScheduleSubject holds the single pending expiry schedule of a lease; publishing a new
+// one replaces the old.
+func ScheduleSubject(leaseID string) string { return schedPrefix + leaseID }
+
+// DueSubject receives a lease's expiry when its schedule fires.
+func DueSubject(leaseID string) string { return duePrefix + leaseID }
+
+// IDFromSubject returns the last token of a subject: the lease id or record uid.
+func IDFromSubject(subject string) string {
+	for i := len(subject) - 1; i >= 0; i-- {
+		if subject[i] == '.' {
+			return subject[i+1:]
+		}
+	}
+	return subject
+}
+
+// AttemptSubject carries, over core NATS and outside any stream, the outcome of each
+// failed revocation attempt, so a caller waiting on a revoke can answer at once instead
+// of waiting out its deadline. Losing one is harmless: the revocation is retried anyway.
+func AttemptSubject(leaseID string) string { return "_syvault.attempt." + leaseID }

@@ -1,0 +1,137 @@
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Privileges each engine lets a target grant. Anything outside these lists is refused at
+// registration, so a target can never hand out ownership, role or server administration.
+var (
+	PostgreSQLPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+	MySQLPrivileges      = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "INDEX", "ALTER",
+		"CREATE VIEW", "SHOW VIEW", "TRIGGER", "EXECUTE", "LOCK TABLES", "CREATE TEMPORARY TABLES", "REFERENCES"}
+)
+
+// MaxTTLSeconds is the cap on any lease's TTL.
+const MaxTTLSeconds = 86400
+
+// identifier is what SyVault accepts as a database, schema or table name: printable, no
+// NUL, not absurdly long. Names are always quoted by the drivers; this only keeps out
+// input no real database object has.
+var identifier = regexp.MustCompile(`^[^\x00-\x1f\x7f]{1,63}$`)
+
+// NormalizeTarget fills defaults and checks a target a client submitted. It returns an
+// *Error with code EInvalid naming the first field to fix.
+func NormalizeTarget(t *Target) error {
+	bad := func(format string, args ...any) error { return Errorf(EInvalid, format, args...) }
+	t.Name = strings.TrimSpace(t.Name)
+	if t.Name == "" || len(t.Name) > 128 {
+		return bad("name is required and must be at most 128 characters.")
+	}
+	var allowed []string
+	switch t.Engine {
+	case PostgreSQL:
+		allowed = PostgreSQLPrivileges
+	case MySQL:
+		allowed = MySQLPrivileges
+	default:
+		return bad("engine must be %q or %q.", PostgreSQL, MySQL)
+	}
+	if t.Host == "" || len(t.Host) > 253 || strings.ContainsAny(t.Host, " /@?#") {
+		return bad("host must be a host name or IP address.")
+	}
+	if t.Port < 1 || t.Port > 65535 {
+		return bad("port must be between 1 and 65535.")
+	}
+	if t.ConnectionPort < 0 || t.ConnectionPort > 65535 {
+		return bad("connection_port must be between 1 and 65535.")
+	}
+	if strings.ContainsAny(t.ConnectionHost, " /@?#") {
+		return bad("connection_host must be a host name or IP address.")
+	}
+	if !identifier.MatchString(t.Database) {
+		return bad("database is required (1 to 63 printable characters).")
+	}
+	if !identifier.MatchString(t.AdminUsername) {
+		return bad("admin_username is required (1 to 63 printable characters).")
+	}
+	switch t.TLSMode {
+	case "":
+		t.TLSMode = TLSRequire
+	case TLSDisable, TLSRequire, TLSVerifyFull:
+	default:
+		return bad("tls_mode must be %q, %q or %q.", TLSDisable, TLSRequire, TLSVerifyFull)
+	}
+	switch {
+	case t.MaxTTLSeconds == 0:
+		t.MaxTTLSeconds = MaxTTLSeconds
+	case t.MaxTTLSeconds < 1 || t.MaxTTLSeconds > MaxTTLSeconds:
+		return Errorf(EInvalidTTL, "max_ttl_seconds must be between 1 and %d.", MaxTTLSeconds)
+	}
+	if len(t.Grants) == 0 || len(t.Grants) > 32 {
+		return bad("grants must list between 1 and 32 grants.")
+	}
+	for i := range t.Grants {
+		g := &t.Grants[i]
+		if !identifier.MatchString(g.Database) {
+			return bad("grants[%d].database is required (1 to 63 printable characters).", i)
+		}
+		switch t.Engine {
+		case PostgreSQL:
+			if !identifier.MatchString(g.Schema) {
+				return bad("grants[%d].schema is required for PostgreSQL.", i)
+			}
+		case MySQL:
+			if g.Schema != "" {
+				return bad("grants[%d].schema does not apply to MySQL; name the database only.", i)
+			}
+		}
+		for _, tb := range g.Tables {
+			if !identifier.MatchString(tb) || tb == "*" {
+				return bad("grants[%d].tables must name tables (omit it for all tables).", i)
+			}
+		}
+		if len(g.Privileges) == 0 {
+			return bad("grants[%d].privileges must list at least one privilege.", i)
+		}
+		for j, p := range g.Privileges {
+			p = strings.ToUpper(strings.Join(strings.Fields(p), " "))
+			if !slices.Contains(allowed, p) {
+				return bad("grants[%d].privileges: %q is not allowed for %s (allowed: %s).", i, g.Privileges[j], t.Engine, strings.Join(allowed, ", "))
+			}
+			g.Privileges[j] = p
+		}
+	}
+	return nil
+}
+
+// ValidTTL checks a requested TTL against the global cap and a target's (or client's) cap.
+func ValidTTL(ttlSeconds, maxSeconds int) error {
+	if maxSeconds <= 0 || maxSeconds > MaxTTLSeconds {
+		maxSeconds = MaxTTLSeconds
+	}
+	if ttlSeconds < 1 || ttlSeconds > maxSeconds {
+		return Errorf(EInvalidTTL, "ttl_seconds must be between 1 and %d.", maxSeconds)
+	}
+	return nil
+}
+
+// ConnectionAddress is the host and port applications are told to connect to.
+func (t *Target) ConnectionAddress() (string, int) {
+	host, port := t.Host, t.Port
+	if t.ConnectionHost != "" {
+		host = t.ConnectionHost
+	}
+	if t.ConnectionPort != 0 {
+		port = t.ConnectionPort
+	}
+	return host, port
+}
+
+// String describes the target without its secret.
+func (t *Target) String() string {
+	return fmt.Sprintf("%s %s (%s:%d/%s)", t.Engine, t.RecordUID, t.Host, t.Port, t.Database)
+}

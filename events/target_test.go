@@ -1,0 +1,65 @@
+package events_test
+
+import (
+	"testing"
+
+	"github.com/syvault/syvault/events"
+)
+
+func validTarget() events.Target {
+	return events.Target{Name: "orders-pg", Engine: events.PostgreSQL, Host: "127.0.0.1", Port: 5432, Database: "orders",
+		AdminUsername: "syvault_admin", Grants: []events.Grant{{Database: "orders", Schema: "public", Privileges: []string{"select", "Insert"}}}}
+}
+
+func TestNormalizeTarget(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
+		tg := validTarget()
+		if err := events.NormalizeTarget(&tg); err != nil {
+			t.Fatal(err)
+		}
+		if tg.TLSMode != events.TLSRequire || tg.MaxTTLSeconds != 86400 || tg.Grants[0].Privileges[1] != "INSERT" {
+			t.Fatalf("defaults not applied: %+v", tg)
+		}
+	})
+	bad := []struct {
+		name   string
+		mutate func(*events.Target)
+		code   events.Code
+	}{
+		{"unknown engine", func(t *events.Target) { t.Engine = "oracle" }, events.EInvalid},
+		{"no host", func(t *events.Target) { t.Host = "" }, events.EInvalid},
+		{"host with path", func(t *events.Target) { t.Host = "a/b" }, events.EInvalid},
+		{"port zero", func(t *events.Target) { t.Port = 0 }, events.EInvalid},
+		{"port too big", func(t *events.Target) { t.Port = 70000 }, events.EInvalid},
+		{"no grants", func(t *events.Target) { t.Grants = nil }, events.EInvalid},
+		{"privilege off the allow-list", func(t *events.Target) { t.Grants[0].Privileges = []string{"SUPERUSER"} }, events.EInvalid},
+		{"all privileges refused", func(t *events.Target) { t.Grants[0].Privileges = []string{"ALL PRIVILEGES"} }, events.EInvalid},
+		{"mysql privilege on postgres", func(t *events.Target) { t.Grants[0].Privileges = []string{"CREATE VIEW"} }, events.EInvalid},
+		{"postgres grant needs a schema", func(t *events.Target) { t.Grants[0].Schema = "" }, events.EInvalid},
+		{"mysql grant takes no schema", func(t *events.Target) { t.Engine = events.MySQL }, events.EInvalid},
+		{"NUL in a table name", func(t *events.Target) { t.Grants[0].Tables = []string{"a\x00b"} }, events.EInvalid},
+		{"bad tls mode", func(t *events.Target) { t.TLSMode = "prefer" }, events.EInvalid},
+		{"max ttl above 24h", func(t *events.Target) { t.MaxTTLSeconds = 86401 }, events.EInvalidTTL},
+		{"negative max ttl", func(t *events.Target) { t.MaxTTLSeconds = -1 }, events.EInvalidTTL},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := validTarget()
+			tt.mutate(&tg)
+			if err := events.NormalizeTarget(&tg); events.ErrorCode(err) != tt.code {
+				t.Fatalf("err = %v, want code %s", err, tt.code)
+			}
+		})
+	}
+}
+
+func TestValidTTL(t *testing.T) {
+	for _, tt := range []struct {
+		ttl, max int
+		ok       bool
+	}{{1, 0, true}, {86400, 0, true}, {0, 0, false}, {-5, 0, false}, {86401, 0, false}, {3601, 3600, false}, {3600, 3600, true}} {
+		if err := events.ValidTTL(tt.ttl, tt.max); (err == nil) != tt.ok {
+			t.Errorf("ValidTTL(%d, %d) = %v", tt.ttl, tt.max, err)
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+)
+
+// Run keeps the buckets up to date until ctx ends. Any number of processes may run it:
+// they share one durable consumer.
+func (p *Projections) Run(ctx context.Context) error {
+	return p.store.Consume(ctx, jsstore.ConsumeConfig{
+		Stream:      p.store.Events(),
+		Durable:     Consumer,
+		Concurrency: 1, // in stream order within a process; CAS keeps processes apart
+		Logger:      p.logger,
+	}, p.handle)
+}
+
+func (p *Projections) handle(ctx context.Context, msg jetstream.Msg) error {
+	e, err := events.Decode(msg.Data())
+	if err != nil {
+		return fmt.Errorf("%w: %v", jsstore.ErrPermanent, err)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	return p.Apply(ctx, e, md.Sequence.Stream)
+}
+
+// Rebuild throws the buckets away and builds them again by replaying the whole events
+// stream, then points the durable consumer just past what was replayed. Processes running
+// Run at the time pick up from there; the idempotent updates make overlap harmless.
+// It returns the number of events replayed.
+func Rebuild(ctx context.Context, store *jsstore.Store, p *Projections) (int, error) {
+	js := store.JetStream()
+	if err := store.Events().DeleteConsumer(ctx, Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, fmt.Errorf("projections.Rebuild: %w", err)
+	}
+	for _, b := range Buckets {
+		if err := js.DeleteKeyValue(ctx, b); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return 0, fmt.Errorf("projections.Rebuild: delete %s: %w", b, err)
+		}
+	}
+	fresh, err := Open(ctx, store, p.logger)
+	if err != nil {
+		return 0, err
+	}
+	*p = *fresh
+	n := 0
+	var last uint64
+	err = store.Replay(ctx, 1, nil, func(msg jetstream.Msg) error {
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		last = md.Sequence.Stream
+		e, err := events.Decode(msg.Data())
+		if err != nil {
+			p.logger.Error("rebuild: skipping undecodable event", "seq", last, "err", err)
+			return nil
+		}
+		n++
+		return p.Apply(ctx, e, last)
+	})
+	if err != nil {
+		return n, fmt.Errorf("projections.Rebuild: %w", err)
+	}
+	_, err = store.Events().CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   last + 1,
+		Replicas:      store.Replicas(),
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+		return n, fmt.Errorf("projections.Rebuild: consumer: %w", err)
+	}
+	return n, nil
+}
