@@ -14,7 +14,9 @@ func requested(at time.Time, ttl time.Duration) events.Event {
 
 func TestLease_Apply(t *testing.T) {
 	t0 := time.Date(2026, 4, 6, 12, 0, 0, 0, time.UTC)
-	ev := func(typ events.Type) events.Event { return events.Event{Type: typ, LeaseID: "L", Time: t0.Add(time.Minute)} }
+	ev := func(typ events.Type) events.Event {
+		return events.Event{Type: typ, LeaseID: "L", Time: t0.Add(time.Minute)}
+	}
 	expired := func(due time.Time) events.Event {
 		return events.Event{Type: events.LeaseExpired, LeaseID: "L", ExpiresAt: due, Time: due}
 	}
