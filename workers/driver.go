@@ -1,0 +1,84 @@
+package workers
+
+import (
+	"context"
+	"time"
+
+	"github.com/syvault/syvault/events"
+)
+
+// Conn is how a driver reaches a target as its admin. Password is plaintext and lives only
+// in memory for the duration of one operation; drivers must never log it or put it in an
+// error.
+type Conn struct {
+	// PoolKey identifies the pool this connection may share: the same key means the same
+	// host, port, database, credentials and TLS settings.
+	PoolKey  string
+	Host     string
+	Port     int
+	Database string
+	Username string
+	Password string
+	TLSMode  events.TLSMode
+	// CACert is an optional PEM bundle for TLSVerifyFull.
+	CACert string
+}
+
+// PrepareRequest asks a driver to check that the admin may create users and grant the
+// target's privileges, and to set up what the target's users share (PostgreSQL: the
+// group role that holds the grants).
+type PrepareRequest struct {
+	Conn      Conn
+	RecordUID string
+	Grants    []events.Grant
+}
+
+// CreateUserRequest asks for one lease user.
+type CreateUserRequest struct {
+	Conn      Conn
+	RecordUID string
+	Username  string
+	Password  string
+	ExpiresAt time.Time
+	Grants    []events.Grant
+}
+
+// RenewUserRequest moves a user's database-side expiry (PostgreSQL VALID UNTIL).
+type RenewUserRequest struct {
+	Conn      Conn
+	Username  string
+	ExpiresAt time.Time
+}
+
+// DropUserRequest asks for a user to be gone: no new logins, no open sessions, no objects
+// left that block the drop, no role.
+type DropUserRequest struct {
+	Conn     Conn
+	Username string
+	Grants   []events.Grant
+}
+
+// Driver creates and drops lease users in one database engine.
+//
+// Every method is idempotent and safe for concurrent use. Errors wrap an *events.Error:
+// code ETargetUnavailable when the target cannot be reached or refuses the admin login,
+// ETargetUnverified from Prepare when the admin lacks a right, EInternal otherwise. No
+// error or log line holds a password.
+type Driver interface {
+	// Prepare verifies the admin's rights for the grants and creates or refreshes what the
+	// target's users share. Called when a target is registered; safe to call again.
+	Prepare(ctx context.Context, req PrepareRequest) error
+	// CreateUser creates a login user with exactly the grants, its password set, and (where
+	// the engine has it) a database-side expiry. A user of that name that already exists
+	// is taken to be this lease's from an earlier attempt: its password and expiry are set
+	// again and that is success. On failure no user of that name is left behind.
+	CreateUser(ctx context.Context, req CreateUserRequest) error
+	// RenewUser moves the database-side expiry; engines without one return nil.
+	RenewUser(ctx context.Context, req RenewUserRequest) error
+	// DropUser stops new logins, ends the user's sessions, removes what it owns and drops
+	// it. It returns nil when the user does not exist. When it returns nil the credentials
+	// can open no session.
+	DropUser(ctx context.Context, req DropUserRequest) error
+	// Close releases the pooled admin connections.
+	Close() error
+}

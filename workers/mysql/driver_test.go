@@ -1,0 +1,330 @@
+package mysql_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/drivertest"
+	"github.com/syvault/syvault/workers/mysql"
+)
+
+// The suite runs against the MariaDB (or MySQL) server at MYSQL_ADDR (default
+// 127.0.0.1:3306), reached as root without a password to set up a dedicated admin with
+// only the rights the driver needs. It is set up on first use and torn down by TestMain.
+var (
+	serverOnce sync.Once
+	theServer  *server
+	serverErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if theServer != nil {
+		theServer.close()
+	}
+	os.Exit(code)
+}
+
+func mustServer(tb testing.TB) *server {
+	tb.Helper()
+	serverOnce.Do(func() { theServer, serverErr = startServer() })
+	if serverErr != nil {
+		drivertest.Skip(tb, serverErr.Error())
+	}
+	return theServer
+}
+
+func TestDriver(t *testing.T) {
+	drivertest.Run(t, mustServer(t).harness())
+}
+
+type server struct {
+	addr             string
+	root             *sql.DB
+	adminName        string
+	adminPW          string
+	host             string
+	port             int
+	mu               sync.Mutex
+	scratchDatabases []string
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Print(...any) {}
+
+func addr() string {
+	if a := os.Getenv("MYSQL_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:3306"
+}
+
+func openDB(address, user, password, database string) (*sql.DB, error) {
+	cfg := gomysql.NewConfig()
+	cfg.Net, cfg.Addr, cfg.User, cfg.Passwd, cfg.DBName = "tcp", address, user, password, database
+	cfg.Timeout = 5 * time.Second
+	cfg.Logger = nopLogger{}
+	connector, err := gomysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(connector), nil
+}
+
+func secret() string { return "s'" + rand.Text() }
+
+func startServer() (s *server, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	root, err := openDB(addr(), "root", "", "")
+	if err != nil {
+		return nil, err
+	}
+	if err := root.PingContext(ctx); err != nil {
+		root.Close()
+		return nil, fmt.Errorf("MariaDB/MySQL at %s as root: %w", addr(), err)
+	}
+	s = &server{addr: addr(), root: root, adminName: "vf_admin_" + strings.ToLower(rand.Text()[:8]), adminPW: secret()}
+	defer func() {
+		if err != nil {
+			s.close()
+			s = nil
+		}
+	}()
+	if _, err := fmt.Sscanf(strings.Replace(s.addr, ":", " ", 1), "%s %d", &s.host, &s.port); err != nil {
+		return s, fmt.Errorf("parse MYSQL_ADDR: %w", err)
+	}
+	if _, err := root.ExecContext(ctx, fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'",
+		s.adminName, strings.ReplaceAll(s.adminPW, "'", "''"))); err != nil {
+		return s, fmt.Errorf("create admin: %w", err)
+	}
+	// Only what the driver needs; the scratch database's privileges come WITH GRANT OPTION
+	// in newScratch. MariaDB spells it CONNECTION ADMIN, MySQL 8 CONNECTION_ADMIN.
+	_, err = root.ExecContext(ctx, "GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '"+s.adminName+"'@'%'")
+	if err != nil {
+		_, err = root.ExecContext(ctx, "GRANT CREATE USER, PROCESS, CONNECTION_ADMIN ON *.* TO '"+s.adminName+"'@'%'")
+	}
+	if err != nil {
+		return s, fmt.Errorf("grant admin: %w", err)
+	}
+	return s, nil
+}
+
+func (s *server) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s.mu.Lock()
+	dbs := s.scratchDatabases
+	s.mu.Unlock()
+	for _, db := range dbs {
+		_, _ = s.root.ExecContext(ctx, "DROP DATABASE IF EXISTS `"+db+"`")
+	}
+	_, _ = s.root.ExecContext(ctx, "DROP USER IF EXISTS '"+s.adminName+"'@'%'")
+	s.root.Close()
+}
+
+func (s *server) admin() workers.Conn {
+	return workers.Conn{
+		PoolKey: "mysql-test-" + s.adminName, Host: s.host, Port: s.port,
+		Username: s.adminName, Password: s.adminPW, TLSMode: events.TLSDisable,
+	}
+}
+
+// newScratch makes a database with tables granted and denied, on which the admin holds
+// SELECT, INSERT, UPDATE, DELETE and CREATE WITH GRANT OPTION, and not DROP: the
+// ungrantable privilege.
+func (s *server) newScratch(tb testing.TB) drivertest.Scratch {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := "vf_scratch_" + strings.ToLower(rand.Text()[:8])
+	for _, stmt := range []string{
+		"CREATE DATABASE `" + db + "`",
+		"CREATE TABLE `" + db + "`.granted (id integer)",
+		"CREATE TABLE `" + db + "`.denied (id integer)",
+		"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON `" + strings.ReplaceAll(db, "_", `\_`) + "`.* TO '" +
+			s.adminName + "'@'%' WITH GRANT OPTION",
+	} {
+		if _, err := s.root.ExecContext(ctx, stmt); err != nil {
+			tb.Fatalf("%s: %v", stmt, err)
+		}
+		if strings.HasPrefix(stmt, "CREATE DATABASE") {
+			s.mu.Lock()
+			s.scratchDatabases = append(s.scratchDatabases, db)
+			s.mu.Unlock()
+		}
+	}
+	return drivertest.Scratch{
+		Database: db,
+		Grants: []events.Grant{{
+			Database: db, Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"},
+		}},
+		Granted:     "granted",
+		Denied:      "denied",
+		NewTable:    "made_by_user",
+		Ungrantable: events.Grant{Database: db, Privileges: []string{"DROP"}},
+	}
+}
+
+type session struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+func (s session) Exec(ctx context.Context, q string) error {
+	_, err := s.conn.ExecContext(ctx, q)
+	return err
+}
+
+func (s session) Close() error {
+	_ = s.conn.Close()
+	return s.db.Close()
+}
+
+// login opens one pinned connection, so a killed session is seen as killed instead of
+// being replaced by database/sql with a fresh login.
+func (s *server) login(ctx context.Context, user, password, database string) (drivertest.Session, error) {
+	db, err := openDB(s.addr, user, password, database)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return session{db: db, conn: conn}, nil
+}
+
+func (s *server) harness() drivertest.Harness {
+	return drivertest.Harness{
+		NewDriver:  func() workers.Driver { return mysql.New(nil) },
+		Admin:      s.admin(),
+		NewScratch: s.newScratch,
+		Login:      s.login,
+		AllowCreate: func(ctx context.Context, sc drivertest.Scratch, user string) error {
+			_, err := s.root.ExecContext(ctx, "GRANT CREATE, INSERT ON `"+strings.ReplaceAll(sc.Database, "_", `\_`)+"`.* TO '"+user+"'@'%'")
+			return err
+		},
+		AdminExec: func(ctx context.Context, sc drivertest.Scratch, q string) error {
+			db, err := openDB(s.addr, s.adminName, s.adminPW, sc.Database)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			_, err = db.ExecContext(ctx, q)
+			return err
+		},
+		Expires: false,
+	}
+}
+
+// TestDriver_AdminWithoutRights checks that Prepare names the missing right.
+func TestDriver_AdminWithoutRights(t *testing.T) {
+	s := mustServer(t)
+	scratch := s.newScratch(t)
+	for _, tc := range []struct {
+		name   string
+		global string
+	}{
+		{name: "NoCreateUser", global: "PROCESS, CONNECTION ADMIN"},
+		{name: "NoProcess", global: "CREATE USER, CONNECTION ADMIN"},
+		{name: "NoConnectionAdmin", global: "CREATE USER, PROCESS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			name, pw := "vf_weak_"+strings.ToLower(rand.Text()[:6]), secret()
+			t.Cleanup(func() { _, _ = s.root.Exec("DROP USER IF EXISTS '" + name + "'@'%'") })
+			for _, stmt := range []string{
+				fmt.Sprintf("CREATE USER '%s'@'%%' IDENTIFIED BY '%s'", name, strings.ReplaceAll(pw, "'", "''")),
+				"GRANT " + tc.global + " ON *.* TO '" + name + "'@'%'",
+				"GRANT SELECT, INSERT ON `" + strings.ReplaceAll(scratch.Database, "_", `\_`) + "`.* TO '" + name + "'@'%' WITH GRANT OPTION",
+			} {
+				if _, err := s.root.ExecContext(ctx, stmt); err != nil {
+					t.Fatalf("%s: %v", stmt, err)
+				}
+			}
+			d := mysql.New(nil)
+			defer d.Close()
+			conn := s.admin()
+			conn.Username, conn.Password, conn.PoolKey = name, pw, "weak-"+name
+			err := d.Prepare(ctx, workers.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: scratch.Grants})
+			if got := events.ErrorCode(err); got != events.ETargetUnverified {
+				t.Fatalf("code = %s; want %s (err: %v)", got, events.ETargetUnverified, err)
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Fatalf("error holds the admin password: %v", err)
+			}
+			t.Logf("message: %s", events.ErrorMessage(err))
+		})
+	}
+}
+
+func BenchmarkCreateDrop(b *testing.B) {
+	s := mustServer(b)
+	h := s.harness()
+	sc := h.NewScratch(b)
+	d := mysql.New(nil)
+	b.Cleanup(func() { _ = d.Close() })
+	uid := drivertest.NewRecordUID()
+	if err := d.Prepare(b.Context(), workers.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: sc.Grants}); err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("c%d", n), func(b *testing.B) {
+			drivertest.Bench(b, n, drivertest.DriverOps(d, h.Admin, uid, sc.Grants))
+		})
+	}
+}
+
+// BenchmarkRawSQL runs the statements the driver sends, straight through an admin pool of
+// the same size, without the driver's checks and cleanup: the baseline.
+func BenchmarkRawSQL(b *testing.B) {
+	s := mustServer(b)
+	sc := s.newScratch(b)
+	admin, err := openDB(s.addr, s.adminName, s.adminPW, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin.SetMaxOpenConns(4)
+	admin.SetMaxIdleConns(4)
+	b.Cleanup(func() { _ = admin.Close() })
+	ops := drivertest.Ops{
+		Create: func(ctx context.Context, user, password string) error {
+			acct := "'" + user + "'@'%'"
+			if _, err := admin.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY '"+strings.ReplaceAll(password, "'", "''")+"'"); err != nil {
+				return err
+			}
+			_, err := admin.ExecContext(ctx, "GRANT SELECT, INSERT ON `"+sc.Database+"`.`granted` TO "+acct)
+			return err
+		},
+		Drop: func(ctx context.Context, user string) error {
+			acct := "'" + user + "'@'%'"
+			if _, err := admin.ExecContext(ctx, "ALTER USER "+acct+" ACCOUNT LOCK"); err != nil {
+				return err
+			}
+			rows, err := admin.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+			if err != nil {
+				return err
+			}
+			rows.Close()
+			_, err = admin.ExecContext(ctx, "DROP USER "+acct)
+			return err
+		},
+	}
+	for _, n := range []int{1, 8} {
+		b.Run(fmt.Sprintf("c%d", n), func(b *testing.B) { drivertest.Bench(b, n, ops) })
+	}
+}

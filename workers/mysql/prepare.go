@@ -1,0 +1,128 @@
+package mysql
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers"
+)
+
+// Prepare verifies the admin's rights by doing what a lease will do, with a throwaway
+// probe user vf_probe_<random>: it creates it (CREATE USER), grants it every grant of
+// req.Grants (the admin holds them WITH GRANT OPTION, the databases and tables exist),
+// logs in as it, finds that session in PROCESSLIST (PROCESS) and kills it (CONNECTION
+// ADMIN or SUPER), then drops it. Nothing is left on the target; RecordUID is not used,
+// since MySQL users share nothing. Idempotent and safe for concurrent use.
+//
+// A missing right or a grant that cannot be applied fails with ETargetUnverified and a
+// message naming it; an unreachable target or a refused admin login with
+// ETargetUnavailable.
+func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error {
+	const op = "mysql.Prepare"
+	secret := req.Conn.Password
+	specs, err := parseGrants(req.Grants, req.Conn.Database)
+	if err != nil {
+		return fail(op, err, events.ETargetUnverified, "The target's grants are invalid: "+err.Error()+".", secret)
+	}
+	conn, err := d.connect(ctx, req.Conn)
+	if err != nil {
+		return fail(op, err, events.EInternal, "Could not connect to the target.", secret)
+	}
+	defer conn.Close()
+	if err := checkDatabases(ctx, conn, specs); err != nil {
+		return fail(op, err, events.EInternal, "Could not check the grants' databases.", secret)
+	}
+
+	probe := "vf_probe_" + strings.ToLower(rand.Text()[:8])
+	password := rand.Text()
+	acct, _ := account(probe) // a fixed-shape name: cannot fail
+	quoted, _ := quoteString(password)
+	if _, err := conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+quoted); err != nil {
+		if n := errNumber(err); n == errSpecificAccess || n == errDBAccessDenied || n == errTableAccessDenied {
+			err = events.Wrap(err, events.ETargetUnverified, "The admin may not create users: grant it CREATE USER.")
+		}
+		return fail(op, err, events.EInternal, "Could not create a probe user.", secret, password)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), workers.UndoTimeout)
+		defer cancel()
+		if _, err := conn.ExecContext(cctx, "DROP USER IF EXISTS "+acct); err != nil {
+			d.logger.WarnContext(ctx, "drop of probe user failed", "user", probe, "error", scrub(err, secret, password).Error())
+		}
+	}()
+	if err := applyGrants(ctx, conn, acct, specs); err != nil {
+		return fail(op, err, events.EInternal, "Could not grant the probe user.", secret, password)
+	}
+	if err := d.probeKill(ctx, conn, req.Conn, probe, password); err != nil {
+		return fail(op, err, events.EInternal, "Could not check that the admin can end sessions.", secret, password)
+	}
+	d.logger.DebugContext(ctx, "target prepared", "grants", len(specs))
+	return nil
+}
+
+// checkDatabases fails with ETargetUnverified when a grant's database is not visible to
+// the admin: GRANT ON db.* succeeds even for a database that does not exist.
+func checkDatabases(ctx context.Context, conn *sql.Conn, specs []grantSpec) error {
+	for i, s := range specs {
+		var n int
+		err := conn.QueryRowContext(ctx,
+			"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", s.database).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("check database of grant %d: %w", i+1, err)
+		}
+		if n == 0 {
+			return events.Errorf(events.ETargetUnverified,
+				"Cannot apply %s: the database does not exist or the admin holds no privilege on it.", s.describe(i))
+		}
+	}
+	return nil
+}
+
+// probeKill logs in as the probe user and checks the admin sees and kills that session.
+func (d *Driver) probeKill(ctx context.Context, admin *sql.Conn, c workers.Conn, user, password string) error {
+	probeConn := c
+	probeConn.Username, probeConn.Password, probeConn.Database = user, password, ""
+	cfg, err := config(probeConn, d.logger)
+	if err != nil {
+		return err
+	}
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return fmt.Errorf("probe connector: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	sess, err := db.Conn(ctx)
+	if err != nil {
+		return events.Wrap(err, events.ETargetUnverified,
+			"A user created by the admin could not log in; check that accounts @'%' may connect from SyVault.")
+	}
+	defer sess.Close()
+	var id uint64
+	if err := sess.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		return fmt.Errorf("probe session id: %w", err)
+	}
+	ids, err := sessionIDs(ctx, admin, user)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return events.Errorf(events.ETargetUnverified,
+			"The admin cannot see other users' sessions: grant it PROCESS.")
+	}
+	if err := killSessions(ctx, admin, user); err != nil {
+		return err
+	}
+	// The killed session must now fail; if it does not, the kill did nothing.
+	if err := sess.PingContext(ctx); err == nil {
+		return errors.New("probe session survived KILL")
+	}
+	return nil
+}

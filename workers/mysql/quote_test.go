@@ -1,0 +1,67 @@
+package mysql
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/syvault/syvault/events"
+)
+
+func TestQuoteString(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		err            error
+	}{
+		{name: "plain", in: "abc", want: "'abc'"},
+		{name: "quote", in: "a'b", want: "'a''b'"},
+		{name: "injection", in: "x' OR '1'='1", want: "'x'' OR ''1''=''1'"},
+		{name: "backslash", in: `a\'`, err: errBackslash},
+		{name: "NUL", in: "a\x00", err: errNUL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := quoteString(tc.in)
+			if !errors.Is(err, tc.err) || got != tc.want {
+				t.Fatalf("quoteString(%q) = %s, %v; want %s, %v", tc.in, got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestQuoteIdent(t *testing.T) {
+	if got, want := quoteIdent("a`b"), "`a``b`"; got != want {
+		t.Fatalf("quoteIdent = %s; want %s", got, want)
+	}
+	if got, want := dbPattern(`my_db%\`), "`my\\_db\\%\\\\`"; got != want {
+		t.Fatalf("dbPattern = %s; want %s", got, want)
+	}
+}
+
+func TestParseGrants(t *testing.T) {
+	specs, err := parseGrants([]events.Grant{{Database: "d", Tables: []string{"t`x"}, Privileges: []string{"select", "create  view"}}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := specs[0].statements("'u'@'%'")
+	if want := "GRANT SELECT, CREATE VIEW ON `d`.`t``x` TO 'u'@'%'"; len(got) != 1 || got[0] != want {
+		t.Fatalf("statements = %q; want %q", got, want)
+	}
+	for _, g := range []events.Grant{
+		{Database: "d", Privileges: []string{"SUPER"}},
+		{Database: "d", Privileges: []string{"SELECT ON *.* TO x; --"}},
+		{Privileges: []string{"SELECT"}},
+		{Database: "d"},
+	} {
+		if _, err := parseGrants([]events.Grant{g}, ""); err == nil {
+			t.Errorf("parseGrants(%+v) = nil error", g)
+		}
+	}
+}
+
+func TestAccount(t *testing.T) {
+	if _, err := account("vf_tmp_" + "123456789012345678901234567"); err == nil {
+		t.Fatal("33-character name accepted")
+	}
+	if got, _ := account("vf_tmp_abcdefgh"); got != "'vf_tmp_abcdefgh'@'%'" {
+		t.Fatalf("account = %s", got)
+	}
+}

@@ -1,0 +1,144 @@
+package mysql
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/syvault/syvault/events"
+)
+
+var (
+	errNUL       = errors.New("string holds a NUL byte")
+	errBackslash = errors.New("string holds a backslash")
+)
+
+// quoteString returns s as a single-quoted string literal for the statements that take
+// no placeholders (CREATE/ALTER USER ... IDENTIFIED BY). Single quotes are doubled, which
+// means one quote whatever the sql_mode. A backslash is refused rather than escaped: it is
+// an escape character unless sql_mode has NO_BACKSLASH_ESCAPES, and the driver cannot
+// know a pooled session's mode without asking it each time. NUL is refused too.
+func quoteString(s string) (string, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", errNUL
+	}
+	if strings.IndexByte(s, '\\') >= 0 {
+		return "", errBackslash
+	}
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'", nil
+}
+
+// quoteIdent returns name as a backtick-quoted identifier, backticks doubled.
+func quoteIdent(name string) string {
+	return "`" + strings.ReplaceAll(name, "`", "``") + "`"
+}
+
+// dbPattern quotes a database name for a database-level grant (ON db.*), where _ and %
+// are wildcards: escaped, the grant covers that database only.
+func dbPattern(name string) string {
+	r := strings.NewReplacer(`\`, `\\`, `_`, `\_`, `%`, `\%`)
+	return quoteIdent(r.Replace(name))
+}
+
+// account returns 'user'@'%'.
+func account(user string) (string, error) {
+	if user == "" {
+		return "", errors.New("empty username")
+	}
+	if len([]rune(user)) > maxUsername {
+		return "", fmt.Errorf("username longer than %d characters", maxUsername)
+	}
+	q, err := quoteString(user)
+	if err != nil {
+		return "", fmt.Errorf("username: %w", err)
+	}
+	return q + "@'%'", nil
+}
+
+// privileges a grant may name; they are spliced into GRANT as keywords, so nothing else
+// may pass. Database- and table-level privileges only: no global ones.
+var privileges = map[string]bool{
+	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "CREATE": true,
+	"DROP": true, "INDEX": true, "ALTER": true, "REFERENCES": true, "TRIGGER": true,
+	"CREATE VIEW": true, "SHOW VIEW": true, "EXECUTE": true, "EVENT": true,
+	"CREATE ROUTINE": true, "ALTER ROUTINE": true, "CREATE TEMPORARY TABLES": true,
+	"LOCK TABLES": true, "ALL": true, "ALL PRIVILEGES": true,
+}
+
+// grantSpec is a validated grant.
+type grantSpec struct {
+	database   string
+	tables     []string
+	privileges string
+}
+
+// parseGrants validates the grants, defaulting the database to defaultDB. Grant.Schema
+// is ignored: in MySQL a schema is a database.
+func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
+	if len(grants) == 0 {
+		return nil, errors.New("no grants")
+	}
+	specs := make([]grantSpec, len(grants))
+	for i, g := range grants {
+		s := grantSpec{database: g.Database, tables: g.Tables}
+		if s.database == "" {
+			s.database = defaultDB
+		}
+		if s.database == "" {
+			return nil, fmt.Errorf("grant %d: no database", i+1)
+		}
+		for _, name := range append([]string{s.database}, s.tables...) {
+			if name == "" || strings.IndexByte(name, 0) >= 0 || len([]rune(name)) > 64 {
+				return nil, fmt.Errorf("grant %d: invalid name %q", i+1, name)
+			}
+		}
+		if len(g.Privileges) == 0 {
+			return nil, fmt.Errorf("grant %d: no privileges", i+1)
+		}
+		privs := make([]string, len(g.Privileges))
+		for j, p := range g.Privileges {
+			p = strings.ToUpper(strings.Join(strings.Fields(p), " "))
+			if !privileges[p] {
+				return nil, fmt.Errorf("grant %d: %q is not a database or table privilege", i+1, p)
+			}
+			privs[j] = p
+		}
+		s.privileges = strings.Join(privs, ", ")
+		specs[i] = s
+	}
+	return specs, nil
+}
+
+// statements returns the GRANTs giving acct this grant: one per table, or one on the
+// whole database.
+func (s grantSpec) statements(acct string) []string {
+	if len(s.tables) == 0 {
+		return []string{fmt.Sprintf("GRANT %s ON %s.* TO %s", s.privileges, dbPattern(s.database), acct)}
+	}
+	out := make([]string, len(s.tables))
+	for i, t := range s.tables {
+		out[i] = fmt.Sprintf("GRANT %s ON %s.%s TO %s", s.privileges, quoteIdent(s.database), quoteIdent(t), acct)
+	}
+	return out
+}
+
+// describe names the grant in messages a user sees.
+func (s grantSpec) describe(i int) string {
+	if len(s.tables) == 0 {
+		return fmt.Sprintf("grant %d (%s on %s.*)", i+1, s.privileges, s.database)
+	}
+	return fmt.Sprintf("grant %d (%s on %s.{%s})", i+1, s.privileges, s.database, strings.Join(s.tables, ","))
+}
+
+// grantFailure says in a few words why a GRANT failed.
+func grantFailure(err error) string {
+	switch errNumber(err) {
+	case errNoSuchTable:
+		return "a table does not exist"
+	case errBadDB:
+		return "the database does not exist"
+	case errDBAccessDenied, errTableAccessDenied, errSpecificAccess, errCantCreateUser:
+		return "the admin may not grant these privileges (it must hold them WITH GRANT OPTION)"
+	}
+	return "the admin could not apply it"
+}

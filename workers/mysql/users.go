@@ -1,0 +1,187 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers"
+)
+
+// CreateUser creates req.Username@'%' identified by req.Password and grants it exactly
+// req.Grants (on db.* when a grant lists no tables, else on each table). When the user
+// exists it is taken to be this lease's from an earlier attempt: its password is set
+// again, the account unlocked, all its privileges revoked and the grants given anew, and
+// that is success. On any failure after the CREATE USER was sent the user is dropped again
+// (with a context that outlives ctx), so no user of that name is left behind. MySQL has no
+// database-side expiry: ExpiresAt is not used. Safe for concurrent use.
+func (d *Driver) CreateUser(ctx context.Context, req workers.CreateUserRequest) error {
+	const op = "mysql.CreateUser"
+	secrets := []string{req.Conn.Password, req.Password}
+	sent, err := d.createUser(ctx, req)
+	if err == nil {
+		return nil
+	}
+	if sent {
+		workers.UndoCreate(ctx, d, req, d.logger)
+	}
+	return fail(op, err, events.EInternal, "Could not create the database user.", secrets...)
+}
+
+// createUser does CreateUser's work; sent reports whether CREATE USER went out, after
+// which a user may exist however the call ended. The connection is released on return,
+// before any cleanup takes another.
+func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) (sent bool, err error) {
+	acct, err := account(req.Username)
+	if err != nil {
+		return false, events.Wrap(err, events.EInternal, "The username is not a valid MySQL user name.")
+	}
+	password, err := quoteString(req.Password)
+	if err != nil {
+		return false, events.Wrap(err, events.EInternal, "The password cannot be written as a MySQL string literal.")
+	}
+	specs, err := parseGrants(req.Grants, req.Conn.Database)
+	if err != nil {
+		return false, events.Wrap(err, events.EInternal, "The lease's grants are invalid: "+err.Error()+".")
+	}
+	conn, err := d.connect(ctx, req.Conn)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+
+	_, err = conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+password)
+	if errNumber(err) == errCannotUser {
+		// Ours from an earlier attempt: reset it to exactly this lease's state.
+		if _, err := conn.ExecContext(ctx, "ALTER USER "+acct+" IDENTIFIED BY "+password+" ACCOUNT UNLOCK"); err != nil {
+			return true, fmt.Errorf("reset existing user: %w", err)
+		}
+		if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {
+			return true, fmt.Errorf("revoke existing user's privileges: %w", err)
+		}
+	} else if err != nil {
+		return true, fmt.Errorf("create user: %w", err)
+	}
+	return true, applyGrants(ctx, conn, acct, specs)
+}
+
+// applyGrants grants every spec to acct; the error is an ETargetUnverified *events.Error
+// naming the grant, unless the target became unavailable.
+func applyGrants(ctx context.Context, conn *sql.Conn, acct string, specs []grantSpec) error {
+	for i, s := range specs {
+		for _, stmt := range s.statements(acct) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				if unavailable(err) {
+					return fmt.Errorf("grant %d: %w", i+1, err)
+				}
+				return events.Wrap(err, events.ETargetUnverified,
+					fmt.Sprintf("Cannot apply %s: %s.", s.describe(i), grantFailure(err)))
+			}
+		}
+	}
+	return nil
+}
+
+// RenewUser returns nil: MySQL and MariaDB have no database-side expiry for an account
+// (MySQL's PASSWORD EXPIRE forces a password change, it does not refuse the login), so the
+// lease's expiry is enforced by DropUser alone. It opens no connection.
+func (d *Driver) RenewUser(ctx context.Context, req workers.RenewUserRequest) error {
+	return nil
+}
+
+// DropUser locks the account (ACCOUNT LOCK refuses new logins), kills every session of
+// the user listed in information_schema.PROCESSLIST and waits until none is left, drops
+// the user, and kills once more any session that was still authenticating. MySQL users
+// own no objects, so nothing else blocks the drop. A user that does not exist is success
+// (its leftover sessions, if any, are still killed). Safe for concurrent use.
+func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) error {
+	const op = "mysql.DropUser"
+	acct, err := account(req.Username)
+	if err != nil {
+		return fail(op, err, events.EInternal, "The username is not a valid MySQL user name.", req.Conn.Password)
+	}
+	conn, err := d.connect(ctx, req.Conn)
+	if err != nil {
+		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
+	}
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx, "ALTER USER "+acct+" ACCOUNT LOCK")
+	if err != nil && errNumber(err) != errCannotUser {
+		return fail(op, fmt.Errorf("lock account: %w", err), events.EInternal, "Could not lock the database user.", req.Conn.Password)
+	}
+	if err := killSessions(ctx, conn, req.Username); err != nil {
+		return fail(op, err, events.EInternal, "Could not end the database user's sessions.", req.Conn.Password)
+	}
+	if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
+		return fail(op, fmt.Errorf("drop user: %w", err), events.EInternal, "Could not drop the database user.", req.Conn.Password)
+	}
+	if err := killSessions(ctx, conn, req.Username); err != nil {
+		return fail(op, err, events.EInternal, "Could not end the database user's sessions.", req.Conn.Password)
+	}
+	return nil
+}
+
+// killSessions kills every session of user and returns once PROCESSLIST lists none: KILL
+// only flags a thread, which then takes a moment to go. A thread that ended in between
+// (unknown thread) is fine.
+func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
+	const attempts = 100
+	for i := 1; ; i++ {
+		ids, err := sessionIDs(ctx, conn, user)
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if i == attempts {
+			return fmt.Errorf("kill sessions: %d still running", len(ids))
+		}
+		for _, id := range ids {
+			_, err := conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id))
+			if err != nil && errNumber(err) != errNoSuchThread {
+				if errNumber(err) == errKillDenied || errNumber(err) == errSpecificAccess {
+					return events.Wrap(err, events.ETargetUnverified,
+						"The admin may not kill other users' sessions: grant it CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER.")
+				}
+				return fmt.Errorf("kill session %d: %w", id, err)
+			}
+		}
+		if err := pause(ctx, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("kill sessions: %w", err)
+		}
+	}
+}
+
+func sessionIDs(ctx context.Context, conn *sql.Conn, user string) ([]uint64, error) {
+	rows, err := conn.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var ids []uint64
+	for rows.Next() {
+		var id uint64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return ids, nil
+}
+
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

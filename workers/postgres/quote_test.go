@@ -1,0 +1,81 @@
+package postgres
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/syvault/syvault/events"
+)
+
+func TestQuoteLiteral(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		err            error
+	}{
+		{name: "plain", in: "abc", want: "'abc'"},
+		{name: "empty", in: "", want: "''"},
+		{name: "quote", in: "a'b", want: "'a''b'"},
+		{name: "only quotes", in: "''", want: "''''''"},
+		{name: "injection", in: "x'; DROP ROLE admin; --", want: "'x''; DROP ROLE admin; --'"},
+		{name: "backslash", in: `a\b'`, want: `E'a\\b'''`},
+		{name: "double quote", in: `a"b`, want: `'a"b'`},
+		{name: "unicode", in: "pässwörd", want: "'pässwörd'"},
+		{name: "NUL", in: "a\x00b", err: errNUL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := quoteLiteral(tc.in)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v; want %v", err, tc.err)
+			}
+			if got != tc.want {
+				t.Fatalf("quoteLiteral(%q) = %s; want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidUntil(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 600_000_000, time.FixedZone("X", 3600))
+	if got, want := validUntil(at), "'2030-01-02 02:04:05.6+00:00'"; got != want {
+		t.Fatalf("validUntil = %s; want %s", got, want)
+	}
+	if got := validUntil(time.Time{}); got != "'infinity'" {
+		t.Fatalf("validUntil(zero) = %s", got)
+	}
+}
+
+func TestParseGrant(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		s, err := parseGrant(grant("db", "", nil, "select", " all  privileges "), "home")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.schema != "public" || s.database != "db" || len(s.check) != 7 {
+			t.Fatalf("spec = %+v", s)
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		privs []string
+		table string
+	}{
+		{name: "injected privilege", privs: []string{"SELECT ON ALL TABLES IN SCHEMA x TO public; --"}},
+		{name: "no privileges"},
+		{name: "long table", privs: []string{"SELECT"}, table: string(make([]byte, 64))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tables []string
+			if tc.table != "" {
+				tables = []string{tc.table}
+			}
+			if _, err := parseGrant(grant("db", "s", tables, tc.privs...), "home"); err == nil {
+				t.Fatal("err = nil")
+			}
+		})
+	}
+}
+
+func grant(db, schema string, tables []string, privs ...string) events.Grant {
+	return events.Grant{Database: db, Schema: schema, Tables: tables, Privileges: privs}
+}

@@ -1,0 +1,130 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/syvault/syvault/events"
+)
+
+var errNUL = errors.New("literal holds a NUL byte")
+
+// quoteLiteral returns s as a SQL string literal, for the statements that take no bind
+// parameters (CREATE/ALTER ROLE ... PASSWORD, VALID UNTIL). Single quotes are doubled;
+// when s holds a backslash it is doubled too and the literal written E'...', which reads
+// the same whatever standard_conforming_strings is (PQescapeLiteral does the same). NUL
+// cannot appear in a PostgreSQL string, so it is refused rather than truncated.
+func quoteLiteral(s string) (string, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return "", errNUL
+	}
+	q := strings.ReplaceAll(s, "'", "''")
+	if strings.Contains(q, `\`) {
+		return `E'` + strings.ReplaceAll(q, `\`, `\\`) + `'`, nil
+	}
+	return "'" + q + "'", nil
+}
+
+// validUntil returns the VALID UNTIL literal for t: an explicit UTC offset so the
+// session's TimeZone cannot shift it, and 'infinity' for the zero time.
+func validUntil(t time.Time) string {
+	if t.IsZero() {
+		return "'infinity'"
+	}
+	return "'" + t.UTC().Format("2006-01-02 15:04:05.999999-07:00") + "'"
+}
+
+// tablePrivileges are the privileges a grant may name; they are spliced into GRANT as
+// keywords, so nothing else may pass.
+var tablePrivileges = map[string]bool{
+	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true,
+	"TRUNCATE": true, "REFERENCES": true, "TRIGGER": true,
+}
+
+// allPrivileges is what ALL [PRIVILEGES] means on a table, for checking it was granted.
+var allPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+
+// grantSpec is a validated grant.
+type grantSpec struct {
+	database   string
+	schema     string
+	tables     []string
+	privileges []string // for the GRANT statement
+	check      []string // each privilege to verify, ALL expanded
+}
+
+// parseGrant validates g, defaulting the database to defaultDB and the schema to public.
+func parseGrant(g events.Grant, defaultDB string) (grantSpec, error) {
+	s := grantSpec{database: g.Database, schema: g.Schema, tables: g.Tables}
+	if s.database == "" {
+		s.database = defaultDB
+	}
+	if s.schema == "" {
+		s.schema = "public"
+	}
+	for _, name := range append([]string{s.database, s.schema}, s.tables...) {
+		if err := checkIdentifier(name); err != nil {
+			return grantSpec{}, err
+		}
+	}
+	if len(g.Privileges) == 0 {
+		return grantSpec{}, errors.New("no privileges")
+	}
+	seen := map[string]bool{}
+	for _, p := range g.Privileges {
+		p = strings.ToUpper(strings.Join(strings.Fields(p), " "))
+		switch {
+		case p == "ALL" || p == "ALL PRIVILEGES":
+			s.privileges = append(s.privileges, "ALL PRIVILEGES")
+			for _, a := range allPrivileges {
+				if !seen[a] {
+					seen[a] = true
+					s.check = append(s.check, a)
+				}
+			}
+		case tablePrivileges[p]:
+			s.privileges = append(s.privileges, p)
+			if !seen[p] {
+				seen[p] = true
+				s.check = append(s.check, p)
+			}
+		default:
+			return grantSpec{}, fmt.Errorf("%q is not a table privilege", p)
+		}
+	}
+	return s, nil
+}
+
+// describe names the grant in messages a user sees.
+func (s grantSpec) describe(i int) string {
+	if len(s.tables) == 0 {
+		return fmt.Sprintf("grant %d (%s on all tables of %s.%s)", i+1, strings.Join(s.privileges, ", "), s.database, s.schema)
+	}
+	return fmt.Sprintf("grant %d (%s on %s.%s.{%s})", i+1, strings.Join(s.privileges, ", "), s.database, s.schema, strings.Join(s.tables, ","))
+}
+
+// statements returns the GRANTs that give group this grant, as one multi-statement
+// string: pgx sends a statement without arguments over the simple protocol, where several
+// statements run as one implicit transaction, so a grant applies wholly or not at all.
+func (s grantSpec) statements(group string) string {
+	g := ident(group)
+	privs := strings.Join(s.privileges, ", ")
+	var b strings.Builder
+	fmt.Fprintf(&b, "GRANT CONNECT ON DATABASE %s TO %s;\n", ident(s.database), g)
+	fmt.Fprintf(&b, "GRANT USAGE ON SCHEMA %s TO %s;\n", ident(s.schema), g)
+	if len(s.tables) == 0 {
+		fmt.Fprintf(&b, "GRANT %s ON ALL TABLES IN SCHEMA %s TO %s;\n", privs, ident(s.schema), g)
+		// Tables the admin creates later get the privileges too. Only for schema-wide
+		// grants: a grant listing tables must not widen to tables created after it.
+		fmt.Fprintf(&b, "ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT %s ON TABLES TO %s;\n", ident(s.schema), privs, g)
+	} else {
+		tables := make([]string, len(s.tables))
+		for i, t := range s.tables {
+			tables[i] = ident(s.schema, t)
+		}
+		fmt.Fprintf(&b, "GRANT %s ON TABLE %s TO %s;\n", privs, strings.Join(tables, ", "), g)
+	}
+	return b.String()
+}

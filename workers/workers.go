@@ -1,0 +1,362 @@
+// Package workers turns lease events into database work: the provisioner creates users,
+// the revoker drops them, the renewer moves their expiry and the expirer turns fired
+// schedules into expiries. Each runs on a durable JetStream consumer that any number of
+// processes share, and each step is idempotent, so redelivery, duplicates, crashes
+// between the SQL and the ack, and races between processes all end in one outcome.
+package workers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/events/seal"
+)
+
+// Consumer names.
+const (
+	LeaseConsumer  = "workers"
+	ExpiryConsumer = "expirer"
+)
+
+// TargetSource returns a target's current registration (ENotFound once removed).
+type TargetSource interface {
+	Target(ctx context.Context, recordUID string) (events.Target, error)
+}
+
+// Config wires the workers.
+type Config struct {
+	Store   *jsstore.Store
+	Sealer  *seal.Sealer
+	Drivers map[events.Engine]Driver
+	Targets TargetSource
+	Logger  *slog.Logger
+	// Concurrency bounds the lease operations one process runs at once. Default 16.
+	Concurrency int
+	// OpTimeout bounds one database operation. Default 30 s.
+	OpTimeout time.Duration
+	// MaxBackoff caps the delay between retries of a failed revocation. Default 30 s.
+	MaxBackoff time.Duration
+	// AckWait is how long a process may hold a lease event before it is redelivered to
+	// another, i.e. how soon work of a crashed process resumes. Default 2 minutes.
+	AckWait time.Duration
+}
+
+// Workers runs the lease and expiry consumers. It is safe for concurrent use.
+type Workers struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns Workers; Run starts them.
+func New(cfg Config) (*Workers, error) {
+	if cfg.Store == nil || cfg.Sealer == nil || cfg.Targets == nil || len(cfg.Drivers) == 0 {
+		return nil, errors.New("workers.New: Store, Sealer, Targets and Drivers are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 2 * time.Minute
+	}
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = min(30*time.Second, cfg.AckWait/2)
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers")}, nil
+}
+
+// Run consumes lease events and fired schedules until ctx ends, then lets the operations
+// in flight finish.
+func (w *Workers) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() {
+		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
+			Stream: w.cfg.Store.Events(), Durable: LeaseConsumer, Filters: []string{events.LeaseSubjects},
+			Concurrency: w.cfg.Concurrency, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
+		}, w.handleLease)
+	}()
+	go func() {
+		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
+			Stream: w.cfg.Store.Schedules(), Durable: ExpiryConsumer, Filters: []string{events.DueSubjects},
+			Concurrency: 4, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
+		}, w.handleDue)
+	}()
+	return errors.Join(<-errc, <-errc)
+}
+
+func (w *Workers) handleLease(ctx context.Context, msg jetstream.Msg) error {
+	e, err := events.Decode(msg.Data())
+	if err != nil {
+		return fmt.Errorf("%w: %v", jsstore.ErrPermanent, err)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
+	if err != nil {
+		return err
+	}
+	switch e.Type {
+	case events.LeaseRequested:
+		return w.provision(ctx, l, md.Sequence.Stream)
+	case events.LeaseRevoked, events.LeaseExpired:
+		return w.revoke(ctx, l)
+	case events.LeaseRenewed:
+		return w.renew(ctx, l)
+	}
+	return nil
+}
+
+// provision creates the user of a requested lease. A user is only ever created while the
+// lease's last event is its request; activation is appended on condition that this is
+// still so, and a create that loses that race drops what it made. So once a lease has
+// ended, nothing creates its user again.
+func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint64) error {
+	log := w.log.With("lease_id", l.ID, "record_uid", l.RecordUID)
+	switch {
+	case l.Status.Ended():
+		// Redelivered request of a lease that failed or ended: a crash may have left the
+		// user behind, so make sure it is gone (retried until the target answers).
+		return w.dropUser(ctx, l)
+	case l.Status != events.StatusPending || l.Seq != requestSeq:
+		return nil // activated, or revocation already under way: the revoker owns it
+	}
+	if time.Now().After(l.Spec.Deadline) {
+		log.Warn("lease request seen after its requester stopped waiting; not creating it")
+		return w.fail(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."))
+	}
+	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
+	if err != nil {
+		return w.fail(ctx, l, events.Wrap(err, events.EInternal, "The lease password could not be unsealed."))
+	}
+	target, conn, err := w.conn(ctx, l.Spec.Target)
+	if err != nil {
+		return w.fail(ctx, l, err)
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	start := time.Now()
+	err = w.driver(target).CreateUser(opCtx, CreateUserRequest{
+		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password),
+		ExpiresAt: l.ExpiresAt, Grants: l.Spec.Target.Grants,
+	})
+	if err != nil {
+		log.Warn("create user failed", "err", Scrub(err, conn.Password, string(password)))
+		ferr := w.fail(ctx, l, err)
+		// The driver leaves no user behind when it can reach the target; when it cannot,
+		// the redelivered request drops the user once the target is back.
+		if derr := w.dropUser(ctx, l); derr != nil {
+			return errors.Join(ferr, derr)
+		}
+		return ferr
+	}
+	log.Info("user created", "username", l.Username, "took", time.Since(start).Round(time.Microsecond))
+	// Arm expiry before announcing the lease: an active lease always has a schedule.
+	if err := w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt); err != nil {
+		return err // redelivery creates idempotently and tries again
+	}
+	act := events.Event{Type: events.LeaseActivated, ID: l.ID + ".activated", Time: time.Now().UTC(),
+		ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: events.OutcomeOK}
+	_, err = w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), act, l.Seq)
+	if errors.Is(err, jsstore.ErrConflict) {
+		// Revoked or timed out while we were creating: undo.
+		log.Info("lease moved on while its user was created; dropping the user")
+		return w.dropUser(ctx, l)
+	}
+	return err
+}
+
+// fail records a failed creation. A conflict means the lease moved on (revoked, or the
+// requester gave up first), which needs nothing more here.
+func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
+	e := events.Event{Type: events.LeaseFailed, ID: l.ID + ".failed", Time: time.Now().UTC(),
+		ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID,
+		Outcome: string(events.ErrorCode(cause)), Reason: events.ErrorMessage(cause)}
+	_, err := w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
+	if errors.Is(err, jsstore.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// revoke drops the user of a revoking lease and records it. Failures are returned so the
+// message is redelivered with backoff, forever: a revocation is never given up.
+func (w *Workers) revoke(ctx context.Context, l events.Lease) error {
+	for {
+		if l.Status != events.StatusRevoking {
+			return nil
+		}
+		if err := w.dropUser(ctx, l); err != nil {
+			w.notifyAttempt(l.ID, err)
+			return err
+		}
+		e := events.Event{Type: events.LeaseDropped, ID: l.ID + ".dropped", Time: time.Now().UTC(),
+			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}
+		_, err := w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
+		if !errors.Is(err, jsstore.ErrConflict) {
+			if err == nil {
+				w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
+			}
+			return err
+		}
+		if l, err = w.cfg.Store.LoadLease(ctx, l.ID); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
+	target, conn, err := w.conn(ctx, l.Spec.Target)
+	if err != nil {
+		return err
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	err = w.driver(target).DropUser(opCtx, DropUserRequest{Conn: conn, Username: l.Username, Grants: l.Spec.Target.Grants})
+	if err != nil {
+		return fmt.Errorf("drop %s of lease %s: %v: %w", l.Username, l.ID, Scrub(err, conn.Password), errRedacted{events.ErrorCode(err), events.ErrorMessage(err)})
+	}
+	return nil
+}
+
+// renew moves the database-side expiry and re-arms the schedule for the lease's latest
+// expiry (folded from the stream, so renewals handled out of order still end right).
+func (w *Workers) renew(ctx context.Context, l events.Lease) error {
+	if l.Status != events.StatusActive {
+		return nil
+	}
+	target, conn, err := w.conn(ctx, l.Spec.Target)
+	if err != nil {
+		return err
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	if err := w.driver(target).RenewUser(opCtx, RenewUserRequest{Conn: conn, Username: l.Username, ExpiresAt: l.ExpiresAt}); err != nil {
+		return fmt.Errorf("renew %s: %w", l.ID, Scrub(err, conn.Password))
+	}
+	return w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
+}
+
+// handleDue turns a fired schedule into a lease.expired event, unless the lease was
+// renewed since (then it re-arms for the new expiry) or has already ended.
+func (w *Workers) handleDue(ctx context.Context, msg jetstream.Msg) error {
+	e, err := events.Decode(msg.Data())
+	if err != nil || e.LeaseID == "" {
+		return fmt.Errorf("%w: undecodable schedule: %v", jsstore.ErrPermanent, err)
+	}
+	for {
+		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
+		if err != nil {
+			if events.ErrorCode(err) == events.ENotFound {
+				return nil
+			}
+			return err
+		}
+		if l.Status != events.StatusActive && l.Status != events.StatusPending {
+			return nil
+		}
+		if e.ExpiresAt.Before(l.ExpiresAt) {
+			return w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
+		}
+		exp := events.Event{Type: events.LeaseExpired, ID: jsstore.ExpiredID(l.ID, e.ExpiresAt), Time: time.Now().UTC(),
+			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: e.ExpiresAt}
+		_, err = w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), exp, l.Seq)
+		if !errors.Is(err, jsstore.ErrConflict) {
+			if err == nil {
+				w.log.Info("lease expired", "lease_id", l.ID, "lag", time.Since(l.ExpiresAt).Round(time.Millisecond))
+			}
+			return err
+		}
+	}
+}
+
+// Prepare verifies a target's admin rights and sets up what its users share. The admin
+// password is the plaintext the caller is about to seal.
+func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string) error {
+	d, ok := w.cfg.Drivers[t.Engine]
+	if !ok {
+		return events.Errorf(events.EInvalid, "Engine %q is not supported by this server.", t.Engine)
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	conn := connFor(t, adminPassword)
+	err := d.Prepare(opCtx, PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
+	if err != nil {
+		return fmt.Errorf("prepare %s: %v: %w", t.RecordUID, Scrub(err, adminPassword), errRedacted{events.ErrorCode(err), Scrub(errors.New(events.ErrorMessage(err)), adminPassword).Error()})
+	}
+	return nil
+}
+
+// conn resolves how to reach a lease's target. The current registration wins over the
+// lease's snapshot, so a rotated admin password is used for leases issued before the
+// rotation; the snapshot serves once the target is removed.
+func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Target, Conn, error) {
+	t := snapshot
+	cur, err := w.cfg.Targets.Target(ctx, snapshot.RecordUID)
+	switch {
+	case err == nil && cur.Engine == snapshot.Engine && cur.Host == snapshot.Host && cur.Port == snapshot.Port:
+		t = cur
+	case err != nil && events.ErrorCode(err) != events.ENotFound:
+		return t, Conn{}, err
+	}
+	if _, ok := w.cfg.Drivers[t.Engine]; !ok {
+		return t, Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
+	}
+	pw, err := w.cfg.Sealer.Open(t.SealedAdminPassword, []byte(t.RecordUID))
+	if err != nil {
+		return t, Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed (is this the right master key?).")
+	}
+	return t, connFor(t, string(pw)), nil
+}
+
+func (w *Workers) driver(t events.Target) Driver { return w.cfg.Drivers[t.Engine] }
+
+func connFor(t events.Target, password string) Conn {
+	h := sha256.New()
+	for _, s := range []string{t.Host, strconv.Itoa(t.Port), t.Database, t.AdminUsername, password, string(t.TLSMode)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return Conn{
+		PoolKey:  t.RecordUID + ":" + hex.EncodeToString(h.Sum(nil))[:16],
+		Host:     t.Host,
+		Port:     t.Port,
+		Database: t.Database,
+		Username: t.AdminUsername,
+		Password: password,
+		TLSMode:  t.TLSMode,
+	}
+}
+
+func (w *Workers) notifyAttempt(leaseID string, err error) {
+	data, _ := json.Marshal(map[string]string{"error": string(events.ErrorCode(err)), "message": events.ErrorMessage(err)})
+	_ = w.cfg.Store.Conn().Publish(events.AttemptSubject(leaseID), data)
+}
+
+// errRedacted carries a driver error's code and public message without its cause, so
+// that nothing from inside a driver error travels further than the log line.
+type errRedacted struct {
+	code    events.Code
+	message string
+}
+
+func (e errRedacted) Error() string { return string(e.code) }
+
+func (e errRedacted) Unwrap() error { return &events.Error{Code: e.code, Message: e.message} }

@@ -1,0 +1,270 @@
+package workers_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/events/jsstore/jstest"
+	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/projections"
+	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/postgres"
+)
+
+// fixture is a store, a registered PostgreSQL target on the local server and Workers,
+// with no consumer running: tests deliver messages themselves.
+type fixture struct {
+	store  *jsstore.Store
+	sealer *seal.Sealer
+	w      *workers.Workers
+	target events.Target
+	driver workers.Driver
+	pg     *pgx.Conn
+}
+
+func mustFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL on 127.0.0.1:5432 is required (CI=true): %v", err)
+		}
+		t.Skipf("PostgreSQL on 127.0.0.1:5432 unreachable, skipping: %v", err)
+	}
+	t.Cleanup(func() { pg.Close(ctx) })
+	db := fmt.Sprintf("syvault_wk_%d", rand.IntN(1e9))
+	if _, err := pg.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pg.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)") })
+
+	store := jstest.MustStore(t)
+	logger := slog.New(slog.DiscardHandler)
+	proj, err := projections.Open(ctx, store, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, _ := seal.New(seal.NewKey())
+	driver := postgres.New(logger)
+	t.Cleanup(func() { driver.Close() })
+	w, err := workers.New(workers.Config{Store: store, Sealer: sealer, Drivers: map[events.Engine]workers.Driver{events.PostgreSQL: driver},
+		Targets: proj, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := "W" + uuid.NewString()[:11]
+	tg := events.Target{RecordUID: uid, Name: "w", Engine: events.PostgreSQL, Host: "127.0.0.1", Port: 5432, Database: db,
+		AdminUsername: "postgres", TLSMode: events.TLSDisable, MaxTTLSeconds: 86400,
+		Grants: []events.Grant{{Database: db, Schema: "public", Privileges: []string{"SELECT"}}}}
+	if err := w.Prepare(ctx, tg, "unused-under-trust"); err != nil {
+		t.Fatal(err)
+	}
+	tg.SealedAdminPassword = sealer.Seal([]byte("unused-under-trust"), []byte(uid))
+	seq, err := store.Append(ctx, events.TargetSubject(uid), events.Event{Type: events.TargetRegistered, ID: uid, Target: &tg, RecordUID: uid}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := events.Decode((&events.Event{Type: events.TargetRegistered, ID: uid, Target: &tg, RecordUID: uid}).Encode())
+	if err := proj.Apply(ctx, e, seq); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = pg.Exec(ctx, fmt.Sprintf(`DROP ROLE IF EXISTS "syvault_%s"`, uid))
+	})
+	return &fixture{store: store, sealer: sealer, w: w, target: tg, driver: driver, pg: pg}
+}
+
+// request appends a lease request and returns the lease id and username.
+func (f *fixture) request(t *testing.T) (string, string) {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7()).String()
+	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
+	now := time.Now().UTC()
+	e := events.Event{Type: events.LeaseRequested, ID: id + ".requested", Time: now, LeaseID: id, RecordUID: f.target.RecordUID,
+		TTLSeconds: 3600, ExpiresAt: now.Add(time.Hour), Lease: &events.LeaseSpec{Username: user,
+			SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Deadline: now.Add(time.Minute), Target: f.target}}
+	if _, err := f.store.Append(context.Background(), events.LeaseSubject(id), e, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+user) })
+	return id, user
+}
+
+func (f *fixture) revoke(t *testing.T, id string) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		l, err := f.store.LoadLease(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Status != events.StatusPending && l.Status != events.StatusActive {
+			return
+		}
+		_, err = f.store.Append(ctx, events.LeaseSubject(id), events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", LeaseID: id}, l.Seq)
+		if err == nil {
+			return
+		}
+	}
+}
+
+// deliver fetches the n-th event (0-based) of a lease as a fresh delivery and hands it to
+// the workers, as a redelivery or another process would.
+func (f *fixture) deliver(t *testing.T, id string, n int) error {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := f.store.Events().OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.LeaseSubject(id)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg jetstream.Msg
+	for range n + 1 {
+		if msg, err = cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f.w.HandleLease(ctx, msg)
+}
+
+func (f *fixture) userExists(t *testing.T, user string) bool {
+	t.Helper()
+	var n int
+	if err := f.pg.QueryRow(context.Background(), "SELECT count(*) FROM pg_roles WHERE rolname = $1", user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+func (f *fixture) history(t *testing.T, id string) []events.Type {
+	t.Helper()
+	evs, _, err := f.store.History(context.Background(), events.LeaseSubject(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []events.Type
+	for _, e := range evs {
+		types = append(types, e.Type)
+	}
+	return types
+}
+
+func TestWorkers_Idempotency(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+
+	t.Run("request delivered twice creates one user, activates once", func(t *testing.T) {
+		id, user := f.request(t)
+		for range 2 {
+			if err := f.deliver(t, id, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated]" {
+			t.Fatalf("history = %s", got)
+		}
+		if !f.userExists(t, user) {
+			t.Fatal("no user")
+		}
+	})
+
+	t.Run("crash between the SQL and the ack: the redelivery finishes the job", func(t *testing.T) {
+		id, user := f.request(t)
+		l, err := f.store.LoadLease(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first worker ran the SQL and died before recording anything.
+		if err := f.driver.CreateUser(ctx, workers.CreateUserRequest{Conn: workers.Conn{PoolKey: "crash", Host: "127.0.0.1", Port: 5432,
+			Database: f.target.Database, Username: "postgres", Password: "x", TLSMode: events.TLSDisable},
+			RecordUID: f.target.RecordUID, Username: user, Password: "first-attempt", ExpiresAt: l.ExpiresAt, Grants: f.target.Grants}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.deliver(t, id, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated]" {
+			t.Fatalf("history = %s", got)
+		}
+		if !f.userExists(t, user) {
+			t.Fatal("no user")
+		}
+	})
+
+	t.Run("a request seen after its revocation creates nothing, ever", func(t *testing.T) {
+		id, user := f.request(t)
+		f.revoke(t, id)
+		for _, n := range []int{0, 1, 0} { // request, revoke, then the request redelivered
+			if err := f.deliver(t, id, n); err != nil {
+				t.Fatal(err)
+			}
+			if f.userExists(t, user) {
+				t.Fatalf("user created after the lease was revoked (delivery of event %d)", n)
+			}
+		}
+		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.revoked lease.dropped]" {
+			t.Fatalf("history = %s", got)
+		}
+	})
+
+	t.Run("create and revoke racing leave no user", func(t *testing.T) {
+		const n = 20
+		type lease struct{ id, user string }
+		var leases []lease
+		for range n {
+			id, user := f.request(t)
+			leases = append(leases, lease{id, user})
+		}
+		var wg sync.WaitGroup
+		for _, l := range leases {
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				if err := f.deliver(t, l.id, 0); err != nil {
+					t.Error(err)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				f.revoke(t, l.id)
+			}()
+		}
+		wg.Wait()
+		// Deliver whatever each lease's stream now holds after the request, as the
+		// consumer would, and the request once more.
+		for _, l := range leases {
+			for i := 1; i < len(f.history(t, l.id)); i++ {
+				if err := f.deliver(t, l.id, i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.deliver(t, l.id, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, l := range leases {
+			got, err := f.store.LoadLease(ctx, l.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != events.StatusRevoked {
+				t.Errorf("lease %s is %s, want revoked (%v)", l.id, got.Status, f.history(t, l.id))
+			}
+			if f.userExists(t, l.user) {
+				t.Errorf("user %s of a revoked lease exists", l.user)
+			}
+		}
+	})
+}
