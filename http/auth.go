@@ -1,0 +1,254 @@
+package http
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+)
+
+// Client assertions and access tokens.
+const (
+	grantClientCredentials = "client_credentials"
+	assertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+	maxAssertionLifetime   = 5 * time.Minute
+	clockSkew              = 30 * time.Second
+	tokenIssuer            = "syvault"
+	// JTIBucket remembers the ids of accepted client assertions until they expire, in
+	// NATS, so replay protection holds across every server process.
+	JTIBucket = "SYVAULT_JTI"
+)
+
+// RFC 9864 names the fully specified Ed25519 algorithm "Ed25519"; clients may use it or
+// the older "EdDSA". Both verify the same way.
+func init() {
+	jwt.RegisterSigningMethod("Ed25519", func() jwt.SigningMethod { return ed25519Alg{jwt.SigningMethodEdDSA} })
+}
+
+type ed25519Alg struct{ *jwt.SigningMethodEd25519 }
+
+func (ed25519Alg) Alg() string { return "Ed25519" }
+
+// DeriveTokenKey derives the access-token signing key from the master key, so that every
+// process sharing the master key accepts the others' tokens without another secret to
+// distribute.
+func DeriveTokenKey(masterKey []byte) []byte {
+	m := hmac.New(sha256.New, masterKey)
+	m.Write([]byte("syvault access token signing key v1"))
+	return m.Sum(nil)
+}
+
+type authenticator struct {
+	cfg Config
+	jti jetstream.KeyValue
+}
+
+func newAuthenticator(ctx context.Context, cfg Config) (*authenticator, error) {
+	kv, err := cfg.Store.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         JTIBucket,
+		Storage:        jetstream.FileStorage,
+		Replicas:       cfg.Store.Replicas(),
+		History:        1,
+		LimitMarkerTTL: maxAssertionLifetime + clockSkew,
+		TTL:            maxAssertionLifetime + 2*clockSkew,
+	})
+	if err != nil {
+		return nil, events.Wrap(fmt.Errorf("http: jti bucket: %w", err), events.EUnavailable, "The event store is unavailable.")
+	}
+	return &authenticator{cfg: cfg, jti: kv}, nil
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+}
+
+func unauthenticated(format string, args ...any) error {
+	return events.Errorf(events.EUnauthenticated, format, args...)
+}
+
+// token implements the OAuth 2.0 client credentials grant with a JWT client assertion
+// (RFC 7523): the client proves it holds its private key; the answer is a bearer token.
+func (s *Server) token(c echo.Context) error {
+	r := c.Request()
+	if !strings.HasPrefix(r.Header.Get(echo.HeaderContentType), echo.MIMEApplicationForm) {
+		return events.Errorf(events.EInvalid, "Send the token request form-encoded (application/x-www-form-urlencoded).")
+	}
+	if err := r.ParseForm(); err != nil {
+		return events.Errorf(events.EInvalid, "The token request form could not be parsed.")
+	}
+	if g := r.PostForm.Get("grant_type"); g != grantClientCredentials {
+		return events.Errorf(events.EInvalid, "grant_type must be %q.", grantClientCredentials)
+	}
+	if t := r.PostForm.Get("client_assertion_type"); t != assertionTypeJWTBearer {
+		return events.Errorf(events.EInvalid, "client_assertion_type must be %q.", assertionTypeJWTBearer)
+	}
+	assertion := r.PostForm.Get("client_assertion")
+	if assertion == "" {
+		return events.Errorf(events.EInvalid, "client_assertion is required.")
+	}
+	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences(r))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	claims := jwt.RegisteredClaims{
+		Issuer:    tokenIssuer,
+		Subject:   client.ClientID,
+		Audience:  jwt.ClaimStrings{tokenIssuer},
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.TokenTTL)),
+		ID:        uuid.NewString(),
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.cfg.TokenKey)
+	if err != nil {
+		return fmt.Errorf("sign token: %w", err)
+	}
+	s.log.Info("token issued", "client_id", client.ClientID)
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenTTL.Seconds())})
+}
+
+// audiences are the values a client assertion's aud may hold: the configured public URLs,
+// or else the URL this request was sent to.
+func (s *Server) audiences(r *http.Request) []string {
+	if len(s.cfg.PublicURLs) > 0 {
+		return s.cfg.PublicURLs
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return []string{scheme + "://" + r.Host}
+}
+
+func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string) (events.Client, error) {
+	var client events.Client
+	claims := jwt.RegisteredClaims{}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{"EdDSA", "Ed25519"}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(clockSkew),
+	)
+	_, err := parser.ParseWithClaims(assertion, &claims, func(t *jwt.Token) (any, error) {
+		iss, _ := t.Claims.GetIssuer()
+		if iss == "" {
+			return nil, errors.New("no iss")
+		}
+		c, err := a.cfg.Projections.Client(ctx, iss)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := ParsePublicKey(c.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		client = c
+		return pub, nil
+	})
+	if err != nil {
+		if code := events.ErrorCode(err); code == events.EUnavailable || code == events.ETimeout {
+			return client, err
+		}
+		return client, unauthenticated("The client assertion is invalid, expired, or signed by a key this server does not know.")
+	}
+	switch {
+	case claims.Subject != claims.Issuer:
+		return client, unauthenticated("The client assertion's sub must equal its iss (the client_id).")
+	case !slices.ContainsFunc(audiences, func(aud string) bool {
+		return slices.Contains(claims.Audience, strings.TrimSuffix(aud, "/")) || slices.Contains(claims.Audience, strings.TrimSuffix(aud, "/")+"/")
+	}):
+		return client, unauthenticated("The client assertion's aud must be this server's URL (%s).", audiences[0])
+	case claims.ExpiresAt.After(time.Now().Add(maxAssertionLifetime + clockSkew)):
+		return client, unauthenticated("The client assertion's exp must be at most 5 minutes ahead.")
+	case claims.ID == "" || len(claims.ID) > 256:
+		return client, unauthenticated("The client assertion needs a unique jti.")
+	}
+	// jti values are arbitrary strings; KV keys are not.
+	sum := sha256.Sum256([]byte(client.ClientID + "\x00" + claims.ID))
+	ttl := max(time.Until(claims.ExpiresAt.Time)+clockSkew, time.Second)
+	if _, err := a.jti.Create(ctx, hex.EncodeToString(sum[:]), nil, jetstream.KeyTTL(ttl)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return client, unauthenticated("This client assertion was already used; sign a new one with a fresh jti.")
+		}
+		return client, events.Wrap(err, events.EUnavailable, "The event store is unavailable; try again shortly.")
+	}
+	return client, nil
+}
+
+// authenticate admits requests carrying a valid access token of a client that still
+// exists, and puts that client in the context.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		raw, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || raw == "" {
+			return unauthenticated("Send an access token in the Authorization header as: Bearer TOKEN (get one from %s/auth/token).", BasePath)
+		}
+		claims := jwt.RegisteredClaims{}
+		_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return s.cfg.TokenKey, nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(tokenIssuer),
+			jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
+		if err != nil {
+			return unauthenticated("The access token is invalid or expired; get a new one.")
+		}
+		client, err := s.cfg.Projections.Client(c.Request().Context(), claims.Subject)
+		if events.ErrorCode(err) == events.ENotFound {
+			return unauthenticated("The access token's client no longer exists.")
+		}
+		if err != nil {
+			return err
+		}
+		c.Set("client", client)
+		return next(c)
+	}
+}
+
+func clientOf(c echo.Context) events.Client {
+	cl, _ := c.Get("client").(events.Client)
+	return cl
+}
+
+func requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if clientOf(c).Role != events.RoleAdmin {
+			return events.Errorf(events.EForbidden, "Only admin clients may do this.")
+		}
+		return next(c)
+	}
+}
+
+// ParsePublicKey parses an Ed25519 public key in PKIX PEM form.
+func ParsePublicKey(pemText string) (ed25519.PublicKey, error) {
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, events.Errorf(events.EInvalid, "public_key must be a PEM 'PUBLIC KEY' block.")
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, events.Errorf(events.EInvalid, "public_key could not be parsed.")
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, events.Errorf(events.EInvalid, "public_key must be an Ed25519 key.")
+	}
+	return pub, nil
+}

@@ -1,0 +1,157 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Lease is a lease's credentials as a create answers them.
+type Lease struct {
+	LeaseID          string    `json:"lease_id"`
+	Username         string    `json:"username"`
+	Password         string    `json:"password"`
+	ConnectionString string    `json:"connection_string"`
+	ExpiresAt        time.Time `json:"expires_at"`
+	RecordUID        string    `json:"record_uid"`
+	CreatedAt        time.Time `json:"created_at"`
+	Engine           string    `json:"engine"`
+	Host             string    `json:"host"`
+	Port             int       `json:"port"`
+	Database         string    `json:"database"`
+}
+
+// LeaseInfo is a lease as lists and gets show it (no password).
+type LeaseInfo struct {
+	LeaseID    string     `json:"lease_id"`
+	RecordUID  string     `json:"record_uid"`
+	Username   string     `json:"username"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	Status     string     `json:"status"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	ClientID   string     `json:"client_id,omitempty"`
+	TTLSeconds int        `json:"ttl_seconds"`
+}
+
+// LeasePage is one page of active leases.
+type LeasePage struct {
+	Data       []LeaseInfo `json:"data"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+// Grant is a target's grant.
+type Grant struct {
+	Database   string   `json:"database"`
+	Schema     string   `json:"schema,omitempty"`
+	Tables     []string `json:"tables,omitempty"`
+	Privileges []string `json:"privileges"`
+}
+
+// Target is a dynamic secret target. AdminPassword is only ever sent, never received.
+type Target struct {
+	RecordUID      string    `json:"record_uid,omitempty"`
+	Name           string    `json:"name"`
+	Engine         string    `json:"engine"`
+	Host           string    `json:"host"`
+	Port           int       `json:"port"`
+	Database       string    `json:"database"`
+	AdminUsername  string    `json:"admin_username"`
+	AdminPassword  string    `json:"admin_password,omitempty"`
+	TLSMode        string    `json:"tls_mode,omitempty"`
+	Grants         []Grant   `json:"grants"`
+	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
+	ConnectionHost string    `json:"connection_host,omitempty"`
+	ConnectionPort int       `json:"connection_port,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+}
+
+const base = "/api/sm/v1"
+
+// CreateLease asks for credentials on a target for ttlSeconds.
+func (c *Client) CreateLease(ctx context.Context, recordUID string, ttlSeconds int) (*Lease, error) {
+	var l Lease
+	err := c.Do(ctx, http.MethodPost, base+"/dynamic/lease", map[string]any{"record_uid": recordUID, "ttl_seconds": ttlSeconds}, &l)
+	return &l, err
+}
+
+// ListLeasesOptions filter and page ListLeases.
+type ListLeasesOptions struct {
+	RecordUID string
+	Limit     int
+	Cursor    string
+}
+
+// ListLeases returns one page of active leases, oldest first.
+func (c *Client) ListLeases(ctx context.Context, o ListLeasesOptions) (*LeasePage, error) {
+	q := url.Values{}
+	if o.RecordUID != "" {
+		q.Set("record_uid", o.RecordUID)
+	}
+	if o.Limit != 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.Cursor != "" {
+		q.Set("cursor", o.Cursor)
+	}
+	path := base + "/dynamic/leases"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var p LeasePage
+	err := c.Do(ctx, http.MethodGet, path, nil, &p)
+	return &p, err
+}
+
+// GetLease returns one lease, ended or not.
+func (c *Client) GetLease(ctx context.Context, id string) (*LeaseInfo, error) {
+	var l LeaseInfo
+	err := c.Do(ctx, http.MethodGet, base+"/dynamic/leases/"+url.PathEscape(id), nil, &l)
+	return &l, err
+}
+
+// RevokeLease revokes a lease; it returns once the user is dropped.
+func (c *Client) RevokeLease(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, base+"/dynamic/leases/"+url.PathEscape(id), nil, nil)
+}
+
+// RenewLease extends a lease to now + ttlSeconds, within its caps.
+func (c *Client) RenewLease(ctx context.Context, id string, ttlSeconds int) (*LeaseInfo, error) {
+	var l LeaseInfo
+	err := c.Do(ctx, http.MethodPost, base+"/dynamic/leases/"+url.PathEscape(id)+"/renew", map[string]int{"ttl_seconds": ttlSeconds}, &l)
+	return &l, err
+}
+
+// CreateTarget registers a target; the server verifies it first.
+func (c *Client) CreateTarget(ctx context.Context, t Target) (*Target, error) {
+	var out Target
+	err := c.Do(ctx, http.MethodPost, base+"/dynamic/targets", t, &out)
+	return &out, err
+}
+
+// ListTargets returns every target.
+func (c *Client) ListTargets(ctx context.Context) ([]Target, error) {
+	var out struct {
+		Data []Target `json:"data"`
+	}
+	err := c.Do(ctx, http.MethodGet, base+"/dynamic/targets", nil, &out)
+	return out.Data, err
+}
+
+// GetTarget returns one target.
+func (c *Client) GetTarget(ctx context.Context, uid string) (*Target, error) {
+	var out Target
+	err := c.Do(ctx, http.MethodGet, base+"/dynamic/targets/"+url.PathEscape(uid), nil, &out)
+	return &out, err
+}
+
+// DeleteTarget removes a target; revokeLeases revokes its active leases first.
+func (c *Client) DeleteTarget(ctx context.Context, uid string, revokeLeases bool) error {
+	path := base + "/dynamic/targets/" + url.PathEscape(uid)
+	if revokeLeases {
+		path += "?revoke_leases=true"
+	}
+	return c.Do(ctx, http.MethodDelete, path, nil, nil)
+}

@@ -1,0 +1,172 @@
+// Package client is the Go client of the SyVault API, used by the sy CLI and the
+// end-to-end tests. It signs client assertions with the client's Ed25519 key, caches the
+// access token and refreshes it before it expires. A Client is safe for concurrent use.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+// Error is an error answer from the server.
+type Error struct {
+	Status  int
+	Code    string `json:"error"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message) }
+
+// Client talks to one SyVault server as one client.
+type Client struct {
+	server   string
+	clientID string
+	key      ed25519.PrivateKey
+	http     *http.Client
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time
+}
+
+// New returns a client for server (scheme://host[:port]) authenticating as clientID with
+// an Ed25519 private key in PKCS#8 PEM form.
+func New(server, clientID, privateKeyPEM string) (*Client, error) {
+	key, err := ParsePrivateKey(privateKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("client: server must be an http(s) URL like https://vault.example.com, got %q", server)
+	}
+	return &Client{server: strings.TrimSuffix(server, "/"), clientID: clientID, key: key, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// ParsePrivateKey parses an Ed25519 private key in PKCS#8 PEM form.
+func ParsePrivateKey(pemText string) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, errors.New("client: private key must be a PEM 'PRIVATE KEY' (PKCS#8) block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, errors.New("client: private key could not be parsed")
+	}
+	key, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, errors.New("client: private key must be an Ed25519 key")
+	}
+	return key, nil
+}
+
+// Assertion returns a fresh client assertion for the token endpoint.
+func (c *Client) Assertion() (string, error) {
+	now := time.Now()
+	claims := jwt.RegisteredClaims{
+		Issuer: c.clientID, Subject: c.clientID, Audience: jwt.ClaimStrings{c.server},
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(2 * time.Minute)), ID: uuid.NewString(),
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(c.key)
+}
+
+// TokenResponse is the token endpoint's answer.
+type TokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+}
+
+// Token returns a valid access token, fetching a new one when the cached one is within a
+// minute of expiring.
+func (c *Client) Token(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token != "" && time.Until(c.expires) > time.Minute {
+		return c.token, nil
+	}
+	assertion, err := c.Assertion()
+	if err != nil {
+		return "", err
+	}
+	form := url.Values{
+		"grant_type":            {"client_credentials"},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+		"client_assertion":      {assertion},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.server+"/api/sm/v1/auth/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	var tr TokenResponse
+	if err := c.send(req, &tr); err != nil {
+		return "", err
+	}
+	c.token, c.expires = tr.AccessToken, time.Now().Add(time.Duration(tr.ExpiresIn)*time.Second)
+	return c.token, nil
+}
+
+// Do sends an authenticated request with a JSON body (nil for none) and decodes a JSON
+// answer into out (nil to discard). Error answers come back as *Error.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	tok, err := c.Token(ctx)
+	if err != nil {
+		return err
+	}
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.server+path, r)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return c.send(req, out)
+}
+
+func (c *Client) send(req *http.Request, out any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	if resp.StatusCode >= 400 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Code == "" {
+			e.Code, e.Message = "http_error", http.StatusText(resp.StatusCode)
+		}
+		return e
+	}
+	if out == nil || len(data) == 0 {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}

@@ -1,0 +1,245 @@
+// Package http is SyVault's HTTP API on Echo. Handlers only translate: they decode and
+// validate requests, call the command and query sides, and encode answers. Error codes
+// become statuses in one table (statusOf), and every error answer is the same JSON shape.
+package http
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/projections"
+)
+
+// BasePath prefixes every API route.
+const BasePath = "/api/sm/v1"
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 64 << 10
+
+// TargetPreparer verifies a target's admin rights and sets up what its users share,
+// before the target is registered. The workers implement it; http never imports a driver.
+type TargetPreparer interface {
+	Prepare(ctx context.Context, t events.Target, adminPassword string) error
+}
+
+// ReadyChecker reports whether a part of the service can do its work.
+type ReadyChecker func(ctx context.Context) error
+
+// Config wires the server.
+type Config struct {
+	Store       *jsstore.Store
+	Projections *projections.Projections
+	Sealer      *seal.Sealer
+	Preparer    TargetPreparer
+	Logger      *slog.Logger
+	// TokenKey signs access tokens; every process of one deployment must use the same.
+	TokenKey []byte
+	// TokenTTL is the access tokens' lifetime. Default 15 minutes.
+	TokenTTL time.Duration
+	// RequestTimeout bounds how long a lease create or revoke waits for the workers.
+	// Default 20 s.
+	RequestTimeout time.Duration
+	// PublicURLs are the addresses clients reach this server by (scheme://host[:port]),
+	// accepted as a client assertion's audience. Empty: the request's own scheme and Host.
+	PublicURLs []string
+	// Ready lists the readiness checks behind /readyz.
+	Ready map[string]ReadyChecker
+}
+
+// Server is the HTTP API. It is safe for concurrent use.
+type Server struct {
+	cfg  Config
+	echo *echo.Echo
+	log  *slog.Logger
+	auth *authenticator
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// New builds the server and its routes; Open starts listening.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil || len(cfg.TokenKey) < 32 {
+		return nil, errors.New("http.New: Store, Projections, Sealer, Preparer and a 32-byte TokenKey are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = 15 * time.Minute
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 20 * time.Second
+	}
+	auth, err := newAuthenticator(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http"), auth: auth}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.log.Error("panic in handler", "path", c.Path(), "err", err, "stack", string(stack))
+		return err
+	}}))
+	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", MaxBodyBytes)))
+	e.Use(s.accessLog)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	api := e.Group(BasePath, s.requireStore)
+	api.POST("/auth/token", s.token)
+	authed := api.Group("", s.authenticate)
+	authed.POST("/dynamic/lease", s.createLease)
+	authed.GET("/dynamic/leases", s.listLeases)
+	authed.GET("/dynamic/leases/:id", s.getLease)
+	authed.DELETE("/dynamic/leases/:id", s.revokeLease)
+	authed.POST("/dynamic/leases/:id/renew", s.renewLease)
+	admin := authed.Group("", requireAdmin)
+	admin.POST("/dynamic/targets", s.createTarget)
+	admin.GET("/dynamic/targets", s.listTargets)
+	admin.GET("/dynamic/targets/:uid", s.getTarget)
+	admin.DELETE("/dynamic/targets/:uid", s.deleteTarget)
+	return s, nil
+}
+
+// Handler returns the server's http.Handler, for tests that drive it directly.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Open listens on addr ("127.0.0.1:0" picks a free port) and serves in the background.
+func (s *Server) Open(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("http.Open(%s): %w", addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the server listens on, once open.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// URL is the server's base URL, once open.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// Close stops accepting requests and waits for those in flight, up to ctx.
+func (s *Server) Close(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// requireStore answers 503 at once while the connection to NATS is down, rather than
+// letting each request wait out its timeout against a store that cannot answer.
+func (s *Server) requireStore(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !s.cfg.Store.Conn().IsConnected() {
+			return events.Errorf(events.EUnavailable, "The event store is unavailable; try again shortly.")
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		// The path template, never the query string: cursors and ids only, but keep the
+		// habit of not logging request data.
+		s.log.Info("request", "method", c.Request().Method, "route", c.Path(), "status", c.Response().Status,
+			"took", time.Since(start).Round(time.Microsecond))
+		return nil
+	}
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// statusOf is the one place error codes become HTTP statuses.
+func statusOf(code events.Code) int {
+	switch code {
+	case events.EInvalid, events.EInvalidTTL:
+		return http.StatusBadRequest
+	case events.EUnauthenticated:
+		return http.StatusUnauthorized
+	case events.EForbidden:
+		return http.StatusForbidden
+	case events.ENotFound:
+		return http.StatusNotFound
+	case events.EConflict:
+		return http.StatusConflict
+	case events.ETooLarge:
+		return http.StatusRequestEntityTooLarge
+	case events.ETargetUnverified:
+		return http.StatusUnprocessableEntity
+	case events.ETargetUnavailable:
+		return http.StatusBadGateway
+	case events.EUnavailable:
+		return http.StatusServiceUnavailable
+	case events.ETimeout:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	var body apiError
+	status := 0
+	switch {
+	case errors.As(err, &he):
+		status = he.Code
+		switch he.Code {
+		case http.StatusNotFound:
+			body = apiError{string(events.ENotFound), "No such endpoint; see " + BasePath + "/openapi.json."}
+		case http.StatusMethodNotAllowed:
+			body = apiError{"method_not_allowed", "This endpoint does not accept that HTTP method."}
+		case http.StatusRequestEntityTooLarge:
+			body = apiError{string(events.ETooLarge), fmt.Sprintf("The request body is larger than %d KiB.", MaxBodyBytes>>10)}
+		case http.StatusUnsupportedMediaType:
+			body = apiError{string(events.EInvalid), "Send the body as application/json."}
+		default:
+			status = http.StatusInternalServerError
+			body = apiError{string(events.EInternal), events.ErrorMessage(nil)}
+		}
+	default:
+		code := events.ErrorCode(err)
+		status = statusOf(code)
+		body = apiError{string(code), events.ErrorMessage(err)}
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "method", c.Request().Method, "route", c.Path(), "status", status, "err", err)
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, body)
+}

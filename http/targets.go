@@ -1,0 +1,201 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/projections"
+)
+
+// targetRequest is a target as clients submit it: the domain fields plus the plaintext
+// admin password, which is sealed before anything is stored.
+type targetRequest struct {
+	Name           string         `json:"name"`
+	Engine         events.Engine  `json:"engine"`
+	Host           string         `json:"host"`
+	Port           int            `json:"port"`
+	Database       string         `json:"database"`
+	AdminUsername  string         `json:"admin_username"`
+	AdminPassword  string         `json:"admin_password"`
+	TLSMode        events.TLSMode `json:"tls_mode"`
+	Grants         []events.Grant `json:"grants"`
+	MaxTTLSeconds  int            `json:"max_ttl_seconds"`
+	ConnectionHost string         `json:"connection_host"`
+	ConnectionPort int            `json:"connection_port"`
+}
+
+// targetView is a target as the API shows it: never the admin password, sealed or not.
+type targetView struct {
+	RecordUID      string         `json:"record_uid"`
+	Name           string         `json:"name"`
+	Engine         events.Engine  `json:"engine"`
+	Host           string         `json:"host"`
+	Port           int            `json:"port"`
+	Database       string         `json:"database"`
+	AdminUsername  string         `json:"admin_username"`
+	TLSMode        events.TLSMode `json:"tls_mode"`
+	Grants         []events.Grant `json:"grants"`
+	MaxTTLSeconds  int            `json:"max_ttl_seconds"`
+	ConnectionHost string         `json:"connection_host,omitempty"`
+	ConnectionPort int            `json:"connection_port,omitempty"`
+	CreatedAt      time.Time      `json:"created_at"`
+}
+
+func viewOf(t events.Target) targetView {
+	return targetView{RecordUID: t.RecordUID, Name: t.Name, Engine: t.Engine, Host: t.Host, Port: t.Port,
+		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: t.TLSMode, Grants: t.Grants,
+		MaxTTLSeconds: t.MaxTTLSeconds, ConnectionHost: t.ConnectionHost, ConnectionPort: t.ConnectionPort, CreatedAt: t.CreatedAt}
+}
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// NewRecordUID returns a 12-character base62 record uid.
+func NewRecordUID() string { return randomString(base62, 12) }
+
+func (s *Server) createTarget(c echo.Context) error {
+	var req targetRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	t := events.Target{Name: req.Name, Engine: req.Engine, Host: req.Host, Port: req.Port, Database: req.Database,
+		AdminUsername: req.AdminUsername, TLSMode: req.TLSMode, Grants: req.Grants, MaxTTLSeconds: req.MaxTTLSeconds,
+		ConnectionHost: req.ConnectionHost, ConnectionPort: req.ConnectionPort}
+	if err := events.NormalizeTarget(&t); err != nil {
+		return err
+	}
+	if req.AdminPassword == "" || len(req.AdminPassword) > 1024 {
+		return events.Errorf(events.EInvalid, "admin_password is required (at most 1024 characters).")
+	}
+	ctx := c.Request().Context()
+	t.RecordUID = NewRecordUID()
+	t.CreatedAt = time.Now().UTC().Truncate(time.Second)
+	if err := s.cfg.Preparer.Prepare(ctx, t, req.AdminPassword); err != nil {
+		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
+		return err
+	}
+	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(req.AdminPassword), []byte(t.RecordUID))
+	e := events.Event{Type: events.TargetRegistered, ID: t.RecordUID + ".registered", Time: t.CreatedAt,
+		ClientID: clientOf(c).ClientID, RecordUID: t.RecordUID, Outcome: events.OutcomeOK, Target: &t}
+	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(t.RecordUID), e, 0)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Projections.Wait(ctx, "target", t.RecordUID, seq); err != nil {
+		return err
+	}
+	s.log.Info("target registered", "record_uid", t.RecordUID, "engine", t.Engine, "host", t.Host)
+	return c.JSON(http.StatusCreated, viewOf(t))
+}
+
+func (s *Server) listTargets(c echo.Context) error {
+	ts, err := s.cfg.Projections.Targets(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Data []targetView `json:"data"`
+	}{Data: make([]targetView, 0, len(ts))}
+	for _, t := range ts {
+		out.Data = append(out.Data, viewOf(t))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getTarget(c echo.Context) error {
+	t, err := s.cfg.Projections.Target(c.Request().Context(), c.Param("uid"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewOf(t))
+}
+
+// deleteTarget removes a target. While it has active leases it refuses, unless
+// ?revoke_leases=true, which revokes them first (and removes nothing if any revocation
+// does not finish).
+func (s *Server) deleteTarget(c echo.Context) error {
+	ctx := c.Request().Context()
+	uid := c.Param("uid")
+	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
+		return err
+	}
+	revoke := false
+	switch c.QueryParam("revoke_leases") {
+	case "", "false":
+	case "true":
+		revoke = true
+	default:
+		return events.Errorf(events.EInvalid, "revoke_leases must be true or false.")
+	}
+	for {
+		page, _, err := s.cfg.Projections.ActiveLeases(ctx, projections.LeaseQuery{RecordUID: uid, Limit: 100})
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			break
+		}
+		if !revoke {
+			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
+		}
+		if err := s.revokeAll(ctx, page); err != nil {
+			return err
+		}
+	}
+	for {
+		last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
+		if err != nil {
+			return err
+		}
+		e := events.Event{Type: events.TargetRemoved, ID: uid + ".removed", Time: time.Now().UTC(),
+			ClientID: clientOf(c).ClientID, RecordUID: uid, Outcome: events.OutcomeOK}
+		seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), e, last)
+		if errors.Is(err, jsstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.cfg.Projections.Wait(ctx, "target", uid, seq); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusNoContent)
+	}
+}
+
+func countOf(page []events.Lease) string {
+	if len(page) >= 100 {
+		return "100 or more"
+	}
+	return itoa(len(page))
+}
+
+// revokeAll revokes leases a few at a time; the first failure is returned after all
+// were tried, and every revocation stays recorded either way.
+func (s *Server) revokeAll(ctx context.Context, leases []events.Lease) error {
+	sem := make(chan struct{}, 8)
+	errs := make(chan error, len(leases))
+	for _, l := range leases {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			err := s.revoke(ctx, l.ID)
+			if events.ErrorCode(err) == events.ENotFound {
+				err = nil
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range leases {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
