@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+// requireDB fails under CI=true and skips elsewhere, so a missing database is never a
+// silent pass in CI.
+func requireDB(tb testing.TB, what string, err error) {
+	tb.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("%s is required (CI=true): %v", what, err)
+	}
+	tb.Skipf("%s unreachable, skipping: %v", what, err)
+}
+
+// syncBuffer is a log sink tests can read while the server writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testServer is one SyVault process run through the real wiring.
+type testServer struct {
+	*Main
+	Log *syncBuffer
+	Dir string
+}
+
+// mustServer opens a dev-mode server on a free port with its data in dir (new when
+// empty); mutate adjusts its Config. It is closed when the test ends.
+func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
+	tb.Helper()
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	cfg := Config{Dev: true, DataDir: dir, Listen: "127.0.0.1:0", Replicas: 1, RequestTimeout: 15 * time.Second, Components: []string{"all"}}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &syncBuffer{}
+	m := NewMain(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err := m.Open(context.Background()); err != nil {
+		_ = m.Close()
+		tb.Fatalf("open server: %v\n%s", err, logs)
+	}
+	tb.Cleanup(func() { _ = m.Close() })
+	return &testServer{Main: m, Log: logs, Dir: dir}
+}
+
+// admin returns a client authenticated as the bootstrap admin.
+func (s *testServer) admin(tb testing.TB) *client.Client {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(s.Dir, AdminClientFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ac AdminClient
+	if err := json.Unmarshal(data, &ac); err != nil {
+		tb.Fatal(err)
+	}
+	c, err := client.New(s.HTTP.URL(), ac.ClientID, ac.PrivateKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// session is an open database connection made with lease credentials.
+type session interface {
+	Exec(ctx context.Context, sql string) error
+	Close()
+}
+
+// engine is a database the end-to-end tests lease users on.
+type engine struct {
+	name string
+	// target returns a target for a fresh scratch database with a table "granted" the
+	// target grants SELECT and INSERT on, and a table "secret" it does not.
+	target func(tb testing.TB) client.Target
+	// login opens a session with a lease's connection string.
+	login func(ctx context.Context, connString string) (session, error)
+	// userExists asks the database, as its superuser, whether a user exists.
+	userExists func(ctx context.Context, username string) (bool, error)
+	// admin runs a statement as the database superuser.
+	admin func(ctx context.Context, stmt string) error
+}
+
+func scratchName() string {
+	return fmt.Sprintf("syvault_e2e_%d_%d", time.Now().UnixNano()%1e9, rand.IntN(1e6))
+}
+
+// postgresEngine uses the local PostgreSQL (trust auth for the superuser; see the driver
+// suite for password checks against a scram-sha-256 cluster).
+func postgresEngine(tb testing.TB) engine {
+	tb.Helper()
+	ctx := context.Background()
+	super := func(db string) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/"+db+"?sslmode=disable")
+	}
+	conn, err := super("postgres")
+	requireDB(tb, "PostgreSQL on 127.0.0.1:5432", err)
+	conn.Close(ctx)
+	exec := func(db, stmt string) error {
+		c, err := super(db)
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, stmt)
+		return err
+	}
+	return engine{
+		name: "postgresql",
+		target: func(tb testing.TB) client.Target {
+			db := scratchName()
+			if err := exec("postgres", "CREATE DATABASE "+db); err != nil {
+				tb.Fatal(err)
+			}
+			tb.Cleanup(func() {
+				_ = exec("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+				// Group roles are cluster-wide and outlive the database: drop the ones no
+				// lease user belongs to any more.
+				_ = exec("postgres", `DO $$ DECLARE r record; BEGIN
+					FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
+						AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = g.oid) LOOP
+						BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
+					END LOOP; END $$`)
+			})
+			if err := exec(db, "CREATE TABLE granted (id int, v text); CREATE TABLE secret (id int); INSERT INTO secret VALUES (42)"); err != nil {
+				tb.Fatal(err)
+			}
+			return client.Target{Name: "e2e-pg", Engine: "postgresql", Host: "127.0.0.1", Port: 5432, Database: db,
+				AdminUsername: "postgres", AdminPassword: "pg-admin-" + randomSecret(), TLSMode: "disable",
+				Grants: []client.Grant{{Database: db, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"}}}}
+		},
+		login: func(ctx context.Context, cs string) (session, error) {
+			c, err := pgx.Connect(ctx, cs+"?sslmode=disable")
+			if err != nil {
+				return nil, err
+			}
+			return pgSession{c}, nil
+		},
+		userExists: func(ctx context.Context, user string) (bool, error) {
+			c, err := super("postgres")
+			if err != nil {
+				return false, err
+			}
+			defer c.Close(ctx)
+			var n int
+			err = c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", user).Scan(&n)
+			return n > 0, err
+		},
+		admin: func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
+	}
+}
+
+type pgSession struct{ c *pgx.Conn }
+
+func (s pgSession) Exec(ctx context.Context, stmt string) error {
+	_, err := s.c.Exec(ctx, stmt)
+	return err
+}
+func (s pgSession) Close() { s.c.Close(context.Background()) }
+
+// mysqlEngine uses the local MariaDB, which checks the passwords of the users SyVault
+// creates.
+func mysqlEngine(tb testing.TB) engine {
+	tb.Helper()
+	root, err := sql.Open("mysql", "root@tcp(127.0.0.1:3306)/")
+	if err == nil {
+		err = root.Ping()
+	}
+	requireDB(tb, "MariaDB on 127.0.0.1:3306", err)
+	tb.Cleanup(func() { root.Close() })
+	return engine{
+		name: "mysql",
+		target: func(tb testing.TB) client.Target {
+			db := scratchName()
+			for _, stmt := range []string{"CREATE DATABASE " + db, "CREATE TABLE " + db + ".granted (id int, v text)",
+				"CREATE TABLE " + db + ".secret (id int)", "INSERT INTO " + db + ".secret VALUES (42)"} {
+				if _, err := root.Exec(stmt); err != nil {
+					tb.Fatal(err)
+				}
+			}
+			tb.Cleanup(func() { _, _ = root.Exec("DROP DATABASE IF EXISTS " + db) })
+			// A dedicated admin with a password MariaDB checks.
+			adminUser, adminPassword := "sv_adm_"+db[len(db)-6:], "my-admin-"+randomSecret()
+			for _, stmt := range []string{"CREATE USER '" + adminUser + "'@'%' IDENTIFIED BY '" + adminPassword + "'",
+				"GRANT ALL PRIVILEGES ON *.* TO '" + adminUser + "'@'%' WITH GRANT OPTION"} {
+				if _, err := root.Exec(stmt); err != nil {
+					tb.Fatal(err)
+				}
+			}
+			tb.Cleanup(func() { _, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'") })
+			return client.Target{Name: "e2e-mysql", Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
+				AdminUsername: adminUser, AdminPassword: adminPassword, TLSMode: "disable",
+				Grants: []client.Grant{{Database: db, Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"}}}}
+		},
+		login: func(ctx context.Context, cs string) (session, error) {
+			u, err := url.Parse(cs)
+			if err != nil {
+				return nil, err
+			}
+			pw, _ := u.User.Password()
+			cfg := mysql.NewConfig()
+			cfg.User, cfg.Passwd, cfg.Net, cfg.Addr, cfg.DBName = u.User.Username(), pw, "tcp", u.Host, strings.TrimPrefix(u.Path, "/")
+			db, err := sql.Open("mysql", cfg.FormatDSN())
+			if err != nil {
+				return nil, err
+			}
+			db.SetMaxOpenConns(1)
+			if err := db.PingContext(ctx); err != nil {
+				db.Close()
+				return nil, err
+			}
+			return mysqlSession{db}, nil
+		},
+		userExists: func(ctx context.Context, user string) (bool, error) {
+			var n int
+			err := root.QueryRowContext(ctx, "SELECT count(*) FROM mysql.user WHERE user = ?", user).Scan(&n)
+			return n > 0, err
+		},
+		admin: func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
+	}
+}
+
+type mysqlSession struct{ db *sql.DB }
+
+func (s mysqlSession) Exec(ctx context.Context, stmt string) error {
+	_, err := s.db.ExecContext(ctx, stmt)
+	return err
+}
+func (s mysqlSession) Close() { s.db.Close() }
+
+func randomSecret() string { return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()) }
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(tb testing.TB, within time.Duration, what string, cond func() (bool, error)) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	delay := 10 * time.Millisecond
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not within %v (last error: %v)", what, within, err)
+		}
+		time.Sleep(delay) // polling interval of a deadline-bounded wait, not synchronisation
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+func mustCode(tb testing.TB, err error, status int, code string) {
+	tb.Helper()
+	ce, ok := err.(*client.Error)
+	if !ok {
+		tb.Fatalf("err = %v (%T), want %d %s", err, err, status, code)
+	}
+	if ce.Status != status || ce.Code != code || ce.Message == "" {
+		tb.Fatalf("err = %+v, want %d %s with a message", ce, status, code)
+	}
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/seal"
+	syhttp "github.com/syvault/syvault/http"
+	"github.com/syvault/syvault/http/client"
+)
+
+// raw sends a request with a raw body and token and returns status and decoded error.
+func raw(t *testing.T, srv *testServer, method, path, token, contentType string, body []byte) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.HTTP.URL()+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &out); err != nil {
+			t.Fatalf("%s %s: answer is not JSON: %q", method, path, data)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+// registerClient appends a client the way client management does, for tests that need
+// an app client before the clients API exists.
+func registerClient(t *testing.T, srv *testServer, role string, allowed []string, maxTTL int) *client.Client {
+	t.Helper()
+	ctx := context.Background()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
+	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	c := events.Client{ClientID: uuid.NewString(), Name: "app", Role: role, AllowedRecords: allowed, MaxTTLSeconds: maxTTL,
+		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})), CreatedAt: time.Now().UTC()}
+	seq, err := srv.store.Append(ctx, events.ClientSubject(c.ClientID), events.Event{Type: events.ClientRegistered, ID: c.ClientID + ".registered",
+		Time: c.CreatedAt, ClientID: c.ClientID, Client: &c}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.proj.Wait(ctx, "client", c.ClientID, seq); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(srv.HTTP.URL(), c.ClientID, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// TestErrors walks API.md's error table: each row, each answer a JSON error with a
+// stable code and a message, and nothing changed by a refused request.
+func TestErrors(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	tg := eng.target(t)
+	tg.MaxTTLSeconds = 600
+	target, err := admin.CreateTarget(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := admin.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leasePath := syhttp.BasePath + "/dynamic/lease"
+	lease := func(body string) (int, map[string]any) {
+		return raw(t, srv, "POST", leasePath, token, "application/json", []byte(body))
+	}
+	uid := target.RecordUID
+
+	t.Run("400 invalid_request", func(t *testing.T) {
+		for name, body := range map[string]string{
+			"malformed JSON":     `{"record_uid": "` + uid + `", "ttl_seconds": 60`,
+			"not an object":      `[1, 2]`,
+			"unknown field":      `{"record_uid": "` + uid + `", "ttl_seconds": 60, "role": "admin"}`,
+			"missing record_uid": `{"ttl_seconds": 60}`,
+			"missing ttl":        `{"record_uid": "` + uid + `"}`,
+			"ttl as a string":    `{"record_uid": "` + uid + `", "ttl_seconds": "60"}`,
+			"ttl as a float":     `{"record_uid": "` + uid + `", "ttl_seconds": 60.5}`,
+			"trailing data":      `{"record_uid": "` + uid + `", "ttl_seconds": 60} {}`,
+			"empty body":         ``,
+			"null":               `null`,
+		} {
+			t.Run(name, func(t *testing.T) {
+				status, body := lease(body)
+				if status != 400 || body["error"] != "invalid_request" || body["message"] == "" {
+					t.Fatalf("%d %v", status, body)
+				}
+			})
+		}
+		status, body := raw(t, srv, "POST", leasePath, token, "text/plain", []byte(`{"record_uid": "`+uid+`", "ttl_seconds": 60}`))
+		if status != 400 || body["error"] != "invalid_request" {
+			t.Fatalf("wrong content type: %d %v", status, body)
+		}
+		status, body = raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases?limit=0", token, "", nil)
+		if status != 400 || body["error"] != "invalid_request" {
+			t.Fatalf("limit=0: %d %v", status, body)
+		}
+	})
+	t.Run("400 invalid_ttl", func(t *testing.T) {
+		for _, ttl := range []string{"0", "-1", "86401", "601"} {
+			status, body := lease(`{"record_uid": "` + uid + `", "ttl_seconds": ` + ttl + `}`)
+			if status != 400 || body["error"] != "invalid_ttl" || body["message"] == "" {
+				t.Fatalf("ttl %s: %d %v", ttl, status, body)
+			}
+		}
+	})
+	t.Run("401 unauthenticated", func(t *testing.T) {
+		masterKey, err := seal.LoadKeyFile(filepath.Join(srv.Dir, "master.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sign := func(key []byte, exp time.Time, alg jwt.SigningMethod) string {
+			s, err := jwt.NewWithClaims(alg, jwt.RegisteredClaims{Issuer: "syvault", Subject: "x", Audience: jwt.ClaimStrings{"syvault"},
+				ExpiresAt: jwt.NewNumericDate(exp)}).SignedString(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		ctoken := func(exp time.Time) string {
+			// A well-formed token for the real admin, signed with the real key.
+			data, _ := os.ReadFile(filepath.Join(srv.Dir, AdminClientFile))
+			var ac AdminClient
+			_ = json.Unmarshal(data, &ac)
+			s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: "syvault", Subject: ac.ClientID,
+				Audience: jwt.ClaimStrings{"syvault"}, ExpiresAt: jwt.NewNumericDate(exp)}).SignedString(syhttp.DeriveTokenKey(masterKey))
+			return s
+		}
+		if status, _ := raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", ctoken(time.Now().Add(time.Minute)), "", nil); status != 200 {
+			t.Fatalf("control: a valid token got %d", status)
+		}
+		for name, tok := range map[string]string{
+			"no token":              "",
+			"garbage":               "not.a.token",
+			"expired":               ctoken(time.Now().Add(-time.Hour)),
+			"signed by another key": sign(seal.NewKey(), time.Now().Add(time.Minute), jwt.SigningMethodHS256),
+			"alg none":              "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + strings.Split(ctoken(time.Now().Add(time.Minute)), ".")[1] + ".",
+		} {
+			status, body := raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", tok, "", nil)
+			if status != 401 || body["error"] != "unauthenticated" || body["message"] == "" {
+				t.Fatalf("%s: %d %v", name, status, body)
+			}
+		}
+	})
+	t.Run("401 token endpoint", func(t *testing.T) {
+		assertion, err := admin.Assertion()
+		if err != nil {
+			t.Fatal(err)
+		}
+		form := func(a string) []byte {
+			return []byte(url.Values{"grant_type": {"client_credentials"},
+				"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {a}}.Encode())
+		}
+		path := syhttp.BasePath + "/auth/token"
+		if status, _ := raw(t, srv, "POST", path, "", "application/x-www-form-urlencoded", form(assertion)); status != 200 {
+			t.Fatalf("first use of an assertion: %d", status)
+		}
+		if status, body := raw(t, srv, "POST", path, "", "application/x-www-form-urlencoded", form(assertion)); status != 401 || body["error"] != "unauthenticated" {
+			t.Fatalf("replayed jti: %d %v", status, body)
+		}
+		if status, body := raw(t, srv, "POST", path, "", "application/x-www-form-urlencoded", []byte("grant_type=password")); status != 400 || body["error"] != "invalid_request" {
+			t.Fatalf("wrong grant: %d %v", status, body)
+		}
+	})
+	t.Run("403 forbidden", func(t *testing.T) {
+		app := registerClient(t, srv, events.RoleApp, []string{"AAAAAAAAAAAA"}, 0)
+		_, err := app.ListTargets(ctx)
+		mustCode(t, err, 403, "forbidden")
+		_, err = app.CreateLease(ctx, uid, 60)
+		mustCode(t, err, 403, "forbidden")
+	})
+	t.Run("404 not_found", func(t *testing.T) {
+		_, err := admin.CreateLease(ctx, "NoSuchRecord", 60)
+		mustCode(t, err, 404, "not_found")
+		_, err = admin.GetLease(ctx, uuid.NewString())
+		mustCode(t, err, 404, "not_found")
+		mustCode(t, admin.RevokeLease(ctx, uuid.NewString()), 404, "not_found")
+		mustCode(t, admin.RevokeLease(ctx, "not a uuid"), 404, "not_found")
+		_, err = admin.GetTarget(ctx, "NoSuchRecord")
+		mustCode(t, err, 404, "not_found")
+		if status, body := raw(t, srv, "GET", "/api/sm/v1/nope", token, "", nil); status != 404 || body["error"] != "not_found" {
+			t.Fatalf("unknown route: %d %v", status, body)
+		}
+	})
+	t.Run("413 too_large", func(t *testing.T) {
+		big := `{"record_uid": "` + uid + `", "ttl_seconds": 60, "x": "` + strings.Repeat("a", 70<<10) + `"}`
+		status, body := lease(big)
+		if status != 413 || body["error"] != "too_large" || body["message"] == "" {
+			t.Fatalf("%d %v", status, body)
+		}
+	})
+	t.Run("422 target_unverified", func(t *testing.T) {
+		bad := eng.target(t)
+		bad.Grants[0].Tables = []string{"no_such_table"}
+		_, err := admin.CreateTarget(ctx, bad)
+		mustCode(t, err, 422, "target_unverified")
+	})
+	t.Run("502 target_unavailable at registration", func(t *testing.T) {
+		bad := eng.target(t)
+		bad.Port = 1
+		_, err := admin.CreateTarget(ctx, bad)
+		mustCode(t, err, 502, "target_unavailable")
+	})
+	t.Run("refused requests changed nothing", func(t *testing.T) {
+		page, err := admin.ListLeases(ctx, client.ListLeasesOptions{})
+		if err != nil || len(page.Data) != 0 {
+			t.Fatalf("leases: %+v %v", page, err)
+		}
+		ts, err := admin.ListTargets(ctx)
+		if err != nil || len(ts) != 1 {
+			t.Fatalf("targets: %d %v", len(ts), err)
+		}
+		info, err := srv.store.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The admin client and the one target, the app client: nothing else was recorded.
+		if info.State.Msgs != 3 {
+			t.Fatalf("%d events recorded, want 3", info.State.Msgs)
+		}
+	})
+	t.Run("503 unavailable", func(t *testing.T) {
+		srv.ns.Shutdown()
+		status, body := raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", token, "", nil)
+		if status != 503 || body["error"] != "unavailable" || body["message"] == "" {
+			t.Fatalf("%d %v", status, body)
+		}
+		if status, _ := raw(t, srv, "GET", "/readyz", "", "", nil); status != 503 {
+			t.Fatalf("readyz with the event store down: %d", status)
+		}
+		if status, _ := raw(t, srv, "GET", "/healthz", "", "", nil); status != 200 {
+			t.Fatalf("healthz with the event store down: %d", status)
+		}
+	})
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+// TestRevoke_TargetDown: a revocation whose target is down answers 502 at once, shows
+// revoking, survives a restart of SyVault, and drops the user once the target is back.
+func TestRevoke_TargetDown(t *testing.T) {
+	for name, mk := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			eng := mk(t)
+			ctx := context.Background()
+			dir := t.TempDir()
+			srv := mustServer(t, dir, nil)
+			admin := srv.admin(t)
+			tg := eng.target(t)
+			px := mustProxy(t, "127.0.0.1:"+itoa(tg.Port))
+			tg.Port = px.port()
+			target, err := admin.CreateTarget(ctx, tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lease, err := admin.CreateLease(ctx, target.RecordUID, 3600)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			px.down()
+			start := time.Now()
+			err = admin.RevokeLease(ctx, lease.LeaseID)
+			if ce, ok := err.(*client.Error); !ok || ce.Status != 502 {
+				t.Log(srv.Log.String())
+			}
+			mustCode(t, err, 502, "target_unavailable")
+			t.Logf("revoke with the target down answered in %v", time.Since(start).Round(time.Millisecond))
+			got, err := admin.GetLease(ctx, lease.LeaseID)
+			if err != nil || got.Status != "revoking" {
+				t.Fatalf("lease = %+v, %v; want revoking", got, err)
+			}
+			_, err = admin.CreateLease(ctx, target.RecordUID, 60)
+			mustCode(t, err, 502, "target_unavailable")
+
+			// SyVault restarts while the target is still down: nothing is lost.
+			if err := srv.Close(); err != nil {
+				t.Fatal(err)
+			}
+			srv = mustServer(t, dir, nil)
+			admin = srv.admin(t)
+			if ok, _ := eng.userExists(ctx, lease.Username); !ok {
+				t.Fatal("user gone although the target was down the whole time")
+			}
+			px.up()
+			eventually(t, 30*time.Second, "revocation retried until the user is gone", func() (bool, error) {
+				ok, err := eng.userExists(ctx, lease.Username)
+				return !ok && err == nil, err
+			})
+			eventually(t, 5*time.Second, "lease shows revoked", func() (bool, error) {
+				got, err := admin.GetLease(ctx, lease.LeaseID)
+				return err == nil && got.Status == "revoked", err
+			})
+			page, err := admin.ListLeases(ctx, client.ListLeasesOptions{})
+			if err != nil || len(page.Data) != 0 {
+				t.Fatalf("failed create or revoked lease still listed: %+v %v", page, err)
+			}
+		})
+	}
+}

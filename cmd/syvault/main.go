@@ -1,0 +1,185 @@
+// Command syvault is the SyVault server: it parses flags and environment variables into a
+// Config and wires the event store, projections, workers and HTTP API together. Main does
+// the wiring so that tests run exactly what production runs, on port 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "syvault:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `SyVault: dynamic database credentials.
+
+Usage:
+  syvault serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--nats-url URL] [--components api,workers]
+  syvault init --data-dir DIR            make a master key and the first admin client
+  syvault rebuild-projections [--data-dir DIR] [--nats-url URL]
+  syvault version
+
+Run 'syvault <command> --help' for a command's flags. Every flag can also be set by an
+environment variable: --nats-url is SYVAULT_NATS_URL, --master-key-file is
+SYVAULT_MASTER_KEY_FILE, and so on; SYVAULT_MASTER_KEY holds the key itself.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve", "init", "rebuild-projections":
+	case "version":
+		fmt.Fprintln(stdout, "syvault", version)
+		return nil
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	cfg, err := parseFlags(cmd, args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, cfg.LogLevel)
+	m := NewMain(cfg, logger)
+	switch cmd {
+	case "init":
+		return m.Init(ctx, stdout)
+	case "rebuild-projections":
+		return m.RebuildProjections(ctx, stdout)
+	}
+	if err := m.Open(ctx); err != nil {
+		_ = m.Close()
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down: draining requests and workers")
+	return m.Close()
+}
+
+var version = "dev"
+
+// Config is everything the server is told from outside.
+type Config struct {
+	Dev            bool
+	DataDir        string
+	Listen         string
+	NATSURL        string
+	NATSListen     string
+	NATSCreds      string
+	Components     []string
+	MasterKeyFile  string
+	MasterKey      string // from SYVAULT_MASTER_KEY only, never a flag (flags show in ps)
+	Replicas       int
+	RequestTimeout time.Duration
+	PublicURLs     []string
+	LogLevel       string
+	// AckWait is how long a worker may hold a lease event before another takes it over.
+	AckWait time.Duration
+}
+
+func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
+	var cfg Config
+	var components, publicURLs string
+	fs := flag.NewFlagSet("syvault "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded NATS store, the dev master key and admin-client.json")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "join an existing NATS (cluster) instead of running an embedded server")
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "NATS credentials file for --nats-url")
+	fs.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file holding the 64-hex-digit master key (or set SYVAULT_MASTER_KEY)")
+	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of streams, consumers and buckets (3 on a NATS cluster)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", 2*time.Minute, "how long a worker may hold a lease event before another process takes it over")
+	if cmd == "serve" {
+		fs.BoolVar(&cfg.Dev, "dev", false, "development mode: generate a master key and an admin client in --data-dir")
+		fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8200", "HTTP listen address")
+		fs.StringVar(&components, "components", "all", "what this process runs: all, or a comma list of api and workers")
+		fs.StringVar(&cfg.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so more syvault processes can join it")
+		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 20*time.Second, "how long a lease create or revoke waits for the database work")
+		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by (client assertions' aud); default: the request's own")
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	// Environment variables fill what the command line left unset.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "SYVAULT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s: %w", env, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	cfg.MasterKey = os.Getenv("SYVAULT_MASTER_KEY")
+	cfg.Components = splitList(components)
+	cfg.PublicURLs = splitList(publicURLs)
+	for _, c := range cfg.Components {
+		if c != "all" && c != "api" && c != "workers" {
+			return cfg, fmt.Errorf("--components: unknown component %q (want all, api, workers)", c)
+		}
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return cfg, errors.New("--replicas must be between 1 and 5")
+	}
+	return cfg, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c Config) runs(component string) bool {
+	for _, x := range c.Components {
+		if x == "all" || x == component {
+			return true
+		}
+	}
+	return len(c.Components) == 0
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/events/seal"
+	syhttp "github.com/syvault/syvault/http"
+	"github.com/syvault/syvault/projections"
+	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/mysql"
+	"github.com/syvault/syvault/workers/postgres"
+)
+
+// Main is one SyVault process: Open starts it, Close drains and stops it.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	ns      *server.Server
+	nc      *nats.Conn
+	store   *jsstore.Store
+	proj    *projections.Projections
+	workers *workers.Workers
+	drivers map[events.Engine]workers.Driver
+	HTTP    *syhttp.Server
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewMain returns a Main for cfg.
+func NewMain(cfg Config, logger *slog.Logger) *Main {
+	return &Main{Config: cfg, Logger: logger}
+}
+
+// AdminClientFile is where --dev and init write the first admin client's credentials.
+const AdminClientFile = "admin-client.json"
+
+// AdminClient is the content of admin-client.json.
+type AdminClient struct {
+	Server     string `json:"server"`
+	ClientID   string `json:"client_id"`
+	PrivateKey string `json:"private_key"`
+}
+
+// connect starts the embedded NATS server (unless --nats-url) and opens the event store.
+func (m *Main) connect(ctx context.Context) error {
+	url := m.Config.NATSURL
+	opts := []nats.Option{nats.Name("syvault"), nats.MaxReconnects(-1)}
+	if m.Config.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(m.Config.NATSCreds))
+	}
+	if url == "" {
+		if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		sopts := &server.Options{
+			ServerName: "syvault",
+			JetStream:  true,
+			StoreDir:   filepath.Join(m.Config.DataDir, "nats"),
+			DontListen: m.Config.NATSListen == "",
+			NoSigs:     true,
+			NoLog:      true,
+		}
+		if m.Config.NATSListen != "" {
+			host, port, err := splitHostPort(m.Config.NATSListen)
+			if err != nil {
+				return fmt.Errorf("--nats-listen: %w", err)
+			}
+			sopts.Host, sopts.Port = host, port
+		}
+		ns, err := server.NewServer(sopts)
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(30 * time.Second) {
+			ns.Shutdown()
+			return errors.New("embedded nats did not start within 30s")
+		}
+		m.ns = ns
+		opts = append(opts, nats.InProcessServer(ns))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to nats: %w", err)
+	}
+	m.nc = nc
+	if m.store, err = jsstore.Open(ctx, nc, jsstore.Config{Replicas: m.Config.Replicas}); err != nil {
+		return err
+	}
+	m.proj, err = projections.Open(ctx, m.store, m.Logger.With("component", "projections"))
+	return err
+}
+
+// masterKey returns the master key from SYVAULT_MASTER_KEY or --master-key-file; in dev
+// mode, from (or newly into) DIR/master.key.
+func (m *Main) masterKey(create bool) ([]byte, error) {
+	switch {
+	case m.Config.MasterKey != "":
+		return seal.ParseKey(m.Config.MasterKey)
+	case m.Config.MasterKeyFile != "":
+		return seal.LoadKeyFile(m.Config.MasterKeyFile)
+	case !create:
+		return nil, errors.New("no master key: pass --master-key-file or set SYVAULT_MASTER_KEY (run 'syvault init' to make one, or use --dev for a throw-away server)")
+	}
+	path := filepath.Join(m.Config.DataDir, "master.key")
+	key, err := seal.LoadKeyFile(path)
+	if err == nil {
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	key = seal.NewKey()
+	if err := writeFileAtomic(path, []byte(seal.EncodeKey(key)+"\n")); err != nil {
+		return nil, err
+	}
+	m.Logger.Warn("generated a master key; keep it safe: without it no sealed secret can be opened", "path", path)
+	return key, nil
+}
+
+// Open starts everything this process runs and returns once it serves.
+func (m *Main) Open(ctx context.Context) error {
+	key, err := m.masterKey(m.Config.Dev)
+	if err != nil {
+		return err
+	}
+	sealer, err := seal.New(key)
+	if err != nil {
+		return err
+	}
+	if err := m.connect(ctx); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+
+	m.drivers = map[events.Engine]workers.Driver{
+		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
+		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
+	}
+	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger, AckWait: m.Config.AckWait})
+	if err != nil {
+		return err
+	}
+	if m.Config.runs("workers") {
+		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
+	}
+	if !m.Config.runs("api") {
+		return nil
+	}
+	m.HTTP, err = syhttp.New(ctx, syhttp.Config{
+		Store: m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
+		TokenKey: syhttp.DeriveTokenKey(key), RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
+		Ready: map[string]syhttp.ReadyChecker{
+			"event_store": func(ctx context.Context) error { _, err := m.store.Info(ctx); return err },
+			"projections": m.proj.Ping,
+			"workers":     m.workersReady,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := m.HTTP.Open(m.Config.Listen); err != nil {
+		return err
+	}
+	if m.Config.Dev {
+		if err := m.bootstrapAdmin(ctx, m.HTTP.URL()); err != nil {
+			return err
+		}
+	}
+	m.Logger.Info("syvault serving", "url", m.HTTP.URL(), "embedded_nats", m.ns != nil, "components", m.Config.Components)
+	return nil
+}
+
+func (m *Main) goRun(name string, fn func() error) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := fn(); err != nil {
+			m.Logger.Error("component stopped", "component", name, "err", err)
+		}
+	}()
+}
+
+// workersReady passes while some process, this one or another, is pulling lease work.
+func (m *Main) workersReady(ctx context.Context) error {
+	if m.Config.runs("workers") {
+		return nil
+	}
+	c, err := m.store.Events().Consumer(ctx, workers.LeaseConsumer)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.NumWaiting == 0 && info.NumAckPending == 0 {
+		return errors.New("no worker process is consuming lease events")
+	}
+	return nil
+}
+
+// Close stops serving, lets requests and database work in flight finish, then stops NATS.
+// Safe to call on a Main that failed to open, and more than once.
+func (m *Main) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Main) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var errs []error
+	if m.HTTP != nil {
+		errs = append(errs, m.HTTP.Close(ctx))
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.wg.Wait()
+	for _, d := range m.drivers {
+		errs = append(errs, d.Close())
+	}
+	if m.nc != nil {
+		_ = m.nc.Drain()
+		m.nc.Close()
+	}
+	if m.ns != nil {
+		m.ns.Shutdown()
+		m.ns.WaitForShutdown()
+	}
+	return errors.Join(errs...)
+}
+
+// bootstrapAdmin registers the first admin client and writes its credentials to
+// DIR/admin-client.json, once: an existing file is left alone.
+func (m *Main) bootstrapAdmin(ctx context.Context, serverURL string) error {
+	path := filepath.Join(m.Config.DataDir, AdminClientFile)
+	if _, err := os.Stat(path); err == nil {
+		m.Logger.Info("admin client credentials", "path", path)
+		return nil
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	client := events.Client{ClientID: uuid.NewString(), Name: "admin", Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
+		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
+	e := events.Event{Type: events.ClientRegistered, ID: client.ClientID + ".registered", Time: client.CreatedAt,
+		ClientID: client.ClientID, Outcome: events.OutcomeOK, Client: &client}
+	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
+	if err != nil {
+		return err
+	}
+	if err := m.proj.Wait(ctx, "client", client.ClientID, seq); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
+		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))}, "", "  ")
+	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
+		return err
+	}
+	m.Logger.Warn("created the first admin client; its private key is in the file (mode 0600)", "path", path, "client_id", client.ClientID)
+	return nil
+}
+
+// Init prepares a real install: a master key file and the first admin client.
+func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
+	keyPath := filepath.Join(m.Config.DataDir, "master.key")
+	if m.Config.MasterKey == "" && m.Config.MasterKeyFile == "" {
+		if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
+			return err
+		}
+		if _, err := os.Stat(keyPath); err == nil {
+			return fmt.Errorf("%s exists already; refusing to replace a master key", keyPath)
+		}
+		if err := writeFileAtomic(keyPath, []byte(seal.EncodeKey(seal.NewKey())+"\n")); err != nil {
+			return err
+		}
+		m.Config.MasterKeyFile = keyPath
+		fmt.Fprintf(stdout, "master key written to %s: back it up and pass --master-key-file or SYVAULT_MASTER_KEY to every server\n", keyPath)
+	}
+	if err := m.connect(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.cancel = cancel
+	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+	url := "http://" + m.Config.Listen
+	if m.Config.Listen == "" {
+		url = "http://127.0.0.1:8200"
+	}
+	if err := m.bootstrapAdmin(ctx, url); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "admin client written to %s\n", filepath.Join(m.Config.DataDir, AdminClientFile))
+	return nil
+}
+
+// RebuildProjections replays the events stream into fresh KV buckets.
+func (m *Main) RebuildProjections(ctx context.Context, stdout io.Writer) error {
+	if err := m.connect(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	start := time.Now()
+	n, err := projections.Rebuild(ctx, m.store, m.proj)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rebuilt projections from %d events in %s\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q has no valid port", addr)
+	}
+	return host, port, nil
+}
