@@ -72,16 +72,28 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 	return p, nil
 }
 
-// Apply folds one event stored at stream sequence seq into the buckets. Applying an event
-// again, or an older one after a newer, changes nothing.
+// Apply brings the buckets up to date with one event stored at stream sequence seq.
+// Applying an event again, or an older one after a newer, changes nothing, and events of
+// one aggregate may be applied in any order.
 func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) error {
 	switch {
 	case strings.HasPrefix(string(e.Type), "lease."):
 		if e.LeaseID == "" {
 			return nil
 		}
-		r, changed, err := cas(ctx, p.leases, e.LeaseID, seq, func(r *record[events.Lease]) bool {
-			return r.Value.Apply(e, seq)
+		// Any process may apply any event of a lease, in any order, so the record is not
+		// advanced event by event (an activation applied before its request would be lost)
+		// but set to the fold of the lease's whole history, which every order agrees on.
+		l, err := p.store.LoadLease(ctx, e.LeaseID)
+		if events.ErrorCode(err) == events.ENotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		r, changed, err := cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
+			r.Value = l
+			return true
 		})
 		if err != nil || !changed {
 			return err

@@ -10,56 +10,98 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/projections"
 )
 
-func mustProjections(t *testing.T) *projections.Projections {
+func mustProjections(t *testing.T) (*jsstore.Store, *projections.Projections) {
 	t.Helper()
-	p, err := projections.Open(context.Background(), jstest.MustStore(t), slog.New(slog.DiscardHandler))
+	store := jstest.MustStore(t)
+	p, err := projections.Open(context.Background(), store, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return store, p
 }
 
 func requested(id, uid string) events.Event {
 	now := time.Now().UTC()
 	return events.Event{Type: events.LeaseRequested, ID: id + ".r", LeaseID: id, RecordUID: uid, Time: now,
-		ExpiresAt: now.Add(time.Hour), Lease: &events.LeaseSpec{Username: "vf_tmp_" + id[:8]}}
+		ExpiresAt: now.Add(time.Hour), Lease: &events.LeaseSpec{Username: "vf_tmp_" + id[:8], SealedPassword: []byte("sealed")}}
+}
+
+// appendAll appends a lease's events in order and returns them with their sequences.
+func appendAll(t *testing.T, store *jsstore.Store, evs ...events.Event) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	var last uint64
+	for i, e := range evs {
+		if e.ID == "" {
+			e.ID = fmt.Sprintf("%s.%d", e.LeaseID, i)
+		}
+		seq, err := store.Append(context.Background(), events.LeaseSubject(e.LeaseID), e, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs, last = append(seqs, seq), seq
+	}
+	return seqs
 }
 
 func TestProjections_Apply(t *testing.T) {
 	ctx := context.Background()
-	p := mustProjections(t)
-	id := uuid.Must(uuid.NewV7()).String()
+	store, p := mustProjections(t)
 	apply := func(e events.Event, seq uint64) {
 		t.Helper()
 		if err := p.Apply(ctx, e, seq); err != nil {
 			t.Fatal(err)
 		}
 	}
-	apply(requested(id, "R1"), 1)
-	apply(events.Event{Type: events.LeaseActivated, LeaseID: id}, 2)
+	t.Run("events applied out of order, by several processes, end right", func(t *testing.T) {
+		id := uuid.Must(uuid.NewV7()).String()
+		evs := []events.Event{requested(id, "R1"), {Type: events.LeaseActivated, LeaseID: id}}
+		seqs := appendAll(t, store, evs...)
+		// Another process applies the activation before this one applies the request.
+		apply(evs[1], seqs[1])
+		apply(evs[0], seqs[0])
+		l, err := p.Lease(ctx, id)
+		if err != nil || l.Status != events.StatusActive {
+			t.Fatalf("lease = %+v, %v; want active", l, err)
+		}
+	})
+	id := uuid.Must(uuid.NewV7()).String()
+	evs := []events.Event{requested(id, "R1"), {Type: events.LeaseActivated, LeaseID: id}}
+	seqs := appendAll(t, store, evs...)
+	apply(evs[0], seqs[0])
+	apply(evs[1], seqs[1])
 	t.Run("active lease is listed", func(t *testing.T) {
 		page, _, err := p.ActiveLeases(ctx, projections.LeaseQuery{Limit: 10})
-		if err != nil || len(page) != 1 || page[0].ID != id {
+		if err != nil || len(page) != 2 {
 			t.Fatalf("page = %+v, %v", page, err)
 		}
 	})
 	t.Run("a redelivered older event changes nothing", func(t *testing.T) {
-		apply(events.Event{Type: events.LeaseRevoked, LeaseID: id}, 3)
-		apply(events.Event{Type: events.LeaseDropped, LeaseID: id, Time: time.Now()}, 4)
-		apply(events.Event{Type: events.LeaseActivated, LeaseID: id}, 2)
-		apply(requested(id, "R1"), 1)
+		more := []events.Event{{Type: events.LeaseRevoked, LeaseID: id, ID: id + ".rv"}, {Type: events.LeaseDropped, LeaseID: id, ID: id + ".d", Time: time.Now()}}
+		last := seqs[1]
+		for _, e := range more {
+			seq, err := store.Append(ctx, events.LeaseSubject(id), e, last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = seq
+			apply(e, seq)
+		}
+		apply(evs[1], seqs[1])
+		apply(evs[0], seqs[0])
 		l, err := p.Lease(ctx, id)
-		if err != nil || l.Status != events.StatusRevoked || l.Seq != 4 {
+		if err != nil || l.Status != events.StatusRevoked || l.Seq != last {
 			t.Fatalf("lease = %+v, %v", l, err)
 		}
 	})
 	t.Run("ended lease leaves the list", func(t *testing.T) {
 		page, _, err := p.ActiveLeases(ctx, projections.LeaseQuery{Limit: 10})
-		if err != nil || len(page) != 0 {
+		if err != nil || len(page) != 1 || page[0].ID == id {
 			t.Fatalf("page = %+v, %v", page, err)
 		}
 	})
@@ -73,7 +115,7 @@ func TestProjections_Apply(t *testing.T) {
 
 func TestProjections_ActiveLeases(t *testing.T) {
 	ctx := context.Background()
-	p := mustProjections(t)
+	store, p := mustProjections(t)
 	var ids []string
 	for i := range 7 {
 		id := uuid.Must(uuid.NewV7()).String()
@@ -82,11 +124,9 @@ func TestProjections_ActiveLeases(t *testing.T) {
 		if i%2 == 1 {
 			uid = "R2"
 		}
-		seq := uint64(2*i + 1)
-		if err := p.Apply(ctx, requested(id, uid), seq); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Apply(ctx, events.Event{Type: events.LeaseActivated, LeaseID: id}, seq+1); err != nil {
+		evs := []events.Event{requested(id, uid), {Type: events.LeaseActivated, LeaseID: id}}
+		seqs := appendAll(t, store, evs...)
+		if err := p.Apply(ctx, evs[1], seqs[1]); err != nil {
 			t.Fatal(err)
 		}
 	}
