@@ -123,9 +123,9 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 		return nil, err
 	}
 	now := time.Now().UTC()
+	// Whole seconds, as the API shows them: expires_at is exactly created_at + ttl.
 	created := now.Truncate(time.Second)
-	// Round the expiry up to a whole second so a lease never lives less than its TTL.
-	expires := now.Add(time.Duration(ttl)*time.Second + time.Second - time.Nanosecond).Truncate(time.Second)
+	expires := created.Add(time.Duration(ttl) * time.Second)
 	username, password := newUsername(), newPassword()
 	spec := &events.LeaseSpec{
 		Username:       username,

@@ -46,8 +46,8 @@ func TestLease_Lifecycle(t *testing.T) {
 			if len(lease.Password) < 20 || !strings.ContainsAny(lease.Password, "#$%&*+-=?@^_~!") {
 				t.Errorf("password is %d characters and has no symbol", len(lease.Password))
 			}
-			if d := time.Until(lease.ExpiresAt); d < 3595*time.Second || d > 3601*time.Second {
-				t.Errorf("expires_at %v is not an hour ahead", lease.ExpiresAt)
+			if d := time.Until(lease.ExpiresAt); d < 3595*time.Second || d > 3600*time.Second || !lease.ExpiresAt.Equal(lease.CreatedAt.Add(time.Hour)) {
+				t.Errorf("expires_at %v is not created_at %v plus an hour", lease.ExpiresAt, lease.CreatedAt)
 			}
 			u, err := url.Parse(lease.ConnectionString)
 			if err != nil || u.Scheme != map[string]string{"postgresql": "postgresql", "mysql": "mysql"}[name] {
