@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 )
 
 // Client assertions and access tokens.
@@ -60,7 +61,7 @@ type authenticator struct {
 }
 
 func newAuthenticator(ctx context.Context, cfg Config) (*authenticator, error) {
-	kv, err := cfg.Store.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := jsstore.EnsureKeyValue(ctx, cfg.Store.JetStream(), jetstream.KeyValueConfig{
 		Bucket:         JTIBucket,
 		Storage:        jetstream.FileStorage,
 		Replicas:       cfg.Store.Replicas(),

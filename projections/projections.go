@@ -58,7 +58,7 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 		name string
 		kv   *jetstream.KeyValue
 	}{{LeasesBucket, &p.leases}, {ActiveBucket, &p.active}, {TargetsBucket, &p.targets}, {ClientsBucket, &p.clients}} {
-		kv, err := store.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err := jsstore.EnsureKeyValue(ctx, store.JetStream(), jetstream.KeyValueConfig{
 			Bucket:   b.name,
 			Storage:  jetstream.FileStorage,
 			Replicas: store.Replicas(),

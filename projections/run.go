@@ -15,9 +15,11 @@ import (
 // they share one durable consumer.
 func (p *Projections) Run(ctx context.Context) error {
 	return p.store.Consume(ctx, jsstore.ConsumeConfig{
-		Stream:      p.store.Events(),
-		Durable:     Consumer,
-		Concurrency: 1, // in stream order within a process; CAS keeps processes apart
+		Stream:  p.store.Events(),
+		Durable: Consumer,
+		// Records are written as the fold of an aggregate's history under compare-and-set,
+		// so events may be applied concurrently and in any order, here as across processes.
+		Concurrency: 16,
 		Logger:      p.logger,
 	}, p.handle)
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -56,7 +57,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jsstore.Open: %w", err)
 	}
-	evs, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	evs, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        events.EventsStream,
 		Description: "SyVault events: the source of truth and the audit log",
 		Subjects:    []string{events.LeaseSubjects, events.TargetSubjects, events.ClientSubjects},
@@ -72,7 +73,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, events.Wrap(fmt.Errorf("jsstore.Open: events stream: %w", err), events.EUnavailable, "The event store is unavailable.")
 	}
-	sched, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	sched, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        events.SchedulesStream,
 		Description: "SyVault lease expiry schedules and their firings",
 		Subjects:    []string{events.ScheduleSubjects, events.DueSubjects},
@@ -91,6 +92,46 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, events.Wrap(fmt.Errorf("jsstore.Open: schedules stream: %w", err), events.EUnavailable, "The event store is unavailable.")
 	}
 	return &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}, nil
+}
+
+// ensureStream creates a stream, or updates it only when a setting SyVault manages
+// differs: processes starting together must not rewrite a config nothing changed in (a
+// stream update racing consumer creation is a data race inside nats-server 2.15).
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, want.Name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	have := s.CachedInfo().Config
+	if slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		have.MaxAge == want.MaxAge && have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
+		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowDirect == want.AllowDirect {
+		return s, nil
+	}
+	return js.UpdateStream(ctx, want)
+}
+
+// EnsureKeyValue opens a bucket, creating it when missing; an existing bucket is used as
+// it is, for the reason ensureStream gives.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return kv, err
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return js.KeyValue(ctx, cfg.Bucket)
+	}
+	return kv, err
 }
 
 // JetStream returns the JetStream context the store uses.
