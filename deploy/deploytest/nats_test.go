@@ -1,0 +1,146 @@
+package deploytest
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+)
+
+// TestNATS_Config parses the ConfigMap's nats.conf with the nats-server the service embeds
+// and checks it against the StatefulSet that mounts it: JetStream on the PVC, and one
+// route to each of the three pods by its stable DNS name.
+func TestNATS_Config(t *testing.T) {
+	objs := MustLoadManifests(t)
+	sts, ok := find[*appsv1.StatefulSet](objs, syvaultNamespace, "nats")
+	if !ok {
+		t.Fatal("no StatefulSet syvault/nats")
+	}
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
+		t.Fatalf("nats replicas %v, want 3", sts.Spec.Replicas)
+	}
+	if sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+		t.Errorf("podManagementPolicy %q: with OrderedReady the first server waits for a quorum that never starts", sts.Spec.PodManagementPolicy)
+	}
+	headless, _ := find[*corev1.Service](objs, syvaultNamespace, sts.Spec.ServiceName)
+	if headless == nil || !headless.Spec.PublishNotReadyAddresses {
+		t.Errorf("headless Service %q must publishNotReadyAddresses so routes resolve before a quorum", sts.Spec.ServiceName)
+	}
+	if pdb, ok := find[*policyv1.PodDisruptionBudget](objs, syvaultNamespace, "nats"); !ok || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 {
+		t.Error("want PodDisruptionBudget nats with maxUnavailable 1")
+	}
+	client, ok := find[*corev1.Service](objs, syvaultNamespace, "nats")
+	if !ok || len(client.Spec.Ports) != 1 || client.Spec.Ports[0].Port != 4222 {
+		t.Error("want Service nats with the client port 4222 alone")
+	}
+
+	spec := sts.Spec.Template.Spec
+	if len(spec.Containers) != 1 {
+		t.Fatalf("nats: %d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	// The config file the container runs with, and the ConfigMap key behind it.
+	confPath := argValue(append(append([]string{}, c.Command...), c.Args...), "--config")
+	if confPath == "" {
+		t.Fatalf("nats container runs %q %q without --config", c.Command, c.Args)
+	}
+	var cmName, cmKey string
+	for _, m := range c.VolumeMounts {
+		if strings.HasPrefix(confPath, m.MountPath+"/") {
+			for _, v := range spec.Volumes {
+				if v.Name == m.Name && v.ConfigMap != nil {
+					cmName, cmKey = v.ConfigMap.Name, strings.TrimPrefix(confPath, m.MountPath+"/")
+				}
+			}
+		}
+	}
+	cm, ok := find[*corev1.ConfigMap](objs, syvaultNamespace, cmName)
+	if !ok || cm.Data[cmKey] == "" {
+		t.Fatalf("--config %s: no ConfigMap key behind it (ConfigMap %q key %q)", confPath, cmName, cmKey)
+	}
+	conf := cm.Data[cmKey]
+	for _, word := range []string{"jetstream", "routes", "cluster"} {
+		if !strings.Contains(conf, word) {
+			t.Errorf("nats.conf does not mention %s", word)
+		}
+	}
+
+	file := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			t.Setenv(e.Name, sts.Name+"-0")
+		}
+	}
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		t.Fatalf("nats.conf does not parse: %v", err)
+	}
+	if opts.ServerName != sts.Name+"-0" {
+		t.Errorf("server_name %q, want the pod's name %s-0 (a JetStream cluster needs unique names)", opts.ServerName, sts.Name)
+	}
+	if !opts.JetStream {
+		t.Error("nats.conf does not enable jetstream")
+	}
+	if opts.Port != 4222 || opts.Cluster.Port != 6222 || opts.HTTPPort != 8222 {
+		t.Errorf("ports client %d cluster %d monitor %d, want 4222 6222 8222", opts.Port, opts.Cluster.Port, opts.HTTPPort)
+	}
+	if opts.Cluster.Name == "" {
+		t.Error("cluster has no name")
+	}
+	onPVC := false
+	for _, m := range c.VolumeMounts {
+		for _, pvc := range sts.Spec.VolumeClaimTemplates {
+			if m.Name == pvc.Name && (opts.StoreDir == m.MountPath || strings.HasPrefix(opts.StoreDir, m.MountPath+"/")) {
+				onPVC = true
+			}
+		}
+	}
+	if !onPVC {
+		t.Errorf("jetstream store_dir %q is not on a volumeClaimTemplate's mount", opts.StoreDir)
+	}
+	if opts.JetStreamMaxStore <= 0 {
+		t.Error("jetstream max_file_store is not set: the store could fill its volume")
+	} else {
+		for _, pvc := range sts.Spec.VolumeClaimTemplates {
+			if size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; !size.IsZero() && opts.JetStreamMaxStore >= size.Value() {
+				t.Errorf("max_file_store %d is not below the %s volume", opts.JetStreamMaxStore, size.String())
+			}
+		}
+	}
+	var routes []string
+	for _, r := range opts.Routes {
+		routes = append(routes, r.Host)
+	}
+	var want []string
+	for i := range 3 {
+		want = append(want, fmt.Sprintf("%s-%d.%s.%s.svc.cluster.local:6222", sts.Name, i, sts.Spec.ServiceName, syvaultNamespace))
+	}
+	if !slices.Equal(routes, want) {
+		t.Errorf("routes %q, want %q", routes, want)
+	}
+	if opts.PidFile != "" {
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || path.Dir(opts.PidFile) == m.MountPath
+		}
+		if !mounted {
+			t.Errorf("pid_file %s is not on a mounted (writable) volume", opts.PidFile)
+		}
+	}
+	if opts.LameDuckDuration > 0 && spec.TerminationGracePeriodSeconds != nil {
+		if need := opts.LameDuckDuration + opts.LameDuckGracePeriod; int64(need.Seconds()) >= *spec.TerminationGracePeriodSeconds {
+			t.Errorf("lame duck takes %s, terminationGracePeriodSeconds is %d", need, *spec.TerminationGracePeriodSeconds)
+		}
+	}
+}
