@@ -32,3 +32,19 @@ const ClientSubjects = clientPrefix + "*"
 
 // ClientSubject holds every event of one client.
 func ClientSubject(clientID string) string { return clientPrefix + clientID }
+
+// AccessDenied records a refused request worth auditing: a mutation an authenticated
+// client was not allowed (leasing a record it is not granted, touching another client's
+// lease, an admin action by an app client).
+const AccessDenied Type = "access.denied"
+
+const accessPrefix = "syvault.access."
+
+// AccessSubjects filters the events stream to refused requests.
+const AccessSubjects = accessPrefix + "*"
+
+// AccessSubject holds the refused requests of one client.
+func AccessSubject(clientID string) string { return accessPrefix + clientID }
+
+// MaxClientNameLength bounds a client's name.
+const MaxClientNameLength = 128

@@ -13,6 +13,7 @@ type Type string
 const (
 	TargetRegistered Type = "target.registered"
 	TargetRemoved    Type = "target.removed"
+	TargetUpdated    Type = "target.updated" // re-verified with new settings, e.g. a rotated admin password
 
 	LeaseRequested Type = "lease.requested"
 	LeaseActivated Type = "lease.activated"
@@ -47,6 +48,8 @@ type Event struct {
 	Outcome string `json:"outcome,omitempty"`
 	// Reason says, without secrets, why an operation failed.
 	Reason string `json:"reason,omitempty"`
+	// Action names what a refused request tried (access.denied only), e.g. "lease.revoke".
+	Action string `json:"action,omitempty"`
 
 	Lease  *LeaseSpec `json:"lease,omitempty"`
 	Client *Client    `json:"client,omitempty"`
@@ -76,13 +79,16 @@ type Target struct {
 	Database      string `json:"database"`
 	AdminUsername string `json:"admin_username"`
 	// SealedAdminPassword is the admin password sealed under the master key.
-	SealedAdminPassword []byte    `json:"sealed_admin_password,omitempty"`
-	TLSMode             TLSMode   `json:"tls_mode"`
-	Grants              []Grant   `json:"grants"`
-	MaxTTLSeconds       int       `json:"max_ttl_seconds"`
-	ConnectionHost      string    `json:"connection_host,omitempty"`
-	ConnectionPort      int       `json:"connection_port,omitempty"`
-	CreatedAt           time.Time `json:"created_at"`
+	SealedAdminPassword []byte  `json:"sealed_admin_password,omitempty"`
+	TLSMode             TLSMode `json:"tls_mode"`
+	Grants              []Grant `json:"grants"`
+	MaxTTLSeconds       int     `json:"max_ttl_seconds"`
+	// CACert is an optional PEM bundle the admin connection verifies the server with
+	// (tls_mode verify-full); public data, not a secret.
+	CACert         string    `json:"ca_cert,omitempty"`
+	ConnectionHost string    `json:"connection_host,omitempty"`
+	ConnectionPort int       `json:"connection_port,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // Grant is a set of privileges on a database (and, for PostgreSQL, a schema). No tables

@@ -49,6 +49,9 @@ func NormalizeTarget(t *Target) error {
 	if t.ConnectionPort < 0 || t.ConnectionPort > 65535 {
 		return bad("connection_port must be between 1 and 65535.")
 	}
+	if len(t.CACert) > 64<<10/2 || (t.CACert != "" && !strings.Contains(t.CACert, "-----BEGIN CERTIFICATE-----")) {
+		return bad("ca_cert must be a PEM bundle of CERTIFICATE blocks.")
+	}
 	if strings.ContainsAny(t.ConnectionHost, " /@?#") {
 		return bad("connection_host must be a host name or IP address.")
 	}

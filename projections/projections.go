@@ -99,7 +99,7 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 			return err
 		}
 		return p.syncActive(ctx, r.Value)
-	case e.Type == events.TargetRegistered && e.Target != nil:
+	case (e.Type == events.TargetRegistered || e.Type == events.TargetUpdated) && e.Target != nil:
 		_, _, err := cas(ctx, p.targets, e.RecordUID, seq, func(r *record[events.Target]) bool {
 			r.Value, r.Removed = *e.Target, false
 			return true

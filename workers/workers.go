@@ -330,7 +330,7 @@ func (w *Workers) driver(t events.Target) Driver { return w.cfg.Drivers[t.Engine
 
 func connFor(t events.Target, password string) Conn {
 	h := sha256.New()
-	for _, s := range []string{t.Host, strconv.Itoa(t.Port), t.Database, t.AdminUsername, password, string(t.TLSMode)} {
+	for _, s := range []string{t.Host, strconv.Itoa(t.Port), t.Database, t.AdminUsername, password, string(t.TLSMode), t.CACert} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
@@ -342,6 +342,7 @@ func connFor(t events.Target, password string) Conn {
 		Username: t.AdminUsername,
 		Password: password,
 		TLSMode:  t.TLSMode,
+		CACert:   t.CACert,
 	}
 }
 
