@@ -142,46 +142,16 @@ func (s *Server) audiences(r *http.Request) []string {
 
 func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string) (events.Client, error) {
 	var client events.Client
-	claims := jwt.RegisteredClaims{}
-	parser := jwt.NewParser(
-		jwt.WithValidMethods([]string{"EdDSA", "Ed25519"}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(clockSkew),
-	)
-	_, err := parser.ParseWithClaims(assertion, &claims, func(t *jwt.Token) (any, error) {
-		iss, _ := t.Claims.GetIssuer()
-		if iss == "" {
-			return nil, errors.New("no iss")
-		}
+	claims, err := parseAssertion(assertion, audiences, time.Now(), func(iss string) (ed25519.PublicKey, error) {
 		c, err := a.cfg.Projections.Client(ctx, iss)
 		if err != nil {
 			return nil, err
 		}
-		pub, err := ParsePublicKey(c.PublicKey)
-		if err != nil {
-			return nil, err
-		}
 		client = c
-		return pub, nil
+		return ParsePublicKey(c.PublicKey)
 	})
 	if err != nil {
-		if code := events.ErrorCode(err); code == events.EUnavailable || code == events.ETimeout {
-			return client, err
-		}
-		return client, unauthenticated("The client assertion is invalid, expired, or signed by a key this server does not know.")
-	}
-	switch {
-	case claims.Subject != claims.Issuer:
-		return client, unauthenticated("The client assertion's sub must equal its iss (the client_id).")
-	case !slices.ContainsFunc(audiences, func(aud string) bool {
-		return slices.Contains(claims.Audience, strings.TrimSuffix(aud, "/")) || slices.Contains(claims.Audience, strings.TrimSuffix(aud, "/")+"/")
-	}):
-		return client, unauthenticated("The client assertion's aud must be this server's URL (%s).", audiences[0])
-	case claims.ExpiresAt.After(time.Now().Add(maxAssertionLifetime + clockSkew)):
-		return client, unauthenticated("The client assertion's exp must be at most 5 minutes ahead.")
-	case claims.ID == "" || len(claims.ID) > 256:
-		return client, unauthenticated("The client assertion needs a unique jti.")
+		return client, err
 	}
 	// jti values are arbitrary strings; KV keys are not.
 	sum := sha256.Sum256([]byte(client.ClientID + "\x00" + claims.ID))
@@ -195,6 +165,61 @@ func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, a
 	return client, nil
 }
 
+// parseAssertion checks a client assertion's signature (with the key keyFor returns for
+// its issuer) and claims, everything but jti replay. Errors are EUnauthenticated, except
+// when the key lookup fails for want of the event store.
+func parseAssertion(assertion string, audiences []string, now time.Time, keyFor func(iss string) (ed25519.PublicKey, error)) (*jwt.RegisteredClaims, error) {
+	claims := &jwt.RegisteredClaims{}
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{"EdDSA", "Ed25519"}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(clockSkew),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	var lookupErr error
+	_, err := parser.ParseWithClaims(assertion, claims, func(t *jwt.Token) (any, error) {
+		iss, _ := t.Claims.GetIssuer()
+		if iss == "" {
+			return nil, errors.New("no iss")
+		}
+		k, err := keyFor(iss)
+		lookupErr = err
+		return k, err
+	})
+	if err != nil {
+		if code := events.ErrorCode(lookupErr); code == events.EUnavailable || code == events.ETimeout {
+			return nil, lookupErr
+		}
+		return nil, unauthenticated("The client assertion is invalid, expired, or signed by a key this server does not know.")
+	}
+	switch {
+	case claims.Subject != claims.Issuer:
+		return nil, unauthenticated("The client assertion's sub must equal its iss (the client_id).")
+	case len(audiences) == 0 || !slices.ContainsFunc(audiences, func(aud string) bool {
+		return slices.Contains(claims.Audience, strings.TrimSuffix(aud, "/")) || slices.Contains(claims.Audience, strings.TrimSuffix(aud, "/")+"/")
+	}):
+		return nil, unauthenticated("The client assertion's aud must be this server's URL (%s).", strings.Join(audiences, " or "))
+	case claims.ExpiresAt.After(now.Add(maxAssertionLifetime + clockSkew)):
+		return nil, unauthenticated("The client assertion's exp must be at most 5 minutes ahead.")
+	case claims.ID == "" || len(claims.ID) > 256:
+		return nil, unauthenticated("The client assertion needs a unique jti.")
+	}
+	return claims, nil
+}
+
+// parseAccessToken checks an access token this server issued and returns its client id.
+func parseAccessToken(raw string, key []byte) (string, error) {
+	claims := jwt.RegisteredClaims{}
+	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return key, nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(tokenIssuer),
+		jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
+	if err != nil || claims.Subject == "" {
+		return "", unauthenticated("The access token is invalid or expired; get a new one.")
+	}
+	return claims.Subject, nil
+}
+
 // authenticate admits requests carrying a valid access token of a client that still
 // exists, and puts that client in the context.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
@@ -204,14 +229,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || raw == "" {
 			return unauthenticated("Send an access token in the Authorization header as: Bearer TOKEN (get one from %s/auth/token).", BasePath)
 		}
-		claims := jwt.RegisteredClaims{}
-		_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return s.cfg.TokenKey, nil },
-			jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(tokenIssuer),
-			jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
+		clientID, err := parseAccessToken(raw, s.cfg.TokenKey)
 		if err != nil {
-			return unauthenticated("The access token is invalid or expired; get a new one.")
+			return err
 		}
-		client, err := s.cfg.Projections.Client(c.Request().Context(), claims.Subject)
+		client, err := s.cfg.Projections.Client(c.Request().Context(), clientID)
 		if events.ErrorCode(err) == events.ENotFound {
 			return unauthenticated("The access token's client no longer exists.")
 		}
@@ -226,15 +248,6 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 func clientOf(c echo.Context) events.Client {
 	cl, _ := c.Get("client").(events.Client)
 	return cl
-}
-
-func requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if clientOf(c).Role != events.RoleAdmin {
-			return events.Errorf(events.EForbidden, "Only admin clients may do this.")
-		}
-		return next(c)
-	}
 }
 
 // ParsePublicKey parses an Ed25519 public key in PKIX PEM form.

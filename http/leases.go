@@ -72,7 +72,7 @@ func (s *Server) createLease(c echo.Context) error {
 		return err
 	}
 	client := clientOf(c)
-	if err := mayLease(client, *req.RecordUID); err != nil {
+	if err := s.allow(c, actLeaseCreate, resource{RecordUID: *req.RecordUID}); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
@@ -98,19 +98,6 @@ func capTTL(caps ...int) int {
 		}
 	}
 	return m
-}
-
-// mayLease is where an app client's allow-list is enforced.
-func mayLease(c events.Client, recordUID string) error {
-	if c.Role == events.RoleAdmin {
-		return nil
-	}
-	for _, r := range c.AllowedRecords {
-		if r == recordUID {
-			return nil
-		}
-	}
-	return events.Errorf(events.EForbidden, "This client may not lease record %q.", recordUID)
 }
 
 // newLease appends the request and answers once the workers have created the user, or
@@ -289,6 +276,9 @@ func (s *Server) listLeases(c echo.Context) error {
 		}
 		q.Limit = n
 	}
+	if err := s.allow(c, actLeaseList, resource{}); err != nil {
+		return err
+	}
 	if client := clientOf(c); client.Role != events.RoleAdmin {
 		q.ClientID = client.ClientID
 	}
@@ -306,22 +296,18 @@ func (s *Server) listLeases(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// ownLease loads a lease from the projection and hides other clients' leases from app
-// clients behind the same 404 an unknown id gets, so lease ids cannot be probed.
-func (s *Server) ownLease(c echo.Context) (events.Lease, error) {
+// authorizedLease loads a lease from the projection and checks act on it.
+func (s *Server) authorizedLease(c echo.Context, act action) (events.Lease, error) {
 	id := c.Param("id")
 	l, err := s.cfg.Projections.Lease(c.Request().Context(), id)
 	if err != nil {
 		return l, err
 	}
-	if client := clientOf(c); client.Role != events.RoleAdmin && l.ClientID != client.ClientID {
-		return l, events.Errorf(events.ENotFound, "No lease with id %q.", id)
-	}
-	return l, nil
+	return l, s.allow(c, act, resource{RecordUID: l.RecordUID, LeaseID: l.ID, Owner: l.ClientID})
 }
 
 func (s *Server) getLease(c echo.Context) error {
-	l, err := s.ownLease(c)
+	l, err := s.authorizedLease(c, actLeaseRead)
 	if err != nil {
 		return err
 	}
@@ -331,18 +317,18 @@ func (s *Server) getLease(c echo.Context) error {
 // revokeLease records the revocation first, then waits for the workers to drop the user.
 // Whatever the answer, the revocation is recorded and retried until the user is gone.
 func (s *Server) revokeLease(c echo.Context) error {
-	if _, err := s.ownLease(c); err != nil && events.ErrorCode(err) == events.ENotFound {
+	if _, err := s.authorizedLease(c, actLeaseRevoke); err != nil {
 		return err
 	}
-	if err := s.revoke(c.Request().Context(), c.Param("id")); err != nil {
+	if err := s.revoke(c.Request().Context(), c.Param("id"), clientOf(c).ClientID); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
 }
 
-// revoke revokes one lease and waits until its user is dropped. ENotFound for an unknown
-// or ended lease.
-func (s *Server) revoke(ctx context.Context, id string) error {
+// revoke revokes one lease on behalf of actor and waits until its user is dropped.
+// ENotFound for an unknown or ended lease.
+func (s *Server) revoke(ctx context.Context, id, actor string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	w, err := s.watch(id)
@@ -350,6 +336,7 @@ func (s *Server) revoke(ctx context.Context, id string) error {
 		return err
 	}
 	defer w.stop()
+	var recorded uint64 // the sequence at which the revocation stands in the stream
 	for {
 		l, err := s.cfg.Store.LoadLease(ctx, id)
 		if err != nil {
@@ -359,11 +346,12 @@ func (s *Server) revoke(ctx context.Context, id string) error {
 			return events.Errorf(events.ENotFound, "Lease %q has already ended.", id)
 		}
 		if l.Status == events.StatusRevoking {
+			recorded = l.Seq
 			break
 		}
-		e := events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", Time: time.Now().UTC(), ClientID: l.ClientID,
+		e := events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", Time: time.Now().UTC(), ClientID: actor,
 			RecordUID: l.RecordUID, LeaseID: id, Outcome: events.OutcomeOK}
-		if _, err = s.cfg.Store.Append(ctx, events.LeaseSubject(id), e, l.Seq); err == nil {
+		if recorded, err = s.cfg.Store.Append(ctx, events.LeaseSubject(id), e, l.Seq); err == nil {
 			break
 		} else if !errors.Is(err, jsstore.ErrConflict) {
 			return err
@@ -371,6 +359,12 @@ func (s *Server) revoke(ctx context.Context, id string) error {
 	}
 	l, err := w.until(ctx, s, func(l events.Lease) bool { return l.Status.Ended() })
 	if err != nil {
+		// Whatever the answer, a read right after it must show the revocation.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, werr := s.cfg.Projections.WaitLease(wctx, id, recorded); werr != nil {
+			s.log.Warn("read side did not show a recorded revocation in time", "lease_id", id, "err", werr)
+		}
 		if code := events.ErrorCode(err); code == events.ETargetUnavailable || code == events.ETimeout {
 			return events.Errorf(code, "%s The revocation is recorded (status: revoking) and is retried until the user is dropped.", events.ErrorMessage(err))
 		}
@@ -395,7 +389,7 @@ func (s *Server) renewLease(c echo.Context) error {
 	if err := events.ValidTTL(*req.TTLSeconds, events.MaxTTLSeconds); err != nil {
 		return err
 	}
-	pl, err := s.ownLease(c)
+	pl, err := s.authorizedLease(c, actLeaseRenew)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package http
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,8 @@ type Config struct {
 	PublicURLs []string
 	// Ready lists the readiness checks behind /readyz.
 	Ready map[string]ReadyChecker
+	// TLSCertFile and TLSKeyFile, when set, make the server speak HTTPS only.
+	TLSCertFile, TLSKeyFile string
 }
 
 // Server is the HTTP API. It is safe for concurrent use.
@@ -106,11 +109,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	authed.GET("/dynamic/leases/:id", s.getLease)
 	authed.DELETE("/dynamic/leases/:id", s.revokeLease)
 	authed.POST("/dynamic/leases/:id/renew", s.renewLease)
-	admin := authed.Group("", requireAdmin)
-	admin.POST("/dynamic/targets", s.createTarget)
-	admin.GET("/dynamic/targets", s.listTargets)
-	admin.GET("/dynamic/targets/:uid", s.getTarget)
-	admin.DELETE("/dynamic/targets/:uid", s.deleteTarget)
+	authed.POST("/dynamic/targets", s.createTarget, s.require(actTargetManage))
+	authed.GET("/dynamic/targets", s.listTargets, s.require(actTargetRead))
+	authed.GET("/dynamic/targets/:uid", s.getTarget, s.require(actTargetRead))
+	authed.PUT("/dynamic/targets/:uid", s.updateTarget, s.require(actTargetManage))
+	authed.DELETE("/dynamic/targets/:uid", s.deleteTarget, s.require(actTargetManage))
+	authed.POST("/clients", s.createClient, s.require(actClientManage))
+	authed.GET("/clients", s.listClients, s.require(actClientRead))
+	authed.GET("/clients/:client_id", s.getClient, s.require(actClientRead))
+	authed.DELETE("/clients/:client_id", s.deleteClient, s.require(actClientManage))
+	authed.GET("/audit", s.audit, s.require(actAuditRead))
 	return s, nil
 }
 
@@ -125,6 +133,15 @@ func (s *Server) Open(addr string) error {
 	}
 	s.ln = ln
 	s.srv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
+	if s.cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("http.Open: TLS certificate: %w", err)
+		}
+		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, s.srv.TLSConfig)
+	}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
@@ -137,7 +154,12 @@ func (s *Server) Open(addr string) error {
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // URL is the server's base URL, once open.
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+func (s *Server) URL() string {
+	if s.cfg.TLSCertFile != "" {
+		return "https://" + s.ln.Addr().String()
+	}
+	return "http://" + s.ln.Addr().String()
+}
 
 // Close stops accepting requests and waits for those in flight, up to ctx.
 func (s *Server) Close(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -24,10 +25,72 @@ type targetRequest struct {
 	AdminUsername  string         `json:"admin_username"`
 	AdminPassword  string         `json:"admin_password"`
 	TLSMode        events.TLSMode `json:"tls_mode"`
+	CACert         string         `json:"ca_cert"`
 	Grants         []events.Grant `json:"grants"`
 	MaxTTLSeconds  int            `json:"max_ttl_seconds"`
 	ConnectionHost string         `json:"connection_host"`
 	ConnectionPort int            `json:"connection_port"`
+}
+
+// updateTarget replaces a target's settings, e.g. to rotate its admin password. The new
+// settings are verified like a new target's. Leases issued before keep their grants and
+// are revoked with the new admin credentials.
+func (s *Server) updateTarget(c echo.Context) error {
+	ctx := c.Request().Context()
+	uid := c.Param("uid")
+	cur, err := s.cfg.Projections.Target(ctx, uid)
+	if err != nil {
+		return err
+	}
+	var req targetRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	t, err := req.target()
+	if err != nil {
+		return err
+	}
+	if t.Engine != cur.Engine {
+		return events.Errorf(events.EInvalid, "engine cannot change; register a new target instead.")
+	}
+	t.RecordUID, t.CreatedAt = uid, cur.CreatedAt
+	if err := s.cfg.Preparer.Prepare(ctx, t, req.AdminPassword); err != nil {
+		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
+		return err
+	}
+	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(req.AdminPassword), []byte(uid))
+	last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
+	if err != nil {
+		return err
+	}
+	e := events.Event{Type: events.TargetUpdated, ID: uid + ".updated." + strconv.FormatUint(last, 10), Time: time.Now().UTC(),
+		ClientID: clientOf(c).ClientID, RecordUID: uid, Outcome: events.OutcomeOK, Target: &t}
+	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), e, last)
+	if errors.Is(err, jsstore.ErrConflict) {
+		return events.Errorf(events.EConflict, "The target changed while this update was verified; send it again.")
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Projections.Wait(ctx, "target", uid, seq); err != nil {
+		return err
+	}
+	s.log.Info("target updated", "record_uid", uid)
+	return c.JSON(http.StatusOK, viewOf(t))
+}
+
+// target turns a request into a normalized target, without record uid or time.
+func (req targetRequest) target() (events.Target, error) {
+	t := events.Target{Name: req.Name, Engine: req.Engine, Host: req.Host, Port: req.Port, Database: req.Database,
+		AdminUsername: req.AdminUsername, TLSMode: req.TLSMode, CACert: req.CACert, Grants: req.Grants, MaxTTLSeconds: req.MaxTTLSeconds,
+		ConnectionHost: req.ConnectionHost, ConnectionPort: req.ConnectionPort}
+	if err := events.NormalizeTarget(&t); err != nil {
+		return t, err
+	}
+	if req.AdminPassword == "" || len(req.AdminPassword) > 1024 {
+		return t, events.Errorf(events.EInvalid, "admin_password is required (at most 1024 characters).")
+	}
+	return t, nil
 }
 
 // targetView is a target as the API shows it: never the admin password, sealed or not.
@@ -40,6 +103,7 @@ type targetView struct {
 	Database       string         `json:"database"`
 	AdminUsername  string         `json:"admin_username"`
 	TLSMode        events.TLSMode `json:"tls_mode"`
+	CACert         string         `json:"ca_cert,omitempty"`
 	Grants         []events.Grant `json:"grants"`
 	MaxTTLSeconds  int            `json:"max_ttl_seconds"`
 	ConnectionHost string         `json:"connection_host,omitempty"`
@@ -49,7 +113,7 @@ type targetView struct {
 
 func viewOf(t events.Target) targetView {
 	return targetView{RecordUID: t.RecordUID, Name: t.Name, Engine: t.Engine, Host: t.Host, Port: t.Port,
-		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: t.TLSMode, Grants: t.Grants,
+		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: t.TLSMode, CACert: t.CACert, Grants: t.Grants,
 		MaxTTLSeconds: t.MaxTTLSeconds, ConnectionHost: t.ConnectionHost, ConnectionPort: t.ConnectionPort, CreatedAt: t.CreatedAt}
 }
 
@@ -63,14 +127,9 @@ func (s *Server) createTarget(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
-	t := events.Target{Name: req.Name, Engine: req.Engine, Host: req.Host, Port: req.Port, Database: req.Database,
-		AdminUsername: req.AdminUsername, TLSMode: req.TLSMode, Grants: req.Grants, MaxTTLSeconds: req.MaxTTLSeconds,
-		ConnectionHost: req.ConnectionHost, ConnectionPort: req.ConnectionPort}
-	if err := events.NormalizeTarget(&t); err != nil {
+	t, err := req.target()
+	if err != nil {
 		return err
-	}
-	if req.AdminPassword == "" || len(req.AdminPassword) > 1024 {
-		return events.Errorf(events.EInvalid, "admin_password is required (at most 1024 characters).")
 	}
 	ctx := c.Request().Context()
 	t.RecordUID = NewRecordUID()
@@ -143,7 +202,7 @@ func (s *Server) deleteTarget(c echo.Context) error {
 		if !revoke {
 			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
 		}
-		if err := s.revokeAll(ctx, page); err != nil {
+		if err := s.revokeAll(ctx, page, clientOf(c).ClientID); err != nil {
 			return err
 		}
 	}
@@ -177,14 +236,14 @@ func countOf(page []events.Lease) string {
 
 // revokeAll revokes leases a few at a time; the first failure is returned after all
 // were tried, and every revocation stays recorded either way.
-func (s *Server) revokeAll(ctx context.Context, leases []events.Lease) error {
+func (s *Server) revokeAll(ctx context.Context, leases []events.Lease, actor string) error {
 	sem := make(chan struct{}, 8)
 	errs := make(chan error, len(leases))
 	for _, l := range leases {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
-			err := s.revoke(ctx, l.ID)
+			err := s.revoke(ctx, l.ID, actor)
 			if events.ErrorCode(err) == events.ENotFound {
 				err = nil
 			}

@@ -1,0 +1,110 @@
+package http
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/syvault/syvault/events"
+)
+
+// action is something a client may be allowed to do.
+type action string
+
+// The actions. Mutations are audited when refused.
+const (
+	actLeaseCreate  action = "lease.create"
+	actLeaseList    action = "lease.list"
+	actLeaseRead    action = "lease.read"
+	actLeaseRevoke  action = "lease.revoke"
+	actLeaseRenew   action = "lease.renew"
+	actTargetRead   action = "target.read"
+	actTargetManage action = "target.manage"
+	actClientRead   action = "client.read"
+	actClientManage action = "client.manage"
+	actAuditRead    action = "audit.read"
+)
+
+func (a action) mutation() bool {
+	switch a {
+	case actLeaseCreate, actLeaseRevoke, actLeaseRenew, actTargetManage, actClientManage:
+		return true
+	}
+	return false
+}
+
+// resource is what an action is on: a target's record uid, or a lease (its id and the
+// client that owns it). Empty for collection-wide actions.
+type resource struct {
+	RecordUID string
+	LeaseID   string
+	Owner     string
+}
+
+// authorize is SyVault's whole authorization policy, in one place:
+//
+//   - admin clients may do everything;
+//   - app clients may create leases on the records in their allowed_records (403
+//     otherwise), and list, read, renew and revoke their own leases only: another
+//     client's lease answers 404, exactly as an unknown id, so lease ids cannot be probed;
+//   - app clients may not touch targets, clients or the audit (403).
+//
+// TTL caps (the client's max_ttl_seconds) are checked where the TTL is known.
+func authorize(c events.Client, act action, res resource) error {
+	if c.Role == events.RoleAdmin {
+		return nil
+	}
+	if c.Role != events.RoleApp {
+		return events.Errorf(events.EForbidden, "This client has no role that allows anything.")
+	}
+	switch act {
+	case actLeaseList:
+		return nil // the list is filtered to the client's own leases
+	case actLeaseCreate:
+		for _, r := range c.AllowedRecords {
+			if r == res.RecordUID {
+				return nil
+			}
+		}
+		return events.Errorf(events.EForbidden, "This client may not lease record %q.", res.RecordUID)
+	case actLeaseRead, actLeaseRevoke, actLeaseRenew:
+		if res.Owner == c.ClientID {
+			return nil
+		}
+		return events.Errorf(events.ENotFound, "No lease with id %q.", res.LeaseID)
+	}
+	return events.Errorf(events.EForbidden, "Only admin clients may do this.")
+}
+
+// allow checks act on res for the request's client. A refused mutation is recorded in
+// the audit trail before the refusal is returned.
+func (s *Server) allow(c echo.Context, act action, res resource) error {
+	client := clientOf(c)
+	err := authorize(client, act, res)
+	if err != nil && act.mutation() {
+		s.recordDenied(c.Request().Context(), client, act, res, err)
+	}
+	return err
+}
+
+// require is route middleware for actions on no particular resource.
+func (s *Server) require(act action) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if err := s.allow(c, act, resource{RecordUID: c.Param("uid")}); err != nil {
+				return err
+			}
+			return next(c)
+		}
+	}
+}
+
+func (s *Server) recordDenied(ctx context.Context, client events.Client, act action, res resource, cause error) {
+	e := events.Event{Type: events.AccessDenied, ID: uuid.NewString(), Time: time.Now().UTC(), ClientID: client.ClientID,
+		RecordUID: res.RecordUID, LeaseID: res.LeaseID, Action: string(act), Outcome: string(events.ErrorCode(cause))}
+	if _, err := s.cfg.Store.AppendUnordered(ctx, events.AccessSubject(client.ClientID), e); err != nil {
+		s.log.Warn("could not record a refused request in the audit trail", "client_id", client.ClientID, "action", act, "err", err)
+	}
+}

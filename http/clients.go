@@ -1,0 +1,145 @@
+package http
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+)
+
+type clientRequest struct {
+	Name           string   `json:"name"`
+	PublicKey      string   `json:"public_key"`
+	Role           string   `json:"role"`
+	AllowedRecords []string `json:"allowed_records"`
+	MaxTTLSeconds  int      `json:"max_ttl_seconds"`
+}
+
+type clientView struct {
+	ClientID       string    `json:"client_id"`
+	Name           string    `json:"name"`
+	Role           string    `json:"role"`
+	AllowedRecords []string  `json:"allowed_records"`
+	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
+	PublicKey      string    `json:"public_key"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+func clientViewOf(c events.Client) clientView {
+	allowed := c.AllowedRecords
+	if allowed == nil {
+		allowed = []string{}
+	}
+	return clientView{ClientID: c.ClientID, Name: c.Name, Role: c.Role, AllowedRecords: allowed,
+		MaxTTLSeconds: c.MaxTTLSeconds, PublicKey: c.PublicKey, CreatedAt: c.CreatedAt}
+}
+
+// createClient registers an application or operator by its Ed25519 public key. The
+// server never sees the private key.
+func (s *Server) createClient(c echo.Context) error {
+	var req clientRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	req.Name = strings.TrimSpace(req.Name)
+	switch {
+	case req.Name == "" || len(req.Name) > events.MaxClientNameLength:
+		return events.Errorf(events.EInvalid, "name is required and must be at most %d characters.", events.MaxClientNameLength)
+	case req.Role != events.RoleAdmin && req.Role != events.RoleApp:
+		return events.Errorf(events.EInvalid, "role must be %q or %q.", events.RoleAdmin, events.RoleApp)
+	case req.MaxTTLSeconds < 0 || req.MaxTTLSeconds > events.MaxTTLSeconds:
+		return events.Errorf(events.EInvalidTTL, "max_ttl_seconds must be between 1 and %d (or omitted).", events.MaxTTLSeconds)
+	case len(req.AllowedRecords) > 1000:
+		return events.Errorf(events.EInvalid, "allowed_records may list at most 1000 records.")
+	}
+	if _, err := ParsePublicKey(req.PublicKey); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	seen := map[string]bool{}
+	var allowed []string
+	for _, uid := range req.AllowedRecords {
+		if seen[uid] {
+			continue
+		}
+		seen[uid] = true
+		if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
+			return err
+		}
+		allowed = append(allowed, uid)
+	}
+	client := events.Client{ClientID: uuid.NewString(), Name: req.Name, PublicKey: req.PublicKey, Role: req.Role,
+		AllowedRecords: allowed, MaxTTLSeconds: req.MaxTTLSeconds, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	e := events.Event{Type: events.ClientRegistered, ID: client.ClientID + ".registered", Time: client.CreatedAt,
+		ClientID: clientOf(c).ClientID, Outcome: events.OutcomeOK, Client: &client}
+	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Projections.Wait(ctx, "client", client.ClientID, seq); err != nil {
+		return err
+	}
+	s.log.Info("client registered", "client_id", client.ClientID, "role", client.Role)
+	return c.JSON(http.StatusCreated, clientViewOf(client))
+}
+
+func (s *Server) listClients(c echo.Context) error {
+	cs, err := s.cfg.Projections.Clients(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Data []clientView `json:"data"`
+	}{Data: make([]clientView, 0, len(cs))}
+	for _, cl := range cs {
+		out.Data = append(out.Data, clientViewOf(cl))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getClient(c echo.Context) error {
+	cl, err := s.cfg.Projections.Client(c.Request().Context(), c.Param("client_id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, clientViewOf(cl))
+}
+
+// deleteClient removes a client: its tokens stop working at once (every request looks
+// the client up), and its active leases keep their expiry.
+func (s *Server) deleteClient(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("client_id")
+	if id == clientOf(c).ClientID {
+		return events.Errorf(events.EConflict, "A client cannot delete itself; use another admin client.")
+	}
+	if _, err := s.cfg.Projections.Client(ctx, id); err != nil {
+		return err
+	}
+	for {
+		last, err := s.cfg.Store.LastSeq(ctx, events.ClientSubject(id))
+		if err != nil {
+			return err
+		}
+		e := events.Event{Type: events.ClientRemoved, ID: id + ".removed", Time: time.Now().UTC(), ClientID: id, Outcome: events.OutcomeOK,
+			Reason: "removed by " + clientOf(c).ClientID}
+		seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), e, last)
+		if errors.Is(err, jsstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.cfg.Projections.Wait(ctx, "client", id, seq); err != nil {
+			return err
+		}
+		s.log.Info("client removed", "client_id", id)
+		return c.NoContent(http.StatusNoContent)
+	}
+}
