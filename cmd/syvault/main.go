@@ -99,7 +99,10 @@ type Config struct {
 	PublicURLs     []string
 	LogLevel       string
 	// AckWait is how long a worker may hold a lease event before another takes it over.
-	AckWait time.Duration
+	AckWait     time.Duration
+	TokenTTL    time.Duration
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
@@ -120,6 +123,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&components, "components", "all", "what this process runs: all, or a comma list of api and workers")
 		fs.StringVar(&cfg.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so more syvault processes can join it")
 		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 20*time.Second, "how long a lease create or revoke waits for the database work")
+		fs.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens the server issues")
+		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
+		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by (client assertions' aud); default: the request's own")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -150,6 +156,12 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		if c != "all" && c != "api" && c != "workers" {
 			return cfg, fmt.Errorf("--components: unknown component %q (want all, api, workers)", c)
 		}
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return cfg, errors.New("--tls-cert and --tls-key go together")
+	}
+	if cmd == "serve" && (cfg.TokenTTL < time.Minute || cfg.TokenTTL > 24*time.Hour) {
+		return cfg, errors.New("--token-ttl must be between 1m and 24h")
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return cfg, errors.New("--replicas must be between 1 and 5")

@@ -179,7 +179,8 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.HTTP, err = syhttp.New(ctx, syhttp.Config{
 		Store: m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
-		TokenKey: syhttp.DeriveTokenKey(key), RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
+		TokenKey: syhttp.DeriveTokenKey(key), TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
+		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
 		Ready: map[string]syhttp.ReadyChecker{
 			"event_store": func(ctx context.Context) error { _, err := m.store.Info(ctx); return err },
 			"projections": m.proj.Ping,

@@ -61,6 +61,7 @@ type Target struct {
 	AdminUsername  string    `json:"admin_username"`
 	AdminPassword  string    `json:"admin_password,omitempty"`
 	TLSMode        string    `json:"tls_mode,omitempty"`
+	CACert         string    `json:"ca_cert,omitempty"`
 	Grants         []Grant   `json:"grants"`
 	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
 	ConnectionHost string    `json:"connection_host,omitempty"`
@@ -154,4 +155,101 @@ func (c *Client) DeleteTarget(ctx context.Context, uid string, revokeLeases bool
 		path += "?revoke_leases=true"
 	}
 	return c.Do(ctx, http.MethodDelete, path, nil, nil)
+}
+
+// UpdateTarget replaces a target's settings (e.g. a rotated admin password); the server
+// verifies them first.
+func (c *Client) UpdateTarget(ctx context.Context, uid string, t Target) (*Target, error) {
+	var out Target
+	err := c.Do(ctx, http.MethodPut, base+"/dynamic/targets/"+url.PathEscape(uid), t, &out)
+	return &out, err
+}
+
+// AppClient is a registered client.
+type AppClient struct {
+	ClientID       string    `json:"client_id,omitempty"`
+	Name           string    `json:"name"`
+	PublicKey      string    `json:"public_key"`
+	Role           string    `json:"role"`
+	AllowedRecords []string  `json:"allowed_records,omitempty"`
+	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+}
+
+// CreateClient registers a client by its public key (admin only).
+func (c *Client) CreateClient(ctx context.Context, ac AppClient) (*AppClient, error) {
+	var out AppClient
+	err := c.Do(ctx, http.MethodPost, base+"/clients", ac, &out)
+	return &out, err
+}
+
+// ListClients returns every client (admin only).
+func (c *Client) ListClients(ctx context.Context) ([]AppClient, error) {
+	var out struct {
+		Data []AppClient `json:"data"`
+	}
+	err := c.Do(ctx, http.MethodGet, base+"/clients", nil, &out)
+	return out.Data, err
+}
+
+// DeleteClient removes a client; its tokens stop working at once (admin only).
+func (c *Client) DeleteClient(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, base+"/clients/"+url.PathEscape(id), nil, nil)
+}
+
+// AuditEvent is one entry of the audit trail.
+type AuditEvent struct {
+	Seq             uint64     `json:"seq"`
+	Time            time.Time  `json:"time"`
+	Type            string     `json:"type"`
+	ClientID        string     `json:"client_id,omitempty"`
+	RecordUID       string     `json:"record_uid,omitempty"`
+	LeaseID         string     `json:"lease_id,omitempty"`
+	TTLSeconds      int        `json:"ttl_seconds,omitempty"`
+	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
+	Username        string     `json:"username,omitempty"`
+	Outcome         string     `json:"outcome,omitempty"`
+	Reason          string     `json:"reason,omitempty"`
+	Action          string     `json:"action,omitempty"`
+	SubjectClientID string     `json:"subject_client_id,omitempty"`
+}
+
+// AuditPage is one page of the audit trail.
+type AuditPage struct {
+	Data       []AuditEvent `json:"data"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+// AuditOptions filter the audit replay; zero values filter nothing.
+type AuditOptions struct {
+	Since, Until                 time.Time
+	RecordUID, LeaseID, ClientID string
+	Limit                        int
+	Cursor                       string
+}
+
+// Audit returns one page of the audit trail, oldest first (admin only).
+func (c *Client) Audit(ctx context.Context, o AuditOptions) (*AuditPage, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"record_uid": o.RecordUID, "lease_id": o.LeaseID, "client_id": o.ClientID, "cursor": o.Cursor} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if !o.Since.IsZero() {
+		q.Set("since", o.Since.UTC().Format(time.RFC3339))
+	}
+	if !o.Until.IsZero() {
+		q.Set("until", o.Until.UTC().Format(time.RFC3339))
+	}
+	if o.Limit != 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	path := base + "/audit"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var p AuditPage
+	err := c.Do(ctx, http.MethodGet, path, nil, &p)
+	return &p, err
 }

@@ -58,6 +58,9 @@ func New(server, clientID, privateKeyPEM string) (*Client, error) {
 	return &Client{server: strings.TrimSuffix(server, "/"), clientID: clientID, key: key, http: &http.Client{Timeout: 60 * time.Second}}, nil
 }
 
+// SetHTTPClient replaces the HTTP client, e.g. to trust a private CA. Call it before use.
+func (c *Client) SetHTTPClient(h *http.Client) { c.http = h }
+
 // ParsePrivateKey parses an Ed25519 private key in PKCS#8 PEM form.
 func ParsePrivateKey(pemText string) (ed25519.PrivateKey, error) {
 	block, _ := pem.Decode([]byte(pemText))
