@@ -1,0 +1,58 @@
+"""SyVault Python SDK: short-lived database credentials from a SyVault server.
+
+    from syvault import SecretsManagerClient
+    client = SecretsManagerClient(server="https://vault.example.com",
+                                  client_id="c9a1b2d3-...", private_key_path="/etc/syvault/client.pem")
+    lease = client.dynamic.create_lease(record_uid="7Kj9mNpQ2xRs", ttl_seconds=3600)
+    ...
+    client.dynamic.revoke_lease(lease.lease_id)
+
+Needs only the standard library and ``cryptography``.
+"""
+
+from ._version import __version__
+from .client import SecretsManagerClient
+from .dynamic import DynamicSecrets
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConflictError,
+    GatewayTimeoutError,
+    InvalidRequestError,
+    InvalidTTLError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ServerError,
+    ServiceUnavailableError,
+    SyVaultConnectionError,
+    SyVaultError,
+    TargetUnavailableError,
+    TargetUnverifiedError,
+)
+from .models import Lease, LeaseInfo, LeasePage, Target
+
+__all__ = [
+    "__version__",
+    "SecretsManagerClient",
+    "DynamicSecrets",
+    "Lease",
+    "LeaseInfo",
+    "LeasePage",
+    "Target",
+    "SyVaultError",
+    "ConfigurationError",
+    "InvalidRequestError",
+    "InvalidTTLError",
+    "PayloadTooLargeError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "TargetUnverifiedError",
+    "ServerError",
+    "TargetUnavailableError",
+    "ServiceUnavailableError",
+    "GatewayTimeoutError",
+    "SyVaultConnectionError",
+]

@@ -1,0 +1,187 @@
+"""Dynamic secrets: leases of temporary database users, and the targets they are made on."""
+
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
+from urllib.parse import quote
+
+from .errors import InvalidRequestError, SyVaultError
+from .models import Lease, LeaseInfo, LeasePage, Target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import SecretsManagerClient
+
+__all__ = ["DynamicSecrets"]
+
+_BASE = "/api/sm/v1/dynamic"
+
+
+def _id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError("%s must be a non-empty string." % name, code="invalid_request")
+    return quote(value, safe="")
+
+
+def _object(body: Any, what: str) -> Dict[str, Any]:
+    if not isinstance(body, dict):
+        raise SyVaultError("The server answered %s with something other than a JSON object." % what, code="invalid_response")
+    return body
+
+
+class DynamicSecrets:
+    """``client.dynamic``: leases (any client) and targets (admin clients).
+
+    Leases: :meth:`create_lease`, :meth:`get_lease`, :meth:`list_leases`,
+    :meth:`iter_leases`, :meth:`renew_lease`, :meth:`revoke_lease`.
+    Targets: :meth:`create_target`, :meth:`list_targets`, :meth:`get_target`,
+    :meth:`delete_target`.
+    """
+
+    def __init__(self, client: "SecretsManagerClient") -> None:
+        self._client = client
+
+    # Leases -----------------------------------------------------------------------------
+
+    def create_lease(self, record_uid: str, ttl_seconds: int) -> Lease:
+        """Create a temporary database user on the target ``record_uid`` for ``ttl_seconds``
+        (1 to 86400, and at most the target's and this client's maximum).
+
+        Returns once the user exists with its grants, so the credentials work at once.
+
+        Returns:
+            Lease: ``lease_id``, ``username``, ``password``, ``connection_string``,
+            ``expires_at`` (RFC 3339 string; ``expires_at_datetime`` for a datetime), plus
+            ``record_uid``, ``created_at``, ``engine``, ``host``, ``port``, ``database``.
+
+        Raises:
+            InvalidTTLError: ``ttl_seconds`` out of range (code ``invalid_ttl``).
+            NotFoundError: unknown ``record_uid``.
+            PermissionDeniedError: this client may not lease that record.
+            TargetUnavailableError: the database could not be reached; nothing was created.
+            GatewayTimeoutError: not done within the server's deadline; nothing was left behind.
+        """
+        body = self._client.request("POST", _BASE + "/lease", {"record_uid": record_uid, "ttl_seconds": ttl_seconds})
+        return Lease(_object(body, "the lease request"))
+
+    def get_lease(self, lease_id: str) -> LeaseInfo:
+        """One lease, ended or not, with its ``status`` (``pending``, ``active``,
+        ``revoking``, ``revoked``, ``expired``, ``failed``) and ``ended_at``.
+
+        Raises:
+            NotFoundError: unknown lease (or another client's, for an app client).
+        """
+        body = self._client.request("GET", _BASE + "/leases/" + _id("lease_id", lease_id))
+        return LeaseInfo(_object(body, "the lease query"))
+
+    def list_leases(
+        self,
+        record_uid: Optional[str] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> LeasePage:
+        """One page of active leases, oldest first (an admin sees all, an app client its own).
+
+        Args:
+            record_uid: only the leases of this target.
+            limit: page size, 1 to 1000 (server default 100).
+            cursor: ``next_cursor`` of the previous page.
+
+        Returns:
+            LeasePage: iterable of :class:`LeaseInfo`; ``next_cursor`` is ``None`` on the
+            last page. See :meth:`iter_leases` to walk every page.
+        """
+        body = _object(
+            self._client.request(
+                "GET", _BASE + "/leases", query={"record_uid": record_uid or None, "limit": limit, "cursor": cursor or None}
+            ),
+            "the lease list",
+        )
+        data = body.get("data") or []
+        if not isinstance(data, list):
+            raise SyVaultError("The lease list's data is not a list.", code="invalid_response")
+        return LeasePage([LeaseInfo(d) for d in data if isinstance(d, dict)], body.get("next_cursor"))
+
+    def iter_leases(self, record_uid: Optional[str] = None, page_size: Optional[int] = None) -> Iterator[LeaseInfo]:
+        """Every active lease, oldest first, fetching pages of ``page_size`` as it goes."""
+        cursor: Optional[str] = None
+        while True:
+            page = self.list_leases(record_uid=record_uid, limit=page_size, cursor=cursor)
+            for lease in page.data:
+                yield lease
+            if not page.next_cursor or page.next_cursor == cursor:
+                return
+            cursor = page.next_cursor
+
+    def renew_lease(self, lease_id: str, ttl_seconds: int) -> LeaseInfo:
+        """Extend an active lease to now + ``ttl_seconds``; never beyond its ``created_at``
+        + 24 h, nor the target's or client's maximum.
+
+        Returns:
+            LeaseInfo: the lease with its new ``expires_at``.
+
+        Raises:
+            InvalidTTLError: ``ttl_seconds`` out of range.
+            NotFoundError: unknown or ended lease.
+            ConflictError: the lease is not active (e.g. still pending or being revoked).
+        """
+        body = self._client.request(
+            "POST", _BASE + "/leases/" + _id("lease_id", lease_id) + "/renew", {"ttl_seconds": ttl_seconds}
+        )
+        return LeaseInfo(_object(body, "the renewal"))
+
+    def revoke_lease(self, lease_id: str) -> None:
+        """Revoke a lease now: returns once the user's sessions are terminated and the user is
+        dropped, so the credentials can open no session any more.
+
+        Raises:
+            NotFoundError: unknown or already ended lease.
+            TargetUnavailableError, GatewayTimeoutError: the database could not be reached in
+                time. The revocation is recorded all the same (status ``revoking``) and the
+                server retries it until the user is gone.
+        """
+        self._client.request("DELETE", _BASE + "/leases/" + _id("lease_id", lease_id))
+
+    # Targets (admin) --------------------------------------------------------------------
+
+    def create_target(self, target: Optional[Mapping[str, Any]] = None, **fields: Any) -> Target:
+        """Register a target (admin only). Pass the fields as keyword arguments and/or a
+        mapping: ``name``, ``engine`` (``postgresql``/``mysql``), ``host``, ``port``,
+        ``database``, ``admin_username``, ``admin_password``, ``tls_mode``
+        (``disable``/``require``/``verify-full``), ``grants`` (list of
+        ``{"database", "schema", "tables", "privileges"}``), optionally ``max_ttl_seconds``,
+        ``connection_host``, ``connection_port``.
+
+        The server first checks that the admin may create users and grant the privileges.
+
+        Returns:
+            Target: with its ``record_uid`` and ``created_at`` (never the admin password).
+
+        Raises:
+            InvalidRequestError: a missing or invalid field.
+            TargetUnverifiedError: the admin may not create users or grant what is listed.
+            TargetUnavailableError: the database could not be reached or refused the login.
+            PermissionDeniedError: not an admin client.
+        """
+        body: Dict[str, Any] = dict(target or {})
+        body.update(fields)
+        return Target(_object(self._client.request("POST", _BASE + "/targets", body), "the target registration"))
+
+    def list_targets(self) -> List[Target]:
+        """Every target (admin only)."""
+        body = _object(self._client.request("GET", _BASE + "/targets"), "the target list")
+        return [Target(d) for d in (body.get("data") or []) if isinstance(d, dict)]
+
+    def get_target(self, record_uid: str) -> Target:
+        """One target (admin only). Raises :class:`NotFoundError` for an unknown uid."""
+        return Target(_object(self._client.request("GET", _BASE + "/targets/" + _id("record_uid", record_uid)), "the target query"))
+
+    def delete_target(self, record_uid: str, revoke_leases: bool = False) -> None:
+        """Remove a target (admin only).
+
+        Raises:
+            ConflictError: it still has active leases and ``revoke_leases`` is false.
+            NotFoundError: unknown uid.
+        """
+        self._client.request(
+            "DELETE",
+            _BASE + "/targets/" + _id("record_uid", record_uid),
+            query={"revoke_leases": True} if revoke_leases else None,
+        )
