@@ -58,7 +58,26 @@ type Config struct {
 	Ready map[string]ReadyChecker
 	// TLSCertFile and TLSKeyFile, when set, make the server speak HTTPS only.
 	TLSCertFile, TLSKeyFile string
+	// Metrics serves /metrics (Prometheus text format) when set.
+	Metrics http.Handler
+	// Observer is told the outcome of lease creates and revokes. Optional.
+	Observer Observer
 }
+
+// Observer records what the API did, for metrics. Implementations must be safe for
+// concurrent use and must not block.
+type Observer interface {
+	// LeaseCreated is called once per lease request with its outcome ("ok" or an error
+	// code) and how long the caller waited.
+	LeaseCreated(recordUID, outcome string, took time.Duration)
+	// LeaseRevoked is called once per revoke request, likewise.
+	LeaseRevoked(outcome string, took time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) LeaseCreated(string, string, time.Duration) {}
+func (nopObserver) LeaseRevoked(string, time.Duration)         {}
 
 // Server is the HTTP API. It is safe for concurrent use.
 type Server struct {
@@ -84,6 +103,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 20 * time.Second
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	auth, err := newAuthenticator(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -101,6 +123,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	if cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+	}
+	e.GET(BasePath+"/openapi.json", s.openAPI)
 	api := e.Group(BasePath, s.requireStore)
 	api.POST("/auth/token", s.token)
 	authed := api.Group("", s.authenticate)
