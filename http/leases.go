@@ -83,11 +83,20 @@ func (s *Server) createLease(c echo.Context) error {
 	if err := events.ValidTTL(*req.TTLSeconds, capTTL(target.MaxTTLSeconds, client.MaxTTLSeconds)); err != nil {
 		return err
 	}
+	start := time.Now()
 	res, err := s.newLease(ctx, client, target, *req.TTLSeconds)
+	s.cfg.Observer.LeaseCreated(target.RecordUID, outcomeOf(err), time.Since(start))
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusCreated, res)
+}
+
+func outcomeOf(err error) string {
+	if err == nil {
+		return events.OutcomeOK
+	}
+	return string(events.ErrorCode(err))
 }
 
 func capTTL(caps ...int) int {
@@ -320,7 +329,10 @@ func (s *Server) revokeLease(c echo.Context) error {
 	if _, err := s.authorizedLease(c, actLeaseRevoke); err != nil {
 		return err
 	}
-	if err := s.revoke(c.Request().Context(), c.Param("id"), clientOf(c).ClientID); err != nil {
+	start := time.Now()
+	err := s.revoke(c.Request().Context(), c.Param("id"), clientOf(c).ClientID)
+	s.cfg.Observer.LeaseRevoked(outcomeOf(err), time.Since(start))
+	if err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

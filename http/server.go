@@ -62,6 +62,9 @@ type Config struct {
 	Metrics http.Handler
 	// Observer is told the outcome of lease creates and revokes. Optional.
 	Observer Observer
+	// OpsOnly serves only /healthz, /readyz and /metrics: for processes that run workers
+	// but no API, so they can still be probed and scraped.
+	OpsOnly bool
 }
 
 // Observer records what the API did, for metrics. Implementations must be safe for
@@ -91,7 +94,7 @@ type Server struct {
 
 // New builds the server and its routes; Open starts listening.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Store == nil || cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil || len(cfg.TokenKey) < 32 {
+	if cfg.Store == nil || (!cfg.OpsOnly && (cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil || len(cfg.TokenKey) < 32)) {
 		return nil, errors.New("http.New: Store, Projections, Sealer, Preparer and a 32-byte TokenKey are required")
 	}
 	if cfg.Logger == nil {
@@ -106,11 +109,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	auth, err := newAuthenticator(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http"), auth: auth}
+	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http")}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -125,6 +124,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	e.GET("/readyz", s.readyz)
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+	}
+	if cfg.OpsOnly {
+		return s, nil
+	}
+	var err error
+	if s.auth, err = newAuthenticator(ctx, cfg); err != nil {
+		return nil, err
 	}
 	e.GET(BasePath+"/openapi.json", s.openAPI)
 	api := e.Group(BasePath, s.requireStore)

@@ -399,3 +399,18 @@ func (p *Projections) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ActiveByTarget counts active and revoking leases per target, from the index keys alone.
+func (p *Projections) ActiveByTarget(ctx context.Context) (map[string]int, error) {
+	lister, err := p.active.ListKeys(ctx)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	counts := map[string]int{}
+	for k := range lister.Keys() {
+		if i := strings.IndexByte(k, '.'); i > 0 {
+			counts[k[:i]]++
+		}
+	}
+	return counts, nil
+}

@@ -50,7 +50,26 @@ type Config struct {
 	// AckWait is how long a process may hold a lease event before it is redelivered to
 	// another, i.e. how soon work of a crashed process resumes. Default 2 minutes.
 	AckWait time.Duration
+	// Observer is told about revocations and expiries, for metrics. Optional.
+	Observer Observer
 }
+
+// Observer records what the workers did. Implementations must be safe for concurrent use
+// and must not block.
+type Observer interface {
+	// RevocationFailed: an attempt to drop a lease's user failed; it will be retried.
+	RevocationFailed(leaseID string)
+	// RevocationDone: the lease's user is dropped (after any number of attempts).
+	RevocationDone(leaseID string)
+	// Expired: a lease's expiry was recorded lag after its expires_at.
+	Expired(lag time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) RevocationFailed(string) {}
+func (nopObserver) RevocationDone(string)   {}
+func (nopObserver) Expired(time.Duration)   {}
 
 // Workers runs the lease and expiry consumers. It is safe for concurrent use.
 type Workers struct {
@@ -77,6 +96,9 @@ func New(cfg Config) (*Workers, error) {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers")}, nil
 }
@@ -205,6 +227,7 @@ func (w *Workers) revoke(ctx context.Context, l events.Lease) error {
 		}
 		if err := w.dropUser(ctx, l); err != nil {
 			w.notifyAttempt(l.ID, err)
+			w.cfg.Observer.RevocationFailed(l.ID)
 			return err
 		}
 		e := events.Event{Type: events.LeaseDropped, ID: l.ID + ".dropped", Time: time.Now().UTC(),
@@ -212,6 +235,7 @@ func (w *Workers) revoke(ctx context.Context, l events.Lease) error {
 		_, err := w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
 		if !errors.Is(err, jsstore.ErrConflict) {
 			if err == nil {
+				w.cfg.Observer.RevocationDone(l.ID)
 				w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 			}
 			return err
@@ -280,7 +304,9 @@ func (w *Workers) handleDue(ctx context.Context, msg jetstream.Msg) error {
 		_, err = w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), exp, l.Seq)
 		if !errors.Is(err, jsstore.ErrConflict) {
 			if err == nil {
-				w.log.Info("lease expired", "lease_id", l.ID, "lag", time.Since(l.ExpiresAt).Round(time.Millisecond))
+				lag := time.Since(l.ExpiresAt)
+				w.cfg.Observer.Expired(lag)
+				w.log.Info("lease expired", "lease_id", l.ID, "lag", lag.Round(time.Millisecond))
 			}
 			return err
 		}

@@ -167,18 +167,20 @@ func (m *Main) Open(ctx context.Context) error {
 		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
 		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
 	}
-	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger, AckWait: m.Config.AckWait})
+	obs := newMetrics(m.proj)
+	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
+		AckWait: m.Config.AckWait, Observer: obs})
 	if err != nil {
 		return err
 	}
 	if m.Config.runs("workers") {
 		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
 	}
-	if !m.Config.runs("api") {
-		return nil
-	}
 	m.HTTP, err = syhttp.New(ctx, syhttp.Config{
-		Store: m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
+		OpsOnly:  !m.Config.runs("api"),
+		Metrics:  obs.handler(),
+		Observer: obs,
+		Store:    m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
 		TokenKey: syhttp.DeriveTokenKey(key), TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
 		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
 		Ready: map[string]syhttp.ReadyChecker{
@@ -193,7 +195,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := m.HTTP.Open(m.Config.Listen); err != nil {
 		return err
 	}
-	if m.Config.Dev {
+	if m.Config.Dev && m.Config.runs("api") {
 		if err := m.bootstrapAdmin(ctx, m.HTTP.URL()); err != nil {
 			return err
 		}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/syvault/syvault/projections"
+)
+
+// metrics is the process's Prometheus registry and the observers that feed it. It is
+// the one place that knows Prometheus; the API and the workers report through their
+// Observer interfaces.
+type metrics struct {
+	reg           *prometheus.Registry
+	creates       *prometheus.CounterVec
+	revokes       *prometheus.CounterVec
+	createLatency prometheus.Histogram
+	revokeLatency prometheus.Histogram
+	expiryLag     prometheus.Histogram
+
+	mu      sync.Mutex
+	failing map[string]struct{} // leases whose last revocation attempt here failed
+}
+
+func newMetrics(proj *projections.Projections) *metrics {
+	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		creates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_lease_creates_total",
+			Help: "Lease requests answered, by outcome (ok or the error code)."}, []string{"outcome"}),
+		revokes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_lease_revokes_total",
+			Help: "Revoke requests answered, by outcome (ok or the error code)."}, []string{"outcome"}),
+		createLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_lease_create_seconds",
+			Help: "Time a lease request waited for its answer.", Buckets: buckets}),
+		revokeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_lease_revoke_seconds",
+			Help: "Time a revoke request waited for its answer.", Buckets: buckets}),
+		expiryLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_expiry_lag_seconds",
+			Help: "How long after expires_at an expiry was recorded.", Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60}}),
+		failing: map[string]struct{}{},
+	}
+	m.reg.MustRegister(m.creates, m.revokes, m.createLatency, m.revokeLatency, m.expiryLag,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syvault_revocations_pending_retry",
+			Help: "Leases whose revocation failed in this process and waits for a retry."}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return float64(len(m.failing))
+		}),
+		&activeCollector{proj: proj, desc: prometheus.NewDesc("syvault_leases_active",
+			"Active (and revoking) leases, by target.", []string{"record_uid"}, nil)},
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+func (m *metrics) LeaseCreated(_, outcome string, took time.Duration) {
+	m.creates.WithLabelValues(outcome).Inc()
+	m.createLatency.Observe(took.Seconds())
+}
+
+func (m *metrics) LeaseRevoked(outcome string, took time.Duration) {
+	m.revokes.WithLabelValues(outcome).Inc()
+	m.revokeLatency.Observe(took.Seconds())
+}
+
+func (m *metrics) RevocationFailed(leaseID string) {
+	m.mu.Lock()
+	m.failing[leaseID] = struct{}{}
+	m.mu.Unlock()
+}
+
+func (m *metrics) RevocationDone(leaseID string) {
+	m.mu.Lock()
+	delete(m.failing, leaseID)
+	m.mu.Unlock()
+}
+
+func (m *metrics) Expired(lag time.Duration) { m.expiryLag.Observe(lag.Seconds()) }
+
+// activeCollector counts active leases per target at scrape time from the projection's
+// index, so every process reports the deployment-wide number.
+type activeCollector struct {
+	proj *projections.Projections
+	desc *prometheus.Desc
+}
+
+func (c *activeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *activeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := c.proj.ActiveByTarget(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for uid, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), uid)
+	}
+}

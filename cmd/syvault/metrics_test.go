@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+func scrape(t *testing.T, srv *testServer) string {
+	t.Helper()
+	resp, err := http.Get(srv.HTTP.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return string(b)
+}
+
+func mustContain(t *testing.T, text string, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		if !strings.Contains(text, l) {
+			t.Errorf("metrics lack %q", l)
+		}
+	}
+}
+
+// TestMetrics: creates and revokes by outcome, leases active by target, latency and expiry
+// histograms, revocations pending retry; and a workers-only process is probed and scraped.
+func TestMetrics(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	tg := eng.target(t)
+	px := mustProxy(t, "127.0.0.1:5432")
+	tg.Port = px.port()
+	target, err := admin.CreateTarget(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1, err := admin.CreateLease(ctx, target.RecordUID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := admin.CreateLease(ctx, target.RecordUID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.RevokeLease(ctx, l1.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	px.down()
+	_, err = admin.CreateLease(ctx, target.RecordUID, 600)
+	mustCode(t, err, 502, "target_unavailable")
+	mustCode(t, admin.RevokeLease(ctx, l2.LeaseID), 502, "target_unavailable")
+	m := scrape(t, srv)
+	mustContain(t, m,
+		`syvault_lease_creates_total{outcome="ok"} 2`,
+		`syvault_lease_creates_total{outcome="target_unavailable"} 1`,
+		`syvault_lease_revokes_total{outcome="ok"} 1`,
+		`syvault_lease_revokes_total{outcome="target_unavailable"} 1`,
+		`syvault_leases_active{record_uid="`+target.RecordUID+`"} 1`,
+		"syvault_lease_create_seconds_count 3",
+		"syvault_revocations_pending_retry 1",
+		"syvault_expiry_lag_seconds_count 0",
+	)
+	px.up()
+	eventually(t, 30*time.Second, "revocation retried", func() (bool, error) {
+		got, err := admin.GetLease(ctx, l2.LeaseID)
+		return err == nil && got.Status == "revoked", err
+	})
+	mustContain(t, scrape(t, srv), "syvault_revocations_pending_retry 0")
+	if page, _ := admin.ListLeases(ctx, client.ListLeasesOptions{}); len(page.Data) != 0 {
+		t.Fatalf("%d leases left", len(page.Data))
+	}
+
+	t.Run("a workers-only process serves health, readiness and metrics", func(t *testing.T) {
+		api, natsURL := apiOnly(t, 0)
+		w := workerProcess(t, api, natsURL)
+		for _, p := range []string{"/healthz", "/readyz"} {
+			resp, err := http.Get(w.HTTP.URL() + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s on the workers process: %d", p, resp.StatusCode)
+			}
+		}
+		mustContain(t, scrape(t, w), "syvault_revocations_pending_retry")
+		resp, err := http.Get(w.HTTP.URL() + "/api/sm/v1/dynamic/leases")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Fatalf("the workers process serves the API: %d", resp.StatusCode)
+		}
+	})
+}
