@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+// TestTarget_TLSModes: tls_mode require encrypts the admin connection; verify-full checks
+// the server's certificate against ca_cert and the host name.
+func TestTarget_TLSModes(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	super, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	requireDB(t, "PostgreSQL on 127.0.0.1:5432", err)
+	defer super.Close(ctx)
+	var ssl, certFile string
+	if err := super.QueryRow(ctx, "SELECT current_setting('ssl'), current_setting('ssl_cert_file')").Scan(&ssl, &certFile); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(certFile)
+	if ssl != "on" || err != nil {
+		t.Skipf("the local PostgreSQL does not serve TLS (ssl=%s, %v): nothing to test here", ssl, err)
+	}
+	admin := "sv_tls_" + randomSecret()[:8]
+	if _, err := super.Exec(ctx, "CREATE ROLE "+admin+" LOGIN SUPERUSER"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = super.Exec(context.Background(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", admin)
+		_, _ = super.Exec(context.Background(), "DROP ROLE IF EXISTS "+admin)
+	})
+
+	srv := mustServer(t, "", nil)
+	c := srv.admin(t)
+	target := func(host, mode, ca string) client.Target {
+		tg := eng.target(t)
+		tg.Host, tg.TLSMode, tg.CACert, tg.AdminUsername = host, mode, ca, admin
+		return tg
+	}
+
+	t.Run("require encrypts the admin connection", func(t *testing.T) {
+		tg, err := c.CreateTarget(ctx, target("127.0.0.1", "require", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := c.CreateLease(ctx, tg.RecordUID, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plain, encrypted int
+		if err := super.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT s.ssl), count(*) FILTER (WHERE s.ssl)
+			FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1`, admin).Scan(&plain, &encrypted); err != nil {
+			t.Fatal(err)
+		}
+		if plain != 0 || encrypted == 0 {
+			t.Fatalf("admin sessions: %d plain, %d encrypted", plain, encrypted)
+		}
+		if err := c.RevokeLease(ctx, l.LeaseID); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("verify-full trusts the given CA for the certificate's name", func(t *testing.T) {
+		tg, err := c.CreateTarget(ctx, target("localhost", "verify-full", string(caPEM)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := c.CreateLease(ctx, tg.RecordUID, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RevokeLease(ctx, l.LeaseID); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("verify-full with another CA refuses the server", func(t *testing.T) {
+		// (Without ca_cert the system roots apply, and Debian's include this snakeoil one.)
+		_, err := c.CreateTarget(ctx, target("localhost", "verify-full", otherCA(t)))
+		mustCode(t, err, 502, "target_unavailable")
+	})
+	t.Run("verify-full refuses a name the certificate does not hold", func(t *testing.T) {
+		_, err := c.CreateTarget(ctx, target("127.0.0.1", "verify-full", string(caPEM)))
+		mustCode(t, err, 502, "target_unavailable")
+	})
+}
+
+// otherCA returns a CA certificate that signed nothing the server has.
+func otherCA(t *testing.T) string {
+	t.Helper()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "not the server's CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
