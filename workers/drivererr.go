@@ -57,6 +57,17 @@ func Scrub(err error, secrets ...string) error {
 // UndoTimeout bounds the drop that undoes a failed create.
 const UndoTimeout = 30 * time.Second
 
+// CreateOrUndo runs create, which reports whether its CREATE statement was sent; when it
+// fails after that point, the user it may have left is dropped (see UndoCreate). The
+// error is create's own.
+func CreateOrUndo(ctx context.Context, d Driver, req CreateUserRequest, logger *slog.Logger, create func() (sent bool, err error)) error {
+	sent, err := create()
+	if err != nil && sent {
+		UndoCreate(ctx, d, req, logger)
+	}
+	return err
+}
+
 // UndoCreate drops the user of a create that failed after its CREATE was sent, with a
 // context that outlives ctx (a cancelled request must not leave the user behind). A
 // failure is logged, scrubbed; the caller reports the create's own error.

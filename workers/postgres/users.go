@@ -27,16 +27,11 @@ import (
 // (with a context that outlives ctx), so no user of that name is left behind. Safe for
 // concurrent use.
 func (d *Driver) CreateUser(ctx context.Context, req workers.CreateUserRequest) error {
-	const op = "postgres.CreateUser"
-	secrets := []string{req.Conn.Password, req.Password}
-	sent, err := d.createUser(ctx, req)
+	err := workers.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
 	if err == nil {
 		return nil
 	}
-	if sent {
-		workers.UndoCreate(ctx, d, req, d.logger)
-	}
-	return fail(op, err, events.EInternal, "Could not create the database user.", secrets...)
+	return fail("postgres.CreateUser", err, events.EInternal, "Could not create the database user.", req.Conn.Password, req.Password)
 }
 
 // createUser does CreateUser's work; sent reports whether the CREATE ROLE went out, after
