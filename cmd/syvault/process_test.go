@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBinary_SIGTERM: the real binary serves with the one command the README gives, and
+// SIGTERM makes it drain and exit 0.
+func TestBinary_SIGTERM(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "syvault")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--listen", addr)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	eventually(t, 30*time.Second, "server ready", func() (bool, error) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, nil
+	})
+	st, err := os.Stat(filepath.Join(dir, AdminClientFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin-client.json: %v %v", st, err)
+	}
+	var ac AdminClient
+	data, _ := os.ReadFile(filepath.Join(dir, AdminClientFile))
+	if err := json.Unmarshal(data, &ac); err != nil || ac.Server != "http://"+addr || !strings.HasPrefix(ac.PrivateKey, "-----BEGIN PRIVATE KEY-----") {
+		t.Fatalf("admin-client.json = %+v, %v", ac, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("still running 30 s after SIGTERM\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "shutting down") {
+		t.Errorf("no shutdown line in the log:\n%s", logs.String())
+	}
+}
+
+// TestInit_RealInstall: init makes a master key and the first admin client; a server
+// without a master key outside --dev refuses to start, and with it serves that client.
+func TestInit_RealInstall(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var out, errs bytes.Buffer
+	if err := run(ctx, []string{"init", "--data-dir", dir}, &out, &errs); err != nil {
+		t.Fatalf("init: %v\n%s", err, errs.String())
+	}
+	for _, f := range []string{"master.key", AdminClientFile} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, st, err)
+		}
+	}
+	if err := run(ctx, []string{"init", "--data-dir", dir}, &out, &errs); err == nil || !strings.Contains(err.Error(), "refusing to replace") {
+		t.Fatalf("a second init replaced the master key: %v", err)
+	}
+	err := run(ctx, []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0"}, &out, &errs)
+	if err == nil || !strings.Contains(err.Error(), "no master key") {
+		t.Fatalf("serve without a master key: %v", err)
+	}
+	srv := mustServer(t, dir, func(c *Config) { c.Dev = false; c.MasterKeyFile = filepath.Join(dir, "master.key") })
+	admin := srv.admin(t)
+	if _, err := admin.ListTargets(ctx); err != nil {
+		t.Fatalf("the admin client init made cannot use the server: %v", err)
+	}
+}
+
+// TestFlags_Environment: every flag reads from SYVAULT_<FLAG>; the command line wins.
+func TestFlags_Environment(t *testing.T) {
+	t.Setenv("SYVAULT_LISTEN", "0.0.0.0:9999")
+	t.Setenv("SYVAULT_NATS_URL", "nats://nats:4222")
+	t.Setenv("SYVAULT_COMPONENTS", "workers")
+	t.Setenv("SYVAULT_REQUEST_TIMEOUT", "7s")
+	cfg, err := parseFlags("serve", []string{"--listen", "127.0.0.1:1"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:1" || cfg.NATSURL != "nats://nats:4222" || fmt.Sprint(cfg.Components) != "[workers]" || cfg.RequestTimeout != 7*time.Second {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	t.Setenv("SYVAULT_REPLICAS", "many")
+	if _, err := parseFlags("serve", nil, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "SYVAULT_REPLICAS") {
+		t.Fatalf("a bad environment value: %v", err)
+	}
+}
