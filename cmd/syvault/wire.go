@@ -184,7 +184,13 @@ func (m *Main) Open(ctx context.Context) error {
 		TokenKey: syhttp.DeriveTokenKey(key), TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
 		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
 		Ready: map[string]syhttp.ReadyChecker{
-			"event_store": func(ctx context.Context) error { _, err := m.store.Info(ctx); return err },
+			"event_store": func(ctx context.Context) error {
+				if !m.nc.IsConnected() {
+					return errors.New("not connected to NATS")
+				}
+				_, err := m.store.Info(ctx)
+				return err
+			},
 			"projections": m.proj.Ping,
 			"workers":     m.workersReady,
 		},

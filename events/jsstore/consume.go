@@ -84,8 +84,17 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
 	}
 	<-ctx.Done()
-	cc.Drain()
-	<-cc.Closed()
+	// Draining asks the server to stop delivering; with the connection gone there is no
+	// one to ask, and the wait that matters is for the handlers in flight.
+	if s.nc.IsConnected() {
+		cc.Drain()
+	} else {
+		cc.Stop()
+	}
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second):
+	}
 	wg.Wait()
 	return nil
 }
