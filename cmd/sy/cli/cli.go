@@ -124,7 +124,8 @@ Errors are one line on stderr; the exit status is 1 for a failure, 2 for a usage
 	pf.StringVar(&a.flags.privateKeyFile, "private-key-file", "", "Ed25519 private key file, PKCS#8 PEM (env SY_PRIVATE_KEY_FILE, or the PEM itself in SY_PRIVATE_KEY)")
 	pf.StringVar(&a.flags.credentialsFile, "credentials-file", "", "JSON credentials file with server, client_id and private_key (env SY_CREDENTIALS_FILE)")
 
-	root.AddCommand(a.authCommand(), a.keygenCommand(), a.dynamicCommand(), a.versionCommand())
+	root.AddCommand(a.authCommand(), a.keygenCommand(), a.dynamicCommand(), a.clientCommand(), a.auditCommand(),
+		a.versionCommand())
 	return root
 }
 

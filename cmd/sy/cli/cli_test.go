@@ -91,6 +91,7 @@ var (
 // fakeServer speaks the API's HTTP contract with fixed answers and records what it got.
 type fakeServer struct {
 	*httptest.Server
+	mux *http.ServeMux // more routes may be added to it while it serves
 
 	mu            sync.Mutex
 	clientIDs     []string // iss of each client assertion
@@ -210,6 +211,7 @@ func MustFakeServer(tb testing.TB) *fakeServer {
 	mux.HandleFunc("/broken/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "<html>oops\n</html>", http.StatusBadGateway)
 	})
+	f.mux = mux
 	f.Server = httptest.NewServer(mux)
 	tb.Cleanup(f.Close)
 	return f

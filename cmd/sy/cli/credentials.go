@@ -25,6 +25,10 @@ type credentialFlags struct {
 	clientID        string
 	privateKeyFile  string
 	credentialsFile string
+
+	// clientIDShadowed is set by commands whose own --client-id flag is a filter, not the
+	// credential, so that messages do not point at it.
+	clientIDShadowed bool
 }
 
 // credentials are a client's resolved credentials; the sources name where each came from,
@@ -91,7 +95,11 @@ func resolveCredentials(f credentialFlags, getenv func(string) string) (credenti
 		missing = append(missing, EnvServer+" (or --server)")
 	}
 	if c.ClientID == "" {
-		missing = append(missing, EnvClientID+" (or --client-id)")
+		if f.clientIDShadowed {
+			missing = append(missing, EnvClientID+" (--client-id is a filter here)")
+		} else {
+			missing = append(missing, EnvClientID+" (or --client-id)")
+		}
 	}
 	if c.PrivateKey == "" {
 		missing = append(missing, EnvPrivateKey+" or "+EnvPrivateKeyFile+" (or --private-key-file)")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +21,7 @@ func (a *app) dynamicCommand() *cobra.Command {
 			a.leaseRenewCommand(), a.leaseRevokeCommand()),
 		group("target", "Manage the databases leases are created on (admin)",
 			a.targetCreateCommand(), a.targetListCommand(), a.targetGetCommand(),
-			a.targetDeleteCommand()),
+			a.targetUpdateCommand(), a.targetDeleteCommand()),
 	)
 }
 
@@ -261,6 +262,48 @@ password.`,
 			}
 			created.AdminPassword = "" // never shown, whatever the server answered
 			return writeJSON(a.stdout, created)
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "target JSON file, or - for stdin")
+	cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+func (a *app) targetUpdateCommand() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "update RECORD_UID -f target.json",
+		Short: "Replace a target's settings from a JSON file (- for stdin), e.g. a rotated admin password",
+		Long: `Replace a target's settings with those of a JSON file (or stdin with -f -), with the same
+fields as for create; the whole target is replaced (HTTP PUT), so give every field, not
+only the changed ones. The server checks the new admin login and privileges first; the
+record_uid and the existing leases stay (a record_uid and created_at in the file, as
+"target get" prints them, are ignored). The updated target is printed as JSON without the
+admin password. For example, after rotating the admin password in the database:
+
+  sy dynamic target update 7Kj9mNpQ2xRs -f orders-pg.json`,
+		Args: exactArgs("RECORD_UID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := a.readTarget(file)
+			if err != nil {
+				return err
+			}
+			// A file saved from "target get" names the target and its creation time; those
+			// are not settings, and the server refuses them in a request.
+			if t.RecordUID != "" && t.RecordUID != args[0] {
+				return fmt.Errorf("the target file is for record_uid %s, not %s", t.RecordUID, args[0])
+			}
+			t.RecordUID, t.CreatedAt = "", time.Time{}
+			c, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			updated, err := c.UpdateTarget(cmd.Context(), args[0], t)
+			if err != nil {
+				return err
+			}
+			updated.AdminPassword = ""
+			return writeJSON(a.stdout, updated)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "target JSON file, or - for stdin")

@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+func (a *app) clientCommand() *cobra.Command {
+	return group("client", "Register, list and remove the clients that may use the server (admin)",
+		a.clientCreateCommand(), a.clientListCommand(), a.clientDeleteCommand())
+}
+
+func (a *app) clientCreateCommand() *cobra.Command {
+	var name, keyFile string
+	var allow []string
+	var maxTTL ttlValue
+	role := newEnum("app", "app", "admin")
+	format := newEnum("json", "json", "table")
+	cmd := &cobra.Command{
+		Use:   "create --name NAME --public-key-file FILE [--role app|admin] --allow UID [--allow UID2 ...] [--max-ttl N]",
+		Short: "Register a client by its Ed25519 public key and show it with its client_id",
+		Long: `Register a client by its Ed25519 public key (the client.pub.pem that sy keygen writes; the
+private key never leaves its owner, and a private key file is refused here).
+
+An app client (--role app, the default) may lease only the targets named with --allow,
+which may be repeated or given a comma-separated list, for at most --max-ttl (seconds, or
+a duration like 1h; default: no limit beyond the target's). An admin client (--role admin)
+manages targets and clients and sees every lease.
+
+The new client is printed as JSON (the default), with the client_id it authenticates
+with, or as a table with --format table:
+
+  sy keygen --out billing.pem
+  sy client create --name billing --public-key-file billing.pub.pem --allow 7Kj9mNpQ2xRs --max-ttl 1h`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			allowed := splitList(allow)
+			if role.value == "app" && len(allowed) == 0 {
+				return usagef("an app client needs --allow with the record uid(s) of the targets it may lease")
+			}
+			publicKey, err := readPublicKey(keyFile)
+			if err != nil {
+				return err
+			}
+			c, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			created, err := c.CreateClient(cmd.Context(), client.AppClient{
+				Name: name, PublicKey: publicKey, Role: role.value, AllowedRecords: allowed, MaxTTLSeconds: int(maxTTL),
+			})
+			if err != nil {
+				return err
+			}
+			if format.value == "table" {
+				return writeClientTable(a.stdout, []client.AppClient{*created})
+			}
+			return writeJSON(a.stdout, created)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "the client's name, e.g. the application's")
+	f.StringVar(&keyFile, "public-key-file", "", "the client's Ed25519 public key, PKIX PEM (client.pub.pem from sy keygen)")
+	f.Var(role, "role", "app (leases on --allow targets only) or admin")
+	f.StringSliceVar(&allow, "allow", nil, "record uid of a target the client may lease on; repeat it or separate uids with commas")
+	f.Var(&maxTTL, "max-ttl", "longest lease the client may hold, in seconds or a duration like 1h (default: the target's)")
+	f.Var(format, "format", "output format: json or table")
+	cmd.MarkFlagRequired("name")
+	cmd.MarkFlagRequired("public-key-file")
+	return cmd
+}
+
+// splitList flattens repeated and comma-separated values, trimming blanks and dropping
+// empty and repeated entries.
+func splitList(values []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if s != "" && !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// readPublicKey reads an Ed25519 public key PEM file and returns its PEM block. A private
+// key is refused before anything is sent, so that a mix-up of client.pem and
+// client.pub.pem cannot hand the secret to the server.
+func readPublicKey(name string) (string, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("reading the public key: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	switch {
+	case block == nil:
+		return "", fmt.Errorf("%s is not a PEM public key; pass the .pub.pem file sy keygen wrote", name)
+	case strings.Contains(block.Type, "PRIVATE KEY"):
+		return "", fmt.Errorf("%s holds a private key, which must stay with its owner; pass the public key, the .pub.pem file sy keygen wrote", name)
+	case block.Type != "PUBLIC KEY":
+		return "", fmt.Errorf("%s holds a PEM %q block, not a PUBLIC KEY; pass the .pub.pem file sy keygen wrote", name, block.Type)
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("%s is not a valid public key: %w", name, err)
+	}
+	if _, ok := key.(ed25519.PublicKey); !ok {
+		return "", fmt.Errorf("%s is not an Ed25519 public key; make a key pair with sy keygen", name)
+	}
+	return string(pem.EncodeToMemory(block)), nil
+}
+
+func (a *app) clientListCommand() *cobra.Command {
+	format := newEnum("table", "table", "json")
+	cmd := &cobra.Command{
+		Use:   "list [--format table|json]",
+		Short: "List the registered clients",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			clients, err := c.ListClients(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if clients == nil {
+				clients = []client.AppClient{}
+			}
+			if format.value == "json" {
+				return writeJSON(a.stdout, map[string]any{"data": clients})
+			}
+			return writeClientTable(a.stdout, clients)
+		},
+	}
+	cmd.Flags().Var(format, "format", "output format: table or json")
+	return cmd
+}
+
+func writeClientTable(w io.Writer, clients []client.AppClient) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tROLE\tALLOWED\tMAX_TTL\tCREATED_AT")
+	for _, c := range clients {
+		allowed, maxTTL := strings.Join(c.AllowedRecords, ","), strconv.Itoa(c.MaxTTLSeconds)
+		if allowed == "" {
+			allowed = "-"
+		}
+		if c.MaxTTLSeconds == 0 {
+			maxTTL = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ClientID, c.Name, c.Role, allowed, maxTTL, formatTime(c.CreatedAt))
+	}
+	return tw.Flush()
+}
+
+func (a *app) clientDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete CLIENT_ID",
+		Short: "Remove a client: its tokens stop working at once (its leases keep their expiry)",
+		Args:  exactArgs("CLIENT_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteClient(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "client %s deleted\n", args[0])
+			return nil
+		},
+	}
+}
