@@ -44,7 +44,7 @@ func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) 
 	if err := checkIdentifier(req.Username); err != nil {
 		return false, events.Wrap(err, events.EInternal, "The username is not a valid PostgreSQL role name.")
 	}
-	password, err := quoteLiteral(req.Password)
+	password, err := passwordLiteral(req.Password)
 	if err != nil {
 		return false, events.Wrap(err, events.EInternal, "The password cannot be stored in PostgreSQL.")
 	}
