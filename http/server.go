@@ -154,9 +154,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the server's http.Handler, for tests that drive it directly.
-func (s *Server) Handler() http.Handler { return s.echo }
-
 // Open listens on addr ("127.0.0.1:0" picks a free port) and serves in the background.
 func (s *Server) Open(addr string) error {
 	ln, err := net.Listen("tcp", addr)

@@ -231,7 +231,7 @@ func countOf(page []events.Lease) string {
 	if len(page) >= 100 {
 		return "100 or more"
 	}
-	return itoa(len(page))
+	return strconv.Itoa(len(page))
 }
 
 // revokeAll revokes leases a few at a time; the first failure is returned after all

@@ -310,12 +310,6 @@ func (p *Projections) Target(ctx context.Context, uid string) (events.Target, er
 	return r.Value, err
 }
 
-// TargetSeq returns the sequence of the last event applied to a target.
-func (p *Projections) TargetSeq(ctx context.Context, uid string) (uint64, error) {
-	r, err := get[events.Target](ctx, p.targets, uid)
-	return r.Seq, err
-}
-
 // Targets lists registered targets ordered by creation.
 func (p *Projections) Targets(ctx context.Context) ([]events.Target, error) {
 	return list(ctx, p.targets, func(t events.Target) time.Time { return t.CreatedAt })
