@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -143,11 +144,11 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 		return nil, err
 	}
 	l, err := w.until(ctx, s, func(l events.Lease) bool { return l.Status != events.StatusPending })
-	if events.ErrorCode(err) == events.ETimeout {
-		l, err = s.giveUp(id.String())
-	}
 	if err != nil {
-		return nil, err
+		// Out of time, or the store stopped answering: settle the lease before answering.
+		if l, err = s.giveUp(id.String()); err != nil {
+			return nil, err
+		}
 	}
 	switch l.Status {
 	case events.StatusActive:
@@ -156,8 +157,12 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 	default:
 		return nil, events.Errorf(events.EConflict, "The lease was revoked before it was created.")
 	}
-	if _, err := s.cfg.Projections.WaitLease(ctx, l.ID, l.Seq); err != nil {
-		return nil, err
+	// The lease is active: from here on the caller must get its credentials, even if the
+	// read side is slow to show it.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer wcancel()
+	if _, err := s.cfg.Projections.WaitLease(wctx, l.ID, l.Seq); err != nil {
+		s.log.Warn("answering a lease the read side does not show yet", "lease_id", l.ID, "err", err)
 	}
 	host, port := target.ConnectionAddress()
 	return &leaseCreated{
@@ -210,24 +215,8 @@ func connectionString(engine events.Engine, host string, port int, database, use
 	if engine == events.MySQL {
 		scheme = "mysql"
 	}
-	u := url.URL{Scheme: scheme, User: url.UserPassword(user, password), Host: hostPort(host, port), Path: "/" + database}
+	u := url.URL{Scheme: scheme, User: url.UserPassword(user, password), Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: "/" + database}
 	return u.String()
-}
-
-func hostPort(host string, port int) string {
-	if len(host) > 0 && host[0] != '[' && containsColon(host) {
-		host = "[" + host + "]"
-	}
-	return host + ":" + strconv.Itoa(port)
-}
-
-func containsColon(s string) bool {
-	for i := range s {
-		if s[i] == ':' {
-			return true
-		}
-	}
-	return false
 }
 
 const (
