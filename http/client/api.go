@@ -253,3 +253,10 @@ func (c *Client) Audit(ctx context.Context, o AuditOptions) (*AuditPage, error) 
 	err := c.Do(ctx, http.MethodGet, path, nil, &p)
 	return &p, err
 }
+
+// GetClient returns one client (admin only).
+func (c *Client) GetClient(ctx context.Context, id string) (*AppClient, error) {
+	var out AppClient
+	err := c.Do(ctx, http.MethodGet, base+"/clients/"+url.PathEscape(id), nil, &out)
+	return &out, err
+}
