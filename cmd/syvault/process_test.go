@@ -19,7 +19,7 @@ import (
 // SIGTERM makes it drain and exit 0.
 func TestBinary_SIGTERM(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "syvault")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	dir := t.TempDir()
