@@ -156,27 +156,41 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 
 // Open listens on addr ("127.0.0.1:0" picks a free port) and serves in the background.
 func (s *Server) Open(addr string) error {
+	if err := s.Listen(addr); err != nil {
+		return err
+	}
+	s.Serve()
+	return nil
+}
+
+// Listen binds addr without serving yet, so the caller can learn URL first and finish
+// setting up before the first request is answered.
+func (s *Server) Listen(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("http.Open(%s): %w", addr, err)
+		return fmt.Errorf("http.Listen(%s): %w", addr, err)
 	}
-	s.ln = ln
 	s.srv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
 	if s.cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("http.Open: TLS certificate: %w", err)
+			return fmt.Errorf("http.Listen: TLS certificate: %w", err)
 		}
 		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		ln = tls.NewListener(ln, s.srv.TLSConfig)
 	}
+	s.ln = ln
+	return nil
+}
+
+// Serve answers requests on the listener Listen bound, in the background.
+func (s *Server) Serve() {
 	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // Addr is the address the server listens on, once open.
@@ -195,7 +209,9 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.srv == nil {
 		return nil
 	}
-	return s.srv.Shutdown(ctx)
+	err := s.srv.Shutdown(ctx)
+	_ = s.ln.Close() // in case Serve never ran
+	return err
 }
 
 // requireStore answers 503 at once while the connection to NATS is down, rather than

@@ -198,14 +198,16 @@ func (m *Main) Open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.HTTP.Open(m.Config.Listen); err != nil {
+	if err := m.HTTP.Listen(m.Config.Listen); err != nil {
 		return err
 	}
+	// Bootstrap before serving: once /readyz answers, admin-client.json is there.
 	if m.Config.Dev && m.Config.runs("api") {
 		if err := m.bootstrapAdmin(ctx, m.HTTP.URL()); err != nil {
 			return err
 		}
 	}
+	m.HTTP.Serve()
 	m.Logger.Info("syvault serving", "url", m.HTTP.URL(), "embedded_nats", m.ns != nil, "components", m.Config.Components)
 	return nil
 }
