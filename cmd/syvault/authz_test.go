@@ -238,3 +238,37 @@ func TestAuthorization_Matrix(t *testing.T) {
 		_ = admin.RevokeLease(ctx, l.LeaseID)
 	}
 }
+
+// TestClients_DeleteKeepsLeaseExpiry: deleting a client stops its tokens at once, while
+// its active leases stay listed and still expire on time.
+func TestClients_DeleteKeepsLeaseExpiry(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	target, err := admin.CreateTarget(ctx, eng.target(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, id := newAppClient(t, srv, admin, "app", []string{target.RecordUID})
+	l, err := app.CreateLease(ctx, target.RecordUID, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DeleteClient(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	_, err = app.ListLeases(ctx, client.ListLeasesOptions{})
+	mustCode(t, err, 401, "unauthenticated")
+	got, err := admin.GetLease(ctx, l.LeaseID)
+	if err != nil || got.Status != "active" || got.ClientID != id {
+		t.Fatalf("the deleted client's lease = %+v, %v", got, err)
+	}
+	eventually(t, 10*time.Second, "the deleted client's lease expires on time", func() (bool, error) {
+		ok, err := eng.userExists(ctx, l.Username)
+		return !ok && err == nil, err
+	})
+	if time.Now().Before(l.ExpiresAt) {
+		t.Fatal("the lease ended before its expiry")
+	}
+}
