@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/client"
+)
+
+// natsCluster starts three clustered JetStream servers on loopback.
+func natsCluster(t *testing.T) ([]*server.Server, string) {
+	t.Helper()
+	var routes []string
+	ports := make([]int, 3)
+	for i := range ports {
+		_, p, _ := net.SplitHostPort(freeAddr(t))
+		fmt.Sscan(p, &ports[i])
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	}
+	var servers []*server.Server
+	var urls []string
+	for i := range ports {
+		ns, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Start()
+		t.Cleanup(ns.Shutdown)
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats node did not start")
+		}
+		servers = append(servers, ns)
+		urls = append(urls, ns.ClientURL())
+	}
+	// JetStream is usable once a meta leader is elected.
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	eventually(t, 30*time.Second, "JetStream cluster ready", func() (bool, error) {
+		_, err := js.AccountInfo(context.Background())
+		return err == nil, err
+	})
+	return servers, strings.Join(urls, ",")
+}
+
+// TestFailover_NATSLeader: with R3 streams on a three-node NATS cluster, losing the
+// events stream's leader loses no revocation and no expiry, and leasing goes on.
+func TestFailover_NATSLeader(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	servers, urls := natsCluster(t)
+	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3 })
+	admin := srv.admin(t)
+	target, err := admin.CreateTarget(ctx, eng.target(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := admin.CreateLease(ctx, target.RecordUID, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := admin.CreateLease(ctx, target.RecordUID, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	info, err := srv.store.Info(ctx)
+	if err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("events stream is not R3: %+v %v", info.Cluster, err)
+	}
+	leader := info.Cluster.Leader
+	for _, ns := range servers {
+		if ns.Name() == leader {
+			ns.Shutdown()
+		}
+	}
+	t.Logf("shut down %s, the events stream's leader", leader)
+
+	// The revoke may meet the election: retry what the API says is retryable.
+	eventually(t, 30*time.Second, "revoke across the failover", func() (bool, error) {
+		err := admin.RevokeLease(ctx, long.LeaseID)
+		var ce *client.Error
+		if err == nil || (errors.As(err, &ce) && ce.Code == "not_found") {
+			return true, nil
+		}
+		return false, err
+	})
+	for _, l := range []*client.Lease{long, short} {
+		eventually(t, 30*time.Second, "user of "+l.LeaseID+" dropped", func() (bool, error) {
+			ok, err := eng.userExists(ctx, l.Username)
+			return !ok && err == nil, err
+		})
+	}
+	got, err := admin.GetLease(ctx, short.LeaseID)
+	if err != nil || got.Status != string(events.StatusExpired) {
+		t.Fatalf("short lease after failover = %+v, %v", got, err)
+	}
+	var after *client.Lease
+	eventually(t, 30*time.Second, "a new lease after the failover", func() (bool, error) {
+		after, err = admin.CreateLease(ctx, target.RecordUID, 60)
+		return err == nil, err
+	})
+	if err := admin.RevokeLease(ctx, after.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+}
