@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/syvault/syvault/http/client"
 )
 
 // TestBinary_SIGTERM: the real binary serves with the one command the README gives, and
@@ -112,4 +114,103 @@ func TestFlags_Environment(t *testing.T) {
 	if _, err := parseFlags("serve", nil, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "SYVAULT_REPLICAS") {
 		t.Fatalf("a bad environment value: %v", err)
 	}
+}
+
+// TestBinary_SIGTERMDrainsInFlightWork: a lease create in flight when SIGTERM arrives
+// completes (201, a working user) before the process exits 0.
+func TestBinary_SIGTERMDrainsInFlightWork(t *testing.T) {
+	eng := postgresEngine(t)
+	bin := filepath.Join(t.TempDir(), "syvault")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir, addr := t.TempDir(), freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--listen", addr)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	eventually(t, 30*time.Second, "server ready", func() (bool, error) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, nil
+	})
+	ctx := context.Background()
+	var ac AdminClient
+	data, _ := os.ReadFile(filepath.Join(dir, AdminClientFile))
+	if err := json.Unmarshal(data, &ac); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := client.New(ac.Server, ac.ClientID, ac.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := eng.target(t)
+	px := mustProxy(t, "127.0.0.1:5432")
+	tg.Port = px.port()
+	target, err := admin.CreateTarget(ctx, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+	px.setDelay(150 * time.Millisecond) // a create now takes several round trips of 150 ms
+
+	type result struct {
+		lease *client.Lease
+		err   error
+	}
+	res := make(chan result, 1)
+	go func() {
+		l, err := admin.CreateLease(ctx, target.RecordUID, 600)
+		res <- result{l, err}
+	}()
+	// SIGTERM once the create is in flight: its request is in the stream, its answer not sent.
+	eventually(t, 10*time.Second, "create in flight", func() (bool, error) {
+		page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range page.Data {
+			if e.Type == "lease.requested" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	select {
+	case r := <-res:
+		t.Fatalf("the create was answered before SIGTERM could catch it in flight: %+v", r)
+	default:
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatalf("the create in flight at SIGTERM failed: %v\n%s", r.err, logs.String())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("still running 60 s after SIGTERM")
+	}
+	px.setDelay(0)
+	sess, err := eng.login(ctx, r.lease.ConnectionString)
+	if err != nil {
+		t.Fatalf("the lease answered during the drain does not log in: %v", err)
+	}
+	sess.Close()
+	_ = eng.admin(ctx, "DROP ROLE IF EXISTS "+r.lease.Username) // the server is gone; tidy the database
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // proxy forwards a local port to a database so a test can take the database "down"
@@ -17,6 +18,9 @@ type proxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	// delay, when set, holds each chunk from the client this long before forwarding it:
+	// a slow network, so that work on the target is in flight long enough to observe.
+	delay time.Duration
 }
 
 func mustProxy(tb testing.TB, target string) *proxy {
@@ -59,7 +63,7 @@ func (p *proxy) pipe(c net.Conn) {
 	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(up, delayed{c, p}); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
 	<-done
 	c.Close()
@@ -89,4 +93,26 @@ func (p *proxy) up() {
 		p.tb.Fatal(err)
 	}
 	p.serve(ln)
+}
+
+type delayed struct {
+	r io.Reader
+	p *proxy
+}
+
+func (d delayed) Read(b []byte) (int, error) {
+	n, err := d.r.Read(b)
+	d.p.mu.Lock()
+	delay := d.p.delay
+	d.p.mu.Unlock()
+	if n > 0 && delay > 0 {
+		time.Sleep(delay) // simulated network latency, not synchronisation
+	}
+	return n, err
+}
+
+func (p *proxy) setDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
 }
