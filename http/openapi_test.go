@@ -22,6 +22,7 @@ import (
 type nopPreparer struct{}
 
 func (nopPreparer) Prepare(context.Context, events.Target, string) error { return nil }
+func (nopPreparer) RemoveTarget(context.Context, events.Target) error    { return nil }
 
 // loadOpenAPI parses and validates the embedded document.
 func loadOpenAPI(t *testing.T) *openapi3.T {

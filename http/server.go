@@ -29,9 +29,11 @@ const BasePath = "/api/sm/v1"
 const MaxBodyBytes = 64 << 10
 
 // TargetPreparer verifies a target's admin rights and sets up what its users share,
-// before the target is registered. The workers implement it; http never imports a driver.
+// before the target is registered, and removes it when the target goes. The workers
+// implement it; http never imports a driver.
 type TargetPreparer interface {
 	Prepare(ctx context.Context, t events.Target, adminPassword string) error
+	RemoveTarget(ctx context.Context, t events.Target) error
 }
 
 // ReadyChecker reports whether a part of the service can do its work.

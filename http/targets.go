@@ -180,7 +180,8 @@ func (s *Server) getTarget(c echo.Context) error {
 func (s *Server) deleteTarget(c echo.Context) error {
 	ctx := c.Request().Context()
 	uid := c.Param("uid")
-	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
+	target, err := s.cfg.Projections.Target(ctx, uid)
+	if err != nil {
 		return err
 	}
 	revoke := false
@@ -205,6 +206,11 @@ func (s *Server) deleteTarget(c echo.Context) error {
 		if err := s.revokeAll(ctx, page, clientOf(c).ClientID); err != nil {
 			return err
 		}
+	}
+	// Every lease has ended: remove what the target's users shared. A failure leaves only
+	// a role that cannot log in, so it is logged and the removal goes on.
+	if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
+		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
 	}
 	for {
 		last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))

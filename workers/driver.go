@@ -58,6 +58,13 @@ type DropUserRequest struct {
 	Grants   []events.Grant
 }
 
+// RemoveTargetRequest asks a driver to remove what Prepare set up for a target.
+type RemoveTargetRequest struct {
+	Conn      Conn
+	RecordUID string
+	Grants    []events.Grant
+}
+
 // Driver creates and drops lease users in one database engine.
 //
 // Every method is idempotent and safe for concurrent use. Errors wrap an *events.Error:
@@ -79,6 +86,9 @@ type Driver interface {
 	// it. It returns nil when the user does not exist. When it returns nil the credentials
 	// can open no session.
 	DropUser(ctx context.Context, req DropUserRequest) error
+	// RemoveTarget removes what Prepare set up (PostgreSQL: the group role and its
+	// grants), once every lease of the target has ended. Nothing to remove is success.
+	RemoveTarget(ctx context.Context, req RemoveTargetRequest) error
 	// Close releases the pooled admin connections.
 	Close() error
 }

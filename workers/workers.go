@@ -330,6 +330,21 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 	return nil
 }
 
+// RemoveTarget removes what Prepare set up for a target whose leases have all ended.
+func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
+	target, conn, err := w.conn(ctx, t)
+	if err != nil {
+		return err
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	err = w.driver(target).RemoveTarget(opCtx, RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
+	if err != nil {
+		return fmt.Errorf("remove target %s: %v: %w", t.RecordUID, Scrub(err, conn.Password), errRedacted{events.ErrorCode(err), events.ErrorMessage(err)})
+	}
+	return nil
+}
+
 // conn resolves how to reach a lease's target. The current registration wins over the
 // lease's snapshot, so a rotated admin password is used for leases issued before the
 // rotation; the snapshot serves once the target is removed.

@@ -353,3 +353,39 @@ func TestLease_RenewMovesExpiry(t *testing.T) {
 		t.Fatal()
 	}
 }
+
+// TestTarget_DeleteRemovesGroupRole: deleting a PostgreSQL target drops the group role
+// that held its grants, after revoking its leases.
+func TestTarget_DeleteRemovesGroupRole(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	target, err := admin.CreateTarget(ctx, eng.target(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := "syvault_" + target.RecordUID
+	if ok, err := eng.userExists(ctx, group); !ok || err != nil {
+		t.Fatalf("no group role %s after registration (%v)", group, err)
+	}
+	lease, err := admin.CreateLease(ctx, target.RecordUID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCode(t, admin.DeleteTarget(ctx, target.RecordUID, false), 409, "conflict")
+	if err := admin.DeleteTarget(ctx, target.RecordUID, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{lease.Username, group} {
+		if ok, err := eng.userExists(ctx, role); ok || err != nil {
+			t.Fatalf("role %s left behind after the target was deleted (%v)", role, err)
+		}
+	}
+	got, err := admin.GetLease(ctx, lease.LeaseID)
+	if err != nil || got.Status != "revoked" {
+		t.Fatalf("lease after the target was deleted = %+v, %v", got, err)
+	}
+	_, err = admin.GetTarget(ctx, target.RecordUID)
+	mustCode(t, err, 404, "not_found")
+}

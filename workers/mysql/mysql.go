@@ -170,3 +170,7 @@ func config(c workers.Conn, logger *slog.Logger) (*mysql.Config, error) {
 type driverLogger struct{ l *slog.Logger }
 
 func (l driverLogger) Print(v ...any) { l.l.Debug("mysql driver", "message", fmt.Sprint(v...)) }
+
+// RemoveTarget has nothing to remove: MySQL lease users hold their grants directly and
+// Prepare leaves nothing behind.
+func (d *Driver) RemoveTarget(context.Context, workers.RemoveTargetRequest) error { return nil }

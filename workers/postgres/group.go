@@ -51,6 +51,18 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 	return nil
 }
 
+// RemoveTarget drops the target's group role the way DropUser drops a user: what it owns
+// and every privilege it holds (default privileges included) go with DROP OWNED in each
+// granted database, then the role. Called once the target's leases have ended; a group
+// that does not exist is success.
+func (d *Driver) RemoveTarget(ctx context.Context, req workers.RemoveTargetRequest) error {
+	group, err := groupName(req.RecordUID)
+	if err != nil {
+		return fail("postgres.RemoveTarget", err, events.EInternal, "The target's record uid cannot name a PostgreSQL role.", req.Conn.Password)
+	}
+	return d.DropUser(ctx, workers.DropUserRequest{Conn: req.Conn, Username: group, Grants: req.Grants})
+}
+
 // parseGrants validates every grant; the error names the grant at fault.
 func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 	if len(grants) == 0 {
