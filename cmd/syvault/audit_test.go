@@ -34,31 +34,19 @@ func TestAudit_ScriptedSession(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	r1, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r1 := mustTarget(t, admin, eng)
+	r2 := mustTarget(t, admin, eng)
 	start := time.Now().Add(-time.Second)
 	appA, idA := newAppClient(t, srv, admin, "app", []string{r1.RecordUID})
 	appB, idB := newAppClient(t, srv, admin, "app", []string{r1.RecordUID})
 
-	l1, err := appA.CreateLease(ctx, r1.RecordUID, 3600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l2, err := appB.CreateLease(ctx, r1.RecordUID, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l1 := mustLease(t, appA, r1.RecordUID, 3600)
+	l2 := mustLease(t, appB, r1.RecordUID, 2)
 	if _, err := appA.RenewLease(ctx, l1.LeaseID, 7200); err != nil {
 		t.Fatal(err)
 	}
 	mustCode(t, appA.RevokeLease(ctx, l2.LeaseID), 404, "not_found") // refused: B's lease
-	_, err = appA.CreateLease(ctx, r2.RecordUID, 60)                 // refused: not allowed
+	_, err := appA.CreateLease(ctx, r2.RecordUID, 60)                // refused: not allowed
 	mustCode(t, err, 403, "forbidden")
 	if err := appA.RevokeLease(ctx, l1.LeaseID); err != nil {
 		t.Fatal(err)
@@ -239,10 +227,7 @@ func TestTarget_RotateAdminPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, err := admin.CreateLease(ctx, target.RecordUID, 3600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease := mustLease(t, admin, target.RecordUID, 3600)
 	newPassword := "rotated-" + randomSecret()
 	if err := eng.admin(ctx, "ALTER USER '"+tg.AdminUsername+"'@'%' IDENTIFIED BY '"+newPassword+"'"); err != nil {
 		t.Fatal(err)

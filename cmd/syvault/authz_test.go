@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -23,15 +19,13 @@ import (
 // newAppClient registers a client through the clients API and returns a Go client for it.
 func newAppClient(t *testing.T, srv *testServer, admin *client.Client, role string, allowed []string) (*client.Client, string) {
 	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
-	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pubDERPEM, privDERPEM := mustKeyPair(t)
 	ac, err := admin.CreateClient(context.Background(), client.AppClient{Name: "app-" + role, Role: role, AllowedRecords: allowed,
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))})
+		PublicKey: pubDERPEM})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(srv.HTTP.URL(), ac.ClientID, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})))
+	c, err := client.New(srv.HTTP.URL(), ac.ClientID, privDERPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +72,7 @@ func TestAuthorization_Matrix(t *testing.T) {
 		ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Hour))}).SignedString(syhttp.DeriveTokenKey(key))
 
 	leaseOf := func(c *client.Client, uid string) string {
-		l, err := c.CreateLease(ctx, uid, 3600)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := mustLease(t, c, uid, 3600)
 		return l.LeaseID
 	}
 	leaseA := leaseOf(appA, r1.RecordUID)
@@ -93,16 +84,12 @@ func TestAuthorization_Matrix(t *testing.T) {
 		return string(b)
 	}
 	pubPEM := func() string {
-		pub, _, _ := ed25519.GenerateKey(rand.Reader)
-		der, _ := x509.MarshalPKIXPublicKey(pub)
-		b, _ := json.Marshal(map[string]any{"name": "x", "role": "app", "public_key": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
+		derPEM, _ := mustKeyPair(t)
+		b, _ := json.Marshal(map[string]any{"name": "x", "role": "app", "public_key": derPEM})
 		return string(b)
 	}
 	freshTarget := func() string {
-		tg, err := admin.CreateTarget(ctx, eng.target(t))
-		if err != nil {
-			t.Fatal(err)
-		}
+		tg := mustTarget(t, admin, eng)
 		return tg.RecordUID
 	}
 	freshClient := func() string {
@@ -209,21 +196,16 @@ func TestAuthorization_Matrix(t *testing.T) {
 		}
 	})
 	t.Run("an app client's TTL is capped by its max_ttl_seconds", func(t *testing.T) {
-		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-		der, _ := x509.MarshalPKIXPublicKey(pub)
-		pd, _ := x509.MarshalPKCS8PrivateKey(priv)
+		derPEM, pdPEM := mustKeyPair(t)
 		ac, err := admin.CreateClient(ctx, client.AppClient{Name: "capped", Role: "app", AllowedRecords: []string{r1.RecordUID}, MaxTTLSeconds: 60,
-			PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
+			PublicKey: derPEM})
 		if err != nil {
 			t.Fatal(err)
 		}
-		capped, _ := client.New(srv.HTTP.URL(), ac.ClientID, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pd})))
+		capped, _ := client.New(srv.HTTP.URL(), ac.ClientID, pdPEM)
 		_, err = capped.CreateLease(ctx, r1.RecordUID, 61)
 		mustCode(t, err, 400, "invalid_ttl")
-		l, err := capped.CreateLease(ctx, r1.RecordUID, 60)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := mustLease(t, capped, r1.RecordUID, 60)
 		got, err := capped.RenewLease(ctx, l.LeaseID, 3600)
 		if err != nil || got.ExpiresAt.After(l.CreatedAt.Add(60*time.Second)) {
 			t.Fatalf("renew past the client's cap: %+v %v", got, err)
@@ -246,28 +228,19 @@ func TestClients_DeleteKeepsLeaseExpiry(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
 	app, id := newAppClient(t, srv, admin, "app", []string{target.RecordUID})
-	l, err := app.CreateLease(ctx, target.RecordUID, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := mustLease(t, app, target.RecordUID, 3)
 	if err := admin.DeleteClient(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	_, err = app.ListLeases(ctx, client.ListLeasesOptions{})
+	_, err := app.ListLeases(ctx, client.ListLeasesOptions{})
 	mustCode(t, err, 401, "unauthenticated")
 	got, err := admin.GetLease(ctx, l.LeaseID)
 	if err != nil || got.Status != "active" || got.ClientID != id {
 		t.Fatalf("the deleted client's lease = %+v, %v", got, err)
 	}
-	eventually(t, 10*time.Second, "the deleted client's lease expires on time", func() (bool, error) {
-		ok, err := eng.userExists(ctx, l.Username)
-		return !ok && err == nil, err
-	})
+	mustBeGone(t, eng, l.Username, 10*time.Second)
 	if time.Now().Before(l.ExpiresAt) {
 		t.Fatal("the lease ended before its expiry")
 	}

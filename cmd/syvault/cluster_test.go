@@ -60,10 +60,7 @@ func TestScale_WorkersInOtherProcesses(t *testing.T) {
 	w1 := workerProcess(t, api, natsURL)
 	w2 := workerProcess(t, api, natsURL)
 	admin := api.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
 	eventually(t, 5*time.Second, "API ready with remote workers", func() (bool, error) {
 		status, _ := raw(t, api, "GET", "/readyz", "", "", nil)
 		return status == 200, nil
@@ -115,14 +112,11 @@ func TestTimeout_NoWorkers(t *testing.T) {
 	ctx := context.Background()
 	api, natsURL := apiOnly(t, time.Second)
 	admin := api.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
 	if status, _ := raw(t, api, "GET", "/readyz", "", "", nil); status != 503 {
 		t.Fatalf("readyz without any worker = %d, want 503", status)
 	}
-	_, err = admin.CreateLease(ctx, target.RecordUID, 600)
+	_, err := admin.CreateLease(ctx, target.RecordUID, 600)
 	mustCode(t, err, 504, "timeout")
 
 	// Find the lease the request recorded.

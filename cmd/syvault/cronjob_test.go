@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,15 +26,10 @@ func TestCronJob_SeedCommand(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
-	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	target := mustTarget(t, admin, eng)
+	pubDERPEM, privDERPEM := mustKeyPair(t)
 	app, err := admin.CreateClient(ctx, client.AppClient{Name: "myapp", Role: "app", AllowedRecords: []string{target.RecordUID},
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))})
+		PublicKey: pubDERPEM})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +46,7 @@ func TestCronJob_SeedCommand(t *testing.T) {
 		"PATH=" + bin + ":/usr/bin:/bin",
 		"SY_SERVER=" + srv.HTTP.URL(),
 		"SY_CLIENT_ID=" + app.ClientID,
-		"SY_PRIVATE_KEY=" + string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})),
+		"SY_PRIVATE_KEY=" + privDERPEM,
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -120,7 +124,7 @@ type engine struct {
 }
 
 func scratchName() string {
-	return fmt.Sprintf("syvault_e2e_%d_%d", time.Now().UnixNano()%1e9, rand.IntN(1e6))
+	return fmt.Sprintf("syvault_e2e_%d_%d", time.Now().UnixNano()%1e9, mrand.IntN(1e6))
 }
 
 // postgresEngine uses the local PostgreSQL (trust auth for the superuser; see the driver
@@ -266,7 +270,7 @@ func (s mysqlSession) Exec(ctx context.Context, stmt string) error {
 }
 func (s mysqlSession) Close() { s.db.Close() }
 
-func randomSecret() string { return fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()) }
+func randomSecret() string { return fmt.Sprintf("%016x%016x", mrand.Uint64(), mrand.Uint64()) }
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(tb testing.TB, within time.Duration, what string, cond func() (bool, error)) {
@@ -298,3 +302,45 @@ func mustCode(tb testing.TB, err error, status int, code string) {
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// mustTarget registers a fresh target of eng.
+func mustTarget(tb testing.TB, c *client.Client, eng engine) *client.Target {
+	tb.Helper()
+	t, err := c.CreateTarget(context.Background(), eng.target(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return t
+}
+
+// mustLease creates a lease.
+func mustLease(tb testing.TB, c *client.Client, recordUID string, ttl int) *client.Lease {
+	tb.Helper()
+	l, err := c.CreateLease(context.Background(), recordUID, ttl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+// mustBeGone fails unless the database user is gone (now, or within the given time).
+func mustBeGone(tb testing.TB, eng engine, username string, within time.Duration) {
+	tb.Helper()
+	eventually(tb, within, "user "+username+" dropped", func() (bool, error) {
+		ok, err := eng.userExists(context.Background(), username)
+		return !ok && err == nil, err
+	})
+}
+
+// mustKeyPair returns a fresh Ed25519 key pair as PKIX and PKCS#8 PEM.
+func mustKeyPair(tb testing.TB) (pubPEM, privPEM string) {
+	tb.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
+	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))
+}

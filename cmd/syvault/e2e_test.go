@@ -27,18 +27,12 @@ func TestLease_Lifecycle(t *testing.T) {
 			ctx := context.Background()
 			srv := mustServer(t, "", nil)
 			admin := srv.admin(t)
-			target, err := admin.CreateTarget(ctx, eng.target(t))
-			if err != nil {
-				t.Fatal(err)
-			}
+			target := mustTarget(t, admin, eng)
 			if !regexp.MustCompile(`^[0-9A-Za-z]{12}$`).MatchString(target.RecordUID) {
 				t.Fatalf("record_uid %q is not 12 base62 characters", target.RecordUID)
 			}
 			start := time.Now()
-			lease, err := admin.CreateLease(ctx, target.RecordUID, 3600)
-			if err != nil {
-				t.Fatal(err)
-			}
+			lease := mustLease(t, admin, target.RecordUID, 3600)
 			t.Logf("lease created in %v", time.Since(start).Round(time.Millisecond))
 			if !regexp.MustCompile(`^vf_tmp_[a-z0-9]{8}$`).MatchString(lease.Username) {
 				t.Errorf("username %q is not vf_tmp_ and 8 lowercase letters/digits", lease.Username)
@@ -122,10 +116,7 @@ func TestLease_UserCreatedTableIsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease, err := admin.CreateLease(ctx, target.RecordUID, 600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease := mustLease(t, admin, target.RecordUID, 600)
 	// Let this user create objects, as an application with its own migrations would.
 	if err := eng.admin(ctx, "GRANT CREATE ON DATABASE "+tg.Database+" TO "+lease.Username); err != nil {
 		t.Fatal(err)
@@ -154,23 +145,15 @@ func TestLease_Expiry(t *testing.T) {
 			ctx := context.Background()
 			srv := mustServer(t, "", nil)
 			admin := srv.admin(t)
-			target, err := admin.CreateTarget(ctx, eng.target(t))
-			if err != nil {
-				t.Fatal(err)
-			}
+			target := mustTarget(t, admin, eng)
 			const n = 4
 			leases := make([]*client.Lease, n)
 			for i := range leases {
-				if leases[i], err = admin.CreateLease(ctx, target.RecordUID, 2); err != nil {
-					t.Fatal(err)
-				}
+				leases[i] = mustLease(t, admin, target.RecordUID, 2)
 			}
 			var lags []time.Duration
 			for _, l := range leases {
-				eventually(t, time.Until(l.ExpiresAt)+5*time.Second, "expired user dropped", func() (bool, error) {
-					ok, err := eng.userExists(ctx, l.Username)
-					return !ok && err == nil, err
-				})
+				mustBeGone(t, eng, l.Username, time.Until(l.ExpiresAt)+5*time.Second)
 				lags = append(lags, time.Since(l.ExpiresAt))
 				eventually(t, 5*time.Second, "lease shows expired", func() (bool, error) {
 					got, err := admin.GetLease(ctx, l.LeaseID)
@@ -188,10 +171,7 @@ func TestLease_ConcurrentCreates(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
 	const n = 16
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -261,18 +241,9 @@ func TestRestart(t *testing.T) {
 	dir := t.TempDir()
 	srv := mustServer(t, dir, nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	long, err := admin.CreateLease(ctx, target.RecordUID, 3600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, err := admin.CreateLease(ctx, target.RecordUID, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
+	long := mustLease(t, admin, target.RecordUID, 3600)
+	short := mustLease(t, admin, target.RecordUID, 2)
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -286,10 +257,7 @@ func TestRestart(t *testing.T) {
 	restarted := time.Now()
 	srv = mustServer(t, dir, nil)
 	admin = srv.admin(t)
-	eventually(t, 5*time.Second, "lease expired during downtime dropped after restart", func() (bool, error) {
-		ok, err := eng.userExists(ctx, short.Username)
-		return !ok && err == nil, err
-	})
+	mustBeGone(t, eng, short.Username, 5*time.Second)
 	t.Logf("user of the lease that expired during downtime dropped %v after restart", time.Since(restarted).Round(time.Millisecond))
 
 	page, err := admin.ListLeases(ctx, client.ListLeasesOptions{})
@@ -315,14 +283,8 @@ func TestLease_RenewMovesExpiry(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := admin.CreateLease(ctx, target.RecordUID, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
+	l := mustLease(t, admin, target.RecordUID, 2)
 	renewed, err := admin.RenewLease(ctx, l.LeaseID, 3600)
 	if err != nil {
 		t.Fatal(err)
@@ -361,18 +323,12 @@ func TestTarget_DeleteRemovesGroupRole(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
 	group := "syvault_" + target.RecordUID
 	if ok, err := eng.userExists(ctx, group); !ok || err != nil {
 		t.Fatalf("no group role %s after registration (%v)", group, err)
 	}
-	lease, err := admin.CreateLease(ctx, target.RecordUID, 600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lease := mustLease(t, admin, target.RecordUID, 600)
 	mustCode(t, admin.DeleteTarget(ctx, target.RecordUID, false), 409, "conflict")
 	if err := admin.DeleteTarget(ctx, target.RecordUID, true); err != nil {
 		t.Fatal(err)

@@ -3,11 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/url"
@@ -60,11 +56,9 @@ func raw(t *testing.T, srv *testServer, method, path, token, contentType string,
 func registerClient(t *testing.T, srv *testServer, role string, allowed []string, maxTTL int) *client.Client {
 	t.Helper()
 	ctx := context.Background()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
-	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pubDERPEM, privDERPEM := mustKeyPair(t)
 	c := events.Client{ClientID: uuid.NewString(), Name: "app", Role: role, AllowedRecords: allowed, MaxTTLSeconds: maxTTL,
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})), CreatedAt: time.Now().UTC()}
+		PublicKey: pubDERPEM, CreatedAt: time.Now().UTC()}
 	seq, err := srv.store.Append(ctx, events.ClientSubject(c.ClientID), events.Event{Type: events.ClientRegistered, ID: c.ClientID + ".registered",
 		Time: c.CreatedAt, ClientID: c.ClientID, Client: &c}, 0)
 	if err != nil {
@@ -73,7 +67,7 @@ func registerClient(t *testing.T, srv *testServer, role string, allowed []string
 	if err := srv.proj.Wait(ctx, "client", c.ClientID, seq); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := client.New(srv.HTTP.URL(), c.ClientID, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})))
+	cl, err := client.New(srv.HTTP.URL(), c.ClientID, privDERPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,18 +68,9 @@ func TestFailover_NATSLeader(t *testing.T) {
 	servers, urls := natsCluster(t)
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3 })
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	long, err := admin.CreateLease(ctx, target.RecordUID, 3600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, err := admin.CreateLease(ctx, target.RecordUID, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
+	long := mustLease(t, admin, target.RecordUID, 3600)
+	short := mustLease(t, admin, target.RecordUID, 5)
 
 	info, err := srv.store.Info(ctx)
 	if err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {

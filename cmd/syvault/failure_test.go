@@ -25,10 +25,7 @@ func TestRevoke_TargetDown(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			lease, err := admin.CreateLease(ctx, target.RecordUID, 3600)
-			if err != nil {
-				t.Fatal(err)
-			}
+			lease := mustLease(t, admin, target.RecordUID, 3600)
 
 			px.down()
 			start := time.Now()
@@ -55,10 +52,7 @@ func TestRevoke_TargetDown(t *testing.T) {
 				t.Fatal("user gone although the target was down the whole time")
 			}
 			px.up()
-			eventually(t, 30*time.Second, "revocation retried until the user is gone", func() (bool, error) {
-				ok, err := eng.userExists(ctx, lease.Username)
-				return !ok && err == nil, err
-			})
+			mustBeGone(t, eng, lease.Username, 30*time.Second)
 			eventually(t, 5*time.Second, "lease shows revoked", func() (bool, error) {
 				got, err := admin.GetLease(ctx, lease.LeaseID)
 				return err == nil && got.Status == "revoked", err

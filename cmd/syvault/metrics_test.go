@@ -48,14 +48,8 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l1, err := admin.CreateLease(ctx, target.RecordUID, 600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l2, err := admin.CreateLease(ctx, target.RecordUID, 600)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l1 := mustLease(t, admin, target.RecordUID, 600)
+	l2 := mustLease(t, admin, target.RecordUID, 600)
 	if err := admin.RevokeLease(ctx, l1.LeaseID); err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/url"
@@ -268,16 +264,14 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	v.json(http.MethodPost, "/api/sm/v1/dynamic/lease", tok, map[string]any{"record_uid": "NoSuchTarget", "ttl_seconds": 60}, oaValid, http.StatusNotFound, nil)
 
 	// Clients.
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
-	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pubDERPEM, privDERPEM := mustKeyPair(t)
 	var app client.AppClient
 	v.json(http.MethodPost, "/api/sm/v1/clients", tok, map[string]any{"name": "openapi-app", "role": "app", "allowed_records": []string{uid},
-		"max_ttl_seconds": 600, "public_key": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}, oaValid, http.StatusCreated, &app)
+		"max_ttl_seconds": 600, "public_key": pubDERPEM}, oaValid, http.StatusCreated, &app)
 	v.json(http.MethodPost, "/api/sm/v1/clients", tok, map[string]any{"name": "x", "role": "root", "public_key": "x"}, oaInvalid, http.StatusBadRequest, nil)
 	v.json(http.MethodGet, "/api/sm/v1/clients", tok, nil, oaValid, http.StatusOK, nil)
 	v.json(http.MethodGet, "/api/sm/v1/clients/"+app.ClientID, tok, nil, oaValid, http.StatusOK, nil)
-	appClient, err := client.New(srv.HTTP.URL(), app.ClientID, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})))
+	appClient, err := client.New(srv.HTTP.URL(), app.ClientID, privDERPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

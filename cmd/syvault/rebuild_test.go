@@ -47,16 +47,10 @@ func TestRebuildProjections(t *testing.T) {
 	dir := t.TempDir()
 	srv := mustServer(t, dir, nil)
 	admin := srv.admin(t)
-	target, err := admin.CreateTarget(ctx, eng.target(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustTarget(t, admin, eng)
 	var leases []*client.Lease
 	for range 5 {
-		l, err := admin.CreateLease(ctx, target.RecordUID, 3600)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := mustLease(t, admin, target.RecordUID, 3600)
 		leases = append(leases, l)
 	}
 	if err := admin.RevokeLease(ctx, leases[0].LeaseID); err != nil {

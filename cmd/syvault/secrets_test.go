@@ -71,10 +71,7 @@ func TestSecrets_NowhereInPlaintext(t *testing.T) {
 		}
 		var leases []*client.Lease
 		for _, ttl := range []int{3600, 3600, 1} {
-			l, err := admin.CreateLease(ctx, target.RecordUID, ttl)
-			if err != nil {
-				t.Fatal(err)
-			}
+			l := mustLease(t, admin, target.RecordUID, ttl)
 			secrets = append(secrets, l.Password)
 			leases = append(leases, l)
 		}

@@ -56,10 +56,7 @@ func TestTarget_TLSModes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := c.CreateLease(ctx, tg.RecordUID, 60)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := mustLease(t, c, tg.RecordUID, 60)
 		var plain, encrypted int
 		if err := super.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT s.ssl), count(*) FILTER (WHERE s.ssl)
 			FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1`, admin).Scan(&plain, &encrypted); err != nil {
@@ -77,10 +74,7 @@ func TestTarget_TLSModes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := c.CreateLease(ctx, tg.RecordUID, 60)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := mustLease(t, c, tg.RecordUID, 60)
 		if err := c.RevokeLease(ctx, l.LeaseID); err != nil {
 			t.Fatal(err)
 		}
