@@ -17,32 +17,45 @@ import (
 	"github.com/syvault/syvault/http/client"
 )
 
-// TestBinary_SIGTERM: the real binary serves with the one command the README gives, and
-// SIGTERM makes it drain and exit 0.
-func TestBinary_SIGTERM(t *testing.T) {
+// binary is a syvault process built from this tree and started with the README's
+// command, in dev mode on a free port.
+type binary struct {
+	dir, addr string
+	logs      *syncBuffer
+	cmd       *exec.Cmd
+	done      chan error // its exit
+}
+
+func startBinary(t *testing.T) *binary {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "syvault")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--listen", addr)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
+	b := &binary{dir: t.TempDir(), addr: freeAddr(t), logs: &syncBuffer{}, done: make(chan error, 1)}
+	b.cmd = exec.Command(bin, "serve", "--dev", "--data-dir", b.dir, "--listen", b.addr)
+	b.cmd.Stdout, b.cmd.Stderr = b.logs, b.logs
+	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	go func() { b.done <- b.cmd.Wait() }()
+	t.Cleanup(func() { _ = b.cmd.Process.Kill() })
 	eventually(t, 30*time.Second, "server ready", func() (bool, error) {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := http.Get("http://" + b.addr + "/readyz")
 		if err != nil {
 			return false, err
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200, nil
 	})
+	return b
+}
+
+// TestBinary_SIGTERM: the real binary serves with the one command the README gives, and
+// SIGTERM makes it drain and exit 0.
+func TestBinary_SIGTERM(t *testing.T) {
+	b := startBinary(t)
+	dir, addr, logs, cmd, done := b.dir, b.addr, b.logs, b.cmd, b.done
 	st, err := os.Stat(filepath.Join(dir, AdminClientFile))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("admin-client.json: %v %v", st, err)
@@ -120,28 +133,8 @@ func TestFlags_Environment(t *testing.T) {
 // completes (201, a working user) before the process exits 0.
 func TestBinary_SIGTERMDrainsInFlightWork(t *testing.T) {
 	eng := postgresEngine(t)
-	bin := filepath.Join(t.TempDir(), "syvault")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir, addr := t.TempDir(), freeAddr(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "serve", "--dev", "--data-dir", dir, "--listen", addr)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	eventually(t, 30*time.Second, "server ready", func() (bool, error) {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, nil
-	})
+	b := startBinary(t)
+	dir, logs, cmd, done := b.dir, b.logs, b.cmd, b.done
 	ctx := context.Background()
 	var ac AdminClient
 	data, _ := os.ReadFile(filepath.Join(dir, AdminClientFile))
