@@ -135,19 +135,28 @@ func Backoff(n uint64, max time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
+// ensureConsumer opens the durable consumer, creating it when missing. An existing one
+// keeps its position and delivery policy; the settings SyVault manages (ack wait, max ack
+// pending) are updated when they differ, so changing --ack-wait takes effect, and only
+// then, for the reason ensureStream gives.
 func ensureConsumer(ctx context.Context, stream jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	c, err := stream.Consumer(ctx, cfg.Durable)
-	if err == nil {
-		return c, nil
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		c, err = stream.CreateConsumer(ctx, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			return stream.Consumer(ctx, cfg.Durable)
+		}
+		return c, err
 	}
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err != nil {
 		return nil, err
 	}
-	c, err = stream.CreateConsumer(ctx, cfg)
-	if errors.Is(err, jetstream.ErrConsumerExists) {
-		return stream.Consumer(ctx, cfg.Durable)
+	have := c.CachedInfo().Config
+	if have.AckWait == cfg.AckWait && have.MaxAckPending == cfg.MaxAckPending {
+		return c, nil
 	}
-	return c, err
+	have.AckWait, have.MaxAckPending = cfg.AckWait, cfg.MaxAckPending
+	return stream.UpdateConsumer(ctx, have)
 }
 
 // Replay calls fn for every message of the events stream matching filters, from sequence

@@ -3,6 +3,7 @@ package jsstore_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -129,4 +130,36 @@ func TestStore_ScheduleExpiry(t *testing.T) {
 			t.Fatalf("%d schedules still pending after the replacement fired", n)
 		}
 	})
+}
+
+func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
+	s := jstest.MustStore(t)
+	// run starts a consumer with the given ack wait, as a restarted process with a new
+	// --ack-wait would, and returns once the durable consumer shows it.
+	run := func(ackWait time.Duration) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Consume(ctx, jsstore.ConsumeConfig{Stream: s.Events(), Durable: "d", Filters: []string{events.LeaseSubjects},
+				AckWait: ackWait, Logger: slog.New(slog.DiscardHandler)}, func(context.Context, jetstream.Msg) error { return nil })
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := s.Events().Consumer(context.Background(), "d")
+			if err == nil && c.CachedInfo().Config.AckWait == ackWait {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("consumer never showed ack wait %v (%v)", ackWait, err)
+			}
+			time.Sleep(10 * time.Millisecond) // polling interval of a deadline-bounded wait
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(time.Minute)
+	run(3 * time.Minute)
 }
