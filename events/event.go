@@ -34,7 +34,11 @@ const (
 type Event struct {
 	Type Type `json:"type"`
 	// ID is the dedupe id, published as Nats-Msg-Id, so a retried append is stored once.
-	ID        string    `json:"id"`
+	ID string `json:"id"`
+	// Prev is the stream sequence of the event before this one on its subject when it was
+	// appended (0 for the first), set by ordered appends: each aggregate's events form a
+	// chain a reader can follow, or check, without searching.
+	Prev      uint64    `json:"prev,omitempty"`
 	Time      time.Time `json:"time"`
 	ClientID  string    `json:"client_id,omitempty"`
 	RecordUID string    `json:"record_uid,omitempty"`

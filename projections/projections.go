@@ -81,24 +81,7 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 		if e.LeaseID == "" {
 			return nil
 		}
-		// Any process may apply any event of a lease, in any order, so the record is not
-		// advanced event by event (an activation applied before its request would be lost)
-		// but set to the fold of the lease's whole history, which every order agrees on.
-		l, err := p.store.LoadLease(ctx, e.LeaseID)
-		if events.ErrorCode(err) == events.ENotFound {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		r, changed, err := cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
-			r.Value = l
-			return true
-		})
-		if err != nil || !changed {
-			return err
-		}
-		return p.syncActive(ctx, r.Value)
+		return p.applyLease(ctx, e, seq)
 	case (e.Type == events.TargetRegistered || e.Type == events.TargetUpdated) && e.Target != nil:
 		_, _, err := cas(ctx, p.targets, e.RecordUID, seq, func(r *record[events.Target]) bool {
 			r.Value, r.Removed = *e.Target, false
@@ -125,6 +108,44 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 		return err
 	}
 	return nil
+}
+
+// applyLease brings a lease's record up to date with its event at seq. Any process may
+// apply any event of a lease, in any order. When the record stands exactly at the event's
+// predecessor (the common case) the event is applied to it; otherwise (events applied out
+// of order, or an event from before predecessors were recorded) the record is set to the
+// fold of the lease's whole history, which every order agrees on.
+func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64) error {
+	chained := e.Type == events.LeaseRequested || e.Prev != 0
+	r, changed, err := cas(ctx, p.leases, e.LeaseID, seq, func(r *record[events.Lease]) bool {
+		if !chained || r.Seq != e.Prev {
+			return false
+		}
+		r.Value.Apply(e, seq)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if !changed && r.Seq < seq {
+		l, err := p.store.LoadLease(ctx, e.LeaseID)
+		if events.ErrorCode(err) == events.ENotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if r, changed, err = cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
+			r.Value = l
+			return true
+		}); err != nil {
+			return err
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return p.syncActive(ctx, r.Value)
 }
 
 // cas applies mutate to the record at key unless it already holds seq or later, retrying

@@ -148,6 +148,7 @@ func (s *Store) Replicas() int { return s.cfg.Replicas }
 // stores it once and returns the stored sequence. It returns ErrConflict when another
 // event got there first, and an EUnavailable *events.Error when JetStream does not answer.
 func (s *Store) Append(ctx context.Context, subject string, e events.Event, expect uint64) (uint64, error) {
+	e.Prev = expect
 	return s.append(ctx, subject, e, jetstream.WithMsgID(e.ID), jetstream.WithExpectLastSequencePerSubject(expect))
 }
 
