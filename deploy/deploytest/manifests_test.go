@@ -281,8 +281,9 @@ func TestManifests_Containers(t *testing.T) {
 					t.Errorf("%s: %s limit %s below its request %s", where, name, limit.String(), req.String())
 				}
 			}
-			// A container that serves a port answers probes on it.
-			if len(c.Ports) > 0 && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
+			// A container that serves a port answers probes on it, and every SyVault
+			// process (api or workers) serves /healthz and /readyz.
+			if (len(c.Ports) > 0 || c.Image == "syvault/server:0.1.0") && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
 				t.Errorf("%s: serves ports but lacks a readiness or liveness probe", where)
 			}
 			for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
