@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/projections"
 )
 
 // requireDB fails under CI=true and skips elsewhere, so a missing database is never a
@@ -82,7 +83,31 @@ func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
 		tb.Fatalf("open server: %v\n%s", err, logs)
 	}
 	tb.Cleanup(func() { _ = m.Close() })
-	return &testServer{Main: m, Log: logs, Dir: dir}
+	srv := &testServer{Main: m, Log: logs, Dir: dir}
+	if cfg.runs("api") && cfg.Dev {
+		// Registered after Close, so it runs before it: tests end what they started, and
+		// a failed test leaves no user in the shared databases either.
+		tb.Cleanup(func() { srv.revokeAll(tb) })
+	}
+	return srv
+}
+
+// revokeAll revokes every lease still active, best effort (the test may have stopped
+// NATS or the database on purpose).
+func (s *testServer) revokeAll(tb testing.TB) {
+	if s.nc == nil || !s.nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	page, _, err := s.proj.ActiveLeases(ctx, projections.LeaseQuery{Limit: 1000})
+	if err != nil || len(page) == 0 {
+		return
+	}
+	admin := s.admin(tb)
+	for _, l := range page {
+		_ = admin.RevokeLease(ctx, l.ID)
+	}
 }
 
 // admin returns a client authenticated as the bootstrap admin.

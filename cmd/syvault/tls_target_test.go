@@ -25,7 +25,7 @@ func TestTarget_TLSModes(t *testing.T) {
 	ctx := context.Background()
 	super, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	requireDB(t, "PostgreSQL on 127.0.0.1:5432", err)
-	defer super.Close(ctx)
+	t.Cleanup(func() { super.Close(context.Background()) }) // after the cleanup below, which uses it
 	var ssl, certFile string
 	if err := super.QueryRow(ctx, "SELECT current_setting('ssl'), current_setting('ssl_cert_file')").Scan(&ssl, &certFile); err != nil {
 		t.Fatal(err)
@@ -40,7 +40,9 @@ func TestTarget_TLSModes(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_, _ = super.Exec(context.Background(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", admin)
-		_, _ = super.Exec(context.Background(), "DROP ROLE IF EXISTS "+admin)
+		if _, err := super.Exec(context.Background(), "DROP ROLE IF EXISTS "+admin); err != nil {
+			t.Errorf("drop the test's admin role: %v", err)
+		}
 	})
 
 	srv := mustServer(t, "", nil)
