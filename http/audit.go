@@ -59,6 +59,10 @@ type auditQuery struct {
 	limit                        int
 }
 
+// untilSlack is how far past until the scan reads, for events stamped before they were
+// stored.
+const untilSlack = time.Minute
+
 // maxAuditScan bounds the events one audit request reads, so a narrow filter over a long
 // stream answers with a cursor to continue from instead of scanning it all at once.
 const maxAuditScan = 100000
@@ -150,7 +154,10 @@ func (s *Server) replayAudit(ctx context.Context, q auditQuery) ([]auditItem, ui
 			if derr == nil && q.matches(e) {
 				items = append(items, auditItemOf(seq, e))
 			}
-			if !q.until.IsZero() && md.Timestamp.After(q.until) {
+			// Events are filtered on their own time, which never follows the time the
+			// stream stored them at, but may precede it (some are stamped in whole seconds,
+			// before the append): stop only once storage is well past until.
+			if !q.until.IsZero() && md.Timestamp.After(q.until.Add(untilSlack)) {
 				return items, 0, nil
 			}
 			if seq >= last {

@@ -287,3 +287,35 @@ func TestServe_TLS(t *testing.T) {
 		}
 	}
 }
+
+// TestAudit_UntilKeepsWholeSecond: until is compared with the events' own times, so every
+// event stamped at or before it is listed, however late in that second it was stored.
+func TestAudit_UntilKeepsWholeSecond(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	target := mustTarget(t, admin, eng)
+	var leases []*client.Lease
+	for range 3 {
+		leases = append(leases, mustLease(t, admin, target.RecordUID, 60))
+	}
+	// lease.requested events carry created_at, a whole second; until = the last one's.
+	until := leases[2].CreatedAt
+	page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID, Until: until})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range page.Data {
+		if e.Type == "lease.requested" {
+			n++
+		}
+		if e.Time.After(until) {
+			t.Errorf("event at %v listed past until %v", e.Time, until)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d of 3 lease.requested events stamped at or before until were listed", n)
+	}
+}
