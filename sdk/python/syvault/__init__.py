@@ -7,11 +7,17 @@
     ...
     client.dynamic.revoke_lease(lease.lease_id)
 
+Admin clients also manage clients (``client.clients``, with :func:`generate_key_pair`),
+targets (``client.dynamic.*_target``) and read the audit trail (``client.audit``).
+
 Needs only the standard library and ``cryptography``.
 """
 
 from ._version import __version__
+from ._auth import generate_key_pair, public_key_pem
+from .audit import Audit, format_time
 from .client import SecretsManagerClient
+from .clients import Clients
 from .dynamic import DynamicSecrets
 from .errors import (
     AuthenticationError,
@@ -30,16 +36,24 @@ from .errors import (
     TargetUnavailableError,
     TargetUnverifiedError,
 )
-from .models import Lease, LeaseInfo, LeasePage, Target
+from .models import AuditEvent, AuditPage, ClientInfo, Lease, LeaseInfo, LeasePage, Target
 
 __all__ = [
     "__version__",
     "SecretsManagerClient",
     "DynamicSecrets",
+    "Clients",
+    "Audit",
+    "generate_key_pair",
+    "public_key_pem",
+    "format_time",
     "Lease",
     "LeaseInfo",
     "LeasePage",
     "Target",
+    "ClientInfo",
+    "AuditEvent",
+    "AuditPage",
     "SyVaultError",
     "ConfigurationError",
     "InvalidRequestError",

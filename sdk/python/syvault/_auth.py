@@ -4,10 +4,10 @@ import base64
 import json
 import time
 import uuid
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import ConfigurationError
 
@@ -47,6 +47,55 @@ def load_private_key(pem: Union[str, bytes]) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigurationError("The private key must be an Ed25519 key, not %s." % type(key).__name__)
     return key
+
+
+def generate_key_pair() -> Tuple[str, str]:
+    """A new Ed25519 key pair for a client: ``(private_pem, public_pem)``, both ``str``.
+
+    ``private_pem`` is unencrypted PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``), what
+    :class:`~syvault.SecretsManagerClient` takes as ``private_key=`` (or, saved to a file
+    only its owner can read, as ``private_key_path=``). ``public_pem`` is PKIX PEM
+    (``-----BEGIN PUBLIC KEY-----``), what ``client.clients.create(public_key=...)``
+    registers. Keep the private key away from the server: it only ever needs the public one.
+    """
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    return private_pem, public_key_pem(key.public_key())
+
+
+def public_key_pem(key: Union[str, bytes, Ed25519PublicKey, Ed25519PrivateKey]) -> str:
+    """The PKIX PEM (``-----BEGIN PUBLIC KEY-----``) of an Ed25519 public key given as PEM
+    text or a ``cryptography`` key object. A private key *object* gives its public half;
+    private key *text* is refused, so that it is never sent anywhere by mistake.
+
+    Raises:
+        ConfigurationError: not an Ed25519 public key (the message never quotes the input).
+    """
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        if not isinstance(key, (str, bytes, bytearray)):
+            raise ConfigurationError("The public key must be PEM text or an Ed25519PublicKey, not %s." % type(key).__name__)
+        data = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        if b"PRIVATE KEY" in data:
+            raise ConfigurationError(
+                "That is a private key; pass the public one (-----BEGIN PUBLIC KEY-----). "
+                "The private key must never leave the client."
+            )
+        if b"-----BEGIN PUBLIC KEY-----" not in data:
+            raise ConfigurationError("The public key must be an Ed25519 key in PKIX PEM form (-----BEGIN PUBLIC KEY-----).")
+        try:
+            loaded = serialization.load_pem_public_key(data)
+        except Exception:
+            loaded = None
+        if loaded is None:
+            raise ConfigurationError("The public key could not be parsed (expected PKIX PEM).")
+        if not isinstance(loaded, Ed25519PublicKey):
+            raise ConfigurationError("The public key must be an Ed25519 key, not %s." % type(loaded).__name__)
+        key = loaded
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 def make_assertion(

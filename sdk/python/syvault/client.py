@@ -102,8 +102,15 @@ class SecretsManagerClient:
         self.token_requests = 0
         from .dynamic import DynamicSecrets  # noqa: E402  (circular at import time)
 
+        from .clients import Clients  # noqa: E402
+        from .audit import Audit  # noqa: E402
+
         #: Dynamic secrets: leases and targets (:class:`syvault.dynamic.DynamicSecrets`).
         self.dynamic = DynamicSecrets(self)
+        #: Client management, admin only (:class:`syvault.clients.Clients`).
+        self.clients = Clients(self)
+        #: The audit trail, admin only (:class:`syvault.audit.Audit`).
+        self.audit = Audit(self)
 
     # Alternative constructors -----------------------------------------------------------
 

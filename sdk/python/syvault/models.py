@@ -1,4 +1,4 @@
-"""The objects the SDK returns: leases, lease pages and targets.
+"""The objects the SDK returns: leases, targets, clients, audit events and their pages.
 
 Times stay the RFC 3339 strings the server sends (``"2026-04-06T13:00:00Z"``); each has a
 ``*_datetime`` property returning a timezone-aware :class:`datetime.datetime`.
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Lease", "LeaseInfo", "LeasePage", "Target", "parse_time"]
+__all__ = ["Lease", "LeaseInfo", "LeasePage", "Target", "ClientInfo", "AuditEvent", "AuditPage", "parse_time"]
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
@@ -174,11 +174,10 @@ class LeaseInfo(_Times, _Model):
         return self.status == "active"
 
 
-class LeasePage:
-    """One page of active leases, oldest first. Iterable; ``next_cursor`` is ``None`` on the
-    last page, else pass it as ``cursor=`` to get the next one."""
+class _Page:
+    """One page of a listing: iterable, with ``next_cursor`` (``None`` on the last page)."""
 
-    def __init__(self, data: List[LeaseInfo], next_cursor: Optional[str]) -> None:
+    def __init__(self, data: List[Any], next_cursor: Optional[str]) -> None:
         self.data = data
         self.next_cursor = next_cursor or None
 
@@ -187,17 +186,30 @@ class LeasePage:
         """Whether another page follows."""
         return self.next_cursor is not None
 
-    def __iter__(self) -> Iterator[LeaseInfo]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.data)
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> LeaseInfo:
+    def __getitem__(self, i: int) -> Any:
         return self.data[i]
 
     def __repr__(self) -> str:
-        return "LeasePage(data=%r, next_cursor=%r)" % (self.data, self.next_cursor)
+        return "%s(data=%r, next_cursor=%r)" % (type(self).__name__, self.data, self.next_cursor)
+
+
+class LeasePage(_Page):
+    """One page of active leases, oldest first. Iterable; ``next_cursor`` is ``None`` on the
+    last page, else pass it as ``cursor=`` to get the next one."""
+
+    data: List[LeaseInfo]
+
+    def __iter__(self) -> Iterator[LeaseInfo]:
+        return iter(self.data)
+
+    def __getitem__(self, i: int) -> LeaseInfo:
+        return self.data[i]
 
 
 class Target(_Model):
@@ -232,3 +244,109 @@ class Target(_Model):
     def created_at_datetime(self) -> Optional[datetime]:
         """``created_at`` as an aware datetime (UTC)."""
         return parse_time(self.created_at)
+
+
+class ClientInfo(_Model):
+    """A registered client (an application or an operator), as ``client.clients`` shows it.
+    Not to be confused with :class:`~syvault.SecretsManagerClient`, which *is* a client.
+
+    Attributes:
+        client_id: the client's id (a UUID): the ``client_id=`` of a SecretsManagerClient.
+        name: a human label.
+        role: ``"admin"`` (everything) or ``"app"`` (leases on ``allowed_records`` only).
+        allowed_records: record uids an app client may lease (a list, possibly empty).
+        max_ttl_seconds: cap on the client's lease TTLs, or ``None`` when it has none of its own.
+        public_key: its Ed25519 public key, PKIX PEM (the server never holds the private key).
+        created_at: RFC 3339 UTC string; see ``created_at_datetime``.
+    """
+
+    _fields = ("client_id", "name", "role", "allowed_records", "max_ttl_seconds", "public_key", "created_at")
+
+    client_id: str
+    name: str
+    role: str
+    allowed_records: List[str]
+    max_ttl_seconds: Optional[int]
+    public_key: str
+    created_at: str
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        _Model.__init__(self, data)
+        if self.allowed_records is None:
+            self.allowed_records = []
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the client has the ``admin`` role."""
+        return self.role == "admin"
+
+    @property
+    def created_at_datetime(self) -> Optional[datetime]:
+        """``created_at`` as an aware datetime (UTC)."""
+        return parse_time(self.created_at)
+
+    def _repr_value(self, name: str) -> Any:
+        if name == "public_key" and self.public_key:
+            return "<PEM>"  # public, but long
+        return getattr(self, name)
+
+
+class AuditEvent(_Model):
+    """One event of the audit trail. It never carries a secret. Fields an event type does
+    not use are ``None``.
+
+    Attributes:
+        seq: the event's sequence number in the stream (increasing).
+        time: RFC 3339 UTC string; see ``time_datetime``.
+        type: e.g. ``target.registered``, ``target.updated``, ``target.removed``,
+            ``client.registered``, ``client.removed``, ``lease.requested``,
+            ``lease.activated``, ``lease.failed``, ``lease.renewed``, ``lease.revoked``,
+            ``lease.expired``, ``lease.dropped``, ``access.denied``.
+        client_id: the acting client.
+        record_uid, lease_id, ttl_seconds, expires_at, username: what the event is about.
+        outcome: ``ok`` or an error code (for ``access.denied``, e.g. ``forbidden``).
+        reason: a human explanation, when there is one.
+        action: for ``access.denied``, the refused action (e.g. ``lease.create``).
+        subject_client_id: for client events, the client the event is about.
+    """
+
+    _fields = ("seq", "time", "type", "client_id", "record_uid", "lease_id", "ttl_seconds", "expires_at",
+               "username", "outcome", "reason", "action", "subject_client_id")
+
+    seq: int
+    time: str
+    type: str
+    client_id: Optional[str]
+    record_uid: Optional[str]
+    lease_id: Optional[str]
+    ttl_seconds: Optional[int]
+    expires_at: Optional[str]
+    username: Optional[str]
+    outcome: Optional[str]
+    reason: Optional[str]
+    action: Optional[str]
+    subject_client_id: Optional[str]
+
+    @property
+    def time_datetime(self) -> Optional[datetime]:
+        """``time`` as an aware datetime (UTC)."""
+        return parse_time(self.time)
+
+    @property
+    def expires_at_datetime(self) -> Optional[datetime]:
+        """``expires_at`` as an aware datetime (UTC), or ``None``."""
+        return parse_time(self.expires_at)
+
+
+class AuditPage(_Page):
+    """One page of audit events, oldest first (``seq`` increasing). Iterable;
+    ``next_cursor`` is ``None`` once the end of the trail was reached, else pass it as
+    ``cursor=`` to continue."""
+
+    data: List[AuditEvent]
+
+    def __iter__(self) -> Iterator[AuditEvent]:
+        return iter(self.data)
+
+    def __getitem__(self, i: int) -> AuditEvent:
+        return self.data[i]

@@ -11,6 +11,7 @@ import re
 import socket
 import unittest
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import _harness
 from _harness import ident, psql, role_exists, scratch_name
@@ -172,11 +173,13 @@ class PostgresTests(unittest.TestCase):
         cls.db = scratch_name("syvault_sdkpy")
         cls.record_uid = None
         cls.usernames = set()
+        cls.extra_targets = []  # record uids tests registered besides record_uid
+        cls.extra_clients = []  # client ids tests registered
         psql("CREATE DATABASE %s" % ident(cls.db))
         try:
             psql("CREATE TABLE orders (id int, item text); INSERT INTO orders VALUES (1, 'book')", database=cls.db)
             cls.client = new_client()
-            target = cls.client.dynamic.create_target(
+            cls.target_body = dict(
                 name=cls.db,
                 engine="postgresql",
                 host="127.0.0.1",
@@ -187,6 +190,7 @@ class PostgresTests(unittest.TestCase):
                 tls_mode="disable",
                 grants=[{"database": cls.db, "schema": "public", "privileges": ["SELECT", "INSERT"]}],
             )
+            target = cls.client.dynamic.create_target(**cls.target_body)
             cls.record_uid = target.record_uid
         except BaseException:
             cls._cleanup()
@@ -199,9 +203,20 @@ class PostgresTests(unittest.TestCase):
     @classmethod
     def _cleanup(cls):
         errors = []
-        if cls.record_uid:
+        for client_id in cls.extra_clients:
             try:
-                cls.client.dynamic.delete_target(cls.record_uid, revoke_leases=True)
+                cls.client.clients.delete(client_id)
+            except syvault.NotFoundError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        for uid in [cls.record_uid] + cls.extra_targets:
+            if not uid:
+                continue
+            try:
+                cls.client.dynamic.delete_target(uid, revoke_leases=True)
+            except syvault.NotFoundError:
+                pass
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
         try:
@@ -210,8 +225,9 @@ class PostgresTests(unittest.TestCase):
             errors.append(e)
         # Roles are cluster-wide: the target's group role and any user a failed test left.
         roles = set(cls.usernames)
-        if cls.record_uid:
-            roles.add("syvault_" + cls.record_uid)
+        for uid in [cls.record_uid] + cls.extra_targets:
+            if uid:
+                roles.add("syvault_" + uid)
         for role in sorted(roles):
             try:
                 psql("DROP ROLE IF EXISTS %s" % ident(role))
@@ -402,6 +418,182 @@ class PostgresTests(unittest.TestCase):
                     grants=[{"database": self.db, "schema": "public", "privileges": ["SELECT"]}])
         self.assertEqual((cm.exception.status, cm.exception.code), (502, "target_unavailable"))
 
+
+    # clients, audit and target updates (admin API)
+
+    def test_app_client_leases_only_its_records_and_is_audited(self):
+        admin = self.client
+        other = admin.dynamic.create_target(**dict(self.target_body, name=self.db + "_other"))
+        self.extra_targets.append(other.record_uid)
+        private_pem, public_pem = syvault.generate_key_pair()
+        info = admin.clients.create(name="sdk-app-" + self.db, public_key=public_pem,
+                                    allowed_records=[self.record_uid], max_ttl_seconds=3600)
+        self.extra_clients.append(info.client_id)
+        self.assertIsInstance(info, syvault.ClientInfo)
+        uuid.UUID(info.client_id)
+        self.assertEqual((info.name, info.role, info.allowed_records, info.max_ttl_seconds),
+                         ("sdk-app-" + self.db, "app", [self.record_uid], 3600))
+        self.assertFalse(info.is_admin)
+        self.assertEqual(info.public_key.strip(), public_pem.strip())
+        self.assertLess(abs((datetime.now(timezone.utc) - info.created_at_datetime).total_seconds()), 120)
+
+        app = SecretsManagerClient(server=SERVER.url, client_id=info.client_id, private_key=private_pem)
+        lease = app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
+        self.usernames.add(lease.username)
+        try:
+            self.assertEqual(lease.record_uid, self.record_uid)
+            self.assertEqual(app.dynamic.get_lease(lease.lease_id).client_id, info.client_id)
+            # Beyond its cap.
+            with self.assertRaises(syvault.InvalidTTLError):
+                app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=7200)
+            # Not its record.
+            with self.assertRaises(syvault.PermissionDeniedError) as cm:
+                app.dynamic.create_lease(record_uid=other.record_uid, ttl_seconds=60)
+            self.assertEqual((cm.exception.status, cm.exception.code), (403, "forbidden"))
+            # Not an admin.
+            for call in (app.clients.list, lambda: app.clients.get(info.client_id), lambda: app.audit.list(),
+                         lambda: app.dynamic.update_target(self.record_uid, **self.target_body)):
+                with self.assertRaises(syvault.PermissionDeniedError) as cm:
+                    call()
+                self.assertEqual(cm.exception.status, 403)
+
+            # The admin sees the client.
+            listed = {c.client_id: c for c in admin.clients.list()}
+            self.assertIn(info.client_id, listed)
+            self.assertIn(SERVER.client_id, listed)
+            self.assertTrue(listed[SERVER.client_id].is_admin)
+            self.assertEqual(listed[info.client_id], info)
+            self.assertEqual(admin.clients.get(info.client_id), info)
+
+            # The audit trail, oldest first.
+            since = syvault.format_time(timedelta(minutes=5))
+            events = list(admin.audit.iter(since=timedelta(minutes=5)))
+            seqs = [e.seq for e in events]
+            self.assertEqual(seqs, sorted(set(seqs)), "oldest first: seq strictly increasing")
+            # (Some event types carry whole-second times, so times are only ordered to the second.)
+            cutoff = syvault.models.parse_time(since).replace(microsecond=0)
+            self.assertTrue(all(e.time_datetime >= cutoff for e in events), events)
+            requested = [e for e in events if e.type == "lease.requested" and e.lease_id == lease.lease_id]
+            self.assertEqual(len(requested), 1, events)
+            self.assertEqual((requested[0].client_id, requested[0].record_uid, requested[0].ttl_seconds),
+                             (info.client_id, self.record_uid, 600))
+            # Refused mutations are audited (refused reads, like clients.list, are not).
+            refusals = [e for e in events if e.type == "access.denied" and e.client_id == info.client_id]
+            self.assertEqual([(e.action, e.record_uid, e.outcome) for e in refusals],
+                             [("lease.create", other.record_uid, "forbidden"), ("target.manage", self.record_uid, "forbidden")])
+            denied = refusals[:1]
+            self.assertLess(requested[0].seq, denied[0].seq)
+            registered = [e for e in events if e.type == "client.registered" and e.subject_client_id == info.client_id]
+            self.assertEqual([e.client_id for e in registered], [SERVER.client_id])
+            self.assertLess(registered[0].seq, requested[0].seq)
+
+            # Pages of 2 give the same events; a page's cursor continues after it.
+            whole = [e.seq for e in admin.audit.iter(since=since)]
+            self.assertEqual(whole[:len(seqs)], seqs)
+            self.assertEqual([e.seq for e in admin.audit.iter(since=since, limit=2)][:len(whole)], whole)
+            first = admin.audit.list(since=since, limit=2)
+            self.assertEqual([e.seq for e in first], whole[:2])
+            self.assertTrue(first.has_more)
+            self.assertEqual([e.seq for e in admin.audit.list(cursor=first.next_cursor, limit=1)], [whole[2]])
+            # since/until as datetimes and strings.
+            window = admin.audit.list(since=requested[0].time_datetime, until=denied[0].time, limit=1000)
+            self.assertIn(requested[0].seq, [e.seq for e in window])
+            self.assertIn(denied[0].seq, [e.seq for e in window])
+            for e in window:
+                self.assertTrue(requested[0].time_datetime <= e.time_datetime <= denied[0].time_datetime, e)
+            self.assertEqual(len(admin.audit.list(until=datetime.now(timezone.utc) - timedelta(days=1))), 0)
+            self.assertEqual(len(admin.audit.list(since=datetime.utcnow() + timedelta(hours=1))), 0)  # naive = UTC
+
+            # Filters.
+            of_lease = list(admin.audit.iter(lease_id=lease.lease_id))
+            self.assertTrue(of_lease)
+            self.assertTrue(all(e.lease_id == lease.lease_id for e in of_lease), of_lease)
+            self.assertEqual([e.type for e in of_lease][:2], ["lease.requested", "lease.activated"])
+            self.assertEqual(of_lease[0].username, lease.username)
+            of_client = list(admin.audit.iter(client_id=info.client_id, since=timedelta(minutes=5)))
+            self.assertTrue(all(info.client_id in (e.client_id, e.subject_client_id) for e in of_client), of_client)
+            self.assertEqual({e.seq for e in of_client} >= {registered[0].seq, requested[0].seq, denied[0].seq}, True)
+            of_other = list(admin.audit.iter(record_uid=other.record_uid, since=timedelta(minutes=5)))
+            self.assertTrue(all(e.record_uid == other.record_uid for e in of_other))
+            self.assertIn(denied[0].seq, [e.seq for e in of_other])
+
+            app.dynamic.revoke_lease(lease.lease_id)
+            types = [e.type for e in admin.audit.iter(lease_id=lease.lease_id)]
+            self.assertIn("lease.revoked", types)
+            self.assertEqual(types[-1], "lease.dropped")  # the worker reports the user dropped
+        finally:
+            self.revoke_quietly(lease.lease_id)
+
+        # A client cannot delete itself; the admin deletes the app client.
+        with self.assertRaises(syvault.ConflictError) as cm:
+            admin.clients.delete(SERVER.client_id)
+        self.assertEqual(cm.exception.status, 409)
+        app.get_token()  # a cached token the deletion must invalidate
+        admin.clients.delete(info.client_id)
+        requests_before = app.token_requests
+        with self.assertRaises(syvault.AuthenticationError) as cm:
+            app.dynamic.list_leases()  # the cached token is refused, and so is a new one
+        self.assertEqual((cm.exception.status, cm.exception.code), (401, "unauthenticated"))
+        self.assertEqual(app.token_requests, requests_before + 1)
+        app.invalidate_token()
+        with self.assertRaises(syvault.AuthenticationError) as cm:
+            app.dynamic.list_leases()
+        self.assertEqual(cm.exception.status, 401)
+        with self.assertRaises(syvault.NotFoundError):
+            admin.clients.get(info.client_id)
+        with self.assertRaises(syvault.NotFoundError):
+            admin.clients.delete(info.client_id)
+        self.assertNotIn(info.client_id, [c.client_id for c in admin.clients.list()])
+        removed = [e for e in admin.audit.iter(client_id=info.client_id, since=timedelta(minutes=5)) if e.type == "client.removed"]
+        self.assertEqual([e.subject_client_id for e in removed], [info.client_id])
+
+    def test_create_client_key_forms(self):
+        admin = self.client
+        private_pem, public_pem = syvault.generate_key_pair()
+        path = SERVER.tmp / ("app-%s.pub" % uuid.uuid4().hex)
+        path.write_text(public_pem)
+        info = admin.clients.create(name="from-path", public_key_path=str(path), role="admin")
+        self.extra_clients.append(info.client_id)
+        self.assertEqual((info.role, info.allowed_records, info.max_ttl_seconds), ("admin", [], None))
+        self.assertTrue(info.is_admin)
+        # An admin client made from Python can use the admin API.
+        other_admin = SecretsManagerClient(server=SERVER.url, client_id=info.client_id, private_key=private_pem)
+        self.assertIn(info.client_id, [c.client_id for c in other_admin.clients.list()])
+        admin.clients.delete(info.client_id)
+        # The server checks the rest.
+        with self.assertRaises(syvault.NotFoundError):
+            admin.clients.create(name="x", public_key=public_pem, allowed_records=["NoSuchRecord"])
+        with self.assertRaises(syvault.InvalidRequestError):
+            admin.clients.create(name="x", public_key=public_pem, role="root")
+        with self.assertRaises(syvault.InvalidRequestError):
+            admin.clients.create(name=" ", public_key=public_pem)
+        with self.assertRaises(syvault.NotFoundError):
+            admin.clients.get(str(uuid.uuid4()))
+
+    def test_update_target_with_the_same_body(self):
+        before = self.client.dynamic.get_target(self.record_uid)
+        updated = self.client.dynamic.update_target(self.record_uid, **self.target_body)
+        self.assertIsInstance(updated, syvault.Target)
+        self.assertEqual(updated.record_uid, self.record_uid)
+        for field in ("name", "engine", "host", "port", "database", "admin_username", "tls_mode", "grants", "max_ttl_seconds"):
+            self.assertEqual(getattr(updated, field), getattr(before, field), field)
+        self.assertEqual(self.client.dynamic.get_target(self.record_uid).to_dict(), updated.to_dict())
+        # The mapping form, too; and a lease still works afterwards.
+        self.client.dynamic.update_target(self.record_uid, dict(self.target_body))
+        lease = self.lease()
+        self.revoke_quietly(lease.lease_id)
+        with self.assertRaises(syvault.InvalidRequestError):
+            self.client.dynamic.update_target(self.record_uid, self.target_body, engine="mysql", port=3306)
+        with self.assertRaises(syvault.NotFoundError):
+            self.client.dynamic.update_target("NoSuchRecord", **self.target_body)
+        with self.assertRaises(syvault.TargetUnverifiedError):
+            weak = scratch_name("syvault_sdkpy_weak")
+            psql("CREATE ROLE %s LOGIN PASSWORD 'weakpw'" % ident(weak))
+            try:
+                self.client.dynamic.update_target(self.record_uid, self.target_body, admin_username=weak, admin_password="weakpw")
+            finally:
+                psql("DROP ROLE IF EXISTS %s" % ident(weak))
+        self.assertEqual(self.client.dynamic.get_target(self.record_uid).admin_username, "postgres")  # unchanged
 
 if __name__ == "__main__":
     unittest.main()

@@ -18,12 +18,14 @@ import _harness  # noqa: F401  (puts the SDK first on sys.path)
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import syvault
 from syvault import SecretsManagerClient
 from syvault._auth import b64url_decode
 from syvault.errors import error_from_response
+from syvault.audit import format_time
 from syvault.models import LeaseInfo, parse_time
 
 CLIENT_ID = "c9a1b2d3-4e5f-6789-abcd-ef0123456789"
@@ -252,6 +254,96 @@ class ModelTests(unittest.TestCase):
         self.assertLess(info.seconds_left(datetime(2026, 4, 6, 14, tzinfo=timezone.utc)), 0)
 
 
+class TimeConversionTests(unittest.TestCase):
+    """since/until of the audit: datetimes, RFC 3339 strings and timedeltas."""
+
+    NOW = datetime(2026, 4, 6, 12, 0, 0, tzinfo=timezone.utc)
+
+    def test_datetimes(self):
+        self.assertEqual(format_time(datetime(2026, 4, 6, 12, 0, tzinfo=timezone.utc)), "2026-04-06T12:00:00Z")
+        self.assertEqual(format_time(datetime(2026, 4, 6, 14, 30, tzinfo=timezone(timedelta(hours=2)))), "2026-04-06T12:30:00Z")
+        self.assertEqual(format_time(datetime(2026, 4, 6, 5, 0, tzinfo=timezone(timedelta(hours=-7)))), "2026-04-06T12:00:00Z")
+        self.assertEqual(format_time(datetime(2026, 4, 6, 12, 0)), "2026-04-06T12:00:00Z")  # naive = UTC
+        self.assertEqual(format_time(datetime(2026, 4, 6, 12, 0, 0, 5000)), "2026-04-06T12:00:00.005000Z")
+        self.assertEqual(format_time(datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))), "2025-12-31T23:30:00Z")
+
+    def test_timedelta_means_ago(self):
+        now = lambda: self.NOW  # noqa: E731
+        self.assertEqual(format_time(timedelta(minutes=5), now=now), "2026-04-06T11:55:00Z")
+        self.assertEqual(format_time(timedelta(days=1, seconds=1), now=now), "2026-04-05T11:59:59Z")
+        self.assertEqual(format_time(timedelta(0), now=now), "2026-04-06T12:00:00Z")
+        with self.assertRaises(syvault.InvalidRequestError):
+            format_time(timedelta(minutes=-5), "since", now=now)
+        # With the real clock: about five minutes ago, in UTC.
+        got = parse_time(format_time(timedelta(minutes=5)))
+        self.assertAlmostEqual((datetime.now(timezone.utc) - got).total_seconds(), 300, delta=5)
+        self.assertEqual(got.tzinfo, timezone.utc)
+
+    def test_strings_pass_through(self):
+        for text in ("2026-04-06T12:00:00Z", "2026-04-06T12:00:00.123456789Z", "2026-04-06T14:00:00+02:00"):
+            self.assertEqual(format_time(text), text)
+        self.assertEqual(format_time(" 2026-04-06t12:00:00z "), "2026-04-06T12:00:00Z")
+        self.assertEqual(format_time("2026-04-06 12:00:00Z"), "2026-04-06T12:00:00Z")
+        for bad in ("yesterday", "2026-04-06", "2026-04-06T12:00:00", "1775476800", ""):
+            with self.assertRaises(syvault.InvalidRequestError, msg=bad) as cm:
+                format_time(bad, "until")
+            self.assertIn("until", str(cm.exception))
+            self.assertIsNone(cm.exception.status)
+
+    def test_other_types(self):
+        self.assertIsNone(format_time(None))
+        from datetime import date
+
+        for bad in (1775476800, 1.5, date(2026, 4, 6), b"2026-04-06T12:00:00Z"):
+            with self.assertRaises(TypeError, msg=repr(bad)):
+                format_time(bad)
+
+
+class KeyPairTests(unittest.TestCase):
+    def test_generate_key_pair(self):
+        private_pem, public_pem = syvault.generate_key_pair()
+        self.assertIsInstance(private_pem, str)
+        self.assertIsInstance(public_pem, str)
+        self.assertTrue(private_pem.startswith("-----BEGIN PRIVATE KEY-----\n"))
+        self.assertTrue(public_pem.startswith("-----BEGIN PUBLIC KEY-----\n"))
+        self.assertTrue(public_pem.rstrip().endswith("-----END PUBLIC KEY-----"))
+        private = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        public = serialization.load_pem_public_key(public_pem.encode())
+        self.assertIsInstance(private, Ed25519PrivateKey)
+        self.assertIsInstance(public, Ed25519PublicKey)
+        message = b"a message signed by the private key"
+        public.verify(private.sign(message), message)  # raises InvalidSignature if not the pair
+        other_private, other_public = syvault.generate_key_pair()
+        self.assertNotEqual(other_private, private_pem)
+        self.assertNotEqual(other_public, public_pem)
+        with self.assertRaises(InvalidSignature):
+            serialization.load_pem_public_key(other_public.encode()).verify(private.sign(message), message)
+
+    def test_private_key_signs_client_assertions(self):
+        private_pem, public_pem = syvault.generate_key_pair()
+        client = SecretsManagerClient(server="https://v.example.com", client_id=CLIENT_ID, private_key=private_pem)
+        parts, header, claims = decode_jwt(client.client_assertion())
+        self.assertEqual((header["alg"], claims["sub"]), ("EdDSA", CLIENT_ID))
+        serialization.load_pem_public_key(public_pem.encode()).verify(b64url_decode(parts[2]), (parts[0] + "." + parts[1]).encode())
+
+    def test_public_key_pem(self):
+        private_pem, public_pem = syvault.generate_key_pair()
+        self.assertEqual(syvault.public_key_pem(public_pem), public_pem)
+        self.assertEqual(syvault.public_key_pem(public_pem.encode() + b"\n\n"), public_pem)
+        key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        self.assertEqual(syvault.public_key_pem(key), public_pem)
+        self.assertEqual(syvault.public_key_pem(key.public_key()), public_pem)
+        # Private key text is refused without being quoted.
+        with self.assertRaises(syvault.ConfigurationError) as cm:
+            syvault.public_key_pem(private_pem)
+        self.assertNotIn(private_pem.splitlines()[1], str(cm.exception))
+        ec_pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for bad in ("", "not a key", ec_pub, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", 42):
+            with self.assertRaises(syvault.ConfigurationError, msg=repr(bad)):
+                syvault.public_key_pem(bad)
+
+
 class SeedSampleTextTests(unittest.TestCase):
     """The sample the integration test runs is the seed's, and the README shows it verbatim."""
 
@@ -331,7 +423,7 @@ class FakeServer:
                     return self._answer(status, None, raw=payload)
                 return self._answer(status, payload)
 
-            do_GET = do_POST = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -465,6 +557,110 @@ class TransportTests(unittest.TestCase):
 
         self.fake.routes[("GET", "/api/sm/v1/dynamic/leases")] = leases
         self.assertEqual([l.lease_id for l in self.client.dynamic.iter_leases(page_size=2)], ["1", "2", "3"])
+
+    def test_clients_requests(self):
+        view = {"client_id": "11111111-2222-3333-4444-555555555555", "name": "billing", "role": "app",
+                "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600, "public_key": "PEM", "created_at": "2026-04-06T12:00:00Z"}
+        self.fake.routes[("POST", "/api/sm/v1/clients")] = (201, view)
+        self.fake.routes[("GET", "/api/sm/v1/clients")] = (200, {"data": [view, dict(view, client_id="a", role="admin", allowed_records=[])]})
+        self.fake.routes[("GET", "/api/sm/v1/clients/a%2Fb")] = (200, view)
+        self.fake.routes[("DELETE", "/api/sm/v1/clients/" + view["client_id"])] = (204, None)
+        private_pem, public_pem = syvault.generate_key_pair()
+        info = self.client.clients.create(name="billing", public_key=public_pem, allowed_records=("7Kj9mNpQ2xRs",), max_ttl_seconds=3600)
+        self.assertIsInstance(info, syvault.ClientInfo)
+        self.assertEqual((info.client_id, info.role, info.allowed_records, info.max_ttl_seconds), (view["client_id"], "app", ["7Kj9mNpQ2xRs"], 3600))
+        self.assertEqual(info.created_at_datetime, datetime(2026, 4, 6, 12, tzinfo=timezone.utc))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "app.pub")
+            with open(path, "w") as f:
+                f.write(public_pem)
+            self.client.clients.create(name="ops", public_key_path=path, role="admin")
+        listed = self.client.clients.list()
+        self.assertEqual([(c.client_id, c.is_admin) for c in listed], [(view["client_id"], False), ("a", True)])
+        self.assertEqual(self.client.clients.get("a/b").name, "billing")
+        self.assertIsNone(self.client.clients.delete(view["client_id"]))
+        reqs = [(m, p, b) for m, p, h, b in self.fake.seen if not p.endswith("/auth/token")]
+        self.assertEqual(json.loads(reqs[0][2]), {"name": "billing", "public_key": public_pem, "role": "app",
+                                                  "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600})
+        self.assertEqual(json.loads(reqs[1][2]), {"name": "ops", "public_key": public_pem, "role": "admin", "allowed_records": []})
+        self.assertEqual([(m, p) for m, p, b in reqs[2:]], [
+            ("GET", "/api/sm/v1/clients"), ("GET", "/api/sm/v1/clients/a%2Fb"), ("DELETE", "/api/sm/v1/clients/" + view["client_id"])])
+        self.assertNotIn("-----END PUBLIC KEY-----", repr(info))
+
+    def test_create_client_refuses_bad_keys_before_sending(self):
+        private_pem, public_pem = syvault.generate_key_pair()
+        for kwargs in ({"public_key": private_pem}, {}, {"public_key": public_pem, "public_key_path": "/x"},
+                       {"public_key_path": "/nonexistent/app.pub"}, {"public_key": "garbage"}):
+            with self.assertRaises(syvault.ConfigurationError, msg=list(kwargs)) as cm:
+                self.client.clients.create(name="x", **kwargs)
+            self.assertNotIn(private_pem.splitlines()[1], str(cm.exception))
+        with self.assertRaises(TypeError):
+            self.client.clients.create(name="x", public_key=public_pem, allowed_records="7Kj9mNpQ2xRs")
+        self.assertEqual(self.fake.seen, [])  # nothing was sent, not even a token request
+        with self.assertRaises(syvault.InvalidRequestError):
+            self.client.clients.get("")
+
+    def test_audit_query(self):
+        event = {"seq": 7, "time": "2026-04-06T12:00:00.123456789Z", "type": "lease.requested", "client_id": "c",
+                 "record_uid": "R", "lease_id": "L", "ttl_seconds": 60, "expires_at": "2026-04-06T12:01:00Z", "username": "vf_tmp_x"}
+        self.fake.routes[("GET", "/api/sm/v1/audit")] = (200, {"data": [event], "next_cursor": "7"})
+        page = self.client.audit.list(since=datetime(2026, 4, 6, 14, tzinfo=timezone(timedelta(hours=2))), until="2026-04-06T13:00:00Z",
+                                      record_uid="R", lease_id="L", client_id="c", limit=10, cursor="3")
+        self.assertIsInstance(page, syvault.AuditPage)
+        self.assertEqual((len(page), page.next_cursor, page.has_more), (1, "7", True))
+        e = page[0]
+        self.assertIsInstance(e, syvault.AuditEvent)
+        self.assertEqual((e.seq, e.type, e.client_id, e.lease_id, e.ttl_seconds, e.username, e.action), (7, "lease.requested", "c", "L", 60, "vf_tmp_x", None))
+        self.assertEqual(e.time_datetime, datetime(2026, 4, 6, 12, 0, 0, 123456, tzinfo=timezone.utc))
+        self.assertEqual(e.expires_at_datetime, datetime(2026, 4, 6, 12, 1, tzinfo=timezone.utc))
+        self.client.audit.list()
+        paths = [p for m, p, h, b in self.fake.seen if p.startswith("/api/sm/v1/audit")]
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(paths[0]).query)
+        self.assertEqual(q, {"since": ["2026-04-06T12:00:00Z"], "until": ["2026-04-06T13:00:00Z"], "record_uid": ["R"],
+                             "lease_id": ["L"], "client_id": ["c"], "limit": ["10"], "cursor": ["3"]})
+        self.assertEqual(paths[1], "/api/sm/v1/audit")
+        with self.assertRaises(syvault.InvalidRequestError):
+            self.client.audit.list(since="last week")
+
+    def test_audit_iter_follows_cursors_with_a_fixed_window(self):
+        pages = {
+            None: {"data": [{"seq": 1, "time": "t", "type": "a"}, {"seq": 2, "time": "t", "type": "b"}], "next_cursor": "2"},
+            "2": {"data": [], "next_cursor": "9"},  # a page can be empty yet not the last (bounded scan)
+            "9": {"data": [{"seq": 10, "time": "t", "type": "c"}]},
+        }
+        seen = []
+
+        def audit(handler):
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(handler.path).query)
+            seen.append(q)
+            return (200, pages[q.get("cursor", [None])[0]])
+
+        self.fake.routes[("GET", "/api/sm/v1/audit")] = audit
+        it = self.client.audit.iter(since=timedelta(hours=1), record_uid="R", limit=2)
+        self.assertEqual(seen, [])  # lazy
+        self.assertEqual([e.seq for e in it], [1, 2, 10])
+        self.assertEqual([q.get("cursor") for q in seen], [None, ["2"], ["9"]])
+        self.assertEqual(len({q["since"][0] for q in seen}), 1, "the window does not slide between pages")
+        self.assertTrue(all(q["record_uid"] == ["R"] and q["limit"] == ["2"] for q in seen))
+        with self.assertRaises(syvault.InvalidRequestError):
+            self.client.audit.iter(since=timedelta(minutes=-1))  # checked at once, not at the first next()
+        # A cursor that does not move ends the iteration instead of looping.
+        self.fake.routes[("GET", "/api/sm/v1/audit")] = (200, {"data": [{"seq": 3, "time": "t", "type": "a"}], "next_cursor": "5"})
+        self.assertEqual([e.seq for e in self.client.audit.iter(cursor="5")], [3])
+
+    def test_update_target_puts_the_full_body(self):
+        target = {"record_uid": "T1", "name": "db", "engine": "postgresql"}
+        self.fake.routes[("PUT", "/api/sm/v1/dynamic/targets/T%2F1")] = (200, target)
+        body = {"name": "db", "engine": "postgresql", "host": "h", "port": 5432, "database": "d",
+                "admin_username": "a", "admin_password": "old", "grants": []}
+        got = self.client.dynamic.update_target("T/1", body, admin_password="new")
+        self.assertIsInstance(got, syvault.Target)
+        self.assertEqual(got.record_uid, "T1")
+        self.assertEqual(body["admin_password"], "old")  # the caller's mapping is not changed
+        m, p, h, b = [r for r in self.fake.seen if r[0] == "PUT"][0]
+        self.assertEqual(p, "/api/sm/v1/dynamic/targets/T%2F1")
+        self.assertEqual(h.get("Content-Type"), "application/json")
+        self.assertEqual(json.loads(b), dict(body, admin_password="new"))
 
     def test_read_timeout_is_a_connection_error(self):
         self.fake.routes[("DELETE", "/api/sm/v1/dynamic/leases/slow")] = "hang"

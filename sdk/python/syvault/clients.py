@@ -1,0 +1,114 @@
+"""Client management (admin): register applications and operators by their public key."""
+
+import os
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ._auth import public_key_pem
+from .dynamic import _id, _object
+from .errors import ConfigurationError
+from .models import ClientInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import SecretsManagerClient
+
+__all__ = ["Clients"]
+
+_BASE = "/api/sm/v1/clients"
+
+PublicKeyLike = Union[str, bytes, Ed25519PublicKey, Ed25519PrivateKey]
+
+
+class Clients:
+    """``client.clients``: register, list, show and remove clients (admin clients only; an
+    app client gets :class:`~syvault.PermissionDeniedError`).
+
+    Provisioning an application from Python::
+
+        private_pem, public_pem = syvault.generate_key_pair()
+        app = admin.clients.create(name="billing", public_key=public_pem,
+                                   allowed_records=["7Kj9mNpQ2xRs"], max_ttl_seconds=3600)
+        # hand app.client_id and private_pem to the application, which then runs
+        SecretsManagerClient(server=..., client_id=app.client_id, private_key=private_pem)
+    """
+
+    def __init__(self, client: "SecretsManagerClient") -> None:
+        self._client = client
+
+    def create(
+        self,
+        name: str,
+        public_key: Optional[PublicKeyLike] = None,
+        *,
+        public_key_path: Optional[Union[str, "os.PathLike[str]"]] = None,
+        role: str = "app",
+        allowed_records: Iterable[str] = (),
+        max_ttl_seconds: Optional[int] = None,
+    ) -> ClientInfo:
+        """Register a client by its Ed25519 public key (admin only).
+
+        Args:
+            name: a label, 1 to 128 characters.
+            public_key: PKIX PEM text (``str`` or ``bytes``, ``-----BEGIN PUBLIC KEY-----``),
+                or a ``cryptography`` Ed25519 key object (of a private key object, only the
+                public half is sent). See :func:`syvault.generate_key_pair`.
+            public_key_path: path of a PEM file, instead of ``public_key``.
+            role: ``"app"`` (default: may lease ``allowed_records`` only, sees its own
+                leases) or ``"admin"`` (everything, including this API).
+            allowed_records: record uids the client may lease; each must be a registered
+                target.
+            max_ttl_seconds: cap on the client's lease TTLs (1 to 86400); ``None`` (or 0):
+                no cap beyond the target's.
+
+        Returns:
+            ClientInfo: with the new ``client_id`` to configure the application with.
+
+        Raises:
+            ConfigurationError: no public key, both forms, an unreadable file, a key that is
+                not Ed25519, or private key text (which is refused and never sent).
+            InvalidRequestError: a bad name or role; ``InvalidTTLError`` for ``max_ttl_seconds``.
+            NotFoundError: ``allowed_records`` names an unknown target.
+            PermissionDeniedError: not an admin client.
+        """
+        if (public_key is None) == (public_key_path is None):
+            raise ConfigurationError("Pass exactly one of public_key= or public_key_path=.")
+        if public_key_path is not None:
+            try:
+                with open(os.fspath(public_key_path), "rb") as f:
+                    public_key = f.read()
+            except OSError as e:
+                raise ConfigurationError(
+                    "Cannot read the public key file %s: %s." % (os.fspath(public_key_path), e.strerror or e)
+                ) from None
+        if isinstance(allowed_records, (str, bytes)):
+            raise TypeError("allowed_records must be a list of record uids, not a single string.")
+        body: Dict[str, Any] = {
+            "name": name,
+            "public_key": public_key_pem(public_key),  # type: ignore[arg-type]
+            "role": role,
+            "allowed_records": list(allowed_records),
+        }
+        if max_ttl_seconds is not None:
+            body["max_ttl_seconds"] = max_ttl_seconds
+        return ClientInfo(_object(self._client.request("POST", _BASE, body), "the client registration"))
+
+    def list(self) -> List[ClientInfo]:
+        """Every client, oldest first (admin only)."""
+        body = _object(self._client.request("GET", _BASE), "the client list")
+        return [ClientInfo(d) for d in (body.get("data") or []) if isinstance(d, dict)]
+
+    def get(self, client_id: str) -> ClientInfo:
+        """One client (admin only). Raises :class:`~syvault.NotFoundError` for an unknown id."""
+        return ClientInfo(_object(self._client.request("GET", _BASE + "/" + _id("client_id", client_id)), "the client query"))
+
+    def delete(self, client_id: str) -> None:
+        """Remove a client (admin only). Its access tokens stop working at once (its next
+        request fails with :class:`~syvault.AuthenticationError`); its active leases keep
+        their expiry (revoke them first if they must end now).
+
+        Raises:
+            ConflictError: a client cannot delete itself.
+            NotFoundError: unknown client id.
+        """
+        self._client.request("DELETE", _BASE + "/" + _id("client_id", client_id))
