@@ -68,6 +68,9 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 		Replicas:       s.cfg.Replicas,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing was consumed, nothing failed
+		}
 		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
 	}
 	sem := make(chan struct{}, cfg.Concurrency)
@@ -81,6 +84,9 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 		}()
 	}, jetstream.PullMaxMessages(cfg.Concurrency))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
 	}
 	<-ctx.Done()
