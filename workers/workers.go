@@ -255,7 +255,7 @@ func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
 	defer cancel()
 	err = w.driver(target).DropUser(opCtx, DropUserRequest{Conn: conn, Username: l.Username, Grants: l.Spec.Target.Grants})
 	if err != nil {
-		return fmt.Errorf("drop %s of lease %s: %v: %w", l.Username, l.ID, Scrub(err, conn.Password), errRedacted{events.ErrorCode(err), events.ErrorMessage(err)})
+		return fmt.Errorf("drop %s of lease %s: %v: %w", l.Username, l.ID, Scrub(err, conn.Password), public(err, conn.Password))
 	}
 	return nil
 }
@@ -325,7 +325,7 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 	conn := connFor(t, adminPassword)
 	err := d.Prepare(opCtx, PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
 	if err != nil {
-		return fmt.Errorf("prepare %s: %v: %w", t.RecordUID, Scrub(err, adminPassword), errRedacted{events.ErrorCode(err), Scrub(errors.New(events.ErrorMessage(err)), adminPassword).Error()})
+		return fmt.Errorf("prepare %s: %v: %w", t.RecordUID, Scrub(err, adminPassword), public(err, adminPassword))
 	}
 	return nil
 }
@@ -340,7 +340,7 @@ func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
 	defer cancel()
 	err = w.driver(target).RemoveTarget(opCtx, RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
 	if err != nil {
-		return fmt.Errorf("remove target %s: %v: %w", t.RecordUID, Scrub(err, conn.Password), errRedacted{events.ErrorCode(err), events.ErrorMessage(err)})
+		return fmt.Errorf("remove target %s: %v: %w", t.RecordUID, Scrub(err, conn.Password), public(err, conn.Password))
 	}
 	return nil
 }
@@ -392,13 +392,8 @@ func (w *Workers) notifyAttempt(leaseID string, err error) {
 	_ = w.cfg.Store.Conn().Publish(events.AttemptSubject(leaseID), data)
 }
 
-// errRedacted carries a driver error's code and public message without its cause, so
-// that nothing from inside a driver error travels further than the log line.
-type errRedacted struct {
-	code    events.Code
-	message string
+// public keeps only err's code and user-facing message (scrubbed of secrets), so that
+// nothing from inside a driver error travels further than the log line.
+func public(err error, secrets ...string) *events.Error {
+	return &events.Error{Code: events.ErrorCode(err), Message: Scrub(errors.New(events.ErrorMessage(err)), secrets...).Error()}
 }
-
-func (e errRedacted) Error() string { return string(e.code) }
-
-func (e errRedacted) Unwrap() error { return &events.Error{Code: e.code, Message: e.message} }
