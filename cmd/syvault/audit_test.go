@@ -244,9 +244,7 @@ func TestTarget_RotateAdminPassword(t *testing.T) {
 	if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
 		t.Fatalf("revoking a lease issued before the rotation: %v", err)
 	}
-	if ok, err := eng.userExists(ctx, lease.Username); ok || err != nil {
-		t.Fatalf("user left behind (%v)", err)
-	}
+	mustBeGone(t, eng, lease.Username, 0)
 	if strings.Contains(srv.Log.String(), newPassword) || strings.Contains(srv.Log.String(), "still-wrong") {
 		t.Fatal("an admin password reached the log")
 	}

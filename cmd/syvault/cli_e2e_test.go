@@ -118,9 +118,7 @@ func TestCLI_AgainstRealServer(t *testing.T) {
 	for _, id := range []string{lease.LeaseID, envLease} {
 		app.ok("dynamic", "lease", "revoke", id)
 	}
-	if ok, err := eng.userExists(context.Background(), lease.Username); ok || err != nil {
-		t.Fatalf("revoked user still exists (%v)", err)
-	}
+	mustBeGone(t, eng, lease.Username, 0)
 
 	// The audit shows the app's work, and the app may not read it.
 	if out := admin.ok("audit", "--since", "1h", "--format", "json"); !strings.Contains(out, `"lease.dropped"`) || !strings.Contains(out, ac.ClientID) {

@@ -99,9 +99,7 @@ func TestScale_WorkersInOtherProcesses(t *testing.T) {
 		if err := admin.RevokeLease(ctx, l.LeaseID); err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := eng.userExists(ctx, l.Username); ok || err != nil {
-			t.Fatalf("user %s left behind (%v)", l.Username, err)
-		}
+		mustBeGone(t, eng, l.Username, 0)
 	}
 }
 
@@ -143,9 +141,7 @@ func TestTimeout_NoWorkers(t *testing.T) {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Stream > 0, err
 	})
-	if ok, err := eng.userExists(ctx, got.Username); ok || err != nil {
-		t.Fatalf("a worker created the user of a lease that had timed out (%v)", err)
-	}
+	mustBeGone(t, eng, got.Username, 0)
 	got, err = admin.GetLease(ctx, id)
 	if err != nil || got.Status != "failed" {
 		t.Fatalf("after the late worker lease = %+v, %v", got, err)

@@ -132,9 +132,7 @@ func TestLease_UserCreatedTableIsDropped(t *testing.T) {
 	if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := eng.userExists(ctx, lease.Username); ok || err != nil {
-		t.Fatalf("user that owned objects was not dropped (%v)", err)
-	}
+	mustBeGone(t, eng, lease.Username, 0)
 }
 
 // TestLease_Expiry: expiry drops the user without any request, within seconds.
@@ -272,9 +270,7 @@ func TestRestart(t *testing.T) {
 	if err := admin.RevokeLease(ctx, long.LeaseID); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := eng.userExists(ctx, long.Username); ok || err != nil {
-		t.Fatalf("user still exists after revoke (%v)", err)
-	}
+	mustBeGone(t, eng, long.Username, 0)
 }
 
 // TestLease_RenewMovesExpiry: a renewed lease outlives its first expiry.
@@ -334,9 +330,7 @@ func TestTarget_DeleteRemovesGroupRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, role := range []string{lease.Username, group} {
-		if ok, err := eng.userExists(ctx, role); ok || err != nil {
-			t.Fatalf("role %s left behind after the target was deleted (%v)", role, err)
-		}
+		mustBeGone(t, eng, role, 0)
 	}
 	got, err := admin.GetLease(ctx, lease.LeaseID)
 	if err != nil || got.Status != "revoked" {

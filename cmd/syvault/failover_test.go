@@ -94,10 +94,7 @@ func TestFailover_NATSLeader(t *testing.T) {
 		return false, err
 	})
 	for _, l := range []*client.Lease{long, short} {
-		eventually(t, 30*time.Second, "user of "+l.LeaseID+" dropped", func() (bool, error) {
-			ok, err := eng.userExists(ctx, l.Username)
-			return !ok && err == nil, err
-		})
+		mustBeGone(t, eng, l.Username, 30*time.Second)
 	}
 	got, err := admin.GetLease(ctx, short.LeaseID)
 	if err != nil || got.Status != string(events.StatusExpired) {
