@@ -312,21 +312,7 @@ func TestAdminCommands(t *testing.T) {
 			f.auditQueries = nil
 			f.mu.Unlock()
 			r := run(t, env, "", tt.args...)
-			if r.code != 0 {
-				t.Fatalf("exit status %d, stderr %q", r.code, r.stderr)
-			}
-			if r.stdout != tt.wantStdout {
-				t.Errorf("stdout:\n%s\nwant:\n%s", r.stdout, tt.wantStdout)
-			}
-			if r.stderr != tt.wantStderr {
-				t.Errorf("stderr = %q, want %q", r.stderr, tt.wantStderr)
-			}
-			if strings.Contains(r.stdout+r.stderr, "s3cret-admin") {
-				t.Error("the admin password was printed")
-			}
-			if tt.check != nil {
-				tt.check(t)
-			}
+			expectOutput(t, r, tt.wantStdout, tt.wantStderr, tt.check)
 		})
 	}
 	if _, err := os.Stat(privPath); err != nil {

@@ -701,21 +701,28 @@ func TestCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := run(t, env, tt.stdin, tt.args...)
-			if r.code != 0 {
-				t.Fatalf("exit status %d, stderr %q", r.code, r.stderr)
-			}
-			if r.stdout != tt.wantStdout {
-				t.Errorf("stdout:\n%s\nwant:\n%s", r.stdout, tt.wantStdout)
-			}
-			if r.stderr != tt.wantStderr {
-				t.Errorf("stderr = %q, want %q", r.stderr, tt.wantStderr)
-			}
-			if strings.Contains(r.stdout+r.stderr, "s3cret-admin") {
-				t.Error("the admin password was printed")
-			}
-			if tt.check != nil {
-				tt.check(t)
-			}
+			expectOutput(t, r, tt.wantStdout, tt.wantStderr, tt.check)
 		})
+	}
+}
+
+// expectOutput checks a successful command's exact output, that the fake target's admin
+// password was never printed, and then the case's own check, if any.
+func expectOutput(t *testing.T, r result, wantStdout, wantStderr string, check func(*testing.T)) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit status %d, stderr %q", r.code, r.stderr)
+	}
+	if r.stdout != wantStdout {
+		t.Errorf("stdout:\n%s\nwant:\n%s", r.stdout, wantStdout)
+	}
+	if r.stderr != wantStderr {
+		t.Errorf("stderr = %q, want %q", r.stderr, wantStderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, "s3cret-admin") {
+		t.Error("the admin password was printed")
+	}
+	if check != nil {
+		check(t)
 	}
 }
