@@ -22,7 +22,7 @@ func decodeJSON(c echo.Context, v any) error {
 	}
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
-		if strings.Contains(err.Error(), "request body too large") {
+		if errors.Is(err, echo.ErrStatusRequestEntityTooLarge) {
 			return events.Errorf(events.ETooLarge, "The request body is larger than %d KiB.", MaxBodyBytes>>10)
 		}
 		return events.Errorf(events.EInvalid, "The request body could not be read.")

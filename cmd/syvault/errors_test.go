@@ -218,6 +218,23 @@ func TestErrors(t *testing.T) {
 		if status != 413 || body["error"] != "too_large" || body["message"] == "" {
 			t.Fatalf("%d %v", status, body)
 		}
+		// Chunked, with no Content-Length: refused while the body is read.
+		req, err := http.NewRequest("POST", srv.HTTP.URL()+leasePath, io.MultiReader(strings.NewReader(big)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var chunked map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&chunked)
+		if resp.StatusCode != 413 || req.ContentLength != 0 || chunked["error"] != "too_large" {
+			t.Fatalf("chunked: %d %v (content length %d)", resp.StatusCode, chunked, req.ContentLength)
+		}
 	})
 	t.Run("422 target_unverified", func(t *testing.T) {
 		bad := eng.target(t)
