@@ -60,6 +60,8 @@ func describeJSONError(err error) string {
 	case errors.As(err, &syntaxErr):
 		return fmt.Sprintf("The body is not valid JSON (error at byte %d).", syntaxErr.Offset)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// DisallowUnknownFields reports the field only in this text; encoding/json has no
+		// typed error for it.
 		return fmt.Sprintf("Unknown field %s.", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "The body is truncated JSON."
