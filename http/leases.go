@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/projections"
 )
 
@@ -179,23 +177,18 @@ func (s *Server) giveUp(id string) (events.Lease, error) {
 	// The request's own context is spent; this bookkeeping must still happen.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for {
-		l, err := s.cfg.Store.LoadLease(ctx, id)
-		if err != nil || l.Status != events.StatusPending {
-			return l, err
+	l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		if l.Status != events.StatusPending {
+			return nil, nil // settled meanwhile: that is the answer
 		}
-		e := events.Event{Type: events.LeaseFailed, ID: id + ".failed", Time: time.Now().UTC(), ClientID: l.ClientID,
+		return &events.Event{Type: events.LeaseFailed, ID: id + ".failed", Time: time.Now().UTC(), ClientID: l.ClientID,
 			RecordUID: l.RecordUID, LeaseID: id, Outcome: string(events.ETimeout),
-			Reason: "The workers did not create the user before the request deadline."}
-		_, err = s.cfg.Store.Append(ctx, events.LeaseSubject(id), e, l.Seq)
-		if errors.Is(err, jsstore.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return l, err
-		}
-		return l, events.Errorf(events.ETimeout, "The lease was not created in time; nothing was left behind. Try again.")
+			Reason: "The workers did not create the user before the request deadline."}, nil
+	})
+	if err == nil && seq != 0 {
+		err = events.Errorf(events.ETimeout, "The lease was not created in time; nothing was left behind. Try again.")
 	}
+	return l, err
 }
 
 func failure(l events.Lease) error {
@@ -337,28 +330,21 @@ func (s *Server) revoke(ctx context.Context, id, actor string) error {
 		return err
 	}
 	defer w.stop()
-	var recorded uint64 // the sequence at which the revocation stands in the stream
-	for {
-		l, err := s.cfg.Store.LoadLease(ctx, id)
-		if err != nil {
-			return err
+	l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		switch {
+		case l.Status.Ended():
+			return nil, events.Errorf(events.ENotFound, "Lease %q has already ended.", id)
+		case l.Status == events.StatusRevoking:
+			return nil, nil // already recorded; wait for it like the first caller
 		}
-		if l.Status.Ended() {
-			return events.Errorf(events.ENotFound, "Lease %q has already ended.", id)
-		}
-		if l.Status == events.StatusRevoking {
-			recorded = l.Seq
-			break
-		}
-		e := events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", Time: time.Now().UTC(), ClientID: actor,
-			RecordUID: l.RecordUID, LeaseID: id, Outcome: events.OutcomeOK}
-		if recorded, err = s.cfg.Store.Append(ctx, events.LeaseSubject(id), e, l.Seq); err == nil {
-			break
-		} else if !errors.Is(err, jsstore.ErrConflict) {
-			return err
-		}
+		return &events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", Time: time.Now().UTC(), ClientID: actor,
+			RecordUID: l.RecordUID, LeaseID: id, Outcome: events.OutcomeOK}, nil
+	})
+	if err != nil {
+		return err
 	}
-	l, err := w.until(ctx, s, func(l events.Lease) bool { return l.Status.Ended() })
+	recorded := max(seq, l.Seq) // the sequence at which the revocation stands in the stream
+	l, err = w.until(ctx, s, func(l events.Lease) bool { return l.Status.Ended() })
 	if err != nil {
 		// Whatever the answer, a read right after it must show the revocation.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -401,33 +387,25 @@ func (s *Server) renewLease(c echo.Context) error {
 	}
 	client := clientOf(c)
 	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds)) * time.Second
-	for {
-		l, err := s.cfg.Store.LoadLease(ctx, pl.ID)
-		if err != nil {
-			return err
-		}
+	_, seq, err := s.cfg.Store.DecideLease(ctx, pl.ID, func(l events.Lease) (*events.Event, error) {
 		if l.Status.Ended() {
-			return events.Errorf(events.ENotFound, "Lease %q has already ended.", l.ID)
+			return nil, events.Errorf(events.ENotFound, "Lease %q has already ended.", l.ID)
 		}
 		exp, ok := l.RenewExpiry(time.Now(), time.Duration(*req.TTLSeconds)*time.Second, maxTTL)
 		if !ok {
-			return events.Errorf(events.EConflict, "Only an active lease can be renewed; this one is %s.", l.Status)
+			return nil, events.Errorf(events.EConflict, "Only an active lease can be renewed; this one is %s.", l.Status)
 		}
-		e := events.Event{Type: events.LeaseRenewed, ID: l.ID + ".renewed." + strconv.FormatUint(l.Seq, 10), Time: time.Now().UTC(),
-			ClientID: client.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, TTLSeconds: *req.TTLSeconds, ExpiresAt: exp, Outcome: events.OutcomeOK}
-		seq, err := s.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
-		if errors.Is(err, jsstore.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		nl, err := s.cfg.Projections.WaitLease(ctx, l.ID, seq)
-		if err != nil {
-			return err
-		}
-		return c.JSON(http.StatusOK, itemOf(nl))
+		return &events.Event{Type: events.LeaseRenewed, ID: l.ID + ".renewed." + strconv.FormatUint(l.Seq, 10), Time: time.Now().UTC(),
+			ClientID: client.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, TTLSeconds: *req.TTLSeconds, ExpiresAt: exp, Outcome: events.OutcomeOK}, nil
+	})
+	if err != nil {
+		return err
 	}
+	nl, err := s.cfg.Projections.WaitLease(ctx, pl.ID, seq)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, itemOf(nl))
 }
 
 // leaseWatch wakes a waiter whenever a lease's subject gets an event or a worker reports

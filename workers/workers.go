@@ -131,17 +131,18 @@ func (w *Workers) handleLease(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
-	l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
-	if err != nil {
-		return err
-	}
 	switch e.Type {
-	case events.LeaseRequested:
+	case events.LeaseRequested, events.LeaseRenewed:
+		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
+		if err != nil {
+			return err
+		}
+		if e.Type == events.LeaseRenewed {
+			return w.renew(ctx, l)
+		}
 		return w.provision(ctx, l, md.Sequence.Stream)
 	case events.LeaseRevoked, events.LeaseExpired:
-		return w.revoke(ctx, l)
-	case events.LeaseRenewed:
-		return w.renew(ctx, l)
+		return w.revoke(ctx, e.LeaseID)
 	}
 	return nil
 }
@@ -220,30 +221,24 @@ func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
 
 // revoke drops the user of a revoking lease and records it. Failures are returned so the
 // message is redelivered with backoff, forever: a revocation is never given up.
-func (w *Workers) revoke(ctx context.Context, l events.Lease) error {
-	for {
+func (w *Workers) revoke(ctx context.Context, id string) error {
+	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
 		if l.Status != events.StatusRevoking {
-			return nil
+			return nil, nil
 		}
 		if err := w.dropUser(ctx, l); err != nil {
 			w.notifyAttempt(l.ID, err)
 			w.cfg.Observer.RevocationFailed(l.ID)
-			return err
+			return nil, err
 		}
-		e := events.Event{Type: events.LeaseDropped, ID: l.ID + ".dropped", Time: time.Now().UTC(),
-			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}
-		_, err := w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
-		if !errors.Is(err, jsstore.ErrConflict) {
-			if err == nil {
-				w.cfg.Observer.RevocationDone(l.ID)
-				w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
-			}
-			return err
-		}
-		if l, err = w.cfg.Store.LoadLease(ctx, l.ID); err != nil {
-			return err
-		}
+		return &events.Event{Type: events.LeaseDropped, ID: l.ID + ".dropped", Time: time.Now().UTC(),
+			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}, nil
+	})
+	if err == nil && seq != 0 {
+		w.cfg.Observer.RevocationDone(l.ID)
+		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 	}
+	return err
 }
 
 func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
@@ -285,32 +280,25 @@ func (w *Workers) handleDue(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil || e.LeaseID == "" {
 		return fmt.Errorf("%w: undecodable schedule: %v", jsstore.ErrPermanent, err)
 	}
-	for {
-		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
-		if err != nil {
-			if events.ErrorCode(err) == events.ENotFound {
-				return nil
-			}
-			return err
+	l, seq, err := w.cfg.Store.DecideLease(ctx, e.LeaseID, func(l events.Lease) (*events.Event, error) {
+		switch {
+		case l.Status != events.StatusActive && l.Status != events.StatusPending:
+			return nil, nil
+		case e.ExpiresAt.Before(l.ExpiresAt):
+			return nil, w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) // renewed since: re-arm
 		}
-		if l.Status != events.StatusActive && l.Status != events.StatusPending {
-			return nil
-		}
-		if e.ExpiresAt.Before(l.ExpiresAt) {
-			return w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
-		}
-		exp := events.Event{Type: events.LeaseExpired, ID: jsstore.ExpiredID(l.ID, e.ExpiresAt), Time: time.Now().UTC(),
-			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: e.ExpiresAt}
-		_, err = w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), exp, l.Seq)
-		if !errors.Is(err, jsstore.ErrConflict) {
-			if err == nil {
-				lag := time.Since(l.ExpiresAt)
-				w.cfg.Observer.Expired(lag)
-				w.log.Info("lease expired", "lease_id", l.ID, "lag", lag.Round(time.Millisecond))
-			}
-			return err
-		}
+		return &events.Event{Type: events.LeaseExpired, ID: jsstore.ExpiredID(l.ID, e.ExpiresAt), Time: time.Now().UTC(),
+			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: e.ExpiresAt}, nil
+	})
+	switch {
+	case events.ErrorCode(err) == events.ENotFound:
+		return nil
+	case err == nil && seq != 0:
+		lag := time.Since(l.ExpiresAt)
+		w.cfg.Observer.Expired(lag)
+		w.log.Info("lease expired", "lease_id", l.ID, "lag", lag.Round(time.Millisecond))
 	}
+	return err
 }
 
 // Prepare verifies a target's admin rights and sets up what its users share. The admin

@@ -217,6 +217,30 @@ func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, er
 	return events.Fold(evs, seqs), nil
 }
 
+// DecideLease is how every change to a lease is made: it loads the lease and asks decide
+// what to append. decide returns the event, or nil when there is nothing to do (its error
+// is returned as it is). The event is appended on condition that the lease has not moved
+// on since it was loaded; when it has, the lease is loaded and decided on again, so a
+// decision is never taken on a stale state. It returns the lease decide last saw and the
+// sequence of the appended event (0 when none).
+func (s *Store) DecideLease(ctx context.Context, id string, decide func(events.Lease) (*events.Event, error)) (events.Lease, uint64, error) {
+	for {
+		l, err := s.LoadLease(ctx, id)
+		if err != nil {
+			return l, 0, err
+		}
+		e, err := decide(l)
+		if err != nil || e == nil {
+			return l, 0, err
+		}
+		seq, err := s.Append(ctx, events.LeaseSubject(id), *e, l.Seq)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return l, seq, err
+	}
+}
+
 // LastSeq returns the sequence of the last event on subject, 0 when there is none.
 func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
 	msg, err := s.events.GetLastMsgForSubject(ctx, subject)

@@ -3,6 +3,7 @@ package jsstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -162,4 +163,54 @@ func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
 	}
 	run(time.Minute)
 	run(3 * time.Minute)
+}
+
+func TestStore_DecideLease(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	now := time.Now().UTC()
+	req := events.Event{Type: events.LeaseRequested, ID: "D.requested", LeaseID: "D", Time: now, ExpiresAt: now.Add(time.Hour),
+		Lease: &events.LeaseSpec{Username: "vf_tmp_dddddddd"}}
+	if _, err := s.Append(ctx, events.LeaseSubject("D"), req, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("a decision taken on a state that moved on is taken again", func(t *testing.T) {
+		var seen []events.Status
+		l, seq, err := s.DecideLease(ctx, "D", func(l events.Lease) (*events.Event, error) {
+			seen = append(seen, l.Status)
+			if len(seen) == 1 {
+				// Another process activates the lease between this load and the append.
+				if _, err := s.Append(ctx, events.LeaseSubject("D"), events.Event{Type: events.LeaseActivated, ID: "D.activated", LeaseID: "D"}, l.Seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if l.Status != events.StatusActive {
+				return &events.Event{Type: events.LeaseFailed, ID: "D.failed", LeaseID: "D"}, nil
+			}
+			return &events.Event{Type: events.LeaseRevoked, ID: "D.revoked", LeaseID: "D"}, nil
+		})
+		if err != nil || seq == 0 || l.Status != events.StatusActive {
+			t.Fatalf("decided on %+v, seq %d, %v", l, seq, err)
+		}
+		if fmt.Sprint(seen) != "[pending active]" {
+			t.Fatalf("decide saw %v, want [pending active]", seen)
+		}
+		got, _ := s.LoadLease(ctx, "D")
+		if got.Status != events.StatusRevoking {
+			t.Fatalf("lease is %s: the stale decision (failed) was appended", got.Status)
+		}
+	})
+	t.Run("nothing to do appends nothing", func(t *testing.T) {
+		before, _ := s.LastSeq(ctx, events.LeaseSubject("D"))
+		_, seq, err := s.DecideLease(ctx, "D", func(events.Lease) (*events.Event, error) { return nil, nil })
+		after, _ := s.LastSeq(ctx, events.LeaseSubject("D"))
+		if err != nil || seq != 0 || after != before {
+			t.Fatalf("seq %d, %v, last %d -> %d", seq, err, before, after)
+		}
+	})
+	t.Run("an unknown lease is not found", func(t *testing.T) {
+		if _, _, err := s.DecideLease(ctx, "nope", func(events.Lease) (*events.Event, error) { return nil, nil }); events.ErrorCode(err) != events.ENotFound {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }
