@@ -1,7 +1,6 @@
 package http
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore"
 )
 
 type clientRequest struct {
@@ -122,24 +120,17 @@ func (s *Server) deleteClient(c echo.Context) error {
 	if _, err := s.cfg.Projections.Client(ctx, id); err != nil {
 		return err
 	}
-	for {
-		last, err := s.cfg.Store.LastSeq(ctx, events.ClientSubject(id))
-		if err != nil {
-			return err
-		}
-		e := events.Event{Type: events.ClientRemoved, ID: id + ".removed", Time: time.Now().UTC(), ClientID: id, Outcome: events.OutcomeOK,
-			Reason: "removed by " + clientOf(c).ClientID}
-		seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), e, last)
-		if errors.Is(err, jsstore.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.cfg.Projections.Wait(ctx, "client", id, seq); err != nil {
-			return err
-		}
-		s.log.Info("client removed", "client_id", id)
-		return c.NoContent(http.StatusNoContent)
+	// A removal follows whatever state the client is in, so it needs no ordering
+	// condition; its dedupe id makes a retried removal land once.
+	e := events.Event{Type: events.ClientRemoved, ID: id + ".removed", Time: time.Now().UTC(), ClientID: id, Outcome: events.OutcomeOK,
+		Reason: "removed by " + clientOf(c).ClientID}
+	seq, err := s.cfg.Store.AppendUnordered(ctx, events.ClientSubject(id), e)
+	if err != nil {
+		return err
 	}
+	if err := s.cfg.Projections.Wait(ctx, "client", id, seq); err != nil {
+		return err
+	}
+	s.log.Info("client removed", "client_id", id)
+	return c.NoContent(http.StatusNoContent)
 }
