@@ -106,7 +106,9 @@ func (s *testServer) revokeAll(tb testing.TB) {
 	}
 	admin := s.admin(tb)
 	for _, l := range page {
-		_ = admin.RevokeLease(ctx, l.ID)
+		if err := admin.RevokeLease(ctx, l.ID); err != nil {
+			tb.Logf("cleanup: lease %s may have left a database user: %v", l.ID, err)
+		}
 	}
 }
 

@@ -68,6 +68,23 @@ func unavailable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
 }
 
+// connectionLost reports whether err came from an established connection the server or
+// the network closed (as opposed to a failure to connect): worth one more try on a fresh
+// connection.
+func connectionLost(err error) bool {
+	var ce *pgconn.ConnectError
+	if err == nil || errors.As(err, &ce) {
+		return false
+	}
+	switch sqlState(err) {
+	case "57P01", "57P02", "57P03":
+		return true
+	case "":
+		return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+	}
+	return false
+}
+
 // fail returns the error a Driver method hands back; see workers.DriverError.
 func fail(op string, err error, code events.Code, msg string, secrets ...string) error {
 	return workers.DriverError(op, err, unavailable(err), code, msg,

@@ -40,6 +40,9 @@ const (
 	connectTimeout = 10 * time.Second
 	// terminateWaitMillis is how long pg_terminate_backend waits for each backend to exit.
 	terminateWaitMillis = 5000
+	// maintenanceDB is where role-level statements run when the target's own database
+	// has been dropped; every PostgreSQL cluster has it.
+	maintenanceDB = "postgres"
 	// groupPrefix prefixes the group role of a target: syvault_<record uid>.
 	groupPrefix = "syvault_"
 	// maxIdentifier is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated,

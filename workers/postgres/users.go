@@ -130,12 +130,12 @@ func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) erro
 	if err := checkIdentifier(req.Username); err != nil {
 		return fail(op, err, events.EInternal, "The username is not a valid PostgreSQL role name.", req.Conn.Password)
 	}
-	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
-	if err != nil {
-		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
+	// A pooled connection the server has since closed (a restart, a dropped database)
+	// fails on first use: then the drop is tried once more on a fresh one.
+	err := d.dropWithConn(ctx, req)
+	if connectionLost(err) {
+		err = d.dropWithConn(ctx, req)
 	}
-	defer conn.Release()
-	err = retry(ctx, func() error { return d.dropOnce(ctx, conn, req) })
 	if sqlState(err) == stateDependentObjs {
 		return fail(op, err, events.EInternal,
 			"Could not drop the database user: it holds privileges or objects the admin cannot remove.", req.Conn.Password)
@@ -144,6 +144,21 @@ func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) erro
 		return fail(op, err, events.EInternal, "Could not drop the database user.", req.Conn.Password)
 	}
 	return nil
+}
+
+// dropWithConn connects and runs the drop, retrying catalog conflicts.
+func (d *Driver) dropWithConn(ctx context.Context, req workers.DropUserRequest) error {
+	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
+	if sqlState(err) == stateInvalidCatalog {
+		// The target's database is gone, but roles are cluster-wide and the user could
+		// still log in elsewhere: drop it from the maintenance database.
+		conn, err = d.acquire(ctx, req.Conn, maintenanceDB)
+	}
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	return retry(ctx, func() error { return d.dropOnce(ctx, conn, req) })
 }
 
 // dropOnce is one attempt of DropUser; every step is idempotent so a retry may repeat it.
