@@ -69,27 +69,44 @@ func TestRevoke_TargetDown(t *testing.T) {
 // TestRevoke_TargetDatabaseDropped: roles are cluster-wide, so a lease user outlives its
 // target's database and could still log in elsewhere; revoking it must still drop it.
 func TestRevoke_TargetDatabaseDropped(t *testing.T) {
-	eng := postgresEngine(t)
-	ctx := context.Background()
-	srv := mustServer(t, "", nil)
-	admin := srv.admin(t)
-	tg := eng.target(t)
-	target, err := admin.CreateTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
+	for name, mk := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			eng := mk(t)
+			ctx := context.Background()
+			dir := t.TempDir()
+			srv := mustServer(t, dir, nil)
+			admin := srv.admin(t)
+			tg := eng.target(t)
+			target, err := admin.CreateTarget(ctx, tg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lease := mustLease(t, admin, target.RecordUID, 600)
+			drop := "DROP DATABASE " + tg.Database
+			if name == "postgresql" {
+				drop += " WITH (FORCE)"
+			}
+			if err := eng.admin(ctx, drop); err != nil {
+				t.Fatal(err)
+			}
+			if name == "postgresql" {
+				// The user still logs in to another database.
+				sess, err := eng.login(ctx, strings.Replace(lease.ConnectionString, "/"+tg.Database, "/postgres", 1))
+				if err != nil {
+					t.Fatalf("expected the orphaned user to log in elsewhere: %v", err)
+				}
+				sess.Close()
+			}
+			// A restarted SyVault has no pooled connection that predates the drop.
+			if err := srv.Close(); err != nil {
+				t.Fatal(err)
+			}
+			srv = mustServer(t, dir, nil)
+			admin = srv.admin(t)
+			if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
+				t.Fatalf("revoke after the target's database was dropped: %v\n%s", err, srv.Log.String())
+			}
+			mustBeGone(t, eng, lease.Username, 0)
+		})
 	}
-	lease := mustLease(t, admin, target.RecordUID, 600)
-	if err := eng.admin(ctx, "DROP DATABASE "+tg.Database+" WITH (FORCE)"); err != nil {
-		t.Fatal(err)
-	}
-	// The user still logs in to another database.
-	if sess, err := eng.login(ctx, strings.Replace(lease.ConnectionString, "/"+tg.Database, "/postgres", 1)); err != nil {
-		t.Fatalf("expected the orphaned user to log in elsewhere: %v", err)
-	} else {
-		sess.Close()
-	}
-	if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
-		t.Fatalf("revoke after the target's database was dropped: %v\n%s", err, srv.Log.String())
-	}
-	mustBeGone(t, eng, lease.Username, 0)
 }

@@ -136,7 +136,8 @@ func config(c workers.Conn, logger *slog.Logger) (*mysql.Config, error) {
 	cfg.Addr = net.JoinHostPort(c.Host, strconv.Itoa(port))
 	cfg.User = c.Username
 	cfg.Passwd = c.Password
-	cfg.DBName = c.Database
+	// No default database: every statement names its database, and a user must still be
+	// droppable after the target's database itself was dropped.
 	cfg.Timeout = connectTimeout
 	// Placeholders are filled in by the driver (it escapes per the session's
 	// NO_BACKSLASH_ESCAPES status): one round trip per query instead of prepare, execute
