@@ -47,6 +47,11 @@ type Lease struct {
 	Spec *LeaseSpec `json:"-"`
 }
 
+// LeaseCreatedAt is a lease's created_at for a request made at t: whole seconds, as the
+// API shows it, so that expires_at is exactly created_at plus the TTL. Its request event
+// keeps t itself, so the audit orders and filters on the precise time.
+func LeaseCreatedAt(t time.Time) time.Time { return t.UTC().Truncate(time.Second) }
+
 // Apply folds one event, stored at stream sequence seq, into the lease. It returns false
 // when the event changes nothing: already applied, stale, or not valid in the lease's
 // current status. It never fails, so replaying any stream gives one answer.
@@ -71,7 +76,7 @@ func (l *Lease) apply(e Event) bool {
 		l.Username = e.Lease.Username
 		l.Status = StatusPending
 		l.TTLSeconds = e.TTLSeconds
-		l.CreatedAt = e.Time
+		l.CreatedAt = LeaseCreatedAt(e.Time)
 		l.ExpiresAt = e.ExpiresAt
 		spec := *e.Lease
 		l.Spec = &spec

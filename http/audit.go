@@ -154,9 +154,9 @@ func (s *Server) replayAudit(ctx context.Context, q auditQuery) ([]auditItem, ui
 			if derr == nil && q.matches(e) {
 				items = append(items, auditItemOf(seq, e))
 			}
-			// Events are filtered on their own time, which never follows the time the
-			// stream stored them at, but may precede it (some are stamped in whole seconds,
-			// before the append): stop only once storage is well past until.
+			// Events are filtered on their own time, stamped before the append: it never
+			// follows the time the stream stored them at, and concurrent appends may be
+			// stored out of time order, so stop only once storage is well past until.
 			if !q.until.IsZero() && md.Timestamp.After(q.until.Add(untilSlack)) {
 				return items, 0, nil
 			}

@@ -72,9 +72,10 @@ func (s *Server) createClient(c echo.Context) error {
 		}
 		allowed = append(allowed, uid)
 	}
+	now := time.Now().UTC()
 	client := events.Client{ClientID: uuid.NewString(), Name: req.Name, PublicKey: req.PublicKey, Role: req.Role,
-		AllowedRecords: allowed, MaxTTLSeconds: req.MaxTTLSeconds, CreatedAt: time.Now().UTC().Truncate(time.Second)}
-	e := events.Event{Type: events.ClientRegistered, ID: client.ClientID + ".registered", Time: client.CreatedAt,
+		AllowedRecords: allowed, MaxTTLSeconds: req.MaxTTLSeconds, CreatedAt: now.Truncate(time.Second)}
+	e := events.Event{Type: events.ClientRegistered, ID: client.ClientID + ".registered", Time: now,
 		ClientID: clientOf(c).ClientID, Outcome: events.OutcomeOK, Client: &client}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
 	if err != nil {

@@ -118,9 +118,9 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 		return nil, err
 	}
 	now := time.Now().UTC()
-	// Whole seconds, as the API shows them: expires_at is exactly created_at + ttl.
-	created := now.Truncate(time.Second)
-	expires := created.Add(time.Duration(ttl) * time.Second)
+	// The API shows whole seconds, and expires_at is exactly created_at + ttl; the event
+	// itself keeps the precise time for the audit.
+	expires := events.LeaseCreatedAt(now).Add(time.Duration(ttl) * time.Second)
 	username, password := newUsername(), newPassword()
 	spec := &events.LeaseSpec{
 		Username:       username,
@@ -128,7 +128,7 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 		Deadline:       now.Add(s.cfg.RequestTimeout),
 		Target:         target,
 	}
-	ev := events.Event{Type: events.LeaseRequested, ID: id.String() + ".requested", Time: created, ClientID: client.ClientID,
+	ev := events.Event{Type: events.LeaseRequested, ID: id.String() + ".requested", Time: now, ClientID: client.ClientID,
 		RecordUID: target.RecordUID, LeaseID: id.String(), TTLSeconds: ttl, ExpiresAt: expires, Lease: spec}
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)

@@ -133,13 +133,14 @@ func (s *Server) createTarget(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	t.RecordUID = NewRecordUID()
-	t.CreatedAt = time.Now().UTC().Truncate(time.Second)
+	now := time.Now().UTC()
+	t.CreatedAt = now.Truncate(time.Second)
 	if err := s.cfg.Preparer.Prepare(ctx, t, req.AdminPassword); err != nil {
 		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
 		return err
 	}
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(req.AdminPassword), []byte(t.RecordUID))
-	e := events.Event{Type: events.TargetRegistered, ID: t.RecordUID + ".registered", Time: t.CreatedAt,
+	e := events.Event{Type: events.TargetRegistered, ID: t.RecordUID + ".registered", Time: now,
 		ClientID: clientOf(c).ClientID, RecordUID: t.RecordUID, Outcome: events.OutcomeOK, Target: &t}
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(t.RecordUID), e, 0)
 	if err != nil {

@@ -286,20 +286,34 @@ func TestServe_TLS(t *testing.T) {
 	}
 }
 
-// TestAudit_UntilKeepsWholeSecond: until is compared with the events' own times, so every
-// event stamped at or before it is listed, however late in that second it was stored.
-func TestAudit_UntilKeepsWholeSecond(t *testing.T) {
+// TestAudit_UntilIsInclusive: until is compared with the events' own, precise times, so
+// every event stamped at or before it is listed, however late it was stored; a lease's
+// created_at is its request's time cut to the second.
+func TestAudit_UntilIsInclusive(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
 	target := mustTarget(t, admin, eng)
-	var leases []*client.Lease
+	created := map[string]time.Time{}
 	for range 3 {
-		leases = append(leases, mustLease(t, admin, target.RecordUID, 60))
+		l := mustLease(t, admin, target.RecordUID, 60)
+		created[l.LeaseID] = l.CreatedAt
 	}
-	// lease.requested events carry created_at, a whole second; until = the last one's.
-	until := leases[2].CreatedAt
+	all, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var until time.Time
+	for _, e := range all.Data {
+		if e.Type != "lease.requested" {
+			continue
+		}
+		if c := created[e.LeaseID]; e.Time.Before(c) || !e.Time.Before(c.Add(time.Second)) {
+			t.Errorf("lease %s: requested at %v, but created_at is %v", e.LeaseID, e.Time, c)
+		}
+		until = e.Time
+	}
 	page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID, Until: until})
 	if err != nil {
 		t.Fatal(err)

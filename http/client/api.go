@@ -237,10 +237,10 @@ func (c *Client) Audit(ctx context.Context, o AuditOptions) (*AuditPage, error) 
 		}
 	}
 	if !o.Since.IsZero() {
-		q.Set("since", o.Since.UTC().Format(time.RFC3339))
+		q.Set("since", o.Since.UTC().Format(time.RFC3339Nano))
 	}
 	if !o.Until.IsZero() {
-		q.Set("until", o.Until.UTC().Format(time.RFC3339))
+		q.Set("until", o.Until.UTC().Format(time.RFC3339Nano))
 	}
 	if o.Limit != 0 {
 		q.Set("limit", strconv.Itoa(o.Limit))
