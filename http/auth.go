@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/http/tokenkey"
 )
 
 // Client assertions and access tokens.
@@ -46,13 +46,11 @@ type ed25519Alg struct{ *jwt.SigningMethodEd25519 }
 
 func (ed25519Alg) Alg() string { return "Ed25519" }
 
-// DeriveTokenKey derives the access-token signing key from the master key, so that every
-// process sharing the master key accepts the others' tokens without another secret to
-// distribute.
-func DeriveTokenKey(masterKey []byte) []byte {
-	m := hmac.New(sha256.New, masterKey)
-	m.Write([]byte("syvault access token signing key v1"))
-	return m.Sum(nil)
+// TokenKeys holds the keys of access tokens: one signs new tokens, and each key still
+// retained verifies the tokens that name it by kid. *tokenkey.Ring is the implementation.
+type TokenKeys interface {
+	Signing() (kid string, key []byte)
+	Verifying(ctx context.Context, kid string) ([]byte, error)
 }
 
 type authenticator struct {
@@ -118,7 +116,10 @@ func (s *Server) token(c echo.Context) error {
 		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.TokenTTL)),
 		ID:        uuid.NewString(),
 	}
-	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.cfg.TokenKey)
+	kid, key := s.cfg.TokenKeys.Signing()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["kid"] = kid
+	signed, err := tok.SignedString(key)
 	if err != nil {
 		return fmt.Errorf("sign token: %w", err)
 	}
@@ -208,12 +209,26 @@ func parseAssertion(assertion string, audiences []string, now time.Time, keyFor 
 	return claims, nil
 }
 
-// parseAccessToken checks an access token this server issued and returns its client id.
-func parseAccessToken(raw string, key []byte) (string, error) {
+// parseAccessToken checks an access token this deployment issued, with the key its kid
+// names, and returns its client id.
+func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (string, error) {
 	claims := jwt.RegisteredClaims{}
-	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return key, nil },
+	var keyErr error
+	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if kid == "" {
+			return nil, tokenkey.ErrUnknownKey
+		}
+		k, err := keys.Verifying(ctx, kid)
+		keyErr = err
+		return k, err
+	},
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(tokenIssuer),
 		jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
+	if keyErr != nil && !errors.Is(keyErr, tokenkey.ErrUnknownKey) {
+		// The token may be fine; the keys could not be read to tell.
+		return "", events.Wrap(keyErr, events.EUnavailable, "The token keys cannot be read just now; try again shortly.")
+	}
 	if err != nil || claims.Subject == "" {
 		return "", unauthenticated("The access token is invalid or expired; get a new one.")
 	}
@@ -229,7 +244,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || raw == "" {
 			return unauthenticated("Send an access token in the Authorization header as: Bearer TOKEN (get one from %s/auth/token).", BasePath)
 		}
-		clientID, err := parseAccessToken(raw, s.cfg.TokenKey)
+		clientID, err := parseAccessToken(c.Request().Context(), raw, s.cfg.TokenKeys)
 		if err != nil {
 			return err
 		}

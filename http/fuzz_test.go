@@ -1,9 +1,11 @@
 package http
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/tokenkey"
 )
 
 const testAud = "https://vault.example.com"
@@ -83,18 +86,53 @@ func TestParseAssertion(t *testing.T) {
 	refused("alg HS256 with the public key as secret", hs+"."+good[1]+"."+good[2])
 }
 
+// staticKeys is a TokenKeys of one key; err, when set, stands for a bucket that cannot
+// be read.
+type staticKeys struct {
+	kid string
+	key []byte
+	err error
+}
+
+func (k staticKeys) Signing() (string, []byte) { return k.kid, k.key }
+
+func (k staticKeys) Verifying(_ context.Context, kid string) ([]byte, error) {
+	switch {
+	case k.err != nil:
+		return nil, k.err
+	case kid != k.kid:
+		return nil, tokenkey.ErrUnknownKey
+	}
+	return k.key, nil
+}
+
+var testKeys = staticKeys{kid: "k1", key: []byte("0123456789abcdef0123456789abcdef")}
+
 func TestParseAccessToken(t *testing.T) {
-	key := []byte("0123456789abcdef0123456789abcdef")
-	sign := func(k []byte, m jwt.SigningMethod, c jwt.RegisteredClaims) string {
-		s, err := jwt.NewWithClaims(m, c).SignedString(k)
+	ctx := context.Background()
+	key := testKeys.key
+	signKid := func(kid string, k []byte, m jwt.SigningMethod, c jwt.RegisteredClaims) string {
+		tok := jwt.NewWithClaims(m, c)
+		if kid != "" {
+			tok.Header["kid"] = kid
+		}
+		s, err := tok.SignedString(k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
+	sign := func(k []byte, m jwt.SigningMethod, c jwt.RegisteredClaims) string {
+		return signKid(testKeys.kid, k, m, c)
+	}
 	valid := jwt.RegisteredClaims{Issuer: tokenIssuer, Subject: "c1", Audience: jwt.ClaimStrings{tokenIssuer}, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Minute))}
-	if id, err := parseAccessToken(sign(key, jwt.SigningMethodHS256, valid), key); err != nil || id != "c1" {
+	if id, err := parseAccessToken(ctx, sign(key, jwt.SigningMethodHS256, valid), testKeys); err != nil || id != "c1" {
 		t.Fatalf("valid token: %q %v", id, err)
+	}
+	// A token that may be valid is not called invalid because the keys cannot be read.
+	down := staticKeys{err: errors.New("nats: timeout")}
+	if _, err := parseAccessToken(ctx, sign(key, jwt.SigningMethodHS256, valid), down); events.ErrorCode(err) != events.EUnavailable {
+		t.Errorf("keys unreadable: err = %v, want unavailable", err)
 	}
 	expired := valid
 	expired.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Hour))
@@ -102,6 +140,8 @@ func TestParseAccessToken(t *testing.T) {
 	otherIss.Issuer = "someone"
 	for name, tok := range map[string]string{
 		"other key":  sign([]byte("ffffffffffffffffffffffffffffffff"), jwt.SigningMethodHS256, valid),
+		"no kid":     signKid("", key, jwt.SigningMethodHS256, valid),
+		"other kid":  signKid("k2", key, jwt.SigningMethodHS256, valid),
 		"expired":    sign(key, jwt.SigningMethodHS256, expired),
 		"other iss":  sign(key, jwt.SigningMethodHS256, otherIss),
 		"HS512":      sign(key, jwt.SigningMethodHS512, valid),
@@ -109,7 +149,7 @@ func TestParseAccessToken(t *testing.T) {
 		"not a JWT":  "abc",
 		"three dots": "...",
 	} {
-		if _, err := parseAccessToken(tok, key); events.ErrorCode(err) != events.EUnauthenticated {
+		if _, err := parseAccessToken(ctx, tok, testKeys); events.ErrorCode(err) != events.EUnauthenticated {
 			t.Errorf("%s: err = %v", name, err)
 		}
 	}
@@ -187,13 +227,18 @@ func FuzzParseTokens(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.e30.")
 	f.Add("a.b.c")
 	f.Add("")
-	key := []byte("0123456789abcdef0123456789abcdef")
+	valid := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: tokenIssuer, Subject: "c1", Audience: jwt.ClaimStrings{tokenIssuer},
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))})
+	valid.Header["kid"] = testKeys.kid
+	if s, err := valid.SignedString(testKeys.key); err == nil {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		claims, err := parseAssertion(raw, []string{testAud}, time.Now(), func(string) (ed25519.PublicKey, error) { return pub, nil })
 		if err == nil && (claims.Subject != claims.Issuer || claims.ID == "") {
 			t.Fatalf("accepted an assertion breaking the rules: %+v", claims)
 		}
-		if id, err := parseAccessToken(raw, key); err == nil && id == "" {
+		if id, err := parseAccessToken(context.Background(), raw, testKeys); err == nil && id == "" {
 			t.Fatal("accepted an access token without a subject")
 		}
 	})

@@ -112,8 +112,8 @@ func TestOpenAPI_MatchesRoutes(t *testing.T) {
 	}
 	s, err := New(ctx, Config{
 		Store: store, Projections: proj, Sealer: sealer, Preparer: nopPreparer{},
-		TokenKey: make([]byte, 32),
-		Metrics:  http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}),
+		TokenKeys: testKeys,
+		Metrics:   http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -46,8 +46,8 @@ type Config struct {
 	Sealer      *seal.Sealer
 	Preparer    TargetPreparer
 	Logger      *slog.Logger
-	// TokenKey signs access tokens; every process of one deployment must use the same.
-	TokenKey []byte
+	// TokenKeys sign and verify access tokens; every process of one deployment shares them.
+	TokenKeys TokenKeys
 	// TokenTTL is the access tokens' lifetime. Default 15 minutes.
 	TokenTTL time.Duration
 	// RequestTimeout bounds how long a lease create or revoke waits for the workers.
@@ -96,8 +96,8 @@ type Server struct {
 
 // New builds the server and its routes; Open starts listening.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Store == nil || (!cfg.OpsOnly && (cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil || len(cfg.TokenKey) < 32)) {
-		return nil, errors.New("http.New: Store, Projections, Sealer, Preparer and a 32-byte TokenKey are required")
+	if cfg.Store == nil || (!cfg.OpsOnly && (cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil || cfg.TokenKeys == nil)) {
+		return nil, errors.New("http.New: Store, Projections, Sealer, Preparer and TokenKeys are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

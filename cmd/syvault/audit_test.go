@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -23,6 +25,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
 )
@@ -329,5 +332,112 @@ func TestAudit_UntilIsInclusive(t *testing.T) {
 	}
 	if n != 3 {
 		t.Fatalf("%d of 3 lease.requested events stamped at or before until were listed", n)
+	}
+}
+
+// TestRotateTokenKey: `syvault rotate-token-key` against a running deployment of two
+// processes. Tokens issued before a rotation keep working everywhere and new ones are
+// signed with the new key; --drop-previous refuses every earlier token in every process,
+// and a Go client holding one recovers by itself. A wrong master key is refused.
+func TestRotateTokenKey(t *testing.T) {
+	ctx := context.Background()
+	natsAddr := freeAddr(t)
+	p1 := mustServer(t, "", func(c *Config) { c.NATSListen = natsAddr })
+	keyFile := filepath.Join(p1.Dir, "master.key")
+	p2 := mustServer(t, "", func(c *Config) {
+		c.Dev = false
+		c.NATSURL = "nats://" + natsAddr
+		c.MasterKeyFile = keyFile
+	})
+	admin := p1.admin(t)
+	rotate := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		args = append([]string{"rotate-token-key", "--nats-url", "nats://" + natsAddr, "--master-key-file", keyFile, "--data-dir", t.TempDir()}, args...)
+		if err := run(ctx, args, &stdout, &stderr); err != nil {
+			t.Fatalf("rotate-token-key: %v\n%s", err, stderr.String())
+		}
+		return stdout.String()
+	}
+	status := func(p *testServer, tok string) int {
+		s, _ := raw(t, p, "GET", syhttp.BasePath+"/dynamic/leases", tok, "", nil)
+		return s
+	}
+	kidOf := func(tok string) string {
+		parsed, _, err := jwt.NewParser().ParseUnverified(tok, &jwt.RegisteredClaims{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kid, _ := parsed.Header["kid"].(string)
+		return kid
+	}
+	before := mustToken(t, admin)
+
+	out := rotate()
+	kid1, ok := strings.CutPrefix(strings.SplitN(out, "\n", 2)[0], "new access-token signing key ")
+	if !ok || kid1 == kidOf(before) || !strings.Contains(out, "retired key(s) "+kidOf(before)) {
+		t.Fatalf("rotation output %q; key before %s", out, kidOf(before))
+	}
+	for _, p := range []*testServer{p1, p2} {
+		deadline := time.Now().Add(5 * time.Second)
+		for k, _ := p.tokens.Signing(); k != kid1; k, _ = p.tokens.Signing() {
+			if time.Now().After(deadline) {
+				t.Fatal("a process still signs with the old key 5s after the rotation")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, p := range []*testServer{p1, p2} {
+		if s := status(p, before); s != 200 {
+			t.Fatalf("a token issued before the rotation got %d", s)
+		}
+	}
+	// New tokens carry the new key and every process accepts them.
+	ac := p1.adminClient(t)
+	fresh, err := client.New(p2.HTTP.URL(), ac.ClientID, ac.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := mustToken(t, fresh)
+	if kidOf(after) != kid1 {
+		t.Fatalf("a token issued after the rotation names key %q, want %q", kidOf(after), kid1)
+	}
+	if s := status(p1, after); s != 200 {
+		t.Fatalf("process 1 refused process 2's new token: %d", s)
+	}
+
+	out = rotate("--drop-previous")
+	if !strings.Contains(out, "dropped") {
+		t.Fatalf("rotation output %q", out)
+	}
+	for _, p := range []*testServer{p1, p2} {
+		for _, tok := range []string{before, after} {
+			deadline := time.Now().Add(5 * time.Second)
+			for status(p, tok) != 401 {
+				if time.Now().After(deadline) {
+					t.Fatal("a token of a dropped key still works 5s after the rotation")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	// admin still holds `before`; its next call gets a new token instead of failing.
+	if _, err := admin.ListLeases(ctx, client.ListLeasesOptions{}); err != nil {
+		t.Fatalf("the Go client did not recover from its token's key being dropped: %v", err)
+	}
+
+	var stderr bytes.Buffer
+	other := filepath.Join(t.TempDir(), "other.key")
+	if err := os.WriteFile(other, []byte(seal.EncodeKey(seal.NewKey())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(ctx, []string{"rotate-token-key", "--nats-url", "nats://" + natsAddr, "--master-key-file", other}, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "another master key") {
+		t.Fatalf("rotation with another master key: %v", err)
+	}
+	for _, secret := range []string{before, after} {
+		if strings.Contains(p1.Log.String()+p2.Log.String(), secret) {
+			t.Fatal("a token reached the log")
+		}
 	}
 }

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
 )
@@ -64,12 +62,8 @@ func TestAuthorization_Matrix(t *testing.T) {
 	if err := admin.DeleteClient(ctx, goneID); err != nil {
 		t.Fatal(err)
 	}
-	key, err := seal.LoadKeyFile(filepath.Join(srv.Dir, "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	expired, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: "syvault", Subject: idA, Audience: jwt.ClaimStrings{"syvault"},
-		ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Hour))}).SignedString(syhttp.DeriveTokenKey(key))
+	expired := srv.forgeToken(t, jwt.RegisteredClaims{Issuer: "syvault", Subject: idA, Audience: jwt.ClaimStrings{"syvault"},
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Hour))})
 
 	leaseOf := func(c *client.Client, uid string) string {
 		l := mustLease(t, c, uid, 3600)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/syvault/syvault/http/client"
@@ -92,6 +93,34 @@ func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
 	return srv
 }
 
+// adminClient reads the admin credentials --dev wrote.
+func (s *testServer) adminClient(tb testing.TB) AdminClient {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(s.Dir, AdminClientFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ac AdminClient
+	if err := json.Unmarshal(data, &ac); err != nil {
+		tb.Fatal(err)
+	}
+	return ac
+}
+
+// forgeToken signs claims with the deployment's current token key, as the server does, so
+// a token it makes is refused only for what its claims say.
+func (s *testServer) forgeToken(tb testing.TB, claims jwt.RegisteredClaims) string {
+	tb.Helper()
+	kid, key := s.tokens.Signing()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["kid"] = kid
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return signed
+}
+
 // revokeAll revokes every lease still active, best effort (the test may have stopped
 // NATS or the database on purpose).
 func (s *testServer) revokeAll(tb testing.TB) {
@@ -115,14 +144,7 @@ func (s *testServer) revokeAll(tb testing.TB) {
 // admin returns a client authenticated as the bootstrap admin.
 func (s *testServer) admin(tb testing.TB) *client.Client {
 	tb.Helper()
-	data, err := os.ReadFile(filepath.Join(s.Dir, AdminClientFile))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var ac AdminClient
-	if err := json.Unmarshal(data, &ac); err != nil {
-		tb.Fatal(err)
-	}
+	ac := s.adminClient(tb)
 	c, err := client.New(s.HTTP.URL(), ac.ClientID, ac.PrivateKey)
 	if err != nil {
 		tb.Fatal(err)

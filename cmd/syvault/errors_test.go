@@ -135,27 +135,26 @@ func TestErrors(t *testing.T) {
 		}
 	})
 	t.Run("401 unauthenticated", func(t *testing.T) {
-		masterKey, err := seal.LoadKeyFile(filepath.Join(srv.Dir, "master.key"))
-		if err != nil {
-			t.Fatal(err)
+		data, _ := os.ReadFile(filepath.Join(srv.Dir, AdminClientFile))
+		var ac AdminClient
+		_ = json.Unmarshal(data, &ac)
+		claims := func(exp time.Time) jwt.RegisteredClaims {
+			return jwt.RegisteredClaims{Issuer: "syvault", Subject: ac.ClientID, Audience: jwt.ClaimStrings{"syvault"}, ExpiresAt: jwt.NewNumericDate(exp)}
 		}
-		sign := func(key []byte, exp time.Time, alg jwt.SigningMethod) string {
-			s, err := jwt.NewWithClaims(alg, jwt.RegisteredClaims{Issuer: "syvault", Subject: "x", Audience: jwt.ClaimStrings{"syvault"},
-				ExpiresAt: jwt.NewNumericDate(exp)}).SignedString(key)
+		kid, _ := srv.tokens.Signing()
+		// A well-formed token for the real admin, signed with key under the key id kid.
+		sign := func(kid string, key []byte, exp time.Time) string {
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims(exp))
+			if kid != "" {
+				tok.Header["kid"] = kid
+			}
+			s, err := tok.SignedString(key)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		}
-		ctoken := func(exp time.Time) string {
-			// A well-formed token for the real admin, signed with the real key.
-			data, _ := os.ReadFile(filepath.Join(srv.Dir, AdminClientFile))
-			var ac AdminClient
-			_ = json.Unmarshal(data, &ac)
-			s, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: "syvault", Subject: ac.ClientID,
-				Audience: jwt.ClaimStrings{"syvault"}, ExpiresAt: jwt.NewNumericDate(exp)}).SignedString(syhttp.DeriveTokenKey(masterKey))
-			return s
-		}
+		ctoken := func(exp time.Time) string { return srv.forgeToken(t, claims(exp)) }
 		if status, _ := raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", ctoken(time.Now().Add(time.Minute)), "", nil); status != 200 {
 			t.Fatalf("control: a valid token got %d", status)
 		}
@@ -163,7 +162,9 @@ func TestErrors(t *testing.T) {
 			"no token":              "",
 			"garbage":               "not.a.token",
 			"expired":               ctoken(time.Now().Add(-time.Hour)),
-			"signed by another key": sign(seal.NewKey(), time.Now().Add(time.Minute), jwt.SigningMethodHS256),
+			"signed by another key": sign(kid, seal.NewKey(), time.Now().Add(time.Minute)),
+			"unknown key id":        sign("0123456789abcdef", seal.NewKey(), time.Now().Add(time.Minute)),
+			"no key id":             sign("", seal.NewKey(), time.Now().Add(time.Minute)),
 			"alg none":              "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + strings.Split(ctoken(time.Now().Add(time.Minute)), ".")[1] + ".",
 		} {
 			status, body := raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", tok, "", nil)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/syvault/syvault/http/tokenkey"
 )
 
 func main() {
@@ -32,6 +34,7 @@ Usage:
   syvault serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--nats-url URL] [--components api,workers]
   syvault init --data-dir DIR            make a master key and the first admin client
   syvault rebuild-projections [--data-dir DIR] [--nats-url URL]
+  syvault rotate-token-key [--drop-previous] [--data-dir DIR] [--nats-url URL]
   syvault version
 
 Run 'syvault <command> --help' for a command's flags. Every flag can also be set by an
@@ -46,7 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "serve", "init", "rebuild-projections":
+	case "serve", "init", "rebuild-projections", "rotate-token-key":
 	case "version":
 		fmt.Fprintln(stdout, "syvault", version)
 		return nil
@@ -71,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return m.Init(ctx, stdout)
 	case "rebuild-projections":
 		return m.RebuildProjections(ctx, stdout)
+	case "rotate-token-key":
+		return m.RotateTokenKey(ctx, stdout)
 	}
 	if err := m.Open(ctx); err != nil {
 		_ = m.Close()
@@ -103,6 +108,8 @@ type Config struct {
 	TokenTTL    time.Duration
 	TLSCertFile string
 	TLSKeyFile  string
+	// DropPrevious makes rotate-token-key drop the old keys at once instead of retiring them.
+	DropPrevious bool
 }
 
 func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
@@ -127,6 +134,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by (client assertions' aud); default: the request's own")
+	}
+	if cmd == "rotate-token-key" {
+		fs.BoolVar(&cfg.DropPrevious, "drop-previous", false, "refuse every token issued so far, at once (for a key that may have leaked); otherwise the old key keeps verifying until its tokens expire")
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -160,7 +170,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
 	}
-	if cmd == "serve" && (cfg.TokenTTL < time.Minute || cfg.TokenTTL > 24*time.Hour) {
+	if cmd == "serve" && (cfg.TokenTTL < time.Minute || cfg.TokenTTL > tokenkey.MaxTokenTTL) {
 		return cfg, errors.New("--token-ttl must be between 1m and 24h")
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/http/tokenkey"
 	"github.com/syvault/syvault/projections"
 )
 
@@ -55,7 +57,8 @@ func allMessages(t *testing.T, js jetstream.JetStream) map[string][]string {
 // TestSecrets_NowhereInPlaintext runs a session on both engines (targets, leases created,
 // renewed, revoked, expired, one failed) and then scans every stream message, every KV
 // value and every log line for the admin passwords, the lease passwords, the admin
-// client's private key and the access token, raw, URL-encoded and base64-encoded.
+// client's private key, the access token, the token signing key and the master key, raw,
+// URL-encoded and base64-encoded.
 func TestSecrets_NowhereInPlaintext(t *testing.T) {
 	pg, my := postgresEngine(t), mysqlEngine(t)
 	ctx := context.Background()
@@ -108,6 +111,12 @@ func TestSecrets_NowhereInPlaintext(t *testing.T) {
 	}
 	keyBody := strings.Join(strings.Split(ac.PrivateKey, "\n")[1:2], "")
 	secrets = append(secrets, keyBody)
+	_, tokenKey := srv.tokens.Signing()
+	masterKey, err := os.ReadFile(filepath.Join(srv.Dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, string(tokenKey), hex.EncodeToString(tokenKey), strings.TrimSpace(string(masterKey)))
 
 	forms := func(s string) []string {
 		return []string{s, url.QueryEscape(s), url.PathEscape(s), base64.StdEncoding.EncodeToString([]byte(s)),
@@ -124,7 +133,7 @@ func TestSecrets_NowhereInPlaintext(t *testing.T) {
 		}
 	}
 	msgs := allMessages(t, srv.store.JetStream())
-	for _, stream := range []string{"SYVAULT_EVENTS", "SYVAULT_SCHEDULES", "KV_" + projections.LeasesBucket, "KV_" + projections.TargetsBucket} {
+	for _, stream := range []string{"SYVAULT_EVENTS", "SYVAULT_SCHEDULES", "KV_" + projections.LeasesBucket, "KV_" + projections.TargetsBucket, "KV_" + tokenkey.Bucket} {
 		if len(msgs[stream]) == 0 {
 			t.Errorf("stream %s is empty: the scan would prove nothing", stream)
 		}

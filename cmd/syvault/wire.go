@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
+	"github.com/syvault/syvault/http/tokenkey"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
 	"github.com/syvault/syvault/workers/mysql"
@@ -43,6 +45,7 @@ type Main struct {
 	proj    *projections.Projections
 	workers *workers.Workers
 	drivers map[events.Engine]workers.Driver
+	tokens  *tokenkey.Ring
 	HTTP    *syhttp.Server
 
 	cancel    context.CancelFunc
@@ -146,22 +149,35 @@ func (m *Main) masterKey(create bool) ([]byte, error) {
 	return key, nil
 }
 
-// Open starts everything this process runs and returns once it serves.
-func (m *Main) Open(ctx context.Context) error {
-	key, err := m.masterKey(m.Config.Dev)
+// unsealAndConnect loads the master key (creating it in dev mode when createKey) and
+// connects to NATS; the key is checked first, so a missing one costs no connection.
+func (m *Main) unsealAndConnect(ctx context.Context, createKey bool) (*seal.Sealer, error) {
+	key, err := m.masterKey(createKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sealer, err := seal.New(key)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := m.connect(ctx); err != nil {
+	return sealer, m.connect(ctx)
+}
+
+// Open starts everything this process runs and returns once it serves.
+func (m *Main) Open(ctx context.Context) error {
+	sealer, err := m.unsealAndConnect(ctx, m.Config.Dev)
+	if err != nil {
 		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+	// Every process opens the token keys, workers too: it is where a wrong master key is
+	// caught at start, before a worker fails to open a target's admin password.
+	if m.tokens, err = m.openTokenKeys(ctx, sealer); err != nil {
+		return err
+	}
+	m.goRun("token keys", func() error { return m.tokens.Run(runCtx) })
 
 	m.drivers = map[events.Engine]workers.Driver{
 		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
@@ -181,7 +197,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Metrics:  obs.handler(),
 		Observer: obs,
 		Store:    m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
-		TokenKey: syhttp.DeriveTokenKey(key), TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
+		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
 		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
 		Ready: map[string]syhttp.ReadyChecker{
 			"event_store": func(ctx context.Context) error {
@@ -345,6 +361,36 @@ func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "admin client written to %s\n", filepath.Join(m.Config.DataDir, AdminClientFile))
+	return nil
+}
+
+func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenkey.Ring, error) {
+	return tokenkey.Open(ctx, m.store.JetStream(), m.Config.Replicas, sealer, m.Logger.With("component", "token keys"))
+}
+
+// RotateTokenKey makes a new access-token signing key for the whole deployment; see
+// tokenkey.Ring.Rotate.
+func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
+	defer m.Close()
+	sealer, err := m.unsealAndConnect(ctx, false)
+	if err != nil {
+		return err
+	}
+	ring, err := m.openTokenKeys(ctx, sealer)
+	if err != nil {
+		return err
+	}
+	r, err := ring.Rotate(ctx, m.Config.DropPrevious)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "new access-token signing key %s\n", r.Current)
+	if len(r.Kept) > 0 {
+		fmt.Fprintf(stdout, "still verifying tokens of the retired key(s) %s for up to %s\n", strings.Join(r.Kept, ", "), tokenkey.Retention)
+	}
+	if len(r.Dropped) > 0 {
+		fmt.Fprintf(stdout, "dropped key(s) %s: tokens they signed are refused from now on\n", strings.Join(r.Dropped, ", "))
+	}
 	return nil
 }
 

@@ -40,7 +40,7 @@ type Client struct {
 	http     *http.Client
 
 	mu      sync.Mutex
-	token   string
+	tok     string
 	expires time.Time
 }
 
@@ -98,14 +98,20 @@ type TokenResponse struct {
 // Token returns a valid access token, fetching a new one when the cached one is within a
 // minute of expiring.
 func (c *Client) Token(ctx context.Context) (string, error) {
+	tok, _, err := c.token(ctx)
+	return tok, err
+}
+
+// token is Token, also telling whether the token was fetched just now.
+func (c *Client) token(ctx context.Context) (tok string, fresh bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.token != "" && time.Until(c.expires) > time.Minute {
-		return c.token, nil
+	if c.tok != "" && time.Until(c.expires) > time.Minute {
+		return c.tok, false, nil
 	}
 	assertion, err := c.Assertion()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	form := url.Values{
 		"grant_type":            {"client_credentials"},
@@ -114,41 +120,61 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.server+"/api/sm/v1/auth/token", strings.NewReader(form.Encode()))
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	var tr TokenResponse
 	if err := c.send(req, &tr); err != nil {
-		return "", err
+		return "", false, err
 	}
-	c.token, c.expires = tr.AccessToken, time.Now().Add(time.Duration(tr.ExpiresIn)*time.Second)
-	return c.token, nil
+	c.tok, c.expires = tr.AccessToken, time.Now().Add(time.Duration(tr.ExpiresIn)*time.Second)
+	return c.tok, true, nil
+}
+
+// forget drops tok from the cache unless another request replaced it already.
+func (c *Client) forget(tok string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tok == tok {
+		c.tok = ""
+	}
 }
 
 // Do sends an authenticated request with a JSON body (nil for none) and decodes a JSON
 // answer into out (nil to discard). Error answers come back as *Error.
+//
+// A cached token the server refuses (401: it was signed by a key since dropped, say) is
+// forgotten and the request sent once more with a new one; a 401 means the server did
+// nothing, so the retry cannot do a thing twice.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
-	tok, err := c.Token(ctx)
-	if err != nil {
-		return err
-	}
-	var r io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return err
+		}
+	}
+	for retried := false; ; retried = true {
+		tok, fresh, err := c.token(ctx)
 		if err != nil {
 			return err
 		}
-		r = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.server+path, r)
-	if err != nil {
+		req, err := http.NewRequestWithContext(ctx, method, c.server+path, bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		err = c.send(req, out)
+		var e *Error
+		if !retried && !fresh && errors.As(err, &e) && e.Status == http.StatusUnauthorized {
+			c.forget(tok)
+			continue
+		}
 		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	return c.send(req, out)
 }
 
 func (c *Client) send(req *http.Request, out any) error {

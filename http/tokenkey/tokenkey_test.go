@@ -1,0 +1,210 @@
+package tokenkey
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events/jsstore/jstest"
+	"github.com/syvault/syvault/events/seal"
+)
+
+func mustSealer(t *testing.T, key []byte) *seal.Sealer {
+	t.Helper()
+	s, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// process opens a ring through its own connection, as another server process would, and
+// follows the bucket until the test ends.
+func process(t *testing.T, srv *jstest.Server, sealer *seal.Sealer) *Ring {
+	t.Helper()
+	js, err := jetstream.New(srv.MustConnect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(context.Background(), js, 1, sealer, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Processes starting together on a new deployment settle on one key, stored sealed.
+func TestOpen_ConcurrentStartsShareOneSealedKey(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	sealer := mustSealer(t, seal.NewKey())
+	rings := make([]*Ring, 6)
+	var wg sync.WaitGroup
+	for i := range rings {
+		wg.Go(func() { rings[i] = process(t, srv, sealer) })
+	}
+	wg.Wait()
+	kid, key := rings[0].Signing()
+	if kid == "" || len(key) != 32 {
+		t.Fatalf("signing key %q of %d bytes", kid, len(key))
+	}
+	for i, r := range rings[1:] {
+		if k, b := r.Signing(); k != kid || !bytes.Equal(b, key) {
+			t.Fatalf("process %d signs with %q, process 0 with %q", i+1, k, kid)
+		}
+	}
+
+	js, _ := jetstream.New(srv.MustConnect(t))
+	kv, err := js.KeyValue(context.Background(), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(context.Background(), entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, form := range []string{string(key), hex.EncodeToString(key), base64.StdEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key)} {
+		if bytes.Contains(e.Value(), []byte(form)) {
+			t.Fatalf("the bucket holds the signing key in plaintext: %s", e.Value())
+		}
+	}
+}
+
+// A process given another master key refuses to start instead of issuing tokens no other
+// process accepts.
+func TestOpen_RefusesAnotherMasterKey(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	process(t, srv, mustSealer(t, seal.NewKey()))
+	js, _ := jetstream.New(srv.MustConnect(t))
+	_, err := Open(context.Background(), js, 1, mustSealer(t, seal.NewKey()), slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "another master key") {
+		t.Fatalf("err = %v, want a refusal naming the master key", err)
+	}
+}
+
+// A rotation reaches every process: they sign with the new key, and tokens of the old one
+// keep working until dropped; dropping refuses them everywhere.
+func TestRotate(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	sealer := mustSealer(t, seal.NewKey())
+	a, b := process(t, srv, sealer), process(t, srv, sealer)
+	ctx := context.Background()
+	old, oldKey := a.Signing()
+
+	r, err := a.Rotate(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Current == old || len(r.Kept) != 1 || r.Kept[0] != old || len(r.Dropped) != 0 {
+		t.Fatalf("rotation: %+v (old key %s)", r, old)
+	}
+	eventually(t, "the other process signs with the new key", func() bool { k, _ := b.Signing(); return k == r.Current })
+	for name, p := range map[string]*Ring{"rotating": a, "other": b} {
+		if k, err := p.Verifying(ctx, old); err != nil || !bytes.Equal(k, oldKey) {
+			t.Errorf("%s process: the retired key no longer verifies: %v", name, err)
+		}
+	}
+
+	r2, err := b.Rotate(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r2.Kept) != 0 || len(r2.Dropped) != 2 {
+		t.Fatalf("rotation dropping the previous keys: %+v", r2)
+	}
+	for name, p := range map[string]*Ring{"rotating": b, "other": a} {
+		eventually(t, name+" process refuses the dropped keys", func() bool {
+			_, e1 := p.Verifying(ctx, old)
+			_, e2 := p.Verifying(ctx, r.Current)
+			k, _ := p.Signing()
+			return errors.Is(e1, ErrUnknownKey) && errors.Is(e2, ErrUnknownKey) && k == r2.Current
+		})
+	}
+}
+
+// A key another process rotated in is accepted at once, before this process's watch
+// brings it: a token from one process never bounces off another.
+func TestVerifying_ReloadsForAKeyItHasNotSeen(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	sealer := mustSealer(t, seal.NewKey())
+	js, _ := jetstream.New(srv.MustConnect(t))
+	// Opened but not following the bucket: only the reload can teach it the new key.
+	stale, err := Open(context.Background(), js, 1, sealer, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := process(t, srv, sealer)
+	r, err := other.Rotate(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want := other.Signing()
+	if k, err := stale.Verifying(context.Background(), r.Current); err != nil || !bytes.Equal(k, want) {
+		t.Fatalf("the new key did not verify at a process that had not seen it: %v", err)
+	}
+	// Made-up key ids do not each cost a read of the bucket.
+	stale.mu.RLock()
+	last := stale.lastReload
+	stale.mu.RUnlock()
+	for range 100 {
+		if _, err := stale.Verifying(context.Background(), "feedfacefeedface"); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("unknown key id: %v", err)
+		}
+	}
+	stale.mu.RLock()
+	defer stale.mu.RUnlock()
+	if !stale.lastReload.Equal(last) && stale.lastReload.Sub(last) < reloadEvery {
+		t.Fatalf("reloaded again %v after the last reload", stale.lastReload.Sub(last))
+	}
+}
+
+// A retired key is kept while tokens it signed may still be alive, and dropped by the
+// first rotation after that.
+func TestRotate_DropsKeysRetiredLongerThanRetention(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	a := process(t, srv, mustSealer(t, seal.NewKey()))
+	ctx := context.Background()
+	first, _ := a.Signing()
+	t0 := time.Now().UTC()
+	r1, err := a.rotate(ctx, t0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := a.rotate(ctx, t0.Add(Retention), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r2.Kept) != 2 || len(r2.Dropped) != 0 {
+		t.Fatalf("at exactly Retention after retirement: %+v", r2)
+	}
+	r3, err := a.rotate(ctx, t0.Add(Retention+time.Second), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r3.Dropped) != 1 || r3.Dropped[0] != first || len(r3.Kept) != 2 {
+		t.Fatalf("past Retention: %+v (first key %s, second %s, third %s)", r3, first, r1.Current, r2.Current)
+	}
+}
