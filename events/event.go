@@ -13,7 +13,8 @@ type Type string
 const (
 	TargetRegistered Type = "target.registered"
 	TargetRemoved    Type = "target.removed"
-	TargetUpdated    Type = "target.updated" // re-verified with new settings, e.g. a rotated admin password
+	TargetUpdated    Type = "target.updated"  // re-verified with new settings, e.g. a rotated admin password
+	TargetResealed   Type = "target.resealed" // the same settings, the admin password sealed under a new master key
 
 	LeaseRequested Type = "lease.requested"
 	LeaseActivated Type = "lease.activated"

@@ -23,6 +23,12 @@ const MaxTTLSeconds = 86400
 // input no real database object has.
 var identifier = regexp.MustCompile(`^[^\x00-\x1f\x7f]{1,63}$`)
 
+// SameServer reports whether o is reached at the same database server as t: a lease's
+// user lives there, so only such a registration may stand in for the lease's own snapshot.
+func (t Target) SameServer(o Target) bool {
+	return t.Engine == o.Engine && t.Host == o.Host && t.Port == o.Port
+}
+
 // NormalizeTarget fills defaults and checks a target a client submitted. It returns an
 // *Error with code EInvalid naming the first field to fix.
 func NormalizeTarget(t *Target) error {

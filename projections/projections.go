@@ -82,7 +82,7 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 			return nil
 		}
 		return p.applyLease(ctx, e, seq)
-	case (e.Type == events.TargetRegistered || e.Type == events.TargetUpdated) && e.Target != nil:
+	case (e.Type == events.TargetRegistered || e.Type == events.TargetUpdated || e.Type == events.TargetResealed) && e.Target != nil:
 		_, _, err := cas(ctx, p.targets, e.RecordUID, seq, func(r *record[events.Target]) bool {
 			r.Value, r.Removed = *e.Target, false
 			return true

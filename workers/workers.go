@@ -340,7 +340,7 @@ func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Targ
 	t := snapshot
 	cur, err := w.cfg.Targets.Target(ctx, snapshot.RecordUID)
 	switch {
-	case err == nil && cur.Engine == snapshot.Engine && cur.Host == snapshot.Host && cur.Port == snapshot.Port:
+	case err == nil && cur.SameServer(snapshot):
 		t = cur
 	case err != nil && events.ErrorCode(err) != events.ENotFound:
 		return t, Conn{}, err

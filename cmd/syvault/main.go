@@ -35,6 +35,8 @@ Usage:
   syvault init --data-dir DIR            make a master key and the first admin client
   syvault rebuild-projections [--data-dir DIR] [--nats-url URL]
   syvault rotate-token-key [--drop-previous] [--data-dir DIR] [--nats-url URL]
+  syvault reseal --previous-master-key-file F [--data-dir DIR] [--nats-url URL]
+                                         reseal every kept secret under a new master key
   syvault version
 
 Run 'syvault <command> --help' for a command's flags. Every flag can also be set by an
@@ -49,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "serve", "init", "rebuild-projections", "rotate-token-key":
+	case "serve", "init", "rebuild-projections", "rotate-token-key", "reseal":
 	case "version":
 		fmt.Fprintln(stdout, "syvault", version)
 		return nil
@@ -76,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return m.RebuildProjections(ctx, stdout)
 	case "rotate-token-key":
 		return m.RotateTokenKey(ctx, stdout)
+	case "reseal":
+		return m.Reseal(ctx, stdout)
 	}
 	if err := m.Open(ctx); err != nil {
 		_ = m.Close()
@@ -90,19 +94,22 @@ var version = "dev"
 
 // Config is everything the server is told from outside.
 type Config struct {
-	Dev            bool
-	DataDir        string
-	Listen         string
-	NATSURL        string
-	NATSListen     string
-	NATSCreds      string
-	Components     []string
-	MasterKeyFile  string
-	MasterKey      string // from SYVAULT_MASTER_KEY only, never a flag (flags show in ps)
-	Replicas       int
-	RequestTimeout time.Duration
-	PublicURLs     []string
-	LogLevel       string
+	Dev           bool
+	DataDir       string
+	Listen        string
+	NATSURL       string
+	NATSListen    string
+	NATSCreds     string
+	Components    []string
+	MasterKeyFile string
+	MasterKey     string // from SYVAULT_MASTER_KEY only, never a flag (flags show in ps)
+	// The master key being replaced, while its secrets are resealed under the new one.
+	PreviousMasterKeyFile string
+	PreviousMasterKey     string // from SYVAULT_PREVIOUS_MASTER_KEY only
+	Replicas              int
+	RequestTimeout        time.Duration
+	PublicURLs            []string
+	LogLevel              string
 	// AckWait is how long a worker may hold a lease event before another takes it over.
 	AckWait     time.Duration
 	TokenTTL    time.Duration
@@ -135,6 +142,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by (client assertions' aud); default: the request's own")
 	}
+	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
+		fs.StringVar(&cfg.PreviousMasterKeyFile, "previous-master-key-file", "", "while the master key changes: the key being replaced, still used to open what it sealed until 'syvault reseal' has run (or set SYVAULT_PREVIOUS_MASTER_KEY)")
+	}
 	if cmd == "rotate-token-key" {
 		fs.BoolVar(&cfg.DropPrevious, "drop-previous", false, "refuse every token issued so far, at once (for a key that may have leaked); otherwise the old key keeps verifying until its tokens expire")
 	}
@@ -160,6 +170,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		return cfg, envErr
 	}
 	cfg.MasterKey = os.Getenv("SYVAULT_MASTER_KEY")
+	cfg.PreviousMasterKey = os.Getenv("SYVAULT_PREVIOUS_MASTER_KEY")
 	cfg.Components = splitList(components)
 	cfg.PublicURLs = splitList(publicURLs)
 	for _, c := range cfg.Components {

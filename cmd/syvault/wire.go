@@ -46,7 +46,9 @@ type Main struct {
 	workers *workers.Workers
 	drivers map[events.Engine]workers.Driver
 	tokens  *tokenkey.Ring
-	HTTP    *syhttp.Server
+	// resealing: a previous master key was given.
+	resealing bool
+	HTTP      *syhttp.Server
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -156,10 +158,26 @@ func (m *Main) unsealAndConnect(ctx context.Context, createKey bool) (*seal.Seal
 	if err != nil {
 		return nil, err
 	}
-	sealer, err := seal.New(key)
+	var previous [][]byte
+	switch {
+	case m.Config.PreviousMasterKey != "":
+		k, err := seal.ParseKey(m.Config.PreviousMasterKey)
+		if err != nil {
+			return nil, fmt.Errorf("SYVAULT_PREVIOUS_MASTER_KEY: %w", err)
+		}
+		previous = append(previous, k)
+	case m.Config.PreviousMasterKeyFile != "":
+		k, err := seal.LoadKeyFile(m.Config.PreviousMasterKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--previous-master-key-file: %w", err)
+		}
+		previous = append(previous, k)
+	}
+	sealer, err := seal.New(key, previous...)
 	if err != nil {
 		return nil, err
 	}
+	m.resealing = len(previous) > 0
 	return sealer, m.connect(ctx)
 }
 

@@ -22,13 +22,33 @@ const version byte = 1
 // ErrOpen is returned when a sealed value cannot be opened: wrong key or altered bytes.
 var ErrOpen = errors.New("seal: cannot open sealed value (wrong master key or corrupted data)")
 
-// Sealer seals and opens values under one master key. It is safe for concurrent use.
+// Sealer seals values under the master key and opens values sealed under it or under
+// a previous master key, so that a master key can be replaced while values sealed under
+// the old one are resealed. It is safe for concurrent use.
 type Sealer struct {
-	aead cipher.AEAD
+	aead     cipher.AEAD
+	previous []cipher.AEAD
 }
 
-// New returns a Sealer for a 32-byte key.
-func New(key []byte) (*Sealer, error) {
+// New returns a Sealer sealing under key (32 bytes) and also opening values sealed under
+// the previous keys.
+func New(key []byte, previous ...[]byte) (*Sealer, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sealer{aead: aead}
+	for _, p := range previous {
+		a, err := newAEAD(p)
+		if err != nil {
+			return nil, fmt.Errorf("previous %w", err)
+		}
+		s.previous = append(s.previous, a)
+	}
+	return s, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
 	if len(key) != KeySize {
 		return nil, fmt.Errorf("seal: master key must be %d bytes, got %d", KeySize, len(key))
 	}
@@ -36,11 +56,7 @@ func New(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("seal: %w", err)
-	}
-	return &Sealer{aead: aead}, nil
+	return cipher.NewGCM(block)
 }
 
 // NewKey returns a fresh random master key.
@@ -84,16 +100,33 @@ func (s *Sealer) Seal(plaintext, associated []byte) []byte {
 	return s.aead.Seal(out, nonce, plaintext, associated)
 }
 
-// Open decrypts a value made by Seal with the same associated data. It returns ErrOpen
-// when the key or the associated data differ or the value was altered.
+// Open decrypts a value made by Seal with the same associated data, under the master key
+// or a previous one. It returns ErrOpen when no key opens it, the associated data differ
+// or the value was altered.
 func (s *Sealer) Open(sealed, associated []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < 1+n+s.aead.Overhead() || sealed[0] != version {
-		return nil, ErrOpen
+	pt, _, err := s.OpenCurrent(sealed, associated)
+	return pt, err
+}
+
+// OpenCurrent is Open, also telling whether the value was sealed under the current master
+// key: one that was not must be resealed before the previous key can be given up.
+func (s *Sealer) OpenCurrent(sealed, associated []byte) (plaintext []byte, current bool, err error) {
+	if pt, ok := open(s.aead, sealed, associated); ok {
+		return pt, true, nil
 	}
-	pt, err := s.aead.Open(nil, sealed[1:1+n], sealed[1+n:], associated)
-	if err != nil {
-		return nil, ErrOpen
+	for _, a := range s.previous {
+		if pt, ok := open(a, sealed, associated); ok {
+			return pt, false, nil
+		}
 	}
-	return pt, nil
+	return nil, false, ErrOpen
+}
+
+func open(a cipher.AEAD, sealed, associated []byte) ([]byte, bool) {
+	n := a.NonceSize()
+	if len(sealed) < 1+n+a.Overhead() || sealed[0] != version {
+		return nil, false
+	}
+	pt, err := a.Open(nil, sealed[1:1+n], sealed[1+n:], associated)
+	return pt, err == nil
 }

@@ -54,6 +54,42 @@ func TestSealer(t *testing.T) {
 	})
 }
 
+// During a master key change values sealed under the old key still open, are told apart
+// from those sealed under the new one, and new values are sealed under the new key only.
+func TestSealer_PreviousKey(t *testing.T) {
+	oldKey, newKey := seal.NewKey(), seal.NewKey()
+	before, _ := seal.New(oldKey)
+	during, err := seal.New(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := seal.New(newKey)
+	secret := []byte("xK9#mP2$qR7wL4nB")
+	old := before.Seal(secret, []byte("t1"))
+	if got, current, err := during.OpenCurrent(old, []byte("t1")); err != nil || current || !bytes.Equal(got, secret) {
+		t.Fatalf("old value during the change: %q current=%v %v", got, current, err)
+	}
+	if _, err := during.Open(old, []byte("t2")); !errors.Is(err, seal.ErrOpen) {
+		t.Fatalf("old value with another record's associated data: %v", err)
+	}
+	resealed := during.Seal(secret, []byte("t1"))
+	if got, current, err := during.OpenCurrent(resealed, []byte("t1")); err != nil || !current || !bytes.Equal(got, secret) {
+		t.Fatalf("new value during the change: %q current=%v %v", got, current, err)
+	}
+	if _, err := before.Open(resealed, []byte("t1")); !errors.Is(err, seal.ErrOpen) {
+		t.Fatal("a value sealed during the change opens under the old key")
+	}
+	if _, err := after.Open(old, []byte("t1")); !errors.Is(err, seal.ErrOpen) {
+		t.Fatal("an old value opens once the old key is gone")
+	}
+	if got, err := after.Open(resealed, []byte("t1")); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("resealed value after the change: %v", err)
+	}
+	if _, err := seal.New(newKey, []byte("short")); err == nil {
+		t.Fatal("a malformed previous key was accepted")
+	}
+}
+
 func TestParseKey(t *testing.T) {
 	k := seal.NewKey()
 	got, err := seal.ParseKey(" " + seal.EncodeKey(k) + "\n")

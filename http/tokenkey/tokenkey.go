@@ -184,16 +184,8 @@ func (r *Ring) Rotate(ctx context.Context, dropPrevious bool) (Rotated, error) {
 
 func (r *Ring) rotate(ctx context.Context, now time.Time, dropPrevious bool) (Rotated, error) {
 	for {
-		e, err := r.kv.Get(ctx, entry)
+		s, rev, err := r.get(ctx)
 		if err != nil {
-			return Rotated{}, fmt.Errorf("tokenkey: %w", err)
-		}
-		var s stored
-		if err := json.Unmarshal(e.Value(), &s); err != nil {
-			return Rotated{}, fmt.Errorf("tokenkey: decode the stored keys: %w", err)
-		}
-		// Refuse to add a key sealed under this master key to keys sealed under another.
-		if _, err := r.open(s, e.Revision()); err != nil {
 			return Rotated{}, err
 		}
 		k, err := r.newKey(now)
@@ -213,16 +205,79 @@ func (r *Ring) rotate(ctx context.Context, now time.Time, dropPrevious bool) (Ro
 			out.Kept = append(out.Kept, old.ID)
 			next.Keys = append(next.Keys, old)
 		}
-		data, _ := json.Marshal(next)
-		rev, err := r.kv.Update(ctx, entry, data, e.Revision())
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			continue // another rotation landed first: rotate what it left
+		if err := r.update(ctx, next, rev); errors.Is(err, errConflict) {
+			continue // another change landed first: rotate what it left
+		} else if err != nil {
+			return Rotated{}, err
 		}
-		if err != nil {
-			return Rotated{}, fmt.Errorf("tokenkey: store the rotated keys: %w", err)
-		}
-		return out, r.apply(data, rev)
+		return out, nil
 	}
+}
+
+// Reseal seals every key under the current master key, so that a previous master key can
+// be given up. It returns how many keys needed it.
+func (r *Ring) Reseal(ctx context.Context) (int, error) {
+	for {
+		s, rev, err := r.get(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for i, k := range s.Keys {
+			key, current, err := r.sealer.OpenCurrent(k.Sealed, aad(k.ID))
+			if err != nil {
+				return 0, errAnotherMasterKey
+			}
+			if !current {
+				s.Keys[i].Sealed = r.sealer.Seal(key, aad(k.ID))
+				n++
+			}
+		}
+		if n == 0 {
+			return 0, nil
+		}
+		if err := r.update(ctx, s, rev); errors.Is(err, errConflict) {
+			continue
+		} else if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+}
+
+var (
+	errConflict         = errors.New("tokenkey: the keys changed meanwhile")
+	errAnotherMasterKey = errors.New("tokenkey: the access-token keys were sealed under another master key; every process of a deployment needs the same master key (or, while it changes, the old one as --previous-master-key-file)")
+)
+
+// get reads the stored keys, checking that this process can open them all: nothing is
+// added to keys sealed under a master key it does not hold.
+func (r *Ring) get(ctx context.Context) (stored, uint64, error) {
+	e, err := r.kv.Get(ctx, entry)
+	if err != nil {
+		return stored{}, 0, fmt.Errorf("tokenkey: %w", err)
+	}
+	var s stored
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return stored{}, 0, fmt.Errorf("tokenkey: decode the stored keys: %w", err)
+	}
+	if _, err := r.open(s, e.Revision()); err != nil {
+		return stored{}, 0, err
+	}
+	return s, e.Revision(), nil
+}
+
+// update stores s if the entry is still at revision rev, and uses it at once.
+func (r *Ring) update(ctx context.Context, s stored, rev uint64) error {
+	data, _ := json.Marshal(s)
+	next, err := r.kv.Update(ctx, entry, data, rev)
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return errConflict
+	}
+	if err != nil {
+		return fmt.Errorf("tokenkey: store the keys: %w", err)
+	}
+	return r.apply(data, next)
 }
 
 func (r *Ring) newKey(now time.Time) (storedKey, error) {
@@ -275,7 +330,7 @@ func (r *Ring) open(s stored, rev uint64) (keyset, error) {
 	for _, k := range s.Keys {
 		key, err := r.sealer.Open(k.Sealed, aad(k.ID))
 		if err != nil {
-			return keyset{}, errors.New("tokenkey: the access-token keys were sealed under another master key; every process of a deployment needs the same master key")
+			return keyset{}, errAnotherMasterKey
 		}
 		set.keys[k.ID] = key
 	}

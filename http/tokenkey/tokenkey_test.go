@@ -18,9 +18,9 @@ import (
 	"github.com/syvault/syvault/events/seal"
 )
 
-func mustSealer(t *testing.T, key []byte) *seal.Sealer {
+func mustSealer(t *testing.T, key []byte, previous ...[]byte) *seal.Sealer {
 	t.Helper()
-	s, err := seal.New(key)
+	s, err := seal.New(key, previous...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,5 +206,70 @@ func TestRotate_DropsKeysRetiredLongerThanRetention(t *testing.T) {
 	}
 	if len(r3.Dropped) != 1 || r3.Dropped[0] != first || len(r3.Kept) != 2 {
 		t.Fatalf("past Retention: %+v (first key %s, second %s, third %s)", r3, first, r1.Current, r2.Current)
+	}
+}
+
+// Rotations from several processes at once all land: none is lost to another's write.
+func TestRotate_Concurrent(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	sealer := mustSealer(t, seal.NewKey())
+	a, b := process(t, srv, sealer), process(t, srv, sealer)
+	var mu sync.Mutex
+	made := map[string]bool{}
+	var wg sync.WaitGroup
+	for _, p := range []*Ring{a, b, a, b} {
+		wg.Go(func() {
+			for range 3 {
+				r, err := p.Rotate(context.Background(), false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				made[r.Current] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(made) != 12 {
+		t.Fatalf("%d distinct keys from 12 rotations", len(made))
+	}
+	for kid := range made {
+		if _, err := a.Verifying(context.Background(), kid); err != nil {
+			t.Errorf("key %s of a concurrent rotation was lost: %v", kid, err)
+		}
+	}
+}
+
+// Changing the master key: a process holding the new key and the old one as previous
+// reseals the keys; from then on the new key alone opens them, and the signing key stays
+// the same, so no token is cut off by the change.
+func TestReseal_MasterKeyChange(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	oldKey, newKey := seal.NewKey(), seal.NewKey()
+	before := process(t, srv, mustSealer(t, oldKey))
+	if _, err := before.Rotate(context.Background(), false); err != nil { // two keys to reseal
+		t.Fatal(err)
+	}
+	kid, key := before.Signing()
+	js, _ := jetstream.New(srv.MustConnect(t))
+	if _, err := Open(context.Background(), js, 1, mustSealer(t, newKey), slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("the new master key alone opened keys sealed under the old one")
+	}
+	during := process(t, srv, mustSealer(t, newKey, oldKey))
+	n, err := during.Reseal(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("Reseal = %d, %v; want 2 keys resealed", n, err)
+	}
+	if n, err := during.Reseal(context.Background()); err != nil || n != 0 {
+		t.Fatalf("second Reseal = %d, %v; want nothing left to do", n, err)
+	}
+	after := process(t, srv, mustSealer(t, newKey))
+	if k, b := after.Signing(); k != kid || !bytes.Equal(b, key) {
+		t.Fatalf("after the change the signing key is %s, was %s", k, kid)
+	}
+	if _, err := Open(context.Background(), js, 1, mustSealer(t, oldKey), slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("the old master key still opens the resealed keys")
 	}
 }

@@ -298,8 +298,8 @@ class AuditEvent(_Model):
     Attributes:
         seq: the event's sequence number in the stream (increasing).
         time: RFC 3339 UTC string; see ``time_datetime``.
-        type: e.g. ``target.registered``, ``target.updated``, ``target.removed``,
-            ``client.registered``, ``client.removed``, ``lease.requested``,
+        type: e.g. ``target.registered``, ``target.updated``, ``target.resealed``,
+            ``target.removed``, ``client.registered``, ``client.removed``, ``lease.requested``,
             ``lease.activated``, ``lease.failed``, ``lease.renewed``, ``lease.revoked``,
             ``lease.expired``, ``lease.dropped``, ``access.denied``.
         client_id: the acting client.

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/syvault/syvault/events/seal"
+	syhttp "github.com/syvault/syvault/http"
+	"github.com/syvault/syvault/http/client"
+)
+
+// TestMasterKeyChange walks the documented procedure for replacing the master key:
+// restart on the new key with the old one as previous, `syvault reseal`, restart on the
+// new key alone. Leases issued under the old key are still revoked at the end, access
+// tokens issued before the change still work, and reseal says when something still needs
+// the old key (a lease whose target moved since) and when nothing does.
+func TestMasterKeyChange(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	natsAddr := freeAddr(t)
+	listen := func(c *Config) { c.NATSListen = natsAddr }
+	oldFile, newFile := filepath.Join(dir, "master.key"), filepath.Join(t.TempDir(), "new.key")
+	newKey := seal.NewKey()
+	if err := os.WriteFile(newFile, []byte(seal.EncodeKey(newKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	before := mustServer(t, dir, listen)
+	admin := before.admin(t)
+	stays := mustTarget(t, admin, eng)
+	kept := mustLease(t, admin, stays.RecordUID, 3600)
+	moves := eng.target(t)
+	movesT, err := admin.CreateTarget(ctx, moves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onMoved := mustLease(t, admin, movesT.RecordUID, 3600)
+	moves.Host = "localhost" // the same server under another name: its leases keep their snapshot
+	if _, err := admin.UpdateTarget(ctx, movesT.RecordUID, moves); err != nil {
+		t.Fatal(err)
+	}
+	oldToken := mustToken(t, admin)
+	if err := before.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	onNew := func(c *Config) { listen(c); c.MasterKeyFile = newFile }
+	cfg := Config{Dev: true, DataDir: dir, Listen: "127.0.0.1:0", Replicas: 1, Components: []string{"all"}}
+	onNew(&cfg)
+	var logs bytes.Buffer
+	refused := NewMain(cfg, newLogger(&logs, "error"))
+	err = refused.Open(ctx)
+	_ = refused.Close()
+	if err == nil || !strings.Contains(err.Error(), "another master key") {
+		t.Fatalf("a server on the new key alone, before reseal: %v", err)
+	}
+
+	during := mustServer(t, dir, func(c *Config) { onNew(c); c.PreviousMasterKeyFile = oldFile })
+	admin = during.admin(t)
+	issuedDuring := mustLease(t, admin, stays.RecordUID, 3600)
+	reseal := func(args ...string) (string, error) {
+		var stdout, stderr bytes.Buffer
+		args = append([]string{"reseal", "--nats-url", "nats://" + natsAddr, "--master-key-file", newFile, "--data-dir", t.TempDir()}, args...)
+		err := run(ctx, args, &stdout, &stderr)
+		return stdout.String(), err
+	}
+	if _, err := reseal(); err == nil || !strings.Contains(err.Error(), "--previous-master-key-file") {
+		t.Fatalf("reseal without the previous key: %v", err)
+	}
+	out, err := reseal("--previous-master-key-file", oldFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"access-token keys resealed: 1\n", "targets resealed: 2 of 2\n", "keep the previous master key until", "1 active lease(s)"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("reseal output lacks %q:\n%s", want, out)
+		}
+	}
+	if err := admin.RevokeLease(ctx, onMoved.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	mustBeGone(t, eng, onMoved.Username, 0)
+	if out, err = reseal("--previous-master-key-file", oldFile); err != nil || !strings.Contains(out, "targets resealed: 0 of 2\n") ||
+		!strings.Contains(out, "nothing needs the previous master key") {
+		t.Fatalf("second reseal: %v\n%s", err, out)
+	}
+	if err := during.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	after := mustServer(t, dir, onNew)
+	admin = after.admin(t)
+	if status, body := raw(t, after, "GET", syhttp.BasePath+"/dynamic/leases", oldToken, "", nil); status != 200 {
+		t.Fatalf("a token issued before the change got %d %v", status, body)
+	}
+	for _, l := range []*client.Lease{kept, issuedDuring} {
+		if err := admin.RevokeLease(ctx, l.LeaseID); err != nil {
+			t.Fatalf("revoking a lease issued before the old key was given up: %v", err)
+		}
+		mustBeGone(t, eng, l.Username, 0)
+	}
+	l := mustLease(t, admin, stays.RecordUID, 60)
+	if err := admin.RevokeLease(ctx, l.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: stays.RecordUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range page.Data {
+		if e.Type == "target.resealed" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d target.resealed events in the target's audit, want 1", n)
+	}
+	if strings.Contains(after.Log.String()+during.Log.String(), seal.EncodeKey(newKey)) {
+		t.Fatal("the master key reached the log")
+	}
+}

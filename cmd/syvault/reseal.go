@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/projections"
+)
+
+// Reseal is the middle step of changing the master key. With the servers already running
+// on the new key (and the old one as the previous key), it seals every secret SyVault
+// still uses under the new key: the access-token keys, and each target's admin password
+// (as a target.resealed event, since events are never rewritten). It then says whether
+// anything still needs the old key: an active lease whose target was since removed or
+// moved is revoked with the admin password of its own snapshot, sealed when it was issued.
+func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
+	defer m.Close()
+	sealer, err := m.unsealAndConnect(ctx, false)
+	if err != nil {
+		return err
+	}
+	if !m.resealing {
+		return errors.New("reseal needs the master key being replaced: pass it with --previous-master-key-file (or SYVAULT_PREVIOUS_MASTER_KEY), and the new one as the master key")
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.cancel = cancel
+	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+
+	ring, err := m.openTokenKeys(ctx, sealer)
+	if err != nil {
+		return err
+	}
+	n, err := ring.Reseal(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "access-token keys resealed: %d\n", n)
+
+	targets, err := m.proj.Targets(ctx)
+	if err != nil {
+		return err
+	}
+	resealed := 0
+	for _, t := range targets {
+		done, err := m.resealTarget(ctx, sealer, t.RecordUID)
+		if err != nil {
+			return fmt.Errorf("target %s: %w", t.RecordUID, err)
+		}
+		if done {
+			resealed++
+		}
+	}
+	fmt.Fprintf(stdout, "targets resealed: %d of %d\n", resealed, len(targets))
+
+	waiting, until, err := m.leasesOnOldKey(ctx, sealer)
+	if err != nil {
+		return err
+	}
+	if waiting > 0 {
+		fmt.Fprintf(stdout, "keep the previous master key until %s: %d active lease(s) of removed or moved targets need it to be revoked\n",
+			until.Format(time.RFC3339), waiting)
+		return nil
+	}
+	fmt.Fprintln(stdout, "nothing needs the previous master key any more: restart the servers without it, then destroy it")
+	return nil
+}
+
+// resealTarget reseals one target's admin password unless it is sealed under the new key
+// already. The append expects the target's last event, so an update racing it wins and
+// is resealed on the next turn instead of being overwritten with old settings.
+func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string) (bool, error) {
+	for {
+		t, err := m.proj.Target(ctx, uid)
+		if events.ErrorCode(err) == events.ENotFound {
+			return false, nil // removed meanwhile
+		}
+		if err != nil {
+			return false, err
+		}
+		pw, current, err := sealer.OpenCurrent(t.SealedAdminPassword, []byte(uid))
+		if err != nil {
+			return false, errors.New("its admin password opens under neither the master key nor the previous one")
+		}
+		if current {
+			return false, nil
+		}
+		last, err := m.store.LastSeq(ctx, events.TargetSubject(uid))
+		if err != nil {
+			return false, err
+		}
+		t.SealedAdminPassword = sealer.Seal(pw, []byte(uid))
+		e := events.Event{Type: events.TargetResealed, ID: uid + ".resealed." + strconv.FormatUint(last, 10), Time: time.Now().UTC(),
+			RecordUID: uid, Outcome: events.OutcomeOK, Target: &t}
+		seq, err := m.store.Append(ctx, events.TargetSubject(uid), e, last)
+		if errors.Is(err, jsstore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return true, m.proj.Wait(ctx, "target", uid, seq)
+	}
+}
+
+// leasesOnOldKey counts the active leases that would be revoked with an admin password
+// sealed under the previous key (their own snapshot's: see workers' target resolution),
+// and the latest of their expiries.
+func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, until time.Time, err error) {
+	current := map[string]*events.Target{}
+	cursor := ""
+	for {
+		page, next, err := m.proj.ActiveLeases(ctx, projections.LeaseQuery{Limit: 1000, Cursor: cursor})
+		if err != nil {
+			return 0, until, err
+		}
+		for _, l := range page {
+			cur, seen := current[l.RecordUID]
+			if !seen {
+				if t, err := m.proj.Target(ctx, l.RecordUID); err == nil {
+					cur = &t
+				} else if events.ErrorCode(err) != events.ENotFound {
+					return 0, until, err
+				}
+				current[l.RecordUID] = cur
+			}
+			full, err := m.store.LoadLease(ctx, l.ID)
+			if err != nil {
+				return 0, until, err
+			}
+			if full.Spec == nil || (cur != nil && cur.SameServer(full.Spec.Target)) {
+				continue // revoked with the current, resealed registration
+			}
+			snap := full.Spec.Target
+			if _, ok, _ := sealer.OpenCurrent(snap.SealedAdminPassword, []byte(snap.RecordUID)); !ok {
+				n++
+				if l.ExpiresAt.After(until) {
+					until = l.ExpiresAt
+				}
+			}
+		}
+		if next == "" {
+			return n, until, nil
+		}
+		cursor = next
+	}
+}
