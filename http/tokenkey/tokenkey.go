@@ -35,6 +35,8 @@ const (
 	// reloadEvery bounds how often a token naming an unknown key makes a process re-read
 	// the bucket, so tokens with made-up key ids cannot turn into a flood of reads.
 	reloadEvery = time.Second
+	// pollEvery bounds how long a process can miss a rotation if its watch fails.
+	pollEvery = 30 * time.Second
 )
 
 // ErrUnknownKey is returned for a key id the deployment does not hold (any more).
@@ -105,21 +107,56 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, sealer *sea
 }
 
 // Run follows the bucket until ctx ends, so a rotation made anywhere reaches this process
-// within moments: it signs with the new key and stops accepting dropped ones.
+// within moments: it signs with the new key and stops accepting dropped ones. A watch
+// that cannot be set up or breaks is set up again with backoff, and the keys are also
+// re-read every pollEvery, so a dropped key is refused here within that bound whatever
+// happens to the watch.
 func (r *Ring) Run(ctx context.Context) error {
-	w, err := r.kv.Watch(ctx, entry)
-	if err != nil {
-		return fmt.Errorf("tokenkey: watch: %w", err)
+	poll := time.NewTicker(pollEvery)
+	defer poll.Stop()
+	var failures uint64
+	for {
+		w, err := r.kv.Watch(ctx, entry)
+		if err == nil {
+			if r.follow(ctx, w, poll) {
+				failures = 0
+			}
+			_ = w.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		failures++
+		r.log.Warn("token keys: the watch on the bucket failed; setting it up again", "attempt", failures, "err", err)
+		retry := time.NewTimer(jsstore.Backoff(failures, 30*time.Second))
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				retry.Stop()
+				return nil
+			case <-poll.C:
+				r.poll(ctx)
+			case <-retry.C:
+				waiting = false
+			}
+		}
 	}
-	defer w.Stop()
+}
+
+// follow applies the watch's updates until ctx ends or the watch breaks, and reports
+// whether it received anything.
+func (r *Ring) follow(ctx context.Context, w jetstream.KeyWatcher, poll *time.Ticker) (received bool) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return received
+		case <-poll.C:
+			r.poll(ctx)
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return received
 			}
+			received = true
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
@@ -127,6 +164,12 @@ func (r *Ring) Run(ctx context.Context) error {
 				r.log.Error("token keys: cannot use the new revision; keeping the old keys", "revision", e.Revision(), "err", err)
 			}
 		}
+	}
+}
+
+func (r *Ring) poll(ctx context.Context) {
+	if err := r.reload(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("token keys: cannot re-read the bucket", "err", err)
 	}
 }
 

@@ -273,3 +273,38 @@ func TestReseal_MasterKeyChange(t *testing.T) {
 		t.Fatal("the old master key still opens the resealed keys")
 	}
 }
+
+// stuckWatcher is a watch that has stopped delivering, as one cut off from its stream.
+type stuckWatcher struct{ updates chan jetstream.KeyValueEntry }
+
+func (w stuckWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+func (w stuckWatcher) Stop() error                             { return nil }
+
+// With its watch stuck, a process still learns of a rotation by re-reading the keys, so a
+// dropped key cannot stay accepted there.
+func TestFollow_PollsWhenTheWatchIsStuck(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	sealer := mustSealer(t, seal.NewKey())
+	js, _ := jetstream.New(srv.MustConnect(t))
+	stuck, err := Open(context.Background(), js, 1, sealer, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := stuck.Signing()
+	ctx, cancel := context.WithCancel(context.Background())
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	done := make(chan struct{})
+	go func() { defer close(done); stuck.follow(ctx, stuckWatcher{make(chan jetstream.KeyValueEntry)}, poll) }()
+	defer func() { cancel(); <-done }()
+
+	r, err := process(t, srv, sealer).Rotate(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stuck process drops the old key", func() bool {
+		k, _ := stuck.Signing()
+		_, held := stuck.lookup(old)
+		return k == r.Current && !held
+	})
+}
