@@ -2,20 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/workers/drivertest"
 )
 
 // TestTarget_TLSModes: tls_mode require encrypts the admin connection; verify-full checks
@@ -83,24 +76,11 @@ func TestTarget_TLSModes(t *testing.T) {
 	})
 	t.Run("verify-full with another CA refuses the server", func(t *testing.T) {
 		// (Without ca_cert the system roots apply, and Debian's include this snakeoil one.)
-		_, err := c.CreateTarget(ctx, target("localhost", "verify-full", otherCA(t)))
+		_, err := c.CreateTarget(ctx, target("localhost", "verify-full", drivertest.NewCA(t).PEM))
 		mustCode(t, err, 502, "target_unavailable")
 	})
 	t.Run("verify-full refuses a name the certificate does not hold", func(t *testing.T) {
 		_, err := c.CreateTarget(ctx, target("127.0.0.1", "verify-full", string(caPEM)))
 		mustCode(t, err, 502, "target_unavailable")
 	})
-}
-
-// otherCA returns a CA certificate that signed nothing the server has.
-func otherCA(t *testing.T) string {
-	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "not the server's CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
