@@ -441,3 +441,26 @@ func TestRotateTokenKey(t *testing.T) {
 		}
 	}
 }
+
+// TestRotateTokenKey_Embedded: with the embedded NATS, the rotation runs on the data
+// directory while the server is stopped, and the restarted server signs with the new key
+// and still accepts tokens of the old one.
+func TestRotateTokenKey_Embedded(t *testing.T) {
+	dir := t.TempDir()
+	srv := mustServer(t, dir, nil)
+	before := mustToken(t, srv.admin(t))
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"rotate-token-key", "--data-dir", dir, "--master-key-file", filepath.Join(dir, "master.key")}, &stdout, &stderr); err != nil {
+		t.Fatalf("rotate-token-key: %v\n%s", err, stderr.String())
+	}
+	srv = mustServer(t, dir, nil)
+	if kid, _ := srv.tokens.Signing(); !strings.Contains(stdout.String(), "signing key "+kid+"\n") {
+		t.Fatalf("the restarted server signs with %s; the rotation said %q", kid, stdout.String())
+	}
+	if status, body := raw(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", before, "", nil); status != 200 {
+		t.Fatalf("a token of the retired key got %d %v", status, body)
+	}
+}
