@@ -46,5 +46,20 @@ const AccessSubjects = accessPrefix + "*"
 // AccessSubject holds the refused requests of one client.
 func AccessSubject(clientID string) string { return accessPrefix + clientID }
 
+// Operations on the deployment's keys, made with the syvault command rather than the
+// API: they are audited like everything else, naming key ids, never keys.
+const (
+	TokenKeyRotated   Type = "token_key.rotated"   // Reason: the new key id and what became of the old ones
+	TokenKeysResealed Type = "token_keys.resealed" // sealed under a new master key
+)
+
+const keysPrefix = "syvault.keys."
+
+// KeysSubjects filters the events stream to operations on keys.
+const KeysSubjects = keysPrefix + "*"
+
+// KeysSubject holds the operations on one set of keys, e.g. "token".
+func KeysSubject(name string) string { return keysPrefix + name }
+
 // MaxClientNameLength bounds a client's name.
 const MaxClientNameLength = 128

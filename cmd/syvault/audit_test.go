@@ -426,6 +426,22 @@ func TestRotateTokenKey(t *testing.T) {
 		t.Fatalf("the Go client did not recover from its token's key being dropped: %v", err)
 	}
 
+	// Both rotations are in the audit, naming key ids and nothing else of the keys.
+	page, err := admin.Audit(ctx, client.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rotations []string
+	for _, e := range page.Data {
+		if e.Type == "token_key.rotated" {
+			rotations = append(rotations, e.Reason)
+		}
+	}
+	if len(rotations) != 2 || !strings.HasPrefix(rotations[0], "new signing key "+kid1+"; still verifying "+kidOf(before)) ||
+		!strings.Contains(rotations[1], "dropped ") {
+		t.Fatalf("rotations in the audit: %q", rotations)
+	}
+
 	var stderr bytes.Buffer
 	other := filepath.Join(t.TempDir(), "other.key")
 	if err := os.WriteFile(other, []byte(seal.EncodeKey(seal.NewKey())), 0o600); err != nil {

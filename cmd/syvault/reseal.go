@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/seal"
@@ -41,6 +43,11 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 	n, err := ring.Reseal(ctx)
 	if err != nil {
 		return err
+	}
+	if n > 0 {
+		if err := m.auditKeys(ctx, events.TokenKeysResealed, uuid.NewString(), fmt.Sprintf("%d key(s) sealed under the new master key", n)); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "access-token keys resealed: %d\n", n)
 

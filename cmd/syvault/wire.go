@@ -402,6 +402,16 @@ func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reason := "new signing key " + r.Current
+	if len(r.Kept) > 0 {
+		reason += "; still verifying " + strings.Join(r.Kept, ", ")
+	}
+	if len(r.Dropped) > 0 {
+		reason += "; dropped " + strings.Join(r.Dropped, ", ")
+	}
+	if err := m.auditKeys(ctx, events.TokenKeyRotated, r.Current, reason); err != nil {
+		return fmt.Errorf("the key was rotated, but not recorded in the audit: %w", err)
+	}
 	fmt.Fprintf(stdout, "new access-token signing key %s\n", r.Current)
 	if len(r.Kept) > 0 {
 		fmt.Fprintf(stdout, "still verifying tokens of the retired key(s) %s for up to %s\n", strings.Join(r.Kept, ", "), tokenkey.Retention)
@@ -410,6 +420,13 @@ func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "dropped key(s) %s: tokens they signed are refused from now on\n", strings.Join(r.Dropped, ", "))
 	}
 	return nil
+}
+
+// auditKeys records an operation on the token keys; id makes a retried record land once.
+func (m *Main) auditKeys(ctx context.Context, t events.Type, id, reason string) error {
+	e := events.Event{Type: t, ID: string(t) + "." + id, Time: time.Now().UTC(), Outcome: events.OutcomeOK, Reason: reason}
+	_, err := m.store.AppendUnordered(ctx, events.KeysSubject("token"), e)
+	return err
 }
 
 // RebuildProjections replays the events stream into fresh KV buckets.

@@ -301,7 +301,8 @@ class AuditEvent(_Model):
         type: e.g. ``target.registered``, ``target.updated``, ``target.resealed``,
             ``target.removed``, ``client.registered``, ``client.removed``, ``lease.requested``,
             ``lease.activated``, ``lease.failed``, ``lease.renewed``, ``lease.revoked``,
-            ``lease.expired``, ``lease.dropped``, ``access.denied``.
+            ``lease.expired``, ``lease.dropped``, ``access.denied``, ``token_key.rotated``,
+            ``token_keys.resealed``.
         client_id: the acting client.
         record_uid, lease_id, ttl_seconds, expires_at, username: what the event is about.
         outcome: ``ok`` or an error code (for ``access.denied``, e.g. ``forbidden``).
