@@ -214,3 +214,32 @@ func TestStore_DecideLease(t *testing.T) {
 		}
 	})
 }
+
+// An events stream made by an earlier version, without the subjects added since, takes
+// them on at the next start, keeping its events and its refusal of deletes.
+func TestOpen_UpgradesTheEventsStream(t *testing.T) {
+	ctx := context.Background()
+	srv := jstest.MustServer(t, "")
+	js, err := jetstream.New(srv.MustConnect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.EventsStream, Storage: jetstream.FileStorage,
+		Subjects: []string{events.LeaseSubjects, events.TargetSubjects}, DenyDelete: true, DenyPurge: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, events.LeaseSubject("L"), []byte(`{"type":"lease.requested"}`)); err != nil {
+		t.Fatal(err)
+	}
+	s := srv.MustStore(t)
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 || !info.Config.DenyDelete || !info.Config.DenyPurge {
+		t.Fatalf("after the upgrade: %d events, deny delete %v, deny purge %v", info.State.Msgs, info.Config.DenyDelete, info.Config.DenyPurge)
+	}
+	if _, err := s.AppendUnordered(ctx, events.KeysSubject("token"), events.Event{Type: events.TokenKeyRotated, ID: "k1", Time: time.Now()}); err != nil {
+		t.Fatalf("append to a subject added since: %v", err)
+	}
+}
