@@ -121,7 +121,11 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 	// The API shows whole seconds, and expires_at is exactly created_at + ttl; the event
 	// itself keeps the precise time for the audit.
 	expires := events.LeaseCreatedAt(now).Add(time.Duration(ttl) * time.Second)
-	username, password := newUsername(), newPassword()
+	username, err := s.reserveUsername(ctx, id.String())
+	if err != nil {
+		return nil, err
+	}
+	password := newPassword()
 	spec := &events.LeaseSpec{
 		Username:       username,
 		SealedPassword: s.cfg.Sealer.Seal([]byte(password), []byte(id.String())),

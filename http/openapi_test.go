@@ -2,8 +2,6 @@ package http
 
 import (
 	"context"
-	"log/slog"
-	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,9 +11,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore/jstest"
-	"github.com/syvault/syvault/events/seal"
-	"github.com/syvault/syvault/projections"
 )
 
 // nopPreparer accepts every target; no request reaches it in these tests.
@@ -100,24 +95,7 @@ var echoParam = regexp.MustCompile(`:([A-Za-z0-9_]+)`)
 // documented operation is a route.
 func TestOpenAPI_MatchesRoutes(t *testing.T) {
 	doc := loadOpenAPI(t)
-	ctx := context.Background()
-	store := jstest.MustStore(t)
-	proj, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealer, err := seal.New(seal.NewKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(ctx, Config{
-		Store: store, Projections: proj, Sealer: sealer, Preparer: nopPreparer{},
-		TokenKeys: testKeys,
-		Metrics:   http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustTestServer(t)
 
 	routes := map[string]bool{}
 	for _, r := range s.echo.Routes() {

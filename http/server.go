@@ -15,6 +15,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
@@ -90,8 +91,11 @@ type Server struct {
 	echo *echo.Echo
 	log  *slog.Logger
 	auth *authenticator
-	srv  *http.Server
-	ln   net.Listener
+	// usernames reserves lease usernames; newUsername draws one.
+	usernames   jetstream.KeyValue
+	newUsername func() string
+	srv         *http.Server
+	ln          net.Listener
 }
 
 // New builds the server and its routes; Open starts listening.
@@ -134,6 +138,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.auth, err = newAuthenticator(ctx, cfg); err != nil {
 		return nil, err
 	}
+	if s.usernames, err = openUsernames(ctx, cfg); err != nil {
+		return nil, err
+	}
+	s.newUsername = newUsername
 	e.GET(BasePath+"/openapi.json", s.openAPI)
 	api := e.Group(BasePath, s.requireStore)
 	api.POST("/auth/token", s.token)
