@@ -23,13 +23,13 @@ import (
 // anything still needs the old key: an active lease whose target was since removed or
 // moved is revoked with the admin password of its own snapshot, sealed when it was issued.
 func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
+	if m.Config.PreviousMasterKey == "" && m.Config.PreviousMasterKeyFile == "" {
+		return errors.New("reseal needs the master key being replaced: pass it with --previous-master-key-file (or SYVAULT_PREVIOUS_MASTER_KEY), and the new one as the master key")
+	}
 	defer m.Close()
 	sealer, err := m.unsealAndConnect(ctx, false)
 	if err != nil {
 		return err
-	}
-	if !m.resealing {
-		return errors.New("reseal needs the master key being replaced: pass it with --previous-master-key-file (or SYVAULT_PREVIOUS_MASTER_KEY), and the new one as the master key")
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -46,9 +46,7 @@ type Main struct {
 	workers *workers.Workers
 	drivers map[events.Engine]workers.Driver
 	tokens  *tokenkey.Ring
-	// resealing: a previous master key was given.
-	resealing bool
-	HTTP      *syhttp.Server
+	HTTP    *syhttp.Server
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -177,7 +175,6 @@ func (m *Main) unsealAndConnect(ctx context.Context, createKey bool) (*seal.Seal
 	if err != nil {
 		return nil, err
 	}
-	m.resealing = len(previous) > 0
 	return sealer, m.connect(ctx)
 }
 
