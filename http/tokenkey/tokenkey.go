@@ -90,8 +90,11 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, sealer *sea
 	r := &Ring{kv: kv, sealer: sealer, log: log}
 	for {
 		err := r.reload(ctx)
+		if err == nil {
+			return r, nil
+		}
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return r, err
+			return nil, err
 		}
 		k, err := r.newKey(time.Now())
 		if err != nil {
