@@ -163,15 +163,15 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	}
 	if time.Now().After(l.Spec.Deadline) {
 		log.Warn("lease request seen after its requester stopped waiting; not creating it")
-		return w.fail(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."))
+		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."))
 	}
 	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
 	if err != nil {
-		return w.fail(ctx, l, events.Wrap(err, events.EInternal, "The lease password could not be unsealed."))
+		return w.failAndDrop(ctx, l, events.Wrap(err, events.EInternal, "The lease password could not be unsealed."))
 	}
 	target, conn, err := w.conn(ctx, l.Spec.Target)
 	if err != nil {
-		return w.fail(ctx, l, err)
+		return w.failAndDrop(ctx, l, err)
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
@@ -182,13 +182,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	})
 	if err != nil {
 		log.Warn("create user failed", "err", Scrub(err, conn.Password, string(password)))
-		ferr := w.fail(ctx, l, err)
-		// The driver leaves no user behind when it can reach the target; when it cannot,
-		// the redelivered request drops the user once the target is back.
-		if derr := w.dropUser(ctx, l); derr != nil {
-			return errors.Join(ferr, derr)
-		}
-		return ferr
+		return w.failAndDrop(ctx, l, err)
 	}
 	log.Info("user created", "username", l.Username, "took", time.Since(start).Round(time.Microsecond))
 	// Arm expiry before announcing the lease: an active lease always has a schedule.
@@ -204,6 +198,19 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		return w.dropUser(ctx, l)
 	}
 	return err
+}
+
+// failAndDrop records a failed creation and makes sure no user is left. This attempt may
+// have made none, but an earlier one may have, in a process that died after its SQL and
+// before recording anything (with no API process left to give up on the lease either).
+// When the target cannot be reached, the error gets the request redelivered, and the
+// redelivery, finding the lease failed, drops the user once the target is back.
+func (w *Workers) failAndDrop(ctx context.Context, l events.Lease, cause error) error {
+	ferr := w.fail(ctx, l, cause)
+	if derr := w.dropUser(ctx, l); derr != nil {
+		return errors.Join(ferr, derr)
+	}
+	return ferr
 }
 
 // fail records a failed creation. A conflict means the lease moved on (revoked, or the

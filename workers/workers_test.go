@@ -90,17 +90,40 @@ func mustFixture(t *testing.T) *fixture {
 // request appends a lease request and returns the lease id and username.
 func (f *fixture) request(t *testing.T) (string, string) {
 	t.Helper()
+	return f.requestWaiting(t, time.Minute)
+}
+
+// requestWaiting is request, with the requester waiting for wait (negative: it stopped
+// waiting already).
+func (f *fixture) requestWaiting(t *testing.T, wait time.Duration) (string, string) {
+	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
 	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
 	now := time.Now().UTC()
 	e := events.Event{Type: events.LeaseRequested, ID: id + ".requested", Time: now, LeaseID: id, RecordUID: f.target.RecordUID,
 		TTLSeconds: 3600, ExpiresAt: now.Add(time.Hour), Lease: &events.LeaseSpec{Username: user,
-			SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Deadline: now.Add(time.Minute), Target: f.target}}
+			SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Deadline: now.Add(wait), Target: f.target}}
 	if _, err := f.store.Append(context.Background(), events.LeaseSubject(id), e, 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+user) })
 	return id, user
+}
+
+// createAsDeadWorker creates the lease's user the way a worker would, as one that then
+// died before recording anything.
+func (f *fixture) createAsDeadWorker(t *testing.T, id, user string) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := f.store.LoadLease(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.driver.CreateUser(ctx, workers.CreateUserRequest{Conn: workers.Conn{PoolKey: "crash", Host: "127.0.0.1", Port: 5432,
+		Database: f.target.Database, Username: "postgres", Password: "x", TLSMode: events.TLSDisable},
+		RecordUID: f.target.RecordUID, Username: user, Password: "first-attempt", ExpiresAt: l.ExpiresAt, Grants: f.target.Grants}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (f *fixture) revoke(t *testing.T, id string) {
@@ -182,16 +205,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 
 	t.Run("crash between the SQL and the ack: the redelivery finishes the job", func(t *testing.T) {
 		id, user := f.request(t)
-		l, err := f.store.LoadLease(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The first worker ran the SQL and died before recording anything.
-		if err := f.driver.CreateUser(ctx, workers.CreateUserRequest{Conn: workers.Conn{PoolKey: "crash", Host: "127.0.0.1", Port: 5432,
-			Database: f.target.Database, Username: "postgres", Password: "x", TLSMode: events.TLSDisable},
-			RecordUID: f.target.RecordUID, Username: user, Password: "first-attempt", ExpiresAt: l.ExpiresAt, Grants: f.target.Grants}); err != nil {
-			t.Fatal(err)
-		}
+		f.createAsDeadWorker(t, id, user)
 		if err := f.deliver(t, id, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -200,6 +214,22 @@ func TestWorkers_Idempotency(t *testing.T) {
 		}
 		if !f.userExists(t, user) {
 			t.Fatal("no user")
+		}
+	})
+
+	t.Run("the whole process dies after the SQL: the late redelivery fails the lease and drops the user", func(t *testing.T) {
+		// No API process is left to give up on the lease, and by the time the request is
+		// redelivered its requester stopped waiting.
+		id, user := f.requestWaiting(t, -time.Second)
+		f.createAsDeadWorker(t, id, user)
+		if err := f.deliver(t, id, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.failed]" {
+			t.Fatalf("history = %s", got)
+		}
+		if f.userExists(t, user) {
+			t.Fatal("the user the dead process created outlived its failed lease")
 		}
 	})
 

@@ -350,8 +350,6 @@ func mustCode(tb testing.TB, err error, status int, code string) {
 	}
 }
 
-func itoa(n int) string { return fmt.Sprint(n) }
-
 // mustTarget registers a fresh target of eng.
 func mustTarget(tb testing.TB, c *client.Client, eng engine) *client.Target {
 	tb.Helper()

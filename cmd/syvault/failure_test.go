@@ -19,18 +19,12 @@ func TestRevoke_TargetDown(t *testing.T) {
 			dir := t.TempDir()
 			srv := mustServer(t, dir, nil)
 			admin := srv.admin(t)
-			tg := eng.target(t)
-			px := mustProxy(t, "127.0.0.1:"+itoa(tg.Port))
-			tg.Port = px.port()
-			target, err := admin.CreateTarget(ctx, tg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			target, px := proxiedTarget(t, admin, eng)
 			lease := mustLease(t, admin, target.RecordUID, 3600)
 
 			px.down()
 			start := time.Now()
-			err = admin.RevokeLease(ctx, lease.LeaseID)
+			err := admin.RevokeLease(ctx, lease.LeaseID)
 			if ce, ok := err.(*client.Error); !ok || ce.Status != 502 {
 				t.Log(srv.Log.String())
 			}

@@ -41,20 +41,14 @@ func TestMetrics(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
-	tg := eng.target(t)
-	px := mustProxy(t, "127.0.0.1:5432")
-	tg.Port = px.port()
-	target, err := admin.CreateTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target, px := proxiedTarget(t, admin, eng)
 	l1 := mustLease(t, admin, target.RecordUID, 600)
 	l2 := mustLease(t, admin, target.RecordUID, 600)
 	if err := admin.RevokeLease(ctx, l1.LeaseID); err != nil {
 		t.Fatal(err)
 	}
 	px.down()
-	_, err = admin.CreateLease(ctx, target.RecordUID, 600)
+	_, err := admin.CreateLease(ctx, target.RecordUID, 600)
 	mustCode(t, err, 502, "target_unavailable")
 	mustCode(t, admin.RevokeLease(ctx, l2.LeaseID), 502, "target_unavailable")
 	m := scrape(t, srv)

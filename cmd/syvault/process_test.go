@@ -14,32 +14,43 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/syvault/syvault/http/client"
 )
 
 // binary is a syvault process built from this tree and started with the README's
-// command, in dev mode on a free port.
+// command, in dev mode on a free port, plus args.
 type binary struct {
-	dir, addr string
-	logs      *syncBuffer
-	cmd       *exec.Cmd
-	done      chan error // its exit
+	bin, dir, addr string
+	args           []string
+	logs           *syncBuffer
+	cmd            *exec.Cmd
+	done           chan error // its exit
 }
 
-func startBinary(t *testing.T) *binary {
+func startBinary(t *testing.T, args ...string) *binary {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "syvault")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	b := &binary{dir: t.TempDir(), addr: freeAddr(t), logs: &syncBuffer{}, done: make(chan error, 1)}
-	b.cmd = exec.Command(bin, "serve", "--dev", "--data-dir", b.dir, "--listen", b.addr)
+	b := &binary{bin: bin, dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &syncBuffer{}}
+	b.start(t)
+	return b
+}
+
+// start runs the binary on its data directory and address, as at first or after it died.
+func (b *binary) start(t *testing.T) {
+	t.Helper()
+	b.done = make(chan error, 1)
+	b.cmd = exec.Command(b.bin, append([]string{"serve", "--dev", "--data-dir", b.dir, "--listen", b.addr}, b.args...)...)
 	b.cmd.Stdout, b.cmd.Stderr = b.logs, b.logs
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { b.done <- b.cmd.Wait() }()
-	t.Cleanup(func() { _ = b.cmd.Process.Kill() })
+	cmd, done := b.cmd, b.done
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	eventually(t, 30*time.Second, "server ready", func() (bool, error) {
 		resp, err := http.Get("http://" + b.addr + "/readyz")
 		if err != nil {
@@ -48,7 +59,25 @@ func startBinary(t *testing.T) *binary {
 		resp.Body.Close()
 		return resp.StatusCode == 200, nil
 	})
-	return b
+}
+
+// admin is a client of the admin --dev wrote, holding a token already, so that later
+// calls need no new one.
+func (b *binary) admin(t *testing.T) *client.Client {
+	t.Helper()
+	var ac AdminClient
+	data, _ := os.ReadFile(filepath.Join(b.dir, AdminClientFile))
+	if err := json.Unmarshal(data, &ac); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := client.New(ac.Server, ac.ClientID, ac.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return admin
 }
 
 // TestBinary_SIGTERM: the real binary serves with the one command the README gives, and
@@ -134,27 +163,10 @@ func TestFlags_Environment(t *testing.T) {
 func TestBinary_SIGTERMDrainsInFlightWork(t *testing.T) {
 	eng := postgresEngine(t)
 	b := startBinary(t)
-	dir, logs, cmd, done := b.dir, b.logs, b.cmd, b.done
+	logs, cmd, done := b.logs, b.cmd, b.done
 	ctx := context.Background()
-	var ac AdminClient
-	data, _ := os.ReadFile(filepath.Join(dir, AdminClientFile))
-	if err := json.Unmarshal(data, &ac); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(ac.Server, ac.ClientID, ac.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := eng.target(t)
-	px := mustProxy(t, "127.0.0.1:5432")
-	tg.Port = px.port()
-	target, err := admin.CreateTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Token(ctx); err != nil {
-		t.Fatal(err)
-	}
+	admin := b.admin(t)
+	target, px := proxiedTarget(t, admin, eng)
 	px.setDelay(150 * time.Millisecond) // a create now takes several round trips of 150 ms
 
 	type result struct {
@@ -206,4 +218,69 @@ func TestBinary_SIGTERMDrainsInFlightWork(t *testing.T) {
 	}
 	sess.Close()
 	_ = eng.admin(ctx, "DROP ROLE IF EXISTS "+r.lease.Username) // the server is gone; tidy the database
+}
+
+// TestBinary_SIGKILLAfterTheSQL: the process dies (kill -9) after the database created a
+// lease's user and before anything recorded it, so no API process is left to give up on
+// the lease either. After the restart, the redelivered request finds its requester gone:
+// the lease is recorded failed and the user dropped, not left behind.
+func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	b := startBinary(t, "--request-timeout", "3s", "--ack-wait", "6s")
+	admin := b.admin(t)
+	target, px := proxiedTarget(t, admin, eng)
+	super, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	members := func() ([]string, error) {
+		rows, err := super.Query(ctx, `SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid
+			JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = $1`, "syvault_"+target.RecordUID)
+		if err != nil {
+			return nil, err
+		}
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+
+	// The database's answers now take 400 ms to come back: the user exists well before the
+	// worker hears so and records the lease active.
+	px.setReplyDelay(400 * time.Millisecond)
+	go func() { _, _ = admin.CreateLease(ctx, target.RecordUID, 600) }() // its answer never comes
+	var user string
+	eventually(t, 10*time.Second, "the lease's user created", func() (bool, error) {
+		m, err := members()
+		if len(m) > 0 {
+			user = m[0]
+		}
+		return len(m) > 0, err
+	})
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-b.done
+	// Should the test fail, the user must not outlive it in the shared database.
+	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()) })
+	px.setReplyDelay(0)
+
+	b.start(t)
+	var history []string
+	eventually(t, 30*time.Second, "the redelivered request settles the lease", func() (bool, error) {
+		page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID})
+		if err != nil {
+			return false, err
+		}
+		history = history[:0]
+		for _, e := range page.Data {
+			if strings.HasPrefix(e.Type, "lease.") {
+				history = append(history, e.Type)
+			}
+		}
+		return len(history) > 1, nil
+	})
+	if got := fmt.Sprint(history); got != "[lease.requested lease.failed]" {
+		t.Fatalf("lease history %s; want it requested, then failed", got)
+	}
+	mustBeGone(t, eng, user, 10*time.Second)
 }

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/syvault/syvault/http/client"
 )
 
 // proxy forwards a local port to a database so a test can take the database "down"
@@ -21,6 +25,8 @@ type proxy struct {
 	// delay, when set, holds each chunk from the client this long before forwarding it:
 	// a slow network, so that work on the target is in flight long enough to observe.
 	delay time.Duration
+	// replyDelay does the same for each chunk from the database.
+	replyDelay time.Duration
 }
 
 func mustProxy(tb testing.TB, target string) *proxy {
@@ -34,6 +40,20 @@ func mustProxy(tb testing.TB, target string) *proxy {
 	p.serve(ln)
 	tb.Cleanup(p.down)
 	return p
+}
+
+// proxiedTarget registers a target of eng that SyVault reaches through a proxy the test
+// controls.
+func proxiedTarget(t *testing.T, admin *client.Client, eng engine) (*client.Target, *proxy) {
+	t.Helper()
+	tg := eng.target(t)
+	px := mustProxy(t, "127.0.0.1:"+strconv.Itoa(tg.Port))
+	tg.Port = px.port()
+	target, err := admin.CreateTarget(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target, px
 }
 
 func (p *proxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
@@ -63,8 +83,8 @@ func (p *proxy) pipe(c net.Conn) {
 	p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, delayed{c, p}); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(up, delayed{r: c, p: p}); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, delayed{r: up, p: p, reply: true}); done <- struct{}{} }()
 	<-done
 	c.Close()
 	up.Close()
@@ -95,15 +115,20 @@ func (p *proxy) up() {
 	p.serve(ln)
 }
 
+// delayed slows one direction of the proxy: requests, or replies when reply is set.
 type delayed struct {
-	r io.Reader
-	p *proxy
+	r     io.Reader
+	p     *proxy
+	reply bool
 }
 
 func (d delayed) Read(b []byte) (int, error) {
 	n, err := d.r.Read(b)
 	d.p.mu.Lock()
 	delay := d.p.delay
+	if d.reply {
+		delay = d.p.replyDelay
+	}
 	d.p.mu.Unlock()
 	if n > 0 && delay > 0 {
 		time.Sleep(delay) // simulated network latency, not synchronisation
@@ -114,5 +139,13 @@ func (d delayed) Read(b []byte) (int, error) {
 func (p *proxy) setDelay(d time.Duration) {
 	p.mu.Lock()
 	p.delay = d
+	p.mu.Unlock()
+}
+
+// setReplyDelay holds each reply of the database for d: a statement has taken effect in
+// the database well before its caller learns so.
+func (p *proxy) setReplyDelay(d time.Duration) {
+	p.mu.Lock()
+	p.replyDelay = d
 	p.mu.Unlock()
 }
