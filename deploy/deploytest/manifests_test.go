@@ -387,7 +387,8 @@ func TestManifests_References(t *testing.T) {
 				}
 				_, inString := s.StringData[ref.Key]
 				_, inData := s.Data[ref.Key]
-				if !inString && !inData {
+				optional := ref.Optional != nil && *ref.Optional
+				if !inString && !inData && !optional {
 					t.Errorf("%s container %s: env %s: Secret %s has no key %q", w.Name, c.Name, e.Name, ref.Name, ref.Key)
 				}
 			}
