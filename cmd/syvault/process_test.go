@@ -284,3 +284,40 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 	}
 	mustBeGone(t, eng, user, 10*time.Second)
 }
+
+// TestBinary_SIGKILLMidRevoke: the process dies (kill -9) with a revocation recorded and
+// its user not yet dropped. The revocation is not lost: after the restart the user is
+// dropped and the lease ends revoked, with no request from anyone.
+func TestBinary_SIGKILLMidRevoke(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	b := startBinary(t, "--ack-wait", "3s")
+	admin := b.admin(t)
+	target, px := proxiedTarget(t, admin, eng)
+	lease := mustLease(t, admin, target.RecordUID, 600)
+	t.Cleanup(func() {
+		_ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{lease.Username}.Sanitize())
+	})
+
+	px.setDelay(300 * time.Millisecond)                       // the drop's statements now crawl
+	go func() { _ = admin.RevokeLease(ctx, lease.LeaseID) }() // its answer never comes
+	eventually(t, 10*time.Second, "the revocation recorded", func() (bool, error) {
+		l, err := admin.GetLease(ctx, lease.LeaseID)
+		return err == nil && l.Status == "revoking", err
+	})
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-b.done
+	if exists, err := eng.userExists(ctx, lease.Username); err != nil || !exists {
+		t.Fatalf("the user was gone before the kill (%v): the test caught nothing in flight", err)
+	}
+	px.setDelay(0)
+
+	b.start(t)
+	mustBeGone(t, eng, lease.Username, 30*time.Second)
+	eventually(t, 10*time.Second, "the lease recorded revoked", func() (bool, error) {
+		l, err := admin.GetLease(ctx, lease.LeaseID)
+		return err == nil && l.Status == "revoked", err
+	})
+}
