@@ -47,3 +47,9 @@ func IDFromSubject(subject string) string {
 // failed revocation attempt, so a caller waiting on a revoke can answer at once instead
 // of waiting out its deadline. Losing one is harmless: the revocation is retried anyway.
 func AttemptSubject(leaseID string) string { return "_syvault.attempt." + leaseID }
+
+// WaitingSubject is answered, over core NATS, by the API process waiting to hand a new
+// lease's credentials to its requester. A worker asks it before activating the lease: no
+// responder means the requester is gone (its process died, or it gave up), so nobody
+// will ever receive the credentials, and the user is dropped instead.
+func WaitingSubject(leaseID string) string { return "_syvault.waiting." + leaseID }

@@ -142,6 +142,16 @@ func (s *Server) newLease(ctx context.Context, client events.Client, target even
 		return nil, err
 	}
 	defer w.stop()
+	// Tell the workers someone is waiting for these credentials, until the answer goes.
+	nc := s.cfg.Store.Conn()
+	waiting, err := nc.Subscribe(events.WaitingSubject(id.String()), func(m *nats.Msg) { _ = m.Respond(nil) })
+	if err == nil {
+		err = nc.FlushWithContext(ctx)
+	}
+	if err != nil {
+		return nil, events.Wrap(err, events.EUnavailable, "The event store is unavailable; try again shortly.")
+	}
+	defer func() { _ = waiting.Unsubscribe() }()
 	if _, err := s.cfg.Store.Append(ctx, events.LeaseSubject(id.String()), ev, 0); err != nil {
 		return nil, err
 	}

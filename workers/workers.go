@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
@@ -185,6 +186,11 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		return w.failAndDrop(ctx, l, err)
 	}
 	log.Info("user created", "username", l.Username, "took", time.Since(start).Round(time.Microsecond))
+	if !w.requesterWaiting(ctx, l.ID) {
+		log.Warn("nobody is waiting for this lease any more; dropping its user instead of activating it")
+		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout,
+			"Nobody was waiting for the lease any more (its requester stopped or gave up); it was not activated."))
+	}
 	// Arm expiry before announcing the lease: an active lease always has a schedule.
 	if err := w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt); err != nil {
 		return err // redelivery creates idempotently and tries again
@@ -198,6 +204,17 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		return w.dropUser(ctx, l)
 	}
 	return err
+}
+
+// requesterWaiting asks whether an API process still waits to hand the lease to its
+// requester. Only a definite "no responders" counts as gone: a slow or lost answer is
+// taken as yes, since activating a lease nobody receives costs a user until its expiry,
+// while failing one somebody waits for fails a request that would have succeeded.
+func (w *Workers) requesterWaiting(ctx context.Context, leaseID string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := w.cfg.Store.Conn().RequestWithContext(ctx, events.WaitingSubject(leaseID), nil)
+	return !errors.Is(err, nats.ErrNoResponders)
 }
 
 // failAndDrop records a failed creation and makes sure no user is left. This attempt may

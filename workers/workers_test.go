@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
@@ -49,7 +50,12 @@ func mustFixture(t *testing.T) *fixture {
 	if _, err := pg.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = pg.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)") })
+	uid := "W" + uuid.NewString()[:11]
+	t.Cleanup(func() {
+		_, _ = pg.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+		// After the database, whose grants to it would block the drop.
+		_, _ = pg.Exec(ctx, fmt.Sprintf(`DROP ROLE IF EXISTS "syvault_%s"`, uid))
+	})
 
 	store := jstest.MustStore(t)
 	logger := slog.New(slog.DiscardHandler)
@@ -65,7 +71,6 @@ func mustFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uid := "W" + uuid.NewString()[:11]
 	tg := events.Target{RecordUID: uid, Name: "w", Engine: events.PostgreSQL, Host: "127.0.0.1", Port: 5432, Database: db,
 		AdminUsername: "postgres", TLSMode: events.TLSDisable, MaxTTLSeconds: 86400,
 		Grants: []events.Grant{{Database: db, Schema: "public", Privileges: []string{"SELECT"}}}}
@@ -81,23 +86,27 @@ func mustFixture(t *testing.T) *fixture {
 	if err := proj.Apply(ctx, e, seq); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_, _ = pg.Exec(ctx, fmt.Sprintf(`DROP ROLE IF EXISTS "syvault_%s"`, uid))
-	})
 	return &fixture{store: store, sealer: sealer, w: w, target: tg, driver: driver, pg: pg}
 }
 
 // request appends a lease request and returns the lease id and username.
 func (f *fixture) request(t *testing.T) (string, string) {
 	t.Helper()
-	return f.requestWaiting(t, time.Minute)
+	return f.requestAs(t, time.Minute, true)
 }
 
-// requestWaiting is request, with the requester waiting for wait (negative: it stopped
-// waiting already).
-func (f *fixture) requestWaiting(t *testing.T, wait time.Duration) (string, string) {
+// requestAs is request, with a requester that waits for wait (negative: its deadline has
+// passed) and, if answering, answers the workers' "still waiting?" until the test ends.
+func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (string, string) {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
+	if answering {
+		sub, err := f.store.Conn().Subscribe(events.WaitingSubject(id), func(m *nats.Msg) { _ = m.Respond(nil) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
 	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
 	now := time.Now().UTC()
 	e := events.Event{Type: events.LeaseRequested, ID: id + ".requested", Time: now, LeaseID: id, RecordUID: f.target.RecordUID,
@@ -220,7 +229,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 	t.Run("the whole process dies after the SQL: the late redelivery fails the lease and drops the user", func(t *testing.T) {
 		// No API process is left to give up on the lease, and by the time the request is
 		// redelivered its requester stopped waiting.
-		id, user := f.requestWaiting(t, -time.Second)
+		id, user := f.requestAs(t, -time.Second, false)
 		f.createAsDeadWorker(t, id, user)
 		if err := f.deliver(t, id, 0); err != nil {
 			t.Fatal(err)
@@ -230,6 +239,20 @@ func TestWorkers_Idempotency(t *testing.T) {
 		}
 		if f.userExists(t, user) {
 			t.Fatal("the user the dead process created outlived its failed lease")
+		}
+	})
+
+	t.Run("nobody waits for the lease any more: its user is dropped, not activated", func(t *testing.T) {
+		// Within its deadline, but the process that was to answer the requester is gone.
+		id, user := f.requestAs(t, time.Minute, false)
+		if err := f.deliver(t, id, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.failed]" {
+			t.Fatalf("history = %s", got)
+		}
+		if f.userExists(t, user) {
+			t.Fatal("the user of a lease nobody will receive was kept")
 		}
 	})
 

@@ -230,19 +230,7 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 	b := startBinary(t, "--request-timeout", "3s", "--ack-wait", "6s")
 	admin := b.admin(t)
 	target, px := proxiedTarget(t, admin, eng)
-	super, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer super.Close(ctx)
-	members := func() ([]string, error) {
-		rows, err := super.Query(ctx, `SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid
-			JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = $1`, "syvault_"+target.RecordUID)
-		if err != nil {
-			return nil, err
-		}
-		return pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	members := groupMembers(t, target.RecordUID)
 
 	// The database's answers now take 400 ms to come back: the user exists well before the
 	// worker hears so and records the lease active.
@@ -265,9 +253,37 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 	px.setReplyDelay(0)
 
 	b.start(t)
+	mustSettleFailed(t, admin, target.RecordUID)
+	mustBeGone(t, eng, user, 10*time.Second)
+}
+
+// groupMembers returns a function listing the PostgreSQL users in a target's group role:
+// its lease users, whether or not SyVault has recorded them.
+func groupMembers(t *testing.T, recordUID string) func() ([]string, error) {
+	t.Helper()
+	ctx := context.Background()
+	super, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { super.Close(context.Background()) })
+	return func() ([]string, error) {
+		rows, err := super.Query(ctx, `SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid
+			JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = $1`, "syvault_"+recordUID)
+		if err != nil {
+			return nil, err
+		}
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+}
+
+// mustSettleFailed waits for the target's only lease to settle, and requires it to have
+// failed: requested, then failed, never activated.
+func mustSettleFailed(t *testing.T, admin *client.Client, recordUID string) {
+	t.Helper()
 	var history []string
 	eventually(t, 30*time.Second, "the redelivered request settles the lease", func() (bool, error) {
-		page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID})
+		page, err := admin.Audit(context.Background(), client.AuditOptions{RecordUID: recordUID})
 		if err != nil {
 			return false, err
 		}
@@ -282,7 +298,44 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 	if got := fmt.Sprint(history); got != "[lease.requested lease.failed]" {
 		t.Fatalf("lease history %s; want it requested, then failed", got)
 	}
-	mustBeGone(t, eng, user, 10*time.Second)
+}
+
+// TestBinary_SIGKILLMidCreate: the process holding a create request dies (kill -9) while
+// the create is under way. Restarted well within the request's deadline, it finds nobody
+// waiting for the credentials, so the lease fails and no user is left, instead of a live
+// user nobody received.
+func TestBinary_SIGKILLMidCreate(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	b := startBinary(t, "--ack-wait", "3s")
+	admin := b.admin(t)
+	target, px := proxiedTarget(t, admin, eng)
+	members := groupMembers(t, target.RecordUID)
+
+	px.setDelay(300 * time.Millisecond)                                  // the create's statements now crawl
+	go func() { _, _ = admin.CreateLease(ctx, target.RecordUID, 600) }() // its answer never comes
+	eventually(t, 10*time.Second, "the request recorded", func() (bool, error) {
+		page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID})
+		return err == nil && len(page.Data) > 1, err // target.registered, lease.requested
+	})
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-b.done
+	px.setDelay(0)
+	t.Cleanup(func() {
+		m, _ := members()
+		for _, u := range m {
+			_ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{u}.Sanitize())
+		}
+	})
+
+	b.start(t)
+	mustSettleFailed(t, admin, target.RecordUID)
+	eventually(t, 10*time.Second, "no user left in the target's group", func() (bool, error) {
+		m, err := members()
+		return len(m) == 0, err
+	})
 }
 
 // TestBinary_SIGKILLMidRevoke: the process dies (kill -9) with a revocation recorded and
