@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/syvault/syvault/http/client"
 )
 
@@ -103,4 +104,43 @@ func TestRevoke_TargetDatabaseDropped(t *testing.T) {
 			mustBeGone(t, eng, lease.Username, 0)
 		})
 	}
+}
+
+// TestCreate_ConnectionCutAfterTheSQL: the target's connection breaks after the database
+// created the user and before the driver heard so. The create answers 502, the lease
+// fails, and the user, which cannot be dropped while the target is unreachable, is dropped
+// once it is back, with no request from anyone.
+func TestCreate_ConnectionCutAfterTheSQL(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	target, px := proxiedTarget(t, admin, eng)
+	members := groupMembers(t, target.RecordUID)
+
+	px.setReplyDelay(400 * time.Millisecond) // the user exists well before the driver hears so
+	created := make(chan error, 1)
+	go func() {
+		_, err := admin.CreateLease(ctx, target.RecordUID, 600)
+		created <- err
+	}()
+	var user string
+	eventually(t, 10*time.Second, "the lease's user created", func() (bool, error) {
+		m, err := members()
+		if len(m) > 0 {
+			user = m[0]
+		}
+		return len(m) > 0, err
+	})
+	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()) })
+	px.down()
+	px.setReplyDelay(0)
+	mustCode(t, <-created, 502, "target_unavailable")
+	mustSettleFailed(t, admin, target.RecordUID)
+	if exists, err := eng.userExists(ctx, user); err != nil || !exists {
+		t.Fatalf("the user is gone with the target unreachable (%v): nothing was tested", err)
+	}
+
+	px.up()
+	mustBeGone(t, eng, user, 30*time.Second)
 }
