@@ -81,11 +81,12 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 }
 
 // resealTarget reseals one target's admin password unless it is sealed under the new key
-// already. The append expects the target's last event, so an update racing it wins and
-// is resealed on the next turn instead of being overwritten with old settings.
+// already. It reads the target from its events and appends after the last of them, so an
+// update racing it wins and is resealed on the next turn instead of being overwritten
+// with older settings.
 func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string) (bool, error) {
 	for {
-		t, err := m.proj.Target(ctx, uid)
+		t, last, err := m.store.LoadTarget(ctx, uid)
 		if events.ErrorCode(err) == events.ENotFound {
 			return false, nil // removed meanwhile
 		}
@@ -98,10 +99,6 @@ func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string
 		}
 		if current {
 			return false, nil
-		}
-		last, err := m.store.LastSeq(ctx, events.TargetSubject(uid))
-		if err != nil {
-			return false, err
 		}
 		t.SealedAdminPassword = sealer.Seal(pw, []byte(uid))
 		e := events.Event{Type: events.TargetResealed, ID: uid + ".resealed." + strconv.FormatUint(last, 10), Time: time.Now().UTC(),

@@ -204,6 +204,30 @@ func (s *Store) History(ctx context.Context, subject string) ([]events.Event, []
 	}
 }
 
+// LoadTarget returns a target's latest settings, read from its events rather than from a
+// projection that may lag, and the sequence of its last event, to append after it on
+// condition that nothing came between. It returns an ENotFound *events.Error when the
+// target has no events or was removed.
+func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target, uint64, error) {
+	evs, seqs, err := s.History(ctx, events.TargetSubject(recordUID))
+	if err != nil {
+		return events.Target{}, 0, err
+	}
+	var t *events.Target
+	for _, e := range evs {
+		switch {
+		case e.Type == events.TargetRemoved:
+			t = nil
+		case e.Target != nil:
+			t = e.Target
+		}
+	}
+	if t == nil {
+		return events.Target{}, 0, events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
+	}
+	return *t, seqs[len(seqs)-1], nil
+}
+
 // LoadLease folds a lease's history. It returns an ENotFound *events.Error when the lease
 // has no events.
 func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, error) {

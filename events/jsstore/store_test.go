@@ -243,3 +243,33 @@ func TestOpen_UpgradesTheEventsStream(t *testing.T) {
 		t.Fatalf("append to a subject added since: %v", err)
 	}
 }
+
+// LoadTarget reads a target's latest settings from its events, whatever a projection
+// shows, with the sequence to append after; a removed target is not found.
+func TestStore_LoadTarget(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	subj := events.TargetSubject("T1")
+	if _, _, err := s.LoadTarget(ctx, "T1"); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("no events: %v", err)
+	}
+	reg := events.Target{RecordUID: "T1", Host: "a"}
+	upd := events.Target{RecordUID: "T1", Host: "b"}
+	if _, err := s.Append(ctx, subj, events.Event{Type: events.TargetRegistered, ID: "T1.r", RecordUID: "T1", Target: &reg}, 0); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := s.Append(ctx, subj, events.Event{Type: events.TargetUpdated, ID: "T1.u", RecordUID: "T1", Target: &upd}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, last, err := s.LoadTarget(ctx, "T1")
+	if err != nil || got.Host != "b" || last != seq {
+		t.Fatalf("LoadTarget = %+v, %d, %v; want host b at %d", got, last, err, seq)
+	}
+	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRemoved, ID: "T1.x", RecordUID: "T1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.LoadTarget(ctx, "T1"); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("removed: %v", err)
+	}
+}
