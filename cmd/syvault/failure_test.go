@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/syvault/syvault/http/client"
 )
 
@@ -124,15 +123,7 @@ func TestCreate_ConnectionCutAfterTheSQL(t *testing.T) {
 		_, err := admin.CreateLease(ctx, target.RecordUID, 600)
 		created <- err
 	}()
-	var user string
-	eventually(t, 10*time.Second, "the lease's user created", func() (bool, error) {
-		m, err := members()
-		if len(m) > 0 {
-			user = m[0]
-		}
-		return len(m) > 0, err
-	})
-	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()) })
+	user := awaitLeaseUser(t, eng, members)
 	px.down()
 	px.setReplyDelay(0)
 	mustCode(t, <-created, 502, "target_unavailable")

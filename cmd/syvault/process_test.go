@@ -236,20 +236,11 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 	// worker hears so and records the lease active.
 	px.setReplyDelay(400 * time.Millisecond)
 	go func() { _, _ = admin.CreateLease(ctx, target.RecordUID, 600) }() // its answer never comes
-	var user string
-	eventually(t, 10*time.Second, "the lease's user created", func() (bool, error) {
-		m, err := members()
-		if len(m) > 0 {
-			user = m[0]
-		}
-		return len(m) > 0, err
-	})
+	user := awaitLeaseUser(t, eng, members)
 	if err := b.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-b.done
-	// Should the test fail, the user must not outlive it in the shared database.
-	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()) })
 	px.setReplyDelay(0)
 
 	b.start(t)
@@ -275,6 +266,23 @@ func groupMembers(t *testing.T, recordUID string) func() ([]string, error) {
 		}
 		return pgx.CollectRows(rows, pgx.RowTo[string])
 	}
+}
+
+// awaitLeaseUser waits for a user to appear in a target's group role, one the test then
+// cuts off from SyVault before it is recorded. Should the test fail, the user must not
+// outlive it in the shared database, so it is dropped when the test ends.
+func awaitLeaseUser(t *testing.T, eng engine, members func() ([]string, error)) string {
+	t.Helper()
+	var user string
+	eventually(t, 10*time.Second, "the lease's user created", func() (bool, error) {
+		m, err := members()
+		if len(m) > 0 {
+			user = m[0]
+		}
+		return len(m) > 0, err
+	})
+	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()) })
+	return user
 }
 
 // mustSettleFailed waits for the target's only lease to settle, and requires it to have
