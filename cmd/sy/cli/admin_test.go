@@ -195,11 +195,11 @@ func TestAdminCommands(t *testing.T) {
 		"host": "127.0.0.1", "port": 5432, "database": "orders", "admin_username": "syvault_admin",
 		"admin_password": "s3cret-admin", "tls_mode": "disable", "created_at": "2026-04-06T12:00:00Z",
 		"grants": [{"database": "orders", "schema": "public", "privileges": ["SELECT"]}]}`), 0o600)
-	const auditHeader = "SEQ     TIME                  TYPE               CLIENT_ID                             RECORD_UID    LEASE_ID                              TTL    OUTCOME"
+	const auditHeader = "SEQ     TIME                  TYPE               CLIENT_ID                             RECORD_UID    LEASE_ID                              TTL    OUTCOME             REASON"
 	auditRows := []string{
-		"1       2026-04-06T12:00:00Z  target.registered  c9a1b2d3-4e5f-6789-abcd-ef0123456789  7Kj9mNpQ2xRs  -                                     -      ok",
-		"2       2026-04-06T12:01:00Z  lease.requested    5b2e8f41-0c7d-4a93-b6e2-222222222222  7Kj9mNpQ2xRs  0193f5c2-7d2a-7c3e-9a8b-111111111111  3600   ok",
-		"3       2026-04-06T12:02:00Z  lease.failed       5b2e8f41-0c7d-4a93-b6e2-222222222222  7Kj9mNpQ2xRs  0193f5c2-7d2a-7c3e-9a8b-111111111111  3600   failed",
+		"1       2026-04-06T12:00:00Z  target.registered  c9a1b2d3-4e5f-6789-abcd-ef0123456789  7Kj9mNpQ2xRs  -                                     -      ok                  -",
+		"2       2026-04-06T12:01:00Z  lease.requested    5b2e8f41-0c7d-4a93-b6e2-222222222222  7Kj9mNpQ2xRs  0193f5c2-7d2a-7c3e-9a8b-111111111111  3600   ok                  -",
+		"3       2026-04-06T12:02:00Z  lease.failed       5b2e8f41-0c7d-4a93-b6e2-222222222222  7Kj9mNpQ2xRs  0193f5c2-7d2a-7c3e-9a8b-111111111111  3600   failed              target_unavailable",
 	}
 	var jsonLines []string
 	for i, e := range auditFixture {

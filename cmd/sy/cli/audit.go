@@ -25,8 +25,9 @@ func (a *app) auditCommand() *cobra.Command {
 		Use:   "audit [--since 1h|TIME] [--until 1h|TIME] [--record-uid X] [--lease-id X] [--client-id X] [--follow] [--format table|json]",
 		Short: "Show the audit trail, oldest first; --follow keeps printing new events (admin)",
 		Long: `Show the audit trail, oldest first: every target and client change and every lease's
-request, activation, failure, renewal, revocation, expiry and drop, with its time, acting
-client, record uid, lease id, TTL and outcome (never a secret). All matching events are
+request, activation, failure, renewal, revocation, expiry and drop, and the key
+operations, with its time, acting client, record uid, lease id, TTL, outcome and reason
+(never a secret). All matching events are
 shown, however many requests that takes (--limit is the number of events per request).
 
 --since and --until take a duration back from now (30m, 1h, 7d) or an RFC 3339 time
@@ -151,12 +152,14 @@ func newAuditPrinter(w io.Writer, jsonLines bool) *auditPrinter {
 }
 
 // auditColumns are the table's columns and their minimum widths: times are RFC 3339 UTC,
-// client and lease ids UUIDs, record uids 12 characters.
+// client and lease ids UUIDs, record uids 12 characters, the longest outcome
+// "target_unavailable"; the reason, last, takes what it needs.
 var auditColumns = []struct {
 	name  string
 	width int
 }{
-	{"SEQ", 6}, {"TIME", 20}, {"TYPE", 17}, {"CLIENT_ID", 36}, {"RECORD_UID", 12}, {"LEASE_ID", 36}, {"TTL", 5}, {"OUTCOME", 0},
+	{"SEQ", 6}, {"TIME", 20}, {"TYPE", 17}, {"CLIENT_ID", 36}, {"RECORD_UID", 12}, {"LEASE_ID", 36}, {"TTL", 5}, {"OUTCOME", 18},
+	{"REASON", 0},
 }
 
 func (p *auditPrinter) print(ev client.AuditEvent) error {
@@ -175,7 +178,7 @@ func (p *auditPrinter) print(ev client.AuditEvent) error {
 		ttl = strconv.Itoa(ev.TTLSeconds)
 	}
 	p.row(&b, []string{strconv.FormatUint(ev.Seq, 10), formatTime(ev.Time), dash(ev.Type), dash(ev.ClientID),
-		dash(ev.RecordUID), dash(ev.LeaseID), ttl, dash(ev.Outcome)})
+		dash(ev.RecordUID), dash(ev.LeaseID), ttl, dash(ev.Outcome), dash(ev.Reason)})
 	_, err := io.WriteString(p.w, b.String())
 	return err
 }
