@@ -136,9 +136,11 @@ func Fold(evs []Event, seqs []uint64) Lease {
 
 // RenewExpiry returns the expiry a renewal by ttl at now gives: now+ttl, but never past
 // created+24h nor created+maxTTL (the tightest of the target's and client's caps; 0 for
-// none). ok is false when the lease cannot be renewed because it is not active.
+// none). ok is false when the lease cannot be renewed: it is not active, or its expiry
+// has passed and only its schedule has yet to fire. A renewal then would bring back
+// credentials already due to stop working (PostgreSQL refuses them past VALID UNTIL).
 func (l *Lease) RenewExpiry(now time.Time, ttl time.Duration, maxTTL time.Duration) (time.Time, bool) {
-	if l.Status != StatusActive {
+	if l.Status != StatusActive || !now.Before(l.ExpiresAt) {
 		return time.Time{}, false
 	}
 	exp := now.Add(ttl)

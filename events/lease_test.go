@@ -74,16 +74,24 @@ func TestLease_RenewExpiry(t *testing.T) {
 			t.Fatalf("got %v %v", got, ok)
 		}
 	})
+	long := events.Fold([]events.Event{requested(t0, 24*time.Hour), {Type: events.LeaseActivated}}, []uint64{1, 2})
 	t.Run("capped at created plus 24h", func(t *testing.T) {
-		got, _ := l.RenewExpiry(t0.Add(23*time.Hour), 10*time.Hour, 0)
+		got, _ := long.RenewExpiry(t0.Add(23*time.Hour), 10*time.Hour, 0)
 		if !got.Equal(t0.Add(24 * time.Hour)) {
 			t.Fatalf("got %v", got)
 		}
 	})
 	t.Run("capped at the tighter max ttl", func(t *testing.T) {
-		got, _ := l.RenewExpiry(t0.Add(time.Hour), 10*time.Hour, 2*time.Hour)
+		got, _ := long.RenewExpiry(t0.Add(time.Hour), 10*time.Hour, 2*time.Hour)
 		if !got.Equal(t0.Add(2 * time.Hour)) {
 			t.Fatalf("got %v", got)
+		}
+	})
+	t.Run("not once its expiry has passed", func(t *testing.T) {
+		for _, at := range []time.Time{t0.Add(time.Hour), t0.Add(time.Hour + time.Millisecond)} {
+			if _, ok := l.RenewExpiry(at, time.Hour, 0); ok {
+				t.Fatalf("renewed at %v a lease that expired at %v", at, l.ExpiresAt)
+			}
 		}
 	})
 	t.Run("only active leases", func(t *testing.T) {

@@ -406,6 +406,9 @@ func (s *Server) renewLease(c echo.Context) error {
 			return nil, events.Errorf(events.ENotFound, "Lease %q has already ended.", l.ID)
 		}
 		exp, ok := l.RenewExpiry(time.Now(), time.Duration(*req.TTLSeconds)*time.Second, maxTTL)
+		if !ok && l.Status == events.StatusActive {
+			return nil, events.Errorf(events.ENotFound, "Lease %q expired at %s; request a new one.", l.ID, l.ExpiresAt.Format(time.RFC3339))
+		}
 		if !ok {
 			return nil, events.Errorf(events.EConflict, "Only an active lease can be renewed; this one is %s.", l.Status)
 		}
