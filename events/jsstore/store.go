@@ -95,7 +95,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 }
 
 // ensureStream creates a stream, or updates it only when a setting SyVault manages
-// differs: processes starting together must not rewrite a config nothing changed in (a
+// differs (subjects it does not list are kept): processes starting together must not rewrite a config nothing changed in (a
 // stream update racing consumer creation is a data race inside nats-server 2.15).
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, want.Name)
@@ -112,6 +112,13 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		return nil, err
 	}
 	have := s.CachedInfo().Config
+	// Subjects are only ever added: a process of an older version, restarted during a
+	// rolling upgrade, must not take away a subject a newer one appends to.
+	for _, subj := range have.Subjects {
+		if !slices.Contains(want.Subjects, subj) {
+			want.Subjects = append(want.Subjects, subj)
+		}
+	}
 	if slices.Equal(have.Subjects, want.Subjects) && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
 		have.MaxAge == want.MaxAge && have.DenyDelete == want.DenyDelete && have.DenyPurge == want.DenyPurge &&
 		have.AllowMsgSchedules == want.AllowMsgSchedules && have.AllowDirect == want.AllowDirect {

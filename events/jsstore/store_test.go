@@ -273,3 +273,28 @@ func TestStore_LoadTarget(t *testing.T) {
 		t.Fatalf("removed: %v", err)
 	}
 }
+
+// A process of an older version, restarted during a rolling upgrade, keeps the subjects a
+// newer one added to the events stream: appends to them go on working.
+func TestOpen_KeepsSubjectsAddedByANewerVersion(t *testing.T) {
+	ctx := context.Background()
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := info.Config
+	newer.Subjects = append(newer.Subjects, "syvault.future.*")
+	js, err := jetstream.New(srv.MustConnect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.UpdateStream(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	srv.MustStore(t) // this version starts again
+	if _, err := js.Publish(ctx, "syvault.future.x", []byte(`{}`)); err != nil {
+		t.Fatalf("a subject a newer version added was taken away: %v", err)
+	}
+}
