@@ -226,10 +226,7 @@ func TestTarget_RotateAdminPassword(t *testing.T) {
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
 	tg := eng.target(t)
-	target, err := admin.CreateTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustRegister(t, admin, tg)
 	lease := mustLease(t, admin, target.RecordUID, 3600)
 	newPassword := "rotated-" + randomSecret()
 	if err := eng.admin(ctx, "ALTER USER '"+tg.AdminUsername+"'@'%' IDENTIFIED BY '"+newPassword+"'"); err != nil {
@@ -238,7 +235,7 @@ func TestTarget_RotateAdminPassword(t *testing.T) {
 	// (Pooled admin connections stay logged in; the update opens new ones.)
 	wrong := tg
 	wrong.AdminPassword = "still-wrong"
-	_, err = admin.UpdateTarget(ctx, target.RecordUID, wrong)
+	_, err := admin.UpdateTarget(ctx, target.RecordUID, wrong)
 	mustCode(t, err, 502, "target_unavailable")
 	tg.AdminPassword = newPassword
 	if _, err := admin.UpdateTarget(ctx, target.RecordUID, tg); err != nil {

@@ -47,14 +47,8 @@ func TestAuthorization_Matrix(t *testing.T) {
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
 	tg1, tg2 := eng.target(t), eng.target(t)
-	r1, err := admin.CreateTarget(ctx, tg1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r2, err := admin.CreateTarget(ctx, tg2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r1 := mustRegister(t, admin, tg1)
+	r2 := mustRegister(t, admin, tg2)
 	appA, idA := newAppClient(t, srv, admin, "app", []string{r1.RecordUID})
 	appB, _ := newAppClient(t, srv, admin, "app", []string{r2.RecordUID})
 	gone, goneID := newAppClient(t, srv, admin, "app", []string{r1.RecordUID})

@@ -353,7 +353,13 @@ func mustCode(tb testing.TB, err error, status int, code string) {
 // mustTarget registers a fresh target of eng.
 func mustTarget(tb testing.TB, c *client.Client, eng engine) *client.Target {
 	tb.Helper()
-	t, err := c.CreateTarget(context.Background(), eng.target(tb))
+	return mustRegister(tb, c, eng.target(tb))
+}
+
+// mustRegister registers the target tg, for a test that needs its settings too.
+func mustRegister(tb testing.TB, c *client.Client, tg client.Target) *client.Target {
+	tb.Helper()
+	t, err := c.CreateTarget(context.Background(), tg)
 	if err != nil {
 		tb.Fatal(err)
 	}

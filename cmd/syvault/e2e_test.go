@@ -112,10 +112,7 @@ func TestLease_UserCreatedTableIsDropped(t *testing.T) {
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
 	tg := eng.target(t)
-	target, err := admin.CreateTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustRegister(t, admin, tg)
 	lease := mustLease(t, admin, target.RecordUID, 600)
 	// Let this user create objects, as an application with its own migrations would.
 	if err := eng.admin(ctx, "GRANT CREATE ON DATABASE "+tg.Database+" TO "+lease.Username); err != nil {

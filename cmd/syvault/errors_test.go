@@ -83,10 +83,7 @@ func TestErrors(t *testing.T) {
 	admin := srv.admin(t)
 	tg := eng.target(t)
 	tg.MaxTTLSeconds = 600
-	target, err := admin.CreateTarget(ctx, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	target := mustRegister(t, admin, tg)
 	token, err := admin.Token(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -71,10 +71,7 @@ func TestRevoke_TargetDatabaseDropped(t *testing.T) {
 			srv := mustServer(t, dir, nil)
 			admin := srv.admin(t)
 			tg := eng.target(t)
-			target, err := admin.CreateTarget(ctx, tg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			target := mustRegister(t, admin, tg)
 			lease := mustLease(t, admin, target.RecordUID, 600)
 			drop := "DROP DATABASE " + tg.Database
 			if name == "postgresql" {

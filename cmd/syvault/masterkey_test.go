@@ -35,10 +35,7 @@ func TestMasterKeyChange(t *testing.T) {
 	stays := mustTarget(t, admin, eng)
 	kept := mustLease(t, admin, stays.RecordUID, 3600)
 	moves := eng.target(t)
-	movesT, err := admin.CreateTarget(ctx, moves)
-	if err != nil {
-		t.Fatal(err)
-	}
+	movesT := mustRegister(t, admin, moves)
 	onMoved := mustLease(t, admin, movesT.RecordUID, 3600)
 	moves.Host = "localhost" // the same server under another name: its leases keep their snapshot
 	if _, err := admin.UpdateTarget(ctx, movesT.RecordUID, moves); err != nil {
@@ -54,7 +51,7 @@ func TestMasterKeyChange(t *testing.T) {
 	onNew(&cfg)
 	var logs bytes.Buffer
 	refused := NewMain(cfg, newLogger(&logs, "error"))
-	err = refused.Open(ctx)
+	err := refused.Open(ctx)
 	_ = refused.Close()
 	if err == nil || !strings.Contains(err.Error(), "another master key") {
 		t.Fatalf("a server on the new key alone, before reseal: %v", err)

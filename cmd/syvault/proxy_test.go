@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net"
 	"strconv"
@@ -49,11 +48,7 @@ func proxiedTarget(t *testing.T, admin *client.Client, eng engine) (*client.Targ
 	tg := eng.target(t)
 	px := mustProxy(t, "127.0.0.1:"+strconv.Itoa(tg.Port))
 	tg.Port = px.port()
-	target, err := admin.CreateTarget(context.Background(), tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return target, px
+	return mustRegister(t, admin, tg), px
 }
 
 func (p *proxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }

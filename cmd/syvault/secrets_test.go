@@ -68,10 +68,7 @@ func TestSecrets_NowhereInPlaintext(t *testing.T) {
 	for _, eng := range []engine{pg, my} {
 		tg := eng.target(t)
 		secrets = append(secrets, tg.AdminPassword)
-		target, err := admin.CreateTarget(ctx, tg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		target := mustRegister(t, admin, tg)
 		var leases []*client.Lease
 		for _, ttl := range []int{3600, 3600, 1} {
 			l := mustLease(t, admin, target.RecordUID, ttl)
