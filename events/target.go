@@ -9,11 +9,62 @@ import (
 
 // Privileges each engine lets a target grant. Anything outside these lists is refused at
 // registration, so a target can never hand out ownership, role or server administration.
+//
+// PostgreSQL's CREATE is CREATE on the grant's schema (for migrations run with lease
+// credentials); every other PostgreSQL privilege is a table privilege. What a lease user
+// creates belongs to the target's group role, never to the admin.
+//
+// MySQL leaves out what makes DEFINER objects (CREATE VIEW, TRIGGER, CREATE ROUTINE,
+// EVENT): such an object names the lease user as its definer, so it breaks once the user
+// is dropped (MariaDB) or makes DROP USER fail (MySQL 8), a revocation that never ends.
 var (
-	PostgreSQLPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+	PostgreSQLPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "CREATE"}
 	MySQLPrivileges      = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "INDEX", "ALTER",
-		"CREATE VIEW", "SHOW VIEW", "TRIGGER", "EXECUTE", "LOCK TABLES", "CREATE TEMPORARY TABLES", "REFERENCES"}
+		"SHOW VIEW", "EXECUTE", "LOCK TABLES", "CREATE TEMPORARY TABLES", "REFERENCES"}
+	// definerPrivileges are refused on MySQL with a message saying why.
+	definerPrivileges = []string{"CREATE VIEW", "TRIGGER", "CREATE ROUTINE", "ALTER ROUTINE", "EVENT"}
 )
+
+// SystemDatabases are the databases and schemas a grant may never name, on either engine:
+// write access to them is administration of the server (a MySQL lease granted INSERT on
+// mysql could make itself a second account that outlives its revocation).
+var SystemDatabases = []string{"mysql", "information_schema", "performance_schema", "sys", "pg_catalog", "pg_toast"}
+
+// systemName reports whether name is, or as a MySQL database pattern (_ and % are
+// wildcards in a database-level GRANT) could match, a system database or schema, and
+// which one. PostgreSQL reserves every schema name starting with pg_.
+func systemName(name string) (string, bool) {
+	lower := strings.ToLower(name)
+	if strings.HasPrefix(lower, "pg_") {
+		return lower, true
+	}
+	for _, sys := range SystemDatabases {
+		if likeMatch(lower, sys) {
+			return sys, true
+		}
+	}
+	return "", false
+}
+
+// likeMatch reports whether pattern, read as SQL LIKE without escapes (_ any one
+// character, % any run), matches s.
+func likeMatch(pattern, s string) bool {
+	if pattern == "" {
+		return s == ""
+	}
+	switch pattern[0] {
+	case '%':
+		for i := 0; i <= len(s); i++ {
+			if likeMatch(pattern[1:], s[i:]) {
+				return true
+			}
+		}
+		return false
+	case '_':
+		return s != "" && likeMatch(pattern[1:], s[1:])
+	}
+	return s != "" && s[0] == pattern[0] && likeMatch(pattern[1:], s[1:])
+}
 
 // MaxTTLSeconds is the cap on any lease's TTL.
 const MaxTTLSeconds = 86400
@@ -64,6 +115,9 @@ func NormalizeTarget(t *Target) error {
 	if !identifier.MatchString(t.Database) {
 		return bad("database is required (1 to 63 printable characters).")
 	}
+	if sys, ok := systemName(t.Database); ok && !strings.HasPrefix(strings.ToLower(t.Database), "pg_") {
+		return bad("database: %q names or matches the system database %q; name the application's database.", t.Database, sys)
+	}
 	if !identifier.MatchString(t.AdminUsername) {
 		return bad("admin_username is required (1 to 63 printable characters).")
 	}
@@ -88,10 +142,16 @@ func NormalizeTarget(t *Target) error {
 		if !identifier.MatchString(g.Database) {
 			return bad("grants[%d].database is required (1 to 63 printable characters).", i)
 		}
+		if sys, ok := systemName(g.Database); ok {
+			return bad("grants[%d].database: %q names or matches the system database %q, which no lease may be granted.", i, g.Database, sys)
+		}
 		switch t.Engine {
 		case PostgreSQL:
 			if !identifier.MatchString(g.Schema) {
 				return bad("grants[%d].schema is required for PostgreSQL.", i)
+			}
+			if sys, ok := systemName(g.Schema); ok {
+				return bad("grants[%d].schema: %q is the system schema %q, which no lease may be granted.", i, g.Schema, sys)
 			}
 		case MySQL:
 			if g.Schema != "" {
@@ -108,6 +168,11 @@ func NormalizeTarget(t *Target) error {
 		}
 		for j, p := range g.Privileges {
 			p = strings.ToUpper(strings.Join(strings.Fields(p), " "))
+			if t.Engine == MySQL && slices.Contains(definerPrivileges, p) {
+				return bad("grants[%d].privileges: %s is not granted on MySQL: what it creates names the lease user as DEFINER, "+
+					"so it would break when the lease ends (MariaDB) or block the user's drop (MySQL 8). "+
+					"Create views, triggers, routines and events as the admin or a migration account you manage.", i, p)
+			}
 			if !slices.Contains(allowed, p) {
 				return bad("grants[%d].privileges: %q is not allowed for %s (allowed: %s).", i, g.Privileges[j], t.Engine, strings.Join(allowed, ", "))
 			}

@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/syvault/syvault/events"
@@ -61,5 +62,66 @@ func TestValidTTL(t *testing.T) {
 		if err := events.ValidTTL(tt.ttl, tt.max); (err == nil) != tt.ok {
 			t.Errorf("ValidTTL(%d, %d) = %v", tt.ttl, tt.max, err)
 		}
+	}
+}
+
+func TestNormalizeTarget_SystemDatabases(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		engine events.Engine
+		db     string
+		schema string
+	}{
+		{"mysql", events.MySQL, "mysql", ""},
+		{"mysql upper case", events.MySQL, "MySQL", ""},
+		{"information_schema", events.MySQL, "information_schema", ""},
+		{"performance_schema", events.MySQL, "performance_schema", ""},
+		{"sys", events.MySQL, "sys", ""},
+		{"pattern matching mysql", events.MySQL, "my_ql", ""},
+		{"pattern matching everything", events.MySQL, "%", ""},
+		{"pattern matching sys", events.MySQL, "s%", ""},
+		{"pg_catalog schema", events.PostgreSQL, "orders", "pg_catalog"},
+		{"pg_toast schema", events.PostgreSQL, "orders", "pg_toast"},
+		{"information_schema schema", events.PostgreSQL, "orders", "information_schema"},
+		{"any pg_ schema", events.PostgreSQL, "orders", "pg_temp_3"},
+		{"mysql database on postgres", events.PostgreSQL, "mysql", "public"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := validTarget()
+			tg.Engine = tt.engine
+			tg.Grants[0].Database, tg.Grants[0].Schema = tt.db, tt.schema
+			err := events.NormalizeTarget(&tg)
+			if events.ErrorCode(err) != events.EInvalid {
+				t.Fatalf("err = %v, want %s", err, events.EInvalid)
+			}
+			if !strings.Contains(events.ErrorMessage(err), "grants[0].") {
+				t.Fatalf("message does not name the field: %s", events.ErrorMessage(err))
+			}
+		})
+	}
+	t.Run("ordinary names pass", func(t *testing.T) {
+		for _, db := range []string{"orders", "my_db", "system", "sysadmin_data"} {
+			tg := validTarget()
+			tg.Engine, tg.Grants[0].Database, tg.Grants[0].Schema = events.MySQL, db, ""
+			if err := events.NormalizeTarget(&tg); err != nil {
+				t.Errorf("%s: %v", db, err)
+			}
+		}
+	})
+}
+
+func TestNormalizeTarget_DefinerPrivilegesOnMySQL(t *testing.T) {
+	for _, p := range []string{"CREATE VIEW", "TRIGGER", "create routine", "EVENT", "ALTER ROUTINE"} {
+		tg := validTarget()
+		tg.Engine, tg.Grants[0].Schema, tg.Grants[0].Privileges = events.MySQL, "", []string{"SELECT", p}
+		err := events.NormalizeTarget(&tg)
+		if events.ErrorCode(err) != events.EInvalid || !strings.Contains(events.ErrorMessage(err), "DEFINER") {
+			t.Errorf("%s: err = %v, want invalid_request explaining DEFINER", p, err)
+		}
+	}
+	tg := validTarget()
+	tg.Grants[0].Privileges = []string{"SELECT", "create"}
+	if err := events.NormalizeTarget(&tg); err != nil || tg.Grants[0].Privileges[1] != "CREATE" {
+		t.Fatalf("PostgreSQL CREATE (on the schema) refused: %v", err)
 	}
 }

@@ -308,8 +308,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 		}
 	default:
 		code := events.ErrorCode(err)
-		status = statusOf(code)
 		body = apiError{string(code), events.ErrorMessage(err)}
+		if code == events.ETimeout && !s.cfg.Store.Conn().IsConnected() {
+			// A wait that ran out because NATS went away is the store's unavailability,
+			// whatever step noticed it first.
+			code = events.EUnavailable
+			body = apiError{string(code), "The event store is unavailable; try again shortly."}
+		}
+		status = statusOf(code)
+	}
+	if status == http.StatusServiceUnavailable {
+		c.Response().Header().Set("Retry-After", "1")
 	}
 	if status >= 500 {
 		s.log.Error("request failed", "method", c.Request().Method, "route", c.Path(), "status", status, "err", err)

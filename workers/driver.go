@@ -53,9 +53,12 @@ type RenewUserRequest struct {
 // DropUserRequest asks for a user to be gone: no new logins, no open sessions, no objects
 // left that block the drop, no role.
 type DropUserRequest struct {
-	Conn     Conn
-	Username string
-	Grants   []events.Grant
+	Conn Conn
+	// RecordUID names the user's target; what the user created goes to the target's
+	// shared owner (PostgreSQL: its group role).
+	RecordUID string
+	Username  string
+	Grants    []events.Grant
 }
 
 // RemoveTargetRequest asks a driver to remove what Prepare set up for a target.

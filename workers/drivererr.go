@@ -2,10 +2,15 @@ package workers
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/syvault/syvault/events"
@@ -74,9 +79,68 @@ func CreateOrUndo(ctx context.Context, d Driver, req CreateUserRequest, logger *
 func UndoCreate(ctx context.Context, d Driver, req CreateUserRequest, logger *slog.Logger) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), UndoTimeout)
 	defer cancel()
-	drop := DropUserRequest{Conn: req.Conn, Username: req.Username, Grants: req.Grants}
+	drop := DropUserRequest{Conn: req.Conn, RecordUID: req.RecordUID, Username: req.Username, Grants: req.Grants}
 	if err := d.DropUser(cctx, drop); err != nil {
 		logger.WarnContext(ctx, "drop after failed create failed", "user", req.Username,
 			"error", Scrub(err, req.Conn.Password, req.Password).Error())
 	}
+}
+
+// VerifyError is the error Prepare hands back. Registering a target is where an operator
+// learns what is wrong with its settings, so every failure is ETargetUnverified with a
+// message naming what to fix: a refused admin login (loginRefused), an unreachable host, a
+// TLS failure, or the missing right the step that failed named. unavailable says err
+// means the target could not be reached or refused the admin, as for DriverError.
+func VerifyError(op string, err error, unavailable, loginRefused bool, c Conn, secrets ...string) error {
+	var ee *events.Error
+	if errors.As(err, &ee) && ee.Code != events.ETargetUnavailable {
+		return DriverError(op, err, false, events.EInternal, "", "", secrets...)
+	}
+	cause := Scrub(fmt.Errorf("%s: %w", op, err), secrets...)
+	if !unavailable && !loginRefused {
+		return events.Wrap(cause, events.ETargetUnverified, "The target could not be verified; the server log has the details.")
+	}
+	return events.Wrap(cause, events.ETargetUnverified, ConnectProblem(err, c, loginRefused))
+}
+
+// ConnectProblem says in one sentence why an admin connection to c failed and what to
+// check, from the error's types alone.
+func ConnectProblem(err error, c Conn, loginRefused bool) string {
+	addr := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	var (
+		dnsErr    *net.DNSError
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verifyErr *tls.CertificateVerificationError
+		recordErr tls.RecordHeaderError
+		alert     tls.AlertError
+		netErr    net.Error
+	)
+	switch {
+	case loginRefused:
+		return fmt.Sprintf("The target refused the admin login: check admin_username (%q) and admin_password, "+
+			"and that the database lets that user connect from this server's address.", c.Username)
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("The host %q could not be resolved: check host.", c.Host)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("Nothing accepts connections at %s: check host and port, and that the database is running.", addr)
+	case errors.As(err, &unknownCA):
+		return fmt.Sprintf("The target's TLS certificate is signed by an authority this server does not trust: "+
+			"give its CA in ca_cert (tls_mode %s).", c.TLSMode)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("The target's TLS certificate is not valid for %q: set host to a name the certificate "+
+			"covers, or use tls_mode require.", c.Host)
+	case errors.As(err, &invalid), errors.As(err, &verifyErr):
+		return fmt.Sprintf("The target's TLS certificate was refused (expired or not valid): check the server's "+
+			"certificate and ca_cert (tls_mode %s).", c.TLSMode)
+	case errors.As(err, &recordErr), errors.As(err, &alert):
+		return fmt.Sprintf("The TLS handshake with %s failed: check tls_mode (%s); the server may not speak TLS there.", addr, c.TLSMode)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return fmt.Sprintf("No answer from %s in time: check host, port and any firewall between this server and the database.", addr)
+	case c.TLSMode != events.TLSDisable:
+		return fmt.Sprintf("Could not connect to %s as the admin: check host, port, tls_mode (%s; the server may not offer TLS) "+
+			"and the admin credentials.", addr, c.TLSMode)
+	}
+	return fmt.Sprintf("Could not connect to %s as the admin: check host, port and the admin credentials.", addr)
 }

@@ -179,7 +179,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	start := time.Now()
 	err = w.driver(target).CreateUser(opCtx, CreateUserRequest{
 		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password),
-		ExpiresAt: l.ExpiresAt, Grants: l.Spec.Target.Grants,
+		ExpiresAt: l.ExpiresAt, Grants: target.Grants,
 	})
 	if err != nil {
 		log.Warn("create user failed", "err", Scrub(err, conn.Password, string(password)))
@@ -272,7 +272,7 @@ func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	err = w.driver(target).DropUser(opCtx, DropUserRequest{Conn: conn, Username: l.Username, Grants: l.Spec.Target.Grants})
+	err = w.driver(target).DropUser(opCtx, DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Grants: l.Spec.Target.Grants})
 	if err != nil {
 		return fmt.Errorf("drop %s of lease %s: %v: %w", l.Username, l.ID, Scrub(err, conn.Password), public(err, conn.Password))
 	}

@@ -236,7 +236,8 @@ func TestTarget_RotateAdminPassword(t *testing.T) {
 	wrong := tg
 	wrong.AdminPassword = "still-wrong"
 	_, err := admin.UpdateTarget(ctx, target.RecordUID, wrong)
-	mustCode(t, err, 502, "target_unavailable")
+	mustCode(t, err, 422, "target_unverified")
+	mustMention(t, err, "admin_password")
 	tg.AdminPassword = newPassword
 	if _, err := admin.UpdateTarget(ctx, target.RecordUID, tg); err != nil {
 		t.Fatal(err)

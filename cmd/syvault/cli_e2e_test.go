@@ -96,7 +96,7 @@ func TestCLI_AgainstRealServer(t *testing.T) {
 	}
 	sess.Close()
 	envOut := app.ok("dynamic", "lease", "create", "--record-uid", target.RecordUID, "--ttl", "600", "--format", "env")
-	sh := exec.Command("sh", "-c", `eval "$(cat)"; psql "$SY_DB_CONNECTION_STRING" -Atc 'SELECT current_user'; printf '%s' "$SY_LEASE_ID"`)
+	sh := exec.Command("sh", "-c", `eval "$(cat)"; psql "$SY_DB_CONNECTION_STRING" -Atc 'SELECT session_user'; printf '%s' "$SY_LEASE_ID"`)
 	sh.Stdin = strings.NewReader(envOut)
 	shOut, err := sh.CombinedOutput()
 	if err != nil || !regexp.MustCompile(`(?m)^vf_tmp_[a-z0-9]{8}$`).Match(shOut) {

@@ -350,6 +350,14 @@ func mustCode(tb testing.TB, err error, status int, code string) {
 	}
 }
 
+// mustMention fails unless err's message names what to fix.
+func mustMention(tb testing.TB, err error, what string) {
+	tb.Helper()
+	if ce, ok := err.(*client.Error); !ok || !strings.Contains(ce.Message, what) {
+		tb.Fatalf("err = %v; want a message mentioning %q", err, what)
+	}
+}
+
 // mustTarget registers a fresh target of eng.
 func mustTarget(tb testing.TB, c *client.Client, eng engine) *client.Target {
 	tb.Helper()

@@ -123,7 +123,8 @@ func TestLease_UserCreatedTableIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	if err := sess.Exec(ctx, "CREATE SCHEMA mine; CREATE TABLE mine.t (id int)"); err != nil {
+	// As the user itself, not as the target's group role its sessions start as.
+	if err := sess.Exec(ctx, "SET ROLE NONE; CREATE SCHEMA mine; CREATE TABLE mine.t (id int)"); err != nil {
 		t.Fatal(err)
 	}
 	if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {

@@ -240,11 +240,29 @@ func TestErrors(t *testing.T) {
 		_, err := admin.CreateTarget(ctx, bad)
 		mustCode(t, err, 422, "target_unverified")
 	})
-	t.Run("502 target_unavailable at registration", func(t *testing.T) {
+	// Registration is where an operator learns what is wrong with a target: every
+	// verification failure is a 422 whose message names what to fix.
+	t.Run("422 target_unverified: nothing listens at the address", func(t *testing.T) {
 		bad := eng.target(t)
 		bad.Port = 1
 		_, err := admin.CreateTarget(ctx, bad)
-		mustCode(t, err, 502, "target_unavailable")
+		mustCode(t, err, 422, "target_unverified")
+		mustMention(t, err, "port")
+	})
+	t.Run("422 target_unverified: the admin login is refused", func(t *testing.T) {
+		// MariaDB checks passwords; the local PostgreSQL trusts local logins.
+		bad := mysqlEngine(t).target(t)
+		bad.AdminPassword = "wrong-" + randomSecret()
+		_, err := admin.CreateTarget(ctx, bad)
+		mustCode(t, err, 422, "target_unverified")
+		mustMention(t, err, "admin_password")
+	})
+	t.Run("422 target_unverified: the host does not resolve", func(t *testing.T) {
+		bad := eng.target(t)
+		bad.Host = "no-such-host.invalid"
+		_, err := admin.CreateTarget(ctx, bad)
+		mustCode(t, err, 422, "target_unverified")
+		mustMention(t, err, "host")
 	})
 	t.Run("refused requests changed nothing", func(t *testing.T) {
 		page, err := admin.ListLeases(ctx, client.ListLeasesOptions{})

@@ -248,8 +248,8 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 	mustBeGone(t, eng, user, 10*time.Second)
 }
 
-// groupMembers returns a function listing the PostgreSQL users in a target's group role:
-// its lease users, whether or not SyVault has recorded them.
+// groupMembers returns a function listing the PostgreSQL lease users in a target's group
+// role, whether or not SyVault has recorded them (the admin, a member too, is not one).
 func groupMembers(t *testing.T, recordUID string) func() ([]string, error) {
 	t.Helper()
 	ctx := context.Background()
@@ -260,7 +260,7 @@ func groupMembers(t *testing.T, recordUID string) func() ([]string, error) {
 	t.Cleanup(func() { super.Close(context.Background()) })
 	return func() ([]string, error) {
 		rows, err := super.Query(ctx, `SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid
-			JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = $1`, "syvault_"+recordUID)
+			JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = $1 AND starts_with(r.rolname, 'vf_tmp_')`, "syvault_"+recordUID)
 		if err != nil {
 			return nil, err
 		}

@@ -77,10 +77,12 @@ func TestTarget_TLSModes(t *testing.T) {
 	t.Run("verify-full with another CA refuses the server", func(t *testing.T) {
 		// (Without ca_cert the system roots apply, and Debian's include this snakeoil one.)
 		_, err := c.CreateTarget(ctx, target("localhost", "verify-full", drivertest.NewCA(t).PEM))
-		mustCode(t, err, 502, "target_unavailable")
+		mustCode(t, err, 422, "target_unverified")
+		mustMention(t, err, "ca_cert")
 	})
 	t.Run("verify-full refuses a name the certificate does not hold", func(t *testing.T) {
 		_, err := c.CreateTarget(ctx, target("127.0.0.1", "verify-full", string(caPEM)))
-		mustCode(t, err, 502, "target_unavailable")
+		mustCode(t, err, 422, "target_unverified")
+		mustMention(t, err, "not valid for")
 	})
 }

@@ -64,6 +64,11 @@ type Harness struct {
 	AllowCreate func(ctx context.Context, s Scratch, user string) error
 	// AdminExec runs a statement as Admin in s.Database.
 	AdminExec func(ctx context.Context, s Scratch, sql string) error
+	// ActAsUser, when set, is a statement that makes a lease user's session act as the
+	// user itself rather than as whatever the driver starts its sessions as (PostgreSQL:
+	// SET ROLE NONE, leaving the target's group role), so that the user owns what it
+	// creates.
+	ActAsUser string
 	// Expires says the engine enforces a database-side expiry (PostgreSQL VALID UNTIL).
 	Expires bool
 }
@@ -402,6 +407,9 @@ func (r *run) testDropOwner(t *testing.T) {
 		t.Fatalf("AllowCreate: %v", err)
 	}
 	sess := r.mustLogin(t, user, password)
+	if r.h.ActAsUser != "" {
+		mustExec(t, sess, r.h.ActAsUser)
+	}
 	mustExec(t, sess, "CREATE TABLE "+r.s.NewTable+" (id integer)")
 	mustExec(t, sess, "INSERT INTO "+r.s.NewTable+" (id) VALUES (1)")
 	if err := r.drop(ctxFor(t), user); err != nil {
@@ -511,7 +519,23 @@ func (r *run) testUnreachable(t *testing.T) {
 		if name == "RenewUser" && err == nil && !r.h.Expires {
 			continue // engines without expiry need no connection to renew
 		}
-		t.Run(name, func(t *testing.T) { mustCode(t, err, events.ETargetUnavailable, admin.Password, password) })
+		t.Run(name, func(t *testing.T) {
+			if name == "Prepare" {
+				// Registration says what to fix: a 422 naming host and port.
+				mustCode(t, err, events.ETargetUnverified, admin.Password, password)
+				mustMention(t, err, "port")
+				return
+			}
+			mustCode(t, err, events.ETargetUnavailable, admin.Password, password)
+		})
+	}
+}
+
+// mustMention asserts the user-facing message names what to fix.
+func mustMention(t *testing.T, err error, what string) {
+	t.Helper()
+	if !strings.Contains(events.ErrorMessage(err), what) {
+		t.Fatalf("message %q does not mention %q", events.ErrorMessage(err), what)
 	}
 }
 
@@ -525,7 +549,12 @@ func (r *run) testWrongAdminPassword(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
-			mustCode(t, err, events.ETargetUnavailable, admin.Password, r.h.Admin.Password, password)
+			want := events.ETargetUnavailable
+			if name == "Prepare" {
+				want = events.ETargetUnverified
+				defer mustMention(t, err, "admin_password")
+			}
+			mustCode(t, err, want, admin.Password, r.h.Admin.Password, password)
 			if errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("a refused login should fail fast, not time out: %v", err)
 			}

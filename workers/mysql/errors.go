@@ -69,3 +69,8 @@ func fail(op string, err error, code events.Code, msg string, secrets ...string)
 
 // scrub removes secrets from an error's text; see workers.Scrub.
 func scrub(err error, secrets ...string) error { return workers.Scrub(err, secrets...) }
+
+// failVerify returns the error Prepare hands back; see workers.VerifyError.
+func failVerify(op string, err error, c workers.Conn, secrets ...string) error {
+	return workers.VerifyError(op, err, unavailable(err), errNumber(err) == errAccessDenied, c, append(secrets, c.Password)...)
+}

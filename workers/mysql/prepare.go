@@ -23,7 +23,7 @@ import (
 //
 // A missing right or a grant that cannot be applied fails with ETargetUnverified and a
 // message naming it; an unreachable target or a refused admin login with
-// ETargetUnavailable.
+// ETargetUnverified too, with a message saying what to check.
 func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error {
 	const op = "mysql.Prepare"
 	secret := req.Conn.Password
@@ -33,11 +33,11 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 	}
 	conn, err := d.connect(ctx, req.Conn)
 	if err != nil {
-		return fail(op, err, events.EInternal, "Could not connect to the target.", secret)
+		return failVerify(op, err, req.Conn)
 	}
 	defer conn.Close()
 	if err := checkDatabases(ctx, conn, specs); err != nil {
-		return fail(op, err, events.EInternal, "Could not check the grants' databases.", secret)
+		return failVerify(op, err, req.Conn)
 	}
 
 	probe := "vf_probe_" + strings.ToLower(rand.Text()[:8])
@@ -48,7 +48,7 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 		if n := errNumber(err); n == errSpecificAccess || n == errDBAccessDenied || n == errTableAccessDenied {
 			err = events.Wrap(err, events.ETargetUnverified, "The admin may not create users: grant it CREATE USER.")
 		}
-		return fail(op, err, events.EInternal, "Could not create a probe user.", secret, password)
+		return failVerify(op, err, req.Conn, password)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), workers.UndoTimeout)
@@ -58,10 +58,10 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 		}
 	}()
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
-		return fail(op, err, events.EInternal, "Could not grant the probe user.", secret, password)
+		return failVerify(op, err, req.Conn, password)
 	}
 	if err := d.probeKill(ctx, conn, req.Conn, probe, password); err != nil {
-		return fail(op, err, events.EInternal, "Could not check that the admin can end sessions.", secret, password)
+		return failVerify(op, err, req.Conn, password)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "grants", len(specs))
 	return nil

@@ -37,16 +37,19 @@ func TestQuoteIdent(t *testing.T) {
 }
 
 func TestParseGrants(t *testing.T) {
-	specs, err := parseGrants([]events.Grant{{Database: "d", Tables: []string{"t`x"}, Privileges: []string{"select", "create  view"}}}, "")
+	specs, err := parseGrants([]events.Grant{{Database: "d", Tables: []string{"t`x"}, Privileges: []string{"select", "show  view"}}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := specs[0].statements("'u'@'%'")
-	if want := "GRANT SELECT, CREATE VIEW ON `d`.`t``x` TO 'u'@'%'"; len(got) != 1 || got[0] != want {
+	if want := "GRANT SELECT, SHOW VIEW ON `d`.`t``x` TO 'u'@'%'"; len(got) != 1 || got[0] != want {
 		t.Fatalf("statements = %q; want %q", got, want)
 	}
 	for _, g := range []events.Grant{
 		{Database: "d", Privileges: []string{"SUPER"}},
+		{Database: "d", Privileges: []string{"TRIGGER"}},
+		{Database: "d", Privileges: []string{"CREATE VIEW"}},
+		{Database: "d", Privileges: []string{"ALL PRIVILEGES"}},
 		{Database: "d", Privileges: []string{"SELECT ON *.* TO x; --"}},
 		{Privileges: []string{"SELECT"}},
 		{Database: "d"},

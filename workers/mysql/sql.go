@@ -3,6 +3,7 @@ package mysql
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/syvault/syvault/events"
@@ -55,15 +56,11 @@ func account(user string) (string, error) {
 	return q + "@'%'", nil
 }
 
-// privileges a grant may name; they are spliced into GRANT as keywords, so nothing else
-// may pass. Database- and table-level privileges only: no global ones.
-var privileges = map[string]bool{
-	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "CREATE": true,
-	"DROP": true, "INDEX": true, "ALTER": true, "REFERENCES": true, "TRIGGER": true,
-	"CREATE VIEW": true, "SHOW VIEW": true, "EXECUTE": true, "EVENT": true,
-	"CREATE ROUTINE": true, "ALTER ROUTINE": true, "CREATE TEMPORARY TABLES": true,
-	"LOCK TABLES": true, "ALL": true, "ALL PRIVILEGES": true,
-}
+// privileges a grant may name are events.MySQLPrivileges; they are spliced into GRANT as
+// keywords, so nothing else may pass. Database- and table-level privileges only, and none
+// that makes a DEFINER object: a target registered before those were refused fails its
+// creates with a message saying to update it, rather than leaving objects that break when
+// their lease user is dropped (or, on MySQL 8, stop the drop).
 
 // grantSpec is a validated grant.
 type grantSpec struct {
@@ -98,8 +95,8 @@ func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 		privs := make([]string, len(g.Privileges))
 		for j, p := range g.Privileges {
 			p = strings.ToUpper(strings.Join(strings.Fields(p), " "))
-			if !privileges[p] {
-				return nil, fmt.Errorf("grant %d: %q is not a database or table privilege", i+1, p)
+			if !slices.Contains(events.MySQLPrivileges, p) {
+				return nil, fmt.Errorf("grant %d: %q is not a privilege SyVault grants on MySQL (update the target)", i+1, p)
 			}
 			privs[j] = p
 		}

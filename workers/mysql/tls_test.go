@@ -150,11 +150,15 @@ func TestDriver_TLS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	refused := func(t *testing.T, conn workers.Conn) {
+	// Registration refuses with a 422 whose message names what to fix.
+	refused := func(t *testing.T, conn workers.Conn, mention string) {
 		err := d.Prepare(ctx, workers.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: s.grants()})
 		var e *events.Error
-		if !errors.As(err, &e) || e.Code != events.ETargetUnavailable {
-			t.Fatalf("err = %v, want %s", err, events.ETargetUnavailable)
+		if !errors.As(err, &e) || e.Code != events.ETargetUnverified {
+			t.Fatalf("err = %v, want %s", err, events.ETargetUnverified)
+		}
+		if !strings.Contains(e.Message, mention) {
+			t.Fatalf("message %q does not mention %q", e.Message, mention)
 		}
 		if strings.Contains(err.Error(), s.adminPW) {
 			t.Fatal("the error holds the admin password")
@@ -162,14 +166,14 @@ func TestDriver_TLS(t *testing.T) {
 	}
 	t.Run("require", func(t *testing.T) { lifecycle(t, s.conn("127.0.0.1", events.TLSRequire, "", "require")) })
 	t.Run("verify-full with the CA", func(t *testing.T) { lifecycle(t, s.conn("localhost", events.TLSVerifyFull, s.caPEM, "full")) })
-	t.Run("disable is refused by the server", func(t *testing.T) { refused(t, s.conn("127.0.0.1", events.TLSDisable, "", "plain")) })
+	t.Run("disable is refused by the server", func(t *testing.T) { refused(t, s.conn("127.0.0.1", events.TLSDisable, "", "plain"), "admin_password") })
 	t.Run("verify-full refuses another CA", func(t *testing.T) {
-		refused(t, s.conn("localhost", events.TLSVerifyFull, drivertest.NewCA(t).PEM, "otherca"))
+		refused(t, s.conn("localhost", events.TLSVerifyFull, drivertest.NewCA(t).PEM, "otherca"), "ca_cert")
 	})
 	t.Run("verify-full refuses a name the certificate does not hold", func(t *testing.T) {
-		refused(t, s.conn("127.0.0.1", events.TLSVerifyFull, s.caPEM, "wrongname"))
+		refused(t, s.conn("127.0.0.1", events.TLSVerifyFull, s.caPEM, "wrongname"), "not valid for")
 	})
 	t.Run("verify-full without ca_cert uses the system roots", func(t *testing.T) {
-		refused(t, s.conn("localhost", events.TLSVerifyFull, "", "systemroots"))
+		refused(t, s.conn("localhost", events.TLSVerifyFull, "", "systemroots"), "ca_cert")
 	})
 }

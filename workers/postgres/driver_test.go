@@ -296,7 +296,8 @@ func (c *cluster) harness() drivertest.Harness {
 		AdminExec: func(ctx context.Context, s drivertest.Scratch, sql string) error {
 			return c.execIn(ctx, adminRole, c.adminPW, s.Database, sql)
 		},
-		Expires: true,
+		ActAsUser: "SET ROLE NONE",
+		Expires:   true,
 	}
 }
 

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -120,4 +121,16 @@ func retry(ctx context.Context, fn func() error) error {
 		}
 		backoff *= 2
 	}
+}
+
+// failVerify returns the error Prepare hands back; see workers.VerifyError.
+func failVerify(op string, err error, c workers.Conn) error {
+	if sqlState(err) == stateInvalidCatalog {
+		var ce *pgconn.ConnectError
+		if errors.As(err, &ce) {
+			return events.Wrap(workers.Scrub(err, c.Password), events.ETargetUnverified,
+				fmt.Sprintf("The database %q does not exist on the target: check database.", c.Database))
+		}
+	}
+	return workers.VerifyError(op, err, unavailable(err), strings.HasPrefix(sqlState(err), "28"), c, c.Password)
 }

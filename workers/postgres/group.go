@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -15,16 +17,22 @@ import (
 
 // Prepare verifies that the admin may create roles (superuser or CREATEROLE) and end other
 // roles' sessions (superuser or pg_signal_backend), creates the target's group role
-// syvault_<RecordUID> if it is missing, and (re)applies every grant to it: CONNECT on the
-// database, USAGE on the schema, the privileges on the listed tables (or on all tables of
-// the schema, plus default privileges for tables the admin creates later). Each grant is
-// then checked with has_table_privilege, because GRANT only warns when the admin lacks the
-// grant option. It is idempotent and safe for concurrent use.
+// syvault_<RecordUID> if it is missing, makes the admin a member of it, and sets its
+// privileges to exactly req.Grants: in each database involved, in one transaction, every
+// privilege the group holds on an object it does not own is revoked and the grants are
+// applied again (CONNECT on the database, USAGE and optionally CREATE on the schema, the
+// privileges on the listed tables, or on all tables of the schema plus default privileges
+// for tables the admin creates later). A narrowed target therefore takes effect at once
+// for every lease, active or new, since they hold nothing but the group's privileges.
+// Each grant is then checked with has_*_privilege, because GRANT only warns when the admin
+// lacks the grant option. Idempotent and safe for concurrent use.
+//
+// The admin's membership in the group (one per target, not per lease) is what lets a
+// revocation hand objects a lease user created to the group rather than to the admin.
 //
 // A missing right or a grant that cannot be applied fails with ETargetUnverified and a
-// message naming it; grants applied before the failing one stay on the group, which is
-// harmless since the group cannot log in. An unreachable target or a refused admin login
-// fails with ETargetUnavailable.
+// message naming it; so does an unreachable target or a refused admin login, with a
+// message saying what to check.
 func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error {
 	const op = "postgres.Prepare"
 	secret := req.Conn.Password
@@ -38,29 +46,79 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 	}
 	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
 	if err != nil {
-		return fail(op, err, events.EInternal, "Could not connect to the target.", secret)
+		return failVerify(op, err, req.Conn)
 	}
 	defer conn.Release()
 	if err := checkAdmin(ctx, conn); err != nil {
-		return fail(op, err, events.EInternal, "Could not check the admin's rights.", secret)
+		return failVerify(op, err, req.Conn)
 	}
 	if err := d.ensureGroup(ctx, conn, req.Conn, group, specs, true); err != nil {
-		return fail(op, err, events.EInternal, "Could not set up the target's group role.", secret)
+		return failVerify(op, err, req.Conn)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "group", group, "grants", len(specs))
 	return nil
 }
 
-// RemoveTarget drops the target's group role the way DropUser drops a user: what it owns
-// and every privilege it holds (default privileges included) go with DROP OWNED in each
-// granted database, then the role. Called once the target's leases have ended; a group
-// that does not exist is success.
+// RemoveTarget revokes every privilege the target's group role holds and drops it. A
+// group that owns objects (what lease users created, e.g. tables of a migration) is kept,
+// holding no privilege and unable to log in: dropping it would destroy those objects, and
+// handing them to the admin would let code a lease user wrote run as the admin. The
+// operator decides (REASSIGN OWNED BY the group TO a role of their choosing). Called once
+// the target's leases have ended; a group that does not exist is success.
 func (d *Driver) RemoveTarget(ctx context.Context, req workers.RemoveTargetRequest) error {
+	const op = "postgres.RemoveTarget"
 	group, err := groupName(req.RecordUID)
 	if err != nil {
-		return fail("postgres.RemoveTarget", err, events.EInternal, "The target's record uid cannot name a PostgreSQL role.", req.Conn.Password)
+		return fail(op, err, events.EInternal, "The target's record uid cannot name a PostgreSQL role.", req.Conn.Password)
 	}
-	return d.DropUser(ctx, workers.DropUserRequest{Conn: req.Conn, Username: group, Grants: req.Grants})
+	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
+	if sqlState(err) == stateInvalidCatalog {
+		conn, err = d.acquire(ctx, req.Conn, maintenanceDB)
+	}
+	if err != nil {
+		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
+	}
+	defer conn.Release()
+	oid, ok, err := roleOID(ctx, conn, group)
+	if err != nil || !ok {
+		return fail(op, err, events.EInternal, "Could not look up the target's group role.", req.Conn.Password)
+	}
+	if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(group)+" NOLOGIN"); err != nil {
+		return fail(op, err, events.EInternal, "Could not lock the target's group role.", req.Conn.Password)
+	}
+	dbs, err := aclDatabases(ctx, conn, oid, conn.Conn().Config().Database)
+	if err != nil {
+		return fail(op, err, events.EInternal, "Could not list the group role's privileges.", req.Conn.Password)
+	}
+	for _, db := range dbs {
+		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
+			revokes, err := revokeStatements(ctx, c, oid, group)
+			if err != nil || revokes == "" {
+				return err
+			}
+			return retry(ctx, func() error { _, err := c.Exec(ctx, revokes); return err })
+		})
+		if err != nil && sqlState(err) != stateInvalidCatalog {
+			return fail(op, err, events.EInternal, "Could not revoke the group role's privileges.", req.Conn.Password)
+		}
+	}
+	if err := revokeDatabases(ctx, conn, oid, group, nil); err != nil {
+		return fail(op, err, events.EInternal, "Could not revoke the group role's privileges.", req.Conn.Password)
+	}
+	var owned int
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.count(*) FROM pg_catalog.pg_shdepend
+		WHERE refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND refobjid = $1 AND deptype = 'o'`, oid).Scan(&owned); err != nil {
+		return fail(op, err, events.EInternal, "Could not check what the group role owns.", req.Conn.Password)
+	}
+	if owned > 0 {
+		d.logger.WarnContext(ctx, "kept the target's group role: it owns objects lease users created; it holds no privilege and cannot log in",
+			"group", group, "objects", owned)
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+ident(group)); err != nil {
+		return fail(op, err, events.EInternal, "Could not drop the target's group role.", req.Conn.Password)
+	}
+	return nil
 }
 
 // parseGrants validates every grant; the error names the grant at fault.
@@ -105,10 +163,10 @@ func checkAdmin(ctx context.Context, q querier) error {
 	return nil
 }
 
-// ensureGroup creates group if it is missing and applies the grants to it; when the group
-// exists it reapplies them only if refresh is set. held is a connection to c.Database,
-// reused for grants in that database. Errors carry an *events.Error: ETargetUnverified for
-// a grant the admin cannot apply.
+// ensureGroup creates group if it is missing, makes the admin its member, and gives it
+// exactly the grants of specs; when the group exists it does so only if refresh is set.
+// held is a connection to c.Database, reused for work in that database. Errors carry an
+// *events.Error: ETargetUnverified for a grant the admin cannot apply.
 func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c workers.Conn, group string, specs []grantSpec, refresh bool) error {
 	lock := d.groupLock(c.PoolKey, group)
 	lock.Lock()
@@ -137,16 +195,51 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c workers.
 			return fmt.Errorf("group role %q vanished after it was created", group)
 		}
 	}
-	for i, s := range specs {
-		err := d.inDatabase(ctx, c, s.database, held, func(conn *pgxpool.Conn) error {
-			err := retry(ctx, func() error {
-				_, err := conn.Exec(ctx, s.statements(group))
-				return err
-			})
+	if err := joinGroup(ctx, held, group); err != nil {
+		return err
+	}
+	// Every database where the group holds something, or is to: each gets its revokes
+	// and grants in one transaction, so leases never see a moment without their grants.
+	dbs, err := aclDatabases(ctx, held, oid, c.Database)
+	if err != nil {
+		return err
+	}
+	granted := map[string]bool{}
+	for _, s := range specs {
+		granted[s.database] = true
+		dbs = append(dbs, s.database)
+	}
+	slices.Sort(dbs)
+	dbs = slices.Compact(dbs)
+	if err := revokeDatabases(ctx, held, oid, group, granted); err != nil {
+		return err
+	}
+	for _, db := range dbs {
+		err := d.inDatabase(ctx, c, db, held, func(conn *pgxpool.Conn) error {
+			stmts, err := revokeStatements(ctx, conn, oid, group)
 			if err != nil {
 				return err
 			}
-			return verifyGrant(ctx, conn, oid, s, i)
+			for _, s := range specs {
+				if s.database == db {
+					stmts += s.statements(group)
+				}
+			}
+			if stmts == "" {
+				return nil
+			}
+			if err := retry(ctx, func() error { _, err := conn.Exec(ctx, stmts); return err }); err != nil {
+				return err
+			}
+			for i, s := range specs {
+				if s.database != db {
+					continue
+				}
+				if err := verifyGrant(ctx, conn, oid, s, i); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			var ee *events.Error
@@ -154,12 +247,129 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c workers.
 			if errors.As(err, &ee) || (unavailable(err) && state != stateInvalidCatalog && state != stateInsufficient) {
 				return err
 			}
+			if !granted[db] && state == stateInvalidCatalog {
+				continue // a database the group is leaving is gone, and its privileges with it
+			}
+			i := slices.IndexFunc(specs, func(s grantSpec) bool { return s.database == db })
+			if i < 0 {
+				return fmt.Errorf("revoke the group's privileges in %q: %w", db, err)
+			}
 			return events.Wrap(err, events.ETargetUnverified,
-				fmt.Sprintf("Cannot apply %s: %s.", s.describe(i), grantFailure(err)))
+				fmt.Sprintf("Cannot apply %s: %s.", specs[i].describe(i), grantFailure(err)))
 		}
 	}
 	return nil
 }
+
+// joinGroup makes the admin a member of the group. GRANT of a membership the admin
+// already has only warns, so this is idempotent.
+func joinGroup(ctx context.Context, q querier, group string) error {
+	_, err := q.Exec(ctx, "GRANT "+ident(group)+" TO CURRENT_USER")
+	if sqlState(err) == stateInsufficient {
+		return events.Wrap(err, events.ETargetUnverified, "The admin may not join the target's group role: give it CREATEROLE.")
+	}
+	if err != nil {
+		return fmt.Errorf("join group role: %w", err)
+	}
+	return nil
+}
+
+// aclDatabases lists home and every database where role appears in an access control list
+// or a default privilege: where there may be privileges of role to revoke.
+func aclDatabases(ctx context.Context, q querier, role uint32, home string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT d.datname FROM pg_catalog.pg_shdepend s
+		JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+		WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = $1 AND s.deptype = 'a'`, role)
+	if err != nil {
+		return nil, fmt.Errorf("list the databases of the role's privileges: %w", err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list the databases of the role's privileges: %w", err)
+	}
+	return append(dbs, home), nil
+}
+
+// revokeDatabases revokes role's privileges on every database not in keep. Database
+// privileges are cluster-wide, so one connection does it.
+func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool) error {
+	rows, err := q.Query(ctx, `SELECT d.datname FROM pg_catalog.pg_database d
+		WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a WHERE a.grantee = $1)`, role)
+	if err != nil {
+		return fmt.Errorf("list the role's databases: %w", err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list the role's databases: %w", err)
+	}
+	for _, db := range dbs {
+		if keep[db] {
+			continue
+		}
+		if _, err := q.Exec(ctx, "REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
+			return fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
+		}
+	}
+	return nil
+}
+
+// revokeStatements returns the statements that take from role (named name) every
+// privilege it holds in the connected database on an object it does not own: tables,
+// views, sequences, schemas, and the admin's default privileges for it. What the role owns
+// is left alone: those are the objects lease users created, and their owner keeps them.
+func revokeStatements(ctx context.Context, q querier, role uint32, name string) (string, error) {
+	rows, err := q.Query(ctx, `SELECT 'rel', n.nspname, c.relname, c.relkind::text
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relowner <> $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+		AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = $1)
+		UNION ALL
+		SELECT 'schema', n.nspname, '', '' FROM pg_catalog.pg_namespace n
+		WHERE n.nspowner <> $1 AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = $1)
+		UNION ALL
+		SELECT 'default', COALESCE(n.nspname, ''), d.defaclobjtype::text, '' FROM pg_catalog.pg_default_acl d
+		LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace
+		WHERE d.defaclrole = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER)
+		AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(d.defaclacl) a WHERE a.grantee = $1)`, role)
+	if err != nil {
+		return "", fmt.Errorf("list the role's privileges: %w", err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	g := ident(name)
+	for rows.Next() {
+		var kind, schema, obj, sub string
+		if err := rows.Scan(&kind, &schema, &obj, &sub); err != nil {
+			return "", fmt.Errorf("list the role's privileges: %w", err)
+		}
+		switch kind {
+		case "rel":
+			what := "TABLE"
+			if sub == "S" {
+				what = "SEQUENCE"
+			}
+			fmt.Fprintf(&b, "REVOKE ALL ON %s %s FROM %s;\n", what, ident(schema, obj), g)
+		case "schema":
+			fmt.Fprintf(&b, "REVOKE ALL ON SCHEMA %s FROM %s;\n", ident(schema), g)
+		case "default":
+			objects, ok := defaultACLObjects[obj]
+			if !ok {
+				continue
+			}
+			in := ""
+			if schema != "" {
+				in = " IN SCHEMA " + ident(schema)
+			}
+			fmt.Fprintf(&b, "ALTER DEFAULT PRIVILEGES%s REVOKE ALL ON %s FROM %s;\n", in, objects, g)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("list the role's privileges: %w", err)
+	}
+	return b.String(), nil
+}
+
+// defaultACLObjects names pg_default_acl.defaclobjtype in ALTER DEFAULT PRIVILEGES.
+var defaultACLObjects = map[string]string{"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
 
 // grantFailure says in a few words why a GRANT failed.
 func grantFailure(err error) string {
@@ -184,9 +394,10 @@ func grantFailure(err error) string {
 // without the grant option only warns. It returns an ETargetUnverified *events.Error
 // listing what is missing.
 func verifyGrant(ctx context.Context, conn *pgxpool.Conn, group uint32, s grantSpec, i int) error {
-	var connect, usage bool
+	var connect, usage, create bool
 	err := conn.QueryRow(ctx, `SELECT pg_catalog.has_database_privilege($1::oid, $2, 'CONNECT'),
-		pg_catalog.has_schema_privilege($1::oid, $3, 'USAGE')`, group, s.database, s.schema).Scan(&connect, &usage)
+		pg_catalog.has_schema_privilege($1::oid, $3, 'USAGE'), pg_catalog.has_schema_privilege($1::oid, $3, 'CREATE')`,
+		group, s.database, s.schema).Scan(&connect, &usage, &create)
 	if err != nil {
 		return fmt.Errorf("check grant %d: %w", i+1, err)
 	}
@@ -197,15 +408,18 @@ func verifyGrant(ctx context.Context, conn *pgxpool.Conn, group uint32, s grantS
 	if !usage {
 		missing = append(missing, "USAGE on the schema")
 	}
+	if s.create && !create {
+		missing = append(missing, "CREATE on the schema")
+	}
 	query := `SELECT c.relname, p FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, unnest($2::text[]) p
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
 		WHERE n.nspname = $3 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 		AND NOT pg_catalog.has_table_privilege($1::oid, c.oid, p)
 		ORDER BY 1, 2 LIMIT 6`
 	args := []any{group, s.check, s.schema}
 	if len(s.tables) > 0 {
-		query = `SELECT t, p FROM unnest($4::text[]) t, unnest($2::text[]) p
-			WHERE NOT pg_catalog.has_table_privilege($1::oid, format('%I.%I', $3::text, t), p)
+		query = `SELECT t, p FROM pg_catalog.unnest($4::text[]) t, pg_catalog.unnest($2::text[]) p
+			WHERE NOT pg_catalog.has_table_privilege($1::oid, pg_catalog.format('%I.%I', $3::text, t), p)
 			ORDER BY 1, 2 LIMIT 6`
 		args = append(args, s.tables)
 	}
@@ -228,7 +442,7 @@ func verifyGrant(ctx context.Context, conn *pgxpool.Conn, group uint32, s grantS
 		return nil
 	}
 	return events.Errorf(events.ETargetUnverified,
-		"Cannot apply %s: the admin may not grant %s (it must own the tables or hold the privileges WITH GRANT OPTION).",
+		"Cannot apply %s: the admin may not grant %s (it must own the tables and schema or hold the privileges WITH GRANT OPTION).",
 		s.describe(i), strings.Join(missing, ", "))
 }
 

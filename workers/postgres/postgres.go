@@ -160,7 +160,11 @@ func poolConfig(c workers.Conn, database string) (*pgxpool.Config, error) {
 	cc.ConnectTimeout = connectTimeout
 	cc.Fallbacks = nil
 	cc.ValidateConnect = nil
-	cc.RuntimeParams = map[string]string{"application_name": "syvault"}
+	// The admin's sessions resolve names in pg_catalog alone (pg_temp, which it never
+	// uses, last): a function or operator a lease user planted in a schema it may create
+	// in, closer in signature than the built-in it shadows, can never run as the admin.
+	// Every statement also qualifies what it calls, so this is the second line.
+	cc.RuntimeParams = map[string]string{"application_name": "syvault", "search_path": "pg_catalog, pg_temp"}
 	tlsConfig, err := tlsConfig(c)
 	if err != nil {
 		return nil, err
@@ -242,7 +246,7 @@ func (d *Driver) groupLock(poolKey, group string) *sync.Mutex {
 
 // roleOID returns the oid of the role named name, or ok=false when there is none.
 func roleOID(ctx context.Context, q querier, name string) (oid uint32, ok bool, err error) {
-	err = q.QueryRow(ctx, "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", name).Scan(&oid)
+	err = q.QueryRow(ctx, "SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $1", name).Scan(&oid)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -254,5 +258,6 @@ func roleOID(ctx context.Context, q querier, name string) (oid uint32, ok bool, 
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }

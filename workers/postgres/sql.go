@@ -3,6 +3,7 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,8 +37,8 @@ func validUntil(t time.Time) string {
 	return "'" + t.UTC().Format("2006-01-02 15:04:05.999999-07:00") + "'"
 }
 
-// tablePrivileges are the privileges a grant may name; they are spliced into GRANT as
-// keywords, so nothing else may pass.
+// tablePrivileges are the table privileges a grant may name; they are spliced into GRANT
+// as keywords, so nothing else may pass. CREATE is the one schema privilege, handled apart.
 var tablePrivileges = map[string]bool{
 	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true,
 	"TRUNCATE": true, "REFERENCES": true, "TRIGGER": true,
@@ -51,8 +52,11 @@ type grantSpec struct {
 	database   string
 	schema     string
 	tables     []string
-	privileges []string // for the GRANT statement
-	check      []string // each privilege to verify, ALL expanded
+	privileges []string // table privileges, for the GRANT statement
+	check      []string // each table privilege to verify, ALL expanded
+	// create is CREATE on the schema: lease users may create objects there, which then
+	// belong to the target's group role.
+	create bool
 }
 
 // parseGrant validates g, defaulting the database to defaultDB and the schema to public.
@@ -76,6 +80,8 @@ func parseGrant(g events.Grant, defaultDB string) (grantSpec, error) {
 	for _, p := range g.Privileges {
 		p = strings.ToUpper(strings.Join(strings.Fields(p), " "))
 		switch {
+		case p == "CREATE":
+			s.create = true
 		case p == "ALL" || p == "ALL PRIVILEGES":
 			s.privileges = append(s.privileges, "ALL PRIVILEGES")
 			for _, a := range allPrivileges {
@@ -91,7 +97,7 @@ func parseGrant(g events.Grant, defaultDB string) (grantSpec, error) {
 				s.check = append(s.check, p)
 			}
 		default:
-			return grantSpec{}, fmt.Errorf("%q is not a table privilege", p)
+			return grantSpec{}, fmt.Errorf("%q is not a table privilege or CREATE", p)
 		}
 	}
 	return s, nil
@@ -99,27 +105,35 @@ func parseGrant(g events.Grant, defaultDB string) (grantSpec, error) {
 
 // describe names the grant in messages a user sees.
 func (s grantSpec) describe(i int) string {
-	if len(s.tables) == 0 {
-		return fmt.Sprintf("grant %d (%s on all tables of %s.%s)", i+1, strings.Join(s.privileges, ", "), s.database, s.schema)
+	privs := s.privileges
+	if s.create {
+		privs = append(slices.Clone(privs), "CREATE on the schema")
 	}
-	return fmt.Sprintf("grant %d (%s on %s.%s.{%s})", i+1, strings.Join(s.privileges, ", "), s.database, s.schema, strings.Join(s.tables, ","))
+	if len(s.tables) == 0 {
+		return fmt.Sprintf("grant %d (%s on all tables of %s.%s)", i+1, strings.Join(privs, ", "), s.database, s.schema)
+	}
+	return fmt.Sprintf("grant %d (%s on %s.%s.{%s})", i+1, strings.Join(privs, ", "), s.database, s.schema, strings.Join(s.tables, ","))
 }
 
-// statements returns the GRANTs that give group this grant, as one multi-statement
-// string: pgx sends a statement without arguments over the simple protocol, where several
-// statements run as one implicit transaction, so a grant applies wholly or not at all.
+// statements returns the GRANTs that give group this grant.
 func (s grantSpec) statements(group string) string {
 	g := ident(group)
 	privs := strings.Join(s.privileges, ", ")
 	var b strings.Builder
 	fmt.Fprintf(&b, "GRANT CONNECT ON DATABASE %s TO %s;\n", ident(s.database), g)
-	fmt.Fprintf(&b, "GRANT USAGE ON SCHEMA %s TO %s;\n", ident(s.schema), g)
-	if len(s.tables) == 0 {
+	schemaPrivs := "USAGE"
+	if s.create {
+		schemaPrivs = "USAGE, CREATE"
+	}
+	fmt.Fprintf(&b, "GRANT %s ON SCHEMA %s TO %s;\n", schemaPrivs, ident(s.schema), g)
+	switch {
+	case privs == "":
+	case len(s.tables) == 0:
 		fmt.Fprintf(&b, "GRANT %s ON ALL TABLES IN SCHEMA %s TO %s;\n", privs, ident(s.schema), g)
 		// Tables the admin creates later get the privileges too. Only for schema-wide
 		// grants: a grant listing tables must not widen to tables created after it.
 		fmt.Fprintf(&b, "ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT %s ON TABLES TO %s;\n", ident(s.schema), privs, g)
-	} else {
+	default:
 		tables := make([]string, len(s.tables))
 		for i, t := range s.tables {
 			tables[i] = ident(s.schema, t)

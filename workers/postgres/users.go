@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
@@ -14,11 +15,16 @@ import (
 )
 
 // CreateUser creates req.Username as a LOGIN role with req.Password, VALID UNTIL
-// req.ExpiresAt (infinity for the zero time), member of the target's group role, with
-// the admin as its member WITH ADMIN OPTION: in PostgreSQL 15 a CREATEROLE admin is not
-// otherwise a member of the roles it creates, and without membership it could neither end
-// the user's sessions nor REASSIGN/DROP OWNED BY it. The user holds no privilege of its
-// own; it inherits the group's.
+// req.ExpiresAt (infinity for the zero time), member of the target's group role, whose
+// sessions start as the group (ALTER ROLE ... SET role): what a lease user creates then
+// belongs to the group, which later leases of the target are members of too, and never to
+// the user or the admin. The user holds no privilege of its own; it inherits the group's.
+//
+// The admin does not become a member of the user: a CREATEROLE admin needs no membership
+// to create, alter or drop it, nor (with pg_signal_backend) to end its sessions, and on
+// PostgreSQL 15 every membership the admin holds makes its privilege checks slower (the
+// list is rebuilt, quadratically in its size, after each role change), which at tens of
+// thousands of leases made every revocation take seconds.
 //
 // When the group is missing (Prepare never ran, or it was dropped) it is created from
 // req.Grants first. When the user exists, it is taken to be this lease's from an earlier
@@ -59,8 +65,14 @@ func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) 
 	defer conn.Release()
 
 	user, until := ident(req.Username), validUntil(req.ExpiresAt)
-	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s ADMIN CURRENT_USER",
-		user, password, until, ident(group))
+	startAs, err := quoteLiteral(group)
+	if err != nil {
+		return false, err
+	}
+	// One round trip and one implicit transaction: the role never exists without its
+	// session role.
+	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s; ALTER ROLE %s SET role = %s",
+		user, password, until, ident(group), user, startAs)
 	_, err = conn.Exec(ctx, create)
 	if sqlState(err) == stateUndefinedObject {
 		// The only role the statement names besides the new one and the admin is the
@@ -80,8 +92,8 @@ func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) 
 		return true, nil
 	case stateDuplicateObject, stateUniqueViolation:
 		// Ours from an earlier attempt: set it up again in one implicit transaction.
-		again := fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD %s VALID UNTIL %s; GRANT %s TO %s; GRANT %s TO CURRENT_USER WITH ADMIN OPTION",
-			user, password, until, ident(group), user, user)
+		again := fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD %s VALID UNTIL %s; GRANT %s TO %s; ALTER ROLE %s SET role = %s",
+			user, password, until, ident(group), user, user, startAs)
 		if _, err := conn.Exec(ctx, again); err != nil {
 			return true, fmt.Errorf("reset existing role: %w", err)
 		}
@@ -115,16 +127,17 @@ func (d *Driver) RenewUser(ctx context.Context, req workers.RenewUserRequest) er
 }
 
 // DropUser makes the user unable to log in (NOLOGIN), terminates every backend it has,
-// then, in each database where it may own objects or hold privileges (Conn.Database, the
-// grants' databases and those pg_shdepend names), reassigns what it owns to the admin and
-// drops what remains (REASSIGN OWNED, DROP OWNED), terminates again any backend that was
-// still authenticating, and drops the role. Objects the user created are kept, owned by
-// the admin.
+// hands whatever it owns to the target's group role and drops what remains of it
+// (REASSIGN OWNED, DROP OWNED, only in the databases pg_shdepend ties it to, and only when
+// it owns or is granted anything), terminates again any backend that was still
+// authenticating, and drops the role. Objects the user created are kept, owned by the
+// group, so later leases of the target can use them; none ever becomes the admin's, which
+// would make a SECURITY DEFINER function a lease planted run as the admin.
 //
-// A user that does not exist is success. The sequence is retried a few times on the
-// catalog conflicts PostgreSQL reports under concurrency (40P01, XX000, 55006). If a
-// privilege granted to the user by a role other than the admin remains, the drop fails
-// (2BP01): the admin cannot revoke it. Safe for concurrent use.
+// The admin takes membership in the user only for the REASSIGN/DROP OWNED it needs it
+// for, and the membership goes with the role. A user that does not exist is success. The
+// sequence is retried a few times on the catalog conflicts PostgreSQL reports under
+// concurrency (40P01, XX000, 55006). Safe for concurrent use.
 func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) error {
 	const op = "postgres.DropUser"
 	if err := checkIdentifier(req.Username); err != nil {
@@ -177,25 +190,13 @@ func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req workers.D
 	if err := terminate(ctx, conn, oid); err != nil {
 		return err
 	}
-	dbs, err := userDatabases(ctx, conn, oid, req)
+	dbs, err := dependentDatabases(ctx, conn, oid, conn.Conn().Config().Database)
 	if err != nil {
 		return err
 	}
-	for _, db := range dbs {
-		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
-			_, err := c.Exec(ctx, "REASSIGN OWNED BY "+user+" TO CURRENT_USER; DROP OWNED BY "+user)
+	if len(dbs) > 0 {
+		if err := d.disown(ctx, conn, req, oid, dbs); err != nil {
 			return err
-		})
-		switch sqlState(err) {
-		case "":
-			if err != nil {
-				return fmt.Errorf("remove what the user owns in %q: %w", db, err)
-			}
-		case stateInvalidCatalog: // the database is gone, and what the user had there with it
-		case stateUndefinedObject:
-			return nil // dropped concurrently
-		default:
-			return fmt.Errorf("remove what the user owns in %q: %w", db, err)
 		}
 	}
 	if err := terminate(ctx, conn, oid); err != nil {
@@ -207,36 +208,97 @@ func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req workers.D
 	return nil
 }
 
-// userDatabases lists, c.Database first, the databases where the user may own objects or
-// hold privileges: the target's, the grants', and every database pg_shdepend ties to it.
-func userDatabases(ctx context.Context, conn *pgxpool.Conn, oid uint32, req workers.DropUserRequest) ([]string, error) {
-	var others []string
-	for _, g := range req.Grants {
-		if g.Database != "" {
-			others = append(others, g.Database)
+// disown hands what the user owns in dbs to the target's group role and drops what is
+// left of it (privileges granted to it). The group is the one the user is a member of
+// (the request's record uid names it when the membership is gone); a group that no longer
+// exists is made again, holding nothing: whatever a lease user made must have an owner
+// that can log in as nobody and holds no more than the target's grants.
+func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req workers.DropUserRequest, oid uint32, dbs []string) error {
+	group, err := userGroup(ctx, conn, oid, req.RecordUID)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "CREATE ROLE "+ident(group)+" NOLOGIN"); err != nil && sqlState(err) != stateDuplicateObject && sqlState(err) != stateUniqueViolation {
+		return fmt.Errorf("make the group role to own what the user created: %w", err)
+	}
+	user := ident(req.Username)
+	if err := joinGroup(ctx, conn, group); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, "GRANT "+user+" TO CURRENT_USER"); err != nil {
+		if sqlState(err) == stateUndefinedObject {
+			return nil // dropped concurrently
+		}
+		return fmt.Errorf("take membership in the user to reassign what it owns: %w", err)
+	}
+	for _, db := range dbs {
+		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
+			_, err := c.Exec(ctx, "REASSIGN OWNED BY "+user+" TO "+ident(group)+"; DROP OWNED BY "+user)
+			return err
+		})
+		switch sqlState(err) {
+		case "":
+			if err != nil {
+				return fmt.Errorf("hand over what the user owns in %q: %w", db, err)
+			}
+		case stateInvalidCatalog: // the database is gone, and what the user had there with it
+		case stateUndefinedObject:
+			return nil // dropped concurrently
+		default:
+			return fmt.Errorf("hand over what the user owns in %q: %w", db, err)
 		}
 	}
-	rows, err := conn.Query(ctx, `SELECT DISTINCT d.datname FROM pg_catalog.pg_shdepend s
-		JOIN pg_catalog.pg_database d ON d.oid = s.dbid
-		WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass AND s.refobjid = $1`, oid)
+	return nil
+}
+
+// userGroup returns the group role of a lease user: the syvault_ role it is a member of,
+// or, without one, the group of recordUID.
+func userGroup(ctx context.Context, q querier, user uint32, recordUID string) (string, error) {
+	rows, err := q.Query(ctx, `SELECT g.rolname FROM pg_catalog.pg_auth_members m
+		JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+		WHERE m.member = $1 AND pg_catalog.starts_with(g.rolname, $2)`, user, groupPrefix)
+	if err != nil {
+		return "", fmt.Errorf("find the user's group role: %w", err)
+	}
+	groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("find the user's group role: %w", err)
+	}
+	if len(groups) == 1 {
+		return groups[0], nil
+	}
+	if recordUID != "" {
+		return groupName(recordUID)
+	}
+	return "", fmt.Errorf("the user is a member of %d group roles and the request names no target", len(groups))
+}
+
+// dependentDatabases lists the databases where the user owns objects or is named in a
+// privilege, home first when it is one of them or when the dependency is on a shared
+// object (dbid 0, e.g. a privilege on a database). Empty for a user that never created or
+// was granted anything, which is the common case and needs no REASSIGN/DROP OWNED at all.
+func dependentDatabases(ctx context.Context, conn *pgxpool.Conn, oid uint32, home string) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT COALESCE(d.datname, '') FROM pg_catalog.pg_shdepend s
+		LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+		WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = $1`, oid)
 	if err != nil {
 		return nil, fmt.Errorf("list the user's databases: %w", err)
 	}
-	for rows.Next() {
-		var db string
-		if err := rows.Scan(&db); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list the user's databases: %w", err)
-		}
-		others = append(others, db)
-	}
-	if err := rows.Err(); err != nil {
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		return nil, fmt.Errorf("list the user's databases: %w", err)
 	}
-	slices.Sort(others)
-	others = slices.Compact(others)
-	others = slices.DeleteFunc(others, func(db string) bool { return db == req.Conn.Database })
-	return append([]string{req.Conn.Database}, others...), nil
+	for i, db := range dbs {
+		if db == "" {
+			dbs[i] = home
+		}
+	}
+	slices.Sort(dbs)
+	dbs = slices.Compact(dbs)
+	if i := slices.Index(dbs, home); i > 0 {
+		dbs[0], dbs[i] = dbs[i], dbs[0]
+	}
+	return dbs, nil
 }
 
 // terminate ends every backend of the role and returns once none is left.
@@ -247,8 +309,8 @@ func terminate(ctx context.Context, conn *pgxpool.Conn, oid uint32) error {
 	// MATERIALIZED so the volatile pg_terminate_backend is only ever called on the role's
 	// own backends, whatever order the planner picks for the quals.
 	const query = `WITH s AS MATERIALIZED (
-		SELECT pid FROM pg_catalog.pg_stat_activity WHERE usesysid = $1)
-		SELECT count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(pid, $2)) FROM s`
+		SELECT a.pid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = $1)
+		SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, $2)) FROM s`
 	for i := 1; ; i++ {
 		var left int
 		if err := conn.QueryRow(ctx, query, oid, int64(terminateWaitMillis)).Scan(&left); err != nil {

@@ -1,0 +1,430 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/drivertest"
+	"github.com/syvault/syvault/workers/postgres"
+)
+
+// The attacks of a hostile lease user against the target's admin, each on a scratch
+// database with PostgreSQL 14's defaults (PUBLIC may create in schema public), which is
+// what clusters upgraded from 14 still have.
+
+// lease is one lease user made by the driver, for these tests.
+type lease struct{ user, password string }
+
+// pg14Scratch is a scratch database where PUBLIC may create in public, as before 15.
+func (c *cluster) pg14Scratch(t *testing.T) drivertest.Scratch {
+	t.Helper()
+	s := c.newScratch(t)
+	if err := c.execIn(t.Context(), "postgres", c.superPW, s.Database, "GRANT CREATE ON SCHEMA public TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newLease prepares nothing: it creates a user of target uid with grants and drops it in
+// t.Cleanup.
+func newLease(t *testing.T, d *postgres.Driver, admin workers.Conn, uid string, grants []events.Grant) lease {
+	t.Helper()
+	l := lease{user: drivertest.NewUsername(), password: drivertest.NewPassword()}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = d.DropUser(ctx, workers.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants})
+	})
+	err := d.CreateUser(t.Context(), workers.CreateUserRequest{Conn: admin, RecordUID: uid, Username: l.user,
+		Password: l.password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants})
+	if err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	return l
+}
+
+func drop(t *testing.T, d *postgres.Driver, admin workers.Conn, uid string, l lease, grants []events.Grant) {
+	t.Helper()
+	if err := d.DropUser(t.Context(), workers.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants}); err != nil {
+		t.Fatalf("DropUser: %v", err)
+	}
+}
+
+func (c *cluster) roleExists(t *testing.T, name string) bool {
+	t.Helper()
+	var n int
+	if err := c.super.QueryRow(t.Context(), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+// owner returns the owner of a function or table in database.
+func (c *cluster) owner(t *testing.T, database, query string) string {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(t.Context(), c.connConfig("postgres", c.superPW, database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var owner string
+	if err := conn.QueryRow(t.Context(), query).Scan(&owner); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return owner
+}
+
+// TestDriver_SecurityDefinerEscalation: a lease plants SECURITY DEFINER functions that
+// create a role (something only the admin may do), once as itself and once as what its
+// sessions start as; it is revoked; a second lease calls them. Before, the revocation
+// reassigned the functions to the admin, and the second call made a role with the
+// admin's rights (a SUPERUSER where the admin was one). Now they belong to the target's
+// group role, which may create no role, whoever the admin is.
+func TestDriver_SecurityDefinerEscalation(t *testing.T) {
+	c := mustCluster(t)
+	for _, admin := range []struct {
+		name string
+		conn workers.Conn
+	}{
+		{"least-rights admin", c.admin()},
+		{"superuser admin", func() workers.Conn {
+			a := c.admin()
+			a.Username, a.Password, a.PoolKey = "postgres", c.superPW, "pg-test-superuser"
+			return a
+		}()},
+	} {
+		t.Run(admin.name, func(t *testing.T) {
+			s := c.pg14Scratch(t)
+			d := postgres.New(nil)
+			defer d.Close()
+			uid := drivertest.NewRecordUID()
+			group := "syvault_" + uid
+			if err := d.Prepare(t.Context(), workers.PrepareRequest{Conn: admin.conn, RecordUID: uid, Grants: s.Grants}); err != nil {
+				t.Fatal(err)
+			}
+			ctx := t.Context()
+			first := newLease(t, d, admin.conn, uid, s.Grants)
+			evil := "vf_evil_" + strings.ToLower(drivertest.NewRecordUID()[:8])
+			body := fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER", evil)
+			weaker := fmt.Sprintf("CREATE ROLE %s_b LOGIN", evil)
+			plant := fmt.Sprintf(`CREATE FUNCTION public.as_group() RETURNS void LANGUAGE sql SECURITY DEFINER AS $f$ %s $f$;
+				CREATE FUNCTION public.as_group_b() RETURNS void LANGUAGE sql SECURITY DEFINER AS $f$ %s $f$;
+				SET ROLE NONE;
+				CREATE FUNCTION public.as_user() RETURNS void LANGUAGE sql SECURITY DEFINER AS $f$ %s $f$;
+				CREATE FUNCTION public.as_user_b() RETURNS void LANGUAGE sql SECURITY DEFINER AS $f$ %s $f$`, body, weaker, body, weaker)
+			if err := c.execIn(ctx, first.user, first.password, s.Database, plant); err != nil {
+				t.Fatalf("plant: %v", err)
+			}
+			drop(t, d, admin.conn, uid, first, s.Grants)
+
+			for _, fn := range []string{"as_group", "as_group_b", "as_user", "as_user_b"} {
+				if got := c.owner(t, s.Database, "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = '"+fn+"'"); got != group {
+					t.Errorf("%s is owned by %s after the revocation; want the group %s", fn, got, group)
+				}
+			}
+			second := newLease(t, d, admin.conn, uid, s.Grants)
+			for _, fn := range []string{"as_group", "as_group_b", "as_user", "as_user_b"} {
+				if err := c.execIn(ctx, second.user, second.password, s.Database, "SELECT public."+fn+"()"); err == nil {
+					t.Errorf("%s() succeeded for a second lease", fn)
+				}
+			}
+			for _, role := range []string{evil, evil + "_b"} {
+				if c.roleExists(t, role) {
+					t.Errorf("role %s exists: a lease escalated through the revocation", role)
+					_, _ = c.super.Exec(context.Background(), "DROP ROLE "+role)
+				}
+			}
+		})
+	}
+}
+
+// TestDriver_PlantedFunctionsNeverRunAsAdmin: a lease plants, in the schemas the admin's
+// sessions could search, overloads closer in signature than the built-ins the driver
+// calls (format, unnest, pg_terminate_backend, has_table_privilege, starts_with) and a
+// shadowing operator; each records who ran it. After every driver operation on that
+// target, nobody has.
+func TestDriver_PlantedFunctionsNeverRunAsAdmin(t *testing.T) {
+	c := mustCluster(t)
+	s := c.pg14Scratch(t)
+	ctx := t.Context()
+	// Planted in the scratch database (where grants are checked) and in the admin's own
+	// database, where role statements run.
+	admin := c.admin()
+	admin.Database, admin.PoolKey = s.Database, "pg-test-planted"
+	d := postgres.New(nil)
+	defer d.Close()
+	uid := drivertest.NewRecordUID()
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	attacker := newLease(t, d, admin, uid, s.Grants)
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database,
+		"CREATE TABLE public.ran (who text); GRANT INSERT, SELECT ON public.ran TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	plant := `SET ROLE NONE;
+		CREATE FUNCTION public.format(text, text, text) RETURNS text LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user || ' format'); RETURN pg_catalog.format($1, $2, $3); END $f$;
+		CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user || ' unnest'); RETURN QUERY SELECT pg_catalog.unnest($1); END $f$;
+		CREATE FUNCTION public.pg_terminate_backend(integer, integer) RETURNS boolean LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user || ' terminate'); RETURN true; END $f$;
+		CREATE FUNCTION public.has_table_privilege(integer, text, text) RETURNS boolean LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user || ' has_table_privilege'); RETURN true; END $f$;
+		CREATE FUNCTION public.starts_with(name, text) RETURNS boolean LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user || ' starts_with'); RETURN true; END $f$;
+		CREATE FUNCTION public.name_eq(name, text) RETURNS boolean LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user || ' ='); RETURN $1::text = $2; END $f$;
+		CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = text, FUNCTION = public.name_eq)`
+	if err := c.execIn(ctx, attacker.user, attacker.password, s.Database, plant); err != nil {
+		t.Fatalf("plant: %v", err)
+	}
+	// Every operation, including the paths that hand over what a user owns.
+	owner := newLease(t, d, admin, uid, s.Grants)
+	if err := c.execIn(ctx, owner.user, owner.password, s.Database, "SET ROLE NONE; CREATE TABLE public.mine (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := pgx.ConnectConfig(ctx, c.connConfig(owner.user, owner.password, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(context.Background())
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatalf("Prepare again: %v", err)
+	}
+	if err := d.RenewUser(ctx, workers.RenewUserRequest{Conn: admin, Username: owner.user, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, d, admin, uid, owner, s.Grants)
+	drop(t, d, admin, uid, attacker, s.Grants)
+	if err := d.RemoveTarget(ctx, workers.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := c.super.Query(ctx, "SELECT 1") // keep the pool warm; the check runs in the scratch database
+	if err == nil {
+		rows.Close()
+	}
+	conn, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	ran, err := conn.Query(ctx, "SELECT who FROM public.ran")
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := pgx.CollectRows(ran, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(who) > 0 {
+		t.Fatalf("planted functions ran inside the driver's statements: %v", who)
+	}
+}
+
+// TestDriver_NarrowedGrants: preparing a target again with fewer privileges, tables,
+// schema rights or default privileges takes them from the leases already active as well
+// as from new ones.
+func TestDriver_NarrowedGrants(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	defer d.Close()
+	admin := c.admin()
+	uid := drivertest.NewRecordUID()
+	wide := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "DELETE", "CREATE"}}}
+	narrow := []events.Grant{{Database: s.Database, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"SELECT"}}}
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wide}); err != nil {
+		t.Fatal(err)
+	}
+	old := newLease(t, d, admin, uid, wide)
+	if err := c.execIn(ctx, old.user, old.password, s.Database,
+		"INSERT INTO public.granted VALUES (1); DELETE FROM public.denied; CREATE TABLE public.by_lease (id int)"); err != nil {
+		t.Fatalf("wide grants do not work: %v", err)
+	}
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: narrow}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, adminRole, c.adminPW, s.Database, "CREATE TABLE public.after_put (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newLease(t, d, admin, uid, narrow)
+	for _, l := range []lease{old, fresh} {
+		if err := c.execIn(ctx, l.user, l.password, s.Database, "SELECT id FROM public.granted"); err != nil {
+			t.Errorf("SELECT on the still granted table: %v", err)
+		}
+		for _, stmt := range []string{
+			"INSERT INTO public.granted VALUES (2)",
+			"DELETE FROM public.granted",
+			"SELECT id FROM public.denied",
+			"SELECT id FROM public.after_put",
+			"CREATE TABLE public.again (id int)",
+		} {
+			if err := c.execIn(ctx, l.user, l.password, s.Database, stmt); err == nil {
+				t.Errorf("%s succeeded after the target was narrowed", stmt)
+			}
+		}
+		// What a lease created stays usable: the group owns it.
+		if err := c.execIn(ctx, l.user, l.password, s.Database, "INSERT INTO public.by_lease VALUES (1)"); err != nil {
+			t.Errorf("a table a lease created is lost to the target's leases: %v", err)
+		}
+	}
+}
+
+// TestDriver_AdminMembershipsDoNotGrow: creating and dropping leases never adds to the
+// admin's role memberships (one, the group, per target), which on PostgreSQL 15 slow
+// every privilege check quadratically in their number.
+func TestDriver_AdminMembershipsDoNotGrow(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	defer d.Close()
+	admin := c.admin()
+	count := func() int {
+		var n int
+		err := c.super.QueryRow(ctx, "SELECT count(*) FROM pg_auth_members WHERE member = $1::regrole", adminRole).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	uid := drivertest.NewRecordUID()
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	before := count()
+	var leases []lease
+	for range 20 {
+		leases = append(leases, newLease(t, d, admin, uid, s.Grants))
+	}
+	if got := count(); got != before {
+		t.Fatalf("the admin has %d role memberships with 20 leases, %d with none", got, before)
+	}
+	// A lease that owns something is handed over with a membership taken for the drop
+	// alone.
+	if err := c.execIn(ctx, leases[0].user, leases[0].password, s.Database, "SET ROLE NONE; SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "GRANT CREATE ON SCHEMA public TO "+leases[0].user); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, leases[0].user, leases[0].password, s.Database, "SET ROLE NONE; CREATE TABLE public.owned (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		drop(t, d, admin, uid, l, s.Grants)
+	}
+	if got := count(); got != before {
+		t.Fatalf("the admin has %d role memberships after the drops, %d before", got, before)
+	}
+}
+
+// TestDriver_RemoveTargetKeepsWhatLeasesMade: removing a target whose leases created
+// tables keeps the group role as their owner, with no privilege left, rather than
+// dropping the tables or giving them to the admin.
+func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	defer d.Close()
+	admin := c.admin()
+	uid := drivertest.NewRecordUID()
+	group := "syvault_" + uid
+	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(t, d, admin, uid, grants)
+	if err := c.execIn(ctx, l.user, l.password, s.Database, "CREATE TABLE public.migrated (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, d, admin, uid, l, grants)
+	if err := d.RemoveTarget(ctx, workers.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.owner(t, s.Database, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'migrated'"); got != group {
+		t.Fatalf("migrated is owned by %s; want the kept group %s", got, group)
+	}
+	var select_, connect bool
+	conn, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, `SELECT has_table_privilege($1, 'public.granted', 'SELECT'), has_database_privilege($1, current_database(), 'CONNECT')`,
+		group).Scan(&select_, &connect); err != nil {
+		t.Fatal(err)
+	}
+	if select_ {
+		t.Error("the removed target's group still holds SELECT on the admin's table")
+	}
+	_ = connect // PUBLIC holds CONNECT on every database by default
+	// A target without leftovers loses its group entirely.
+	uid2 := drivertest.NewRecordUID()
+	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid2, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemoveTarget(ctx, workers.RemoveTargetRequest{Conn: admin, RecordUID: uid2, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	if c.roleExists(t, "syvault_"+uid2) {
+		t.Fatal("the group of a target whose leases made nothing was kept")
+	}
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "DROP TABLE public.migrated; DROP ROLE "+pgx.Identifier{group}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDriver_MigrationByLeases: lease 1 creates a table and an index and is revoked;
+// lease 2 of the same target alters that table and reads and writes it; a lease of
+// another target sees nothing of it; the admin owns none of it.
+func TestDriver_MigrationByLeases(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	defer d.Close()
+	admin := c.admin()
+	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"}}}
+	uid, other := drivertest.NewRecordUID(), drivertest.NewRecordUID()
+	for _, u := range []string{uid, other} {
+		if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: u, Grants: grants}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := newLease(t, d, admin, uid, grants)
+	if err := c.execIn(ctx, first.user, first.password, s.Database,
+		"CREATE TABLE public.orders2 (id int primary key, item text); CREATE INDEX orders2_item ON public.orders2 (item)"); err != nil {
+		t.Fatalf("migration: %v", err)
+	}
+	drop(t, d, admin, uid, first, grants)
+	second := newLease(t, d, admin, uid, grants)
+	if err := c.execIn(ctx, second.user, second.password, s.Database,
+		"ALTER TABLE public.orders2 ADD COLUMN qty int; INSERT INTO public.orders2 VALUES (1, 'book', 2); UPDATE public.orders2 SET qty = 3; SELECT * FROM public.orders2"); err != nil {
+		t.Fatalf("second lease on the migrated table: %v", err)
+	}
+	stranger := newLease(t, d, admin, other, grants)
+	for _, stmt := range []string{"SELECT * FROM public.orders2", "INSERT INTO public.orders2 VALUES (2, 'pen', 1)", "ALTER TABLE public.orders2 ADD COLUMN x int"} {
+		if err := c.execIn(ctx, stranger.user, stranger.password, s.Database, stmt); err == nil {
+			t.Errorf("a lease of another target ran %q", stmt)
+		}
+	}
+	if got := c.owner(t, s.Database, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'orders2'"); got != "syvault_"+uid {
+		t.Fatalf("orders2 is owned by %s; want the target's group", got)
+	}
+	var err error
+	if err = c.execIn(ctx, "postgres", c.superPW, s.Database, "DROP TABLE public.orders2"); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+}
