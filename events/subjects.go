@@ -1,5 +1,7 @@
 package events
 
+import "regexp"
+
 // Streams and subjects. The events stream is the audit log: it has no age limit and
 // refuses deletes and purges. Expiry schedules live in a second stream because JetStream
 // only fires schedules in a stream that allows purges.
@@ -19,6 +21,14 @@ const (
 	ScheduleSubjects = schedPrefix + "*"
 	DueSubjects      = duePrefix + "*"
 )
+
+// idPattern is what a record uid, lease id or client id may look like: SyVault makes them
+// base62 or UUIDs. Ids become subject tokens and KV keys, so a NATS wildcard (* or >), a
+// dot or a space must never pass for one.
+var idPattern = regexp.MustCompile(`^[0-9A-Za-z_-]{1,64}$`)
+
+// ValidID reports whether s can name a record, lease or client.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
 
 // LeaseSubject is the subject that holds every event of one lease, in order.
 func LeaseSubject(leaseID string) string { return leasePrefix + leaseID }

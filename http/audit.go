@@ -69,8 +69,13 @@ const maxAuditScan = 100000
 
 // audit replays the events stream oldest first.
 func (s *Server) audit(c echo.Context) error {
-	q := auditQuery{recordUID: c.QueryParam("record_uid"), leaseID: c.QueryParam("lease_id"), clientID: c.QueryParam("client_id"), limit: 100}
+	q := auditQuery{limit: 100}
 	var err error
+	for name, dst := range map[string]*string{"record_uid": &q.recordUID, "lease_id": &q.leaseID, "client_id": &q.clientID} {
+		if *dst, err = queryID(c, name); err != nil {
+			return err
+		}
+	}
 	for name, dst := range map[string]*time.Time{"since": &q.since, "until": &q.until} {
 		if v := c.QueryParam(name); v != "" {
 			if *dst, err = time.Parse(time.RFC3339, v); err != nil {

@@ -103,7 +103,7 @@ func (s *Server) token(c echo.Context) error {
 	if assertion == "" {
 		return events.Errorf(events.EInvalid, "client_assertion is required.")
 	}
-	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences(r))
+	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences)
 	if err != nil {
 		return err
 	}
@@ -126,19 +126,6 @@ func (s *Server) token(c echo.Context) error {
 	s.log.Info("token issued", "client_id", client.ClientID)
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenTTL.Seconds())})
-}
-
-// audiences are the values a client assertion's aud may hold: the configured public URLs,
-// or else the URL this request was sent to.
-func (s *Server) audiences(r *http.Request) []string {
-	if len(s.cfg.PublicURLs) > 0 {
-		return s.cfg.PublicURLs
-	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return []string{scheme + "://" + r.Host}
 }
 
 func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string) (events.Client, error) {
@@ -239,9 +226,10 @@ func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (string, 
 // exists, and puts that client in the context.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		raw, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || raw == "" {
+		// The scheme name is case-insensitive (RFC 7235, 2.1).
+		scheme, raw, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+		raw = strings.TrimSpace(raw)
+		if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
 			return unauthenticated("Send an access token in the Authorization header as: Bearer TOKEN (get one from %s/auth/token).", BasePath)
 		}
 		clientID, err := parseAccessToken(c.Request().Context(), raw, s.cfg.TokenKeys)

@@ -273,7 +273,11 @@ func newPassword() string {
 }
 
 func (s *Server) listLeases(c echo.Context) error {
-	q := projections.LeaseQuery{RecordUID: c.QueryParam("record_uid"), Cursor: c.QueryParam("cursor"), Limit: 100}
+	recordUID, err := queryID(c, "record_uid")
+	if err != nil {
+		return err
+	}
+	q := projections.LeaseQuery{RecordUID: recordUID, Cursor: c.QueryParam("cursor"), Limit: 100}
 	if v := c.QueryParam("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {

@@ -11,6 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -54,9 +57,26 @@ type Config struct {
 	// RequestTimeout bounds how long a lease create or revoke waits for the workers.
 	// Default 20 s.
 	RequestTimeout time.Duration
-	// PublicURLs are the addresses clients reach this server by (scheme://host[:port]),
-	// accepted as a client assertion's audience. Empty: the request's own scheme and Host.
+	// PublicURLs are the addresses clients reach this server by (scheme://host[:port]):
+	// the only audiences a client assertion may name. The request's own Host header never
+	// counts, or an assertion made for any other server could be replayed here. Empty:
+	// derived by Listen from the address it binds (a specific address names itself, a
+	// loopback one also as localhost); an address that binds every interface names no
+	// one, so Listen then fails, unless WildcardAudiences.
 	PublicURLs []string
+	// WildcardAudiences lets a server bound to every interface without PublicURLs accept
+	// its loopback URLs and the machine's host name: for development only.
+	WildcardAudiences bool
+	// ReadTimeout bounds reading a whole request, body included, so a client trickling
+	// bytes cannot hold a connection. Default 30 s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end of its
+	// answer. Default RequestTimeout + 30 s: a create or revoke waits up to
+	// RequestTimeout for the workers, then settles the lease before it answers.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a kept-alive connection waits for its next request.
+	// Default 2 minutes.
+	IdleTimeout time.Duration
 	// Ready lists the readiness checks behind /readyz.
 	Ready map[string]ReadyChecker
 	// TLSCertFile and TLSKeyFile, when set, make the server speak HTTPS only.
@@ -96,7 +116,12 @@ type Server struct {
 	newUsername func() string
 	srv         *http.Server
 	ln          net.Listener
+	// audiences are the public URLs a client assertion may name, fixed by Listen.
+	audiences []string
 }
+
+// MaxHeaderBytes caps a request's header block.
+const MaxHeaderBytes = 32 << 10
 
 // New builds the server and its routes; Open starts listening.
 func New(ctx context.Context, cfg Config) (*Server, error) {
@@ -114,6 +139,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = cfg.RequestTimeout + 30*time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 2 * time.Minute
 	}
 	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http")}
 	e := s.echo
@@ -145,7 +179,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	e.GET(BasePath+"/openapi.json", s.openAPI)
 	api := e.Group(BasePath, s.requireStore)
 	api.POST("/auth/token", s.token)
-	authed := api.Group("", s.authenticate)
+	authed := api.Group("", s.authenticate, checkPathIDs)
 	authed.POST("/dynamic/lease", s.createLease)
 	authed.GET("/dynamic/leases", s.listLeases)
 	authed.GET("/dynamic/leases/:id", s.getLease)
@@ -180,7 +214,12 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("http.Listen(%s): %w", addr, err)
 	}
-	s.srv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second}
+	if s.audiences, err = audiences(s.cfg, ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	s.srv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}
 	if s.cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
 		if err != nil {
@@ -206,12 +245,60 @@ func (s *Server) Serve() {
 // Addr is the address the server listens on, once open.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// URL is the server's base URL, once open.
+// URL is the address the server answers on, once open (on loopback when it binds every
+// interface).
 func (s *Server) URL() string {
-	if s.cfg.TLSCertFile != "" {
-		return "https://" + s.ln.Addr().String()
+	addr := s.ln.Addr().String()
+	if tcp, ok := s.ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port))
 	}
-	return "http://" + s.ln.Addr().String()
+	return s.scheme() + "://" + addr
+}
+
+// PublicURL is the first URL clients are told to reach the server by, once open.
+func (s *Server) PublicURL() string { return s.audiences[0] }
+
+func (s *Server) scheme() string {
+	if s.cfg.TLSCertFile != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// audiences returns cfg.PublicURLs, or the URLs derived from the bound address; see
+// Config.PublicURLs.
+func audiences(cfg Config, bound net.Addr) ([]string, error) {
+	if len(cfg.PublicURLs) > 0 {
+		out := make([]string, len(cfg.PublicURLs))
+		for i, u := range cfg.PublicURLs {
+			out[i] = strings.TrimSuffix(u, "/")
+		}
+		return out, nil
+	}
+	scheme := "http"
+	if cfg.TLSCertFile != "" {
+		scheme = "https"
+	}
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("http.Listen: cannot derive a public URL from %s; set one", bound)
+	}
+	port := strconv.Itoa(tcp.Port)
+	url := func(host string) string { return scheme + "://" + net.JoinHostPort(host, port) }
+	switch {
+	case tcp.IP.IsUnspecified() && !cfg.WildcardAudiences:
+		return nil, fmt.Errorf("listening on every interface (%s): set --public-url to the URL clients use to reach this server "+
+			"(e.g. https://vault.example.com), the only audience their client assertions may name", bound)
+	case tcp.IP.IsUnspecified():
+		out := []string{url("127.0.0.1"), url("localhost"), url("::1")}
+		if host, err := os.Hostname(); err == nil && host != "" {
+			out = append(out, url(host))
+		}
+		return out, nil
+	case tcp.IP.IsLoopback():
+		return []string{url(tcp.IP.String()), url("localhost")}, nil
+	}
+	return []string{url(tcp.IP.String())}, nil
 }
 
 // Close stops accepting requests and waits for those in flight, up to ctx.
@@ -222,6 +309,28 @@ func (s *Server) Close(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	_ = s.ln.Close() // in case Serve never ran
 	return err
+}
+
+// checkPathIDs answers 404 for a path id that no record, lease or client can have (a NATS
+// wildcard such as * or >, a dot), before it reaches a subject or a KV key.
+func checkPathIDs(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		for i, name := range c.ParamNames() {
+			if v := c.ParamValues()[i]; !events.ValidID(v) {
+				return events.Errorf(events.ENotFound, "No %s %q.", strings.ReplaceAll(name, "_", " "), v)
+			}
+		}
+		return next(c)
+	}
+}
+
+// queryID returns the query parameter name, refusing a value no id can have.
+func queryID(c echo.Context, name string) (string, error) {
+	v := c.QueryParam(name)
+	if v != "" && !events.ValidID(v) {
+		return "", events.Errorf(events.EInvalid, "%s must be an id as the API returns it (letters, digits, - and _).", name)
+	}
+	return v, nil
 }
 
 // requireStore answers 503 at once while the connection to NATS is down, rather than

@@ -250,9 +250,15 @@ func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error
 	return l, err
 }
 
+// MaxWait bounds every wait for the read side, whatever the caller's context: a
+// projector that stopped must turn into an answer, not into a request that never ends.
+const MaxWait = 10 * time.Second
+
 // WaitLease waits until the projection has applied the lease's event at seq, so a
-// caller reads its own write. It returns ETimeout when ctx ends first.
+// caller reads its own write. It returns ETimeout when ctx ends first, or after MaxWait.
 func (p *Projections) WaitLease(ctx context.Context, id string, seq uint64) (events.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, MaxWait)
+	defer cancel()
 	delay := time.Millisecond
 	for {
 		l, err := p.getLease(ctx, id)
@@ -376,8 +382,11 @@ func list[T any](ctx context.Context, kv jetstream.KeyValue, created func(T) tim
 }
 
 // Wait waits until the bucket record of key (in the bucket of the given aggregate kind:
-// "target" or "client") reflects seq.
+// "target" or "client") reflects seq. It returns ETimeout when ctx ends first, or after
+// MaxWait.
 func (p *Projections) Wait(ctx context.Context, kind, key string, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, MaxWait)
+	defer cancel()
 	kv := p.targets
 	if kind == "client" {
 		kv = p.clients

@@ -117,6 +117,8 @@ type Config struct {
 	TLSKeyFile  string
 	// DropPrevious makes rotate-token-key drop the old keys at once instead of retiring them.
 	DropPrevious bool
+	// httpReadTimeout overrides the HTTP server's read timeout (tests only).
+	httpReadTimeout time.Duration
 }
 
 func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
@@ -140,7 +142,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens the server issues")
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
-		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by (client assertions' aud); default: the request's own")
+		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by, the only audiences client assertions may name; default: derived from --listen (required when it binds every interface, outside --dev)")
 	}
 	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
 		fs.StringVar(&cfg.PreviousMasterKeyFile, "previous-master-key-file", "", "while the master key changes: the key being replaced, still used to open what it sealed until 'syvault reseal' has run (or set SYVAULT_PREVIOUS_MASTER_KEY)")

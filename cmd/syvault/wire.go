@@ -212,7 +212,8 @@ func (m *Main) Open(ctx context.Context) error {
 		Metrics:  obs.handler(),
 		Observer: obs,
 		Store:    m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
-		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs,
+		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs, WildcardAudiences: m.Config.Dev,
+		ReadTimeout: m.Config.httpReadTimeout,
 		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
 		Ready: map[string]syhttp.ReadyChecker{
 			"event_store": func(ctx context.Context) error {
@@ -234,7 +235,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	// Bootstrap before serving: once /readyz answers, admin-client.json is there.
 	if m.Config.Dev && m.Config.runs("api") {
-		if err := m.bootstrapAdmin(ctx, m.HTTP.URL()); err != nil {
+		if err := m.bootstrapAdmin(ctx, m.HTTP.PublicURL()); err != nil {
 			return err
 		}
 	}

@@ -60,6 +60,9 @@ type keyset struct {
 	rev     uint64
 	current string
 	keys    map[string][]byte
+	// until is when each retired key stops verifying, whether or not a later rotation
+	// has removed it from the entry yet.
+	until map[string]time.Time
 }
 
 // Ring is one process's view of the keys. It is safe for concurrent use.
@@ -71,6 +74,8 @@ type Ring struct {
 	mu         sync.RWMutex
 	set        keyset
 	lastReload time.Time
+	// now is the clock retirement is measured against (time.Now outside tests).
+	now func() time.Time
 }
 
 // Open loads the deployment's keys, generating the first one if there is none yet. It
@@ -87,7 +92,7 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, sealer *sea
 	if err != nil {
 		return nil, fmt.Errorf("tokenkey: bucket: %w", err)
 	}
-	r := &Ring{kv: kv, sealer: sealer, log: log}
+	r := &Ring{kv: kv, sealer: sealer, log: log, now: time.Now}
 	for {
 		err := r.reload(ctx)
 		if err == nil {
@@ -207,10 +212,15 @@ func (r *Ring) Verifying(ctx context.Context, kid string) ([]byte, error) {
 	return nil, ErrUnknownKey
 }
 
+// lookup returns the key kid while it verifies: a retired key stops Retention after its
+// retirement, at that moment in every process, not at the next rotation.
 func (r *Ring) lookup(kid string) ([]byte, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	k, ok := r.set.keys[kid]
+	if until, retired := r.set.until[kid]; ok && retired && r.now().After(until) {
+		return nil, false
+	}
 	return k, ok
 }
 
@@ -372,13 +382,16 @@ func (r *Ring) apply(data []byte, rev uint64) error {
 }
 
 func (r *Ring) open(s stored, rev uint64) (keyset, error) {
-	set := keyset{rev: rev, current: s.Current, keys: make(map[string][]byte, len(s.Keys))}
+	set := keyset{rev: rev, current: s.Current, keys: make(map[string][]byte, len(s.Keys)), until: map[string]time.Time{}}
 	for _, k := range s.Keys {
 		key, err := r.sealer.Open(k.Sealed, aad(k.ID))
 		if err != nil {
 			return keyset{}, errAnotherMasterKey
 		}
 		set.keys[k.ID] = key
+		if k.RetiredAt != nil && k.ID != s.Current {
+			set.until[k.ID] = k.RetiredAt.Add(Retention)
+		}
 	}
 	if _, ok := set.keys[s.Current]; !ok {
 		return keyset{}, fmt.Errorf("tokenkey: the stored keys name %q as current but do not hold it", s.Current)

@@ -308,3 +308,39 @@ func TestFollow_PollsWhenTheWatchIsStuck(t *testing.T) {
 		return k == r.Current && !held
 	})
 }
+
+// A retired key verifies for Retention after its retirement and not a moment longer,
+// even when no later rotation has come to drop it from the stored entry.
+func TestVerifying_RetiredKeyStopsAfterRetention(t *testing.T) {
+	srv := jstest.MustServer(t, "")
+	a := process(t, srv, mustSealer(t, seal.NewKey()))
+	ctx := context.Background()
+	old, _ := a.Signing()
+	t0 := time.Now().UTC()
+	if _, err := a.rotate(ctx, t0, false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rotation applied", func() bool { cur, _ := a.Signing(); return cur != old })
+	var clock sync.Mutex
+	now := t0
+	a.mu.Lock()
+	a.now = func() time.Time { clock.Lock(); defer clock.Unlock(); return now }
+	a.mu.Unlock()
+	at := func(d time.Duration) error {
+		clock.Lock()
+		now = t0.Add(d)
+		clock.Unlock()
+		_, err := a.Verifying(ctx, old)
+		return err
+	}
+	if err := at(Retention); err != nil {
+		t.Fatalf("at Retention after retirement: %v", err)
+	}
+	if err := at(Retention + time.Second); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("past Retention: %v, want ErrUnknownKey", err)
+	}
+	cur, _ := a.Signing()
+	if _, err := a.Verifying(ctx, cur); err != nil {
+		t.Fatalf("the current key: %v", err)
+	}
+}
