@@ -184,6 +184,7 @@ func TestTokens_AcrossProcesses(t *testing.T) {
 	p2 := mustServer(t, "", func(c *Config) {
 		c.Dev = false
 		c.NATSURL = "nats://" + natsAddr
+		c.NATSCreds = filepath.Join(p1.Dir, NATSClientSeedFile)
 		c.MasterKeyFile = filepath.Join(p1.Dir, "master.key")
 		c.PublicURLs = []string{lb}
 	})
@@ -345,13 +346,15 @@ func TestRotateTokenKey(t *testing.T) {
 	p2 := mustServer(t, "", func(c *Config) {
 		c.Dev = false
 		c.NATSURL = "nats://" + natsAddr
+		c.NATSCreds = filepath.Join(p1.Dir, NATSClientSeedFile)
 		c.MasterKeyFile = keyFile
 	})
 	admin := p1.admin(t)
 	rotate := func(args ...string) string {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		args = append([]string{"rotate-token-key", "--nats-url", "nats://" + natsAddr, "--master-key-file", keyFile, "--data-dir", t.TempDir()}, args...)
+		args = append([]string{"rotate-token-key", "--nats-url", "nats://" + natsAddr, "--nats-creds", filepath.Join(p1.Dir, NATSClientSeedFile),
+			"--master-key-file", keyFile, "--data-dir", t.TempDir()}, args...)
 		if err := run(ctx, args, &stdout, &stderr); err != nil {
 			t.Fatalf("rotate-token-key: %v\n%s", err, stderr.String())
 		}
@@ -445,7 +448,8 @@ func TestRotateTokenKey(t *testing.T) {
 	if err := os.WriteFile(other, []byte(seal.EncodeKey(seal.NewKey())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = run(ctx, []string{"rotate-token-key", "--nats-url", "nats://" + natsAddr, "--master-key-file", other}, io.Discard, &stderr)
+	err = run(ctx, []string{"rotate-token-key", "--nats-url", "nats://" + natsAddr, "--nats-creds", filepath.Join(p1.Dir, NATSClientSeedFile),
+		"--master-key-file", other}, io.Discard, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "another master key") {
 		t.Fatalf("rotation with another master key: %v", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,7 @@ func workerProcess(t *testing.T, api *testServer, natsURL string) *testServer {
 	return mustServer(t, api.Dir+"-w"+strings.ReplaceAll(t.Name(), "/", "_")+time.Now().Format("150405.000000"), func(c *Config) {
 		c.Dev = false
 		c.NATSURL = natsURL
+		c.NATSCreds = filepath.Join(api.Dir, NATSClientSeedFile)
 		c.Components = []string{"workers"}
 		c.MasterKeyFile = api.Dir + "/master.key"
 	})

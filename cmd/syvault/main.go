@@ -37,6 +37,7 @@ Usage:
   syvault rotate-token-key [--drop-previous] [--data-dir DIR] [--nats-url URL]
   syvault reseal --previous-master-key-file F [--data-dir DIR] [--nats-url URL]
                                          reseal every kept secret under a new master key
+  syvault nats-credential --out DIR      make the nkey a NATS server admits SyVault by
   syvault version
 
 Run 'syvault <command> --help' for a command's flags. Every flag can also be set by an
@@ -51,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "serve", "init", "rebuild-projections", "rotate-token-key", "reseal":
+	case "serve", "init", "rebuild-projections", "rotate-token-key", "reseal", "nats-credential":
 	case "version":
 		fmt.Fprintln(stdout, "syvault", version)
 		return nil
@@ -80,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return m.RotateTokenKey(ctx, stdout)
 	case "reseal":
 		return m.Reseal(ctx, stdout)
+	case "nats-credential":
+		return NATSCredential(cfg.Out, stdout)
 	}
 	if err := m.Open(ctx); err != nil {
 		_ = m.Close()
@@ -100,6 +103,9 @@ type Config struct {
 	NATSURL       string
 	NATSListen    string
 	NATSCreds     string
+	NATSCA        string
+	NATSCert      string
+	NATSKey       string
 	Components    []string
 	MasterKeyFile string
 	MasterKey     string // from SYVAULT_MASTER_KEY only, never a flag (flags show in ps)
@@ -117,6 +123,8 @@ type Config struct {
 	TLSKeyFile  string
 	// DropPrevious makes rotate-token-key drop the old keys at once instead of retiring them.
 	DropPrevious bool
+	// Out is where nats-credential writes.
+	Out string
 	// httpReadTimeout overrides the HTTP server's read timeout (tests only).
 	httpReadTimeout time.Duration
 }
@@ -128,7 +136,10 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded NATS store, the dev master key and admin-client.json")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "join an existing NATS (cluster) instead of running an embedded server")
-	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "NATS credentials file for --nats-url")
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "NATS credentials for --nats-url: a .creds file (user JWT and seed) or an nkey seed file, such as DATA_DIR/"+NATSClientSeedFile+" of a server started with --nats-listen")
+	fs.StringVar(&cfg.NATSCA, "nats-ca", "", "PEM file of the CA(s) that sign the NATS servers' certificates (TLS for --nats-url)")
+	fs.StringVar(&cfg.NATSCert, "nats-cert", "", "PEM client certificate for NATS servers that verify clients; with --nats-key")
+	fs.StringVar(&cfg.NATSKey, "nats-key", "", "PEM private key of --nats-cert")
 	fs.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file holding the 64-hex-digit master key (or set SYVAULT_MASTER_KEY)")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of streams, consumers and buckets (3 on a NATS cluster)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -137,7 +148,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.BoolVar(&cfg.Dev, "dev", false, "development mode: generate a master key and an admin client in --data-dir")
 		fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8200", "HTTP listen address")
 		fs.StringVar(&components, "components", "all", "what this process runs: all, or a comma list of api and workers")
-		fs.StringVar(&cfg.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so more syvault processes can join it")
+		fs.StringVar(&cfg.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so more syvault processes can join it; it admits only the nkey it writes to DATA_DIR/"+NATSClientSeedFile)
 		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 20*time.Second, "how long a lease create or revoke waits for the database work")
 		fs.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens the server issues")
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
@@ -146,6 +157,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
 		fs.StringVar(&cfg.PreviousMasterKeyFile, "previous-master-key-file", "", "while the master key changes: the key being replaced, still used to open what it sealed until 'syvault reseal' has run (or set SYVAULT_PREVIOUS_MASTER_KEY)")
+	}
+	if cmd == "nats-credential" {
+		fs.StringVar(&cfg.Out, "out", "nats-credential", "directory to write nkey-seed, nkey-public and nats-auth.conf to")
 	}
 	if cmd == "rotate-token-key" {
 		fs.BoolVar(&cfg.DropPrevious, "drop-previous", false, "refuse every token issued so far, at once (for a key that may have leaked); otherwise the old key keeps verifying until its tokens expire")

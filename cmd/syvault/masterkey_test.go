@@ -62,7 +62,8 @@ func TestMasterKeyChange(t *testing.T) {
 	issuedDuring := mustLease(t, admin, stays.RecordUID, 3600)
 	reseal := func(args ...string) (string, error) {
 		var stdout, stderr bytes.Buffer
-		args = append([]string{"reseal", "--nats-url", "nats://" + natsAddr, "--master-key-file", newFile, "--data-dir", t.TempDir()}, args...)
+		args = append([]string{"reseal", "--nats-url", "nats://" + natsAddr, "--nats-creds", filepath.Join(dir, NATSClientSeedFile),
+			"--master-key-file", newFile, "--data-dir", t.TempDir()}, args...)
 		err := run(ctx, args, &stdout, &stderr)
 		return stdout.String(), err
 	}

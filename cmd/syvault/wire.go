@@ -72,40 +72,20 @@ type AdminClient struct {
 // connect starts the embedded NATS server (unless --nats-url) and opens the event store.
 func (m *Main) connect(ctx context.Context) error {
 	url := m.Config.NATSURL
-	opts := []nats.Option{nats.Name("syvault"), nats.MaxReconnects(-1)}
-	if m.Config.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(m.Config.NATSCreds))
+	opts, err := m.natsOptions()
+	if err != nil {
+		return err
 	}
 	if url == "" {
-		if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-		sopts := &server.Options{
-			ServerName: "syvault",
-			JetStream:  true,
-			StoreDir:   filepath.Join(m.Config.DataDir, "nats"),
-			DontListen: m.Config.NATSListen == "",
-			NoSigs:     true,
-			NoLog:      true,
-		}
-		if m.Config.NATSListen != "" {
-			host, port, err := splitHostPort(m.Config.NATSListen)
-			if err != nil {
-				return fmt.Errorf("--nats-listen: %w", err)
-			}
-			sopts.Host, sopts.Port = host, port
-		}
-		ns, err := server.NewServer(sopts)
+		ns, auth, err := m.startEmbedded()
 		if err != nil {
-			return fmt.Errorf("embedded nats: %w", err)
-		}
-		ns.Start()
-		if !ns.ReadyForConnections(30 * time.Second) {
-			ns.Shutdown()
-			return errors.New("embedded nats did not start within 30s")
+			return err
 		}
 		m.ns = ns
 		opts = append(opts, nats.InProcessServer(ns))
+		if auth != nil {
+			opts = append(opts, auth)
+		}
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

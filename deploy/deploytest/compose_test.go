@@ -37,6 +37,8 @@ type composeService struct {
 		StartPeriod string   `json:"start_period"`
 	} `json:"healthcheck"`
 	StopGracePeriod string `json:"stop_grace_period"`
+	// Restart "no" marks a one-shot service (it runs to completion; others wait for that).
+	Restart string `json:"restart"`
 }
 
 type composeBuild struct {
@@ -73,7 +75,8 @@ func TestCompose(t *testing.T) {
 	}
 
 	for name, s := range c.Services {
-		if s.Healthcheck == nil || len(s.Healthcheck.Test) == 0 {
+		oneShot := s.Restart == "no"
+		if !oneShot && (s.Healthcheck == nil || len(s.Healthcheck.Test) == 0) {
 			t.Errorf("service %s: no healthcheck", name)
 		}
 		if s.Image != "" && s.Build == nil && !pinned(s.Image) {
@@ -88,10 +91,14 @@ func TestCompose(t *testing.T) {
 			if _, ok := c.Services[dep]; !ok {
 				t.Errorf("service %s depends on unknown service %s", name, dep)
 			}
-			if cond.Condition != "service_healthy" {
-				t.Errorf("service %s: depends_on %s with condition %q, want service_healthy", name, dep, cond.Condition)
+			want := "service_healthy"
+			if c.Services[dep].Restart == "no" {
+				want = "service_completed_successfully"
 			}
-			if c.Services[dep].Healthcheck == nil {
+			if cond.Condition != want {
+				t.Errorf("service %s: depends_on %s with condition %q, want %s", name, dep, cond.Condition, want)
+			}
+			if want == "service_healthy" && c.Services[dep].Healthcheck == nil {
 				t.Errorf("service %s waits for %s to be healthy, which has no healthcheck", name, dep)
 			}
 		}
@@ -104,9 +111,23 @@ func TestCompose(t *testing.T) {
 		}
 	}
 
+	// NATS admits only the nkey nats-credential makes, and syvault joins with it.
+	nats := c.Services["nats"]
+	if conf := argValue(nats.Command, "-c"); conf != "/nats-credential/nats-auth.conf" {
+		t.Errorf("nats runs without the authorization nats-credential writes (-c %q)", conf)
+	}
+	if cred := c.Services["nats-credential"]; len(cred.Command) < 3 || cred.Command[0] != "nats-credential" || argValue(cred.Command, "--out") != "/nats-credential" {
+		t.Errorf("nats-credential command %q, want nats-credential --out /nats-credential", cred.Command)
+	}
 	sy := c.Services["syvault"]
 	if sy.Build == nil {
 		t.Fatal("syvault is not built from this repository")
+	}
+	if got := argValue(sy.Command, "--nats-creds"); got != "/nats-credential/nkey-seed" {
+		t.Errorf("syvault joins NATS with --nats-creds %q, want the seed nats-credential writes", got)
+	}
+	if cred := c.Services["nats-credential"]; cred.Build == nil || cred.Image != sy.Image || *cred.Build != *sy.Build {
+		t.Error("nats-credential does not run the syvault image built from this repository")
 	}
 	context := filepath.Join(dir, filepath.FromSlash(sy.Build.Context))
 	if _, err := os.Stat(filepath.Join(context, "go.mod")); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -77,14 +78,31 @@ func TestNATS_Config(t *testing.T) {
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The client nkey comes from Secret syvault-nats; a real one stands in for it here.
+	kp, _ := nkeys.CreateUser()
+	userKey, _ := kp.PublicKey()
+	nkeyFromSecret := false
 	for _, e := range c.Env {
 		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
 			t.Setenv(e.Name, sts.Name+"-0")
 		}
+		if r := e.ValueFrom; r != nil && r.SecretKeyRef != nil && r.SecretKeyRef.Name == "syvault-nats" && r.SecretKeyRef.Key == "nkey-public" {
+			t.Setenv(e.Name, userKey)
+			nkeyFromSecret = true
+		}
+	}
+	if !nkeyFromSecret {
+		t.Error("the nats container does not read the client nkey from Secret syvault-nats (key nkey-public)")
 	}
 	opts, err := server.ProcessConfigFile(file)
 	if err != nil {
 		t.Fatalf("nats.conf does not parse: %v", err)
+	}
+	// Whoever may publish to the event stream controls SyVault: NATS must admit no one
+	// but the holder of that nkey.
+	if len(opts.Nkeys) != 1 || opts.Nkeys[0].Nkey != userKey || len(opts.Users) != 0 || opts.NoAuthUser != "" || opts.Authorization != "" {
+		t.Errorf("nats.conf authorization: nkeys %v, users %d, no_auth_user %q: want exactly the nkey of Secret syvault-nats",
+			opts.Nkeys, len(opts.Users), opts.NoAuthUser)
 	}
 	if opts.ServerName != sts.Name+"-0" {
 		t.Errorf("server_name %q, want the pod's name %s-0 (a JetStream cluster needs unique names)", opts.ServerName, sts.Name)
@@ -141,6 +159,50 @@ func TestNATS_Config(t *testing.T) {
 	if opts.LameDuckDuration > 0 && spec.TerminationGracePeriodSeconds != nil {
 		if need := opts.LameDuckDuration + opts.LameDuckGracePeriod; int64(need.Seconds()) >= *spec.TerminationGracePeriodSeconds {
 			t.Errorf("lame duck takes %s, terminationGracePeriodSeconds is %d", need, *spec.TerminationGracePeriodSeconds)
+		}
+	}
+}
+
+// TestSyvault_NATSCredentials: every syvault container joins NATS with the nkey seed of
+// Secret syvault-nats, mounted as the file SYVAULT_NATS_CREDS names.
+func TestSyvault_NATSCredentials(t *testing.T) {
+	objs := MustLoadManifests(t)
+	for _, name := range []string{"syvault-api", "syvault-workers"} {
+		d, ok := find[*appsv1.Deployment](objs, syvaultNamespace, name)
+		if !ok {
+			t.Fatalf("no Deployment %s", name)
+		}
+		spec := d.Spec.Template.Spec
+		c := spec.Containers[0]
+		var creds string
+		for _, e := range c.Env {
+			if e.Name == "SYVAULT_NATS_CREDS" {
+				creds = e.Value
+			}
+		}
+		if creds == "" {
+			t.Errorf("%s: no SYVAULT_NATS_CREDS", name)
+			continue
+		}
+		found := false
+		for _, m := range c.VolumeMounts {
+			if path.Dir(creds) != m.MountPath {
+				continue
+			}
+			for _, v := range spec.Volumes {
+				if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != "syvault-nats" {
+					continue
+				}
+				for _, it := range v.Secret.Items {
+					found = found || (it.Key == "nkey-seed" && it.Path == path.Base(creds))
+				}
+				if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0 {
+					t.Errorf("%s: the nkey seed is readable by others (defaultMode %v)", name, v.Secret.DefaultMode)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: SYVAULT_NATS_CREDS %s is not the nkey-seed of Secret syvault-nats", name, creds)
 		}
 	}
 }
