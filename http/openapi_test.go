@@ -18,6 +18,8 @@ type nopPreparer struct{}
 
 func (nopPreparer) Prepare(context.Context, events.Target, string) error { return nil }
 func (nopPreparer) RemoveTarget(context.Context, events.Target) error    { return nil }
+func (nopPreparer) GrantsPerUser(events.Engine) bool                     { return false }
+func (nopPreparer) Regrant(context.Context, events.Target, string) error { return nil }
 
 // loadOpenAPI parses and validates the embedded document.
 func loadOpenAPI(t *testing.T) *openapi3.T {

@@ -38,6 +38,11 @@ const MaxBodyBytes = 64 << 10
 type TargetPreparer interface {
 	Prepare(ctx context.Context, t events.Target, adminPassword string) error
 	RemoveTarget(ctx context.Context, t events.Target) error
+	// GrantsPerUser reports whether the engine's lease users hold their grants
+	// themselves, so that an update must give the new grants to each active lease.
+	GrantsPerUser(events.Engine) bool
+	// Regrant gives a lease user of t exactly t's grants.
+	Regrant(ctx context.Context, t events.Target, username string) error
 }
 
 // ReadyChecker reports whether a part of the service can do its work.

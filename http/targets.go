@@ -75,8 +75,53 @@ func (s *Server) updateTarget(c echo.Context) error {
 	if err := s.cfg.Projections.Wait(ctx, "target", uid, seq); err != nil {
 		return err
 	}
+	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
+		if err := s.regrantLeases(ctx, t); err != nil {
+			return err
+		}
+	}
 	s.log.Info("target updated", "record_uid", uid)
 	return c.JSON(http.StatusOK, viewOf(t))
+}
+
+// regrantLeases gives every active lease of t exactly t's grants, a few at a time, so
+// that after an update answers no lease holds what the target no longer grants. A lease
+// activated while this runs follows the new grants by itself (the worker checks). The
+// update is recorded either way: sent again, it tries again.
+func (s *Server) regrantLeases(ctx context.Context, t events.Target) error {
+	var failed, total int
+	q := projections.LeaseQuery{RecordUID: t.RecordUID, Limit: 1000}
+	for {
+		page, next, err := s.cfg.Projections.ActiveLeases(ctx, q)
+		if err != nil {
+			return err
+		}
+		total += len(page)
+		sem := make(chan struct{}, 4)
+		errs := make(chan error, len(page))
+		for _, l := range page {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				errs <- s.cfg.Preparer.Regrant(ctx, t, l.Username)
+			}()
+		}
+		for range page {
+			if err := <-errs; err != nil {
+				failed++
+				s.log.Warn("could not give a lease its target's new grants", "record_uid", t.RecordUID, "err", err)
+			}
+		}
+		if next == "" {
+			break
+		}
+		q.Cursor = next
+	}
+	if failed > 0 {
+		return events.Errorf(events.ETargetUnavailable,
+			"The target was updated, but %d of its %d active leases could not be given the new grants; send the update again.", failed, total)
+	}
+	return nil
 }
 
 // target turns a request into a normalized target, without record uid or time.

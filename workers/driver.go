@@ -95,3 +95,20 @@ type Driver interface {
 	// Close releases the pooled admin connections.
 	Close() error
 }
+
+// UpdateUserRequest asks for an existing user to hold exactly Grants.
+type UpdateUserRequest struct {
+	Conn     Conn
+	Username string
+	Grants   []events.Grant
+}
+
+// UserGranter is implemented by drivers whose lease users hold their grants themselves
+// (MySQL), so that a target's changed grants must reach each active user; where users
+// only inherit a shared role's (PostgreSQL), Prepare changes them all at once.
+type UserGranter interface {
+	// UpdateUser gives the user exactly req.Grants: what they add is granted first,
+	// then what the user holds beyond them is revoked, so no privilege kept is ever
+	// missing in between. A user that does not exist is success. Idempotent.
+	UpdateUser(ctx context.Context, req UpdateUserRequest) error
+}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -203,7 +204,55 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		log.Info("lease moved on while its user was created; dropping the user")
 		return w.dropUser(ctx, l)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return w.followGrants(ctx, target, l.Username)
+}
+
+// followGrants re-grants a user just activated whose target's grants changed while it was
+// being created (engines whose users hold their own grants only): an update that listed
+// the target's active leases before this one was among them would otherwise leave it
+// with the old grants.
+func (w *Workers) followGrants(ctx context.Context, used events.Target, username string) error {
+	if !w.GrantsPerUser(used.Engine) {
+		return nil
+	}
+	cur, err := w.cfg.Targets.Target(ctx, used.RecordUID)
+	if err != nil || !cur.SameServer(used) || slices.EqualFunc(cur.Grants, used.Grants, sameGrant) {
+		return nil // gone, moved, or unchanged: nothing to follow
+	}
+	return w.Regrant(ctx, cur, username)
+}
+
+func sameGrant(a, b events.Grant) bool {
+	return a.Database == b.Database && a.Schema == b.Schema && slices.Equal(a.Tables, b.Tables) && slices.Equal(a.Privileges, b.Privileges)
+}
+
+// GrantsPerUser reports whether the engine's lease users hold their grants themselves
+// (see UserGranter), so that a target's changed grants must be given to each of them.
+func (w *Workers) GrantsPerUser(e events.Engine) bool {
+	_, ok := w.cfg.Drivers[e].(UserGranter)
+	return ok
+}
+
+// Regrant gives a lease user of target t exactly t's grants, on engines whose users hold
+// their own; elsewhere it does nothing.
+func (w *Workers) Regrant(ctx context.Context, t events.Target, username string) error {
+	g, ok := w.cfg.Drivers[t.Engine].(UserGranter)
+	if !ok {
+		return nil
+	}
+	_, conn, err := w.conn(ctx, t)
+	if err != nil {
+		return err
+	}
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	if err := g.UpdateUser(opCtx, UpdateUserRequest{Conn: conn, Username: username, Grants: t.Grants}); err != nil {
+		return fmt.Errorf("regrant %s: %v: %w", username, Scrub(err, conn.Password), public(err, conn.Password))
+	}
+	return nil
 }
 
 // requesterWaiting asks whether an API process still waits to hand the lease to its

@@ -206,10 +206,11 @@ func postgresEngine(tb testing.TB) engine {
 			tb.Cleanup(func() {
 				_ = exec("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 				// Group roles are cluster-wide and outlive the database: drop the ones no
-				// lease user belongs to any more.
+				// lease user belongs to any more (the admin is a member of each).
 				_ = exec("postgres", `DO $$ DECLARE r record; BEGIN
 					FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
-						AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = g.oid) LOOP
+						AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member
+							WHERE m.roleid = g.oid AND u.rolname LIKE 'vf\_tmp\_%') LOOP
 						BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
 					END LOOP; END $$`)
 			})

@@ -25,6 +25,7 @@ const (
 	errSpecificAccess    = 1227 // a global privilege (CREATE USER, CONNECTION ADMIN) is missing
 	errCannotUser        = 1396 // CREATE USER of an existing user, ALTER USER of a missing one
 	errCantCreateUser    = 1410 // GRANT that would create a user / not allowed
+	errNoSuchUser        = 1133 // GRANT to a user that does not exist (MariaDB)
 )
 
 func errNumber(err error) uint16 {

@@ -36,9 +36,11 @@ func quoteIdent(name string) string {
 
 // dbPattern quotes a database name for a database-level grant (ON db.*), where _ and %
 // are wildcards: escaped, the grant covers that database only.
-func dbPattern(name string) string {
-	r := strings.NewReplacer(`\`, `\\`, `_`, `\_`, `%`, `\%`)
-	return quoteIdent(r.Replace(name))
+func dbPattern(name string) string { return quoteIdent(escapePattern(name)) }
+
+// escapePattern escapes the wildcards of a database-level grant's pattern.
+func escapePattern(name string) string {
+	return strings.NewReplacer(`\`, `\\`, `_`, `\_`, `%`, `\%`).Replace(name)
 }
 
 // account returns 'user'@'%'.

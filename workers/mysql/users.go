@@ -180,3 +180,42 @@ func pause(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+var _ workers.UserGranter = (*Driver)(nil)
+
+// UpdateUser gives an existing user exactly req.Grants: all its privileges are revoked
+// and the grants applied again, so that a target's narrowed grants reach a lease already
+// active. The admin cannot read another account's privileges (that takes SELECT on the
+// mysql database), so it cannot revoke only the difference: a statement the user runs in
+// the millisecond between the two may be refused once. A user that does not exist is
+// success.
+func (d *Driver) UpdateUser(ctx context.Context, req workers.UpdateUserRequest) error {
+	const op = "mysql.UpdateUser"
+	acct, err := account(req.Username)
+	if err != nil {
+		return fail(op, err, events.EInternal, "The username is not a valid MySQL user name.", req.Conn.Password)
+	}
+	specs, err := parseGrants(req.Grants, req.Conn.Database)
+	if err != nil {
+		return fail(op, err, events.ETargetUnverified, "The target's grants are invalid: "+err.Error()+".", req.Conn.Password)
+	}
+	conn, err := d.connect(ctx, req.Conn)
+	if err != nil {
+		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
+	}
+	defer conn.Close()
+	// Granting first also tells whether the user exists: GRANT to a missing user fails.
+	if err := applyGrants(ctx, conn, acct, specs); err != nil {
+		if n := errNumber(err); n == errNoSuchUser || n == errCantCreateUser {
+			return nil
+		}
+		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
+	}
+	if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {
+		return fail(op, fmt.Errorf("revoke: %w", err), events.EInternal, "Could not revoke what the target no longer grants.", req.Conn.Password)
+	}
+	if err := applyGrants(ctx, conn, acct, specs); err != nil {
+		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
+	}
+	return nil
+}
