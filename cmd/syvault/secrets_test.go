@@ -57,14 +57,21 @@ func allMessages(t *testing.T, js jetstream.JetStream) map[string][]string {
 // TestSecrets_NowhereInPlaintext runs a session on both engines (targets, leases created,
 // renewed, revoked, expired, one failed) and then scans every stream message, every KV
 // value and every log line for the admin passwords, the lease passwords, the admin
-// client's private key, the access token, the token signing key and the master key, raw,
+// client's private key, the access token, the token signing key, the NATS nkey seed and the
+// master key, raw,
 // URL-encoded and base64-encoded.
 func TestSecrets_NowhereInPlaintext(t *testing.T) {
 	pg, my := postgresEngine(t), mysqlEngine(t)
 	ctx := context.Background()
-	srv := mustServer(t, "", nil)
+	// Exposed NATS, so its nkey seed is one of the secrets too.
+	srv := mustServer(t, "", func(c *Config) { c.NATSListen = freeAddr(t) })
 	admin := srv.admin(t)
 	var secrets []string
+	seed, err := os.ReadFile(filepath.Join(srv.Dir, NATSClientSeedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = append(secrets, strings.TrimSpace(string(seed)))
 	for _, eng := range []engine{pg, my} {
 		tg := eng.target(t)
 		secrets = append(secrets, tg.AdminPassword)
