@@ -88,10 +88,10 @@ func TestNATSListen_RefusesUnauthenticated(t *testing.T) {
 // tlsNATS is a NATS server (the real one, in this process) that requires TLS with a
 // client certificate and admits one nkey user.
 type tlsNATS struct {
-	url                  string
-	caFile, certFile     string
-	keyFile, seedFile    string
-	wrongSeed, otherCert string
+	url               string
+	caFile, certFile  string
+	keyFile, seedFile string
+	wrongSeed         string
 }
 
 func startTLSNATS(t *testing.T) tlsNATS {
