@@ -408,15 +408,17 @@ class PostgresTests(unittest.TestCase):
             self.assertEqual((cm.exception.status, cm.exception.code), (422, "target_unverified"))
         finally:
             psql("DROP ROLE IF EXISTS %s" % ident(weak))
+        # Registration says what to fix, even when nothing listens at the address: 422.
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-            with self.assertRaises(syvault.TargetUnavailableError) as cm:
+            with self.assertRaises(syvault.TargetUnverifiedError) as cm:
                 self.client.dynamic.create_target(
                     name="down", engine="postgresql", host="127.0.0.1", port=port, database=self.db,
                     admin_username="postgres", admin_password="x", tls_mode="disable",
                     grants=[{"database": self.db, "schema": "public", "privileges": ["SELECT"]}])
-        self.assertEqual((cm.exception.status, cm.exception.code), (502, "target_unavailable"))
+        self.assertEqual((cm.exception.status, cm.exception.code), (422, "target_unverified"))
+        self.assertIn("port", cm.exception.message)
 
 
     # clients, audit and target updates (admin API)
