@@ -198,3 +198,38 @@ func TestIDs_NeverWildcards(t *testing.T) {
 		t.Fatalf("a wildcard id logged an error:\n%s", srv.Log.String())
 	}
 }
+
+// TestTarget_SystemDatabasesRefused: a target granting anything on a system database or
+// schema (a MariaDB lease with INSERT on mysql could make itself a second account that
+// outlives its revocation) is refused with a 400 naming the field, and nothing is
+// registered.
+func TestTarget_SystemDatabasesRefused(t *testing.T) {
+	pg, my := postgresEngine(t), mysqlEngine(t)
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		eng           engine
+		database, sch string
+		privileges    []string
+	}{
+		{my, "mysql", "", []string{"INSERT"}},
+		{my, "performance_schema", "", []string{"SELECT"}},
+		{my, "my_ql", "", []string{"SELECT"}},
+		{pg, "", "pg_catalog", []string{"SELECT"}},
+		{pg, "", "information_schema", []string{"SELECT"}},
+	} {
+		tg := tc.eng.target(t)
+		db := tc.database
+		if db == "" {
+			db = tg.Database
+		}
+		tg.Grants = []client.Grant{{Database: db, Schema: tc.sch, Privileges: tc.privileges}}
+		_, err := admin.CreateTarget(ctx, tg)
+		mustCode(t, err, 400, "invalid_request")
+		mustMention(t, err, "grants[0].")
+	}
+	if ts, err := admin.ListTargets(ctx); err != nil || len(ts) != 0 {
+		t.Fatalf("targets after the refusals: %v %v", ts, err)
+	}
+}
