@@ -21,7 +21,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/http/tokenkey"
+	"github.com/syvault/syvault/internal/tokenkey"
 )
 
 // Client assertions and access tokens.

@@ -13,7 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/http/tokenkey"
+	"github.com/syvault/syvault/internal/tokenkey"
 )
 
 const testAud = "https://vault.example.com"

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/syvault/syvault/events/jsstore/jstest"
-	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/projections"
 )
 

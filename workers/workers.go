@@ -22,7 +22,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 // Consumer names.

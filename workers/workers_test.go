@@ -18,7 +18,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
-	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
 	"github.com/syvault/syvault/workers/postgres"

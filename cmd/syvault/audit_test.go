@@ -25,9 +25,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
-	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 // TestAudit_ScriptedSession: two clients lease, renew, revoke, let expire and get refused;

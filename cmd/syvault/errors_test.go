@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 // raw sends a request with a raw body and token and returns status and decoded error.

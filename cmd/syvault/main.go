@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/syvault/syvault/http/tokenkey"
+	"github.com/syvault/syvault/internal/tokenkey"
 )
 
 func main() {

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 // TestMasterKeyChange walks the documented procedure for replacing the master key:

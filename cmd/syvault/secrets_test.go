@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/http/client"
-	"github.com/syvault/syvault/http/tokenkey"
+	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
 )
 

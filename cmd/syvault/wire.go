@@ -25,9 +25,9 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/events/seal"
 	syhttp "github.com/syvault/syvault/http"
-	"github.com/syvault/syvault/http/tokenkey"
+	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
 	"github.com/syvault/syvault/workers/mysql"

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 const (

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 func TestSealer(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events/jsstore/jstest"
-	"github.com/syvault/syvault/events/seal"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 func mustSealer(t *testing.T, key []byte, previous ...[]byte) *seal.Sealer {
