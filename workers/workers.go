@@ -23,6 +23,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // Consumer names.
@@ -40,7 +41,7 @@ type TargetSource interface {
 type Config struct {
 	Store   *jsstore.Store
 	Sealer  *seal.Sealer
-	Drivers map[events.Engine]Driver
+	Drivers map[events.Engine]driver.Driver
 	Targets TargetSource
 	Logger  *slog.Logger
 	// Concurrency bounds the lease operations one process runs at once. Default 16.
@@ -65,18 +66,24 @@ type Observer interface {
 	RevocationDone(leaseID string)
 	// Expired: a lease's expiry was recorded lag after its expires_at.
 	Expired(lag time.Duration)
+	// DriverCall: one database operation (op) on an engine took took and ended with
+	// code ("" for success).
+	DriverCall(engine events.Engine, op string, took time.Duration, code events.Code)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) RevocationFailed(string) {}
-func (nopObserver) RevocationDone(string)   {}
-func (nopObserver) Expired(time.Duration)   {}
+func (nopObserver) RevocationFailed(string)                                      {}
+func (nopObserver) RevocationDone(string)                                        {}
+func (nopObserver) Expired(time.Duration)                                        {}
+func (nopObserver) DriverCall(events.Engine, string, time.Duration, events.Code) {}
 
 // Workers runs the lease and expiry consumers. It is safe for concurrent use.
 type Workers struct {
 	cfg Config
 	log *slog.Logger
+	// drivers are cfg.Drivers, each wrapped once to scrub secrets and record metrics.
+	drivers map[events.Engine]instrumented
 }
 
 // New returns Workers; Run starts them.
@@ -102,7 +109,11 @@ func New(cfg Config) (*Workers, error) {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers")}, nil
+	drivers := make(map[events.Engine]instrumented, len(cfg.Drivers))
+	for e, d := range cfg.Drivers {
+		drivers[e] = instrumented{d: d, engine: e, obs: cfg.Observer}
+	}
+	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers"), drivers: drivers}, nil
 }
 
 // Run consumes lease events and fired schedules until ctx ends, then lets the operations
@@ -178,12 +189,12 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	start := time.Now()
-	err = w.driver(target).CreateUser(opCtx, CreateUserRequest{
+	err = w.driver(target).CreateUser(opCtx, driver.CreateUserRequest{
 		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password),
 		ExpiresAt: l.ExpiresAt, Grants: target.Grants,
 	})
 	if err != nil {
-		log.Warn("create user failed", "err", Scrub(err, conn.Password, string(password)))
+		log.Warn("create user failed", "err", err)
 		return w.failAndDrop(ctx, l, err)
 	}
 	log.Info("user created", "username", l.Username, "took", time.Since(start).Round(time.Microsecond))
@@ -230,17 +241,16 @@ func sameGrant(a, b events.Grant) bool {
 }
 
 // GrantsPerUser reports whether the engine's lease users hold their grants themselves
-// (see UserGranter), so that a target's changed grants must be given to each of them.
+// (see driver.UserGranter), so that a target's changed grants must be given to each.
 func (w *Workers) GrantsPerUser(e events.Engine) bool {
-	_, ok := w.cfg.Drivers[e].(UserGranter)
+	_, ok := w.cfg.Drivers[e].(driver.UserGranter)
 	return ok
 }
 
 // Regrant gives a lease user of target t exactly t's grants, on engines whose users hold
 // their own; elsewhere it does nothing.
 func (w *Workers) Regrant(ctx context.Context, t events.Target, username string) error {
-	g, ok := w.cfg.Drivers[t.Engine].(UserGranter)
-	if !ok {
+	if !w.GrantsPerUser(t.Engine) {
 		return nil
 	}
 	_, conn, err := w.conn(ctx, t)
@@ -249,8 +259,8 @@ func (w *Workers) Regrant(ctx context.Context, t events.Target, username string)
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	if err := g.UpdateUser(opCtx, UpdateUserRequest{Conn: conn, Username: username, Grants: t.Grants}); err != nil {
-		return fmt.Errorf("regrant %s: %v: %w", username, Scrub(err, conn.Password), public(err, conn.Password))
+	if err := w.driver(t).UpdateUser(opCtx, driver.UpdateUserRequest{Conn: conn, Username: username, Grants: t.Grants}); err != nil {
+		return fmt.Errorf("regrant %s: %w", username, err)
 	}
 	return nil
 }
@@ -321,9 +331,9 @@ func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	err = w.driver(target).DropUser(opCtx, DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Grants: l.Spec.Target.Grants})
+	err = w.driver(target).DropUser(opCtx, driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Grants: l.Spec.Target.Grants})
 	if err != nil {
-		return fmt.Errorf("drop %s of lease %s: %v: %w", l.Username, l.ID, Scrub(err, conn.Password), public(err, conn.Password))
+		return fmt.Errorf("drop %s of lease %s: %w", l.Username, l.ID, err)
 	}
 	return nil
 }
@@ -340,8 +350,8 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	if err := w.driver(target).RenewUser(opCtx, RenewUserRequest{Conn: conn, Username: l.Username, ExpiresAt: l.ExpiresAt}); err != nil {
-		return fmt.Errorf("renew %s: %w", l.ID, Scrub(err, conn.Password))
+	if err := w.driver(target).RenewUser(opCtx, driver.RenewUserRequest{Conn: conn, Username: l.Username, ExpiresAt: l.ExpiresAt}); err != nil {
+		return fmt.Errorf("renew %s: %w", l.ID, err)
 	}
 	return w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
 }
@@ -377,16 +387,15 @@ func (w *Workers) handleDue(ctx context.Context, msg jetstream.Msg) error {
 // Prepare verifies a target's admin rights and sets up what its users share. The admin
 // password is the plaintext the caller is about to seal.
 func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string) error {
-	d, ok := w.cfg.Drivers[t.Engine]
+	d, ok := w.drivers[t.Engine]
 	if !ok {
 		return events.Errorf(events.EInvalid, "Engine %q is not supported by this server.", t.Engine)
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	conn := connFor(t, adminPassword)
-	err := d.Prepare(opCtx, PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
-	if err != nil {
-		return fmt.Errorf("prepare %s: %v: %w", t.RecordUID, Scrub(err, adminPassword), public(err, adminPassword))
+	if err := d.Prepare(opCtx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants}); err != nil {
+		return fmt.Errorf("prepare %s: %w", t.RecordUID, err)
 	}
 	return nil
 }
@@ -399,9 +408,9 @@ func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	err = w.driver(target).RemoveTarget(opCtx, RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
+	err = w.driver(target).RemoveTarget(opCtx, driver.RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
 	if err != nil {
-		return fmt.Errorf("remove target %s: %v: %w", t.RecordUID, Scrub(err, conn.Password), public(err, conn.Password))
+		return fmt.Errorf("remove target %s: %w", t.RecordUID, err)
 	}
 	return nil
 }
@@ -409,34 +418,34 @@ func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
 // conn resolves how to reach a lease's target. The current registration wins over the
 // lease's snapshot, so a rotated admin password is used for leases issued before the
 // rotation; the snapshot serves once the target is removed.
-func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Target, Conn, error) {
+func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Target, driver.Conn, error) {
 	t := snapshot
 	cur, err := w.cfg.Targets.Target(ctx, snapshot.RecordUID)
 	switch {
 	case err == nil && cur.SameServer(snapshot):
 		t = cur
 	case err != nil && events.ErrorCode(err) != events.ENotFound:
-		return t, Conn{}, err
+		return t, driver.Conn{}, err
 	}
 	if _, ok := w.cfg.Drivers[t.Engine]; !ok {
-		return t, Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
+		return t, driver.Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
 	}
 	pw, err := w.cfg.Sealer.Open(t.SealedAdminPassword, []byte(t.RecordUID))
 	if err != nil {
-		return t, Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed (is this the right master key?).")
+		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed (is this the right master key?).")
 	}
 	return t, connFor(t, string(pw)), nil
 }
 
-func (w *Workers) driver(t events.Target) Driver { return w.cfg.Drivers[t.Engine] }
+func (w *Workers) driver(t events.Target) instrumented { return w.drivers[t.Engine] }
 
-func connFor(t events.Target, password string) Conn {
+func connFor(t events.Target, password string) driver.Conn {
 	h := sha256.New()
 	for _, s := range []string{t.Host, strconv.Itoa(t.Port), t.Database, t.AdminUsername, password, string(t.TLSMode), t.CACert} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
-	return Conn{
+	return driver.Conn{
 		PoolKey:  t.RecordUID + ":" + hex.EncodeToString(h.Sum(nil))[:16],
 		Host:     t.Host,
 		Port:     t.Port,
@@ -451,10 +460,4 @@ func connFor(t events.Target, password string) Conn {
 func (w *Workers) notifyAttempt(leaseID string, err error) {
 	data, _ := json.Marshal(map[string]string{"error": string(events.ErrorCode(err)), "message": events.ErrorMessage(err)})
 	_ = w.cfg.Store.Conn().Publish(events.AttemptSubject(leaseID), data)
-}
-
-// public keeps only err's code and user-facing message (scrubbed of secrets), so that
-// nothing from inside a driver error travels further than the log line.
-func public(err error, secrets ...string) *events.Error {
-	return &events.Error{Code: events.ErrorCode(err), Message: Scrub(errors.New(events.ErrorMessage(err)), secrets...).Error()}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/postgres"
 )
 
@@ -31,7 +32,7 @@ type fixture struct {
 	sealer *seal.Sealer
 	w      *workers.Workers
 	target events.Target
-	driver workers.Driver
+	driver driver.Driver
 	pg     *pgx.Conn
 }
 
@@ -64,9 +65,9 @@ func mustFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	sealer, _ := seal.New(seal.NewKey())
-	driver := postgres.New(logger)
-	t.Cleanup(func() { driver.Close() })
-	w, err := workers.New(workers.Config{Store: store, Sealer: sealer, Drivers: map[events.Engine]workers.Driver{events.PostgreSQL: driver},
+	pgDriver := postgres.New(logger)
+	t.Cleanup(func() { pgDriver.Close() })
+	w, err := workers.New(workers.Config{Store: store, Sealer: sealer, Drivers: map[events.Engine]driver.Driver{events.PostgreSQL: pgDriver},
 		Targets: proj, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +87,7 @@ func mustFixture(t *testing.T) *fixture {
 	if err := proj.Apply(ctx, e, seq); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{store: store, sealer: sealer, w: w, target: tg, driver: driver, pg: pg}
+	return &fixture{store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg}
 }
 
 // request appends a lease request and returns the lease id and username.
@@ -128,7 +129,7 @@ func (f *fixture) createAsDeadWorker(t *testing.T, id, user string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.driver.CreateUser(ctx, workers.CreateUserRequest{Conn: workers.Conn{PoolKey: "crash", Host: "127.0.0.1", Port: 5432,
+	if err := f.driver.CreateUser(ctx, driver.CreateUserRequest{Conn: driver.Conn{PoolKey: "crash", Host: "127.0.0.1", Port: 5432,
 		Database: f.target.Database, Username: "postgres", Password: "x", TLSMode: events.TLSDisable},
 		RecordUID: f.target.RecordUID, Username: user, Password: "first-attempt", ExpiresAt: l.ExpiresAt, Grants: f.target.Grants}); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/projections"
 )
 
@@ -23,6 +24,7 @@ type metrics struct {
 	createLatency prometheus.Histogram
 	revokeLatency prometheus.Histogram
 	expiryLag     prometheus.Histogram
+	driverCalls   *prometheus.HistogramVec
 
 	mu      sync.Mutex
 	failing map[string]struct{} // leases whose last revocation attempt here failed
@@ -42,9 +44,12 @@ func newMetrics(proj *projections.Projections) *metrics {
 			Help: "Time a revoke request waited for its answer.", Buckets: buckets}),
 		expiryLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_expiry_lag_seconds",
 			Help: "How long after expires_at an expiry was recorded.", Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10, 30, 60}}),
+		driverCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "syvault_database_operation_seconds",
+			Help:    "Database operations on targets (prepare, create_user, drop_user, ...) by engine and outcome (ok or the error code).",
+			Buckets: buckets}, []string{"engine", "op", "outcome"}),
 		failing: map[string]struct{}{},
 	}
-	m.reg.MustRegister(m.creates, m.revokes, m.createLatency, m.revokeLatency, m.expiryLag,
+	m.reg.MustRegister(m.creates, m.revokes, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syvault_revocations_pending_retry",
 			Help: "Leases whose revocation failed in this process and waits for a retry."}, func() float64 {
@@ -85,6 +90,14 @@ func (m *metrics) RevocationDone(leaseID string) {
 }
 
 func (m *metrics) Expired(lag time.Duration) { m.expiryLag.Observe(lag.Seconds()) }
+
+func (m *metrics) DriverCall(engine events.Engine, op string, took time.Duration, code events.Code) {
+	outcome := events.OutcomeOK
+	if code != "" {
+		outcome = string(code)
+	}
+	m.driverCalls.WithLabelValues(string(engine), op, outcome).Observe(took.Seconds())
+}
 
 // activeCollector counts active leases per target at scrape time from the projection's
 // index, so every process reports the deployment-wide number.

@@ -30,6 +30,7 @@ import (
 	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/mysql"
 	"github.com/syvault/syvault/workers/postgres"
 )
@@ -44,7 +45,7 @@ type Main struct {
 	store   *jsstore.Store
 	proj    *projections.Projections
 	workers *workers.Workers
-	drivers map[events.Engine]workers.Driver
+	drivers map[events.Engine]driver.Driver
 	tokens  *tokenkey.Ring
 	HTTP    *syhttp.Server
 
@@ -174,7 +175,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.goRun("token keys", func() error { return m.tokens.Run(runCtx) })
 
-	m.drivers = map[events.Engine]workers.Driver{
+	m.drivers = map[events.Engine]driver.Driver{
 		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
 		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // Ops are the two operations Bench times, so that a driver and the raw statements it
@@ -21,16 +21,16 @@ type Ops struct {
 
 // DriverOps returns Ops that call d for target uid with admin and grants, each user
 // expiring in an hour.
-func DriverOps(d workers.Driver, admin workers.Conn, uid string, grants []events.Grant) Ops {
+func DriverOps(d driver.Driver, admin driver.Conn, uid string, grants []events.Grant) Ops {
 	return Ops{
 		Create: func(ctx context.Context, user, password string) error {
-			return d.CreateUser(ctx, workers.CreateUserRequest{
+			return d.CreateUser(ctx, driver.CreateUserRequest{
 				Conn: admin, RecordUID: uid, Username: user, Password: password,
 				ExpiresAt: time.Now().Add(time.Hour), Grants: grants,
 			})
 		},
 		Drop: func(ctx context.Context, user string) error {
-			return d.DropUser(ctx, workers.DropUserRequest{Conn: admin, Username: user, Grants: grants})
+			return d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user, Grants: grants})
 		},
 	}
 }

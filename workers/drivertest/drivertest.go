@@ -1,4 +1,4 @@
-// Package drivertest is the test suite every workers.Driver passes: one set of subtests,
+// Package drivertest is the test suite every driver.Driver passes: one set of subtests,
 // run by each driver's tests against a live server that checks passwords, so that the
 // PostgreSQL and MySQL drivers are held to the same contract.
 //
@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // Session is one open login of a lease user.
@@ -50,10 +50,10 @@ type Scratch struct {
 // Harness is what Run needs from a driver package. Every field is required.
 type Harness struct {
 	// NewDriver returns a fresh driver; Run closes it.
-	NewDriver func() workers.Driver
+	NewDriver func() driver.Driver
 	// Admin reaches the server as a minimal-rights admin (not a superuser). The server
 	// must check passwords.
-	Admin workers.Conn
+	Admin driver.Conn
 	// NewScratch makes a scratch database with two tables, one granted and one not, and
 	// removes it in tb.Cleanup.
 	NewScratch func(tb testing.TB) Scratch
@@ -120,7 +120,7 @@ func Run(t *testing.T, h Harness) {
 type run struct {
 	t *testing.T
 	h Harness
-	d workers.Driver
+	d driver.Driver
 	s Scratch
 }
 
@@ -152,15 +152,15 @@ func base62(n int) string {
 
 func (r *run) prepare(t *testing.T, uid string) {
 	t.Helper()
-	err := r.d.Prepare(ctxFor(t), workers.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: r.s.Grants})
+	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: r.s.Grants})
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
 }
 
 // createReq builds a request for a new user of target uid expiring in an hour.
-func (r *run) createReq(uid, user, password string, grants []events.Grant) workers.CreateUserRequest {
-	return workers.CreateUserRequest{
+func (r *run) createReq(uid, user, password string, grants []events.Grant) driver.CreateUserRequest {
+	return driver.CreateUserRequest{
 		Conn: r.h.Admin, RecordUID: uid, Username: user, Password: password,
 		ExpiresAt: time.Now().Add(time.Hour), Grants: grants,
 	}
@@ -188,7 +188,7 @@ func (r *run) dropInCleanup(t *testing.T, user string) {
 }
 
 func (r *run) drop(ctx context.Context, user string) error {
-	return r.d.DropUser(ctx, workers.DropUserRequest{Conn: r.h.Admin, Username: user, Grants: r.s.Grants})
+	return r.d.DropUser(ctx, driver.DropUserRequest{Conn: r.h.Admin, Username: user, Grants: r.s.Grants})
 }
 
 // mustLogin opens a session and closes it in t.Cleanup.
@@ -251,7 +251,7 @@ func (r *run) testPrepareOK(t *testing.T) {
 }
 
 func (r *run) testPrepareUngrantable(t *testing.T) {
-	err := r.d.Prepare(ctxFor(t), workers.PrepareRequest{
+	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{
 		Conn: r.h.Admin, RecordUID: NewRecordUID(), Grants: []events.Grant{r.s.Ungrantable},
 	})
 	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
@@ -261,7 +261,7 @@ func (r *run) testPrepareUngrantable(t *testing.T) {
 func (r *run) testPrepareNoSuchTable(t *testing.T) {
 	g := r.s.Grants[0]
 	g.Tables = []string{"no_such_table"}
-	err := r.d.Prepare(ctxFor(t), workers.PrepareRequest{
+	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{
 		Conn: r.h.Admin, RecordUID: NewRecordUID(), Grants: []events.Grant{g},
 	})
 	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
@@ -321,7 +321,7 @@ func (r *run) testCreateWithoutPrepare(t *testing.T) {
 func (r *run) testSchemaWide(t *testing.T) {
 	grants := []events.Grant{{Database: r.s.Database, Schema: r.s.Schema, Privileges: []string{"SELECT"}}}
 	uid := NewRecordUID()
-	if err := r.d.Prepare(ctxFor(t), workers.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: grants}); err != nil {
+	if err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: grants}); err != nil {
 		// The harness keeps ungrantable tables out of the scratch schema.
 		t.Fatalf("Prepare: %v", err)
 	}
@@ -366,7 +366,7 @@ func (r *run) testRenew(t *testing.T) {
 	user, password := r.mustCreate(t, uid)
 	renew := func(at time.Time) {
 		t.Helper()
-		err := r.d.RenewUser(ctxFor(t), workers.RenewUserRequest{Conn: r.h.Admin, Username: user, ExpiresAt: at})
+		err := r.d.RenewUser(ctxFor(t), driver.RenewUserRequest{Conn: r.h.Admin, Username: user, ExpiresAt: at})
 		if err != nil {
 			t.Fatalf("RenewUser: %v", err)
 		}
@@ -497,16 +497,16 @@ func FreePort(tb testing.TB) int {
 }
 
 // every calls each driver method with admin and returns the errors by method name.
-func (r *run) every(t *testing.T, admin workers.Conn, userPassword string) map[string]error {
+func (r *run) every(t *testing.T, admin driver.Conn, userPassword string) map[string]error {
 	ctx := ctxFor(t)
 	uid, user := NewRecordUID(), NewUsername()
 	create := r.createReq(uid, user, userPassword, r.s.Grants)
 	create.Conn = admin
 	return map[string]error{
-		"Prepare":    r.d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: r.s.Grants}),
+		"Prepare":    r.d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: r.s.Grants}),
 		"CreateUser": r.d.CreateUser(ctx, create),
-		"RenewUser":  r.d.RenewUser(ctx, workers.RenewUserRequest{Conn: admin, Username: user, ExpiresAt: time.Now()}),
-		"DropUser":   r.d.DropUser(ctx, workers.DropUserRequest{Conn: admin, Username: user, Grants: r.s.Grants}),
+		"RenewUser":  r.d.RenewUser(ctx, driver.RenewUserRequest{Conn: admin, Username: user, ExpiresAt: time.Now()}),
+		"DropUser":   r.d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user, Grants: r.s.Grants}),
 	}
 }
 

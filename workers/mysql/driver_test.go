@@ -14,7 +14,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/mysql"
 )
@@ -135,8 +135,8 @@ func (s *server) close() {
 	s.root.Close()
 }
 
-func (s *server) admin() workers.Conn {
-	return workers.Conn{
+func (s *server) admin() driver.Conn {
+	return driver.Conn{
 		PoolKey: "mysql-test-" + s.adminName, Host: s.host, Port: s.port,
 		Username: s.adminName, Password: s.adminPW, TLSMode: events.TLSDisable,
 	}
@@ -210,7 +210,7 @@ func (s *server) login(ctx context.Context, user, password, database string) (dr
 
 func (s *server) harness() drivertest.Harness {
 	return drivertest.Harness{
-		NewDriver:  func() workers.Driver { return mysql.New(nil) },
+		NewDriver:  func() driver.Driver { return mysql.New(nil) },
 		Admin:      s.admin(),
 		NewScratch: s.newScratch,
 		Login:      s.login,
@@ -260,7 +260,7 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 			defer d.Close()
 			conn := s.admin()
 			conn.Username, conn.Password, conn.PoolKey = name, pw, "weak-"+name
-			err := d.Prepare(ctx, workers.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: scratch.Grants})
+			err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: scratch.Grants})
 			if got := events.ErrorCode(err); got != events.ETargetUnverified {
 				t.Fatalf("code = %s; want %s (err: %v)", got, events.ETargetUnverified, err)
 			}
@@ -279,7 +279,7 @@ func BenchmarkCreateDrop(b *testing.B) {
 	d := mysql.New(nil)
 	b.Cleanup(func() { _ = d.Close() })
 	uid := drivertest.NewRecordUID()
-	if err := d.Prepare(b.Context(), workers.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: sc.Grants}); err != nil {
+	if err := d.Prepare(b.Context(), driver.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: sc.Grants}); err != nil {
 		b.Fatal(err)
 	}
 	for _, n := range []int{1, 8} {

@@ -2,7 +2,7 @@ package mysql
 
 import (
 	"context"
-	"database/sql/driver"
+	sqldriver "database/sql/driver"
 	"errors"
 	"net"
 	"strings"
@@ -10,7 +10,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // MySQL/MariaDB error numbers the driver tells apart.
@@ -58,20 +58,20 @@ func unavailable(err error) bool {
 		return me.Number == errAccessDenied || strings.HasPrefix(state, "08") || strings.HasPrefix(state, "28")
 	}
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, driver.ErrBadConn) ||
+	return errors.As(err, &ne) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, sqldriver.ErrBadConn) ||
 		errors.Is(err, context.DeadlineExceeded)
 }
 
-// fail returns the error a Driver method hands back; see workers.DriverError.
+// fail returns the error a Driver method hands back; see driver.DriverError.
 func fail(op string, err error, code events.Code, msg string, secrets ...string) error {
-	return workers.DriverError(op, err, unavailable(err), code, msg,
+	return driver.DriverError(op, err, unavailable(err), code, msg,
 		"Could not connect to the MySQL target as its admin; check host, port, TLS mode and admin credentials.", secrets...)
 }
 
-// scrub removes secrets from an error's text; see workers.Scrub.
-func scrub(err error, secrets ...string) error { return workers.Scrub(err, secrets...) }
+// scrub removes secrets from an error's text; see driver.Scrub.
+func scrub(err error, secrets ...string) error { return driver.Scrub(err, secrets...) }
 
-// failVerify returns the error Prepare hands back; see workers.VerifyError.
-func failVerify(op string, err error, c workers.Conn, secrets ...string) error {
-	return workers.VerifyError(op, err, unavailable(err), errNumber(err) == errAccessDenied, c, append(secrets, c.Password)...)
+// failVerify returns the error Prepare hands back; see driver.VerifyError.
+func failVerify(op string, err error, c driver.Conn, secrets ...string) error {
+	return driver.VerifyError(op, err, unavailable(err), errNumber(err) == errAccessDenied, c, append(secrets, c.Password)...)
 }

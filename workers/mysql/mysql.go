@@ -26,10 +26,10 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
-var _ workers.Driver = (*Driver)(nil)
+var _ driver.Driver = (*Driver)(nil)
 
 const (
 	// maxConns bounds each admin pool: a target sees at most this many admin sessions
@@ -41,7 +41,7 @@ const (
 	maxUsername = 32
 )
 
-// Driver is the MySQL/MariaDB workers.Driver. It keeps one database/sql pool of at most 4
+// Driver is the MySQL/MariaDB driver.Driver. It keeps one database/sql pool of at most 4
 // connections per target pool key, opened on first use. It is safe for concurrent use;
 // after Close every method but RenewUser fails.
 type Driver struct {
@@ -77,7 +77,7 @@ func (d *Driver) Close() error {
 var errClosed = errors.New("driver closed")
 
 // pool returns the admin pool for c, creating it on first use; that opens no connection.
-func (d *Driver) pool(c workers.Conn) (*sql.DB, error) {
+func (d *Driver) pool(c driver.Conn) (*sql.DB, error) {
 	if c.PoolKey == "" {
 		return nil, errors.New("conn has no pool key")
 	}
@@ -107,7 +107,7 @@ func (d *Driver) pool(c workers.Conn) (*sql.DB, error) {
 
 // connect returns one admin connection. Its errors mean the target could not be reached
 // or refused the admin, and are marked so.
-func (d *Driver) connect(ctx context.Context, c workers.Conn) (*sql.Conn, error) {
+func (d *Driver) connect(ctx context.Context, c driver.Conn) (*sql.Conn, error) {
 	p, err := d.pool(c)
 	if err != nil {
 		return nil, err
@@ -123,7 +123,7 @@ func (d *Driver) connect(ctx context.Context, c workers.Conn) (*sql.Conn, error)
 // string holding the password. It goes to mysql.NewConnector rather than through
 // FormatDSN and sql.Open, because a custom *tls.Config (verify-full with a CA bundle)
 // would otherwise have to be registered in the driver's global TLS registry.
-func config(c workers.Conn, logger *slog.Logger) (*mysql.Config, error) {
+func config(c driver.Conn, logger *slog.Logger) (*mysql.Config, error) {
 	port := 3306
 	if c.Port != 0 {
 		if c.Port < 0 || c.Port > 65535 {
@@ -174,4 +174,4 @@ func (l driverLogger) Print(v ...any) { l.l.Debug("mysql driver", "message", fmt
 
 // RemoveTarget has nothing to remove: MySQL lease users hold their grants directly and
 // Prepare leaves nothing behind.
-func (d *Driver) RemoveTarget(context.Context, workers.RemoveTargetRequest) error { return nil }
+func (d *Driver) RemoveTarget(context.Context, driver.RemoveTargetRequest) error { return nil }

@@ -11,7 +11,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // Prepare verifies the admin's rights by doing what a lease will do, with a throwaway
@@ -24,7 +24,7 @@ import (
 // A missing right or a grant that cannot be applied fails with ETargetUnverified and a
 // message naming it; an unreachable target or a refused admin login with
 // ETargetUnverified too, with a message saying what to check.
-func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error {
+func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	const op = "mysql.Prepare"
 	secret := req.Conn.Password
 	specs, err := parseGrants(req.Grants, req.Conn.Database)
@@ -51,7 +51,7 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 		return failVerify(op, err, req.Conn, password)
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), workers.UndoTimeout)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
 		defer cancel()
 		if _, err := conn.ExecContext(cctx, "DROP USER IF EXISTS "+acct); err != nil {
 			d.logger.WarnContext(ctx, "drop of probe user failed", "user", probe, "error", scrub(err, secret, password).Error())
@@ -86,7 +86,7 @@ func checkDatabases(ctx context.Context, conn *sql.Conn, specs []grantSpec) erro
 }
 
 // probeKill logs in as the probe user and checks the admin sees and kills that session.
-func (d *Driver) probeKill(ctx context.Context, admin *sql.Conn, c workers.Conn, user, password string) error {
+func (d *Driver) probeKill(ctx context.Context, admin *sql.Conn, c driver.Conn, user, password string) error {
 	probeConn := c
 	probeConn.Username, probeConn.Password, probeConn.Database = user, password, ""
 	cfg, err := config(probeConn, d.logger)

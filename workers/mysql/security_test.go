@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/mysql"
 )
@@ -29,9 +29,9 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 	narrow := []events.Grant{{Database: sc.Database, Tables: []string{"granted"}, Privileges: []string{"SELECT"}}}
 	user, password := drivertest.NewUsername(), drivertest.NewPassword()
 	t.Cleanup(func() {
-		_ = d.DropUser(context.Background(), workers.DropUserRequest{Conn: admin, Username: user})
+		_ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user})
 	})
-	if err := d.CreateUser(ctx, workers.CreateUserRequest{Conn: admin, Username: user, Password: password,
+	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, Username: user, Password: password,
 		ExpiresAt: time.Now().Add(time.Hour), Grants: wide}); err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 	if err := exec("INSERT INTO denied VALUES (1)"); err != nil {
 		t.Fatalf("wide grants do not work: %v", err)
 	}
-	if err := d.UpdateUser(ctx, workers.UpdateUserRequest{Conn: admin, Username: user, Grants: narrow}); err != nil {
+	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, Username: user, Grants: narrow}); err != nil {
 		t.Fatal(err)
 	}
 	if err := exec("SELECT id FROM granted"); err != nil {
@@ -58,10 +58,10 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 		}
 	}
 	// Idempotent, and a missing user is no error.
-	if err := d.UpdateUser(ctx, workers.UpdateUserRequest{Conn: admin, Username: user, Grants: narrow}); err != nil {
+	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, Username: user, Grants: narrow}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.UpdateUser(ctx, workers.UpdateUserRequest{Conn: admin, Username: drivertest.NewUsername(), Grants: narrow}); err != nil {
+	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, Username: drivertest.NewUsername(), Grants: narrow}); err != nil {
 		t.Fatalf("a missing user: %v", err)
 	}
 }
@@ -86,8 +86,8 @@ func TestDriver_MigrationByLeases(t *testing.T) {
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "INDEX"}}}
 	newLease := func(g []events.Grant) (string, string) {
 		user, password := drivertest.NewUsername(), drivertest.NewPassword()
-		t.Cleanup(func() { _ = d.DropUser(context.Background(), workers.DropUserRequest{Conn: admin, Username: user}) })
-		if err := d.CreateUser(ctx, workers.CreateUserRequest{Conn: admin, Username: user, Password: password,
+		t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user}) })
+		if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, Username: user, Password: password,
 			ExpiresAt: time.Now().Add(time.Hour), Grants: g}); err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestDriver_MigrationByLeases(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	if err := d.DropUser(ctx, workers.DropUserRequest{Conn: admin, Username: u1}); err != nil {
+	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: u1}); err != nil {
 		t.Fatal(err)
 	}
 	u2, p2 := newLease(grants)

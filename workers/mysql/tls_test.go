@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/mysql"
 )
@@ -100,7 +100,7 @@ CREATE TABLE %s.granted (id int);
 	d := mysql.New(nil)
 	defer d.Close()
 	for {
-		err := d.Prepare(t.Context(), workers.PrepareRequest{Conn: s.conn("localhost", events.TLSVerifyFull, s.caPEM, "ready"),
+		err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: s.conn("localhost", events.TLSVerifyFull, s.caPEM, "ready"),
 			RecordUID: drivertest.NewRecordUID(), Grants: s.grants()})
 		if err == nil {
 			return s
@@ -119,8 +119,8 @@ CREATE TABLE %s.granted (id int);
 	}
 }
 
-func (s *tlsServer) conn(host string, mode events.TLSMode, ca, pool string) workers.Conn {
-	return workers.Conn{PoolKey: "tls-" + pool, Host: host, Port: s.port, Username: tlsAdmin, Password: s.adminPW, TLSMode: mode, CACert: ca}
+func (s *tlsServer) conn(host string, mode events.TLSMode, ca, pool string) driver.Conn {
+	return driver.Conn{PoolKey: "tls-" + pool, Host: host, Port: s.port, Username: tlsAdmin, Password: s.adminPW, TLSMode: mode, CACert: ca}
 }
 
 func (s *tlsServer) grants() []events.Grant {
@@ -136,23 +136,23 @@ func TestDriver_TLS(t *testing.T) {
 	d := mysql.New(nil)
 	defer d.Close()
 	ctx := t.Context()
-	lifecycle := func(t *testing.T, conn workers.Conn) {
+	lifecycle := func(t *testing.T, conn driver.Conn) {
 		uid := drivertest.NewRecordUID()
-		if err := d.Prepare(ctx, workers.PrepareRequest{Conn: conn, RecordUID: uid, Grants: s.grants()}); err != nil {
+		if err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: uid, Grants: s.grants()}); err != nil {
 			t.Fatal(err)
 		}
 		user := drivertest.NewUsername()
-		if err := d.CreateUser(ctx, workers.CreateUserRequest{Conn: conn, RecordUID: uid, Username: user, Password: drivertest.NewPassword(),
+		if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: conn, RecordUID: uid, Username: user, Password: drivertest.NewPassword(),
 			ExpiresAt: time.Now().Add(time.Minute), Grants: s.grants()}); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.DropUser(ctx, workers.DropUserRequest{Conn: conn, Username: user, Grants: s.grants()}); err != nil {
+		if err := d.DropUser(ctx, driver.DropUserRequest{Conn: conn, Username: user, Grants: s.grants()}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Registration refuses with a 422 whose message names what to fix.
-	refused := func(t *testing.T, conn workers.Conn, mention string) {
-		err := d.Prepare(ctx, workers.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: s.grants()})
+	refused := func(t *testing.T, conn driver.Conn, mention string) {
+		err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: s.grants()})
 		var e *events.Error
 		if !errors.As(err, &e) || e.Code != events.ETargetUnverified {
 			t.Fatalf("err = %v, want %s", err, events.ETargetUnverified)

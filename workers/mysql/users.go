@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // CreateUser creates req.Username@'%' identified by req.Password and grants it exactly
@@ -17,8 +17,8 @@ import (
 // that is success. On any failure after the CREATE USER was sent the user is dropped again
 // (with a context that outlives ctx), so no user of that name is left behind. MySQL has no
 // database-side expiry: ExpiresAt is not used. Safe for concurrent use.
-func (d *Driver) CreateUser(ctx context.Context, req workers.CreateUserRequest) error {
-	err := workers.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
+func (d *Driver) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
+	err := driver.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
 	if err == nil {
 		return nil
 	}
@@ -28,7 +28,7 @@ func (d *Driver) CreateUser(ctx context.Context, req workers.CreateUserRequest) 
 // createUser does CreateUser's work; sent reports whether CREATE USER went out, after
 // which a user may exist however the call ended. The connection is released on return,
 // before any cleanup takes another.
-func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) (sent bool, err error) {
+func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (sent bool, err error) {
 	acct, err := account(req.Username)
 	if err != nil {
 		return false, events.Wrap(err, events.EInternal, "The username is not a valid MySQL user name.")
@@ -82,7 +82,7 @@ func applyGrants(ctx context.Context, conn *sql.Conn, acct string, specs []grant
 // RenewUser returns nil: MySQL and MariaDB have no database-side expiry for an account
 // (MySQL's PASSWORD EXPIRE forces a password change, it does not refuse the login), so the
 // lease's expiry is enforced by DropUser alone. It opens no connection.
-func (d *Driver) RenewUser(ctx context.Context, req workers.RenewUserRequest) error {
+func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) error {
 	return nil
 }
 
@@ -91,7 +91,7 @@ func (d *Driver) RenewUser(ctx context.Context, req workers.RenewUserRequest) er
 // the user, and kills once more any session that was still authenticating. MySQL users
 // own no objects, so nothing else blocks the drop. A user that does not exist is success
 // (its leftover sessions, if any, are still killed). Safe for concurrent use.
-func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) error {
+func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error {
 	const op = "mysql.DropUser"
 	acct, err := account(req.Username)
 	if err != nil {
@@ -181,7 +181,7 @@ func pause(ctx context.Context, d time.Duration) error {
 	}
 }
 
-var _ workers.UserGranter = (*Driver)(nil)
+var _ driver.UserGranter = (*Driver)(nil)
 
 // UpdateUser gives an existing user exactly req.Grants: all its privileges are revoked
 // and the grants applied again, so that a target's narrowed grants reach a lease already
@@ -189,7 +189,7 @@ var _ workers.UserGranter = (*Driver)(nil)
 // mysql database), so it cannot revoke only the difference: a statement the user runs in
 // the millisecond between the two may be refused once. A user that does not exist is
 // success.
-func (d *Driver) UpdateUser(ctx context.Context, req workers.UpdateUserRequest) error {
+func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) error {
 	const op = "mysql.UpdateUser"
 	acct, err := account(req.Username)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/postgres"
 )
@@ -201,8 +201,8 @@ func (c *cluster) poolConfig(user, password, database string) *pgxpool.Config {
 	return cfg
 }
 
-func (c *cluster) admin() workers.Conn {
-	return workers.Conn{
+func (c *cluster) admin() driver.Conn {
+	return driver.Conn{
 		PoolKey: "pg-test-admin", Host: "127.0.0.1", Port: c.port, Database: "postgres",
 		Username: adminRole, Password: c.adminPW, TLSMode: events.TLSDisable,
 	}
@@ -277,7 +277,7 @@ func (s session) Close() error {
 
 func (c *cluster) harness() drivertest.Harness {
 	return drivertest.Harness{
-		NewDriver:  func() workers.Driver { return postgres.New(nil) },
+		NewDriver:  func() driver.Driver { return postgres.New(nil) },
 		Admin:      c.admin(),
 		NewScratch: c.newScratch,
 		Login: func(ctx context.Context, user, password, database string) (drivertest.Session, error) {
@@ -325,7 +325,7 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 			defer d.Close()
 			conn := c.admin()
 			conn.Username, conn.Password, conn.PoolKey = role, pw, "weak-"+role
-			err := d.Prepare(ctx, workers.PrepareRequest{
+			err := d.Prepare(ctx, driver.PrepareRequest{
 				Conn: conn, RecordUID: drivertest.NewRecordUID(),
 				Grants: []events.Grant{{Database: "postgres", Privileges: []string{"SELECT"}}},
 			})
@@ -345,8 +345,8 @@ func TestDriver_Closed(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	err := d.DropUser(t.Context(), workers.DropUserRequest{
-		Conn: workers.Conn{PoolKey: "k", Host: "127.0.0.1", Port: 1}, Username: "u",
+	err := d.DropUser(t.Context(), driver.DropUserRequest{
+		Conn: driver.Conn{PoolKey: "k", Host: "127.0.0.1", Port: 1}, Username: "u",
 	})
 	if err == nil {
 		t.Fatal("DropUser after Close succeeded")
@@ -363,7 +363,7 @@ func BenchmarkCreateDrop(b *testing.B) {
 	d := postgres.New(nil)
 	b.Cleanup(func() { _ = d.Close() })
 	uid := drivertest.NewRecordUID()
-	if err := d.Prepare(b.Context(), workers.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+	if err := d.Prepare(b.Context(), driver.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		b.Fatal(err)
 	}
 	for _, n := range []int{1, 8} {
@@ -383,7 +383,7 @@ func BenchmarkRawSQL(b *testing.B) {
 	b.Cleanup(func() { _ = d.Close() })
 	uid := drivertest.NewRecordUID()
 	// Prepare (untimed) only makes the group role.
-	if err := d.Prepare(b.Context(), workers.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+	if err := d.Prepare(b.Context(), driver.PrepareRequest{Conn: h.Admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		b.Fatal(err)
 	}
 	group := pgx.Identifier{"syvault_" + uid}.Sanitize()

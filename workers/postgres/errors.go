@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // SQLSTATEs the driver tells apart.
@@ -86,9 +86,9 @@ func connectionLost(err error) bool {
 	return false
 }
 
-// fail returns the error a Driver method hands back; see workers.DriverError.
+// fail returns the error a Driver method hands back; see driver.DriverError.
 func fail(op string, err error, code events.Code, msg string, secrets ...string) error {
-	return workers.DriverError(op, err, unavailable(err), code, msg,
+	return driver.DriverError(op, err, unavailable(err), code, msg,
 		"Could not connect to the PostgreSQL target as its admin; check host, port, TLS mode and admin credentials.", secrets...)
 }
 
@@ -123,14 +123,14 @@ func retry(ctx context.Context, fn func() error) error {
 	}
 }
 
-// failVerify returns the error Prepare hands back; see workers.VerifyError.
-func failVerify(op string, err error, c workers.Conn) error {
+// failVerify returns the error Prepare hands back; see driver.VerifyError.
+func failVerify(op string, err error, c driver.Conn) error {
 	if sqlState(err) == stateInvalidCatalog {
 		var ce *pgconn.ConnectError
 		if errors.As(err, &ce) {
-			return events.Wrap(workers.Scrub(err, c.Password), events.ETargetUnverified,
+			return events.Wrap(driver.Scrub(err, c.Password), events.ETargetUnverified,
 				fmt.Sprintf("The database %q does not exist on the target: check database.", c.Database))
 		}
 	}
-	return workers.VerifyError(op, err, unavailable(err), strings.HasPrefix(sqlState(err), "28"), c, c.Password)
+	return driver.VerifyError(op, err, unavailable(err), strings.HasPrefix(sqlState(err), "28"), c, c.Password)
 }

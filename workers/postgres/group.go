@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // Prepare verifies that the admin may create roles (superuser or CREATEROLE) and end other
@@ -33,7 +33,7 @@ import (
 // A missing right or a grant that cannot be applied fails with ETargetUnverified and a
 // message naming it; so does an unreachable target or a refused admin login, with a
 // message saying what to check.
-func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error {
+func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	const op = "postgres.Prepare"
 	secret := req.Conn.Password
 	group, err := groupName(req.RecordUID)
@@ -65,7 +65,7 @@ func (d *Driver) Prepare(ctx context.Context, req workers.PrepareRequest) error 
 // handing them to the admin would let code a lease user wrote run as the admin. The
 // operator decides (REASSIGN OWNED BY the group TO a role of their choosing). Called once
 // the target's leases have ended; a group that does not exist is success.
-func (d *Driver) RemoveTarget(ctx context.Context, req workers.RemoveTargetRequest) error {
+func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "postgres.RemoveTarget"
 	group, err := groupName(req.RecordUID)
 	if err != nil {
@@ -167,7 +167,7 @@ func checkAdmin(ctx context.Context, q querier) error {
 // exactly the grants of specs; when the group exists it does so only if refresh is set.
 // held is a connection to c.Database, reused for work in that database. Errors carry an
 // *events.Error: ETargetUnverified for a grant the admin cannot apply.
-func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c workers.Conn, group string, specs []grantSpec, refresh bool) error {
+func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, specs []grantSpec, refresh bool) error {
 	lock := d.groupLock(c.PoolKey, group)
 	lock.Lock()
 	defer lock.Unlock()
@@ -450,7 +450,7 @@ func verifyGrant(ctx context.Context, conn *pgxpool.Conn, group uint32, s grantS
 // database, otherwise one acquired and released around fn. An operation therefore holds
 // at most one connection besides the one to c.Database, which every operation takes
 // first, so pools of 4 cannot deadlock each other.
-func (d *Driver) inDatabase(ctx context.Context, c workers.Conn, database string, held *pgxpool.Conn, fn func(*pgxpool.Conn) error) error {
+func (d *Driver) inDatabase(ctx context.Context, c driver.Conn, database string, held *pgxpool.Conn, fn func(*pgxpool.Conn) error) error {
 	if database == c.Database && held != nil {
 		return fn(held)
 	}

@@ -27,10 +27,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
-var _ workers.Driver = (*Driver)(nil)
+var _ driver.Driver = (*Driver)(nil)
 
 const (
 	// maxConns bounds each admin pool: a target sees at most this many admin sessions per
@@ -50,7 +50,7 @@ const (
 	maxIdentifier = 63
 )
 
-// Driver is the PostgreSQL workers.Driver. It keeps one small pgx pool per (target pool
+// Driver is the PostgreSQL driver.Driver. It keeps one small pgx pool per (target pool
 // key, database), created on first use, because a grant's database may differ from the
 // target's. It is safe for concurrent use; after Close every method fails.
 type Driver struct {
@@ -97,7 +97,7 @@ var errClosed = errors.New("driver closed")
 
 // pool returns the admin pool for conn's target and database, creating it on first use.
 // Creating a pool opens no connection: connection and login errors surface on Acquire.
-func (d *Driver) pool(c workers.Conn, database string) (*pgxpool.Pool, error) {
+func (d *Driver) pool(c driver.Conn, database string) (*pgxpool.Pool, error) {
 	if c.PoolKey == "" {
 		return nil, errors.New("conn has no pool key")
 	}
@@ -124,7 +124,7 @@ func (d *Driver) pool(c workers.Conn, database string) (*pgxpool.Pool, error) {
 
 // acquire returns an admin connection to database; a failure is the target's
 // unavailability, since the pool only fails when it cannot connect or log in.
-func (d *Driver) acquire(ctx context.Context, c workers.Conn, database string) (*pgxpool.Conn, error) {
+func (d *Driver) acquire(ctx context.Context, c driver.Conn, database string) (*pgxpool.Conn, error) {
 	p, err := d.pool(c, database)
 	if err != nil {
 		return nil, err
@@ -140,7 +140,7 @@ func (d *Driver) acquire(ctx context.Context, c workers.Conn, database string) (
 // holding the password. ParseConfig("") only supplies pgx's defaults; every field that
 // names the server, the credentials or TLS is then set here, overriding whatever PG*
 // environment variables ParseConfig read.
-func poolConfig(c workers.Conn, database string) (*pgxpool.Config, error) {
+func poolConfig(c driver.Conn, database string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig("")
 	if err != nil {
 		return nil, fmt.Errorf("default config: %w", err)
@@ -178,7 +178,7 @@ func poolConfig(c workers.Conn, database string) (*pgxpool.Config, error) {
 // tlsConfig maps tls_mode onto libpq's sslmode meanings: disable sends no SSLRequest,
 // require encrypts without checking the certificate, verify-full checks the chain
 // (against CACert when given, else the system roots) and the host name.
-func tlsConfig(c workers.Conn) (*tls.Config, error) {
+func tlsConfig(c driver.Conn) (*tls.Config, error) {
 	switch c.TLSMode {
 	case "", events.TLSDisable:
 		return nil, nil

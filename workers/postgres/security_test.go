@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/postgres"
 )
@@ -35,15 +35,15 @@ func (c *cluster) pg14Scratch(t *testing.T) drivertest.Scratch {
 
 // newLease prepares nothing: it creates a user of target uid with grants and drops it in
 // t.Cleanup.
-func newLease(t *testing.T, d *postgres.Driver, admin workers.Conn, uid string, grants []events.Grant) lease {
+func newLease(t *testing.T, d *postgres.Driver, admin driver.Conn, uid string, grants []events.Grant) lease {
 	t.Helper()
 	l := lease{user: drivertest.NewUsername(), password: drivertest.NewPassword()}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_ = d.DropUser(ctx, workers.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants})
+		_ = d.DropUser(ctx, driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants})
 	})
-	err := d.CreateUser(t.Context(), workers.CreateUserRequest{Conn: admin, RecordUID: uid, Username: l.user,
+	err := d.CreateUser(t.Context(), driver.CreateUserRequest{Conn: admin, RecordUID: uid, Username: l.user,
 		Password: l.password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants})
 	if err != nil {
 		t.Fatalf("CreateUser: %v", err)
@@ -51,9 +51,9 @@ func newLease(t *testing.T, d *postgres.Driver, admin workers.Conn, uid string, 
 	return l
 }
 
-func drop(t *testing.T, d *postgres.Driver, admin workers.Conn, uid string, l lease, grants []events.Grant) {
+func drop(t *testing.T, d *postgres.Driver, admin driver.Conn, uid string, l lease, grants []events.Grant) {
 	t.Helper()
-	if err := d.DropUser(t.Context(), workers.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants}); err != nil {
+	if err := d.DropUser(t.Context(), driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants}); err != nil {
 		t.Fatalf("DropUser: %v", err)
 	}
 }
@@ -92,10 +92,10 @@ func TestDriver_SecurityDefinerEscalation(t *testing.T) {
 	c := mustCluster(t)
 	for _, admin := range []struct {
 		name string
-		conn workers.Conn
+		conn driver.Conn
 	}{
 		{"least-rights admin", c.admin()},
-		{"superuser admin", func() workers.Conn {
+		{"superuser admin", func() driver.Conn {
 			a := c.admin()
 			a.Username, a.Password, a.PoolKey = "postgres", c.superPW, "pg-test-superuser"
 			return a
@@ -107,7 +107,7 @@ func TestDriver_SecurityDefinerEscalation(t *testing.T) {
 			defer d.Close()
 			uid := drivertest.NewRecordUID()
 			group := "syvault_" + uid
-			if err := d.Prepare(t.Context(), workers.PrepareRequest{Conn: admin.conn, RecordUID: uid, Grants: s.Grants}); err != nil {
+			if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin.conn, RecordUID: uid, Grants: s.Grants}); err != nil {
 				t.Fatal(err)
 			}
 			ctx := t.Context()
@@ -162,7 +162,7 @@ func TestDriver_PlantedFunctionsNeverRunAsAdmin(t *testing.T) {
 	d := postgres.New(nil)
 	defer d.Close()
 	uid := drivertest.NewRecordUID()
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
 	attacker := newLease(t, d, admin, uid, s.Grants)
@@ -197,15 +197,15 @@ func TestDriver_PlantedFunctionsNeverRunAsAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close(context.Background())
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatalf("Prepare again: %v", err)
 	}
-	if err := d.RenewUser(ctx, workers.RenewUserRequest{Conn: admin, Username: owner.user, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := d.RenewUser(ctx, driver.RenewUserRequest{Conn: admin, Username: owner.user, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	drop(t, d, admin, uid, owner, s.Grants)
 	drop(t, d, admin, uid, attacker, s.Grants)
-	if err := d.RemoveTarget(ctx, workers.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+	if err := d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := c.super.Query(ctx, "SELECT 1") // keep the pool warm; the check runs in the scratch database
@@ -243,7 +243,7 @@ func TestDriver_NarrowedGrants(t *testing.T) {
 	uid := drivertest.NewRecordUID()
 	wide := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "DELETE", "CREATE"}}}
 	narrow := []events.Grant{{Database: s.Database, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"SELECT"}}}
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wide}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wide}); err != nil {
 		t.Fatal(err)
 	}
 	old := newLease(t, d, admin, uid, wide)
@@ -251,7 +251,7 @@ func TestDriver_NarrowedGrants(t *testing.T) {
 		"INSERT INTO public.granted VALUES (1); DELETE FROM public.denied; CREATE TABLE public.by_lease (id int)"); err != nil {
 		t.Fatalf("wide grants do not work: %v", err)
 	}
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: narrow}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: narrow}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.execIn(ctx, adminRole, c.adminPW, s.Database, "CREATE TABLE public.after_put (id int)"); err != nil {
@@ -299,7 +299,7 @@ func TestDriver_AdminMembershipsDoNotGrow(t *testing.T) {
 		return n
 	}
 	uid := drivertest.NewRecordUID()
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
 	before := count()
@@ -342,7 +342,7 @@ func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
 	uid := drivertest.NewRecordUID()
 	group := "syvault_" + uid
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
 		t.Fatal(err)
 	}
 	l := newLease(t, d, admin, uid, grants)
@@ -350,7 +350,7 @@ func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
 		t.Fatal(err)
 	}
 	drop(t, d, admin, uid, l, grants)
-	if err := d.RemoveTarget(ctx, workers.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+	if err := d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
 		t.Fatal(err)
 	}
 	if got := c.owner(t, s.Database, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'migrated'"); got != group {
@@ -372,10 +372,10 @@ func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
 	_ = connect // PUBLIC holds CONNECT on every database by default
 	// A target without leftovers loses its group entirely.
 	uid2 := drivertest.NewRecordUID()
-	if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: uid2, Grants: s.Grants}); err != nil {
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid2, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.RemoveTarget(ctx, workers.RemoveTargetRequest{Conn: admin, RecordUID: uid2, Grants: s.Grants}); err != nil {
+	if err := d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid2, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
 	if c.roleExists(t, "syvault_"+uid2) {
@@ -399,7 +399,7 @@ func TestDriver_MigrationByLeases(t *testing.T) {
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"}}}
 	uid, other := drivertest.NewRecordUID(), drivertest.NewRecordUID()
 	for _, u := range []string{uid, other} {
-		if err := d.Prepare(ctx, workers.PrepareRequest{Conn: admin, RecordUID: u, Grants: grants}); err != nil {
+		if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: u, Grants: grants}); err != nil {
 			t.Fatal(err)
 		}
 	}

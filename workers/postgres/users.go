@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // CreateUser creates req.Username as a LOGIN role with req.Password, VALID UNTIL
@@ -32,8 +32,8 @@ import (
 // and that is success. On any failure after the CREATE was sent the user is dropped again
 // (with a context that outlives ctx), so no user of that name is left behind. Safe for
 // concurrent use.
-func (d *Driver) CreateUser(ctx context.Context, req workers.CreateUserRequest) error {
-	err := workers.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
+func (d *Driver) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
+	err := driver.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
 	if err == nil {
 		return nil
 	}
@@ -42,7 +42,7 @@ func (d *Driver) CreateUser(ctx context.Context, req workers.CreateUserRequest) 
 
 // createUser does CreateUser's work; sent reports whether the CREATE ROLE went out, after
 // which a user may exist however the call ended.
-func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) (sent bool, err error) {
+func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (sent bool, err error) {
 	group, err := groupName(req.RecordUID)
 	if err != nil {
 		return false, events.Wrap(err, events.EInternal, "The target's record uid cannot name a PostgreSQL role.")
@@ -106,7 +106,7 @@ func (d *Driver) createUser(ctx context.Context, req workers.CreateUserRequest) 
 // RenewUser sets the user's VALID UNTIL to req.ExpiresAt (infinity for the zero time).
 // Idempotent. A user that does not exist is an EInternal error: there is nothing to
 // renew, and pretending otherwise would hide a lost user.
-func (d *Driver) RenewUser(ctx context.Context, req workers.RenewUserRequest) error {
+func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) error {
 	const op = "postgres.RenewUser"
 	if err := checkIdentifier(req.Username); err != nil {
 		return fail(op, err, events.EInternal, "The username is not a valid PostgreSQL role name.", req.Conn.Password)
@@ -138,7 +138,7 @@ func (d *Driver) RenewUser(ctx context.Context, req workers.RenewUserRequest) er
 // for, and the membership goes with the role. A user that does not exist is success. The
 // sequence is retried a few times on the catalog conflicts PostgreSQL reports under
 // concurrency (40P01, XX000, 55006). Safe for concurrent use.
-func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) error {
+func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error {
 	const op = "postgres.DropUser"
 	if err := checkIdentifier(req.Username); err != nil {
 		return fail(op, err, events.EInternal, "The username is not a valid PostgreSQL role name.", req.Conn.Password)
@@ -160,7 +160,7 @@ func (d *Driver) DropUser(ctx context.Context, req workers.DropUserRequest) erro
 }
 
 // dropWithConn connects and runs the drop, retrying catalog conflicts.
-func (d *Driver) dropWithConn(ctx context.Context, req workers.DropUserRequest) error {
+func (d *Driver) dropWithConn(ctx context.Context, req driver.DropUserRequest) error {
 	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
 	if sqlState(err) == stateInvalidCatalog {
 		// The target's database is gone, but roles are cluster-wide and the user could
@@ -175,7 +175,7 @@ func (d *Driver) dropWithConn(ctx context.Context, req workers.DropUserRequest) 
 }
 
 // dropOnce is one attempt of DropUser; every step is idempotent so a retry may repeat it.
-func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req workers.DropUserRequest) error {
+func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest) error {
 	user := ident(req.Username)
 	oid, ok, err := roleOID(ctx, conn, req.Username)
 	if err != nil || !ok {
@@ -213,7 +213,7 @@ func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req workers.D
 // (the request's record uid names it when the membership is gone); a group that no longer
 // exists is made again, holding nothing: whatever a lease user made must have an owner
 // that can log in as nobody and holds no more than the target's grants.
-func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req workers.DropUserRequest, oid uint32, dbs []string) error {
+func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest, oid uint32, dbs []string) error {
 	group, err := userGroup(ctx, conn, oid, req.RecordUID)
 	if err != nil {
 		return err

@@ -1,4 +1,9 @@
-package workers
+// Package driver is the seam between SyVault and a database engine: the Driver interface
+// each engine implements, the requests and answers its methods take, and the helpers that
+// turn a driver's failures into coded errors without secrets. It imports nothing of
+// SyVault but the domain (events), so a driver is a leaf: it knows its database and this
+// contract, nothing of NATS, the workers or the API.
+package driver
 
 import (
 	"context"

@@ -1,0 +1,74 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers/driver"
+)
+
+// instrumented wraps a driver once: every error it returns is scrubbed of the secrets of
+// the request that caused it, message and cause alike, and every call is timed for
+// metrics.
+// Drivers promise never to put a secret in an error; this is the layer that does not rely
+// on the promise.
+type instrumented struct {
+	d      driver.Driver
+	engine events.Engine
+	obs    Observer
+}
+
+var (
+	_ driver.Driver      = instrumented{}
+	_ driver.UserGranter = instrumented{}
+)
+
+func (i instrumented) done(op string, start time.Time, err error, secrets ...string) error {
+	if err == nil {
+		i.obs.DriverCall(i.engine, op, time.Since(start), "")
+		return nil
+	}
+	i.obs.DriverCall(i.engine, op, time.Since(start), events.ErrorCode(err))
+	return &events.Error{Code: events.ErrorCode(err), Message: driver.Scrub(errors.New(events.ErrorMessage(err)), secrets...).Error(),
+		Err: driver.Scrub(err, secrets...)}
+}
+
+func (i instrumented) Prepare(ctx context.Context, req driver.PrepareRequest) error {
+	start := time.Now()
+	return i.done("prepare", start, i.d.Prepare(ctx, req), req.Conn.Password)
+}
+
+func (i instrumented) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
+	start := time.Now()
+	return i.done("create_user", start, i.d.CreateUser(ctx, req), req.Conn.Password, req.Password)
+}
+
+func (i instrumented) RenewUser(ctx context.Context, req driver.RenewUserRequest) error {
+	start := time.Now()
+	return i.done("renew_user", start, i.d.RenewUser(ctx, req), req.Conn.Password)
+}
+
+func (i instrumented) DropUser(ctx context.Context, req driver.DropUserRequest) error {
+	start := time.Now()
+	return i.done("drop_user", start, i.d.DropUser(ctx, req), req.Conn.Password)
+}
+
+func (i instrumented) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
+	start := time.Now()
+	return i.done("remove_target", start, i.d.RemoveTarget(ctx, req), req.Conn.Password)
+}
+
+// UpdateUser passes through to drivers that grant per user; for the others there is
+// nothing to update (see driver.UserGranter).
+func (i instrumented) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) error {
+	g, ok := i.d.(driver.UserGranter)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	return i.done("update_user", start, g.UpdateUser(ctx, req), req.Conn.Password)
+}
+
+func (i instrumented) Close() error { return i.d.Close() }
