@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -69,4 +70,14 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "An internal error occurred; the server log has the details."
+}
+
+// StoreUnavailable is the error of an operation the event store (NATS JetStream) did not
+// complete, defined once: ETimeout when it did not answer in time, EUnavailable
+// otherwise. The cause is kept for logs; the message tells the caller to try again.
+func StoreUnavailable(err error) *Error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return Wrap(err, ETimeout, "The event store did not answer in time; try again shortly.")
+	}
+	return Wrap(err, EUnavailable, "The event store is unavailable; try again shortly.")
 }

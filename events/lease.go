@@ -47,6 +47,16 @@ type Lease struct {
 	Spec *LeaseSpec `json:"-"`
 }
 
+// Credentials are what a new lease hands its requester, once: the only place its
+// password exists in plaintext outside the worker that sets it.
+type Credentials struct {
+	Lease    Lease
+	Password string
+	// Target is the target as the lease was requested on (its address, engine and
+	// database make the connection string).
+	Target Target
+}
+
 // LeaseCreatedAt is a lease's created_at for a request made at t: whole seconds, as the
 // API shows it, so that expires_at is exactly created_at plus the TTL. Its request event
 // keeps t itself, so the audit orders and filters on the precise time.

@@ -3,9 +3,7 @@ package http
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -17,11 +15,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/internal/tokenkey"
 )
 
 // Client assertions and access tokens.
@@ -31,9 +26,6 @@ const (
 	maxAssertionLifetime   = 5 * time.Minute
 	clockSkew              = 30 * time.Second
 	tokenIssuer            = "syvault"
-	// JTIBucket remembers the ids of accepted client assertions until they expire, in
-	// NATS, so replay protection holds across every server process.
-	JTIBucket = "SYVAULT_JTI"
 )
 
 // RFC 9864 names the fully specified Ed25519 algorithm "Ed25519"; clients may use it or
@@ -47,31 +39,15 @@ type ed25519Alg struct{ *jwt.SigningMethodEd25519 }
 func (ed25519Alg) Alg() string { return "Ed25519" }
 
 // TokenKeys holds the keys of access tokens: one signs new tokens, and each key still
-// retained verifies the tokens that name it by kid. *tokenkey.Ring is the implementation.
+// retained verifies the tokens that name it by kid. Verifying fails with an
+// EUnauthenticated error for a kid the deployment does not hold; any other error means
+// the keys could not be read. *tokenkey.Ring is the implementation.
 type TokenKeys interface {
 	Signing() (kid string, key []byte)
 	Verifying(ctx context.Context, kid string) ([]byte, error)
 }
 
-type authenticator struct {
-	cfg Config
-	jti jetstream.KeyValue
-}
-
-func newAuthenticator(ctx context.Context, cfg Config) (*authenticator, error) {
-	kv, err := jsstore.EnsureKeyValue(ctx, cfg.Store.JetStream(), jetstream.KeyValueConfig{
-		Bucket:         JTIBucket,
-		Storage:        jetstream.FileStorage,
-		Replicas:       cfg.Store.Replicas(),
-		History:        1,
-		LimitMarkerTTL: maxAssertionLifetime + clockSkew,
-		TTL:            maxAssertionLifetime + 2*clockSkew,
-	})
-	if err != nil {
-		return nil, events.Wrap(fmt.Errorf("http: jti bucket: %w", err), events.EUnavailable, "The event store is unavailable.")
-	}
-	return &authenticator{cfg: cfg, jti: kv}, nil
-}
+type authenticator struct{ cfg Config }
 
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
@@ -131,7 +107,7 @@ func (s *Server) token(c echo.Context) error {
 func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string) (events.Client, error) {
 	var client events.Client
 	claims, err := parseAssertion(assertion, audiences, time.Now(), func(iss string) (ed25519.PublicKey, error) {
-		c, err := a.cfg.Projections.Client(ctx, iss)
+		c, err := a.cfg.Queries.Client(ctx, iss)
 		if err != nil {
 			return nil, err
 		}
@@ -141,16 +117,7 @@ func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, a
 	if err != nil {
 		return client, err
 	}
-	// jti values are arbitrary strings; KV keys are not.
-	sum := sha256.Sum256([]byte(client.ClientID + "\x00" + claims.ID))
-	ttl := max(time.Until(claims.ExpiresAt.Time)+clockSkew, time.Second)
-	if _, err := a.jti.Create(ctx, hex.EncodeToString(sum[:]), nil, jetstream.KeyTTL(ttl)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return client, unauthenticated("This client assertion was already used; sign a new one with a fresh jti.")
-		}
-		return client, events.Wrap(err, events.EUnavailable, "The event store is unavailable; try again shortly.")
-	}
-	return client, nil
+	return client, a.cfg.Commands.UseAssertion(ctx, client.ClientID, claims.ID, claims.ExpiresAt.Add(clockSkew))
 }
 
 // parseAssertion checks a client assertion's signature (with the key keyFor returns for
@@ -204,7 +171,7 @@ func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (string, 
 	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
-			return nil, tokenkey.ErrUnknownKey
+			return nil, unauthenticated("The access token names no signing key.")
 		}
 		k, err := keys.Verifying(ctx, kid)
 		keyErr = err
@@ -212,7 +179,7 @@ func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (string, 
 	},
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(tokenIssuer),
 		jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
-	if keyErr != nil && !errors.Is(keyErr, tokenkey.ErrUnknownKey) {
+	if keyErr != nil && events.ErrorCode(keyErr) != events.EUnauthenticated {
 		// The token may be fine; the keys could not be read to tell.
 		return "", events.Wrap(keyErr, events.EUnavailable, "The token keys cannot be read just now; try again shortly.")
 	}
@@ -236,7 +203,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		client, err := s.cfg.Projections.Client(c.Request().Context(), clientID)
+		client, err := s.cfg.Queries.Client(c.Request().Context(), clientID)
 		if events.ErrorCode(err) == events.ENotFound {
 			return unauthenticated("The access token's client no longer exists.")
 		}

@@ -2,9 +2,6 @@ package http
 
 import (
 	"context"
-	"time"
-
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
@@ -102,9 +99,5 @@ func (s *Server) require(act action) echo.MiddlewareFunc {
 }
 
 func (s *Server) recordDenied(ctx context.Context, client events.Client, act action, res resource, cause error) {
-	e := events.Event{Type: events.AccessDenied, ID: uuid.NewString(), Time: time.Now().UTC(), ClientID: client.ClientID,
-		RecordUID: res.RecordUID, LeaseID: res.LeaseID, Action: string(act), Outcome: string(events.ErrorCode(cause))}
-	if _, err := s.cfg.Store.AppendUnordered(ctx, events.AccessSubject(client.ClientID), e); err != nil {
-		s.log.Warn("could not record a refused request in the audit trail", "client_id", client.ClientID, "action", act, "err", err)
-	}
+	s.cfg.Commands.RecordDenied(ctx, client, string(act), res.RecordUID, res.LeaseID, cause)
 }

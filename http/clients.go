@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
@@ -59,37 +58,16 @@ func (s *Server) createClient(c echo.Context) error {
 	if _, err := ParsePublicKey(req.PublicKey); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	seen := map[string]bool{}
-	var allowed []string
-	for _, uid := range req.AllowedRecords {
-		if seen[uid] {
-			continue
-		}
-		seen[uid] = true
-		if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
-			return err
-		}
-		allowed = append(allowed, uid)
-	}
-	now := time.Now().UTC()
-	client := events.Client{ClientID: uuid.NewString(), Name: req.Name, PublicKey: req.PublicKey, Role: req.Role,
-		AllowedRecords: allowed, MaxTTLSeconds: req.MaxTTLSeconds, CreatedAt: now.Truncate(time.Second)}
-	e := events.Event{Type: events.ClientRegistered, ID: client.ClientID + ".registered", Time: now,
-		ClientID: clientOf(c).ClientID, Outcome: events.OutcomeOK, Client: &client}
-	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
+	cl, err := s.cfg.Commands.RegisterClient(c.Request().Context(), events.Client{Name: req.Name, PublicKey: req.PublicKey, Role: req.Role,
+		AllowedRecords: req.AllowedRecords, MaxTTLSeconds: req.MaxTTLSeconds}, clientOf(c).ClientID)
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Projections.Wait(ctx, "client", client.ClientID, seq); err != nil {
-		return err
-	}
-	s.log.Info("client registered", "client_id", client.ClientID, "role", client.Role)
-	return c.JSON(http.StatusCreated, clientViewOf(client))
+	return c.JSON(http.StatusCreated, clientViewOf(cl))
 }
 
 func (s *Server) listClients(c echo.Context) error {
-	cs, err := s.cfg.Projections.Clients(c.Request().Context())
+	cs, err := s.cfg.Queries.Clients(c.Request().Context())
 	if err != nil {
 		return err
 	}
@@ -103,7 +81,7 @@ func (s *Server) listClients(c echo.Context) error {
 }
 
 func (s *Server) getClient(c echo.Context) error {
-	cl, err := s.cfg.Projections.Client(c.Request().Context(), c.Param("client_id"))
+	cl, err := s.cfg.Queries.Client(c.Request().Context(), c.Param("client_id"))
 	if err != nil {
 		return err
 	}
@@ -113,25 +91,8 @@ func (s *Server) getClient(c echo.Context) error {
 // deleteClient removes a client: its tokens stop working at once (every request looks
 // the client up), and its active leases keep their expiry.
 func (s *Server) deleteClient(c echo.Context) error {
-	ctx := c.Request().Context()
-	id := c.Param("client_id")
-	if id == clientOf(c).ClientID {
-		return events.Errorf(events.EConflict, "A client cannot delete itself; use another admin client.")
-	}
-	if _, err := s.cfg.Projections.Client(ctx, id); err != nil {
+	if err := s.cfg.Commands.RemoveClient(c.Request().Context(), c.Param("client_id"), clientOf(c).ClientID); err != nil {
 		return err
 	}
-	// A removal follows whatever state the client is in, so it needs no ordering
-	// condition; its dedupe id makes a retried removal land once.
-	e := events.Event{Type: events.ClientRemoved, ID: id + ".removed", Time: time.Now().UTC(), ClientID: id, Outcome: events.OutcomeOK,
-		Reason: "removed by " + clientOf(c).ClientID}
-	seq, err := s.cfg.Store.AppendUnordered(ctx, events.ClientSubject(id), e)
-	if err != nil {
-		return err
-	}
-	if err := s.cfg.Projections.Wait(ctx, "client", id, seq); err != nil {
-		return err
-	}
-	s.log.Info("client removed", "client_id", id)
 	return c.NoContent(http.StatusNoContent)
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/internal/tokenkey"
 )
 
 const testAud = "https://vault.example.com"
@@ -101,7 +100,7 @@ func (k staticKeys) Verifying(_ context.Context, kid string) ([]byte, error) {
 	case k.err != nil:
 		return nil, k.err
 	case kid != k.kid:
-		return nil, tokenkey.ErrUnknownKey
+		return nil, events.Errorf(events.EUnauthenticated, "unknown key")
 	}
 	return k.key, nil
 }

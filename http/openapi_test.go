@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	nethttp "net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,13 +14,38 @@ import (
 	"github.com/syvault/syvault/events"
 )
 
-// nopPreparer accepts every target; no request reaches it in these tests.
-type nopPreparer struct{}
+// unused stands in for the command and query sides where no request reaches them: the
+// route table alone is under test. Every method refuses.
+type unused struct{ Commands }
 
-func (nopPreparer) Prepare(context.Context, events.Target, string) error { return nil }
-func (nopPreparer) RemoveTarget(context.Context, events.Target) error    { return nil }
-func (nopPreparer) GrantsPerUser(events.Engine) bool                     { return false }
-func (nopPreparer) Regrant(context.Context, events.Target, string) error { return nil }
+var errUnused = events.Errorf(events.EInternal, "not in this test")
+
+func (unused) Lease(context.Context, string) (events.Lease, error) { return events.Lease{}, errUnused }
+func (unused) ActiveLeases(context.Context, events.LeaseQuery) ([]events.Lease, string, error) {
+	return nil, "", errUnused
+}
+func (unused) Target(context.Context, string) (events.Target, error) {
+	return events.Target{}, errUnused
+}
+func (unused) Targets(context.Context) ([]events.Target, error) { return nil, errUnused }
+func (unused) Client(context.Context, string) (events.Client, error) {
+	return events.Client{}, errUnused
+}
+func (unused) Clients(context.Context) ([]events.Client, error) { return nil, errUnused }
+func (unused) Audit(context.Context, events.AuditQuery) ([]events.Recorded, uint64, error) {
+	return nil, 0, errUnused
+}
+
+// mustTestServer builds the API's routes with nothing behind them.
+func mustTestServer(t *testing.T) *Server {
+	t.Helper()
+	s, err := New(context.Background(), Config{Commands: unused{}, Queries: unused{}, Connected: func() bool { return true },
+		TokenKeys: testKeys, Metrics: nethttp.HandlerFunc(func(nethttp.ResponseWriter, *nethttp.Request) {})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
 // loadOpenAPI parses and validates the embedded document.
 func loadOpenAPI(t *testing.T) *openapi3.T {

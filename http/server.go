@@ -18,12 +18,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/internal/seal"
-	"github.com/syvault/syvault/projections"
 )
 
 // BasePath prefixes every API route.
@@ -32,17 +28,30 @@ const BasePath = "/api/sm/v1"
 // MaxBodyBytes is the largest request body accepted.
 const MaxBodyBytes = 64 << 10
 
-// TargetPreparer verifies a target's admin rights and sets up what its users share,
-// before the target is registered, and removes it when the target goes. The workers
-// implement it; http never imports a driver.
-type TargetPreparer interface {
-	Prepare(ctx context.Context, t events.Target, adminPassword string) error
-	RemoveTarget(ctx context.Context, t events.Target) error
-	// GrantsPerUser reports whether the engine's lease users hold their grants
-	// themselves, so that an update must give the new grants to each active lease.
-	GrantsPerUser(events.Engine) bool
-	// Regrant gives a lease user of t exactly t's grants.
-	Regrant(ctx context.Context, t events.Target, username string) error
+// Commands change state; *command.Service implements them. Each returns an
+// *events.Error the error table maps to a status.
+type Commands interface {
+	CreateLease(ctx context.Context, client events.Client, recordUID string, ttlSeconds int) (events.Credentials, error)
+	RevokeLease(ctx context.Context, id, actor string) error
+	RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error)
+	RegisterTarget(ctx context.Context, t events.Target, adminPassword, actor string) (events.Target, error)
+	UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string) (events.Target, error)
+	RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error
+	RegisterClient(ctx context.Context, c events.Client, actor string) (events.Client, error)
+	RemoveClient(ctx context.Context, id, actor string) error
+	RecordDenied(ctx context.Context, client events.Client, action, recordUID, leaseID string, cause error)
+	UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error
+}
+
+// Queries read state; *projections.Projections implements them.
+type Queries interface {
+	Lease(ctx context.Context, id string) (events.Lease, error)
+	ActiveLeases(ctx context.Context, q events.LeaseQuery) ([]events.Lease, string, error)
+	Target(ctx context.Context, uid string) (events.Target, error)
+	Targets(ctx context.Context) ([]events.Target, error)
+	Client(ctx context.Context, id string) (events.Client, error)
+	Clients(ctx context.Context) ([]events.Client, error)
+	Audit(ctx context.Context, q events.AuditQuery) ([]events.Recorded, uint64, error)
 }
 
 // ReadyChecker reports whether a part of the service can do its work.
@@ -50,11 +59,12 @@ type ReadyChecker func(ctx context.Context) error
 
 // Config wires the server.
 type Config struct {
-	Store       *jsstore.Store
-	Projections *projections.Projections
-	Sealer      *seal.Sealer
-	Preparer    TargetPreparer
-	Logger      *slog.Logger
+	Commands Commands
+	Queries  Queries
+	// Connected reports whether the event store (NATS) can be reached right now: while it
+	// cannot, every API request answers 503 at once.
+	Connected func() bool
+	Logger    *slog.Logger
 	// TokenKeys sign and verify access tokens; every process of one deployment shares them.
 	TokenKeys TokenKeys
 	// TokenTTL is the access tokens' lifetime. Default 15 minutes.
@@ -116,11 +126,8 @@ type Server struct {
 	echo *echo.Echo
 	log  *slog.Logger
 	auth *authenticator
-	// usernames reserves lease usernames; newUsername draws one.
-	usernames   jetstream.KeyValue
-	newUsername func() string
-	srv         *http.Server
-	ln          net.Listener
+	srv  *http.Server
+	ln   net.Listener
 	// audiences are the public URLs a client assertion may name, fixed by Listen.
 	audiences []string
 }
@@ -130,8 +137,8 @@ const MaxHeaderBytes = 32 << 10
 
 // New builds the server and its routes; Open starts listening.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Store == nil || (!cfg.OpsOnly && (cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil || cfg.TokenKeys == nil)) {
-		return nil, errors.New("http.New: Store, Projections, Sealer, Preparer and TokenKeys are required")
+	if cfg.Connected == nil || (!cfg.OpsOnly && (cfg.Commands == nil || cfg.Queries == nil || cfg.TokenKeys == nil)) {
+		return nil, errors.New("http.New: Connected, Commands, Queries and TokenKeys are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -173,14 +180,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.OpsOnly {
 		return s, nil
 	}
-	var err error
-	if s.auth, err = newAuthenticator(ctx, cfg); err != nil {
-		return nil, err
-	}
-	if s.usernames, err = openUsernames(ctx, cfg); err != nil {
-		return nil, err
-	}
-	s.newUsername = newUsername
+	s.auth = &authenticator{cfg: cfg}
 	e.GET(BasePath+"/openapi.json", s.openAPI)
 	api := e.Group(BasePath, s.requireStore)
 	api.POST("/auth/token", s.token)
@@ -342,7 +342,7 @@ func queryID(c echo.Context, name string) (string, error) {
 // letting each request wait out its timeout against a store that cannot answer.
 func (s *Server) requireStore(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if !s.cfg.Store.Conn().IsConnected() {
+		if !s.cfg.Connected() {
 			return events.Errorf(events.EUnavailable, "The event store is unavailable; try again shortly.")
 		}
 		return next(c)
@@ -423,7 +423,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	default:
 		code := events.ErrorCode(err)
 		body = apiError{string(code), events.ErrorMessage(err)}
-		if code == events.ETimeout && !s.cfg.Store.Conn().IsConnected() {
+		if code == events.ETimeout && !s.cfg.Connected() {
 			// A wait that ran out because NATS went away is the store's unavailability,
 			// whatever step noticed it first.
 			code = events.EUnavailable

@@ -58,14 +58,9 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 		name string
 		kv   *jetstream.KeyValue
 	}{{LeasesBucket, &p.leases}, {ActiveBucket, &p.active}, {TargetsBucket, &p.targets}, {ClientsBucket, &p.clients}} {
-		kv, err := jsstore.EnsureKeyValue(ctx, store.JetStream(), jetstream.KeyValueConfig{
-			Bucket:   b.name,
-			Storage:  jetstream.FileStorage,
-			Replicas: store.Replicas(),
-			History:  1,
-		})
+		kv, err := store.Bucket(ctx, jetstream.KeyValueConfig{Bucket: b.name, Storage: jetstream.FileStorage, History: 1})
 		if err != nil {
-			return nil, events.Wrap(fmt.Errorf("projections.Open(%s): %w", b.name, err), events.EUnavailable, "The event store is unavailable.")
+			return nil, err
 		}
 		*b.kv = kv
 	}
@@ -277,19 +272,11 @@ func (p *Projections) WaitLease(ctx context.Context, id string, seq uint64) (eve
 	}
 }
 
-// LeaseQuery selects active leases.
-type LeaseQuery struct {
-	RecordUID string // empty: every target
-	ClientID  string // empty: every client
-	Limit     int
-	Cursor    string // the last lease id of the previous page
-}
-
 // ActiveLeases lists active and revoking leases, oldest first (lease ids are UUIDv7, so
 // their order is their creation order). next is the cursor of the following page, empty
 // on the last. Cost grows with the number of active leases of the filter, not with the
 // stream's length.
-func (p *Projections) ActiveLeases(ctx context.Context, q LeaseQuery) (page []events.Lease, next string, err error) {
+func (p *Projections) ActiveLeases(ctx context.Context, q events.LeaseQuery) (page []events.Lease, next string, err error) {
 	filter := "*.*"
 	if q.RecordUID != "" {
 		filter = q.RecordUID + ".*"
@@ -381,16 +368,20 @@ func list[T any](ctx context.Context, kv jetstream.KeyValue, created func(T) tim
 	return out, nil
 }
 
-// Wait waits until the bucket record of key (in the bucket of the given aggregate kind:
-// "target" or "client") reflects seq. It returns ETimeout when ctx ends first, or after
-// MaxWait.
-func (p *Projections) Wait(ctx context.Context, kind, key string, seq uint64) error {
+// WaitTarget waits until the target's record reflects its event at seq, so a caller
+// reads its own write. It returns ETimeout when ctx ends first, or after MaxWait.
+func (p *Projections) WaitTarget(ctx context.Context, recordUID string, seq uint64) error {
+	return wait(ctx, p.targets, recordUID, seq)
+}
+
+// WaitClient is WaitTarget for a client.
+func (p *Projections) WaitClient(ctx context.Context, clientID string, seq uint64) error {
+	return wait(ctx, p.clients, clientID, seq)
+}
+
+func wait(ctx context.Context, kv jetstream.KeyValue, key string, seq uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, MaxWait)
 	defer cancel()
-	kv := p.targets
-	if kind == "client" {
-		kv = p.clients
-	}
 	delay := time.Millisecond
 	for {
 		r, err := get[json.RawMessage](ctx, kv, key)
@@ -409,12 +400,7 @@ func (p *Projections) Wait(ctx context.Context, kind, key string, seq uint64) er
 	}
 }
 
-func unavailable(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return events.Wrap(err, events.ETimeout, "The read side did not answer in time.")
-	}
-	return events.Wrap(err, events.EUnavailable, "The read side is unavailable; try again shortly.")
-}
+func unavailable(err error) error { return events.StoreUnavailable(err) }
 
 // Ping checks that the buckets answer.
 func (p *Projections) Ping(ctx context.Context) error {
@@ -437,4 +423,65 @@ func (p *Projections) ActiveByTarget(ctx context.Context) (map[string]int, error
 		}
 	}
 	return counts, nil
+}
+
+// LeaseWatch follows one lease's record as the projection writes it, so a caller can wait
+// for an outcome without asking again and again.
+type LeaseWatch struct {
+	p  *Projections
+	id string
+	w  *jsstore.Watch
+}
+
+// WatchLease starts following lease id's record; messages on the extra subjects are
+// delivered to Until's other, and requests on the serve subjects answered (see
+// jsstore.Store.Watch). Every update written from now on reaches the watch. Stop it.
+func (p *Projections) WatchLease(ctx context.Context, id string, extra, serve []string) (*LeaseWatch, error) {
+	w, err := p.store.Watch(ctx, append([]string{leaseRecordSubject(id)}, extra...), serve...)
+	if err != nil {
+		return nil, err
+	}
+	return &LeaseWatch{p: p, id: id, w: w}, nil
+}
+
+// leaseRecordSubject is where the KV bucket publishes each new version of a lease's
+// record.
+func leaseRecordSubject(id string) string { return "$KV." + LeasesBucket + "." + id }
+
+// Stop ends the watch.
+func (lw *LeaseWatch) Stop() { lw.w.Stop() }
+
+// Until returns the lease once done holds for its projected record. A message on an
+// extra subject goes to other, whose error ends the wait. The record is also read every
+// second, since a notification can be lost. It returns ETimeout when ctx ends first.
+func (lw *LeaseWatch) Until(ctx context.Context, done func(events.Lease) bool, other func(subject string, data []byte) error) (events.Lease, error) {
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	l, err := lw.p.getLease(ctx, lw.id)
+	for {
+		switch {
+		case err == nil && done(l):
+			return l, nil
+		case err != nil && events.ErrorCode(err) != events.ENotFound:
+			return l, err
+		}
+		select {
+		case <-ctx.Done():
+			return l, events.Wrap(ctx.Err(), events.ETimeout, "The operation did not finish within the server's deadline.")
+		case m := <-lw.w.C():
+			if m.Subject != leaseRecordSubject(lw.id) {
+				if err := other(m.Subject, m.Data); err != nil {
+					return l, err
+				}
+				continue
+			}
+			var r record[events.Lease]
+			if json.Unmarshal(m.Data, &r) != nil || r.Seq < l.Seq {
+				continue // a delete marker, or older than what we hold
+			}
+			l, err = r.Value, nil
+		case <-poll.C:
+			l, err = lw.p.getLease(ctx, lw.id)
+		}
+	}
 }

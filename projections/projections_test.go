@@ -76,7 +76,7 @@ func TestProjections_Apply(t *testing.T) {
 	apply(evs[0], seqs[0])
 	apply(evs[1], seqs[1])
 	t.Run("active lease is listed", func(t *testing.T) {
-		page, _, err := p.ActiveLeases(ctx, projections.LeaseQuery{Limit: 10})
+		page, _, err := p.ActiveLeases(ctx, events.LeaseQuery{Limit: 10})
 		if err != nil || len(page) != 2 {
 			t.Fatalf("page = %+v, %v", page, err)
 		}
@@ -100,7 +100,7 @@ func TestProjections_Apply(t *testing.T) {
 		}
 	})
 	t.Run("ended lease leaves the list", func(t *testing.T) {
-		page, _, err := p.ActiveLeases(ctx, projections.LeaseQuery{Limit: 10})
+		page, _, err := p.ActiveLeases(ctx, events.LeaseQuery{Limit: 10})
 		if err != nil || len(page) != 1 || page[0].ID == id {
 			t.Fatalf("page = %+v, %v", page, err)
 		}
@@ -134,7 +134,7 @@ func TestProjections_ActiveLeases(t *testing.T) {
 		var got []string
 		cursor := ""
 		for pages := 0; ; pages++ {
-			page, next, err := p.ActiveLeases(ctx, projections.LeaseQuery{Limit: 3, Cursor: cursor})
+			page, next, err := p.ActiveLeases(ctx, events.LeaseQuery{Limit: 3, Cursor: cursor})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +154,7 @@ func TestProjections_ActiveLeases(t *testing.T) {
 		}
 	})
 	t.Run("filters by target", func(t *testing.T) {
-		page, _, err := p.ActiveLeases(ctx, projections.LeaseQuery{RecordUID: "R2", Limit: 100})
+		page, _, err := p.ActiveLeases(ctx, events.LeaseQuery{RecordUID: "R2", Limit: 100})
 		if err != nil || len(page) != 3 {
 			t.Fatalf("page = %d, %v", len(page), err)
 		}

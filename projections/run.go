@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,7 +14,7 @@ import (
 // they share one durable consumer.
 func (p *Projections) Run(ctx context.Context) error {
 	return p.store.Consume(ctx, jsstore.ConsumeConfig{
-		Stream:  p.store.Events(),
+		Stream:  events.EventsStream,
 		Durable: Consumer,
 		// Records are written as the fold of an aggregate's history under compare-and-set,
 		// so events may be applied concurrently and in any order, here as across processes.
@@ -41,13 +40,9 @@ func (p *Projections) handle(ctx context.Context, msg jetstream.Msg) error {
 // Run at the time pick up from there; the idempotent updates make overlap harmless.
 // It returns the number of events replayed.
 func Rebuild(ctx context.Context, store *jsstore.Store, p *Projections) (int, error) {
-	js := store.JetStream()
-	if err := store.Events().DeleteConsumer(ctx, Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, fmt.Errorf("projections.Rebuild: %w", err)
-	}
 	for _, b := range Buckets {
-		if err := js.DeleteKeyValue(ctx, b); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return 0, fmt.Errorf("projections.Rebuild: delete %s: %w", b, err)
+		if err := store.DeleteBucket(ctx, b); err != nil {
+			return 0, fmt.Errorf("projections.Rebuild: %w", err)
 		}
 	}
 	fresh, err := Open(ctx, store, p.logger)
@@ -74,16 +69,8 @@ func Rebuild(ctx context.Context, store *jsstore.Store, p *Projections) (int, er
 	if err != nil {
 		return n, fmt.Errorf("projections.Rebuild: %w", err)
 	}
-	_, err = store.Events().CreateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       Consumer,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   last + 1,
-		Replicas:      store.Replicas(),
-	})
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
-		return n, fmt.Errorf("projections.Rebuild: consumer: %w", err)
+	if err := store.RestartConsumer(ctx, Consumer, last+1); err != nil {
+		return n, fmt.Errorf("projections.Rebuild: %w", err)
 	}
 	return n, nil
 }

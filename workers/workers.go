@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
@@ -122,13 +121,13 @@ func (w *Workers) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() {
 		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
-			Stream: w.cfg.Store.Events(), Durable: LeaseConsumer, Filters: []string{events.LeaseSubjects},
+			Stream: events.EventsStream, Durable: LeaseConsumer, Filters: []string{events.LeaseSubjects},
 			Concurrency: w.cfg.Concurrency, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
 		}, w.handleLease)
 	}()
 	go func() {
 		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
-			Stream: w.cfg.Store.Schedules(), Durable: ExpiryConsumer, Filters: []string{events.DueSubjects},
+			Stream: events.SchedulesStream, Durable: ExpiryConsumer, Filters: []string{events.DueSubjects},
 			Concurrency: 4, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
 		}, w.handleDue)
 	}()
@@ -207,8 +206,10 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	if err := w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt); err != nil {
 		return err // redelivery creates idempotently and tries again
 	}
-	act := events.Event{Type: events.LeaseActivated, ID: l.ID + ".activated", Time: time.Now().UTC(),
-		ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: events.OutcomeOK}
+	act, err := l.Activate(time.Now())
+	if err != nil {
+		return err
+	}
 	_, err = w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), act, l.Seq)
 	if errors.Is(err, jsstore.ErrConflict) {
 		// Revoked or timed out while we were creating: undo.
@@ -270,10 +271,7 @@ func (w *Workers) Regrant(ctx context.Context, t events.Target, username string)
 // taken as yes, since activating a lease nobody receives costs a user until its expiry,
 // while failing one somebody waits for fails a request that would have succeeded.
 func (w *Workers) requesterWaiting(ctx context.Context, leaseID string) bool {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err := w.cfg.Store.Conn().RequestWithContext(ctx, events.WaitingSubject(leaseID), nil)
-	return !errors.Is(err, nats.ErrNoResponders)
+	return w.cfg.Store.Ask(ctx, events.WaitingSubject(leaseID))
 }
 
 // failAndDrop records a failed creation and makes sure no user is left. This attempt may
@@ -292,10 +290,11 @@ func (w *Workers) failAndDrop(ctx context.Context, l events.Lease, cause error) 
 // fail records a failed creation. A conflict means the lease moved on (revoked, or the
 // requester gave up first), which needs nothing more here.
 func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
-	e := events.Event{Type: events.LeaseFailed, ID: l.ID + ".failed", Time: time.Now().UTC(),
-		ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID,
-		Outcome: string(events.ErrorCode(cause)), Reason: events.ErrorMessage(cause)}
-	_, err := w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
+	e := l.Fail(time.Now(), cause)
+	if e == nil {
+		return nil
+	}
+	_, err := w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), *e, l.Seq)
 	if errors.Is(err, jsstore.ErrConflict) {
 		return nil
 	}
@@ -314,8 +313,7 @@ func (w *Workers) revoke(ctx context.Context, id string) error {
 			w.cfg.Observer.RevocationFailed(l.ID)
 			return nil, err
 		}
-		return &events.Event{Type: events.LeaseDropped, ID: l.ID + ".dropped", Time: time.Now().UTC(),
-			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}, nil
+		return l.Dropped(time.Now()), nil
 	})
 	if err == nil && seq != 0 {
 		w.cfg.Observer.RevocationDone(l.ID)
@@ -364,14 +362,11 @@ func (w *Workers) handleDue(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("%w: undecodable schedule: %v", jsstore.ErrPermanent, err)
 	}
 	l, seq, err := w.cfg.Store.DecideLease(ctx, e.LeaseID, func(l events.Lease) (*events.Event, error) {
-		switch {
-		case l.Status != events.StatusActive && l.Status != events.StatusPending:
-			return nil, nil
-		case e.ExpiresAt.Before(l.ExpiresAt):
+		ev, renewed := l.Expire(e.ExpiresAt, time.Now())
+		if renewed {
 			return nil, w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) // renewed since: re-arm
 		}
-		return &events.Event{Type: events.LeaseExpired, ID: jsstore.ExpiredID(l.ID, e.ExpiresAt), Time: time.Now().UTC(),
-			ClientID: l.ClientID, RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: e.ExpiresAt}, nil
+		return ev, nil
 	})
 	switch {
 	case events.ErrorCode(err) == events.ENotFound:
@@ -459,5 +454,5 @@ func connFor(t events.Target, password string) driver.Conn {
 
 func (w *Workers) notifyAttempt(leaseID string, err error) {
 	data, _ := json.Marshal(map[string]string{"error": string(events.ErrorCode(err)), "message": events.ErrorMessage(err)})
-	_ = w.cfg.Store.Conn().Publish(events.AttemptSubject(leaseID), data)
+	w.cfg.Store.Notify(events.AttemptSubject(leaseID), data)
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
@@ -28,6 +27,7 @@ import (
 // fixture is a store, a registered PostgreSQL target on the local server and Workers,
 // with no consumer running: tests deliver messages themselves.
 type fixture struct {
+	srv    *jstest.Server
 	store  *jsstore.Store
 	sealer *seal.Sealer
 	w      *workers.Workers
@@ -58,7 +58,8 @@ func mustFixture(t *testing.T) *fixture {
 		_, _ = pg.Exec(ctx, fmt.Sprintf(`DROP ROLE IF EXISTS "syvault_%s"`, uid))
 	})
 
-	store := jstest.MustStore(t)
+	srv := jstest.MustServer(t, "")
+	store := srv.MustStore(t)
 	logger := slog.New(slog.DiscardHandler)
 	proj, err := projections.Open(ctx, store, logger)
 	if err != nil {
@@ -87,7 +88,7 @@ func mustFixture(t *testing.T) *fixture {
 	if err := proj.Apply(ctx, e, seq); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg}
+	return &fixture{srv: srv, store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg}
 }
 
 // request appends a lease request and returns the lease id and username.
@@ -102,17 +103,16 @@ func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (s
 	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
 	if answering {
-		sub, err := f.store.Conn().Subscribe(events.WaitingSubject(id), func(m *nats.Msg) { _ = m.Respond(nil) })
+		w, err := f.store.Watch(context.Background(), nil, events.WaitingSubject(id))
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		t.Cleanup(w.Stop)
 	}
 	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
-	now := time.Now().UTC()
-	e := events.Event{Type: events.LeaseRequested, ID: id + ".requested", Time: now, LeaseID: id, RecordUID: f.target.RecordUID,
-		TTLSeconds: 3600, ExpiresAt: now.Add(time.Hour), Lease: &events.LeaseSpec{Username: user,
-			SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Deadline: now.Add(wait), Target: f.target}}
+	now := time.Now()
+	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 3600, Username: user,
+		SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Now: now, Deadline: now.Add(wait)})
 	if _, err := f.store.Append(context.Background(), events.LeaseSubject(id), e, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func (f *fixture) revoke(t *testing.T, id string) {
 func (f *fixture) deliver(t *testing.T, id string, n int) error {
 	t.Helper()
 	ctx := context.Background()
-	cons, err := f.store.Events().OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.LeaseSubject(id)}})
+	cons, err := f.srv.MustStream(t, events.EventsStream).OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.LeaseSubject(id)}})
 	if err != nil {
 		t.Fatal(err)
 	}

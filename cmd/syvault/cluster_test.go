@@ -86,7 +86,7 @@ func TestScale_WorkersInOtherProcesses(t *testing.T) {
 	wg.Wait()
 	if t.Failed() {
 		for _, name := range []string{"projector", "workers"} {
-			c, _ := api.store.Events().Consumer(ctx, name)
+			c, _ := eventsStream(t, api.Main).Consumer(ctx, name)
 			info, _ := c.Info(ctx)
 			t.Logf("%s: pending=%d ackpending=%d waiting=%d delivered=%+v ackfloor=%+v redelivered=%d", name, info.NumPending, info.NumAckPending, info.NumWaiting, info.Delivered, info.AckFloor, info.NumRedelivered)
 		}
@@ -120,7 +120,7 @@ func TestTimeout_NoWorkers(t *testing.T) {
 	mustCode(t, err, 504, "timeout")
 
 	// Find the lease the request recorded.
-	cons, err := api.store.Events().OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.LeaseSubjects}})
+	cons, err := eventsStream(t, api.Main).OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.LeaseSubjects}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestTimeout_NoWorkers(t *testing.T) {
 
 	workerProcess(t, api, natsURL)
 	eventually(t, 10*time.Second, "late worker drained the request", func() (bool, error) {
-		c, err := api.store.Events().Consumer(ctx, workers.LeaseConsumer)
+		c, err := eventsStream(t, api.Main).Consumer(ctx, workers.LeaseConsumer)
 		if err != nil {
 			return false, err
 		}

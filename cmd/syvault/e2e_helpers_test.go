@@ -23,9 +23,10 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/client"
-	"github.com/syvault/syvault/projections"
 )
 
 // requireDB fails under CI=true and skips elsewhere, so a missing database is never a
@@ -129,7 +130,7 @@ func (s *testServer) revokeAll(tb testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	page, _, err := s.proj.ActiveLeases(ctx, projections.LeaseQuery{Limit: 1000})
+	page, _, err := s.proj.ActiveLeases(ctx, events.LeaseQuery{Limit: 1000})
 	if err != nil || len(page) == 0 {
 		return
 	}
@@ -405,4 +406,25 @@ func mustKeyPair(tb testing.TB) (pubPEM, privPEM string) {
 	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})),
 		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))
+}
+
+// jetStream is a JetStream context on the process's own NATS connection, for tests that
+// look behind the store's verbs.
+func jetStream(tb testing.TB, m *Main) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(m.nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
+
+// eventsStream is the events stream, likewise.
+func eventsStream(tb testing.TB, m *Main) jetstream.Stream {
+	tb.Helper()
+	s, err := jetStream(tb, m).Stream(context.Background(), events.EventsStream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

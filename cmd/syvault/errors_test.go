@@ -59,12 +59,11 @@ func registerClient(t *testing.T, srv *testServer, role string, allowed []string
 	pubDERPEM, privDERPEM := mustKeyPair(t)
 	c := events.Client{ClientID: uuid.NewString(), Name: "app", Role: role, AllowedRecords: allowed, MaxTTLSeconds: maxTTL,
 		PublicKey: pubDERPEM, CreatedAt: time.Now().UTC()}
-	seq, err := srv.store.Append(ctx, events.ClientSubject(c.ClientID), events.Event{Type: events.ClientRegistered, ID: c.ClientID + ".registered",
-		Time: c.CreatedAt, ClientID: c.ClientID, Client: &c}, 0)
+	seq, err := srv.store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, c.ClientID, c.CreatedAt), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.proj.Wait(ctx, "client", c.ClientID, seq); err != nil {
+	if err := srv.proj.WaitClient(ctx, c.ClientID, seq); err != nil {
 		t.Fatal(err)
 	}
 	cl, err := client.New(srv.HTTP.URL(), c.ClientID, privDERPEM)

@@ -67,7 +67,7 @@ func TestRebuildProjections(t *testing.T) {
 	if err := m.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	live := snapshot(t, m.store.JetStream())
+	live := snapshot(t, jetStream(t, m))
 	var out bytes.Buffer
 	if err := m.RebuildProjections(ctx, &out); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestRebuildProjections(t *testing.T) {
 	if err := m2.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rebuilt := snapshot(t, m2.store.JetStream())
+	rebuilt := snapshot(t, jetStream(t, m2))
 	_ = m2.Close()
 	if len(live) == 0 || len(live) != len(rebuilt) {
 		t.Fatalf("live has %d keys, rebuilt %d", len(live), len(rebuilt))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -13,7 +12,6 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
-	"github.com/syvault/syvault/projections"
 )
 
 // Reseal is the middle step of changing the master key. With the servers already running
@@ -101,8 +99,7 @@ func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string
 			return false, nil
 		}
 		t.SealedAdminPassword = sealer.Seal(pw, []byte(uid))
-		e := events.Event{Type: events.TargetResealed, ID: uid + ".resealed." + strconv.FormatUint(last, 10), Time: time.Now().UTC(),
-			RecordUID: uid, Outcome: events.OutcomeOK, Target: &t}
+		e := events.ResealTarget(t, last, time.Now())
 		seq, err := m.store.Append(ctx, events.TargetSubject(uid), e, last)
 		if errors.Is(err, jsstore.ErrConflict) {
 			continue
@@ -110,7 +107,7 @@ func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string
 		if err != nil {
 			return false, err
 		}
-		return true, m.proj.Wait(ctx, "target", uid, seq)
+		return true, m.proj.WaitTarget(ctx, uid, seq)
 	}
 }
 
@@ -121,7 +118,7 @@ func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, 
 	current := map[string]*events.Target{}
 	cursor := ""
 	for {
-		page, next, err := m.proj.ActiveLeases(ctx, projections.LeaseQuery{Limit: 1000, Cursor: cursor})
+		page, next, err := m.proj.ActiveLeases(ctx, events.LeaseQuery{Limit: 1000, Cursor: cursor})
 		if err != nil {
 			return 0, until, err
 		}

@@ -27,7 +27,7 @@ func BenchmarkRestart(b *testing.B) {
 			// leases already is.
 			srv := mustServer(b, dir, func(c *Config) { c.Components = []string{"api"} })
 			seedLeases(b, srv, n)
-			if _, err := srv.store.Events().CreateConsumer(context.Background(), jetstream.ConsumerConfig{Durable: workers.LeaseConsumer,
+			if _, err := eventsStream(b, srv.Main).CreateConsumer(context.Background(), jetstream.ConsumerConfig{Durable: workers.LeaseConsumer,
 				FilterSubjects: []string{events.LeaseSubjects}, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
 				MaxDeliver: -1, AckWait: 2 * time.Minute, MaxAckPending: 100000}); err != nil {
 				b.Fatal(err)

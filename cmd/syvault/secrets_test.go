@@ -136,7 +136,7 @@ func TestSecrets_NowhereInPlaintext(t *testing.T) {
 			}
 		}
 	}
-	msgs := allMessages(t, srv.store.JetStream())
+	msgs := allMessages(t, jetStream(t, srv.Main))
 	for _, stream := range []string{"SYVAULT_EVENTS", "SYVAULT_SCHEDULES", "KV_" + projections.LeasesBucket, "KV_" + projections.TargetsBucket, "KV_" + tokenkey.Bucket} {
 		if len(msgs[stream]) == 0 {
 			t.Errorf("stream %s is empty: the scan would prove nothing", stream)

@@ -26,6 +26,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	syhttp "github.com/syvault/syvault/http"
+	"github.com/syvault/syvault/internal/command"
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
@@ -188,11 +189,21 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.Config.runs("workers") {
 		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
 	}
+	var commands syhttp.Commands
+	if m.Config.runs("api") {
+		if commands, err = command.New(ctx, command.Config{Store: m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers,
+			Logger: m.Logger, RequestTimeout: m.Config.RequestTimeout}); err != nil {
+			return err
+		}
+	}
 	m.HTTP, err = syhttp.New(ctx, syhttp.Config{
-		OpsOnly:  !m.Config.runs("api"),
-		Metrics:  obs.handler(),
-		Observer: obs,
-		Store:    m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers, Logger: m.Logger,
+		OpsOnly:   !m.Config.runs("api"),
+		Metrics:   obs.handler(),
+		Observer:  obs,
+		Commands:  commands,
+		Queries:   m.proj,
+		Connected: m.store.Connected,
+		Logger:    m.Logger,
 		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs, WildcardAudiences: m.Config.Dev,
 		ReadTimeout: m.Config.httpReadTimeout,
 		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
@@ -240,15 +251,11 @@ func (m *Main) workersReady(ctx context.Context) error {
 	if m.Config.runs("workers") {
 		return nil
 	}
-	c, err := m.store.Events().Consumer(ctx, workers.LeaseConsumer)
+	busy, err := m.store.ConsumerBusy(ctx, workers.LeaseConsumer)
 	if err != nil {
 		return err
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if info.NumWaiting == 0 && info.NumAckPending == 0 {
+	if !busy {
 		return errors.New("no worker process is consuming lease events")
 	}
 	return nil
@@ -308,13 +315,13 @@ func (m *Main) bootstrapAdmin(ctx context.Context, serverURL string) error {
 	}
 	client := events.Client{ClientID: uuid.NewString(), Name: "admin", Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
 		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
-	e := events.Event{Type: events.ClientRegistered, ID: client.ClientID + ".registered", Time: client.CreatedAt,
-		ClientID: client.ClientID, Outcome: events.OutcomeOK, Client: &client}
+	// The first admin registers itself: nobody else exists to.
+	e := events.RegisterClient(client, client.ClientID, client.CreatedAt)
 	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
 	if err != nil {
 		return err
 	}
-	if err := m.proj.Wait(ctx, "client", client.ClientID, seq); err != nil {
+	if err := m.proj.WaitClient(ctx, client.ClientID, seq); err != nil {
 		return err
 	}
 	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
@@ -362,7 +369,7 @@ func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
 }
 
 func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenkey.Ring, error) {
-	return tokenkey.Open(ctx, m.store.JetStream(), m.Config.Replicas, sealer, m.Logger.With("component", "token keys"))
+	return tokenkey.Open(ctx, m.store, sealer, m.Logger.With("component", "token keys"))
 }
 
 // RotateTokenKey makes a new access-token signing key for the whole deployment; see
@@ -403,7 +410,7 @@ func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
 
 // auditKeys records an operation on the token keys; id makes a retried record land once.
 func (m *Main) auditKeys(ctx context.Context, t events.Type, id, reason string) error {
-	e := events.Event{Type: t, ID: string(t) + "." + id, Time: time.Now().UTC(), Outcome: events.OutcomeOK, Reason: reason}
+	e := events.KeyOperation(t, id, reason, time.Now())
 	_, err := m.store.AppendUnordered(ctx, events.KeysSubject("token"), e)
 	return err
 }

@@ -23,7 +23,8 @@ var ErrPermanent = errors.New("permanent failure")
 
 // ConsumeConfig describes one durable consumer shared by every process that runs it.
 type ConsumeConfig struct {
-	Stream  jetstream.Stream
+	// Stream is events.EventsStream or events.SchedulesStream.
+	Stream  string
 	Durable string
 	Filters []string
 	// Concurrency bounds the messages one process handles at once. Default 16.
@@ -57,7 +58,11 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
-	cons, err := ensureConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+	stream, err := s.stream(cfg.Stream)
+	if err != nil {
+		return err
+	}
+	cons, err := ensureConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:        cfg.Durable,
 		FilterSubjects: cfg.Filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
@@ -210,6 +215,113 @@ func (s *Store) Replay(ctx context.Context, start uint64, filters []string, fn f
 		if n == 0 {
 			// The filter matched nothing further up to last.
 			return nil
+		}
+	}
+}
+
+// ConsumerBusy reports whether some process is pulling from, or holds unacknowledged
+// messages of, the durable consumer of the events stream: whether anyone does its work.
+func (s *Store) ConsumerBusy(ctx context.Context, durable string) (bool, error) {
+	c, err := s.events.Consumer(ctx, durable)
+	if err != nil {
+		return false, unavailable(fmt.Errorf("jsstore.ConsumerBusy(%s): %w", durable, err))
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false, unavailable(fmt.Errorf("jsstore.ConsumerBusy(%s): %w", durable, err))
+	}
+	return info.NumWaiting > 0 || info.NumAckPending > 0, nil
+}
+
+// RestartConsumer deletes the durable consumer of the events stream and creates it anew
+// to deliver from sequence from on: for rebuilding what it feeds.
+func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64) error {
+	if err := s.events.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
+	}
+	_, err := s.events.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+		Replicas:      s.cfg.Replicas,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
+	}
+	return nil
+}
+
+// ScanOptions selects the events Scan reads.
+type ScanOptions struct {
+	// After is the sequence to read after; Since the time to start from when After is 0.
+	After uint64
+	Since time.Time
+	// Subject restricts the scan to one subject (a lease's), when set.
+	Subject string
+}
+
+// Scan calls fn for the events stream's messages selected by o, in order, up to the last
+// one on o.Subject (or in the stream) at the time of the call, which fn is told of, until
+// fn says stop.
+func (s *Store) Scan(ctx context.Context, o ScanOptions, fn func(seq uint64, stored time.Time, data []byte, last bool) (stop bool)) error {
+	var last uint64
+	if o.Subject != "" {
+		l, err := s.LastSeq(ctx, o.Subject)
+		if err != nil {
+			return err
+		}
+		last = l
+	} else {
+		info, err := s.events.Info(ctx)
+		if err != nil {
+			return unavailable(fmt.Errorf("jsstore.Scan: %w", err))
+		}
+		if info.State.Msgs == 0 {
+			return nil
+		}
+		last = info.State.LastSeq
+	}
+	if last == 0 || o.After >= last {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case o.After > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.After+1
+	case !o.Since.IsZero():
+		since := o.Since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	if o.Subject != "" {
+		cfg.FilterSubjects = []string{o.Subject}
+	}
+	cons, err := s.events.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.Scan: %w", err))
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return unavailable(fmt.Errorf("jsstore.Scan: %w", err))
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("jsstore.Scan: %w", err)
+			}
+			if fn(md.Sequence.Stream, md.Timestamp, msg.Data(), md.Sequence.Stream >= last) || md.Sequence.Stream >= last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return unavailable(fmt.Errorf("jsstore.Scan: %w", err))
+		}
+		if n == 0 {
+			return nil // the filter matches nothing further
 		}
 	}
 }

@@ -1,7 +1,10 @@
 // Package jsstore keeps SyVault's events in NATS JetStream: it appends them with a dedupe
 // id and an expected per-subject sequence (so concurrent deciders cannot interleave on one
-// lease), reads one aggregate's history back, and arms expiry schedules. It is the only
-// package that knows how events map onto streams.
+// lease), reads one aggregate's history back, arms expiry schedules, runs durable
+// consumers, reserves names, and carries the few core NATS messages the processes
+// exchange (watches, the "still waiting?" question). It is the only package that knows
+// how events map onto streams and the only one holding the NATS connection: callers get
+// verbs, never the connection.
 package jsstore
 
 import (
@@ -9,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,7 +73,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		AllowDirect: true,
 	})
 	if err != nil {
-		return nil, events.Wrap(fmt.Errorf("jsstore.Open: events stream: %w", err), events.EUnavailable, "The event store is unavailable.")
+		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: events stream: %w", err))
 	}
 	sched, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        events.SchedulesStream,
@@ -89,7 +91,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		AllowDirect:       true,
 	})
 	if err != nil {
-		return nil, events.Wrap(fmt.Errorf("jsstore.Open: schedules stream: %w", err), events.EUnavailable, "The event store is unavailable.")
+		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: schedules stream: %w", err))
 	}
 	return &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}, nil
 }
@@ -127,28 +129,34 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	return js.UpdateStream(ctx, want)
 }
 
-// EnsureKeyValue opens a bucket, creating it when missing; an existing bucket is used as
-// it is, for the reason ensureStream gives.
-func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return kv, err
+// Bucket opens a KV bucket, creating it when missing with cfg and the store's replica
+// count; an existing bucket is used as it is, for the reason ensureStream gives. For the
+// packages that keep state of their own in NATS (projections, token keys).
+func (s *Store) Bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Replicas = s.cfg.Replicas
+	kv, err := s.js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = s.js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = s.js.KeyValue(ctx, cfg.Bucket)
+		}
 	}
-	kv, err = js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		return js.KeyValue(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Bucket(%s): %w", cfg.Bucket, err))
 	}
-	return kv, err
+	return kv, nil
 }
 
-// JetStream returns the JetStream context the store uses.
-func (s *Store) JetStream() jetstream.JetStream { return s.js }
+// DeleteBucket removes a KV bucket and everything in it; a missing one is success.
+func (s *Store) DeleteBucket(ctx context.Context, name string) error {
+	if err := s.js.DeleteKeyValue(ctx, name); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return events.StoreUnavailable(fmt.Errorf("jsstore.DeleteBucket(%s): %w", name, err))
+	}
+	return nil
+}
 
-// Conn returns the NATS connection the store uses.
-func (s *Store) Conn() *nats.Conn { return s.nc }
-
-// Replicas is the replica count the store was configured with.
-func (s *Store) Replicas() int { return s.cfg.Replicas }
+// Connected reports whether the connection to NATS is up right now.
+func (s *Store) Connected() bool { return s.nc.IsConnected() }
 
 // Append publishes e on subject provided the subject's last sequence is still expect
 // (0: the subject must be empty). e.ID is the dedupe id: appending the same event twice
@@ -174,7 +182,8 @@ func (s *Store) append(ctx context.Context, subject string, e events.Event, opts
 		return ack.Sequence, nil
 	}
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164) {
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		// A retry of an append that did land comes back as a conflict on one node: it is
 		// a success if the subject's last message is this very event.
 		last, gerr := s.events.GetLastMsgForSubject(ctx, subject)
@@ -289,21 +298,15 @@ func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
 // subject. Idempotent. The time is sent with sub-second precision because whole seconds
 // would fire up to a second early.
 func (s *Store) ScheduleExpiry(ctx context.Context, leaseID string, at time.Time) error {
-	e := events.Event{Type: events.LeaseExpired, ID: ExpiredID(leaseID, at), LeaseID: leaseID, ExpiresAt: at.UTC()}
+	e := events.ExpiryDue(leaseID, at)
 	msg := nats.NewMsg(events.ScheduleSubject(leaseID))
 	msg.Data = e.Encode()
-	msg.Header.Set("Nats-Schedule", "@at "+at.UTC().Format(time.RFC3339Nano))
-	msg.Header.Set("Nats-Schedule-Target", events.DueSubject(leaseID))
+	msg.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(jetstream.ScheduleTargetHeader, events.DueSubject(leaseID))
 	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
 		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
 	}
 	return nil
-}
-
-// ExpiredID is the dedupe id of a lease's expiry for a given expiry time: firings of the
-// same schedule collapse into one event.
-func ExpiredID(leaseID string, at time.Time) string {
-	return leaseID + ".expired." + strconv.FormatInt(at.UnixNano(), 10)
 }
 
 // Info returns the events stream's state (for readiness and metrics).
@@ -315,15 +318,16 @@ func (s *Store) Info(ctx context.Context) (*jetstream.StreamInfo, error) {
 	return info, nil
 }
 
-// Events returns the events stream.
-func (s *Store) Events() jetstream.Stream { return s.events }
-
-// Schedules returns the schedules stream.
-func (s *Store) Schedules() jetstream.Stream { return s.sched }
-
-func unavailable(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return events.Wrap(err, events.ETimeout, "The event store did not answer in time.")
+// stream returns the stream of the given name (events.EventsStream or
+// events.SchedulesStream).
+func (s *Store) stream(name string) (jetstream.Stream, error) {
+	switch name {
+	case events.EventsStream:
+		return s.events, nil
+	case events.SchedulesStream:
+		return s.sched, nil
 	}
-	return events.Wrap(err, events.EUnavailable, "The event store is unavailable; try again shortly.")
+	return nil, fmt.Errorf("jsstore: no stream %q", name)
 }
+
+func unavailable(err error) error { return events.StoreUnavailable(err) }

@@ -21,7 +21,8 @@ func ev(typ events.Type, id string) events.Event {
 
 func TestStore_Append(t *testing.T) {
 	ctx := context.Background()
-	s := jstest.MustStore(t)
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
 	subj := events.LeaseSubject("L")
 
 	seq1, err := s.Append(ctx, subj, ev(events.LeaseRequested, "requested"), 0)
@@ -72,10 +73,10 @@ func TestStore_Append(t *testing.T) {
 		}
 	})
 	t.Run("the audit log refuses purges and deletes", func(t *testing.T) {
-		if err := s.Events().Purge(ctx); err == nil {
+		if err := srv.MustStream(t, events.EventsStream).Purge(ctx); err == nil {
 			t.Fatal("purge of the events stream succeeded")
 		}
-		if err := s.Events().DeleteMsg(ctx, seq1); err == nil {
+		if err := srv.MustStream(t, events.EventsStream).DeleteMsg(ctx, seq1); err == nil {
 			t.Fatal("delete from the events stream succeeded")
 		}
 	})
@@ -83,8 +84,10 @@ func TestStore_Append(t *testing.T) {
 
 func TestStore_ScheduleExpiry(t *testing.T) {
 	ctx := context.Background()
-	s := jstest.MustStore(t)
-	cons, err := s.Schedules().CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: events.DueSubjects})
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
+	sched := srv.MustStream(t, events.SchedulesStream)
+	cons, err := sched.CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: events.DueSubjects})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +126,7 @@ func TestStore_ScheduleExpiry(t *testing.T) {
 		if !e.ExpiresAt.Equal(later.UTC()) {
 			t.Fatalf("fired for %v, want %v", e.ExpiresAt, later.UTC())
 		}
-		info, err := s.Schedules().Info(ctx, jetstream.WithSubjectFilter(events.ScheduleSubject("L2")))
+		info, err := sched.Info(ctx, jetstream.WithSubjectFilter(events.ScheduleSubject("L2")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +137,9 @@ func TestStore_ScheduleExpiry(t *testing.T) {
 }
 
 func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
-	s := jstest.MustStore(t)
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
+	evs := srv.MustStream(t, events.EventsStream)
 	// run starts a consumer with the given ack wait, as a restarted process with a new
 	// --ack-wait would, and returns once the durable consumer shows it.
 	run := func(ackWait time.Duration) {
@@ -142,12 +147,12 @@ func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			done <- s.Consume(ctx, jsstore.ConsumeConfig{Stream: s.Events(), Durable: "d", Filters: []string{events.LeaseSubjects},
+			done <- s.Consume(ctx, jsstore.ConsumeConfig{Stream: events.EventsStream, Durable: "d", Filters: []string{events.LeaseSubjects},
 				AckWait: ackWait, Logger: slog.New(slog.DiscardHandler)}, func(context.Context, jetstream.Msg) error { return nil })
 		}()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			c, err := s.Events().Consumer(context.Background(), "d")
+			c, err := evs.Consumer(context.Background(), "d")
 			if err == nil && c.CachedInfo().Config.AckWait == ackWait {
 				break
 			}

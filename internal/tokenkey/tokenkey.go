@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
 )
@@ -39,8 +40,9 @@ const (
 	pollEvery = 30 * time.Second
 )
 
-// ErrUnknownKey is returned for a key id the deployment does not hold (any more).
-var ErrUnknownKey = errors.New("tokenkey: unknown key id")
+// ErrUnknownKey is returned for a key id the deployment does not hold (any more): the
+// token naming it is not authentic, an EUnauthenticated error.
+var ErrUnknownKey = events.Errorf(events.EUnauthenticated, "The access token names a signing key this deployment does not hold; get a new token.")
 
 // stored is the bucket entry.
 type stored struct {
@@ -81,12 +83,11 @@ type Ring struct {
 // Open loads the deployment's keys, generating the first one if there is none yet. It
 // fails when the keys were sealed under another master key, so a process given the wrong
 // key refuses to start rather than issue tokens nobody else accepts.
-func Open(ctx context.Context, js jetstream.JetStream, replicas int, sealer *seal.Sealer, log *slog.Logger) (*Ring, error) {
-	kv, err := jsstore.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
+func Open(ctx context.Context, store *jsstore.Store, sealer *seal.Sealer, log *slog.Logger) (*Ring, error) {
+	kv, err := store.Bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "SyVault access-token signing keys, sealed under the master key",
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
 		History:     16,
 	})
 	if err != nil {

@@ -31,11 +31,7 @@ func mustSealer(t *testing.T, key []byte, previous ...[]byte) *seal.Sealer {
 // follows the bucket until the test ends.
 func process(t *testing.T, srv *jstest.Server, sealer *seal.Sealer) *Ring {
 	t.Helper()
-	js, err := jetstream.New(srv.MustConnect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(context.Background(), js, 1, sealer, slog.New(slog.DiscardHandler))
+	r, err := Open(context.Background(), srv.MustStore(t), sealer, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +94,7 @@ func TestOpen_ConcurrentStartsShareOneSealedKey(t *testing.T) {
 func TestOpen_RefusesAnotherMasterKey(t *testing.T) {
 	srv := jstest.MustServer(t, "")
 	process(t, srv, mustSealer(t, seal.NewKey()))
-	js, _ := jetstream.New(srv.MustConnect(t))
-	_, err := Open(context.Background(), js, 1, mustSealer(t, seal.NewKey()), slog.New(slog.DiscardHandler))
+	_, err := Open(context.Background(), srv.MustStore(t), mustSealer(t, seal.NewKey()), slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "another master key") {
 		t.Fatalf("err = %v, want a refusal naming the master key", err)
 	}
@@ -150,9 +145,8 @@ func TestRotate(t *testing.T) {
 func TestVerifying_ReloadsForAKeyItHasNotSeen(t *testing.T) {
 	srv := jstest.MustServer(t, "")
 	sealer := mustSealer(t, seal.NewKey())
-	js, _ := jetstream.New(srv.MustConnect(t))
 	// Opened but not following the bucket: only the reload can teach it the new key.
-	stale, err := Open(context.Background(), js, 1, sealer, slog.New(slog.DiscardHandler))
+	stale, err := Open(context.Background(), srv.MustStore(t), sealer, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,8 +247,7 @@ func TestReseal_MasterKeyChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	kid, key := before.Signing()
-	js, _ := jetstream.New(srv.MustConnect(t))
-	if _, err := Open(context.Background(), js, 1, mustSealer(t, newKey), slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Open(context.Background(), srv.MustStore(t), mustSealer(t, newKey), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("the new master key alone opened keys sealed under the old one")
 	}
 	during := process(t, srv, mustSealer(t, newKey, oldKey))
@@ -269,7 +262,7 @@ func TestReseal_MasterKeyChange(t *testing.T) {
 	if k, b := after.Signing(); k != kid || !bytes.Equal(b, key) {
 		t.Fatalf("after the change the signing key is %s, was %s", k, kid)
 	}
-	if _, err := Open(context.Background(), js, 1, mustSealer(t, oldKey), slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := Open(context.Background(), srv.MustStore(t), mustSealer(t, oldKey), slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("the old master key still opens the resealed keys")
 	}
 }
@@ -285,8 +278,7 @@ func (w stuckWatcher) Stop() error                             { return nil }
 func TestFollow_PollsWhenTheWatchIsStuck(t *testing.T) {
 	srv := jstest.MustServer(t, "")
 	sealer := mustSealer(t, seal.NewKey())
-	js, _ := jetstream.New(srv.MustConnect(t))
-	stuck, err := Open(context.Background(), js, 1, sealer, slog.New(slog.DiscardHandler))
+	stuck, err := Open(context.Background(), srv.MustStore(t), sealer, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events/jsstore"
 )
@@ -69,4 +70,19 @@ func (s *Server) MustStore(tb testing.TB) *jsstore.Store {
 func MustStore(tb testing.TB) *jsstore.Store {
 	tb.Helper()
 	return MustServer(tb, "").MustStore(tb)
+}
+
+// MustStream returns the named stream of s through a connection of the test's own, for
+// tests that look behind the store's verbs.
+func (s *Server) MustStream(tb testing.TB, name string) jetstream.Stream {
+	tb.Helper()
+	js, err := jetstream.New(s.MustConnect(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
 }

@@ -1,0 +1,178 @@
+package events
+
+import (
+	"crypto/rand"
+	"strconv"
+	"time"
+)
+
+// The decisions. Every change to SyVault is an event one of these functions returns: a
+// lease's are methods of Lease, taking the state folded from its events and the facts of
+// the moment, and returning the event to append (with its dedupe id) or an *Error saying
+// why not; a nil event with a nil error means there is nothing to do. No other package
+// builds an event, so the lease state machine and its dedupe ids live here alone.
+//
+// Dedupe ids make a retried append land once: a lease's requested, activated, failed,
+// revoked and dropped events can each happen once, so their ids are fixed; a renewal is
+// one per state it was decided on; an expiry one per expiry time.
+
+// LeaseRequest is what requesting a lease takes.
+type LeaseRequest struct {
+	LeaseID, ClientID string
+	Target            Target
+	TTLSeconds        int
+	Username          string
+	// SealedPassword is the lease password, sealed under the master key.
+	SealedPassword []byte
+	// Now is when the request is made; Deadline when its requester stops waiting.
+	Now, Deadline time.Time
+}
+
+// RequestLease returns the lease.requested event of a new lease: created_at is Now cut to
+// the second, and expires_at exactly created_at plus the TTL.
+func RequestLease(r LeaseRequest) Event {
+	return Event{Type: LeaseRequested, ID: r.LeaseID + ".requested", Time: r.Now.UTC(), ClientID: r.ClientID,
+		RecordUID: r.Target.RecordUID, LeaseID: r.LeaseID, TTLSeconds: r.TTLSeconds,
+		ExpiresAt: LeaseCreatedAt(r.Now).Add(time.Duration(r.TTLSeconds) * time.Second),
+		Lease: &LeaseSpec{Username: r.Username, SealedPassword: r.SealedPassword, Deadline: r.Deadline.UTC(), Target: r.Target}}
+}
+
+// Activate records that the lease's user exists with its grants. Only a pending lease
+// can be activated; otherwise EConflict (it was revoked or failed meanwhile).
+func (l Lease) Activate(now time.Time) (Event, error) {
+	if l.Status != StatusPending {
+		return Event{}, Errorf(EConflict, "Lease %q is %s, not pending.", l.ID, l.Status)
+	}
+	return Event{Type: LeaseActivated, ID: l.ID + ".activated", Time: now.UTC(), ClientID: l.ClientID,
+		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: OutcomeOK}, nil
+}
+
+// Fail records that the lease's user was not created, for cause (its code and message
+// are recorded, never its internals). Only a pending lease can fail: for any other there
+// is nothing to do, since it moved on (activated, revoked, or failed already).
+func (l Lease) Fail(now time.Time, cause error) *Event {
+	if l.Status != StatusPending {
+		return nil
+	}
+	return &Event{Type: LeaseFailed, ID: l.ID + ".failed", Time: now.UTC(), ClientID: l.ClientID,
+		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(ErrorCode(cause)), Reason: ErrorMessage(cause)}
+}
+
+// Revoke records a revocation requested by actor. An ended lease is ENotFound; a lease
+// already revoking needs nothing more.
+func (l Lease) Revoke(actor string, now time.Time) (*Event, error) {
+	switch {
+	case l.Status.Ended():
+		return nil, Errorf(ENotFound, "Lease %q has already ended.", l.ID)
+	case l.Status == StatusRevoking:
+		return nil, nil
+	}
+	return &Event{Type: LeaseRevoked, ID: l.ID + ".revoked", Time: now.UTC(), ClientID: actor,
+		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: OutcomeOK}, nil
+}
+
+// Renew moves the lease's expiry to now + ttl, within the caps RenewExpiry applies. An
+// ended lease, or one whose expires_at has passed, is ENotFound; a lease that is not
+// active is EConflict.
+func (l Lease) Renew(actor string, now time.Time, ttlSeconds int, maxTTL time.Duration) (Event, error) {
+	if l.Status.Ended() {
+		return Event{}, Errorf(ENotFound, "Lease %q has already ended.", l.ID)
+	}
+	exp, ok := l.RenewExpiry(now, time.Duration(ttlSeconds)*time.Second, maxTTL)
+	switch {
+	case !ok && l.Status == StatusActive:
+		return Event{}, Errorf(ENotFound, "Lease %q expired at %s; request a new one.", l.ID, l.ExpiresAt.Format(time.RFC3339))
+	case !ok:
+		return Event{}, Errorf(EConflict, "Only an active lease can be renewed; this one is %s.", l.Status)
+	}
+	return Event{Type: LeaseRenewed, ID: l.ID + ".renewed." + strconv.FormatUint(l.Seq, 10), Time: now.UTC(),
+		ClientID: actor, RecordUID: l.RecordUID, LeaseID: l.ID, TTLSeconds: ttlSeconds, ExpiresAt: exp, Outcome: OutcomeOK}, nil
+}
+
+// Expire records the expiry a schedule armed for due fired. A lease that has ended or is
+// revoking needs nothing; renewed is true when a renewal has since moved the expiry past
+// due, and the caller arms the schedule again for l.ExpiresAt.
+func (l Lease) Expire(due, now time.Time) (e *Event, renewed bool) {
+	switch {
+	case l.Status != StatusActive && l.Status != StatusPending:
+		return nil, false
+	case due.Before(l.ExpiresAt):
+		return nil, true
+	}
+	return &Event{Type: LeaseExpired, ID: ExpiredID(l.ID, due), Time: now.UTC(), ClientID: l.ClientID,
+		RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: due}, false
+}
+
+// Dropped records that a revoking lease's user is gone. For any other lease there is
+// nothing to do.
+func (l Lease) Dropped(now time.Time) *Event {
+	if l.Status != StatusRevoking {
+		return nil
+	}
+	return &Event{Type: LeaseDropped, ID: l.ID + ".dropped", Time: now.UTC(), ClientID: l.ClientID,
+		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}
+}
+
+// ExpiryDue is what a lease's expiry schedule publishes when it fires: the expiry it was
+// armed for.
+func ExpiryDue(leaseID string, at time.Time) Event {
+	return Event{Type: LeaseExpired, ID: ExpiredID(leaseID, at), LeaseID: leaseID, ExpiresAt: at.UTC()}
+}
+
+// ExpiredID is the dedupe id of a lease's expiry for a given expiry time: firings of the
+// same schedule collapse into one event.
+func ExpiredID(leaseID string, at time.Time) string {
+	return leaseID + ".expired." + strconv.FormatInt(at.UnixNano(), 10)
+}
+
+// RegisterTarget records a new target, verified by the caller, on behalf of actor.
+func RegisterTarget(t Target, actor string, now time.Time) Event {
+	return Event{Type: TargetRegistered, ID: t.RecordUID + ".registered", Time: now.UTC(), ClientID: actor,
+		RecordUID: t.RecordUID, Outcome: OutcomeOK, Target: &t}
+}
+
+// UpdateTarget records a target's new settings, decided on its events up to after.
+func UpdateTarget(t Target, actor string, after uint64, now time.Time) Event {
+	return Event{Type: TargetUpdated, ID: t.RecordUID + ".updated." + strconv.FormatUint(after, 10), Time: now.UTC(),
+		ClientID: actor, RecordUID: t.RecordUID, Outcome: OutcomeOK, Target: &t}
+}
+
+// ResealTarget records a target whose admin password was sealed again under a new master
+// key, decided on its events up to after.
+func ResealTarget(t Target, after uint64, now time.Time) Event {
+	return Event{Type: TargetResealed, ID: t.RecordUID + ".resealed." + strconv.FormatUint(after, 10), Time: now.UTC(),
+		RecordUID: t.RecordUID, Outcome: OutcomeOK, Target: &t}
+}
+
+// RemoveTarget records a target's removal. It follows whatever state the target is in,
+// so it needs no ordering condition; its dedupe id makes a retried removal land once.
+func RemoveTarget(recordUID, actor string, now time.Time) Event {
+	return Event{Type: TargetRemoved, ID: recordUID + ".removed", Time: now.UTC(), ClientID: actor, RecordUID: recordUID, Outcome: OutcomeOK}
+}
+
+// RegisterClient records a new client on behalf of actor (empty for the first admin,
+// which nobody registers).
+func RegisterClient(c Client, actor string, now time.Time) Event {
+	return Event{Type: ClientRegistered, ID: c.ClientID + ".registered", Time: now.UTC(), ClientID: actor, Outcome: OutcomeOK, Client: &c}
+}
+
+// RemoveClient records a client's removal by actor. Like a target's, it needs no ordering
+// condition.
+func RemoveClient(clientID, actor string, now time.Time) Event {
+	return Event{Type: ClientRemoved, ID: clientID + ".removed", Time: now.UTC(), ClientID: clientID, Outcome: OutcomeOK,
+		Reason: "removed by " + actor}
+}
+
+// Denied records a refused request of client: what it tried (action), on what, and the
+// refusal's code. Each refusal is its own event.
+func Denied(client, action, recordUID, leaseID string, cause error, now time.Time) Event {
+	return Event{Type: AccessDenied, ID: "denied." + rand.Text(), Time: now.UTC(), ClientID: client, RecordUID: recordUID,
+		LeaseID: leaseID, Action: action, Outcome: string(ErrorCode(cause))}
+}
+
+// KeyOperation records an operation on the deployment's keys (t is TokenKeyRotated or
+// TokenKeysResealed); id makes a retried record land once; reason names key ids, never
+// keys.
+func KeyOperation(t Type, id, reason string, now time.Time) Event {
+	return Event{Type: t, ID: string(t) + "." + id, Time: now.UTC(), Outcome: OutcomeOK, Reason: reason}
+}

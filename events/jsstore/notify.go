@@ -1,0 +1,109 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+)
+
+// Watch delivers the messages published on some subjects, over core NATS (delivery at
+// most once: a watcher that must not miss a state polls too).
+type Watch struct {
+	c    chan *nats.Msg
+	subs []*nats.Subscription
+}
+
+// C is where the messages arrive; a slow reader loses messages rather than blocking the
+// connection.
+func (w *Watch) C() <-chan *nats.Msg { return w.c }
+
+// Stop ends the watch. Safe to call more than once.
+func (w *Watch) Stop() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+	w.subs = nil
+}
+
+// Watch subscribes to subjects and to any serve subjects given, answering requests on
+// the latter with an empty reply (see Ask), and returns once the server has all the
+// subscriptions: anything published afterwards reaches the watch. One round trip.
+func (s *Store) Watch(ctx context.Context, subjects []string, serve ...string) (*Watch, error) {
+	w := &Watch{c: make(chan *nats.Msg, 16)}
+	for _, subj := range subjects {
+		sub, err := s.nc.ChanSubscribe(subj, w.c)
+		if err != nil {
+			w.Stop()
+			return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Watch(%s): %w", subj, err))
+		}
+		w.subs = append(w.subs, sub)
+	}
+	for _, subj := range serve {
+		sub, err := s.nc.Subscribe(subj, func(m *nats.Msg) { _ = m.Respond(nil) })
+		if err != nil {
+			w.Stop()
+			return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Watch(%s): %w", subj, err))
+		}
+		w.subs = append(w.subs, sub)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		w.Stop()
+		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Watch: %w", err))
+	}
+	return w, nil
+}
+
+// Ask reports whether anything answers a request on subject within two seconds. Only a
+// definite "no responders" is false: a slow or lost answer counts as yes.
+func (s *Store) Ask(ctx context.Context, subject string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := s.nc.RequestWithContext(ctx, subject, nil)
+	return !errors.Is(err, nats.ErrNoResponders)
+}
+
+// Notify publishes data on subject over core NATS, to whoever watches it now; losing it
+// must be harmless to the caller.
+func (s *Store) Notify(subject string, data []byte) { _ = s.nc.Publish(subject, data) }
+
+// Names reserves names in a KV bucket: a reservation is a create, which succeeds once
+// across every process, and expires after the bucket's hold time.
+type Names struct{ kv jetstream.KeyValue }
+
+// OpenNames opens (creating when missing) the reservation bucket bucket, whose entries
+// live for hold. A non-zero markerTTL lets reservations carry a shorter TTL of their own
+// (JetStream then needs delete markers, kept that long).
+func (s *Store) OpenNames(ctx context.Context, bucket, description string, hold, markerTTL time.Duration) (*Names, error) {
+	kv, err := s.Bucket(ctx, jetstream.KeyValueConfig{Bucket: bucket, Description: description, Storage: jetstream.FileStorage,
+		History: 1, TTL: hold, LimitMarkerTTL: markerTTL})
+	if err != nil {
+		return nil, err
+	}
+	return &Names{kv: kv}, nil
+}
+
+// Reserve claims name (a KV key: letters, digits, - _ / = .) with value, for ttl when it
+// is not zero (else for the bucket's hold; a ttl needs a bucket opened with a markerTTL). It returns false, with no error, when the
+// name is already taken.
+func (n *Names) Reserve(ctx context.Context, name string, value []byte, ttl time.Duration) (bool, error) {
+	var opts []jetstream.KVCreateOpt
+	if ttl > 0 {
+		opts = append(opts, jetstream.KeyTTL(ttl))
+	}
+	_, err := n.kv.Create(ctx, name, value, opts...)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return false, nil
+	}
+	return false, events.StoreUnavailable(fmt.Errorf("jsstore.Reserve: %w", err))
+}

@@ -1,0 +1,72 @@
+// Package command is SyVault's command side: everything that changes state goes through
+// it. It generates lease credentials, reserves usernames, seals secrets, asks the domain
+// (package events) for the event each change is, appends it, and waits for the outcome
+// where the caller needs one. The HTTP layer decodes, authorizes and calls one method;
+// the workers do the database work the appended events ask for.
+package command
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/projections"
+)
+
+// Preparer verifies a target's admin rights and sets up what its users share before the
+// target is registered, removes it when the target goes, and gives active lease users a
+// target's new grants on engines where each user holds its own. The workers implement it.
+type Preparer interface {
+	Prepare(ctx context.Context, t events.Target, adminPassword string) error
+	RemoveTarget(ctx context.Context, t events.Target) error
+	GrantsPerUser(events.Engine) bool
+	Regrant(ctx context.Context, t events.Target, username string) error
+}
+
+// Config wires the command side. Every field but Logger and RequestTimeout is required.
+type Config struct {
+	Store       *jsstore.Store
+	Projections *projections.Projections
+	Sealer      *seal.Sealer
+	Preparer    Preparer
+	Logger      *slog.Logger
+	// RequestTimeout bounds how long a lease create or revoke waits for its outcome.
+	// Default 20 s.
+	RequestTimeout time.Duration
+}
+
+// Service carries out commands. It is safe for concurrent use.
+type Service struct {
+	cfg         Config
+	log         *slog.Logger
+	usernames   *jsstore.Names
+	assertions  *jsstore.Names
+	newUsername func() string
+}
+
+// New opens what the command side keeps in NATS (the username and assertion
+// reservations) and returns the Service.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil {
+		return nil, errors.New("command.New: Store, Projections, Sealer and Preparer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 20 * time.Second
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "command"), newUsername: newUsername}
+	var err error
+	if s.usernames, err = cfg.Store.OpenNames(ctx, UsernamesBucket, "SyVault lease usernames in use or recently used, each with its lease id", usernameHold, 0); err != nil {
+		return nil, err
+	}
+	if s.assertions, err = cfg.Store.OpenNames(ctx, AssertionsBucket, "Client assertion ids (jti) already used, until they expire", assertionHold, assertionHold-30*time.Second); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,234 @@
+package command
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"math/big"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/syvault/syvault/events"
+)
+
+// CreateLease requests a lease of ttlSeconds on recordUID for client, and answers once
+// the user exists with its grants, or the workers failed to create it. It checks the TTL
+// against the target's and the client's caps (EInvalidTTL); the caller has authorized
+// the client for the record.
+//
+// If the workers take longer than the request timeout, the lease is recorded as failed on
+// condition that it is still pending, so a late create is undone by the worker and no
+// active lease exists that nobody received. The wait is on one thing: the lease's record
+// in the projection, so a read right after the answer sees the lease.
+func (s *Service) CreateLease(ctx context.Context, client events.Client, recordUID string, ttlSeconds int) (events.Credentials, error) {
+	target, err := s.cfg.Projections.Target(ctx, recordUID)
+	if err != nil {
+		return events.Credentials{}, err
+	}
+	if err := events.ValidTTL(ttlSeconds, capTTL(target.MaxTTLSeconds, client.MaxTTLSeconds)); err != nil {
+		return events.Credentials{}, err
+	}
+	uid, err := uuid.NewV7()
+	if err != nil {
+		return events.Credentials{}, err
+	}
+	id := uid.String()
+	username, err := s.reserveUsername(ctx, id)
+	if err != nil {
+		return events.Credentials{}, err
+	}
+	password := newPassword()
+	now := time.Now()
+	ev := events.RequestLease(events.LeaseRequest{LeaseID: id, ClientID: client.ClientID, Target: target, TTLSeconds: ttlSeconds,
+		Username: username, SealedPassword: s.cfg.Sealer.Seal([]byte(password), []byte(id)),
+		Now: now, Deadline: now.Add(s.cfg.RequestTimeout)})
+
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	// Watch for the outcome, and tell the workers someone waits for these credentials,
+	// until the answer goes.
+	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, []string{events.WaitingSubject(id)})
+	if err != nil {
+		return events.Credentials{}, err
+	}
+	defer w.Stop()
+	if _, err := s.cfg.Store.Append(ctx, events.LeaseSubject(id), ev, 0); err != nil {
+		return events.Credentials{}, err
+	}
+	l, err := w.Until(ctx, func(l events.Lease) bool { return l.Status != events.StatusPending }, ignoreAttempts)
+	if err != nil {
+		// Out of time, or the store stopped answering: settle the lease before answering.
+		if l, err = s.giveUp(id); err != nil {
+			return events.Credentials{}, err
+		}
+	}
+	switch l.Status {
+	case events.StatusActive:
+	case events.StatusFailed:
+		return events.Credentials{}, failure(l)
+	default:
+		return events.Credentials{}, events.Errorf(events.EConflict, "The lease was revoked before it was created.")
+	}
+	return events.Credentials{Lease: l, Password: password, Target: target}, nil
+}
+
+// ignoreAttempts skips reports of failed attempts: a create waits for its outcome.
+func ignoreAttempts(string, []byte) error { return nil }
+
+// giveUp records a lease the workers did not finish in time as failed, unless it settled
+// in the meantime, in which case that is the answer.
+func (s *Service) giveUp(id string) (events.Lease, error) {
+	// The request's own context is spent; this bookkeeping must still happen.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cause := events.Errorf(events.ETimeout, "The workers did not create the user before the request deadline.")
+	l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		return l.Fail(time.Now(), cause), nil // nil once settled meanwhile: that is the answer
+	})
+	if err == nil && seq != 0 {
+		err = events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
+	}
+	return l, err
+}
+
+func failure(l events.Lease) error {
+	switch events.Code(l.FailCode) {
+	case events.ETargetUnavailable:
+		return events.Errorf(events.ETargetUnavailable, "The target database could not be reached or refused the admin login; no lease was created.")
+	case events.ETimeout:
+		return events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
+	}
+	return events.Errorf(events.ETargetUnavailable, "The target database refused to create the user; no lease was created.")
+}
+
+func capTTL(caps ...int) int {
+	m := events.MaxTTLSeconds
+	for _, c := range caps {
+		if c > 0 && c < m {
+			m = c
+		}
+	}
+	return m
+}
+
+// RevokeLease revokes lease id on behalf of actor and waits until its user is dropped.
+// Whatever the answer, once the revocation is recorded it is retried until the user is
+// gone. ENotFound for an unknown or ended lease; ETargetUnavailable or ETimeout (saying
+// the revocation goes on) when the database does not let it finish.
+func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, nil)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		return l.Revoke(actor, time.Now()) // nil when already revoking: wait like the first caller
+	})
+	if err != nil {
+		return err
+	}
+	recorded := max(seq, l.Seq) // the sequence at which the revocation stands in the stream
+	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Status.Ended() }, attemptFailure)
+	if err == nil {
+		return nil
+	}
+	// Whatever the answer, a read right after it must show the revocation.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer wcancel()
+	if _, werr := s.cfg.Projections.WaitLease(wctx, id, recorded); werr != nil {
+		s.log.Warn("read side did not show a recorded revocation in time", "lease_id", id, "err", werr)
+	}
+	switch code := events.ErrorCode(err); code {
+	case events.ETargetUnavailable:
+		return events.Errorf(code, "%s The revocation is recorded (status: revoking) and is retried until the user is dropped.", events.ErrorMessage(err))
+	case events.ETimeout:
+		return events.Errorf(code, "The database did not finish dropping the user within the server's deadline. "+
+			"The revocation is recorded (status: revoking) and is retried until the user is dropped.")
+	}
+	return err
+}
+
+// attemptFailure ends a revocation's wait with the failure a worker reported for one of
+// its attempts: the caller learns at once, while the work goes on in the background.
+func attemptFailure(_ string, data []byte) error {
+	var ae struct{ Error, Message string }
+	if json.Unmarshal(data, &ae) == nil && ae.Error != "" {
+		return events.Errorf(events.Code(ae.Error), "%s", ae.Message)
+	}
+	return nil
+}
+
+// RenewLease moves lease id's expiry to now + ttlSeconds on behalf of client, never past
+// created_at + 24 h nor the target's and client's caps, and returns the lease as the
+// read side shows it afterwards. ENotFound for an ended lease or one whose expires_at has
+// passed; EConflict for one that is not active.
+func (s *Service) RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error) {
+	cur, err := s.cfg.Projections.Lease(ctx, id)
+	if err != nil {
+		return events.Lease{}, err
+	}
+	targetMax := 0
+	if t, err := s.cfg.Projections.Target(ctx, cur.RecordUID); err == nil {
+		targetMax = t.MaxTTLSeconds
+	}
+	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds)) * time.Second
+	_, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		e, err := l.Renew(client.ClientID, time.Now(), ttlSeconds, maxTTL)
+		if err != nil {
+			return nil, err
+		}
+		return &e, nil
+	})
+	if err != nil {
+		return events.Lease{}, err
+	}
+	return s.cfg.Projections.WaitLease(ctx, id, seq)
+}
+
+const (
+	usernameAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	passwordAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789#$%&*+-=?@^_~!"
+	passwordLength   = 24
+)
+
+func randomString(alphabet string, n int) string {
+	b := make([]byte, n)
+	limit := big.NewInt(int64(len(alphabet)))
+	for i := range b {
+		v, err := rand.Int(rand.Reader, limit)
+		if err != nil {
+			panic(err) // crypto/rand does not fail on supported platforms
+		}
+		b[i] = alphabet[v.Int64()]
+	}
+	return string(b)
+}
+
+func newUsername() string { return "vf_tmp_" + randomString(usernameAlphabet, 8) }
+
+// newPassword returns 24 characters from crypto/rand with at least one symbol, one digit,
+// one lower and one upper case letter, since some databases' password policies ask so.
+func newPassword() string {
+	for {
+		p := randomString(passwordAlphabet, passwordLength)
+		var lower, upper, digit, symbol bool
+		for _, r := range p {
+			switch {
+			case r >= 'a' && r <= 'z':
+				lower = true
+			case r >= 'A' && r <= 'Z':
+				upper = true
+			case r >= '0' && r <= '9':
+				digit = true
+			default:
+				symbol = true
+			}
+		}
+		if lower && upper && digit && symbol {
+			return p
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package command
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+)
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// NewRecordUID returns a 12-character base62 record uid.
+func NewRecordUID() string { return randomString(base62, 12) }
+
+// RegisterTarget verifies t (normalized by the caller) with its admin password, seals
+// the password and records the target on behalf of actor. Verification failures are
+// ETargetUnverified with what to fix.
+func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPassword, actor string) (events.Target, error) {
+	t.RecordUID = NewRecordUID()
+	now := time.Now()
+	t.CreatedAt = now.UTC().Truncate(time.Second)
+	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
+		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
+		return t, err
+	}
+	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), []byte(t.RecordUID))
+	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(t.RecordUID), events.RegisterTarget(t, actor, now), 0)
+	if err != nil {
+		return t, err
+	}
+	if err := s.cfg.Projections.WaitTarget(ctx, t.RecordUID, seq); err != nil {
+		return t, err
+	}
+	s.log.Info("target registered", "record_uid", t.RecordUID, "engine", t.Engine, "host", t.Host)
+	return t, nil
+}
+
+// UpdateTarget replaces target uid's settings with t, e.g. to rotate its admin password,
+// verified like a new target's. Leases issued before keep being revoked with the new
+// admin credentials; when it answers, no active lease holds anything the new grants do
+// not (engines whose users hold their own grants get them given anew).
+func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string) (events.Target, error) {
+	cur, err := s.cfg.Projections.Target(ctx, uid)
+	if err != nil {
+		return t, err
+	}
+	if t.Engine != cur.Engine {
+		return t, events.Errorf(events.EInvalid, "engine cannot change; register a new target instead.")
+	}
+	t.RecordUID, t.CreatedAt = uid, cur.CreatedAt
+	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
+		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
+		return t, err
+	}
+	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), []byte(uid))
+	last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
+	if err != nil {
+		return t, err
+	}
+	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.UpdateTarget(t, actor, last, time.Now()), last)
+	if errors.Is(err, jsstore.ErrConflict) {
+		return t, events.Errorf(events.EConflict, "The target changed while this update was verified; send it again.")
+	}
+	if err != nil {
+		return t, err
+	}
+	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
+		return t, err
+	}
+	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
+		if err := s.regrantLeases(ctx, t); err != nil {
+			return t, err
+		}
+	}
+	s.log.Info("target updated", "record_uid", uid)
+	return t, nil
+}
+
+// regrantLeases gives every active lease of t exactly t's grants, a few at a time, so
+// that after an update answers no lease holds what the target no longer grants. A lease
+// activated while this runs follows the new grants by itself (the worker checks). The
+// update is recorded either way: sent again, it tries again.
+func (s *Service) regrantLeases(ctx context.Context, t events.Target) error {
+	var failed, total int
+	q := events.LeaseQuery{RecordUID: t.RecordUID, Limit: 1000}
+	for {
+		page, next, err := s.cfg.Projections.ActiveLeases(ctx, q)
+		if err != nil {
+			return err
+		}
+		total += len(page)
+		errs := forEach(page, 4, func(l events.Lease) error { return s.cfg.Preparer.Regrant(ctx, t, l.Username) })
+		for _, err := range errs {
+			if err != nil {
+				failed++
+				s.log.Warn("could not give a lease its target's new grants", "record_uid", t.RecordUID, "err", err)
+			}
+		}
+		if next == "" {
+			break
+		}
+		q.Cursor = next
+	}
+	if failed > 0 {
+		return events.Errorf(events.ETargetUnavailable,
+			"The target was updated, but %d of its %d active leases could not be given the new grants; send the update again.", failed, total)
+	}
+	return nil
+}
+
+// forEach runs fn on every lease, n at a time, and returns their errors in order.
+func forEach(leases []events.Lease, n int, fn func(events.Lease) error) []error {
+	sem := make(chan struct{}, n)
+	errs := make([]error, len(leases))
+	done := make(chan struct{})
+	for i, l := range leases {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; done <- struct{}{} }()
+			errs[i] = fn(l)
+		}()
+	}
+	for range leases {
+		<-done
+	}
+	return errs
+}
+
+// RemoveTarget removes target uid on behalf of actor. While it has active leases it
+// refuses (EConflict), unless revokeLeases, which revokes them first and removes nothing
+// if any revocation does not finish.
+func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error {
+	target, err := s.cfg.Projections.Target(ctx, uid)
+	if err != nil {
+		return err
+	}
+	for {
+		page, _, err := s.cfg.Projections.ActiveLeases(ctx, events.LeaseQuery{RecordUID: uid, Limit: 100})
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			break
+		}
+		if !revokeLeases {
+			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
+		}
+		errs := forEach(page, 8, func(l events.Lease) error {
+			if err := s.RevokeLease(ctx, l.ID, actor); events.ErrorCode(err) != events.ENotFound {
+				return err
+			}
+			return nil
+		})
+		for _, err := range errs {
+			if err != nil {
+				return err // the first failure says what to fix; every revocation stays recorded
+			}
+		}
+	}
+	// Every lease has ended: remove what the target's users shared. A failure leaves only
+	// a role that cannot log in, so it is logged and the removal goes on.
+	if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
+		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
+	}
+	seq, err := s.cfg.Store.AppendUnordered(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, actor, time.Now()))
+	if err != nil {
+		return err
+	}
+	return s.cfg.Projections.WaitTarget(ctx, uid, seq)
+}
+
+func countOf(page []events.Lease) string {
+	if len(page) >= 100 {
+		return "100 or more"
+	}
+	return strconv.Itoa(len(page))
+}
