@@ -8,29 +8,14 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/api"
 )
 
-// auditItem is one event as the audit shows it: who, what, on which record and lease,
-// with which TTL and outcome. It is built field by field from the event, so nothing an
-// event carries for the workers (sealed passwords, target snapshots) can reach it.
-type auditItem struct {
-	Seq        uint64     `json:"seq"`
-	Time       time.Time  `json:"time"`
-	Type       string     `json:"type"`
-	ClientID   string     `json:"client_id,omitempty"`
-	RecordUID  string     `json:"record_uid,omitempty"`
-	LeaseID    string     `json:"lease_id,omitempty"`
-	TTLSeconds int        `json:"ttl_seconds,omitempty"`
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
-	Username   string     `json:"username,omitempty"`
-	Outcome    string     `json:"outcome,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	Action     string     `json:"action,omitempty"`
-	Subject    string     `json:"subject_client_id,omitempty"` // the client a client event is about
-}
-
-func auditItemOf(seq uint64, e events.Event) auditItem {
-	it := auditItem{Seq: seq, Time: e.Time, Type: string(e.Type), ClientID: e.ClientID, RecordUID: e.RecordUID, LeaseID: e.LeaseID,
+// auditItemOf is one event as the audit shows it, built field by field from the event,
+// so nothing an event carries for the workers (sealed passwords, target snapshots) can
+// reach it.
+func auditItemOf(seq uint64, e events.Event) api.AuditEvent {
+	it := api.AuditEvent{Seq: seq, Time: e.Time, Type: string(e.Type), ClientID: e.ClientID, RecordUID: e.RecordUID, LeaseID: e.LeaseID,
 		TTLSeconds: e.TTLSeconds, Outcome: e.Outcome, Reason: e.Reason, Action: e.Action}
 	if !e.ExpiresAt.IsZero() {
 		t := e.ExpiresAt
@@ -40,10 +25,10 @@ func auditItemOf(seq uint64, e events.Event) auditItem {
 		it.Username = e.Lease.Username
 	}
 	if e.Client != nil {
-		it.Subject = e.Client.ClientID
+		it.SubjectClientID = e.Client.ClientID
 	}
 	if e.Type == events.ClientRemoved {
-		it.Subject = e.ClientID
+		it.SubjectClientID = e.ClientID
 	}
 	return it
 }
@@ -78,10 +63,7 @@ func (s *Server) audit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := struct {
-		Data       []auditItem `json:"data"`
-		NextCursor string      `json:"next_cursor,omitempty"`
-	}{Data: make([]auditItem, 0, len(page))}
+	out := api.AuditPage{Data: make([]api.AuditEvent, 0, len(page))}
 	for _, r := range page {
 		out.Data = append(out.Data, auditItemOf(r.Seq, r.Event))
 	}

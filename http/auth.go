@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/api"
 )
 
 // Client assertions and access tokens.
@@ -48,12 +49,6 @@ type TokenKeys interface {
 }
 
 type authenticator struct{ cfg Config }
-
-type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int    `json:"expires_in"`
-}
 
 func unauthenticated(format string, args ...any) error {
 	return events.Errorf(events.EUnauthenticated, format, args...)
@@ -101,7 +96,7 @@ func (s *Server) token(c echo.Context) error {
 	}
 	s.log.Info("token issued", "client_id", client.ClientID)
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, tokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenTTL.Seconds())})
+	return c.JSON(http.StatusOK, api.TokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenTTL.Seconds())})
 }
 
 func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string) (events.Client, error) {

@@ -3,49 +3,33 @@ package http
 import (
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/api"
 )
 
-type clientRequest struct {
-	Name           string   `json:"name"`
-	PublicKey      string   `json:"public_key"`
-	Role           string   `json:"role"`
-	AllowedRecords []string `json:"allowed_records"`
-	MaxTTLSeconds  int      `json:"max_ttl_seconds"`
-}
-
-type clientView struct {
-	ClientID       string    `json:"client_id"`
-	Name           string    `json:"name"`
-	Role           string    `json:"role"`
-	AllowedRecords []string  `json:"allowed_records"`
-	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
-	PublicKey      string    `json:"public_key"`
-	CreatedAt      time.Time `json:"created_at"`
-}
-
-func clientViewOf(c events.Client) clientView {
+func clientViewOf(c events.Client) api.Client {
 	allowed := c.AllowedRecords
 	if allowed == nil {
 		allowed = []string{}
 	}
-	return clientView{ClientID: c.ClientID, Name: c.Name, Role: c.Role, AllowedRecords: allowed,
+	return api.Client{ClientID: c.ClientID, Name: c.Name, Role: c.Role, AllowedRecords: allowed,
 		MaxTTLSeconds: c.MaxTTLSeconds, PublicKey: c.PublicKey, CreatedAt: c.CreatedAt}
 }
 
 // createClient registers an application or operator by its Ed25519 public key. The
 // server never sees the private key.
 func (s *Server) createClient(c echo.Context) error {
-	var req clientRequest
+	var req api.Client
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
 	req.Name = strings.TrimSpace(req.Name)
 	switch {
+	case req.ClientID != "" || !req.CreatedAt.IsZero():
+		return events.Errorf(events.EInvalid, "client_id and created_at are the server's to set; leave them out.")
 	case req.Name == "" || len(req.Name) > events.MaxClientNameLength:
 		return events.Errorf(events.EInvalid, "name is required and must be at most %d characters.", events.MaxClientNameLength)
 	case req.Role != events.RoleAdmin && req.Role != events.RoleApp:
@@ -72,8 +56,8 @@ func (s *Server) listClients(c echo.Context) error {
 		return err
 	}
 	out := struct {
-		Data []clientView `json:"data"`
-	}{Data: make([]clientView, 0, len(cs))}
+		Data []api.Client `json:"data"`
+	}{Data: make([]api.Client, 0, len(cs))}
 	for _, cl := range cs {
 		out.Data = append(out.Data, clientViewOf(cl))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/api"
 )
 
 const testAud = "https://vault.example.com"
@@ -186,11 +187,11 @@ func FuzzDecodeTarget(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var req targetRequest
+		var req api.Target
 		if err := decodeBody(body, &req); err != nil {
 			return
 		}
-		tg, err := req.target()
+		tg, err := targetOf(req)
 		if err != nil {
 			if c := events.ErrorCode(err); c != events.EInvalid && c != events.EInvalidTTL {
 				t.Fatalf("validation error with code %s", c)

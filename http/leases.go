@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/api"
 )
 
 type leaseRequest struct {
@@ -17,36 +18,9 @@ type leaseRequest struct {
 	TTLSeconds *int    `json:"ttl_seconds"`
 }
 
-// leaseCreated is the answer to a lease request: the seed's five fields first.
-type leaseCreated struct {
-	LeaseID          string    `json:"lease_id"`
-	Username         string    `json:"username"`
-	Password         string    `json:"password"`
-	ConnectionString string    `json:"connection_string"`
-	ExpiresAt        time.Time `json:"expires_at"`
-	RecordUID        string    `json:"record_uid"`
-	CreatedAt        time.Time `json:"created_at"`
-	Engine           string    `json:"engine"`
-	Host             string    `json:"host"`
-	Port             int       `json:"port"`
-	Database         string    `json:"database"`
-}
-
-// leaseItem is a lease as lists and gets show it.
-type leaseItem struct {
-	LeaseID    string     `json:"lease_id"`
-	RecordUID  string     `json:"record_uid"`
-	Username   string     `json:"username"`
-	CreatedAt  time.Time  `json:"created_at"`
-	ExpiresAt  time.Time  `json:"expires_at"`
-	Status     string     `json:"status"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	ClientID   string     `json:"client_id,omitempty"`
-	TTLSeconds int        `json:"ttl_seconds"`
-}
-
-func itemOf(l events.Lease) leaseItem {
-	return leaseItem{LeaseID: l.ID, RecordUID: l.RecordUID, Username: l.Username, CreatedAt: l.CreatedAt,
+// itemOf is a lease as lists and gets show it.
+func itemOf(l events.Lease) api.LeaseInfo {
+	return api.LeaseInfo{LeaseID: l.ID, RecordUID: l.RecordUID, Username: l.Username, CreatedAt: l.CreatedAt,
 		ExpiresAt: l.ExpiresAt, Status: string(l.Status), EndedAt: l.EndedAt, ClientID: l.ClientID, TTLSeconds: l.TTLSeconds}
 }
 
@@ -75,7 +49,7 @@ func (s *Server) createLease(c echo.Context) error {
 	}
 	l, t := cr.Lease, cr.Target
 	host, port := t.ConnectionAddress()
-	return c.JSON(http.StatusCreated, leaseCreated{
+	return c.JSON(http.StatusCreated, api.Lease{
 		LeaseID: l.ID, Username: l.Username, Password: cr.Password,
 		ConnectionString: connectionString(t.Engine, host, port, t.Database, l.Username, cr.Password),
 		ExpiresAt:        l.ExpiresAt, RecordUID: l.RecordUID, CreatedAt: l.CreatedAt,
@@ -124,10 +98,7 @@ func (s *Server) listLeases(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := struct {
-		Data       []leaseItem `json:"data"`
-		NextCursor string      `json:"next_cursor,omitempty"`
-	}{Data: make([]leaseItem, 0, len(page)), NextCursor: next}
+	out := api.LeasePage{Data: make([]api.LeaseInfo, 0, len(page)), NextCursor: next}
 	for _, l := range page {
 		out.Data = append(out.Data, itemOf(l))
 	}

@@ -370,29 +370,24 @@ type apiError struct {
 	Message string `json:"message"`
 }
 
-// statusOf is the one place error codes become HTTP statuses.
+// statuses is the one place error codes become HTTP statuses; any other code is a 500.
+var statuses = map[events.Code]int{
+	events.EInvalid:           http.StatusBadRequest,
+	events.EInvalidTTL:        http.StatusBadRequest,
+	events.EUnauthenticated:   http.StatusUnauthorized,
+	events.EForbidden:         http.StatusForbidden,
+	events.ENotFound:          http.StatusNotFound,
+	events.EConflict:          http.StatusConflict,
+	events.ETooLarge:          http.StatusRequestEntityTooLarge,
+	events.ETargetUnverified:  http.StatusUnprocessableEntity,
+	events.ETargetUnavailable: http.StatusBadGateway,
+	events.EUnavailable:       http.StatusServiceUnavailable,
+	events.ETimeout:           http.StatusGatewayTimeout,
+}
+
 func statusOf(code events.Code) int {
-	switch code {
-	case events.EInvalid, events.EInvalidTTL:
-		return http.StatusBadRequest
-	case events.EUnauthenticated:
-		return http.StatusUnauthorized
-	case events.EForbidden:
-		return http.StatusForbidden
-	case events.ENotFound:
-		return http.StatusNotFound
-	case events.EConflict:
-		return http.StatusConflict
-	case events.ETooLarge:
-		return http.StatusRequestEntityTooLarge
-	case events.ETargetUnverified:
-		return http.StatusUnprocessableEntity
-	case events.ETargetUnavailable:
-		return http.StatusBadGateway
-	case events.EUnavailable:
-		return http.StatusServiceUnavailable
-	case events.ETimeout:
-		return http.StatusGatewayTimeout
+	if s, ok := statuses[code]; ok {
+		return s
 	}
 	return http.StatusInternalServerError
 }

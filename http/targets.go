@@ -2,53 +2,47 @@ package http
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/http/api"
 )
-
-// targetRequest is a target as clients submit it: the domain fields plus the plaintext
-// admin password, which is sealed before anything is stored.
-type targetRequest struct {
-	Name           string         `json:"name"`
-	Engine         events.Engine  `json:"engine"`
-	Host           string         `json:"host"`
-	Port           int            `json:"port"`
-	Database       string         `json:"database"`
-	AdminUsername  string         `json:"admin_username"`
-	AdminPassword  string         `json:"admin_password"`
-	TLSMode        events.TLSMode `json:"tls_mode"`
-	CACert         string         `json:"ca_cert"`
-	Grants         []events.Grant `json:"grants"`
-	MaxTTLSeconds  int            `json:"max_ttl_seconds"`
-	ConnectionHost string         `json:"connection_host"`
-	ConnectionPort int            `json:"connection_port"`
-}
 
 // updateTarget replaces a target's settings, e.g. to rotate its admin password.
 func (s *Server) updateTarget(c echo.Context) error {
-	var req targetRequest
-	if err := decodeJSON(c, &req); err != nil {
-		return err
-	}
-	t, err := req.target()
+	t, password, err := decodeTarget(c)
 	if err != nil {
 		return err
 	}
-	t, err = s.cfg.Commands.UpdateTarget(c.Request().Context(), c.Param("uid"), t, req.AdminPassword, clientOf(c).ClientID)
+	t, err = s.cfg.Commands.UpdateTarget(c.Request().Context(), c.Param("uid"), t, password, clientOf(c).ClientID)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, viewOf(t))
 }
 
-// target turns a request into a normalized target, without record uid or time.
-func (req targetRequest) target() (events.Target, error) {
-	t := events.Target{Name: req.Name, Engine: req.Engine, Host: req.Host, Port: req.Port, Database: req.Database,
-		AdminUsername: req.AdminUsername, TLSMode: req.TLSMode, CACert: req.CACert, Grants: req.Grants, MaxTTLSeconds: req.MaxTTLSeconds,
+// decodeTarget reads a target from the request body: normalized, and its admin password.
+func decodeTarget(c echo.Context) (events.Target, string, error) {
+	var req api.Target
+	if err := decodeJSON(c, &req); err != nil {
+		return events.Target{}, "", err
+	}
+	t, err := targetOf(req)
+	return t, req.AdminPassword, err
+}
+
+// targetOf turns a request into a normalized target, without record uid or time.
+func targetOf(req api.Target) (events.Target, error) {
+	if req.RecordUID != "" || !req.CreatedAt.IsZero() {
+		return events.Target{}, events.Errorf(events.EInvalid, "record_uid and created_at are the server's to set; leave them out.")
+	}
+	t := events.Target{Name: req.Name, Engine: events.Engine(req.Engine), Host: req.Host, Port: req.Port, Database: req.Database,
+		AdminUsername: req.AdminUsername, TLSMode: events.TLSMode(req.TLSMode), CACert: req.CACert, MaxTTLSeconds: req.MaxTTLSeconds,
 		ConnectionHost: req.ConnectionHost, ConnectionPort: req.ConnectionPort}
+	for _, g := range req.Grants {
+		t.Grants = append(t.Grants, events.Grant(g))
+	}
 	if err := events.NormalizeTarget(&t); err != nil {
 		return t, err
 	}
@@ -58,40 +52,23 @@ func (req targetRequest) target() (events.Target, error) {
 	return t, nil
 }
 
-// targetView is a target as the API shows it: never the admin password, sealed or not.
-type targetView struct {
-	RecordUID      string         `json:"record_uid"`
-	Name           string         `json:"name"`
-	Engine         events.Engine  `json:"engine"`
-	Host           string         `json:"host"`
-	Port           int            `json:"port"`
-	Database       string         `json:"database"`
-	AdminUsername  string         `json:"admin_username"`
-	TLSMode        events.TLSMode `json:"tls_mode"`
-	CACert         string         `json:"ca_cert,omitempty"`
-	Grants         []events.Grant `json:"grants"`
-	MaxTTLSeconds  int            `json:"max_ttl_seconds"`
-	ConnectionHost string         `json:"connection_host,omitempty"`
-	ConnectionPort int            `json:"connection_port,omitempty"`
-	CreatedAt      time.Time      `json:"created_at"`
-}
-
-func viewOf(t events.Target) targetView {
-	return targetView{RecordUID: t.RecordUID, Name: t.Name, Engine: t.Engine, Host: t.Host, Port: t.Port,
-		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: t.TLSMode, CACert: t.CACert, Grants: t.Grants,
+// viewOf is a target as the API shows it: never the admin password, sealed or not.
+func viewOf(t events.Target) api.Target {
+	v := api.Target{RecordUID: t.RecordUID, Name: t.Name, Engine: string(t.Engine), Host: t.Host, Port: t.Port,
+		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: string(t.TLSMode), CACert: t.CACert, Grants: make([]api.Grant, len(t.Grants)),
 		MaxTTLSeconds: t.MaxTTLSeconds, ConnectionHost: t.ConnectionHost, ConnectionPort: t.ConnectionPort, CreatedAt: t.CreatedAt}
+	for i, g := range t.Grants {
+		v.Grants[i] = api.Grant(g)
+	}
+	return v
 }
 
 func (s *Server) createTarget(c echo.Context) error {
-	var req targetRequest
-	if err := decodeJSON(c, &req); err != nil {
-		return err
-	}
-	t, err := req.target()
+	t, password, err := decodeTarget(c)
 	if err != nil {
 		return err
 	}
-	t, err = s.cfg.Commands.RegisterTarget(c.Request().Context(), t, req.AdminPassword, clientOf(c).ClientID)
+	t, err = s.cfg.Commands.RegisterTarget(c.Request().Context(), t, password, clientOf(c).ClientID)
 	if err != nil {
 		return err
 	}
@@ -104,8 +81,8 @@ func (s *Server) listTargets(c echo.Context) error {
 		return err
 	}
 	out := struct {
-		Data []targetView `json:"data"`
-	}{Data: make([]targetView, 0, len(ts))}
+		Data []api.Target `json:"data"`
+	}{Data: make([]api.Target, 0, len(ts))}
 	for _, t := range ts {
 		out.Data = append(out.Data, viewOf(t))
 	}

@@ -20,19 +20,7 @@ func (p *Projections) Run(ctx context.Context) error {
 		// so events may be applied concurrently and in any order, here as across processes.
 		Concurrency: 16,
 		Logger:      p.logger,
-	}, p.handle)
-}
-
-func (p *Projections) handle(ctx context.Context, msg jetstream.Msg) error {
-	e, err := events.Decode(msg.Data())
-	if err != nil {
-		return fmt.Errorf("%w: %v", jsstore.ErrPermanent, err)
-	}
-	md, err := msg.Metadata()
-	if err != nil {
-		return err
-	}
-	return p.Apply(ctx, e, md.Sequence.Stream)
+	}, p.Apply)
 }
 
 // Rebuild throws the buckets away and builds them again by replaying the whole events

@@ -17,8 +17,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
@@ -134,15 +132,7 @@ func (w *Workers) Run(ctx context.Context) error {
 	return errors.Join(<-errc, <-errc)
 }
 
-func (w *Workers) handleLease(ctx context.Context, msg jetstream.Msg) error {
-	e, err := events.Decode(msg.Data())
-	if err != nil {
-		return fmt.Errorf("%w: %v", jsstore.ErrPermanent, err)
-	}
-	md, err := msg.Metadata()
-	if err != nil {
-		return err
-	}
+func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
 	switch e.Type {
 	case events.LeaseRequested, events.LeaseRenewed:
 		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
@@ -152,7 +142,7 @@ func (w *Workers) handleLease(ctx context.Context, msg jetstream.Msg) error {
 		if e.Type == events.LeaseRenewed {
 			return w.renew(ctx, l)
 		}
-		return w.provision(ctx, l, md.Sequence.Stream)
+		return w.provision(ctx, l, seq)
 	case events.LeaseRevoked, events.LeaseExpired:
 		return w.revoke(ctx, e.LeaseID)
 	}
@@ -356,10 +346,9 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 
 // handleDue turns a fired schedule into a lease.expired event, unless the lease was
 // renewed since (then it re-arms for the new expiry) or has already ended.
-func (w *Workers) handleDue(ctx context.Context, msg jetstream.Msg) error {
-	e, err := events.Decode(msg.Data())
-	if err != nil || e.LeaseID == "" {
-		return fmt.Errorf("%w: undecodable schedule: %v", jsstore.ErrPermanent, err)
+func (w *Workers) handleDue(ctx context.Context, e events.Event, _ uint64) error {
+	if e.LeaseID == "" {
+		return fmt.Errorf("%w: a schedule names no lease", jsstore.ErrPermanent)
 	}
 	l, seq, err := w.cfg.Store.DecideLease(ctx, e.LeaseID, func(l events.Lease) (*events.Event, error) {
 		ev, renewed := l.Expire(e.ExpiresAt, time.Now())

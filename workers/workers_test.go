@@ -169,7 +169,15 @@ func (f *fixture) deliver(t *testing.T, id string, n int) error {
 			t.Fatal(err)
 		}
 	}
-	return f.w.HandleLease(ctx, msg)
+	e, err := events.Decode(msg.Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.w.HandleLease(ctx, e, md.Sequence.Stream)
 }
 
 func (f *fixture) userExists(t *testing.T, user string) bool {

@@ -41,14 +41,18 @@ type Main struct {
 	Config Config
 	Logger *slog.Logger
 
-	ns      *server.Server
-	nc      *nats.Conn
-	store   *jsstore.Store
-	proj    *projections.Projections
-	workers *workers.Workers
-	drivers map[events.Engine]driver.Driver
-	tokens  *tokenkey.Ring
-	HTTP    *syhttp.Server
+	ns *server.Server
+	nc *nats.Conn
+	// reqNC is the API's own connection, for the request path alone.
+	reqNC    *nats.Conn
+	natsURL  string
+	natsOpts []nats.Option
+	store    *jsstore.Store
+	proj     *projections.Projections
+	workers  *workers.Workers
+	drivers  map[events.Engine]driver.Driver
+	tokens   *tokenkey.Ring
+	HTTP     *syhttp.Server
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -89,6 +93,7 @@ func (m *Main) connect(ctx context.Context) error {
 			opts = append(opts, auth)
 		}
 	}
+	m.natsURL, m.natsOpts = url, opts
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
@@ -190,8 +195,22 @@ func (m *Main) Open(ctx context.Context) error {
 		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
 	}
 	var commands syhttp.Commands
+	queries, connected := m.proj, m.store.Connected
 	if m.Config.runs("api") {
-		if commands, err = command.New(ctx, command.Config{Store: m.store, Projections: m.proj, Sealer: sealer, Preparer: m.workers,
+		// Requests get a connection of their own: their round trips never queue behind
+		// the projector's and the workers' traffic.
+		if m.reqNC, err = nats.Connect(m.natsURL, append(m.natsOpts, nats.Name("syvault-api"))...); err != nil {
+			return fmt.Errorf("connect to nats: %w", err)
+		}
+		reqStore, err := jsstore.Open(ctx, m.reqNC, jsstore.Config{Replicas: m.Config.Replicas})
+		if err != nil {
+			return err
+		}
+		if queries, err = projections.Open(ctx, reqStore, m.Logger.With("component", "projections")); err != nil {
+			return err
+		}
+		connected = reqStore.Connected
+		if commands, err = command.New(ctx, command.Config{Store: reqStore, Projections: queries, Sealer: sealer, Preparer: m.workers,
 			Logger: m.Logger, RequestTimeout: m.Config.RequestTimeout}); err != nil {
 			return err
 		}
@@ -201,8 +220,8 @@ func (m *Main) Open(ctx context.Context) error {
 		Metrics:   obs.handler(),
 		Observer:  obs,
 		Commands:  commands,
-		Queries:   m.proj,
-		Connected: m.store.Connected,
+		Queries:   queries,
+		Connected: connected,
 		Logger:    m.Logger,
 		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs, WildcardAudiences: m.Config.Dev,
 		ReadTimeout: m.Config.httpReadTimeout,
@@ -282,9 +301,11 @@ func (m *Main) close() error {
 	for _, d := range m.drivers {
 		errs = append(errs, d.Close())
 	}
-	if m.nc != nil {
-		_ = m.nc.Drain()
-		m.nc.Close()
+	for _, nc := range []*nats.Conn{m.reqNC, m.nc} {
+		if nc != nil {
+			_ = nc.Drain()
+			nc.Close()
+		}
 	}
 	if m.ns != nil {
 		m.ns.Shutdown()

@@ -10,13 +10,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
 )
 
-// Handler processes one message. Returning nil acks it. Returning an error naks it with
-// a delay that grows with the delivery count, and it is redelivered, without limit, until
-// it succeeds. Returning an error wrapping ErrPermanent terminates it instead: for messages
-// no retry can help (undecodable).
-type Handler func(ctx context.Context, msg jetstream.Msg) error
+// Handler processes one event, stored at stream sequence seq. Returning nil acks it.
+// Returning an error naks it with a delay that grows with the delivery count, and it is
+// redelivered, without limit, until it succeeds. Returning an error wrapping ErrPermanent
+// terminates it instead: for events no retry can help. An undecodable message never
+// reaches a handler: it is terminated and logged.
+type Handler func(ctx context.Context, e events.Event, seq uint64) error
 
 // ErrPermanent marks a handler error that no redelivery can fix.
 var ErrPermanent = errors.New("permanent failure")
@@ -115,7 +118,7 @@ func (s *Store) handle(cfg ConsumeConfig, h Handler, msg jetstream.Msg) {
 	// operation half-way through a database.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.AckWait*9/10)
 	defer cancel()
-	err := h(ctx, msg)
+	err := decodeAndHandle(ctx, h, msg)
 	switch {
 	case err == nil:
 		if aerr := msg.Ack(); aerr != nil {
@@ -133,6 +136,18 @@ func (s *Store) handle(cfg ConsumeConfig, h Handler, msg jetstream.Msg) {
 		cfg.Logger.Warn("message will be retried", "consumer", cfg.Durable, "subject", msg.Subject(), "attempt", n, "retry_in", delay.Round(time.Millisecond), "err", err)
 		_ = msg.NakWithDelay(delay)
 	}
+}
+
+func decodeAndHandle(ctx context.Context, h Handler, msg jetstream.Msg) error {
+	e, err := events.Decode(msg.Data())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrPermanent, err)
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	return h(ctx, e, md.Sequence.Stream)
 }
 
 // Backoff is the delay before attempt n+1: 500 ms doubling up to max, with ±20 % jitter

@@ -148,7 +148,7 @@ func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- s.Consume(ctx, jsstore.ConsumeConfig{Stream: events.EventsStream, Durable: "d", Filters: []string{events.LeaseSubjects},
-				AckWait: ackWait, Logger: slog.New(slog.DiscardHandler)}, func(context.Context, jetstream.Msg) error { return nil })
+				AckWait: ackWait, Logger: slog.New(slog.DiscardHandler)}, func(context.Context, events.Event, uint64) error { return nil })
 		}()
 		deadline := time.Now().Add(10 * time.Second)
 		for {

@@ -6,68 +6,29 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/syvault/syvault/http/api"
 )
 
-// Lease is a lease's credentials as a create answers them.
-type Lease struct {
-	LeaseID          string    `json:"lease_id"`
-	Username         string    `json:"username"`
-	Password         string    `json:"password"`
-	ConnectionString string    `json:"connection_string"`
-	ExpiresAt        time.Time `json:"expires_at"`
-	RecordUID        string    `json:"record_uid"`
-	CreatedAt        time.Time `json:"created_at"`
-	Engine           string    `json:"engine"`
-	Host             string    `json:"host"`
-	Port             int       `json:"port"`
-	Database         string    `json:"database"`
-}
-
-// LeaseInfo is a lease as lists and gets show it (no password).
-type LeaseInfo struct {
-	LeaseID    string     `json:"lease_id"`
-	RecordUID  string     `json:"record_uid"`
-	Username   string     `json:"username"`
-	CreatedAt  time.Time  `json:"created_at"`
-	ExpiresAt  time.Time  `json:"expires_at"`
-	Status     string     `json:"status"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	ClientID   string     `json:"client_id,omitempty"`
-	TTLSeconds int        `json:"ttl_seconds"`
-}
-
-// LeasePage is one page of active leases.
-type LeasePage struct {
-	Data       []LeaseInfo `json:"data"`
-	NextCursor string      `json:"next_cursor,omitempty"`
-}
-
-// Grant is a target's grant.
-type Grant struct {
-	Database   string   `json:"database"`
-	Schema     string   `json:"schema,omitempty"`
-	Tables     []string `json:"tables,omitempty"`
-	Privileges []string `json:"privileges"`
-}
-
-// Target is a dynamic secret target. AdminPassword is only ever sent, never received.
-type Target struct {
-	RecordUID      string    `json:"record_uid,omitempty"`
-	Name           string    `json:"name"`
-	Engine         string    `json:"engine"`
-	Host           string    `json:"host"`
-	Port           int       `json:"port"`
-	Database       string    `json:"database"`
-	AdminUsername  string    `json:"admin_username"`
-	AdminPassword  string    `json:"admin_password,omitempty"`
-	TLSMode        string    `json:"tls_mode,omitempty"`
-	CACert         string    `json:"ca_cert,omitempty"`
-	Grants         []Grant   `json:"grants"`
-	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
-	ConnectionHost string    `json:"connection_host,omitempty"`
-	ConnectionPort int       `json:"connection_port,omitempty"`
-	CreatedAt      time.Time `json:"created_at,omitzero"`
-}
+// The API's shapes, shared with the server (package api).
+type (
+	// Lease is a lease's credentials as a create answers them.
+	Lease = api.Lease
+	// LeaseInfo is a lease as lists and gets show it (no password).
+	LeaseInfo = api.LeaseInfo
+	// LeasePage is one page of active leases.
+	LeasePage = api.LeasePage
+	// Grant is a target's grant.
+	Grant = api.Grant
+	// Target is a dynamic secret target. AdminPassword is only ever sent, never received.
+	Target = api.Target
+	// AppClient is a registered client.
+	AppClient = api.Client
+	// AuditEvent is one entry of the audit trail.
+	AuditEvent = api.AuditEvent
+	// AuditPage is one page of the audit trail.
+	AuditPage = api.AuditPage
+)
 
 const base = "/api/sm/v1"
 
@@ -165,17 +126,6 @@ func (c *Client) UpdateTarget(ctx context.Context, uid string, t Target) (*Targe
 	return &out, err
 }
 
-// AppClient is a registered client.
-type AppClient struct {
-	ClientID       string    `json:"client_id,omitempty"`
-	Name           string    `json:"name"`
-	PublicKey      string    `json:"public_key"`
-	Role           string    `json:"role"`
-	AllowedRecords []string  `json:"allowed_records,omitempty"`
-	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
-	CreatedAt      time.Time `json:"created_at,omitzero"`
-}
-
 // CreateClient registers a client by its public key (admin only).
 func (c *Client) CreateClient(ctx context.Context, ac AppClient) (*AppClient, error) {
 	var out AppClient
@@ -195,29 +145,6 @@ func (c *Client) ListClients(ctx context.Context) ([]AppClient, error) {
 // DeleteClient removes a client; its tokens stop working at once (admin only).
 func (c *Client) DeleteClient(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, base+"/clients/"+url.PathEscape(id), nil, nil)
-}
-
-// AuditEvent is one entry of the audit trail.
-type AuditEvent struct {
-	Seq             uint64     `json:"seq"`
-	Time            time.Time  `json:"time"`
-	Type            string     `json:"type"`
-	ClientID        string     `json:"client_id,omitempty"`
-	RecordUID       string     `json:"record_uid,omitempty"`
-	LeaseID         string     `json:"lease_id,omitempty"`
-	TTLSeconds      int        `json:"ttl_seconds,omitempty"`
-	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
-	Username        string     `json:"username,omitempty"`
-	Outcome         string     `json:"outcome,omitempty"`
-	Reason          string     `json:"reason,omitempty"`
-	Action          string     `json:"action,omitempty"`
-	SubjectClientID string     `json:"subject_client_id,omitempty"`
-}
-
-// AuditPage is one page of the audit trail.
-type AuditPage struct {
-	Data       []AuditEvent `json:"data"`
-	NextCursor string       `json:"next_cursor,omitempty"`
 }
 
 // AuditOptions filter the audit replay; zero values filter nothing.

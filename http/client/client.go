@@ -21,6 +21,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/syvault/syvault/http/api"
 )
 
 // Error is an error answer from the server.
@@ -89,11 +91,7 @@ func (c *Client) Assertion() (string, error) {
 }
 
 // TokenResponse is the token endpoint's answer.
-type TokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int    `json:"expires_in"`
-}
+type TokenResponse = api.TokenResponse
 
 // Token returns a valid access token, fetching a new one when the cached one is within a
 // minute of expiring.

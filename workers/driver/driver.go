@@ -29,6 +29,15 @@ type Conn struct {
 	CACert string
 }
 
+// Every driver bounds what it asks of a target the same way.
+const (
+	// MaxAdminConns bounds each admin pool: a target sees at most this many admin
+	// sessions per database from one SyVault process, however many leases are in flight.
+	MaxAdminConns = 4
+	// ConnectTimeout bounds one connection attempt, so an unreachable target fails fast.
+	ConnectTimeout = 10 * time.Second
+)
+
 // PrepareRequest asks a driver to check that the admin may create users and grant the
 // target's privileges, and to set up what the target's users share (PostgreSQL: the
 // group role that holds the grants).

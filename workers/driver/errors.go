@@ -22,6 +22,9 @@ import (
 // scrubbed of every secret. When err already carries an *events.Error, its code and
 // message win: the step that failed knew best what to tell the user.
 func DriverError(op string, err error, unavailable bool, code events.Code, msg, unavailableMsg string, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
 	var ee *events.Error
 	if errors.As(err, &ee) {
 		cause := error(errors.New(op))

@@ -31,15 +31,8 @@ import (
 
 var _ driver.Driver = (*Driver)(nil)
 
-const (
-	// maxConns bounds each admin pool: a target sees at most this many admin sessions
-	// from one SyVault process, however many leases are in flight.
-	maxConns = 4
-	// connectTimeout bounds one dial so an unreachable target fails fast.
-	connectTimeout = 10 * time.Second
-	// maxUsername is MySQL 8's limit (MariaDB allows 80): names must fit both.
-	maxUsername = 32
-)
+// maxUsername is MySQL 8's limit (MariaDB allows 80): names must fit both.
+const maxUsername = 32
 
 // Driver is the MySQL/MariaDB driver.Driver. It keeps one database/sql pool of at most 4
 // connections per target pool key, opened on first use. It is safe for concurrent use;
@@ -98,8 +91,8 @@ func (d *Driver) pool(c driver.Conn) (*sql.DB, error) {
 		return nil, fmt.Errorf("connector: %w", err)
 	}
 	p := sql.OpenDB(connector)
-	p.SetMaxOpenConns(maxConns)
-	p.SetMaxIdleConns(maxConns)
+	p.SetMaxOpenConns(driver.MaxAdminConns)
+	p.SetMaxIdleConns(driver.MaxAdminConns)
 	p.SetConnMaxIdleTime(5 * time.Minute)
 	d.pools[c.PoolKey] = p
 	return p, nil
@@ -138,7 +131,7 @@ func config(c driver.Conn, logger *slog.Logger) (*mysql.Config, error) {
 	cfg.Passwd = c.Password
 	// No default database: every statement names its database, and a user must still be
 	// droppable after the target's database itself was dropped.
-	cfg.Timeout = connectTimeout
+	cfg.Timeout = driver.ConnectTimeout
 	// Placeholders are filled in by the driver (it escapes per the session's
 	// NO_BACKSLASH_ESCAPES status): one round trip per query instead of prepare, execute
 	// and close, which tripled the cost of listing a user's sessions.

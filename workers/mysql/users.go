@@ -19,9 +19,6 @@ import (
 // database-side expiry: ExpiresAt is not used. Safe for concurrent use.
 func (d *Driver) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
 	err := driver.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
-	if err == nil {
-		return nil
-	}
 	return fail("mysql.CreateUser", err, events.EInternal, "Could not create the database user.", req.Conn.Password, req.Password)
 }
 

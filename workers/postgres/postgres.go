@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,11 +32,6 @@ import (
 var _ driver.Driver = (*Driver)(nil)
 
 const (
-	// maxConns bounds each admin pool: a target sees at most this many admin sessions per
-	// database from one SyVault process, however many leases are in flight.
-	maxConns = 4
-	// connectTimeout bounds one connection attempt so an unreachable target fails fast.
-	connectTimeout = 10 * time.Second
 	// terminateWaitMillis is how long pg_terminate_backend waits for each backend to exit.
 	terminateWaitMillis = 5000
 	// maintenanceDB is where role-level statements run when the target's own database
@@ -157,7 +151,7 @@ func poolConfig(c driver.Conn, database string) (*pgxpool.Config, error) {
 	cc.Database = database
 	cc.User = c.Username
 	cc.Password = c.Password
-	cc.ConnectTimeout = connectTimeout
+	cc.ConnectTimeout = driver.ConnectTimeout
 	cc.Fallbacks = nil
 	cc.ValidateConnect = nil
 	// The admin's sessions resolve names in pg_catalog alone (pg_temp, which it never
@@ -170,7 +164,7 @@ func poolConfig(c driver.Conn, database string) (*pgxpool.Config, error) {
 		return nil, err
 	}
 	cc.TLSConfig = tlsConfig
-	cfg.MaxConns = maxConns
+	cfg.MaxConns = driver.MaxAdminConns
 	cfg.MinConns = 0
 	return cfg, nil
 }

@@ -34,9 +34,6 @@ import (
 // concurrent use.
 func (d *Driver) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
 	err := driver.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
-	if err == nil {
-		return nil
-	}
 	return fail("postgres.CreateUser", err, events.EInternal, "Could not create the database user.", req.Conn.Password, req.Password)
 }
 
