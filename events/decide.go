@@ -34,7 +34,7 @@ func RequestLease(r LeaseRequest) Event {
 	return Event{Type: LeaseRequested, ID: r.LeaseID + ".requested", Time: r.Now.UTC(), ClientID: r.ClientID,
 		RecordUID: r.Target.RecordUID, LeaseID: r.LeaseID, TTLSeconds: r.TTLSeconds,
 		ExpiresAt: LeaseCreatedAt(r.Now).Add(time.Duration(r.TTLSeconds) * time.Second),
-		Lease: &LeaseSpec{Username: r.Username, SealedPassword: r.SealedPassword, Deadline: r.Deadline.UTC(), Target: r.Target}}
+		Lease:     &LeaseSpec{Username: r.Username, SealedPassword: r.SealedPassword, Deadline: r.Deadline.UTC(), Target: r.Target}}
 }
 
 // Activate records that the lease's user exists with its grants. Only a pending lease

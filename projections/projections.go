@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,20 +26,25 @@ import (
 // Bucket and consumer names.
 const (
 	LeasesBucket  = "SYVAULT_LEASES"
-	ActiveBucket  = "SYVAULT_ACTIVE_LEASES"
 	TargetsBucket = "SYVAULT_TARGETS"
 	ClientsBucket = "SYVAULT_CLIENTS"
 	Consumer      = "projector"
+	// legacyActiveBucket is the list index of earlier versions (a KV bucket listed
+	// whole for every page); a rebuild removes it.
+	legacyActiveBucket = "SYVAULT_ACTIVE_LEASES"
 )
 
-// Buckets lists every bucket the projections own, for rebuilds and scans.
-var Buckets = []string{LeasesBucket, ActiveBucket, TargetsBucket, ClientsBucket}
+// Buckets lists every bucket the projections own, for rebuilds and scans. The list of
+// active leases lives in the index stream (jsstore.IndexStream).
+var Buckets = []string{LeasesBucket, TargetsBucket, ClientsBucket}
 
 // record wraps every projected value with the stream sequence of the last event applied.
 type record[T any] struct {
 	Seq     uint64 `json:"seq"`
 	Removed bool   `json:"removed,omitempty"`
-	Value   T      `json:"value"`
+	// Index is where a listed lease stands in the index stream (0: not listed).
+	Index uint64 `json:"index,omitempty"`
+	Value T      `json:"value"`
 }
 
 // Projections applies events to the buckets and answers queries from them. It is safe
@@ -46,9 +53,10 @@ type Projections struct {
 	store   *jsstore.Store
 	logger  *slog.Logger
 	leases  jetstream.KeyValue
-	active  jetstream.KeyValue
 	targets jetstream.KeyValue
 	clients jetstream.KeyValue
+	// recordReads counts the lease records lists read, for tests of their cost.
+	recordReads atomic.Int64
 }
 
 // Open creates the buckets if they are missing.
@@ -57,7 +65,7 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{LeasesBucket, &p.leases}, {ActiveBucket, &p.active}, {TargetsBucket, &p.targets}, {ClientsBucket, &p.clients}} {
+	}{{LeasesBucket, &p.leases}, {TargetsBucket, &p.targets}, {ClientsBucket, &p.clients}} {
 		kv, err := store.Bucket(ctx, jetstream.KeyValueConfig{Bucket: b.name, Storage: jetstream.FileStorage, History: 1})
 		if err != nil {
 			return nil, err
@@ -110,7 +118,29 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 // predecessor (the common case) the event is applied to it; otherwise (events applied out
 // of order, or an event from before predecessors were recorded) the record is set to the
 // fold of the lease's whole history, which every order agrees on.
+//
+// The index follows the record: a lease that becomes listed is added to the index before
+// its record says so (a read that sees the record active finds it in the list), and one
+// that stops being listed is removed after.
 func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64) error {
+	var published, dropped uint64 // what this call added to the index, and the entry to remove
+	index := func(r *record[events.Lease]) error {
+		dropped = 0
+		switch want := listed(r.Value.Status); {
+		case want && r.Index == 0:
+			if published == 0 {
+				s, err := p.store.IndexAdd(ctx, r.Value.RecordUID, r.Value.ClientID, r.Value.ID)
+				if err != nil {
+					return err
+				}
+				published = s
+			}
+			r.Index = published
+		case !want && r.Index != 0:
+			dropped, r.Index = r.Index, 0
+		}
+		return nil
+	}
 	chained := e.Type == events.LeaseRequested || e.Prev != 0
 	r, changed, err := cas(ctx, p.leases, e.LeaseID, seq, func(r *record[events.Lease]) bool {
 		if !chained || r.Seq != e.Prev {
@@ -118,34 +148,42 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 		}
 		r.Value.Apply(e, seq)
 		return true
-	})
-	if err != nil {
-		return err
-	}
-	if !changed && r.Seq < seq {
-		l, err := p.store.LoadLease(ctx, e.LeaseID)
+	}, index)
+	if err == nil && !changed && r.Seq < seq {
+		var l events.Lease
+		l, err = p.store.LoadLease(ctx, e.LeaseID)
 		if events.ErrorCode(err) == events.ENotFound {
 			return nil
 		}
-		if err != nil {
-			return err
+		if err == nil {
+			r, changed, err = cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
+				r.Value = l
+				return true
+			}, index)
 		}
-		if r, changed, err = cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
-			r.Value = l
-			return true
-		}); err != nil {
-			return err
-		}
+	}
+	if err != nil {
+		return err
 	}
 	if !changed {
-		return nil
+		dropped = 0
 	}
-	return p.syncActive(ctx, r.Value)
+	if published != 0 && r.Index != published {
+		// Added for a write that did not land: another process's won.
+		if err := p.store.IndexRemove(ctx, published); err != nil {
+			return err
+		}
+	}
+	if dropped != 0 {
+		return p.store.IndexRemove(ctx, dropped)
+	}
+	return nil
 }
 
 // cas applies mutate to the record at key unless it already holds seq or later, retrying
-// on concurrent updates. changed is false when nothing was written.
-func cas[T any](ctx context.Context, kv jetstream.KeyValue, key string, seq uint64, mutate func(*record[T]) bool) (record[T], bool, error) {
+// on concurrent updates; before each write, the optional before gets the record as it is
+// about to be written. changed is false when nothing was written.
+func cas[T any](ctx context.Context, kv jetstream.KeyValue, key string, seq uint64, mutate func(*record[T]) bool, before ...func(*record[T]) error) (record[T], bool, error) {
 	for {
 		var r record[T]
 		var rev uint64
@@ -164,6 +202,11 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, key string, seq uint
 			return r, false, nil
 		}
 		r.Seq = seq
+		for _, b := range before {
+			if err := b(&r); err != nil {
+				return r, false, err
+			}
+		}
 		data, err := json.Marshal(r)
 		if err != nil {
 			return r, false, err
@@ -185,33 +228,6 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, key string, seq uint
 
 // listed reports whether a lease belongs in the list of active leases: its user exists.
 func listed(s events.Status) bool { return s == events.StatusActive || s == events.StatusRevoking }
-
-func activeKey(l events.Lease) string { return l.RecordUID + "." + l.ID }
-
-// syncActive makes the active-lease index agree with the lease record. Two processes may
-// apply a lease's events concurrently, so after writing the index it reads the record
-// again: whoever writes the index last sees the final record and leaves it right.
-func (p *Projections) syncActive(ctx context.Context, l events.Lease) error {
-	for {
-		var err error
-		if listed(l.Status) {
-			_, err = p.active.Put(ctx, activeKey(l), []byte(l.ID))
-		} else {
-			err = p.active.Delete(ctx, activeKey(l))
-		}
-		if err != nil {
-			return unavailable(err)
-		}
-		now, err := p.getLease(ctx, l.ID)
-		if err != nil {
-			return err
-		}
-		if now.Seq == l.Seq {
-			return nil
-		}
-		l = now
-	}
-}
 
 func (p *Projections) getLease(ctx context.Context, id string) (events.Lease, error) {
 	r, err := get[events.Lease](ctx, p.leases, id)
@@ -272,44 +288,66 @@ func (p *Projections) WaitLease(ctx context.Context, id string, seq uint64) (eve
 	}
 }
 
-// ActiveLeases lists active and revoking leases, oldest first (lease ids are UUIDv7, so
-// their order is their creation order). next is the cursor of the following page, empty
-// on the last. Cost grows with the number of active leases of the filter, not with the
-// stream's length.
+// ActiveLeases lists active and revoking leases, oldest first (in the order they became
+// active). next is the cursor of the following page, empty on the last. A page costs two
+// requests to the store, the index's next entries and the records they name, whatever
+// the number of leases; entries the index holds for leases no longer listed (left by a
+// crash between the two writes) are skipped at the price of a little more reading.
 func (p *Projections) ActiveLeases(ctx context.Context, q events.LeaseQuery) (page []events.Lease, next string, err error) {
-	filter := "*.*"
-	if q.RecordUID != "" {
-		filter = q.RecordUID + ".*"
-	}
-	lister, err := p.active.ListKeysFiltered(ctx, filter)
-	if err != nil {
-		return nil, "", unavailable(err)
-	}
-	var ids []string
-	for k := range lister.Keys() {
-		if id := events.IDFromSubject(k); id > q.Cursor {
-			ids = append(ids, id)
+	var after uint64
+	if q.Cursor != "" {
+		if after, err = strconv.ParseUint(q.Cursor, 10, 64); err != nil {
+			return nil, "", events.Errorf(events.EInvalid, "cursor must be a next_cursor from an earlier answer.")
 		}
 	}
-	slices.Sort(ids)
-	ids = slices.Compact(ids) // a busy bucket may list a key twice
-	for _, id := range ids {
-		if len(page) == q.Limit {
-			return page, page[len(page)-1].ID, nil
-		}
-		l, err := p.getLease(ctx, id)
-		if events.ErrorCode(err) == events.ENotFound {
-			continue
-		}
+	f := jsstore.IndexFilter{RecordUID: q.RecordUID, ClientID: q.ClientID}
+	var last uint64 // the index position of the page's last lease
+	for {
+		entries, more, err := p.store.IndexPage(ctx, f, after, q.Limit+1-len(page))
 		if err != nil {
 			return nil, "", err
 		}
-		if !listed(l.Status) || (q.ClientID != "" && l.ClientID != q.ClientID) {
-			continue
+		recs, err := p.leaseRecords(ctx, entries)
+		if err != nil {
+			return nil, "", err
 		}
-		page = append(page, l)
+		for _, en := range entries {
+			r, ok := recs[en.LeaseID]
+			if !ok || r.Index != en.Seq || !listed(r.Value.Status) {
+				continue
+			}
+			if len(page) == q.Limit {
+				return page, strconv.FormatUint(last, 10), nil // one more exists
+			}
+			page, last = append(page, r.Value), en.Seq
+		}
+		if !more || len(entries) == 0 {
+			return page, "", nil
+		}
+		after = entries[len(entries)-1].Seq
 	}
-	return page, "", nil
+}
+
+// leaseRecords reads the records of the leases the entries name, in one request.
+func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexEntry) (map[string]record[events.Lease], error) {
+	subjects := make([]string, len(entries))
+	for i, en := range entries {
+		subjects[i] = leaseRecordSubject(en.LeaseID)
+	}
+	raw, err := p.store.LastOf(ctx, "KV_"+LeasesBucket, subjects)
+	if err != nil {
+		return nil, err
+	}
+	p.recordReads.Add(int64(len(raw)))
+	out := make(map[string]record[events.Lease], len(raw))
+	for _, en := range entries {
+		data, ok := raw[leaseRecordSubject(en.LeaseID)]
+		var r record[events.Lease]
+		if ok && len(data) > 0 && json.Unmarshal(data, &r) == nil {
+			out[en.LeaseID] = r
+		}
+	}
+	return out, nil
 }
 
 // Target returns a registered target. ENotFound when there is none or it was removed.
@@ -410,19 +448,10 @@ func (p *Projections) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ActiveByTarget counts active and revoking leases per target, from the index keys alone.
+// ActiveByTarget counts active and revoking leases per target, from the index's
+// per-subject counts: its cost grows with the number of targets and clients, not leases.
 func (p *Projections) ActiveByTarget(ctx context.Context) (map[string]int, error) {
-	lister, err := p.active.ListKeys(ctx)
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	counts := map[string]int{}
-	for k := range lister.Keys() {
-		if i := strings.IndexByte(k, '.'); i > 0 {
-			counts[k[:i]]++
-		}
-	}
-	return counts, nil
+	return p.store.IndexCounts(ctx)
 }
 
 // LeaseWatch follows one lease's record as the projection writes it, so a caller can wait

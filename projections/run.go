@@ -28,16 +28,19 @@ func (p *Projections) Run(ctx context.Context) error {
 // Run at the time pick up from there; the idempotent updates make overlap harmless.
 // It returns the number of events replayed.
 func Rebuild(ctx context.Context, store *jsstore.Store, p *Projections) (int, error) {
-	for _, b := range Buckets {
+	for _, b := range append(Buckets, legacyActiveBucket) {
 		if err := store.DeleteBucket(ctx, b); err != nil {
 			return 0, fmt.Errorf("projections.Rebuild: %w", err)
 		}
+	}
+	if err := store.IndexReset(ctx); err != nil {
+		return 0, fmt.Errorf("projections.Rebuild: %w", err)
 	}
 	fresh, err := Open(ctx, store, p.logger)
 	if err != nil {
 		return 0, err
 	}
-	*p = *fresh
+	p.leases, p.targets, p.clients = fresh.leases, fresh.targets, fresh.clients
 	n := 0
 	var last uint64
 	err = store.Replay(ctx, 1, nil, func(msg jetstream.Msg) error {

@@ -31,9 +31,14 @@ func snapshot(t *testing.T, js jetstream.JetStream) map[string]string {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var v bytes.Buffer
-			_ = json.Compact(&v, e.Value())
-			out[b+"/"+k] = v.String()
+			// Where a lease stands in the index is a position, not state: leave it out.
+			var v map[string]any
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				t.Fatal(err)
+			}
+			delete(v, "index")
+			data, _ := json.Marshal(v)
+			out[b+"/"+k] = string(data)
 		}
 	}
 	return out

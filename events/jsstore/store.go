@@ -49,6 +49,7 @@ type Store struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	sched  jetstream.Stream
+	index  jetstream.Stream
 }
 
 // Open creates or updates the streams and returns a Store. It fails with an *events.Error
@@ -93,7 +94,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: schedules stream: %w", err))
 	}
-	return &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}, nil
+	st := &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}
+	if st.index, err = st.openIndex(ctx); err != nil {
+		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: index stream: %w", err))
+	}
+	return st, nil
 }
 
 // ensureStream creates a stream, or updates it only when a setting SyVault manages

@@ -1,0 +1,190 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// IndexStream holds one message per listed lease (active or revoking), on the subject
+// syvault.active.<record uid>.<client id>, whose body is the lease id. Its sequence
+// order is the order leases became active, so a page of the list is a read from a
+// sequence for as many messages as the page holds, whatever the number of leases; a
+// filter by target or client is a subject filter the server applies. Ending a lease
+// deletes its message, leaving no marker behind to skip.
+const IndexStream = "SYVAULT_ACTIVE"
+
+const indexPrefix = "syvault.active."
+
+// IndexEntry is one listed lease: where it stands in the index, and its id.
+type IndexEntry struct {
+	Seq     uint64
+	LeaseID string
+}
+
+// IndexFilter selects a part of the index; empty fields match everything.
+type IndexFilter struct{ RecordUID, ClientID string }
+
+func (f IndexFilter) subject() string {
+	uid, client := f.RecordUID, f.ClientID
+	if uid == "" {
+		uid = "*"
+	}
+	if client == "" {
+		client = "*"
+	}
+	return indexPrefix + uid + "." + client
+}
+
+func (s *Store) openIndex(ctx context.Context) (jetstream.Stream, error) {
+	return ensureStream(ctx, s.js, jetstream.StreamConfig{
+		Name:        IndexStream,
+		Description: "SyVault's listed leases, one message each, in the order they became active",
+		Subjects:    []string{indexPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+		Duplicates:  s.cfg.DuplicateWindow,
+		AllowDirect: true,
+	})
+}
+
+// IndexAdd lists a lease and returns where it stands. Adding the same lease again within
+// the duplicate window returns the same sequence.
+func (s *Store) IndexAdd(ctx context.Context, recordUID, clientID, leaseID string) (uint64, error) {
+	if clientID == "" {
+		clientID = "_"
+	}
+	ack, err := s.js.Publish(ctx, IndexFilter{RecordUID: recordUID, ClientID: clientID}.subject(), []byte(leaseID),
+		jetstream.WithMsgID(leaseID+".listed"))
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("jsstore.IndexAdd(%s): %w", leaseID, err))
+	}
+	return ack.Sequence, nil
+}
+
+// IndexRemove unlists the lease standing at seq; one already gone is success.
+func (s *Store) IndexRemove(ctx context.Context, seq uint64) error {
+	err := s.index.DeleteMsg(ctx, seq)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeMessageNotFound {
+			return unavailable(fmt.Errorf("jsstore.IndexRemove(%d): %w", seq, err))
+		}
+	}
+	return nil
+}
+
+// IndexPage returns up to n entries of the index matching f that stand after the
+// sequence after, in order, in one request; more says whether any follow.
+func (s *Store) IndexPage(ctx context.Context, f IndexFilter, after uint64, n int) (page []IndexEntry, more bool, err error) {
+	msgs, pending, err := s.directBatch(ctx, IndexStream, map[string]any{"seq": after + 1, "next_by_subj": f.subject(), "batch": n})
+	if err != nil {
+		return nil, false, err
+	}
+	for _, m := range msgs {
+		seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		page = append(page, IndexEntry{Seq: seq, LeaseID: string(m.Data)})
+	}
+	return page, pending > 0, nil
+}
+
+// IndexCounts counts the listed leases of each target, from the index's per-subject
+// state: its cost grows with the number of target and client pairs, not of leases.
+func (s *Store) IndexCounts(ctx context.Context) (map[string]int, error) {
+	info, err := s.index.Info(ctx, jetstream.WithSubjectFilter(indexPrefix+">"))
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("jsstore.IndexCounts: %w", err))
+	}
+	counts := map[string]int{}
+	for subj, n := range info.State.Subjects {
+		rest := subj[len(indexPrefix):]
+		for i := 0; i < len(rest); i++ {
+			if rest[i] == '.' {
+				counts[rest[:i]] += int(n)
+				break
+			}
+		}
+	}
+	return counts, nil
+}
+
+// IndexReset empties the index, for rebuilding it. The stream is made anew rather than
+// purged: a purge keeps the duplicate window, which would answer a lease listed again by
+// the rebuild with the sequence of its purged entry.
+func (s *Store) IndexReset(ctx context.Context) error {
+	if err := s.js.DeleteStream(ctx, IndexStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return unavailable(fmt.Errorf("jsstore.IndexReset: %w", err))
+	}
+	index, err := s.openIndex(ctx)
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.IndexReset: %w", err))
+	}
+	s.index = index
+	return nil
+}
+
+// LastOf returns, for each of subjects of the stream, the body of its last message (a
+// subject with none is absent from the map), in one request: a batched direct get.
+func (s *Store) LastOf(ctx context.Context, stream string, subjects []string) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(subjects))
+	if len(subjects) == 0 {
+		return out, nil
+	}
+	msgs, _, err := s.directBatch(ctx, stream, map[string]any{"multi_last": subjects, "batch": len(subjects)})
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		out[m.Header.Get(jetstream.SubjectHeader)] = m.Data
+	}
+	return out, nil
+}
+
+// directBatch sends a batched direct get to stream and collects the messages up to the
+// end-of-batch marker; pending is how many more matched than were sent. No match is an
+// empty answer.
+func (s *Store) directBatch(ctx context.Context, stream string, req map[string]any) (msgs []*nats.Msg, pending uint64, err error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, data); err != nil {
+		return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+			msgs = append(msgs, m)
+			continue
+		case "204": // end of batch
+			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return msgs, pending, nil
+		case "404": // nothing matched
+			return msgs, 0, nil
+		default:
+			return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): status %s %s", stream, status, m.Header.Get("Description")))
+		}
+	}
+}
