@@ -41,7 +41,8 @@ type Config struct {
 	Drivers map[events.Engine]driver.Driver
 	Targets TargetSource
 	Logger  *slog.Logger
-	// Concurrency bounds the lease operations one process runs at once. Default 16.
+	// Concurrency bounds the lease operations one process runs or holds at once,
+	// across targets; each target gets at most a few of them (see gate.go). Default 64.
 	Concurrency int
 	// OpTimeout bounds one database operation. Default 30 s.
 	OpTimeout time.Duration
@@ -81,6 +82,8 @@ type Workers struct {
 	log *slog.Logger
 	// drivers are cfg.Drivers, each wrapped once to scrub secrets and record metrics.
 	drivers map[events.Engine]instrumented
+	// gates bound each target's share of the work.
+	gates gates
 }
 
 // New returns Workers; Run starts them.
@@ -92,7 +95,7 @@ func New(cfg Config) (*Workers, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Concurrency == 0 {
-		cfg.Concurrency = 16
+		cfg.Concurrency = 64
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = 2 * time.Minute
@@ -126,13 +129,25 @@ func (w *Workers) Run(ctx context.Context) error {
 	go func() {
 		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
 			Stream: events.SchedulesStream, Durable: ExpiryConsumer, Filters: []string{events.DueSubjects},
-			Concurrency: 4, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
+			// An expiry only appends an event (the drop is lease work, per target), so
+			// a storm of them is turned into revocations as fast as NATS takes them.
+			Concurrency: 64, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
 		}, w.handleDue)
 	}()
 	return errors.Join(<-errc, <-errc)
 }
 
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
+	switch e.Type {
+	case events.LeaseRequested, events.LeaseRenewed, events.LeaseRevoked, events.LeaseExpired:
+		release, err := w.gates.enter(ctx, e.RecordUID)
+		if err != nil {
+			return err
+		}
+		defer release()
+	default:
+		return nil // the rest asks for no database work
+	}
 	switch e.Type {
 	case events.LeaseRequested, events.LeaseRenewed:
 		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)

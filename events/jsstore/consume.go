@@ -24,6 +24,14 @@ type Handler func(ctx context.Context, e events.Event, seq uint64) error
 // ErrPermanent marks a handler error that no redelivery can fix.
 var ErrPermanent = errors.New("permanent failure")
 
+// ErrBusy marks a handler that declines a message for now because what it needs is at
+// capacity (its target's slots): the message is redelivered shortly, not counted as a
+// failure in the log, and the handler's slot goes to other work meanwhile.
+var ErrBusy = errors.New("busy")
+
+// busyDelay is how soon a declined message comes back.
+const busyDelay = 200 * time.Millisecond
+
 // ConsumeConfig describes one durable consumer shared by every process that runs it.
 type ConsumeConfig struct {
 	// Stream is events.EventsStream or events.SchedulesStream.
@@ -124,6 +132,8 @@ func (s *Store) handle(cfg ConsumeConfig, h Handler, msg jetstream.Msg) {
 		if aerr := msg.Ack(); aerr != nil {
 			cfg.Logger.Warn("ack failed; the message will be redelivered", "consumer", cfg.Durable, "subject", msg.Subject(), "err", aerr)
 		}
+	case errors.Is(err, ErrBusy):
+		_ = msg.NakWithDelay(busyDelay)
 	case errors.Is(err, ErrPermanent):
 		cfg.Logger.Error("message dropped: it can never be processed", "consumer", cfg.Durable, "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
