@@ -24,6 +24,9 @@ type LeaseRequest struct {
 	Username          string
 	// SealedPassword is the lease password, sealed under the master key.
 	SealedPassword []byte
+	// SealedVerifier, optional, is the password's verifier prepared ahead (PostgreSQL's
+	// SCRAM-SHA-256), sealed under the master key with VerifierAAD.
+	SealedVerifier []byte
 	// Now is when the request is made; Deadline when its requester stops waiting.
 	Now, Deadline time.Time
 }
@@ -34,7 +37,8 @@ func RequestLease(r LeaseRequest) Event {
 	return Event{Type: LeaseRequested, ID: r.LeaseID + ".requested", Time: r.Now.UTC(), ClientID: r.ClientID,
 		RecordUID: r.Target.RecordUID, LeaseID: r.LeaseID, TTLSeconds: r.TTLSeconds,
 		ExpiresAt: LeaseCreatedAt(r.Now).Add(time.Duration(r.TTLSeconds) * time.Second),
-		Lease:     &LeaseSpec{Username: r.Username, SealedPassword: r.SealedPassword, Deadline: r.Deadline.UTC(), Target: r.Target}}
+		Lease: &LeaseSpec{Username: r.Username, SealedPassword: r.SealedPassword, SealedVerifier: r.SealedVerifier,
+			Deadline: r.Deadline.UTC(), Target: r.Target}}
 }
 
 // Activate records that the lease's user exists with its grants. Only a pending lease

@@ -67,12 +67,20 @@ type LeaseSpec struct {
 	Username string `json:"username"`
 	// SealedPassword is the lease password sealed under the master key.
 	SealedPassword []byte `json:"sealed_password"`
+	// SealedVerifier is the password's verifier prepared ahead (PostgreSQL's
+	// SCRAM-SHA-256), sealed under the master key with VerifierAAD; absent when the
+	// worker computes it.
+	SealedVerifier []byte `json:"sealed_verifier,omitempty"`
 	// Deadline is when the requester stops waiting: a worker that sees the request later
 	// records it as failed instead of creating a user nobody will receive.
 	Deadline time.Time `json:"deadline"`
 	// Target is the target as it was when the lease was requested.
 	Target Target `json:"target"`
 }
+
+// VerifierAAD is what a lease's sealed verifier is bound to, so it can be opened for
+// that lease and as a verifier only.
+func VerifierAAD(leaseID string) string { return leaseID + "/verifier" }
 
 // Target is a database SyVault creates users in.
 type Target struct {

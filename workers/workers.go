@@ -186,6 +186,12 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	if err != nil {
 		return w.failAndDrop(ctx, l, events.Wrap(err, events.EInternal, "The lease password could not be unsealed."))
 	}
+	var verifier []byte
+	if len(l.Spec.SealedVerifier) > 0 {
+		if verifier, err = w.cfg.Sealer.Open(l.Spec.SealedVerifier, []byte(events.VerifierAAD(l.ID))); err != nil {
+			return w.failAndDrop(ctx, l, events.Wrap(err, events.EInternal, "The lease password's verifier could not be unsealed."))
+		}
+	}
 	target, conn, err := w.conn(ctx, l.Spec.Target)
 	if err != nil {
 		return w.failAndDrop(ctx, l, err)
@@ -194,7 +200,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	defer cancel()
 	start := time.Now()
 	err = w.driver(target).CreateUser(opCtx, driver.CreateUserRequest{
-		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password),
+		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password), PasswordVerifier: string(verifier),
 		ExpiresAt: l.ExpiresAt, Grants: target.Grants,
 	})
 	if err != nil {

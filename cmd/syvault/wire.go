@@ -41,8 +41,9 @@ type Main struct {
 	Config Config
 	Logger *slog.Logger
 
-	ns *server.Server
-	nc *nats.Conn
+	ns       *server.Server
+	nc       *nats.Conn
+	commands *command.Service
 	// reqNC is the API's own connection, for the request path alone.
 	reqNC    *nats.Conn
 	natsURL  string
@@ -210,10 +211,11 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 		connected = reqStore.Connected
-		if commands, err = command.New(ctx, command.Config{Store: reqStore, Projections: queries, Sealer: sealer, Preparer: m.workers,
+		if m.commands, err = command.New(ctx, command.Config{Store: reqStore, Projections: queries, Sealer: sealer, Preparer: m.workers,
 			Logger: m.Logger, RequestTimeout: m.Config.RequestTimeout}); err != nil {
 			return err
 		}
+		commands = m.commands
 	}
 	m.HTTP, err = syhttp.New(ctx, syhttp.Config{
 		OpsOnly:   !m.Config.runs("api"),
@@ -296,6 +298,9 @@ func (m *Main) close() error {
 	}
 	if m.cancel != nil {
 		m.cancel()
+	}
+	if m.commands != nil {
+		m.commands.Close()
 	}
 	m.wg.Wait()
 	for _, d := range m.drivers {

@@ -46,6 +46,7 @@ type Service struct {
 	usernames   *jsstore.Names
 	assertions  *jsstore.Names
 	newUsername func() string
+	credentials *credentialPool
 }
 
 // New opens what the command side keeps in NATS (the username and assertion
@@ -68,5 +69,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if s.assertions, err = cfg.Store.OpenNames(ctx, AssertionsBucket, "Client assertion ids (jti) already used, until they expire", assertionHold, assertionHold-30*time.Second); err != nil {
 		return nil, err
 	}
+	s.credentials = newCredentialPool(credentialPoolSize)
 	return s, nil
 }
+
+// credentialPoolSize is how many prepared PostgreSQL credentials a process keeps: a
+// burst of that many creates skips the hashing.
+const credentialPoolSize = 128
+
+// Close stops the background work; the Service must not be used afterwards.
+func (s *Service) Close() { s.credentials.close() }

@@ -52,6 +52,7 @@ func mustService(t *testing.T) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	return s
 }
 
@@ -74,5 +75,22 @@ func TestReserveUsername_NeverTwice(t *testing.T) {
 	s.newUsername = func() string { return first }
 	if _, err := s.reserveUsername(ctx, "lease-3"); err == nil {
 		t.Fatal("reserved a taken name")
+	}
+}
+
+// The pool hands out each prepared pair once, with a verifier of its own password.
+func TestCredentialPool(t *testing.T) {
+	p := newCredentialPool(4)
+	defer p.close()
+	seen := map[string]bool{}
+	for range 50 {
+		c := p.take()
+		if seen[c.password] {
+			t.Fatal("a password was handed out twice")
+		}
+		seen[c.password] = true
+		if c.verifier != "" && strings.Contains(c.verifier, c.password) {
+			t.Fatal("a verifier holds its password")
+		}
 	}
 }

@@ -38,11 +38,19 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	if err != nil {
 		return events.Credentials{}, err
 	}
-	password := newPassword()
+	cred := credential{password: newPassword()}
+	if target.Engine == events.PostgreSQL {
+		cred = s.credentials.take()
+	}
+	password := cred.password
 	now := time.Now()
-	ev := events.RequestLease(events.LeaseRequest{LeaseID: id, ClientID: client.ClientID, Target: target, TTLSeconds: ttlSeconds,
+	req := events.LeaseRequest{LeaseID: id, ClientID: client.ClientID, Target: target, TTLSeconds: ttlSeconds,
 		Username: username, SealedPassword: s.cfg.Sealer.Seal([]byte(password), []byte(id)),
-		Now: now, Deadline: now.Add(s.cfg.RequestTimeout)})
+		Now: now, Deadline: now.Add(s.cfg.RequestTimeout)}
+	if cred.verifier != "" {
+		req.SealedVerifier = s.cfg.Sealer.Seal([]byte(cred.verifier), []byte(events.VerifierAAD(id)))
+	}
+	ev := events.RequestLease(req)
 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()

@@ -53,6 +53,9 @@ type CreateUserRequest struct {
 	RecordUID string
 	Username  string
 	Password  string
+	// PasswordVerifier, when set, is Password's SCRAM-SHA-256 verifier, prepared ahead
+	// (see SCRAMVerifier); engines that store one take it instead of computing it.
+	PasswordVerifier string
 	ExpiresAt time.Time
 	Grants    []events.Grant
 }

@@ -428,3 +428,39 @@ func TestDriver_MigrationByLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDriver_PreparedVerifier: a verifier prepared ahead is what the role gets: the
+// password logs in, and a verifier of another password would not let it.
+func TestDriver_PreparedVerifier(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	defer d.Close()
+	admin, uid := c.admin(), drivertest.NewRecordUID()
+	for _, tc := range []struct {
+		name, verifierOf string
+		logsIn           bool
+	}{{"its own password's", "", true}, {"another password's", "other-" + drivertest.NewPassword(), false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			user, password := drivertest.NewUsername(), drivertest.NewPassword()
+			of := password
+			if tc.verifierOf != "" {
+				of = tc.verifierOf
+			}
+			v, ok := driver.SCRAMVerifier(of)
+			if !ok {
+				t.Fatal("no verifier")
+			}
+			t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: user}) })
+			if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: uid, Username: user, Password: password,
+				PasswordVerifier: v, ExpiresAt: time.Now().Add(time.Hour), Grants: s.Grants}); err != nil {
+				t.Fatal(err)
+			}
+			err := c.execIn(ctx, user, password, s.Database, "SELECT 1")
+			if (err == nil) != tc.logsIn {
+				t.Fatalf("login with the password: %v, want it to succeed: %v", err, tc.logsIn)
+			}
+		})
+	}
+}

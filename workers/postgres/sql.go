@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 var errNUL = errors.New("literal holds a NUL byte")
@@ -141,4 +142,17 @@ func (s grantSpec) statements(group string) string {
 		fmt.Fprintf(&b, "GRANT %s ON TABLE %s TO %s;\n", privs, strings.Join(tables, ", "), g)
 	}
 	return b.String()
+}
+
+// passwordLiteral is the PASSWORD clause's literal: the verifier prepared ahead when
+// there is one, else password's SCRAM verifier when it can be computed here, else the
+// quoted plaintext.
+func passwordLiteral(password, prepared string) (string, error) {
+	if prepared != "" {
+		return quoteLiteral(prepared)
+	}
+	if v, ok := driver.SCRAMVerifier(password); ok {
+		return quoteLiteral(v)
+	}
+	return quoteLiteral(password)
 }

@@ -47,7 +47,7 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 	if err := checkIdentifier(req.Username); err != nil {
 		return false, events.Wrap(err, events.EInternal, "The username is not a valid PostgreSQL role name.")
 	}
-	password, err := passwordLiteral(req.Password)
+	password, err := passwordLiteral(req.Password, req.PasswordVerifier)
 	if err != nil {
 		return false, events.Wrap(err, events.EInternal, "The password cannot be stored in PostgreSQL.")
 	}

@@ -1,4 +1,4 @@
-package postgres
+package driver
 
 import (
 	"crypto/hmac"
@@ -12,13 +12,15 @@ import (
 // scramIterations is PostgreSQL's default scram_iterations.
 const scramIterations = 4096
 
-// scramVerifier returns the SCRAM-SHA-256 verifier PostgreSQL stores for password
+// SCRAMVerifier returns the SCRAM-SHA-256 verifier PostgreSQL stores for password
 // (RFC 5802, RFC 7677): SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>.
 // CREATE/ALTER ROLE ... PASSWORD accepts a verifier as it is, so the plaintext never
-// reaches the database server, its statement log or pg_stat_statements. ok is false for
-// a password PostgreSQL would first normalize with SASLprep (anything outside printable
-// ASCII): only then is the plaintext sent, and PostgreSQL hashes it itself.
-func scramVerifier(password string) (verifier string, ok bool) {
+// reaches the database server, its statement log or pg_stat_statements. Computing one
+// is most of a PostgreSQL create's cost (4096 PBKDF2 rounds), which is why it can be
+// prepared ahead, off the request path (CreateUserRequest.PasswordVerifier). ok is false
+// for a password PostgreSQL would first normalize with SASLprep (anything outside
+// printable ASCII): only then is the plaintext sent, and PostgreSQL hashes it itself.
+func SCRAMVerifier(password string) (verifier string, ok bool) {
 	for i := 0; i < len(password); i++ {
 		if password[i] < 0x20 || password[i] > 0x7e {
 			return "", false
@@ -43,13 +45,4 @@ func hmacSHA256(key []byte, msg string) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(msg))
 	return m.Sum(nil)
-}
-
-// passwordLiteral is the PASSWORD clause's literal for password: its SCRAM verifier when
-// it can be computed here, else the quoted plaintext.
-func passwordLiteral(password string) (string, error) {
-	if v, ok := scramVerifier(password); ok {
-		return quoteLiteral(v)
-	}
-	return quoteLiteral(password)
 }
