@@ -45,7 +45,6 @@ type agentOptions struct {
 	once       bool
 	argv       []string  // the --exec application
 	signal     os.Signal // sent on rotation; nil restarts an --exec application instead
-	signalName string
 	pidFile    string
 }
 
@@ -54,7 +53,7 @@ func (a *app) agentCommand() *cobra.Command {
 	var ttl ttlValue
 	var templates []string
 	var execApp bool
-	var signalName string
+	var sigFlag string
 	cmd := &cobra.Command{
 		Use:   "agent --record-uid UID --ttl SECONDS [--output FILE] [--template IN:OUT]... [--exec -- CMD ARGS... | --pid-file FILE --signal SIG] [--once]",
 		Short: "Keep a lease's credentials fresh for a long-running application: renew, rotate, revoke",
@@ -107,7 +106,7 @@ revoked, retrying; it never holds a password, connection string or token.
   sy agent --record-uid 7Kj9mNpQ2xRs --ttl 1h --grace 1m --exec -- ./myapp --port 8080`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.check(cmd, args, int(ttl), templates, execApp, signalName); err != nil {
+			if err := o.check(cmd, args, int(ttl), templates, execApp, sigFlag); err != nil {
 				return err
 			}
 			for _, v := range templates {
@@ -134,7 +133,7 @@ revoked, retrying; it never holds a password, connection string or token.
 	f.StringVarP(&o.files.output, "output", "o", "", "write the lease to this file as JSON (mode 0600, atomic), as sy dynamic lease create --output does")
 	f.StringArrayVar(&templates, "template", nil, "render the text/template file IN over the lease into OUT (mode 0600, atomic); IN:OUT, repeatable")
 	f.BoolVar(&execApp, "exec", false, "run the application given after -- with the credentials in its environment, and restart (or --signal) it on rotation")
-	f.StringVar(&signalName, "signal", "", "on rotation send this signal (e.g. SIGHUP) to the --exec application instead of restarting it, or to the --pid-file process")
+	f.StringVar(&sigFlag, "signal", "", "on rotation send this signal (e.g. SIGHUP) to the --exec application instead of restarting it, or to the --pid-file process")
 	f.StringVar(&o.pidFile, "pid-file", "", "on rotation send --signal to the process whose id this file holds")
 	f.DurationVar(&o.grace, "grace", defaultGrace, "how long the old lease stays valid after a rotation before it is revoked; a tenth of --ttl if that is shorter")
 	f.BoolVar(&o.keepOnExit, "keep-on-exit", false, "on SIGTERM/SIGINT leave the lease to expire instead of revoking it")
@@ -149,7 +148,7 @@ revoked, retrying; it never holds a password, connection string or token.
 }
 
 // check completes o from the flags that need checking and reports the first usage error.
-func (o *agentOptions) check(cmd *cobra.Command, args []string, ttl int, templates []string, execApp bool, signalName string) error {
+func (o *agentOptions) check(cmd *cobra.Command, args []string, ttl int, templates []string, execApp bool, sigFlag string) error {
 	o.ttl = ttl
 	if ttl < 1 {
 		return usagef("--ttl must be at least 1 second")
@@ -168,12 +167,12 @@ func (o *agentOptions) check(cmd *cobra.Command, args []string, ttl int, templat
 			return err
 		}
 	}
-	if signalName != "" {
-		sig, err := parseSignal(signalName)
+	if sigFlag != "" {
+		sig, err := parseSignal(sigFlag)
 		if err != nil {
 			return usagef("%v", err)
 		}
-		o.signal, o.signalName = sig, "SIG"+strings.TrimPrefix(strings.ToUpper(signalName), "SIG")
+		o.signal = sig
 		if !execApp && o.pidFile == "" {
 			return usagef("--signal goes with --exec or --pid-file: it names the signal to send on rotation")
 		}
@@ -451,18 +450,18 @@ func (g *agent) notify(l *client.Lease) error {
 		g.log.Info("application restarted", "old_pid", old, "pid", g.child.pid())
 	case g.child != nil:
 		if err := g.child.signal(g.o.signal); err != nil {
-			g.log.Warn("application not signalled", "signal", g.o.signalName, "pid", g.child.pid(), "error", err)
+			g.log.Warn("application not signalled", "signal", signalName(g.o.signal), "pid", g.child.pid(), "error", err)
 			return nil
 		}
-		g.log.Info("application signalled", "signal", g.o.signalName, "pid", g.child.pid())
+		g.log.Info("application signalled", "signal", signalName(g.o.signal), "pid", g.child.pid())
 	case g.o.pidFile != "":
 		pid, err := signalPIDFile(g.o.pidFile, g.o.signal)
 		if err != nil {
 			// It may be restarting, and then reads the new files anyway.
-			g.log.Warn("application not signalled", "signal", g.o.signalName, "pid_file", g.o.pidFile, "error", err)
+			g.log.Warn("application not signalled", "signal", signalName(g.o.signal), "pid_file", g.o.pidFile, "error", err)
 			return nil
 		}
-		g.log.Info("application signalled", "signal", g.o.signalName, "pid", pid)
+		g.log.Info("application signalled", "signal", signalName(g.o.signal), "pid", pid)
 	}
 	return nil
 }
@@ -524,7 +523,7 @@ func (g *agent) release(ctx context.Context, keepCurrent bool) error {
 
 // shutdown passes sig on to the application, waits for it, and releases the leases.
 func (g *agent) shutdown(ctx context.Context, sig os.Signal) error {
-	g.log.Info("stopping", "signal", sig.String())
+	g.log.Info("stopping", "signal", signalName(sig))
 	if g.child != nil {
 		if err := g.child.signal(sig); err != nil {
 			g.log.Warn("application not signalled", "pid", g.child.pid(), "error", err)
@@ -543,7 +542,7 @@ func (g *agent) awaitChild() {
 			g.log.Info("application exited", "status", status)
 			return
 		case sig := <-g.sigs:
-			g.log.Warn("killing the application", "signal", sig.String(), "pid", g.child.pid())
+			g.log.Warn("killing the application", "signal", signalName(sig), "pid", g.child.pid())
 			_ = g.child.signal(os.Kill)
 		}
 	}

@@ -40,6 +40,16 @@ func parseSignal(name string) (os.Signal, error) {
 	return nil, fmt.Errorf("--signal %q is not one of %s", name, strings.Join(names, ", "))
 }
 
+// signalName names sig as --signal does (SIGTERM), or as Go does one it does not list.
+func signalName(sig os.Signal) string {
+	for name, s := range signalsByName {
+		if s == sig {
+			return "SIG" + name
+		}
+	}
+	return sig.String()
+}
+
 // child is the application of --exec: a process started with a lease's credentials in
 // its environment. Its methods are called from one goroutine.
 type child struct {
