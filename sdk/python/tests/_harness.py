@@ -61,6 +61,15 @@ def unavailable(reason: str) -> BaseException:
     return unittest.SkipTest(reason + " (with CI=true this is a failure)")
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll predicate until it is true, failing with what after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("not within %gs: %s" % (timeout, what))
+        time.sleep(0.02)  # polling interval of a deadline-bounded wait, not synchronisation
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
