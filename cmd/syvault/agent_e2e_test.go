@@ -47,6 +47,27 @@ func appEnv(t *testing.T, admin *client.Client, server, bin, recordUID string) (
 	}, privPEM
 }
 
+// agentSetup is what an agent test starts from: a target, and an app client allowed to
+// lease it with the environment the product document's CronJob gives sy.
+type agentSetup struct {
+	admin  *client.Client
+	target *client.Target
+	env    []string
+	key    string // the app client's private key
+}
+
+// setupAgent registers on srv a target of eng whose leases may live maxTTL seconds (0: no
+// limit of the target's own), and an app client allowed to lease it, for sy at bin.
+func setupAgent(t *testing.T, srv *testServer, eng engine, bin string, maxTTL int) agentSetup {
+	t.Helper()
+	admin := srv.admin(t)
+	tg := eng.target(t)
+	tg.MaxTTLSeconds = maxTTL
+	target := mustRegister(t, admin, tg)
+	env, key := appEnv(t, admin, srv.HTTP.URL(), bin, target.RecordUID)
+	return agentSetup{admin: admin, target: target, env: env, key: key}
+}
+
 // agentRun is a running sy agent process.
 type agentRun struct {
 	cmd      *exec.Cmd
@@ -275,18 +296,13 @@ func TestAgent_RenewsAndRotates(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			eng := mk(t)
 			ctx := context.Background()
-			srv := mustServer(t, "", nil)
-			admin := srv.admin(t)
-			tg := eng.target(t)
-			tg.MaxTTLSeconds = 6
-			target := mustRegister(t, admin, tg)
-			env, key := appEnv(t, admin, srv.HTTP.URL(), bin, target.RecordUID)
+			s := setupAgent(t, mustServer(t, "", nil), eng, bin, 6)
 			dir := t.TempDir()
 			creds, signals := filepath.Join(dir, "db-creds.json"), filepath.Join(dir, "signals")
 			watch := watchFile(creds)
 			const grace = 500 * time.Millisecond
 
-			a := startAgent(t, bin, append(env, "SIGNALS="+signals), "--record-uid", target.RecordUID, "--ttl", "4",
+			a := startAgent(t, bin, append(s.env, "SIGNALS="+signals), "--record-uid", s.target.RecordUID, "--ttl", "4",
 				"--grace", grace.String(), "--output", creds, "--exec", "--signal", "SIGHUP", "--", "sh", "-c", signalApp)
 			first := a.await(t, 15*time.Second, "lease obtained")["lease_id"]
 			a.await(t, 10*time.Second, "application started")
@@ -302,7 +318,7 @@ func TestAgent_RenewsAndRotates(t *testing.T) {
 			if d := revoked.time(t).Sub(rotated.time(t)); d < grace {
 				t.Errorf("the old lease was revoked %v after the rotation, before the %v grace period", d, grace)
 			}
-			mustStatus(t, admin, first, "revoked")
+			mustStatus(t, s.admin, first, "revoked")
 			if l := readLease(t, creds); l.LeaseID != second {
 				t.Fatalf("the file holds lease %s, want the new %s", l.LeaseID, second)
 			}
@@ -323,18 +339,18 @@ func TestAgent_RenewsAndRotates(t *testing.T) {
 			}
 			a.await(t, 0, "application exited")
 			current := readLease(t, creds)
-			mustStatus(t, admin, current.LeaseID, "revoked")
+			mustStatus(t, s.admin, current.LeaseID, "revoked")
 			w := watch.finish()
 			for id, l := range w.leases {
 				mustBeGone(t, eng, l.Username, 10*time.Second)
 				if id != first && id != current.LeaseID {
-					mustStatus(t, admin, id, "revoked") // a further rotation on a slow machine
+					mustStatus(t, s.admin, id, "revoked") // a further rotation on a slow machine
 				}
 			}
 			if len(w.torn) > 0 || w.reads < 100 || len(w.leases) < 2 {
 				t.Errorf("a reader polling the file: %d reads, %d leases seen, torn or wrong: %q", w.reads, len(w.leases), w.torn)
 			}
-			a.mustLogNoSecret(t, key, w.leases)
+			a.mustLogNoSecret(t, s.key, w.leases)
 			t.Logf("sy agent log:\n%s", a.log)
 		})
 	}
@@ -345,19 +361,14 @@ func TestAgent_RenewsAndRotates(t *testing.T) {
 func TestAgent_ExecRestartsTheApplication(t *testing.T) {
 	bin := buildSy(t)
 	eng := postgresEngine(t)
-	srv := mustServer(t, "", nil)
-	admin := srv.admin(t)
-	tg := eng.target(t)
-	tg.MaxTTLSeconds = 6
-	target := mustRegister(t, admin, tg)
-	env, _ := appEnv(t, admin, srv.HTTP.URL(), bin, target.RecordUID)
+	s := setupAgent(t, mustServer(t, "", nil), eng, bin, 6)
 	users := filepath.Join(t.TempDir(), "users")
 	// Logs in with what its environment holds, notes as whom, and runs until TERM.
 	app := `psql "$SY_DB_CONNECTION_STRING?sslmode=disable" -XAtc 'SELECT session_user' >> "$USERS" || exit 3
 trap 'exit 0' TERM
 while :; do sleep 1 & wait $!; done`
 
-	a := startAgent(t, bin, append(env, "USERS="+users), "--record-uid", target.RecordUID, "--ttl", "4", "--exec", "--", "sh", "-c", app)
+	a := startAgent(t, bin, append(s.env, "USERS="+users), "--record-uid", s.target.RecordUID, "--ttl", "4", "--exec", "--", "sh", "-c", app)
 	firstUser := a.await(t, 15*time.Second, "lease obtained")["username"]
 	rotated := a.await(t, 15*time.Second, "lease rotated")
 	secondUser := a.await(t, 5*time.Second, "lease obtained", "lease_id", rotated["lease_id"])["username"]
@@ -373,6 +384,44 @@ while :; do sleep 1 & wait $!; done`
 	mustBeGone(t, eng, firstUser, 10*time.Second)
 }
 
+// TestAgent_SignalsAProcessByItsPIDFile: with --pid-file and --signal, a rotation signals
+// a process the agent did not start, which it leaves running when it stops.
+func TestAgent_SignalsAProcessByItsPIDFile(t *testing.T) {
+	bin := buildSy(t)
+	s := setupAgent(t, mustServer(t, "", nil), postgresEngine(t), bin, 6)
+	dir := t.TempDir()
+	signals, pidFile, creds := filepath.Join(dir, "signals"), filepath.Join(dir, "app.pid"), filepath.Join(dir, "db-creds.json")
+	app := exec.Command("sh", "-c", signalApp)
+	app.Env = append(os.Environ(), "SIGNALS="+signals)
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = app.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = app.Process.Kill(); <-exited })
+	pid := strconv.Itoa(app.Process.Pid)
+	if err := os.WriteFile(pidFile, []byte(pid+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	a := startAgent(t, bin, s.env, "--record-uid", s.target.RecordUID, "--ttl", "4", "--output", creds,
+		"--pid-file", pidFile, "--signal", "HUP")
+	a.await(t, 15*time.Second, "lease rotated")
+	a.await(t, 5*time.Second, "application signalled", "signal", "SIGHUP", "pid", pid)
+	eventually(t, 5*time.Second, "the process got SIGHUP", func() (bool, error) {
+		data, err := os.ReadFile(signals)
+		return strings.Contains(string(data), "HUP"), err
+	})
+	if code := a.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit status %d after SIGTERM, want 0", code)
+	}
+	select {
+	case <-exited:
+		t.Error("the agent stopped a process it does not own")
+	default:
+	}
+}
+
 // TestAgent_SurvivesServerRestart: SyVault goes away while the agent holds a lease; the
 // agent retries, says the credentials are still valid, and renews the same lease once
 // SyVault is back.
@@ -382,12 +431,10 @@ func TestAgent_SurvivesServerRestart(t *testing.T) {
 	dir, addr := t.TempDir(), freeAddr(t)
 	listen := func(c *Config) { c.Listen = addr }
 	srv := mustServer(t, dir, listen)
-	admin := srv.admin(t)
-	target := mustTarget(t, admin, eng)
-	env, _ := appEnv(t, admin, srv.HTTP.URL(), bin, target.RecordUID)
+	s := setupAgent(t, srv, eng, bin, 0)
 	creds := filepath.Join(t.TempDir(), "db-creds.json")
 
-	a := startAgent(t, bin, env, "--record-uid", target.RecordUID, "--ttl", "15", "--output", creds)
+	a := startAgent(t, bin, s.env, "--record-uid", s.target.RecordUID, "--ttl", "15", "--output", creds)
 	obtained := a.await(t, 15*time.Second, "lease obtained")
 	lease := obtained["lease_id"]
 	if err := srv.Close(); err != nil {
@@ -420,12 +467,10 @@ func TestAgent_FailsOnceTheCredentialsExpire(t *testing.T) {
 	eng := postgresEngine(t)
 	dir := t.TempDir()
 	srv := mustServer(t, dir, nil)
-	admin := srv.admin(t)
-	target := mustTarget(t, admin, eng)
-	env, _ := appEnv(t, admin, srv.HTTP.URL(), bin, target.RecordUID)
+	s := setupAgent(t, srv, eng, bin, 0)
 	signals := filepath.Join(t.TempDir(), "signals")
 
-	a := startAgent(t, bin, append(env, "SIGNALS="+signals), "--record-uid", target.RecordUID, "--ttl", "3",
+	a := startAgent(t, bin, append(s.env, "SIGNALS="+signals), "--record-uid", s.target.RecordUID, "--ttl", "3",
 		"--output", filepath.Join(t.TempDir(), "db-creds.json"), "--exec", "--", "sh", "-c", signalApp)
 	obtained := a.await(t, 15*time.Second, "lease obtained")
 	a.await(t, 5*time.Second, "application started")
@@ -459,10 +504,7 @@ func TestAgent_OnceIsTheCronJobFetch(t *testing.T) {
 	bin := buildSy(t)
 	eng := postgresEngine(t)
 	ctx := context.Background()
-	srv := mustServer(t, "", nil)
-	admin := srv.admin(t)
-	target := mustTarget(t, admin, eng)
-	env, key := appEnv(t, admin, srv.HTTP.URL(), bin, target.RecordUID)
+	s := setupAgent(t, mustServer(t, "", nil), eng, bin, 0)
 	tmplDir, shared, seedShared := t.TempDir(), t.TempDir(), t.TempDir()
 	tmpl := filepath.Join(tmplDir, "dsn.tmpl")
 	if err := os.WriteFile(tmpl, []byte("{{.ConnectionString}}?sslmode=disable\n"), 0o600); err != nil {
@@ -471,14 +513,14 @@ func TestAgent_OnceIsTheCronJobFetch(t *testing.T) {
 	runSh := func(script string) string {
 		t.Helper()
 		cmd := exec.Command("sh", "-c", script)
-		cmd.Env = env
+		cmd.Env = s.env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", script, err, out)
 		}
 		return string(out)
 	}
-	forTarget := strings.NewReplacer("7Kj9mNpQ2xRs", target.RecordUID)
+	forTarget := strings.NewReplacer("7Kj9mNpQ2xRs", s.target.RecordUID)
 	runSh(forTarget.Replace(strings.ReplaceAll(seedInitContainer, "/shared/", seedShared+"/")))
 	once := strings.Replace(seedInitContainer, "sy dynamic lease create", "sy agent --once", 1)
 	once = forTarget.Replace(strings.ReplaceAll(once, "/shared/", shared+"/")) + " \\\n--template " + tmpl + ":" + shared + "/dsn"
@@ -507,7 +549,7 @@ func TestAgent_OnceIsTheCronJobFetch(t *testing.T) {
 		t.Errorf("the shared volume holds %d files, want db-creds.json and dsn", len(entries))
 	}
 	lease := readLease(t, filepath.Join(shared, "db-creds.json"))
-	mustStatus(t, admin, lease.LeaseID, "active")
+	mustStatus(t, s.admin, lease.LeaseID, "active")
 	psql := exec.Command("sh", "-c", `psql "$(cat "$1")" -XAtc 'SELECT session_user'`, "sh", filepath.Join(shared, "dsn"))
 	out, err := psql.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != lease.Username {
@@ -520,5 +562,5 @@ func TestAgent_OnceIsTheCronJobFetch(t *testing.T) {
 	sess.Close()
 	a := &agentRun{log: &syncBuffer{}}
 	a.log.Write([]byte(log))
-	a.mustLogNoSecret(t, key, map[string]client.Lease{lease.LeaseID: lease})
+	a.mustLogNoSecret(t, s.key, map[string]client.Lease{lease.LeaseID: lease})
 }

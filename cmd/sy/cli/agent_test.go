@@ -12,41 +12,56 @@ import (
 	"github.com/syvault/syvault/http/client"
 )
 
-func TestAgent_usageErrors(t *testing.T) {
+// TestAgent_refusedBeforeLeasing: a wrong command line (exit 2) or a template that
+// cannot be read or cannot render a lease (exit 1) stops sy agent with one error line,
+// before it asks for a lease.
+func TestAgent_refusedBeforeLeasing(t *testing.T) {
 	f := MustFakeServer(t)
 	env := f.env(t)
-	out := filepath.Join(t.TempDir(), "creds.json")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "creds.json")
+	misspelt := filepath.Join(dir, "misspelt.tmpl")
+	os.WriteFile(misspelt, []byte("password={{.Pasword}}\n"), 0o600)
+	unparsable := filepath.Join(dir, "unparsable.tmpl")
+	os.WriteFile(unparsable, []byte("{{.Password"), 0o600)
 	base := []string{"agent", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "60"}
+	rendering := func(in string) []string {
+		return append(base, "--once", "--template", in+":"+filepath.Join(dir, "out"))
+	}
 	tests := []struct {
 		name string
 		args []string
+		code int
 		want string // in the error line
 	}{
-		{"no record uid", []string{"agent", "--ttl", "60", "--output", out}, "record-uid"},
-		{"no ttl", []string{"agent", "--record-uid", "x", "--output", out}, "ttl"},
-		{"zero ttl", []string{"agent", "--record-uid", "x", "--ttl", "0", "--output", out}, "--ttl must be at least 1 second"},
-		{"bad ttl", []string{"agent", "--record-uid", "x", "--ttl", "soon", "--output", out}, "whole seconds"},
-		{"nowhere to go", base, "give --output, --template or --exec"},
-		{"once nowhere to go", append(base, "--once"), "--once needs --output or --template"},
-		{"exec without application", append(base, "--exec"), "--exec needs the application after --"},
-		{"exec with an argument before --", append(base, "extra", "--exec", "--", "sleep", "1"), "--exec needs the application after --"},
-		{"application without --exec", append(base, "--output", out, "--", "sleep", "1"), "unexpected argument \"sleep\""},
-		{"pid file without signal", append(base, "--output", out, "--pid-file", "app.pid"), "--pid-file needs --signal"},
-		{"signal alone", append(base, "--output", out, "--signal", "HUP"), "--signal goes with --exec or --pid-file"},
-		{"unknown signal", append(base, "--exec", "--signal", "SIGFOO", "--", "sleep", "1"), "SIGHUP"},
-		{"exec and pid file", append(base, "--exec", "--pid-file", "p", "--signal", "HUP", "--", "sleep", "1"), "exec"},
-		{"once and exec", append(base, "--once", "--exec", "--", "sleep", "1"), "once"},
-		{"once and keep", append(base, "--once", "--output", out, "--keep-on-exit"), "once"},
-		{"template without OUT", append(base, "--template", "dsn.tmpl"), "must be IN:OUT"},
-		{"template without IN", append(base, "--template", ":dsn"), "must be IN:OUT"},
-		{"negative grace", append(base, "--output", out, "--grace", "-1s"), "--grace must not be negative"},
-		{"grace too long", append(base, "--output", out, "--grace", "20s"), "shorter than a third of --ttl (20s)"},
-		{"bad grace", append(base, "--output", out, "--grace", "soon"), "grace"},
+		{"no record uid", []string{"agent", "--ttl", "60", "--output", out}, ExitUsage, "record-uid"},
+		{"no ttl", []string{"agent", "--record-uid", "x", "--output", out}, ExitUsage, "ttl"},
+		{"zero ttl", []string{"agent", "--record-uid", "x", "--ttl", "0", "--output", out}, ExitUsage, "--ttl must be at least 1 second"},
+		{"bad ttl", []string{"agent", "--record-uid", "x", "--ttl", "soon", "--output", out}, ExitUsage, "whole seconds"},
+		{"nowhere to go", base, ExitUsage, "give --output, --template or --exec"},
+		{"once nowhere to go", append(base, "--once"), ExitUsage, "--once needs --output or --template"},
+		{"exec without application", append(base, "--exec"), ExitUsage, "--exec needs the application after --"},
+		{"exec with an argument before --", append(base, "extra", "--exec", "--", "sleep", "1"), ExitUsage, "--exec needs the application after --"},
+		{"application without --exec", append(base, "--output", out, "--", "sleep", "1"), ExitUsage, "unexpected argument \"sleep\""},
+		{"pid file without signal", append(base, "--output", out, "--pid-file", "app.pid"), ExitUsage, "--pid-file needs --signal"},
+		{"signal alone", append(base, "--output", out, "--signal", "HUP"), ExitUsage, "--signal goes with --exec or --pid-file"},
+		{"unknown signal", append(base, "--exec", "--signal", "SIGFOO", "--", "sleep", "1"), ExitUsage, "SIGHUP"},
+		{"exec and pid file", append(base, "--exec", "--pid-file", "p", "--signal", "HUP", "--", "sleep", "1"), ExitUsage, "exec"},
+		{"once and exec", append(base, "--once", "--exec", "--", "sleep", "1"), ExitUsage, "once"},
+		{"once and keep", append(base, "--once", "--output", out, "--keep-on-exit"), ExitUsage, "once"},
+		{"template without OUT", append(base, "--template", "dsn.tmpl"), ExitUsage, "must be IN:OUT"},
+		{"template without IN", append(base, "--template", ":dsn"), ExitUsage, "must be IN:OUT"},
+		{"negative grace", append(base, "--output", out, "--grace", "-1s"), ExitUsage, "--grace must not be negative"},
+		{"grace too long", append(base, "--output", out, "--grace", "20s"), ExitUsage, "shorter than a third of --ttl (20s)"},
+		{"bad grace", append(base, "--output", out, "--grace", "soon"), ExitUsage, "grace"},
+		{"template file missing", rendering(filepath.Join(dir, "nope.tmpl")), ExitError, "reading the template"},
+		{"template field unknown", rendering(misspelt), ExitError, "Pasword"},
+		{"template syntax", rendering(unparsable), ExitError, "unparsable.tmpl does not render a lease"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := run(t, env, "", tt.args...)
-			wantOneErrorLine(t, r, ExitUsage)
+			wantOneErrorLine(t, r, tt.code)
 			if !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("stderr %q does not mention %q", r.stderr, tt.want)
 			}
@@ -55,37 +70,7 @@ func TestAgent_usageErrors(t *testing.T) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.leaseRequests) != 0 {
-		t.Errorf("%d leases requested by wrong command lines", len(f.leaseRequests))
-	}
-}
-
-// TestAgent_templateErrors: a template that cannot be read or cannot render a lease
-// stops sy agent before it asks for one.
-func TestAgent_templateErrors(t *testing.T) {
-	f := MustFakeServer(t)
-	env := f.env(t)
-	dir := t.TempDir()
-	misspelt := filepath.Join(dir, "misspelt.tmpl")
-	os.WriteFile(misspelt, []byte("password={{.Pasword}}\n"), 0o600)
-	unparsable := filepath.Join(dir, "unparsable.tmpl")
-	os.WriteFile(unparsable, []byte("{{.Password"), 0o600)
-	for name, tc := range map[string]struct{ in, want string }{
-		"missing file":  {filepath.Join(dir, "nope.tmpl"), "reading the template"},
-		"unknown field": {misspelt, "Pasword"},
-		"syntax":        {unparsable, "unparsable.tmpl does not render a lease"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			r := run(t, env, "", "agent", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "60", "--once", "--template", tc.in+":"+filepath.Join(dir, "out"))
-			wantOneErrorLine(t, r, ExitError)
-			if !strings.Contains(r.stderr, tc.want) {
-				t.Errorf("stderr %q does not mention %q", r.stderr, tc.want)
-			}
-		})
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.leaseRequests) != 0 {
-		t.Errorf("%d leases requested with a broken template", len(f.leaseRequests))
+		t.Errorf("%d leases requested by refused command lines", len(f.leaseRequests))
 	}
 }
 
