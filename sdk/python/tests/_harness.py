@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -68,6 +69,18 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("not within %gs: %s" % (timeout, what))
         time.sleep(0.02)  # polling interval of a deadline-bounded wait, not synchronisation
+
+
+def recorder():
+    """A callback that keeps what it is called with and sets an event each time:
+    (calls, called, callback)."""
+    calls, called = [], threading.Event()
+
+    def callback(arg):
+        calls.append(arg)
+        called.set()
+
+    return calls, called, callback
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import contextlib
 import io
 import re
 import socket
-import threading
 import unittest
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -378,14 +377,7 @@ class PostgresTests(unittest.TestCase):
         leaving the with block revokes the current one. The log holds no secret."""
         target = self.client.dynamic.create_target(**dict(self.target_body, name=self.db + "_fresh", max_ttl_seconds=6))
         self.extra_targets.append(target.record_uid)
-        rotated = threading.Event()
-        new_leases = []
-
-        def on_rotate(lease):
-            self.usernames.add(lease.username)
-            new_leases.append(lease)
-            rotated.set()
-
+        new_leases, rotated, on_rotate = _harness.recorder()
         with self.assertLogs("syvault", level="INFO") as logs:
             with self.client.dynamic.keep_fresh(record_uid=target.record_uid, ttl_seconds=4, on_rotate=on_rotate,
                                                 grace_seconds=0.5) as keeper:
@@ -395,6 +387,7 @@ class PostgresTests(unittest.TestCase):
                 try:
                     self.assertTrue(rotated.wait(20), "no rotation")
                     second = new_leases[0]
+                    self.usernames.add(second.username)
                     self.assertNotEqual(second.lease_id, first.lease_id)
                     _harness.wait_for(lambda: self.client.dynamic.get_lease(first.lease_id).status == "revoked", 10,
                                       "the old lease revoked")
@@ -410,6 +403,7 @@ class PostgresTests(unittest.TestCase):
                     cur.execute("SELECT session_user")
                     self.assertEqual(cur.fetchone(), (current.username,))
                 conn.close()
+            self.usernames.update(lease.username for lease in new_leases)
             self.assertEqual(self.client.dynamic.get_lease(current.lease_id).status, "revoked")
             self.assertFalse(role_exists(current.username))
 

@@ -812,13 +812,7 @@ class KeeperTests(unittest.TestCase):
         for n in (1, 2, 3):
             self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-%d/renew" % n)] = renew
             self.fake.routes[("DELETE", "/api/sm/v1/dynamic/leases/lease-%d" % n)] = (204, None)
-        rotated = threading.Event()
-        got = []
-
-        def on_rotate(lease):
-            got.append(lease)
-            rotated.set()
-
+        got, rotated, on_rotate = _harness.recorder()
         with self.assertLogs("syvault", level="INFO") as logs:
             with self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=3, on_rotate=on_rotate,
                                                 grace_seconds=0.2) as keeper:
@@ -844,13 +838,7 @@ class KeeperTests(unittest.TestCase):
         self.serve_leases(2, after=(503, {"error": "unavailable", "message": "The event store is unavailable."}))
         self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-1/renew")] = (
             503, {"error": "unavailable", "message": "The event store is unavailable."})
-        failed = threading.Event()
-        errors = []
-
-        def on_error(e):
-            errors.append(e)
-            failed.set()
-
+        errors, failed, on_error = _harness.recorder()
         with self.assertLogs("syvault", level="INFO") as logs:
             keeper = self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=2, grace_seconds=0.1, on_error=on_error)
             self.assertTrue(failed.wait(10), "the keeper did not give up")
