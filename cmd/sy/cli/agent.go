@@ -80,8 +80,9 @@ How the application learns of new credentials:
                                 SY_DB_PASSWORD, SY_DB_CONNECTION_STRING and SY_LEASE_EXPIRES_AT
                                 in its environment (the names of --format env; SY_PRIVATE_KEY
                                 is left out) and restarts it with the new ones, or sends it
-                                --signal instead. When it exits by itself, sy agent revokes
-                                the lease and exits with its status.
+                                --signal instead (it then reads the files: its environment
+                                keeps the first credentials). When it exits by itself, sy
+                                agent revokes the lease and exits with its status.
   --pid-file FILE --signal SIG  sy agent sends SIG to the process whose id FILE holds.
   neither                       the application reads the files again by itself, e.g. when
                                 a login is refused or expires_at draws near.
