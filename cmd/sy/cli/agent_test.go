@@ -182,3 +182,18 @@ func TestPgpassEscape(t *testing.T) {
 		t.Errorf("pgpassEscape = %q, want %q", got, want)
 	}
 }
+
+// TestAgent_received: the signal that cancelled the context is taken from sy agent's own
+// channel, where it may arrive a moment later, so that it does not count as a second
+// signal; without one, the context was cancelled by the caller, and SIGTERM stands in.
+func TestAgent_received(t *testing.T) {
+	sigs := make(chan os.Signal, 1)
+	g := &agent{sigs: sigs}
+	go func() { sigs <- os.Interrupt }()
+	if s := g.received(); s != os.Interrupt {
+		t.Errorf("received() = %v, want the interrupt that came", s)
+	}
+	if s := g.received(); s != stopSignal {
+		t.Errorf("received() = %v without a signal, want %v", s, stopSignal)
+	}
+}
