@@ -27,27 +27,11 @@ func TestCronJob_SeedCommand(t *testing.T) {
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)
 	target := mustTarget(t, admin, eng)
-	pubDERPEM, privDERPEM := mustKeyPair(t)
-	app, err := admin.CreateClient(ctx, client.AppClient{Name: "myapp", Role: "app", AllowedRecords: []string{target.RecordUID},
-		PublicKey: pubDERPEM})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "sy"), "github.com/syvault/syvault/cmd/sy")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build sy: %v\n%s", err, out)
-	}
+	env, _ := appEnv(t, admin, srv.HTTP.URL(), buildSy(t), target.RecordUID)
 	shared := t.TempDir()
 	script := strings.NewReplacer("7Kj9mNpQ2xRs", target.RecordUID, "/shared/", shared+"/").Replace(seedInitContainer)
 	cmd := exec.Command("sh", "-c", script)
-	cmd.Env = []string{
-		"PATH=" + bin + ":/usr/bin:/bin",
-		"SY_SERVER=" + srv.HTTP.URL(),
-		"SY_CLIENT_ID=" + app.ClientID,
-		"SY_PRIVATE_KEY=" + privDERPEM,
-	}
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the seed's command failed: %v\n%s", err, out)

@@ -56,6 +56,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		fmt.Fprintf(stderr, "sy: %s (see '%s --help')\n", oneLine(ue.msg), cmd.CommandPath())
 		return ExitUsage
 	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		fmt.Fprintf(stderr, "sy: %s\n", oneLine(ee.msg))
+		return ee.code
+	}
 	fmt.Fprintf(stderr, "sy: %s\n", oneLine(a.describe(ctx, err)))
 	return ExitError
 }
@@ -80,6 +85,15 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
+
+// exitError ends sy with its own exit status, such as that of the application sy agent
+// ran, after its message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -124,8 +138,8 @@ Errors are one line on stderr; the exit status is 1 for a failure, 2 for a usage
 	pf.StringVar(&a.flags.privateKeyFile, "private-key-file", "", "Ed25519 private key file, PKCS#8 PEM (env SY_PRIVATE_KEY_FILE, or the PEM itself in SY_PRIVATE_KEY)")
 	pf.StringVar(&a.flags.credentialsFile, "credentials-file", "", "JSON credentials file with server, client_id and private_key (env SY_CREDENTIALS_FILE)")
 
-	root.AddCommand(a.authCommand(), a.keygenCommand(), a.dynamicCommand(), a.clientCommand(), a.auditCommand(),
-		a.versionCommand())
+	root.AddCommand(a.authCommand(), a.keygenCommand(), a.dynamicCommand(), a.agentCommand(), a.clientCommand(),
+		a.auditCommand(), a.versionCommand())
 	return root
 }
 

@@ -63,12 +63,7 @@ written, the new lease is revoked again.`,
 			}
 			var buf bytes.Buffer
 			if format.value == "env" {
-				err = writeExports(&buf,
-					"SY_LEASE_ID", lease.LeaseID,
-					"SY_DB_USERNAME", lease.Username,
-					"SY_DB_PASSWORD", lease.Password,
-					"SY_DB_CONNECTION_STRING", lease.ConnectionString,
-					"SY_LEASE_EXPIRES_AT", formatTime(lease.ExpiresAt))
+				err = writeExports(&buf, leaseEnv(lease)...)
 			} else {
 				err = writeJSON(&buf, lease)
 			}
@@ -80,12 +75,7 @@ written, the new lease is revoked again.`,
 				return err
 			}
 			if err := file.commit(buf.Bytes()); err != nil {
-				// Nobody received these credentials: do not leave the user behind.
-				if rerr := c.RevokeLease(cmd.Context(), lease.LeaseID); rerr != nil {
-					return fmt.Errorf("%w; lease %s was created and could not be revoked (%s), revoke it with: sy dynamic lease revoke %s",
-						err, lease.LeaseID, a.describe(cmd.Context(), rerr), lease.LeaseID)
-				}
-				return fmt.Errorf("%w; lease %s was revoked again", err, lease.LeaseID)
+				return a.undelivered(cmd.Context(), c, lease, err)
 			}
 			fmt.Fprintf(a.stderr, "lease %s written to %s, expires %s\n", lease.LeaseID, output, formatTime(lease.ExpiresAt))
 			return nil

@@ -7,6 +7,10 @@
     ...
     client.dynamic.revoke_lease(lease.lease_id)
 
+A long-running application keeps its credentials fresh with
+``client.dynamic.keep_fresh(...)`` (a :class:`LeaseKeeper`: renewed, replaced at the
+lease's cap, revoked on close).
+
 Admin clients also manage clients (``client.clients``, with :func:`generate_key_pair`),
 targets (``client.dynamic.*_target``) and read the audit trail (``client.audit``).
 
@@ -19,6 +23,7 @@ from .audit import Audit, format_time
 from .client import SecretsManagerClient
 from .clients import Clients
 from .dynamic import DynamicSecrets
+from .keeper import LeaseKeeper
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -42,6 +47,7 @@ __all__ = [
     "__version__",
     "SecretsManagerClient",
     "DynamicSecrets",
+    "LeaseKeeper",
     "Clients",
     "Audit",
     "generate_key_pair",

@@ -1,9 +1,10 @@
 """Dynamic secrets: leases of temporary database users, and the targets they are made on."""
 
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional
 from urllib.parse import quote
 
 from .errors import InvalidRequestError, SyVaultError
+from .keeper import LeaseKeeper
 from .models import Lease, LeaseInfo, LeasePage, Target
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +31,8 @@ class DynamicSecrets:
     """``client.dynamic``: leases (any client) and targets (admin clients).
 
     Leases: :meth:`create_lease`, :meth:`get_lease`, :meth:`list_leases`,
-    :meth:`iter_leases`, :meth:`renew_lease`, :meth:`revoke_lease`.
+    :meth:`iter_leases`, :meth:`renew_lease`, :meth:`revoke_lease`, and
+    :meth:`keep_fresh` for a long-running application.
     Targets: :meth:`create_target`, :meth:`list_targets`, :meth:`get_target`,
     :meth:`update_target`, :meth:`delete_target`.
     """
@@ -138,6 +140,52 @@ class DynamicSecrets:
                 server retries it until the user is gone.
         """
         self._client.request("DELETE", _BASE + "/leases/" + _id("lease_id", lease_id))
+
+    def keep_fresh(
+        self,
+        record_uid: str,
+        ttl_seconds: int,
+        on_rotate: Optional[Callable[[Lease], None]] = None,
+        grace_seconds: Optional[float] = None,
+        on_error: Optional[Callable[[SyVaultError], None]] = None,
+        revoke_on_close: bool = True,
+    ) -> LeaseKeeper:
+        """Create a lease and keep its credentials fresh in a background thread, as
+        ``sy agent`` does: renew it at about two thirds of its remaining time; when a
+        renewal comes back short (the lease is at its cap: 24 h from ``created_at``, or the
+        target's or client's ``max_ttl_seconds``), create a new lease, call
+        ``on_rotate(new_lease)``, and revoke the old one ``grace_seconds`` later.
+
+        Failures are retried with backoff while the credentials held are valid. Once they
+        have expired (or the lease was revoked elsewhere) and no new lease can be had, the
+        keeper stops: ``on_error(error)`` is called and ``keeper.lease`` raises.
+
+        Example::
+
+            with client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=3600,
+                                           on_rotate=pool.replace, grace_seconds=60) as fresh:
+                pool.replace(fresh.lease)
+                serve()
+
+        Args:
+            on_rotate: called on the keeper's thread with the new :class:`Lease`; the old
+                lease stays valid for ``grace_seconds`` after it returns, time to move the
+                connections over.
+            grace_seconds: default 30, or a tenth of ``ttl_seconds`` if shorter; must be
+                shorter than a third of ``ttl_seconds``.
+            on_error: called on the keeper's thread when it gives up.
+            revoke_on_close: whether :meth:`LeaseKeeper.close` (and leaving the ``with``
+                block) revokes the current lease; replaced ones are revoked either way.
+
+        Returns:
+            LeaseKeeper: ``lease`` is the current :class:`Lease`; a context manager.
+
+        Raises:
+            ConfigurationError: ``ttl_seconds`` or ``grace_seconds`` out of range.
+            SyVaultError: as :meth:`create_lease`, for the first lease.
+        """
+        return LeaseKeeper(self, record_uid, ttl_seconds, on_rotate=on_rotate, grace_seconds=grace_seconds,
+                           on_error=on_error, revoke_on_close=revoke_on_close)
 
     # Targets (admin) --------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -59,6 +60,27 @@ def unavailable(reason: str) -> BaseException:
     if in_ci():
         return RuntimeError("CI=true but the integration prerequisites are missing: " + reason)
     return unittest.SkipTest(reason + " (with CI=true this is a failure)")
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll predicate until it is true, failing with what after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("not within %gs: %s" % (timeout, what))
+        time.sleep(0.02)  # polling interval of a deadline-bounded wait, not synchronisation
+
+
+def recorder():
+    """A callback that keeps what it is called with and sets an event each time:
+    (calls, called, callback)."""
+    calls, called = [], threading.Event()
+
+    def callback(arg):
+        calls.append(arg)
+        called.set()
+
+    return calls, called, callback
 
 
 def free_port() -> int:

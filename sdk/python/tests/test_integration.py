@@ -370,6 +370,53 @@ class PostgresTests(unittest.TestCase):
         finally:
             self.revoke_quietly(lease.lease_id)
 
+    def test_keep_fresh_renews_rotates_and_revokes(self):
+        """A target whose leases may live 6 s, leases asked for 4 s: the keeper renews, a
+        renewal comes back short (the cap), it rotates and calls on_rotate; the old lease is
+        revoked after the grace period (its open session ends, its user is dropped);
+        leaving the with block revokes the current one. The log holds no secret."""
+        target = self.client.dynamic.create_target(**dict(self.target_body, name=self.db + "_fresh", max_ttl_seconds=6))
+        self.extra_targets.append(target.record_uid)
+        new_leases, rotated, on_rotate = _harness.recorder()
+        with self.assertLogs("syvault", level="INFO") as logs:
+            with self.client.dynamic.keep_fresh(record_uid=target.record_uid, ttl_seconds=4, on_rotate=on_rotate,
+                                                grace_seconds=0.5) as keeper:
+                first = keeper.lease
+                self.usernames.add(first.username)
+                old_conn = self.psycopg2.connect(first.connection_string, connect_timeout=5)
+                try:
+                    self.assertTrue(rotated.wait(20), "no rotation")
+                    second = new_leases[0]
+                    self.usernames.add(second.username)
+                    self.assertNotEqual(second.lease_id, first.lease_id)
+                    _harness.wait_for(lambda: self.client.dynamic.get_lease(first.lease_id).status == "revoked", 10,
+                                      "the old lease revoked")
+                    self.assertFalse(role_exists(first.username))
+                    with self.assertRaises((self.psycopg2.OperationalError, self.psycopg2.InterfaceError)):
+                        with old_conn.cursor() as cur:
+                            cur.execute("SELECT 1")
+                finally:
+                    old_conn.close()
+                current = keeper.lease
+                conn = self.psycopg2.connect(current.connection_string, connect_timeout=5)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT session_user")
+                    self.assertEqual(cur.fetchone(), (current.username,))
+                conn.close()
+            self.usernames.update(lease.username for lease in new_leases)
+            self.assertEqual(self.client.dynamic.get_lease(current.lease_id).status, "revoked")
+            self.assertFalse(role_exists(current.username))
+
+        text = "\n".join(logs.output)
+        self.assertIn("lease renewed lease_id=%s" % first.lease_id, text)
+        self.assertIn("at_cap=False", text)
+        rotated_at = next(r.created for r in logs.records if r.getMessage().startswith("lease rotated old_lease_id=" + first.lease_id))
+        revoked_at = next(r.created for r in logs.records if r.getMessage() == "lease revoked lease_id=" + first.lease_id)
+        self.assertGreaterEqual(revoked_at - rotated_at, 0.5)
+        for lease in [first] + new_leases:
+            self.assertNotIn(lease.password, text)
+            self.assertNotIn(lease.connection_string, text)
+
     def test_repr_hides_password(self):
         lease = self.lease()
         try:

@@ -26,6 +26,7 @@ from syvault import SecretsManagerClient
 from syvault._auth import b64url_decode
 from syvault.errors import error_from_response
 from syvault.audit import format_time
+from syvault.keeper import renewal_capped, renewal_delay, retry_delay
 from syvault.models import LeaseInfo, parse_time
 
 CLIENT_ID = "c9a1b2d3-4e5f-6789-abcd-ef0123456789"
@@ -685,6 +686,184 @@ class UnreachableTests(unittest.TestCase):
         self.assertEqual(e.code, "connection_error")
         self.assertIn("127.0.0.1:%d" % port, str(e))
         self.assertNotIn("PRIVATE", str(e))
+
+
+
+# Keeping a lease fresh ------------------------------------------------------------------
+
+
+class KeeperScheduleTests(unittest.TestCase):
+    """The schedule of LeaseKeeper, the same as sy agent's (cmd/sy/cli/agent_schedule_test.go)."""
+
+    def test_renewal_delay(self):
+        self.assertAlmostEqual(renewal_delay(3 * 3600, 0), 2 * 3600)
+        self.assertAlmostEqual(renewal_delay(3 * 3600, 0.5), 2 * 3600 - 9 * 60)
+        self.assertAlmostEqual(renewal_delay(3, 0), 2)
+        self.assertEqual(renewal_delay(-1, 0.3), 0)
+        self.assertEqual(renewal_delay(0, 0), 0)
+        for j in (0, 0.25, 0.5, 0.999):
+            self.assertTrue(0.56 * 3600 <= renewal_delay(3600, j) <= 3600 * 2 / 3, j)
+
+    def test_renewal_capped(self):
+        e = datetime(2026, 4, 6, 13, 0, 0, tzinfo=timezone.utc)
+        cases = [
+            ("moved as far as the time passed", e + timedelta(minutes=40), 2400, False),
+            ("moved further", e + timedelta(minutes=41), 2400, False),
+            ("a truncated second short", e + timedelta(minutes=40, milliseconds=-999), 2400, False),
+            ("a whole second short", e + timedelta(minutes=40, seconds=-1), 2400, True),
+            ("held at the cap", e, 2400, True),
+            ("moved, but to the cap", e + timedelta(minutes=20), 2400, True),
+            ("short lease moved", e + timedelta(seconds=2), 2.6, False),
+            ("short lease held", e, 2, True),
+            ("renewed at once", e, 0.1, False),
+        ]
+        for name, after, elapsed, want in cases:
+            self.assertEqual(renewal_capped(e, after, elapsed), want, name)
+
+    def test_retry_delay(self):
+        cases = [
+            (1, 0, 0.5, 0.5), (2, 0, 0.5, 1.0), (4, 0, 0.5, 4.0), (50, 0, 0.5, 30.0),
+            (1, 0, 0, 0.4), (50, 0, 1, 36.0),
+            (50, 10, 0.5, 5.0), (50, 0.4, 0.5, 0.25), (50, 0.1, 0.5, 0.1), (1, 3600, 0.5, 0.5),
+        ]
+        for failures, left, jitter, want in cases:
+            self.assertAlmostEqual(retry_delay(failures, left, jitter), want, msg=(failures, left, jitter))
+
+    def test_renews_then_rotates_with_a_third_left(self):
+        """Against a server that answers in whole seconds and caps renewals, whatever the
+        phase, latency and jitter: renewals while they help, the cap seen only when it is
+        there, and a rotation that starts with a third of a lease (less rounding) left."""
+        base = datetime(2026, 4, 6, 12, 0, 0, tzinfo=timezone.utc)
+
+        def trunc(t):
+            return t.replace(microsecond=0)
+
+        for ttl, limit, min_renewals in ((4, 6, 1), (3, 6, 1), (15, 60, 3), (3600, 86400, 30), (86400, 86400, 0)):
+            for phase in (0, 0.3, 0.95):
+                for latency in (0.001, 0.08):
+                    for jitter in (0, 0.5, 0.99):
+                        start = base + timedelta(seconds=phase)
+                        created = trunc(start)
+                        cap = created + timedelta(seconds=min(limit, 86400))
+                        exp = created + timedelta(seconds=ttl)
+                        answered = start + timedelta(seconds=latency)
+                        renewals = 0
+                        while True:
+                            sent = answered + timedelta(seconds=renewal_delay((exp - answered).total_seconds(), jitter))
+                            self.assertLess(sent, exp)
+                            nxt = min(trunc(sent + timedelta(seconds=latency / 2 + ttl)), cap)
+                            recv = sent + timedelta(seconds=latency)
+                            if renewal_capped(exp, nxt, (sent - answered).total_seconds()):
+                                self.assertEqual(nxt, cap)
+                                break
+                            exp, answered, renewals = nxt, recv, renewals + 1
+                        where = (ttl, limit, phase, latency, jitter)
+                        self.assertGreaterEqual(renewals, min_renewals, where)
+                        self.assertGreaterEqual((nxt - recv).total_seconds(), (ttl - 2) / 3, where)
+
+
+def _lease_body(lease_id, username, ttl):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    return {
+        "lease_id": lease_id, "username": username, "password": "pw-%s-#secret!" % lease_id,
+        "connection_string": "postgresql://%s:pw-%s-%%23secret%%21@db:5432/app" % (username, lease_id),
+        "expires_at": format_time(now + timedelta(seconds=ttl)), "created_at": format_time(now),
+        "record_uid": "7Kj9mNpQ2xRs",
+    }
+
+
+class KeeperTests(unittest.TestCase):
+    """LeaseKeeper's flow against a fake server answering as the API does."""
+
+    def setUp(self):
+        self.fake = FakeServer()
+        self.addCleanup(self.fake.close)
+        _, pem = new_key_pem()
+        self.client = SecretsManagerClient(server=self.fake.url, client_id=CLIENT_ID, private_key=pem, timeout=5)
+        self.leases = []  # what the fake handed out
+
+    def serve_leases(self, ttl, after=None):
+        """Create answers a new lease each time; after the first len(...) ones, ``after``."""
+        def create(handler):
+            with self.fake.lock:
+                if after is not None and self.leases:
+                    return after
+                body = _lease_body("lease-%d" % (len(self.leases) + 1), "vf_tmp_%08d" % len(self.leases), ttl)
+                self.leases.append(body)
+            return (201, body)
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/lease")] = create
+
+    def requests(self, method, prefix):
+        with self.fake.lock:
+            return [p for m, p, _, _ in self.fake.seen if m == method and p.startswith(prefix)]
+
+    def assert_no_secret(self, text):
+        for body in self.leases:
+            self.assertNotIn(body["password"], text)
+            self.assertNotIn(body["connection_string"], text)
+
+    def test_rotates_at_the_cap_and_revokes_after_grace(self):
+        self.serve_leases(3)
+
+        def renew(handler):  # held at the cap: expires_at does not move
+            lease_id = handler.path.split("/")[-2]
+            body = next(b for b in self.leases if b["lease_id"] == lease_id)
+            return (200, {k: body[k] for k in ("lease_id", "username", "expires_at", "created_at", "record_uid")})
+        for n in (1, 2, 3):
+            self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-%d/renew" % n)] = renew
+            self.fake.routes[("DELETE", "/api/sm/v1/dynamic/leases/lease-%d" % n)] = (204, None)
+        got, rotated, on_rotate = _harness.recorder()
+        with self.assertLogs("syvault", level="INFO") as logs:
+            with self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=3, on_rotate=on_rotate,
+                                                grace_seconds=0.2) as keeper:
+                self.assertEqual(keeper.lease.lease_id, "lease-1")
+                self.assertTrue(rotated.wait(10), "no rotation")
+                self.assertEqual(got[0].lease_id, "lease-2")
+                self.assertEqual(got[0].password, self.leases[1]["password"])
+                self.assertIn(keeper.lease.lease_id, ("lease-2", "lease-3"))
+                _harness.wait_for(lambda: "/api/sm/v1/dynamic/leases/lease-1" in self.requests("DELETE", "/api/sm/v1/dynamic/leases/"),
+                                  10, "the old lease revoked")
+            current = keeper.lease.lease_id
+        self.assertIn("/api/sm/v1/dynamic/leases/" + current, self.requests("DELETE", "/api/sm/v1/dynamic/leases/"))
+        text = "\n".join(logs.output)
+        self.assertIn("lease renewed lease_id=lease-1", text)
+        self.assertIn("at_cap=True", text)
+        self.assertIn("lease rotated old_lease_id=lease-1 lease_id=lease-2", text)
+        rotated_at = next(r.created for r in logs.records if r.getMessage().startswith("lease rotated old_lease_id=lease-1"))
+        revoked_at = next(r.created for r in logs.records if r.getMessage() == "lease revoked lease_id=lease-1")
+        self.assertGreaterEqual(revoked_at - rotated_at, 0.2)
+        self.assert_no_secret(text)
+
+    def test_gives_up_once_the_credentials_expire(self):
+        self.serve_leases(2, after=(503, {"error": "unavailable", "message": "The event store is unavailable."}))
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-1/renew")] = (
+            503, {"error": "unavailable", "message": "The event store is unavailable."})
+        errors, failed, on_error = _harness.recorder()
+        with self.assertLogs("syvault", level="INFO") as logs:
+            keeper = self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=2, grace_seconds=0.1, on_error=on_error)
+            self.assertTrue(failed.wait(10), "the keeper did not give up")
+        self.assertEqual(errors[0].code, "lease_expired")
+        self.assertIs(keeper.error, errors[0])
+        with self.assertRaises(syvault.SyVaultError) as cm:
+            keeper.lease
+        self.assertIn("lease-1 expired at", str(cm.exception))
+        keeper.close()  # nothing valid left to revoke
+        self.assertEqual(self.requests("DELETE", "/api/sm/v1/dynamic/leases/"), [])
+        text = "\n".join(logs.output)
+        self.assertIn("retrying op=renew lease_id=lease-1", text)
+        self.assertIn("credentials_valid_until=", text)
+        self.assert_no_secret(text)
+
+    def test_arguments_checked_before_any_request(self):
+        for ttl, grace in ((0, None), ("60", None), (60, 20), (60, -1)):
+            with self.assertRaises(syvault.ConfigurationError, msg=(ttl, grace)):
+                self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=ttl, grace_seconds=grace)
+        self.assertEqual(self.fake.seen, [])
+
+    def test_first_lease_errors_raise(self):
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/lease")] = (403, {"error": "forbidden", "message": "Not allowed."})
+        with self.assertRaises(syvault.PermissionDeniedError):
+            self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=60)
 
 
 if __name__ == "__main__":

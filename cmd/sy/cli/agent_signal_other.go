@@ -1,0 +1,11 @@
+//go:build !unix
+
+package cli
+
+import "os"
+
+// signalsByName is empty: only Unix systems deliver signals a process can handle.
+var signalsByName = map[string]os.Signal{}
+
+// stopSignal ends a process; without Unix signals there is no gentler way.
+var stopSignal os.Signal = os.Kill

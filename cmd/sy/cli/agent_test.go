@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+// TestAgent_refusedBeforeLeasing: a wrong command line (exit 2) or a template that
+// cannot be read or cannot render a lease (exit 1) stops sy agent with one error line,
+// before it asks for a lease.
+func TestAgent_refusedBeforeLeasing(t *testing.T) {
+	f := MustFakeServer(t)
+	env := f.env(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "creds.json")
+	misspelt := filepath.Join(dir, "misspelt.tmpl")
+	os.WriteFile(misspelt, []byte("password={{.Pasword}}\n"), 0o600)
+	unparsable := filepath.Join(dir, "unparsable.tmpl")
+	os.WriteFile(unparsable, []byte("{{.Password"), 0o600)
+	base := []string{"agent", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "60"}
+	rendering := func(in string) []string {
+		return append(base, "--once", "--template", in+":"+filepath.Join(dir, "out"))
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string // in the error line
+	}{
+		{"no record uid", []string{"agent", "--ttl", "60", "--output", out}, ExitUsage, "record-uid"},
+		{"no ttl", []string{"agent", "--record-uid", "x", "--output", out}, ExitUsage, "ttl"},
+		{"zero ttl", []string{"agent", "--record-uid", "x", "--ttl", "0", "--output", out}, ExitUsage, "--ttl must be at least 1 second"},
+		{"bad ttl", []string{"agent", "--record-uid", "x", "--ttl", "soon", "--output", out}, ExitUsage, "whole seconds"},
+		{"nowhere to go", base, ExitUsage, "give --output, --template or --exec"},
+		{"once nowhere to go", append(base, "--once"), ExitUsage, "--once needs --output or --template"},
+		{"exec without application", append(base, "--exec"), ExitUsage, "--exec needs the application after --"},
+		{"exec with an argument before --", append(base, "extra", "--exec", "--", "sleep", "1"), ExitUsage, "--exec needs the application after --"},
+		{"application without --exec", append(base, "--output", out, "--", "sleep", "1"), ExitUsage, "unexpected argument \"sleep\""},
+		{"pid file without signal", append(base, "--output", out, "--pid-file", "app.pid"), ExitUsage, "--pid-file needs --signal"},
+		{"signal alone", append(base, "--output", out, "--signal", "HUP"), ExitUsage, "--signal goes with --exec or --pid-file"},
+		{"unknown signal", append(base, "--exec", "--signal", "SIGFOO", "--", "sleep", "1"), ExitUsage, "SIGHUP"},
+		{"exec and pid file", append(base, "--exec", "--pid-file", "p", "--signal", "HUP", "--", "sleep", "1"), ExitUsage, "exec"},
+		{"once and exec", append(base, "--once", "--exec", "--", "sleep", "1"), ExitUsage, "once"},
+		{"once and keep", append(base, "--once", "--output", out, "--keep-on-exit"), ExitUsage, "once"},
+		{"template without OUT", append(base, "--template", "dsn.tmpl"), ExitUsage, "must be IN:OUT"},
+		{"template without IN", append(base, "--template", ":dsn"), ExitUsage, "must be IN:OUT"},
+		{"negative grace", append(base, "--output", out, "--grace", "-1s"), ExitUsage, "--grace must not be negative"},
+		{"grace too long", append(base, "--output", out, "--grace", "20s"), ExitUsage, "shorter than a third of --ttl (20s)"},
+		{"bad grace", append(base, "--output", out, "--grace", "soon"), ExitUsage, "grace"},
+		{"template file missing", rendering(filepath.Join(dir, "nope.tmpl")), ExitError, "reading the template"},
+		{"template field unknown", rendering(misspelt), ExitError, "Pasword"},
+		{"template syntax", rendering(unparsable), ExitError, "unparsable.tmpl does not render a lease"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, env, "", tt.args...)
+			wantOneErrorLine(t, r, tt.code)
+			if !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("stderr %q does not mention %q", r.stderr, tt.want)
+			}
+		})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.leaseRequests) != 0 {
+		t.Errorf("%d leases requested by refused command lines", len(f.leaseRequests))
+	}
+}
+
+// logLine is one line of sy agent's log: key=value pairs, the message quoted when it
+// has spaces.
+var logLine = regexp.MustCompile(`^time=\S+ level=(INFO|WARN|ERROR) msg=("[^"]+"|\S+)( [a-z_]+=("[^"]*"|\S*))*$`)
+
+// TestAgent_once: --once writes what sy dynamic lease create --output writes, renders
+// the templates, logs without a secret and leaves the lease alone.
+func TestAgent_once(t *testing.T) {
+	f := MustFakeServer(t)
+	env := f.env(t)
+	dir := t.TempDir()
+	created := filepath.Join(dir, "created.json")
+	if r := run(t, env, "", "dynamic", "lease", "create", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "3600", "--output", created); r.code != 0 {
+		t.Fatalf("lease create: %+v", r)
+	}
+	tmpl := filepath.Join(dir, "pgpass.tmpl")
+	os.WriteFile(tmpl, []byte("{{pgpass .Host}}:{{.Port}}:{{pgpass .Database}}:{{pgpass .Username}}:{{pgpass .Password}}\n"+
+		"export PGPASSWORD={{shellquote .Password}}\n"), 0o600)
+	out, rendered := filepath.Join(dir, "db-creds.json"), filepath.Join(dir, "pgpass")
+
+	r := run(t, env, "", "agent", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "3600", "--once", "--output", out, "--template", tmpl+":"+rendered)
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("agent --once: %+v", r)
+	}
+	want, _ := os.ReadFile(created)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Errorf("--output holds\n%s\nwant what lease create --output writes:\n%s", got, want)
+	}
+	wantRendered := "db.example.com:5432:myapp:vf_tmp_a8f3k2m9:" + pgpassEscape(symbolPass) + "\nexport PGPASSWORD=" + shellQuote(symbolPass) + "\n"
+	if got, _ := os.ReadFile(rendered); string(got) != wantRendered {
+		t.Errorf("template rendered %q, want %q", got, wantRendered)
+	}
+	for _, p := range []string{out, rendered} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v, want 0600", p, err, fi.Mode().Perm())
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	for _, line := range lines {
+		if !logLine.MatchString(line) {
+			t.Errorf("log line %q is not key=value", line)
+		}
+	}
+	if len(lines) != 2 || !strings.Contains(lines[0], `msg="lease obtained" lease_id=`+fakeLease.LeaseID) || !strings.Contains(lines[1], `msg="credentials written"`) {
+		t.Errorf("log:\n%s", r.stderr)
+	}
+	mustHoldNoSecret(t, r.stderr, fakeLease)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.revoked) != 0 {
+		t.Errorf("--once revoked %v; the lease is for the application", f.revoked)
+	}
+}
+
+// mustHoldNoSecret fails if text holds l's password or connection string, in any
+// encoding they could take.
+func mustHoldNoSecret(t *testing.T, text string, l client.Lease) {
+	t.Helper()
+	for _, secret := range []string{l.Password, l.ConnectionString, pgpassEscape(l.Password), shellQuote(l.Password)} {
+		if secret != "" && strings.Contains(text, secret) {
+			t.Errorf("a secret of lease %s is in the output", l.LeaseID)
+		}
+	}
+}
+
+func TestAgent_onceRevokesWhatItCannotWrite(t *testing.T) {
+	f := MustFakeServer(t)
+	dir := filepath.Join(t.TempDir(), "vanishing")
+	os.Mkdir(dir, 0o700)
+	f.record(func() { f.onLease = func() { os.RemoveAll(dir) } })
+	r := run(t, f.env(t), "", "agent", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "60", "--once", "--output", filepath.Join(dir, "creds.json"))
+	if r.code != ExitError || !strings.Contains(r.stderr, "\nsy: ") || !strings.Contains(r.stderr, "lease "+fakeLease.LeaseID+" was revoked again") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	mustHoldNoSecret(t, r.stderr, fakeLease)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !slices.Equal(f.revoked, []string{fakeLease.LeaseID}) {
+		t.Errorf("revoked %v, want the new lease", f.revoked)
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	env := childEnv([]string{"PATH=/bin", "SY_PRIVATE_KEY=-----BEGIN PRIVATE KEY-----", "SY_SERVER=https://v", "SY_DB_USERNAME=stale"}, &fakeLease)
+	want := []string{"PATH=/bin", "SY_SERVER=https://v", "SY_DB_USERNAME=stale",
+		"SY_LEASE_ID=" + fakeLease.LeaseID, "SY_DB_USERNAME=" + fakeLease.Username, "SY_DB_PASSWORD=" + symbolPass,
+		"SY_DB_CONNECTION_STRING=" + fakeLease.ConnectionString, "SY_LEASE_EXPIRES_AT=2026-04-06T13:00:00Z"}
+	// os/exec keeps the last of duplicate names, so the lease's SY_DB_USERNAME wins.
+	if !slices.Equal(env, want) {
+		t.Errorf("childEnv = %q\nwant %q", env, want)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for _, name := range []string{"SIGHUP", "HUP", "hup", "sigusr1", "TERM"} {
+		if _, err := parseSignal(name); err != nil {
+			t.Errorf("parseSignal(%q): %v", name, err)
+		}
+	}
+	if _, err := parseSignal("SIGKILLME"); err == nil || !strings.Contains(err.Error(), "SIGHUP, SIGINT") {
+		t.Errorf("parseSignal(SIGKILLME) = %v, want the list of signals", err)
+	}
+}
+
+func TestPgpassEscape(t *testing.T) {
+	if got, want := pgpassEscape(`a:b\c`), `a\:b\\c`; got != want {
+		t.Errorf("pgpassEscape = %q, want %q", got, want)
+	}
+}
+
+// TestAgent_received: the signal that cancelled the context is taken from sy agent's own
+// channel, where it may arrive a moment later, so that it does not count as a second
+// signal; without one, the context was cancelled by the caller, and SIGTERM stands in.
+func TestAgent_received(t *testing.T) {
+	sigs := make(chan os.Signal, 1)
+	g := &agent{sigs: sigs}
+	go func() { sigs <- os.Interrupt }()
+	if s := g.received(); s != os.Interrupt {
+		t.Errorf("received() = %v, want the interrupt that came", s)
+	}
+	if s := g.received(); s != stopSignal {
+		t.Errorf("received() = %v without a signal, want %v", s, stopSignal)
+	}
+}
