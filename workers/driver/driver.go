@@ -56,8 +56,8 @@ type CreateUserRequest struct {
 	// PasswordVerifier, when set, is Password's SCRAM-SHA-256 verifier, prepared ahead
 	// (see SCRAMVerifier); engines that store one take it instead of computing it.
 	PasswordVerifier string
-	ExpiresAt time.Time
-	Grants    []events.Grant
+	ExpiresAt        time.Time
+	Grants           []events.Grant
 }
 
 // RenewUserRequest moves a user's database-side expiry (PostgreSQL VALID UNTIL).

@@ -452,7 +452,9 @@ func TestDriver_PreparedVerifier(t *testing.T) {
 			if !ok {
 				t.Fatal("no verifier")
 			}
-			t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: user}) })
+			t.Cleanup(func() {
+				_ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: user})
+			})
 			if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: uid, Username: user, Password: password,
 				PasswordVerifier: v, ExpiresAt: time.Now().Add(time.Hour), Grants: s.Grants}); err != nil {
 				t.Fatal(err)
