@@ -94,17 +94,14 @@ func (l Lease) Renew(actor string, now time.Time, ttlSeconds int, maxTTL time.Du
 }
 
 // Expire records the expiry a schedule armed for due fired. A lease that has ended or is
-// revoking needs nothing; renewed is true when a renewal has since moved the expiry past
-// due, and the caller arms the schedule again for l.ExpiresAt.
-func (l Lease) Expire(due, now time.Time) (e *Event, renewed bool) {
-	switch {
-	case l.Status != StatusActive && l.Status != StatusPending:
-		return nil, false
-	case due.Before(l.ExpiresAt):
-		return nil, true
+// revoking needs nothing, nor does one a renewal has since moved past due (its new
+// expiry is armed by the renewal).
+func (l Lease) Expire(due, now time.Time) *Event {
+	if (l.Status != StatusActive && l.Status != StatusPending) || due.Before(l.ExpiresAt) {
+		return nil
 	}
 	return &Event{Type: LeaseExpired, ID: ExpiredID(l.ID, due), Time: now.UTC(), ClientID: l.ClientID,
-		RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: due}, false
+		RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: due}
 }
 
 // Dropped records that a revoking lease's user is gone. For any other lease there is
@@ -117,10 +114,10 @@ func (l Lease) Dropped(now time.Time) *Event {
 		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}
 }
 
-// ExpiryDue is what a lease's expiry schedule publishes when it fires: the expiry it was
-// armed for.
-func ExpiryDue(leaseID string, at time.Time) Event {
-	return Event{Type: LeaseExpired, ID: ExpiredID(leaseID, at), LeaseID: leaseID, ExpiresAt: at.UTC()}
+// ExpiryDue is what an expiry second's schedule publishes when it fires: the second. The
+// leases listed under it are each decided on with Expire.
+func ExpiryDue(at time.Time) Event {
+	return Event{Type: LeaseExpired, ID: "expiry." + strconv.FormatInt(at.Unix(), 10), ExpiresAt: at.UTC()}
 }
 
 // ExpiredID is the dedupe id of a lease's expiry for a given expiry time: firings of the

@@ -1,6 +1,9 @@
 package events
 
-import "regexp"
+import (
+	"regexp"
+	"strconv"
+)
 
 // Streams and subjects. The events stream is the audit log: it has no age limit and
 // refuses deletes and purges. Expiry schedules live in a second stream because JetStream
@@ -13,13 +16,17 @@ const (
 	targetPrefix = "syvault.target."
 	schedPrefix  = "syvault.sched."
 	duePrefix    = "syvault.due."
+	expPrefix    = "syvault.exp."
 
 	// LeaseSubjects and TargetSubjects filter the events stream by aggregate.
 	LeaseSubjects  = leasePrefix + "*"
 	TargetSubjects = targetPrefix + "*"
-	// ScheduleSubjects hold one pending expiry per lease; DueSubjects receive them when due.
+	// ScheduleSubjects hold one pending schedule per second at which some lease expires;
+	// DueSubjects receive them when due; ExpirySubjects list, per second, the leases
+	// that expire then. (Older versions scheduled each lease on its own subjects.)
 	ScheduleSubjects = schedPrefix + "*"
 	DueSubjects      = duePrefix + "*"
+	ExpirySubjects   = expPrefix + "*"
 )
 
 // idPattern is what a record uid, lease id or client id may look like: SyVault makes them
@@ -36,12 +43,15 @@ func LeaseSubject(leaseID string) string { return leasePrefix + leaseID }
 // TargetSubject is the subject that holds every event of one target.
 func TargetSubject(recordUID string) string { return targetPrefix + recordUID }
 
-// ScheduleSubject holds the single pending expiry schedule of a lease; publishing a new
-// one replaces the old.
-func ScheduleSubject(leaseID string) string { return schedPrefix + leaseID }
+// ScheduleSubject holds the single pending schedule of the expiry second second (Unix
+// time): publishing another replaces it.
+func ScheduleSubject(second int64) string { return schedPrefix + strconv.FormatInt(second, 10) }
 
-// DueSubject receives a lease's expiry when its schedule fires.
-func DueSubject(leaseID string) string { return duePrefix + leaseID }
+// DueSubject receives the expiry second second when its schedule fires.
+func DueSubject(second int64) string { return duePrefix + strconv.FormatInt(second, 10) }
+
+// ExpirySubject lists the leases that expire at second, one message (a lease id) each.
+func ExpirySubject(second int64) string { return expPrefix + strconv.FormatInt(second, 10) }
 
 // IDFromSubject returns the last token of a subject: the lease id or record uid.
 func IDFromSubject(subject string) string {

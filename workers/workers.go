@@ -365,18 +365,49 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 	return w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
 }
 
-// handleDue turns a fired schedule into a lease.expired event, unless the lease was
-// renewed since (then it re-arms for the new expiry) or has already ended.
+// handleDue expires the leases of an expiry second whose schedule fired: each lease
+// listed under it gets a lease.expired event, unless it was renewed since (its new second
+// is armed already) or has ended. The second's list is cleared once every lease on it is
+// decided; a failure leaves it for the redelivery. A schedule of an older version names
+// one lease, and is decided the same way.
 func (w *Workers) handleDue(ctx context.Context, e events.Event, _ uint64) error {
-	if e.LeaseID == "" {
-		return fmt.Errorf("%w: a schedule names no lease", jsstore.ErrPermanent)
+	if e.LeaseID != "" {
+		return w.expire(ctx, e.LeaseID, e.ExpiresAt)
 	}
-	l, seq, err := w.cfg.Store.DecideLease(ctx, e.LeaseID, func(l events.Lease) (*events.Event, error) {
-		ev, renewed := l.Expire(e.ExpiresAt, time.Now())
-		if renewed {
-			return nil, w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) // renewed since: re-arm
+	second := e.ExpiresAt.Unix()
+	ids, upTo, err := w.cfg.Store.ExpiringAt(ctx, second)
+	if err != nil {
+		return err
+	}
+	sem := make(chan struct{}, expiryConcurrency)
+	errs := make(chan error, len(ids))
+	for _, id := range ids {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			errs <- w.expire(ctx, id, e.ExpiresAt)
+		}()
+	}
+	var first error
+	for range ids {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
-		return ev, nil
+	}
+	if first != nil {
+		return first
+	}
+	return w.cfg.Store.DoneExpiring(ctx, second, upTo)
+}
+
+// expiryConcurrency bounds the expiries one fired second decides at once (each an append;
+// the drops follow as lease work, per target).
+const expiryConcurrency = 32
+
+// expire records lease id's expiry for the second due, unless it no longer applies.
+func (w *Workers) expire(ctx context.Context, id string, due time.Time) error {
+	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		return l.Expire(due, time.Now()), nil
 	})
 	switch {
 	case events.ErrorCode(err) == events.ENotFound:

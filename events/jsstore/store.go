@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,6 +52,8 @@ type Store struct {
 	events jetstream.Stream
 	sched  jetstream.Stream
 	index  jetstream.Stream
+	// scheduled is the expiry seconds this process published schedules for lately.
+	scheduled seconds
 }
 
 // Open creates or updates the streams and returns a Store. It fails with an *events.Error
@@ -79,7 +83,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	sched, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        events.SchedulesStream,
 		Description: "SyVault lease expiry schedules and their firings",
-		Subjects:    []string{events.ScheduleSubjects, events.DueSubjects},
+		Subjects:    []string{events.ScheduleSubjects, events.DueSubjects, events.ExpirySubjects},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
@@ -298,20 +302,104 @@ func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
 	return msg.Sequence, nil
 }
 
-// ScheduleExpiry arms (or re-arms, replacing any earlier one) the lease's expiry: at the
-// given time JetStream publishes a lease.expired event for that expiry on the lease's due
-// subject. Idempotent. The time is sent with sub-second precision because whole seconds
-// would fire up to a second early.
+// ScheduleExpiry arms the lease's expiry at at (a whole second; anything finer is
+// rounded up, so an expiry never fires early): the lease is listed under that second,
+// and that second's schedule is (re-)published, which makes JetStream publish the second
+// on its due subject when it comes. One pending schedule per second at which some lease
+// expires, not one per lease: their number stays within a day's seconds however many
+// leases there are, and so does the memory the server keeps for them. Idempotent; a
+// renewal arms the new second and the old one finds the lease renewed.
 func (s *Store) ScheduleExpiry(ctx context.Context, leaseID string, at time.Time) error {
-	e := events.ExpiryDue(leaseID, at)
-	msg := nats.NewMsg(events.ScheduleSubject(leaseID))
-	msg.Data = e.Encode()
-	msg.Header.Set(jetstream.ScheduleHeader, "@at "+at.UTC().Format(time.RFC3339Nano))
-	msg.Header.Set(jetstream.ScheduleTargetHeader, events.DueSubject(leaseID))
+	second := at.Unix()
+	if at.After(time.Unix(second, 0)) {
+		second++
+	}
+	if _, err := s.js.Publish(ctx, events.ExpirySubject(second), []byte(leaseID),
+		jetstream.WithMsgID(leaseID+".expires."+strconv.FormatInt(second, 10))); err != nil {
+		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
+	}
+	// Near or past seconds always get their schedule published again: one that already
+	// fired would not come back for a lease listed after it.
+	if second > time.Now().Unix()+2 && s.scheduled.seen(second) {
+		return nil
+	}
+	due := time.Unix(second, 0).UTC()
+	msg := nats.NewMsg(events.ScheduleSubject(second))
+	msg.Data = events.ExpiryDue(due).Encode()
+	msg.Header.Set(jetstream.ScheduleHeader, "@at "+due.Format(time.RFC3339Nano))
+	msg.Header.Set(jetstream.ScheduleTargetHeader, events.DueSubject(second))
 	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+		s.scheduled.forget(second)
 		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
 	}
 	return nil
+}
+
+// ExpiringAt returns the leases listed as expiring at second and the sequence to pass
+// to DoneExpiring once they are dealt with. Each request reads up to a thousand.
+func (s *Store) ExpiringAt(ctx context.Context, second int64) (ids []string, upTo uint64, err error) {
+	var after uint64
+	seen := map[string]bool{}
+	for {
+		msgs, pending, err := s.directBatch(ctx, events.SchedulesStream,
+			map[string]any{"seq": after + 1, "next_by_subj": events.ExpirySubject(second), "batch": 1000})
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, m := range msgs {
+			after, _ = strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+			if id := string(m.Data); !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		if pending == 0 || len(msgs) == 0 {
+			return ids, after, nil
+		}
+	}
+}
+
+// DoneExpiring removes the second's list up to and including upTo: a lease armed for
+// that second after the list was read stays, and its schedule, published again, brings
+// the second back.
+func (s *Store) DoneExpiring(ctx context.Context, second int64, upTo uint64) error {
+	if upTo == 0 {
+		return nil
+	}
+	err := s.sched.Purge(ctx, jetstream.WithPurgeSubject(events.ExpirySubject(second)), jetstream.WithPurgeSequence(upTo+1))
+	if err != nil {
+		return unavailable(fmt.Errorf("jsstore.DoneExpiring(%d): %w", second, err))
+	}
+	return nil
+}
+
+// seconds remembers the expiry seconds this process has published schedules for
+// lately, so a burst of leases expiring at the same second publishes its schedule once.
+type seconds struct {
+	mu sync.Mutex
+	m  map[int64]struct{}
+}
+
+func (c *seconds) seen(second int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[int64]struct{}{}
+	}
+	if _, ok := c.m[second]; ok {
+		return true
+	}
+	if len(c.m) >= 1<<16 { // a day of seconds and then some: start over
+		clear(c.m)
+	}
+	c.m[second] = struct{}{}
+	return false
+}
+
+func (c *seconds) forget(second int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, second)
 }
 
 // Info returns the events stream's state (for readiness and metrics).

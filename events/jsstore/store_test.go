@@ -91,47 +91,77 @@ func TestStore_ScheduleExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Run("fires once at the time, not early", func(t *testing.T) {
-		at := time.Now().Add(1500 * time.Millisecond)
-		if err := s.ScheduleExpiry(ctx, "L1", at); err != nil {
-			t.Fatal(err)
-		}
+	next := func() (events.Event, time.Time) {
+		t.Helper()
 		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
 			t.Fatal(err)
-		}
-		got := time.Now()
-		if got.Before(at) {
-			t.Fatalf("fired %v early", at.Sub(got))
 		}
 		e, err := events.Decode(msg.Data())
-		if err != nil || e.Type != events.LeaseExpired || e.LeaseID != "L1" || !e.ExpiresAt.Equal(at.UTC()) {
+		if err != nil || e.Type != events.LeaseExpired {
 			t.Fatalf("fired %+v, %v", e, err)
 		}
-		t.Logf("schedule fired %v after its time", got.Sub(at).Round(time.Millisecond))
+		return e, time.Now()
+	}
+	t.Run("fires once at the second, never early, listing the leases due then", func(t *testing.T) {
+		at := time.Now().Add(1500 * time.Millisecond)
+		for _, id := range []string{"L1", "L2"} {
+			if err := s.ScheduleExpiry(ctx, id, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e, got := next()
+		if got.Before(at) || e.ExpiresAt.Before(at) {
+			t.Fatalf("fired at %v for %v: before the expiry at %v", got, e.ExpiresAt, at)
+		}
+		t.Logf("schedule fired %v after the expiry", got.Sub(at).Round(time.Millisecond))
+		ids, upTo, err := s.ExpiringAt(ctx, e.ExpiresAt.Unix())
+		if err != nil || len(ids) != 2 || ids[0] != "L1" || ids[1] != "L2" {
+			t.Fatalf("expiring at the second: %v, %v", ids, err)
+		}
+		if err := s.DoneExpiring(ctx, e.ExpiresAt.Unix(), upTo); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _, err := s.ExpiringAt(ctx, e.ExpiresAt.Unix()); err != nil || len(ids) != 0 {
+			t.Fatalf("after DoneExpiring: %v, %v", ids, err)
+		}
 	})
-	t.Run("re-arming replaces the pending schedule", func(t *testing.T) {
-		if err := s.ScheduleExpiry(ctx, "L2", time.Now().Add(time.Hour)); err != nil {
-			t.Fatal(err)
+	t.Run("one pending schedule per second, whatever the number of leases", func(t *testing.T) {
+		at := time.Now().Add(time.Hour)
+		for i := range 50 {
+			if err := s.ScheduleExpiry(ctx, fmt.Sprintf("M%d", i), at); err != nil {
+				t.Fatal(err)
+			}
 		}
-		later := time.Now().Add(500 * time.Millisecond)
-		if err := s.ScheduleExpiry(ctx, "L2", later); err != nil {
-			t.Fatal(err)
-		}
-		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		info, err := sched.Info(ctx, jetstream.WithSubjectFilter(events.ScheduleSubjects))
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, _ := events.Decode(msg.Data())
-		if !e.ExpiresAt.Equal(later.UTC()) {
-			t.Fatalf("fired for %v, want %v", e.ExpiresAt, later.UTC())
+		if n := len(info.State.Subjects); n != 1 {
+			t.Fatalf("%d pending schedules for one second", n)
 		}
-		info, err := sched.Info(ctx, jetstream.WithSubjectFilter(events.ScheduleSubject("L2")))
+	})
+	t.Run("a lease listed after its second was read stays for the next firing", func(t *testing.T) {
+		at := time.Now().Add(time.Second)
+		if err := s.ScheduleExpiry(ctx, "N1", at); err != nil {
+			t.Fatal(err)
+		}
+		e, _ := next()
+		second := e.ExpiresAt.Unix()
+		_, upTo, err := s.ExpiringAt(ctx, second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(info.State.Subjects); n != 0 {
-			t.Fatalf("%d schedules still pending after the replacement fired", n)
+		if err := s.ScheduleExpiry(ctx, "N2", time.Unix(second, 0)); err != nil { // listed late
+			t.Fatal(err)
+		}
+		if err := s.DoneExpiring(ctx, second, upTo); err != nil {
+			t.Fatal(err)
+		}
+		again, _ := next() // its schedule, published again, fires at once
+		ids, _, err := s.ExpiringAt(ctx, again.ExpiresAt.Unix())
+		if err != nil || len(ids) != 1 || ids[0] != "N2" {
+			t.Fatalf("the late lease: %v, %v", ids, err)
 		}
 	})
 }

@@ -1,0 +1,483 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/http/client"
+)
+
+// The scale benchmark (go tool task bench-scale). Sizes are flags, so that a quick run and
+// the documented one are the same code:
+//
+//	go test -run '^$' -bench '^BenchmarkScale$' -benchtime 1x -timeout 0 ./cmd/syvault/ \
+//	    -args -scale.leases 100000 -scale.events 1000000 -scale.storm 10000
+var (
+	scaleLeases = flag.Int("scale.leases", 2000, "leases created through the HTTP API on real databases (mostly PostgreSQL)")
+	scaleEvents = flag.Int("scale.events", 20000, "leases appended and projected without databases (the event and read layer)")
+	scaleStorm  = flag.Int("scale.storm", 1000, "leases of an expiry storm, expiring within one minute")
+)
+
+// BenchmarkScale reports, for a server binary built from this tree: create and revoke
+// rates as the number of active leases grows, list and get latencies, an expiry storm's
+// lag, the server's memory, its data directory and its restart time.
+func BenchmarkScale(b *testing.B) {
+	if *scaleEvents > 0 {
+		b.Run("events", func(b *testing.B) { benchEventLayer(b, *scaleEvents) })
+	}
+	if *scaleLeases > 0 || *scaleStorm > 0 {
+		b.Run("databases", func(b *testing.B) { benchDatabases(b, *scaleLeases, *scaleStorm) })
+	}
+}
+
+// report prints one line of the results (to standard output: a benchmark's log is cut
+// short).
+func report(_ *testing.B, what string, v float64, unit string) {
+	fmt.Printf("SCALE %-64s %12.2f %s\n", what, v, unit)
+}
+
+// rss returns the resident set size of pid, and its peak, in MiB.
+func rss(pid int) (now, peak float64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			now = kb / 1024
+		case "VmHWM:":
+			peak = kb / 1024
+		}
+	}
+	return now, peak
+}
+
+func dirMiB(dir string) float64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return float64(n) / (1 << 20)
+}
+
+// restart stops b with SIGTERM and starts it again, returning the time from the start to
+// the first ready answer.
+func restart(b *testing.B, bin *binary) time.Duration {
+	b.Helper()
+	if err := bin.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	<-bin.done
+	start := time.Now()
+	bin.start(b)
+	return time.Since(start)
+}
+
+// latencies calls fn n times and returns its p50 and p99 in milliseconds.
+func latencies(b *testing.B, n int, fn func(i int) error) (p50, p99 float64) {
+	b.Helper()
+	lat := make([]time.Duration, n)
+	for i := range n {
+		start := time.Now()
+		if err := fn(i); err != nil {
+			b.Fatal(err)
+		}
+		lat[i] = time.Since(start)
+	}
+	return pct(lat, 50), pct(lat, 99)
+}
+
+// parallelDo runs fn(0..n-1) on c goroutines and returns the wall time.
+func parallelDo(b *testing.B, c, n int, fn func(i int) error) time.Duration {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	start := time.Now()
+	for range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || failed.Load() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// benchEventLayer appends n leases (requested, activated, and each one's expiry
+// schedule) straight to the server's NATS, as if workers had created them, lets its
+// projector project them, and measures the read side, memory and restart at that size.
+func benchEventLayer(b *testing.B, n int) {
+	natsAddr := freeAddr(b)
+	bin := startBinary(b, "--nats-listen", natsAddr, "--components", "api")
+	opt, err := nats.NkeyOptionFromSeed(filepath.Join(bin.dir, NATSClientSeedFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc, err := nats.Connect("nats://"+natsAddr, opt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	store, err := jsstore.Open(ctx, nc, jsstore.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin := bin.admin(b)
+	const targets = 10
+	// An app client holding three leases among all the others.
+	pub, priv := mustKeyPair(b)
+	app, err := admin.CreateClient(ctx, client.AppClient{Name: "loner", PublicKey: pub, Role: "app"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	loner := app.ClientID
+	target := func(i int) events.Target {
+		return events.Target{RecordUID: fmt.Sprintf("SCALE%07d", i%targets), Engine: events.PostgreSQL}
+	}
+	start := time.Now()
+	took := parallelDo(b, 32, n, func(i int) error {
+		id := uuid.Must(uuid.NewV7()).String()
+		owner := "c" + strconv.Itoa(i%50)
+		if i%(n/3+1) == 7 {
+			owner = loner
+		}
+		now := time.Now()
+		req := events.RequestLease(events.LeaseRequest{LeaseID: id, ClientID: owner, Target: target(i), TTLSeconds: 86400,
+			Username: "vf_tmp_" + id[len(id)-8:], SealedPassword: []byte("sealed-elsewhere"), Now: now, Deadline: now.Add(time.Minute)})
+		seq, err := store.Append(ctx, events.LeaseSubject(id), req, 0)
+		if err != nil {
+			return err
+		}
+		l := events.Fold([]events.Event{req}, []uint64{seq})
+		if err := store.ScheduleExpiry(ctx, id, l.ExpiresAt); err != nil {
+			return err
+		}
+		act, _ := l.Activate(now)
+		_, err = store.Append(ctx, events.LeaseSubject(id), act, seq)
+		return err
+	})
+	report(b, fmt.Sprintf("events: %d leases appended (2 events and a schedule each)", n), float64(n)/took.Seconds(), "leases/s")
+	var counted int
+	eventually(b, time.Hour, "the projector has caught up", func() (bool, error) {
+		counts, err := store.IndexCounts(ctx)
+		counted = 0
+		for _, c := range counts {
+			counted += c
+		}
+		return counted >= n, err
+	})
+	report(b, "events: appended and projected", float64(n)/time.Since(start).Seconds(), "leases/s")
+	benchReads(b, "events", admin, fmt.Sprintf("SCALE%07d", 3))
+	readMemory(b, "events", bin)
+	report(b, "events: restart to ready", restart(b, bin).Seconds()*1000, "ms")
+	admin = bin.admin(b)
+	benchReads(b, "events, after restart", admin, fmt.Sprintf("SCALE%07d", 3))
+	readMemory(b, "events, after restart", bin)
+	lc, err := client.New("http://"+bin.addr, loner, priv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	own, err := lc.ListLeases(ctx, client.ListLeasesOptions{})
+	if err != nil || len(own.Data) != 3 {
+		b.Fatalf("the app client's own leases: %d, %v", len(own.Data), err)
+	}
+	p50, p99 := latencies(b, 200, func(int) error { _, err := lc.ListLeases(ctx, client.ListLeasesOptions{}); return err })
+	report(b, "events: an app client's own 3 among all, list p50", p50, "ms")
+	report(b, "events: an app client's own 3 among all, list p99", p99, "ms")
+}
+
+// benchReads measures the list's three shapes (admin first page, filtered by a target,
+// an app client's own), paging through the first thousand, and get.
+func benchReads(b *testing.B, phase string, admin *client.Client, recordUID string) {
+	ctx := context.Background()
+	page, err := admin.ListLeases(ctx, client.ListLeasesOptions{Limit: 100})
+	if err != nil || len(page.Data) == 0 {
+		b.Fatalf("list: %v", err)
+	}
+	p50, p99 := latencies(b, 200, func(int) error { _, err := admin.ListLeases(ctx, client.ListLeasesOptions{Limit: 100}); return err })
+	report(b, phase+": list first page (100), admin p50", p50, "ms")
+	report(b, phase+": list first page (100), admin p99", p99, "ms")
+	p50, p99 = latencies(b, 200, func(int) error {
+		_, err := admin.ListLeases(ctx, client.ListLeasesOptions{RecordUID: recordUID, Limit: 100})
+		return err
+	})
+	report(b, phase+": list filtered by record p50", p50, "ms")
+	report(b, phase+": list filtered by record p99", p99, "ms")
+	ids := make([]string, len(page.Data))
+	for i, l := range page.Data {
+		ids[i] = l.LeaseID
+	}
+	p50, p99 = latencies(b, 500, func(i int) error { _, err := admin.GetLease(ctx, ids[i%len(ids)]); return err })
+	report(b, phase+": get p50", p50, "ms")
+	report(b, phase+": get p99", p99, "ms")
+	cursor, seen := "", 0
+	start := time.Now()
+	for seen < 10000 {
+		pg, err := admin.ListLeases(ctx, client.ListLeasesOptions{Limit: 1000, Cursor: cursor})
+		if err != nil {
+			b.Fatal(err)
+		}
+		seen += len(pg.Data)
+		if pg.NextCursor == "" {
+			break
+		}
+		cursor = pg.NextCursor
+	}
+	report(b, fmt.Sprintf("%s: paging through %d leases, 1000 a page", phase, seen), float64(seen)/time.Since(start).Seconds(), "leases/s")
+}
+
+func readMemory(b *testing.B, phase string, bin *binary) {
+	now, peak := rss(bin.cmd.Process.Pid)
+	report(b, phase+": server RSS", now, "MiB")
+	report(b, phase+": server RSS peak", peak, "MiB")
+	report(b, phase+": data directory", dirMiB(bin.dir), "MiB")
+}
+
+// benchDatabases creates n leases through the API (nine in ten on PostgreSQL, with a
+// CREATEROLE admin as the issue of role memberships needs, one in ten on MariaDB), and
+// measures creates, revokes and reads as the count grows, then an expiry storm.
+func benchDatabases(b *testing.B, n, storm int) {
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	requireDB(b, "PostgreSQL on 127.0.0.1:5432", err)
+	defer pg.Close(ctx)
+	my, err := sql.Open("mysql", "root@tcp(127.0.0.1:3306)/")
+	if err == nil {
+		err = my.Ping()
+	}
+	requireDB(b, "MariaDB on 127.0.0.1:3306", err)
+	defer my.Close()
+	db := "syvault_scale_" + strconv.Itoa(int(time.Now().Unix()%1e6))
+	adminRole := "vf_scale_admin"
+	for _, stmt := range []string{
+		"DROP ROLE IF EXISTS " + adminRole,
+		"CREATE ROLE " + adminRole + " LOGIN CREATEROLE PASSWORD 'scale'",
+		"GRANT pg_signal_backend TO " + adminRole,
+		"CREATE DATABASE " + db + " OWNER " + adminRole,
+	} {
+		if _, err := pg.Exec(ctx, stmt); err != nil {
+			b.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	var group string
+	myAdmin := "vf_scale_my_" + strconv.Itoa(int(time.Now().Unix()%1e6))
+	b.Cleanup(func() { cleanupScale(b, db, adminRole, group, myAdmin) })
+	for _, stmt := range []string{"CREATE DATABASE " + db, "CREATE TABLE " + db + ".t (id int)",
+		"CREATE USER '" + myAdmin + "'@'%' IDENTIFIED BY 'scale'", "GRANT ALL PRIVILEGES ON *.* TO '" + myAdmin + "'@'%' WITH GRANT OPTION"} {
+		if _, err := my.Exec(stmt); err != nil {
+			b.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	bin := startBinary(b, "--request-timeout", "60s")
+	admin := bin.admin(b)
+	pgT, err := admin.CreateTarget(ctx, client.Target{Name: "scale-pg", Engine: "postgresql", Host: "127.0.0.1", Port: 5432, Database: db,
+		AdminUsername: adminRole, AdminPassword: "scale", TLSMode: "disable",
+		Grants: []client.Grant{{Database: db, Schema: "public", Privileges: []string{"SELECT"}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	group = "syvault_" + pgT.RecordUID
+	myT, err := admin.CreateTarget(ctx, client.Target{Name: "scale-mysql", Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
+		AdminUsername: myAdmin, AdminPassword: "scale", TLSMode: "disable",
+		Grants: []client.Grant{{Database: db, Privileges: []string{"SELECT"}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var active []string
+	var mu sync.Mutex
+	grow := func(to int) {
+		from := len(active)
+		took := parallelDo(b, 8, to-from, func(i int) error {
+			uid := pgT.RecordUID
+			if (from+i)%10 == 9 {
+				uid = myT.RecordUID
+			}
+			l, err := admin.CreateLease(ctx, uid, 86400)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			active = append(active, l.LeaseID)
+			mu.Unlock()
+			return nil
+		})
+		report(b, fmt.Sprintf("databases: creates, c8, %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
+	}
+	revokes := func(at int) {
+		// The last thousand PostgreSQL leases made, revoked at c8, then made again.
+		var victims []string
+		for i := len(active) - 1; i >= 0 && len(victims) < 1000; i-- {
+			if i%10 != 9 {
+				victims = append(victims, active[i])
+			}
+		}
+		took := parallelDo(b, 8, len(victims), func(i int) error { return admin.RevokeLease(ctx, victims[i]) })
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active", at), float64(len(victims))/took.Seconds(), "revokes/s")
+		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(victims, id) })
+		p50, p99 := latencies(b, 200, func(int) error {
+			l, err := admin.CreateLease(ctx, pgT.RecordUID, 86400)
+			if err == nil {
+				err = admin.RevokeLease(ctx, l.LeaseID)
+			}
+			return err
+		})
+		report(b, fmt.Sprintf("databases: PostgreSQL create+revoke, c1, at %d active, p50", at), p50, "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL create+revoke, c1, at %d active, p99", at), p99, "ms")
+	}
+	if n > 0 {
+		small := min(1000, n)
+		grow(small)
+		revokes(small)
+		grow(small)
+		for size := 10000; size < n; size *= 2 {
+			grow(size)
+		}
+		grow(n)
+		revokes(n)
+		grow(n)
+		var members int
+		_ = pg.QueryRow(ctx, "SELECT count(*) FROM pg_auth_members WHERE member = $1::regrole", adminRole).Scan(&members)
+		report(b, fmt.Sprintf("databases: the PostgreSQL admin's role memberships at %d active", n), float64(members), "roles")
+		benchReads(b, fmt.Sprintf("databases, %d active", n), admin, myT.RecordUID)
+		readMemory(b, fmt.Sprintf("databases, %d active", n), bin)
+		report(b, fmt.Sprintf("databases: restart to ready at %d active", n), restart(b, bin).Seconds()*1000, "ms")
+		admin = bin.admin(b)
+	}
+	if storm > 0 {
+		benchStorm(b, admin, pgT.RecordUID, storm)
+	}
+}
+
+// benchStorm creates n leases whose expiries fall within one minute and reports how long
+// after its expires_at each user was dropped (the lease.dropped event's time).
+func benchStorm(b *testing.B, admin *client.Client, recordUID string, n int) {
+	ctx := context.Background()
+	since := time.Now()
+	const ttl = 90
+	expires := map[string]time.Time{}
+	var mu sync.Mutex
+	took := parallelDo(b, 8, n, func(int) error {
+		l, err := admin.CreateLease(ctx, recordUID, ttl)
+		if err == nil {
+			mu.Lock()
+			expires[l.LeaseID] = l.ExpiresAt
+			mu.Unlock()
+		}
+		return err
+	})
+	if took > 60*time.Second {
+		b.Logf("the storm's leases took %v to create: their expiries spread over more than a minute", took)
+	}
+	var lags []time.Duration
+	var early int
+	eventually(b, time.Duration(ttl+600)*time.Second, "every storm lease dropped", func() (bool, error) {
+		lags, early = lags[:0], 0
+		cursor := ""
+		for {
+			page, err := admin.Audit(ctx, client.AuditOptions{Since: since, Cursor: cursor, Limit: 1000})
+			if err != nil {
+				return false, err
+			}
+			for _, e := range page.Data {
+				if exp, ok := expires[e.LeaseID]; ok && e.Type == string(events.LeaseDropped) {
+					if e.Time.Before(exp) {
+						early++
+					}
+					lags = append(lags, e.Time.Sub(exp))
+				}
+			}
+			if page.NextCursor == "" {
+				break
+			}
+			cursor = page.NextCursor
+		}
+		return len(lags) == n, nil
+	})
+	report(b, fmt.Sprintf("storm: %d leases expiring within a minute, drop lag p50", n), pct(lags, 50), "ms")
+	report(b, fmt.Sprintf("storm: %d leases, drop lag p99", n), pct(lags, 99), "ms")
+	report(b, fmt.Sprintf("storm: %d leases, dropped before expires_at", n), float64(early), "leases")
+}
+
+// cleanupScale drops what the benchmark made in the shared databases: its lease users
+// (members of its target's group; MariaDB users granted on its database), the group, the
+// database and the admin.
+func cleanupScale(b *testing.B, db, adminRole, group, myAdmin string) {
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	if err != nil {
+		b.Logf("cleanup: %v", err)
+		return
+	}
+	defer pg.Close(ctx)
+	_, _ = pg.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	if group != "" {
+		_, _ = pg.Exec(ctx, `DO $$ DECLARE r record; BEGIN
+			FOR r IN SELECT u.rolname FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
+				WHERE g.rolname = '`+group+`' AND u.rolname LIKE 'vf\_tmp\_%' LOOP
+				BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
+			END LOOP; END $$`)
+		_, _ = pg.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{group}.Sanitize())
+	}
+	_, _ = pg.Exec(ctx, "DROP ROLE IF EXISTS "+adminRole)
+	my, err := sql.Open("mysql", "root@tcp(127.0.0.1:3306)/")
+	if err != nil {
+		return
+	}
+	defer my.Close()
+	rows, err := my.Query("SELECT DISTINCT user FROM mysql.db WHERE db = ?", db)
+	if err == nil {
+		var users []string
+		for rows.Next() {
+			var u string
+			if rows.Scan(&u) == nil && strings.HasPrefix(u, "vf_tmp_") {
+				users = append(users, u)
+			}
+		}
+		rows.Close()
+		for _, u := range users {
+			_, _ = my.Exec("DROP USER IF EXISTS '" + u + "'@'%'")
+		}
+	}
+	_, _ = my.Exec("DROP DATABASE IF EXISTS " + db)
+	_, _ = my.Exec("DROP USER IF EXISTS '" + myAdmin + "'@'%'")
+}
