@@ -314,6 +314,7 @@ func (p *Projections) ActiveLeases(ctx context.Context, q events.LeaseQuery) (pa
 		for _, en := range entries {
 			r, ok := recs[en.LeaseID]
 			if !ok || r.Index != en.Seq || !listed(r.Value.Status) {
+				p.dropStale(ctx, en, r, ok)
 				continue
 			}
 			if len(page) == q.Limit {
@@ -325,6 +326,18 @@ func (p *Projections) ActiveLeases(ctx context.Context, q events.LeaseQuery) (pa
 			return page, "", nil
 		}
 		after = entries[len(entries)-1].Seq
+	}
+}
+
+// dropStale removes an index entry a crash left behind, once it is certain nobody will
+// claim it: its lease has ended, or its record names another entry. An entry whose lease
+// is still pending may be one a projector is about to record, so it is left alone.
+func (p *Projections) dropStale(ctx context.Context, en jsstore.IndexEntry, r record[events.Lease], found bool) {
+	if !found || (!r.Value.Status.Ended() && (r.Index == 0 || r.Index == en.Seq)) {
+		return
+	}
+	if err := p.store.IndexRemove(ctx, en.Seq); err != nil {
+		p.logger.Warn("could not remove a stale entry of the lease index", "lease_id", en.LeaseID, "err", err)
 	}
 }
 

@@ -155,8 +155,14 @@ func (s *Store) directBatch(ctx context.Context, stream string, req map[string]a
 	if err != nil {
 		return nil, 0, err
 	}
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
+	// A channel sized for the batch: a plain synchronous subscription would allocate
+	// room for 65,536 messages on every call.
+	size := 2
+	if n, ok := req["batch"].(int); ok {
+		size += n
+	}
+	inbox, ch := s.nc.NewRespInbox(), make(chan *nats.Msg, size)
+	sub, err := s.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
 	}
@@ -170,9 +176,11 @@ func (s *Store) directBatch(ctx context.Context, stream string, req map[string]a
 		defer cancel()
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, ctx.Err()))
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":

@@ -31,7 +31,11 @@ type Config struct {
 	// Replicas is the replica count of streams, consumers and buckets: 1 for a single
 	// server, 3 for a cluster. Default 1.
 	Replicas int
-	// DuplicateWindow is how long a dedupe id is remembered. Default 2 minutes.
+	// DuplicateWindow is how long a dedupe id is remembered. Default 15 seconds: long
+	// enough for a retry of an append whose answer was lost, and short because JetStream
+	// keeps every id of the window in memory (at a thousand creates a second, two
+	// minutes' worth was most of the server's memory). Ordered appends do not depend on
+	// it: a conflict is resolved by reading the subject's last message.
 	DuplicateWindow time.Duration
 }
 
@@ -40,7 +44,7 @@ func (c *Config) setDefaults() {
 		c.Replicas = 1
 	}
 	if c.DuplicateWindow == 0 {
-		c.DuplicateWindow = 2 * time.Minute
+		c.DuplicateWindow = 15 * time.Second
 	}
 }
 
