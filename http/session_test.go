@@ -41,7 +41,10 @@ func TestParseSession(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, raw string }{
 		{"an access token", access}, {"expired", expired}, {"garbage", "a.b.c"}, {"empty", ""},
-		{"another key", func() string { r, _, _ := NewSession(staticKeys{kid: "k1", key: []byte("another key, same kid..........")}, "c", time.Minute); return r }()},
+		{"another key", func() string {
+			r, _, _ := NewSession(staticKeys{kid: "k1", key: []byte("another key, same kid..........")}, "c", time.Minute)
+			return r
+		}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := ParseSession(ctx, tc.raw, testKeys); events.ErrorCode(err) != events.EUnauthenticated {
