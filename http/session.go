@@ -55,6 +55,3 @@ func ParseSession(ctx context.Context, raw string, keys TokenKeys) (Session, err
 	}
 	return Session{ClientID: c.Subject, CSRF: c.CSRF, ExpiresAt: c.ExpiresAt.Time}, nil
 }
-
-// StatusOf is the HTTP status of an error code, for the dashboard's error pages.
-func StatusOf(code events.Code) int { return statusOf(code) }
