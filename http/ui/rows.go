@@ -38,7 +38,10 @@ func when(t time.Time) string {
 // relative says how far t is from now: "in 4m10s", "2h ago".
 func relative(t time.Time) string {
 	d := time.Until(t).Round(time.Second)
-	if d >= 0 {
+	switch {
+	case d == 0:
+		return "now"
+	case d > 0:
 		return "in " + compact(d)
 	}
 	return compact(-d) + " ago"
@@ -58,10 +61,12 @@ func compact(d time.Duration) string {
 	return s
 }
 
-// short abbreviates an id for a table; the full one is in the link and the title.
+// short abbreviates an id for a table, to its last 8 characters: lease ids are UUIDv7,
+// whose first ones are a time that leases made together share. The full id is in the
+// link and the title.
 func short(id string) string {
 	if len(id) > 8 {
-		return id[:8]
+		return id[len(id)-8:]
 	}
 	return id
 }

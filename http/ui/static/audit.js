@@ -35,7 +35,7 @@
       var a = document.createElement("a");
       a.href = leases + encodeURIComponent(e.lease_id);
       a.title = e.lease_id;
-      a.textContent = e.lease_id.slice(0, 8);
+      a.textContent = e.lease_id.slice(-8);
       td.appendChild(a);
     }
     cell(row, e.details);
