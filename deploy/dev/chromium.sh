@@ -15,16 +15,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-# Only refresh the package lists when apt does not know the package yet.
-if ! apt-cache show chromium >/dev/null 2>&1; then
-  apt-get update
-fi
-if ! apt-get install -y --no-install-recommends chromium; then
-  # Stale package lists (e.g. a mirror moved on): refresh once and retry.
-  apt-get update
-  apt-get install -y --no-install-recommends chromium
-fi
+# shellcheck source=deploy/dev/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install chromium
 
 if ! command -v chromium >/dev/null 2>&1; then
   echo "chromium: installed the chromium package but there is still no chromium on PATH" >&2

@@ -23,7 +23,7 @@ type auditFilter struct {
 }
 
 func parseAuditFilter(v url.Values, now time.Time) (auditFilter, error) {
-	f := auditFilter{Since: v.Get("since"), Until: v.Get("until"), Cursor: v.Get("cursor"), Limit: 100}
+	f := auditFilter{Since: v.Get("since"), Until: v.Get("until"), Cursor: v.Get("cursor")}
 	var err error
 	for name, dst := range map[string]*string{"record_uid": &f.RecordUID, "lease_id": &f.LeaseID, "client_id": &f.ClientID} {
 		if *dst, err = queryID(v, name); err != nil {
@@ -46,10 +46,8 @@ func parseAuditFilter(v url.Values, now time.Time) (auditFilter, error) {
 			return f, events.Errorf(events.EInvalid, "%s must be a duration back from now (30m, 2h) or an RFC 3339 time (2026-04-06T12:00:00Z).", name)
 		}
 	}
-	if s := v.Get("limit"); s != "" {
-		if f.Limit, err = strconv.Atoi(s); err != nil || f.Limit < 1 || f.Limit > 1000 {
-			return f, events.Errorf(events.EInvalid, "limit must be an integer between 1 and 1000.")
-		}
+	if f.Limit, err = parseLimit(v, 100); err != nil {
+		return f, err
 	}
 	if f.Cursor != "" {
 		if f.q.After, err = strconv.ParseUint(f.Cursor, 10, 64); err != nil {
@@ -62,18 +60,10 @@ func parseAuditFilter(v url.Values, now time.Time) (auditFilter, error) {
 
 // with returns the filter's query string with cursor in place of its own.
 func (f auditFilter) with(cursor string) string {
-	v := url.Values{}
-	for k, x := range map[string]string{"since": f.Since, "until": f.Until, "record_uid": f.RecordUID, "lease_id": f.LeaseID,
-		"client_id": f.ClientID, "cursor": cursor} {
-		if x != "" {
-			v.Set(k, x)
-		}
-	}
+	v := encodeQuery(map[string]string{"since": f.Since, "until": f.Until, "record_uid": f.RecordUID, "lease_id": f.LeaseID,
+		"client_id": f.ClientID, "cursor": cursor}, f.Limit, 100)
 	if f.Since == "" {
-		v.Set("since", "")
-	}
-	if f.Limit != 100 {
-		v.Set("limit", strconv.Itoa(f.Limit))
+		v.Set("since", "") // explicitly none, not the first look's default
 	}
 	return v.Encode()
 }

@@ -33,7 +33,7 @@ func queryID(v url.Values, name string) (string, error) {
 }
 
 func parseLeaseFilter(v url.Values) (leaseFilter, error) {
-	f := leaseFilter{Status: v.Get("status"), Expiring: v.Get("expiring"), Cursor: v.Get("cursor"), Limit: 50}
+	f := leaseFilter{Status: v.Get("status"), Expiring: v.Get("expiring"), Cursor: v.Get("cursor")}
 	var err error
 	if f.RecordUID, err = queryID(v, "record_uid"); err != nil {
 		return f, err
@@ -51,10 +51,8 @@ func parseLeaseFilter(v url.Values) (leaseFilter, error) {
 			return f, events.Errorf(events.EInvalid, "expiring must be a duration up to 24h, such as 15m or 2h.")
 		}
 	}
-	if s := v.Get("limit"); s != "" {
-		if f.Limit, err = strconv.Atoi(s); err != nil || f.Limit < 1 || f.Limit > 1000 {
-			return f, events.Errorf(events.EInvalid, "limit must be an integer between 1 and 1000.")
-		}
+	if f.Limit, err = parseLimit(v, 50); err != nil {
+		return f, err
 	}
 	if f.Cursor != "" {
 		if _, err := strconv.ParseUint(f.Cursor, 10, 64); err != nil {
@@ -70,16 +68,8 @@ func (f leaseFilter) match(l events.Lease, now time.Time) bool {
 
 // with returns the filter's query string with cursor in place of its own.
 func (f leaseFilter) with(cursor string) string {
-	v := url.Values{}
-	for k, x := range map[string]string{"record_uid": f.RecordUID, "client_id": f.ClientID, "status": f.Status, "expiring": f.Expiring, "cursor": cursor} {
-		if x != "" {
-			v.Set(k, x)
-		}
-	}
-	if f.Limit != 50 {
-		v.Set("limit", strconv.Itoa(f.Limit))
-	}
-	return v.Encode()
+	return encodeQuery(map[string]string{"record_uid": f.RecordUID, "client_id": f.ClientID, "status": f.Status, "expiring": f.Expiring,
+		"cursor": cursor}, f.Limit, 50).Encode()
 }
 
 type leasesData struct {

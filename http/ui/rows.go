@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"html/template"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,4 +173,32 @@ func (d directory) eventRow(r events.Recorded) eventRow {
 	}
 	row.Details = strings.Join(details, "; ")
 	return row
+}
+
+// encodeQuery is the query string of a page's filters: the values that are set, and the
+// limit when it is not the page's default.
+func encodeQuery(values map[string]string, limit, defaultLimit int) url.Values {
+	v := url.Values{}
+	for k, x := range values {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	if limit != defaultLimit {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	return v
+}
+
+// parseLimit reads a page's ?limit=, as the API takes it: 1 to 1000, def when absent.
+func parseLimit(v url.Values, def int) (int, error) {
+	s := v.Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, events.Errorf(events.EInvalid, "limit must be an integer between 1 and 1000.")
+	}
+	return n, nil
 }
