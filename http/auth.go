@@ -87,12 +87,9 @@ func (s *Server) token(c echo.Context) error {
 		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.TokenTTL)),
 		ID:        uuid.NewString(),
 	}
-	kid, key := s.cfg.TokenKeys.Signing()
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
-	tok.Header["kid"] = kid
-	signed, err := tok.SignedString(key)
+	signed, err := signToken(s.cfg.TokenKeys, claims)
 	if err != nil {
-		return fmt.Errorf("sign token: %w", err)
+		return err
 	}
 	s.log.Info("token issued", "client_id", client.ClientID)
 	c.Response().Header().Set("Cache-Control", "no-store")
@@ -162,26 +159,48 @@ func parseAssertion(assertion string, audiences []string, now time.Time, keyFor 
 // names, and returns its client id.
 func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (string, error) {
 	claims := jwt.RegisteredClaims{}
-	var keyErr error
-	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
-		kid, _ := t.Header["kid"].(string)
-		if kid == "" {
-			return nil, unauthenticated("The access token names no signing key.")
-		}
-		k, err := keys.Verifying(ctx, kid)
-		keyErr = err
-		return k, err
-	},
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(tokenIssuer),
-		jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
-	if keyErr != nil && events.ErrorCode(keyErr) != events.EUnauthenticated {
-		// The token may be fine; the keys could not be read to tell.
-		return "", events.Wrap(keyErr, events.EUnavailable, "The token keys cannot be read just now; try again shortly.")
+	err := verifyToken(ctx, raw, keys, tokenIssuer, &claims)
+	if events.ErrorCode(err) == events.EUnavailable {
+		return "", err
 	}
 	if err != nil || claims.Subject == "" {
 		return "", unauthenticated("The access token is invalid or expired; get a new one.")
 	}
 	return claims.Subject, nil
+}
+
+// signToken signs claims with the deployment's current token key, naming it by kid.
+func signToken(keys TokenKeys, claims jwt.Claims) (string, error) {
+	kid, key := keys.Signing()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header["kid"] = kid
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
+	}
+	return signed, nil
+}
+
+// verifyToken checks a token signToken made for audience into claims. It fails with
+// EUnavailable when the keys cannot be read (the token may be fine), with another error
+// when the token is not valid.
+func verifyToken(ctx context.Context, raw string, keys TokenKeys, audience string, claims jwt.Claims) error {
+	var keyErr error
+	_, err := jwt.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if kid == "" {
+			return nil, unauthenticated("The token names no signing key.")
+		}
+		k, err := keys.Verifying(ctx, kid)
+		keyErr = err
+		return k, err
+	},
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(tokenIssuer), jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(), jwt.WithLeeway(clockSkew))
+	if keyErr != nil && events.ErrorCode(keyErr) != events.EUnauthenticated {
+		return events.Wrap(keyErr, events.EUnavailable, "The token keys cannot be read just now; try again shortly.")
+	}
+	return err
 }
 
 // authenticate admits requests carrying a valid access token of a client that still

@@ -22,11 +22,12 @@ const (
 	actClientRead   action = "client.read"
 	actClientManage action = "client.manage"
 	actAuditRead    action = "audit.read"
+	actUILogin      action = "ui.login"
 )
 
 func (a action) mutation() bool {
 	switch a {
-	case actLeaseCreate, actLeaseRevoke, actLeaseRenew, actTargetManage, actClientManage:
+	case actLeaseCreate, actLeaseRevoke, actLeaseRenew, actTargetManage, actClientManage, actUILogin:
 		return true
 	}
 	return false

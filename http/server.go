@@ -41,6 +41,7 @@ type Commands interface {
 	RemoveClient(ctx context.Context, id, actor string) error
 	RecordDenied(ctx context.Context, client events.Client, action, recordUID, leaseID string, cause error)
 	UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error
+	CreateLoginLink(ctx context.Context, clientID string) (code string, expiresAt time.Time, err error)
 }
 
 // Queries read state; *projections.Projections implements them.
@@ -103,7 +104,13 @@ type Config struct {
 	// OpsOnly serves only /healthz, /readyz and /metrics: for processes that run workers
 	// but no API, so they can still be probed and scraped.
 	OpsOnly bool
+	// UI, when set, answers every path under UIPath (the dashboard, package http/ui);
+	// without it those paths are unknown routes.
+	UI http.Handler
 }
+
+// UIPath prefixes the dashboard's pages; the login links the API hands out point there.
+const UIPath = "/ui"
 
 // Observer records what the API did, for metrics. Implementations must be safe for
 // concurrent use and must not block.
@@ -200,6 +207,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	authed.GET("/clients/:client_id", s.getClient, s.require(actClientRead))
 	authed.DELETE("/clients/:client_id", s.deleteClient, s.require(actClientManage))
 	authed.GET("/audit", s.audit, s.require(actAuditRead))
+	authed.POST("/ui/login-links", s.createLoginLink, s.require(actUILogin))
 	return s, nil
 }
 
@@ -223,7 +231,7 @@ func (s *Server) Listen(addr string) error {
 		ln.Close()
 		return err
 	}
-	s.srv = &http.Server{Handler: s.echo, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.ReadTimeout,
+	s.srv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.ReadTimeout,
 		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}
 	if s.cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
@@ -236,6 +244,20 @@ func (s *Server) Listen(addr string) error {
 	}
 	s.ln = ln
 	return nil
+}
+
+// handler sends the dashboard's paths to Config.UI, when set, and the rest to the API.
+func (s *Server) handler() http.Handler {
+	if s.cfg.UI == nil {
+		return s.echo
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == UIPath || strings.HasPrefix(r.URL.Path, UIPath+"/") {
+			s.cfg.UI.ServeHTTP(w, r)
+			return
+		}
+		s.echo.ServeHTTP(w, r)
+	})
 }
 
 // Serve answers requests on the listener Listen bound, in the background.

@@ -282,6 +282,13 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	v.json(http.MethodGet, "/api/sm/v1/audit", appTok, nil, oaValid, http.StatusForbidden, nil)
 	v.json(http.MethodGet, "/api/sm/v1/dynamic/leases/"+lease.LeaseID, appTok, nil, oaValid, http.StatusNotFound, nil)
 	v.json(http.MethodGet, "/api/sm/v1/dynamic/leases", appTok, nil, oaValid, http.StatusOK, nil)
+	// Dashboard login links: an admin's, never an app client's.
+	var link client.LoginLink
+	v.json(http.MethodPost, "/api/sm/v1/ui/login-links", tok, nil, oaValid, http.StatusCreated, &link)
+	if !strings.HasPrefix(link.URL, srv.HTTP.PublicURL()+"/ui/login?code=") || !strings.HasSuffix(link.URL, link.Path) {
+		t.Errorf("login link %+v", link)
+	}
+	v.json(http.MethodPost, "/api/sm/v1/ui/login-links", appTok, nil, oaValid, http.StatusForbidden, nil)
 
 	// Error answers.
 	v.call(http.MethodPost, "/api/sm/v1/dynamic/lease", tok, "application/json", []byte(`{"record_uid": "`+uid+`", `), oaInvalid, http.StatusBadRequest)

@@ -12,8 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	nethttp "net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	syhttp "github.com/syvault/syvault/http"
+	"github.com/syvault/syvault/http/ui"
 	"github.com/syvault/syvault/internal/command"
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/internal/tokenkey"
@@ -196,6 +199,7 @@ func (m *Main) Open(ctx context.Context) error {
 		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
 	}
 	var commands syhttp.Commands
+	var dashboard nethttp.Handler // nil without the API: an interface holding a nil *ui.Handler would not be
 	queries, connected := m.proj, m.store.Connected
 	if m.Config.runs("api") {
 		// Requests get a connection of their own: their round trips never queue behind
@@ -216,6 +220,14 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 		commands = m.commands
+		// Behind a proxy that terminates TLS the requests are plain HTTP, but the browser's are not.
+		https := m.Config.TLSCertFile != "" || slices.ContainsFunc(m.Config.PublicURLs, func(u string) bool { return strings.HasPrefix(u, "https:") })
+		d, err := ui.New(ui.Config{Commands: m.commands, Queries: queries, Keys: m.tokens, SessionTTL: m.Config.TokenTTL,
+			SecureCookies: https, Logger: m.Logger, Observer: obs})
+		if err != nil {
+			return err
+		}
+		dashboard = d
 	}
 	m.HTTP, err = syhttp.New(ctx, syhttp.Config{
 		OpsOnly:   !m.Config.runs("api"),
@@ -223,6 +235,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Observer:  obs,
 		Commands:  commands,
 		Queries:   queries,
+		UI:        dashboard,
 		Connected: connected,
 		Logger:    m.Logger,
 		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs, WildcardAudiences: m.Config.Dev,

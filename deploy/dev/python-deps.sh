@@ -19,22 +19,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-export DEBIAN_FRONTEND=noninteractive
 pkgs=(python3-cryptography python3-psycopg2)
-
-# Only refresh the package lists when apt does not know a package yet.
-need_update=0
-for p in "${pkgs[@]}"; do
-  if ! apt-cache show "$p" >/dev/null 2>&1; then need_update=1; fi
-done
-if [ "$need_update" -eq 1 ]; then
-  apt-get update
-fi
-if ! apt-get install -y --no-install-recommends "${pkgs[@]}"; then
-  # Stale package lists (e.g. a mirror moved on): refresh once and retry.
-  apt-get update
-  apt-get install -y --no-install-recommends "${pkgs[@]}"
-fi
+# shellcheck source=deploy/dev/apt.sh
+source "$(dirname "$0")/apt.sh"
+apt_install "${pkgs[@]}"
 
 if ! have_deps; then
   echo "python-deps: installed ${pkgs[*]} but $PY still cannot import cryptography and psycopg2" >&2

@@ -45,12 +45,13 @@ type Service struct {
 	log         *slog.Logger
 	usernames   *jsstore.Names
 	assertions  *jsstore.Names
+	logins      *loginLinks
 	newUsername func() string
 	credentials *credentialPool
 }
 
 // New opens what the command side keeps in NATS (the username and assertion
-// reservations) and returns the Service.
+// reservations, the login links) and returns the Service.
 func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Projections == nil || cfg.Sealer == nil || cfg.Preparer == nil {
 		return nil, errors.New("command.New: Store, Projections, Sealer and Preparer are required")
@@ -67,6 +68,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if s.assertions, err = cfg.Store.OpenNames(ctx, AssertionsBucket, "Client assertion ids (jti) already used, until they expire", assertionHold, assertionHold-30*time.Second); err != nil {
+		return nil, err
+	}
+	if s.logins, err = openLoginLinks(ctx, cfg.Store); err != nil {
 		return nil, err
 	}
 	s.credentials = newCredentialPool(credentialPoolSize)

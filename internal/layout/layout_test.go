@@ -45,6 +45,14 @@ func listPackages(t *testing.T) map[string]pkg {
 
 func own(p string) bool { return p == module || strings.HasPrefix(p, module+"/") }
 
+// notForTranslators is what the HTTP adapters (the API and the dashboard) must not
+// depend on: NATS, database drivers, and the command and query sides' implementations.
+func notForTranslators(d string) bool {
+	return strings.HasPrefix(d, "github.com/nats-io/") || strings.HasPrefix(d, "github.com/jackc/") ||
+		strings.HasPrefix(d, "github.com/go-sql-driver/") || strings.HasPrefix(d, module+"/workers") ||
+		strings.HasPrefix(d, module+"/events/jsstore") || d == module+"/projections" || d == module+"/internal/command"
+}
+
 // TestLayout_Dependencies: the dependency rules of the design, on every dependency,
 // direct or not.
 func TestLayout_Dependencies(t *testing.T) {
@@ -63,11 +71,8 @@ func TestLayout_Dependencies(t *testing.T) {
 			why: "a driver imports only the domain and the driver seam"},
 		{pkg: "workers/mysql", allowed: func(d string) bool { return d == module+"/events" || d == module+"/workers/driver" },
 			why: "a driver imports only the domain and the driver seam"},
-		{pkg: "http", forbid: func(d string) bool {
-			return strings.HasPrefix(d, "github.com/nats-io/") || strings.HasPrefix(d, "github.com/jackc/") ||
-				strings.HasPrefix(d, "github.com/go-sql-driver/") || strings.HasPrefix(d, module+"/workers") ||
-				strings.HasPrefix(d, module+"/events/jsstore") || d == module+"/projections" || d == module+"/internal/command"
-		}, why: "http translates: it imports no NATS package, no database driver, and reaches the command and query sides through interfaces"},
+		{pkg: "http", forbid: notForTranslators, why: "http translates: it imports no NATS package, no database driver, and reaches the command and query sides through interfaces"},
+		{pkg: "http/ui", forbid: notForTranslators, why: "the dashboard translates like the API: no NATS, no database driver, the command and query sides through interfaces"},
 		{pkg: "workers", forbid: func(d string) bool { return d == module+"/http" || strings.HasPrefix(d, module+"/http/") },
 			why: "workers never import http"},
 		{pkg: "projections", forbid: func(d string) bool {

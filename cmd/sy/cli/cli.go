@@ -139,7 +139,7 @@ Errors are one line on stderr; the exit status is 1 for a failure, 2 for a usage
 	pf.StringVar(&a.flags.credentialsFile, "credentials-file", "", "JSON credentials file with server, client_id and private_key (env SY_CREDENTIALS_FILE)")
 
 	root.AddCommand(a.authCommand(), a.keygenCommand(), a.dynamicCommand(), a.agentCommand(), a.clientCommand(),
-		a.auditCommand(), a.versionCommand())
+		a.auditCommand(), a.uiCommand(), a.versionCommand())
 	return root
 }
 

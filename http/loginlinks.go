@@ -1,0 +1,22 @@
+package http
+
+import (
+	"net/http"
+	"net/url"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/syvault/syvault/http/api"
+)
+
+// createLoginLink hands an admin client a one-time link into the dashboard, so that a
+// browser gets a session without ever holding the client's private key or a token.
+func (s *Server) createLoginLink(c echo.Context) error {
+	code, expiresAt, err := s.cfg.Commands.CreateLoginLink(c.Request().Context(), clientOf(c).ClientID)
+	if err != nil {
+		return err
+	}
+	path := UIPath + "/login?" + url.Values{"code": {code}}.Encode()
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, api.LoginLink{URL: s.PublicURL() + path, Path: path, ExpiresAt: expiresAt})
+}

@@ -1,0 +1,160 @@
+package ui
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	syhttp "github.com/syvault/syvault/http"
+)
+
+// cookieName is the session cookie. Its path is the dashboard's, so API requests never
+// carry it.
+const cookieName = "syvault_session"
+
+// session is the client behind a request, with its anti-forgery token.
+type session struct {
+	Client events.Client
+	CSRF   string
+}
+
+func unauthenticated(msg string) error { return events.Errorf(events.EUnauthenticated, "%s", msg) }
+
+// sessionOf returns the request's session: EUnauthenticated without a valid one or when
+// its client was removed, EForbidden for a client that is not an admin.
+func (h *Handler) sessionOf(r *http.Request) (session, error) {
+	c, err := r.Cookie(cookieName)
+	if err != nil || c.Value == "" {
+		return session{}, unauthenticated("You are not logged in to the dashboard: run 'sy ui' to open it with a one-time login link.")
+	}
+	s, err := syhttp.ParseSession(r.Context(), c.Value, h.cfg.Keys)
+	if err != nil {
+		return session{}, err
+	}
+	client, err := h.cfg.Queries.Client(r.Context(), s.ClientID)
+	if events.ErrorCode(err) == events.ENotFound {
+		return session{}, unauthenticated("The session's client no longer exists; log in again with another admin client.")
+	}
+	if err != nil {
+		return session{}, err
+	}
+	if client.Role != events.RoleAdmin {
+		return session{}, events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
+	}
+	return session{Client: client, CSRF: s.CSRF}, nil
+}
+
+// authed admits requests with an admin session. Every request that changes state must
+// also carry the session's anti-forgery token in its form, and must not come from
+// another site: a page elsewhere cannot read the token, so it cannot make the browser
+// revoke a lease.
+func (h *Handler) authed(fn func(http.ResponseWriter, *http.Request, session) error) http.Handler {
+	return h.handle(func(w http.ResponseWriter, r *http.Request) error {
+		s, err := h.sessionOf(r)
+		if err != nil {
+			if events.ErrorCode(err) == events.EUnauthenticated {
+				h.clearCookie(w, r)
+			}
+			return err
+		}
+		if r.Method == http.MethodPost {
+			if err := checkForm(r, s); err != nil {
+				return err
+			}
+		}
+		return fn(w, r, s)
+	})
+}
+
+// authedJSON is authed for the endpoints the page's script polls: errors are the API's
+// JSON shape.
+func (h *Handler) authedJSON(fn func(*http.Request) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out, err := func() (any, error) {
+			if _, err := h.sessionOf(r); err != nil {
+				return nil, err
+			}
+			return fn(r)
+		}()
+		status := http.StatusOK
+		if err != nil {
+			code := events.ErrorCode(err)
+			status = syhttp.StatusOf(code)
+			out = map[string]string{"error": string(code), "message": events.ErrorMessage(err)}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(out)
+	})
+}
+
+func checkForm(r *http.Request, s session) error {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		return events.Errorf(events.EForbidden, "This request came from another site; use the dashboard's own buttons.")
+	}
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return events.Errorf(events.EInvalid, "The form could not be read.")
+	}
+	if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
+		return events.Errorf(events.EForbidden, "The form is stale or did not come from this dashboard; reload the page and try again.")
+	}
+	return nil
+}
+
+// login trades a one-time login link's code for a session cookie.
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
+	code := r.URL.Query().Get("code")
+	if code == "" {
+		return events.Errorf(events.EInvalid, "This login link has no code; run 'sy ui' for a new one.")
+	}
+	clientID, err := h.cfg.Commands.UseLoginLink(r.Context(), code)
+	if err != nil {
+		return err
+	}
+	client, err := h.cfg.Queries.Client(r.Context(), clientID)
+	if err != nil {
+		return err
+	}
+	if client.Role != events.RoleAdmin {
+		return events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
+	}
+	raw, s, err := syhttp.NewSession(h.cfg.Keys, clientID, h.cfg.SessionTTL)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, h.cookie(r, raw, s.ExpiresAt))
+	h.log.Info("dashboard session opened", "client_id", clientID, "expires_at", s.ExpiresAt)
+	// A page rather than a redirect: when the link was followed from another site, a
+	// redirect would still count as that site's navigation and the browser would not
+	// send the SameSite=Strict cookie; the page's own refresh is this site's.
+	h.render(w, http.StatusOK, "login", view{Title: "Logged in", Me: &client, Data: s.ExpiresAt})
+	return nil
+}
+
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request, _ session) error {
+	h.clearCookie(w, r)
+	h.render(w, http.StatusOK, "message", view{Title: "Logged out", Data: message{Status: http.StatusOK, Heading: "Logged out",
+		Text: "The session cookie is gone from this browser.", Login: true}})
+	return nil
+}
+
+func (h *Handler) cookie(r *http.Request, value string, expires time.Time) *http.Cookie {
+	return &http.Cookie{Name: cookieName, Value: value, Path: syhttp.UIPath, Expires: expires, MaxAge: max(int(time.Until(expires).Seconds()), 1),
+		HttpOnly: true, Secure: h.cfg.SecureCookies || r.TLS != nil, SameSite: http.SameSiteStrictMode}
+}
+
+func (h *Handler) clearCookie(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(cookieName); err != nil {
+		return
+	}
+	c := h.cookie(r, "", time.Unix(0, 0))
+	c.MaxAge = -1
+	http.SetCookie(w, c)
+}
