@@ -84,13 +84,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "nats-credential":
 		return NATSCredential(cfg.Out, stdout)
 	}
+	if cfg.Dev {
+		// A development server stops with whatever started it.
+		var stop context.CancelFunc
+		ctx, stop = context.WithCancel(ctx)
+		defer stop()
+		watchAncestors(ctx, func(reason string) {
+			logger.Info("stopping: " + reason)
+			stop()
+		})
+	}
 	if err := m.Open(ctx); err != nil {
 		_ = m.Close()
 		return err
 	}
 	<-ctx.Done()
 	logger.Info("shutting down: draining requests and workers")
-	return m.Close()
+	start := time.Now()
+	err = m.Close()
+	logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+	return err
 }
 
 var version = "dev"
