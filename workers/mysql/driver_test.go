@@ -236,12 +236,13 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 	s := mustServer(t)
 	scratch := s.newScratch(t)
 	for _, tc := range []struct {
-		name   string
-		global string
+		name    string
+		global  string
+		missing string
 	}{
-		{name: "NoCreateUser", global: "PROCESS, CONNECTION ADMIN"},
-		{name: "NoProcess", global: "CREATE USER, CONNECTION ADMIN"},
-		{name: "NoConnectionAdmin", global: "CREATE USER, PROCESS"},
+		{name: "NoCreateUser", global: "PROCESS, CONNECTION ADMIN", missing: "CREATE USER"},
+		{name: "NoProcess", global: "CREATE USER, CONNECTION ADMIN", missing: "PROCESS"},
+		{name: "NoConnectionAdmin", global: "CREATE USER, PROCESS", missing: "CONNECTION ADMIN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -267,7 +268,9 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 			if strings.Contains(err.Error(), pw) {
 				t.Fatalf("error holds the admin password: %v", err)
 			}
-			t.Logf("message: %s", events.ErrorMessage(err))
+			if msg := events.ErrorMessage(err); !strings.Contains(msg, tc.missing) || !strings.Contains(msg, "GRANT "+tc.missing) {
+				t.Fatalf("the refusal does not name %s with the GRANT that gives it: %s", tc.missing, msg)
+			}
 		})
 	}
 }

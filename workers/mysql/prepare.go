@@ -36,6 +36,11 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		return failVerify(op, err, req.Conn)
 	}
 	defer conn.Close()
+	// Rights first: an admin without any privilege on a database cannot see it either, and
+	// "grant these" is the answer that helps then.
+	if err := adminRights(ctx, conn, specs); err != nil {
+		return failVerify(op, err, req.Conn)
+	}
 	if err := checkDatabases(ctx, conn, specs); err != nil {
 		return failVerify(op, err, req.Conn)
 	}

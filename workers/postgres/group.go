@@ -49,7 +49,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		return failVerify(op, err, req.Conn)
 	}
 	defer conn.Release()
-	if err := checkAdmin(ctx, conn); err != nil {
+	if err := d.checkAdmin(ctx, conn, req.Conn, specs); err != nil {
 		return failVerify(op, err, req.Conn)
 	}
 	if err := d.ensureGroup(ctx, conn, req.Conn, group, specs, true); err != nil {
@@ -137,30 +137,121 @@ func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 	return specs, nil
 }
 
-// checkAdmin returns an ETargetUnverified *events.Error when the connected role lacks a
-// right the driver needs.
-func checkAdmin(ctx context.Context, q querier) error {
+// checkAdmin returns one ETargetUnverified *events.Error listing every right the
+// connected role lacks, so an operator fixes them all at once: CREATEROLE, membership in
+// pg_signal_backend, and for each grant the right to give it (CONNECT on the database,
+// USAGE, and CREATE where asked, on the schema, each table privilege, all WITH GRANT
+// OPTION or as owner), and any database, schema or table that does not exist.
+func (d *Driver) checkAdmin(ctx context.Context, held *pgxpool.Conn, c driver.Conn, specs []grantSpec) error {
 	var (
 		name                      string
 		super, createRole, signal bool
 	)
-	err := q.QueryRow(ctx, `SELECT rolname, rolsuper, rolcreaterole,
-		pg_catalog.pg_has_role(oid, 'pg_signal_backend', 'USAGE')
-		FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&name, &super, &createRole, &signal)
+	err := held.QueryRow(ctx, `SELECT r.rolname, r.rolsuper, r.rolcreaterole,
+		pg_catalog.pg_has_role(r.oid, 'pg_signal_backend', 'USAGE')
+		FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER`).Scan(&name, &super, &createRole, &signal)
 	if err != nil {
 		return fmt.Errorf("check admin rights: %w", err)
 	}
-	switch {
-	case super:
-		return nil
-	case !createRole:
-		return events.Errorf(events.ETargetUnverified,
-			"The admin role %q may not create roles: give it CREATEROLE (ALTER ROLE ... CREATEROLE).", name)
-	case !signal:
-		return events.Errorf(events.ETargetUnverified,
-			"The admin role %q may not end other roles' sessions: GRANT pg_signal_backend TO it.", name)
+	var missing []string
+	if !super && !createRole {
+		missing = append(missing, "CREATEROLE (ALTER ROLE "+ident(name)+" CREATEROLE)")
 	}
-	return nil
+	if !super && !signal {
+		missing = append(missing, "membership in pg_signal_backend (GRANT pg_signal_backend TO "+ident(name)+")")
+	}
+	for i, s := range specs {
+		err := d.inDatabase(ctx, c, s.database, held, func(conn *pgxpool.Conn) error {
+			m, err := grantRights(ctx, conn, s)
+			if len(m) > 0 {
+				missing = append(missing, fmt.Sprintf("for %s: %s", s.describe(i), strings.Join(m, ", ")))
+			}
+			return err
+		})
+		switch {
+		case sqlState(err) == stateInvalidCatalog:
+			missing = append(missing, fmt.Sprintf("for %s: the database %q does not exist", s.describe(i), s.database))
+		case sqlState(err) == stateInsufficient:
+			missing = append(missing, fmt.Sprintf("for %s: CONNECT on the database %q", s.describe(i), s.database))
+		case err != nil:
+			return err
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return events.Errorf(events.ETargetUnverified, "The admin role %q lacks: %s. See the README's \"Preparing a target\".",
+		name, strings.Join(missing, "; "))
+}
+
+// grantRights lists what the connected role lacks to give s, or what s names that does
+// not exist, in the connected database.
+func grantRights(ctx context.Context, conn *pgxpool.Conn, s grantSpec) ([]string, error) {
+	var missing []string
+	var dbOK, schemaExists, usageOK, createOK bool
+	err := conn.QueryRow(ctx, `SELECT pg_catalog.has_database_privilege(CURRENT_USER, pg_catalog.current_database(), 'CONNECT WITH GRANT OPTION'),
+		EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = $1)`, s.schema).Scan(&dbOK, &schemaExists)
+	if err != nil {
+		return nil, fmt.Errorf("check admin rights: %w", err)
+	}
+	if !dbOK {
+		missing = append(missing, "CONNECT on the database WITH GRANT OPTION (or own it)")
+	}
+	if !schemaExists {
+		return append(missing, fmt.Sprintf("the schema %q does not exist", s.schema)), nil
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.has_schema_privilege(CURRENT_USER, $1, 'USAGE WITH GRANT OPTION'),
+		pg_catalog.has_schema_privilege(CURRENT_USER, $1, 'CREATE WITH GRANT OPTION')`, s.schema).Scan(&usageOK, &createOK); err != nil {
+		return nil, fmt.Errorf("check admin rights: %w", err)
+	}
+	if !usageOK {
+		missing = append(missing, "USAGE on the schema WITH GRANT OPTION (or own it)")
+	}
+	if s.create && !createOK {
+		missing = append(missing, "CREATE on the schema WITH GRANT OPTION (or own it)")
+	}
+	if len(s.check) == 0 {
+		return missing, nil
+	}
+	query := `SELECT c.relname, p FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		AND NOT pg_catalog.has_table_privilege(CURRENT_USER, c.oid, p || ' WITH GRANT OPTION')
+		ORDER BY 1, 2 LIMIT 12`
+	args := []any{s.schema, s.check}
+	if len(s.tables) > 0 {
+		var absent []string
+		rows, err := conn.Query(ctx, `SELECT t FROM pg_catalog.unnest($2::text[]) t WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = t)`, s.schema, s.tables)
+		if err == nil {
+			absent, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("check admin rights: %w", err)
+		}
+		for _, t := range absent {
+			missing = append(missing, fmt.Sprintf("the table %q does not exist", t))
+		}
+		query = `SELECT c.relname, p FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
+			WHERE n.nspname = $1 AND c.relname = ANY($3)
+			AND NOT pg_catalog.has_table_privilege(CURRENT_USER, c.oid, p || ' WITH GRANT OPTION')
+			ORDER BY 1, 2 LIMIT 12`
+		args = append(args, s.tables)
+	}
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("check admin rights: %w", err)
+	}
+	for rows.Next() {
+		var table, priv string
+		if err := rows.Scan(&table, &priv); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("check admin rights: %w", err)
+		}
+		missing = append(missing, priv+" on "+table+" WITH GRANT OPTION (or own it)")
+	}
+	return missing, rows.Err()
 }
 
 // ensureGroup creates group if it is missing, makes the admin its member, and gives it

@@ -466,3 +466,33 @@ func TestDriver_PreparedVerifier(t *testing.T) {
 		})
 	}
 }
+
+// TestDriver_PrepareNamesEveryMissingRight: an admin lacking several rights learns of all
+// of them from one refusal, not one per attempt.
+func TestDriver_PrepareNamesEveryMissingRight(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	role, pw := "vf_bare_"+strings.ToLower(drivertest.NewRecordUID()[:6]), secret()
+	if _, err := c.super.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s", role, literal(pw))); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.super.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
+	d := postgres.New(nil)
+	defer d.Close()
+	conn := c.admin()
+	conn.Username, conn.Password, conn.PoolKey, conn.Database = role, pw, "bare-"+role, s.Database
+	err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: []events.Grant{
+		{Database: s.Database, Schema: "public", Tables: []string{"granted", "no_such_table"}, Privileges: []string{"SELECT", "CREATE"}},
+	}})
+	if events.ErrorCode(err) != events.ETargetUnverified {
+		t.Fatalf("err = %v, want %s", err, events.ETargetUnverified)
+	}
+	msg := events.ErrorMessage(err)
+	for _, want := range []string{"CREATEROLE", "pg_signal_backend", "USAGE on the schema", "CREATE on the schema", "SELECT on granted", `"no_such_table" does not exist`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the refusal does not name %q: %s", want, msg)
+		}
+	}
+	t.Logf("message: %s", msg)
+}
