@@ -18,7 +18,7 @@ import (
 func newAppClient(t *testing.T, srv *testServer, admin *client.Client, role string, allowed []string) (*client.Client, string) {
 	t.Helper()
 	pubDERPEM, privDERPEM := mustKeyPair(t)
-	ac, err := admin.CreateClient(context.Background(), client.AppClient{Name: "app-" + role, Role: role, AllowedRecords: allowed,
+	ac, err := admin.CreateClient(context.Background(), client.AppClient{Name: "app-" + role + "-" + randomSecret()[:8], Role: role, AllowedRecords: allowed,
 		PublicKey: pubDERPEM})
 	if err != nil {
 		t.Fatal(err)

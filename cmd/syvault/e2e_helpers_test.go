@@ -218,7 +218,7 @@ func postgresEngine(tb testing.TB) engine {
 			if err := exec(db, "CREATE TABLE granted (id int, v text); CREATE TABLE secret (id int); INSERT INTO secret VALUES (42)"); err != nil {
 				tb.Fatal(err)
 			}
-			return client.Target{Name: "e2e-pg", Engine: "postgresql", Host: "127.0.0.1", Port: 5432, Database: db,
+			return client.Target{Name: "e2e-pg-" + db, Engine: "postgresql", Host: "127.0.0.1", Port: 5432, Database: db,
 				AdminUsername: "postgres", AdminPassword: "pg-admin-" + randomSecret(), TLSMode: "disable",
 				Grants: []client.Grant{{Database: db, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"}}}}
 		},
@@ -281,7 +281,7 @@ func mysqlEngine(tb testing.TB) engine {
 				}
 			}
 			tb.Cleanup(func() { _, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'") })
-			return client.Target{Name: "e2e-mysql", Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
+			return client.Target{Name: "e2e-mysql-" + db, Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
 				AdminUsername: adminUser, AdminPassword: adminPassword, TLSMode: "disable",
 				Grants: []client.Grant{{Database: db, Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"}}}}
 		},

@@ -107,3 +107,45 @@ func (n *Names) Reserve(ctx context.Context, name string, value []byte, ttl time
 	}
 	return false, events.StoreUnavailable(fmt.Errorf("jsstore.Reserve: %w", err))
 }
+
+// Holder returns the value name was reserved with, when and at which revision; held is
+// false when it is not reserved.
+func (n *Names) Holder(ctx context.Context, name string) (h Holding, held bool, err error) {
+	e, err := n.kv.Get(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return Holding{}, false, nil
+	case err != nil:
+		return Holding{}, false, events.StoreUnavailable(fmt.Errorf("jsstore.Holder: %w", err))
+	}
+	return Holding{Value: e.Value(), Since: e.Created(), Revision: e.Revision()}, true, nil
+}
+
+// Holding is one reservation.
+type Holding struct {
+	Value    []byte
+	Since    time.Time
+	Revision uint64
+}
+
+// Take moves the reservation h of name to value, for a reservation its holder has left
+// behind (a process that died between reserving and recording). It reports false when
+// the reservation changed since h was read: someone else took it first.
+func (n *Names) Take(ctx context.Context, name string, h Holding, value []byte) (bool, error) {
+	_, err := n.kv.Update(ctx, name, value, h.Revision)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return false, nil
+	}
+	return false, events.StoreUnavailable(fmt.Errorf("jsstore.Take: %w", err))
+}
+
+// Release frees name; a name not reserved is success.
+func (n *Names) Release(ctx context.Context, name string) error {
+	if err := n.kv.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return events.StoreUnavailable(fmt.Errorf("jsstore.Release: %w", err))
+	}
+	return nil
+}

@@ -26,6 +26,18 @@ func (s *Service) RegisterClient(ctx context.Context, c events.Client, actor str
 	}
 	now := time.Now()
 	c.ClientID, c.AllowedRecords, c.CreatedAt = uuid.NewString(), allowed, now.UTC().Truncate(time.Second)
+	cs, err := s.cfg.Projections.Clients(ctx)
+	if err != nil {
+		return c, err
+	}
+	for _, o := range cs {
+		if nameKey("client", o.Name) == nameKey("client", c.Name) {
+			return c, events.Errorf(events.EConflict, "A client named %q exists already (client_id %s); choose another name.", c.Name, o.ClientID)
+		}
+	}
+	if err := s.claimName(ctx, "client", c.Name, c.ClientID, s.clientExists); err != nil {
+		return c, err
+	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, actor, now), 0)
 	if err != nil {
 		return c, err
@@ -44,7 +56,8 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	if id == actor {
 		return events.Errorf(events.EConflict, "A client cannot delete itself; use another admin client.")
 	}
-	if _, err := s.cfg.Projections.Client(ctx, id); err != nil {
+	cl, err := s.cfg.Projections.Client(ctx, id)
+	if err != nil {
 		return err
 	}
 	seq, err := s.cfg.Store.AppendUnordered(ctx, events.ClientSubject(id), events.RemoveClient(id, actor, time.Now()))
@@ -54,6 +67,7 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	if err := s.cfg.Projections.WaitClient(ctx, id, seq); err != nil {
 		return err
 	}
+	s.releaseName(ctx, "client", cl.Name, id)
 	s.log.Info("client removed", "client_id", id)
 	return nil
 }

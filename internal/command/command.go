@@ -45,6 +45,7 @@ type Service struct {
 	log         *slog.Logger
 	usernames   *jsstore.Names
 	assertions  *jsstore.Names
+	names       *jsstore.Names
 	logins      *loginLinks
 	newUsername func() string
 	credentials *credentialPool
@@ -71,6 +72,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if s.logins, err = openLoginLinks(ctx, cfg.Store); err != nil {
+		return nil, err
+	}
+	if s.names, err = cfg.Store.OpenNames(ctx, NamesBucket, "SyVault target and client names, each with its holder", 0, 0); err != nil {
 		return nil, err
 	}
 	s.credentials = newCredentialPool(credentialPoolSize)

@@ -22,7 +22,11 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 	t.RecordUID = NewRecordUID()
 	now := time.Now()
 	t.CreatedAt = now.UTC().Truncate(time.Second)
+	if err := s.uniqueTargetName(ctx, t); err != nil {
+		return t, err
+	}
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
+		s.releaseName(ctx, "target", t.Name, t.RecordUID)
 		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
 		return t, err
 	}
@@ -51,6 +55,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		return t, events.Errorf(events.EInvalid, "engine cannot change; register a new target instead.")
 	}
 	t.RecordUID, t.CreatedAt = uid, cur.CreatedAt
+	if err := s.uniqueTargetName(ctx, t); err != nil {
+		return t, err
+	}
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
 		return t, err
@@ -69,6 +76,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	}
 	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
 		return t, err
+	}
+	if nameKey("target", cur.Name) != nameKey("target", t.Name) {
+		s.releaseName(ctx, "target", cur.Name, uid)
 	}
 	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
 		if err := s.regrantLeases(ctx, t); err != nil {
@@ -169,7 +179,27 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 	if err != nil {
 		return err
 	}
-	return s.cfg.Projections.WaitTarget(ctx, uid, seq)
+	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
+		return err
+	}
+	s.releaseName(ctx, "target", target.Name, uid)
+	return nil
+}
+
+// uniqueTargetName claims t's name for it. Targets registered before names were
+// reserved are found in the read side too.
+func (s *Service) uniqueTargetName(ctx context.Context, t events.Target) error {
+	ts, err := s.cfg.Projections.Targets(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range ts {
+		if o.RecordUID != t.RecordUID && nameKey("target", o.Name) == nameKey("target", t.Name) {
+			return events.Errorf(events.EConflict, "A target named %q exists already (record_uid %s); choose another name, or update that one.",
+				t.Name, o.RecordUID)
+		}
+	}
+	return s.claimName(ctx, "target", t.Name, t.RecordUID, s.targetExists)
 }
 
 func countOf(page []events.Lease) string {

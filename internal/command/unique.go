@@ -1,0 +1,87 @@
+package command
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"github.com/syvault/syvault/events"
+)
+
+// NamesBucket holds the names of targets and clients, each reserved for the record uid or
+// client id that bears it, so two targets (or two clients) never share a name, across
+// every process. A reservation left by a process that died before recording its target
+// is taken over, since no target holds it.
+const NamesBucket = "SYVAULT_NAMES"
+
+// nameKey is a name's key: names are compared without regard to case or surrounding
+// space, and hashed, since they may hold characters no KV key takes.
+func nameKey(kind, name string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(name))))
+	return kind + "." + hex.EncodeToString(sum[:])
+}
+
+// claimName reserves name of kind ("target" or "client") for id. It fails with EConflict
+// naming the holder when another live target or client bears it; exists tells whether a
+// holder id is live.
+func (s *Service) claimName(ctx context.Context, kind, name, id string, exists func(ctx context.Context, id string) bool) error {
+	key := nameKey(kind, name)
+	for range 3 {
+		ok, err := s.names.Reserve(ctx, key, []byte(id), 0)
+		if err != nil || ok {
+			return err
+		}
+		h, held, err := s.names.Holder(ctx, key)
+		switch {
+		case err != nil:
+			return err
+		case !held:
+			continue // released meanwhile: try again
+		case string(h.Value) == id:
+			return nil
+		case exists(ctx, string(h.Value)):
+			field := map[string]string{"target": "record_uid", "client": "client_id"}[kind]
+			return events.Errorf(events.EConflict, "A %s named %q exists already (%s %s); choose another name, or update that one.",
+				kind, strings.TrimSpace(name), field, h.Value)
+		case time.Since(h.Since) < registrationBound:
+			// Another registration of this name is under way (its target is being
+			// prepared): whichever is first keeps the name.
+			return events.Errorf(events.EConflict, "A %s named %q is being registered right now; choose another name, or try again in a minute.",
+				kind, strings.TrimSpace(name))
+		}
+		// Left behind by a registration that never completed: take it, unless another
+		// request takes it first.
+		if ok, err := s.names.Take(ctx, key, h, []byte(id)); err != nil || ok {
+			return err
+		}
+	}
+	return events.Errorf(events.EConflict, "The %s name %q is being claimed concurrently; try again.", kind, name)
+}
+
+// registrationBound is longer than any registration takes (Prepare connects and runs its
+// statements under driver.ConnectTimeout and the request's own deadline).
+const registrationBound = 2 * time.Minute
+
+// releaseName frees name of kind when id holds it.
+func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
+	key := nameKey(kind, name)
+	h, held, err := s.names.Holder(ctx, key)
+	if err == nil && held && string(h.Value) == id {
+		err = s.names.Release(ctx, key)
+	}
+	if err != nil {
+		s.log.Warn("could not release a name", "kind", kind, "id", id, "err", err)
+	}
+}
+
+func (s *Service) targetExists(ctx context.Context, uid string) bool {
+	_, err := s.cfg.Projections.Target(ctx, uid)
+	return err == nil
+}
+
+func (s *Service) clientExists(ctx context.Context, id string) bool {
+	_, err := s.cfg.Projections.Client(ctx, id)
+	return err == nil
+}
