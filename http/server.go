@@ -208,6 +208,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	authed.DELETE("/clients/:client_id", s.deleteClient, s.require(actClientManage))
 	authed.GET("/audit", s.audit, s.require(actAuditRead))
 	authed.POST("/ui/login-links", s.createLoginLink, s.require(actUILogin))
+	e.Pre(newMethods(e).pre)
 	return s, nil
 }
 
@@ -371,6 +372,9 @@ func (s *Server) requireStore(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// accessLog writes the one log line of a request: method, route, status, time and, for
+// a refusal, its code (and, for a server error, the error, which holds no secret: the
+// drivers' errors are scrubbed before they get here).
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -380,8 +384,16 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		// The path template, never the query string: cursors and ids only, but keep the
 		// habit of not logging request data.
-		s.log.Info("request", "method", c.Request().Method, "route", c.Path(), "status", c.Response().Status,
-			"took", time.Since(start).Round(time.Microsecond))
+		attrs := []any{"method", c.Request().Method, "route", c.Path(), "status", c.Response().Status,
+			"took", time.Since(start).Round(time.Microsecond)}
+		switch status := c.Response().Status; {
+		case status >= 500:
+			s.log.Error("request", append(attrs, "code", events.ErrorCode(err), "err", err)...)
+		case status >= 400:
+			s.log.Info("request", append(attrs, "code", events.ErrorCode(err))...)
+		default:
+			s.log.Info("request", attrs...)
+		}
 		return nil
 	}
 }
@@ -401,6 +413,7 @@ var statuses = map[events.Code]int{
 	events.ENotFound:          http.StatusNotFound,
 	events.EConflict:          http.StatusConflict,
 	events.ETooLarge:          http.StatusRequestEntityTooLarge,
+	events.EMethodNotAllowed:  http.StatusMethodNotAllowed,
 	events.ETargetUnverified:  http.StatusUnprocessableEntity,
 	events.ETargetUnavailable: http.StatusBadGateway,
 	events.EUnavailable:       http.StatusServiceUnavailable,
@@ -451,8 +464,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if status == http.StatusServiceUnavailable {
 		c.Response().Header().Set("Retry-After", "1")
 	}
-	if status >= 500 {
-		s.log.Error("request failed", "method", c.Request().Method, "route", c.Path(), "status", status, "err", err)
+	if status == http.StatusUnauthorized {
+		// RFC 6750: a 401 names the scheme to authenticate with.
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="syvault"`)
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(status)

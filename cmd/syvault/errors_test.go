@@ -26,6 +26,19 @@ import (
 // raw sends a request with a raw body and token and returns status and decoded error.
 func raw(t *testing.T, srv *testServer, method, path, token, contentType string, body []byte) (int, map[string]any) {
 	t.Helper()
+	resp, out := send(t, srv, method, path, token, contentType, body)
+	return resp.StatusCode, out
+}
+
+// rawResponse sends a request without a body and returns the response (its body read)
+// and its decoded error.
+func rawResponse(t *testing.T, srv *testServer, method, path, token string) (*http.Response, map[string]any) {
+	t.Helper()
+	return send(t, srv, method, path, token, "", nil)
+}
+
+func send(t *testing.T, srv *testServer, method, path, token, contentType string, body []byte) (*http.Response, map[string]any) {
+	t.Helper()
 	req, err := http.NewRequest(method, srv.HTTP.URL()+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +61,7 @@ func raw(t *testing.T, srv *testServer, method, path, token, contentType string,
 			t.Fatalf("%s %s: answer is not JSON: %q", method, path, data)
 		}
 	}
-	return resp.StatusCode, out
+	return resp, out
 }
 
 // registerClient appends a client the way client management does, for tests that need
@@ -263,6 +276,70 @@ func TestErrors(t *testing.T) {
 		mustCode(t, err, 422, "target_unverified")
 		mustMention(t, err, "host")
 	})
+	t.Run("405 method_not_allowed, with Allow, before authentication", func(t *testing.T) {
+		for _, tc := range []struct{ method, path, allow string }{
+			{"DELETE", leasePath, "POST"},
+			{"POST", syhttp.BasePath + "/dynamic/leases", "GET"},
+			{"PATCH", syhttp.BasePath + "/dynamic/leases/" + uuid.NewString(), "DELETE, GET"},
+			{"PUT", syhttp.BasePath + "/dynamic/targets", "GET, POST"},
+		} {
+			for _, tok := range []string{"", token} {
+				resp, body := rawResponse(t, srv, tc.method, tc.path, tok)
+				if resp.StatusCode != 405 || body["error"] != "method_not_allowed" || resp.Header.Get("Allow") != tc.allow {
+					t.Fatalf("%s %s: %d Allow=%q %v; want 405 Allow=%q", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), body, tc.allow)
+				}
+				mustMention(t, errorOf(body), tc.allow)
+			}
+		}
+	})
+	t.Run("401 names its scheme", func(t *testing.T) {
+		for _, tok := range []string{"", "not-a-token"} {
+			resp, body := rawResponse(t, srv, "GET", syhttp.BasePath+"/dynamic/leases", tok)
+			if resp.StatusCode != 401 || body["error"] != "unauthenticated" || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
+				t.Fatalf("%d WWW-Authenticate=%q %v", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+			}
+		}
+	})
+	t.Run("409 conflict: a name in use", func(t *testing.T) {
+		dup := eng.target(t)
+		dup.Name = "  " + strings.ToUpper(target.Name) + " "
+		_, err := admin.CreateTarget(ctx, dup)
+		mustCode(t, err, 409, "conflict")
+		mustMention(t, err, target.RecordUID)
+		other := mustRegister(t, admin, eng.target(t))
+		otherUID := other.RecordUID
+		other.Name, other.RecordUID, other.CreatedAt = target.Name, "", time.Time{}
+		_, err = admin.UpdateTarget(ctx, otherUID, withPassword(*other, dup.AdminPassword))
+		mustCode(t, err, 409, "conflict")
+		mustMention(t, err, target.RecordUID)
+		if err := admin.DeleteTarget(ctx, otherUID, false); err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := mustKeyPair(t)
+		_, err = admin.CreateClient(ctx, client.AppClient{Name: "Admin", PublicKey: pub, Role: events.RoleAdmin})
+		mustCode(t, err, 409, "conflict")
+		mustMention(t, err, srv.adminClient(t).ClientID)
+	})
+	t.Run("422 target_unverified: every missing admin right named at once", func(t *testing.T) {
+		for _, tc := range []struct {
+			eng  engine
+			want []string
+		}{
+			{eng, []string{"CREATEROLE", "pg_signal_backend", "USAGE on the schema", "SELECT on granted"}},
+			{mysqlEngine(t), []string{"CREATE USER", "PROCESS", "CONNECTION ADMIN", "WITH GRANT OPTION", "GRANT "}},
+		} {
+			bad := tc.eng.target(t)
+			bad.AdminUsername, bad.AdminPassword = bareAdmin(t, tc.eng)
+			_, err := admin.CreateTarget(ctx, bad)
+			mustCode(t, err, 422, "target_unverified")
+			for _, w := range tc.want {
+				mustMention(t, err, w)
+			}
+			if strings.Contains(err.Error(), bad.AdminPassword) {
+				t.Fatalf("the refusal holds the admin password: %v", err)
+			}
+		}
+	})
 	t.Run("refused requests changed nothing", func(t *testing.T) {
 		page, err := admin.ListLeases(ctx, client.ListLeasesOptions{})
 		if err != nil || len(page.Data) != 0 {
@@ -283,7 +360,8 @@ func TestErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.Join(types, " "); got != "client.registered target.registered client.registered access.denied" {
+		// The other target of the 409 test came and went.
+		if got := strings.Join(types, " "); got != "client.registered target.registered client.registered access.denied target.registered target.removed" {
 			t.Fatalf("events recorded: %s", got)
 		}
 	})
@@ -300,4 +378,32 @@ func TestErrors(t *testing.T) {
 			t.Fatalf("healthz with the event store down: %d", status)
 		}
 	})
+}
+
+// errorOf turns a decoded error body into an error for mustMention.
+func errorOf(body map[string]any) error {
+	msg, _ := body["message"].(string)
+	code, _ := body["error"].(string)
+	return &client.Error{Code: code, Message: msg}
+}
+
+// withPassword is t with its admin password set, as an update needs one.
+func withPassword(t client.Target, pw string) client.Target {
+	t.AdminPassword = pw
+	return t
+}
+
+// bareAdmin creates a login with no right beyond logging in, on eng.
+func bareAdmin(t *testing.T, eng engine) (user, password string) {
+	t.Helper()
+	user, password = "sv_bare_"+strings.ToLower(randomSecret()[:8]), "bare-"+randomSecret()
+	stmt, drop := "CREATE ROLE "+user+" LOGIN PASSWORD '"+password+"'", "DROP ROLE IF EXISTS "+user
+	if eng.name == "mysql" {
+		stmt, drop = "CREATE USER '"+user+"'@'%' IDENTIFIED BY '"+password+"'", "DROP USER IF EXISTS '"+user+"'@'%'"
+	}
+	if err := eng.admin(context.Background(), stmt); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.admin(context.Background(), drop) })
+	return user, password
 }
