@@ -129,6 +129,7 @@ type Config struct {
 	RequestTimeout        time.Duration
 	PublicURLs            []string
 	LogLevel              string
+	DebugListen           string
 	// AckWait is how long a worker may hold a lease event before another takes it over.
 	AckWait     time.Duration
 	TokenTTL    time.Duration
@@ -156,6 +157,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file holding the 64-hex-digit master key (or set SYVAULT_MASTER_KEY)")
 	fs.IntVar(&cfg.Replicas, "replicas", 1, "replicas of streams, consumers and buckets (3 on a NATS cluster)")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.DebugListen, "debug-listen", "", "serve Go's profiler (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off by default")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", 2*time.Minute, "how long a worker may hold a lease event before another process takes it over")
 	if cmd == "serve" {
 		fs.BoolVar(&cfg.Dev, "dev", false, "development mode: generate a master key and an admin client in --data-dir")

@@ -59,6 +59,7 @@ type Main struct {
 	HTTP     *syhttp.Server
 
 	cancel    context.CancelFunc
+	stopDebug func()
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -171,6 +172,13 @@ func (m *Main) unsealAndConnect(ctx context.Context, createKey bool) (*seal.Seal
 
 // Open starts everything this process runs and returns once it serves.
 func (m *Main) Open(ctx context.Context) error {
+	if m.Config.DebugListen != "" {
+		stop, err := serveDebug(m.Config.DebugListen)
+		if err != nil {
+			return err
+		}
+		m.stopDebug = stop
+	}
 	sealer, err := m.unsealAndConnect(ctx, m.Config.Dev)
 	if err != nil {
 		return err
@@ -328,6 +336,9 @@ func (m *Main) close() error {
 	if m.ns != nil {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
+	}
+	if m.stopDebug != nil {
+		m.stopDebug()
 	}
 	return errors.Join(errs...)
 }
