@@ -72,6 +72,7 @@ type procStat struct {
 	state string
 	ppid  int
 	start string
+	cpu   float64 // seconds of user and system time
 }
 
 func stat(pid int) (procStat, bool) {
@@ -91,5 +92,8 @@ func stat(pid int) (procStat, bool) {
 		return procStat{}, false
 	}
 	ppid, err := strconv.Atoi(f[1])
-	return procStat{state: f[0], ppid: ppid, start: f[19]}, err == nil
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	// Clock ticks; 100 a second on Linux wherever it runs.
+	return procStat{state: f[0], ppid: ppid, start: f[19], cpu: (utime + stime) / 100}, err == nil
 }

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,7 +36,17 @@ var (
 	scaleLeases = flag.Int("scale.leases", 2000, "leases created through the HTTP API on real databases (mostly PostgreSQL)")
 	scaleEvents = flag.Int("scale.events", 20000, "leases appended and projected without databases (the event and read layer)")
 	scaleStorm  = flag.Int("scale.storm", 1000, "leases of an expiry storm, expiring within one minute")
+	// Where the server's heap profiles go, one per memory reading, for `go tool pprof`.
+	scaleProfile = flag.String("scale.profile", "", "directory to write the server's heap profiles to")
 )
+
+// scaleBinary starts the benchmark's server, with its profiler on when profiles are asked for.
+func scaleBinary(b *testing.B, args ...string) *binary {
+	if *scaleProfile != "" {
+		args = append(args, "--debug-listen", freeAddr(b))
+	}
+	return startBinary(b, args...)
+}
 
 // BenchmarkScale reports, for a server binary built from this tree: create and revoke
 // rates as the number of active leases grows, list and get latencies, an expiry storm's
@@ -147,7 +159,7 @@ func parallelDo(b *testing.B, c, n int, fn func(i int) error) time.Duration {
 // projector project them, and measures the read side, memory and restart at that size.
 func benchEventLayer(b *testing.B, n int) {
 	natsAddr := freeAddr(b)
-	bin := startBinary(b, "--nats-listen", natsAddr, "--components", "api")
+	bin := scaleBinary(b, "--nats-listen", natsAddr, "--components", "api")
 	opt, err := nats.NkeyOptionFromSeed(filepath.Join(bin.dir, NATSClientSeedFile))
 	if err != nil {
 		b.Fatal(err)
@@ -271,6 +283,84 @@ func readMemory(b *testing.B, phase string, bin *binary) {
 	report(b, phase+": server RSS", now, "MiB")
 	report(b, phase+": server RSS peak", peak, "MiB")
 	report(b, phase+": data directory", dirMiB(bin.dir), "MiB")
+	if i := slices.Index(bin.args, "--debug-listen"); i >= 0 {
+		resp, err := http.Get("http://" + bin.args[i+1] + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		name := filepath.Join(*scaleProfile, strings.NewReplacer(" ", "_", ",", "").Replace(phase)+".heap")
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// cpuProfile records the server's CPU profile until the returned stop is called, when
+// profiles are asked for.
+func cpuProfile(b *testing.B, bin *binary, name string) (stop func()) {
+	i := slices.Index(bin.args, "--debug-listen")
+	if i < 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Long enough for any phase; the request ends when the phase does.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+bin.args[i+1]+"/debug/pprof/profile?seconds=30", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		_ = os.WriteFile(filepath.Join(*scaleProfile, name+".cpu"), data, 0o644)
+	}()
+	return func() { <-done }
+}
+
+// cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
+// the PostgreSQL postmaster, its backends' too.
+func cpuSeconds(pid int) float64 {
+	var total float64
+	tasks, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range tasks {
+		st, ok := stat(atoiOr(filepath.Base(filepath.Dir(p))))
+		if !ok || (st.ppid != pid && atoiOr(filepath.Base(filepath.Dir(p))) != pid) {
+			continue
+		}
+		total += st.cpu
+	}
+	return total
+}
+
+func atoiOr(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// postmaster is the pid of the local PostgreSQL's postmaster.
+func postmaster(b *testing.B) int {
+	b.Helper()
+	var pid int
+	var dir string
+	pg, err := pgx.Connect(context.Background(), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pg.Close(context.Background())
+	if err := pg.QueryRow(context.Background(), "SELECT current_setting('data_directory')").Scan(&dir); err != nil {
+		b.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pid, _ = strconv.Atoi(strings.SplitN(string(data), "\n", 2)[0])
+	return pid
 }
 
 // benchDatabases creates n leases through the API (nine in ten on PostgreSQL, with a
@@ -308,7 +398,7 @@ func benchDatabases(b *testing.B, n, storm int) {
 			b.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	bin := startBinary(b, "--request-timeout", "60s")
+	bin := scaleBinary(b, "--request-timeout", "60s")
 	admin := bin.admin(b)
 	pgT, err := admin.CreateTarget(ctx, client.Target{Name: "scale-pg", Engine: "postgresql", Host: "127.0.0.1", Port: 5432, Database: db,
 		AdminUsername: adminRole, AdminPassword: "scale", TLSMode: "disable",
@@ -351,8 +441,14 @@ func benchDatabases(b *testing.B, n, storm int) {
 				victims = append(victims, active[i])
 			}
 		}
+		stopProfile := cpuProfile(b, bin, fmt.Sprintf("revokes_at_%d", at))
+		serverCPU, dbCPU := cpuSeconds(bin.cmd.Process.Pid), cpuSeconds(postmaster(b))
 		took := parallelDo(b, 8, len(victims), func(i int) error { return admin.RevokeLease(ctx, victims[i]) })
+		serverCPU, dbCPU = cpuSeconds(bin.cmd.Process.Pid)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		stopProfile()
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active", at), float64(len(victims))/took.Seconds(), "revokes/s")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server CPU per revoke", at), serverCPU*1000/float64(len(victims)), "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, PostgreSQL CPU per revoke", at), dbCPU*1000/float64(len(victims)), "ms")
 		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(victims, id) })
 		p50, p99 := latencies(b, 200, func(int) error {
 			l, err := admin.CreateLease(ctx, pgT.RecordUID, 86400)
@@ -384,13 +480,13 @@ func benchDatabases(b *testing.B, n, storm int) {
 		admin = bin.admin(b)
 	}
 	if storm > 0 {
-		benchStorm(b, admin, pgT.RecordUID, storm)
+		benchStorm(b, bin, admin, pgT.RecordUID, storm)
 	}
 }
 
 // benchStorm creates n leases whose expiries fall within one minute and reports how long
 // after its expires_at each user was dropped (the lease.dropped event's time).
-func benchStorm(b *testing.B, admin *client.Client, recordUID string, n int) {
+func benchStorm(b *testing.B, bin *binary, admin *client.Client, recordUID string, n int) {
 	ctx := context.Background()
 	since := time.Now()
 	const ttl = 90
@@ -410,23 +506,35 @@ func benchStorm(b *testing.B, admin *client.Client, recordUID string, n int) {
 	}
 	var lags []time.Duration
 	var early int
+	stopProfile := cpuProfile(b, bin, "storm")
+	serverCPU, dbCPU := cpuSeconds(bin.cmd.Process.Pid), cpuSeconds(postmaster(b))
+	defer func() {
+		serverCPU, dbCPU = cpuSeconds(bin.cmd.Process.Pid)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		stopProfile()
+		report(b, fmt.Sprintf("storm: %d leases, server CPU per lease (expiry and drop)", n), serverCPU*1000/float64(n), "ms")
+		report(b, fmt.Sprintf("storm: %d leases, PostgreSQL CPU per lease (expiry and drop)", n), dbCPU*1000/float64(n), "ms")
+	}()
+	// Read the audit trail as it grows, each event once: a poll that re-read it all would
+	// load the server it measures.
+	cursor, seen := "", map[string]bool{}
 	eventually(b, time.Duration(ttl+600)*time.Second, "every storm lease dropped", func() (bool, error) {
-		lags, early = lags[:0], 0
-		cursor := ""
 		for {
 			page, err := admin.Audit(ctx, client.AuditOptions{Since: since, Cursor: cursor, Limit: 1000})
 			if err != nil {
 				return false, err
 			}
 			for _, e := range page.Data {
-				if exp, ok := expires[e.LeaseID]; ok && e.Type == string(events.LeaseDropped) {
+				if exp, ok := expires[e.LeaseID]; ok && e.Type == string(events.LeaseDropped) && !seen[e.LeaseID] {
+					seen[e.LeaseID] = true
 					if e.Time.Before(exp) {
 						early++
 					}
 					lags = append(lags, e.Time.Sub(exp))
 				}
 			}
-			if page.NextCursor == "" {
+			// The last page is read again next time, from its start: seen keeps its
+			// drops from counting twice.
+			if page.NextCursor == "" || len(page.Data) == 0 {
 				break
 			}
 			cursor = page.NextCursor
@@ -464,7 +572,8 @@ func cleanupScale(b *testing.B, db, adminRole, group, myAdmin string) {
 		return
 	}
 	defer my.Close()
-	rows, err := my.Query("SELECT DISTINCT user FROM mysql.db WHERE db = ?", db)
+	// Grants name the database as a pattern, its underscores escaped.
+	rows, err := my.Query("SELECT DISTINCT user FROM mysql.db WHERE db IN (?, ?)", db, strings.ReplaceAll(db, "_", `\_`))
 	if err == nil {
 		var users []string
 		for rows.Next() {
