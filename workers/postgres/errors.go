@@ -77,6 +77,9 @@ func connectionLost(err error) bool {
 	if err == nil || errors.As(err, &ce) {
 		return false
 	}
+	if pgconn.SafeToRetry(err) {
+		return true // nothing was sent: the pooled connection was found closed
+	}
 	switch sqlState(err) {
 	case "57P01", "57P02", "57P03":
 		return true

@@ -2,9 +2,11 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -172,38 +174,76 @@ func (d *Driver) dropWithConn(ctx context.Context, req driver.DropUserRequest) e
 }
 
 // dropOnce is one attempt of DropUser; every step is idempotent so a retry may repeat it.
+// Two round trips in the common case, each one implicit transaction: the first refuses
+// logins, ends the sessions there are and learns where the user owns or was granted
+// anything; the second ends any session that began meanwhile (a login already past its
+// check when the first committed) and drops the role.
 func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest) error {
 	user := ident(req.Username)
-	oid, ok, err := roleOID(ctx, conn, req.Username)
-	if err != nil || !ok {
-		return err
-	}
-	if _, err := conn.Exec(ctx, "ALTER ROLE "+user+" NOLOGIN"); err != nil {
-		if sqlState(err) == stateUndefinedObject {
-			return nil // dropped concurrently
-		}
-		return fmt.Errorf("refuse logins: %w", err)
-	}
-	if err := terminate(ctx, conn, oid); err != nil {
-		return err
-	}
-	dbs, err := dependentDatabases(ctx, conn, oid, conn.Conn().Config().Database)
+	name, err := quoteLiteral(req.Username)
 	if err != nil {
 		return err
 	}
-	if len(dbs) > 0 {
+	res, err := exec(ctx, conn, "ALTER ROLE "+user+" NOLOGIN; "+fmt.Sprintf(sessionsAndDependents, name, terminateWaitMillis))
+	switch {
+	case sqlState(err) == stateUndefinedObject:
+		return nil // gone already, or dropped concurrently
+	case err != nil:
+		return fmt.Errorf("refuse logins and end sessions: %w", err)
+	case len(res) != 2 || len(res[1].Rows) != 1:
+		return nil // no such role between the two statements
+	}
+	row := res[1].Rows[0]
+	oid64, err := strconv.ParseUint(string(row[0]), 10, 32)
+	if err != nil {
+		return fmt.Errorf("read the role's oid: %w", err)
+	}
+	oid := uint32(oid64)
+	var dbs []string
+	if err := json.Unmarshal(row[2], &dbs); err != nil {
+		return fmt.Errorf("read the user's databases: %w", err)
+	}
+	if string(row[1]) != "0" {
+		if err := terminate(ctx, conn, oid); err != nil {
+			return err
+		}
+	}
+	if dbs = homeFirst(dbs, conn.Conn().Config().Database); len(dbs) > 0 {
 		if err := d.disown(ctx, conn, req, oid, dbs); err != nil {
 			return err
 		}
 	}
-	if err := terminate(ctx, conn, oid); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+user); err != nil {
+	res, err = exec(ctx, conn, fmt.Sprintf(terminateSessions, oid, terminateWaitMillis)+"; DROP ROLE IF EXISTS "+user)
+	if err != nil {
 		return fmt.Errorf("drop role: %w", err)
+	}
+	if len(res) > 0 && len(res[0].Rows) == 1 && string(res[0].Rows[0][0]) != "0" {
+		// A backend slow to exit outlived the drop: wait for it, so a revocation only
+		// ends once every session has.
+		return terminate(ctx, conn, oid)
 	}
 	return nil
 }
+
+// sessionsAndDependents, given the role's name as a literal and the wait for each backend,
+// answers the role's oid, how many of its backends did not exit when told to, and the
+// databases (a JSON array) where it owns objects or is named in a privilege, "" for a
+// dependency on a shared object. MATERIALIZED so the volatile pg_terminate_backend is only
+// ever called on the role's own backends, whatever order the planner picks for the quals.
+const sessionsAndDependents = `WITH r AS MATERIALIZED (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s),
+	s AS MATERIALIZED (SELECT a.pid FROM pg_catalog.pg_stat_activity a, r WHERE a.usesysid = r.oid)
+	SELECT r.oid,
+		(SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, %d)) FROM s),
+		pg_catalog.array_to_json(ARRAY(SELECT DISTINCT COALESCE(d.datname, '') FROM pg_catalog.pg_shdepend sd
+			LEFT JOIN pg_catalog.pg_database d ON d.oid = sd.dbid
+			WHERE sd.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND sd.refobjid = r.oid))
+	FROM r`
+
+// terminateSessions, given a role's oid and the wait for each backend, ends its backends
+// and answers how many did not exit in time.
+const terminateSessions = `WITH s AS MATERIALIZED (
+		SELECT a.pid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = %d)
+		SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, %d)) FROM s`
 
 // disown hands what the user owns in dbs to the target's group role and drops what is
 // left of it (privileges granted to it). The group is the one the user is a member of
@@ -270,21 +310,11 @@ func userGroup(ctx context.Context, q querier, user uint32, recordUID string) (s
 	return "", fmt.Errorf("the user is a member of %d group roles and the request names no target", len(groups))
 }
 
-// dependentDatabases lists the databases where the user owns objects or is named in a
-// privilege, home first when it is one of them or when the dependency is on a shared
-// object (dbid 0, e.g. a privilege on a database). Empty for a user that never created or
-// was granted anything, which is the common case and needs no REASSIGN/DROP OWNED at all.
-func dependentDatabases(ctx context.Context, conn *pgxpool.Conn, oid uint32, home string) ([]string, error) {
-	rows, err := conn.Query(ctx, `SELECT DISTINCT COALESCE(d.datname, '') FROM pg_catalog.pg_shdepend s
-		LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
-		WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = $1`, oid)
-	if err != nil {
-		return nil, fmt.Errorf("list the user's databases: %w", err)
-	}
-	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("list the user's databases: %w", err)
-	}
+// homeFirst normalises the databases where a user owns objects or is named in a
+// privilege: home stands for a dependency on a shared object ("", e.g. a privilege on a
+// database) and comes first when it is one of them. Empty for a user that never created
+// or was granted anything, which is the common case and needs no REASSIGN/DROP OWNED.
+func homeFirst(dbs []string, home string) []string {
 	for i, db := range dbs {
 		if db == "" {
 			dbs[i] = home
@@ -295,7 +325,7 @@ func dependentDatabases(ctx context.Context, conn *pgxpool.Conn, oid uint32, hom
 	if i := slices.Index(dbs, home); i > 0 {
 		dbs[0], dbs[i] = dbs[i], dbs[0]
 	}
-	return dbs, nil
+	return dbs
 }
 
 // terminate ends every backend of the role and returns once none is left.
@@ -303,14 +333,10 @@ func dependentDatabases(ctx context.Context, conn *pgxpool.Conn, oid uint32, hom
 // backend that was already gone (false with a warning) or still starting.
 func terminate(ctx context.Context, conn *pgxpool.Conn, oid uint32) error {
 	const attempts = 20
-	// MATERIALIZED so the volatile pg_terminate_backend is only ever called on the role's
-	// own backends, whatever order the planner picks for the quals.
-	const query = `WITH s AS MATERIALIZED (
-		SELECT a.pid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = $1)
-		SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, $2)) FROM s`
+	query := fmt.Sprintf(terminateSessions, oid, terminateWaitMillis)
 	for i := 1; ; i++ {
 		var left int
-		if err := conn.QueryRow(ctx, query, oid, int64(terminateWaitMillis)).Scan(&left); err != nil {
+		if err := conn.QueryRow(ctx, query).Scan(&left); err != nil {
 			return fmt.Errorf("terminate sessions: %w", err)
 		}
 		if left == 0 {
