@@ -60,6 +60,30 @@ func (i instrumented) RemoveTarget(ctx context.Context, req driver.RemoveTargetR
 	return i.done("remove_target", start, i.d.RemoveTarget(ctx, req), req.Conn.Password)
 }
 
+// batches reports whether the driver drops users in batches (see driver.BatchDropper).
+func (i instrumented) batches() bool {
+	_, ok := i.d.(driver.BatchDropper)
+	return ok
+}
+
+// DropUsers drops a batch through a driver.BatchDropper (see batches), timed as one
+// call; each error is scrubbed like DropUser's.
+func (i instrumented) DropUsers(ctx context.Context, reqs []driver.DropUserRequest) []error {
+	start := time.Now()
+	errs := i.d.(driver.BatchDropper).DropUsers(ctx, reqs)
+	failed := 0
+	for k, err := range errs {
+		if err != nil {
+			failed++
+			errs[k] = i.done("drop_user", start, err, reqs[k].Conn.Password)
+		}
+	}
+	if failed == 0 {
+		i.obs.DriverCall(i.engine, "drop_users", time.Since(start), "")
+	}
+	return errs
+}
+
 // UpdateUser passes through to drivers that grant per user; for the others there is
 // nothing to update (see driver.UserGranter).
 func (i instrumented) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) error {

@@ -42,7 +42,8 @@ type Config struct {
 	Targets TargetSource
 	Logger  *slog.Logger
 	// Concurrency bounds the lease operations one process runs or holds at once,
-	// across targets; each target gets at most a few of them (see gate.go). Default 64.
+	// across targets; each target gets at most a few of them running and a bounded
+	// queue (see gate.go). Default 1024.
 	Concurrency int
 	// OpTimeout bounds one database operation. Default 30 s.
 	OpTimeout time.Duration
@@ -95,7 +96,7 @@ func New(cfg Config) (*Workers, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Concurrency == 0 {
-		cfg.Concurrency = 64
+		cfg.Concurrency = defaultConcurrency
 	}
 	if cfg.AckWait == 0 {
 		cfg.AckWait = 2 * time.Minute
@@ -139,12 +140,14 @@ func (w *Workers) Run(ctx context.Context) error {
 
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
 	switch e.Type {
-	case events.LeaseRequested, events.LeaseRenewed, events.LeaseRevoked, events.LeaseExpired:
+	case events.LeaseRequested, events.LeaseRenewed:
 		release, err := w.gates.enter(ctx, e.RecordUID)
 		if err != nil {
 			return err
 		}
 		defer release()
+	case events.LeaseRevoked, events.LeaseExpired:
+		// Drops take their turns on the target's gate themselves (see revoke).
 	default:
 		return nil // the rest asks for no database work
 	}
@@ -319,7 +322,10 @@ func (w *Workers) revoke(ctx context.Context, id string) error {
 		if l.Status != events.StatusRevoking {
 			return nil, nil
 		}
-		if err := w.dropUser(ctx, l); err != nil {
+		if err := w.revokeUser(ctx, l); err != nil {
+			if errors.Is(err, jsstore.ErrBusy) {
+				return nil, err // not an attempt: its turn comes on redelivery
+			}
 			w.notifyAttempt(l.ID, err)
 			w.cfg.Observer.RevocationFailed(l.ID)
 			return nil, err
@@ -331,6 +337,34 @@ func (w *Workers) revoke(ctx context.Context, id string) error {
 		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 	}
 	return err
+}
+
+// revokeUser drops a revoked or expired lease's user in a turn of its target's gate: on
+// engines that drop in batches, together with the other drops waiting for that target.
+func (w *Workers) revokeUser(ctx context.Context, l events.Lease) error {
+	target, conn, err := w.conn(ctx, l.Spec.Target)
+	if err != nil {
+		return err
+	}
+	d := w.driver(target)
+	if !d.batches() {
+		release, err := w.gates.enter(ctx, l.RecordUID)
+		if err != nil {
+			return err
+		}
+		defer release()
+		return w.dropUser(ctx, l)
+	}
+	req := driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Grants: l.Spec.Target.Grants}
+	err = w.gates.of(l.RecordUID).drop(ctx, req, func(reqs []driver.DropUserRequest) []error {
+		opCtx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout)
+		defer cancel()
+		return d.DropUsers(opCtx, reqs)
+	})
+	if err != nil {
+		return fmt.Errorf("drop %s of lease %s: %w", l.Username, l.ID, err)
+	}
+	return nil
 }
 
 func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {

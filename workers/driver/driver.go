@@ -67,6 +67,14 @@ type RenewUserRequest struct {
 	ExpiresAt time.Time
 }
 
+// BatchDropper is a Driver that drops many users of one target together, in a few round
+// trips and transactions for all of them rather than a few for each: what keeps an
+// expiry storm's drops from queueing. Every request names the same Conn. The answer holds
+// one error (nil for success) per request, in order; each means what DropUser's would.
+type BatchDropper interface {
+	DropUsers(ctx context.Context, reqs []DropUserRequest) []error
+}
+
 // DropUserRequest asks for a user to be gone: no new logins, no open sessions, no objects
 // left that block the drop, no role.
 type DropUserRequest struct {
