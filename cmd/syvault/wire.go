@@ -185,18 +185,17 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.goRun("token keys", func() error { return m.tokens.Run(runCtx) })
 
-	m.drivers = map[events.Engine]driver.Driver{
-		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
-		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
-	}
 	obs := newMetrics(m.proj)
-	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
-		AckWait: m.Config.AckWait, Observer: obs})
-	if err != nil {
+	if err := m.openWorkers(sealer, obs); err != nil {
 		return err
 	}
 	if m.Config.runs("workers") {
 		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
+		if m.Config.ReconcileInterval > 0 {
+			if err := m.startSweep(ctx, runCtx); err != nil {
+				return err
+			}
+		}
 	}
 	var commands syhttp.Commands
 	var dashboard nethttp.Handler // nil without the API: an interface holding a nil *ui.Handler would not be
@@ -268,6 +267,18 @@ func (m *Main) Open(ctx context.Context) error {
 	m.HTTP.Serve()
 	m.Logger.Info("syvault serving", "url", m.HTTP.URL(), "embedded_nats", m.ns != nil, "components", m.Config.Components)
 	return nil
+}
+
+// openWorkers makes the database drivers and the workers that use them; obs may be nil.
+func (m *Main) openWorkers(sealer *seal.Sealer, obs workers.Observer) error {
+	m.drivers = map[events.Engine]driver.Driver{
+		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
+		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
+	}
+	var err error
+	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
+		AckWait: m.Config.AckWait, Observer: obs})
+	return err
 }
 
 func (m *Main) goRun(name string, fn func() error) {
