@@ -86,6 +86,10 @@ func TestOutage_NATSDown(t *testing.T) {
 				r.method, r.path, resp.StatusCode, body, resp.Header.Get("Retry-After"), took)
 		}
 	}
+	start := time.Now()
+	if resp, _ := rawResponse(t, srv, "GET", "/readyz", ""); resp.StatusCode != 503 || time.Since(start) > time.Second {
+		t.Errorf("readyz with NATS down: %d after %v; want 503 within 1s", resp.StatusCode, time.Since(start))
+	}
 	t.Logf("slowest 503 with NATS down: %v", slowest.Round(time.Microsecond))
 	if resp, _ := rawResponse(t, srv, "GET", "/healthz", ""); resp.StatusCode != 200 {
 		t.Errorf("healthz with NATS down: %d", resp.StatusCode)
