@@ -7,7 +7,9 @@
 // to fight over and no group is needed.
 //
 // The admin needs CREATE USER, PROCESS (to see other users' sessions), CONNECTION ADMIN or
-// SUPER (to kill them), and the lease's privileges WITH GRANT OPTION.
+// SUPER (to kill them), and the lease's privileges WITH GRANT OPTION; for reconciliation
+// (ListUsers) also SELECT on the role grants and on mysql.user's account names (see
+// GrantListing). Each lease user holds its target's marker role (see mark).
 package mysql
 
 import (
