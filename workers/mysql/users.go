@@ -218,9 +218,6 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
 	}
-	if req.RecordUID == "" {
-		return nil
-	}
 	// REVOKE ALL took the marker role too.
 	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
 		return fail(op, err, events.EInternal, "Could not mark the database user as its target's.", req.Conn.Password)
