@@ -55,6 +55,8 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// Action names what a refused request tried (access.denied only), e.g. "lease.revoke".
 	Action string `json:"action,omitempty"`
+	// Username is the database user an orphan.dropped event is about.
+	Username string `json:"username,omitempty"`
 
 	Lease  *LeaseSpec `json:"lease,omitempty"`
 	Client *Client    `json:"client,omitempty"`

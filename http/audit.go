@@ -24,6 +24,9 @@ func auditItemOf(seq uint64, e events.Event) api.AuditEvent {
 	if e.Lease != nil {
 		it.Username = e.Lease.Username
 	}
+	if e.Username != "" {
+		it.Username = e.Username
+	}
 	if e.Client != nil {
 		it.SubjectClientID = e.Client.ClientID
 	}

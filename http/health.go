@@ -35,6 +35,7 @@ func (s *Server) readyz(c echo.Context) error {
 		}
 	}
 	if !ok {
+		c.Response().Header().Set("Retry-After", "1") // as every 503 of the API says
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"error": "unavailable", "message": "The server is not ready; see checks.", "checks": checks})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "checks": checks})

@@ -23,6 +23,7 @@ type instrumented struct {
 var (
 	_ driver.Driver      = instrumented{}
 	_ driver.UserGranter = instrumented{}
+	_ driver.UserLister  = instrumented{}
 )
 
 func (i instrumented) done(op string, start time.Time, err error, secrets ...string) error {
@@ -93,6 +94,18 @@ func (i instrumented) UpdateUser(ctx context.Context, req driver.UpdateUserReque
 	}
 	start := time.Now()
 	return i.done("update_user", start, g.UpdateUser(ctx, req), req.Conn.Password)
+}
+
+// ListUsers passes through to drivers that list their users; for the others it fails
+// with EInternal, since reconciliation cannot see that engine's users.
+func (i instrumented) ListUsers(ctx context.Context, req driver.ListUsersRequest) ([]driver.ListedUser, error) {
+	l, ok := i.d.(driver.UserLister)
+	if !ok {
+		return nil, events.Errorf(events.EInternal, "The %s driver cannot list its users.", i.engine)
+	}
+	start := time.Now()
+	users, err := l.ListUsers(ctx, req)
+	return users, i.done("list_users", start, err, req.Conn.Password)
 }
 
 func (i instrumented) Close() error { return i.d.Close() }

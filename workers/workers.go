@@ -274,7 +274,7 @@ func (w *Workers) Regrant(ctx context.Context, t events.Target, username string)
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	if err := w.driver(t).UpdateUser(opCtx, driver.UpdateUserRequest{Conn: conn, Username: username, Grants: t.Grants}); err != nil {
+	if err := w.driver(t).UpdateUser(opCtx, driver.UpdateUserRequest{Conn: conn, RecordUID: t.RecordUID, Username: username, Grants: t.Grants}); err != nil {
 		return fmt.Errorf("regrant %s: %w", username, err)
 	}
 	return nil

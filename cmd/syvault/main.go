@@ -37,6 +37,8 @@ Usage:
   syvault rotate-token-key [--drop-previous] [--data-dir DIR] [--nats-url URL]
   syvault reseal --previous-master-key-file F [--data-dir DIR] [--nats-url URL]
                                          reseal every kept secret under a new master key
+  syvault reconcile [--target UID] [--apply] [--format text|json] [--data-dir DIR] [--nats-url URL]
+                                         find (and with --apply drop) database users no lease accounts for
   syvault nats-credential --out DIR      make the nkey a NATS server admits SyVault by
   syvault version
 
@@ -52,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "serve", "init", "rebuild-projections", "rotate-token-key", "reseal", "nats-credential":
+	case "serve", "init", "rebuild-projections", "rotate-token-key", "reseal", "nats-credential", "reconcile":
 	case "version":
 		fmt.Fprintln(stdout, "syvault", version)
 		return nil
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return m.RotateTokenKey(ctx, stdout)
 	case "reseal":
 		return m.Reseal(ctx, stdout)
+	case "reconcile":
+		return m.Reconcile(ctx, stdout)
 	case "nats-credential":
 		return NATSCredential(cfg.Out, stdout)
 	}
@@ -139,6 +143,14 @@ type Config struct {
 	DropPrevious bool
 	// Out is where nats-credential writes.
 	Out string
+	// ReconcileInterval, when not zero, has serve reconcile every target that often,
+	// dropping orphaned users.
+	ReconcileInterval time.Duration
+	// ReconcileTarget limits reconcile to one target; Apply makes it drop orphans;
+	// Format is its output, text or json.
+	ReconcileTarget string
+	Apply           bool
+	Format          string
 	// httpReadTimeout overrides the HTTP server's read timeout (tests only).
 	httpReadTimeout time.Duration
 }
@@ -168,6 +180,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens the server issues")
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
+		fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "reconcile every target this often (e.g. 1h), dropping database users no lease accounts for, as 'syvault reconcile --apply' does; 0 (the default) never")
 		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by, the only audiences client assertions may name; default: derived from --listen (required when it binds every interface, outside --dev)")
 	}
 	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
@@ -175,6 +188,11 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cmd == "nats-credential" {
 		fs.StringVar(&cfg.Out, "out", "nats-credential", "directory to write nkey-seed, nkey-public and nats-auth.conf to")
+	}
+	if cmd == "reconcile" {
+		fs.StringVar(&cfg.ReconcileTarget, "target", "", "reconcile only the target with this record uid (default: every target)")
+		fs.BoolVar(&cfg.Apply, "apply", false, "drop the orphaned users found, each recorded in the audit trail (default: a dry run that changes nothing)")
+		fs.StringVar(&cfg.Format, "format", "text", "output: text or json")
 	}
 	if cmd == "rotate-token-key" {
 		fs.BoolVar(&cfg.DropPrevious, "drop-previous", false, "refuse every token issued so far, at once (for a key that may have leaked); otherwise the old key keeps verifying until its tokens expire")
@@ -214,6 +232,12 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cmd == "serve" && (cfg.TokenTTL < time.Minute || cfg.TokenTTL > tokenkey.MaxTokenTTL) {
 		return cfg, errors.New("--token-ttl must be between 1m and 24h")
+	}
+	if cmd == "reconcile" && cfg.Format != "text" && cfg.Format != "json" {
+		return cfg, fmt.Errorf("--format must be text or json, not %q", cfg.Format)
+	}
+	if cfg.ReconcileInterval < 0 || cfg.ReconcileInterval > 0 && cfg.ReconcileInterval < time.Second {
+		return cfg, errors.New("--reconcile-interval must be 0 (off) or at least 1s")
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return cfg, errors.New("--replicas must be between 1 and 5")

@@ -26,6 +26,10 @@ type proxy struct {
 	delay time.Duration
 	// replyDelay does the same for each chunk from the database.
 	replyDelay time.Duration
+	// frozen, while open, makes the proxy a database that accepts connections and never
+	// answers (a stopped process, a full disk, a partition dropping packets): nothing is
+	// forwarded either way until thaw.
+	frozen chan struct{}
 }
 
 func mustProxy(tb testing.TB, target string) *proxy {
@@ -69,6 +73,7 @@ func (p *proxy) serve(ln net.Listener) {
 }
 
 func (p *proxy) pipe(c net.Conn) {
+	p.waitThaw()
 	up, err := net.Dial("tcp", p.target)
 	if err != nil {
 		c.Close()
@@ -119,6 +124,7 @@ type delayed struct {
 
 func (d delayed) Read(b []byte) (int, error) {
 	n, err := d.r.Read(b)
+	d.p.waitThaw()
 	d.p.mu.Lock()
 	delay := d.p.delay
 	if d.reply {
@@ -143,4 +149,33 @@ func (p *proxy) setReplyDelay(d time.Duration) {
 	p.mu.Lock()
 	p.replyDelay = d
 	p.mu.Unlock()
+}
+
+// freeze stops forwarding: connections are accepted, open ones stay open, and nothing
+// gets through until thaw.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+// thaw forwards again what freeze held.
+func (p *proxy) thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
+}
+
+func (p *proxy) waitThaw() {
+	p.mu.Lock()
+	f := p.frozen
+	p.mu.Unlock()
+	if f != nil {
+		<-f
+	}
 }

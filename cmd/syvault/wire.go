@@ -193,18 +193,17 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.goRun("token keys", func() error { return m.tokens.Run(runCtx) })
 
-	m.drivers = map[events.Engine]driver.Driver{
-		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
-		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
-	}
 	obs := newMetrics(m.proj)
-	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
-		AckWait: m.Config.AckWait, Observer: obs})
-	if err != nil {
+	if err := m.openWorkers(sealer, obs); err != nil {
 		return err
 	}
 	if m.Config.runs("workers") {
 		m.goRun("workers", func() error { return m.workers.Run(runCtx) })
+		if m.Config.ReconcileInterval > 0 {
+			if err := m.startSweep(ctx, runCtx); err != nil {
+				return err
+			}
+		}
 	}
 	var commands syhttp.Commands
 	var dashboard nethttp.Handler // nil without the API: an interface holding a nil *ui.Handler would not be
@@ -257,8 +256,10 @@ func (m *Main) Open(ctx context.Context) error {
 				_, err := m.store.Info(ctx)
 				return err
 			},
-			"projections": m.proj.Ping,
-			"workers":     m.workersReady,
+			// Each fails at once while NATS is away rather than waiting out the check's
+			// timeout: /readyz must say "not ready" promptly, not slowly.
+			"projections": m.whileConnected(m.proj.Ping),
+			"workers":     m.whileConnected(m.workersReady),
 		},
 	})
 	if err != nil {
@@ -278,6 +279,18 @@ func (m *Main) Open(ctx context.Context) error {
 	return nil
 }
 
+// openWorkers makes the database drivers and the workers that use them; obs may be nil.
+func (m *Main) openWorkers(sealer *seal.Sealer, obs workers.Observer) error {
+	m.drivers = map[events.Engine]driver.Driver{
+		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
+		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
+	}
+	var err error
+	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
+		AckWait: m.Config.AckWait, Observer: obs})
+	return err
+}
+
 func (m *Main) goRun(name string, fn func() error) {
 	m.wg.Add(1)
 	go func() {
@@ -286,6 +299,16 @@ func (m *Main) goRun(name string, fn func() error) {
 			m.Logger.Error("component stopped", "component", name, "err", err)
 		}
 	}()
+}
+
+// whileConnected runs check only while the connection to NATS is up.
+func (m *Main) whileConnected(check func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if !m.nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		return check(ctx)
+	}
 }
 
 // workersReady passes while some process, this one or another, is pulling lease work.

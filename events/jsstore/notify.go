@@ -149,3 +149,17 @@ func (n *Names) Release(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// List returns every name reserved now, in no particular order.
+func (n *Names) List(ctx context.Context) ([]string, error) {
+	keys, err := n.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.List: %w", err))
+	}
+	defer keys.Stop()
+	var out []string
+	for k := range keys.Keys() {
+		out = append(out, k)
+	}
+	return out, nil
+}

@@ -71,7 +71,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	evs, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        events.EventsStream,
 		Description: "SyVault events: the source of truth and the audit log",
-		Subjects:    []string{events.LeaseSubjects, events.TargetSubjects, events.ClientSubjects, events.AccessSubjects, events.KeysSubjects},
+		Subjects:    []string{events.LeaseSubjects, events.TargetSubjects, events.ClientSubjects, events.AccessSubjects, events.KeysSubjects, events.OrphanSubjects},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,

@@ -65,7 +65,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "command"), newUsername: newUsername}
 	var err error
-	if s.usernames, err = cfg.Store.OpenNames(ctx, UsernamesBucket, "SyVault lease usernames in use or recently used, each with its lease id", usernameHold, 0); err != nil {
+	if s.usernames, err = OpenUsernames(ctx, cfg.Store); err != nil {
 		return nil, err
 	}
 	if s.assertions, err = cfg.Store.OpenNames(ctx, AssertionsBucket, "Client assertion ids (jti) already used, until they expire", assertionHold, assertionHold-30*time.Second); err != nil {

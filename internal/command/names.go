@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 )
 
 // UsernamesBucket reserves every lease username for longer than a lease can live. A name
@@ -20,6 +21,12 @@ const UsernamesBucket = "SYVAULT_USERNAMES"
 
 // usernameHold outlasts the longest lease and the drop at its end.
 const usernameHold = events.MaxTTL + time.Hour
+
+// OpenUsernames opens the usernames bucket, where each lease username names the lease
+// that reserved it: reconciliation looks users up there.
+func OpenUsernames(ctx context.Context, store *jsstore.Store) (*jsstore.Names, error) {
+	return store.OpenNames(ctx, UsernamesBucket, "SyVault lease usernames in use or recently used, each with its lease id", usernameHold, 0)
+}
 
 // reserveUsername draws usernames until one is free and reserves it for leaseID.
 func (s *Service) reserveUsername(ctx context.Context, leaseID string) (string, error) {

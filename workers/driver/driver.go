@@ -7,6 +7,7 @@ package driver
 
 import (
 	"context"
+	"regexp"
 	"time"
 
 	"github.com/syvault/syvault/events"
@@ -123,9 +124,11 @@ type Driver interface {
 
 // UpdateUserRequest asks for an existing user to hold exactly Grants.
 type UpdateUserRequest struct {
-	Conn     Conn
-	Username string
-	Grants   []events.Grant
+	Conn Conn
+	// RecordUID names the user's target, whose marker the user keeps (see ListedUser).
+	RecordUID string
+	Username  string
+	Grants    []events.Grant
 }
 
 // UserGranter is implemented by drivers whose lease users hold their grants themselves
@@ -137,3 +140,41 @@ type UserGranter interface {
 	// missing in between. A user that does not exist is success. Idempotent.
 	UpdateUser(ctx context.Context, req UpdateUserRequest) error
 }
+
+// ListUsersRequest asks for the lease users a target's server holds for RecordUID.
+type ListUsersRequest struct {
+	Conn      Conn
+	RecordUID string
+	// Unmarked asks also for the users that have a lease user's name but no marker of
+	// any target (made before markers, or not SyVault's).
+	Unmarked bool
+}
+
+// ListedUser is one database user a driver found.
+type ListedUser struct {
+	Username string
+	// Marked says the user carries the target's marker, which only SyVault's admin gives
+	// (PostgreSQL: membership in the target's group role; MySQL: the target's marker
+	// role). An unmarked user merely has a lease user's name: it may predate markers, or
+	// be somebody else's, and is never dropped on the strength of its name.
+	Marked bool
+}
+
+// UserLister is implemented by drivers that can list the users they made, for
+// reconciliation against the store.
+type UserLister interface {
+	// ListUsers returns the users with a lease user's name that carry the target's
+	// marker, never the admin, and with req.Unmarked also those carrying no marker of any
+	// target. The order is unspecified. It changes nothing on the target. Errors are
+	// coded like the Driver's: ETargetUnavailable when the target cannot be reached,
+	// ETargetUnverified (naming the GRANT that fixes it) when the admin may not read what
+	// it needs.
+	ListUsers(ctx context.Context, req ListUsersRequest) ([]ListedUser, error)
+}
+
+// leaseUsername is the shape of every lease username: vf_tmp_ and 8 lowercase letters or
+// digits (the API's contract).
+var leaseUsername = regexp.MustCompile(`^vf_tmp_[a-z0-9]{8}$`)
+
+// IsLeaseUsername reports whether name has the shape of a lease username.
+func IsLeaseUsername(name string) bool { return leaseUsername.MatchString(name) }

@@ -111,6 +111,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("DropUser/TerminatesOpenSession", r.testDropTerminates)
 	t.Run("DropUser/UserOwningTable", r.testDropOwner)
 	t.Run("DropUser/Missing", r.testDropMissing)
+	t.Run("ListUsers/MarkedUsersOfTheTargetOnly", r.testListUsers)
 	t.Run("Concurrent/16CreateThen16Drop", func(t *testing.T) { r.testConcurrent(t, true) })
 	t.Run("Concurrent/16CreateWithoutPrepare", func(t *testing.T) { r.testConcurrent(t, false) })
 	t.Run("Errors/UnreachablePort", r.testUnreachable)
@@ -559,5 +560,64 @@ func (r *run) testWrongAdminPassword(t *testing.T) {
 				t.Fatalf("a refused login should fail fast, not time out: %v", err)
 			}
 		})
+	}
+}
+
+// testListUsers checks that a target's listing holds exactly its own lease users as
+// marked: not another target's, not the admin, not a user named like a lease user that
+// the driver did not make (which appears, unmarked, only when asked for).
+func (r *run) testListUsers(t *testing.T) {
+	lister, ok := r.d.(driver.UserLister)
+	if !ok {
+		t.Skip("the driver does not list its users")
+	}
+	ctx := ctxFor(t)
+	uid, other := NewRecordUID(), NewRecordUID()
+	r.prepare(t, uid)
+	a1, _ := r.mustCreate(t, uid)
+	a2, _ := r.mustCreate(t, uid)
+	b1, _ := r.mustCreate(t, other)
+	foreign := NewUsername()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if err := r.h.AdminExec(ctx, r.s, "DROP USER IF EXISTS "+foreign); err != nil {
+			t.Errorf("drop %s: %v", foreign, err)
+		}
+	})
+	if err := r.h.AdminExec(ctx, r.s, "CREATE USER "+foreign); err != nil {
+		t.Fatalf("create a user named like a lease user: %v", err)
+	}
+	list := func(unmarked bool) map[string]bool {
+		t.Helper()
+		users, err := lister.ListUsers(ctx, driver.ListUsersRequest{Conn: r.h.Admin, RecordUID: uid, Unmarked: unmarked})
+		if err != nil {
+			t.Fatalf("ListUsers: %v", err)
+		}
+		out := map[string]bool{}
+		for _, u := range users {
+			out[u.Username] = u.Marked
+		}
+		return out
+	}
+	got := list(false)
+	if len(got) != 2 || !got[a1] || !got[a2] {
+		t.Fatalf("ListUsers = %v; want exactly %s and %s, marked", got, a1, a2)
+	}
+	got = list(true)
+	if marked, ok := got[foreign]; !ok || marked {
+		t.Errorf("with unmarked users: %s listed %v, marked %v; want listed, unmarked", foreign, ok, marked)
+	}
+	if _, ok := got[b1]; ok {
+		t.Errorf("another target's user %s is listed", b1)
+	}
+	if _, ok := got[r.h.Admin.Username]; ok {
+		t.Errorf("the admin is listed")
+	}
+	if err := r.drop(ctx, a1); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(false); len(got) != 1 || !got[a2] {
+		t.Fatalf("after dropping %s, ListUsers = %v; want only %s", a1, got, a2)
 	}
 }

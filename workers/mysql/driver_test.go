@@ -119,6 +119,10 @@ func startServer() (s *server, err error) {
 	if err != nil {
 		return s, fmt.Errorf("grant admin: %w", err)
 	}
+	// What reconciliation reads: who holds which marker role, and account names.
+	if err := mysql.GrantListing(ctx, root, "'"+s.adminName+"'@'%'"); err != nil {
+		return s, fmt.Errorf("grant admin: %w", err)
+	}
 	return s, nil
 }
 

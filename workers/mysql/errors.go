@@ -26,6 +26,10 @@ const (
 	errCannotUser        = 1396 // CREATE USER of an existing user, ALTER USER of a missing one
 	errCantCreateUser    = 1410 // GRANT that would create a user / not allowed
 	errNoSuchUser        = 1133 // GRANT to a user that does not exist (MariaDB)
+	errColumnAccess      = 1143 // SELECT of a column the admin may not read
+	errRoleDenied        = 1698 // GRANT of a role without its ADMIN OPTION (MariaDB; SQLSTATE 28000)
+	errInvalidRole       = 1959 // GRANT of a role that does not exist (MariaDB)
+	errUnknownRole       = 3523 // GRANT of a role that does not exist (MySQL 8)
 )
 
 func errNumber(err error) uint16 {
@@ -54,6 +58,9 @@ func unavailable(err error) bool {
 	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
+		if me.Number == errRoleDenied {
+			return false // a refused GRANT of a role, on a working connection
+		}
 		state := string(me.SQLState[:])
 		return me.Number == errAccessDenied || strings.HasPrefix(state, "08") || strings.HasPrefix(state, "28")
 	}

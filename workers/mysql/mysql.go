@@ -7,7 +7,9 @@
 // to fight over and no group is needed.
 //
 // The admin needs CREATE USER, PROCESS (to see other users' sessions), CONNECTION ADMIN or
-// SUPER (to kill them), and the lease's privileges WITH GRANT OPTION.
+// SUPER (to kill them), and the lease's privileges WITH GRANT OPTION; for reconciliation
+// (ListUsers) also SELECT on the role grants and on mysql.user's account names (see
+// GrantListing). Each lease user holds its target's marker role (see mark).
 package mysql
 
 import (
@@ -29,7 +31,10 @@ import (
 	"github.com/syvault/syvault/workers/driver"
 )
 
-var _ driver.Driver = (*Driver)(nil)
+var (
+	_ driver.Driver     = (*Driver)(nil)
+	_ driver.UserLister = (*Driver)(nil)
+)
 
 // maxUsername is MySQL 8's limit (MariaDB allows 80): names must fit both.
 const maxUsername = 32
@@ -43,6 +48,8 @@ type Driver struct {
 	mu     sync.Mutex
 	pools  map[string]*sql.DB
 	closed bool
+	// unmarked holds the record uids whose users the admin could not mark, warned once.
+	unmarked sync.Map
 }
 
 // New returns a Driver that logs to logger (nil discards). It opens no connection.
@@ -165,6 +172,22 @@ type driverLogger struct{ l *slog.Logger }
 
 func (l driverLogger) Print(v ...any) { l.l.Debug("mysql driver", "message", fmt.Sprint(v...)) }
 
-// RemoveTarget has nothing to remove: MySQL lease users hold their grants directly and
-// Prepare leaves nothing behind.
-func (d *Driver) RemoveTarget(context.Context, driver.RemoveTargetRequest) error { return nil }
+// RemoveTarget drops the target's marker role, the one thing Prepare leaves (lease users
+// hold their grants directly). Called once every lease of the target has ended; a role
+// that does not exist is success.
+func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
+	const op = "mysql.RemoveTarget"
+	role, err := markerRole(req.RecordUID)
+	if err != nil {
+		return fail(op, err, events.EInternal, "The target's record uid cannot name a marker role.", req.Conn.Password)
+	}
+	conn, err := d.connect(ctx, req.Conn)
+	if err != nil {
+		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
+		return fail(op, err, events.EInternal, "Could not drop the target's marker role.", req.Conn.Password)
+	}
+	return nil
+}

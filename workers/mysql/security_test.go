@@ -27,11 +27,11 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 		{Database: sc.Database, Tables: []string{"granted"}, Privileges: []string{"UPDATE"}},
 	}
 	narrow := []events.Grant{{Database: sc.Database, Tables: []string{"granted"}, Privileges: []string{"SELECT"}}}
-	user, password := drivertest.NewUsername(), drivertest.NewPassword()
+	user, password, uid := drivertest.NewUsername(), drivertest.NewPassword(), drivertest.NewRecordUID()
 	t.Cleanup(func() {
 		_ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user})
 	})
-	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, Username: user, Password: password,
+	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: uid, Username: user, Password: password,
 		ExpiresAt: time.Now().Add(time.Hour), Grants: wide}); err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +46,12 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 	if err := exec("INSERT INTO denied VALUES (1)"); err != nil {
 		t.Fatalf("wide grants do not work: %v", err)
 	}
-	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, Username: user, Grants: narrow}); err != nil {
+	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, RecordUID: uid, Username: user, Grants: narrow}); err != nil {
 		t.Fatal(err)
+	}
+	// REVOKE ALL takes roles too (MariaDB): the user must still carry its target's marker.
+	if users, err := d.ListUsers(ctx, driver.ListUsersRequest{Conn: admin, RecordUID: uid}); err != nil || len(users) != 1 || !users[0].Marked {
+		t.Fatalf("after UpdateUser, the target's users are %+v (%v); want %s, marked", users, err, user)
 	}
 	if err := exec("SELECT id FROM granted"); err != nil {
 		t.Fatalf("the still granted SELECT: %v", err)

@@ -10,8 +10,9 @@ import (
 	"github.com/syvault/syvault/workers/driver"
 )
 
-// CreateUser creates req.Username@'%' identified by req.Password and grants it exactly
-// req.Grants (on db.* when a grant lists no tables, else on each table). When the user
+// CreateUser creates req.Username@'%' identified by req.Password, gives it the target's
+// marker role (see mark) and grants it exactly req.Grants (on db.* when a grant lists no
+// tables, else on each table). When the user
 // exists it is taken to be this lease's from an earlier attempt: its password is set
 // again, the account unlocked, all its privileges revoked and the grants given anew, and
 // that is success. On any failure after the CREATE USER was sent the user is dropped again
@@ -55,6 +56,9 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		}
 	} else if err != nil {
 		return true, fmt.Errorf("create user: %w", err)
+	}
+	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+		return true, err
 	}
 	return true, applyGrants(ctx, conn, acct, specs)
 }
@@ -213,6 +217,10 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 	}
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
+	}
+	// REVOKE ALL took the marker role too.
+	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+		return fail(op, err, events.EInternal, "Could not mark the database user as its target's.", req.Conn.Password)
 	}
 	return nil
 }

@@ -62,8 +62,8 @@ func unavailable(err error) bool {
 		return true
 	}
 	// A pooled connection the network or the server cut shows up as an EOF on the next
-	// query, not as a connect error.
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+	// query (or as closed, when pgx noticed first), not as a connect error.
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, pgconn.ErrConnClosed) {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
@@ -84,7 +84,8 @@ func connectionLost(err error) bool {
 	case "57P01", "57P02", "57P03":
 		return true
 	case "":
-		return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+		return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+			errors.Is(err, pgconn.ErrConnClosed)
 	}
 	return false
 }

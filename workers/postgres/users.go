@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
@@ -35,7 +36,15 @@ import (
 // (with a context that outlives ctx), so no user of that name is left behind. Safe for
 // concurrent use.
 func (d *Driver) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
-	err := driver.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) { return d.createUser(ctx, req) })
+	err := driver.CreateOrUndo(ctx, d, req, d.logger, func() (bool, error) {
+		sent, err := d.createUser(ctx, req)
+		if !sent && connectionLost(err) {
+			// A pooled connection the server or the network closed since (a restart of
+			// the database): once more on a fresh one.
+			return d.createUser(ctx, req)
+		}
+		return sent, err
+	})
 	return fail("postgres.CreateUser", err, events.EInternal, "Could not create the database user.", req.Conn.Password, req.Password)
 }
 
@@ -73,6 +82,9 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s; ALTER ROLE %s SET role = %s",
 		user, password, until, ident(group), user, startAs)
 	_, err = conn.Exec(ctx, create)
+	if err != nil && pgconn.SafeToRetry(err) {
+		return false, fmt.Errorf("create role: %w", err) // never sent: nothing to undo
+	}
 	if sqlState(err) == stateUndefinedObject {
 		// The only role the statement names besides the new one and the admin is the
 		// group: it is missing (Prepare never ran, or it was dropped). Set it up from the
