@@ -273,10 +273,46 @@ func TestDriver_NarrowedGrants(t *testing.T) {
 				t.Errorf("%s succeeded after the target was narrowed", stmt)
 			}
 		}
-		// What a lease created stays usable: the group owns it.
-		if err := c.execIn(ctx, l.user, l.password, s.Database, "INSERT INTO public.by_lease VALUES (1)"); err != nil {
-			t.Errorf("a table a lease created is lost to the target's leases: %v", err)
-		}
+	}
+	// What a lease created is its own while it lasts, then the group's: it stays usable
+	// by the target's later leases.
+	if err := c.execIn(ctx, old.user, old.password, s.Database, "INSERT INTO public.by_lease VALUES (1)"); err != nil {
+		t.Errorf("a lease lost the table it created: %v", err)
+	}
+	drop(t, d, admin, uid, old, wide)
+	if err := c.execIn(ctx, fresh.user, fresh.password, s.Database, "INSERT INTO public.by_lease VALUES (2)"); err != nil {
+		t.Errorf("a table a lease created is lost to the target's leases: %v", err)
+	}
+}
+
+// TestDriver_SetRoleSharesAtOnce: a lease session that takes the group's role first
+// creates objects the group owns from the start, which the target's other active leases
+// use at once; its sessions start as the user, with no per-user setting (a
+// pg_db_role_setting row per user would make every DROP ROLE read them all).
+func TestDriver_SetRoleSharesAtOnce(t *testing.T) {
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	defer d.Close()
+	admin := c.admin()
+	uid := drivertest.NewRecordUID()
+	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	migrator, app := newLease(t, d, admin, uid, grants), newLease(t, d, admin, uid, grants)
+	if err := c.execIn(ctx, migrator.user, migrator.password, s.Database,
+		"SET ROLE "+pgx.Identifier{"syvault_" + uid}.Sanitize()+"; CREATE TABLE public.shared_now (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, app.user, app.password, s.Database, "INSERT INTO public.shared_now VALUES (1)"); err != nil {
+		t.Errorf("another active lease cannot use what the group owns: %v", err)
+	}
+	var settings int
+	if err := c.super.QueryRow(ctx, "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname IN ($1, $2)",
+		migrator.user, app.user).Scan(&settings); err != nil || settings != 0 {
+		t.Fatalf("per-user settings: %d, %v", settings, err)
 	}
 }
 

@@ -18,10 +18,16 @@ import (
 )
 
 // CreateUser creates req.Username as a LOGIN role with req.Password, VALID UNTIL
-// req.ExpiresAt (infinity for the zero time), member of the target's group role, whose
-// sessions start as the group (ALTER ROLE ... SET role): what a lease user creates then
-// belongs to the group, which later leases of the target are members of too, and never to
-// the user or the admin. The user holds no privilege of its own; it inherits the group's.
+// req.ExpiresAt (infinity for the zero time), member of the target's group role. The
+// user holds no privilege of its own; it inherits the group's. What it creates is its own
+// until its lease ends, when the drop hands it to the group, which later leases of the
+// target are members of too, never to the admin; a session that runs SET ROLE to the group
+// first creates objects the group owns from the start.
+//
+// The user's sessions are not made to start as the group (ALTER ROLE ... SET role): that
+// is a pg_db_role_setting row per user, and DROP ROLE reads that catalog whole (its
+// DropSetting uses no index), so every revocation would cost in proportion to the number
+// of active leases (3.8 ms a drop at 100,000 on PostgreSQL 15, against 0.1 ms without).
 //
 // The admin does not become a member of the user: a CREATEROLE admin needs no membership
 // to create, alter or drop it, nor (with pg_signal_backend) to end its sessions, and on
@@ -73,14 +79,7 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 	defer conn.Release()
 
 	user, until := ident(req.Username), validUntil(req.ExpiresAt)
-	startAs, err := quoteLiteral(group)
-	if err != nil {
-		return false, err
-	}
-	// One round trip and one implicit transaction: the role never exists without its
-	// session role.
-	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s; ALTER ROLE %s SET role = %s",
-		user, password, until, ident(group), user, startAs)
+	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s", user, password, until, ident(group))
 	_, err = conn.Exec(ctx, create)
 	if err != nil && pgconn.SafeToRetry(err) {
 		return false, fmt.Errorf("create role: %w", err) // never sent: nothing to undo
@@ -103,8 +102,8 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		return true, nil
 	case stateDuplicateObject, stateUniqueViolation:
 		// Ours from an earlier attempt: set it up again in one implicit transaction.
-		again := fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD %s VALID UNTIL %s; GRANT %s TO %s; ALTER ROLE %s SET role = %s",
-			user, password, until, ident(group), user, user, startAs)
+		again := fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD %s VALID UNTIL %s; GRANT %s TO %s",
+			user, password, until, ident(group), user)
 		if _, err := conn.Exec(ctx, again); err != nil {
 			return true, fmt.Errorf("reset existing role: %w", err)
 		}
