@@ -171,6 +171,9 @@ type engine struct {
 	userExists func(ctx context.Context, username string) (bool, error)
 	// admin runs a statement as the database superuser.
 	admin func(ctx context.Context, stmt string) error
+	// adminIn runs a statement as the database superuser in the database db (PostgreSQL;
+	// MySQL runs it in none).
+	adminIn func(db, stmt string) error
 }
 
 func scratchName() string {
@@ -239,7 +242,8 @@ func postgresEngine(tb testing.TB) engine {
 			err = c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", user).Scan(&n)
 			return n > 0, err
 		},
-		admin: func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
+		admin:   func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
+		adminIn: exec,
 	}
 }
 
@@ -261,6 +265,7 @@ func mysqlEngine(tb testing.TB) engine {
 	}
 	requireDB(tb, "MariaDB on 127.0.0.1:3306", err)
 	tb.Cleanup(func() { root.Close() })
+	adminIn := func(_, stmt string) error { _, err := root.Exec(stmt); return err }
 	return engine{
 		name: "mysql",
 		target: func(tb testing.TB) client.Target {
@@ -272,15 +277,12 @@ func mysqlEngine(tb testing.TB) engine {
 				}
 			}
 			tb.Cleanup(func() { _, _ = root.Exec("DROP DATABASE IF EXISTS " + db) })
-			// A dedicated admin with a password MariaDB checks.
+			// A dedicated admin with a password MariaDB checks, made with the README's
+			// statements, with the privileges the tests' grants name (migrations included).
 			adminUser, adminPassword := "sv_adm_"+db[len(db)-6:], "my-admin-"+randomSecret()
-			for _, stmt := range []string{"CREATE USER '" + adminUser + "'@'%' IDENTIFIED BY '" + adminPassword + "'",
-				"GRANT ALL PRIVILEGES ON *.* TO '" + adminUser + "'@'%' WITH GRANT OPTION"} {
-				if _, err := root.Exec(stmt); err != nil {
-					tb.Fatal(err)
-				}
-			}
 			tb.Cleanup(func() { _, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'") })
+			runAdminStatements(tb, adminStatements(tb, "mysql", adminNames{Admin: adminUser, Password: adminPassword, Database: db,
+				Privileges: "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"}), "", adminIn)
 			return client.Target{Name: "e2e-mysql-" + db, Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
 				AdminUsername: adminUser, AdminPassword: adminPassword, TLSMode: "disable",
 				Grants: []client.Grant{{Database: db, Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"}}}}
@@ -309,7 +311,8 @@ func mysqlEngine(tb testing.TB) engine {
 			err := root.QueryRowContext(ctx, "SELECT count(*) FROM mysql.user WHERE user = ?", user).Scan(&n)
 			return n > 0, err
 		},
-		admin: func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
+		admin:   func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
+		adminIn: adminIn,
 	}
 }
 
