@@ -211,12 +211,7 @@ func postgresEngine(tb testing.TB) engine {
 				_ = exec("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 				// Group roles are cluster-wide and outlive the database: drop the ones no
 				// lease user belongs to any more (the admin is a member of each).
-				_ = exec("postgres", `DO $$ DECLARE r record; BEGIN
-					FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
-						AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member
-							WHERE m.roleid = g.oid AND u.rolname LIKE 'vf\_tmp\_%') LOOP
-						BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
-					END LOOP; END $$`)
+				_ = exec("postgres", dropIdleGroups)
 			})
 			if err := exec(db, "CREATE TABLE granted (id int, v text); CREATE TABLE secret (id int); INSERT INTO secret VALUES (42)"); err != nil {
 				tb.Fatal(err)
@@ -246,6 +241,15 @@ func postgresEngine(tb testing.TB) engine {
 		adminIn: exec,
 	}
 }
+
+// dropIdleGroups drops the targets' group roles no lease user belongs to any more: they
+// are cluster-wide and outlive the scratch databases.
+const dropIdleGroups = `DO $$ DECLARE r record; BEGIN
+	FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
+		AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member
+			WHERE m.roleid = g.oid AND u.rolname LIKE 'vf\_tmp\_%') LOOP
+		BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
+	END LOOP; END $$`
 
 type pgSession struct{ c *pgx.Conn }
 
