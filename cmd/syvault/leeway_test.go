@@ -31,19 +31,8 @@ func TestAuth_ClockLeeway(t *testing.T) {
 		}
 	}
 
-	key, err := client.ParsePrivateKey(ac.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	assertion := func(iat, exp time.Time) []byte {
-		signed, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.RegisteredClaims{Issuer: ac.ClientID, Subject: ac.ClientID,
-			Audience: jwt.ClaimStrings{srv.HTTP.URL()}, IssuedAt: jwt.NewNumericDate(iat), ExpiresAt: jwt.NewNumericDate(exp),
-			ID: uuid.NewString()}).SignedString(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return []byte(url.Values{"grant_type": {"client_credentials"}, "client_assertion": {signed},
-			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}}.Encode())
+		return []byte(tokenForm(signedAssertion(t, ac, srv.HTTP.URL(), iat, exp)).Encode())
 	}
 	for _, tc := range []struct {
 		name     string
@@ -60,4 +49,27 @@ func TestAuth_ClockLeeway(t *testing.T) {
 			t.Errorf("client assertion with %s: %d %v, want %d", tc.name, status, body, tc.want)
 		}
 	}
+}
+
+// signedAssertion is a client assertion of ac for the audience aud, issued at iat and
+// expiring at exp, with a fresh jti.
+func signedAssertion(t testing.TB, ac AdminClient, aud string, iat, exp time.Time) string {
+	t.Helper()
+	key, err := client.ParsePrivateKey(ac.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.RegisteredClaims{Issuer: ac.ClientID, Subject: ac.ClientID,
+		Audience: jwt.ClaimStrings{aud}, IssuedAt: jwt.NewNumericDate(iat), ExpiresAt: jwt.NewNumericDate(exp),
+		ID: uuid.NewString()}).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+// tokenForm is the form of a token request carrying assertion.
+func tokenForm(assertion string) url.Values {
+	return url.Values{"grant_type": {"client_credentials"}, "client_assertion": {assertion},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}}
 }
