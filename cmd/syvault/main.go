@@ -48,7 +48,7 @@ SYVAULT_MASTER_KEY_FILE, and so on; SYVAULT_MASTER_KEY holds the key itself.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
+		return errors.New("no command given: 'syvault serve --dev' starts a development server; the usage above lists every command")
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return fmt.Errorf("unknown command %q: the usage above lists every command", cmd)
 	}
 	cfg, err := parseFlags(cmd, args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -181,7 +181,8 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q: 'syvault %s' takes flags only, all of them before any other word (see 'syvault %s --help')",
+			fs.Arg(0), cmd, cmd)
 	}
 	// Environment variables fill what the command line left unset.
 	set := map[string]bool{}
@@ -191,7 +192,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		env := "SYVAULT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && !set[f.Name] {
 			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
-				envErr = fmt.Errorf("%s: %w", env, err)
+				envErr = fmt.Errorf("%s=%q is not a valid --%s (%s), such as its default %q", env, v, f.Name, f.Usage, f.DefValue)
 			}
 		}
 	})

@@ -10,15 +10,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,6 +60,8 @@ type Main struct {
 	drivers  map[events.Engine]driver.Driver
 	tokens   *tokenkey.Ring
 	HTTP     *syhttp.Server
+	// dirLock is held while the embedded NATS uses the data directory.
+	dirLock *os.File
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -100,7 +105,7 @@ func (m *Main) connect(ctx context.Context) error {
 	m.natsURL, m.natsOpts = url, opts
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to nats: %w", err)
+		return m.natsConnectError(err)
 	}
 	m.nc = nc
 	if m.store, err = jsstore.Open(ctx, nc, jsstore.Config{Replicas: m.Config.Replicas}); err != nil {
@@ -115,9 +120,9 @@ func (m *Main) connect(ctx context.Context) error {
 func (m *Main) masterKey(create bool) ([]byte, error) {
 	switch {
 	case m.Config.MasterKey != "":
-		return seal.ParseKey(m.Config.MasterKey)
+		return parseKey("SYVAULT_MASTER_KEY", m.Config.MasterKey)
 	case m.Config.MasterKeyFile != "":
-		return seal.LoadKeyFile(m.Config.MasterKeyFile)
+		return loadKeyFile("--master-key-file", m.Config.MasterKeyFile)
 	case !create:
 		return nil, errors.New("no master key: pass --master-key-file or set SYVAULT_MASTER_KEY (run 'syvault init' to make one, or use --dev for a throw-away server)")
 	}
@@ -130,7 +135,7 @@ func (m *Main) masterKey(create bool) ([]byte, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return nil, dataDirError(m.Config.DataDir, err)
 	}
 	key = seal.NewKey()
 	if err := writeFileAtomic(path, []byte(seal.EncodeKey(key)+"\n")); err != nil {
@@ -150,15 +155,15 @@ func (m *Main) unsealAndConnect(ctx context.Context, createKey bool) (*seal.Seal
 	var previous [][]byte
 	switch {
 	case m.Config.PreviousMasterKey != "":
-		k, err := seal.ParseKey(m.Config.PreviousMasterKey)
+		k, err := parseKey("SYVAULT_PREVIOUS_MASTER_KEY", m.Config.PreviousMasterKey)
 		if err != nil {
-			return nil, fmt.Errorf("SYVAULT_PREVIOUS_MASTER_KEY: %w", err)
+			return nil, err
 		}
 		previous = append(previous, k)
 	case m.Config.PreviousMasterKeyFile != "":
-		k, err := seal.LoadKeyFile(m.Config.PreviousMasterKeyFile)
+		k, err := loadKeyFile("--previous-master-key-file", m.Config.PreviousMasterKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("--previous-master-key-file: %w", err)
+			return nil, err
 		}
 		previous = append(previous, k)
 	}
@@ -205,7 +210,7 @@ func (m *Main) Open(ctx context.Context) error {
 		// Requests get a connection of their own: their round trips never queue behind
 		// the projector's and the workers' traffic.
 		if m.reqNC, err = nats.Connect(m.natsURL, append(m.natsOpts, nats.Name("syvault-api"))...); err != nil {
-			return fmt.Errorf("connect to nats: %w", err)
+			return m.natsConnectError(err)
 		}
 		reqStore, err := jsstore.Open(ctx, m.reqNC, jsstore.Config{Replicas: m.Config.Replicas})
 		if err != nil {
@@ -257,6 +262,10 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	if err := m.HTTP.Listen(m.Config.Listen); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("--listen %s: the address is in use, by another syvault (a go tool task run?) or another server: "+
+				"stop that process, or pass another address with --listen", m.Config.Listen)
+		}
 		return err
 	}
 	// Bootstrap before serving: once /readyz answers, admin-client.json is there.
@@ -329,6 +338,9 @@ func (m *Main) close() error {
 		m.ns.Shutdown()
 		m.ns.WaitForShutdown()
 	}
+	if m.dirLock != nil {
+		errs = append(errs, m.dirLock.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -377,10 +389,11 @@ func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
 	keyPath := filepath.Join(m.Config.DataDir, "master.key")
 	if m.Config.MasterKey == "" && m.Config.MasterKeyFile == "" {
 		if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
-			return err
+			return dataDirError(m.Config.DataDir, err)
 		}
 		if _, err := os.Stat(keyPath); err == nil {
-			return fmt.Errorf("%s exists already; refusing to replace a master key", keyPath)
+			return fmt.Errorf("%s exists already; refusing to replace a master key: to register the first admin client "+
+				"with it, pass it with --master-key-file (or SYVAULT_MASTER_KEY), or choose another --data-dir", keyPath)
 		}
 		if err := writeFileAtomic(keyPath, []byte(seal.EncodeKey(seal.NewKey())+"\n")); err != nil {
 			return err
@@ -503,4 +516,62 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("%q has no valid port", addr)
 	}
 	return host, port, nil
+}
+
+// parseKey parses a master key given in the environment variable env; the error names env
+// (never the value) and says how to make a key.
+func parseKey(env, value string) ([]byte, error) {
+	k, err := seal.ParseKey(value)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w; 'openssl rand -hex 32' prints a valid one", env, err)
+	}
+	return k, nil
+}
+
+// loadKeyFile loads the master key in file, given with flag; the error names both and
+// says how to make a key.
+func loadKeyFile(flag, file string) ([]byte, error) {
+	k, err := seal.LoadKeyFile(file)
+	var pathErr *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s %s: no such file; 'syvault init --data-dir DIR' makes a master key in DIR/master.key "+
+			"(or write 'openssl rand -hex 32' to a file only the server's user may read)", flag, file)
+	case errors.As(err, &pathErr):
+		return nil, fmt.Errorf("%s %s: %w", flag, file, pathErr.Err)
+	case err != nil:
+		return nil, fmt.Errorf("%s %s: %w; 'openssl rand -hex 32' prints a valid key", flag, file, err)
+	}
+	return k, nil
+}
+
+// dataDirError is a failure to use --data-dir dir.
+func dataDirError(dir string, err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err
+	}
+	return fmt.Errorf("--data-dir %s: %w; choose a directory this user may create and write", dir, err)
+}
+
+// natsConnectError is a failure to connect to NATS, saying what to check.
+func (m *Main) natsConnectError(err error) error {
+	if m.Config.NATSURL == "" {
+		return fmt.Errorf("connect to the embedded NATS: %w", err)
+	}
+	return fmt.Errorf("cannot connect to NATS at %s (--nats-url): %w; check that it runs and this host reaches it, "+
+		"and the credential (--nats-creds) and TLS settings (--nats-ca, --nats-cert) it expects", redactURLs(m.Config.NATSURL), err)
+}
+
+// redactURLs masks the passwords in a comma list of URLs, for messages.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		} else {
+			parts[i] = "(an unparsable URL)"
+		}
+	}
+	return strings.Join(parts, ",")
 }
