@@ -32,7 +32,8 @@ const usage = `SyVault: dynamic database credentials.
 
 Usage:
   syvault serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--nats-url URL] [--components api,workers]
-  syvault init --data-dir DIR            make a master key and the first admin client
+  syvault init --data-dir DIR [--admin-client-file FILE|-] [--public-url URL]
+                                         make a master key (unless given) and the first admin client
   syvault rebuild-projections [--data-dir DIR] [--nats-url URL]
   syvault rotate-token-key [--drop-previous] [--data-dir DIR] [--nats-url URL]
   syvault reseal --previous-master-key-file F [--data-dir DIR] [--nats-url URL]
@@ -74,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	m := NewMain(cfg, logger)
 	switch cmd {
 	case "init":
-		return m.Init(ctx, stdout)
+		return m.Init(ctx, stdout, stderr)
 	case "rebuild-projections":
 		return m.RebuildProjections(ctx, stdout)
 	case "rotate-token-key":
@@ -138,6 +139,9 @@ type Config struct {
 	DropPrevious bool
 	// Out is where nats-credential writes.
 	Out string
+	// AdminClientFile is where init writes the first admin client's credentials; "-" is
+	// standard output.
+	AdminClientFile string
 	// httpReadTimeout overrides the HTTP server's read timeout (tests only).
 	httpReadTimeout time.Duration
 }
@@ -170,6 +174,10 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
 		fs.StringVar(&cfg.PreviousMasterKeyFile, "previous-master-key-file", "", "while the master key changes: the key being replaced, still used to open what it sealed until 'syvault reseal' has run (or set SYVAULT_PREVIOUS_MASTER_KEY)")
+	}
+	if cmd == "init" {
+		fs.StringVar(&cfg.AdminClientFile, "admin-client-file", "", "where to write the first admin client's credentials (default DATA_DIR/"+AdminClientFile+"); - writes them to standard output, e.g. through kubectl exec")
+		fs.StringVar(&publicURLs, "public-url", "", "the URL clients reach the server by, written into the credentials as their server (default http://127.0.0.1:8200)")
 	}
 	if cmd == "nats-credential" {
 		fs.StringVar(&cfg.Out, "out", "nats-credential", "directory to write nkey-seed, nkey-public and nats-auth.conf to")

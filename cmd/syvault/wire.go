@@ -352,40 +352,62 @@ func (m *Main) bootstrapAdmin(ctx context.Context, serverURL string) error {
 		m.Logger.Info("admin client credentials", "path", path)
 		return nil
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	data, id, err := m.registerAdmin(ctx, serverURL)
 	if err != nil {
 		return err
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
+	if err := writeFileAtomic(path, data); err != nil {
 		return err
 	}
-	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return err
-	}
-	client := events.Client{ClientID: uuid.NewString(), Name: "admin", Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
-	// The first admin registers itself: nobody else exists to.
-	e := events.RegisterClient(client, client.ClientID, client.CreatedAt)
-	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
-	if err != nil {
-		return err
-	}
-	if err := m.proj.WaitClient(ctx, client.ClientID, seq); err != nil {
-		return err
-	}
-	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
-		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))}, "", "  ")
-	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
-		return err
-	}
-	m.Logger.Warn("created the first admin client; its private key is in the file (mode 0600)", "path", path, "client_id", client.ClientID)
+	m.Logger.Warn("created the first admin client; its private key is in the file (mode 0600)", "path", path, "client_id", id)
 	return nil
 }
 
-// Init prepares a real install: a master key file and the first admin client.
-func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
+// firstAdminName is the name of the admin client --dev and init register.
+const firstAdminName = "admin"
+
+// registerAdmin registers a new admin client named firstAdminName, which registers itself
+// (nobody else exists to), and returns the content of its credentials file and its id.
+func (m *Main) registerAdmin(ctx context.Context, serverURL string) (creds []byte, clientID string, err error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, "", err
+	}
+	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, "", err
+	}
+	client := events.Client{ClientID: uuid.NewString(), Name: firstAdminName, Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
+		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
+	e := events.RegisterClient(client, client.ClientID, client.CreatedAt)
+	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := m.proj.WaitClient(ctx, client.ClientID, seq); err != nil {
+		return nil, "", err
+	}
+	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
+		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))}, "", "  ")
+	return append(data, '\n'), client.ClientID, nil
+}
+
+// Init prepares a real install: a master key file (unless one is given) and the first
+// admin client, whose credentials go to --admin-client-file (default
+// DIR/admin-client.json; "-" writes them to stdout and every note to stderr, so that
+// `kubectl exec ... syvault init --admin-client-file - > admin-client.json` leaves
+// nothing in the pod). The credentials name the first --public-url as the server. An
+// existing credentials file is left alone; a store that has a client named "admin"
+// already is refused, naming it, rather than given a second one.
+func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
+	out, notes := m.Config.AdminClientFile, stdout
+	if out == "-" {
+		notes = stderr
+	}
 	keyPath := filepath.Join(m.Config.DataDir, "master.key")
 	if m.Config.MasterKey == "" && m.Config.MasterKeyFile == "" {
 		if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
@@ -399,7 +421,16 @@ func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
 			return err
 		}
 		m.Config.MasterKeyFile = keyPath
-		fmt.Fprintf(stdout, "master key written to %s: back it up and pass --master-key-file or SYVAULT_MASTER_KEY to every server\n", keyPath)
+		fmt.Fprintf(notes, "master key written to %s: back it up and pass --master-key-file or SYVAULT_MASTER_KEY to every server\n", keyPath)
+	}
+	if out == "" {
+		out = filepath.Join(m.Config.DataDir, AdminClientFile)
+	}
+	if out != "-" {
+		if _, err := os.Stat(out); err == nil {
+			fmt.Fprintf(notes, "admin client credentials exist already in %s; left alone\n", out)
+			return nil
+		}
 	}
 	if err := m.connect(ctx); err != nil {
 		return err
@@ -409,14 +440,35 @@ func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
 	defer cancel()
 	m.cancel = cancel
 	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
-	url := "http://" + m.Config.Listen
-	if m.Config.Listen == "" {
-		url = "http://127.0.0.1:8200"
-	}
-	if err := m.bootstrapAdmin(ctx, url); err != nil {
+	clients, err := m.proj.Clients(ctx)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "admin client written to %s\n", filepath.Join(m.Config.DataDir, AdminClientFile))
+	for _, c := range clients {
+		if strings.EqualFold(strings.TrimSpace(c.Name), firstAdminName) {
+			return fmt.Errorf("this store has its first admin client already (client_id %s): init ran before; use the credentials "+
+				"it wrote, or make another admin client with them (sy client create --role admin)", c.ClientID)
+		}
+	}
+	url := "http://127.0.0.1:8200"
+	if len(m.Config.PublicURLs) > 0 {
+		url = strings.TrimSuffix(m.Config.PublicURLs[0], "/")
+	}
+	data, id, err := m.registerAdmin(ctx, url)
+	if err != nil {
+		return err
+	}
+	if out == "-" {
+		if _, err := stdout.Write(data); err != nil {
+			return err
+		}
+		fmt.Fprintf(notes, "admin client %s registered; its credentials (server %s) went to standard output: keep them as safely as the master key\n", id, url)
+		return nil
+	}
+	if err := writeFileAtomic(out, data); err != nil {
+		return err
+	}
+	fmt.Fprintf(notes, "admin client written to %s (server %s)\n", out, url)
 	return nil
 }
 
