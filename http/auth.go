@@ -138,7 +138,8 @@ func parseAssertion(assertion string, audiences []string, now time.Time, keyFor 
 		if code := events.ErrorCode(lookupErr); code == events.EUnavailable || code == events.ETimeout {
 			return nil, lookupErr
 		}
-		return nil, unauthenticated("The client assertion is invalid, expired, or signed by a key this server does not know.")
+		return nil, unauthenticated("The client assertion is invalid, expired, or signed by a key this server does not know: " +
+			"check the client id and its private key (a deleted client's are refused) and this machine's clock.")
 	}
 	switch {
 	case claims.Subject != claims.Issuer:

@@ -232,18 +232,19 @@ func (s *Server) Listen(addr string) error {
 		ln.Close()
 		return err
 	}
-	s.srv = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.ReadTimeout,
+	srv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: s.cfg.ReadTimeout,
 		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}
 	if s.cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("http.Listen: TLS certificate: %w", err)
+			return fmt.Errorf("the TLS certificate and key (--tls-cert %s, --tls-key %s): %w", s.cfg.TLSCertFile, s.cfg.TLSKeyFile, err)
 		}
-		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		ln = tls.NewListener(ln, s.srv.TLSConfig)
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	s.ln = ln
+	// Set together, and only once listening: Close relies on both or neither.
+	s.srv, s.ln = srv, ln
 	return nil
 }
 

@@ -171,6 +171,9 @@ type engine struct {
 	userExists func(ctx context.Context, username string) (bool, error)
 	// admin runs a statement as the database superuser.
 	admin func(ctx context.Context, stmt string) error
+	// adminIn runs a statement as the database superuser in the database db (PostgreSQL;
+	// MySQL runs it in none).
+	adminIn func(db, stmt string) error
 }
 
 func scratchName() string {
@@ -208,12 +211,7 @@ func postgresEngine(tb testing.TB) engine {
 				_ = exec("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 				// Group roles are cluster-wide and outlive the database: drop the ones no
 				// lease user belongs to any more (the admin is a member of each).
-				_ = exec("postgres", `DO $$ DECLARE r record; BEGIN
-					FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
-						AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member
-							WHERE m.roleid = g.oid AND u.rolname LIKE 'vf\_tmp\_%') LOOP
-						BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
-					END LOOP; END $$`)
+				_ = exec("postgres", dropIdleGroups)
 			})
 			if err := exec(db, "CREATE TABLE granted (id int, v text); CREATE TABLE secret (id int); INSERT INTO secret VALUES (42)"); err != nil {
 				tb.Fatal(err)
@@ -239,9 +237,19 @@ func postgresEngine(tb testing.TB) engine {
 			err = c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", user).Scan(&n)
 			return n > 0, err
 		},
-		admin: func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
+		admin:   func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
+		adminIn: exec,
 	}
 }
+
+// dropIdleGroups drops the targets' group roles no lease user belongs to any more: they
+// are cluster-wide and outlive the scratch databases.
+const dropIdleGroups = `DO $$ DECLARE r record; BEGIN
+	FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
+		AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member
+			WHERE m.roleid = g.oid AND u.rolname LIKE 'vf\_tmp\_%') LOOP
+		BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
+	END LOOP; END $$`
 
 type pgSession struct{ c *pgx.Conn }
 
@@ -261,6 +269,7 @@ func mysqlEngine(tb testing.TB) engine {
 	}
 	requireDB(tb, "MariaDB on 127.0.0.1:3306", err)
 	tb.Cleanup(func() { root.Close() })
+	adminIn := func(_, stmt string) error { _, err := root.Exec(stmt); return err }
 	return engine{
 		name: "mysql",
 		target: func(tb testing.TB) client.Target {
@@ -272,15 +281,12 @@ func mysqlEngine(tb testing.TB) engine {
 				}
 			}
 			tb.Cleanup(func() { _, _ = root.Exec("DROP DATABASE IF EXISTS " + db) })
-			// A dedicated admin with a password MariaDB checks.
+			// A dedicated admin with a password MariaDB checks, made with the README's
+			// statements, with the privileges the tests' grants name (migrations included).
 			adminUser, adminPassword := "sv_adm_"+db[len(db)-6:], "my-admin-"+randomSecret()
-			for _, stmt := range []string{"CREATE USER '" + adminUser + "'@'%' IDENTIFIED BY '" + adminPassword + "'",
-				"GRANT ALL PRIVILEGES ON *.* TO '" + adminUser + "'@'%' WITH GRANT OPTION"} {
-				if _, err := root.Exec(stmt); err != nil {
-					tb.Fatal(err)
-				}
-			}
 			tb.Cleanup(func() { _, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'") })
+			runAdminStatements(tb, adminStatements(tb, "mysql", adminNames{Admin: adminUser, Password: adminPassword, Database: db,
+				Privileges: "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"}), "", adminIn)
 			return client.Target{Name: "e2e-mysql-" + db, Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
 				AdminUsername: adminUser, AdminPassword: adminPassword, TLSMode: "disable",
 				Grants: []client.Grant{{Database: db, Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT"}}}}
@@ -309,7 +315,8 @@ func mysqlEngine(tb testing.TB) engine {
 			err := root.QueryRowContext(ctx, "SELECT count(*) FROM mysql.user WHERE user = ?", user).Scan(&n)
 			return n > 0, err
 		},
-		admin: func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
+		admin:   func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
+		adminIn: adminIn,
 	}
 }
 

@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-	"github.com/google/uuid"
-
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
 )
@@ -28,22 +25,10 @@ import (
 func TestAudience_NeverFromTheHostHeader(t *testing.T) {
 	srv := mustServer(t, "", nil)
 	ac := srv.adminClient(t)
-	key, err := client.ParsePrivateKey(ac.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	token := func(aud, host string) int {
 		t.Helper()
 		now := time.Now()
-		a, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.RegisteredClaims{
-			Issuer: ac.ClientID, Subject: ac.ClientID, Audience: jwt.ClaimStrings{aud},
-			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)), ID: uuid.NewString(),
-		}).SignedString(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		form := url.Values{"grant_type": {"client_credentials"},
-			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {a}}
+		form := tokenForm(signedAssertion(t, ac, aud, now, now.Add(time.Minute)))
 		req, _ := http.NewRequest("POST", srv.HTTP.URL()+syhttp.BasePath+"/auth/token", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Host = host

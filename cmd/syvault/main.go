@@ -32,7 +32,8 @@ const usage = `SyVault: dynamic database credentials.
 
 Usage:
   syvault serve [--dev] [--data-dir DIR] [--listen HOST:PORT] [--nats-url URL] [--components api,workers]
-  syvault init --data-dir DIR            make a master key and the first admin client
+  syvault init --data-dir DIR [--admin-client-file FILE|-] [--public-url URL]
+                                         make a master key (unless given) and the first admin client
   syvault rebuild-projections [--data-dir DIR] [--nats-url URL]
   syvault rotate-token-key [--drop-previous] [--data-dir DIR] [--nats-url URL]
   syvault reseal --previous-master-key-file F [--data-dir DIR] [--nats-url URL]
@@ -50,7 +51,7 @@ SYVAULT_MASTER_KEY_FILE, and so on; SYVAULT_MASTER_KEY holds the key itself.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
+		return errors.New("no command given: 'syvault serve --dev' starts a development server; the usage above lists every command")
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
@@ -63,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return fmt.Errorf("unknown command %q: the usage above lists every command", cmd)
 	}
 	cfg, err := parseFlags(cmd, args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -76,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	m := NewMain(cfg, logger)
 	switch cmd {
 	case "init":
-		return m.Init(ctx, stdout)
+		return m.Init(ctx, stdout, stderr)
 	case "rebuild-projections":
 		return m.RebuildProjections(ctx, stdout)
 	case "rotate-token-key":
@@ -151,6 +152,9 @@ type Config struct {
 	ReconcileTarget string
 	Apply           bool
 	Format          string
+	// AdminClientFile is where init writes the first admin client's credentials; "-" is
+	// standard output.
+	AdminClientFile string
 	// httpReadTimeout overrides the HTTP server's read timeout (tests only).
 	httpReadTimeout time.Duration
 }
@@ -186,6 +190,10 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
 		fs.StringVar(&cfg.PreviousMasterKeyFile, "previous-master-key-file", "", "while the master key changes: the key being replaced, still used to open what it sealed until 'syvault reseal' has run (or set SYVAULT_PREVIOUS_MASTER_KEY)")
 	}
+	if cmd == "init" {
+		fs.StringVar(&cfg.AdminClientFile, "admin-client-file", "", "where to write the first admin client's credentials (default DATA_DIR/"+AdminClientFile+"); - writes them to standard output, e.g. through kubectl exec")
+		fs.StringVar(&publicURLs, "public-url", "", "the URL clients reach the server by, written into the credentials as their server (default http://127.0.0.1:8200)")
+	}
 	if cmd == "nats-credential" {
 		fs.StringVar(&cfg.Out, "out", "nats-credential", "directory to write nkey-seed, nkey-public and nats-auth.conf to")
 	}
@@ -201,7 +209,8 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return cfg, fmt.Errorf("unexpected argument %q: 'syvault %s' takes flags only, all of them before any other word (see 'syvault %s --help')",
+			fs.Arg(0), cmd, cmd)
 	}
 	// Environment variables fill what the command line left unset.
 	set := map[string]bool{}
@@ -211,7 +220,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		env := "SYVAULT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && !set[f.Name] {
 			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
-				envErr = fmt.Errorf("%s: %w", env, err)
+				envErr = fmt.Errorf("%s=%q is not a valid --%s (%s), such as its default %q", env, v, f.Name, f.Usage, f.DefValue)
 			}
 		}
 	})

@@ -59,7 +59,10 @@ func (m *Main) natsOptions() ([]nats.Option, error) {
 // process's own in-process connection authenticates with.
 func (m *Main) startEmbedded() (ns *server.Server, auth nats.Option, err error) {
 	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("data dir: %w", err)
+		return nil, nil, dataDirError(m.Config.DataDir, err)
+	}
+	if m.dirLock, err = lockDataDir(m.Config.DataDir); err != nil {
+		return nil, nil, err
 	}
 	sopts := &server.Options{
 		ServerName: "syvault",

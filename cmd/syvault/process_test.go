@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,7 +17,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/seal"
 )
 
 // binary is a syvault process built from this tree and started with the README's
@@ -387,4 +390,51 @@ func TestBinary_SIGKILLMidRevoke(t *testing.T) {
 		l, err := admin.GetLease(ctx, lease.LeaseID)
 		return err == nil && l.Status == "revoked", err
 	})
+}
+
+// TestInit_CredentialsOnStdout: init run inside a running deployment's pod (kubectl exec,
+// with the pod's environment: its NATS and credential, the master key, the public URL)
+// registers the first admin client and prints its credentials on stdout, naming the public
+// URL as the server, and writes nothing to the pod's disk. The admin then uses the
+// server. Run again, it refuses, naming the admin client that exists.
+func TestInit_CredentialsOnStdout(t *testing.T) {
+	ctx := context.Background()
+	dir, key, natsAddr := t.TempDir(), seal.EncodeKey(seal.NewKey()), freeAddr(t)
+	srv := mustServer(t, dir, func(c *Config) { c.Dev = false; c.MasterKey = key; c.NATSListen = natsAddr })
+	podDisk := filepath.Join(t.TempDir(), "data")
+	for k, v := range map[string]string{"SYVAULT_MASTER_KEY": key, "SYVAULT_NATS_URL": "nats://" + natsAddr,
+		"SYVAULT_NATS_CREDS": filepath.Join(dir, NATSClientSeedFile), "SYVAULT_PUBLIC_URL": srv.HTTP.URL() + ",http://syvault.syvault.svc",
+		"SYVAULT_DATA_DIR": podDisk} {
+		t.Setenv(k, v)
+	}
+	var out, notes bytes.Buffer
+	if err := run(ctx, []string{"init", "--admin-client-file", "-"}, &out, &notes); err != nil {
+		t.Fatalf("init: %v\n%s", err, notes.String())
+	}
+	var ac AdminClient
+	if err := json.Unmarshal(out.Bytes(), &ac); err != nil || ac.Server != srv.HTTP.URL() || ac.ClientID == "" {
+		t.Fatalf("stdout is not the admin client's credentials naming %s: %v\n%s", srv.HTTP.URL(), err, out.String())
+	}
+	if !strings.Contains(notes.String(), ac.ClientID) || strings.Contains(notes.String(), "PRIVATE KEY") {
+		t.Fatalf("notes on stderr: %q", notes.String())
+	}
+	if _, err := os.Stat(podDisk); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("init wrote to the pod's disk: %v", err)
+	}
+	admin, err := client.New(ac.Server, ac.ClientID, ac.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ListTargets(ctx); err != nil {
+		t.Fatalf("the admin client init printed cannot use the server: %v", err)
+	}
+
+	out.Reset()
+	err = run(ctx, []string{"init", "--admin-client-file", "-"}, &out, &notes)
+	if err == nil || !strings.Contains(err.Error(), ac.ClientID) || out.Len() != 0 {
+		t.Fatalf("a second init: %v, stdout %q; want a refusal naming %s", err, out.String(), ac.ClientID)
+	}
+	if cs, err := admin.ListClients(ctx); err != nil || len(cs) != 1 {
+		t.Fatalf("clients after the second init: %v, %v", cs, err)
+	}
 }

@@ -68,11 +68,14 @@ func TestRebuildProjections(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	m := NewMain(Config{DataDir: dir, Replicas: 1}, srv.Logger)
-	if err := m.connect(ctx); err != nil {
+	// One process at a time on the data directory: the snapshot's, then the rebuild's.
+	m0 := NewMain(Config{DataDir: dir, Replicas: 1}, srv.Logger)
+	if err := m0.connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	live := snapshot(t, jetStream(t, m))
+	live := snapshot(t, jetStream(t, m0))
+	_ = m0.Close()
+	m := NewMain(Config{DataDir: dir, Replicas: 1}, srv.Logger)
 	var out bytes.Buffer
 	if err := m.RebuildProjections(ctx, &out); err != nil {
 		t.Fatal(err)

@@ -10,15 +10,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,6 +60,8 @@ type Main struct {
 	drivers  map[events.Engine]driver.Driver
 	tokens   *tokenkey.Ring
 	HTTP     *syhttp.Server
+	// dirLock is held while the embedded NATS uses the data directory.
+	dirLock *os.File
 
 	cancel    context.CancelFunc
 	stopDebug func()
@@ -101,7 +106,7 @@ func (m *Main) connect(ctx context.Context) error {
 	m.natsURL, m.natsOpts = url, opts
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("connect to nats: %w", err)
+		return m.natsConnectError(err)
 	}
 	m.nc = nc
 	if m.store, err = jsstore.Open(ctx, nc, jsstore.Config{Replicas: m.Config.Replicas}); err != nil {
@@ -116,9 +121,9 @@ func (m *Main) connect(ctx context.Context) error {
 func (m *Main) masterKey(create bool) ([]byte, error) {
 	switch {
 	case m.Config.MasterKey != "":
-		return seal.ParseKey(m.Config.MasterKey)
+		return parseKey("SYVAULT_MASTER_KEY", m.Config.MasterKey)
 	case m.Config.MasterKeyFile != "":
-		return seal.LoadKeyFile(m.Config.MasterKeyFile)
+		return loadKeyFile("--master-key-file", m.Config.MasterKeyFile)
 	case !create:
 		return nil, errors.New("no master key: pass --master-key-file or set SYVAULT_MASTER_KEY (run 'syvault init' to make one, or use --dev for a throw-away server)")
 	}
@@ -131,7 +136,7 @@ func (m *Main) masterKey(create bool) ([]byte, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return nil, dataDirError(m.Config.DataDir, err)
 	}
 	key = seal.NewKey()
 	if err := writeFileAtomic(path, []byte(seal.EncodeKey(key)+"\n")); err != nil {
@@ -151,15 +156,15 @@ func (m *Main) unsealAndConnect(ctx context.Context, createKey bool) (*seal.Seal
 	var previous [][]byte
 	switch {
 	case m.Config.PreviousMasterKey != "":
-		k, err := seal.ParseKey(m.Config.PreviousMasterKey)
+		k, err := parseKey("SYVAULT_PREVIOUS_MASTER_KEY", m.Config.PreviousMasterKey)
 		if err != nil {
-			return nil, fmt.Errorf("SYVAULT_PREVIOUS_MASTER_KEY: %w", err)
+			return nil, err
 		}
 		previous = append(previous, k)
 	case m.Config.PreviousMasterKeyFile != "":
-		k, err := seal.LoadKeyFile(m.Config.PreviousMasterKeyFile)
+		k, err := loadKeyFile("--previous-master-key-file", m.Config.PreviousMasterKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("--previous-master-key-file: %w", err)
+			return nil, err
 		}
 		previous = append(previous, k)
 	}
@@ -212,7 +217,7 @@ func (m *Main) Open(ctx context.Context) error {
 		// Requests get a connection of their own: their round trips never queue behind
 		// the projector's and the workers' traffic.
 		if m.reqNC, err = nats.Connect(m.natsURL, append(m.natsOpts, nats.Name("syvault-api"))...); err != nil {
-			return fmt.Errorf("connect to nats: %w", err)
+			return m.natsConnectError(err)
 		}
 		reqStore, err := jsstore.Open(ctx, m.reqNC, jsstore.Config{Replicas: m.Config.Replicas})
 		if err != nil {
@@ -266,6 +271,10 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	if err := m.HTTP.Listen(m.Config.Listen); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("--listen %s: the address is in use, by another syvault (a go tool task run?) or another server: "+
+				"stop that process, or pass another address with --listen", m.Config.Listen)
+		}
 		return err
 	}
 	// Bootstrap before serving: once /readyz answers, admin-client.json is there.
@@ -363,6 +372,9 @@ func (m *Main) close() error {
 	if m.stopDebug != nil {
 		m.stopDebug()
 	}
+	if m.dirLock != nil {
+		errs = append(errs, m.dirLock.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -374,53 +386,85 @@ func (m *Main) bootstrapAdmin(ctx context.Context, serverURL string) error {
 		m.Logger.Info("admin client credentials", "path", path)
 		return nil
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	data, id, err := m.registerAdmin(ctx, serverURL)
 	if err != nil {
 		return err
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
+	if err := writeFileAtomic(path, data); err != nil {
 		return err
 	}
-	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return err
-	}
-	client := events.Client{ClientID: uuid.NewString(), Name: "admin", Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
-	// The first admin registers itself: nobody else exists to.
-	e := events.RegisterClient(client, client.ClientID, client.CreatedAt)
-	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
-	if err != nil {
-		return err
-	}
-	if err := m.proj.WaitClient(ctx, client.ClientID, seq); err != nil {
-		return err
-	}
-	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
-		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))}, "", "  ")
-	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
-		return err
-	}
-	m.Logger.Warn("created the first admin client; its private key is in the file (mode 0600)", "path", path, "client_id", client.ClientID)
+	m.Logger.Warn("created the first admin client; its private key is in the file (mode 0600)", "path", path, "client_id", id)
 	return nil
 }
 
-// Init prepares a real install: a master key file and the first admin client.
-func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
+// firstAdminName is the name of the admin client --dev and init register.
+const firstAdminName = "admin"
+
+// registerAdmin registers a new admin client named firstAdminName, which registers itself
+// (nobody else exists to), and returns the content of its credentials file and its id.
+func (m *Main) registerAdmin(ctx context.Context, serverURL string) (creds []byte, clientID string, err error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, "", err
+	}
+	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, "", err
+	}
+	client := events.Client{ClientID: uuid.NewString(), Name: firstAdminName, Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
+		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
+	e := events.RegisterClient(client, client.ClientID, client.CreatedAt)
+	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := m.proj.WaitClient(ctx, client.ClientID, seq); err != nil {
+		return nil, "", err
+	}
+	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
+		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))}, "", "  ")
+	return append(data, '\n'), client.ClientID, nil
+}
+
+// Init prepares a real install: a master key file (unless one is given) and the first
+// admin client, whose credentials go to --admin-client-file (default
+// DIR/admin-client.json; "-" writes them to stdout and every note to stderr, so that
+// `kubectl exec ... syvault init --admin-client-file - > admin-client.json` leaves
+// nothing in the pod). The credentials name the first --public-url as the server. An
+// existing credentials file is left alone; a store that has a client named "admin"
+// already is refused, naming it, rather than given a second one.
+func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
+	out, notes := m.Config.AdminClientFile, stdout
+	if out == "-" {
+		notes = stderr
+	}
 	keyPath := filepath.Join(m.Config.DataDir, "master.key")
 	if m.Config.MasterKey == "" && m.Config.MasterKeyFile == "" {
 		if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
-			return err
+			return dataDirError(m.Config.DataDir, err)
 		}
 		if _, err := os.Stat(keyPath); err == nil {
-			return fmt.Errorf("%s exists already; refusing to replace a master key", keyPath)
+			return fmt.Errorf("%s exists already; refusing to replace a master key: to register the first admin client "+
+				"with it, pass it with --master-key-file (or SYVAULT_MASTER_KEY), or choose another --data-dir", keyPath)
 		}
 		if err := writeFileAtomic(keyPath, []byte(seal.EncodeKey(seal.NewKey())+"\n")); err != nil {
 			return err
 		}
 		m.Config.MasterKeyFile = keyPath
-		fmt.Fprintf(stdout, "master key written to %s: back it up and pass --master-key-file or SYVAULT_MASTER_KEY to every server\n", keyPath)
+		fmt.Fprintf(notes, "master key written to %s: back it up and pass --master-key-file or SYVAULT_MASTER_KEY to every server\n", keyPath)
+	}
+	if out == "" {
+		out = filepath.Join(m.Config.DataDir, AdminClientFile)
+	}
+	if out != "-" {
+		if _, err := os.Stat(out); err == nil {
+			fmt.Fprintf(notes, "admin client credentials exist already in %s; left alone\n", out)
+			return nil
+		}
 	}
 	if err := m.connect(ctx); err != nil {
 		return err
@@ -430,14 +474,35 @@ func (m *Main) Init(ctx context.Context, stdout io.Writer) error {
 	defer cancel()
 	m.cancel = cancel
 	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
-	url := "http://" + m.Config.Listen
-	if m.Config.Listen == "" {
-		url = "http://127.0.0.1:8200"
-	}
-	if err := m.bootstrapAdmin(ctx, url); err != nil {
+	clients, err := m.proj.Clients(ctx)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "admin client written to %s\n", filepath.Join(m.Config.DataDir, AdminClientFile))
+	for _, c := range clients {
+		if strings.EqualFold(strings.TrimSpace(c.Name), firstAdminName) {
+			return fmt.Errorf("this store has its first admin client already (client_id %s): init ran before; use the credentials "+
+				"it wrote, or make another admin client with them (sy client create --role admin)", c.ClientID)
+		}
+	}
+	url := "http://127.0.0.1:8200"
+	if len(m.Config.PublicURLs) > 0 {
+		url = strings.TrimSuffix(m.Config.PublicURLs[0], "/")
+	}
+	data, id, err := m.registerAdmin(ctx, url)
+	if err != nil {
+		return err
+	}
+	if out == "-" {
+		if _, err := stdout.Write(data); err != nil {
+			return err
+		}
+		fmt.Fprintf(notes, "admin client %s registered; its credentials (server %s) went to standard output: keep them as safely as the master key\n", id, url)
+		return nil
+	}
+	if err := writeFileAtomic(out, data); err != nil {
+		return err
+	}
+	fmt.Fprintf(notes, "admin client written to %s (server %s)\n", out, url)
 	return nil
 }
 
@@ -537,4 +602,62 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("%q has no valid port", addr)
 	}
 	return host, port, nil
+}
+
+// parseKey parses a master key given in the environment variable env; the error names env
+// (never the value) and says how to make a key.
+func parseKey(env, value string) ([]byte, error) {
+	k, err := seal.ParseKey(value)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w; 'openssl rand -hex 32' prints a valid one", env, err)
+	}
+	return k, nil
+}
+
+// loadKeyFile loads the master key in file, given with flag; the error names both and
+// says how to make a key.
+func loadKeyFile(flag, file string) ([]byte, error) {
+	k, err := seal.LoadKeyFile(file)
+	var pathErr *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s %s: no such file; 'syvault init --data-dir DIR' makes a master key in DIR/master.key "+
+			"(or write 'openssl rand -hex 32' to a file only the server's user may read)", flag, file)
+	case errors.As(err, &pathErr):
+		return nil, fmt.Errorf("%s %s: %w", flag, file, pathErr.Err)
+	case err != nil:
+		return nil, fmt.Errorf("%s %s: %w; 'openssl rand -hex 32' prints a valid key", flag, file, err)
+	}
+	return k, nil
+}
+
+// dataDirError is a failure to use --data-dir dir.
+func dataDirError(dir string, err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err
+	}
+	return fmt.Errorf("--data-dir %s: %w; choose a directory this user may create and write", dir, err)
+}
+
+// natsConnectError is a failure to connect to NATS, saying what to check.
+func (m *Main) natsConnectError(err error) error {
+	if m.Config.NATSURL == "" {
+		return fmt.Errorf("connect to the embedded NATS: %w", err)
+	}
+	return fmt.Errorf("cannot connect to NATS at %s (--nats-url): %w; check that it runs and this host reaches it, "+
+		"and the credential (--nats-creds) and TLS settings (--nats-ca, --nats-cert) it expects", redactURLs(m.Config.NATSURL), err)
+}
+
+// redactURLs masks the passwords in a comma list of URLs, for messages.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		} else {
+			parts[i] = "(an unparsable URL)"
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -73,8 +73,9 @@ type app struct {
 	stderr io.Writer
 
 	flags credentialFlags
-	// server is the server URL in use, once a client was made, for error messages.
-	server string
+	// server is the server URL in use, once a client was made, and where it came from
+	// (a flag, a variable or a credentials file), for error messages.
+	server, serverSource string
 }
 
 // usageError is a wrong command line: Main prints it with a pointer to --help and exits 2.
@@ -150,6 +151,10 @@ func groupArgs(cmd *cobra.Command, args []string) error {
 		return nil
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	// cobra sets its default distance only on its own path to suggestions, not this one.
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		msg += fmt.Sprintf("; did you mean %q?", s[0])
 	}
@@ -194,18 +199,26 @@ func (a *app) describe(ctx context.Context, err error) string {
 		return "interrupted"
 	case errors.As(err, &apiErr):
 		if apiErr.Code == "http_error" {
-			return fmt.Sprintf("%s answered HTTP %d (%s)", server, apiErr.Status, http.StatusText(apiErr.Status))
+			return fmt.Sprintf("%s answered HTTP %d (%s); is it a SyVault server's URL%s?", server, apiErr.Status, http.StatusText(apiErr.Status), a.fromSource())
 		}
 		return fmt.Sprintf("%s: %s", apiErr.Code, apiErr.Message)
 	case errors.As(err, &urlErr):
 		if urlErr.Timeout() {
 			return fmt.Sprintf("no answer from %s in time", server)
 		}
-		return fmt.Sprintf("cannot reach %s: %v", server, urlErr.Err)
+		return fmt.Sprintf("cannot reach %s: %v; is the server running there, and is that its URL%s?", server, urlErr.Err, a.fromSource())
 	case errors.As(err, &syntaxErr), errors.As(err, &typeErr):
 		return fmt.Sprintf("the answer of %s is not SyVault API JSON (is the server URL right?): %v", server, err)
 	}
 	return err.Error()
+}
+
+// fromSource says where the server URL came from, for messages: " (from --server)".
+func (a *app) fromSource() string {
+	if a.serverSource == "" {
+		return ""
+	}
+	return " (from " + a.serverSource + ")"
 }
 
 // oneLine folds a message onto a single line.

@@ -104,7 +104,8 @@ func splitList(values []string) []string {
 func readPublicKey(name string) (string, error) {
 	data, err := os.ReadFile(name)
 	if err != nil {
-		return "", fmt.Errorf("reading the public key: %w", err)
+		return "", fmt.Errorf("reading the public key file %s (--public-key-file): %w; sy keygen --out client.pem writes client.pub.pem",
+			name, pathErrCause(err))
 	}
 	block, _ := pem.Decode(data)
 	switch {

@@ -61,7 +61,8 @@ func resolveCredentials(f credentialFlags, getenv func(string) string) (credenti
 	if fileName != "" {
 		data, err := os.ReadFile(fileName)
 		if err != nil {
-			return credentials{}, fmt.Errorf("reading the credentials file (%s): %w", fileSource, err)
+			return credentials{}, fmt.Errorf("reading the credentials file %s (%s): %w; the server writes it as DATA_DIR/%s (syvault serve --dev, syvault init)",
+				fileName, fileSource, pathErrCause(err), adminClientFile)
 		}
 		if err := json.Unmarshal(data, &file); err != nil {
 			return credentials{}, fmt.Errorf("the credentials file %s is not JSON with server, client_id and private_key: %w", fileName, err)
@@ -73,7 +74,7 @@ func resolveCredentials(f credentialFlags, getenv func(string) string) (credenti
 	c.ClientID, _ = pick(f.clientID, "--client-id", getenv(EnvClientID), EnvClientID, file.ClientID, fileName)
 	switch {
 	case f.privateKeyFile != "":
-		key, err := readKeyFile(f.privateKeyFile)
+		key, err := readKeyFile(f.privateKeyFile, "--private-key-file")
 		if err != nil {
 			return credentials{}, err
 		}
@@ -81,7 +82,7 @@ func resolveCredentials(f credentialFlags, getenv func(string) string) (credenti
 	case getenv(EnvPrivateKey) != "":
 		c.PrivateKey, c.keySource = unescapeNewlines(getenv(EnvPrivateKey)), EnvPrivateKey
 	case getenv(EnvPrivateKeyFile) != "":
-		key, err := readKeyFile(getenv(EnvPrivateKeyFile))
+		key, err := readKeyFile(getenv(EnvPrivateKeyFile), EnvPrivateKeyFile)
 		if err != nil {
 			return credentials{}, err
 		}
@@ -113,7 +114,13 @@ func resolveCredentials(f credentialFlags, getenv func(string) string) (credenti
 		return credentials{}, fmt.Errorf("the server URL from %s must look like https://vault.example.com, got %q", c.serverSource, c.Server)
 	}
 	if _, err := client.ParsePrivateKey(c.PrivateKey); err != nil {
-		return credentials{}, fmt.Errorf("the private key from %s is not usable: %w", c.keySource, err)
+		var asFile credentialsFile
+		if json.Unmarshal([]byte(c.PrivateKey), &asFile) == nil && asFile.PrivateKey != "" {
+			return credentials{}, fmt.Errorf("the private key from %s is a JSON credentials file, not a key: pass that file with --credentials-file (or %s)",
+				c.keySource, EnvCredentialsFile)
+		}
+		return credentials{}, fmt.Errorf("the private key from %s is not usable: %w; sy keygen --out client.pem makes a key pair (register client.pub.pem with sy client create)",
+			c.keySource, err)
 	}
 	return c, nil
 }
@@ -128,13 +135,17 @@ func pick(pairs ...string) (value, source string) {
 	return "", ""
 }
 
-func readKeyFile(name string) (string, error) {
+// readKeyFile reads the private key file name, given by source (a flag or variable).
+func readKeyFile(name, source string) (string, error) {
 	data, err := os.ReadFile(name)
 	if err != nil {
-		return "", fmt.Errorf("reading the private key: %w", err)
+		return "", fmt.Errorf("reading the private key file %s (%s): %w; sy keygen --out client.pem makes a key pair", name, source, pathErrCause(err))
 	}
 	return string(data), nil
 }
+
+// adminClientFile is the credentials file the server writes for its first admin client.
+const adminClientFile = "admin-client.json"
 
 // unescapeNewlines accepts a PEM pasted into one line with literal \n sequences, as
 // happens with environment variables set from some secret stores.
@@ -161,7 +172,7 @@ func (a *app) newClient() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server = creds.Server
+	a.server, a.serverSource = creds.Server, creds.serverSource
 	c, err := client.New(creds.Server, creds.ClientID, creds.PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("creating the client: %w", err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -301,6 +303,18 @@ admin password. For example, after rotating the admin password in the database:
 	return cmd
 }
 
+// targetFields names the fields of a target's JSON, for a file that has others.
+var targetFields = func() string {
+	var names []string
+	t := reflect.TypeFor[client.Target]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return strings.Join(names, ", ") + "; see the README's Quickstart"
+}()
+
 // readTarget reads a target's JSON, refusing unknown fields so that a misspelt one is
 // reported instead of silently dropped.
 func (a *app) readTarget(name string) (client.Target, error) {
@@ -309,7 +323,7 @@ func (a *app) readTarget(name string) (client.Target, error) {
 	if name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
-			return client.Target{}, fmt.Errorf("reading the target: %w", err)
+			return client.Target{}, fmt.Errorf("reading the target file %s (-f): %w", name, pathErrCause(err))
 		}
 		defer f.Close()
 		r, source = f, name
@@ -321,7 +335,7 @@ func (a *app) readTarget(name string) (client.Target, error) {
 	dec.DisallowUnknownFields()
 	var t client.Target
 	if err := dec.Decode(&t); err != nil {
-		return client.Target{}, fmt.Errorf("%s is not a target's JSON: %w", source, err)
+		return client.Target{}, fmt.Errorf("%s is not a target's JSON: %w (its fields: %s)", source, err, targetFields)
 	}
 	if dec.More() {
 		return client.Target{}, fmt.Errorf("%s holds more than one JSON value", source)

@@ -27,26 +27,56 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def load_private_key(pem: Union[str, bytes]) -> Ed25519PrivateKey:
+#: What to do without a usable key; every refusal of one ends with it.
+KEY_HELP = (
+    "Make a key pair with `sy keygen --out client.pem` (or syvault.generate_key_pair()) and register "
+    "client.pub.pem with `sy client create`; a JSON credentials file such as admin-client.json is read "
+    "by SecretsManagerClient.from_credentials_file(path)."
+)
+
+
+def load_private_key(pem: Union[str, bytes], source: str = "The private key") -> Ed25519PrivateKey:
     """Parse an Ed25519 private key in PKCS#8 PEM form (``-----BEGIN PRIVATE KEY-----``).
 
     Raises :class:`~syvault.ConfigurationError` (whose message never includes the key) when
-    the text is not such a key.
+    the text is not such a key, naming ``source`` and saying what to use instead: for a
+    JSON credentials file, :meth:`SecretsManagerClient.from_credentials_file`.
     """
     data = pem.encode("utf-8") if isinstance(pem, str) else bytes(pem)
+    if _is_credentials_json(data):
+        raise ConfigurationError(
+            "%s is a JSON credentials file (server, client_id, private_key), not a PEM key: "
+            "load it with SecretsManagerClient.from_credentials_file(path) instead." % source
+        )
+    if b"-----BEGIN PUBLIC KEY-----" in data and b"PRIVATE KEY" not in data:
+        raise ConfigurationError(
+            "%s holds a public key; pass the private one (client.pem, not the client.pub.pem that "
+            "`sy keygen --out client.pem` writes beside it)." % source
+        )
     if b"-----BEGIN PRIVATE KEY-----" not in data:
         raise ConfigurationError(
-            "The private key must be an Ed25519 key in PKCS#8 PEM form (-----BEGIN PRIVATE KEY-----)."
+            "%s must be an Ed25519 key in PKCS#8 PEM form (-----BEGIN PRIVATE KEY-----). %s" % (source, KEY_HELP)
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except Exception:  # never chain: the cause could quote the key material
         key = None
     if key is None:
-        raise ConfigurationError("The private key could not be parsed (expected unencrypted PKCS#8 PEM).")
+        raise ConfigurationError("%s could not be parsed (expected unencrypted PKCS#8 PEM). %s" % (source, KEY_HELP))
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError("The private key must be an Ed25519 key, not %s." % type(key).__name__)
+        raise ConfigurationError("%s must be an Ed25519 key, not %s. %s" % (source, type(key).__name__, KEY_HELP))
     return key
+
+
+def _is_credentials_json(data: bytes) -> bool:
+    """Whether data is a JSON object with a private_key field, like admin-client.json."""
+    if not data.lstrip().startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "private_key" in obj
 
 
 def generate_key_pair() -> Tuple[str, str]:

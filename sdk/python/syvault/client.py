@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any, Dict, Mapping, Optional, Union
 
 from ._version import __version__
-from ._auth import JWT_BEARER_ASSERTION_TYPE, load_private_key, make_assertion
+from ._auth import JWT_BEARER_ASSERTION_TYPE, KEY_HELP, load_private_key, make_assertion
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -82,16 +82,21 @@ class SecretsManagerClient:
         if (private_key_path is None) == (private_key is None):
             raise ConfigurationError("Pass exactly one of private_key_path= or private_key=.")
         if private_key_path is not None:
+            path = os.fspath(private_key_path)
             try:
-                with open(os.fspath(private_key_path), "rb") as f:
+                with open(path, "rb") as f:
                     pem: Union[str, bytes] = f.read()
             except OSError as e:
                 raise ConfigurationError(
-                    "Cannot read the private key file %s: %s." % (os.fspath(private_key_path), e.strerror or e)
+                    "Cannot read the private key file %s: %s. %s" % (path, e.strerror or e, KEY_HELP)
                 ) from None
+            source = "The file %s (private_key_path=)" % path
         else:
             pem = private_key  # type: ignore[assignment]
-        self._key = load_private_key(pem)
+            source = "private_key="
+            if isinstance(pem, str) and "\n" not in pem.strip() and "-----" not in pem and os.path.isfile(pem.strip()):
+                raise ConfigurationError("private_key= takes the PEM text itself; pass the file %s as private_key_path=." % pem.strip())
+        self._key = load_private_key(pem, source)
         self._timeout = timeout
         self._ssl_context = ssl_context
         self._lock = threading.Lock()

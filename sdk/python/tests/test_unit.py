@@ -130,6 +130,28 @@ class ConfigurationTests(unittest.TestCase):
             self.assertIsNone(cm.exception.__cause__)
             self.assertIsInstance(cm.exception, ValueError)
 
+    def test_wrong_key_sources_say_what_to_use(self):
+        creds = json.dumps({"server": "http://127.0.0.1:8200", "client_id": CLIENT_ID, "private_key": self.pem})
+        creds_path = Path(self.tmp.name) / "admin-client.json"
+        creds_path.write_text(creds)
+        key_path = Path(self.tmp.name) / "client.pem"
+        key_path.write_text(self.pem)
+        pub_path = Path(self.tmp.name) / "client.pub.pem"
+        pub_path.write_text(syvault.public_key_pem(serialization.load_pem_private_key(self.pem.encode(), None)))
+        for kwargs, want in (
+            ({"private_key_path": str(creds_path)}, ["admin-client.json", "from_credentials_file"]),
+            ({"private_key": creds}, ["private_key=", "from_credentials_file"]),
+            ({"private_key": str(key_path)}, ["private_key_path=", str(key_path)]),
+            ({"private_key_path": str(pub_path)}, ["public key", "client.pub.pem"]),
+            ({"private_key": "not a key"}, ["sy keygen", "sy client create", "from_credentials_file"]),
+        ):
+            with self.assertRaises(syvault.ConfigurationError, msg=str(want)) as cm:
+                SecretsManagerClient(server="https://v.example.com", client_id=CLIENT_ID, **kwargs)
+            for w in want:
+                self.assertIn(w, str(cm.exception))
+            for line in self.pem.splitlines():
+                self.assertNotIn(line, str(cm.exception).replace("-----BEGIN PRIVATE KEY-----", ""))
+
     def test_missing_key_file(self):
         with self.assertRaises(syvault.ConfigurationError) as cm:
             SecretsManagerClient(server="https://v.example.com", client_id=CLIENT_ID, private_key_path=os.path.join(self.tmp.name, "nope.pem"))
