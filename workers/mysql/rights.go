@@ -31,10 +31,42 @@ func adminRights(ctx context.Context, conn *sql.Conn, specs []grantSpec) error {
 			missing = append(missing, p+" ON *.*")
 		}
 	}
+	// MariaDB names the privilege CONNECTION ADMIN; MySQL 8 lists the dynamic privilege
+	// CONNECTION_ADMIN, and its GRANT wants that spelling too.
+	connectionAdmin := "CONNECTION ADMIN"
+	var version string
+	if err := conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err == nil && !strings.Contains(strings.ToLower(version), "mariadb") {
+		connectionAdmin = "CONNECTION_ADMIN"
+	}
 	_, admin := global["CONNECTION ADMIN"]
+	if _, ok := global["CONNECTION_ADMIN"]; ok {
+		admin = true
+	}
 	_, super := global["SUPER"]
 	if !admin && !super {
 		missing = append(missing, "CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER ON *.*")
+	}
+	// Reconciliation lists who holds the target's marker role and which accounts look like
+	// lease users: reads of the role grants and of account names, never password hashes.
+	roleGrants := "mysql.roles_mapping"
+	if connectionAdmin == "CONNECTION_ADMIN" {
+		roleGrants = "mysql.role_edges"
+	}
+	var reads []string
+	for _, r := range []struct{ probe, grant string }{
+		{"SELECT 1 FROM " + roleGrants + " LIMIT 0", "SELECT ON " + roleGrants},
+		{"SELECT User, Host FROM mysql.user LIMIT 0", "SELECT (User, Host) ON mysql.user"},
+	} {
+		rows, err := conn.QueryContext(ctx, r.probe)
+		if err == nil {
+			rows.Close()
+			continue
+		}
+		if n := errNumber(err); n != errTableAccessDenied && n != errColumnAccess && n != errDBAccessDenied {
+			return fmt.Errorf("check admin rights: %w", err)
+		}
+		missing = append(missing, r.grant+" (to list the users SyVault made, for reconciliation)")
+		reads = append(reads, "GRANT "+r.grant+" TO "+grantee)
 	}
 	schema, err := privilegeSet(ctx, conn, "SELECT PRIVILEGE_TYPE, IS_GRANTABLE, TABLE_SCHEMA FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = ?", grantee)
 	if err != nil {
@@ -79,14 +111,15 @@ func adminRights(ctx context.Context, conn *sql.Conn, specs []grantSpec) error {
 		return nil
 	}
 	var globals []string
-	for _, p := range []string{"CREATE USER", "PROCESS", "CONNECTION ADMIN"} {
-		if _, ok := global[p]; !ok && !(p == "CONNECTION ADMIN" && super) {
+	for _, p := range []string{"CREATE USER", "PROCESS", connectionAdmin} {
+		if _, ok := global[p]; !ok && !(p == connectionAdmin && (admin || super)) {
 			globals = append(globals, p)
 		}
 	}
 	if len(globals) > 0 {
 		statements = append([]string{fmt.Sprintf("GRANT %s ON *.* TO %s", strings.Join(globals, ", "), grantee)}, statements...)
 	}
+	statements = append(statements, reads...)
 	return events.Errorf(events.ETargetUnverified, "The admin %s lacks: %s. As a server admin, run: %s. See the README's \"Preparing a target\".",
 		grantee, strings.Join(missing, "; "), strings.Join(statements, "; "))
 }
