@@ -1,14 +1,11 @@
 """The audit trail (admin): every lease, target, client and refused-request event."""
 
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
-from .dynamic import _object
+from ._transport import Requester, _object
 from .errors import InvalidRequestError, SyVaultError
 from .models import AuditEvent, AuditPage, parse_time
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .client import SecretsManagerClient
 
 __all__ = ["Audit", "format_time"]
 
@@ -74,7 +71,7 @@ class Audit:
             print(event.seq, event.time, event.type, event.client_id, event.outcome)
     """
 
-    def __init__(self, client: "SecretsManagerClient") -> None:
+    def __init__(self, client: Requester) -> None:
         self._client = client
 
     def list(

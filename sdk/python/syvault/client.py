@@ -15,6 +15,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from ._version import __version__
 from ._auth import JWT_BEARER_ASSERTION_TYPE, KEY_HELP, load_private_key, make_assertion
+from .audit import Audit
+from .clients import Clients
+from .dynamic import DynamicSecrets
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -105,11 +108,6 @@ class SecretsManagerClient:
         self._token_refresh_at = 0.0
         #: How many access tokens this client has fetched (for tests and metrics).
         self.token_requests = 0
-        from .dynamic import DynamicSecrets  # noqa: E402  (circular at import time)
-
-        from .clients import Clients  # noqa: E402
-        from .audit import Audit  # noqa: E402
-
         #: Dynamic secrets: leases and targets (:class:`syvault.dynamic.DynamicSecrets`).
         self.dynamic = DynamicSecrets(self)
         #: Client management, admin only (:class:`syvault.clients.Clients`).

@@ -1,17 +1,14 @@
 """Client management (admin): register applications and operators by their public key."""
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._auth import public_key_pem
-from .dynamic import _id, _object
+from ._transport import Requester, _id, _object
 from .errors import ConfigurationError
 from .models import ClientInfo
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .client import SecretsManagerClient
 
 __all__ = ["Clients"]
 
@@ -33,7 +30,7 @@ class Clients:
         SecretsManagerClient(server=..., client_id=app.client_id, private_key=private_pem)
     """
 
-    def __init__(self, client: "SecretsManagerClient") -> None:
+    def __init__(self, client: Requester) -> None:
         self._client = client
 
     def create(

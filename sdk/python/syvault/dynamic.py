@@ -1,30 +1,15 @@
 """Dynamic secrets: leases of temporary database users, and the targets they are made on."""
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional
-from urllib.parse import quote
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from .errors import InvalidRequestError, SyVaultError
+from ._transport import Requester, _id, _object
 from .keeper import LeaseKeeper
 from .models import Lease, LeaseInfo, LeasePage, Target
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .client import SecretsManagerClient
 
 __all__ = ["DynamicSecrets"]
 
 _BASE = "/api/sm/v1/dynamic"
-
-
-def _id(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError("%s must be a non-empty string." % name, code="invalid_request")
-    return quote(value, safe="")
-
-
-def _object(body: Any, what: str) -> Dict[str, Any]:
-    if not isinstance(body, dict):
-        raise SyVaultError("The server answered %s with something other than a JSON object." % what, code="invalid_response")
-    return body
 
 
 class DynamicSecrets:
@@ -37,7 +22,7 @@ class DynamicSecrets:
     :meth:`update_target`, :meth:`delete_target`.
     """
 
-    def __init__(self, client: "SecretsManagerClient") -> None:
+    def __init__(self, client: Requester) -> None:
         self._client = client
 
     # Leases -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import Callable, List, Optional
 
 from .errors import (
     ConfigurationError,
@@ -30,10 +30,23 @@ from .errors import (
     SyVaultError,
     TargetUnavailableError,
 )
-from .models import Lease
+from .models import Lease, LeaseInfo
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .dynamic import DynamicSecrets
+try:  # Python 3.8+
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore[assignment,misc]
+
+
+class LeaseSource(Protocol):
+    """What a keeper asks of the API (``client.dynamic`` is one): it is typed against this,
+    not against the class that makes keepers, so neither module imports the other back."""
+
+    def create_lease(self, record_uid: str, ttl_seconds: int) -> Lease: ...
+
+    def renew_lease(self, lease_id: str, ttl_seconds: int) -> LeaseInfo: ...
+
+    def revoke_lease(self, lease_id: str) -> None: ...
 
 __all__ = ["LeaseKeeper", "renewal_delay", "renewal_capped", "retry_delay"]
 
@@ -112,7 +125,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        dynamic: "DynamicSecrets",
+        dynamic: LeaseSource,
         record_uid: str,
         ttl_seconds: int,
         on_rotate: Optional[Callable[[Lease], None]] = None,
