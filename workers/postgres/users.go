@@ -27,7 +27,8 @@ import (
 // The user's sessions are not made to start as the group (ALTER ROLE ... SET role): that
 // is a pg_db_role_setting row per user, and DROP ROLE reads that catalog whole (its
 // DropSetting uses no index), so every revocation would cost in proportion to the number
-// of active leases (3.8 ms a drop at 100,000 on PostgreSQL 15, against 0.1 ms without).
+// of active leases (on PostgreSQL 15 here, a DROP ROLE among 98,000 users took 2.5 ms with
+// their settings and 1.3 ms without).
 //
 // The admin does not become a member of the user: a CREATEROLE admin needs no membership
 // to create, alter or drop it, nor (with pg_signal_backend) to end its sessions, and on
