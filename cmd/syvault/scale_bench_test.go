@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -38,7 +40,43 @@ var (
 	scaleStorm  = flag.Int("scale.storm", 1000, "leases of an expiry storm, expiring within one minute")
 	// Where the server's heap profiles go, one per memory reading, for `go tool pprof`.
 	scaleProfile = flag.String("scale.profile", "", "directory to write the server's heap profiles to")
+	// The deployed shape: SyVault joins a NATS server of its own process (--nats-url), so
+	// the memory of each is seen apart and a restart is SyVault's alone.
+	scaleExternal = flag.Bool("scale.external-nats", false, "run the event layer against a separate nats-server process")
 )
+
+// natsProcess is a nats-server built from the module's version, with JetStream, on a
+// free port; its PID is for reading its memory.
+type natsProcess struct {
+	url string
+	cmd *exec.Cmd
+	dir string
+}
+
+func startNATS(b *testing.B) *natsProcess {
+	b.Helper()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		b.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	addr := freeAddr(b)
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "-a", host, "-p", port, "-js", "-sd", filepath.Join(dir, "store"))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	n := &natsProcess{url: "nats://" + addr, cmd: cmd, dir: filepath.Join(dir, "store")}
+	eventually(b, 30*time.Second, "nats-server up", func() (bool, error) {
+		nc, err := nats.Connect(n.url)
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil, err
+	})
+	return n
+}
 
 // scaleBinary starts the benchmark's server, with its profiler on when profiles are asked for.
 func scaleBinary(b *testing.B, args ...string) *binary {
@@ -158,13 +196,23 @@ func parallelDo(b *testing.B, c, n int, fn func(i int) error) time.Duration {
 // schedule) straight to the server's NATS, as if workers had created them, lets its
 // projector project them, and measures the read side, memory and restart at that size.
 func benchEventLayer(b *testing.B, n int) {
-	natsAddr := freeAddr(b)
-	bin := scaleBinary(b, "--nats-listen", natsAddr, "--components", "api")
-	opt, err := nats.NkeyOptionFromSeed(filepath.Join(bin.dir, NATSClientSeedFile))
-	if err != nil {
-		b.Fatal(err)
+	var bin *binary
+	var nc *nats.Conn
+	var err error
+	if *scaleExternal {
+		ns := startNATS(b)
+		scaleNATS = ns
+		bin = scaleBinary(b, "--nats-url", ns.url, "--components", "api")
+		nc, err = nats.Connect(ns.url)
+	} else {
+		natsAddr := freeAddr(b)
+		bin = scaleBinary(b, "--nats-listen", natsAddr, "--components", "api")
+		opt, oerr := nats.NkeyOptionFromSeed(filepath.Join(bin.dir, NATSClientSeedFile))
+		if oerr != nil {
+			b.Fatal(oerr)
+		}
+		nc, err = nats.Connect("nats://"+natsAddr, opt)
 	}
-	nc, err := nats.Connect("nats://"+natsAddr, opt)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -278,11 +326,20 @@ func benchReads(b *testing.B, phase string, admin *client.Client, recordUID stri
 	report(b, fmt.Sprintf("%s: paging through %d leases, 1000 a page", phase, seen), float64(seen)/time.Since(start).Seconds(), "leases/s")
 }
 
+// scaleNATS is the separate nats-server of -scale.external-nats, when there is one.
+var scaleNATS *natsProcess
+
 func readMemory(b *testing.B, phase string, bin *binary) {
 	now, peak := rss(bin.cmd.Process.Pid)
 	report(b, phase+": server RSS", now, "MiB")
 	report(b, phase+": server RSS peak", peak, "MiB")
 	report(b, phase+": data directory", dirMiB(bin.dir), "MiB")
+	if scaleNATS != nil {
+		now, peak := rss(scaleNATS.cmd.Process.Pid)
+		report(b, phase+": nats-server RSS", now, "MiB")
+		report(b, phase+": nats-server RSS peak", peak, "MiB")
+		report(b, phase+": nats-server store", dirMiB(scaleNATS.dir), "MiB")
+	}
 	if i := slices.Index(bin.args, "--debug-listen"); i >= 0 {
 		resp, err := http.Get("http://" + bin.args[i+1] + "/debug/pprof/heap?gc=1")
 		if err != nil {
