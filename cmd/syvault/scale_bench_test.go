@@ -245,17 +245,17 @@ func benchEventLayer(b *testing.B, n int) {
 		now := time.Now()
 		req := events.RequestLease(events.LeaseRequest{LeaseID: id, ClientID: owner, Target: target(i), TTLSeconds: 86400,
 			Username: "vf_tmp_" + id[len(id)-8:], SealedPassword: []byte("sealed-elsewhere"), Now: now, Deadline: now.Add(time.Minute)})
-		seq, err := store.Append(ctx, events.LeaseSubject(id), req, 0)
+		var seq uint64
+		err := retryStore(func() (err error) { seq, err = store.Append(ctx, events.LeaseSubject(id), req, 0); return err })
 		if err != nil {
 			return err
 		}
 		l := events.Fold([]events.Event{req}, []uint64{seq})
-		if err := store.ScheduleExpiry(ctx, id, l.ExpiresAt); err != nil {
+		if err := retryStore(func() error { return store.ScheduleExpiry(ctx, id, l.ExpiresAt) }); err != nil {
 			return err
 		}
 		act, _ := l.Activate(now)
-		_, err = store.Append(ctx, events.LeaseSubject(id), act, seq)
-		return err
+		return retryStore(func() error { _, err := store.Append(ctx, events.LeaseSubject(id), act, seq); return err })
 	})
 	report(b, fmt.Sprintf("events: %d leases appended (2 events and a schedule each)", n), float64(n)/took.Seconds(), "leases/s")
 	var counted int
@@ -696,4 +696,17 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// retryStore retries fn while the event store answers that it is busy or unreachable, as
+// the API's callers do: 32 appenders on two shared cores can outwait an append's timeout.
+// Appends carry their dedupe id, so a retry of one that landed is recognised, not doubled.
+func retryStore(fn func() error) error {
+	var err error
+	for range 5 {
+		if err = fn(); err == nil || !slices.Contains([]events.Code{events.ETimeout, events.EUnavailable}, events.ErrorCode(err)) {
+			return err
+		}
+	}
+	return err
 }
