@@ -165,3 +165,44 @@ func TestProjections_ActiveLeases(t *testing.T) {
 		}
 	})
 }
+
+// TestProjections_StaleHistoryIsRetried: when an event does not follow the record and the
+// lease's history, read to rebuild it, does not reach the event yet (a lagging replica
+// answered the read), the event is refused for a retry instead of being acknowledged with
+// the record left behind: after a chaos run's failover a revoked lease stayed "active"
+// in the projection that way, for good.
+func TestProjections_StaleHistoryIsRetried(t *testing.T) {
+	ctx := context.Background()
+	store, p := mustProjections(t)
+	id := uuid.Must(uuid.NewV7()).String()
+	evs := []events.Event{requested(id, "R1"), {Type: events.LeaseActivated, LeaseID: id}}
+	seqs := appendAll(t, store, evs...)
+	for i := range evs {
+		if err := p.Apply(ctx, evs[i], seqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A revocation at a sequence the history read does not reach yet, not following the
+	// record (its predecessor is unknown to it): exactly what a follower's stale history
+	// looks like to the projector.
+	revoked := events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", LeaseID: id, Prev: seqs[1] + 5}
+	err := p.Apply(ctx, revoked, seqs[1]+10)
+	if err == nil {
+		t.Fatal("an event beyond the history read was acknowledged")
+	}
+	l, lerr := p.Lease(ctx, id)
+	if lerr != nil || l.Seq != seqs[1] || l.Status != events.StatusActive {
+		t.Fatalf("record = %+v, %v; want it untouched at seq %d", l, lerr, seqs[1])
+	}
+	// Once the history has it, the same event is applied.
+	seq, aerr := store.Append(ctx, events.LeaseSubject(id), events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", LeaseID: id}, seqs[1])
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	if err := p.Apply(ctx, events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", LeaseID: id, Prev: seqs[1] + 5}, seq); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := p.Lease(ctx, id); err != nil || l.Status != events.StatusRevoking {
+		t.Fatalf("after the retry lease = %+v, %v; want revoking", l, err)
+	}
+}
