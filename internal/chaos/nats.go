@@ -1,0 +1,139 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsNode is one nats-server process of the three-node cluster. Its store directory and
+// ports stay the same across restarts: a node killed with -9 comes back with what it had
+// on disk and catches up from its peers.
+type natsNode struct {
+	*proc
+	url string
+}
+
+// startNATS writes the three nodes' configurations and starts them.
+func (h *Harness) startNATS(ctx context.Context, bin string) error {
+	ports, err := freePorts(6)
+	if err != nil {
+		return err
+	}
+	var routes []string
+	for i := range 3 {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[3+i]))
+	}
+	for i := range 3 {
+		dir := filepath.Join(h.dir, fmt.Sprintf("nats-%d", i+1))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		conf := fmt.Sprintf(`server_name: n%d
+listen: 127.0.0.1:%d
+jetstream { store_dir: %q }
+cluster {
+  name: chaos
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}
+`, i+1, ports[i], filepath.Join(dir, "store"), ports[3+i], strings.Join(routes, ", "))
+		confPath := filepath.Join(dir, "nats.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+			return err
+		}
+		n := &natsNode{
+			proc: &proc{name: fmt.Sprintf("nats-%d", i+1), argv: []string{bin, "-c", confPath}, logPath: filepath.Join(h.dir, fmt.Sprintf("nats-%d.log", i+1))},
+			url:  fmt.Sprintf("nats://127.0.0.1:%d", ports[i]),
+		}
+		h.nats = append(h.nats, n)
+		h.track(n.proc)
+		if err := n.start(); err != nil {
+			return err
+		}
+	}
+	urls := h.natsURLs()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.Name("chaos"))
+	if err != nil {
+		return err
+	}
+	h.nc = nc
+	if h.js, err = jetstream.New(nc); err != nil {
+		return err
+	}
+	// JetStream is usable once the cluster has elected a meta leader.
+	return poll(ctx, 60*time.Second, "the NATS cluster to elect a JetStream meta leader", func() error {
+		_, err := h.js.AccountInfo(ctx)
+		return err
+	})
+}
+
+// natsURLs is the comma list of the three nodes' client URLs.
+func (h *Harness) natsURLs() string {
+	var urls []string
+	for _, n := range h.nats {
+		urls = append(urls, n.url)
+	}
+	return strings.Join(urls, ",")
+}
+
+// waitNode waits for a restarted node to accept connections again.
+func waitNode(ctx context.Context, n *natsNode) error {
+	addr := strings.TrimPrefix(n.url, "nats://")
+	return poll(ctx, 30*time.Second, n.name+" to listen", func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+// freePorts returns n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// poll calls f until it returns nil, ctx ends or d passes; the error names what it
+// waited for and f's last error.
+func poll(ctx context.Context, d time.Duration, what string, f func() error) error {
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("waited %s for %s: %w", d, what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
