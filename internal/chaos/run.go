@@ -119,10 +119,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// The checks look at a system that no longer moves: a lease expiring between two
 	// reads would otherwise look different to each.
 	stopSupervising()
-	for _, p := range h.all() {
-		if err := p.stop(syscall.SIGTERM, 30*time.Second); err != nil {
-			return nil, err
-		}
+	if err := h.stopSyVault(); err != nil {
+		return nil, err
 	}
 	o, err := h.observe(ctx, reader, faultsStopped)
 	if err != nil {
@@ -166,6 +164,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	h.mu.Unlock()
 	rep.print(h)
 	return rep, nil
+}
+
+// stopSyVault stops every SyVault process with SIGTERM, all at once.
+func (h *Harness) stopSyVault() error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(h.all()))
+	for i, p := range h.all() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.stop(syscall.SIGTERM, 30*time.Second)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (h *Harness) allProcs() []*proc {
