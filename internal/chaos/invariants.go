@@ -34,9 +34,12 @@ type Observation struct {
 	UsersAt time.Time
 	// FaultsStopped is when the last fault was over (the last restart, the last SIGCONT).
 	FaultsStopped time.Time
-	Histories     map[string]*History
-	Users         map[string]map[string]bool // engine → lease users that exist
-	Leases        []Lease                    // answered 201
+	// RunningUntil, when set, is when the SyVault processes were stopped for the final
+	// checks: expiries due after it had nobody to carry them out.
+	RunningUntil time.Time
+	Histories    map[string]*History
+	Users        map[string]map[string]bool // engine → lease users that exist
+	Leases       []Lease                    // answered 201
 	// Login logs in as an active lease's user with its password.
 	Login func(Lease) error
 }
@@ -113,7 +116,7 @@ func CheckRevoked(o Observation) []Violation {
 			}
 		}
 		if !ok {
-			out = append(out, Violation{InvRevoked, fmt.Sprintf("lease %s: revoke answered %d, lease %s", le.ID, le.RevokeStatus, l.Status)})
+			out = append(out, Violation{InvRevoked, fmt.Sprintf("lease %s: revoke answered %d%s, lease %s", le.ID, le.RevokeStatus, le.RevokeAnswer, l.Status)})
 		}
 		if exists(o, le.Engine, le.Username) {
 			out = append(out, Violation{InvRevoked, fmt.Sprintf("lease %s: revoke answered %d, user %s still exists", le.ID, le.RevokeStatus, le.Username)})
@@ -138,7 +141,11 @@ func CheckExpiry(o Observation) []Violation {
 			if deadline.Before(o.FaultsStopped) {
 				deadline = o.FaultsStopped
 			}
-			if late := o.UsersAt.Sub(deadline); late > expiryLeeway {
+			at := o.UsersAt
+			if !o.RunningUntil.IsZero() && o.RunningUntil.Before(at) {
+				at = o.RunningUntil
+			}
+			if late := at.Sub(deadline); late > expiryLeeway {
 				out = append(out, Violation{InvExpiry, fmt.Sprintf("%s user %s (lease %s, %s) exists %s past its expiry %s",
 					engine, u, id, l.Status, late.Round(time.Second), l.ExpiresAt.Format(time.RFC3339))})
 			}

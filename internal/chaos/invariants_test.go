@@ -160,3 +160,13 @@ func TestPanicLines(t *testing.T) {
 		t.Fatalf("panicLines = %q", got)
 	}
 }
+
+func TestCheckExpiry_NotPastTheStop(t *testing.T) {
+	// Expired 40 s after the faults stopped, but the processes were stopped at 45 s: no
+	// one was left to drop it, and that is the run's doing, not SyVault's.
+	o := obs([]string{"late"}, map[string]*History{"late": history("late", t0.Add(40*time.Second), req, act)})
+	o.UsersAt, o.RunningUntil = t0.Add(time.Minute), t0.Add(45*time.Second)
+	if v := CheckExpiry(o); len(v) != 0 {
+		t.Fatalf("violations = %v; want none", v)
+	}
+}

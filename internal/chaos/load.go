@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -31,6 +32,7 @@ type Lease struct {
 	RevokeAccepted bool
 	RevokeStatus   int
 	RevokedAt      time.Time // when that answer came
+	RevokeAnswer   string    // its error code and message, for a 502 or 504
 }
 
 // Ledger is every answer of the run, safe for concurrent use.
@@ -204,6 +206,10 @@ func (h *Harness) op(ctx context.Context, ledger *Ledger, r *rand.Rand) {
 			l := ledger.leases[le.ID]
 			if !l.RevokeAccepted {
 				l.RevokeAccepted, l.RevokeStatus, l.RevokedAt = true, code, time.Now()
+				var ce *client.Error
+				if errors.As(err, &ce) {
+					l.RevokeAnswer = fmt.Sprintf(" (%s: %s)", ce.Code, ce.Message)
+				}
 			}
 			ledger.mu.Unlock()
 		}

@@ -119,6 +119,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// The checks look at a system that no longer moves: a lease expiring between two
 	// reads would otherwise look different to each.
 	stopSupervising()
+	stoppedAt := time.Now()
 	if err := h.stopSyVault(); err != nil {
 		return nil, err
 	}
@@ -126,6 +127,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.RunningUntil = stoppedAt
 	o.Leases = ledger.Leases()
 	o.Login = func(le Lease) error {
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
