@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
@@ -204,5 +205,45 @@ func TestProjections_StaleHistoryIsRetried(t *testing.T) {
 	}
 	if l, err := p.Lease(ctx, id); err != nil || l.Status != events.StatusRevoking {
 		t.Fatalf("after the retry lease = %+v, %v; want revoking", l, err)
+	}
+}
+
+// TestProjections_RunRedeliversSoon: the projector's consumer delivers an event again
+// within seconds when its acknowledgement was lost (its NATS leader died with the ack or
+// the nak in flight), so the read side does not show a lease as it was for the minutes of
+// the consumer default: after a chaos run's failovers, revoked leases were still
+// reported active two minutes later.
+func TestProjections_RunRedeliversSoon(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := jstest.MustServer(t, "")
+	store := srv.MustStore(t)
+	p, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	js, err := jetstream.New(srv.MustConnect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := js.Consumer(ctx, events.EventsStream, projections.Consumer)
+		if err == nil {
+			info, err := c.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Config.AckWait > 15*time.Second {
+				t.Fatalf("projector AckWait = %s; an event whose ack was lost waits that long", info.Config.AckWait)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no projector consumer: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the consumer Run creates
 	}
 }
