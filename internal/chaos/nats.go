@@ -18,12 +18,13 @@ import (
 // on disk and catches up from its peers.
 type natsNode struct {
 	*proc
-	url string
+	url     string
+	monitor string // host:port of its monitoring endpoint
 }
 
 // startNATS writes the three nodes' configurations and starts them.
 func (h *Harness) startNATS(ctx context.Context, bin string) error {
-	ports, err := freePorts(6)
+	ports, err := freePorts(9)
 	if err != nil {
 		return err
 	}
@@ -38,20 +39,22 @@ func (h *Harness) startNATS(ctx context.Context, bin string) error {
 		}
 		conf := fmt.Sprintf(`server_name: n%d
 listen: 127.0.0.1:%d
+http: 127.0.0.1:%d
 jetstream { store_dir: %q }
 cluster {
   name: chaos
   listen: 127.0.0.1:%d
   routes: [%s]
 }
-`, i+1, ports[i], filepath.Join(dir, "store"), ports[3+i], strings.Join(routes, ", "))
+`, i+1, ports[i], ports[6+i], filepath.Join(dir, "store"), ports[3+i], strings.Join(routes, ", "))
 		confPath := filepath.Join(dir, "nats.conf")
 		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 			return err
 		}
 		n := &natsNode{
 			proc: &proc{name: fmt.Sprintf("nats-%d", i+1), argv: []string{bin, "-c", confPath}, logPath: filepath.Join(h.dir, fmt.Sprintf("nats-%d.log", i+1))},
-			url:  fmt.Sprintf("nats://127.0.0.1:%d", ports[i]),
+			url:     fmt.Sprintf("nats://127.0.0.1:%d", ports[i]),
+			monitor: fmt.Sprintf("127.0.0.1:%d", ports[6+i]),
 		}
 		h.nats = append(h.nats, n)
 		h.track(n.proc)
@@ -84,16 +87,11 @@ func (h *Harness) natsURLs() string {
 	return strings.Join(urls, ",")
 }
 
-// waitNode waits for a restarted node to accept connections again.
+// waitNode waits for a restarted node to be healthy: its JetStream streams and consumers
+// current with their peers (the monitoring endpoint's /healthz). Only then may another
+// node be killed: two nodes behind at once is a lost quorum, not a node failure.
 func waitNode(ctx context.Context, n *natsNode) error {
-	addr := strings.TrimPrefix(n.url, "nats://")
-	return poll(ctx, 30*time.Second, n.name+" to listen", func() error {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
+	return poll(ctx, 2*time.Minute, n.name+" to be current (/healthz)", func() error { return probe(ctx, n.monitor, "/healthz") })
 }
 
 // freePorts returns n distinct free loopback ports.

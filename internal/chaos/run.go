@@ -18,6 +18,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/projections"
+	"github.com/syvault/syvault/workers"
 )
 
 // Report is a run's outcome.
@@ -238,6 +239,17 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 			return p.name + " not serving"
 		}
 	}
+	// The read side and the workers have caught up: nothing waits in their consumers.
+	for _, c := range [][2]string{{events.EventsStream, projections.Consumer}, {events.EventsStream, workers.LeaseConsumer},
+		{events.SchedulesStream, workers.ExpiryConsumer}} {
+		info, err := h.consumerInfo(ctx, c[0], c[1])
+		if err != nil {
+			return fmt.Sprintf("consumer %s: %v", c[1], err)
+		}
+		if info.NumPending > 0 || info.NumAckPending > 0 {
+			return fmt.Sprintf("consumer %s: %d pending, %d awaiting ack", c[1], info.NumPending, info.NumAckPending)
+		}
+	}
 	o, err := h.observe(ctx, reader, faultsStopped)
 	if err != nil {
 		return err.Error()
@@ -269,6 +281,16 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 		return ""
 	}
 	return fmt.Sprintf("%d pending, %d revoking, %d active past expiry, %d users without an active lease", pending, revoking, overdue, stray)
+}
+
+func (h *Harness) consumerInfo(ctx context.Context, stream, name string) (*jetstream.ConsumerInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := h.js.Consumer(ctx, stream, name)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
 }
 
 // checkProjections compares the live projections (the SyVault processes stopped) with
