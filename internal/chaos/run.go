@@ -322,10 +322,19 @@ func (h *Harness) checkProjections(ctx context.Context, hs map[string]*History) 
 				id, rec.Value.Status, rec.Seq, rec.Value.ExpiresAt.Format(time.RFC3339), l.Status, l.Seq, l.ExpiresAt.Format(time.RFC3339)))
 		}
 	}
-	cmd := exec.CommandContext(ctx, h.syvaultBin, "rebuild-projections", "--nats-url", h.natsURLs(), "--replicas", "3")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("syvault rebuild-projections: %w\n%s", err, out)
+	// An operator runs the command again when the store timed out; so does the run (the
+	// rebuild starts over each time), and says so.
+	var out []byte
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, h.syvaultBin, "rebuild-projections", "--nats-url", h.natsURLs(), "--replicas", "3")
+		out, err = cmd.CombinedOutput()
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			return nil, fmt.Errorf("syvault rebuild-projections, 3 attempts: %w\n%s", err, out)
+		}
+		h.logf("syvault rebuild-projections failed (attempt %d), again: %s", attempt, strings.TrimSpace(string(out)))
 	}
 	h.logf("%s", strings.TrimSpace(string(out)))
 	rebuilt, err := h.snapshot(ctx)
