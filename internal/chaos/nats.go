@@ -52,7 +52,7 @@ cluster {
 			return err
 		}
 		n := &natsNode{
-			proc: &proc{name: fmt.Sprintf("nats-%d", i+1), argv: []string{bin, "-c", confPath}, logPath: filepath.Join(h.dir, fmt.Sprintf("nats-%d.log", i+1))},
+			proc:    &proc{name: fmt.Sprintf("nats-%d", i+1), argv: []string{bin, "-c", confPath}, logPath: filepath.Join(h.dir, fmt.Sprintf("nats-%d.log", i+1))},
 			url:     fmt.Sprintf("nats://127.0.0.1:%d", ports[i]),
 			monitor: fmt.Sprintf("127.0.0.1:%d", ports[6+i]),
 		}
