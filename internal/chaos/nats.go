@@ -71,10 +71,24 @@ cluster {
 	if h.js, err = jetstream.New(nc); err != nil {
 		return err
 	}
-	// JetStream is usable once the cluster has elected a meta leader.
-	return poll(ctx, 60*time.Second, "the NATS cluster to elect a JetStream meta leader", func() error {
-		_, err := h.js.AccountInfo(ctx)
-		return err
+	// JetStream is usable once the cluster has elected a meta leader and places R3
+	// assets: a throwaway R3 stream is created (and deleted) first, so that `syvault
+	// init` does not meet a cluster still forming (on a loaded machine it then timed out
+	// waiting for its own read side, with the admin client recorded and its key lost).
+	return poll(ctx, 2*time.Minute, "the NATS cluster to place an R3 stream", func() error {
+		if _, err := h.js.AccountInfo(ctx); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		st, err := h.js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{Name: "CHAOS_WARMUP", Subjects: []string{"chaos.warmup"}, Replicas: 3})
+		if err != nil {
+			return err
+		}
+		if _, err := h.js.Publish(cctx, "chaos.warmup", nil); err != nil {
+			return err
+		}
+		return h.js.DeleteStream(cctx, st.CachedInfo().Config.Name)
 	})
 }
 
