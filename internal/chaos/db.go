@@ -156,7 +156,7 @@ func (h *Harness) startPostgres(ctx context.Context) (*database, error) {
 	} {
 		if _, err := super.Exec(ctx, stmt); err != nil {
 			super.Close(ctx)
-			return nil, fmt.Errorf("postgresql setup: %w", err)
+			return nil, scrubbed("postgresql setup", err, d.adminPW, superPW)
 		}
 	}
 	super.Close(ctx)
@@ -171,7 +171,7 @@ func (h *Harness) startPostgres(ctx context.Context) (*database, error) {
 	} {
 		if _, err := myapp.Exec(ctx, stmt); err != nil {
 			myapp.Close(ctx)
-			return nil, fmt.Errorf("postgresql setup: %w", err)
+			return nil, scrubbed("postgresql setup", err, d.adminPW, superPW)
 		}
 	}
 	myapp.Close(ctx)
@@ -270,7 +270,7 @@ func (h *Harness) startMariaDB(ctx context.Context) (*database, error) {
 	} {
 		if _, err := root.ExecContext(ctx, stmt); err != nil {
 			root.Close()
-			return nil, fmt.Errorf("mariadb setup: %w", err)
+			return nil, scrubbed("mariadb setup", err, d.adminPW)
 		}
 	}
 	d.users = func(ctx context.Context) (map[string]bool, error) {
@@ -309,6 +309,16 @@ func mustConnector(c *gomysql.Config) driver.Connector {
 		panic(err) // a Config built in code: a programming error
 	}
 	return conn
+}
+
+// scrubbed is err for op with the secrets it might quote (a server's syntax error quotes
+// the statement) replaced: no secret reaches the run's output.
+func scrubbed(op string, err error, secrets ...string) error {
+	text := err.Error()
+	for _, s := range secrets {
+		text = strings.ReplaceAll(text, s, "<secret>")
+	}
+	return fmt.Errorf("%s: %s", op, text)
 }
 
 func set(names []string) map[string]bool {
