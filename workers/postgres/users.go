@@ -96,11 +96,18 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 	user, until := ident(req.Username), validUntil(req.ExpiresAt)
 	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s", user, password, until, ident(group))
 	_, err = conn.Exec(ctx, create)
-	if err != nil && pgconn.SafeToRetry(err) && !errors.Is(err, pgconn.ErrConnClosed) {
-		// Never sent: nothing to undo. pgx also calls "conn closed" safe to retry when the
-		// connection broke while the answer was awaited, after the statement went out:
-		// that one is treated as sent.
-		return false, fmt.Errorf("create role: %w", err)
+	if err != nil && pgconn.SafeToRetry(err) {
+		// pgx calls "conn closed" safe to retry both when a pooled connection was found
+		// dead (a database restart: nothing was sent) and when the connection broke while
+		// the answer was awaited (the statement went out and may still be running). Only
+		// once that backend is gone is a second CREATE on a fresh connection safe; if it
+		// cannot be ended, the outcome is unknown and the create is undone instead.
+		if errors.Is(err, pgconn.ErrConnClosed) {
+			if eerr := d.endBackend(context.WithoutCancel(ctx), req.Conn, pid); eerr != nil {
+				return true, fmt.Errorf("create role: %w", err)
+			}
+		}
+		return false, fmt.Errorf("create role: %w", err) // nothing is running any more: safe to try again
 	}
 	if sqlState(err) == stateUndefinedObject {
 		// The only role the statement names besides the new one and the admin is the
