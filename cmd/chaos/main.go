@@ -29,6 +29,7 @@ func main() {
 	flag.DurationVar(&cfg.Settle, "settle", 0, "longest wait for the system to settle after the faults (default 3m)")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the run's directory (logs, stores) afterwards")
 	flag.Parse()
+	cfg.PGBin = os.Getenv("PG_BIN") // as the PostgreSQL tests read it
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: unexpected argument %q: flags only (see -help)\n", flag.Arg(0))
 		os.Exit(2)

@@ -79,20 +79,16 @@ func runAs(cred *syscall.Credential, argv ...string) error {
 
 func secret() string { return rand.Text() }
 
-// PGBin is where the PostgreSQL server binaries are looked for (PG_BIN overrides it).
-func PGBin() string {
-	if dir := os.Getenv("PG_BIN"); dir != "" {
-		return dir
-	}
-	return "/usr/lib/postgresql/15/bin"
-}
+// DefaultPGBin is where the PostgreSQL server binaries are looked for unless
+// Config.PGBin says otherwise.
+const DefaultPGBin = "/usr/lib/postgresql/15/bin"
 
 // startPostgres makes a private cluster that checks passwords (scram-sha-256), runs its
 // postmaster directly (not through pg_ctl) so that it and its backends share the process
 // group SIGSTOP freezes, and prepares the target's admin exactly as the README's
 // "A PostgreSQL admin" does, with the database myapp.
 func (h *Harness) startPostgres(ctx context.Context) (*database, error) {
-	bin := PGBin()
+	bin := h.cfg.PGBin
 	for _, name := range []string{"initdb", "postgres"} {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
 			return nil, missing(fmt.Errorf("PostgreSQL binaries not found under %s (set PG_BIN): %w", bin, err))

@@ -36,6 +36,7 @@ type Config struct {
 	// --ack-wait; default 10s and 15s (short, so a run's redeliveries happen within it).
 	RequestTimeout, AckWait time.Duration
 	Dir                     string    // where the temporary directory goes; default os.TempDir()
+	PGBin                   string    // PostgreSQL's server binaries; default DefaultPGBin
 	KeepDir                 bool      // keep the logs and stores after the run
 	Out                     io.Writer // the progress lines and the report; default os.Stdout
 }
@@ -65,6 +66,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Out == nil {
 		c.Out = os.Stdout
+	}
+	if c.PGBin == "" {
+		c.PGBin = DefaultPGBin
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 type proc struct {
 	name    string
 	argv    []string
-	env     []string
 	logPath string
 	cred    *syscall.Credential // run as another OS user (postgres, mysql) when root
 
@@ -46,7 +45,6 @@ func (p *proc) start() error {
 	}
 	fmt.Fprintf(logf, "=== chaos: start #%d of %s at %s\n", p.starts+1, p.name, time.Now().UTC().Format(time.RFC3339Nano))
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
-	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.cred}
 	if err := cmd.Start(); err != nil {
