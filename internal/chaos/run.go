@@ -145,9 +145,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, u := range ledger.Unclean {
 		rep.Violations = append(rep.Violations, Violation{InvClean, "5xx answer that is not a clean JSON error: " + u})
 	}
+	// A rebuild that cannot run is a finding too, not a reason to lose the report.
 	diffs, err := h.checkProjections(ctx, o.Histories)
 	if err != nil {
-		return nil, err
+		diffs = append(diffs, "the projections could not be compared with a rebuild: "+err.Error())
 	}
 	for _, d := range diffs {
 		rep.Violations = append(rep.Violations, Violation{InvClean, d})
