@@ -233,6 +233,9 @@ func (h *Harness) settle(ctx context.Context, reader *streamReader, faultsStoppe
 	return time.Since(faultsStopped), false
 }
 
+// imminence is how far ahead no expiry may be due when the processes are stopped.
+const imminence = 8 * time.Second
+
 // unsettled says what is not settled yet, "" when everything is.
 func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsStopped time.Time, watch func(Observation)) string {
 	for _, p := range h.all() {
@@ -258,7 +261,7 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 	watch(o)
 	users := byUsername(o.Histories)
 	now := time.Now()
-	var pending, revoking, overdue, stray int
+	var pending, revoking, overdue, stray, imminent int
 	for _, hist := range o.Histories {
 		l := hist.Fold()
 		switch {
@@ -268,6 +271,10 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 			revoking++
 		case l.Status == events.StatusActive && !l.ExpiresAt.After(now):
 			overdue++
+		case l.Status == events.StatusActive && l.ExpiresAt.Before(now.Add(imminence)):
+			// The checks stop the processes: an expiry due while they stop would be left
+			// half done by the run itself.
+			imminent++
 		}
 	}
 	for _, us := range o.Users {
@@ -278,10 +285,11 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 			}
 		}
 	}
-	if pending+revoking+overdue+stray == 0 {
+	if pending+revoking+overdue+stray+imminent == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%d pending, %d revoking, %d active past expiry, %d users without an active lease", pending, revoking, overdue, stray)
+	return fmt.Sprintf("%d pending, %d revoking, %d active past expiry, %d expiring within %s, %d users without an active lease",
+		pending, revoking, overdue, imminent, imminence, stray)
 }
 
 func (h *Harness) consumerInfo(ctx context.Context, stream, name string) (*jetstream.ConsumerInfo, error) {
