@@ -222,6 +222,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if events.ErrorCode(err) == events.ENotFound {
 			return unauthenticated("The access token's client no longer exists.")
 		}
+		if events.ErrorCode(err) == events.ETimeout {
+			// Nothing was done: a 503 (try again), never the 504 a revoke answers once its
+			// revocation is recorded and under way.
+			return events.Wrap(err, events.EUnavailable, "The event store did not answer in time to check the access token's client; try again shortly.")
+		}
 		if err != nil {
 			return err
 		}

@@ -127,6 +127,11 @@ func (s *Server) getLease(c echo.Context) error {
 // Whatever the answer, the revocation is recorded and retried until the user is gone.
 func (s *Server) revokeLease(c echo.Context) error {
 	if _, err := s.authorizedLease(c, actLeaseRevoke); err != nil {
+		// Nothing is recorded yet: a store that did not answer in time is a 503 (try
+		// again), never the 504 that tells the client its revocation is under way.
+		if events.ErrorCode(err) == events.ETimeout {
+			return events.Wrap(err, events.EUnavailable, "The event store did not answer in time and the revocation is not recorded; try again shortly.")
+		}
 		return err
 	}
 	start := time.Now()

@@ -155,6 +155,13 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 		if events.ErrorCode(err) == events.ENotFound {
 			return nil
 		}
+		if err == nil && l.Seq < seq {
+			// The history read stops short of this very event (a replica behind the leader
+			// answered it). Writing that fold and acknowledging the event would leave the
+			// record behind the stream for good, reporting an ended lease as active: the
+			// event is retried instead, until a read includes it.
+			return events.StoreUnavailable(fmt.Errorf("projections: lease %s: its history read ends at seq %d, before the event at %d", e.LeaseID, l.Seq, seq))
+		}
 		if err == nil {
 			r, changed, err = cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
 				r.Value = l
@@ -253,12 +260,27 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (record[
 }
 
 // Lease returns a lease, ended or not. ENotFound when there is none.
+//
+// A lease the bucket does not hold yet is looked up in the stream (read from its leader)
+// before it is said not to exist: the projection may lag behind the stream (after a
+// failover, events wait for their redelivery), and a 404 then would tell a client that a
+// lease it was just handed, or whose revocation it asks for, does not exist.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
 	l, err := p.getLease(ctx, id)
-	if events.ErrorCode(err) == events.ENotFound {
-		return l, events.Errorf(events.ENotFound, "No lease with id %q.", id)
+	if events.ErrorCode(err) != events.ENotFound {
+		return l, err
 	}
-	return l, err
+	if events.ValidID(id) {
+		l, err = p.store.LoadLease(ctx, id)
+		if err == nil {
+			l.Spec = nil
+			return l, nil
+		}
+		if events.ErrorCode(err) != events.ENotFound {
+			return l, err
+		}
+	}
+	return events.Lease{}, events.Errorf(events.ENotFound, "No lease with id %q.", id)
 }
 
 // MaxWait bounds every wait for the read side, whatever the caller's context: a

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -19,9 +20,18 @@ func (p *Projections) Run(ctx context.Context) error {
 		// Records are written as the fold of an aggregate's history under compare-and-set,
 		// so events may be applied concurrently and in any order, here as across processes.
 		Concurrency: 16,
+		AckWait:     AckWait,
 		Logger:      p.logger,
 	}, p.Apply)
 }
+
+// AckWait is how long the projector's consumer waits for an event's acknowledgement
+// before delivering it again. Applying an event takes milliseconds, but its nak (with a
+// retry delay) or ack can be lost when the consumer's NATS leader dies: the event is then
+// only delivered again after AckWait, and until then the read side shows the lease as it
+// was (after a failover a chaos run saw revoked leases reported active for the 2 minutes
+// of the consumer default). The handler's own deadline is 9/10 of it.
+const AckWait = 10 * time.Second
 
 // Rebuild throws the buckets away and builds them again by replaying the whole events
 // stream, then points the durable consumer just past what was replayed. Processes running

@@ -185,6 +185,10 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		log.Warn("lease request seen after its requester stopped waiting; not creating it")
 		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."))
 	}
+	if expired(l) {
+		log.Warn("lease request seen after its expiry; not creating it")
+		return w.failAndDrop(ctx, l, errExpiredBeforeCreated)
+	}
 	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
 	if err != nil {
 		return w.failAndDrop(ctx, l, events.Wrap(err, events.EInternal, "The lease password could not be unsealed."))
@@ -216,6 +220,12 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout,
 			"Nobody was waiting for the lease any more (its requester stopped or gave up); it was not activated."))
 	}
+	if expired(l) {
+		// A short TTL and a slow create (a paused database, a failover): the credentials
+		// would reach their requester dead (PostgreSQL refuses them past VALID UNTIL).
+		log.Warn("lease expired while its user was created; dropping the user instead of activating it")
+		return w.failAndDrop(ctx, l, errExpiredBeforeCreated)
+	}
 	// Arm expiry before announcing the lease: an active lease always has a schedule.
 	if err := w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt); err != nil {
 		return err // redelivery creates idempotently and tries again
@@ -235,6 +245,11 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	}
 	return w.followGrants(ctx, target, l.Username)
 }
+
+// expired reports whether the lease's expiry has passed: it must not be activated then.
+func expired(l events.Lease) bool { return !time.Now().Before(l.ExpiresAt) }
+
+var errExpiredBeforeCreated = events.Errorf(events.ETimeout, "The lease's expiry passed before its user was created; it was not activated.")
 
 // followGrants re-grants a user just activated whose target's grants changed while it was
 // being created (engines whose users hold their own grants only): an update that listed

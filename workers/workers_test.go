@@ -330,3 +330,36 @@ func TestWorkers_Idempotency(t *testing.T) {
 		}
 	})
 }
+
+// TestWorkers_ExpiredBeforeCreated: a request whose expiry has passed by the time a
+// worker gets to it (a short TTL, a create delayed by faults) is not activated: the
+// lease fails and no user is left, rather than credentials that reach their requester
+// already dead. A chaos run answered such leases 201.
+func TestWorkers_ExpiredBeforeCreated(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	id := uuid.Must(uuid.NewV7()).String()
+	w, err := f.store.Watch(ctx, nil, events.WaitingSubject(id)) // its requester still waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
+	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+user) })
+	now := time.Now()
+	// Requested 5 s ago with a TTL of 2 s; its requester waits a minute more.
+	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 2, Username: user,
+		SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Now: now.Add(-5 * time.Second), Deadline: now.Add(time.Minute)})
+	if _, err := f.store.Append(ctx, events.LeaseSubject(id), e, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.failed]" {
+		t.Fatalf("history = %s; want the expired request failed", got)
+	}
+	if f.userExists(t, user) {
+		t.Fatal("a user exists for a lease that expired before it was created")
+	}
+}

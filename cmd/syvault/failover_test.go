@@ -113,3 +113,27 @@ func TestFailover_NATSLeader(t *testing.T) {
 	})
 	mustBeGone(t, eng, after.Username, 30*time.Second)
 }
+
+// TestFailover_RevokeWithoutQuorum: with two of three NATS nodes gone the events stream
+// has no leader, so a revocation cannot be recorded. The answer is 503 (try again), not
+// the 504 that says the revocation is recorded and goes on in the background: a chaos
+// run saw such a 504 for a revocation that was never recorded, its lease later ending
+// by expiry instead.
+func TestFailover_RevokeWithoutQuorum(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	servers, urls := natsCluster(t)
+	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3; c.RequestTimeout = 3 * time.Second })
+	admin := srv.admin(t)
+	target := mustTarget(t, admin, eng)
+	l := mustLease(t, admin, target.RecordUID, 3600)
+	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+l.Username) })
+	for _, ns := range servers[:2] {
+		ns.Shutdown()
+	}
+	err := admin.RevokeLease(ctx, l.LeaseID)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 503 {
+		t.Fatalf("revoke without a stream leader: %v; want 503 (not recorded, try again)", err)
+	}
+}

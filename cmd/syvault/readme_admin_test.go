@@ -103,7 +103,7 @@ func TestReadme_PreparingTarget(t *testing.T) {
 				}
 				mustBeGone(t, eng, lease.Username, 0)
 
-				short := mustLease(t, admin, target.RecordUID, 1)
+				short := mustLease(t, admin, target.RecordUID, 2) // 1 s may expire before its user exists
 				mustBeGone(t, eng, short.Username, 20*time.Second)
 				eventually(t, 10*time.Second, "lease expired", func() (bool, error) {
 					l, err := admin.GetLease(ctx, short.LeaseID)

@@ -423,7 +423,14 @@ func (m *Main) registerAdmin(ctx context.Context, serverURL string) (creds []byt
 		return nil, "", err
 	}
 	if err := m.proj.WaitClient(ctx, client.ClientID, seq); err != nil {
-		return nil, "", err
+		if events.ErrorCode(err) != events.ETimeout {
+			return nil, "", err
+		}
+		// The client is recorded: its credentials must not be lost to a slow read side
+		// (a cluster still forming), since init refuses to make a second first admin.
+		// Its first token may wait until the read side catches up.
+		m.Logger.Warn("the admin client is recorded but the read side has not caught up yet; its first token may take a moment",
+			"client_id", client.ClientID)
 	}
 	data, _ := json.MarshalIndent(AdminClient{Server: serverURL, ClientID: client.ClientID,
 		PrivateKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}))}, "", "  ")

@@ -199,7 +199,7 @@ func (s *Store) append(ctx context.Context, subject string, e events.Event, opts
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		// A retry of an append that did land comes back as a conflict on one node: it is
 		// a success if the subject's last message is this very event.
-		last, gerr := s.events.GetLastMsgForSubject(ctx, subject)
+		last, gerr := s.leaderGet(ctx, events.EventsStream, msgGetRequest{LastFor: subject})
 		if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID {
 			return last.Sequence, nil
 		}
@@ -217,7 +217,7 @@ func (s *Store) History(ctx context.Context, subject string) ([]events.Event, []
 		next uint64 = 1
 	)
 	for {
-		msg, err := s.events.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		msg, err := s.leaderGet(ctx, events.EventsStream, msgGetRequest{Seq: next, NextFor: subject})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return evs, seqs, nil
 		}
@@ -296,7 +296,7 @@ func (s *Store) DecideLease(ctx context.Context, id string, decide func(events.L
 
 // LastSeq returns the sequence of the last event on subject, 0 when there is none.
 func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
-	msg, err := s.events.GetLastMsgForSubject(ctx, subject)
+	msg, err := s.leaderGet(ctx, events.EventsStream, msgGetRequest{LastFor: subject})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

@@ -129,14 +129,14 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	defer cancel()
 	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, nil)
 	if err != nil {
-		return err
+		return notRecorded(err)
 	}
 	defer w.Stop()
 	l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
 		return l.Revoke(actor, time.Now()) // nil when already revoking: wait like the first caller
 	})
 	if err != nil {
-		return err
+		return notRecorded(err)
 	}
 	recorded := max(seq, l.Seq) // the sequence at which the revocation stands in the stream
 	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Status.Ended() }, attemptFailure)
@@ -155,6 +155,17 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	case events.ETimeout:
 		return events.Errorf(code, "The database did not finish dropping the user within the server's deadline. "+
 			"The revocation is recorded (status: revoking) and is retried until the user is dropped.")
+	}
+	return err
+}
+
+// notRecorded is the answer to a revocation the store did not (or may not have)
+// recorded: a timeout there is not the 504 that says "recorded, and retried until the
+// user is dropped", which a client may take for done, but a 503 asking it to try again
+// (a retry of a revocation that did land is harmless: it waits like the first).
+func notRecorded(err error) error {
+	if events.ErrorCode(err) == events.ETimeout {
+		return events.Wrap(err, events.EUnavailable, "The event store did not answer in time and the revocation may not be recorded; try again shortly.")
 	}
 	return err
 }

@@ -78,12 +78,36 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		return false, err
 	}
 	defer conn.Release()
+	// A statement sent and never answered (the connection cut, the call given up) may
+	// still be running in its backend, which notices a closed connection only when it
+	// next talks to it: a CREATE waiting on a lock commits after the undo's DROP found no
+	// user to drop, and the user is left behind. So the backend is ended first, and the
+	// undo comes after it is gone.
+	pid := conn.Conn().PgConn().PID()
+	defer func() {
+		if sent && err != nil && sqlState(err) == "" {
+			if serr := d.endBackend(context.WithoutCancel(ctx), req.Conn, pid); serr != nil {
+				d.logger.Warn("could not end the admin session of an unanswered create", "user", req.Username, "pid", pid,
+					"error", driver.Scrub(serr, req.Conn.Password, req.Password).Error())
+			}
+		}
+	}()
 
 	user, until := ident(req.Username), validUntil(req.ExpiresAt)
 	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s", user, password, until, ident(group))
 	_, err = conn.Exec(ctx, create)
 	if err != nil && pgconn.SafeToRetry(err) {
-		return false, fmt.Errorf("create role: %w", err) // never sent: nothing to undo
+		// pgx calls "conn closed" safe to retry both when a pooled connection was found
+		// dead (a database restart: nothing was sent) and when the connection broke while
+		// the answer was awaited (the statement went out and may still be running). Only
+		// once that backend is gone is a second CREATE on a fresh connection safe; if it
+		// cannot be ended, the outcome is unknown and the create is undone instead.
+		if errors.Is(err, pgconn.ErrConnClosed) {
+			if eerr := d.endBackend(context.WithoutCancel(ctx), req.Conn, pid); eerr != nil {
+				return true, fmt.Errorf("create role: %w", err)
+			}
+		}
+		return false, fmt.Errorf("create role: %w", err) // nothing is running any more: safe to try again
 	}
 	if sqlState(err) == stateUndefinedObject {
 		// The only role the statement names besides the new one and the admin is the
@@ -111,6 +135,34 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		return true, nil
 	default:
 		return true, fmt.Errorf("create role: %w", err)
+	}
+}
+
+// endBackend terminates the admin's backend pid, on a connection of its own, and waits
+// (up to driver.UndoTimeout) until it is gone. A role may always signal its own
+// backends. A backend that is gone already is success.
+func (d *Driver) endBackend(ctx context.Context, c driver.Conn, pid uint32) error {
+	ctx, cancel := context.WithTimeout(ctx, driver.UndoTimeout)
+	defer cancel()
+	conn, err := d.acquire(ctx, c, c.Database)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		var alive bool
+		err := conn.QueryRow(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1", int64(pid)).Scan(&alive)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("end backend %d: %w", pid, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("end backend %d: still there: %w", pid, ctx.Err())
+		case <-time.After(delay): // the backend exits shortly after the signal
+		}
 	}
 }
 

@@ -1,0 +1,83 @@
+package jsstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// What a decision is made on is read from the stream's leader. The streams allow direct
+// gets (AllowDirect), which nats.go uses for every GetMsg and GetLastMsgForSubject once
+// it sees the setting, and which any replica answers, the followers included: a follower
+// lagging behind the leader (just after a failover, or while it catches up from a
+// restart) answers with a history that misses the latest events. A revoke decided on
+// such a history loses the race with the event it did not see and is dropped as a
+// conflict nobody retries, or folds a lease as still active. The JetStream API's own
+// message get (STREAM.MSG.GET) is answered by the leader alone, which has every
+// acknowledged message.
+
+// msgGetRequest is the STREAM.MSG.GET request.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+}
+
+// msgGetResponse is its answer.
+type msgGetResponse struct {
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrorCode   int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error,omitempty"`
+	Message *struct {
+		Subject  string    `json:"subject"`
+		Sequence uint64    `json:"seq"`
+		Header   []byte    `json:"hdrs,omitempty"`
+		Data     []byte    `json:"data,omitempty"`
+		Time     time.Time `json:"time"`
+	} `json:"message,omitempty"`
+}
+
+// leaderGet reads one message of stream through its leader. It returns
+// jetstream.ErrMsgNotFound when there is no such message.
+func (s *Store) leaderGet(ctx context.Context, stream string, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	reply, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("message get on %s: %w", stream, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == int(jetstream.JSErrCodeMessageNotFound) {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, fmt.Errorf("message get on %s: %s (%d)", stream, resp.Error.Description, resp.Error.ErrorCode)
+	}
+	if resp.Message == nil {
+		return nil, jetstream.ErrInvalidJetStreamResponse
+	}
+	m := resp.Message
+	var hdr nats.Header
+	if len(m.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, err
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
+}

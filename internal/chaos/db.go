@@ -1,0 +1,332 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// LeasePrefix starts the name of every database user SyVault makes for a lease.
+const LeasePrefix = "vf_tmp_"
+
+// database is a private database server of the run: its process, the address SyVault
+// reaches it by (a proxy the harness can cut), and the harness's own superuser access,
+// which goes straight to the server.
+type database struct {
+	engine string // "postgresql" or "mysql", as the API names it
+	*proc
+	port    int    // the server's own port
+	adminPW string // of syvault_admin, the target's admin (never printed)
+	proxy   *proxy
+	// users lists the lease users that exist now.
+	users func(ctx context.Context) (map[string]bool, error)
+	// login opens and closes a session as user with password.
+	login func(ctx context.Context, user, password string) error
+	close func()
+}
+
+// osUser returns the credential to run a database server as name when the harness runs
+// as root (both servers refuse to run as root), or nil.
+func osUser(name string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("running as root and no %s OS user to run the server as: %w", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// mkOwnedDir makes dir, owned by cred's user when there is one.
+func mkOwnedDir(dir string, cred *syscall.Credential) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if cred != nil {
+		return os.Chown(dir, int(cred.Uid), int(cred.Gid))
+	}
+	return nil
+}
+
+func runAs(cred *syscall.Credential, argv ...string) error {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %w: %s", filepath.Base(argv[0]), err, out)
+	}
+	return nil
+}
+
+func secret() string { return rand.Text() }
+
+// DefaultPGBin is where the PostgreSQL server binaries are looked for unless
+// Config.PGBin says otherwise.
+const DefaultPGBin = "/usr/lib/postgresql/15/bin"
+
+// startPostgres makes a private cluster that checks passwords (scram-sha-256), runs its
+// postmaster directly (not through pg_ctl) so that it and its backends share the process
+// group SIGSTOP freezes, and prepares the target's admin exactly as the README's
+// "A PostgreSQL admin" does, with the database myapp.
+func (h *Harness) startPostgres(ctx context.Context) (*database, error) {
+	bin := h.cfg.PGBin
+	for _, name := range []string{"initdb", "postgres"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			return nil, missing(fmt.Errorf("PostgreSQL binaries not found under %s (set PG_BIN): %w", bin, err))
+		}
+	}
+	cred, err := osUser("postgres")
+	if err != nil {
+		return nil, missing(err)
+	}
+	dir := filepath.Join(h.dir, "pg")
+	if err := mkOwnedDir(dir, cred); err != nil {
+		return nil, err
+	}
+	superPW := secret()
+	pwfile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwfile, []byte(superPW+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		_ = os.Chown(pwfile, int(cred.Uid), int(cred.Gid))
+	}
+	data := filepath.Join(dir, "data")
+	if err := runAs(cred, filepath.Join(bin, "initdb"), "--auth=scram-sha-256", "--pwfile="+pwfile, "-U", "postgres",
+		"-D", data, "--no-sync", "-E", "UTF8", "--locale=C"); err != nil {
+		return nil, err
+	}
+	_ = os.Remove(pwfile)
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	d := &database{engine: "postgresql", port: ports[0], adminPW: secret()}
+	d.proc = &proc{name: "postgresql", cred: cred, logPath: filepath.Join(h.dir, "postgresql.log"),
+		argv: []string{filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(d.port), "-k", dir,
+			"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off",
+			"-c", "shared_buffers=64MB", "-c", "log_min_messages=fatal"}}
+	h.track(d.proc)
+	if err := d.start(); err != nil {
+		return nil, err
+	}
+	cfg := func(user, password, database string) *pgx.ConnConfig {
+		c, _ := pgx.ParseConfig("")
+		c.Host, c.Port, c.User, c.Password, c.Database = "127.0.0.1", uint16(d.port), user, password, database
+		c.TLSConfig, c.Fallbacks = nil, nil
+		c.ConnectTimeout = 5 * time.Second
+		return c
+	}
+	var super *pgx.Conn
+	if err := poll(ctx, 60*time.Second, "PostgreSQL to accept logins", func() error {
+		super, err = pgx.ConnectConfig(ctx, cfg("postgres", superPW, "postgres"))
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	for _, stmt := range []string{
+		"CREATE ROLE syvault_admin LOGIN PASSWORD " + quote(d.adminPW) + " CREATEROLE",
+		"GRANT pg_signal_backend TO syvault_admin",
+		"CREATE DATABASE myapp",
+		"GRANT CONNECT ON DATABASE myapp TO syvault_admin WITH GRANT OPTION",
+	} {
+		if _, err := super.Exec(ctx, stmt); err != nil {
+			super.Close(ctx)
+			return nil, scrubbed("postgresql setup", err, d.adminPW, superPW)
+		}
+	}
+	super.Close(ctx)
+	myapp, err := pgx.ConnectConfig(ctx, cfg("postgres", superPW, "myapp"))
+	if err != nil {
+		return nil, err
+	}
+	for _, stmt := range []string{
+		"CREATE TABLE orders (id int, item text)",
+		"GRANT USAGE ON SCHEMA public TO syvault_admin WITH GRANT OPTION",
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO syvault_admin WITH GRANT OPTION",
+	} {
+		if _, err := myapp.Exec(ctx, stmt); err != nil {
+			myapp.Close(ctx)
+			return nil, scrubbed("postgresql setup", err, d.adminPW, superPW)
+		}
+	}
+	myapp.Close(ctx)
+	pcfg, _ := pgxpool.ParseConfig("")
+	pcfg.ConnConfig = cfg("postgres", superPW, "postgres")
+	pcfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	d.users = func(ctx context.Context) (map[string]bool, error) {
+		rows, err := pool.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)`, LeasePrefix)
+		if err != nil {
+			return nil, err
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		return set(names), err
+	}
+	d.login = func(ctx context.Context, user, password string) error {
+		c, err := pgx.ConnectConfig(ctx, cfg(user, password, "myapp"))
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "SELECT count(*) FROM orders")
+		return err
+	}
+	d.close = pool.Close
+	h.pgSuper = superPW
+	return d, nil
+}
+
+// startMariaDB makes a private MariaDB (its own datadir, port and socket), run as the
+// mysql OS user when root, and its admin with the README's statements.
+func (h *Harness) startMariaDB(ctx context.Context) (*database, error) {
+	installDB, err := exec.LookPath("mariadb-install-db")
+	if err != nil {
+		return nil, missing(fmt.Errorf("mariadb-install-db not found on PATH: %w", err))
+	}
+	server, err := exec.LookPath("mariadbd")
+	if err != nil {
+		if server, err = exec.LookPath("/usr/sbin/mariadbd"); err != nil {
+			return nil, missing(fmt.Errorf("mariadbd not found (PATH or /usr/sbin): %w", err))
+		}
+	}
+	cred, err := osUser("mysql")
+	if err != nil {
+		return nil, missing(err)
+	}
+	dir := filepath.Join(h.dir, "mariadb")
+	if err := mkOwnedDir(dir, cred); err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	if err := runAs(cred, installDB, "--no-defaults", "--datadir="+data, "--auth-root-authentication-method=normal",
+		"--skip-test-db", "--skip-name-resolve"); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "mysqld.sock")
+	d := &database{engine: "mysql", port: ports[0], adminPW: secret()}
+	d.proc = &proc{name: "mariadb", cred: cred, logPath: filepath.Join(h.dir, "mariadb.log"),
+		argv: []string{server, "--no-defaults", "--datadir=" + data, "--port=" + strconv.Itoa(d.port), "--bind-address=127.0.0.1",
+			"--socket=" + sock, "--pid-file=" + filepath.Join(dir, "mariadbd.pid"), "--skip-name-resolve", "--max-connections=500",
+			"--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"}}
+	h.track(d.proc)
+	if err := d.start(); err != nil {
+		return nil, err
+	}
+	rootCfg := gomysql.NewConfig()
+	// The driver logs a connection the server dropped (a pause, a restart) before it
+	// retries; the checks report what matters themselves.
+	rootCfg.Logger = gomysql.Logger(log.New(io.Discard, "", 0))
+	rootCfg.User, rootCfg.Net, rootCfg.Addr = "root", "unix", sock
+	rootCfg.Timeout = 5 * time.Second
+	root := sql.OpenDB(mustConnector(rootCfg))
+	root.SetMaxOpenConns(4)
+	if err := poll(ctx, 60*time.Second, "MariaDB to accept logins", func() error { return root.PingContext(ctx) }); err != nil {
+		root.Close()
+		return nil, err
+	}
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	for _, stmt := range []string{
+		"CREATE DATABASE myapp",
+		"CREATE TABLE myapp.orders (id int, item text)",
+		"CREATE USER 'syvault_admin'@'%' IDENTIFIED BY " + quote(d.adminPW),
+		"GRANT CREATE USER ON *.* TO 'syvault_admin'@'%'",
+		"GRANT PROCESS ON *.* TO 'syvault_admin'@'%'",
+		"GRANT CONNECTION ADMIN ON *.* TO 'syvault_admin'@'%'",
+		"GRANT SELECT ON mysql.roles_mapping TO 'syvault_admin'@'%'",
+		"GRANT SELECT (User, Host) ON mysql.user TO 'syvault_admin'@'%'",
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON myapp.* TO 'syvault_admin'@'%' WITH GRANT OPTION",
+	} {
+		if _, err := root.ExecContext(ctx, stmt); err != nil {
+			root.Close()
+			return nil, scrubbed("mariadb setup", err, d.adminPW)
+		}
+	}
+	d.users = func(ctx context.Context) (map[string]bool, error) {
+		rows, err := root.QueryContext(ctx, `SELECT User FROM mysql.user WHERE User LIKE 'vf\_tmp\_%'`)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var names []string
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				return nil, err
+			}
+			names = append(names, n)
+		}
+		return set(names), rows.Err()
+	}
+	d.login = func(ctx context.Context, user, password string) error {
+		c := gomysql.NewConfig()
+		c.User, c.Passwd, c.Net, c.Addr, c.DBName = user, password, "tcp", "127.0.0.1:"+strconv.Itoa(d.port), "myapp"
+		c.Timeout = 5 * time.Second
+		c.Logger = rootCfg.Logger
+		db := sql.OpenDB(mustConnector(c))
+		defer db.Close()
+		_, err := db.ExecContext(ctx, "SELECT count(*) FROM orders")
+		return err
+	}
+	d.close = func() { root.Close() }
+	return d, nil
+}
+
+func mustConnector(c *gomysql.Config) driver.Connector {
+	conn, err := gomysql.NewConnector(c)
+	if err != nil {
+		panic(err) // a Config built in code: a programming error
+	}
+	return conn
+}
+
+// scrubbed is err for op with the secrets it might quote (a server's syntax error quotes
+// the statement) replaced: no secret reaches the run's output.
+func scrubbed(op string, err error, secrets ...string) error {
+	text := err.Error()
+	for _, s := range secrets {
+		text = strings.ReplaceAll(text, s, "<secret>")
+	}
+	return fmt.Errorf("%s: %s", op, text)
+}
+
+func set(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// ErrMissing marks a missing dependency (a database server's binaries, an OS user): the
+// caller skips the run, except under CI, where it is a failure.
+var ErrMissing = errors.New("missing dependency")
+
+func missing(err error) error { return fmt.Errorf("%w: %w", ErrMissing, err) }
