@@ -81,6 +81,9 @@ func startAgent(t *testing.T, bin string, env []string, args ...string) *agentRu
 	a.cmd = exec.Command(bin, append([]string{"agent"}, args...)...)
 	a.cmd.Env = env
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.log
+	// Killed by the cleanup, the agent leaves its --exec application holding the output
+	// pipes: Wait must not wait for them for ever.
+	a.cmd.WaitDelay = 5 * time.Second
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
