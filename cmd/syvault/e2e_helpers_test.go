@@ -284,7 +284,24 @@ func mysqlEngine(tb testing.TB) engine {
 			// A dedicated admin with a password MariaDB checks, made with the README's
 			// statements, with the privileges the tests' grants name (migrations included).
 			adminUser, adminPassword := "sv_adm_"+db[len(db)-6:], "my-admin-"+randomSecret()
-			tb.Cleanup(func() { _, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'") })
+			tb.Cleanup(func() {
+				// The marker roles this admin made (MariaDB gives a role's creator the role
+				// with its admin option) go with it: a test's target is seldom deleted.
+				if rows, err := root.Query("SELECT DISTINCT Role FROM mysql.roles_mapping WHERE User = ? AND Role LIKE 'syvault\\_%'", adminUser); err == nil {
+					var roles []string
+					for rows.Next() {
+						var r string
+						if rows.Scan(&r) == nil {
+							roles = append(roles, r)
+						}
+					}
+					rows.Close()
+					for _, r := range roles {
+						_, _ = root.Exec("DROP ROLE IF EXISTS `" + r + "`")
+					}
+				}
+				_, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'")
+			})
 			runAdminStatements(tb, adminStatements(tb, "mysql", adminNames{Admin: adminUser, Password: adminPassword, Database: db,
 				Privileges: "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX"}), "", adminIn)
 			return client.Target{Name: "e2e-mysql-" + db, Engine: "mysql", Host: "127.0.0.1", Port: 3306, Database: db,
