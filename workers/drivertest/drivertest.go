@@ -96,6 +96,20 @@ func Run(t *testing.T, h Harness) {
 	})
 	s := h.NewScratch(t)
 	r := &run{t: t, h: h, d: d, s: s}
+	// Each subtest's target is removed at the end, as deleting it through the API would:
+	// what Prepare and CreateUser leave per target (MySQL's marker role, PostgreSQL's
+	// group role) must not pile up on a shared server from run to run.
+	t.Cleanup(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, uid := range r.uids {
+			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			if err := d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: h.Admin, RecordUID: uid}); err != nil {
+				t.Logf("removing target %s: %v", uid, err)
+			}
+			cancel()
+		}
+	})
 
 	t.Run("Prepare/OK", r.testPrepareOK)
 	t.Run("Prepare/UngrantablePrivilege", r.testPrepareUngrantable)
@@ -123,6 +137,18 @@ type run struct {
 	h Harness
 	d driver.Driver
 	s Scratch
+
+	mu   sync.Mutex
+	uids []string // every record uid a subtest used, removed when the suite ends
+}
+
+// newUID returns a new record uid for a subtest's target, removed when the suite ends.
+func (r *run) newUID() string {
+	uid := NewRecordUID()
+	r.mu.Lock()
+	r.uids = append(r.uids, uid)
+	r.mu.Unlock()
+	return uid
 }
 
 func ctxFor(t *testing.T) context.Context {
@@ -246,14 +272,14 @@ func mustHoldNoSecret(t *testing.T, err error, secrets ...string) {
 }
 
 func (r *run) testPrepareOK(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	r.prepare(t, uid) // idempotent: refreshes the grants
 }
 
 func (r *run) testPrepareUngrantable(t *testing.T) {
 	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{
-		Conn: r.h.Admin, RecordUID: NewRecordUID(), Grants: []events.Grant{r.s.Ungrantable},
+		Conn: r.h.Admin, RecordUID: r.newUID(), Grants: []events.Grant{r.s.Ungrantable},
 	})
 	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
 	t.Logf("message: %s", events.ErrorMessage(err))
@@ -263,14 +289,14 @@ func (r *run) testPrepareNoSuchTable(t *testing.T) {
 	g := r.s.Grants[0]
 	g.Tables = []string{"no_such_table"}
 	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{
-		Conn: r.h.Admin, RecordUID: NewRecordUID(), Grants: []events.Grant{g},
+		Conn: r.h.Admin, RecordUID: r.newUID(), Grants: []events.Grant{g},
 	})
 	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
 	t.Logf("message: %s", events.ErrorMessage(err))
 }
 
 func (r *run) testLoginSelectInsert(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, password := r.mustCreate(t, uid)
 	sess := r.mustLogin(t, user, password)
@@ -279,7 +305,7 @@ func (r *run) testLoginSelectInsert(t *testing.T) {
 }
 
 func (r *run) testUngrantedDenied(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, password := r.mustCreate(t, uid)
 	sess := r.mustLogin(t, user, password)
@@ -292,7 +318,7 @@ func (r *run) testUngrantedDenied(t *testing.T) {
 }
 
 func (r *run) testWrongPassword(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, password := r.mustCreate(t, uid)
 	r.mustNotLogin(t, user, password+"x")
@@ -301,7 +327,7 @@ func (r *run) testWrongPassword(t *testing.T) {
 }
 
 func (r *run) testCreateTwice(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, first := r.mustCreate(t, uid)
 	second := NewPassword()
@@ -314,14 +340,14 @@ func (r *run) testCreateTwice(t *testing.T) {
 }
 
 func (r *run) testCreateWithoutPrepare(t *testing.T) {
-	user, password := r.mustCreate(t, NewRecordUID())
+	user, password := r.mustCreate(t, r.newUID())
 	sess := r.mustLogin(t, user, password)
 	mustExec(t, sess, "SELECT id FROM "+r.s.Granted)
 }
 
 func (r *run) testSchemaWide(t *testing.T) {
 	grants := []events.Grant{{Database: r.s.Database, Schema: r.s.Schema, Privileges: []string{"SELECT"}}}
-	uid := NewRecordUID()
+	uid := r.newUID()
 	if err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: grants}); err != nil {
 		// The harness keeps ungrantable tables out of the scratch schema.
 		t.Fatalf("Prepare: %v", err)
@@ -352,7 +378,7 @@ func (r *run) testBadGrantLeavesNoUser(t *testing.T) {
 	g.Tables = []string{"no_such_table"}
 	user, password := NewUsername(), NewPassword()
 	r.dropInCleanup(t, user)
-	err := r.d.CreateUser(ctxFor(t), r.createReq(NewRecordUID(), user, password, []events.Grant{g}))
+	err := r.d.CreateUser(ctxFor(t), r.createReq(r.newUID(), user, password, []events.Grant{g}))
 	if err == nil {
 		t.Fatalf("CreateUser with a grant on a missing table succeeded")
 	}
@@ -362,7 +388,7 @@ func (r *run) testBadGrantLeavesNoUser(t *testing.T) {
 }
 
 func (r *run) testRenew(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, password := r.mustCreate(t, uid)
 	renew := func(at time.Time) {
@@ -384,7 +410,7 @@ func (r *run) testRenew(t *testing.T) {
 }
 
 func (r *run) testDropTerminates(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, password := r.mustCreate(t, uid)
 	sess := r.mustLogin(t, user, password)
@@ -401,7 +427,7 @@ func (r *run) testDropTerminates(t *testing.T) {
 }
 
 func (r *run) testDropOwner(t *testing.T) {
-	uid := NewRecordUID()
+	uid := r.newUID()
 	r.prepare(t, uid)
 	user, password := r.mustCreate(t, uid)
 	if err := r.h.AllowCreate(ctxFor(t), r.s, user); err != nil {
@@ -430,7 +456,7 @@ func (r *run) testDropMissing(t *testing.T) {
 // the target's shared state.
 func (r *run) testConcurrent(t *testing.T, prepare bool) {
 	const n = 16
-	uid := NewRecordUID()
+	uid := r.newUID()
 	if prepare {
 		r.prepare(t, uid)
 	}
@@ -500,7 +526,7 @@ func FreePort(tb testing.TB) int {
 // every calls each driver method with admin and returns the errors by method name.
 func (r *run) every(t *testing.T, admin driver.Conn, userPassword string) map[string]error {
 	ctx := ctxFor(t)
-	uid, user := NewRecordUID(), NewUsername()
+	uid, user := r.newUID(), NewUsername()
 	create := r.createReq(uid, user, userPassword, r.s.Grants)
 	create.Conn = admin
 	return map[string]error{
@@ -572,7 +598,7 @@ func (r *run) testListUsers(t *testing.T) {
 		t.Skip("the driver does not list its users")
 	}
 	ctx := ctxFor(t)
-	uid, other := NewRecordUID(), NewRecordUID()
+	uid, other := r.newUID(), r.newUID()
 	r.prepare(t, uid)
 	a1, _ := r.mustCreate(t, uid)
 	a2, _ := r.mustCreate(t, uid)
