@@ -92,23 +92,13 @@ func TestCreateUser_CutMidStatement(t *testing.T) {
 	if err := d.CreateUser(ctx, req(first)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_, _ = c.super.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{first}.Sanitize())
-	})
+	dropAtEnd(t, c, first)
 
 	// Holding pg_authid in EXCLUSIVE mode lets logins read it but makes CREATE ROLE wait.
-	lock, err := c.super.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lock := lockAuthid(t, ctx, c)
 	defer lock.Rollback(context.Background())
-	if _, err := lock.Exec(ctx, "LOCK TABLE pg_catalog.pg_authid IN EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
 	user := drivertest.NewUsername()
-	t.Cleanup(func() {
-		_, _ = c.super.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize())
-	})
+	dropAtEnd(t, c, user)
 	done := make(chan error, 1)
 	go func() { done <- d.CreateUser(context.Background(), req(user)) }()
 
@@ -181,17 +171,9 @@ func TestDropUser_CutMidStatement(t *testing.T) {
 		ExpiresAt: time.Now().Add(time.Hour), Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_, _ = c.super.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize())
-	})
-	lock, err := c.super.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dropAtEnd(t, c, user)
+	lock := lockAuthid(t, ctx, c)
 	defer lock.Rollback(context.Background())
-	if _, err := lock.Exec(ctx, "LOCK TABLE pg_catalog.pg_authid IN EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan error, 1)
 	go func() {
 		done <- d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, RecordUID: "cutDropTest", Username: user, Grants: s.Grants})
@@ -211,4 +193,26 @@ func TestDropUser_CutMidStatement(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("DropUser did not return within a minute of the cut")
 	}
+}
+
+// lockAuthid takes pg_authid in EXCLUSIVE mode in a transaction of its own: logins can still
+// read it, but a CREATE or DROP ROLE waits until the caller rolls the transaction back.
+func lockAuthid(t *testing.T, ctx context.Context, c *cluster) pgx.Tx {
+	t.Helper()
+	lock, err := c.super.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, "LOCK TABLE pg_catalog.pg_authid IN EXCLUSIVE MODE"); err != nil {
+		_ = lock.Rollback(context.Background())
+		t.Fatal(err)
+	}
+	return lock
+}
+
+// dropAtEnd drops role user, if it still exists, when t ends.
+func dropAtEnd(t *testing.T, c *cluster, user string) {
+	t.Cleanup(func() {
+		_, _ = c.super.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize())
+	})
 }
