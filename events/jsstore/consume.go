@@ -196,8 +196,8 @@ func ensureConsumer(ctx context.Context, stream jetstream.Stream, cfg jetstream.
 }
 
 // Replay calls fn for every message of the events stream matching filters, from sequence
-// start to the stream's last sequence at the time of the call, in order. It reads through
-// an ordered consumer and creates no durable state.
+// start to the stream's last sequence at the time of the call, in order, each once. It
+// reads through an ordered consumer and creates no durable state.
 func (s *Store) Replay(ctx context.Context, start uint64, filters []string, fn func(jetstream.Msg) error) error {
 	info, err := s.events.Info(ctx)
 	if err != nil {
@@ -215,34 +215,64 @@ func (s *Store) Replay(ctx context.Context, start uint64, filters []string, fn f
 	if err != nil {
 		return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
 	}
+	// The ordered consumer is an R1 consumer in memory: a restart of the node holding it,
+	// or a pull sent before its interest reached the client's node, fails one fetch. The
+	// next fetch recreates it from the last message delivered, so a failure is retried
+	// with a backoff, and only failures in a row without progress give up.
+	var delivered uint64
+	failures, pause := 0, replayRetryPause
 	for {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
-		}
 		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("jsstore.Replay: %w", err)
+		if err == nil {
+			for msg := range batch.Messages() {
+				md, merr := msg.Metadata()
+				if merr != nil {
+					return fmt.Errorf("jsstore.Replay: %w", merr)
+				}
+				if md.Sequence.Stream <= delivered {
+					continue
+				}
+				n++
+				delivered = md.Sequence.Stream
+				if err := fn(msg); err != nil {
+					return err
+				}
+				if delivered >= last {
+					return nil
+				}
 			}
-			if err := fn(msg); err != nil {
-				return err
+			if berr := batch.Error(); berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
+				err = berr
 			}
-			if md.Sequence.Stream >= last {
+		}
+		if err == nil {
+			if n == 0 {
+				// The filter matched nothing further up to last.
 				return nil
 			}
+			continue
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return unavailable(fmt.Errorf("jsstore.Replay: %w", err))
+		if n > 0 {
+			failures, pause = 0, replayRetryPause
 		}
-		if n == 0 {
-			// The filter matched nothing further up to last.
-			return nil
+		if failures++; failures > replayRetries || ctx.Err() != nil {
+			return unavailable(fmt.Errorf("jsstore.Replay, after sequence %d: %w", delivered, err))
 		}
+		select {
+		case <-ctx.Done():
+			return unavailable(fmt.Errorf("jsstore.Replay, after sequence %d: %w", delivered, ctx.Err()))
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
 	}
 }
+
+// A replay gives up after replayRetries failed fetches in a row, about 20 s of pauses.
+const (
+	replayRetries    = 8
+	replayRetryPause = 100 * time.Millisecond
+)
 
 // ConsumerBusy reports whether some process is pulling from, or holds unacknowledged
 // messages of, the durable consumer of the events stream: whether anyone does its work.

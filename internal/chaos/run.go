@@ -261,16 +261,19 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 	watch(o)
 	users := byUsername(o.Histories)
 	now := time.Now()
-	var pending, revoking, overdue, stray, imminent int
-	for _, hist := range o.Histories {
+	// The ids of what is stuck go into the log: a run that does not settle is read from
+	// its processes' logs, by lease.
+	var pending, revoking, overdue, stray []string
+	imminent := 0
+	for id, hist := range o.Histories {
 		l := hist.Fold()
 		switch {
 		case l.Status == events.StatusPending:
-			pending++
+			pending = append(pending, id)
 		case l.Status == events.StatusRevoking:
-			revoking++
+			revoking = append(revoking, id)
 		case l.Status == events.StatusActive && !l.ExpiresAt.After(now):
-			overdue++
+			overdue = append(overdue, id)
 		case l.Status == events.StatusActive && l.ExpiresAt.Before(now.Add(imminence)):
 			// The checks stop the processes: an expiry due while they stop would be left
 			// half done by the run itself.
@@ -281,15 +284,29 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 		for u := range us {
 			id, ok := users[u]
 			if !ok || o.Histories[id].Fold().Status != events.StatusActive {
-				stray++
+				stray = append(stray, u)
 			}
 		}
 	}
-	if pending+revoking+overdue+stray+imminent == 0 {
+	if len(pending)+len(revoking)+len(overdue)+len(stray)+imminent == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%d pending, %d revoking, %d active past expiry, %d expiring within %s, %d users without an active lease",
-		pending, revoking, overdue, imminent, imminence, stray)
+	return fmt.Sprintf("%s pending, %s revoking, %s active past expiry, %d expiring within %s, %s users without an active lease",
+		some(pending), some(revoking), some(overdue), imminent, imminence, some(stray))
+}
+
+// some gives how many names there are and the first few of them in order.
+func some(names []string) string {
+	if len(names) == 0 {
+		return "0"
+	}
+	sort.Strings(names)
+	const shown = 3
+	s := fmt.Sprintf("%d (%s", len(names), strings.Join(names[:min(shown, len(names))], ", "))
+	if len(names) > shown {
+		s += ", …"
+	}
+	return s + ")"
 }
 
 func (h *Harness) consumerInfo(ctx context.Context, stream, name string) (*jetstream.ConsumerInfo, error) {
