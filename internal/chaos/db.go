@@ -9,18 +9,17 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/syvault/syvault/internal/pgtest"
 )
 
 // LeasePrefix starts the name of every database user SyVault makes for a lease.
@@ -42,46 +41,7 @@ type database struct {
 	close func()
 }
 
-// osUser returns the credential to run a database server as name when the harness runs
-// as root (both servers refuse to run as root), or nil.
-func osUser(name string) (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("running as root and no %s OS user to run the server as: %w", name, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// mkOwnedDir makes dir, owned by cred's user when there is one.
-func mkOwnedDir(dir string, cred *syscall.Credential) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if cred != nil {
-		return os.Chown(dir, int(cred.Uid), int(cred.Gid))
-	}
-	return nil
-}
-
-func runAs(cred *syscall.Credential, argv ...string) error {
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w: %s", filepath.Base(argv[0]), err, out)
-	}
-	return nil
-}
-
 func secret() string { return rand.Text() }
-
-// DefaultPGBin is where the PostgreSQL server binaries are looked for unless
-// Config.PGBin says otherwise.
-const DefaultPGBin = "/usr/lib/postgresql/15/bin"
 
 // startPostgres makes a private cluster that checks passwords (scram-sha-256), runs its
 // postmaster directly (not through pg_ctl) so that it and its backends share the process
@@ -89,33 +49,22 @@ const DefaultPGBin = "/usr/lib/postgresql/15/bin"
 // "A PostgreSQL admin" does, with the database myapp.
 func (h *Harness) startPostgres(ctx context.Context) (*database, error) {
 	bin := h.cfg.PGBin
-	for _, name := range []string{"initdb", "postgres"} {
-		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-			return nil, missing(fmt.Errorf("PostgreSQL binaries not found under %s (set PG_BIN): %w", bin, err))
-		}
+	if err := pgtest.CheckBin(bin, "initdb", "postgres"); err != nil {
+		return nil, missing(err)
 	}
-	cred, err := osUser("postgres")
+	cred, err := pgtest.OSUser("postgres")
 	if err != nil {
 		return nil, missing(err)
 	}
 	dir := filepath.Join(h.dir, "pg")
-	if err := mkOwnedDir(dir, cred); err != nil {
+	if err := pgtest.MkOwnedDir(dir, cred); err != nil {
 		return nil, err
 	}
 	superPW := secret()
-	pwfile := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pwfile, []byte(superPW+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	if cred != nil {
-		_ = os.Chown(pwfile, int(cred.Uid), int(cred.Gid))
-	}
 	data := filepath.Join(dir, "data")
-	if err := runAs(cred, filepath.Join(bin, "initdb"), "--auth=scram-sha-256", "--pwfile="+pwfile, "-U", "postgres",
-		"-D", data, "--no-sync", "-E", "UTF8", "--locale=C"); err != nil {
+	if err := pgtest.InitDB(bin, dir, data, superPW, cred); err != nil {
 		return nil, err
 	}
-	_ = os.Remove(pwfile)
 	ports, err := freePorts(1)
 	if err != nil {
 		return nil, err
@@ -213,16 +162,16 @@ func (h *Harness) startMariaDB(ctx context.Context) (*database, error) {
 			return nil, missing(fmt.Errorf("mariadbd not found (PATH or /usr/sbin): %w", err))
 		}
 	}
-	cred, err := osUser("mysql")
+	cred, err := pgtest.OSUser("mysql")
 	if err != nil {
 		return nil, missing(err)
 	}
 	dir := filepath.Join(h.dir, "mariadb")
-	if err := mkOwnedDir(dir, cred); err != nil {
+	if err := pgtest.MkOwnedDir(dir, cred); err != nil {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data")
-	if err := runAs(cred, installDB, "--no-defaults", "--datadir="+data, "--auth-root-authentication-method=normal",
+	if err := pgtest.Run(cred, installDB, "--no-defaults", "--datadir="+data, "--auth-root-authentication-method=normal",
 		"--skip-test-db", "--skip-name-resolve"); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/pgtest"
 )
 
 // Config sizes a run. The zero value of a field takes the default named beside it.
@@ -36,7 +37,7 @@ type Config struct {
 	// --ack-wait; default 10s and 15s (short, so a run's redeliveries happen within it).
 	RequestTimeout, AckWait time.Duration
 	Dir                     string    // where the temporary directory goes; default os.TempDir()
-	PGBin                   string    // PostgreSQL's server binaries; default DefaultPGBin
+	PGBin                   string    // PostgreSQL's server binaries; default pgtest.DefaultBin
 	KeepDir                 bool      // keep the logs and stores after the run
 	Out                     io.Writer // the progress lines and the report; default os.Stdout
 }
@@ -68,7 +69,7 @@ func (c *Config) setDefaults() {
 		c.Out = os.Stdout
 	}
 	if c.PGBin == "" {
-		c.PGBin = DefaultPGBin
+		c.PGBin = pgtest.DefaultBin
 	}
 }
 

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/internal/pgtest"
 	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/postgres"
@@ -64,26 +63,16 @@ type cluster struct {
 	port     int
 	superPW  string
 	adminPW  string
-	super    *pgxpool.Pool // superuser, database postgres
-	runAs    []string      // command prefix running a binary as the postgres OS user
-	uid, gid int           // of the postgres OS user, when running as root
-}
-
-func pgBin() string {
-	if dir := os.Getenv("PG_BIN"); dir != "" {
-		return dir
-	}
-	return "/usr/lib/postgresql/15/bin"
+	super    *pgxpool.Pool       // superuser, database postgres
+	cred     *syscall.Credential // the postgres OS user's, when running as root
 }
 
 func secret() string { return "s'" + rand.Text() }
 
 func startCluster() (c *cluster, err error) {
-	bin := pgBin()
-	for _, name := range []string{"initdb", "pg_ctl", "postgres"} {
-		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-			return nil, fmt.Errorf("PostgreSQL binaries not found under %s (set PG_BIN): %w", bin, err)
-		}
+	bin := pgtest.Bin()
+	if err := pgtest.CheckBin(bin, "initdb", "pg_ctl", "postgres"); err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "syvault-pg-")
 	if err != nil {
@@ -96,42 +85,20 @@ func startCluster() (c *cluster, err error) {
 			c = nil
 		}
 	}()
-	// initdb refuses to run as root: run the server binaries as the postgres OS user.
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return c, fmt.Errorf("running as root and no postgres OS user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return c, err
-		}
-		c.runAs = []string{"runuser", "-u", "postgres", "--"}
-		c.uid, c.gid = uid, gid
-	}
-	pwfile := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pwfile, []byte(c.superPW+"\n"), 0o600); err != nil {
+	if c.cred, err = pgtest.OSUser("postgres"); err != nil {
 		return c, err
 	}
-	if len(c.runAs) > 0 {
-		if err := os.Chown(pwfile, c.uid, c.gid); err != nil {
-			return c, err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	if err := c.run("initdb", "--auth=scram-sha-256", "--pwfile="+pwfile, "-U", "postgres",
-		"-D", data, "--no-sync", "-E", "UTF8", "--locale=C"); err != nil {
+	if err := pgtest.MkOwnedDir(dir, c.cred); err != nil {
 		return c, err
 	}
-	if err := os.Remove(pwfile); err != nil {
+	if err := pgtest.InitDB(bin, dir, filepath.Join(dir, "data"), c.superPW, c.cred); err != nil {
 		return c, err
 	}
 	if c.port, err = freePort(); err != nil {
 		return c, err
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200", c.port, dir)
-	if err := c.run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
+	if err := c.run("pg_ctl", "-D", filepath.Join(dir, "data"), "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
 		return c, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -160,12 +127,7 @@ func freePort() (int, error) {
 }
 
 func (c *cluster) run(name string, args ...string) error {
-	argv := append(append(append([]string{}, c.runAs...), filepath.Join(c.bin, name)), args...)
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w: %s", name, err, out)
-	}
-	return nil
+	return pgtest.Run(c.cred, append([]string{filepath.Join(c.bin, name)}, args...)...)
 }
 
 func (c *cluster) stop() {
