@@ -82,6 +82,10 @@ func startNATS(b *testing.B) *natsProcess {
 // scaleBinary starts the benchmark's server, with its profiler on when profiles are asked for.
 func scaleBinary(b *testing.B, args ...string) *binary {
 	if *scaleProfile != "" {
+		// Made now: finding it missing after a run's hour of work would lose the run.
+		if err := os.MkdirAll(*scaleProfile, 0o755); err != nil {
+			b.Fatal(err)
+		}
 		args = append(args, "--debug-listen", freeAddr(b))
 	}
 	return startBinary(b, args...)
