@@ -451,9 +451,9 @@ func benchDatabases(b *testing.B, n, storm int) {
 			b.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	var group string
+	var group, marker string
 	myAdmin := "vf_scale_my_" + strconv.Itoa(int(time.Now().Unix()%1e6))
-	b.Cleanup(func() { cleanupScale(b, db, adminRole, group, myAdmin) })
+	b.Cleanup(func() { cleanupScale(b, db, adminRole, group, myAdmin, marker) })
 	for _, stmt := range []string{"CREATE DATABASE " + db, "CREATE TABLE " + db + ".t (id int)",
 		"CREATE USER '" + myAdmin + "'@'%' IDENTIFIED BY 'scale'", "GRANT ALL PRIVILEGES ON *.* TO '" + myAdmin + "'@'%' WITH GRANT OPTION"} {
 		if _, err := my.Exec(stmt); err != nil {
@@ -475,6 +475,7 @@ func benchDatabases(b *testing.B, n, storm int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	marker = "syvault_" + myT.RecordUID
 	var active []string
 	var mu sync.Mutex
 	grow := func(to int) {
@@ -629,8 +630,8 @@ func benchStorm(b *testing.B, bin *binary, admin *client.Client, recordUID strin
 
 // cleanupScale drops what the benchmark made in the shared databases: its lease users
 // (members of its target's group; MariaDB users granted on its database), the group, the
-// database and the admin.
-func cleanupScale(b *testing.B, db, adminRole, group, myAdmin string) {
+// database, the admin, and on MariaDB the target's marker role.
+func cleanupScale(b *testing.B, db, adminRole, group, myAdmin, marker string) {
 	ctx := context.Background()
 	pg, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	if err != nil {
@@ -686,6 +687,9 @@ func cleanupScale(b *testing.B, db, adminRole, group, myAdmin string) {
 	}
 	_, _ = my.Exec("DROP DATABASE IF EXISTS " + db)
 	_, _ = my.Exec("DROP USER IF EXISTS '" + myAdmin + "'@'%'")
+	if marker != "" {
+		_, _ = my.Exec("DROP ROLE IF EXISTS " + marker)
+	}
 }
 
 func minTime(a, b time.Time) time.Time {
