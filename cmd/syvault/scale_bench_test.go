@@ -43,7 +43,7 @@ var (
 	scaleProfile = flag.String("scale.profile", "", "directory to write the server's heap profiles to")
 	// The deployed shape: SyVault joins a NATS server of its own process (--nats-url), so
 	// the memory of each is seen apart and a restart is SyVault's alone.
-	scaleExternal = flag.Bool("scale.external-nats", false, "run the event layer against a separate nats-server process")
+	scaleExternal = flag.Bool("scale.external-nats", false, "run the server against a separate nats-server process instead of its embedded one")
 )
 
 // natsProcess is a nats-server built from the module's version, with JetStream, on a
@@ -386,6 +386,16 @@ func cpuProfile(b *testing.B, bin *binary, name string) (stop func()) {
 
 // cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
 // the PostgreSQL postmaster, its backends' too.
+// storeAndServerCPU is the CPU time of the server and of its NATS: the same process when
+// NATS is embedded, two with -scale.external-nats, so the two modes' costs compare.
+func storeAndServerCPU(bin *binary) float64 {
+	t := cpuSeconds(bin.cmd.Process.Pid)
+	if scaleNATS != nil {
+		t += cpuSeconds(scaleNATS.cmd.Process.Pid)
+	}
+	return t
+}
+
 func cpuSeconds(pid int) float64 {
 	var total float64
 	tasks, _ := filepath.Glob("/proc/[0-9]*/stat")
@@ -460,7 +470,12 @@ func benchDatabases(b *testing.B, n, storm int) {
 			b.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	bin := scaleBinary(b, "--request-timeout", "60s")
+	args := []string{"--request-timeout", "60s"}
+	if *scaleExternal {
+		scaleNATS = startNATS(b)
+		args = append(args, "--nats-url", scaleNATS.url)
+	}
+	bin := scaleBinary(b, args...)
 	admin := bin.admin(b)
 	pgT, err := admin.CreateTarget(ctx, client.Target{Name: "scale-pg", Engine: "postgresql", Host: "127.0.0.1", Port: 5432, Database: db,
 		AdminUsername: adminRole, AdminPassword: "scale", TLSMode: "disable",
@@ -480,7 +495,7 @@ func benchDatabases(b *testing.B, n, storm int) {
 	var mu sync.Mutex
 	grow := func(to int) {
 		from := len(active)
-		serverCPU, dbCPU := cpuSeconds(bin.cmd.Process.Pid), cpuSeconds(postmaster(b))
+		serverCPU, dbCPU := storeAndServerCPU(bin), cpuSeconds(postmaster(b))
 		took := parallelDo(b, 8, to-from, func(i int) error {
 			uid := pgT.RecordUID
 			if (from+i)%10 == 9 {
@@ -495,7 +510,7 @@ func benchDatabases(b *testing.B, n, storm int) {
 			mu.Unlock()
 			return nil
 		})
-		serverCPU, dbCPU = cpuSeconds(bin.cmd.Process.Pid)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		serverCPU, dbCPU = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
 		report(b, fmt.Sprintf("databases: creates, c8, %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
 		// CPU per create, unlike the rate, does not move with what else the machine runs.
 		report(b, fmt.Sprintf("databases: creates %d to %d, server CPU per create", from, to), serverCPU*1000/float64(to-from), "ms")
@@ -510,9 +525,9 @@ func benchDatabases(b *testing.B, n, storm int) {
 			}
 		}
 		stopProfile := cpuProfile(b, bin, fmt.Sprintf("revokes_at_%d", at))
-		serverCPU, dbCPU := cpuSeconds(bin.cmd.Process.Pid), cpuSeconds(postmaster(b))
+		serverCPU, dbCPU := storeAndServerCPU(bin), cpuSeconds(postmaster(b))
 		took := parallelDo(b, 8, len(victims), func(i int) error { return admin.RevokeLease(ctx, victims[i]) })
-		serverCPU, dbCPU = cpuSeconds(bin.cmd.Process.Pid)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		serverCPU, dbCPU = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
 		stopProfile()
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active", at), float64(len(victims))/took.Seconds(), "revokes/s")
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server CPU per revoke", at), serverCPU*1000/float64(len(victims)), "ms")
@@ -589,9 +604,9 @@ func benchStorm(b *testing.B, bin *binary, admin *client.Client, recordUID strin
 	var lags []time.Duration
 	var early int
 	stopProfile := cpuProfile(b, bin, "storm")
-	serverCPU, dbCPU := cpuSeconds(bin.cmd.Process.Pid), cpuSeconds(postmaster(b))
+	serverCPU, dbCPU := storeAndServerCPU(bin), cpuSeconds(postmaster(b))
 	defer func() {
-		serverCPU, dbCPU = cpuSeconds(bin.cmd.Process.Pid)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		serverCPU, dbCPU = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
 		stopProfile()
 		report(b, fmt.Sprintf("storm: %d leases, server CPU per lease (expiry and drop)", n), serverCPU*1000/float64(n), "ms")
 		report(b, fmt.Sprintf("storm: %d leases, PostgreSQL CPU per lease (expiry and drop)", n), dbCPU*1000/float64(n), "ms")
