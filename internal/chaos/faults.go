@@ -29,6 +29,21 @@ func (h *Harness) faults(ctx context.Context, r *rand.Rand) map[string]int {
 	var mu sync.Mutex
 	natsDown := false
 	paused := map[string]bool{}
+	// after ends a fault once it has lasted d (the fault's length, not synchronisation);
+	// the run waits for every fault to have ended.
+	after := func(d time.Duration, end func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(d)
+			end()
+		}()
+	}
+	restart := func(name string, start func() error) {
+		if err := start(); err != nil {
+			h.logf("restart %s: %v", name, err)
+		}
+	}
 	for {
 		wait := time.Duration(float64(h.cfg.FaultEvery) * (0.5 + r.Float64()))
 		select {
@@ -49,15 +64,10 @@ func (h *Harness) faults(ctx context.Context, r *rand.Rand) map[string]int {
 			_ = p.kill(10 * time.Second)
 			counts[kind]++
 			h.logf("fault: kill -9 %s; restart in %s", p.name, pause)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(pause) // the fault's length, not synchronisation
-				if err := p.start(); err != nil {
-					h.logf("restart %s: %v", p.name, err)
-				}
+			after(pause, func() {
+				restart(p.name, p.start)
 				p.held.Store(false)
-			}()
+			})
 		case FaultKillNATS:
 			n := h.nats[r.IntN(len(h.nats))]
 			mu.Lock()
@@ -72,20 +82,15 @@ func (h *Harness) faults(ctx context.Context, r *rand.Rand) map[string]int {
 			_ = n.kill(10 * time.Second)
 			counts[kind]++
 			h.logf("fault: kill -9 %s; restart in %s", n.name, pause)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(pause)
-				if err := n.start(); err != nil {
-					h.logf("restart %s: %v", n.name, err)
-				}
+			after(pause, func() {
+				restart(n.name, n.start)
 				if err := waitNode(context.WithoutCancel(ctx), n); err != nil {
 					h.logf("%v", err)
 				}
 				mu.Lock()
 				natsDown = false
 				mu.Unlock()
-			}()
+			})
 		case FaultPauseDB:
 			d := h.pg
 			if r.IntN(2) == 1 {
@@ -102,15 +107,12 @@ func (h *Harness) faults(ctx context.Context, r *rand.Rand) map[string]int {
 			d.signal(syscall.SIGSTOP)
 			counts[kind]++
 			h.logf("fault: SIGSTOP %s for %s", d.name, stopped)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				time.Sleep(stopped)
+			after(stopped, func() {
 				d.signal(syscall.SIGCONT)
 				mu.Lock()
 				paused[d.engine] = false
 				mu.Unlock()
-			}()
+			})
 		case FaultCutConn:
 			d := h.pg
 			if r.IntN(2) == 1 {
