@@ -233,6 +233,46 @@ func (s *Store) History(ctx context.Context, subject string) ([]events.Event, []
 	}
 }
 
+// leaseHistory is History for a lease, read backwards along the chain its events form
+// (each names its predecessor, and the first is the request): the last event, then each
+// predecessor by its sequence, one read per event, where reading forwards takes one more
+// to learn that the history has ended, and searches the stream for each next event. A
+// chain that does not end at a request (events appended before they named their
+// predecessor) is read forwards instead.
+func (s *Store) leaseHistory(ctx context.Context, subject string) ([]events.Event, []uint64, error) {
+	var (
+		evs  []events.Event
+		seqs []uint64
+	)
+	req := msgGetRequest{LastFor: subject}
+	for {
+		msg, err := s.leaderGet(ctx, events.EventsStream, req)
+		if errors.Is(err, jetstream.ErrMsgNotFound) && len(evs) == 0 {
+			return nil, nil, nil
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, nil, unavailable(fmt.Errorf("jsstore.History(%s): %w", subject, err))
+		}
+		if err != nil || msg.Subject != subject {
+			return s.History(ctx, subject)
+		}
+		e, err := events.Decode(msg.Data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("jsstore.History(%s) seq %d: %w", subject, msg.Sequence, err)
+		}
+		evs, seqs = append(evs, e), append(seqs, msg.Sequence)
+		if e.Prev == 0 {
+			if e.Type != events.LeaseRequested {
+				return s.History(ctx, subject)
+			}
+			slices.Reverse(evs)
+			slices.Reverse(seqs)
+			return evs, seqs, nil
+		}
+		req = msgGetRequest{Seq: e.Prev}
+	}
+}
+
 // LoadTarget returns a target's latest settings, read from its events rather than from a
 // projection that may lag, and the sequence of its last event, to append after it on
 // condition that nothing came between. It returns an ENotFound *events.Error when the
@@ -260,7 +300,7 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 // LoadLease folds a lease's history. It returns an ENotFound *events.Error when the lease
 // has no events.
 func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, error) {
-	evs, seqs, err := s.History(ctx, events.LeaseSubject(leaseID))
+	evs, seqs, err := s.leaseHistory(ctx, events.LeaseSubject(leaseID))
 	if err != nil {
 		return events.Lease{}, err
 	}

@@ -333,3 +333,51 @@ func TestOpen_KeepsSubjectsAddedByANewerVersion(t *testing.T) {
 		t.Fatalf("a subject a newer version added was taken away: %v", err)
 	}
 }
+
+// A lease's history is read along its chain: one read per event, whatever else the
+// stream holds. A history whose events do not name their predecessors (appended by an
+// earlier version) is still read whole.
+func TestStore_LoadLeaseFollowsTheChain(t *testing.T) {
+	ctx := context.Background()
+	s, nc := jstest.MustServer(t, "").MustStoreConn(t)
+	now := time.Now().UTC()
+	var seq uint64
+	var err error
+	for i, typ := range []events.Type{events.LeaseRequested, events.LeaseActivated, events.LeaseRenewed, events.LeaseRevoked} {
+		e := events.Event{Type: typ, ID: fmt.Sprintf("C.%d", i), LeaseID: "C", Time: now, ExpiresAt: now.Add(time.Hour),
+			Lease: &events.LeaseSpec{Username: "vf_tmp_cccccccc"}}
+		if seq, err = s.Append(ctx, events.LeaseSubject("C"), e, seq); err != nil {
+			t.Fatal(err)
+		}
+		// Other leases' events in between.
+		if _, err := s.Append(ctx, events.LeaseSubject(fmt.Sprintf("other%d", i)), ev(events.LeaseRequested, "o"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := nc.Stats().OutMsgs
+	l, err := s.LoadLease(ctx, "C")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reads := nc.Stats().OutMsgs - before; reads != 4 {
+		t.Errorf("loading a lease of 4 events took %d reads, want 4", reads)
+	}
+	if l.Status != events.StatusRevoking || l.Seq != seq || l.Username != "vf_tmp_cccccccc" {
+		t.Errorf("folded %+v", l)
+	}
+
+	// Unchained: the same events with no predecessor recorded.
+	for i, typ := range []events.Type{events.LeaseRequested, events.LeaseActivated, events.LeaseRevoked} {
+		e := events.Event{Type: typ, ID: fmt.Sprintf("U.%d", i), LeaseID: "U", Time: now, ExpiresAt: now.Add(time.Hour),
+			Lease: &events.LeaseSpec{Username: "vf_tmp_uuuuuuuu"}}
+		if seq, err = s.AppendUnordered(ctx, events.LeaseSubject("U"), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l, err = s.LoadLease(ctx, "U"); err != nil || l.Status != events.StatusRevoking || l.Seq != seq || l.Username != "vf_tmp_uuuuuuuu" {
+		t.Errorf("unchained history folded to %+v, %v", l, err)
+	}
+	if _, err := s.LoadLease(ctx, "none"); events.ErrorCode(err) != events.ENotFound {
+		t.Errorf("unknown lease: %v", err)
+	}
+}

@@ -59,11 +59,20 @@ func (s *Server) MustConnect(tb testing.TB) *nats.Conn {
 // MustStore opens a store on s through a new connection.
 func (s *Server) MustStore(tb testing.TB) *jsstore.Store {
 	tb.Helper()
-	st, err := jsstore.Open(context.Background(), s.MustConnect(tb), jsstore.Config{})
+	st, _ := s.MustStoreConn(tb)
+	return st
+}
+
+// MustStoreConn is MustStore, also returning the store's connection, whose statistics
+// count what the store asks of NATS.
+func (s *Server) MustStoreConn(tb testing.TB) (*jsstore.Store, *nats.Conn) {
+	tb.Helper()
+	nc := s.MustConnect(tb)
+	st, err := jsstore.Open(context.Background(), nc, jsstore.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return st
+	return st, nc
 }
 
 // MustStore starts a fresh server and opens a store on it.
