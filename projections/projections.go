@@ -50,9 +50,11 @@ type record[T any] struct {
 // Projections applies events to the buckets and answers queries from them. It is safe
 // for concurrent use.
 type Projections struct {
-	store   *jsstore.Store
-	logger  *slog.Logger
-	leases  jetstream.KeyValue
+	store  *jsstore.Store
+	logger *slog.Logger
+	leases jetstream.KeyValue
+	// written remembers the lease records this process wrote last (see cas).
+	written *written
 	targets jetstream.KeyValue
 	clients jetstream.KeyValue
 	// recordReads counts the lease records lists read, for tests of their cost.
@@ -61,7 +63,7 @@ type Projections struct {
 
 // Open creates the buckets if they are missing.
 func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Projections, error) {
-	p := &Projections{store: store, logger: logger}
+	p := &Projections{store: store, logger: logger, written: newWritten()}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
@@ -86,25 +88,25 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 		}
 		return p.applyLease(ctx, e, seq)
 	case (e.Type == events.TargetRegistered || e.Type == events.TargetUpdated || e.Type == events.TargetResealed) && e.Target != nil:
-		_, _, err := cas(ctx, p.targets, e.RecordUID, seq, func(r *record[events.Target]) bool {
+		_, _, err := cas(ctx, p.targets, nil, e.RecordUID, seq, false, func(r *record[events.Target]) bool {
 			r.Value, r.Removed = *e.Target, false
 			return true
 		})
 		return err
 	case e.Type == events.TargetRemoved:
-		_, _, err := cas(ctx, p.targets, e.RecordUID, seq, func(r *record[events.Target]) bool {
+		_, _, err := cas(ctx, p.targets, nil, e.RecordUID, seq, false, func(r *record[events.Target]) bool {
 			r.Removed = true
 			return true
 		})
 		return err
 	case e.Type == events.ClientRegistered && e.Client != nil:
-		_, _, err := cas(ctx, p.clients, e.Client.ClientID, seq, func(r *record[events.Client]) bool {
+		_, _, err := cas(ctx, p.clients, nil, e.Client.ClientID, seq, false, func(r *record[events.Client]) bool {
 			r.Value, r.Removed = *e.Client, false
 			return true
 		})
 		return err
 	case e.Type == events.ClientRemoved:
-		_, _, err := cas(ctx, p.clients, e.ClientID, seq, func(r *record[events.Client]) bool {
+		_, _, err := cas(ctx, p.clients, nil, e.ClientID, seq, false, func(r *record[events.Client]) bool {
 			r.Removed = true
 			return true
 		})
@@ -142,7 +144,8 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 		return nil
 	}
 	chained := e.Type == events.LeaseRequested || e.Prev != 0
-	r, changed, err := cas(ctx, p.leases, e.LeaseID, seq, func(r *record[events.Lease]) bool {
+	first := e.Type == events.LeaseRequested && e.Prev == 0
+	r, changed, err := cas(ctx, p.leases, p.written, e.LeaseID, seq, first, func(r *record[events.Lease]) bool {
 		if !chained || r.Seq != e.Prev {
 			return false
 		}
@@ -163,7 +166,7 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 			return events.StoreUnavailable(fmt.Errorf("projections: lease %s: its history read ends at seq %d, before the event at %d", e.LeaseID, l.Seq, seq))
 		}
 		if err == nil {
-			r, changed, err = cas(ctx, p.leases, e.LeaseID, l.Seq, func(r *record[events.Lease]) bool {
+			r, changed, err = cas(ctx, p.leases, p.written, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {
 				r.Value = l
 				return true
 			}, index)
@@ -190,22 +193,44 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 // cas applies mutate to the record at key unless it already holds seq or later, retrying
 // on concurrent updates; before each write, the optional before gets the record as it is
 // about to be written. changed is false when nothing was written.
-func cas[T any](ctx context.Context, kv jetstream.KeyValue, key string, seq uint64, mutate func(*record[T]) bool, before ...func(*record[T]) error) (record[T], bool, error) {
+//
+// The first attempt may skip reading the record: it takes the record w remembers writing
+// (see written), or, when absent says the record cannot exist yet (a lease's request),
+// none. A wrong guess fails the write, which is conditional on the revision, or is not
+// trusted to decline it, and the next attempt reads the record.
+func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key string, seq uint64, absent bool, mutate func(*record[T]) bool, before ...func(*record[T]) error) (record[T], bool, error) {
+	guess := true
 	for {
-		var r record[T]
-		var rev uint64
-		entry, err := kv.Get(ctx, key)
-		switch {
-		case err == nil:
-			if err := json.Unmarshal(entry.Value(), &r); err != nil {
+		var (
+			r       record[T]
+			rev     uint64
+			data    []byte
+			guessed bool
+		)
+		if guess {
+			guess = false
+			data, rev, guessed = w.get(key)
+			guessed = guessed || absent
+		}
+		if !guessed {
+			entry, err := kv.Get(ctx, key)
+			switch {
+			case err == nil:
+				data, rev = entry.Value(), entry.Revision()
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			default:
+				return r, false, unavailable(err)
+			}
+		}
+		if data != nil {
+			if err := json.Unmarshal(data, &r); err != nil {
 				return r, false, fmt.Errorf("projections: %s/%s: %w", kv.Bucket(), key, err)
 			}
-			rev = entry.Revision()
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		default:
-			return r, false, unavailable(err)
 		}
 		if r.Seq >= seq || !mutate(&r) {
+			if guessed {
+				continue
+			}
 			return r, false, nil
 		}
 		r.Seq = seq
@@ -219,16 +244,19 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, key string, seq uint
 			return r, false, err
 		}
 		if rev == 0 {
-			_, err = kv.Create(ctx, key, data)
+			rev, err = kv.Create(ctx, key, data)
 		} else {
-			_, err = kv.Update(ctx, key, data, rev)
+			rev, err = kv.Update(ctx, key, data, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			w.forget(key)
 			continue
 		}
 		if err != nil {
+			w.forget(key) // it may have landed or not
 			return r, false, unavailable(err)
 		}
+		w.put(key, data, rev)
 		return r, true, nil
 	}
 }

@@ -50,7 +50,7 @@ func Rebuild(ctx context.Context, store *jsstore.Store, p *Projections) (int, er
 	if err != nil {
 		return 0, err
 	}
-	p.leases, p.targets, p.clients = fresh.leases, fresh.targets, fresh.clients
+	p.leases, p.written, p.targets, p.clients = fresh.leases, fresh.written, fresh.targets, fresh.clients
 	n := 0
 	var last uint64
 	err = store.Replay(ctx, 1, nil, func(msg jetstream.Msg) error {
