@@ -126,7 +126,14 @@ func TestFailover_RevokeWithoutQuorum(t *testing.T) {
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3; c.RequestTimeout = 3 * time.Second })
 	admin := srv.admin(t)
 	target := mustTarget(t, admin, eng)
-	l := mustLease(t, admin, target.RecordUID, 3600)
+	// The short deadline is for the revocation; a create on a loaded machine may miss it
+	// too, and a 504 on a create says to try again.
+	var l *client.Lease
+	eventually(t, 30*time.Second, "a lease to revoke", func() (bool, error) {
+		var err error
+		l, err = admin.CreateLease(ctx, target.RecordUID, 3600)
+		return err == nil, err
+	})
 	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+l.Username) })
 	for _, ns := range servers[:2] {
 		ns.Shutdown()
