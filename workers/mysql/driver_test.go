@@ -262,7 +262,7 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 				}
 			}
 			d := mysql.New(nil)
-			defer d.Close()
+			t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 			conn := s.admin()
 			conn.Username, conn.Password, conn.PoolKey = name, pw, "weak-"+name
 			err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: scratch.Grants})

@@ -20,7 +20,7 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 	sc := s.newScratch(t)
 	ctx := t.Context()
 	d := mysql.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := s.admin()
 	wide := []events.Grant{
 		{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "DELETE"}},
@@ -81,7 +81,7 @@ func TestDriver_MigrationByLeases(t *testing.T) {
 	other := s.newScratch(t)
 	ctx := t.Context()
 	d := mysql.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := s.admin()
 	// The admin may grant what a migration needs.
 	if _, err := s.root.ExecContext(ctx, "GRANT ALTER, INDEX ON `"+strings.ReplaceAll(sc.Database, "_", `\_`)+"`.* TO '"+s.adminName+"'@'%' WITH GRANT OPTION"); err != nil {

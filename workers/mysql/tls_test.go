@@ -134,7 +134,7 @@ func (s *tlsServer) grants() []events.Grant {
 func TestDriver_TLS(t *testing.T) {
 	s := startTLSServer(t)
 	d := mysql.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	ctx := t.Context()
 	lifecycle := func(t *testing.T, conn driver.Conn) {
 		uid := drivertest.NewRecordUID()

@@ -20,7 +20,7 @@ func TestDriver_DropUsers(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := c.admin()
 	uid := drivertest.NewRecordUID()
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}

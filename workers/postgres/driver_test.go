@@ -284,7 +284,7 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := postgres.New(nil)
-			defer d.Close()
+			t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 			conn := c.admin()
 			conn.Username, conn.Password, conn.PoolKey = role, pw, "weak-"+role
 			err := d.Prepare(ctx, driver.PrepareRequest{

@@ -104,7 +104,7 @@ func TestDriver_SecurityDefinerEscalation(t *testing.T) {
 		t.Run(admin.name, func(t *testing.T) {
 			s := c.pg14Scratch(t)
 			d := postgres.New(nil)
-			defer d.Close()
+			t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 			uid := drivertest.NewRecordUID()
 			group := "syvault_" + uid
 			if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin.conn, RecordUID: uid, Grants: s.Grants}); err != nil {
@@ -160,7 +160,7 @@ func TestDriver_PlantedFunctionsNeverRunAsAdmin(t *testing.T) {
 	admin := c.admin()
 	admin.Database, admin.PoolKey = s.Database, "pg-test-planted"
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	uid := drivertest.NewRecordUID()
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestDriver_NarrowedGrants(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := c.admin()
 	uid := drivertest.NewRecordUID()
 	wide := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "DELETE", "CREATE"}}}
@@ -294,7 +294,7 @@ func TestDriver_SetRoleSharesAtOnce(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := c.admin()
 	uid := drivertest.NewRecordUID()
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
@@ -324,7 +324,7 @@ func TestDriver_AdminMembershipsDoNotGrow(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := c.admin()
 	count := func() int {
 		var n int
@@ -373,7 +373,7 @@ func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := c.admin()
 	uid := drivertest.NewRecordUID()
 	group := "syvault_" + uid
@@ -430,7 +430,7 @@ func TestDriver_MigrationByLeases(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin := c.admin()
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"}}}
 	uid, other := drivertest.NewRecordUID(), drivertest.NewRecordUID()
@@ -472,7 +472,7 @@ func TestDriver_PreparedVerifier(t *testing.T) {
 	s := c.newScratch(t)
 	ctx := t.Context()
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	admin, uid := c.admin(), drivertest.NewRecordUID()
 	for _, tc := range []struct {
 		name, verifierOf string
@@ -515,7 +515,7 @@ func TestDriver_PrepareNamesEveryMissingRight(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = c.super.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
 	d := postgres.New(nil)
-	defer d.Close()
+	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 	conn := c.admin()
 	conn.Username, conn.Password, conn.PoolKey, conn.Database = role, pw, "bare-"+role, s.Database
 	err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: []events.Grant{
