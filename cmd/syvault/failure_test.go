@@ -22,7 +22,7 @@ func TestRevoke_TargetDown(t *testing.T) {
 			target, px := proxiedTarget(t, admin, eng)
 			lease := mustLease(t, admin, target.RecordUID, 3600)
 
-			px.down()
+			px.Down()
 			start := time.Now()
 			err := admin.RevokeLease(ctx, lease.LeaseID)
 			if ce, ok := err.(*client.Error); !ok || ce.Status != 502 {
@@ -114,15 +114,15 @@ func TestCreate_ConnectionCutAfterTheSQL(t *testing.T) {
 	target, px := proxiedTarget(t, admin, eng)
 	members := groupMembers(t, target.RecordUID)
 
-	px.setReplyDelay(400 * time.Millisecond) // the user exists well before the driver hears so
+	px.SetReplyDelay(400 * time.Millisecond) // the user exists well before the driver hears so
 	created := make(chan error, 1)
 	go func() {
 		_, err := admin.CreateLease(ctx, target.RecordUID, 600)
 		created <- err
 	}()
 	user := awaitLeaseUser(t, eng, members)
-	px.down()
-	px.setReplyDelay(0)
+	px.Down()
+	px.SetReplyDelay(0)
 	mustCode(t, <-created, 502, "target_unavailable")
 	mustSettleFailed(t, admin, target.RecordUID)
 	if exists, err := eng.userExists(ctx, user); err != nil || !exists {

@@ -24,7 +24,7 @@ func TestIsolation_ASlowTargetDelaysNoOther(t *testing.T) {
 	fast := mustTarget(t, admin, eng)
 	members := groupMembers(t, slow.RecordUID)
 	warm := mustLease(t, admin, slow.RecordUID, 600) // the pools are warm before the stall
-	px.setDelay(15 * time.Second)
+	px.SetDelay(15 * time.Second)
 
 	const stalled = 80 // more than a process's workers (64)
 	var wg sync.WaitGroup
@@ -54,7 +54,7 @@ func TestIsolation_ASlowTargetDelaysNoOther(t *testing.T) {
 		}
 		mustMention(t, err, "did not finish creating the user")
 	}
-	px.setDelay(0)
+	px.SetDelay(0)
 	eventually(t, 60*time.Second, "the stalled target answers again", func() (bool, error) {
 		err := admin.RevokeLease(ctx, warm.LeaseID)
 		if ce, ok := err.(*client.Error); ok && ce.Status == 404 {

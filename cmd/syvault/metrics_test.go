@@ -47,7 +47,7 @@ func TestMetrics(t *testing.T) {
 	if err := admin.RevokeLease(ctx, l1.LeaseID); err != nil {
 		t.Fatal(err)
 	}
-	px.down()
+	px.Down()
 	_, err := admin.CreateLease(ctx, target.RecordUID, 600)
 	mustCode(t, err, 502, "target_unavailable")
 	mustCode(t, admin.RevokeLease(ctx, l2.LeaseID), 502, "target_unavailable")

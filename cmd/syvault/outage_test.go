@@ -24,13 +24,13 @@ func TestOutage_TargetDown(t *testing.T) {
 				srv := mustServer(t, "", func(c *Config) { c.RequestTimeout = requestTimeout })
 				admin := srv.admin(t)
 				target, px := proxiedTarget(t, admin, eng)
-				t.Cleanup(px.thaw)
+				t.Cleanup(px.Thaw)
 				warm := mustLease(t, admin, target.RecordUID, 60) // the admin pool holds connections now
 
 				if mode == "refused" {
-					px.down()
+					px.Down()
 				} else {
-					px.freeze()
+					px.Freeze()
 				}
 				start := time.Now()
 				_, err := admin.CreateLease(ctx, target.RecordUID, 60)
@@ -52,7 +52,7 @@ func TestOutage_TargetDown(t *testing.T) {
 				if mode == "refused" {
 					px.up()
 				} else {
-					px.thaw()
+					px.Thaw()
 				}
 				mustBeGone(t, eng, failed.Username, 60*time.Second)
 				if err := admin.RevokeLease(ctx, warm.LeaseID); err != nil {
@@ -105,7 +105,7 @@ func TestOutage_TargetRestarted(t *testing.T) {
 			admin := srv.admin(t)
 			target, px := proxiedTarget(t, admin, eng)
 			first := mustLease(t, admin, target.RecordUID, 60)
-			px.down() // every pooled connection is cut
+			px.Down() // every pooled connection is cut
 			px.up()
 			second := mustLease(t, admin, target.RecordUID, 60)
 			for _, l := range []*client.Lease{first, second} {

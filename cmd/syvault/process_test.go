@@ -177,7 +177,7 @@ func TestBinary_SIGTERMDrainsInFlightWork(t *testing.T) {
 	ctx := context.Background()
 	admin := b.admin(t)
 	target, px := proxiedTarget(t, admin, eng)
-	px.setDelay(150 * time.Millisecond) // a create now takes several round trips of 150 ms
+	px.SetDelay(150 * time.Millisecond) // a create now takes several round trips of 150 ms
 
 	type result struct {
 		lease *client.Lease
@@ -221,7 +221,7 @@ func TestBinary_SIGTERMDrainsInFlightWork(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("still running 60 s after SIGTERM")
 	}
-	px.setDelay(0)
+	px.SetDelay(0)
 	sess, err := eng.login(ctx, r.lease.ConnectionString)
 	if err != nil {
 		t.Fatalf("the lease answered during the drain does not log in: %v", err)
@@ -244,14 +244,14 @@ func TestBinary_SIGKILLAfterTheSQL(t *testing.T) {
 
 	// The database's answers now take 400 ms to come back: the user exists well before the
 	// worker hears so and records the lease active.
-	px.setReplyDelay(400 * time.Millisecond)
+	px.SetReplyDelay(400 * time.Millisecond)
 	go func() { _, _ = admin.CreateLease(ctx, target.RecordUID, 600) }() // its answer never comes
 	user := awaitLeaseUser(t, eng, members)
 	if err := b.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-b.done
-	px.setReplyDelay(0)
+	px.SetReplyDelay(0)
 
 	b.start(t)
 	mustSettleFailed(t, admin, target.RecordUID)
@@ -330,7 +330,7 @@ func TestBinary_SIGKILLMidCreate(t *testing.T) {
 	target, px := proxiedTarget(t, admin, eng)
 	members := groupMembers(t, target.RecordUID)
 
-	px.setDelay(300 * time.Millisecond)                                  // the create's statements now crawl
+	px.SetDelay(300 * time.Millisecond)                                  // the create's statements now crawl
 	go func() { _, _ = admin.CreateLease(ctx, target.RecordUID, 600) }() // its answer never comes
 	eventually(t, 10*time.Second, "the request recorded", func() (bool, error) {
 		page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID})
@@ -340,7 +340,7 @@ func TestBinary_SIGKILLMidCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-b.done
-	px.setDelay(0)
+	px.SetDelay(0)
 	t.Cleanup(func() {
 		m, _ := members()
 		for _, u := range m {
@@ -370,7 +370,7 @@ func TestBinary_SIGKILLMidRevoke(t *testing.T) {
 		_ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{lease.Username}.Sanitize())
 	})
 
-	px.setDelay(300 * time.Millisecond)                       // the drop's statements now crawl
+	px.SetDelay(300 * time.Millisecond)                       // the drop's statements now crawl
 	go func() { _ = admin.RevokeLease(ctx, lease.LeaseID) }() // its answer never comes
 	eventually(t, 10*time.Second, "the revocation recorded", func() (bool, error) {
 		l, err := admin.GetLease(ctx, lease.LeaseID)
@@ -383,7 +383,7 @@ func TestBinary_SIGKILLMidRevoke(t *testing.T) {
 	if exists, err := eng.userExists(ctx, lease.Username); err != nil || !exists {
 		t.Fatalf("the user was gone before the kill (%v): the test caught nothing in flight", err)
 	}
-	px.setDelay(0)
+	px.SetDelay(0)
 
 	b.start(t)
 	mustBeGone(t, eng, lease.Username, 30*time.Second)

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/internal/pgtest"
+	"github.com/syvault/syvault/internal/tcpproxy"
 )
 
 // LeasePrefix starts the name of every database user SyVault makes for a lease.
@@ -33,7 +34,7 @@ type database struct {
 	*proc
 	port    int    // the server's own port
 	adminPW string // of syvault_admin, the target's admin (never printed)
-	proxy   *proxy
+	proxy   *tcpproxy.Proxy
 	// users lists the lease users that exist now.
 	users func(ctx context.Context) (map[string]bool, error)
 	// login opens and closes a session as user with password.

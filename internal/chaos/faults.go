@@ -118,7 +118,7 @@ func (h *Harness) faults(ctx context.Context, r *rand.Rand) map[string]int {
 			if r.IntN(2) == 1 {
 				d = h.my
 			}
-			n := d.proxy.cutInFlight(ctx, 3*time.Second)
+			n := d.proxy.CutInFlight(ctx, 3*time.Second)
 			if n == 0 {
 				h.logf("fault: no %s statement in flight for 3 s; nothing cut", d.engine)
 				continue

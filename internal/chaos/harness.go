@@ -21,6 +21,7 @@ import (
 
 	"github.com/syvault/syvault/http/client"
 	"github.com/syvault/syvault/internal/pgtest"
+	"github.com/syvault/syvault/internal/tcpproxy"
 )
 
 // Config sizes a run. The zero value of a field takes the default named beside it.
@@ -168,7 +169,7 @@ func (h *Harness) Close() {
 	}
 	for _, d := range []*database{h.pg, h.my} {
 		if d != nil && d.proxy != nil {
-			d.proxy.close()
+			d.proxy.Close()
 		}
 		if d != nil && d.close != nil {
 			d.close()
@@ -207,11 +208,11 @@ func (h *Harness) setup(ctx context.Context) error {
 		return fmt.Errorf("mariadb: %w", err)
 	}
 	for _, d := range []*database{h.pg, h.my} {
-		if d.proxy, err = startProxy("127.0.0.1:" + strconv.Itoa(d.port)); err != nil {
+		if d.proxy, err = tcpproxy.Start("127.0.0.1:" + strconv.Itoa(d.port)); err != nil {
 			return err
 		}
 	}
-	h.logf("postgresql on :%d (proxy :%d), mariadb on :%d (proxy :%d)", h.pg.port, h.pg.proxy.port(), h.my.port, h.my.proxy.port())
+	h.logf("postgresql on :%d (proxy :%d), mariadb on :%d (proxy :%d)", h.pg.port, h.pg.proxy.Port(), h.my.port, h.my.proxy.Port())
 
 	// The builds run in the module, wherever the run was started from inside it.
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
@@ -301,7 +302,7 @@ func (h *Harness) startSyVault(ctx context.Context) error {
 	h.logf("syvault: %d API and %d worker processes, --replicas 3", len(h.apis), len(h.workers))
 	h.targets = map[string]string{}
 	for _, d := range []*database{h.pg, h.my} {
-		t := client.Target{Name: "chaos-" + d.engine, Engine: d.engine, Host: "127.0.0.1", Port: d.proxy.port(), Database: "myapp",
+		t := client.Target{Name: "chaos-" + d.engine, Engine: d.engine, Host: "127.0.0.1", Port: d.proxy.Port(), Database: "myapp",
 			AdminUsername: "syvault_admin", AdminPassword: d.adminPW, TLSMode: "disable",
 			Grants: []client.Grant{{Database: "myapp", Privileges: []string{"SELECT", "INSERT"}}}}
 		if d.engine == "postgresql" {

@@ -3,66 +3,28 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/internal/tcpproxy"
 	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/postgres"
 )
 
-// cutter forwards a local port to the cluster and can cut every open connection.
-type cutter struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func mustCutter(t *testing.T, port int) *cutter {
+// mustCutter forwards a local port to the cluster; its Cut cuts every open connection.
+func mustCutter(t *testing.T, port int) *tcpproxy.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := tcpproxy.Start("127.0.0.1:" + strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cutter{ln: ln}
-	t.Cleanup(func() { ln.Close(); c.cut() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, in, up)
-			c.mu.Unlock()
-			go func() { _, _ = io.Copy(up, in); up.Close() }()
-			go func() { _, _ = io.Copy(in, up); in.Close() }()
-		}
-	}()
-	return c
-}
-
-func (c *cutter) port() int { return c.ln.Addr().(*net.TCPAddr).Port }
-
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.conns = nil
+	t.Cleanup(p.Close)
+	return p
 }
 
 // TestCreateUser_CutMidStatement: the admin connection is cut while the server is still
@@ -80,7 +42,7 @@ func TestCreateUser_CutMidStatement(t *testing.T) {
 	s := c.newScratch(t)
 	px := mustCutter(t, c.port)
 	admin := c.admin()
-	admin.Port, admin.PoolKey = px.port(), "pg-cut-test"
+	admin.Port, admin.PoolKey = px.Port(), "pg-cut-test"
 	d := postgres.New(nil)
 	t.Cleanup(func() { _ = d.Close() })
 	req := func(user string) driver.CreateUserRequest {
@@ -111,7 +73,7 @@ func TestCreateUser_CutMidStatement(t *testing.T) {
 		}
 		return err == nil, err
 	})
-	px.cut()
+	px.Cut()
 	// The lock is still held: a backend waiting on it notices no closed socket, so only
 	// the driver can have ended it.
 	waitFor(t, "the backend that ran the cut CREATE to be ended, with the lock still held", func() (bool, error) {
@@ -163,7 +125,7 @@ func TestDropUser_CutMidStatement(t *testing.T) {
 	s := c.newScratch(t)
 	px := mustCutter(t, c.port)
 	admin := c.admin()
-	admin.Port, admin.PoolKey = px.port(), "pg-cut-drop-test"
+	admin.Port, admin.PoolKey = px.Port(), "pg-cut-drop-test"
 	d := postgres.New(nil)
 	t.Cleanup(func() { _ = d.Close() })
 	user := drivertest.NewUsername()
@@ -183,8 +145,7 @@ func TestDropUser_CutMidStatement(t *testing.T) {
 		err := c.super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND usename = $1`, "vf_admin").Scan(&n)
 		return n > 0, err
 	})
-	px.ln.Close() // the target is now unreachable
-	px.cut()
+	px.Down() // cut, and the target is now unreachable
 	select {
 	case err := <-done:
 		if code := events.ErrorCode(err); code != events.ETargetUnavailable {
