@@ -27,6 +27,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/workers/drivertest"
 )
 
 // requireDB fails under CI=true and skips elsewhere, so a missing database is never a
@@ -174,6 +175,9 @@ type engine struct {
 	// adminIn runs a statement as the database superuser in the database db (PostgreSQL;
 	// MySQL runs it in none).
 	adminIn func(db, stmt string) error
+	// dropMarkerRoles drops the marker roles an admin of a test's own made, and their
+	// holders, before the test drops that admin (MySQL; PostgreSQL has none).
+	dropMarkerRoles func(admin string)
 }
 
 func scratchName() string {
@@ -237,8 +241,9 @@ func postgresEngine(tb testing.TB) engine {
 			err = c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", user).Scan(&n)
 			return n > 0, err
 		},
-		admin:   func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
-		adminIn: exec,
+		admin:           func(ctx context.Context, stmt string) error { return exec("postgres", stmt) },
+		adminIn:         exec,
+		dropMarkerRoles: func(string) {},
 	}
 }
 
@@ -285,24 +290,7 @@ func mysqlEngine(tb testing.TB) engine {
 			// statements, with the privileges the tests' grants name (migrations included).
 			adminUser, adminPassword := "sv_adm_"+db[len(db)-6:], "my-admin-"+randomSecret()
 			tb.Cleanup(func() {
-				// The marker roles this admin made (MariaDB gives a role's creator the role
-				// with its admin option) go with it: a test's target is seldom deleted.
-				if rows, err := root.Query("SELECT DISTINCT Role FROM mysql.roles_mapping WHERE User = ? AND Role LIKE 'syvault\\_%'", adminUser); err == nil {
-					var roles []string
-					for rows.Next() {
-						var r string
-						if rows.Scan(&r) == nil {
-							roles = append(roles, r)
-						}
-					}
-					rows.Close()
-					for _, r := range roles {
-						// Lease users of leases the test left active hold the role: the
-						// server stopped before their expiry could drop them.
-						dropHolders(root, r)
-						_, _ = root.Exec("DROP ROLE IF EXISTS `" + r + "`")
-					}
-				}
+				drivertest.DropMarkerRoles(root, adminUser)
 				_, _ = root.Exec("DROP USER IF EXISTS '" + adminUser + "'@'%'")
 			})
 			runAdminStatements(tb, adminStatements(tb, "mysql", adminNames{Admin: adminUser, Password: adminPassword, Database: db,
@@ -335,8 +323,9 @@ func mysqlEngine(tb testing.TB) engine {
 			err := root.QueryRowContext(ctx, "SELECT count(*) FROM mysql.user WHERE user = ?", user).Scan(&n)
 			return n > 0, err
 		},
-		admin:   func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
-		adminIn: adminIn,
+		admin:           func(ctx context.Context, stmt string) error { _, err := root.ExecContext(ctx, stmt); return err },
+		adminIn:         adminIn,
+		dropMarkerRoles: func(admin string) { drivertest.DropMarkerRoles(root, admin) },
 	}
 }
 
@@ -454,23 +443,4 @@ func eventsStream(tb testing.TB, m *Main) jetstream.Stream {
 		tb.Fatal(err)
 	}
 	return s
-}
-
-// dropHolders drops the lease users holding the MariaDB role, by root.
-func dropHolders(root *sql.DB, role string) {
-	rows, err := root.Query("SELECT User, Host FROM mysql.roles_mapping WHERE Role = ? AND User LIKE 'vf\\_tmp\\_%'", role)
-	if err != nil {
-		return
-	}
-	var users [][2]string
-	for rows.Next() {
-		var u, h string
-		if rows.Scan(&u, &h) == nil {
-			users = append(users, [2]string{u, h})
-		}
-	}
-	rows.Close()
-	for _, u := range users {
-		_, _ = root.Exec("DROP USER IF EXISTS '" + u[0] + "'@'" + u[1] + "'") // names SyVault made: [a-z0-9_], %
-	}
 }

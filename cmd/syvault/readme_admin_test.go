@@ -40,6 +40,7 @@ func TestReadme_PreparingTarget(t *testing.T) {
 					if eng.name == "postgresql" {
 						_ = eng.adminIn(base.Database, "DROP OWNED BY "+n.Admin)
 					}
+					eng.dropMarkerRoles(n.Admin)
 					_ = eng.admin(context.Background(), drop)
 				})
 				stmts := adminStatements(t, eng.name, n)

@@ -51,6 +51,7 @@ func TestReadme_Walk(t *testing.T) {
 		_ = pg.admin(context.Background(), "DROP DATABASE IF EXISTS "+pgDB+" WITH (FORCE)")
 		_ = pg.admin(context.Background(), dropIdleGroups)
 		_ = my.admin(context.Background(), "DROP DATABASE IF EXISTS "+myDB)
+		my.dropMarkerRoles(myAdmin)
 		_ = my.admin(context.Background(), "DROP USER IF EXISTS '"+myAdmin+"'@'%'")
 	})
 

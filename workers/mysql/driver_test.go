@@ -135,6 +135,7 @@ func (s *server) close() {
 	for _, db := range dbs {
 		_, _ = s.root.ExecContext(ctx, "DROP DATABASE IF EXISTS `"+db+"`")
 	}
+	drivertest.DropMarkerRoles(s.root, s.adminName)
 	_, _ = s.root.ExecContext(ctx, "DROP USER IF EXISTS '"+s.adminName+"'@'%'")
 	s.root.Close()
 }
