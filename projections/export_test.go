@@ -2,3 +2,11 @@ package projections
 
 // RecordReads is how many lease records lists have read so far.
 func (p *Projections) RecordReads() int64 { return p.recordReads.Load() }
+
+// CheckBucketEveryTime makes the projector read the lease bucket's creation time before
+// every use of the records it remembers, until the test ends.
+func CheckBucketEveryTime(t interface{ Cleanup(func()) }) {
+	old := writtenCheck
+	writtenCheck = 0
+	t.Cleanup(func() { writtenCheck = old })
+}

@@ -145,7 +145,11 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 	}
 	chained := e.Type == events.LeaseRequested || e.Prev != 0
 	first := e.Type == events.LeaseRequested && e.Prev == 0
-	r, changed, err := cas(ctx, p.leases, p.written, e.LeaseID, seq, first, func(r *record[events.Lease]) bool {
+	w := p.written
+	if !w.current(ctx, p.leases) {
+		w = nil
+	}
+	r, changed, err := cas(ctx, p.leases, w, e.LeaseID, seq, first, func(r *record[events.Lease]) bool {
 		if !chained || r.Seq != e.Prev {
 			return false
 		}
@@ -166,7 +170,7 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 			return events.StoreUnavailable(fmt.Errorf("projections: lease %s: its history read ends at seq %d, before the event at %d", e.LeaseID, l.Seq, seq))
 		}
 		if err == nil {
-			r, changed, err = cas(ctx, p.leases, p.written, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {
+			r, changed, err = cas(ctx, p.leases, w, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {
 				r.Value = l
 				return true
 			}, index)

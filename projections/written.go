@@ -1,8 +1,11 @@
 package projections
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // written remembers the lease records this process wrote last, as written and with their
@@ -11,12 +14,16 @@ import (
 // record remembered rather than one read back: the write is conditional on the
 // remembered revision, so a record another process changed meanwhile fails it and is
 // read afresh. Entries are forgotten after writtenFor, and the oldest go first past
-// writtenMax, so the memory is bounded whatever the number of leases.
+// writtenMax, so the memory is bounded whatever the number of leases; all are forgotten
+// when the bucket is made anew (see current).
 type written struct {
 	mu    sync.Mutex
 	m     map[string]writtenRecord
 	order []string // keys in the order written, a ring of writtenMax
 	next  int
+	// bucket is when the bucket the records were written to was made, checked is when
+	// that was last read (see current).
+	bucket, checked time.Time
 }
 
 type writtenRecord struct {
@@ -27,10 +34,43 @@ type writtenRecord struct {
 
 const (
 	writtenMax = 4096
-	// writtenFor is short so that a bucket thrown away and rebuilt by another process
-	// (whose revisions start again) is not written on the strength of an old revision.
 	writtenFor = 5 * time.Second
 )
+
+// writtenCheck is how often current reads the bucket's creation time.
+var writtenCheck = time.Second
+
+// current reports whether what w remembers may be used for kv, dropping it all when the
+// bucket was made anew since it was written: a rebuild in another process throws the
+// bucket away and makes it again, its revisions start over, and a remembered revision could
+// then match another write, which the remembered record (its index position that of the old
+// index) would overwrite. The creation time is read at most once a writtenCheck; a bucket
+// that cannot be read is not trusted.
+func (w *written) current(ctx context.Context, kv jetstream.KeyValue) bool {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	fresh := time.Since(w.checked) < writtenCheck
+	w.mu.Unlock()
+	if fresh {
+		return true
+	}
+	st, err := kv.Status(ctx)
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if err != nil || !ok || bs.StreamInfo() == nil {
+		return false
+	}
+	made := bs.StreamInfo().Created
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !made.Equal(w.bucket) {
+		clear(w.m)
+		w.order, w.next, w.bucket = w.order[:0], 0, made
+	}
+	w.checked = time.Now()
+	return true
+}
 
 func newWritten() *written { return &written{m: map[string]writtenRecord{}} }
 

@@ -8,9 +8,20 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/projections"
 )
+
+// projectionsOn opens the projections on store, as one more process would.
+func projectionsOn(t *testing.T, store *jsstore.Store) *projections.Projections {
+	t.Helper()
+	p, err := projections.Open(context.Background(), store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 // A lease's events, applied as they come, cost one write each (and the index entry when
 // the lease becomes listed): the request's record is created without looking for one,
@@ -19,14 +30,7 @@ import (
 func TestProjections_ApplyWritesWithoutReading(t *testing.T) {
 	ctx := context.Background()
 	store, nc := jstest.MustServer(t, "").MustStoreConn(t)
-	open := func() *projections.Projections {
-		p, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	a, b := open(), open() // two processes
+	a, b := projectionsOn(t, store), projectionsOn(t, store) // two processes
 	id := uuid.Must(uuid.NewV7()).String()
 	evs := []events.Event{requested(id, "W1"), {Type: events.LeaseActivated, LeaseID: id},
 		{Type: events.LeaseRenewed, LeaseID: id, ExpiresAt: requested(id, "W1").ExpiresAt}, {Type: events.LeaseRevoked, LeaseID: id}}
@@ -41,6 +45,10 @@ func TestProjections_ApplyWritesWithoutReading(t *testing.T) {
 			t.Fatal(err)
 		}
 		return nc.Stats().OutMsgs - before
+	}
+	// The first use reads the bucket's creation time (see the next test).
+	if err := a.Apply(ctx, requested(uuid.Must(uuid.NewV7()).String(), "W1"), 1); err != nil {
+		t.Fatal(err)
 	}
 	if n := msgs(a, 0); n != 1 {
 		t.Errorf("the request took %d requests to NATS, want 1 (the create)", n)
@@ -61,5 +69,49 @@ func TestProjections_ApplyWritesWithoutReading(t *testing.T) {
 	}
 	if l, err := b.Lease(ctx, id); err != nil || l.Status != events.StatusRevoking {
 		t.Fatalf("after a redelivered request: %+v, %v", l, err)
+	}
+}
+
+// A rebuild in another process makes the lease bucket anew, and its revisions start over:
+// a record remembered from the old bucket is not written on the strength of its revision,
+// but read again from the new one.
+func TestProjections_ARebuildElsewhereIsReadAgain(t *testing.T) {
+	ctx := context.Background()
+	projections.CheckBucketEveryTime(t)
+	store, nc := jstest.MustServer(t, "").MustStoreConn(t)
+	a, b := projectionsOn(t, store), projectionsOn(t, store)
+	id := uuid.Must(uuid.NewV7()).String()
+	evs := []events.Event{requested(id, "W2"), {Type: events.LeaseActivated, LeaseID: id}}
+	seqs := appendAll(t, store, evs...)
+	evs[1].Prev = seqs[0]
+	for i := range 2 {
+		if err := a.Apply(ctx, evs[i], seqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The replay writes what a wrote, in the same order: the same revisions.
+	if _, err := projections.Rebuild(ctx, store, b); err != nil {
+		t.Fatal(err)
+	}
+	revoked := events.Event{Type: events.LeaseRevoked, ID: id + ".revoked", LeaseID: id}
+	seq, err := store.Append(ctx, events.LeaseSubject(id), revoked, seqs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked.Prev = seqs[1]
+	before := nc.Stats().OutMsgs
+	if err := a.Apply(ctx, revoked, seq); err != nil {
+		t.Fatal(err)
+	}
+	// The bucket's status, the record read again, the write.
+	if n := nc.Stats().OutMsgs - before; n != 3 {
+		t.Errorf("the revocation after a rebuild took %d requests to NATS, want 3", n)
+	}
+	if l, err := a.Lease(ctx, id); err != nil || l.Status != events.StatusRevoking {
+		t.Fatalf("lease = %+v, %v; want revoking", l, err)
+	}
+	page, _, err := a.ActiveLeases(ctx, events.LeaseQuery{Limit: 10})
+	if err != nil || len(page) != 1 || page[0].ID != id {
+		t.Fatalf("listed %+v, %v; want the one lease", page, err)
 	}
 }
