@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/syvault/syvault/workers/drivertest"
 )
 
 // ScreenshotsEnv names the directory the browser tests write their screenshots to; by
@@ -94,7 +95,8 @@ func get[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 type css = chromedp.CSS
 
 // dropAdmin drops a MariaDB user and ends its sessions, so that a target's pooled admin
-// connections cannot go on after it.
+// connections cannot go on after it. The marker roles it made go first: once it is gone,
+// nothing names them as its own for the test's cleanup to find.
 func dropAdmin(t *testing.T, user string) {
 	t.Helper()
 	root, err := sql.Open("mysql", "root@tcp(127.0.0.1:3306)/")
@@ -102,6 +104,7 @@ func dropAdmin(t *testing.T, user string) {
 		t.Fatal(err)
 	}
 	defer root.Close()
+	drivertest.DropMarkerRoles(root, user)
 	if _, err := root.Exec("DROP USER '" + user + "'@'%'"); err != nil {
 		t.Fatal(err)
 	}
