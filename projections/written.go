@@ -13,9 +13,10 @@ import (
 // (the activation its request, the drop its revocation), and is then applied to the
 // record remembered rather than one read back: the write is conditional on the
 // remembered revision, so a record another process changed meanwhile fails it and is
-// read afresh. Entries are forgotten after writtenFor, and the oldest go first past
-// writtenMax, so the memory is bounded whatever the number of leases; all are forgotten
-// when the bucket is made anew (see current).
+// read afresh, and a remembered record that is not the event's predecessor is not
+// trusted to decline it. The oldest entries go first past writtenMax, so the memory is
+// bounded whatever the number of leases; all are forgotten when the bucket is made anew
+// (see current).
 type written struct {
 	mu    sync.Mutex
 	m     map[string]writtenRecord
@@ -29,13 +30,9 @@ type written struct {
 type writtenRecord struct {
 	data []byte
 	rev  uint64
-	at   time.Time
 }
 
-const (
-	writtenMax = 4096
-	writtenFor = 5 * time.Second
-)
+const writtenMax = 4096
 
 // writtenCheck is how often current reads the bucket's creation time.
 var writtenCheck = time.Second
@@ -82,7 +79,7 @@ func (w *written) get(key string) ([]byte, uint64, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r, ok := w.m[key]
-	if !ok || r.rev == 0 || time.Since(r.at) > writtenFor {
+	if !ok || r.rev == 0 {
 		return nil, 0, false
 	}
 	return r.data, r.rev, true
@@ -104,7 +101,7 @@ func (w *written) put(key string, data []byte, rev uint64) {
 			w.next = (w.next + 1) % writtenMax
 		}
 	}
-	w.m[key] = writtenRecord{data: data, rev: rev, at: time.Now()}
+	w.m[key] = writtenRecord{data: data, rev: rev}
 }
 
 // forget drops what is remembered of key.

@@ -28,6 +28,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/workers/drivertest"
 )
 
 // The scale benchmark (go tool task bench-scale). Sizes are flags, so that a quick run and
@@ -382,8 +383,6 @@ func cpuProfile(b *testing.B, bin *binary, name string, seconds int) (stop func(
 	return func() { <-done }
 }
 
-// cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
-// the PostgreSQL postmaster, its backends' too.
 // storeAndServerCPU is the CPU time of the server and of its NATS: the same process when
 // NATS is embedded, two with -scale.external-nats, so the two modes' costs compare.
 func storeAndServerCPU(bin *binary) float64 {
@@ -394,6 +393,8 @@ func storeAndServerCPU(bin *binary) float64 {
 	return t
 }
 
+// cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
+// the PostgreSQL postmaster, its backends' too.
 func cpuSeconds(pid int) float64 {
 	var total float64
 	tasks, _ := filepath.Glob("/proc/[0-9]*/stat")
@@ -459,9 +460,9 @@ func benchDatabases(b *testing.B, n, storm int) {
 			b.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	var group, marker string
+	var group string
 	myAdmin := "vf_scale_my_" + strconv.Itoa(int(time.Now().Unix()%1e6))
-	b.Cleanup(func() { cleanupScale(b, db, adminRole, group, myAdmin, marker) })
+	b.Cleanup(func() { cleanupScale(b, db, adminRole, group, myAdmin) })
 	for _, stmt := range []string{"CREATE DATABASE " + db, "CREATE TABLE " + db + ".t (id int)",
 		"CREATE USER '" + myAdmin + "'@'%' IDENTIFIED BY 'scale'", "GRANT ALL PRIVILEGES ON *.* TO '" + myAdmin + "'@'%' WITH GRANT OPTION"} {
 		if _, err := my.Exec(stmt); err != nil {
@@ -488,7 +489,6 @@ func benchDatabases(b *testing.B, n, storm int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	marker = "syvault_" + myT.RecordUID
 	var active []string
 	var mu sync.Mutex
 	grow := func(to int) {
@@ -645,7 +645,7 @@ func benchStorm(b *testing.B, bin *binary, admin *client.Client, recordUID strin
 // cleanupScale drops what the benchmark made in the shared databases: its lease users
 // (members of its target's group; MariaDB users granted on its database), the group, the
 // database, the admin, and on MariaDB the target's marker role.
-func cleanupScale(b *testing.B, db, adminRole, group, myAdmin, marker string) {
+func cleanupScale(b *testing.B, db, adminRole, group, myAdmin string) {
 	ctx := context.Background()
 	pg, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	if err != nil {
@@ -700,10 +700,8 @@ func cleanupScale(b *testing.B, db, adminRole, group, myAdmin, marker string) {
 		}
 	}
 	_, _ = my.Exec("DROP DATABASE IF EXISTS " + db)
+	drivertest.DropMarkerRoles(my, myAdmin)
 	_, _ = my.Exec("DROP USER IF EXISTS '" + myAdmin + "'@'%'")
-	if marker != "" {
-		_, _ = my.Exec("DROP ROLE IF EXISTS " + marker)
-	}
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -9,7 +9,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -18,6 +17,7 @@ import (
 type Proxy struct {
 	target string
 	addr   string
+	port   int
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -60,17 +60,13 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[*pair]struct{}{}}
+	p := &Proxy{target: target, addr: ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port, conns: map[*pair]struct{}{}}
 	p.serve(ln)
 	return p, nil
 }
 
 // Port is the port the proxy listens on.
-func (p *Proxy) Port() int {
-	_, port, _ := net.SplitHostPort(p.addr)
-	n, _ := strconv.Atoi(port)
-	return n
-}
+func (p *Proxy) Port() int { return p.port }
 
 func (p *Proxy) serve(ln net.Listener) {
 	p.mu.Lock()
