@@ -35,7 +35,7 @@ func mustContain(t *testing.T, text string, lines ...string) {
 }
 
 // TestMetrics: creates and revokes by outcome, leases active by target, latency and expiry
-// histograms, revocations pending retry; and a workers-only process is probed and scraped.
+// histograms, revocations pending retry, the collector's CPU; and a workers-only process is probed and scraped.
 func TestMetrics(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
@@ -61,6 +61,8 @@ func TestMetrics(t *testing.T) {
 		"syvault_lease_create_seconds_count 3",
 		"syvault_revocations_pending_retry 1",
 		"syvault_expiry_lag_seconds_count 0",
+		// Sizing needs the collector's share of the CPU, not only its pauses.
+		"go_cpu_classes_gc_total_cpu_seconds_total ", "process_cpu_seconds_total ",
 	)
 	px.up()
 	eventually(t, 30*time.Second, "revocation retried", func() (bool, error) {

@@ -393,6 +393,46 @@ func storeAndServerCPU(bin *binary) float64 {
 	return t
 }
 
+// gcSeconds is the CPU time the server's garbage collector has used (its metric): with the
+// embedded NATS, marking NATS's per-subject state is part of it, and so part of what a
+// phase's server CPU grows by.
+func gcSeconds(b *testing.B, bin *binary) float64 {
+	return metric(b, bin, "go_cpu_classes_gc_total_cpu_seconds_total ")
+}
+
+// metric sums the server's metric lines that start with prefix (a name, or a name and
+// the start of its labels).
+func metric(b *testing.B, bin *binary, prefix string) float64 {
+	resp, err := http.Get("http://" + bin.addr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var sum float64
+	found := false
+	for line := range strings.Lines(string(data)) {
+		if strings.HasPrefix(line, prefix) {
+			f, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]), 64)
+			if err != nil {
+				b.Fatalf("metric line %q: %v", line, err)
+			}
+			sum, found = sum+f, true
+		}
+	}
+	if !found && !strings.HasPrefix(prefix, "syvault_database_operation_seconds") {
+		b.Fatalf("the server's metrics lack %s", prefix)
+	}
+	return sum
+}
+
+// dropBatches is how many PostgreSQL drop batches the server's workers have run and the
+// time they took: what a revoke phase waits on in the database.
+func dropBatches(b *testing.B, bin *binary) (n, seconds float64) {
+	const m = `syvault_database_operation_seconds_%s{engine="postgresql",op="drop_users",outcome="ok"}`
+	return metric(b, bin, fmt.Sprintf(m, "count")), metric(b, bin, fmt.Sprintf(m, "sum"))
+}
+
 // cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
 // the PostgreSQL postmaster, its backends' too.
 func cpuSeconds(pid int) float64 {
@@ -493,7 +533,7 @@ func benchDatabases(b *testing.B, n, storm int) {
 	var mu sync.Mutex
 	grow := func(to int) {
 		from := len(active)
-		serverCPU, dbCPU := storeAndServerCPU(bin), cpuSeconds(postmaster(b))
+		serverCPU, dbCPU, gc := storeAndServerCPU(bin), cpuSeconds(postmaster(b)), gcSeconds(b, bin)
 		took := parallelDo(b, 8, to-from, func(i int) error {
 			uid := pgT.RecordUID
 			if (from+i)%10 == 9 {
@@ -508,11 +548,12 @@ func benchDatabases(b *testing.B, n, storm int) {
 			mu.Unlock()
 			return nil
 		})
-		serverCPU, dbCPU = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		serverCPU, dbCPU, gc = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU, gcSeconds(b, bin)-gc
 		report(b, fmt.Sprintf("databases: creates, c8, %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
 		// CPU per create, unlike the rate, does not move with what else the machine runs.
 		report(b, fmt.Sprintf("databases: creates %d to %d, server CPU per create", from, to), serverCPU*1000/float64(to-from), "ms")
 		report(b, fmt.Sprintf("databases: creates %d to %d, PostgreSQL CPU per create (9 in 10 are PostgreSQL)", from, to), dbCPU*1000/float64(to-from), "ms")
+		report(b, fmt.Sprintf("databases: creates %d to %d, server's collector CPU per create", from, to), gc*1000/float64(to-from), "ms")
 	}
 	revokes := func(at int) {
 		// The last thousand PostgreSQL leases made, revoked at c8, then made again.
@@ -524,13 +565,19 @@ func benchDatabases(b *testing.B, n, storm int) {
 		}
 		// 1,000 revocations take 3 s or more on this machine.
 		stopProfile := cpuProfile(b, bin, fmt.Sprintf("revokes_at_%d", at), 2)
-		serverCPU, dbCPU := storeAndServerCPU(bin), cpuSeconds(postmaster(b))
+		serverCPU, dbCPU, gc := storeAndServerCPU(bin), cpuSeconds(postmaster(b)), gcSeconds(b, bin)
+		batches, batchTime := dropBatches(b, bin)
 		took := parallelDo(b, 8, len(victims), func(i int) error { return admin.RevokeLease(ctx, victims[i]) })
-		serverCPU, dbCPU = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		serverCPU, dbCPU, gc = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU, gcSeconds(b, bin)-gc
+		n, t := dropBatches(b, bin)
+		batches, batchTime = n-batches, t-batchTime
 		stopProfile()
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active", at), float64(len(victims))/took.Seconds(), "revokes/s")
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server CPU per revoke", at), serverCPU*1000/float64(len(victims)), "ms")
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, PostgreSQL CPU per revoke", at), dbCPU*1000/float64(len(victims)), "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server's collector CPU per revoke", at), gc*1000/float64(len(victims)), "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, users per drop batch", at), float64(len(victims))/max(batches, 1), "users")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, time per drop batch", at), batchTime*1000/max(batches, 1), "ms")
 		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(victims, id) })
 		p50, p99 := latencies(b, 200, func(int) error {
 			l, err := admin.CreateLease(ctx, pgT.RecordUID, 86400)
