@@ -52,7 +52,7 @@ func newMetrics(proj *projections.Projections) *metrics {
 	}
 	m.reg.MustRegister(m.creates, m.revokes, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls,
 		// The collector's share of the CPU: with the embedded NATS its per-subject state is
-		// this process's heap, and marking it is what grows with the number of leases.
+		// this process's heap, and marking it is a cost that grows with the number of leases.
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/gc/`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -35,7 +35,8 @@ func mustContain(t *testing.T, text string, lines ...string) {
 }
 
 // TestMetrics: creates and revokes by outcome, leases active by target, latency and expiry
-// histograms, revocations pending retry, the collector's CPU; and a workers-only process is probed and scraped.
+// histograms, revocations pending retry, the collector's CPU; and a workers-only process is
+// probed and scraped.
 func TestMetrics(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()

@@ -393,44 +393,54 @@ func storeAndServerCPU(bin *binary) float64 {
 	return t
 }
 
-// gcSeconds is the CPU time the server's garbage collector has used (its metric): with the
-// embedded NATS, marking NATS's per-subject state is part of it, and so part of what a
-// phase's server CPU grows by.
-func gcSeconds(b *testing.B, bin *binary) float64 {
-	return metric(b, bin, "go_cpu_classes_gc_total_cpu_seconds_total ")
+// costs is what a phase is charged with, read before and after it (see costsNow).
+type costs struct {
+	server, db, dbBackground float64 // CPU seconds (server includes an external NATS)
+	gc                       float64 // the server's garbage collector's CPU seconds
+	batches, batchSeconds    float64 // PostgreSQL drop batches the workers ran, and their time
 }
 
-// metric sums the server's metric lines that start with prefix (a name, or a name and
-// the start of its labels).
-func metric(b *testing.B, bin *binary, prefix string) float64 {
+// costsNow reads the counters, the server's from one scrape of its metrics. With the
+// embedded NATS, the collector's CPU includes marking NATS's per-subject state, part of
+// what a phase's server CPU grows by; the drop batches are what a revoke phase waits on
+// in the database.
+func costsNow(b *testing.B, bin *binary, postmaster int) costs {
 	resp, err := http.Get("http://" + bin.addr + "/metrics")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	var sum float64
-	found := false
-	for line := range strings.Lines(string(data)) {
-		if strings.HasPrefix(line, prefix) {
-			f, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]), 64)
-			if err != nil {
-				b.Fatalf("metric line %q: %v", line, err)
+	// sum adds the values of the lines that start with prefix (a name, or a name and the
+	// start of its labels).
+	sum := func(prefix string) (total float64, found bool) {
+		for line := range strings.Lines(string(data)) {
+			if strings.HasPrefix(line, prefix) {
+				f, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]), 64)
+				if err != nil {
+					b.Fatalf("metric line %q: %v", line, err)
+				}
+				total, found = total+f, true
 			}
-			sum, found = sum+f, true
 		}
+		return total, found
 	}
-	if !found && !strings.HasPrefix(prefix, "syvault_database_operation_seconds") {
-		b.Fatalf("the server's metrics lack %s", prefix)
+	c := costs{server: storeAndServerCPU(bin)}
+	c.db, c.dbBackground = postgresCPU(postmaster)
+	var found bool
+	if c.gc, found = sum("go_cpu_classes_gc_total_cpu_seconds_total "); !found {
+		b.Fatal("the server's metrics lack go_cpu_classes_gc_total_cpu_seconds_total")
 	}
-	return sum
+	// Absent until the first batch.
+	const batch = `syvault_database_operation_seconds_%s{engine="postgresql",op="drop_users",outcome="ok"}`
+	c.batches, _ = sum(fmt.Sprintf(batch, "count"))
+	c.batchSeconds, _ = sum(fmt.Sprintf(batch, "sum"))
+	return c
 }
 
-// dropBatches is how many PostgreSQL drop batches the server's workers have run and the
-// time they took: what a revoke phase waits on in the database.
-func dropBatches(b *testing.B, bin *binary) (n, seconds float64) {
-	const m = `syvault_database_operation_seconds_%s{engine="postgresql",op="drop_users",outcome="ok"}`
-	return metric(b, bin, fmt.Sprintf(m, "count")), metric(b, bin, fmt.Sprintf(m, "sum"))
+func (c costs) minus(o costs) costs {
+	return costs{server: c.server - o.server, db: c.db - o.db, dbBackground: c.dbBackground - o.dbBackground,
+		gc: c.gc - o.gc, batches: c.batches - o.batches, batchSeconds: c.batchSeconds - o.batchSeconds}
 }
 
 // cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
@@ -448,28 +458,27 @@ func cpuSeconds(pid int) float64 {
 	return total
 }
 
-// pgBackground is the part of cpuSeconds(postmaster) its background processes used (the
-// checkpointer, the writers; autovacuum when it is on): work a phase is charged with
+// postgresCPU is cpuSeconds(postmaster), and the part of it its background processes used
+// (the checkpointer, the writers; autovacuum when it is on): work a phase is charged with
 // that its own statements did not ask for, such as writing out what an earlier phase
 // dirtied.
-func pgBackground(postmaster int) float64 {
-	var total float64
+func postgresCPU(postmaster int) (all, background float64) {
+	all = cpuSeconds(postmaster)
 	tasks, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range tasks {
-		pid := atoiOr(filepath.Base(filepath.Dir(p)))
-		st, ok := stat(pid)
+		st, ok := stat(atoiOr(filepath.Base(filepath.Dir(p))))
 		if !ok || st.ppid != postmaster {
 			continue
 		}
 		cmd, _ := os.ReadFile(p)
 		for _, bg := range []string{"checkpointer", "background writer", "walwriter", "autovacuum", "archiver", "logical replication"} {
 			if strings.Contains(string(cmd), bg) {
-				total += st.cpu
+				background += st.cpu
 				break
 			}
 		}
 	}
-	return total
+	return all, background
 }
 
 func atoiOr(s string) int {
@@ -555,9 +564,10 @@ func benchDatabases(b *testing.B, n, storm int) {
 	}
 	var active []string
 	var mu sync.Mutex
+	pm := postmaster(b)
 	grow := func(to int) {
 		from := len(active)
-		serverCPU, dbCPU, gc := storeAndServerCPU(bin), cpuSeconds(postmaster(b)), gcSeconds(b, bin)
+		before := costsNow(b, bin, pm)
 		took := parallelDo(b, 8, to-from, func(i int) error {
 			uid := pgT.RecordUID
 			if (from+i)%10 == 9 {
@@ -572,12 +582,12 @@ func benchDatabases(b *testing.B, n, storm int) {
 			mu.Unlock()
 			return nil
 		})
-		serverCPU, dbCPU, gc = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU, gcSeconds(b, bin)-gc
+		c := costsNow(b, bin, pm).minus(before)
 		report(b, fmt.Sprintf("databases: creates, c8, %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
 		// CPU per create, unlike the rate, does not move with what else the machine runs.
-		report(b, fmt.Sprintf("databases: creates %d to %d, server CPU per create", from, to), serverCPU*1000/float64(to-from), "ms")
-		report(b, fmt.Sprintf("databases: creates %d to %d, PostgreSQL CPU per create (9 in 10 are PostgreSQL)", from, to), dbCPU*1000/float64(to-from), "ms")
-		report(b, fmt.Sprintf("databases: creates %d to %d, server's collector CPU per create", from, to), gc*1000/float64(to-from), "ms")
+		report(b, fmt.Sprintf("databases: creates %d to %d, server CPU per create", from, to), c.server*1000/float64(to-from), "ms")
+		report(b, fmt.Sprintf("databases: creates %d to %d, PostgreSQL CPU per create (9 in 10 are PostgreSQL)", from, to), c.db*1000/float64(to-from), "ms")
+		report(b, fmt.Sprintf("databases: creates %d to %d, server's collector CPU per create", from, to), c.gc*1000/float64(to-from), "ms")
 	}
 	revokes := func(at int) {
 		// The last thousand PostgreSQL leases made, revoked at c8, then made again.
@@ -589,22 +599,18 @@ func benchDatabases(b *testing.B, n, storm int) {
 		}
 		// 1,000 revocations take 3 s or more on this machine.
 		stopProfile := cpuProfile(b, bin, fmt.Sprintf("revokes_at_%d", at), 2)
-		serverCPU, dbCPU, gc := storeAndServerCPU(bin), cpuSeconds(postmaster(b)), gcSeconds(b, bin)
-		batches, batchTime := dropBatches(b, bin)
-		bg := pgBackground(postmaster(b))
+		before := costsNow(b, bin, pm)
 		took := parallelDo(b, 8, len(victims), func(i int) error { return admin.RevokeLease(ctx, victims[i]) })
-		serverCPU, dbCPU, gc = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU, gcSeconds(b, bin)-gc
-		bg = pgBackground(postmaster(b)) - bg
-		n, t := dropBatches(b, bin)
-		batches, batchTime = n-batches, t-batchTime
+		c := costsNow(b, bin, pm).minus(before)
 		stopProfile()
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active", at), float64(len(victims))/took.Seconds(), "revokes/s")
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server CPU per revoke", at), serverCPU*1000/float64(len(victims)), "ms")
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, PostgreSQL CPU per revoke", at), dbCPU*1000/float64(len(victims)), "ms")
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, of it PostgreSQL's background processes", at), bg*1000/float64(len(victims)), "ms")
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server's collector CPU per revoke", at), gc*1000/float64(len(victims)), "ms")
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, users per drop batch", at), float64(len(victims))/max(batches, 1), "users")
-		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, time per drop batch", at), batchTime*1000/max(batches, 1), "ms")
+		n := float64(len(victims))
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active", at), n/took.Seconds(), "revokes/s")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server CPU per revoke", at), c.server*1000/n, "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, PostgreSQL CPU per revoke", at), c.db*1000/n, "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, of it PostgreSQL's background processes", at), c.dbBackground*1000/n, "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, server's collector CPU per revoke", at), c.gc*1000/n, "ms")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, users per drop batch", at), n/max(c.batches, 1), "users")
+		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active, time per drop batch", at), c.batchSeconds*1000/max(c.batches, 1), "ms")
 		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(victims, id) })
 		p50, p99 := latencies(b, 200, func(int) error {
 			l, err := admin.CreateLease(ctx, pgT.RecordUID, 86400)
@@ -677,12 +683,13 @@ func benchStorm(b *testing.B, bin *binary, admin *client.Client, recordUID strin
 	var lags []time.Duration
 	var early int
 	stopProfile := cpuProfile(b, bin, "storm", 30)
-	serverCPU, dbCPU := storeAndServerCPU(bin), cpuSeconds(postmaster(b))
+	pm := postmaster(b)
+	before := costsNow(b, bin, pm)
 	defer func() {
-		serverCPU, dbCPU = storeAndServerCPU(bin)-serverCPU, cpuSeconds(postmaster(b))-dbCPU
+		c := costsNow(b, bin, pm).minus(before)
 		stopProfile()
-		report(b, fmt.Sprintf("storm: %d leases, server CPU per lease (expiry and drop)", n), serverCPU*1000/float64(n), "ms")
-		report(b, fmt.Sprintf("storm: %d leases, PostgreSQL CPU per lease (expiry and drop)", n), dbCPU*1000/float64(n), "ms")
+		report(b, fmt.Sprintf("storm: %d leases, server CPU per lease (expiry and drop)", n), c.server*1000/float64(n), "ms")
+		report(b, fmt.Sprintf("storm: %d leases, PostgreSQL CPU per lease (expiry and drop)", n), c.db*1000/float64(n), "ms")
 	}()
 	// Read the audit trail as it grows, each event once: a poll that re-read it all would
 	// load the server it measures.
