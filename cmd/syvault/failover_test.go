@@ -3,69 +3,20 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/http/client"
 )
-
-// natsCluster starts three clustered JetStream servers on loopback.
-func natsCluster(t *testing.T) ([]*server.Server, string) {
-	t.Helper()
-	var routes []string
-	ports := make([]int, 3)
-	for i := range ports {
-		_, p, _ := net.SplitHostPort(freeAddr(t))
-		fmt.Sscan(p, &ports[i])
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
-	}
-	var servers []*server.Server
-	var urls []string
-	for i := range ports {
-		ns, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-			Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns.Start()
-		t.Cleanup(ns.Shutdown)
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats node did not start")
-		}
-		servers = append(servers, ns)
-		urls = append(urls, ns.ClientURL())
-	}
-	// JetStream is usable once a meta leader is elected.
-	nc, err := nats.Connect(strings.Join(urls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	eventually(t, 30*time.Second, "JetStream cluster ready", func() (bool, error) {
-		_, err := js.AccountInfo(context.Background())
-		return err == nil, err
-	})
-	return servers, strings.Join(urls, ",")
-}
 
 // TestFailover_NATSLeader: with R3 streams on a three-node NATS cluster, losing the
 // events stream's leader loses no revocation and no expiry, and leasing goes on.
 func TestFailover_NATSLeader(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
-	servers, urls := natsCluster(t)
+	servers, urls := jstest.MustCluster(t)
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3 })
 	admin := srv.admin(t)
 	target := mustTarget(t, admin, eng)
@@ -122,7 +73,7 @@ func TestFailover_NATSLeader(t *testing.T) {
 func TestFailover_RevokeWithoutQuorum(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
-	servers, urls := natsCluster(t)
+	servers, urls := jstest.MustCluster(t)
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3; c.RequestTimeout = 3 * time.Second })
 	admin := srv.admin(t)
 	target := mustTarget(t, admin, eng)

@@ -19,6 +19,12 @@ import (
 // conflict nobody retries, or folds a lease as still active. The JetStream API's own
 // message get (STREAM.MSG.GET) is answered by the leader alone, which has every
 // acknowledged message.
+//
+// It goes through the server's JetStream API queue and answers in JSON, though: about
+// twice the time of a direct get (BenchmarkLoadLease: 154–191 µs against 81–89 µs for a
+// three-event history), paid several times per create and revoke. Where the stream has a
+// single copy, its one server answers both, so the direct get is as current as the
+// leader's and is used instead (see singleCopy).
 
 // msgGetRequest is the STREAM.MSG.GET request.
 type msgGetRequest struct {
@@ -43,9 +49,27 @@ type msgGetResponse struct {
 	} `json:"message,omitempty"`
 }
 
-// leaderGet reads one message of stream through its leader. It returns
+// singleCopy reports whether st can have only the one copy that answers every read: it
+// was created with one replica, and the server this connection is on is standalone (no
+// cluster name: no routes, no gateways), where JetStream refuses more than one replica,
+// so no other process can have scaled it up since. Asked at each read, since a reconnect
+// may land on another server.
+func (s *Store) singleCopy(st jetstream.Stream) bool {
+	return !s.leaderReads && s.nc.ConnectedClusterName() == "" && st.CachedInfo().Config.Replicas <= 1
+}
+
+// leaderGet reads one message of stream through its leader (or the stream's one copy). It returns
 // jetstream.ErrMsgNotFound when there is no such message.
 func (s *Store) leaderGet(ctx context.Context, stream string, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	if st := s.streams[stream]; st != nil && s.singleCopy(st) {
+		switch {
+		case req.LastFor != "":
+			return st.GetLastMsgForSubject(ctx, req.LastFor)
+		case req.NextFor != "":
+			return st.GetMsg(ctx, req.Seq, jetstream.WithGetMsgSubject(req.NextFor))
+		}
+		return st.GetMsg(ctx, req.Seq)
+	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err

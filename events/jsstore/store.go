@@ -55,7 +55,11 @@ type Store struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	sched  jetstream.Stream
-	index  jetstream.Stream
+	// streams are those read by leaderGet. leaderReads makes every read a leader's
+	// (for the benchmark that compares the two).
+	streams     map[string]jetstream.Stream
+	leaderReads bool
+	index       jetstream.Stream
 	// scheduled is the expiry seconds this process published schedules for lately.
 	scheduled seconds
 }
@@ -102,7 +106,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: schedules stream: %w", err))
 	}
-	st := &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}
+	st := &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched, streams: map[string]jetstream.Stream{events.EventsStream: evs}}
 	if st.index, err = st.openIndex(ctx); err != nil {
 		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: index stream: %w", err))
 	}

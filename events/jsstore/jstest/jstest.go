@@ -4,6 +4,9 @@ package jstest
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +40,64 @@ func MustServer(tb testing.TB, dir string) *Server {
 	s := &Server{Dir: dir, NS: ns}
 	tb.Cleanup(s.Shutdown)
 	return s
+}
+
+// MustCluster starts three clustered JetStream servers on loopback, and returns them
+// with their client URLs (comma-separated) once JetStream answers.
+func MustCluster(tb testing.TB) ([]*server.Server, string) {
+	tb.Helper()
+	var routes []string
+	ports := make([]int, 3)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+	}
+	var servers []*server.Server
+	var urls []string
+	for i := range ports {
+		ns, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(),
+			Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true,
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ns.Start()
+		tb.Cleanup(ns.Shutdown)
+		if !ns.ReadyForConnections(10 * time.Second) {
+			tb.Fatal("nats node did not start")
+		}
+		servers = append(servers, ns)
+		urls = append(urls, ns.ClientURL())
+	}
+	// JetStream is usable once a meta leader is elected.
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return servers, strings.Join(urls, ",")
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("JetStream cluster not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Shutdown stops the server; safe to call twice.
