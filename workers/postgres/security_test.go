@@ -33,6 +33,18 @@ func (c *cluster) pg14Scratch(t *testing.T) drivertest.Scratch {
 	return s
 }
 
+// setUp gives a test the package's cluster, a scratch database, a driver closed after
+// the test's other cleanups (which drop users through it), the admin and a new target's
+// record uid.
+func setUp(t *testing.T) (*cluster, drivertest.Scratch, *postgres.Driver, driver.Conn, string) {
+	t.Helper()
+	c := mustCluster(t)
+	s := c.newScratch(t)
+	d := postgres.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	return c, s, d, c.admin(), drivertest.NewRecordUID()
+}
+
 // newLease prepares nothing: it creates a user of target uid with grants and drops it in
 // t.Cleanup.
 func newLease(t *testing.T, d *postgres.Driver, admin driver.Conn, uid string, grants []events.Grant) lease {
@@ -234,13 +246,8 @@ func TestDriver_PlantedFunctionsNeverRunAsAdmin(t *testing.T) {
 // schema rights or default privileges takes them from the leases already active as well
 // as from new ones.
 func TestDriver_NarrowedGrants(t *testing.T) {
-	c := mustCluster(t)
-	s := c.newScratch(t)
+	c, s, d, admin, uid := setUp(t)
 	ctx := t.Context()
-	d := postgres.New(nil)
-	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
-	admin := c.admin()
-	uid := drivertest.NewRecordUID()
 	wide := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "DELETE", "CREATE"}}}
 	narrow := []events.Grant{{Database: s.Database, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"SELECT"}}}
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wide}); err != nil {
@@ -290,13 +297,8 @@ func TestDriver_NarrowedGrants(t *testing.T) {
 // use at once; its sessions start as the user, with no per-user setting (a
 // pg_db_role_setting row per user would make every DROP ROLE read them all).
 func TestDriver_SetRoleSharesAtOnce(t *testing.T) {
-	c := mustCluster(t)
-	s := c.newScratch(t)
+	c, s, d, admin, uid := setUp(t)
 	ctx := t.Context()
-	d := postgres.New(nil)
-	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
-	admin := c.admin()
-	uid := drivertest.NewRecordUID()
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
 		t.Fatal(err)
@@ -369,13 +371,8 @@ func TestDriver_AdminMembershipsDoNotGrow(t *testing.T) {
 // tables keeps the group role as their owner, with no privilege left, rather than
 // dropping the tables or giving them to the admin.
 func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
-	c := mustCluster(t)
-	s := c.newScratch(t)
+	c, s, d, admin, uid := setUp(t)
 	ctx := t.Context()
-	d := postgres.New(nil)
-	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
-	admin := c.admin()
-	uid := drivertest.NewRecordUID()
 	group := "syvault_" + uid
 	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
