@@ -164,12 +164,6 @@ func poolConfig(c driver.Conn, database string) (*pgxpool.Config, error) {
 		return nil, err
 	}
 	cc.TLSConfig = tlsConfig
-	// Statements are planned at each call, for the catalog as it is then. A statement a
-	// session prepares is planned once for all its calls after the fifth: one first run
-	// while pg_authid was a few pages long reads every role by sequential scan, and keeps
-	// doing so as the roles grow (TestDriver_BatchedDropsDoNotScanEveryRole). Caching the
-	// description alone still sends a call in one round trip.
-	cc.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	cfg.MaxConns = driver.MaxAdminConns
 	cfg.MinConns = 0
 	return cfg, nil
