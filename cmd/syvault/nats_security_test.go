@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/http/client"
 	"github.com/syvault/syvault/workers/drivertest"
 )
@@ -121,19 +122,11 @@ func startTLSNATS(t *testing.T) tlsNATS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := server.NewServer(&server.Options{
+	ns := jstest.Start(t, &server.Options{
 		ServerName: "tls", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
 		TLSConfig: tlsConfig, TLSVerify: true, TLS: true, TLSTimeout: 2,
 		Nkeys: []*server.NkeyUser{{Nkey: pub}}, NoLog: true, NoSigs: true,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats did not start")
-	}
 	n.url = fmt.Sprintf("tls://localhost:%d", ns.Addr().(*net.TCPAddr).Port)
 	return n
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/syvault/syvault/events/jsstore/jstest"
 	syhttp "github.com/syvault/syvault/http"
 )
 
@@ -16,17 +17,8 @@ import (
 // same port and dir is the same server restarted.
 func natsOn(t *testing.T, port int, dir string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{ServerName: "outage", Host: "127.0.0.1", Port: port, JetStream: true,
+	return jstest.Start(t, &server.Options{ServerName: "outage", Host: "127.0.0.1", Port: port, JetStream: true,
 		StoreDir: dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats did not start")
-	}
-	return ns
 }
 
 // TestOutage_NATSDown: with NATS gone every API endpoint answers 503 with Retry-After

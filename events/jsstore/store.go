@@ -55,9 +55,7 @@ type Store struct {
 	js     jetstream.JetStream
 	events jetstream.Stream
 	sched  jetstream.Stream
-	// streams are those read by leaderGet. leaderReads makes every read a leader's
-	// (for the benchmark that compares the two).
-	streams     map[string]jetstream.Stream
+	// leaderReads makes every read a leader's (for the benchmark that compares the two).
 	leaderReads bool
 	index       jetstream.Stream
 	// scheduled is the expiry seconds this process published schedules for lately.
@@ -106,7 +104,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: schedules stream: %w", err))
 	}
-	st := &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched, streams: map[string]jetstream.Stream{events.EventsStream: evs}}
+	st := &Store{cfg: cfg, nc: nc, js: js, events: evs, sched: sched}
 	if st.index, err = st.openIndex(ctx); err != nil {
 		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Open: index stream: %w", err))
 	}

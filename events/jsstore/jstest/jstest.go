@@ -29,17 +29,27 @@ func MustServer(tb testing.TB, dir string) *Server {
 	if dir == "" {
 		dir = tb.TempDir()
 	}
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: dir, DontListen: true, NoSigs: true, NoLog: true})
+	ns := Start(tb, &server.Options{JetStream: true, StoreDir: dir, DontListen: true, NoSigs: true, NoLog: true})
+	return &Server{Dir: dir, NS: ns}
+}
+
+// Start starts an embedded NATS server with opts, stopped when the test ends, and returns
+// it once it accepts connections.
+func Start(tb testing.TB, opts *server.Options) *server.Server {
+	tb.Helper()
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("embedded nats did not start")
 	}
-	s := &Server{Dir: dir, NS: ns}
-	tb.Cleanup(s.Shutdown)
-	return s
+	return ns
 }
 
 // MustCluster starts three clustered JetStream servers on loopback, and returns them
@@ -60,19 +70,11 @@ func MustCluster(tb testing.TB) ([]*server.Server, string) {
 	var servers []*server.Server
 	var urls []string
 	for i := range ports {
-		ns, err := server.NewServer(&server.Options{
+		ns := Start(tb, &server.Options{
 			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(),
 			Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: ports[i]},
 			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true,
 		})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		ns.Start()
-		tb.Cleanup(ns.Shutdown)
-		if !ns.ReadyForConnections(10 * time.Second) {
-			tb.Fatal("nats node did not start")
-		}
 		servers = append(servers, ns)
 		urls = append(urls, ns.ClientURL())
 	}
