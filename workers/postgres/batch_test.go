@@ -7,6 +7,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/workers/driver"
+	"github.com/syvault/syvault/workers/postgres"
 )
 
 // TestDriver_DropUsers: a batch of an expiry storm drops every user in it, whatever each
@@ -56,5 +57,41 @@ func TestDriver_DropUsers(t *testing.T) {
 	}
 	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "DROP TABLE public.batch_owned"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDriver_NoPlanOutlivesItsCall: the admin sessions plan each statement at each call,
+// so each call reads the catalog as it is then. (A statement a session had prepared was
+// planned once for all its calls after the fifth: the batched drop's look-up of its
+// users, first run while pg_authid was a few pages long, kept a plan that reads every
+// role as the roles grew, and at 100,000 roles each batch read them all.)
+func TestDriver_NoPlanOutlivesItsCall(t *testing.T) {
+	_, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	// Enough batches for six or more on each of the pool's sessions.
+	var leases []lease
+	for range 48 {
+		leases = append(leases, newLease(t, d, admin, uid, s.Grants))
+	}
+	for i := 0; i < len(leases); i += 2 {
+		reqs := []driver.DropUserRequest{
+			{Conn: admin, RecordUID: uid, Username: leases[i].user, Grants: s.Grants},
+			{Conn: admin, RecordUID: uid, Username: leases[i+1].user, Grants: s.Grants},
+		}
+		for j, err := range d.DropUsers(ctx, reqs) {
+			if err != nil {
+				t.Fatalf("%s: %v", reqs[j].Username, err)
+			}
+		}
+	}
+	kept, err := postgres.PlansKept(ctx, d, admin, admin.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) > 0 {
+		t.Errorf("the admin sessions keep plans for: %q", kept)
 	}
 }

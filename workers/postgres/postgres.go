@@ -158,7 +158,18 @@ func poolConfig(c driver.Conn, database string) (*pgxpool.Config, error) {
 	// uses, last): a function or operator a lease user planted in a schema it may create
 	// in, closer in signature than the built-in it shadows, can never run as the admin.
 	// Every statement also qualifies what it calls, so this is the second line.
-	cc.RuntimeParams = map[string]string{"application_name": "syvault", "search_path": "pg_catalog, pg_temp"}
+	//
+	// Prepared statements are planned at each call, for the catalog as it is then: by
+	// default a session plans one once for all its calls after the fifth, and the batched
+	// drop's look-up of its users, first run while pg_authid was a few pages long, kept
+	// a plan that reads every role as the roles grew (TestDriver_NoPlanOutlivesItsCall).
+	// The statements stay prepared: sending the look-up as text planned at each call
+	// cost PostgreSQL more CPU per drop, this did not (BENCHMARKS, runs T and W).
+	cc.RuntimeParams = map[string]string{
+		"application_name": "syvault",
+		"search_path":      "pg_catalog, pg_temp",
+		"plan_cache_mode":  "force_custom_plan",
+	}
 	tlsConfig, err := tlsConfig(c)
 	if err != nil {
 		return nil, err
