@@ -128,16 +128,19 @@ func TestActiveLeases_OneEntryPerLease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A leftover: the entry a projector added for the first lease before it died.
-	if _, err := store.IndexAdd(ctx, "R1", "", ids[0]); err != nil {
-		t.Fatal(err)
-	}
 	counted := func() int {
 		counts, err := store.IndexCounts(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return counts["R1"]
+	}
+	if got := counted(); got != n {
+		t.Errorf("index entries after the concurrent activations: %d, want %d", got, n)
+	}
+	// A leftover: the entry a projector added for the first lease before it died.
+	if _, err := store.IndexAdd(ctx, "R1", "", ids[0]); err != nil {
+		t.Fatal(err)
 	}
 	page, _, err := ps[0].ActiveLeases(ctx, events.LeaseQuery{Limit: 100})
 	if err != nil {
