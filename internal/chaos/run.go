@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -167,6 +168,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Exits = h.exits
 	h.mu.Unlock()
 	rep.print(h)
+	if len(rep.Violations) > 0 {
+		var logs []string
+		for _, p := range h.allProcs() {
+			if !slices.Contains(logs, p.logPath) {
+				logs = append(logs, p.logPath)
+			}
+		}
+		printEvidence(h.cfg.Out, rep.Violations, o.Histories, logs)
+	}
 	return rep, nil
 }
 
