@@ -42,6 +42,9 @@ var (
 	scaleStorm  = flag.Int("scale.storm", 1000, "leases of an expiry storm, expiring within one minute")
 	// Where the server's heap profiles go, one per memory reading, for `go tool pprof`.
 	scaleProfile = flag.String("scale.profile", "", "directory to write the server's heap profiles to")
+	// perf sees PostgreSQL, the server and the kernel in one profile, which Go's profiler
+	// cannot: a revocation's cost is shared between them.
+	scalePerf = flag.String("scale.perf", "", "directory to write a system-wide `perf record -g` of each revoke round to (needs perf and the right to use it)")
 	// The deployed shape: SyVault joins a NATS server of its own process (--nats-url), so
 	// the memory of each is seen apart and a restart is SyVault's alone.
 	scaleExternal = flag.Bool("scale.external-nats", false, "run the server against a separate nats-server process instead of its embedded one")
@@ -387,6 +390,25 @@ func cpuProfile(b *testing.B, bin *binary, name string, seconds int) (stop func(
 	return func() { <-done }
 }
 
+// perfRecord records every CPU's samples, with call graphs, until stop, when -scale.perf
+// asks for it; `perf report -i FILE --sort comm,dso,sym` reads them.
+func perfRecord(b *testing.B, name string) (stop func()) {
+	if *scalePerf == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(*scalePerf, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "999", "-q", "-o", filepath.Join(*scalePerf, name+".perf.data"))
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("perf: %v", err)
+	}
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+}
+
 // storeAndServerCPU is the CPU time of the server and of its NATS: the same process when
 // NATS is embedded, two with -scale.external-nats, so the two modes' costs compare.
 func storeAndServerCPU(bin *binary) float64 {
@@ -402,6 +424,7 @@ type costs struct {
 	server, db, dbBackground float64 // CPU seconds (server includes an external NATS)
 	gc                       float64 // the server's garbage collector's CPU seconds
 	batches, batchSeconds    float64 // PostgreSQL drop batches the workers ran, and their time
+	mariadb                  float64 // the local MariaDB's CPU seconds
 }
 
 // costsNow reads the counters, the server's from one scrape of its metrics. With the
@@ -431,6 +454,7 @@ func costsNow(b *testing.B, bin *binary, postmaster int) costs {
 	}
 	c := costs{server: storeAndServerCPU(bin)}
 	c.db, c.dbBackground = postgresCPU(postmaster)
+	c.mariadb = mariadbCPU()
 	var found bool
 	if c.gc, found = sum("go_cpu_classes_gc_total_cpu_seconds_total "); !found {
 		b.Fatal("the server's metrics lack go_cpu_classes_gc_total_cpu_seconds_total")
@@ -444,7 +468,7 @@ func costsNow(b *testing.B, bin *binary, postmaster int) costs {
 
 func (c costs) minus(o costs) costs {
 	return costs{server: c.server - o.server, db: c.db - o.db, dbBackground: c.dbBackground - o.dbBackground,
-		gc: c.gc - o.gc, batches: c.batches - o.batches, batchSeconds: c.batchSeconds - o.batchSeconds}
+		gc: c.gc - o.gc, batches: c.batches - o.batches, batchSeconds: c.batchSeconds - o.batchSeconds, mariadb: c.mariadb - o.mariadb}
 }
 
 // cpuSeconds is the CPU time pid and its children (waited for or not) have used: for
@@ -483,6 +507,18 @@ func postgresCPU(postmaster int) (all, background float64) {
 		}
 	}
 	return all, background
+}
+
+// mariadbCPU is the CPU time of the local MariaDB server (0 when none runs).
+func mariadbCPU() float64 {
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, p := range comms {
+		if name, _ := os.ReadFile(p); strings.TrimSpace(string(name)) == "mariadbd" {
+			st, _ := stat(atoiOr(filepath.Base(filepath.Dir(p))))
+			return st.cpu
+		}
+	}
+	return 0
 }
 
 func atoiOr(s string) int {
@@ -566,15 +602,25 @@ func benchDatabases(b *testing.B, n, storm int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var active []string
+	// The leases made and not revoked, with their engine: a revoke round takes
+	// PostgreSQL's alone. (Completion order is not request order, so a position in the
+	// list does not tell the engine; taking every tenth as MariaDB's put a tenth of
+	// MariaDB drops, whose cost grows with its accounts, into the PostgreSQL rounds.)
+	type made struct {
+		id    string
+		mysql bool
+	}
+	var active []made
 	var mu sync.Mutex
 	pm := postmaster(b)
-	grow := func(to int) {
+	// grow makes leases up to to active, one in ten MariaDB's; refill makes the
+	// PostgreSQL leases a revoke round took, so the mix stays the same.
+	grow := func(to int, refill bool) {
 		from := len(active)
 		before := costsNow(b, bin, pm)
 		took := parallelDo(b, 8, to-from, func(i int) error {
-			uid := pgT.RecordUID
-			if (from+i)%10 == 9 {
+			uid, mysql := pgT.RecordUID, !refill && (from+i)%10 == 9
+			if mysql {
 				uid = myT.RecordUID
 			}
 			l, err := admin.CreateLease(ctx, uid, 86400)
@@ -582,11 +628,15 @@ func benchDatabases(b *testing.B, n, storm int) {
 				return err
 			}
 			mu.Lock()
-			active = append(active, l.LeaseID)
+			active = append(active, made{l.LeaseID, mysql})
 			mu.Unlock()
 			return nil
 		})
 		c := costsNow(b, bin, pm).minus(before)
+		if refill {
+			report(b, fmt.Sprintf("databases: PostgreSQL creates, c8, refilling %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
+			return
+		}
 		report(b, fmt.Sprintf("databases: creates, c8, %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
 		// CPU per create, unlike the rate, does not move with what else the machine runs.
 		report(b, fmt.Sprintf("databases: creates %d to %d, server CPU per create", from, to), c.server*1000/float64(to-from), "ms")
@@ -597,15 +647,17 @@ func benchDatabases(b *testing.B, n, storm int) {
 		// The last thousand PostgreSQL leases made, revoked at c8, then made again.
 		var victims []string
 		for i := len(active) - 1; i >= 0 && len(victims) < 1000; i-- {
-			if i%10 != 9 {
-				victims = append(victims, active[i])
+			if !active[i].mysql {
+				victims = append(victims, active[i].id)
 			}
 		}
 		// 1,000 revocations take 3 s or more on this machine.
 		stopProfile := cpuProfile(b, bin, fmt.Sprintf("revokes_at_%d_round_%d", at, round), 2)
+		stopPerf := perfRecord(b, fmt.Sprintf("revokes_at_%d_round_%d", at, round))
 		before := costsNow(b, bin, pm)
 		took := parallelDo(b, 8, len(victims), func(i int) error { return admin.RevokeLease(ctx, victims[i]) })
 		c := costsNow(b, bin, pm).minus(before)
+		stopPerf()
 		stopProfile()
 		n := float64(len(victims))
 		rate = n / took.Seconds()
@@ -614,10 +666,11 @@ func benchDatabases(b *testing.B, n, storm int) {
 		report(b, phase+", server CPU per revoke", c.server*1000/n, "ms")
 		report(b, phase+", PostgreSQL CPU per revoke", c.db*1000/n, "ms")
 		report(b, phase+", of it PostgreSQL's background processes", c.dbBackground*1000/n, "ms")
+		report(b, phase+", MariaDB CPU per revoke (none of its users is revoked)", c.mariadb*1000/n, "ms")
 		report(b, phase+", server's collector CPU per revoke", c.gc*1000/n, "ms")
 		report(b, phase+", users per drop batch", n/max(c.batches, 1), "users")
 		report(b, phase+", time per drop batch", c.batchSeconds*1000/max(c.batches, 1), "ms")
-		active = slices.DeleteFunc(active, func(id string) bool { return slices.Contains(victims, id) })
+		active = slices.DeleteFunc(active, func(m made) bool { return slices.Contains(victims, m.id) })
 		if round > 0 {
 			return rate
 		}
@@ -640,7 +693,7 @@ func benchDatabases(b *testing.B, n, storm int) {
 		rates := make([]float64, revokeRounds)
 		for r := range rates {
 			rates[r] = revokes(at, r)
-			grow(at)
+			grow(at, true)
 		}
 		slices.Sort(rates)
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes, c8, at %d active, median of %d rounds", at, revokeRounds), rates[len(rates)/2], "revokes/s")
@@ -648,12 +701,12 @@ func benchDatabases(b *testing.B, n, storm int) {
 	}
 	if n > 0 {
 		small := min(1000, n)
-		grow(small)
+		grow(small, false)
 		atSmall := medianRevokes(small)
 		for size := 10000; size < n; size *= 2 {
-			grow(size)
+			grow(size, false)
 		}
-		grow(n)
+		grow(n, false)
 		atN := medianRevokes(n)
 		report(b, fmt.Sprintf("databases: PostgreSQL revokes at %d active against at %d (medians)", n, small), 100*atN/atSmall, "%")
 		var members int
