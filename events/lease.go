@@ -1,6 +1,9 @@
 package events
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Status is where a lease is in its life.
 type Status string
@@ -133,6 +136,20 @@ func (l *Lease) end(s Status, at time.Time) {
 	l.Status = s
 	t := at
 	l.EndedAt = &t
+}
+
+// HistoryBehind returns an error when l was folded from a history that stops before seq,
+// the sequence of the event being handled, and nil otherwise. A reader is handed an event
+// by a consumer on one server and reads the lease's history from the stream's leader,
+// which may not have applied that event yet: deciding on such a fold, or acknowledging
+// the event, acts on a state the stream has already left (a revocation seen as an active
+// lease is lost for good). The error is StoreUnavailable's, so the event is retried until
+// a read includes it.
+func HistoryBehind(l Lease, seq uint64) error {
+	if l.Seq >= seq {
+		return nil
+	}
+	return StoreUnavailable(fmt.Errorf("lease %s: its history read ends at seq %d, before the event at %d", l.ID, l.Seq, seq))
 }
 
 // Fold builds a lease from its events in stream order; seqs[i] is events[i]'s sequence.

@@ -162,12 +162,10 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 		if events.ErrorCode(err) == events.ENotFound {
 			return nil
 		}
-		if err == nil && l.Seq < seq {
-			// The history read stops short of this very event (a replica behind the leader
-			// answered it). Writing that fold and acknowledging the event would leave the
-			// record behind the stream for good, reporting an ended lease as active: the
-			// event is retried instead, until a read includes it.
-			return events.StoreUnavailable(fmt.Errorf("projections: lease %s: its history read ends at seq %d, before the event at %d", e.LeaseID, l.Seq, seq))
+		if err == nil {
+			// Writing a fold that stops short of this very event would leave the record
+			// behind the stream for good, reporting an ended lease as active.
+			err = events.HistoryBehind(l, seq)
 		}
 		if err == nil {
 			r, changed, err = cas(ctx, p.leases, w, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {

@@ -154,6 +154,9 @@ func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) e
 	switch e.Type {
 	case events.LeaseRequested, events.LeaseRenewed:
 		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
+		if err == nil {
+			err = events.HistoryBehind(l, seq)
+		}
 		if err != nil {
 			return err
 		}
@@ -162,7 +165,7 @@ func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) e
 		}
 		return w.provision(ctx, l, seq)
 	case events.LeaseRevoked, events.LeaseExpired:
-		return w.revoke(ctx, e.LeaseID)
+		return w.revoke(ctx, e.LeaseID, seq)
 	}
 	return nil
 }
@@ -330,10 +333,14 @@ func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
 	return err
 }
 
-// revoke drops the user of a revoking lease and records it. Failures are returned so the
-// message is redelivered with backoff, forever: a revocation is never given up.
-func (w *Workers) revoke(ctx context.Context, id string) error {
+// revoke drops the user of a revoking lease, whose revocation or expiry is the event at
+// seen, and records it. Failures are returned so the message is redelivered with backoff,
+// forever: a revocation is never given up.
+func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		if err := events.HistoryBehind(l, seen); err != nil {
+			return nil, err
+		}
 		if l.Status != events.StatusRevoking {
 			return nil, nil
 		}

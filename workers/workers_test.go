@@ -363,3 +363,51 @@ func TestWorkers_ExpiredBeforeCreated(t *testing.T) {
 		t.Fatal("a user exists for a lease that expired before it was created")
 	}
 }
+
+// TestWorkers_StaleHistoryIsRetried: the consumer hands a worker an event from one NATS
+// server while the lease's history is read from the stream's leader, which may not have
+// applied that event yet. A revocation decided on that history saw an active lease, was
+// acknowledged and never came back: a chaos run left an expired lease revoking, its user
+// in the database, for good. The worker must refuse the event for a retry instead, and
+// act on it once a read includes it.
+func TestWorkers_StaleHistoryIsRetried(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	id, user := f.request(t)
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.store.LoadLease(ctx, id)
+	if err != nil || l.Status != events.StatusActive {
+		t.Fatalf("lease = %+v, %v; want active", l, err)
+	}
+	// Events at a sequence the history read does not reach: what a leader behind the
+	// consumer's server looks like to the worker.
+	beyond := l.Seq + 10
+	for _, e := range []events.Event{
+		{Type: events.LeaseRevoked, ID: id + ".revoked", LeaseID: id, Prev: l.Seq},
+		{Type: events.LeaseExpired, ID: id + ".expired", LeaseID: id, Prev: l.Seq, ExpiresAt: l.ExpiresAt},
+		{Type: events.LeaseRenewed, ID: id + ".renewed", LeaseID: id, Prev: l.Seq, ExpiresAt: l.ExpiresAt.Add(time.Hour)},
+	} {
+		if err := f.w.HandleLease(ctx, e, beyond); err == nil {
+			t.Errorf("%s beyond the history read was acknowledged", e.Type)
+		}
+	}
+	if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated]" {
+		t.Fatalf("history = %s; want nothing appended on a stale read", got)
+	}
+	if !f.userExists(t, user) {
+		t.Fatal("the user was dropped on a stale read")
+	}
+	// Once the stream's leader has the revocation, its delivery drops the user.
+	f.revoke(t, id)
+	if err := f.deliver(t, id, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated lease.revoked lease.dropped]" {
+		t.Fatalf("history = %s", got)
+	}
+	if f.userExists(t, user) {
+		t.Fatal("the revoked lease's user still exists")
+	}
+}
