@@ -453,7 +453,16 @@ func (w *Workers) handleDue(ctx context.Context, e events.Event, _ uint64) error
 	if first != nil {
 		return first
 	}
-	return w.cfg.Store.DoneExpiring(ctx, second, upTo)
+	if err := w.cfg.Store.DoneExpiring(ctx, second, upTo); err != nil {
+		return err
+	}
+	// The list may have been read from a copy of the stream behind its leader: a lease
+	// it missed would never expire once this second is acknowledged.
+	more, err := w.cfg.Store.StillListed(ctx, second)
+	if err == nil && more {
+		err = events.StoreUnavailable(fmt.Errorf("workers: leases listed as expiring at %d beyond the list read; reading it again", second))
+	}
+	return err
 }
 
 // expiryConcurrency bounds the expiries one fired second decides at once (each an append;

@@ -419,6 +419,23 @@ func (s *Store) DoneExpiring(ctx context.Context, second int64, upTo uint64) err
 	return nil
 }
 
+// StillListed reports whether any lease is listed as expiring at second, read from the
+// stream's leader. ExpiringAt's batched read may be answered by any copy of the stream,
+// one still catching up after a restart included (NATS lets a copy answer direct gets
+// once it is 90 % caught up), which can miss leases listed before the second fired; once
+// the list read is done with, anything left of it is such a lease or one listed since,
+// and the second must be read again rather than acknowledged.
+func (s *Store) StillListed(ctx context.Context, second int64) (bool, error) {
+	_, err := s.leaderGet(ctx, events.SchedulesStream, msgGetRequest{LastFor: events.ExpirySubject(second)})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, unavailable(fmt.Errorf("jsstore.StillListed(%d): %w", second, err))
+	}
+	return true, nil
+}
+
 // seconds remembers the expiry seconds this process has published schedules for
 // lately, so a burst of leases expiring at the same second publishes its schedule once.
 type seconds struct {

@@ -125,6 +125,9 @@ func TestStore_ScheduleExpiry(t *testing.T) {
 		if ids, _, err := s.ExpiringAt(ctx, e.ExpiresAt.Unix()); err != nil || len(ids) != 0 {
 			t.Fatalf("after DoneExpiring: %v, %v", ids, err)
 		}
+		if more, err := s.StillListed(ctx, e.ExpiresAt.Unix()); err != nil || more {
+			t.Fatalf("StillListed after DoneExpiring = %v, %v; want none", more, err)
+		}
 	})
 	t.Run("one pending schedule per second, whatever the number of leases", func(t *testing.T) {
 		at := time.Now().Add(time.Hour)
@@ -157,6 +160,11 @@ func TestStore_ScheduleExpiry(t *testing.T) {
 		}
 		if err := s.DoneExpiring(ctx, second, upTo); err != nil {
 			t.Fatal(err)
+		}
+		// What is left of the list after DoneExpiring is seen from the leader: a read
+		// answered by a copy behind it would have missed such a lease the same way.
+		if more, err := s.StillListed(ctx, second); err != nil || !more {
+			t.Fatalf("StillListed = %v, %v; want the late lease seen", more, err)
 		}
 		again, _ := next() // its schedule, published again, fires at once
 		ids, _, err := s.ExpiringAt(ctx, again.ExpiresAt.Unix())
