@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -96,4 +97,69 @@ func countReads(t *testing.T, ns *server.Server, urls string) (direct, leader in
 		t.Fatal(err)
 	}
 	return nDirect.Load(), nLeader.Load()
+}
+
+// TestNames_HolderReadsTheLeader: reconciliation drops a user whose name no lease holds,
+// so the reservation is read from the bucket's leader, never through a direct get, which
+// a copy catching up after a restart may answer without a reservation made moments
+// before. Deleted and expired reservations are not held.
+func TestNames_HolderReadsTheLeader(t *testing.T) {
+	ctx := context.Background()
+	_, urls := jstest.MustCluster(t)
+	connect := func() *nats.Conn {
+		nc, err := nats.Connect(urls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	s, err := jsstore.Open(ctx, connect(), jsstore.Config{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := s.OpenNames(ctx, "HOLDERS", "test", time.Hour, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := names.Reserve(ctx, "vf_tmp_held", []byte("lease-1"), 0); err != nil || !ok {
+		t.Fatalf("Reserve = %v, %v", ok, err)
+	}
+	if ok, err := names.Reserve(ctx, "vf_tmp_brief", []byte("lease-2"), time.Second); err != nil || !ok {
+		t.Fatalf("Reserve with a TTL = %v, %v", ok, err)
+	}
+	watch := connect()
+	var nDirect atomic.Int64
+	if _, err := watch.Subscribe("$JS.API.DIRECT.GET.>", func(*nats.Msg) { nDirect.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if h, held, err := names.Holder(ctx, "vf_tmp_held"); err != nil || !held || string(h.Value) != "lease-1" || h.Revision == 0 || h.Since.IsZero() {
+		t.Fatalf("Holder = %+v, %v, %v; want held by lease-1", h, held, err)
+	}
+	if _, held, err := names.Holder(ctx, "vf_tmp_never"); err != nil || held {
+		t.Fatalf("Holder of a name never reserved = %v, %v", held, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, held, err := names.Holder(ctx, "vf_tmp_brief")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a reservation whose TTL ran out is still held")
+		}
+		time.Sleep(100 * time.Millisecond) // polling for JetStream's expiry of the key
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := nDirect.Load(); n != 0 {
+		t.Fatalf("%d direct gets; want every reservation read from the leader", n)
+	}
 }

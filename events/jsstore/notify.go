@@ -76,7 +76,11 @@ func (s *Store) Notify(subject string, data []byte) { _ = s.nc.Publish(subject, 
 
 // Names reserves names in a KV bucket: a reservation is a create, which succeeds once
 // across every process, and expires after the bucket's hold time.
-type Names struct{ kv jetstream.KeyValue }
+type Names struct {
+	kv     jetstream.KeyValue
+	s      *Store
+	bucket string
+}
 
 // OpenNames opens (creating when missing) the reservation bucket bucket, whose entries
 // live for hold. A non-zero markerTTL lets reservations carry a shorter TTL of their own
@@ -87,7 +91,7 @@ func (s *Store) OpenNames(ctx context.Context, bucket, description string, hold,
 	if err != nil {
 		return nil, err
 	}
-	return &Names{kv: kv}, nil
+	return &Names{kv: kv, s: s, bucket: bucket}, nil
 }
 
 // Reserve claims name (a KV key: letters, digits, - _ / = .) with value, for ttl when it
@@ -109,16 +113,23 @@ func (n *Names) Reserve(ctx context.Context, name string, value []byte, ttl time
 }
 
 // Holder returns the value name was reserved with, when and at which revision; held is
-// false when it is not reserved.
+// false when it is not reserved. It reads the bucket's leader: reconciliation drops a
+// user whose name nobody holds, and a copy of the bucket catching up after a restart
+// (which NATS lets answer direct gets, as the KV client's Get uses, once 90 % caught up)
+// may not have a reservation made moments before the user was created.
 func (n *Names) Holder(ctx context.Context, name string) (h Holding, held bool, err error) {
-	e, err := n.kv.Get(ctx, name)
+	msg, err := n.s.leaderGet(ctx, "KV_"+n.bucket, msgGetRequest{LastFor: "$KV." + n.bucket + "." + name})
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return Holding{}, false, nil
 	case err != nil:
 		return Holding{}, false, events.StoreUnavailable(fmt.Errorf("jsstore.Holder: %w", err))
 	}
-	return Holding{Value: e.Value(), Since: e.Created(), Revision: e.Revision()}, true, nil
+	// A delete, a purge, or the marker JetStream leaves when a reservation's TTL ran out.
+	if op := msg.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" || msg.Header.Get("Nats-Marker-Reason") != "" {
+		return Holding{}, false, nil
+	}
+	return Holding{Value: msg.Data, Since: msg.Time, Revision: msg.Sequence}, true, nil
 }
 
 // Holding is one reservation.
