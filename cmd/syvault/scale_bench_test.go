@@ -632,11 +632,11 @@ func benchDatabases(b *testing.B, n, storm int) {
 			mu.Unlock()
 			return nil
 		})
-		c := costsNow(b, bin, pm).minus(before)
 		if refill {
 			report(b, fmt.Sprintf("databases: PostgreSQL creates, c8, refilling %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
 			return
 		}
+		c := costsNow(b, bin, pm).minus(before)
 		report(b, fmt.Sprintf("databases: creates, c8, %d to %d active", from, to), float64(to-from)/took.Seconds(), "creates/s")
 		// CPU per create, unlike the rate, does not move with what else the machine runs.
 		report(b, fmt.Sprintf("databases: creates %d to %d, server CPU per create", from, to), c.server*1000/float64(to-from), "ms")

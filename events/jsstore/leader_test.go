@@ -42,18 +42,7 @@ func TestStore_DecisionsReadTheLeader(t *testing.T) {
 // the direct and the leader gets they sent.
 func countReads(t *testing.T, ns *server.Server, urls string) (direct, leader int64) {
 	ctx := context.Background()
-	connect := func() *nats.Conn {
-		opts := []nats.Option{nats.InProcessServer(ns)}
-		if urls != "" {
-			opts = nil
-		}
-		nc, err := nats.Connect(urls, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
+	connect := connector(t, ns, urls)
 	s, err := jsstore.Open(ctx, connect(), jsstore.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -106,14 +95,7 @@ func countReads(t *testing.T, ns *server.Server, urls string) (direct, leader in
 func TestNames_HolderReadsTheLeader(t *testing.T) {
 	ctx := context.Background()
 	_, urls := jstest.MustCluster(t)
-	connect := func() *nats.Conn {
-		nc, err := nats.Connect(urls)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
+	connect := connector(t, nil, urls)
 	s, err := jsstore.Open(ctx, connect(), jsstore.Config{Replicas: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -161,5 +143,22 @@ func TestNames_HolderReadsTheLeader(t *testing.T) {
 	}
 	if n := nDirect.Load(); n != 0 {
 		t.Fatalf("%d direct gets; want every reservation read from the leader", n)
+	}
+}
+
+// connector returns a function that opens a connection, closed when the test ends: to
+// the cluster at urls, or in-process to ns when urls is empty.
+func connector(t *testing.T, ns *server.Server, urls string) func() *nats.Conn {
+	return func() *nats.Conn {
+		opts := []nats.Option{nats.InProcessServer(ns)}
+		if urls != "" {
+			opts = nil
+		}
+		nc, err := nats.Connect(urls, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
 	}
 }

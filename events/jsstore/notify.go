@@ -77,9 +77,8 @@ func (s *Store) Notify(subject string, data []byte) { _ = s.nc.Publish(subject, 
 // Names reserves names in a KV bucket: a reservation is a create, which succeeds once
 // across every process, and expires after the bucket's hold time.
 type Names struct {
-	kv     jetstream.KeyValue
-	s      *Store
-	bucket string
+	kv jetstream.KeyValue
+	s  *Store
 }
 
 // OpenNames opens (creating when missing) the reservation bucket bucket, whose entries
@@ -91,7 +90,7 @@ func (s *Store) OpenNames(ctx context.Context, bucket, description string, hold,
 	if err != nil {
 		return nil, err
 	}
-	return &Names{kv: kv, s: s, bucket: bucket}, nil
+	return &Names{kv: kv, s: s}, nil
 }
 
 // Reserve claims name (a KV key: letters, digits, - _ / = .) with value, for ttl when it
@@ -118,7 +117,8 @@ func (n *Names) Reserve(ctx context.Context, name string, value []byte, ttl time
 // (which NATS lets answer direct gets, as the KV client's Get uses, once 90 % caught up)
 // may not have a reservation made moments before the user was created.
 func (n *Names) Holder(ctx context.Context, name string) (h Holding, held bool, err error) {
-	msg, err := n.s.leaderGet(ctx, "KV_"+n.bucket, msgGetRequest{LastFor: "$KV." + n.bucket + "." + name})
+	bucket := n.kv.Bucket()
+	msg, err := n.s.leaderGet(ctx, "KV_"+bucket, msgGetRequest{LastFor: "$KV." + bucket + "." + name})
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return Holding{}, false, nil

@@ -29,6 +29,12 @@ var (
 // printEvidence writes the evidence of violations to w: histories by lease id, logs the
 // log files to search.
 func printEvidence(w io.Writer, violations []Violation, histories map[string]*History, logs []string) {
+	lines := make([][]string, len(logs)) // each log read once, for every lease
+	for i, f := range logs {
+		if data, err := os.ReadFile(f); err == nil { // a process that never started has no log
+			lines[i] = strings.Split(string(data), "\n")
+		}
+	}
 	var ids []string
 	for _, v := range violations {
 		for _, id := range leaseIDPattern.FindAllString(v.What, -1) {
@@ -59,27 +65,23 @@ func printEvidence(w io.Writer, violations []Violation, histories map[string]*Hi
 				needles = append(needles, usernamePattern.FindAllString(v.What, -1)...)
 			}
 		}
-		for _, f := range logs {
-			lines := matchingLines(f, needles)
-			if len(lines) > evidenceLogLines {
-				fmt.Fprintf(w, "  %s: %d lines, the last %d:\n", logName(f), len(lines), evidenceLogLines)
-				lines = lines[len(lines)-evidenceLogLines:]
+		for i, f := range logs {
+			found := matching(lines[i], needles)
+			if len(found) > evidenceLogLines {
+				fmt.Fprintf(w, "  %s: %d lines, the last %d:\n", logName(f), len(found), evidenceLogLines)
+				found = found[len(found)-evidenceLogLines:]
 			}
-			for _, l := range lines {
+			for _, l := range found {
 				fmt.Fprintf(w, "  %s: %s\n", logName(f), l)
 			}
 		}
 	}
 }
 
-// matchingLines returns the lines of file that contain any needle.
-func matchingLines(file string, needles []string) []string {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil // a process that never started has no log
-	}
+// matching returns the lines that contain any needle.
+func matching(lines, needles []string) []string {
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range lines {
 		for _, n := range needles {
 			if strings.Contains(line, n) {
 				out = append(out, line)
