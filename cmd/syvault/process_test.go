@@ -44,8 +44,16 @@ func startBinary(t testing.TB, args ...string) *binary {
 	return b
 }
 
-// start runs the binary on its data directory and address, as at first or after it died.
+// start runs the binary on its data directory and address, as at first or after it died,
+// and waits until it is ready.
 func (b *binary) start(t testing.TB) {
+	t.Helper()
+	b.launch(t)
+	eventually(t, 30*time.Second, "server ready", b.ready)
+}
+
+// launch runs the binary without waiting for it.
+func (b *binary) launch(t testing.TB) {
 	t.Helper()
 	b.done = make(chan error, 1)
 	b.cmd = exec.Command(b.bin, append([]string{"serve", "--dev", "--data-dir", b.dir, "--listen", b.addr}, b.args...)...)
@@ -56,19 +64,21 @@ func (b *binary) start(t testing.TB) {
 	cmd, done := b.cmd, b.done
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	eventually(t, 30*time.Second, "server ready", func() (bool, error) {
-		// A process without workers is never ready on its own: for it, alive is enough.
-		probe := "/readyz"
-		if slices.Contains(b.args, "api") {
-			probe = "/healthz"
-		}
-		resp, err := http.Get("http://" + b.addr + probe)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, nil
-	})
+}
+
+// ready probes the server once.
+func (b *binary) ready() (bool, error) {
+	// A process without workers is never ready on its own: for it, alive is enough.
+	probe := "/readyz"
+	if slices.Contains(b.args, "api") {
+		probe = "/healthz"
+	}
+	resp, err := http.Get("http://" + b.addr + probe)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200, nil
 }
 
 // admin is a client of the admin --dev wrote, holding a token already, so that later
