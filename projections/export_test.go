@@ -3,6 +3,9 @@ package projections
 // RecordReads is how many lease records lists have read so far.
 func (p *Projections) RecordReads() int64 { return p.recordReads.Load() }
 
+// ExactPages is how many index pages lists have read again with their sequences.
+func (p *Projections) ExactPages() int64 { return p.exactPages.Load() }
+
 // CheckBucketEveryTime makes the projector read the lease bucket's creation time before
 // every use of the records it remembers, until the test ends.
 func CheckBucketEveryTime(t interface{ Cleanup(func()) }) {

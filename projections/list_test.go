@@ -20,8 +20,9 @@ import (
 
 // TestActiveLeases_CostIsThePage: a page of the list reads the page's leases plus at
 // most one to know whether more follow, whatever the number of active leases and
-// whichever filter (none, a target, a client with three leases among hundreds). Paging
-// visits every active lease once, oldest first, and skips ended ones.
+// whichever filter (none, a target, a client with three leases among hundreds), and
+// reads the index once, without the entries' headers. Paging visits every active lease
+// once, oldest first, and skips ended ones.
 func TestActiveLeases_CostIsThePage(t *testing.T) {
 	ctx := context.Background()
 	store, p := mustProjections(t)
@@ -53,6 +54,7 @@ func TestActiveLeases_CostIsThePage(t *testing.T) {
 			}
 		}
 	}
+	exact := p.ExactPages()
 	for _, q := range []events.LeaseQuery{{Limit: 10}, {RecordUID: "T3", Limit: 10}, {ClientID: lonely, Limit: 10}, {ClientID: lonely, RecordUID: "T0", Limit: 2}} {
 		before := p.RecordReads()
 		page, _, err := p.ActiveLeases(ctx, q)
@@ -67,26 +69,12 @@ func TestActiveLeases_CostIsThePage(t *testing.T) {
 		}
 	}
 	// Paging: every active lease once, in order.
-	var seen []string
-	q := events.LeaseQuery{Limit: 37}
-	for pages := 0; ; pages++ {
-		page, next, err := p.ActiveLeases(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range page {
-			seen = append(seen, l.ID)
-		}
-		if next == "" {
-			break
-		}
-		if pages > n {
-			t.Fatal("paging does not end")
-		}
-		q.Cursor = next
-	}
+	seen := listAll(t, p, events.LeaseQuery{Limit: 37}, n)
 	if fmt.Sprint(seen) != fmt.Sprint(ids) {
 		t.Fatalf("paging saw %d leases, want the %d active ones in order", len(seen), len(ids))
+	}
+	if n := p.ExactPages() - exact; n != 0 {
+		t.Errorf("%d pages of an index with no stale entry were read again with their sequences", n)
 	}
 	counts, err := p.ActiveByTarget(ctx)
 	if err != nil || counts["T0"]+counts["T1"]+counts["T2"]+counts["T3"]+counts["T4"] != len(ids) {
@@ -138,23 +126,51 @@ func TestActiveLeases_OneEntryPerLease(t *testing.T) {
 	if got := counted(); got != n {
 		t.Errorf("index entries after the concurrent activations: %d, want %d", got, n)
 	}
-	// A leftover: the entry a projector added for the first lease before it died.
-	if _, err := store.IndexAdd(ctx, "R1", "", ids[0]); err != nil {
-		t.Fatal(err)
+	// A leftover: the entry a projector added for the first lease before it died. Listed
+	// through pages of every size, so that it is met on the page of its lease's entry
+	// and on a page of its own; each list removes what it meets.
+	for _, limit := range []int{100, 3, 1} {
+		if _, err := store.IndexAdd(ctx, "R1", "", ids[limit%n]); err != nil {
+			t.Fatal(err)
+		}
+		exact := ps[0].ExactPages()
+		got := listAll(t, ps[0], events.LeaseQuery{Limit: limit}, len(ids))
+		if fmt.Sprint(got) != fmt.Sprint(ids) {
+			t.Fatalf("pages of %d listed %v\nwant %v", limit, got, ids)
+		}
+		if ps[0].ExactPages() == exact {
+			t.Errorf("pages of %d: the page with the leftover was not read with its sequences", limit)
+		}
+		if got := counted(); got != n {
+			t.Errorf("index entries after a list by pages of %d: %d, want %d", limit, got, n)
+		}
 	}
-	page, _, err := ps[0].ActiveLeases(ctx, events.LeaseQuery{Limit: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, l := range page {
-		got = append(got, l.ID)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(ids) {
-		t.Fatalf("listed %v\nwant %v", got, ids)
-	}
-	if got := counted(); got != n {
-		t.Errorf("index entries after a list: %d, want %d", got, n)
+	// A leftover before its lease's entry, another lease's entry between them: a
+	// projector died after adding it, and the activation was projected again later. The
+	// lease is listed once, where its record says, and the other lease too.
+	for _, limit := range []int{100, 3, 1} {
+		late, between := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
+		lateEvs := []events.Event{requested(late, "R1"), {Type: events.LeaseActivated, LeaseID: late}}
+		lateSeqs := appendAll(t, store, lateEvs...)
+		if _, err := store.IndexAdd(ctx, "R1", "", late); err != nil {
+			t.Fatal(err)
+		}
+		evs := []events.Event{requested(between, "R1"), {Type: events.LeaseActivated, LeaseID: between}}
+		seqs := appendAll(t, store, evs...)
+		if err := ps[1].Apply(ctx, evs[1], seqs[1]); err != nil {
+			t.Fatal(err)
+		}
+		if err := ps[1].Apply(ctx, lateEvs[1], lateSeqs[1]); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, between, late)
+		got := listAll(t, ps[0], events.LeaseQuery{Limit: limit}, len(ids))
+		if fmt.Sprint(got) != fmt.Sprint(ids) {
+			t.Fatalf("pages of %d with a leftover before its lease's entry listed %v\nwant %v", limit, got, ids)
+		}
+		if got := counted(); got != len(ids) {
+			t.Errorf("index entries after a list by pages of %d: %d, want %d", limit, got, len(ids))
+		}
 	}
 	index := srv.MustStream(t, jsstore.IndexStream)
 	info, err := index.Info(ctx)
@@ -167,5 +183,28 @@ func TestActiveLeases_OneEntryPerLease(t *testing.T) {
 	}
 	if id := msg.Header.Get(jetstream.MsgIDHeader); id != "" {
 		t.Errorf("an index entry carries a message id: %q", id)
+	}
+}
+
+// listAll pages through the list q selects, by q.Limit, and returns the lease ids in the
+// order listed; it fails when the pages do not end within maxPages.
+func listAll(t *testing.T, p *projections.Projections, q events.LeaseQuery, maxPages int) []string {
+	t.Helper()
+	var ids []string
+	for pages := 0; ; pages++ {
+		page, next, err := p.ActiveLeases(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range page {
+			ids = append(ids, l.ID)
+		}
+		if next == "" {
+			return ids
+		}
+		if pages > maxPages {
+			t.Fatalf("paging %+v does not end", q)
+		}
+		q.Cursor = next
 	}
 }

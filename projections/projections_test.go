@@ -132,24 +132,7 @@ func TestProjections_ActiveLeases(t *testing.T) {
 		}
 	}
 	t.Run("pages oldest first", func(t *testing.T) {
-		var got []string
-		cursor := ""
-		for pages := 0; ; pages++ {
-			page, next, err := p.ActiveLeases(ctx, events.LeaseQuery{Limit: 3, Cursor: cursor})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range page {
-				got = append(got, l.ID)
-			}
-			if next == "" {
-				break
-			}
-			if pages > 5 {
-				t.Fatal("pagination does not end")
-			}
-			cursor = next
-		}
+		got := listAll(t, p, events.LeaseQuery{Limit: 3}, 5)
 		if fmt.Sprint(got) != fmt.Sprint(ids) {
 			t.Fatalf("got %v\nwant %v", got, ids)
 		}

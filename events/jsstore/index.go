@@ -87,7 +87,7 @@ func (s *Store) IndexRemove(ctx context.Context, seq uint64) error {
 // IndexPage returns up to n entries of the index matching f that stand after the
 // sequence after, in order, in one request; more says whether any follow.
 func (s *Store) IndexPage(ctx context.Context, f IndexFilter, after uint64, n int) (page []IndexEntry, more bool, err error) {
-	msgs, pending, err := s.directBatch(ctx, IndexStream, map[string]any{"seq": after + 1, "next_by_subj": f.subject(), "batch": n})
+	msgs, end, err := s.directBatch(ctx, IndexStream, map[string]any{"seq": after + 1, "next_by_subj": f.subject(), "batch": n})
 	if err != nil {
 		return nil, false, err
 	}
@@ -95,7 +95,21 @@ func (s *Store) IndexPage(ctx context.Context, f IndexFilter, after uint64, n in
 		seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 		page = append(page, IndexEntry{Seq: seq, LeaseID: string(m.Data)})
 	}
-	return page, pending > 0, nil
+	return page, end.pending > 0, nil
+}
+
+// IndexIDs is IndexPage without each entry's sequence, only the last one's: the request
+// asks for no headers, which spares the server writing six per entry and the client
+// parsing them (on a page of a hundred, about half of what reading the page costs).
+func (s *Store) IndexIDs(ctx context.Context, f IndexFilter, after uint64, n int) (ids []string, last uint64, more bool, err error) {
+	msgs, end, err := s.directBatch(ctx, IndexStream, map[string]any{"seq": after + 1, "next_by_subj": f.subject(), "batch": n, "no_hdr": true})
+	if err != nil {
+		return nil, 0, false, err
+	}
+	for _, m := range msgs {
+		ids = append(ids, string(m.Data))
+	}
+	return ids, end.last, end.pending > 0, nil
 }
 
 // IndexCounts counts the listed leases of each target, from the index's per-subject
@@ -151,13 +165,16 @@ func (s *Store) LastOf(ctx context.Context, stream string, subjects []string) (m
 	return out, nil
 }
 
+// batchEnd is what a batch's end-of-batch marker says: how many more messages matched
+// than were sent, and the sequence of the last one sent.
+type batchEnd struct{ pending, last uint64 }
+
 // directBatch sends a batched direct get to stream and collects the messages up to the
-// end-of-batch marker; pending is how many more matched than were sent. No match is an
-// empty answer.
-func (s *Store) directBatch(ctx context.Context, stream string, req map[string]any) (msgs []*nats.Msg, pending uint64, err error) {
+// end-of-batch marker. No match is an empty answer.
+func (s *Store) directBatch(ctx context.Context, stream string, req map[string]any) (msgs []*nats.Msg, end batchEnd, err error) {
 	data, err := json.Marshal(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, end, err
 	}
 	// A channel sized for the batch: a plain synchronous subscription would allocate
 	// room for 65,536 messages on every call.
@@ -168,11 +185,11 @@ func (s *Store) directBatch(ctx context.Context, stream string, req map[string]a
 	inbox, ch := s.nc.NewRespInbox(), make(chan *nats.Msg, size)
 	sub, err := s.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
+		return nil, end, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, data); err != nil {
-		return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
+		return nil, end, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, err))
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -184,19 +201,20 @@ func (s *Store) directBatch(ctx context.Context, stream string, req map[string]a
 		select {
 		case m = <-ch:
 		case <-ctx.Done():
-			return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, ctx.Err()))
+			return nil, end, unavailable(fmt.Errorf("jsstore.directBatch(%s): %w", stream, ctx.Err()))
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
 			msgs = append(msgs, m)
 			continue
 		case "204": // end of batch
-			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return msgs, pending, nil
+			end.pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			end.last, _ = strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+			return msgs, end, nil
 		case "404": // nothing matched
-			return msgs, 0, nil
+			return msgs, end, nil
 		default:
-			return nil, 0, unavailable(fmt.Errorf("jsstore.directBatch(%s): status %s %s", stream, status, m.Header.Get("Description")))
+			return nil, end, unavailable(fmt.Errorf("jsstore.directBatch(%s): status %s %s", stream, status, m.Header.Get("Description")))
 		}
 	}
 }
