@@ -18,8 +18,8 @@ func leaseRecord() record[events.Lease] {
 		ExpiresAt: now.Add(time.Hour).Truncate(time.Second), EndedAt: &ended, Ending: events.StatusExpired, FailCode: "target_unreachable", Seq: 123456}}
 }
 
-// sameAsEncodingJSON decodes data with decode and with encoding/json into fresh values
-// of v's type and fails unless both agree.
+// sameAsEncodingJSON decodes data into a fresh T with decode and with encoding/json and
+// fails unless both agree, errors and partly decoded values included.
 func sameAsEncodingJSON[T any](t *testing.T, data []byte) {
 	t.Helper()
 	var got, want T
