@@ -156,10 +156,44 @@ func (s *Store) Bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetst
 			kv, err = s.js.KeyValue(ctx, cfg.Bucket)
 		}
 	}
+	if err == nil {
+		err = awaitDirectGets(ctx, kv)
+	}
 	if err != nil {
 		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Bucket(%s): %w", cfg.Bucket, err))
 	}
 	return kv, nil
+}
+
+// awaitDirectGets returns once a read of kv is answered. A KV read is a direct get, which
+// only copies of the bucket that are current answer: on a cluster, just after the bucket
+// was created (or its servers restarted), none may be yet, and the read fails at once
+// with "no responders" where a missing key should be "not found". (A server's start
+// failed that way: "tokenkey: load: nats: no responders available for request", its
+// key bucket read the moment it was created on a fresh three-node cluster.) Without a
+// deadline on ctx it gives up after 30 seconds.
+func awaitDirectGets(ctx context.Context, kv jetstream.KeyValue) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	wait := 5 * time.Millisecond
+	for {
+		_, err := kv.Get(ctx, "syvault-probe")
+		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no copy answers reads yet: %w", err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
 }
 
 // DeleteBucket removes a KV bucket and everything in it; a missing one is success.
