@@ -11,3 +11,8 @@ import (
 func (w *Workers) HandleLease(ctx context.Context, e events.Event, seq uint64) error {
 	return w.handleLease(ctx, e, seq)
 }
+
+// HandleDue exposes the expiry handler, so a test fires a second when it needs to.
+func (w *Workers) HandleDue(ctx context.Context, e events.Event, seq uint64) error {
+	return w.handleDue(ctx, e, seq)
+}

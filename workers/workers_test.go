@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -409,5 +410,58 @@ func TestWorkers_StaleHistoryIsRetried(t *testing.T) {
 	}
 	if f.userExists(t, user) {
 		t.Fatal("the revoked lease's user still exists")
+	}
+}
+
+// TestWorkers_ExpiryArmedWithTheCreate: the expiry is armed while the user is created,
+// so an activated lease is always listed under its expiry second; and a lease listed so
+// but not activated (its requester gone) stays failed when that second fires.
+func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	second := func(id string) int64 {
+		l, err := f.store.LoadLease(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.ExpiresAt.Add(time.Second - 1).Unix()
+	}
+	listed := func(id string) bool {
+		ids, _, err := f.store.ExpiringAt(ctx, second(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Contains(ids, id)
+	}
+
+	active, _ := f.request(t)
+	if err := f.deliver(t, active, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.history(t, active)); got != "[lease.requested lease.activated]" {
+		t.Fatalf("history = %s", got)
+	}
+	if !listed(active) {
+		t.Fatal("an active lease is not listed under its expiry second")
+	}
+
+	gone, user := f.requestAs(t, time.Minute, false) // nobody answers "still waiting?"
+	if err := f.deliver(t, gone, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.history(t, gone)); got != "[lease.requested lease.failed]" {
+		t.Fatalf("history = %s; want the request failed", got)
+	}
+	if f.userExists(t, user) {
+		t.Fatal("the user of a lease nobody waited for is left")
+	}
+	if !listed(gone) {
+		t.Fatal("the failed lease's expiry was not armed during its create (the test checks nothing)")
+	}
+	if err := f.w.HandleDue(ctx, events.ExpiryDue(time.Unix(second(gone), 0)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.history(t, gone)); got != "[lease.requested lease.failed]" {
+		t.Fatalf("history after its expiry second fired = %s; want it still failed", got)
 	}
 }
