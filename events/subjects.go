@@ -3,6 +3,7 @@ package events
 import (
 	"regexp"
 	"strconv"
+	"time"
 )
 
 // Streams and subjects. The events stream is the audit log: it has no age limit and
@@ -49,6 +50,16 @@ func ScheduleSubject(second int64) string { return schedPrefix + strconv.FormatI
 
 // DueSubject receives the expiry second second when its schedule fires.
 func DueSubject(second int64) string { return duePrefix + strconv.FormatInt(second, 10) }
+
+// ExpirySecond is the second whose schedule expires a lease ending at at: at itself when
+// it is a whole second, else the next one, so an expiry never fires early.
+func ExpirySecond(at time.Time) int64 {
+	second := at.Unix()
+	if at.After(time.Unix(second, 0)) {
+		second++
+	}
+	return second
+}
 
 // ExpirySubject lists the leases that expire at second, one message (a lease id) each.
 func ExpirySubject(second int64) string { return expPrefix + strconv.FormatInt(second, 10) }

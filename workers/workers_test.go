@@ -190,6 +190,15 @@ func (f *fixture) userExists(t *testing.T, user string) bool {
 	return n > 0
 }
 
+// wantHistory fails the test unless lease id's events are, in order, the types in want
+// (space-separated).
+func (f *fixture) wantHistory(t *testing.T, id, want string) {
+	t.Helper()
+	if got := fmt.Sprint(f.history(t, id)); got != "["+want+"]" {
+		t.Fatalf("history of %s = %s; want [%s]", id, got, want)
+	}
+}
+
 func (f *fixture) history(t *testing.T, id string) []events.Type {
 	t.Helper()
 	evs, _, err := f.store.History(context.Background(), events.LeaseSubject(id))
@@ -214,9 +223,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated]" {
-			t.Fatalf("history = %s", got)
-		}
+		f.wantHistory(t, id, "lease.requested lease.activated")
 		if !f.userExists(t, user) {
 			t.Fatal("no user")
 		}
@@ -228,9 +235,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 		if err := f.deliver(t, id, 0); err != nil {
 			t.Fatal(err)
 		}
-		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated]" {
-			t.Fatalf("history = %s", got)
-		}
+		f.wantHistory(t, id, "lease.requested lease.activated")
 		if !f.userExists(t, user) {
 			t.Fatal("no user")
 		}
@@ -244,9 +249,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 		if err := f.deliver(t, id, 0); err != nil {
 			t.Fatal(err)
 		}
-		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.failed]" {
-			t.Fatalf("history = %s", got)
-		}
+		f.wantHistory(t, id, "lease.requested lease.failed")
 		if f.userExists(t, user) {
 			t.Fatal("the user the dead process created outlived its failed lease")
 		}
@@ -258,9 +261,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 		if err := f.deliver(t, id, 0); err != nil {
 			t.Fatal(err)
 		}
-		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.failed]" {
-			t.Fatalf("history = %s", got)
-		}
+		f.wantHistory(t, id, "lease.requested lease.failed")
 		if f.userExists(t, user) {
 			t.Fatal("the user of a lease nobody will receive was kept")
 		}
@@ -277,9 +278,7 @@ func TestWorkers_Idempotency(t *testing.T) {
 				t.Fatalf("user created after the lease was revoked (delivery of event %d)", n)
 			}
 		}
-		if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.revoked lease.dropped]" {
-			t.Fatalf("history = %s", got)
-		}
+		f.wantHistory(t, id, "lease.requested lease.revoked lease.dropped")
 	})
 
 	t.Run("create and revoke racing leave no user", func(t *testing.T) {
@@ -357,9 +356,7 @@ func TestWorkers_ExpiredBeforeCreated(t *testing.T) {
 	if err := f.deliver(t, id, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.failed]" {
-		t.Fatalf("history = %s; want the expired request failed", got)
-	}
+	f.wantHistory(t, id, "lease.requested lease.failed")
 	if f.userExists(t, user) {
 		t.Fatal("a user exists for a lease that expired before it was created")
 	}
@@ -394,9 +391,7 @@ func TestWorkers_StaleHistoryIsRetried(t *testing.T) {
 			t.Errorf("%s beyond the history read was acknowledged", e.Type)
 		}
 	}
-	if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated]" {
-		t.Fatalf("history = %s; want nothing appended on a stale read", got)
-	}
+	f.wantHistory(t, id, "lease.requested lease.activated")
 	if !f.userExists(t, user) {
 		t.Fatal("the user was dropped on a stale read")
 	}
@@ -405,9 +400,7 @@ func TestWorkers_StaleHistoryIsRetried(t *testing.T) {
 	if err := f.deliver(t, id, 2); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.history(t, id)); got != "[lease.requested lease.activated lease.revoked lease.dropped]" {
-		t.Fatalf("history = %s", got)
-	}
+	f.wantHistory(t, id, "lease.requested lease.activated lease.revoked lease.dropped")
 	if f.userExists(t, user) {
 		t.Fatal("the revoked lease's user still exists")
 	}
@@ -424,7 +417,7 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return l.ExpiresAt.Add(time.Second - 1).Unix()
+		return events.ExpirySecond(l.ExpiresAt)
 	}
 	listed := func(id string) bool {
 		ids, _, err := f.store.ExpiringAt(ctx, second(id))
@@ -438,9 +431,7 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 	if err := f.deliver(t, active, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.history(t, active)); got != "[lease.requested lease.activated]" {
-		t.Fatalf("history = %s", got)
-	}
+	f.wantHistory(t, active, "lease.requested lease.activated")
 	if !listed(active) {
 		t.Fatal("an active lease is not listed under its expiry second")
 	}
@@ -449,9 +440,7 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 	if err := f.deliver(t, gone, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.history(t, gone)); got != "[lease.requested lease.failed]" {
-		t.Fatalf("history = %s; want the request failed", got)
-	}
+	f.wantHistory(t, gone, "lease.requested lease.failed")
 	if f.userExists(t, user) {
 		t.Fatal("the user of a lease nobody waited for is left")
 	}
@@ -464,7 +453,5 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 	if err := f.w.HandleDue(ctx, events.ExpiryDue(time.Unix(second(gone), 0)), 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.history(t, gone)); got != "[lease.requested lease.failed]" {
-		t.Fatalf("history after its expiry second fired = %s; want it still failed", got)
-	}
+	f.wantHistory(t, gone, "lease.requested lease.failed")
 }

@@ -390,10 +390,7 @@ func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
 // leases there are, and so does the memory the server keeps for them. Idempotent; a
 // renewal arms the new second and the old one finds the lease renewed.
 func (s *Store) ScheduleExpiry(ctx context.Context, leaseID string, at time.Time) error {
-	second := at.Unix()
-	if at.After(time.Unix(second, 0)) {
-		second++
-	}
+	second := events.ExpirySecond(at)
 	if _, err := s.js.Publish(ctx, events.ExpirySubject(second), []byte(leaseID),
 		jetstream.WithMsgID(leaseID+".expires."+strconv.FormatInt(second, 10))); err != nil {
 		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
