@@ -74,9 +74,10 @@ func IDFromSubject(subject string) string {
 	return subject
 }
 
-// AttemptSubject carries, over core NATS and outside any stream, the outcome of each
-// failed revocation attempt, so a caller waiting on a revoke can answer at once instead
-// of waiting out its deadline. Losing one is harmless: the revocation is retried anyway.
+// AttemptSubject carries, over core NATS and outside any stream, an Attempt for each
+// failed revocation attempt and each renewal the database took or refused, so a caller
+// waiting on a revoke or a renew answers at once instead of waiting out its deadline.
+// Losing one costs that caller a timeout answer, nothing more: the work is retried anyway.
 func AttemptSubject(leaseID string) string { return "_syvault.attempt." + leaseID }
 
 // WaitingSubject is answered, over core NATS, by the API process waiting to hand a new

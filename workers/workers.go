@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -353,7 +352,7 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			if errors.Is(err, jsstore.ErrBusy) {
 				return nil, err // not an attempt: its turn comes on redelivery
 			}
-			w.notifyAttempt(l.ID, err)
+			w.notify(l.ID, events.FailedAttempt(events.AttemptRevoke, err))
 			w.cfg.Observer.RevocationFailed(l.ID)
 			return nil, err
 		}
@@ -409,11 +408,26 @@ func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
 }
 
 // renew moves the database-side expiry and re-arms the schedule for the lease's latest
-// expiry (folded from the stream, so renewals handled out of order still end right).
+// expiry (folded from the stream, so renewals handled out of order still end right), and
+// tells a caller waiting on the renewal how it went: the answer to a renewal says the
+// database holds the new expiry, or that it did not take it yet.
 func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 	if l.Status != events.StatusActive {
 		return nil
 	}
+	err := w.renewUser(ctx, l)
+	if err == nil {
+		err = w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
+	}
+	if err != nil {
+		w.notify(l.ID, events.FailedAttempt(events.AttemptRenew, err))
+		return err
+	}
+	w.notify(l.ID, events.Attempt{Op: events.AttemptRenew, Applied: l.Seq})
+	return nil
+}
+
+func (w *Workers) renewUser(ctx context.Context, l events.Lease) error {
 	target, conn, err := w.conn(ctx, l.Spec.Target)
 	if err != nil {
 		return err
@@ -423,7 +437,7 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 	if err := w.driver(target).RenewUser(opCtx, driver.RenewUserRequest{Conn: conn, Username: l.Username, ExpiresAt: l.ExpiresAt}); err != nil {
 		return fmt.Errorf("renew %s: %w", l.ID, err)
 	}
-	return w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
+	return nil
 }
 
 // handleDue expires the leases of an expiry second whose schedule fired: each lease
@@ -563,7 +577,6 @@ func connFor(t events.Target, password string) driver.Conn {
 	}
 }
 
-func (w *Workers) notifyAttempt(leaseID string, err error) {
-	data, _ := json.Marshal(map[string]string{"error": string(events.ErrorCode(err)), "message": events.ErrorMessage(err)})
-	w.cfg.Store.Notify(events.AttemptSubject(leaseID), data)
+func (w *Workers) notify(leaseID string, a events.Attempt) {
+	w.cfg.Store.Notify(events.AttemptSubject(leaseID), a.Encode())
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +132,56 @@ func TestCreate_ConnectionCutAfterTheSQL(t *testing.T) {
 
 	px.up()
 	mustBeGone(t, eng, user, 30*time.Second)
+}
+
+// TestRenew_TargetDown: a renewal answers once the database holds the new expiry. With
+// the target down, PostgreSQL's VALID UNTIL cannot move, so the answer is 502 saying the
+// renewal stands; it is retried and reaches the database once the target is back.
+// MariaDB keeps no expiry on the user, so there the renewal answers 200 regardless.
+func TestRenew_TargetDown(t *testing.T) {
+	for name, mk := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			eng := mk(t)
+			ctx := context.Background()
+			srv := mustServer(t, t.TempDir(), nil)
+			admin := srv.admin(t)
+			target, px := proxiedTarget(t, admin, eng)
+			lease := mustLease(t, admin, target.RecordUID, 600)
+
+			px.Down()
+			// Whatever fails below, the lease's user is dropped at cleanup, which needs
+			// the target back (Up refuses when it already is).
+			t.Cleanup(func() { _ = px.Up() })
+			renewed, err := admin.RenewLease(ctx, lease.LeaseID, 3600)
+			if name != "postgresql" {
+				if err != nil || !renewed.ExpiresAt.After(lease.ExpiresAt) {
+					t.Fatalf("renew = %+v, %v; want the new expiry", renewed, err)
+				}
+				return
+			}
+			mustCode(t, err, 502, "target_unavailable")
+			mustMention(t, err, "renewal is recorded")
+			got, err := admin.GetLease(ctx, lease.LeaseID)
+			if err != nil || got.Status != "active" || !got.ExpiresAt.After(lease.ExpiresAt.Add(time.Minute)) {
+				t.Fatalf("lease = %+v, %v; want active with the renewed expiry", got, err)
+			}
+			if until := pgValidUntil(t, lease.Username); until.Sub(lease.ExpiresAt).Abs() > time.Second {
+				t.Fatalf("VALID UNTIL %v moved although the target was down (expires_at was %v)", until, lease.ExpiresAt)
+			}
+
+			px.up()
+			eventually(t, 30*time.Second, "the recorded renewal reaches VALID UNTIL", func() (bool, error) {
+				until := pgValidUntil(t, lease.Username)
+				return until.Sub(got.ExpiresAt).Abs() <= time.Second, fmt.Errorf("VALID UNTIL %v, expires_at %v", until, got.ExpiresAt)
+			})
+			// With the target up, the answer itself stands for the database's expiry.
+			again, err := admin.RenewLease(ctx, lease.LeaseID, 1800)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if until := pgValidUntil(t, lease.Username); until.Sub(again.ExpiresAt).Abs() > time.Second {
+				t.Fatalf("VALID UNTIL %v right after the renewal answered, expires_at %v", until, again.ExpiresAt)
+			}
+		})
+	}
 }

@@ -3,7 +3,7 @@ package command
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"math/big"
 	"time"
 
@@ -139,7 +139,7 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 		return notRecorded(err)
 	}
 	recorded := max(seq, l.Seq) // the sequence at which the revocation stands in the stream
-	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Status.Ended() }, attemptFailure)
+	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Status.Ended() }, revokeFailure)
 	if err == nil {
 		return nil
 	}
@@ -170,20 +170,22 @@ func notRecorded(err error) error {
 	return err
 }
 
-// attemptFailure ends a revocation's wait with the failure a worker reported for one of
+// revokeFailure ends a revocation's wait with the failure a worker reported for one of
 // its attempts: the caller learns at once, while the work goes on in the background.
-func attemptFailure(_ string, data []byte) error {
-	var ae struct{ Error, Message string }
-	if json.Unmarshal(data, &ae) == nil && ae.Error != "" {
-		return events.Errorf(events.Code(ae.Error), "%s", ae.Message)
+func revokeFailure(_ string, data []byte) error {
+	if a, ok := events.DecodeAttempt(data); ok && a.Op == events.AttemptRevoke {
+		return a.Err()
 	}
 	return nil
 }
 
 // RenewLease moves lease id's expiry to now + ttlSeconds on behalf of client, never past
 // created_at + 24 h nor the target's and client's caps, and returns the lease as the
-// read side shows it afterwards. ENotFound for an ended lease or one whose expires_at has
-// passed; EConflict for one that is not active.
+// read side shows it once the database holds the new expiry (PostgreSQL's VALID UNTIL:
+// a login right after the answer must not be refused under the old one). ENotFound for
+// an ended lease or one whose expires_at has passed; EConflict for one that is not
+// active; ETargetUnavailable or ETimeout (saying the renewal stands and is retried) when
+// the database does not take it in time.
 func (s *Service) RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error) {
 	cur, err := s.cfg.Projections.Lease(ctx, id)
 	if err != nil {
@@ -194,6 +196,13 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 		targetMax = t.MaxTTLSeconds
 	}
 	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds)) * time.Second
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, nil)
+	if err != nil {
+		return events.Lease{}, err
+	}
+	defer w.Stop()
 	_, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
 		e, err := l.Renew(client.ClientID, time.Now(), ttlSeconds, maxTTL)
 		if err != nil {
@@ -204,8 +213,35 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	if err != nil {
 		return events.Lease{}, err
 	}
-	return s.cfg.Projections.WaitLease(ctx, id, seq)
+	// A lease that ends meanwhile needs no new expiry: its answer is the read side's.
+	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Seq >= seq && l.Status.Ended() }, func(_ string, data []byte) error {
+		a, ok := events.DecodeAttempt(data)
+		switch {
+		case !ok || a.Op != events.AttemptRenew:
+			return nil
+		case a.Applied >= seq:
+			return errApplied
+		}
+		return a.Err()
+	})
+	if err != nil && !errors.Is(err, errApplied) {
+		s.log.Warn("renewal recorded but not yet applied", "lease_id", id, "err", err)
+		switch code := events.ErrorCode(err); code {
+		case events.ETargetUnavailable:
+			return events.Lease{}, events.Errorf(code, "%s The renewal is recorded and is retried until the database takes the new expiry.", events.ErrorMessage(err))
+		case events.ETimeout:
+			return events.Lease{}, events.Errorf(code, "The database did not take the new expiry within the server's deadline. "+
+				"The renewal is recorded and is retried until it does.")
+		}
+		return events.Lease{}, err
+	}
+	// The read side has most likely shown the renewal before the database took it; the
+	// wait is the read-your-write guarantee, bounded by the projection itself.
+	return s.cfg.Projections.WaitLease(context.WithoutCancel(ctx), id, seq)
 }
+
+// errApplied ends a renewal's wait: a worker reported the database holds the new expiry.
+var errApplied = errors.New("renewal applied")
 
 const (
 	usernameAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
