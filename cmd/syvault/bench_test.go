@@ -43,12 +43,19 @@ func benchLeases(b *testing.B, admin *client.Client, uid string, concurrency int
 		}
 		return err
 	})
+	renewTook, renewLat := phase(b, concurrency, b.N, func(i int) error {
+		_, err := admin.RenewLease(ctx, ids[i], 1800)
+		return err
+	})
 	revokeTook, revokeLat := phase(b, concurrency, b.N, func(i int) error { return admin.RevokeLease(ctx, ids[i]) })
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/createTook.Seconds(), "creates/s")
+	b.ReportMetric(float64(b.N)/renewTook.Seconds(), "renews/s")
 	b.ReportMetric(float64(b.N)/revokeTook.Seconds(), "revokes/s")
 	b.ReportMetric(pct(createLat, 50), "create-p50-ms")
 	b.ReportMetric(pct(createLat, 99), "create-p99-ms")
+	b.ReportMetric(pct(renewLat, 50), "renew-p50-ms")
+	b.ReportMetric(pct(renewLat, 99), "renew-p99-ms")
 	b.ReportMetric(pct(revokeLat, 50), "revoke-p50-ms")
 	b.ReportMetric(pct(revokeLat, 99), "revoke-p99-ms")
 	b.ReportMetric(0, "ns/op")

@@ -147,11 +147,16 @@ func TestRenew_TargetDown(t *testing.T) {
 			admin := srv.admin(t)
 			target, px := proxiedTarget(t, admin, eng)
 			lease := mustLease(t, admin, target.RecordUID, 600)
+			// The server's own cleanup comes after the proxy's is closed: revoke here,
+			// with the target back (Up refuses when it already is), whatever failed.
+			t.Cleanup(func() {
+				_ = px.Up()
+				if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
+					t.Errorf("revoke at cleanup: %v", err)
+				}
+			})
 
 			px.Down()
-			// Whatever fails below, the lease's user is dropped at cleanup, which needs
-			// the target back (Up refuses when it already is).
-			t.Cleanup(func() { _ = px.Up() })
 			renewed, err := admin.RenewLease(ctx, lease.LeaseID, 3600)
 			if name != "postgresql" {
 				if err != nil || !renewed.ExpiresAt.After(lease.ExpiresAt) {
