@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -334,5 +335,88 @@ func BenchmarkRawSQL(b *testing.B) {
 	}
 	for _, n := range []int{1, 8} {
 		b.Run(fmt.Sprintf("c%d", n), func(b *testing.B) { drivertest.Bench(b, n, ops) })
+	}
+}
+
+// TestDriver_MarkerRoleNotGivable: an admin that may not give the target's marker role (a
+// role another account made) still creates working lease users, unmarked, with one
+// warning per target.
+func TestDriver_MarkerRoleNotGivable(t *testing.T) {
+	s := mustServer(t)
+	scratch := s.newScratch(t)
+	ctx := t.Context()
+	uid := drivertest.NewRecordUID()
+	role := "`syvault_" + uid + "`"
+	if _, err := s.root.ExecContext(ctx, "CREATE ROLE "+role); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = s.root.Exec("DROP ROLE IF EXISTS " + role) })
+	var logs syncBuffer
+	d := mysql.New(slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(func() { _ = d.Close() })
+	for i := range 3 {
+		user, pw := "vf_tmp_"+strings.ToLower(rand.Text()[:8]), secret()
+		t.Cleanup(func() {
+			_ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: s.admin(), RecordUID: uid, Username: user})
+		})
+		if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: s.admin(), RecordUID: uid, Username: user, Password: pw, Grants: scratch.Grants}); err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		sess, err := s.login(ctx, user, pw, scratch.Database)
+		if err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+		err = sess.Exec(ctx, "INSERT INTO granted VALUES (1)")
+		_ = sess.Close()
+		if err != nil {
+			t.Fatalf("user %d cannot use its grant: %v", i, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "marker role"); n != 1 {
+		t.Fatalf("%d warnings about the marker role, want 1:\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the driver's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDriver_FailedGrantIsNamed: a create that fails on its second grant is refused with
+// that grant named, and leaves no user.
+func TestDriver_FailedGrantIsNamed(t *testing.T) {
+	s := mustServer(t)
+	scratch := s.newScratch(t)
+	ctx := t.Context()
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	bad := scratch.Grants[0]
+	bad.Tables = []string{"no_such_table"}
+	user, pw := "vf_tmp_"+strings.ToLower(rand.Text()[:8]), secret()
+	err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: s.admin(), RecordUID: drivertest.NewRecordUID(), Username: user, Password: pw,
+		Grants: []events.Grant{scratch.Grants[0], bad}})
+	if events.ErrorCode(err) != events.ETargetUnverified || !strings.Contains(events.ErrorMessage(err), "grant 2") ||
+		!strings.Contains(events.ErrorMessage(err), "a table does not exist") {
+		t.Fatalf("err = %v; want %s naming grant 2 and its missing table", err, events.ETargetUnverified)
+	}
+	if strings.Contains(err.Error(), pw) {
+		t.Fatalf("error holds the lease password: %v", err)
+	}
+	var n int
+	if err := s.root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d users named %s left (%v)", n, user, err)
 	}
 }
