@@ -478,15 +478,14 @@ func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexE
 }
 
 // Target returns a registered target. ENotFound when there is none or it was removed.
+//
+// A target the bucket does not hold is looked up in the stream first, as a client is (see
+// Client): a lease asked for right after its target was registered must find it.
 func (p *Projections) Target(ctx context.Context, uid string) (events.Target, error) {
-	r, err := get[events.Target](ctx, p.targets, uid)
-	if err == nil && r.Removed {
-		err = events.Errorf(events.ENotFound, "Not found.")
-	}
-	if events.ErrorCode(err) == events.ENotFound {
-		return events.Target{}, events.Errorf(events.ENotFound, "No target with record_uid %q.", uid)
-	}
-	return r.Value, err
+	return current(ctx, p.targets, uid, func() (events.Target, error) {
+		t, _, err := p.store.LoadTarget(ctx, uid)
+		return t, err
+	}, events.Errorf(events.ENotFound, "No target with record_uid %q.", uid))
 }
 
 // Targets lists registered targets ordered by creation.
@@ -495,15 +494,35 @@ func (p *Projections) Targets(ctx context.Context) ([]events.Target, error) {
 }
 
 // Client returns a registered client. ENotFound when there is none or it was removed.
+//
+// A client the bucket does not hold is looked up in the stream (read from its leader)
+// before it is said not to exist, as for a lease: on a cluster, a bucket read may be
+// answered by a replica that has not caught up yet, and a just registered client (the
+// first admin of a new install) would be refused its first token.
 func (p *Projections) Client(ctx context.Context, id string) (events.Client, error) {
-	r, err := get[events.Client](ctx, p.clients, id)
-	if err == nil && r.Removed {
-		err = events.Errorf(events.ENotFound, "Not found.")
+	return current(ctx, p.clients, id, func() (events.Client, error) { return p.store.LoadClient(ctx, id) },
+		events.Errorf(events.ENotFound, "No client with id %q.", id))
+}
+
+// current reads key's record, or, when the bucket does not hold it, what load folds from
+// the stream's leader; notFound when neither has it or the record says it was removed.
+// A key that cannot name a subject is not looked up in the stream.
+func current[T any](ctx context.Context, kv jetstream.KeyValue, key string, load func() (T, error), notFound error) (T, error) {
+	var zero T
+	r, err := get[T](ctx, kv, key)
+	switch {
+	case err == nil && r.Removed:
+		return zero, notFound
+	case events.ErrorCode(err) != events.ENotFound:
+		return r.Value, err
+	case !events.ValidID(key):
+		return zero, notFound
 	}
+	v, err := load()
 	if events.ErrorCode(err) == events.ENotFound {
-		return events.Client{}, events.Errorf(events.ENotFound, "No client with id %q.", id)
+		return zero, notFound
 	}
-	return r.Value, err
+	return v, err
 }
 
 // Clients lists registered clients ordered by creation.

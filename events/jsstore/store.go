@@ -333,6 +333,28 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 	return *t, seqs[len(seqs)-1], nil
 }
 
+// LoadClient returns a client as its events stand, read like LoadTarget. It returns an
+// ENotFound *events.Error when the client has no events or was removed.
+func (s *Store) LoadClient(ctx context.Context, clientID string) (events.Client, error) {
+	evs, _, err := s.History(ctx, events.ClientSubject(clientID))
+	if err != nil {
+		return events.Client{}, err
+	}
+	var c *events.Client
+	for _, e := range evs {
+		switch {
+		case e.Type == events.ClientRemoved:
+			c = nil
+		case e.Type == events.ClientRegistered && e.Client != nil:
+			c = e.Client
+		}
+	}
+	if c == nil {
+		return events.Client{}, events.Errorf(events.ENotFound, "No client with id %q.", clientID)
+	}
+	return *c, nil
+}
+
 // LoadLease folds a lease's history. It returns an ENotFound *events.Error when the lease
 // has no events.
 func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, error) {

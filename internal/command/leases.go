@@ -94,10 +94,18 @@ func (s *Service) giveUp(id string) (events.Lease, error) {
 	l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
 		return l.Fail(time.Now(), cause), nil // nil once settled meanwhile: that is the answer
 	})
-	if err == nil && seq != 0 {
-		err = events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
+	if err != nil {
+		return l, err
 	}
-	return l, err
+	// A read right after the answer must show the lease as the answer has it (failed, or
+	// settled meanwhile), not still pending.
+	if _, werr := s.cfg.Projections.WaitLease(ctx, id, max(seq, l.Seq)); werr != nil {
+		s.log.Warn("read side did not show a settled lease in time", "lease_id", id, "err", werr)
+	}
+	if seq == 0 {
+		return l, nil
+	}
+	return l, events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
 }
 
 func failure(l events.Lease) error {
