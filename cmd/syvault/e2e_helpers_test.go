@@ -85,6 +85,7 @@ func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
 		_ = m.Close()
 		tb.Fatalf("open server: %v\n%s", err, logs)
 	}
+	tb.Cleanup(func() { noteCreatedUsers(logs.String()) }) // after Close: see TestMain
 	tb.Cleanup(func() { _ = m.Close() })
 	srv := &testServer{Main: m, Log: logs, Dir: dir}
 	if cfg.runs("api") && cfg.Dev {
