@@ -99,7 +99,8 @@ class DynamicSecrets:
 
     def renew_lease(self, lease_id: str, ttl_seconds: int) -> LeaseInfo:
         """Extend an active lease to now + ``ttl_seconds``; never beyond its ``created_at``
-        + 24 h, nor the target's or client's maximum.
+        + 24 h, nor the target's or client's maximum. Returns once the database holds the
+        new expiry (PostgreSQL's ``VALID UNTIL``).
 
         Returns:
             LeaseInfo: the lease with its new ``expires_at``.
@@ -108,6 +109,8 @@ class DynamicSecrets:
             InvalidTTLError: ``ttl_seconds`` out of range.
             NotFoundError: unknown or ended lease.
             ConflictError: the lease is not active (e.g. still pending or being revoked).
+            TargetUnavailableError, GatewayTimeoutError: the database did not take the new
+                expiry in time; the renewal is recorded and retried until it does.
         """
         body = self._client.request(
             "POST", _BASE + "/leases/" + _id("lease_id", lease_id) + "/renew", {"ttl_seconds": ttl_seconds}
