@@ -1,5 +1,10 @@
 package projections
 
+import (
+	"context"
+	"time"
+)
+
 // RecordReads is how many lease records lists have read so far.
 func (p *Projections) RecordReads() int64 { return p.recordReads.Load() }
 
@@ -12,4 +17,13 @@ func CheckBucketEveryTime(t interface{ Cleanup(func()) }) {
 	old := writtenCheck
 	writtenCheck = 0
 	t.Cleanup(func() { writtenCheck = old })
+}
+
+// SetEndedRetention sets how long p's bucket keeps ended leases' records.
+func SetEndedRetention(p *Projections, d time.Duration) { p.endedRetention = d }
+
+// HoldsLease reports whether the lease bucket holds a record for lease id.
+func (p *Projections) HoldsLease(ctx context.Context, id string) bool {
+	_, err := p.getLease(ctx, id)
+	return err == nil
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	jsonv1 "github.com/go-json-experiment/json/v1"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
@@ -59,6 +60,8 @@ type Projections struct {
 	written *written
 	targets jetstream.KeyValue
 	clients jetstream.KeyValue
+	// endedRetention is how long an ended lease's record stays in the bucket.
+	endedRetention time.Duration
 	// recordReads counts the lease records lists read, for tests of their cost;
 	// exactPages counts the index pages read again with their sequences (indexPage).
 	recordReads, exactPages atomic.Int64
@@ -66,7 +69,7 @@ type Projections struct {
 
 // Open creates the buckets if they are missing.
 func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Projections, error) {
-	p := &Projections{store: store, logger: logger, written: newWritten()}
+	p := &Projections{store: store, logger: logger, written: newWritten(), endedRetention: EndedLeaseRetention}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
@@ -77,7 +80,29 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 		}
 		*b.kv = kv
 	}
+	if err := store.AllowExpiringRecords(ctx, LeasesBucket); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// EndedLeaseRetention is how long the lease bucket keeps an ended lease's record. The
+// bucket then holds the active leases and those of the last day, not every lease ever
+// made, so what NATS keeps per key (memory, and the index it rebuilds at a restart)
+// follows the active leases rather than growing for good. An older ended lease is
+// still read, from its events in the stream (see Lease), which keep it forever as the
+// audit log.
+const EndedLeaseRetention = 24 * time.Hour
+
+// leaseWrites is how lease records are written: index keeps the list index in step, and
+// an ended lease's record is written to leave the bucket after endedRetention.
+func (p *Projections) leaseWrites(index func(*record[events.Lease]) error) writeOpts[events.Lease] {
+	return writeOpts[events.Lease]{before: index, put: p.store.PutExpiring, ttl: func(r *record[events.Lease]) time.Duration {
+		if !r.Value.Status.Ended() {
+			return 0
+		}
+		return p.endedRetention
+	}}
 }
 
 // Apply brings the buckets up to date with one event stored at stream sequence seq.
@@ -146,7 +171,14 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 		}
 		return nil
 	}
-	chained := e.Type == events.LeaseRequested || e.Prev != 0
+	// A request older than half the retention is not applied to a missing record: its
+	// lease may have ended and its record left the bucket since, and the request would
+	// bring it back as pending. The fold of the whole history is right whatever the
+	// bucket holds, and costs one read per lease (its later events then find the record
+	// ahead of them). Any other event applies only to a record that exists. (An event
+	// without a time is taken as recent.)
+	recent := e.Time.IsZero() || time.Since(e.Time) < p.endedRetention/2
+	chained := e.Prev != 0 || (e.Type == events.LeaseRequested && recent)
 	first := e.Type == events.LeaseRequested && e.Prev == 0
 	w := p.written
 	if !w.current(ctx, p.leases) {
@@ -158,7 +190,7 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 		}
 		r.Value.Apply(e, seq)
 		return true
-	}, index)
+	}, p.leaseWrites(index))
 	if err == nil && !changed && r.Seq < seq {
 		var l events.Lease
 		l, err = p.store.LoadLease(ctx, e.LeaseID)
@@ -174,7 +206,7 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 			r, changed, err = cas(ctx, p.leases, w, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {
 				r.Value = l
 				return true
-			}, index)
+			}, p.leaseWrites(index))
 		}
 	}
 	if err != nil {
@@ -195,15 +227,36 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 	return nil
 }
 
+// writeOpts are what a bucket's writes may add to cas.
+type writeOpts[T any] struct {
+	// before gets the record as it is about to be written, before each write.
+	before func(*record[T]) error
+	// ttl, when it returns more than zero for the record about to be written, has it
+	// written through put, to be removed from the bucket that long after.
+	ttl func(*record[T]) time.Duration
+	put func(ctx context.Context, bucket, key string, value []byte, rev uint64, ttl time.Duration) (uint64, error)
+}
+
+func (o writeOpts[T]) expire(r *record[T]) time.Duration {
+	if o.ttl == nil {
+		return 0
+	}
+	return o.ttl(r)
+}
+
 // cas applies mutate to the record at key unless it already holds seq or later, retrying
-// on concurrent updates; before each write, the optional before gets the record as it is
-// about to be written. changed is false when nothing was written.
+// on concurrent updates, with what opts (at most one) adds to the writes. changed is
+// false when nothing was written.
 //
 // The first attempt may skip reading the record: it takes the record w remembers writing
 // (see written), or, when absent says the record cannot exist yet (a lease's request),
 // none. A wrong guess fails the write, which is conditional on the revision, or is not
 // trusted to decline it, and the next attempt reads the record.
-func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key string, seq uint64, absent bool, mutate func(*record[T]) bool, before ...func(*record[T]) error) (record[T], bool, error) {
+func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key string, seq uint64, absent bool, mutate func(*record[T]) bool, opts ...writeOpts[T]) (record[T], bool, error) {
+	var o writeOpts[T]
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	guess := true
 	for {
 		var (
@@ -239,8 +292,8 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 			return r, false, nil
 		}
 		r.Seq = seq
-		for _, b := range before {
-			if err := b(&r); err != nil {
+		if o.before != nil {
+			if err := o.before(&r); err != nil {
 				return r, false, err
 			}
 		}
@@ -248,9 +301,12 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 		if err != nil {
 			return r, false, err
 		}
-		if rev == 0 {
+		switch ttl := o.expire(&r); {
+		case ttl > 0:
+			rev, err = o.put(ctx, kv.Bucket(), key, data, rev, ttl)
+		case rev == 0:
 			rev, err = kv.Create(ctx, key, data)
-		} else {
+		default:
 			rev, err = kv.Update(ctx, key, data, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -444,15 +500,28 @@ func (p *Projections) indexPageWithSeqs(ctx context.Context, f jsstore.IndexFilt
 }
 
 // dropStale removes an index entry a crash left behind, once it is certain nobody will
-// claim it: its lease has ended, or its record names another entry. An entry whose lease
-// is still pending may be one a projector is about to record, so it is left alone.
+// claim it: its lease has ended, or its record names another entry, or it has no record
+// and was made longer ago than a lease can live plus the retention (its record ended and
+// left the bucket). An entry whose lease is still pending, or that has no record yet, may
+// be one a projector is about to record, so it is left alone.
 func (p *Projections) dropStale(ctx context.Context, en jsstore.IndexEntry, r record[events.Lease], found bool) {
-	if !found || (!r.Value.Status.Ended() && (r.Index == 0 || r.Index == en.Seq)) {
+	if !found && !p.longGone(en.LeaseID) || found && !r.Value.Status.Ended() && (r.Index == 0 || r.Index == en.Seq) {
 		return
 	}
 	if err := p.store.IndexRemove(ctx, en.Seq); err != nil {
 		p.logger.Warn("could not remove a stale entry of the lease index", "lease_id", en.LeaseID, "err", err)
 	}
+}
+
+// longGone reports whether lease id, by the time in its UUIDv7, was made longer ago than
+// a lease can live plus the retention of its ended record.
+func (p *Projections) longGone(id string) bool {
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return false
+	}
+	sec, nsec := u.Time().UnixTime()
+	return time.Since(time.Unix(sec, nsec)) > events.MaxTTL+p.endedRetention
 }
 
 // leaseRecords reads the records of the leases the entries name, in one request.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 	"github.com/syvault/syvault/projections"
 )
 
-func mustProjections(t *testing.T) (*jsstore.Store, *projections.Projections) {
+func mustProjections(t testing.TB) (*jsstore.Store, *projections.Projections) {
 	t.Helper()
 	store := jstest.MustStore(t)
 	p, err := projections.Open(context.Background(), store, slog.New(slog.DiscardHandler))
@@ -33,7 +34,7 @@ func requested(id, uid string) events.Event {
 }
 
 // appendAll appends a lease's events in order and returns them with their sequences.
-func appendAll(t *testing.T, store *jsstore.Store, evs ...events.Event) []uint64 {
+func appendAll(t testing.TB, store *jsstore.Store, evs ...events.Event) []uint64 {
 	t.Helper()
 	var seqs []uint64
 	var last uint64
@@ -289,5 +290,86 @@ func TestProjections_ClientAndTargetNotProjectedYet(t *testing.T) {
 	}
 	if _, err := p.Target(ctx, tg.RecordUID); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("removed target = %v; want not found", err)
+	}
+}
+
+// TestProjections_EndedLeaseLeavesTheBucket: an ended lease's record leaves the bucket
+// after the retention (the bucket holds the active leases and the recently ended, not
+// every lease ever), while the lease is still read, from the stream. An old event of it
+// applied again afterwards does not bring it back as pending; an active lease stays.
+func TestProjections_EndedLeaseLeavesTheBucket(t *testing.T) {
+	ctx := context.Background()
+	store, p := mustProjections(t)
+	projections.SetEndedRetention(p, 2*time.Second)
+	apply := func(evs []events.Event, seqs []uint64) {
+		t.Helper()
+		for i := range evs {
+			if err := p.Apply(ctx, evs[i], seqs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	now := time.Now().UTC()
+	ended := uuid.Must(uuid.NewV7()).String()
+	evs := []events.Event{requested(ended, "R1"), {Type: events.LeaseActivated, LeaseID: ended, Time: now},
+		{Type: events.LeaseRevoked, LeaseID: ended, Time: now}, {Type: events.LeaseDropped, LeaseID: ended, Time: now}}
+	seqs := appendAll(t, store, evs...)
+	apply(evs, seqs)
+	active := uuid.Must(uuid.NewV7()).String()
+	aevs := []events.Event{requested(active, "R1"), {Type: events.LeaseActivated, LeaseID: active, Time: now}}
+	apply(aevs, appendAll(t, store, aevs...))
+	if !p.HoldsLease(ctx, ended) {
+		t.Fatal("the ended lease's record is not in the bucket right after it ended")
+	}
+
+	deadline := time.Now().Add(15 * time.Second)
+	for p.HoldsLease(ctx, ended) {
+		if time.Now().After(deadline) {
+			t.Fatal("the ended lease's record is still in the bucket 15 s after a 2 s retention")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !p.HoldsLease(ctx, active) {
+		t.Fatal("the active lease's record left the bucket")
+	}
+	if l, err := p.Lease(ctx, ended); err != nil || l.Status != events.StatusRevoked {
+		t.Fatalf("ended lease after its record left = %+v, %v; want revoked, from the stream", l, err)
+	}
+	// Its request, applied again (a consumer replaying the stream), finds no record.
+	apply(evs[:1], seqs[:1])
+	if l, err := p.Lease(ctx, ended); err != nil || l.Status != events.StatusRevoked {
+		t.Fatalf("ended lease after its request was applied again = %+v, %v; want revoked", l, err)
+	}
+	page, _, err := p.ActiveLeases(ctx, events.LeaseQuery{Limit: 10})
+	if err != nil || len(page) != 1 || page[0].ID != active {
+		t.Fatalf("listed %+v, %v; want the active lease only", page, err)
+	}
+
+	// Index entries with no record, as a crash can leave: one of a lease made three days
+	// ago (its record ended and left) is removed by the next list; a new one is kept.
+	old := uuid.Must(uuid.NewV7())
+	ms := time.Now().Add(-72 * time.Hour).UnixMilli()
+	for i := range 6 {
+		old[i] = byte(ms >> (40 - 8*i))
+	}
+	fresh := uuid.Must(uuid.NewV7()).String()
+	for _, id := range []string{old.String(), fresh} {
+		if _, err := store.IndexAdd(ctx, "R1", "C1", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := p.ActiveLeases(ctx, events.LeaseQuery{Limit: 10}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, err := store.IndexPage(ctx, jsstore.IndexFilter{}, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, en := range entries {
+		kept = append(kept, en.LeaseID)
+	}
+	if want := []string{active, fresh}; !slices.Equal(kept, want) {
+		t.Fatalf("index holds %v after a list; want %v (the old entry without a record removed)", kept, want)
 	}
 }

@@ -230,9 +230,7 @@ func (s *Store) append(ctx context.Context, subject string, e events.Event, opts
 	if err == nil {
 		return ack.Sequence, nil
 	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+	if wrongLastSequence(err) {
 		// A retry of an append that did land comes back as a conflict on one node: it is
 		// a success if the subject's last message is this very event.
 		last, gerr := s.leaderGet(ctx, events.EventsStream, msgGetRequest{LastFor: subject})
