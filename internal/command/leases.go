@@ -221,8 +221,9 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	if err != nil {
 		return events.Lease{}, err
 	}
-	// A lease that ends meanwhile needs no new expiry: its answer is the read side's.
-	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Seq >= seq && l.Status.Ended() }, func(_ string, data []byte) error {
+	// A lease revoked or expired meanwhile needs no new expiry (the worker skips it): its
+	// answer is the read side's.
+	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Seq >= seq && l.Status != events.StatusActive }, func(_ string, data []byte) error {
 		a, ok := events.DecodeAttempt(data)
 		switch {
 		case !ok || a.Op != events.AttemptRenew:
