@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/logbuf"
 )
 
 // signalApp is an --exec application that notes each HUP and TERM it gets in $SIGNALS
@@ -296,7 +297,7 @@ func TestAgent_OnceIsTheCronJobFetch(t *testing.T) {
 		t.Fatalf("the written credentials do not log in: %v", err)
 	}
 	sess.Close()
-	a := &agentRun{log: &syncBuffer{}}
+	a := &agentRun{log: &logbuf.Buffer{}}
 	a.log.Write([]byte(log))
 	a.mustLogNoSecret(t, s.key, map[string]client.Lease{lease.LeaseID: lease})
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/logbuf"
 )
 
 // buildSy builds the sy command from this tree and returns the binary's path.
@@ -70,14 +71,14 @@ func setupAgent(t *testing.T, srv *testServer, eng engine, bin string, maxTTL in
 // agentRun is a running sy agent process.
 type agentRun struct {
 	cmd      *exec.Cmd
-	log, out *syncBuffer // its stderr (the log) and stdout (the application's output)
+	log, out *logbuf.Buffer // its stderr (the log) and stdout (the application's output)
 	done     chan struct{}
 	err      error // how it exited, once done is closed
 }
 
 func startAgent(t *testing.T, bin string, env []string, args ...string) *agentRun {
 	t.Helper()
-	a := &agentRun{log: &syncBuffer{}, out: &syncBuffer{}, done: make(chan struct{})}
+	a := &agentRun{log: &logbuf.Buffer{}, out: &logbuf.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, append([]string{"agent"}, args...)...)
 	a.cmd.Env = env
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.log

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/logbuf"
 	"github.com/syvault/syvault/workers/drivertest"
 )
 
@@ -43,28 +42,10 @@ func requireDB(tb testing.TB, what string, err error) {
 	tb.Skipf("%s unreachable, skipping: %v", what, err)
 }
 
-// syncBuffer is a log sink tests can read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testServer is one SyVault process run through the real wiring.
 type testServer struct {
 	*Main
-	Log *syncBuffer
+	Log *logbuf.Buffer
 	Dir string
 }
 
@@ -79,7 +60,7 @@ func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	m := NewMain(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err := m.Open(context.Background()); err != nil {
 		_ = m.Close()

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/logbuf"
 	"github.com/syvault/syvault/internal/seal"
 )
 
@@ -28,7 +29,7 @@ import (
 type binary struct {
 	bin, dir, addr string
 	args           []string
-	logs           *syncBuffer
+	logs           *logbuf.Buffer
 	cmd            *exec.Cmd
 	done           chan error // its exit
 }
@@ -39,7 +40,7 @@ func startBinary(t testing.TB, args ...string) *binary {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	b := &binary{bin: bin, dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &syncBuffer{}}
+	b := &binary{bin: bin, dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &logbuf.Buffer{}}
 	b.start(t)
 	return b
 }

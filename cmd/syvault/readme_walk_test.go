@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/logbuf"
 )
 
 // TestReadme_Walk runs the README's Quickstart (setup, PostgreSQL, MySQL/MariaDB), its CLI
@@ -93,7 +94,7 @@ func TestReadme_Walk(t *testing.T) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	var out syncBuffer
+	var out logbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	runErr := cmd.Run()

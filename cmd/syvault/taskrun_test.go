@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/syvault/syvault/internal/logbuf"
 )
 
 // TestTaskRun_Stops: `go tool task run`, the README's way to start a development
@@ -32,7 +34,7 @@ func TestTaskRun_Stops(t *testing.T) {
 		{"Ctrl-C", true, syscall.SIGINT},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, logs := freeAddr(t), &syncBuffer{}
+			addr, logs := freeAddr(t), &logbuf.Buffer{}
 			cmd := exec.Command("go", "tool", "task", "run", "DATA_DIR="+t.TempDir(), "LISTEN="+addr)
 			cmd.Dir, cmd.Stdout, cmd.Stderr = root, logs, logs
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -15,6 +15,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/internal/logbuf"
 	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
 	"github.com/syvault/syvault/workers/mysql"
@@ -351,7 +352,7 @@ func TestDriver_MarkerRoleNotGivable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = s.root.Exec("DROP ROLE IF EXISTS " + role) })
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	d := mysql.New(slog.New(slog.NewTextHandler(&logs, nil)))
 	t.Cleanup(func() { _ = d.Close() })
 	for i := range 3 {
@@ -375,24 +376,6 @@ func TestDriver_MarkerRoleNotGivable(t *testing.T) {
 	if n := strings.Count(logs.String(), "marker role"); n != 1 {
 		t.Fatalf("%d warnings about the marker role, want 1:\n%s", n, logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the driver's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestDriver_FailedGrantIsNamed: a create that fails on its second grant is refused with

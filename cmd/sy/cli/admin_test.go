@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/logbuf"
 )
 
 // The admin API's fixed data.
@@ -362,24 +363,6 @@ func TestAudit_sinceDuration(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while Main writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor polls cond until it holds, failing the test after a deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -398,7 +381,7 @@ func TestAudit_follow(t *testing.T) {
 	env := f.env(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"audit", "--follow", "--poll-interval", "5ms", "--format", "json"},
