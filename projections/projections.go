@@ -357,26 +357,17 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (record[
 
 // Lease returns a lease, ended or not. ENotFound when there is none.
 //
-// A lease the bucket does not hold yet is looked up in the stream (read from its leader)
+// A lease the bucket does not hold is looked up in the stream (read from its leader)
 // before it is said not to exist: the projection may lag behind the stream (after a
 // failover, events wait for their redelivery), and a 404 then would tell a client that a
-// lease it was just handed, or whose revocation it asks for, does not exist.
+// lease it was just handed, or whose revocation it asks for, does not exist; and an
+// ended lease's record leaves the bucket after EndedLeaseRetention.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
-	l, err := p.getLease(ctx, id)
-	if events.ErrorCode(err) != events.ENotFound {
+	return current(ctx, p.leases, id, func() (events.Lease, error) {
+		l, err := p.store.LoadLease(ctx, id)
+		l.Spec = nil // as in the records, which leave it out
 		return l, err
-	}
-	if events.ValidID(id) {
-		l, err = p.store.LoadLease(ctx, id)
-		if err == nil {
-			l.Spec = nil
-			return l, nil
-		}
-		if events.ErrorCode(err) != events.ENotFound {
-			return l, err
-		}
-	}
-	return events.Lease{}, events.Errorf(events.ENotFound, "No lease with id %q.", id)
+	}, events.Errorf(events.ENotFound, "No lease with id %q.", id))
 }
 
 // MaxWait bounds every wait for the read side, whatever the caller's context: a
