@@ -4,8 +4,10 @@ package jstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -37,9 +39,17 @@ func MustServer(tb testing.TB, dir string) *Server {
 // it once it accepts connections.
 func Start(tb testing.TB, opts *server.Options) *server.Server {
 	tb.Helper()
-	ns, err := server.NewServer(opts)
+	ns, err := start(tb, opts)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return ns
+}
+
+func start(tb testing.TB, opts *server.Options) (*server.Server, error) {
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, err
 	}
 	tb.Cleanup(func() {
 		ns.Shutdown()
@@ -47,34 +57,41 @@ func Start(tb testing.TB, opts *server.Options) *server.Server {
 	})
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
-		tb.Fatal("embedded nats did not start")
+		ns.Shutdown()
+		return nil, errors.New("embedded nats did not start")
 	}
-	return ns
+	return ns, nil
 }
 
 // MustCluster starts three clustered JetStream servers on loopback, and returns them
-// with their client URLs (comma-separated) once JetStream answers.
+// with their client URLs (comma-separated) once JetStream answers. The first server is
+// the seed the other two route to (they learn of each other from it); a JetStream
+// cluster wants routes configured on every server, so the seed's route is to itself, on
+// a port picked beforehand. Any connection of the tests running alongside can take such a
+// port before the seed listens on it, and the seed then never becomes ready: it is
+// started again on another port. The other listeners take ports of the kernel's
+// choosing.
 func MustCluster(tb testing.TB) ([]*server.Server, string) {
 	tb.Helper()
-	var routes []string
-	ports := make([]int, 3)
-	for i := range ports {
+	var seed *server.Server
+	var routes []*url.URL
+	for attempt := 1; seed == nil; attempt++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			tb.Fatal(err)
 		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		port := l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+		routes = []*url.URL{{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", port)}}
+		seed, err = start(tb, clusterNode(tb, 0, port, routes))
+		if err != nil && attempt == 3 {
+			tb.Fatalf("seed of the cluster: %v", err)
+		}
 	}
-	var servers []*server.Server
-	var urls []string
-	for i := range ports {
-		ns := Start(tb, &server.Options{
-			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(),
-			Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")), NoLog: true, NoSigs: true,
-		})
+	servers := []*server.Server{seed}
+	urls := []string{seed.ClientURL()}
+	for i := 1; i < 3; i++ {
+		ns := Start(tb, clusterNode(tb, i, -1, routes))
 		servers = append(servers, ns)
 		urls = append(urls, ns.ClientURL())
 	}
@@ -99,6 +116,14 @@ func MustCluster(tb testing.TB) ([]*server.Server, string) {
 			tb.Fatalf("JetStream cluster not ready: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func clusterNode(tb testing.TB, i, clusterPort int, routes []*url.URL) *server.Options {
+	return &server.Options{
+		ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(),
+		Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: clusterPort},
+		Routes:  routes, NoLog: true, NoSigs: true,
 	}
 }
 
