@@ -666,18 +666,37 @@ type LeaseWatch struct {
 	p  *Projections
 	id string
 	w  *jsstore.Watch
+	// unwritten: the lease has no record before the caller's next append (it is new), so
+	// Until need not read one first.
+	unwritten bool
 }
 
 // WatchLease starts following lease id's record; messages on the extra subjects are
 // delivered to Until's other, and requests on the serve subjects answered (see
-// jsstore.Store.Watch). Every update written from now on reaches the watch. Stop it.
-func (p *Projections) WatchLease(ctx context.Context, id string, extra, serve []string) (*LeaseWatch, error) {
-	w, err := p.store.Watch(ctx, append([]string{leaseRecordSubject(id)}, extra...), serve...)
+// jsstore.Store.Watch). Every update written after the store's next request reaches the
+// watch. Stop it.
+func (p *Projections) WatchLease(id string, extra, serve []string) (*LeaseWatch, error) {
+	w, err := p.store.Watch(append([]string{leaseRecordSubject(id)}, extra...), serve...)
 	if err != nil {
 		return nil, err
 	}
 	return &LeaseWatch{p: p, id: id, w: w}, nil
 }
+
+// WatchNewLease is WatchLease for a lease not yet requested: Until then waits for the
+// record's first version to arrive rather than reading it first (a read that, made
+// right after the request, finds nothing while the workers have the database to get
+// through).
+func (p *Projections) WatchNewLease(id string, extra, serve []string) (*LeaseWatch, error) {
+	lw, err := p.WatchLease(id, extra, serve)
+	if lw != nil {
+		lw.unwritten = true
+	}
+	return lw, err
+}
+
+// errNoRecordYet stands for the record of a lease just requested, before its first version.
+var errNoRecordYet = events.Errorf(events.ENotFound, "The lease has no record yet.")
 
 // leaseRecordSubject is where the KV bucket publishes each new version of a lease's
 // record.
@@ -692,7 +711,13 @@ func (lw *LeaseWatch) Stop() { lw.w.Stop() }
 func (lw *LeaseWatch) Until(ctx context.Context, done func(events.Lease) bool, other func(subject string, data []byte) error) (events.Lease, error) {
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
-	l, err := lw.p.getLease(ctx, lw.id)
+	var (
+		l   events.Lease
+		err error = errNoRecordYet
+	)
+	if !lw.unwritten {
+		l, err = lw.p.getLease(ctx, lw.id)
+	}
 	for {
 		switch {
 		case err == nil && done(l):

@@ -104,7 +104,7 @@ func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (s
 	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
 	if answering {
-		w, err := f.store.Watch(context.Background(), nil, events.WaitingSubject(id))
+		w, err := f.store.Watch(nil, events.WaitingSubject(id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +339,7 @@ func TestWorkers_ExpiredBeforeCreated(t *testing.T) {
 	f := mustFixture(t)
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7()).String()
-	w, err := f.store.Watch(ctx, nil, events.WaitingSubject(id)) // its requester still waits
+	w, err := f.store.Watch(nil, events.WaitingSubject(id)) // its requester still waits
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,9 +32,13 @@ func (w *Watch) Stop() {
 }
 
 // Watch subscribes to subjects and to any serve subjects given, answering requests on
-// the latter with an empty reply (see Ask), and returns once the server has all the
-// subscriptions: anything published afterwards reaches the watch. One round trip.
-func (s *Store) Watch(ctx context.Context, subjects []string, serve ...string) (*Watch, error) {
+// the latter with an empty reply (see Ask). It costs no round trip: NATS handles one
+// connection's messages in order, so the subscriptions are in place before anything this
+// Store sends afterwards (an append whose consequences the watch waits for, a read), and
+// so before whatever others publish in answer to it. Waiting for the server to confirm
+// them would add nothing to that on one server, and on a cluster it would not tell that
+// the other servers know of them either (the watchers poll for what they must not miss).
+func (s *Store) Watch(subjects []string, serve ...string) (*Watch, error) {
 	w := &Watch{c: make(chan *nats.Msg, 16)}
 	for _, subj := range subjects {
 		sub, err := s.nc.ChanSubscribe(subj, w.c)
@@ -51,12 +55,6 @@ func (s *Store) Watch(ctx context.Context, subjects []string, serve ...string) (
 			return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Watch(%s): %w", subj, err))
 		}
 		w.subs = append(w.subs, sub)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := s.nc.FlushWithContext(ctx); err != nil {
-		w.Stop()
-		return nil, events.StoreUnavailable(fmt.Errorf("jsstore.Watch: %w", err))
 	}
 	return w, nil
 }

@@ -56,7 +56,7 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	defer cancel()
 	// Watch for the outcome, and tell the workers someone waits for these credentials,
 	// until the answer goes.
-	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, []string{events.WaitingSubject(id)})
+	w, err := s.cfg.Projections.WatchNewLease(id, []string{events.AttemptSubject(id)}, []string{events.WaitingSubject(id)})
 	if err != nil {
 		return events.Credentials{}, err
 	}
@@ -135,7 +135,7 @@ func capTTL(caps ...int) int {
 func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, nil)
+	w, err := s.cfg.Projections.WatchLease(id, []string{events.AttemptSubject(id)}, nil)
 	if err != nil {
 		return notRecorded(err)
 	}
@@ -206,7 +206,7 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	w, err := s.cfg.Projections.WatchLease(ctx, id, []string{events.AttemptSubject(id)}, nil)
+	w, err := s.cfg.Projections.WatchLease(id, []string{events.AttemptSubject(id)}, nil)
 	if err != nil {
 		return events.Lease{}, err
 	}
