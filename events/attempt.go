@@ -33,7 +33,7 @@ func (a Attempt) Encode() []byte {
 // revocations (as older workers sent them).
 func DecodeAttempt(data []byte) (Attempt, bool) {
 	var a Attempt
-	if json.Unmarshal(data, &a) != nil {
+	if Unmarshal(data, &a) != nil {
 		return Attempt{}, false
 	}
 	if a.Op == "" {

@@ -147,7 +147,7 @@ func (e Event) Encode() []byte {
 // Decode parses a stream payload.
 func Decode(data []byte) (Event, error) {
 	var e Event
-	if err := json.Unmarshal(data, &e); err != nil {
+	if err := Unmarshal(data, &e); err != nil {
 		return Event{}, fmt.Errorf("events: decode: %w", err)
 	}
 	if e.Type == "" {

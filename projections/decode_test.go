@@ -2,11 +2,11 @@ package projections
 
 import (
 	"encoding/json"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/internal/jsontest"
 )
 
 func leaseRecord() record[events.Lease] {
@@ -18,20 +18,6 @@ func leaseRecord() record[events.Lease] {
 		ExpiresAt: now.Add(time.Hour).Truncate(time.Second), EndedAt: &ended, Ending: events.StatusExpired, FailCode: "target_unreachable", Seq: 123456}}
 }
 
-// sameAsEncodingJSON decodes data into a fresh T with decode and with encoding/json and
-// fails unless both agree, errors and partly decoded values included.
-func sameAsEncodingJSON[T any](t *testing.T, data []byte) {
-	t.Helper()
-	var got, want T
-	errGot, errWant := decode(data, &got), json.Unmarshal(data, &want)
-	if (errGot == nil) != (errWant == nil) {
-		t.Fatalf("%s: decode error %v, encoding/json error %v", data, errGot, errWant)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("%s:\ndecode        %+v\nencoding/json %+v", data, got, want)
-	}
-}
-
 // The records a process reads may have been written by another version of SyVault: the
 // faster decoder must read every record exactly as encoding/json does.
 func TestDecode_ReadsRecordsAsEncodingJSON(t *testing.T) {
@@ -39,7 +25,7 @@ func TestDecode_ReadsRecordsAsEncodingJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameAsEncodingJSON[record[events.Lease]](t, lease)
+	jsontest.SameAsEncodingJSON[record[events.Lease]](t, lease)
 	for _, raw := range []string{
 		`{"seq":7,"value":{"lease_id":"x","status":"active","ended_at":null,"created_at":"2026-12-02T16:40:02Z"}}`,
 		`{"seq":7,"removed":true,"value":{"lease_id":"x","added_by_a_later_version":{"a":[1,2]}}}`,
@@ -47,7 +33,7 @@ func TestDecode_ReadsRecordsAsEncodingJSON(t *testing.T) {
 		`{"seq":"7"}`,
 		`{"seq":7,`,
 	} {
-		sameAsEncodingJSON[record[events.Lease]](t, []byte(raw))
+		jsontest.SameAsEncodingJSON[record[events.Lease]](t, []byte(raw))
 	}
 	target, err := json.Marshal(record[events.Target]{Seq: 3, Value: events.Target{RecordUID: "r1", Engine: events.PostgreSQL, Port: 5432,
 		SealedAdminPassword: []byte{0, 1, 2, 250}, Grants: []events.Grant{{Database: "app", Schema: "public", Tables: []string{"t"}, Privileges: []string{"SELECT"}}},
@@ -55,32 +41,15 @@ func TestDecode_ReadsRecordsAsEncodingJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameAsEncodingJSON[record[events.Target]](t, target)
+	jsontest.SameAsEncodingJSON[record[events.Target]](t, target)
 	client, err := json.Marshal(record[events.Client]{Seq: 4, Value: events.Client{ClientID: "c", Role: "app", AllowedRecords: []string{"r1"}, MaxTTLSeconds: 60}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameAsEncodingJSON[record[events.Client]](t, client)
+	jsontest.SameAsEncodingJSON[record[events.Client]](t, client)
 }
 
 // BenchmarkDecodeLeaseRecord: a list page decodes a hundred of these.
 func BenchmarkDecodeLeaseRecord(b *testing.B) {
-	data, err := json.Marshal(leaseRecord())
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, bc := range []struct {
-		name   string
-		decode func([]byte, any) error
-	}{{"encoding-json", json.Unmarshal}, {"decode", decode}} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				var r record[events.Lease]
-				if err := bc.decode(data, &r); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	jsontest.BenchmarkDecoders[record[events.Lease]](b, leaseRecord())
 }

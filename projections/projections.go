@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -281,7 +280,7 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 			}
 		}
 		if data != nil {
-			if err := decode(data, &r); err != nil {
+			if err := events.Unmarshal(data, &r); err != nil {
 				return r, false, fmt.Errorf("projections: %s/%s: %w", kv.Bucket(), key, err)
 			}
 		}
@@ -322,13 +321,6 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 	}
 }
 
-// decode reads a record as encoding/json would (TestDecode_ReadsRecordsAsEncodingJSON).
-// Records are read far more often than written (a list page reads a hundred), and the v1
-// decoder of go-json-experiment/json (encoding/json on its v2 engine, which the standard
-// library has behind GOEXPERIMENT=jsonv2) reads a lease record in 4.2–4.7 µs and two
-// allocations where encoding/json takes 10–12 µs and fifteen (BenchmarkDecodeLeaseRecord).
-func decode(data []byte, v any) error { return jsonv1.Unmarshal(data, v) }
-
 // listed reports whether a lease belongs in the list of active leases: its user exists.
 func listed(s events.Status) bool { return s == events.StatusActive || s == events.StatusRevoking }
 
@@ -349,7 +341,7 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (record[
 	if err != nil {
 		return r, unavailable(err)
 	}
-	if err := decode(entry.Value(), &r); err != nil {
+	if err := events.Unmarshal(entry.Value(), &r); err != nil {
 		return r, fmt.Errorf("projections: %s/%s: %w", kv.Bucket(), key, err)
 	}
 	return r, nil
@@ -530,7 +522,7 @@ func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexE
 	for _, en := range entries {
 		data, ok := raw[leaseRecordSubject(en.LeaseID)]
 		var r record[events.Lease]
-		if ok && len(data) > 0 && decode(data, &r) == nil {
+		if ok && len(data) > 0 && events.Unmarshal(data, &r) == nil {
 			out[en.LeaseID] = r
 		}
 	}
@@ -736,7 +728,7 @@ func (lw *LeaseWatch) Until(ctx context.Context, done func(events.Lease) bool, o
 				continue
 			}
 			var r record[events.Lease]
-			if decode(m.Data, &r) != nil || r.Seq < l.Seq {
+			if events.Unmarshal(m.Data, &r) != nil || r.Seq < l.Seq {
 				continue // a delete marker, or older than what we hold
 			}
 			l, err = r.Value, nil
