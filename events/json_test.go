@@ -47,6 +47,9 @@ func TestUnmarshal_AsEncodingJSON(t *testing.T) {
 		`{"Type":"lease.revoked","LEASE_ID":"L"}`,
 		`{"type":"lease.revoked","type":"lease.expired"}`,
 		`{"type":"lease.revoked",`,
+		"{\"type\":\"lease.revoked\",\"reason\":\"bad \xff byte\"}",
+		`{"type":"lease.renewed","ttl_seconds":1e100}`,
+		`{"type":"lease.revoked","reason":"\ud800 lone surrogate"}`,
 		`[]`,
 		`null`,
 	} {
