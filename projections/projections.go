@@ -488,7 +488,7 @@ func (p *Projections) indexPageWithSeqs(ctx context.Context, f jsstore.IndexFilt
 // left the bucket). An entry whose lease is still pending, or that has no record yet, may
 // be one a projector is about to record, so it is left alone.
 func (p *Projections) dropStale(ctx context.Context, en jsstore.IndexEntry, r record[events.Lease], found bool) {
-	if !found && !p.longGone(en.LeaseID) || found && !r.Value.Status.Ended() && (r.Index == 0 || r.Index == en.Seq) {
+	if (!found && !p.longGone(en.LeaseID)) || (found && !r.Value.Status.Ended() && (r.Index == 0 || r.Index == en.Seq)) {
 		return
 	}
 	if err := p.store.IndexRemove(ctx, en.Seq); err != nil {

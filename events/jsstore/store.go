@@ -316,15 +316,7 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 	if err != nil {
 		return events.Target{}, 0, err
 	}
-	var t *events.Target
-	for _, e := range evs {
-		switch {
-		case e.Type == events.TargetRemoved:
-			t = nil
-		case e.Target != nil:
-			t = e.Target
-		}
-	}
+	t := lastState(evs, events.TargetRemoved, func(e events.Event) *events.Target { return e.Target })
 	if t == nil {
 		return events.Target{}, 0, events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
 	}
@@ -338,19 +330,31 @@ func (s *Store) LoadClient(ctx context.Context, clientID string) (events.Client,
 	if err != nil {
 		return events.Client{}, err
 	}
-	var c *events.Client
-	for _, e := range evs {
-		switch {
-		case e.Type == events.ClientRemoved:
-			c = nil
-		case e.Type == events.ClientRegistered && e.Client != nil:
-			c = e.Client
+	c := lastState(evs, events.ClientRemoved, func(e events.Event) *events.Client {
+		if e.Type != events.ClientRegistered {
+			return nil
 		}
-	}
+		return e.Client
+	})
 	if c == nil {
 		return events.Client{}, events.Errorf(events.ENotFound, "No client with id %q.", clientID)
 	}
 	return *c, nil
+}
+
+// lastState is what an aggregate's events leave of it, for aggregates whose events each
+// carry the whole state (state picks it, nil when an event carries none) and whose
+// removal ends it: nil when there is none.
+func lastState[T any](evs []events.Event, removed events.Type, state func(events.Event) *T) *T {
+	var last *T
+	for _, e := range evs {
+		if e.Type == removed {
+			last = nil
+		} else if v := state(e); v != nil {
+			last = v
+		}
+	}
+	return last
 }
 
 // LoadLease folds a lease's history. It returns an ENotFound *events.Error when the lease
