@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"log"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"sync"
@@ -12,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/projections"
 )
 
@@ -20,6 +24,7 @@ import (
 // Observer interfaces.
 type metrics struct {
 	reg           *prometheus.Registry
+	errorLog      *log.Logger
 	creates       *prometheus.CounterVec
 	revokes       *prometheus.CounterVec
 	createLatency prometheus.Histogram
@@ -31,10 +36,11 @@ type metrics struct {
 	failing map[string]struct{} // leases whose last revocation attempt here failed
 }
 
-func newMetrics(proj *projections.Projections) *metrics {
+func newMetrics(proj *projections.Projections, store *jsstore.Store, logger *slog.Logger) *metrics {
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20}
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg:      prometheus.NewRegistry(),
+		errorLog: slog.NewLogLogger(logger.With("component", "metrics").Handler(), slog.LevelWarn),
 		creates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_lease_creates_total",
 			Help: "Lease requests answered, by outcome (ok or the error code)."}, []string{"outcome"}),
 		revokes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_lease_revokes_total",
@@ -62,14 +68,17 @@ func newMetrics(proj *projections.Projections) *metrics {
 			defer m.mu.Unlock()
 			return float64(len(m.failing))
 		}),
-		&activeCollector{proj: proj, desc: prometheus.NewDesc("syvault_leases_active",
+		&activeCollector{proj: proj, connected: store.Connected, desc: prometheus.NewDesc("syvault_leases_active",
 			"Active (and revoking) leases, by target.", []string{"record_uid"}, nil)},
+		newStoreCollector(store),
 	)
 	return m
 }
 
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	// A collector that cannot reach the store leaves its own metrics out of the scrape,
+	// not the process's: an outage is when the rest is wanted.
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError, ErrorLog: m.errorLog})
 }
 
 func (m *metrics) LeaseCreated(_, outcome string, took time.Duration) {
@@ -104,24 +113,82 @@ func (m *metrics) DriverCall(engine events.Engine, op string, took time.Duration
 	m.driverCalls.WithLabelValues(string(engine), op, outcome).Observe(took.Seconds())
 }
 
+// errStoreDown is what a collector reads from the store reports while NATS is not
+// connected, at once rather than after a request's timeout.
+var errStoreDown = errors.New("the event store is not connected")
+
+// fromStore is a collector's read of the store: ok is false, and the failure reported
+// against desc, when NATS is not connected or does not answer.
+func fromStore[T any](ch chan<- prometheus.Metric, desc *prometheus.Desc, connected func() bool, read func(context.Context) (T, error)) (v T, ok bool) {
+	if !connected() {
+		ch <- prometheus.NewInvalidMetric(desc, errStoreDown)
+		return v, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := read(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(desc, err)
+		return v, false
+	}
+	return v, true
+}
+
 // activeCollector counts active leases per target at scrape time from the projection's
 // index, so every process reports the deployment-wide number.
 type activeCollector struct {
-	proj *projections.Projections
-	desc *prometheus.Desc
+	proj      *projections.Projections
+	connected func() bool
+	desc      *prometheus.Desc
 }
 
 func (c *activeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *activeCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	counts, err := c.proj.ActiveByTarget(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.desc, err)
+	counts, ok := fromStore(ch, c.desc, c.connected, c.proj.ActiveByTarget)
+	if !ok {
 		return
 	}
 	for uid, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), uid)
+	}
+}
+
+// storeCollector reports what each of SyVault's streams holds, at scrape time, from one
+// stream list request. The events stream keeps a subject for every lease ever made, so
+// with churn its subjects, and the memory and start time NATS spends on them, grow
+// without limit while the number of active leases stays flat: this is where an operator
+// sees it coming.
+type storeCollector struct {
+	store                     *jsstore.Store
+	messages, bytes, subjects *prometheus.Desc
+}
+
+func newStoreCollector(store *jsstore.Store) *storeCollector {
+	label := []string{"stream"}
+	return &storeCollector{
+		store:    store,
+		messages: prometheus.NewDesc("syvault_store_messages", "Messages held, by stream (KV buckets are streams named KV_<bucket>).", label, nil),
+		bytes:    prometheus.NewDesc("syvault_store_bytes", "Bytes held, by stream.", label, nil),
+		subjects: prometheus.NewDesc("syvault_store_subjects",
+			"Distinct subjects held, by stream: NATS keeps state in memory for each and rebuilds it at every start. SYVAULT_EVENTS holds one for every lease ever made.", label, nil),
+	}
+}
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.messages
+	ch <- c.bytes
+	ch <- c.subjects
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	sizes, ok := fromStore(ch, c.subjects, c.store.Connected, c.store.Sizes)
+	if !ok {
+		return
+	}
+	for _, s := range sizes {
+		ch <- prometheus.MustNewConstMetric(c.messages, prometheus.GaugeValue, float64(s.Messages), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(s.Bytes), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.subjects, prometheus.GaugeValue, float64(s.Subjects), s.Name)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,22 @@ func scrape(t *testing.T, srv *testServer) string {
 		t.Fatalf("/metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	return string(b)
+}
+
+// metricValue is the value of the sample named series (name and labels) in text.
+func metricValue(t *testing.T, text, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", series)
+	return 0
 }
 
 func mustContain(t *testing.T, text string, lines ...string) {
@@ -64,7 +81,13 @@ func TestMetrics(t *testing.T) {
 		"syvault_expiry_lag_seconds_count 0",
 		// Sizing needs the collector's share of the CPU, not only its pauses.
 		"go_cpu_classes_gc_total_cpu_seconds_total ", "process_cpu_seconds_total ",
+		`syvault_store_bytes{stream="KV_SYVAULT_LEASES"} `,
 	)
+	// The audit log keeps a subject for each lease made (three here, one of them failed):
+	// what an operator watches grow with churn.
+	if n := metricValue(t, m, `syvault_store_subjects{stream="SYVAULT_EVENTS"}`); n < 3 {
+		t.Errorf("events stream subjects = %v, want at least the 3 leases made", n)
+	}
 	px.up()
 	eventually(t, 30*time.Second, "revocation retried", func() (bool, error) {
 		got, err := admin.GetLease(ctx, l2.LeaseID)

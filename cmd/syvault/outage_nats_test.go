@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,6 +86,17 @@ func TestOutage_NATSDown(t *testing.T) {
 	t.Logf("slowest 503 with NATS down: %v", slowest.Round(time.Microsecond))
 	if resp, _ := rawResponse(t, srv, "GET", "/healthz", ""); resp.StatusCode != 200 {
 		t.Errorf("healthz with NATS down: %d", resp.StatusCode)
+	}
+	// The process's own metrics are what an operator reads during the outage: the store's
+	// are left out, at once, instead of failing the scrape.
+	start = time.Now()
+	m := scrape(t, srv)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("/metrics with NATS down took %v", took)
+	}
+	mustContain(t, m, "process_cpu_seconds_total ", "syvault_lease_creates_total")
+	if strings.Contains(m, "syvault_store_subjects") || strings.Contains(m, "syvault_leases_active{") {
+		t.Error("/metrics with NATS down reports the store's sizes")
 	}
 
 	back := time.Now()

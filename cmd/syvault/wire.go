@@ -198,7 +198,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.goRun("token keys", func() error { return m.tokens.Run(runCtx) })
 
-	obs := newMetrics(m.proj)
+	obs := newMetrics(m.proj, m.store, m.Logger)
 	if err := m.openWorkers(sealer, obs); err != nil {
 		return err
 	}
