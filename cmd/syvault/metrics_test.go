@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,6 +85,17 @@ func TestMetrics(t *testing.T) {
 		"go_cpu_classes_gc_total_cpu_seconds_total ", "process_cpu_seconds_total ",
 		`syvault_store_bytes{stream="KV_SYVAULT_LEASES"} `,
 	)
+	// The Prometheus rules shipped in deploy/prometheus name only series the server exports.
+	rules, err := os.ReadFile("../../deploy/prometheus/syvault-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`\bsyvault_[a-z_]+`).FindAllString(string(rules), -1) {
+		name = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
+		if !strings.Contains(m, "# TYPE "+name+" ") {
+			t.Errorf("deploy/prometheus/syvault-rules.yaml names %s, which the server does not export", name)
+		}
+	}
 	// The audit log keeps a subject for each lease made (three here, one of them failed):
 	// what an operator watches grow with churn.
 	if n := metricValue(t, m, `syvault_store_subjects{stream="SYVAULT_EVENTS"}`); n < 3 {

@@ -5,22 +5,6 @@
 # Idempotent; run as root (CI does).
 set -euo pipefail
 
-if command -v chromium >/dev/null 2>&1; then
-  echo "chromium: $(chromium --version 2>/dev/null || echo installed)"
-  exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "chromium: run as root to install Debian's chromium package with apt" >&2
-  exit 1
-fi
-
 # shellcheck source=deploy/dev/apt.sh
 source "$(dirname "$0")/apt.sh"
-apt_install chromium
-
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "chromium: installed the chromium package but there is still no chromium on PATH" >&2
-  exit 1
-fi
-echo "chromium: $(chromium --version 2>/dev/null || echo installed)"
+ensure_tool chromium "Debian's chromium package" apt_install chromium
