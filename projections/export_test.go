@@ -1,9 +1,6 @@
 package projections
 
-import (
-	"context"
-	"time"
-)
+import "context"
 
 // RecordReads is how many lease records lists have read so far.
 func (p *Projections) RecordReads() int64 { return p.recordReads.Load() }
@@ -18,9 +15,6 @@ func CheckBucketEveryTime(t interface{ Cleanup(func()) }) {
 	writtenCheck = 0
 	t.Cleanup(func() { writtenCheck = old })
 }
-
-// SetEndedRetention sets how long p's bucket keeps ended leases' records.
-func SetEndedRetention(p *Projections, d time.Duration) { p.endedRetention = d }
 
 // HoldsLease reports whether the lease bucket holds a record for lease id.
 func (p *Projections) HoldsLease(ctx context.Context, id string) bool {

@@ -85,7 +85,13 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 	return p, nil
 }
 
-// EndedLeaseRetention is how long the lease bucket keeps an ended lease's record. The
+// SetEndedRetention sets how long the lease bucket keeps an ended lease's record written
+// from now on (EndedLeaseRetention unless set); call it before Run. Records already
+// written keep the TTL they were written with.
+func (p *Projections) SetEndedRetention(d time.Duration) { p.endedRetention = d }
+
+// EndedLeaseRetention is how long the lease bucket keeps an ended lease's record by
+// default (serve --ended-lease-retention sets another). The
 // bucket then holds the active leases and those of the last day, not every lease ever
 // made, so what NATS keeps per key (memory, and the index it rebuilds at a restart)
 // follows the active leases rather than growing for good. An older ended lease is

@@ -300,7 +300,7 @@ func TestProjections_ClientAndTargetNotProjectedYet(t *testing.T) {
 func TestProjections_EndedLeaseLeavesTheBucket(t *testing.T) {
 	ctx := context.Background()
 	store, p := mustProjections(t)
-	projections.SetEndedRetention(p, 2*time.Second)
+	p.SetEndedRetention(2 * time.Second)
 	apply := func(evs []events.Event, seqs []uint64) {
 		t.Helper()
 		for i := range evs {

@@ -35,7 +35,7 @@ func BenchmarkEndedLeaseRetention(b *testing.B) {
 				b.Fatal(err)
 			}
 			bucket := srv.MustStream(b, "KV_"+projections.LeasesBucket)
-			projections.SetEndedRetention(p, c.retention)
+			p.SetEndedRetention(c.retention)
 			before := heapInUse()
 			ids := make(chan struct{})
 			var wg sync.WaitGroup

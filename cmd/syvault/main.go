@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/internal/tokenkey"
+	"github.com/syvault/syvault/projections"
 )
 
 func main() {
@@ -147,6 +148,9 @@ type Config struct {
 	// ReconcileInterval, when not zero, has serve reconcile every target that often,
 	// dropping orphaned users.
 	ReconcileInterval time.Duration
+	// EndedLeaseRetention is how long an ended lease's record stays in the lease bucket
+	// (0: projections.EndedLeaseRetention).
+	EndedLeaseRetention time.Duration
 	// ReconcileTarget limits reconcile to one target; Apply makes it drop orphans;
 	// Format is its output, text or json.
 	ReconcileTarget string
@@ -186,6 +190,10 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "reconcile every target this often (e.g. 1h), dropping database users no lease accounts for, as 'syvault reconcile --apply' does; 0 (the default) never")
 		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by, the only audiences client assertions may name; default: derived from --listen (required when it binds every interface, outside --dev)")
+	}
+	if cmd == "serve" || cmd == "rebuild-projections" {
+		fs.DurationVar(&cfg.EndedLeaseRetention, "ended-lease-retention", projections.EndedLeaseRetention,
+			"how long an ended lease's record stays in the lease bucket, between 1m and 720h; a GET of an older ended lease is answered from its events. Shorter keeps less in NATS's memory when many short leases are made")
 	}
 	if cmd == "serve" || cmd == "rotate-token-key" || cmd == "reseal" {
 		fs.StringVar(&cfg.PreviousMasterKeyFile, "previous-master-key-file", "", "while the master key changes: the key being replaced, still used to open what it sealed until 'syvault reseal' has run (or set SYVAULT_PREVIOUS_MASTER_KEY)")
@@ -247,6 +255,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cfg.ReconcileInterval < 0 || cfg.ReconcileInterval > 0 && cfg.ReconcileInterval < time.Second {
 		return cfg, errors.New("--reconcile-interval must be 0 (off) or at least 1s")
+	}
+	if cfg.EndedLeaseRetention != 0 && (cfg.EndedLeaseRetention < time.Minute || cfg.EndedLeaseRetention > 720*time.Hour) {
+		return cfg, errors.New("--ended-lease-retention must be between 1m and 720h")
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return cfg, errors.New("--replicas must be between 1 and 5")

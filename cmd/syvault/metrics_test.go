@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -134,4 +135,39 @@ func TestMetrics(t *testing.T) {
 			t.Fatalf("the workers process serves the API: %d", resp.StatusCode)
 		}
 	})
+}
+
+// TestEndedLeaseRetention: --ended-lease-retention is how long the lease bucket keeps an
+// ended lease's record (the lease bucket's messages in /metrics fall back once it has
+// passed), and a GET of the lease still answers, from its events; a retention outside
+// 1m..720h is refused at start.
+func TestEndedLeaseRetention(t *testing.T) {
+	for _, bad := range []string{"30s", "721h"} {
+		if _, err := parseFlags("serve", []string{"--ended-lease-retention", bad}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--ended-lease-retention") {
+			t.Errorf("--ended-lease-retention %s: %v", bad, err)
+		}
+	}
+	t.Setenv("SYVAULT_ENDED_LEASE_RETENTION", "2h")
+	if cfg, err := parseFlags("rebuild-projections", nil, &bytes.Buffer{}); err != nil || cfg.EndedLeaseRetention != 2*time.Hour {
+		t.Errorf("SYVAULT_ENDED_LEASE_RETENTION=2h: %v, %v", cfg.EndedLeaseRetention, err)
+	}
+
+	eng := mysqlEngine(t)
+	ctx := context.Background()
+	// Below the flag's floor, so the test need not wait a minute: the setting is the
+	// same path.
+	srv := mustServer(t, "", func(c *Config) { c.EndedLeaseRetention = 2 * time.Second })
+	admin := srv.admin(t)
+	target := mustTarget(t, admin, eng)
+	l := mustLease(t, admin, target.RecordUID, 600)
+	if err := admin.RevokeLease(ctx, l.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the ended record left the lease bucket", func() (bool, error) {
+		return metricValue(t, scrape(t, srv), `syvault_store_messages{stream="KV_SYVAULT_LEASES"}`) == 0, nil
+	})
+	got, err := admin.GetLease(ctx, l.LeaseID)
+	if err != nil || got.Status != "revoked" {
+		t.Fatalf("GET after the record left: %+v, %v; want revoked", got, err)
+	}
 }

@@ -112,8 +112,13 @@ func (m *Main) connect(ctx context.Context) error {
 	if m.store, err = jsstore.Open(ctx, nc, jsstore.Config{Replicas: m.Config.Replicas}); err != nil {
 		return err
 	}
-	m.proj, err = projections.Open(ctx, m.store, m.Logger.With("component", "projections"))
-	return err
+	if m.proj, err = projections.Open(ctx, m.store, m.Logger.With("component", "projections")); err != nil {
+		return err
+	}
+	if m.Config.EndedLeaseRetention != 0 {
+		m.proj.SetEndedRetention(m.Config.EndedLeaseRetention)
+	}
+	return nil
 }
 
 // masterKey returns the master key from SYVAULT_MASTER_KEY or --master-key-file; in dev
