@@ -13,8 +13,9 @@ import (
 )
 
 // Reconciliation compares the users a target's database holds with the store. A user is
-// looked up by name in the usernames bucket, where every lease reserves its name for 25 h
-// (longer than a lease lives) before its request is appended, and the lease it names is
+// looked up by name in the usernames bucket, where every lease reserves its name before its
+// request is appended and keeps it until its user is dropped (25 h at most, longer than a
+// lease lives, when the drop is not seen through), and the lease it names is
 // read from the stream: so a user whose lease is pending, active or revoking is always
 // found, whatever the projections' lag, since its user cannot exist before its request.
 // What is left, a user of the target's marker whose name no lease holds or whose lease
@@ -208,7 +209,7 @@ func (w *Workers) judge(ctx context.Context, recordUID string, u driver.ListedUs
 		f.LeaseID = string(h.Value)
 		f.Reason = fmt.Sprintf("%s was reserved by lease %s, which is not in the store", u.Username, f.LeaseID)
 	default:
-		f.Reason = fmt.Sprintf("%s: no lease of the store used this name in the last %s", u.Username, usernameHold)
+		f.Reason = fmt.Sprintf("%s: no lease of the store holds this name (a lease holds its name until its user is dropped, %s at most)", u.Username, usernameHold)
 	}
 	return f, false, nil
 }

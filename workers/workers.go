@@ -53,6 +53,15 @@ type Config struct {
 	AckWait time.Duration
 	// Observer is told about revocations and expiries, for metrics. Optional.
 	Observer Observer
+	// Usernames, when set, is where lease usernames are reserved: a name is forgotten
+	// once its lease's user is dropped, so the reservations follow the leases alive
+	// rather than every lease of the last 25 hours. Optional.
+	Usernames Forgetter
+}
+
+// Forgetter frees reserved names for good: *jsstore.Names.
+type Forgetter interface {
+	Forget(ctx context.Context, name string) error
 }
 
 // Observer records what the workers did. Implementations must be safe for concurrent use
@@ -361,8 +370,22 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 	if err == nil && seq != 0 {
 		w.cfg.Observer.RevocationDone(l.ID)
 		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
+		w.forgetUsername(ctx, l)
 	}
 	return err
+}
+
+// forgetUsername frees a dropped lease's username. Losing this costs nothing but memory
+// until the reservation's hold runs out (a process that dies between the drop and here
+// leaves it the same way), so a failure is logged, not retried.
+func (w *Workers) forgetUsername(ctx context.Context, l events.Lease) {
+	if w.cfg.Usernames == nil {
+		return
+	}
+	if err := w.cfg.Usernames.Forget(ctx, l.Username); err != nil {
+		w.log.Warn("could not free a dropped lease's username; it stays reserved until its hold runs out",
+			"lease_id", l.ID, "username", l.Username, "err", err)
+	}
 }
 
 // revokeUser drops a revoked or expired lease's user in a turn of its target's gate: on

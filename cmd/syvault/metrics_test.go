@@ -171,3 +171,29 @@ func TestEndedLeaseRetention(t *testing.T) {
 		t.Fatalf("GET after the record left: %+v, %v; want revoked", got, err)
 	}
 }
+
+// TestDrop_ForgetsTheUsername: once a lease's user is dropped, revoked or expired, its
+// username is no longer reserved and NATS keeps nothing for it (the usernames bucket's
+// subjects in /metrics fall to zero), so reservations follow the leases alive rather than
+// every lease of the last 25 hours.
+func TestDrop_ForgetsTheUsername(t *testing.T) {
+	eng := mysqlEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	target := mustTarget(t, admin, eng)
+	revoked := mustLease(t, admin, target.RecordUID, 600)
+	expiring := mustLease(t, admin, target.RecordUID, 1)
+	const names = `syvault_store_subjects{stream="KV_SYVAULT_USERNAMES"}`
+	if n := metricValue(t, scrape(t, srv), names); n < 1 {
+		t.Fatalf("%s = %v with a live lease", names, n)
+	}
+	if err := admin.RevokeLease(ctx, revoked.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "both usernames forgotten", func() (bool, error) {
+		return metricValue(t, scrape(t, srv), names) == 0, nil
+	})
+	mustBeGone(t, eng, revoked.Username, 0)
+	mustBeGone(t, eng, expiring.Username, 0)
+}

@@ -26,7 +26,7 @@ func (m *Main) Reconcile(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := m.openWorkers(sealer, nil); err != nil {
+	if err := m.openWorkers(ctx, sealer, nil); err != nil {
 		return err
 	}
 	names, err := command.OpenUsernames(ctx, m.store)

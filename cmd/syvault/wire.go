@@ -204,7 +204,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.goRun("token keys", func() error { return m.tokens.Run(runCtx) })
 
 	obs := newMetrics(m.proj, m.store, m.Logger)
-	if err := m.openWorkers(sealer, obs); err != nil {
+	if err := m.openWorkers(ctx, sealer, obs); err != nil {
 		return err
 	}
 	if m.Config.runs("workers") {
@@ -294,14 +294,17 @@ func (m *Main) Open(ctx context.Context) error {
 }
 
 // openWorkers makes the database drivers and the workers that use them; obs may be nil.
-func (m *Main) openWorkers(sealer *seal.Sealer, obs workers.Observer) error {
+func (m *Main) openWorkers(ctx context.Context, sealer *seal.Sealer, obs workers.Observer) error {
 	m.drivers = map[events.Engine]driver.Driver{
 		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
 		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
 	}
-	var err error
+	usernames, err := command.OpenUsernames(ctx, m.store)
+	if err != nil {
+		return err
+	}
 	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
-		AckWait: m.Config.AckWait, Observer: obs})
+		AckWait: m.Config.AckWait, Observer: obs, Usernames: usernames})
 	return err
 }
 

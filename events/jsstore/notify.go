@@ -75,8 +75,9 @@ func (s *Store) Notify(subject string, data []byte) { _ = s.nc.Publish(subject, 
 // Names reserves names in a KV bucket: a reservation is a create, which succeeds once
 // across every process, and expires after the bucket's hold time.
 type Names struct {
-	kv jetstream.KeyValue
-	s  *Store
+	kv     jetstream.KeyValue
+	stream jetstream.Stream // the bucket's stream, for Forget's purge
+	s      *Store
 }
 
 // OpenNames opens (creating when missing) the reservation bucket bucket, whose entries
@@ -88,7 +89,11 @@ func (s *Store) OpenNames(ctx context.Context, bucket, description string, hold,
 	if err != nil {
 		return nil, err
 	}
-	return &Names{kv: kv, s: s}, nil
+	stream, err := s.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("jsstore.OpenNames(%s): %w", bucket, err))
+	}
+	return &Names{kv: kv, stream: stream, s: s}, nil
 }
 
 // Reserve claims name (a KV key: letters, digits, - _ / = .) with value, for ttl when it
@@ -155,6 +160,16 @@ func (n *Names) Take(ctx context.Context, name string, h Holding, value []byte) 
 func (n *Names) Release(ctx context.Context, name string) error {
 	if err := n.kv.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return events.StoreUnavailable(fmt.Errorf("jsstore.Release: %w", err))
+	}
+	return nil
+}
+
+// Forget frees name and leaves nothing of it behind: a purge of its subject, where a
+// Release (a KV delete) leaves a marker, and with it NATS's state for the subject, until
+// the bucket's hold has passed. For a name whose holder is done with it for good.
+func (n *Names) Forget(ctx context.Context, name string) error {
+	if err := n.stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+n.kv.Bucket()+"."+name)); err != nil {
+		return events.StoreUnavailable(fmt.Errorf("jsstore.Forget: %w", err))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -94,5 +95,47 @@ func BenchmarkSizes(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestNames_ForgetLeavesNothing: a forgotten name is free again and its bucket keeps no
+// subject for it, where a released one keeps its marker's.
+func TestNames_ForgetLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	names, err := s.OpenNames(ctx, "SYVAULT_NAMES_TEST", "", time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"released", "forgotten"} {
+		if ok, err := names.Reserve(ctx, n, []byte("L"), 0); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+	}
+	if err := names.Release(ctx, "released"); err != nil {
+		t.Fatal(err)
+	}
+	if err := names.Forget(ctx, "forgotten"); err != nil {
+		t.Fatal(err)
+	}
+	if err := names.Forget(ctx, "never-reserved"); err != nil {
+		t.Fatalf("forgetting a name not reserved: %v", err)
+	}
+	if _, held, err := names.Holder(ctx, "forgotten"); err != nil || held {
+		t.Fatalf("forgotten name: held %v, %v", held, err)
+	}
+	subjects := map[string]uint64{}
+	sizes, err := s.Sizes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sz := range sizes {
+		subjects[sz.Name] = sz.Subjects
+	}
+	if n := subjects["KV_SYVAULT_NAMES_TEST"]; n != 1 {
+		t.Errorf("the bucket keeps %d subjects, want 1 (the released name's marker)", n)
+	}
+	if ok, err := names.Reserve(ctx, "forgotten", []byte("M"), 0); err != nil || !ok {
+		t.Fatalf("a forgotten name cannot be reserved again: %v, %v", ok, err)
 	}
 }

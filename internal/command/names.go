@@ -16,7 +16,8 @@ import (
 // once in 3·10⁸ leases: rare, but a busy deployment gets there, and the drivers take an
 // existing user of a lease's name for that lease's own earlier attempt, which would hand
 // one database user to two applications. Reserving with a create, which succeeds once,
-// makes each name one lease's across every process.
+// makes each name one lease's across every process. The workers forget a name once its
+// lease's user is dropped; the hold bounds it when they do not get to.
 const UsernamesBucket = "SYVAULT_USERNAMES"
 
 // usernameHold outlasts the longest lease and the drop at its end.
