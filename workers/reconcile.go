@@ -22,8 +22,8 @@ import (
 // has ended, was left behind: by a lost or restored data directory, or a drop that
 // never happened. Such an orphan is dropped exactly as a revocation drops (sessions
 // ended first) and the drop recorded as an orphan.dropped event. Users without the
-// marker are never dropped: they are reported when a lease of this target used the
-// name, and otherwise counted as not SyVault's.
+// marker are never dropped: they are reported when an ended lease of this target still
+// holds the name, and otherwise counted as not SyVault's.
 
 // NameHolder tells which lease reserved a username, and lists the names reserved:
 // *jsstore.Names of the usernames bucket.
