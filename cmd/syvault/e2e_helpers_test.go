@@ -67,6 +67,7 @@ func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
 		tb.Fatalf("open server: %v\n%s", err, logs)
 	}
 	tb.Cleanup(func() { noteCreatedUsers(logs.String()) }) // after Close: see TestMain
+	tb.Cleanup(func() { logWarnings(tb, logs.String()) })
 	tb.Cleanup(func() { _ = m.Close() })
 	srv := &testServer{Main: m, Log: logs, Dir: dir}
 	if cfg.runs("api") && cfg.Dev {
@@ -75,6 +76,22 @@ func mustServer(tb testing.TB, dir string, mutate func(*Config)) *testServer {
 		tb.Cleanup(func() { srv.revokeAll(tb) })
 	}
 	return srv
+}
+
+// logWarnings puts a failed test's server warnings and errors (the last 40) in its
+// output: a failure's cause (a driver's error behind a 500, say) is often only there.
+func logWarnings(tb testing.TB, log string) {
+	if !tb.Failed() {
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			lines = append(lines, l)
+		}
+	}
+	lines = lines[max(0, len(lines)-40):]
+	tb.Logf("the server's warnings and errors (%d shown):\n%s", len(lines), strings.Join(lines, "\n"))
 }
 
 // adminClient reads the admin credentials --dev wrote.
