@@ -121,9 +121,13 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 
 // killSessions kills every session of user and returns once PROCESSLIST lists none: KILL
 // only flags a thread, which then takes a moment to go. A thread that ended in between
-// (unknown thread) is fine.
+// (unknown thread) is fine. Any other failure of a KILL but a refusal is looked at again
+// at the next listing, within the same budget: what counts is that the sessions go, and
+// failing the whole drop on the first such error answers a revocation with an error
+// for something the next round may settle.
 func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 	const attempts = 100
+	var killErr error // the last KILL that failed for another reason than a refusal
 	for i := 1; ; i++ {
 		ids, err := sessionIDs(ctx, conn, user)
 		if err != nil {
@@ -133,16 +137,22 @@ func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 			return nil
 		}
 		if i == attempts {
+			if killErr != nil {
+				return fmt.Errorf("kill sessions: %d still running: %w", len(ids), killErr)
+			}
 			return fmt.Errorf("kill sessions: %d still running", len(ids))
 		}
 		for _, id := range ids {
 			_, err := conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id))
-			if err != nil && errNumber(err) != errNoSuchThread {
-				if errNumber(err) == errKillDenied || errNumber(err) == errSpecificAccess {
-					return events.Wrap(err, events.ETargetUnverified,
-						"The admin may not kill other users' sessions: grant it CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER.")
-				}
+			switch {
+			case err == nil || errNumber(err) == errNoSuchThread:
+			case errNumber(err) == errKillDenied || errNumber(err) == errSpecificAccess:
+				return events.Wrap(err, events.ETargetUnverified,
+					"The admin may not kill other users' sessions: grant it CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER.")
+			case unavailable(err):
 				return fmt.Errorf("kill session %d: %w", id, err)
+			default:
+				killErr = fmt.Errorf("kill session %d: %w", id, err)
 			}
 		}
 		if err := pause(ctx, 20*time.Millisecond); err != nil {
