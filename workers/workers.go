@@ -56,11 +56,12 @@ type Config struct {
 	// Usernames, when set, is where lease usernames are reserved: a name is forgotten
 	// once its lease's user is dropped, so the reservations follow the leases alive
 	// rather than every lease of the last 25 hours. Optional.
-	Usernames Forgetter
+	Usernames Usernames
 }
 
-// Forgetter frees reserved names for good: *jsstore.Names.
-type Forgetter interface {
+// Usernames tells who holds a lease username and frees one for good: *jsstore.Names.
+type Usernames interface {
+	Holder(ctx context.Context, name string) (jsstore.Holding, bool, error)
 	Forget(ctx context.Context, name string) error
 }
 
@@ -187,7 +188,12 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	switch {
 	case l.Status.Ended():
 		// Redelivered request of a lease that failed or ended: a crash may have left the
-		// user behind, so make sure it is gone (retried until the target answers).
+		// user behind, so make sure it is gone (retried until the target answers),
+		// unless another lease holds the name now: a name is free again once its user
+		// is dropped, and a new lease may have drawn it.
+		if taken, err := w.nameTakenSince(ctx, l); err != nil || taken {
+			return err
+		}
 		return w.dropUser(ctx, l)
 	case l.Status != events.StatusPending || l.Seq != requestSeq:
 		return nil // activated, or revocation already under way: the revoker owns it
@@ -373,6 +379,20 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		w.forgetUsername(ctx, l)
 	}
 	return err
+}
+
+// nameTakenSince reports whether a lease other than l holds l's username now.
+func (w *Workers) nameTakenSince(ctx context.Context, l events.Lease) (bool, error) {
+	if w.cfg.Usernames == nil {
+		return false, nil
+	}
+	h, held, err := w.cfg.Usernames.Holder(ctx, l.Username)
+	if err != nil || !held || string(h.Value) == l.ID {
+		return false, err
+	}
+	w.log.Warn("a request of an ended lease was delivered again after another lease took its username; its user is left to that lease",
+		"lease_id", l.ID, "username", l.Username, "holder", string(h.Value))
+	return true, nil
 }
 
 // forgetUsername frees a dropped lease's username. Losing this costs nothing but memory

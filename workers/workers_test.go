@@ -35,6 +35,7 @@ type fixture struct {
 	target events.Target
 	driver driver.Driver
 	pg     *pgx.Conn
+	names  *jsstore.Names // the usernames bucket
 }
 
 func mustFixture(t *testing.T) *fixture {
@@ -69,8 +70,12 @@ func mustFixture(t *testing.T) *fixture {
 	sealer, _ := seal.New(seal.NewKey())
 	pgDriver := postgres.New(logger)
 	t.Cleanup(func() { pgDriver.Close() })
+	names, err := store.OpenNames(ctx, "SYVAULT_USERNAMES", "", 25*time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w, err := workers.New(workers.Config{Store: store, Sealer: sealer, Drivers: map[events.Engine]driver.Driver{events.PostgreSQL: pgDriver},
-		Targets: proj, Logger: logger})
+		Targets: proj, Logger: logger, Usernames: names})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +94,7 @@ func mustFixture(t *testing.T) *fixture {
 	if err := proj.Apply(ctx, e, seq); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg}
+	return &fixture{srv: srv, store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg, names: names}
 }
 
 // request appends a lease request and returns the lease id and username.
@@ -454,4 +459,54 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.wantHistory(t, gone, "lease.requested lease.failed")
+}
+
+// TestWorkers_ReplayedRequestSparesANameTakenSince: a dropped lease's username is
+// forgotten, so a new lease may draw it; a request of the old lease delivered again
+// afterwards (a crash before its ack, a consumer recreated) must not drop the new lease's
+// user, as it would drop a user the old lease left behind.
+func TestWorkers_ReplayedRequestSparesANameTakenSince(t *testing.T) {
+	ctx := context.Background()
+	f := mustFixture(t)
+	id, user := f.request(t)
+	if ok, err := f.names.Reserve(ctx, user, []byte(id), 0); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	for _, n := range []int{0, 2} { // the request, then (after the revocation) the revocation
+		if n == 2 {
+			f.revoke(t, id)
+		}
+		if err := f.deliver(t, id, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.wantHistory(t, id, "lease.requested lease.activated lease.revoked lease.dropped")
+	if _, held, err := f.names.Holder(ctx, user); err != nil || held {
+		t.Fatalf("the dropped lease's name is still held (%v)", err)
+	}
+
+	// Another lease draws the name and has its user.
+	other := uuid.Must(uuid.NewV7()).String()
+	if ok, err := f.names.Reserve(ctx, user, []byte(other), 0); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	f.createAsDeadWorker(t, id, user)
+
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !f.userExists(t, user) {
+		t.Fatal("the old lease's replayed request dropped the user of the lease that holds the name now")
+	}
+
+	// The name back with nobody: the replay makes sure the old lease left no user.
+	if err := f.names.Forget(ctx, user); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if f.userExists(t, user) {
+		t.Fatal("a replayed request of an ended lease left its user in place")
+	}
 }
