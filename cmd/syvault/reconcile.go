@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/internal/command"
 	"github.com/syvault/syvault/workers"
 )
 
@@ -29,10 +28,6 @@ func (m *Main) Reconcile(ctx context.Context, stdout io.Writer) error {
 	if err := m.openWorkers(ctx, sealer, nil); err != nil {
 		return err
 	}
-	names, err := command.OpenUsernames(ctx, m.store)
-	if err != nil {
-		return err
-	}
 	var targets []events.Target
 	if uid := m.Config.ReconcileTarget; uid != "" {
 		t, err := m.proj.Target(ctx, uid)
@@ -43,7 +38,7 @@ func (m *Main) Reconcile(ctx context.Context, stdout io.Writer) error {
 	} else if targets, err = m.proj.Targets(ctx); err != nil {
 		return err
 	}
-	opts := workers.ReconcileOptions{Names: names, Leases: m.proj, Apply: m.Config.Apply, Unmarked: true}
+	opts := workers.ReconcileOptions{Names: m.usernames, Leases: m.proj, Apply: m.Config.Apply, Unmarked: true}
 	reports := make([]workers.TargetReport, 0, len(targets))
 	var failed []string
 	for _, t := range targets {
@@ -127,10 +122,6 @@ func (m *Main) startSweep(ctx, runCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	names, err := command.OpenUsernames(ctx, m.store)
-	if err != nil {
-		return err
-	}
 	log := m.Logger.With("component", "reconcile")
 	m.goRun("reconcile", func() error {
 		t := time.NewTicker(every)
@@ -144,7 +135,7 @@ func (m *Main) startSweep(ctx, runCtx context.Context) error {
 				if ok, err := slots.Reserve(runCtx, "sweep-"+slot, nil, 0); err != nil || !ok {
 					continue // another process sweeps this slot, or NATS is away: the next tick tries again
 				}
-				m.sweep(runCtx, names, log)
+				m.sweep(runCtx, log)
 			}
 		}
 	})
@@ -152,14 +143,14 @@ func (m *Main) startSweep(ctx, runCtx context.Context) error {
 }
 
 // sweep reconciles every target once, dropping orphans, and logs what it did.
-func (m *Main) sweep(ctx context.Context, names workers.NameHolder, log *slog.Logger) {
+func (m *Main) sweep(ctx context.Context, log *slog.Logger) {
 	targets, err := m.proj.Targets(ctx)
 	if err != nil {
 		log.Warn("sweep: could not list targets", "err", err)
 		return
 	}
 	for _, t := range targets {
-		rep, err := m.workers.Reconcile(ctx, t, workers.ReconcileOptions{Names: names, Leases: m.proj, Apply: true})
+		rep, err := m.workers.Reconcile(ctx, t, workers.ReconcileOptions{Names: m.usernames, Leases: m.proj, Apply: true})
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("sweep: reconciliation of a target failed", "record_uid", t.RecordUID, "err", err)
 		}

@@ -58,8 +58,11 @@ type Main struct {
 	proj     *projections.Projections
 	workers  *workers.Workers
 	drivers  map[events.Engine]driver.Driver
-	tokens   *tokenkey.Ring
-	HTTP     *syhttp.Server
+	// usernames is the usernames bucket on the store's connection: the workers forget
+	// names in it, and reconciliation looks users up in it.
+	usernames *jsstore.Names
+	tokens    *tokenkey.Ring
+	HTTP      *syhttp.Server
 	// dirLock is held while the embedded NATS uses the data directory.
 	dirLock *os.File
 
@@ -299,12 +302,12 @@ func (m *Main) openWorkers(ctx context.Context, sealer *seal.Sealer, obs workers
 		events.PostgreSQL: postgres.New(m.Logger.With("driver", "postgresql")),
 		events.MySQL:      mysql.New(m.Logger.With("driver", "mysql")),
 	}
-	usernames, err := command.OpenUsernames(ctx, m.store)
-	if err != nil {
+	var err error
+	if m.usernames, err = command.OpenUsernames(ctx, m.store); err != nil {
 		return err
 	}
 	m.workers, err = workers.New(workers.Config{Store: m.store, Sealer: sealer, Drivers: m.drivers, Targets: m.proj, Logger: m.Logger,
-		AckWait: m.Config.AckWait, Observer: obs, Usernames: usernames})
+		AckWait: m.Config.AckWait, Observer: obs, Usernames: m.usernames})
 	return err
 }
 
