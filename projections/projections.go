@@ -79,7 +79,13 @@ func Open(ctx context.Context, store *jsstore.Store, logger *slog.Logger) (*Proj
 		}
 		*b.kv = kv
 	}
-	if err := store.AllowExpiringRecords(ctx, LeasesBucket); err != nil {
+	// Records written with a time to live of their own (JetStream's per-message TTL, NATS
+	// 2.11 and later; a stream cannot take it back once set), and each record stored
+	// published again for the API's watches (see leaseRecordSubject).
+	if err := store.AmendBucket(ctx, LeasesBucket, func(cfg *jetstream.StreamConfig) {
+		cfg.AllowMsgTTL = true
+		cfg.RePublish = &jetstream.RePublish{Source: leaseKeySubject(">"), Destination: leaseRecordSubject(">")}
+	}); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -331,23 +337,46 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 func listed(s events.Status) bool { return s == events.StatusActive || s == events.StatusRevoking }
 
 func (p *Projections) getLease(ctx context.Context, id string) (events.Lease, error) {
-	r, err := get[events.Lease](ctx, p.leases, id)
+	r, err := p.leaseRecord(ctx, id)
 	if err != nil {
 		return events.Lease{}, err
 	}
 	return r.Value, nil
 }
 
+// leaseRecord reads a lease's record with every write acknowledged so far (see
+// jsstore.CurrentRecord): what a create, a revoke or a renewal answered on is then what
+// the caller's next read shows, on a cluster too.
+func (p *Projections) leaseRecord(ctx context.Context, id string) (record[events.Lease], error) {
+	data, err := p.store.CurrentRecord(ctx, p.leases, id)
+	return decodeRecord[events.Lease](p.leases, id, data, err)
+}
+
 func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (record[T], error) {
-	var r record[T]
 	entry, err := kv.Get(ctx, key)
+	var data []byte
+	if err == nil {
+		data = entry.Value()
+	}
+	return decodeRecord[T](kv, key, data, err)
+}
+
+// reader reads kv's records by direct gets, which any copy of the bucket answers.
+func reader[T any](kv jetstream.KeyValue) func(context.Context, string) (record[T], error) {
+	return func(ctx context.Context, key string) (record[T], error) { return get[T](ctx, kv, key) }
+}
+
+// decodeRecord decodes key's record as read from kv, or turns the read's error into
+// ours.
+func decodeRecord[T any](kv jetstream.KeyValue, key string, data []byte, err error) (record[T], error) {
+	var r record[T]
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return r, events.Errorf(events.ENotFound, "Not found.")
 	}
 	if err != nil {
 		return r, unavailable(err)
 	}
-	if err := events.Unmarshal(entry.Value(), &r); err != nil {
+	if err := events.Unmarshal(data, &r); err != nil {
 		return r, fmt.Errorf("projections: %s/%s: %w", kv.Bucket(), key, err)
 	}
 	return r, nil
@@ -361,7 +390,7 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (record[
 // lease it was just handed, or whose revocation it asks for, does not exist; and an
 // ended lease's record leaves the bucket after EndedLeaseRetention.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
-	return current(ctx, p.leases, id, func() (events.Lease, error) {
+	return current(ctx, p.leaseRecord, id, func() (events.Lease, error) {
 		l, err := p.store.LoadLease(ctx, id)
 		l.Spec = nil // as in the records, which leave it out
 		return l, err
@@ -517,7 +546,7 @@ func (p *Projections) longGone(id string) bool {
 func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexEntry) (map[string]record[events.Lease], error) {
 	subjects := make([]string, len(entries))
 	for i, en := range entries {
-		subjects[i] = leaseRecordSubject(en.LeaseID)
+		subjects[i] = leaseKeySubject(en.LeaseID)
 	}
 	raw, err := p.store.LastOf(ctx, "KV_"+LeasesBucket, subjects)
 	if err != nil {
@@ -526,7 +555,7 @@ func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexE
 	p.recordReads.Add(int64(len(raw)))
 	out := make(map[string]record[events.Lease], len(raw))
 	for _, en := range entries {
-		data, ok := raw[leaseRecordSubject(en.LeaseID)]
+		data, ok := raw[leaseKeySubject(en.LeaseID)]
 		var r record[events.Lease]
 		if ok && len(data) > 0 && events.Unmarshal(data, &r) == nil {
 			out[en.LeaseID] = r
@@ -540,7 +569,7 @@ func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexE
 // A target the bucket does not hold is looked up in the stream first, as a client is (see
 // Client): a lease asked for right after its target was registered must find it.
 func (p *Projections) Target(ctx context.Context, uid string) (events.Target, error) {
-	return current(ctx, p.targets, uid, func() (events.Target, error) {
+	return current(ctx, reader[events.Target](p.targets), uid, func() (events.Target, error) {
 		t, _, err := p.store.LoadTarget(ctx, uid)
 		return t, err
 	}, events.Errorf(events.ENotFound, "No target with record_uid %q.", uid))
@@ -558,16 +587,16 @@ func (p *Projections) Targets(ctx context.Context) ([]events.Target, error) {
 // answered by a replica that has not caught up yet, and a just registered client (the
 // first admin of a new install) would be refused its first token.
 func (p *Projections) Client(ctx context.Context, id string) (events.Client, error) {
-	return current(ctx, p.clients, id, func() (events.Client, error) { return p.store.LoadClient(ctx, id) },
+	return current(ctx, reader[events.Client](p.clients), id, func() (events.Client, error) { return p.store.LoadClient(ctx, id) },
 		events.Errorf(events.ENotFound, "No client with id %q.", id))
 }
 
 // current reads key's record, or, when the bucket does not hold it, what load folds from
 // the stream's leader; notFound when neither has it or the record says it was removed.
 // A key that cannot name a subject is not looked up in the stream.
-func current[T any](ctx context.Context, kv jetstream.KeyValue, key string, load func() (T, error), notFound error) (T, error) {
+func current[T any](ctx context.Context, read func(context.Context, string) (record[T], error), key string, load func() (T, error), notFound error) (T, error) {
 	var zero T
-	r, err := get[T](ctx, kv, key)
+	r, err := read(ctx, key)
 	switch {
 	case err == nil && r.Removed:
 		return zero, notFound
@@ -696,9 +725,17 @@ func (p *Projections) WatchNewLease(id string, extra, serve []string) (*LeaseWat
 // errNoRecordYet stands for the record of a lease just requested, before its first version.
 var errNoRecordYet = events.Errorf(events.ENotFound, "The lease has no record yet.")
 
-// leaseRecordSubject is where the KV bucket publishes each new version of a lease's
-// record.
-func leaseRecordSubject(id string) string { return "$KV." + LeasesBucket + "." + id }
+// leaseRecordSubject is where JetStream publishes each version of a lease's record once
+// it has stored it (the lease bucket's RePublish), for the watches that answer a create,
+// a revoke or a renewal. The bucket's own subject would not do: it carries each write as
+// it is published, before JetStream stores it and even when JetStream refuses it, so a
+// caller answered on it could read the older record right after: a GET right after a
+// create found it pending, one right after a revoke found it revoking
+// (TestLease_ReadRightAfterTheAnswer, TestWatch_AReadAfterUntilSeesTheRecord).
+func leaseRecordSubject(id string) string { return "_syvault.record.lease." + id }
+
+// leaseKeySubject is the subject a lease's record is stored under in the bucket.
+func leaseKeySubject(id string) string { return "$KV." + LeasesBucket + "." + id }
 
 // Stop ends the watch.
 func (lw *LeaseWatch) Stop() { lw.w.Stop() }

@@ -4,27 +4,34 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// AllowExpiringRecords lets records of bucket be written with a time to live of their
-// own (JetStream's per-message TTL, NATS 2.11 and later; the expiry schedules already
-// need 2.12). Once set it stays: a stream cannot take it back.
-func (s *Store) AllowExpiringRecords(ctx context.Context, bucket string) error {
+// AmendBucket brings an existing bucket's stream to what amend makes of its
+// configuration, for what a KV bucket's own settings do not say (Bucket uses a bucket as
+// it finds it). The stream is updated only when amend changes something, so a process
+// start costs one read once a bucket is as wanted.
+func (s *Store) AmendBucket(ctx context.Context, bucket string, amend func(*jetstream.StreamConfig)) error {
 	st, err := s.js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
-		return unavailable(fmt.Errorf("jsstore.AllowExpiringRecords(%s): %w", bucket, err))
+		return unavailable(fmt.Errorf("jsstore.AmendBucket(%s): %w", bucket, err))
 	}
-	cfg := st.CachedInfo().Config
-	if cfg.AllowMsgTTL {
+	have := st.CachedInfo().Config
+	want := have
+	if have.RePublish != nil {
+		rp := *have.RePublish
+		want.RePublish = &rp
+	}
+	amend(&want)
+	if reflect.DeepEqual(have, want) {
 		return nil
 	}
-	cfg.AllowMsgTTL = true
-	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
-		return unavailable(fmt.Errorf("jsstore.AllowExpiringRecords(%s): %w", bucket, err))
+	if _, err := s.js.UpdateStream(ctx, want); err != nil {
+		return unavailable(fmt.Errorf("jsstore.AmendBucket(%s): %w", bucket, err))
 	}
 	return nil
 }

@@ -3,7 +3,9 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,7 +59,70 @@ type msgGetResponse struct {
 // so no other process can have scaled it up since. Asked at each read, since a reconnect
 // may land on another server.
 func (s *Store) singleCopy(st jetstream.Stream) bool {
-	return !s.leaderReads && s.nc.ConnectedClusterName() == "" && st.CachedInfo().Config.Replicas <= 1
+	return s.standalone() && st.CachedInfo().Config.Replicas <= 1
+}
+
+// standalone reports whether this connection's server is standalone, where every stream
+// has one copy.
+func (s *Store) standalone() bool { return !s.leaderReads && s.nc.ConnectedClusterName() == "" }
+
+// CurrentRecord returns key's value in kv with every write acknowledged so far: read
+// from the bucket's leader on a cluster, where a follower answering a direct get may not
+// have the write a caller was just answered on (a lease's GET right after its create);
+// by a direct get on a standalone server, whose one copy answers both. It returns
+// jetstream.ErrKeyNotFound when the key has no value (never written, deleted, purged or
+// expired) and jetstream.ErrInvalidKey for a key that is not one.
+func (s *Store) CurrentRecord(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, error) {
+	if s.standalone() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return e.Value(), nil
+	}
+	if !validKey(key) {
+		return nil, jetstream.ErrInvalidKey
+	}
+	h, held, err := s.lastRecord(ctx, kv, key)
+	switch {
+	case err != nil:
+		return nil, err
+	case !held:
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return h.Value, nil
+}
+
+// lastRecord reads key's last record in kv from the bucket's leader; held is false when
+// it has none.
+func (s *Store) lastRecord(ctx context.Context, kv jetstream.KeyValue, key string) (h Holding, held bool, err error) {
+	bucket := kv.Bucket()
+	msg, err := s.leaderGet(ctx, "KV_"+bucket, msgGetRequest{LastFor: "$KV." + bucket + "." + key})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return Holding{}, false, nil
+	case err != nil:
+		return Holding{}, false, err
+	}
+	// A delete, a purge, or the marker JetStream leaves when a record's TTL ran out.
+	if op := msg.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" || msg.Header.Get("Nats-Marker-Reason") != "" {
+		return Holding{}, false, nil
+	}
+	return Holding{Value: msg.Data, Since: msg.Time, Revision: msg.Sequence}, true, nil
+}
+
+// validKey reports whether key is a KV key, as nats.go checks its own reads' keys: a
+// wildcard in a leader read's last_by_subj would read another key's record.
+func validKey(key string) bool {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+		return false
+	}
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-/_=.", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // leaderGet reads one message of stream through its leader (or the stream's one copy). It returns

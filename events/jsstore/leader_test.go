@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
@@ -94,12 +95,7 @@ func countReads(t *testing.T, ns *server.Server, urls string) (direct, leader in
 // before. Deleted and expired reservations are not held.
 func TestNames_HolderReadsTheLeader(t *testing.T) {
 	ctx := context.Background()
-	_, urls := jstest.MustCluster(t)
-	connect := connector(t, nil, urls)
-	s, err := jsstore.Open(ctx, connect(), jsstore.Config{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, connect := clusterStore(t)
 	names, err := s.OpenNames(ctx, "HOLDERS", "test", time.Hour, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -110,14 +106,7 @@ func TestNames_HolderReadsTheLeader(t *testing.T) {
 	if ok, err := names.Reserve(ctx, "vf_tmp_brief", []byte("lease-2"), time.Second); err != nil || !ok {
 		t.Fatalf("Reserve with a TTL = %v, %v", ok, err)
 	}
-	watch := connect()
-	var nDirect atomic.Int64
-	if _, err := watch.Subscribe("$JS.API.DIRECT.GET.>", func(*nats.Msg) { nDirect.Add(1) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	directGets := countDirectGets(t, connect())
 	if h, held, err := names.Holder(ctx, "vf_tmp_held"); err != nil || !held || string(h.Value) != "lease-1" || h.Revision == 0 || h.Since.IsZero() {
 		t.Fatalf("Holder = %+v, %v, %v; want held by lease-1", h, held, err)
 	}
@@ -138,10 +127,7 @@ func TestNames_HolderReadsTheLeader(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // polling for JetStream's expiry of the key
 	}
-	if err := watch.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if n := nDirect.Load(); n != 0 {
+	if n := directGets(); n != 0 {
 		t.Fatalf("%d direct gets; want every reservation read from the leader", n)
 	}
 }
@@ -161,4 +147,71 @@ func connector(t *testing.T, ns *server.Server, urls string) func() *nats.Conn {
 		t.Cleanup(nc.Close)
 		return nc
 	}
+}
+
+// TestCurrentRecord_ReadsTheLeaderOnACluster: a read that must see every acknowledged
+// write goes to the bucket's leader, never through a direct get; a deleted key has no
+// record, and a key with a wildcard is refused rather than matching another key's.
+func TestCurrentRecord_ReadsTheLeaderOnACluster(t *testing.T) {
+	ctx := context.Background()
+	s, connect := clusterStore(t)
+	kv, err := s.Bucket(ctx, jetstream.KeyValueConfig{Bucket: "CURRENT", Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"lease.one": "v1", "gone": "v2"} {
+		if _, err := kv.Put(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	directGets := countDirectGets(t, connect())
+	if v, err := s.CurrentRecord(ctx, kv, "lease.one"); err != nil || string(v) != "v1" {
+		t.Fatalf("CurrentRecord = %q, %v; want v1", v, err)
+	}
+	for _, k := range []string{"gone", "never"} {
+		if _, err := s.CurrentRecord(ctx, kv, k); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("CurrentRecord(%q) = %v; want %v", k, err, jetstream.ErrKeyNotFound)
+		}
+	}
+	for _, k := range []string{"*", "lease.*", "lease.>", ">", ".lease", ""} {
+		if _, err := s.CurrentRecord(ctx, kv, k); !errors.Is(err, jetstream.ErrInvalidKey) {
+			t.Fatalf("CurrentRecord(%q) = %v; want %v", k, err, jetstream.ErrInvalidKey)
+		}
+	}
+	if n := directGets(); n != 0 {
+		t.Fatalf("%d direct gets; want every read from the leader", n)
+	}
+}
+
+// countDirectGets counts the direct gets any connection sends from now on; the function
+// returned gives their number so far.
+func countDirectGets(t *testing.T, watch *nats.Conn) func() int64 {
+	var n atomic.Int64
+	if _, err := watch.Subscribe("$JS.API.DIRECT.GET.>", func(*nats.Msg) { n.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() int64 {
+		if err := watch.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		return n.Load()
+	}
+}
+
+// clusterStore opens a store of R3 streams on a fresh three-node cluster; connect opens
+// more connections to it.
+func clusterStore(t *testing.T) (s *jsstore.Store, connect func() *nats.Conn) {
+	_, urls := jstest.MustCluster(t)
+	connect = connector(t, nil, urls)
+	s, err := jsstore.Open(context.Background(), connect(), jsstore.Config{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, connect
 }

@@ -120,19 +120,10 @@ func (n *Names) Reserve(ctx context.Context, name string, value []byte, ttl time
 // (which NATS lets answer direct gets, as the KV client's Get uses, once 90 % caught up)
 // may not have a reservation made moments before the user was created.
 func (n *Names) Holder(ctx context.Context, name string) (h Holding, held bool, err error) {
-	bucket := n.kv.Bucket()
-	msg, err := n.s.leaderGet(ctx, "KV_"+bucket, msgGetRequest{LastFor: "$KV." + bucket + "." + name})
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return Holding{}, false, nil
-	case err != nil:
+	if h, held, err = n.s.lastRecord(ctx, n.kv, name); err != nil {
 		return Holding{}, false, events.StoreUnavailable(fmt.Errorf("jsstore.Holder: %w", err))
 	}
-	// A delete, a purge, or the marker JetStream leaves when a reservation's TTL ran out.
-	if op := msg.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" || msg.Header.Get("Nats-Marker-Reason") != "" {
-		return Holding{}, false, nil
-	}
-	return Holding{Value: msg.Data, Since: msg.Time, Revision: msg.Sequence}, true, nil
+	return h, held, nil
 }
 
 // Holding is one reservation.
