@@ -226,7 +226,8 @@ func (s *Store) append(ctx context.Context, subject string, e events.Event, opts
 	if e.ID == "" {
 		return 0, fmt.Errorf("jsstore.Append(%s): event has no dedupe id", e.Type)
 	}
-	ack, err := s.js.Publish(ctx, subject, e.Encode(), opts...)
+	data := e.Encode()
+	ack, err := publishExpecting(ctx, func() (*jetstream.PubAck, error) { return s.js.Publish(ctx, subject, data, opts...) })
 	if err == nil {
 		return ack.Sequence, nil
 	}

@@ -95,25 +95,15 @@ func MustCluster(tb testing.TB) ([]*server.Server, string) {
 		servers = append(servers, ns)
 		urls = append(urls, ns.ClientURL())
 	}
-	// JetStream is usable once a meta leader is elected.
-	nc, err := nats.Connect(strings.Join(urls, ","))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	// JetStream is usable once a meta leader is elected and has the two other servers as
+	// current peers: until then an R3 stream is refused ("no suitable peers for
+	// placement"), which a loaded machine showed in a test's first bucket.
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
+		if metaReady(servers) {
 			return servers, strings.Join(urls, ",")
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("JetStream cluster not ready: %v", err)
+			tb.Fatal("JetStream cluster not ready: no meta leader with two current peers in 30 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -182,4 +172,22 @@ func (s *Server) MustStream(tb testing.TB, name string) jetstream.Stream {
 		tb.Fatal(err)
 	}
 	return st
+}
+
+// metaReady reports whether one of servers leads the JetStream meta group with every
+// other one a current peer.
+func metaReady(servers []*server.Server) bool {
+	for _, ns := range servers {
+		info, err := ns.Jsz(nil)
+		if err != nil || info.Meta == nil || info.Meta.Leader != ns.Name() || len(info.Meta.Replicas) != len(servers)-1 {
+			continue
+		}
+		for _, p := range info.Meta.Replicas {
+			if !p.Current || p.Offline {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
