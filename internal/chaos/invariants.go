@@ -15,6 +15,7 @@ const (
 	InvExpiry    = "c. no user outlives its expires_at by more than 10 s after the faults stop"
 	InvOrphans   = "d. no orphan user, no user re-created after its lease ended, every lease settled"
 	InvClean     = "e. clean 5xx answers, no panic, projections equal to the stream and to a rebuild"
+	InvReadBack  = "f. a GET right after a 201 create or a 204 revoke, through another API process, shows what it answered"
 	expiryLeeway = 10 * time.Second
 )
 

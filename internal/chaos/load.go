@@ -44,6 +44,8 @@ type Ledger struct {
 	// Unclean lists the 5xx answers whose body was not a JSON error with a code and a
 	// message.
 	Unclean []string
+	// Stale lists the reads right after an answer that did not show it.
+	Stale []string
 }
 
 // NewLedger returns an empty ledger.
@@ -160,7 +162,8 @@ func (h *Harness) op(ctx context.Context, ledger *Ledger, r *rand.Rand) {
 	// A request in flight when the load ends still gets its answer recorded.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
-	c := h.clients[r.IntN(len(h.clients))]
+	ci := r.IntN(len(h.clients))
+	c, other := h.clients[ci], h.clients[(ci+1)%len(h.clients)]
 	x := r.IntN(100)
 	var le *Lease
 	if x >= 50 {
@@ -184,6 +187,7 @@ func (h *Harness) op(ctx context.Context, ledger *Ledger, r *rand.Rand) {
 			ledger.leases[got.LeaseID] = &Lease{ID: got.LeaseID, Username: got.Username, Engine: engine, password: got.Password, ExpiresAt: got.ExpiresAt}
 			ledger.order = append(ledger.order, got.LeaseID)
 			ledger.mu.Unlock()
+			ledger.readBack(rctx, other, got.LeaseID, OpCreate, func(s string) bool { return s != "pending" && s != "failed" })
 		}
 		ledger.answer(OpCreate, code, clean, err)
 	case x < 75:
@@ -213,8 +217,29 @@ func (h *Harness) op(ctx context.Context, ledger *Ledger, r *rand.Rand) {
 			}
 			ledger.mu.Unlock()
 		}
+		if code == 204 {
+			ledger.readBack(rctx, other, le.ID, OpRevoke, func(s string) bool { return s == "revoked" || s == "expired" })
+		}
 		ledger.answer(OpRevoke, code, clean, err)
 	}
+}
+
+// readBack reads lease id through c right after op was answered and records a read
+// whose status is not one the answer allows (or that does not find the lease). A read
+// that fails is not one: the faults make some.
+func (l *Ledger) readBack(ctx context.Context, c *client.Client, id, op string, allowed func(status string) bool) {
+	got, err := c.GetLease(ctx, id)
+	var ce *client.Error
+	switch {
+	case err == nil && !allowed(got.Status):
+		err = fmt.Errorf("status %s", got.Status)
+	case errors.As(err, &ce) && ce.Status == 404:
+	default:
+		return
+	}
+	l.mu.Lock()
+	l.Stale = append(l.Stale, fmt.Sprintf("lease %s: the GET right after its %s answered found %v", id, op, err))
+	l.mu.Unlock()
 }
 
 func (l *Ledger) answer(op string, code int, clean bool, err error) {

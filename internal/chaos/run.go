@@ -143,6 +143,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		rep.Violations = append(rep.Violations, v)
 	}
+	for _, s := range ledger.Stale {
+		rep.Violations = append(rep.Violations, Violation{InvReadBack, s})
+	}
 	for _, u := range ledger.Unclean {
 		rep.Violations = append(rep.Violations, Violation{InvClean, "5xx answer that is not a clean JSON error: " + u})
 	}
