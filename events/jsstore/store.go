@@ -234,8 +234,13 @@ func (s *Store) append(ctx context.Context, subject string, e events.Event, opts
 	if wrongLastSequence(err) {
 		// A retry of an append that did land comes back as a conflict on one node: it is
 		// a success if the subject's last message is this very event.
+		// A read that fails says nothing either way: not a conflict, which its callers
+		// act on (a worker undoes the user it made), but an answer to try again.
 		last, gerr := s.leaderGet(ctx, events.EventsStream, msgGetRequest{LastFor: subject})
-		if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID {
+		switch {
+		case gerr != nil && !errors.Is(gerr, jetstream.ErrMsgNotFound):
+			return 0, unavailable(fmt.Errorf("jsstore.Append(%s %s): refused, and its subject could not be read: %w", e.Type, subject, gerr))
+		case gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == e.ID:
 			return last.Sequence, nil
 		}
 		return 0, ErrConflict
