@@ -49,6 +49,11 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// ErrExpiredBeforeActivated is why a lease whose expiry passed while its user was being
+// created was never activated (a short TTL and a slow or paused database): its
+// credentials would have reached their requester dead.
+var ErrExpiredBeforeActivated = Errorf(ETimeout, "The lease's expiry passed before its user was created; it was not activated.")
+
 // Wrap returns an *Error with the given code and message whose cause is err.
 func Wrap(err error, code Code, message string) *Error {
 	return &Error{Code: code, Message: message, Err: err}

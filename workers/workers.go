@@ -204,7 +204,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	}
 	if expired(l) {
 		log.Warn("lease request seen after its expiry; not creating it")
-		return w.failAndDrop(ctx, l, errExpiredBeforeCreated)
+		return w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
 	}
 	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
 	if err != nil {
@@ -247,7 +247,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		// A short TTL and a slow create (a paused database, a failover): the credentials
 		// would reach their requester dead (PostgreSQL refuses them past VALID UNTIL).
 		log.Warn("lease expired while its user was created; dropping the user instead of activating it")
-		return w.failAndDrop(ctx, l, errExpiredBeforeCreated)
+		return w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
 	}
 	if err := <-armed; err != nil {
 		return err // redelivery creates idempotently and tries again
@@ -270,8 +270,6 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 
 // expired reports whether the lease's expiry has passed: it must not be activated then.
 func expired(l events.Lease) bool { return !time.Now().Before(l.ExpiresAt) }
-
-var errExpiredBeforeCreated = events.Errorf(events.ETimeout, "The lease's expiry passed before its user was created; it was not activated.")
 
 // followGrants re-grants a user just activated whose target's grants changed while it was
 // being created (engines whose users hold their own grants only): an update that listed

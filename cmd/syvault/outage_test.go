@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +116,44 @@ func TestOutage_TargetRestarted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOutage_ExpiredWhileCreating: a create whose lease's expiry passes while its
+// database hangs answers that the expiry came first (504 timeout), not that the lease
+// was revoked (it answered 409 "revoked before it was created", which a chaos run's
+// short-TTL creates met); the lease ends expired and leaves no user once the database
+// is back.
+func TestOutage_ExpiredWhileCreating(t *testing.T) {
+	eng := mysqlEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", func(c *Config) { c.RequestTimeout = 20 * time.Second })
+	admin := srv.admin(t)
+	target, px := proxiedTarget(t, admin, eng)
+	t.Cleanup(px.Thaw)
+	warm := mustLease(t, admin, target.RecordUID, 60) // the admin pool holds connections now
+	px.Freeze()
+	start := time.Now()
+	_, err := admin.CreateLease(ctx, target.RecordUID, 2)
+	mustCode(t, err, 504, "timeout")
+	if ce := err.(*client.Error); !strings.Contains(ce.Message, "expiry passed") {
+		t.Errorf("message %q does not say the expiry came first", ce.Message)
+	}
+	px.Thaw()
+	var expired *client.LeaseInfo
+	eventually(t, 30*time.Second, "the lease ends expired", func() (bool, error) {
+		page, err := admin.Audit(ctx, client.AuditOptions{RecordUID: target.RecordUID, Since: start.Add(-time.Second), Limit: 100})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range page.Data {
+			if e.Type == "lease.requested" && e.LeaseID != warm.LeaseID {
+				if expired, err = admin.GetLease(ctx, e.LeaseID); err != nil {
+					return false, err
+				}
+				return expired.Status == "expired", nil
+			}
+		}
+		return false, nil
+	})
+	mustBeGone(t, eng, expired.Username, 30*time.Second)
 }

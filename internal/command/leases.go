@@ -75,7 +75,10 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	case events.StatusActive:
 	case events.StatusFailed:
 		return events.Credentials{}, failure(l)
-	default:
+	default: // revoking or ended: its expiry or a revocation came first
+		if l.Ending == events.StatusExpired || l.Status == events.StatusExpired {
+			return events.Credentials{}, events.ErrExpiredBeforeActivated
+		}
 		return events.Credentials{}, events.Errorf(events.EConflict, "The lease was revoked before it was created.")
 	}
 	return events.Credentials{Lease: l, Password: password, Target: target}, nil
