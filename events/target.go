@@ -14,11 +14,15 @@ import (
 // credentials); every other PostgreSQL privilege is a table privilege. What a lease user
 // creates belongs to the target's group role, never to the admin.
 //
+// PostgreSQL leaves out TRIGGER: a trigger a lease user attaches to a table it does not
+// own runs its function as whoever writes to that table (its owner, a DBA, the admin),
+// and it stays on the table after the lease ends, since a trigger belongs to its table.
+//
 // MySQL leaves out what makes DEFINER objects (CREATE VIEW, TRIGGER, CREATE ROUTINE,
 // EVENT): such an object names the lease user as its definer, so it breaks once the user
 // is dropped (MariaDB) or makes DROP USER fail (MySQL 8), a revocation that never ends.
 var (
-	PostgreSQLPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "CREATE"}
+	PostgreSQLPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "CREATE"}
 	MySQLPrivileges      = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "INDEX", "ALTER",
 		"SHOW VIEW", "EXECUTE", "LOCK TABLES", "CREATE TEMPORARY TABLES", "REFERENCES"}
 	// definerPrivileges are refused on MySQL with a message saying why.
@@ -172,6 +176,11 @@ func NormalizeTarget(t *Target) error {
 				return bad("grants[%d].privileges: %s is not granted on MySQL: what it creates names the lease user as DEFINER, "+
 					"so it would break when the lease ends (MariaDB) or block the user's drop (MySQL 8). "+
 					"Create views, triggers, routines and events as the admin or a migration account you manage.", i, p)
+			}
+			if t.Engine == PostgreSQL && p == "TRIGGER" {
+				return bad("grants[%d].privileges: TRIGGER is not granted on PostgreSQL: a trigger a lease user attaches to a table "+
+					"runs its code as whoever writes to that table, and outlives the lease. "+
+					"Create triggers as the table's owner or a migration account you manage.", i)
 			}
 			if !slices.Contains(allowed, p) {
 				return bad("grants[%d].privileges: %q is not allowed for %s (allowed: %s).", i, g.Privileges[j], t.Engine, strings.Join(allowed, ", "))

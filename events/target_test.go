@@ -110,6 +110,20 @@ func TestNormalizeTarget_SystemDatabases(t *testing.T) {
 	})
 }
 
+// TestNormalizeTarget_NoTriggerOnPostgreSQL: a trigger a lease attaches to a table runs
+// as whoever writes to the table and outlives the lease, so PostgreSQL targets may not
+// grant TRIGGER; the refusal says why.
+func TestNormalizeTarget_NoTriggerOnPostgreSQL(t *testing.T) {
+	for _, p := range []string{"TRIGGER", "trigger", " Trigger "} {
+		tg := validTarget()
+		tg.Grants[0].Privileges = []string{"SELECT", p}
+		err := events.NormalizeTarget(&tg)
+		if events.ErrorCode(err) != events.EInvalid || !strings.Contains(events.ErrorMessage(err), "runs its code as whoever writes to that table") {
+			t.Errorf("%q: err = %v, want invalid_request saying why", p, err)
+		}
+	}
+}
+
 func TestNormalizeTarget_DefinerPrivilegesOnMySQL(t *testing.T) {
 	for _, p := range []string{"CREATE VIEW", "TRIGGER", "create routine", "EVENT", "ALTER ROUTINE"} {
 		tg := validTarget()

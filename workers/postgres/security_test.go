@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/workers/driver"
@@ -239,6 +240,60 @@ func TestDriver_PlantedFunctionsNeverRunAsAdmin(t *testing.T) {
 	}
 	if len(who) > 0 {
 		t.Fatalf("planted functions ran inside the driver's statements: %v", who)
+	}
+}
+
+// TestDriver_NoTriggerOnOthersTables: a trigger a lease user attaches to a table it does
+// not own runs its function as whoever writes to the table (the table's owner, a DBA,
+// the admin), and stays on the table after the lease ends. Before, a target granting
+// TRIGGER (or ALL, which PostgreSQL counts TRIGGER in) let a lease plant one on the
+// admin's table, and the admin's next INSERT ran the lease's code as the admin. TRIGGER
+// is now refused, and ALL is spelled out without it.
+func TestDriver_NoTriggerOnOthersTables(t *testing.T) {
+	c := mustCluster(t)
+	s := c.pg14Scratch(t)
+	ctx := t.Context()
+	d := postgres.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	admin := c.admin()
+
+	uid := drivertest.NewRecordUID()
+	withTrigger := []events.Grant{{Database: s.Database, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"SELECT", "INSERT", "TRIGGER"}}}
+	err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: withTrigger})
+	if events.ErrorCode(err) != events.ETargetUnverified || !strings.Contains(events.ErrorMessage(err), "TRIGGER") {
+		t.Fatalf("Prepare with TRIGGER: err = %v, want target_unverified naming TRIGGER", err)
+	}
+	if c.roleExists(t, "syvault_"+uid) {
+		t.Error("a refused target left its group role behind")
+	}
+
+	uid = drivertest.NewRecordUID()
+	all := []events.Grant{{Database: s.Database, Schema: "public", Tables: []string{"granted"}, Privileges: []string{"ALL"}}}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: all}); err != nil {
+		t.Fatal(err)
+	}
+	attacker := newLease(t, d, admin, uid, all)
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database,
+		"CREATE TABLE public.ran (who text); GRANT INSERT, SELECT ON public.ran TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, attacker.user, attacker.password, s.Database, `INSERT INTO public.granted VALUES (1);
+		CREATE FUNCTION public.planted() RETURNS trigger LANGUAGE plpgsql AS $f$
+			BEGIN INSERT INTO public.ran VALUES (current_user); RETURN NEW; END $f$`); err != nil {
+		t.Fatalf("the lease lost what ALL grants, or may not create in public: %v", err)
+	}
+	err = c.execIn(ctx, attacker.user, attacker.password, s.Database,
+		"CREATE TRIGGER planted BEFORE INSERT ON public.granted FOR EACH ROW EXECUTE FUNCTION public.planted()")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("CREATE TRIGGER on the admin's table: err = %v, want insufficient_privilege (42501)", err)
+	}
+	drop(t, d, admin, uid, attacker, all)
+	if err := c.execIn(ctx, adminRole, c.adminPW, s.Database, "INSERT INTO public.granted VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	if ran := c.owner(t, s.Database, "SELECT coalesce(string_agg(who, ', '), '') FROM public.ran"); ran != "" {
+		t.Fatalf("a lease's trigger ran in the admin's INSERT as %s", ran)
 	}
 }
 

@@ -40,13 +40,16 @@ func validUntil(t time.Time) string {
 
 // tablePrivileges are the table privileges a grant may name; they are spliced into GRANT
 // as keywords, so nothing else may pass. CREATE is the one schema privilege, handled apart.
+// TRIGGER is never granted (see events.PostgreSQLPrivileges): a lease user's trigger on a
+// table it does not own runs as whoever writes to the table, after the lease too.
 var tablePrivileges = map[string]bool{
 	"SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true,
-	"TRUNCATE": true, "REFERENCES": true, "TRIGGER": true,
+	"TRUNCATE": true, "REFERENCES": true,
 }
 
-// allPrivileges is what ALL [PRIVILEGES] means on a table, for checking it was granted.
-var allPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+// allPrivileges is what ALL [PRIVILEGES] grants on a table: spelled out, so that neither
+// TRIGGER nor a privilege a later PostgreSQL adds to ALL comes with it.
+var allPrivileges = []string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES"}
 
 // grantSpec is a validated grant.
 type grantSpec struct {
@@ -84,17 +87,19 @@ func parseGrant(g events.Grant, defaultDB string) (grantSpec, error) {
 		case p == "CREATE":
 			s.create = true
 		case p == "ALL" || p == "ALL PRIVILEGES":
-			s.privileges = append(s.privileges, "ALL PRIVILEGES")
 			for _, a := range allPrivileges {
 				if !seen[a] {
 					seen[a] = true
+					s.privileges = append(s.privileges, a)
 					s.check = append(s.check, a)
 				}
 			}
+		case p == "TRIGGER":
+			return grantSpec{}, errors.New("TRIGGER is never granted: a lease user's trigger runs as whoever writes to the table, and outlives the lease")
 		case tablePrivileges[p]:
-			s.privileges = append(s.privileges, p)
 			if !seen[p] {
 				seen[p] = true
+				s.privileges = append(s.privileges, p)
 				s.check = append(s.check, p)
 			}
 		default:
