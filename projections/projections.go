@@ -344,6 +344,26 @@ func (p *Projections) getLease(ctx context.Context, id string) (events.Lease, er
 	return r.Value, nil
 }
 
+// readLease is a wait's read of a lease's record, given at most a second: on a cluster
+// it is a request to the bucket's leader, and a request sent while the bucket elects a
+// new one (its leader's server lost) is never answered.
+func (p *Projections) readLease(ctx context.Context, id string) (events.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return p.getLease(ctx, id)
+}
+
+// noAnswer reports whether err is a read of a wait that the store did not answer, in time
+// or at all, while the wait itself goes on. That is no answer about the lease: a bucket
+// whose leader was lost answers nothing, then "unavailable", for the seconds of its
+// election, while the create, revocation or renewal waited for goes on, and its record,
+// once written, reaches the wait through the watch or the next read. Ending the wait
+// there failed a create the worker was finishing.
+func noAnswer(ctx context.Context, err error) bool {
+	code := events.ErrorCode(err)
+	return err != nil && ctx.Err() == nil && (code == events.EUnavailable || code == events.ETimeout)
+}
+
 // leaseRecord reads a lease's record with every write acknowledged so far (see
 // jsstore.CurrentRecord): what a create, a revoke or a renewal answered on is then what
 // the caller's next read shows, on a cluster too.
@@ -402,17 +422,18 @@ func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error
 const MaxWait = 10 * time.Second
 
 // WaitLease waits until the projection has applied the lease's event at seq, so a
-// caller reads its own write. It returns ETimeout when ctx ends first, or after MaxWait.
+// caller reads its own write; reads the store does not answer are tried again (see
+// noAnswer). It returns ETimeout when ctx ends first, or after MaxWait.
 func (p *Projections) WaitLease(ctx context.Context, id string, seq uint64) (events.Lease, error) {
 	ctx, cancel := context.WithTimeout(ctx, MaxWait)
 	defer cancel()
 	delay := time.Millisecond
 	for {
-		l, err := p.getLease(ctx, id)
+		l, err := p.readLease(ctx, id)
 		if err == nil && l.Seq >= seq {
 			return l, nil
 		}
-		if err != nil && events.ErrorCode(err) != events.ENotFound {
+		if err != nil && events.ErrorCode(err) != events.ENotFound && !noAnswer(ctx, err) {
 			return l, err
 		}
 		select {
@@ -742,7 +763,8 @@ func (lw *LeaseWatch) Stop() { lw.w.Stop() }
 
 // Until returns the lease once done holds for its projected record. A message on an
 // extra subject goes to other, whose error ends the wait. The record is also read every
-// second, since a notification can be lost. It returns ETimeout when ctx ends first.
+// second, since a notification can be lost; a read the store does not answer does not
+// end the wait (see noAnswer). It returns ETimeout when ctx ends first.
 func (lw *LeaseWatch) Until(ctx context.Context, done func(events.Lease) bool, other func(subject string, data []byte) error) (events.Lease, error) {
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -750,8 +772,14 @@ func (lw *LeaseWatch) Until(ctx context.Context, done func(events.Lease) bool, o
 		l   events.Lease
 		err error = errNoRecordYet
 	)
+	read := func() {
+		got, rerr := lw.p.readLease(ctx, lw.id)
+		if !noAnswer(ctx, rerr) {
+			l, err = got, rerr
+		}
+	}
 	if !lw.unwritten {
-		l, err = lw.p.getLease(ctx, lw.id)
+		read()
 	}
 	for {
 		switch {
@@ -776,7 +804,7 @@ func (lw *LeaseWatch) Until(ctx context.Context, done func(events.Lease) bool, o
 			}
 			l, err = r.Value, nil
 		case <-poll.C:
-			l, err = lw.p.getLease(ctx, lw.id)
+			read()
 		}
 	}
 }

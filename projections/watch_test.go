@@ -42,6 +42,98 @@ func TestWatch_AReadAfterUntilSeesTheRecord(t *testing.T) {
 	})
 }
 
+// TestWatch_UntilOutlivesTheBucketsElection: a create waits for its lease's record while
+// the lease bucket has no leader (two of its three servers lost, as for the seconds of
+// an election after a crash). The leader reads Until makes every second then go
+// unanswered (on a cluster up for more than ten seconds, they are answered
+// "unavailable"); Until took that for the outcome, and the create failed, or waited out
+// its deadline, though the worker finished it. It waits on now, and returns the record
+// the projector writes once the bucket has a leader again.
+func TestWatch_UntilOutlivesTheBucketsElection(t *testing.T) {
+	servers, opts := jstest.MustClusterOpts(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(servers[0].ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	store, err := jsstore.Open(ctx, nc, jsstore.Config{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.Must(uuid.NewV7()).String()
+	w, err := p.WatchNewLease(id, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	evs := []events.Event{requested(id, "R1"), {Type: events.LeaseActivated, LeaseID: id}}
+	seqs := appendAll(t, store, evs...)
+	if err := p.Apply(ctx, evs[0], seqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		l   events.Lease
+		err error
+	}
+	waited := make(chan outcome, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+		defer cancel()
+		l, err := w.Until(wctx, func(l events.Lease) bool { return l.Status == events.StatusActive }, nil)
+		waited <- outcome{l, err}
+	}()
+
+	servers[1].Shutdown()
+	servers[2].Shutdown()
+	// The outage lasts until the bucket has failed reads for longer than Until's
+	// one-second period between reads.
+	var failingSince time.Time
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := p.Lease(rctx, id)
+		cancel()
+		switch {
+		case err == nil || events.ErrorCode(err) == events.ENotFound:
+			failingSince = time.Time{}
+		case failingSince.IsZero():
+			failingSince = time.Now()
+		}
+		if !failingSince.IsZero() && time.Since(failingSince) > 2500*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the bucket kept answering with two of its three servers down")
+		}
+		select {
+		case got := <-waited:
+			t.Fatalf("Until ended while the bucket had no leader: %s, %v", got.l.Status, got.err)
+		default:
+		}
+	}
+	jstest.Start(t, opts[1])
+	jstest.Start(t, opts[2])
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := p.Apply(actx, evs[1], seqs[1])
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the projector could not write the activation once the servers were back: %v", err)
+		}
+	}
+	got := <-waited
+	if got.err != nil || got.l.Status != events.StatusActive {
+		t.Fatalf("Until through the bucket's election: %s, %v; want the active lease", got.l.Status, got.err)
+	}
+}
+
 // readsAfterWatch checks 300 creates' reads; connect(i) connects to the i-th server.
 func readsAfterWatch(t *testing.T, replicas int, connect func(i int) *nats.Conn) {
 	ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore/jstest"
@@ -92,5 +93,22 @@ func TestCredentialPool(t *testing.T) {
 		if c.verifier != "" && strings.Contains(c.verifier, c.password) {
 			t.Fatal("a verifier holds its password")
 		}
+	}
+}
+
+// TestFailure_SaysWhenTheExpiryCameFirst: a create whose worker saw the lease's expiry
+// pass while its user was made (the lease failed, code timeout) answered "The database
+// did not finish creating the user in time", as for a create out of time; it says the
+// expiry came first, as when the expiry is recorded first.
+func TestFailure_SaysWhenTheExpiryCameFirst(t *testing.T) {
+	expires := time.Now()
+	after, before := expires.Add(time.Millisecond), expires.Add(-time.Second)
+	l := events.Lease{Status: events.StatusFailed, FailCode: string(events.ETimeout), ExpiresAt: expires, EndedAt: &after}
+	if err := failure(l); events.ErrorCode(err) != events.ETimeout || !strings.Contains(events.ErrorMessage(err), "expiry passed") {
+		t.Errorf("failed after its expiry: %v", err)
+	}
+	l.EndedAt = &before
+	if err := failure(l); events.ErrorCode(err) != events.ETimeout || !strings.Contains(events.ErrorMessage(err), "did not finish creating") {
+		t.Errorf("failed before its expiry: %v", err)
 	}
 }

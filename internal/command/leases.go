@@ -111,11 +111,18 @@ func (s *Service) giveUp(id string) (events.Lease, error) {
 	return l, events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
 }
 
+// failure is the answer to a create whose lease failed. A lease that failed at or after
+// its expiry failed for it (the worker saw the expiry pass while the user was made, or
+// the requester's deadline outlasted a short TTL): the answer says so, as when the
+// expiry is recorded first.
 func failure(l events.Lease) error {
 	switch events.Code(l.FailCode) {
 	case events.ETargetUnavailable:
 		return events.Errorf(events.ETargetUnavailable, "The target database could not be reached or refused the admin login; no lease was created.")
 	case events.ETimeout:
+		if l.EndedAt != nil && !l.EndedAt.Before(l.ExpiresAt) {
+			return events.ErrExpiredBeforeActivated
+		}
 		return events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
 	}
 	return events.Errorf(events.ETargetUnavailable, "The target database refused to create the user; no lease was created.")

@@ -73,8 +73,23 @@ func start(tb testing.TB, opts *server.Options) (*server.Server, error) {
 // choosing.
 func MustCluster(tb testing.TB) ([]*server.Server, string) {
 	tb.Helper()
+	servers, _ := MustClusterOpts(tb)
+	urls := make([]string, len(servers))
+	for i, ns := range servers {
+		urls[i] = ns.ClientURL()
+	}
+	return servers, strings.Join(urls, ",")
+}
+
+// MustClusterOpts is MustCluster, returning each server's options too, for a test that
+// stops servers and starts them again: Start with the same options brings a server back
+// with its name and its store. Restart the second and third (the first is the seed the
+// others find each other through).
+func MustClusterOpts(tb testing.TB) ([]*server.Server, []*server.Options) {
+	tb.Helper()
 	var seed *server.Server
 	var routes []*url.URL
+	var opts []*server.Options
 	for attempt := 1; seed == nil; attempt++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -83,24 +98,23 @@ func MustCluster(tb testing.TB) ([]*server.Server, string) {
 		port := l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
 		routes = []*url.URL{{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", port)}}
-		seed, err = start(tb, clusterNode(tb, 0, port, routes))
+		opts = []*server.Options{clusterNode(tb, 0, port, routes)}
+		seed, err = start(tb, opts[0])
 		if err != nil && attempt == 3 {
 			tb.Fatalf("seed of the cluster: %v", err)
 		}
 	}
 	servers := []*server.Server{seed}
-	urls := []string{seed.ClientURL()}
 	for i := 1; i < 3; i++ {
-		ns := Start(tb, clusterNode(tb, i, -1, routes))
-		servers = append(servers, ns)
-		urls = append(urls, ns.ClientURL())
+		opts = append(opts, clusterNode(tb, i, -1, routes))
+		servers = append(servers, Start(tb, opts[i]))
 	}
 	// JetStream is usable once a meta leader is elected and has the two other servers as
 	// current peers: until then an R3 stream is refused ("no suitable peers for
 	// placement"), which a loaded machine showed in a test's first bucket.
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if metaReady(servers) {
-			return servers, strings.Join(urls, ",")
+			return servers, opts
 		}
 		if time.Now().After(deadline) {
 			tb.Fatal("JetStream cluster not ready: no meta leader with two current peers in 30 s")
