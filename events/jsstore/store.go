@@ -425,18 +425,24 @@ func (s *Store) ScheduleExpiry(ctx context.Context, leaseID string, at time.Time
 		jetstream.WithMsgID(leaseID+".expires."+strconv.FormatInt(second, 10))); err != nil {
 		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
 	}
+	publish := func() error {
+		due := time.Unix(second, 0).UTC()
+		msg := nats.NewMsg(events.ScheduleSubject(second))
+		msg.Data = events.ExpiryDue(due).Encode()
+		msg.Header.Set(jetstream.ScheduleHeader, "@at "+due.Format(time.RFC3339Nano))
+		msg.Header.Set(jetstream.ScheduleTargetHeader, events.DueSubject(second))
+		_, err := s.js.PublishMsg(ctx, msg)
+		return err
+	}
 	// Near or past seconds always get their schedule published again: one that already
 	// fired would not come back for a lease listed after it.
-	if second > time.Now().Unix()+2 && s.scheduled.seen(second) {
-		return nil
+	var err error
+	if second > time.Now().Unix()+2 {
+		err = s.scheduled.arm(ctx, second, publish)
+	} else {
+		err = publish()
 	}
-	due := time.Unix(second, 0).UTC()
-	msg := nats.NewMsg(events.ScheduleSubject(second))
-	msg.Data = events.ExpiryDue(due).Encode()
-	msg.Header.Set(jetstream.ScheduleHeader, "@at "+due.Format(time.RFC3339Nano))
-	msg.Header.Set(jetstream.ScheduleTargetHeader, events.DueSubject(second))
-	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
-		s.scheduled.forget(second)
+	if err != nil {
 		return unavailable(fmt.Errorf("jsstore.ScheduleExpiry(%s): %w", leaseID, err))
 	}
 	return nil
@@ -505,29 +511,67 @@ func (s *Store) StillListed(ctx context.Context, second int64) (bool, error) {
 // lately, so a burst of leases expiring at the same second publishes its schedule once.
 type seconds struct {
 	mu sync.Mutex
-	m  map[int64]struct{}
+	m  map[int64]*arming
 }
 
-func (c *seconds) seen(second int64) bool {
+// arming is one publish of a second's schedule: done is closed once err is set.
+type arming struct {
+	done chan struct{}
+	err  error
+}
+
+// arm returns once second's schedule is stored, publishing it unless this process did
+// lately. One caller publishes; the others of the same second wait for its outcome, and
+// publish themselves when it failed. A second counts as armed only once its publish was
+// acknowledged: a caller that returned on a publish still in flight, which then failed
+// (its handler's context ended, the stream's leader was lost), had its lease activated
+// with no schedule for its second, and the lease never expired.
+func (c *seconds) arm(ctx context.Context, second int64, publish func() error) error {
+	for {
+		a, first := c.begin(second)
+		if first {
+			err := publish()
+			c.finish(second, a, err)
+			return err
+		}
+		select {
+		case <-a.done:
+			if a.err == nil {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// begin returns second's arming, new (first) when none is armed or under way.
+func (c *seconds) begin(second int64) (a *arming, first bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[int64]struct{}{}
+	if a, ok := c.m[second]; ok {
+		return a, false
 	}
-	if _, ok := c.m[second]; ok {
-		return true
+	if c.m == nil {
+		c.m = map[int64]*arming{}
 	}
 	if len(c.m) >= 1<<16 { // a day of seconds and then some: start over
 		clear(c.m)
 	}
-	c.m[second] = struct{}{}
-	return false
+	a = &arming{done: make(chan struct{})}
+	c.m[second] = a
+	return a, true
 }
 
-func (c *seconds) forget(second int64) {
+// finish ends the arming a of second with err; a failed one is forgotten.
+func (c *seconds) finish(second int64, a *arming, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.m, second)
+	a.err = err
+	if err != nil && c.m[second] == a {
+		delete(c.m, second)
+	}
+	close(a.done)
 }
 
 // Info returns the events stream's state (for readiness and metrics).

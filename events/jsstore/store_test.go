@@ -82,6 +82,45 @@ func TestStore_Append(t *testing.T) {
 	})
 }
 
+// TestScheduleExpiry_WaitsForTheSecondsPublish: two leases of one process expire in the
+// same second, and the first one's schedule publish is still in flight when the second
+// lease is armed, then fails (its handler's context ended, the stream's leader was
+// lost). The second lease's arming returned at once, counting the second as armed: it
+// was activated with no schedule stored for its second, and never expired. It now waits
+// for the publish under way, and publishes itself when that failed.
+func TestScheduleExpiry_WaitsForTheSecondsPublish(t *testing.T) {
+	ctx := context.Background()
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
+	sched := srv.MustStream(t, events.SchedulesStream)
+	at := time.Now().Add(time.Hour).Truncate(time.Second)
+	second := events.ExpirySecond(at)
+	end := jsstore.HoldArming(s, second)
+	armed := make(chan error, 1)
+	go func() { armed <- s.ScheduleExpiry(ctx, "B", at) }()
+	// The lease is listed before its second is armed: once it is, the arming is under way.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		ids, _, err := s.ExpiringAt(ctx, second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lease was not listed under its second")
+		}
+	}
+	end(errors.New("the first caller's publish failed"))
+	if err := <-armed; err != nil {
+		t.Fatal(err)
+	}
+	info, err := sched.Info(ctx, jetstream.WithSubjectFilter(events.ScheduleSubject(second)))
+	if err != nil || info.State.Subjects[events.ScheduleSubject(second)] != 1 {
+		t.Fatalf("schedules stored for the second once its lease was armed: %v, %v; want one", info.State.Subjects, err)
+	}
+}
+
 func TestStore_ScheduleExpiry(t *testing.T) {
 	ctx := context.Background()
 	srv := jstest.MustServer(t, "")
