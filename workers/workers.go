@@ -456,9 +456,14 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 	if l.Status != events.StatusActive {
 		return nil
 	}
+	// The new second is armed whatever the database says: while the renewal fails (the
+	// target unreachable, the admin refused), the old second finds the lease renewed, and
+	// only the new one ends it when its recorded expiry comes.
+	armed := make(chan error, 1)
+	go func() { armed <- w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) }()
 	err := w.renewUser(ctx, l)
-	if err == nil {
-		err = w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt)
+	if aerr := <-armed; err == nil {
+		err = aerr
 	}
 	if err != nil {
 		w.notify(l.ID, events.FailedAttempt(events.AttemptRenew, err))

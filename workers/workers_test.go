@@ -126,6 +126,21 @@ func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (s
 	return id, user
 }
 
+// active requests a lease and has the workers create it; it returns the lease, active,
+// and its username.
+func (f *fixture) active(t *testing.T) (events.Lease, string) {
+	t.Helper()
+	id, user := f.request(t)
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.store.LoadLease(context.Background(), id)
+	if err != nil || l.Status != events.StatusActive {
+		t.Fatalf("lease = %+v, %v; want active", l, err)
+	}
+	return l, user
+}
+
 // createAsDeadWorker creates the lease's user the way a worker would, as one that then
 // died before recording anything.
 func (f *fixture) createAsDeadWorker(t *testing.T, id, user string) {
@@ -376,14 +391,8 @@ func TestWorkers_ExpiredBeforeCreated(t *testing.T) {
 func TestWorkers_StaleHistoryIsRetried(t *testing.T) {
 	f := mustFixture(t)
 	ctx := context.Background()
-	id, user := f.request(t)
-	if err := f.deliver(t, id, 0); err != nil {
-		t.Fatal(err)
-	}
-	l, err := f.store.LoadLease(ctx, id)
-	if err != nil || l.Status != events.StatusActive {
-		t.Fatalf("lease = %+v, %v; want active", l, err)
-	}
+	l, user := f.active(t)
+	id := l.ID
 	// Events at a sequence the history read does not reach: what a leader behind the
 	// consumer's server looks like to the worker.
 	beyond := l.Seq + 10
@@ -459,6 +468,45 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.wantHistory(t, gone, "lease.requested lease.failed")
+}
+
+// TestWorkers_RenewalArmsItsNewExpiryFirst: a renewal moves the lease's expiry to a
+// later second. That second was armed only once the database took the new expiry, so
+// while the renewal kept failing (a target unreachable, an admin refused) the old second
+// found the lease renewed and the new one was never armed: the lease outlived its
+// recorded expiry with no expiry recorded (on MySQL, which enforces none, its user kept
+// working). The new second is armed whatever the database says now.
+func TestWorkers_RenewalArmsItsNewExpiryFirst(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	l, user := f.active(t)
+	id := l.ID
+	// The renewal's database side fails: here its user was dropped behind SyVault's back.
+	if _, err := f.pg.Exec(ctx, "DROP ROLE "+user); err != nil {
+		t.Fatal(err)
+	}
+	e, err := l.Renew("admin", time.Now(), 7200, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := f.store.Append(ctx, events.LeaseSubject(id), e, l.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.w.HandleLease(ctx, e, seq); err == nil {
+		t.Fatal("a renewal the database did not take was acknowledged")
+	}
+	second := events.ExpirySecond(e.ExpiresAt)
+	if second == events.ExpirySecond(l.ExpiresAt) {
+		t.Fatal("the renewal did not move the expiry second (the test checks nothing)")
+	}
+	ids, _, err := f.store.ExpiringAt(ctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ids, id) {
+		t.Fatal("a renewal the database did not take left the lease's new expiry second unarmed")
+	}
 }
 
 // TestWorkers_ReplayedRequestSparesANameTakenSince: a dropped lease's username is
