@@ -537,7 +537,15 @@ const expiryConcurrency = 32
 // expire records lease id's expiry for the second due, unless it no longer applies.
 func (w *Workers) expire(ctx context.Context, id string, due time.Time) error {
 	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		return l.Expire(due, time.Now()), nil
+		now := time.Now()
+		e := l.Expire(due, now)
+		if e != nil && now.Before(l.ExpiresAt) {
+			// A schedule fires on the NATS server's clock: one ahead of this process's fired
+			// it early. An expiry is never early, so the second comes back until it is due.
+			return nil, fmt.Errorf("workers: lease %s expires at %s, %s from now by this process's clock: its expiry schedule fired early",
+				l.ID, l.ExpiresAt.Format(time.RFC3339), l.ExpiresAt.Sub(now).Round(time.Millisecond))
+		}
+		return e, nil
 	})
 	switch {
 	case events.ErrorCode(err) == events.ENotFound:

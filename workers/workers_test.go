@@ -449,6 +449,9 @@ func TestWorkers_ExpiryArmedWithTheCreate(t *testing.T) {
 	if !listed(active) {
 		t.Fatal("an active lease is not listed under its expiry second")
 	}
+	// The test fires that second below, an hour early; the active lease, listed under it
+	// too, would wait for its time (TestWorkers_AnEarlyScheduleExpiresNothing).
+	f.revoke(t, active)
 
 	gone, user := f.requestAs(t, time.Minute, false) // nobody answers "still waiting?"
 	if err := f.deliver(t, gone, 0); err != nil {
@@ -506,6 +509,23 @@ func TestWorkers_RenewalArmsItsNewExpiryFirst(t *testing.T) {
 	}
 	if !slices.Contains(ids, id) {
 		t.Fatal("a renewal the database did not take left the lease's new expiry second unarmed")
+	}
+}
+
+// TestWorkers_AnEarlyScheduleExpiresNothing: an expiry second's schedule fires on the
+// NATS server's clock; a server whose clock ran ahead of the workers' fired it before the
+// leases listed under it were due, and they were expired, their users dropped, early.
+// The expiry waits for its time by the worker's own clock now: the second comes back.
+func TestWorkers_AnEarlyScheduleExpiresNothing(t *testing.T) {
+	f := mustFixture(t)
+	ctx := context.Background()
+	l, user := f.active(t) // expires in an hour, listed under its second
+	if err := f.w.HandleDue(ctx, events.ExpiryDue(time.Unix(events.ExpirySecond(l.ExpiresAt), 0)), 0); err == nil {
+		t.Fatal("a second fired an hour early was acknowledged")
+	}
+	f.wantHistory(t, l.ID, "lease.requested lease.activated")
+	if !f.userExists(t, user) {
+		t.Fatal("the lease's user was dropped an hour before its expiry")
 	}
 }
 
