@@ -262,13 +262,10 @@ func (m *Main) Open(ctx context.Context) error {
 		ReadTimeout: m.Config.httpReadTimeout,
 		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
 		Ready: map[string]syhttp.ReadyChecker{
-			"event_store": func(ctx context.Context) error {
-				if !m.nc.IsConnected() {
-					return errors.New("not connected to NATS")
-				}
+			"event_store": m.whileConnected(func(ctx context.Context) error {
 				_, err := m.store.Info(ctx)
 				return err
-			},
+			}),
 			// Each fails at once while NATS is away rather than waiting out the check's
 			// timeout: /readyz must say "not ready" promptly, not slowly.
 			"projections": m.whileConnected(m.proj.Ping),
@@ -321,11 +318,16 @@ func (m *Main) goRun(name string, fn func() error) {
 	}()
 }
 
-// whileConnected runs check only while the connection to NATS is up.
+// whileConnected runs check only while this process's connections to NATS are up.
 func (m *Main) whileConnected(check func(context.Context) error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if !m.nc.IsConnected() {
 			return errors.New("not connected to NATS")
+		}
+		// The API's requests have a connection of their own, which reconnects on its own
+		// schedule after an outage: ready while it was still away, a create answered 503.
+		if m.reqNC != nil && !m.reqNC.IsConnected() {
+			return errors.New("the API's connection to NATS is not back yet")
 		}
 		return check(ctx)
 	}
