@@ -95,13 +95,19 @@ func (l Lease) Renew(actor string, now time.Time, ttlSeconds int, maxTTL time.Du
 
 // Expire records the expiry a schedule armed for due fired. A lease that has ended or is
 // revoking needs nothing, nor does one a renewal has since moved past due (its new
-// expiry is armed by the renewal).
-func (l Lease) Expire(due, now time.Time) *Event {
+// expiry is armed by the renewal). An expiry is never early: a schedule fires on the
+// NATS server's clock, and one ahead of now's fired it before the lease is due, which
+// is an error, for the schedule's delivery to come back.
+func (l Lease) Expire(due, now time.Time) (*Event, error) {
 	if (l.Status != StatusActive && l.Status != StatusPending) || due.Before(l.ExpiresAt) {
-		return nil
+		return nil, nil
+	}
+	if now.Before(l.ExpiresAt) {
+		return nil, Errorf(EUnavailable, "Lease %s expires at %s, %s from now by this process's clock: its expiry schedule fired early.",
+			l.ID, l.ExpiresAt.Format(time.RFC3339), l.ExpiresAt.Sub(now).Round(time.Millisecond))
 	}
 	return &Event{Type: LeaseExpired, ID: ExpiredID(l.ID, due), Time: now.UTC(), ClientID: l.ClientID,
-		RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: due}
+		RecordUID: l.RecordUID, LeaseID: l.ID, ExpiresAt: due}, nil
 }
 
 // Dropped records that a revoking lease's user is gone. For any other lease there is

@@ -224,8 +224,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	// two publishes, 0.1–0.3 ms at one client); the activation waits for both, so an
 	// active lease always has a schedule. A lease that is then not activated is ended
 	// or still pending when its second comes, and its expiry finds nothing to do.
-	armed := make(chan error, 1)
-	go func() { armed <- w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) }()
+	armed := w.armExpiry(ctx, l)
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	start := time.Now()
@@ -266,6 +265,14 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		return err
 	}
 	return w.followGrants(ctx, target, l.Username)
+}
+
+// armExpiry arms l's expiry second alongside the database work that follows; the caller
+// waits for its outcome before it records or acknowledges anything.
+func (w *Workers) armExpiry(ctx context.Context, l events.Lease) <-chan error {
+	armed := make(chan error, 1)
+	go func() { armed <- w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) }()
+	return armed
 }
 
 // expired reports whether the lease's expiry has passed: it must not be activated then.
@@ -459,8 +466,7 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 	// The new second is armed whatever the database says: while the renewal fails (the
 	// target unreachable, the admin refused), the old second finds the lease renewed, and
 	// only the new one ends it when its recorded expiry comes.
-	armed := make(chan error, 1)
-	go func() { armed <- w.cfg.Store.ScheduleExpiry(ctx, l.ID, l.ExpiresAt) }()
+	armed := w.armExpiry(ctx, l)
 	err := w.renewUser(ctx, l)
 	if aerr := <-armed; err == nil {
 		err = aerr
@@ -537,15 +543,7 @@ const expiryConcurrency = 32
 // expire records lease id's expiry for the second due, unless it no longer applies.
 func (w *Workers) expire(ctx context.Context, id string, due time.Time) error {
 	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		now := time.Now()
-		e := l.Expire(due, now)
-		if e != nil && now.Before(l.ExpiresAt) {
-			// A schedule fires on the NATS server's clock: one ahead of this process's fired
-			// it early. An expiry is never early, so the second comes back until it is due.
-			return nil, fmt.Errorf("workers: lease %s expires at %s, %s from now by this process's clock: its expiry schedule fired early",
-				l.ID, l.ExpiresAt.Format(time.RFC3339), l.ExpiresAt.Sub(now).Round(time.Millisecond))
-		}
-		return e, nil
+		return l.Expire(due, time.Now())
 	})
 	switch {
 	case events.ErrorCode(err) == events.ENotFound:
