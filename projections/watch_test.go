@@ -2,11 +2,11 @@ package projections_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -31,15 +31,29 @@ func TestWatch_AReadAfterUntilSeesTheRecord(t *testing.T) {
 	})
 	t.Run("cluster", func(t *testing.T) {
 		servers, _ := jstest.MustCluster(t)
-		readsAfterWatch(t, 3, func(i int) *nats.Conn {
-			nc, err := nats.Connect(servers[i].ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
-			return nc
-		})
+		readsAfterWatch(t, 3, func(i int) *nats.Conn { return connectTo(t, servers[i]) })
 	})
+}
+
+// connectTo connects to ns for the test's length.
+func connectTo(t *testing.T, ns *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// storeOn opens the store over nc, its streams with replicas copies.
+func storeOn(t *testing.T, nc *nats.Conn, replicas int) *jsstore.Store {
+	t.Helper()
+	s, err := jsstore.Open(context.Background(), nc, jsstore.Config{Replicas: replicas})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // TestWatch_UntilOutlivesTheBucketsElection: a create waits for its lease's record while
@@ -52,19 +66,8 @@ func TestWatch_AReadAfterUntilSeesTheRecord(t *testing.T) {
 func TestWatch_UntilOutlivesTheBucketsElection(t *testing.T) {
 	servers, opts := jstest.MustClusterOpts(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(servers[0].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	store, err := jsstore.Open(ctx, nc, jsstore.Config{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := storeOn(t, connectTo(t, servers[0]), 3)
+	p := projectionsOn(t, store)
 	id := uuid.Must(uuid.NewV7()).String()
 	w, err := p.WatchNewLease(id, nil, nil)
 	if err != nil {
@@ -144,21 +147,8 @@ func readsAfterWatch(t *testing.T, replicas int, connect func(i int) *nats.Conn)
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: projections.LeasesBucket, Storage: jetstream.FileStorage, History: 1, Replicas: replicas}); err != nil {
 		t.Fatal(err)
 	}
-	storeOn := func(i int) *jsstore.Store {
-		s, err := jsstore.Open(ctx, connect(i), jsstore.Config{Replicas: replicas})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	open := func(i int) *projections.Projections {
-		p, err := projections.Open(ctx, storeOn(i), slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	api, projector, store := open(0), open(replicas-1), storeOn(replicas/2)
+	on := func(i int) *jsstore.Store { return storeOn(t, connect(i), replicas) }
+	api, projector, store := projectionsOn(t, on(0)), projectionsOn(t, on(replicas-1)), on(replicas/2)
 	st, err := js.Stream(ctx, "KV_"+projections.LeasesBucket)
 	if err != nil {
 		t.Fatal(err)
