@@ -17,11 +17,12 @@ import (
 )
 
 // DropUsers drops the users of reqs (all of one target, as one Conn) in three round
-// trips and two transactions for the lot: it looks them up; it refuses their logins,
-// ends their sessions and learns which own or were granted anything; it ends any session
-// begun meanwhile and drops them with one DROP ROLE. A user that owns something, or whose
-// sessions do not end at once, takes DropUser's path on its own; so does the whole batch
-// when a step of it fails, so a failure costs time, never a drop.
+// trips and two transactions for the lot: it looks them up; it ends their sessions,
+// refuses their logins and learns which own or were granted anything or left a prepared
+// transaction; it ends any session begun meanwhile and drops them with one DROP ROLE. A
+// user that owns something, or whose sessions do not end at once, takes DropUser's path
+// on its own; so does the whole batch when a step of it fails, so a failure costs time,
+// never a drop.
 func (d *Driver) DropUsers(ctx context.Context, reqs []driver.DropUserRequest) []error {
 	errs := make([]error, len(reqs))
 	if len(reqs) < 2 {
@@ -83,24 +84,28 @@ func (d *Driver) dropBatch(ctx context.Context, reqs []driver.DropUserRequest, b
 	for j, i := range batch {
 		index[names[j]] = i
 	}
-	var sql strings.Builder
+	// The sessions end before NOLOGIN, as in dropOnce; a role row held by a prepared
+	// transaction times the lot out and sends every user to DropUser.
 	oids := make([]string, len(existing))
 	for k, r := range existing {
-		sql.WriteString("ALTER ROLE " + ident(r.name) + " NOLOGIN; ")
 		oids[k] = strconv.FormatUint(uint64(r.oid), 10)
 	}
 	set := "'{" + strings.Join(oids, ",") + "}'::pg_catalog.oid[]"
-	sql.WriteString(fmt.Sprintf(batchSessionsAndDependents, set, terminateWaitMillis))
+	var sql strings.Builder
+	sql.WriteString(lockTimeout + fmt.Sprintf(batchSessionsAndDependents, set, terminateWaitMillis))
+	for _, r := range existing {
+		sql.WriteString("; ALTER ROLE " + ident(r.name) + " NOLOGIN")
+	}
 	res, err := exec(ctx, conn, sql.String())
 	if err != nil {
-		return nil, fmt.Errorf("refuse logins and end sessions: %w", err)
+		return nil, fmt.Errorf("end sessions and refuse logins: %w", err)
 	}
 	byOID := map[string]role{}
 	for k, r := range existing {
 		byOID[oids[k]] = r
 	}
 	var drop []role
-	for _, row := range res[len(res)-1].Rows {
+	for _, row := range res[1].Rows {
 		r, ok := byOID[string(row[0])]
 		var dbs []string
 		if !ok || json.Unmarshal(row[2], &dbs) != nil {
@@ -120,11 +125,11 @@ func (d *Driver) dropBatch(ctx context.Context, reqs []driver.DropUserRequest, b
 		idents[k], dropOIDs[k] = ident(r.name), strconv.FormatUint(uint64(r.oid), 10)
 	}
 	set = "'{" + strings.Join(dropOIDs, ",") + "}'::pg_catalog.oid[]"
-	res, err = exec(ctx, conn, fmt.Sprintf(batchTerminate, set, terminateWaitMillis)+"; DROP ROLE IF EXISTS "+strings.Join(idents, ", "))
+	res, err = exec(ctx, conn, lockTimeout+fmt.Sprintf(batchTerminate, set, terminateWaitMillis)+"; DROP ROLE IF EXISTS "+strings.Join(idents, ", "))
 	if err != nil {
 		return nil, fmt.Errorf("drop roles: %w", err)
 	}
-	for _, row := range res[0].Rows {
+	for _, row := range res[1].Rows {
 		// A backend slow to exit outlived the drop: wait for it, or leave the user to
 		// DropUser (which finds the role gone and waits for its backends too).
 		r := byOID[string(row[0])]
@@ -150,14 +155,12 @@ func exec(ctx context.Context, conn *pgxpool.Conn, sql string) ([]*pgconn.Result
 
 // batchSessionsAndDependents is sessionsAndDependents for a set of roles (an oid[]
 // literal): a row per role with its oid, its backends that did not exit when told to,
-// and the databases where it owns or was granted anything.
+// and the databases where it owns or was granted anything or has a prepared transaction.
 const batchSessionsAndDependents = `WITH r AS MATERIALIZED (SELECT pg_catalog.unnest(%[1]s) AS oid),
 	s AS MATERIALIZED (SELECT a.pid, a.usesysid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = ANY(%[1]s))
 	SELECT r.oid,
 		(SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, %[2]d)) FROM s WHERE s.usesysid = r.oid),
-		pg_catalog.array_to_json(ARRAY(SELECT DISTINCT COALESCE(d.datname, '') FROM pg_catalog.pg_shdepend sd
-			LEFT JOIN pg_catalog.pg_database d ON d.oid = sd.dbid
-			WHERE sd.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND sd.refobjid = r.oid))
+		` + dependentDatabases + `
 	FROM r`
 
 // batchTerminate ends the backends of a set of roles and answers the oids of those with

@@ -97,7 +97,9 @@ func startCluster() (c *cluster, err error) {
 	if c.port, err = freePort(); err != nil {
 		return c, err
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200", c.port, dir)
+	// Prepared transactions are on, as on targets that serve a transaction manager: a
+	// lease may leave one behind, and its revocation must not wait on it.
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200 -c max_prepared_transactions=8", c.port, dir)
 	if err := c.run("pg_ctl", "-D", filepath.Join(dir, "data"), "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
 		return c, err
 	}

@@ -28,6 +28,7 @@ const (
 	stateDeadlock        = "40P01"
 	stateInternal        = "XX000" // "tuple concurrently updated" on catalog rows
 	stateObjectInUse     = "55006"
+	stateLockNotAvail    = "55P03" // lock_timeout
 )
 
 // sqlState returns err's SQLSTATE, or "" when err is not a server error.

@@ -179,9 +179,13 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
 	}
 	defer conn.Release()
-	_, err = conn.Exec(ctx, "ALTER ROLE "+ident(req.Username)+" VALID UNTIL "+validUntil(req.ExpiresAt))
-	if sqlState(err) == stateUndefinedObject {
+	_, err = conn.Exec(ctx, lockTimeout+"ALTER ROLE "+ident(req.Username)+" VALID UNTIL "+validUntil(req.ExpiresAt))
+	switch sqlState(err) {
+	case stateUndefinedObject:
 		return fail(op, err, events.EInternal, "The database user does not exist on the target.", req.Conn.Password)
+	case stateLockNotAvail:
+		return fail(op, err, events.EInternal,
+			"Could not renew the database user: a transaction of its own that changed its password holds it; commit or roll it back.", req.Conn.Password)
 	}
 	if err != nil {
 		return fail(op, err, events.EInternal, "Could not renew the database user.", req.Conn.Password)
@@ -189,11 +193,12 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 	return nil
 }
 
-// DropUser makes the user unable to log in (NOLOGIN), terminates every backend it has,
-// hands whatever it owns to the target's group role and drops what remains of it
-// (REASSIGN OWNED, DROP OWNED, only in the databases pg_shdepend ties it to, and only when
-// it owns or is granted anything), terminates again any backend that was still
-// authenticating, and drops the role. Objects the user created are kept, owned by the
+// DropUser terminates every backend the user has, makes it unable to log in (NOLOGIN),
+// rolls back its prepared transactions, hands whatever it owns to the target's group role
+// and drops what remains of it (REASSIGN OWNED, DROP OWNED, only in the databases
+// pg_shdepend ties it to, and only when it owns or is granted anything), terminates again
+// any backend that was still authenticating, and drops the role. No wait for a lock
+// lasts more than a few seconds (lockTimeout). Objects the user created are kept, owned by the
 // group, so later leases of the target can use them; none ever becomes the admin's, which
 // would make a SECURITY DEFINER function a lease planted run as the admin.
 //
@@ -212,9 +217,13 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 	if connectionLost(err) {
 		err = d.dropWithConn(ctx, req)
 	}
-	if sqlState(err) == stateDependentObjs {
+	switch sqlState(err) {
+	case stateDependentObjs:
 		return fail(op, err, events.EInternal,
 			"Could not drop the database user: it holds privileges or objects the admin cannot remove.", req.Conn.Password)
+	case stateLockNotAvail:
+		return fail(op, err, events.EInternal,
+			"Could not drop the database user: another session holds a lock on something it owns; the revocation is retried.", req.Conn.Password)
 	}
 	if err != nil {
 		return fail(op, err, events.EInternal, "Could not drop the database user.", req.Conn.Password)
@@ -238,23 +247,35 @@ func (d *Driver) dropWithConn(ctx context.Context, req driver.DropUserRequest) e
 }
 
 // dropOnce is one attempt of DropUser; every step is idempotent so a retry may repeat it.
-// Two round trips in the common case, each one implicit transaction: the first refuses
-// logins, ends the sessions there are and learns where the user owns or was granted
-// anything; the second ends any session that began meanwhile (a login already past its
-// check when the first committed) and drops the role.
+// Two round trips in the common case, each one implicit transaction: the first ends the
+// sessions there are, refuses logins and learns where the user owns or was granted
+// anything or left a prepared transaction; the second ends any session that began
+// meanwhile (a login already past its check when the first committed) and drops the role.
 func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest) error {
 	user := ident(req.Username)
 	name, err := quoteLiteral(req.Username)
 	if err != nil {
 		return err
 	}
-	res, err := exec(ctx, conn, "ALTER ROLE "+user+" NOLOGIN; "+fmt.Sprintf(sessionsAndDependents, name, terminateWaitMillis))
+	// The sessions end before NOLOGIN: a session that changed its own password in a
+	// transaction it keeps open holds the role's row, and NOLOGIN would wait for it.
+	first := lockTimeout + fmt.Sprintf(sessionsAndDependents, name, terminateWaitMillis) + "; ALTER ROLE " + user + " NOLOGIN"
+	res, err := exec(ctx, conn, first)
+	if sqlState(err) == stateLockNotAvail {
+		// With its sessions gone, what holds the row is a prepared transaction of the
+		// user's own (ALTER ROLE CURRENT_USER PASSWORD, then PREPARE TRANSACTION).
+		if n, perr := d.rollbackPrepared(ctx, conn, req); perr != nil {
+			return errors.Join(err, perr)
+		} else if n > 0 {
+			res, err = exec(ctx, conn, first)
+		}
+	}
 	switch {
 	case sqlState(err) == stateUndefinedObject:
 		return nil // gone already, or dropped concurrently
 	case err != nil:
-		return fmt.Errorf("refuse logins and end sessions: %w", err)
-	case len(res) != 2 || len(res[1].Rows) != 1:
+		return fmt.Errorf("end sessions and refuse logins: %w", err)
+	case len(res) != 3 || len(res[1].Rows) != 1:
 		return nil // no such role between the two statements
 	}
 	row := res[1].Rows[0]
@@ -277,11 +298,11 @@ func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req driver.Dr
 			return err
 		}
 	}
-	res, err = exec(ctx, conn, fmt.Sprintf(terminateSessions, oid, terminateWaitMillis)+"; DROP ROLE IF EXISTS "+user)
+	res, err = exec(ctx, conn, lockTimeout+fmt.Sprintf(terminateSessions, oid, terminateWaitMillis)+"; DROP ROLE IF EXISTS "+user)
 	if err != nil {
 		return fmt.Errorf("drop role: %w", err)
 	}
-	if len(res) > 0 && len(res[0].Rows) == 1 && string(res[0].Rows[0][0]) != "0" {
+	if len(res) > 1 && len(res[1].Rows) == 1 && string(res[1].Rows[0][0]) != "0" {
 		// A backend slow to exit outlived the drop: wait for it, so a revocation only
 		// ends once every session has.
 		return terminate(ctx, conn, oid)
@@ -291,17 +312,23 @@ func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req driver.Dr
 
 // sessionsAndDependents, given the role's name as a literal and the wait for each backend,
 // answers the role's oid, how many of its backends did not exit when told to, and the
-// databases (a JSON array) where it owns objects or is named in a privilege, "" for a
-// dependency on a shared object. MATERIALIZED so the volatile pg_terminate_backend is only
-// ever called on the role's own backends, whatever order the planner picks for the quals.
+// databases (a JSON array) where it owns objects, is named in a privilege or has a
+// prepared transaction, "" for a dependency on a shared object. MATERIALIZED so the
+// volatile pg_terminate_backend is only ever called on the role's own backends, whatever
+// order the planner picks for the quals.
 const sessionsAndDependents = `WITH r AS MATERIALIZED (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %s),
 	s AS MATERIALIZED (SELECT a.pid FROM pg_catalog.pg_stat_activity a, r WHERE a.usesysid = r.oid)
 	SELECT r.oid,
 		(SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, %d)) FROM s),
-		pg_catalog.array_to_json(ARRAY(SELECT DISTINCT COALESCE(d.datname, '') FROM pg_catalog.pg_shdepend sd
-			LEFT JOIN pg_catalog.pg_database d ON d.oid = sd.dbid
-			WHERE sd.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND sd.refobjid = r.oid))
+		` + dependentDatabases + `
 	FROM r`
+
+// dependentDatabases is the JSON array of the databases where role r owns objects, is
+// named in a privilege or has a prepared transaction.
+const dependentDatabases = `pg_catalog.array_to_json(ARRAY(SELECT COALESCE(d.datname, '') FROM pg_catalog.pg_shdepend sd
+			LEFT JOIN pg_catalog.pg_database d ON d.oid = sd.dbid
+			WHERE sd.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND sd.refobjid = r.oid
+		UNION SELECT p.database FROM pg_catalog.pg_prepared_xacts p WHERE p.owner = pg_catalog.pg_get_userbyid(r.oid)))`
 
 // terminateSessions, given a role's oid and the wait for each backend, ends its backends
 // and answers how many did not exit in time.
@@ -309,12 +336,16 @@ const terminateSessions = `WITH s AS MATERIALIZED (
 		SELECT a.pid FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = %d)
 		SELECT pg_catalog.count(*) FILTER (WHERE NOT pg_catalog.pg_terminate_backend(s.pid, %d)) FROM s`
 
-// disown hands what the user owns in dbs to the target's group role and drops what is
-// left of it (privileges granted to it). The group is the one the user is a member of
-// (the request's record uid names it when the membership is gone); a group that no longer
-// exists is made again, holding nothing: whatever a lease user made must have an owner
-// that can log in as nobody and holds no more than the target's grants.
+// disown rolls back the user's prepared transactions, hands what the user owns in dbs to
+// the target's group role and drops what is left of it (privileges granted to it). The
+// group is the one the user is a member of (the request's record uid names it when the
+// membership is gone); a group that no longer exists is made again, holding nothing:
+// whatever a lease user made must have an owner that can log in as nobody and holds no
+// more than the target's grants.
 func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest, oid uint32, dbs []string) error {
+	if _, err := d.rollbackPrepared(ctx, conn, req); err != nil {
+		return err
+	}
 	group, err := userGroup(ctx, conn, oid, req.RecordUID)
 	if err != nil {
 		return err
@@ -334,7 +365,7 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 	}
 	for _, db := range dbs {
 		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
-			_, err := c.Exec(ctx, "REASSIGN OWNED BY "+user+" TO "+ident(group)+"; DROP OWNED BY "+user)
+			_, err := c.Exec(ctx, lockTimeout+"REASSIGN OWNED BY "+user+" TO "+ident(group)+"; DROP OWNED BY "+user)
 			return err
 		})
 		switch sqlState(err) {
@@ -350,6 +381,58 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 		}
 	}
 	return nil
+}
+
+// rollbackPrepared rolls back the user's prepared transactions, in each database where
+// one was prepared, and returns how many it found. A prepared transaction outlives the
+// sessions a revocation ends, keeps its locks (the user's role row, tables it owns, rows
+// it wrote) and could be committed later; rolling it back is what ending a session does
+// to an open transaction. PostgreSQL lets only its owner or a superuser end it, so the
+// admin takes membership in the user (it goes with the role) and acts as the user.
+func (d *Driver) rollbackPrepared(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest) (int, error) {
+	rows, err := conn.Query(ctx, "SELECT p.database, p.gid FROM pg_catalog.pg_prepared_xacts p WHERE p.owner = $1", req.Username)
+	if err != nil {
+		return 0, fmt.Errorf("list the user's prepared transactions: %w", err)
+	}
+	type prepared struct{ Database, GID string }
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[prepared])
+	if err != nil || len(all) == 0 {
+		return 0, err
+	}
+	user := ident(req.Username)
+	if _, err := conn.Exec(ctx, lockTimeout+"GRANT "+user+" TO CURRENT_USER"); err != nil {
+		return 0, fmt.Errorf("take membership in the user to end its prepared transactions: %w", err)
+	}
+	for _, p := range all {
+		gid, err := quoteLiteral(p.GID)
+		if err != nil {
+			return 0, err
+		}
+		err = d.inDatabase(ctx, req.Conn, p.Database, conn, func(c *pgxpool.Conn) error {
+			if _, err := c.Exec(ctx, "SET ROLE "+user); err != nil {
+				return err
+			}
+			_, err := c.Exec(ctx, "ROLLBACK PREPARED "+gid)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.ConnectTimeout)
+			defer cancel()
+			if _, rerr := c.Exec(rctx, "RESET ROLE"); rerr != nil {
+				// A connection left acting as the user must not go back to the pool.
+				_ = c.Conn().Close(rctx)
+				return errors.Join(err, rerr)
+			}
+			return err
+		})
+		switch sqlState(err) {
+		case stateInvalidCatalog, stateUndefinedObject: // its database, or the transaction, is gone
+		case "":
+			if err != nil {
+				return 0, fmt.Errorf("roll back the user's prepared transaction in %q: %w", p.Database, err)
+			}
+		default:
+			return 0, fmt.Errorf("roll back the user's prepared transaction in %q: %w", p.Database, err)
+		}
+	}
+	return len(all), nil
 }
 
 // userGroup returns the group role of a lease user: the syvault_ role it is a member of,

@@ -1,0 +1,191 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers/driver"
+	"github.com/syvault/syvault/workers/drivertest"
+)
+
+// A lease user may change its own password (ALTER ROLE CURRENT_USER PASSWORD), which
+// locks its own pg_authid row until the transaction ends. The revocation's first
+// statement, ALTER ROLE ... NOLOGIN, needs that row: these tests hold it from an open
+// session and from a prepared transaction, and lock what the user owns, and expect the
+// revocation to end all of it.
+
+// dropDeadline bounds a drop in these tests: a drop stuck behind a lock meets it.
+const dropDeadline = 30 * time.Second
+
+// holdRoleRow opens a session of l that changes its own password and keeps the
+// transaction open.
+func holdRoleRow(t *testing.T, c *cluster, l lease, database string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(t.Context(), c.connConfig(l.user, l.password, database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(t.Context(), "BEGIN; ALTER ROLE CURRENT_USER PASSWORD "+literal(secret())); err != nil {
+		t.Fatalf("the lease could not change its own password: %v", err)
+	}
+	return conn
+}
+
+// TestDriver_RevocationEndsASessionHoldingItsRole: a lease session that locked its own
+// role row was never ended, because the revocation's NOLOGIN waited for that session's
+// transaction before it terminated anything: the drop failed at its deadline, every
+// retry did the same, and the session worked on. Now the sessions end first, alone and
+// in a batch.
+func TestDriver_RevocationEndsASessionHoldingItsRole(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		name := map[bool]string{false: "alone", true: "batch"}[batch]
+		t.Run(name, func(t *testing.T) {
+			c, s, d, admin, uid := setUp(t)
+			ctx := t.Context()
+			if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+				t.Fatal(err)
+			}
+			leases := []lease{newLease(t, d, admin, uid, s.Grants)}
+			if batch {
+				leases = append(leases, newLease(t, d, admin, uid, s.Grants), newLease(t, d, admin, uid, s.Grants))
+			}
+			holder := holdRoleRow(t, c, leases[0], s.Database)
+
+			dctx, cancel := context.WithTimeout(ctx, dropDeadline)
+			defer cancel()
+			reqs := make([]driver.DropUserRequest, len(leases))
+			for i, l := range leases {
+				reqs[i] = driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: s.Grants}
+			}
+			for i, err := range d.DropUsers(dctx, reqs) {
+				if err != nil {
+					t.Errorf("drop %s: %v", leases[i].user, err)
+				}
+			}
+			for _, l := range leases {
+				if c.roleExists(t, l.user) {
+					t.Errorf("%s still exists", l.user)
+				}
+			}
+			if _, err := holder.Exec(ctx, "SELECT 1"); err == nil {
+				t.Error("the session holding its role row outlived the revocation")
+			}
+		})
+	}
+}
+
+// TestDriver_RenewalDoesNotWaitOnTheUsersOwnLock: a renewal of a user whose own open
+// transaction holds its role row waited, an admin connection held, until its deadline;
+// it now fails at once saying why.
+func TestDriver_RenewalDoesNotWaitOnTheUsersOwnLock(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(t, d, admin, uid, s.Grants)
+	holdRoleRow(t, c, l, s.Database)
+	rctx, cancel := context.WithTimeout(ctx, dropDeadline)
+	defer cancel()
+	err := d.RenewUser(rctx, driver.RenewUserRequest{Conn: admin, Username: l.user, ExpiresAt: time.Now().Add(2 * time.Hour)})
+	if err == nil || rctx.Err() != nil || !strings.Contains(events.ErrorMessage(err), "changed its password") {
+		t.Fatalf("RenewUser = %v (deadline: %v), want a refusal naming the user's own transaction", err, rctx.Err())
+	}
+}
+
+// pending returns those of gids that are still prepared transactions.
+func (c *cluster) pending(t *testing.T, gids []string) []string {
+	t.Helper()
+	rows, err := c.super.Query(t.Context(), "SELECT gid FROM pg_prepared_xacts WHERE gid = ANY($1) ORDER BY gid", gids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return left
+}
+
+// prepare leaves a prepared transaction of l in database that ran sql, and rolls it back
+// as the superuser at the end of the test should the revocation have left it. It
+// returns the transaction's gid.
+func prepare(t *testing.T, c *cluster, l lease, database, sql string) string {
+	t.Helper()
+	gid := "lease's " + strings.ToLower(rand.Text()[:10])
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.execIn(ctx, "postgres", c.superPW, database, "ROLLBACK PREPARED "+literal(gid))
+	})
+	if err := c.execIn(t.Context(), l.user, l.password, database, "BEGIN; "+sql+"; PREPARE TRANSACTION "+literal(gid)); err != nil {
+		t.Fatalf("prepare %q: %v", sql, err)
+	}
+	return gid
+}
+
+// TestDriver_RevocationRollsBackPreparedTransactions: a prepared transaction outlives
+// its session, so terminating the sessions did not end it. One that locked the user's
+// role row kept NOLOGIN waiting (the user could log in for good, its revocation failing
+// at every deadline); one that locked a table the user owns kept REASSIGN OWNED waiting;
+// one that wrote elsewhere stayed pending with its locks after the user was gone, and
+// only a superuser could end it. Revocation now rolls back the user's prepared
+// transactions, in whichever database they were prepared, as it ends its sessions.
+func TestDriver_RevocationRollsBackPreparedTransactions(t *testing.T) {
+	grants := func(s drivertest.Scratch) []events.Grant {
+		return []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		setUp func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string
+	}{
+		{"its role row", func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string {
+			return []string{prepare(t, c, l, s.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret()))}
+		}},
+		{"its table and others' rows", func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string {
+			if err := c.execIn(t.Context(), l.user, l.password, s.Database, "CREATE TABLE public.mine (id int)"); err != nil {
+				t.Fatal(err)
+			}
+			return []string{
+				prepare(t, c, l, s.Database, "LOCK TABLE public.mine IN ACCESS EXCLUSIVE MODE"),
+				prepare(t, c, l, s.Database, "INSERT INTO public.granted VALUES (1)"),
+			}
+		}},
+		{"another database", func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string {
+			other := c.newScratch(t)
+			return []string{
+				prepare(t, c, l, other.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret())),
+				prepare(t, c, l, "postgres", "SELECT 1"),
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s, d, admin, uid := setUp(t)
+			ctx := t.Context()
+			if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants(s)}); err != nil {
+				t.Fatal(err)
+			}
+			l := newLease(t, d, admin, uid, grants(s))
+			gids := tc.setUp(t, c, l, s)
+
+			dctx, cancel := context.WithTimeout(ctx, dropDeadline)
+			defer cancel()
+			if err := d.DropUser(dctx, driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: l.user, Grants: grants(s)}); err != nil {
+				t.Fatalf("DropUser: %v", err)
+			}
+			if c.roleExists(t, l.user) {
+				t.Errorf("%s still exists", l.user)
+			}
+			if left := c.pending(t, gids); len(left) > 0 {
+				t.Errorf("prepared transactions outlived the revocation: %q", left)
+			}
+		})
+	}
+}
