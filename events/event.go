@@ -100,10 +100,14 @@ type Target struct {
 	MaxTTLSeconds       int     `json:"max_ttl_seconds"`
 	// CACert is an optional PEM bundle the admin connection verifies the server with
 	// (tls_mode verify-full); public data, not a secret.
-	CACert         string    `json:"ca_cert,omitempty"`
-	ConnectionHost string    `json:"connection_host,omitempty"`
-	ConnectionPort int       `json:"connection_port,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
+	CACert         string `json:"ca_cert,omitempty"`
+	ConnectionHost string `json:"connection_host,omitempty"`
+	ConnectionPort int    `json:"connection_port,omitempty"`
+	// ConnectionLimit caps the sessions each lease user may hold at once (0: none): one
+	// lease can then not take every connection the database server has, its admin's
+	// included, which would stop every revocation on that server.
+	ConnectionLimit int       `json:"connection_limit,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
 }
 
 // Grant is a set of privileges on a database (and, for PostgreSQL, a schema). No tables

@@ -70,6 +70,10 @@ func likeMatch(pattern, s string) bool {
 	return s != "" && s[0] == pattern[0] && likeMatch(pattern[1:], s[1:])
 }
 
+// MaxConnectionLimit bounds a target's connection_limit: more than any server's
+// max_connections is no limit at all.
+const MaxConnectionLimit = 10000
+
 // MaxTTLSeconds is the cap on any lease's TTL.
 const MaxTTLSeconds = 86400
 
@@ -137,6 +141,9 @@ func NormalizeTarget(t *Target) error {
 		t.MaxTTLSeconds = MaxTTLSeconds
 	case t.MaxTTLSeconds < 1 || t.MaxTTLSeconds > MaxTTLSeconds:
 		return Errorf(EInvalidTTL, "max_ttl_seconds must be between 1 and %d.", MaxTTLSeconds)
+	}
+	if t.ConnectionLimit < 0 || t.ConnectionLimit > MaxConnectionLimit {
+		return bad("connection_limit must be between 1 and %d sessions per lease user (0 or absent: no limit).", MaxConnectionLimit)
 	}
 	if len(t.Grants) == 0 || len(t.Grants) > 32 {
 		return bad("grants must list between 1 and 32 grants.")

@@ -42,6 +42,8 @@ func TestNormalizeTarget(t *testing.T) {
 		{"bad tls mode", func(t *events.Target) { t.TLSMode = "prefer" }, events.EInvalid},
 		{"max ttl above 24h", func(t *events.Target) { t.MaxTTLSeconds = 86401 }, events.EInvalidTTL},
 		{"negative max ttl", func(t *events.Target) { t.MaxTTLSeconds = -1 }, events.EInvalidTTL},
+		{"negative connection limit", func(t *events.Target) { t.ConnectionLimit = -1 }, events.EInvalid},
+		{"connection limit above any server's", func(t *events.Target) { t.ConnectionLimit = events.MaxConnectionLimit + 1 }, events.EInvalid},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

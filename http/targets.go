@@ -39,7 +39,7 @@ func targetOf(req api.Target) (events.Target, error) {
 	}
 	t := events.Target{Name: req.Name, Engine: events.Engine(req.Engine), Host: req.Host, Port: req.Port, Database: req.Database,
 		AdminUsername: req.AdminUsername, TLSMode: events.TLSMode(req.TLSMode), CACert: req.CACert, MaxTTLSeconds: req.MaxTTLSeconds,
-		ConnectionHost: req.ConnectionHost, ConnectionPort: req.ConnectionPort}
+		ConnectionHost: req.ConnectionHost, ConnectionPort: req.ConnectionPort, ConnectionLimit: req.ConnectionLimit}
 	for _, g := range req.Grants {
 		t.Grants = append(t.Grants, events.Grant(g))
 	}
@@ -56,7 +56,8 @@ func targetOf(req api.Target) (events.Target, error) {
 func viewOf(t events.Target) api.Target {
 	v := api.Target{RecordUID: t.RecordUID, Name: t.Name, Engine: string(t.Engine), Host: t.Host, Port: t.Port,
 		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: string(t.TLSMode), CACert: t.CACert, Grants: make([]api.Grant, len(t.Grants)),
-		MaxTTLSeconds: t.MaxTTLSeconds, ConnectionHost: t.ConnectionHost, ConnectionPort: t.ConnectionPort, CreatedAt: t.CreatedAt}
+		MaxTTLSeconds: t.MaxTTLSeconds, ConnectionHost: t.ConnectionHost, ConnectionPort: t.ConnectionPort,
+		ConnectionLimit: t.ConnectionLimit, CreatedAt: t.CreatedAt}
 	for i, g := range t.Grants {
 		v.Grants[i] = api.Grant(g)
 	}

@@ -230,7 +230,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	start := time.Now()
 	err = w.driver(target).CreateUser(opCtx, driver.CreateUserRequest{
 		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password), PasswordVerifier: string(verifier),
-		ExpiresAt: l.ExpiresAt, Grants: target.Grants,
+		ExpiresAt: l.ExpiresAt, Grants: target.Grants, ConnectionLimit: target.ConnectionLimit,
 	})
 	if err != nil {
 		log.Warn("create user failed", "err", err)

@@ -337,3 +337,65 @@ func TestTarget_DeleteRemovesGroupRole(t *testing.T) {
 	_, err = admin.GetTarget(ctx, target.RecordUID)
 	mustCode(t, err, 404, "not_found")
 }
+
+// TestLease_ConnectionLimit: a target's connection_limit reaches its leases' users, on
+// each engine: one lease cannot take the database server's every connection (and with
+// them the admin's, and every revocation there). A PUT's new limit applies to the leases
+// made after it; a limit out of range is a 400 that registers nothing.
+func TestLease_ConnectionLimit(t *testing.T) {
+	for name, mk := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			eng := mk(t)
+			ctx := context.Background()
+			srv := mustServer(t, "", nil)
+			admin := srv.admin(t)
+			tg := eng.target(t)
+			tg.ConnectionLimit = -1
+			_, err := admin.CreateTarget(ctx, tg)
+			mustCode(t, err, 400, "invalid_request")
+			mustMention(t, err, "connection_limit")
+			if targets, err := admin.ListTargets(ctx); err != nil || len(targets) != 0 {
+				t.Fatalf("a refused target was registered: %+v, %v", targets, err)
+			}
+			tg.ConnectionLimit = 2
+			target := mustRegister(t, admin, tg)
+			if target.ConnectionLimit != 2 {
+				t.Fatalf("the target shows connection_limit %d, want 2", target.ConnectionLimit)
+			}
+			lease := mustLease(t, admin, target.RecordUID, 600)
+			for i := range 2 {
+				sess, err := eng.login(ctx, lease.ConnectionString)
+				if err != nil {
+					t.Fatalf("session %d of 2: %v", i+1, err)
+				}
+				defer sess.Close()
+			}
+			if sess, err := eng.login(ctx, lease.ConnectionString); err == nil {
+				sess.Close()
+				t.Fatal("a third session opened under a connection_limit of 2")
+			}
+			if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
+				t.Fatalf("revoke at the limit: %v", err)
+			}
+			mustBeGone(t, eng, lease.Username, 0)
+
+			tg.ConnectionLimit = 1
+			if _, err := admin.UpdateTarget(ctx, target.RecordUID, tg); err != nil {
+				t.Fatal(err)
+			}
+			lease = mustLease(t, admin, target.RecordUID, 600)
+			sess, err := eng.login(ctx, lease.ConnectionString)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			if sess, err := eng.login(ctx, lease.ConnectionString); err == nil {
+				sess.Close()
+				t.Fatal("a second session opened under the new connection_limit of 1")
+			}
+			if err := admin.RevokeLease(ctx, lease.LeaseID); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

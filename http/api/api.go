@@ -51,21 +51,23 @@ type Grant struct {
 // Target is a target as clients submit it (with AdminPassword) and as the API shows it
 // (with RecordUID and CreatedAt, never the admin password).
 type Target struct {
-	RecordUID      string    `json:"record_uid,omitempty"`
-	Name           string    `json:"name"`
-	Engine         string    `json:"engine"`
-	Host           string    `json:"host"`
-	Port           int       `json:"port"`
-	Database       string    `json:"database"`
-	AdminUsername  string    `json:"admin_username"`
-	AdminPassword  string    `json:"admin_password,omitempty"`
-	TLSMode        string    `json:"tls_mode,omitempty"`
-	CACert         string    `json:"ca_cert,omitempty"`
-	Grants         []Grant   `json:"grants"`
-	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
-	ConnectionHost string    `json:"connection_host,omitempty"`
-	ConnectionPort int       `json:"connection_port,omitempty"`
-	CreatedAt      time.Time `json:"created_at,omitzero"`
+	RecordUID      string  `json:"record_uid,omitempty"`
+	Name           string  `json:"name"`
+	Engine         string  `json:"engine"`
+	Host           string  `json:"host"`
+	Port           int     `json:"port"`
+	Database       string  `json:"database"`
+	AdminUsername  string  `json:"admin_username"`
+	AdminPassword  string  `json:"admin_password,omitempty"`
+	TLSMode        string  `json:"tls_mode,omitempty"`
+	CACert         string  `json:"ca_cert,omitempty"`
+	Grants         []Grant `json:"grants"`
+	MaxTTLSeconds  int     `json:"max_ttl_seconds,omitempty"`
+	ConnectionHost string  `json:"connection_host,omitempty"`
+	ConnectionPort int     `json:"connection_port,omitempty"`
+	// ConnectionLimit caps each lease user's concurrent sessions; absent or 0: no limit.
+	ConnectionLimit int       `json:"connection_limit,omitempty"`
+	CreatedAt       time.Time `json:"created_at,omitzero"`
 }
 
 // Client is an API client as registered (by its public key) and shown.

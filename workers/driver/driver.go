@@ -59,6 +59,8 @@ type CreateUserRequest struct {
 	PasswordVerifier string
 	ExpiresAt        time.Time
 	Grants           []events.Grant
+	// ConnectionLimit caps the user's concurrent sessions; 0 means none.
+	ConnectionLimit int
 }
 
 // RenewUserRequest moves a user's database-side expiry (PostgreSQL VALID UNTIL).

@@ -121,6 +121,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("CreateUser/WithoutPrepare", r.testCreateWithoutPrepare)
 	t.Run("CreateUser/SchemaWideGrantCoversLaterTables", r.testSchemaWide)
 	t.Run("CreateUser/BadGrantLeavesNoUser", r.testBadGrantLeavesNoUser)
+	t.Run("CreateUser/ConnectionLimit", r.testConnectionLimit)
 	t.Run("RenewUser", r.testRenew)
 	t.Run("DropUser/TerminatesOpenSession", r.testDropTerminates)
 	t.Run("DropUser/UserOwningTable", r.testDropOwner)
@@ -385,6 +386,33 @@ func (r *run) testBadGrantLeavesNoUser(t *testing.T) {
 	mustHoldNoSecret(t, err, password, r.h.Admin.Password)
 	t.Logf("error: %v", err)
 	r.mustNotLogin(t, user, password)
+}
+
+// testConnectionLimit: a user made with a connection limit of 2 holds two sessions and
+// is refused a third, while the admin still works; made again (an earlier attempt's
+// user), it keeps the limit; without one it holds more.
+func (r *run) testConnectionLimit(t *testing.T) {
+	uid := r.newUID()
+	r.prepare(t, uid)
+	user, password := NewUsername(), NewPassword()
+	r.dropInCleanup(t, user)
+	req := r.createReq(uid, user, password, r.s.Grants)
+	req.ConnectionLimit = 2
+	for range 2 { // the second is the create of an earlier attempt's user
+		if err := r.d.CreateUser(ctxFor(t), req); err != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+	}
+	r.mustLogin(t, user, password)
+	r.mustLogin(t, user, password)
+	r.mustNotLogin(t, user, password)
+	other, otherPassword := r.mustCreate(t, uid)
+	for range 3 {
+		r.mustLogin(t, other, otherPassword)
+	}
+	if err := r.drop(ctxFor(t), user); err != nil {
+		t.Fatalf("DropUser at its limit: %v", err)
+	}
 }
 
 func (r *run) testRenew(t *testing.T) {

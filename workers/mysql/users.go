@@ -45,10 +45,12 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 	}
 	defer conn.Close()
 
-	_, err = conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+password)
+	// MAX_USER_CONNECTIONS 0 is MySQL's "no limit of its own".
+	limit := fmt.Sprintf(" WITH MAX_USER_CONNECTIONS %d", max(req.ConnectionLimit, 0))
+	_, err = conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+password+limit)
 	if errNumber(err) == errCannotUser {
 		// Ours from an earlier attempt: reset it to exactly this lease's state.
-		if _, err := conn.ExecContext(ctx, "ALTER USER "+acct+" IDENTIFIED BY "+password+" ACCOUNT UNLOCK"); err != nil {
+		if _, err := conn.ExecContext(ctx, "ALTER USER "+acct+" IDENTIFIED BY "+password+limit+" ACCOUNT UNLOCK"); err != nil {
 			return true, fmt.Errorf("reset existing user: %w", err)
 		}
 		if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {

@@ -29,6 +29,14 @@ func quoteLiteral(s string) (string, error) {
 	return "'" + q + "'", nil
 }
 
+// connectionLimit is PostgreSQL's CONNECTION LIMIT for n sessions, 0 meaning none (-1).
+func connectionLimit(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
 // validUntil returns the VALID UNTIL literal for t: an explicit UTC offset so the
 // session's TimeZone cannot shift it, and 'infinity' for the zero time.
 func validUntil(t time.Time) string {

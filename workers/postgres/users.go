@@ -93,8 +93,8 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		}
 	}()
 
-	user, until := ident(req.Username), validUntil(req.ExpiresAt)
-	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s IN ROLE %s", user, password, until, ident(group))
+	user, until, limit := ident(req.Username), validUntil(req.ExpiresAt), connectionLimit(req.ConnectionLimit)
+	create := fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD %s VALID UNTIL %s CONNECTION LIMIT %d IN ROLE %s", user, password, until, limit, ident(group))
 	_, err = conn.Exec(ctx, create)
 	if err != nil && pgconn.SafeToRetry(err) {
 		// pgx calls "conn closed" safe to retry both when a pooled connection was found
@@ -127,8 +127,8 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		return true, nil
 	case stateDuplicateObject, stateUniqueViolation:
 		// Ours from an earlier attempt: set it up again in one implicit transaction.
-		again := fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD %s VALID UNTIL %s; GRANT %s TO %s",
-			user, password, until, ident(group), user)
+		again := fmt.Sprintf("ALTER ROLE %s LOGIN PASSWORD %s VALID UNTIL %s CONNECTION LIMIT %d; GRANT %s TO %s",
+			user, password, until, limit, ident(group), user)
 		if _, err := conn.Exec(ctx, again); err != nil {
 			return true, fmt.Errorf("reset existing role: %w", err)
 		}

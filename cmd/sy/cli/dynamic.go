@@ -235,7 +235,8 @@ func (a *app) targetCreateCommand() *cobra.Command {
 		Short: "Register a target from a JSON file (- for stdin) and show it",
 		Long: `Register a target database from a JSON file (or stdin with -f -) with the fields of the
 API: name, engine, host, port, database, admin_username, admin_password, tls_mode, grants,
-max_ttl_seconds, connection_host, connection_port. The server checks the admin login and
+max_ttl_seconds, connection_host, connection_port, connection_limit (sessions per lease
+user). The server checks the admin login and
 privileges first. The answer, with its record_uid, is printed as JSON without the admin
 password.`,
 		Args: exactArgs(),

@@ -183,7 +183,8 @@ class DynamicSecrets:
         ``database``, ``admin_username``, ``admin_password``, ``tls_mode``
         (``disable``/``require``/``verify-full``), ``grants`` (list of
         ``{"database", "schema", "tables", "privileges"}``), optionally ``max_ttl_seconds``,
-        ``connection_host``, ``connection_port``.
+        ``connection_host``, ``connection_port``, ``connection_limit`` (most sessions each
+        lease user may hold at once; absent: no limit).
 
         The server first checks that the admin may create users and grant the privileges.
 

@@ -220,11 +220,12 @@ class Target(_Model):
         record_uid: the 12-character uid leases name (``record_uid=`` of ``create_lease``).
         name, engine (``postgresql``/``mysql``), host, port, database, admin_username,
         tls_mode, grants (list of dicts), max_ttl_seconds, connection_host, connection_port,
-        created_at (RFC 3339).
+        connection_limit (sessions per lease user, ``None`` for no limit), created_at (RFC 3339).
     """
 
     _fields = ("record_uid", "name", "engine", "host", "port", "database", "admin_username", "tls_mode",
-               "grants", "max_ttl_seconds", "connection_host", "connection_port", "created_at")
+               "grants", "max_ttl_seconds", "connection_host", "connection_port", "connection_limit",
+               "created_at")
 
     record_uid: str
     name: str
@@ -238,6 +239,7 @@ class Target(_Model):
     max_ttl_seconds: Optional[int]
     connection_host: Optional[str]
     connection_port: Optional[int]
+    connection_limit: Optional[int]
     created_at: Optional[str]
 
     @property
