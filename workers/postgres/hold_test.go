@@ -12,6 +12,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
+	"github.com/syvault/syvault/workers/postgres"
 )
 
 // A lease user may change its own password (ALTER ROLE CURRENT_USER PASSWORD), which
@@ -131,39 +132,62 @@ func prepare(t *testing.T, c *cluster, l lease, database, sql string) string {
 	return gid
 }
 
+// holdEnv is what a case of TestDriver_RevocationRollsBackPreparedTransactions sets up in.
+type holdEnv struct {
+	c      *cluster
+	d      *postgres.Driver
+	admin  driver.Conn
+	uid    string
+	grants []events.Grant
+	l      lease
+	s      drivertest.Scratch
+}
+
 // TestDriver_RevocationRollsBackPreparedTransactions: a prepared transaction outlives
 // its session, so terminating the sessions did not end it. One that locked the user's
 // role row kept NOLOGIN waiting (the user could log in for good, its revocation failing
 // at every deadline); one that locked a table the user owns kept REASSIGN OWNED waiting;
 // one that wrote elsewhere stayed pending with its locks after the user was gone, and
 // only a superuser could end it. Revocation now rolls back the user's prepared
-// transactions, in whichever database they were prepared, as it ends its sessions.
+// transactions, in whichever database they were prepared, as it ends its sessions; and
+// one prepared as the target's group (SET ROLE first makes the group its owner) when it
+// changed a role, never another lease's that did not.
 func TestDriver_RevocationRollsBackPreparedTransactions(t *testing.T) {
 	grants := func(s drivertest.Scratch) []events.Grant {
 		return []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
 	}
 	for _, tc := range []struct {
 		name  string
-		setUp func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string
+		setUp func(t *testing.T, e holdEnv) (gone, kept []string)
 	}{
-		{"its role row", func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string {
-			return []string{prepare(t, c, l, s.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret()))}
+		{"its role row", func(t *testing.T, e holdEnv) (gone, kept []string) {
+			return []string{prepare(t, e.c, e.l, e.s.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret()))}, nil
 		}},
-		{"its table and others' rows", func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string {
-			if err := c.execIn(t.Context(), l.user, l.password, s.Database, "CREATE TABLE public.mine (id int)"); err != nil {
+		{"its table and others' rows", func(t *testing.T, e holdEnv) (gone, kept []string) {
+			if err := e.c.execIn(t.Context(), e.l.user, e.l.password, e.s.Database, "CREATE TABLE public.mine (id int)"); err != nil {
 				t.Fatal(err)
 			}
 			return []string{
-				prepare(t, c, l, s.Database, "LOCK TABLE public.mine IN ACCESS EXCLUSIVE MODE"),
-				prepare(t, c, l, s.Database, "INSERT INTO public.granted VALUES (1)"),
-			}
+				prepare(t, e.c, e.l, e.s.Database, "LOCK TABLE public.mine IN ACCESS EXCLUSIVE MODE"),
+				prepare(t, e.c, e.l, e.s.Database, "INSERT INTO public.granted VALUES (1)"),
+			}, nil
 		}},
-		{"another database", func(t *testing.T, c *cluster, l lease, s drivertest.Scratch) []string {
-			other := c.newScratch(t)
+		{"its role row, prepared as the group", func(t *testing.T, e holdEnv) (gone, kept []string) {
+			// PostgreSQL records as the owner whoever the session is at PREPARE.
+			return []string{prepare(t, e.c, e.l, e.s.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret())+
+				"; SET LOCAL ROLE "+pgx.Identifier{e.l.group}.Sanitize())}, nil
+		}},
+		{"not another lease's, prepared as the group", func(t *testing.T, e holdEnv) (gone, kept []string) {
+			other := newLease(t, e.d, e.admin, e.uid, e.grants)
+			kept = []string{prepare(t, e.c, other, e.s.Database, "SET LOCAL ROLE "+pgx.Identifier{e.l.group}.Sanitize()+"; INSERT INTO public.granted VALUES (2)")}
+			return []string{prepare(t, e.c, e.l, e.s.Database, "INSERT INTO public.granted VALUES (1)")}, kept
+		}},
+		{"another database", func(t *testing.T, e holdEnv) (gone, kept []string) {
+			other := e.c.newScratch(t)
 			return []string{
-				prepare(t, c, l, other.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret())),
-				prepare(t, c, l, "postgres", "SELECT 1"),
-			}
+				prepare(t, e.c, e.l, other.Database, "ALTER ROLE CURRENT_USER PASSWORD "+literal(secret())),
+				prepare(t, e.c, e.l, "postgres", "SELECT 1"),
+			}, nil
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +197,7 @@ func TestDriver_RevocationRollsBackPreparedTransactions(t *testing.T) {
 				t.Fatal(err)
 			}
 			l := newLease(t, d, admin, uid, grants(s))
-			gids := tc.setUp(t, c, l, s)
+			gids, kept := tc.setUp(t, holdEnv{c: c, d: d, admin: admin, uid: uid, grants: grants(s), l: l, s: s})
 
 			dctx, cancel := context.WithTimeout(ctx, dropDeadline)
 			defer cancel()
@@ -185,6 +209,9 @@ func TestDriver_RevocationRollsBackPreparedTransactions(t *testing.T) {
 			}
 			if left := c.pending(t, gids); len(left) > 0 {
 				t.Errorf("prepared transactions outlived the revocation: %q", left)
+			}
+			if left := c.pending(t, kept); len(left) != len(kept) {
+				t.Errorf("the revocation rolled back another lease's prepared transaction: %d of %d left", len(left), len(kept))
 			}
 		})
 	}

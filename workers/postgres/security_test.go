@@ -22,7 +22,7 @@ import (
 // what clusters upgraded from 14 still have.
 
 // lease is one lease user made by the driver, for these tests.
-type lease struct{ user, password string }
+type lease struct{ user, password, group string }
 
 // pg14Scratch is a scratch database where PUBLIC may create in public, as before 15.
 func (c *cluster) pg14Scratch(t *testing.T) drivertest.Scratch {
@@ -50,7 +50,7 @@ func setUp(t *testing.T) (*cluster, drivertest.Scratch, *postgres.Driver, driver
 // t.Cleanup.
 func newLease(t *testing.T, d *postgres.Driver, admin driver.Conn, uid string, grants []events.Grant) lease {
 	t.Helper()
-	l := lease{user: drivertest.NewUsername(), password: drivertest.NewPassword()}
+	l := lease{user: drivertest.NewUsername(), password: drivertest.NewPassword(), group: "syvault_" + uid}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

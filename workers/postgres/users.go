@@ -389,19 +389,40 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 // it wrote) and could be committed later; rolling it back is what ending a session does
 // to an open transaction. PostgreSQL lets only its owner or a superuser end it, so the
 // admin takes membership in the user (it goes with the role) and acts as the user.
+//
+// PostgreSQL records as the owner whoever the session was at PREPARE, so a user that
+// ran SET ROLE to the target's group first leaves one owned by the group. Of those, the
+// ones holding a lock on pg_authid (they changed a role: the user's own password, which
+// holds its row against NOLOGIN and DROP ROLE) are rolled back too; an application's
+// transaction has no business there. Others of the group's are left: they may be
+// another lease's.
 func (d *Driver) rollbackPrepared(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest) (int, error) {
-	rows, err := conn.Query(ctx, "SELECT p.database, p.gid FROM pg_catalog.pg_prepared_xacts p WHERE p.owner = $1", req.Username)
+	rows, err := conn.Query(ctx, userPrepared, req.Username, groupPrefix)
+	if sqlState(err) == stateUndefinedObject {
+		return 0, nil // dropped concurrently
+	}
 	if err != nil {
 		return 0, fmt.Errorf("list the user's prepared transactions: %w", err)
 	}
-	type prepared struct{ Database, GID string }
+	type prepared struct{ Database, GID, Owner string }
 	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[prepared])
+	if sqlState(err) == stateUndefinedObject {
+		return 0, nil
+	}
 	if err != nil || len(all) == 0 {
 		return 0, err
 	}
-	user := ident(req.Username)
-	if _, err := conn.Exec(ctx, lockTimeout+"GRANT "+user+" TO CURRENT_USER"); err != nil {
-		return 0, fmt.Errorf("take membership in the user to end its prepared transactions: %w", err)
+	joined := map[string]bool{}
+	for _, p := range all {
+		if joined[p.Owner] {
+			continue
+		}
+		// The membership in the user goes with the role; the one in the group the
+		// admin holds already (joinGroup).
+		if _, err := conn.Exec(ctx, lockTimeout+"GRANT "+ident(p.Owner)+" TO CURRENT_USER"); err != nil {
+			return 0, fmt.Errorf("take membership in %q to end its prepared transactions: %w", p.Owner, err)
+		}
+		joined[p.Owner] = true
 	}
 	for _, p := range all {
 		gid, err := quoteLiteral(p.GID)
@@ -409,7 +430,7 @@ func (d *Driver) rollbackPrepared(ctx context.Context, conn *pgxpool.Conn, req d
 			return 0, err
 		}
 		err = d.inDatabase(ctx, req.Conn, p.Database, conn, func(c *pgxpool.Conn) error {
-			if _, err := c.Exec(ctx, "SET ROLE "+user); err != nil {
+			if _, err := c.Exec(ctx, "SET ROLE "+ident(p.Owner)); err != nil {
 				return err
 			}
 			_, err := c.Exec(ctx, "ROLLBACK PREPARED "+gid)
@@ -434,6 +455,17 @@ func (d *Driver) rollbackPrepared(ctx context.Context, conn *pgxpool.Conn, req d
 	}
 	return len(all), nil
 }
+
+// userPrepared lists, given a user's name and the group prefix, the database, gid and
+// owner of the user's prepared transactions, and of those its group's that hold a lock
+// on pg_authid. A prepared transaction's locks are those pg_locks shows with no pid under
+// the virtual transaction that holds its xid.
+const userPrepared = `SELECT p.database, p.gid, p.owner FROM pg_catalog.pg_prepared_xacts p
+	WHERE p.owner = $1
+		OR (pg_catalog.starts_with(p.owner, $2) AND pg_catalog.pg_has_role($1, p.owner, 'MEMBER')
+			AND EXISTS (SELECT FROM pg_catalog.pg_locks x JOIN pg_catalog.pg_locks l ON l.virtualtransaction = x.virtualtransaction
+				WHERE x.locktype = 'transactionid' AND x.transactionid = p.transaction AND x.pid IS NULL AND l.pid IS NULL
+					AND l.locktype = 'relation' AND l.relation = 'pg_catalog.pg_authid'::pg_catalog.regclass))`
 
 // userGroup returns the group role of a lease user: the syvault_ role it is a member of,
 // or, without one, the group of recordUID.
