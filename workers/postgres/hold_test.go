@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +215,44 @@ func TestDriver_RevocationRollsBackPreparedTransactions(t *testing.T) {
 				t.Errorf("the revocation rolled back another lease's prepared transaction: %d of %d left", len(left), len(kept))
 			}
 		})
+	}
+}
+
+// TestDriver_RevocationAfterTheTargetLostCreate: PostgreSQL lets REASSIGN OWNED give a
+// function, type or other schema object (not a table) only to a role that may create in
+// its schema. A lease that made some while its target granted CREATE, then a PUT that
+// took CREATE away, and its revocation failed at every attempt. The drop now lends the
+// group CREATE on such schemas for the REASSIGN, in its transaction, and takes it back.
+func TestDriver_RevocationAfterTheTargetLostCreate(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	wide := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wide}); err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(t, d, admin, uid, wide)
+	if err := c.execIn(ctx, l.user, l.password, s.Database, `SET ROLE NONE;
+		CREATE FUNCTION public.made_by_lease() RETURNS int LANGUAGE sql AS 'SELECT 1';
+		CREATE TYPE public.mood AS ENUM ('ok'); CREATE TABLE public.kept (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, d, admin, uid, l, s.Grants)
+	if c.roleExists(t, l.user) {
+		t.Fatalf("%s still exists", l.user)
+	}
+	for what, query := range map[string]string{
+		"function": "SELECT pg_get_userbyid(proowner)::text FROM pg_proc WHERE proname = 'made_by_lease'",
+		"type":     "SELECT pg_get_userbyid(typowner)::text FROM pg_type WHERE typname = 'mood'",
+		"table":    "SELECT tableowner::text FROM pg_tables WHERE tablename = 'kept'",
+	} {
+		if got := c.owner(t, s.Database, query); got != l.group {
+			t.Errorf("the %s is owned by %s; want the group", what, got)
+		}
+	}
+	if got := c.owner(t, s.Database, fmt.Sprintf("SELECT has_schema_privilege(%s, 'public', 'CREATE')::text", literal(l.group))); got != "false" {
+		t.Errorf("the group may create in public after the revocation: %s", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -365,7 +366,11 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 	}
 	for _, db := range dbs {
 		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
-			_, err := c.Exec(ctx, lockTimeout+"REASSIGN OWNED BY "+user+" TO "+ident(group)+"; DROP OWNED BY "+user)
+			handOver := "REASSIGN OWNED BY " + user + " TO " + ident(group) + "; DROP OWNED BY " + user
+			_, err := c.Exec(ctx, lockTimeout+handOver)
+			if sqlState(err) == stateInsufficient {
+				err = handOverLendingCreate(ctx, c, group, handOver)
+			}
 			return err
 		})
 		switch sqlState(err) {
@@ -381,6 +386,37 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 		}
 	}
 	return nil
+}
+
+// handOverLendingCreate runs handOver (REASSIGN OWNED to the group, DROP OWNED) with
+// CREATE lent to the group, in the same transaction, on each schema where it lacks it and
+// the admin may grant it. PostgreSQL gives an object other than a table only to an owner
+// that may create in its schema, and a PUT may have taken CREATE from the group after a
+// lease made a function or a type with it: without the loan its revocation would fail at
+// every attempt. No other session ever sees the loan.
+func handOverLendingCreate(ctx context.Context, c *pgxpool.Conn, group, handOver string) error {
+	rows, err := c.Query(ctx, `SELECT n.nspname FROM pg_catalog.pg_namespace n
+		WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+			AND NOT pg_catalog.has_schema_privilege($1, n.oid, 'CREATE')
+			AND pg_catalog.has_schema_privilege(CURRENT_USER, n.oid, 'CREATE WITH GRANT OPTION')`, group)
+	if err != nil {
+		return fmt.Errorf("find the schemas the group may not create in: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("find the schemas the group may not create in: %w", err)
+	}
+	if len(names) == 0 {
+		return errors.New("the group may create in no schema the admin could lend it CREATE on")
+	}
+	schemas := make([]string, len(names))
+	for i, n := range names {
+		schemas[i] = ident(n)
+	}
+	list := strings.Join(schemas, ", ")
+	_, err = c.Exec(ctx, lockTimeout+"GRANT CREATE ON SCHEMA "+list+" TO "+ident(group)+"; "+handOver+
+		"; REVOKE CREATE ON SCHEMA "+list+" FROM "+ident(group))
+	return err
 }
 
 // rollbackPrepared rolls back the user's prepared transactions, in each database where
