@@ -215,7 +215,7 @@ func grantRights(ctx context.Context, conn *pgxpool.Conn, s grantSpec) ([]string
 	}
 	query := `SELECT c.relname, p FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
-		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + notLeaseOwned + `
 		AND NOT pg_catalog.has_table_privilege(CURRENT_USER, c.oid, p || ' WITH GRANT OPTION')
 		ORDER BY 1, 2 LIMIT 12`
 	args := []any{s.schema, s.check}
@@ -312,9 +312,16 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 				return err
 			}
 			for _, s := range specs {
-				if s.database == db {
-					stmts += s.statements(group)
+				if s.database != db {
+					continue
 				}
+				var tables []string
+				if len(s.tables) == 0 {
+					if tables, err = schemaTables(ctx, conn, s.schema); err != nil {
+						return err
+					}
+				}
+				stmts += s.statements(group, tables)
 			}
 			if stmts == "" {
 				return nil
@@ -350,6 +357,31 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 		}
 	}
 	return nil
+}
+
+// notLeaseOwned is true of a pg_class row c not owned by an active lease user (a role
+// without CREATEROLE that is a member of a target's group). Such a table is its lease's
+// until the revocation hands it to the group: a schema-wide grant leaves it out, since
+// the admin has no right on it to grant, nor to revoke what its owner shared; a PUT that
+// touched it would fail for as long as the lease lives.
+const notLeaseOwned = `NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+		JOIN pg_catalog.pg_roles o ON o.oid = m.member JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+		WHERE m.member = c.relowner AND NOT o.rolcreaterole AND pg_catalog.starts_with(g.rolname, '` + groupPrefix + `'))`
+
+// schemaTables lists, quoted, the tables, views and foreign tables of schema that a
+// schema-wide grant covers: what GRANT ON ALL TABLES IN SCHEMA would, but lease users'.
+func schemaTables(ctx context.Context, q querier, schema string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND `+notLeaseOwned+` ORDER BY 1`, schema)
+	if err != nil {
+		return nil, fmt.Errorf("list the schema's tables: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list the schema's tables: %w", err)
+	}
+	return tables, nil
 }
 
 // joinGroup makes the admin a member of the group. GRANT of a membership the admin
@@ -408,10 +440,12 @@ func revokeDatabases(ctx context.Context, q querier, role uint32, name string, k
 // privilege it holds in the connected database on an object it does not own: tables,
 // views, sequences, schemas, and the admin's default privileges for it. What the role owns
 // is left alone: those are the objects lease users created, and their owner keeps them.
+// So are what active lease users own and shared with the role: the admin may not revoke
+// their grants, and those objects become the role's when their lease ends.
 func revokeStatements(ctx context.Context, q querier, role uint32, name string) (string, error) {
 	rows, err := q.Query(ctx, `SELECT 'rel', n.nspname, c.relname, c.relkind::text
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relowner <> $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+		WHERE c.relowner <> $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + notLeaseOwned + `
 		AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = $1)
 		UNION ALL
 		SELECT 'schema', n.nspname, '', '' FROM pg_catalog.pg_namespace n
@@ -504,7 +538,7 @@ func verifyGrant(ctx context.Context, conn *pgxpool.Conn, group uint32, s grantS
 	}
 	query := `SELECT c.relname, p FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
-		WHERE n.nspname = $3 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+		WHERE n.nspname = $3 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + notLeaseOwned + `
 		AND NOT pg_catalog.has_table_privilege($1::oid, c.oid, p)
 		ORDER BY 1, 2 LIMIT 6`
 	args := []any{group, s.check, s.schema}

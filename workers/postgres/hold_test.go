@@ -256,3 +256,46 @@ func TestDriver_RevocationAfterTheTargetLostCreate(t *testing.T) {
 		t.Errorf("the group may create in public after the revocation: %s", got)
 	}
 }
+
+// TestDriver_PutWithLeasesTables: a lease that made a table (a migration) and shared it
+// with the group, or shared a temporary table, made every PUT of a schema-wide target
+// fail: the admin may neither grant nor revoke on a table it has no right to, and the
+// PUT's GRANT ON ALL TABLES and its revocations of the group's old privileges touched
+// those tables too, so narrowed grants never took effect. The PUT now leaves lease users'
+// tables to their owners (they reach the group with the revocation).
+func TestDriver_PutWithLeasesTables(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	wide := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
+	narrow := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT"}}}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wide}); err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(t, d, admin, uid, wide)
+	group := pgx.Identifier{l.group}.Sanitize()
+	if err := c.execIn(ctx, l.user, l.password, s.Database,
+		"CREATE TABLE public.mine (id int); GRANT SELECT ON public.mine TO "+group); err != nil {
+		t.Fatal(err)
+	}
+	temp, err := pgx.ConnectConfig(ctx, c.connConfig(l.user, l.password, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer temp.Close(context.Background())
+	if _, err := temp.Exec(ctx, "CREATE TEMP TABLE scratch (id int); GRANT SELECT ON scratch TO "+group); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: narrow}); err != nil {
+		t.Fatalf("PUT with a lease's tables in the schema: %v", err)
+	}
+	fresh := newLease(t, d, admin, uid, narrow)
+	if err := c.execIn(ctx, fresh.user, fresh.password, s.Database, "SELECT id FROM public.granted"); err != nil {
+		t.Errorf("the narrowed grant does not work: %v", err)
+	}
+	for _, stmt := range []string{"INSERT INTO public.granted VALUES (1)", "CREATE TABLE public.again (id int)"} {
+		if err := c.execIn(ctx, fresh.user, fresh.password, s.Database, stmt); err == nil {
+			t.Errorf("%s succeeded after the target was narrowed", stmt)
+		}
+	}
+}

@@ -129,8 +129,9 @@ func (s grantSpec) describe(i int) string {
 	return fmt.Sprintf("grant %d (%s on %s.%s.{%s})", i+1, strings.Join(privs, ", "), s.database, s.schema, strings.Join(s.tables, ","))
 }
 
-// statements returns the GRANTs that give group this grant.
-func (s grantSpec) statements(group string) string {
+// statements returns the GRANTs that give group this grant; schemaTables, for a grant
+// naming no tables, are the schema's tables it covers (see schemaTables).
+func (s grantSpec) statements(group string, schemaTables []string) string {
 	g := ident(group)
 	privs := strings.Join(s.privileges, ", ")
 	var b strings.Builder
@@ -143,7 +144,9 @@ func (s grantSpec) statements(group string) string {
 	switch {
 	case privs == "":
 	case len(s.tables) == 0:
-		fmt.Fprintf(&b, "GRANT %s ON ALL TABLES IN SCHEMA %s TO %s;\n", privs, ident(s.schema), g)
+		if len(schemaTables) > 0 {
+			fmt.Fprintf(&b, "GRANT %s ON TABLE %s TO %s;\n", privs, strings.Join(schemaTables, ", "), g)
+		}
 		// Tables the admin creates later get the privileges too. Only for schema-wide
 		// grants: a grant listing tables must not widen to tables created after it.
 		fmt.Fprintf(&b, "ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT %s ON TABLES TO %s;\n", ident(s.schema), privs, g)
