@@ -445,7 +445,7 @@ func revokeDatabases(ctx context.Context, q querier, role uint32, name string, k
 func revokeStatements(ctx context.Context, q querier, role uint32, name string) (string, error) {
 	rows, err := q.Query(ctx, `SELECT 'rel', n.nspname, c.relname, c.relkind::text
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relowner <> $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND ` + notLeaseOwned + `
+		WHERE c.relowner <> $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND `+notLeaseOwned+`
 		AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = $1)
 		UNION ALL
 		SELECT 'schema', n.nspname, '', '' FROM pg_catalog.pg_namespace n
