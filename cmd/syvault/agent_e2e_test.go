@@ -22,8 +22,11 @@ const signalApp = `trap 'echo HUP >> "$SIGNALS"' HUP
 trap 'echo TERM >> "$SIGNALS"; exit 0' TERM
 while :; do sleep 1 & wait $!; done`
 
-// TestAgent_RenewsAndRotates runs sy agent on a target whose leases may live 6 s, asking
-// for 4 s: it renews once, then a renewal comes back short (the cap) and it rotates. The
+// TestAgent_RenewsAndRotates runs sy agent on a target whose leases may live 8 s, asking
+// for 4 s: it renews once, then a renewal comes back short (the cap) and it rotates with
+// about 3 s of the old lease left, room for a create under load and the grace period
+// (with 6 s, 1 s was left, and a create slowed by a busy machine let the old lease expire
+// before its revocation: "already ended", not "revoked"). The
 // file changes atomically, the application gets SIGHUP, the old lease is revoked after
 // the grace period and its user dropped; SIGTERM reaches the application, revokes the
 // lease and exits 0. The log never holds a secret.
@@ -33,7 +36,7 @@ func TestAgent_RenewsAndRotates(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			eng := mk(t)
 			ctx := context.Background()
-			s := setupAgent(t, mustServer(t, "", nil), eng, bin, 6)
+			s := setupAgent(t, mustServer(t, "", nil), eng, bin, 8)
 			dir := t.TempDir()
 			creds, signals := filepath.Join(dir, "db-creds.json"), filepath.Join(dir, "signals")
 			watch := watchFile(creds)
