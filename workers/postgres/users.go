@@ -199,9 +199,9 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 // and drops what remains of it (REASSIGN OWNED, DROP OWNED, only in the databases
 // pg_shdepend ties it to, and only when it owns or is granted anything), terminates again
 // any backend that was still authenticating, and drops the role. No wait for a lock
-// lasts more than a few seconds (lockTimeout). Objects the user created are kept, owned by the
-// group, so later leases of the target can use them; none ever becomes the admin's, which
-// would make a SECURITY DEFINER function a lease planted run as the admin.
+// lasts more than a few seconds (lockTimeout). Objects the user created are kept, owned
+// by the group, so later leases of the target can use them; none ever becomes the
+// admin's, which would make a SECURITY DEFINER function a lease planted run as the admin.
 //
 // The admin takes membership in the user only for the REASSIGN/DROP OWNED it needs it
 // for, and the membership goes with the role. A user that does not exist is success. The
@@ -263,8 +263,9 @@ func (d *Driver) dropOnce(ctx context.Context, conn *pgxpool.Conn, req driver.Dr
 	first := lockTimeout + fmt.Sprintf(sessionsAndDependents, name, terminateWaitMillis) + "; ALTER ROLE " + user + " NOLOGIN"
 	res, err := exec(ctx, conn, first)
 	if sqlState(err) == stateLockNotAvail {
-		// With its sessions gone, what holds the row is a prepared transaction of the
-		// user's own (ALTER ROLE CURRENT_USER PASSWORD, then PREPARE TRANSACTION).
+		// With its sessions gone, what holds the row is a prepared transaction the user
+		// left (ALTER ROLE CURRENT_USER PASSWORD, then PREPARE TRANSACTION, as itself or
+		// after SET ROLE to its group).
 		if n, perr := d.rollbackPrepared(ctx, conn, req); perr != nil {
 			return errors.Join(err, perr)
 		} else if n > 0 {
