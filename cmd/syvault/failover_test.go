@@ -19,7 +19,7 @@ func TestFailover_NATSLeader(t *testing.T) {
 	servers, urls := jstest.MustCluster(t)
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3 })
 	admin := srv.admin(t)
-	target := mustTarget(t, admin, eng)
+	target := registerOnAFreshCluster(t, admin, eng.target(t))
 	long := mustLease(t, admin, target.RecordUID, 3600)
 	short := mustLease(t, admin, target.RecordUID, 5)
 
@@ -94,4 +94,34 @@ func TestFailover_RevokeWithoutQuorum(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Status != 503 {
 		t.Fatalf("revoke without a stream leader: %v; want 503 (not recorded, try again)", err)
 	}
+}
+
+// registerOnAFreshCluster registers tg on a cluster formed moments ago. There, under a
+// loaded machine, the read side may catch up after the request's deadline (seen twice in
+// CI: a server 12 s to start, then the registration's wait for its record ran out): the
+// answer is then 504 saying the target was recorded, as the API documents, and the
+// target is listed once the read side has it.
+func registerOnAFreshCluster(t *testing.T, admin *client.Client, tg client.Target) *client.Target {
+	t.Helper()
+	ctx := context.Background()
+	target, err := admin.CreateTarget(ctx, tg)
+	var ce *client.Error
+	if err == nil || !errors.As(err, &ce) || ce.Status != 504 || ce.Code != "timeout" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return target
+	}
+	t.Logf("registration: %v; waiting for the recorded target", err)
+	eventually(t, 30*time.Second, "the recorded target listed", func() (bool, error) {
+		targets, err := admin.ListTargets(ctx)
+		for i := range targets {
+			if targets[i].Name == tg.Name {
+				target = &targets[i]
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	return target
 }
