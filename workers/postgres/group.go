@@ -215,7 +215,7 @@ func grantRights(ctx context.Context, conn *pgxpool.Conn, s grantSpec) ([]string
 	}
 	query := `SELECT c.relname, p FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
-		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + notLeaseOwned + `
+		WHERE n.nspname = $1 AND ` + schemaGrantCovers + `
 		AND NOT pg_catalog.has_table_privilege(CURRENT_USER, c.oid, p || ' WITH GRANT OPTION')
 		ORDER BY 1, 2 LIMIT 12`
 	args := []any{s.schema, s.check}
@@ -368,12 +368,17 @@ const notLeaseOwned = `NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m
 		JOIN pg_catalog.pg_roles o ON o.oid = m.member JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
 		WHERE m.member = c.relowner AND NOT o.rolcreaterole AND pg_catalog.starts_with(g.rolname, '` + groupPrefix + `'))`
 
-// schemaTables lists, quoted, the tables, views and foreign tables of schema that a
-// schema-wide grant covers: what GRANT ON ALL TABLES IN SCHEMA would, but lease users'.
+// schemaGrantCovers is true of a pg_class row c that a grant naming no tables covers in
+// its schema: what GRANT ON ALL TABLES IN SCHEMA would (tables, partitioned tables,
+// views, materialized views, foreign tables), but lease users'. The grant, the check of
+// the admin's rights and the check of the group's all select with it.
+const schemaGrantCovers = `c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + notLeaseOwned
+
+// schemaTables lists, quoted, the tables of schema that a schema-wide grant covers.
 func schemaTables(ctx context.Context, q querier, schema string) ([]string, error) {
 	rows, err := q.Query(ctx, `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND `+notLeaseOwned+` ORDER BY 1`, schema)
+		WHERE n.nspname = $1 AND `+schemaGrantCovers+` ORDER BY 1`, schema)
 	if err != nil {
 		return nil, fmt.Errorf("list the schema's tables: %w", err)
 	}
@@ -538,7 +543,7 @@ func verifyGrant(ctx context.Context, conn *pgxpool.Conn, group uint32, s grantS
 	}
 	query := `SELECT c.relname, p FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.unnest($2::text[]) p
-		WHERE n.nspname = $3 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND ` + notLeaseOwned + `
+		WHERE n.nspname = $3 AND ` + schemaGrantCovers + `
 		AND NOT pg_catalog.has_table_privilege($1::oid, c.oid, p)
 		ORDER BY 1, 2 LIMIT 6`
 	args := []any{group, s.check, s.schema}

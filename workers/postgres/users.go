@@ -434,28 +434,27 @@ func handOverLendingCreate(ctx context.Context, c *pgxpool.Conn, group, handOver
 // transaction has no business there. Others of the group's are left: they may be
 // another lease's.
 func (d *Driver) rollbackPrepared(ctx context.Context, conn *pgxpool.Conn, req driver.DropUserRequest) (int, error) {
-	rows, err := conn.Query(ctx, userPrepared, req.Username, groupPrefix)
-	if sqlState(err) == stateUndefinedObject {
-		return 0, nil // dropped concurrently
-	}
-	if err != nil {
-		return 0, fmt.Errorf("list the user's prepared transactions: %w", err)
-	}
 	type prepared struct{ Database, GID, Owner string }
-	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[prepared])
-	if sqlState(err) == stateUndefinedObject {
-		return 0, nil
+	var all []prepared
+	rows, err := conn.Query(ctx, userPrepared, req.Username, groupPrefix)
+	if err == nil {
+		all, err = pgx.CollectRows(rows, pgx.RowToStructByPos[prepared])
 	}
-	if err != nil || len(all) == 0 {
-		return 0, err
+	switch {
+	case sqlState(err) == stateUndefinedObject:
+		return 0, nil // dropped concurrently
+	case err != nil:
+		return 0, fmt.Errorf("list the user's prepared transactions: %w", err)
+	case len(all) == 0:
+		return 0, nil
 	}
 	joined := map[string]bool{}
 	for _, p := range all {
 		if joined[p.Owner] {
 			continue
 		}
-		// The membership in the user goes with the role; the one in the group the
-		// admin holds already (joinGroup).
+		// The membership in the user goes with the role; the group's the admin holds
+		// already (joinGroup), and granting it again only warns.
 		if _, err := conn.Exec(ctx, lockTimeout+"GRANT "+ident(p.Owner)+" TO CURRENT_USER"); err != nil {
 			return 0, fmt.Errorf("take membership in %q to end its prepared transactions: %w", p.Owner, err)
 		}
@@ -480,13 +479,8 @@ func (d *Driver) rollbackPrepared(ctx context.Context, conn *pgxpool.Conn, req d
 			}
 			return err
 		})
-		switch sqlState(err) {
-		case stateInvalidCatalog, stateUndefinedObject: // its database, or the transaction, is gone
-		case "":
-			if err != nil {
-				return 0, fmt.Errorf("roll back the user's prepared transaction in %q: %w", p.Database, err)
-			}
-		default:
+		// A database or a transaction that is gone has nothing left to roll back.
+		if state := sqlState(err); err != nil && state != stateInvalidCatalog && state != stateUndefinedObject {
 			return 0, fmt.Errorf("roll back the user's prepared transaction in %q: %w", p.Database, err)
 		}
 	}
