@@ -96,7 +96,7 @@ func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetReques
 			if err != nil || revokes == "" {
 				return err
 			}
-			return retry(ctx, func() error { _, err := c.Exec(ctx, revokes); return err })
+			return retry(ctx, func() error { _, err := c.Exec(ctx, lockTimeout+revokes); return err })
 		})
 		if err != nil && sqlState(err) != stateInvalidCatalog {
 			return fail(op, err, events.EInternal, "Could not revoke the group role's privileges.", req.Conn.Password)
@@ -326,7 +326,7 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 			if stmts == "" {
 				return nil
 			}
-			if err := retry(ctx, func() error { _, err := conn.Exec(ctx, stmts); return err }); err != nil {
+			if err := retry(ctx, func() error { _, err := conn.Exec(ctx, lockTimeout+stmts); return err }); err != nil {
 				return err
 			}
 			for i, s := range specs {
@@ -516,6 +516,8 @@ func grantFailure(err error) string {
 			return "the admin may not connect to the database"
 		}
 		return "the admin may not grant these privileges (it must own the tables or hold the privileges WITH GRANT OPTION)"
+	case stateLockNotAvail:
+		return "another transaction holds one of its tables (a migration's TRUNCATE, ALTER TABLE or CREATE INDEX); try again once it ends"
 	}
 	return "the admin could not apply it"
 }

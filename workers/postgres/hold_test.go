@@ -299,3 +299,39 @@ func TestDriver_PutWithLeasesTables(t *testing.T) {
 		}
 	}
 }
+
+// TestDriver_PutDoesNotWaitOnABusyTable: a target's PUT re-grants on every table of its
+// grants, and a GRANT waits for any open transaction that changed the table's catalog row
+// (a migration's TRUNCATE, ALTER TABLE or CREATE INDEX). The PUT waited up to its
+// deadline, holding the target's group lock in that process, so the process's creates
+// for the target waited with it. It now fails within the lock timeout saying why, and
+// goes through once the transaction ends.
+func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	migration, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer migration.Close(context.Background())
+	if _, err := migration.Exec(ctx, "BEGIN; TRUNCATE "+s.Granted); err != nil {
+		t.Fatal(err)
+	}
+
+	pctx, cancel := context.WithTimeout(ctx, dropDeadline)
+	defer cancel()
+	err = d.Prepare(pctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+	if err == nil || pctx.Err() != nil || events.ErrorCode(err) != events.ETargetUnverified ||
+		!strings.Contains(events.ErrorMessage(err), "another transaction") {
+		t.Fatalf("PUT behind a busy table = %v (deadline: %v), want a refusal naming the other transaction", err, pctx.Err())
+	}
+	if _, err := migration.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatalf("PUT once the transaction ended: %v", err)
+	}
+}

@@ -34,13 +34,16 @@ var _ driver.Driver = (*Driver)(nil)
 const (
 	// terminateWaitMillis is how long pg_terminate_backend waits for each backend to exit.
 	terminateWaitMillis = 5000
-	// lockTimeout prefixes the statements that alter or drop a lease user. A lock they
-	// wait for longer is someone else's to give back: a transaction of the user that
-	// changed its own password (a revocation ends its session first; a prepared one is
+	// lockTimeout prefixes the statements that alter or drop a lease user, and those that
+	// set a group's grants. A lock they wait for longer is someone else's to give back: a
+	// transaction of the user that changed its own password (a revocation ends its session first; a prepared one is
 	// rolled back, then the drop goes on), or a session using a table the user owns.
 	// Waiting on would hold one of the target's admin connections and, behind REASSIGN
 	// OWNED's exclusive lock, every later query of that table; the statement fails
-	// instead, and a revocation is retried with backoff.
+	// instead, and a revocation is retried with backoff. A target's grants take it too: a
+	// GRANT waits for a transaction that changed the table (a migration's TRUNCATE), and
+	// a PUT waiting on one would hold the group's lock, and the creates behind it, in
+	// its process.
 	lockTimeout = "SET LOCAL lock_timeout = '2s'; "
 	// maintenanceDB is where role-level statements run when the target's own database
 	// has been dropped; every PostgreSQL cluster has it.
