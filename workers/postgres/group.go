@@ -364,7 +364,15 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 // until the revocation hands it to the group: a schema-wide grant leaves it out, since
 // the admin has no right on it to grant, nor to revoke what its owner shared; a PUT that
 // touched it would fail for as long as the lease lives.
-const notLeaseOwned = `NOT EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+const notLeaseOwned = `NOT ` + leaseUserOwns
+
+// groupOwns is true when c.relowner is a target's group role.
+const groupOwns = `EXISTS (SELECT FROM pg_catalog.pg_roles g WHERE g.oid = c.relowner
+		AND pg_catalog.starts_with(g.rolname, '` + groupPrefix + `') AND NOT g.rolcanlogin AND NOT g.rolcreaterole AND NOT g.rolsuper)`
+
+// leaseUserOwns is true when c.relowner is an active lease user: a role without
+// CREATEROLE that is a member of a target's group.
+const leaseUserOwns = `EXISTS (SELECT FROM pg_catalog.pg_auth_members m
 		JOIN pg_catalog.pg_roles o ON o.oid = m.member JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
 		WHERE m.member = c.relowner AND NOT o.rolcreaterole AND pg_catalog.starts_with(g.rolname, '` + groupPrefix + `'))`
 

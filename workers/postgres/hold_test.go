@@ -335,3 +335,115 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 		t.Fatalf("PUT once the transaction ended: %v", err)
 	}
 }
+
+// TestDriver_RevocationOfAUserAnotherLeaseSharedWith: a lease that created a table may
+// grant on it to another lease user, name that user in a row-security policy, or set
+// default privileges for it. Only the granting role may take such a grant back, and the
+// admin was not it: the other user's revocation ended its sessions and logins, but its
+// DROP ROLE failed ("privileges for table ...") at every attempt until the granting
+// lease ended, and for good when the two leases' targets have different admins. The
+// revocation now takes back what lease users granted to the user, as them, and the admin
+// is left a member of no lease user.
+func TestDriver_RevocationOfAUserAnotherLeaseSharedWith(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		sameAdmin, sharerFirst bool
+	}{
+		{"same target", true, false},
+		{"another admin's target", false, false},
+		{"another admin's target, the sharing lease revoked first", false, true},
+	} {
+		sameAdmin := tc.sameAdmin
+		t.Run(tc.name, func(t *testing.T) {
+			c, s, d, admin, uid := setUp(t)
+			ctx := t.Context()
+			grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "INSERT", "CREATE"}}}
+			if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+				t.Fatal(err)
+			}
+			granting := newLease(t, d, admin, uid, grants)
+			other, otherUID, otherGrants := admin, uid, grants
+			if !sameAdmin {
+				other, otherUID, otherGrants = c.secondAdmin(t, s), drivertest.NewRecordUID(), s.Grants
+				if err := d.Prepare(ctx, driver.PrepareRequest{Conn: other, RecordUID: otherUID, Grants: otherGrants}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			revoked := newLease(t, d, other, otherUID, otherGrants)
+			to := pgx.Identifier{revoked.user}.Sanitize()
+			if err := c.execIn(ctx, granting.user, granting.password, s.Database, "SET ROLE NONE; "+
+				"CREATE TABLE public.shared (id int); INSERT INTO public.shared VALUES (1); "+
+				"GRANT SELECT, UPDATE (id) ON public.shared TO "+to+"; "+
+				"ALTER TABLE public.shared ENABLE ROW LEVEL SECURITY; "+
+				"CREATE POLICY only_them ON public.shared TO "+to+" USING (true); "+
+				"ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO "+to+"; "+
+				"CREATE TABLE public.later (id int)"); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.execIn(ctx, revoked.user, revoked.password, s.Database, "SELECT s.id, l.id FROM public.shared s, public.later l"); err != nil {
+				t.Fatalf("the share did not work: %v", err)
+			}
+			if tc.sharerFirst {
+				// Its table, and the grant it made, pass to its target's group.
+				drop(t, d, admin, uid, granting, grants)
+			}
+			memberships, otherMemberships := c.memberships(t, adminRole), c.memberships(t, other.Username)
+
+			dctx, cancel := context.WithTimeout(ctx, dropDeadline)
+			defer cancel()
+			if err := d.DropUser(dctx, driver.DropUserRequest{Conn: other, RecordUID: otherUID, Username: revoked.user, Grants: otherGrants}); err != nil {
+				t.Fatalf("revoke a user another lease shared with: %v", err)
+			}
+			if c.roleExists(t, revoked.user) {
+				t.Fatalf("%s still exists", revoked.user)
+			}
+			if got := c.memberships(t, adminRole); got != memberships {
+				t.Errorf("the admin is a member of %d roles after the drop, %d before", got, memberships)
+			}
+			if got := c.memberships(t, other.Username); got != otherMemberships {
+				t.Errorf("the revoking admin is a member of %d roles after the drop, %d before", got, otherMemberships)
+			}
+			if tc.sharerFirst {
+				return
+			}
+			// The granting lease is untouched: it still owns its table and uses it.
+			if got := c.owner(t, s.Database, "SELECT relowner::regrole::text FROM pg_class WHERE relname = 'shared'"); got != granting.user {
+				t.Errorf("the shared table is owned by %s, want the granting lease %s", got, granting.user)
+			}
+			if err := c.execIn(ctx, granting.user, granting.password, s.Database, "SET ROLE NONE; SELECT id FROM public.shared; CREATE TABLE public.after (id int)"); err != nil {
+				t.Errorf("the granting lease lost its table: %v", err)
+			}
+		})
+	}
+}
+
+// secondAdmin makes another minimal admin, with the rights s.Grants need in s's
+// database, for a target of its own there.
+func (c *cluster) secondAdmin(t *testing.T, s drivertest.Scratch) driver.Conn {
+	t.Helper()
+	name := "vf_admin_" + strings.ToLower(rand.Text()[:8])
+	password := secret()
+	ctx := t.Context()
+	if _, err := c.super.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN CREATEROLE PASSWORD %s; GRANT pg_signal_backend TO %s",
+		name, literal(password), name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, fmt.Sprintf(
+		"GRANT CONNECT ON DATABASE %s TO %s WITH GRANT OPTION; GRANT USAGE ON SCHEMA public TO %s WITH GRANT OPTION; "+
+			"GRANT SELECT, INSERT ON %s TO %s WITH GRANT OPTION", s.Database, name, name, s.Granted, name)); err != nil {
+		t.Fatal(err)
+	}
+	a := c.admin()
+	a.PoolKey, a.Username, a.Password = "pg-test-"+name, name, password
+	return a
+}
+
+// memberships counts the roles role is a member of.
+func (c *cluster) memberships(t *testing.T, role string) int {
+	t.Helper()
+	var n int
+	if err := c.super.QueryRow(t.Context(), "SELECT count(*) FROM pg_auth_members WHERE member = $1::regrole", role).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -365,6 +365,11 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 		}
 		return fmt.Errorf("take membership in the user to reassign what it owns: %w", err)
 	}
+	sharers, err := actAsSharers(ctx, conn, oid)
+	defer leaveSharers(ctx, conn, sharers)
+	if err != nil {
+		return err
+	}
 	for _, db := range dbs {
 		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
 			handOver := "REASSIGN OWNED BY " + user + " TO " + ident(group) + "; DROP OWNED BY " + user
@@ -387,6 +392,59 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 		}
 	}
 	return nil
+}
+
+// actAsSharers makes the admin a member of each other lease user, or target group, that
+// shared something it owns with the user (a privilege on its table, a default
+// privilege), and returns them. Only the grantor may take a grant back, so DROP OWNED,
+// acting as the admin, left such a privilege in place and DROP ROLE failed for as long
+// as the sharing lease lived, and for good when another admin's target made it (its
+// objects, and its grants with them, pass to a group that admin is not a member of). As
+// a member of the owner, the admin's revoke is the owner's. Only roles SyVault made:
+// the admin takes no membership in an application's roles. The memberships are let go
+// (leaveSharers) as the drop ends; a process that dies first leaves one until that
+// lease's own drop.
+func actAsSharers(ctx context.Context, conn *pgxpool.Conn, oid uint32) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner)) FROM (
+			SELECT w.refobjid FROM pg_catalog.pg_shdepend a JOIN pg_catalog.pg_shdepend w
+				ON w.dbid = a.dbid AND w.classid = a.classid AND w.objid = a.objid AND w.deptype = 'o'
+			WHERE a.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND a.refobjid = $1 AND a.deptype = 'a'
+				AND w.refobjid <> $1) AS c(relowner)
+		WHERE (`+leaseUserOwns+` OR `+groupOwns+`) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("find the lease users that shared with the user: %w", err)
+	}
+	owners, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("find the lease users that shared with the user: %w", err)
+	}
+	var joined []string
+	for _, o := range owners {
+		if _, err := conn.Exec(ctx, "GRANT "+o+" TO CURRENT_USER"); err != nil {
+			if sqlState(err) == stateUndefinedObject {
+				continue // that lease ended meanwhile, and its grants passed to the group
+			}
+			return joined, fmt.Errorf("take membership in %s to take back what it shared with the user: %w", o, err)
+		}
+		joined = append(joined, o)
+	}
+	return joined, nil
+}
+
+// leaveSharers ends the memberships actAsSharers took, however the drop went.
+func leaveSharers(ctx context.Context, conn *pgxpool.Conn, sharers []string) {
+	if len(sharers) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
+	defer cancel()
+	for _, o := range sharers {
+		if _, err := conn.Exec(ctx, "REVOKE "+o+" FROM CURRENT_USER"); err != nil && sqlState(err) != stateUndefinedObject {
+			// The membership stays until that lease's drop; the admin gains nothing it
+			// could not take.
+			return
+		}
+	}
 }
 
 // handOverLendingCreate runs handOver (REASSIGN OWNED to the group, DROP OWNED) with
