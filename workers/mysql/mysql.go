@@ -48,6 +48,12 @@ type Driver struct {
 	mu     sync.Mutex
 	pools  map[string]*sql.DB
 	closed bool
+	// swept holds, per pool key, when the last drop there was, while its sweep runs.
+	swept map[string]time.Time
+	// stop ends the sweeps; sweeps counts them, for Close to wait on.
+	stop   context.CancelFunc
+	ctx    context.Context
+	sweeps sync.WaitGroup
 	// unmarked holds the record uids whose users the admin could not mark, warned once.
 	unmarked sync.Map
 }
@@ -57,15 +63,20 @@ func New(logger *slog.Logger) *Driver {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{logger: logger, pools: make(map[string]*sql.DB)}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Driver{logger: logger, pools: make(map[string]*sql.DB), swept: make(map[string]time.Time), ctx: ctx, stop: stop}
 }
 
-// Close closes every admin pool. It is idempotent.
+// Close ends the sweeps and closes every admin pool. It is idempotent.
 func (d *Driver) Close() error {
+	d.mu.Lock()
+	d.closed = true // no sweep starts from here on
+	d.mu.Unlock()
+	d.stop()
+	d.sweeps.Wait()
 	d.mu.Lock()
 	pools := d.pools
 	d.pools = make(map[string]*sql.DB)
-	d.closed = true
 	d.mu.Unlock()
 	var errs []error
 	for _, p := range pools {

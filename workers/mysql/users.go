@@ -91,9 +91,10 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 
 // DropUser locks the account (ACCOUNT LOCK refuses new logins), kills every session of
 // the user listed in information_schema.PROCESSLIST and waits until none is left, drops
-// the user, and kills once more any session that was still authenticating. MySQL users
-// own no objects, so nothing else blocks the drop. A user that does not exist is success
-// (its leftover sessions, if any, are still killed). Safe for concurrent use.
+// the user, and kills once more any session that was still authenticating; the target's
+// sweep (sweep.go) ends a session a DEFINER routine hid meanwhile. MySQL users own no
+// objects, so nothing else blocks the drop. A user that does not exist is success (its
+// leftover sessions, if any, are still killed). Safe for concurrent use.
 func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error {
 	const op = "mysql.DropUser"
 	acct, err := account(req.Username)
@@ -115,6 +116,7 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 	if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
 		return fail(op, fmt.Errorf("drop user: %w", err), events.EInternal, "Could not drop the database user.", req.Conn.Password)
 	}
+	d.sweepAfterDrop(req.Conn)
 	if err := killSessions(ctx, conn, req.Username); err != nil {
 		return fail(op, err, events.EInternal, "Could not end the database user's sessions.", req.Conn.Password)
 	}

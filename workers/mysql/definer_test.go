@@ -1,0 +1,106 @@
+package mysql_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/workers/driver"
+	"github.com/syvault/syvault/workers/drivertest"
+	"github.com/syvault/syvault/workers/mysql"
+)
+
+// TestDriver_RevocationEndsASessionInADefinerRoutine: while a session runs a SQL
+// SECURITY DEFINER routine (or a DEFINER trigger), MariaDB lists it in PROCESSLIST under
+// the definer's name, not its login's. A lease session inside such a routine at its
+// revocation was not found: the drop reported success, and once the routine returned
+// the session worked on as the dropped user, with the database-wide grants it had
+// cached. Such a session is now ended once it shows as the dropped user again.
+func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
+	s := mustServer(t)
+	sc := s.newScratch(t)
+	ctx := t.Context()
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	admin := s.admin()
+
+	// What an application's migration account might have left: a routine that runs as
+	// its definer, for as long as its caller asks.
+	definer := "vf_definer_" + strings.ToLower(rand.Text()[:8])
+	for _, stmt := range []string{
+		"CREATE USER '" + definer + "'@'%' ACCOUNT LOCK",
+		"GRANT EXECUTE ON `" + strings.ReplaceAll(sc.Database, "_", `\_`) + "`.* TO '" + definer + "'@'%'",
+		"GRANT EXECUTE ON `" + strings.ReplaceAll(sc.Database, "_", `\_`) + "`.* TO '" + s.adminName + "'@'%' WITH GRANT OPTION",
+		"CREATE DEFINER = '" + definer + "'@'%' PROCEDURE `" + sc.Database + "`.report(secs DOUBLE) SQL SECURITY DEFINER DO SLEEP(secs)",
+	} {
+		if _, err := s.root.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() { _, _ = s.root.ExecContext(context.Background(), "DROP USER IF EXISTS '"+definer+"'@'%'") })
+
+	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "EXECUTE"}}}
+	user, password := drivertest.NewUsername(), drivertest.NewPassword()
+	t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user}) })
+	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: drivertest.NewRecordUID(), Username: user,
+		Password: password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := openDB(s.addr, user, password, sc.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sess, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	var id uint64
+	if err := sess.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	called := make(chan error, 1)
+	go func() { _, err := sess.ExecContext(ctx, "CALL report(3)"); called <- err }()
+	listed := func() (string, bool) {
+		var who string
+		err := s.root.QueryRowContext(ctx, "SELECT USER FROM information_schema.PROCESSLIST WHERE ID = ?", id).Scan(&who)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", false
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return who, true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for who, _ := listed(); who != definer; who, _ = listed() {
+		select {
+		case err := <-called:
+			t.Fatalf("the routine returned (%v) before the session showed as its definer (it shows as %q)", err, who)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the session never showed as the routine's definer (it shows as %q)", who)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user}); err != nil {
+		t.Fatal(err)
+	}
+	<-called // the routine returns (or the session was ended in it)
+	for who, ok := listed(); ok; who, ok = listed() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked lease's session lives on, as %q", who)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := sess.ExecContext(ctx, "INSERT INTO granted VALUES (1)"); err == nil {
+		t.Error("the revoked lease's session still writes")
+	}
+}
