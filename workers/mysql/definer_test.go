@@ -104,3 +104,43 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 		t.Error("the revoked lease's session still writes")
 	}
 }
+
+// TestDriver_GrantsNeverCreateAUser: on a MariaDB server whose sql_mode lacks
+// NO_AUTO_CREATE_USER (a common setting for older applications: an empty sql_mode), a GRANT
+// to a missing account creates it, with no password. A target's PUT regrants its
+// leases, and one whose user a revocation had just dropped came back: unlocked,
+// passwordless, with the target's grants, under a name its former holder knows.
+func TestDriver_GrantsNeverCreateAUser(t *testing.T) {
+	s := mustServer(t)
+	sc := s.newScratch(t)
+	ctx := t.Context()
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	mysql.SetSQLMode(d, "STRICT_TRANS_TABLES")
+	admin := s.admin()
+	user, uid := drivertest.NewUsername(), drivertest.NewRecordUID()
+	t.Cleanup(func() { _, _ = s.root.ExecContext(context.Background(), "DROP USER IF EXISTS '"+user+"'@'%'") })
+	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: uid, Username: user,
+		Password: drivertest.NewPassword(), ExpiresAt: time.Now().Add(time.Hour), Grants: sc.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user}); err != nil {
+		t.Fatal(err)
+	}
+	// The PUT's regrant of a lease revoked meanwhile.
+	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, RecordUID: uid, Username: user, Grants: sc.Grants}); err != nil {
+		t.Fatalf("UpdateUser of a dropped user: %v", err)
+	}
+	var n int
+	if err := s.root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		sess, err := s.login(ctx, user, "", sc.Database)
+		if err == nil {
+			err = sess.Exec(ctx, "SELECT id FROM granted")
+			sess.Close()
+		}
+		t.Fatalf("the dropped user was made again by a GRANT (a login with no password: %v)", err)
+	}
+}

@@ -44,12 +44,12 @@ func (d *Driver) mark(ctx context.Context, conn *sql.Conn, recordUID, acct strin
 	if err != nil {
 		return err
 	}
-	_, err = conn.ExecContext(ctx, "GRANT "+role+" TO "+acct)
+	_, err = conn.ExecContext(ctx, grantOnly+"GRANT "+role+" TO "+acct)
 	if n := errNumber(err); n == errInvalidRole || n == errUnknownRole {
 		if _, err := conn.ExecContext(ctx, "CREATE ROLE IF NOT EXISTS "+role); err != nil {
 			return fmt.Errorf("create marker role: %w", err)
 		}
-		_, err = conn.ExecContext(ctx, "GRANT "+role+" TO "+acct)
+		_, err = conn.ExecContext(ctx, grantOnly+"GRANT "+role+" TO "+acct)
 	}
 	switch errNumber(err) {
 	case 0:

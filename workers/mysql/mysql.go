@@ -56,6 +56,9 @@ type Driver struct {
 	sweeps sync.WaitGroup
 	// unmarked holds the record uids whose users the admin could not mark, warned once.
 	unmarked sync.Map
+	// sqlMode, when set, replaces the server's sql_mode in the admin sessions: tests use
+	// it to be a server configured otherwise without changing the shared server's.
+	sqlMode string
 }
 
 // New returns a Driver that logs to logger (nil discards). It opens no connection.
@@ -103,6 +106,9 @@ func (d *Driver) pool(c driver.Conn) (*sql.DB, error) {
 	cfg, err := config(c, d.logger)
 	if err != nil {
 		return nil, err
+	}
+	if d.sqlMode != "" {
+		cfg.Params = map[string]string{"sql_mode": "'" + d.sqlMode + "'"}
 	}
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {

@@ -108,15 +108,23 @@ func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 	return specs, nil
 }
 
+// grantOnly prefixes every GRANT to a lease account. MariaDB's GRANT creates a missing
+// account, with no password, unless sql_mode holds NO_AUTO_CREATE_USER, which a server
+// configured for older applications (an empty sql_mode) lacks: a GRANT racing the account's
+// drop (a PUT's regrant, a create its revocation overtook) would bring the user back,
+// passwordless, under a name its former holder knows. MySQL 8 never creates an account
+// so, and reads the MariaDB-only comment as a comment.
+const grantOnly = "/*M! SET STATEMENT sql_mode = 'NO_AUTO_CREATE_USER' FOR */ "
+
 // statements returns the GRANTs giving acct this grant: one per table, or one on the
 // whole database.
 func (s grantSpec) statements(acct string) []string {
 	if len(s.tables) == 0 {
-		return []string{fmt.Sprintf("GRANT %s ON %s.* TO %s", s.privileges, dbPattern(s.database), acct)}
+		return []string{fmt.Sprintf(grantOnly+"GRANT %s ON %s.* TO %s", s.privileges, dbPattern(s.database), acct)}
 	}
 	out := make([]string, len(s.tables))
 	for i, t := range s.tables {
-		out[i] = fmt.Sprintf("GRANT %s ON %s.%s TO %s", s.privileges, quoteIdent(s.database), quoteIdent(t), acct)
+		out[i] = fmt.Sprintf(grantOnly+"GRANT %s ON %s.%s TO %s", s.privileges, quoteIdent(s.database), quoteIdent(t), acct)
 	}
 	return out
 }
