@@ -144,3 +144,57 @@ func TestDriver_GrantsNeverCreateAUser(t *testing.T) {
 		t.Fatalf("the dropped user was made again by a GRANT (a login with no password: %v)", err)
 	}
 }
+
+// TestDriver_RevocationDoesNotWaitOnARollback: a killed session rolls back its open
+// transaction before it goes, listed as Killed meanwhile, and a lease decides how large
+// that transaction is. The drop waited for every listed session to go, and gave up
+// after about two seconds ("1 still running") at every attempt until the rollback
+// ended, its user left in place. A killed session runs nothing more: the drop goes on.
+func TestDriver_RevocationDoesNotWaitOnARollback(t *testing.T) {
+	s := mustServer(t)
+	sc := s.newScratch(t)
+	ctx := t.Context()
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	admin := s.admin()
+	for _, stmt := range []string{
+		"CREATE TABLE `" + sc.Database + "`.ten (id int) ENGINE=InnoDB",
+		// Secondary indexes make a rollback slow, row by row.
+		"CREATE TABLE `" + sc.Database + "`.wide (a int, b int, c int, d int, KEY (b), KEY (c), KEY (d), KEY (b, c)) ENGINE=InnoDB",
+	} {
+		if _, err := s.root.ExecContext(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.root.ExecContext(ctx, "INSERT INTO `"+sc.Database+"`.ten VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)"); err != nil {
+		t.Fatal(err)
+	}
+	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT"}}}
+	user, password := drivertest.NewUsername(), drivertest.NewPassword()
+	t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user}) })
+	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: drivertest.NewRecordUID(), Username: user,
+		Password: password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.login(ctx, user, password, sc.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.Exec(ctx, "START TRANSACTION"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Exec(ctx, "INSERT INTO wide SELECT a.id, RAND() * 1e9, RAND() * 1e9, RAND() * 1e9 FROM ten a, ten b, ten c, ten d, ten e, ten f WHERE f.id < 3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user}); err != nil {
+		t.Fatalf("revoke a user whose session rolls back a large transaction: %v", err)
+	}
+	var n int
+	if err := s.root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%s still exists", user)
+	}
+}

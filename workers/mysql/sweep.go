@@ -28,7 +28,7 @@ const (
 // reconciliation already (GrantListing). ESCAPE, not a backslash: the server's sql_mode
 // may be NO_BACKSLASH_ESCAPES.
 const orphanSessions = `SELECT p.ID, p.USER FROM information_schema.PROCESSLIST p
-	WHERE p.USER LIKE 'vf|_tmp|_%' ESCAPE '|' AND p.USER NOT IN (SELECT u.User FROM mysql.user u)`
+	WHERE p.USER LIKE 'vf|_tmp|_%' ESCAPE '|' AND p.COMMAND <> 'Killed' AND p.USER NOT IN (SELECT u.User FROM mysql.user u)`
 
 // sweepAfterDrop notes a drop on c's server and starts its sweep if none runs.
 func (d *Driver) sweepAfterDrop(c driver.Conn) {

@@ -123,8 +123,9 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 	return nil
 }
 
-// killSessions kills every session of user and returns once PROCESSLIST lists none: KILL
-// only flags a thread, which then takes a moment to go. A thread that ended in between
+// killSessions kills every session of user and returns once PROCESSLIST lists none but
+// those already Killed (see sessionIDs): KILL only flags a thread, which then takes a
+// moment to go. A thread that ended in between
 // (unknown thread) is fine. Any other failure of a KILL but a refusal is looked at again
 // at the next listing, within the same budget: what counts is that the sessions go, and
 // failing the whole drop on the first such error answers a revocation with an error
@@ -166,7 +167,10 @@ func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 }
 
 func sessionIDs(ctx context.Context, conn *sql.Conn, user string) ([]uint64, error) {
-	rows, err := conn.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", user)
+	// A session listed as Killed is rolling back its transaction before it goes, for as
+	// long as the lease made that transaction large: it runs nothing more, and waiting
+	// for it would hold the drop (and its user) for the rollback's length.
+	rows, err := conn.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND COMMAND <> 'Killed'", user)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
