@@ -45,12 +45,7 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 	t.Cleanup(func() { _, _ = s.root.ExecContext(context.Background(), "DROP USER IF EXISTS '"+definer+"'@'%'") })
 
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "EXECUTE"}}}
-	user, password := drivertest.NewUsername(), drivertest.NewPassword()
-	t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user}) })
-	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: drivertest.NewRecordUID(), Username: user,
-		Password: password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants}); err != nil {
-		t.Fatal(err)
-	}
+	user, password := newUser(t, d, admin, grants)
 	db, err := openDB(s.addr, user, password, sc.Database)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +98,18 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 	if _, err := sess.ExecContext(ctx, "INSERT INTO granted VALUES (1)"); err == nil {
 		t.Error("the revoked lease's session still writes")
 	}
+}
+
+// newUser creates a lease user with grants, dropped again at the end of the test.
+func newUser(t *testing.T, d *mysql.Driver, admin driver.Conn, grants []events.Grant) (user, password string) {
+	t.Helper()
+	user, password = drivertest.NewUsername(), drivertest.NewPassword()
+	t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user}) })
+	if err := d.CreateUser(t.Context(), driver.CreateUserRequest{Conn: admin, RecordUID: drivertest.NewRecordUID(), Username: user,
+		Password: password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	return user, password
 }
 
 // TestDriver_GrantsNeverCreateAUser: on a MariaDB server whose sql_mode lacks
@@ -170,12 +177,7 @@ func TestDriver_RevocationDoesNotWaitOnARollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT"}}}
-	user, password := drivertest.NewUsername(), drivertest.NewPassword()
-	t.Cleanup(func() { _ = d.DropUser(context.Background(), driver.DropUserRequest{Conn: admin, Username: user}) })
-	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: drivertest.NewRecordUID(), Username: user,
-		Password: password, ExpiresAt: time.Now().Add(time.Hour), Grants: grants}); err != nil {
-		t.Fatal(err)
-	}
+	user, password := newUser(t, d, admin, grants)
 	sess, err := s.login(ctx, user, password, sc.Database)
 	if err != nil {
 		t.Fatal(err)
