@@ -48,8 +48,8 @@ type Driver struct {
 	mu     sync.Mutex
 	pools  map[string]*sql.DB
 	closed bool
-	// swept holds, per pool key, when the last drop there was, while its sweep runs.
-	swept map[string]time.Time
+	// swept holds, per server (host:port), its sweep's target, while the sweep runs.
+	swept map[string]sweepTarget
 	// stop ends the sweeps; sweeps counts them, for Close to wait on.
 	stop   context.CancelFunc
 	ctx    context.Context
@@ -67,7 +67,7 @@ func New(logger *slog.Logger) *Driver {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &Driver{logger: logger, pools: make(map[string]*sql.DB), swept: make(map[string]time.Time), ctx: ctx, stop: stop}
+	return &Driver{logger: logger, pools: make(map[string]*sql.DB), swept: make(map[string]sweepTarget), ctx: ctx, stop: stop}
 }
 
 // Close ends the sweeps and closes every admin pool. It is idempotent.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/syvault/syvault/workers/driver"
@@ -14,10 +16,10 @@ import (
 // revocation meanwhile cannot find it: DROP USER goes through, and when the routine
 // returns the session carries on as the dropped user, keeping the database-wide
 // privileges it had cached. Only then does it show under the lease user's name again.
-// So after a drop, the target's server is searched every sweepInterval for sessions of
-// lease users that no longer exist, and each is ended; the sweep stops sweepFor after the
-// target's last drop (a lease lives at most a day, and so, as a rule, does a call of its
-// application's).
+// So after a drop, the server is searched every sweepInterval for sessions of lease
+// users that no longer exist, and each is ended; the sweep stops sweepFor after the last
+// drop on that server in this process (a lease lives at most a day, and so, as a rule,
+// does a call of its application's).
 const (
 	sweepInterval = 5 * time.Second
 	sweepFor      = 24 * time.Hour
@@ -30,25 +32,35 @@ const (
 const orphanSessions = `SELECT p.ID, p.USER FROM information_schema.PROCESSLIST p
 	WHERE p.USER LIKE 'vf|_tmp|_%' ESCAPE '|' AND p.COMMAND <> 'Killed' AND p.USER NOT IN (SELECT u.User FROM mysql.user u)`
 
-// sweepAfterDrop notes a drop on c's server and starts its sweep if none runs.
+// sweepTarget is what a server's sweep works with: the admin connection of the target
+// that dropped there last, and when.
+type sweepTarget struct {
+	conn driver.Conn
+	last time.Time
+}
+
+// sweepAfterDrop notes a drop on c's server and starts its sweep if none runs. One
+// sweep per server, whichever targets it serves: any admin that may end sessions sees
+// them all.
 func (d *Driver) sweepAfterDrop(c driver.Conn) {
+	server := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return
 	}
-	_, running := d.swept[c.PoolKey]
-	d.swept[c.PoolKey] = time.Now()
+	_, running := d.swept[server]
+	d.swept[server] = sweepTarget{conn: c, last: time.Now()}
 	if running {
 		return
 	}
 	d.sweeps.Add(1)
-	go d.sweep(c)
+	go d.sweep(server)
 }
 
-// sweep ends orphaned lease sessions on c's server every sweepInterval until sweepFor
-// after the last drop there, or until Close.
-func (d *Driver) sweep(c driver.Conn) {
+// sweep ends orphaned lease sessions on server every sweepInterval until sweepFor after
+// the last drop there, or until Close.
+func (d *Driver) sweep(server string) {
 	defer d.sweeps.Done()
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
@@ -60,12 +72,14 @@ func (d *Driver) sweep(c driver.Conn) {
 		case <-t.C:
 		}
 		d.mu.Lock()
-		if time.Since(d.swept[c.PoolKey]) > sweepFor {
-			delete(d.swept, c.PoolKey)
+		st := d.swept[server]
+		if time.Since(st.last) > sweepFor {
+			delete(d.swept, server)
 			d.mu.Unlock()
 			return
 		}
 		d.mu.Unlock()
+		c := st.conn
 		ctx, cancel := context.WithTimeout(d.ctx, sweepInterval)
 		err := d.endOrphans(ctx, c)
 		cancel()

@@ -91,7 +91,7 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 
 // DropUser locks the account (ACCOUNT LOCK refuses new logins), kills every session of
 // the user listed in information_schema.PROCESSLIST and waits until none is left, drops
-// the user, and kills once more any session that was still authenticating; the target's
+// the user, and kills once more any session that was still authenticating; the server's
 // sweep (sweep.go) ends a session a DEFINER routine hid meanwhile. MySQL users own no
 // objects, so nothing else blocks the drop. A user that does not exist is success (its
 // leftover sessions, if any, are still killed). Safe for concurrent use.
