@@ -102,6 +102,10 @@ class SecretsManagerClient:
         self._key = load_private_key(pem, source)
         self._timeout = timeout
         self._ssl_context = ssl_context
+        handlers: "list[urllib.request.BaseHandler]" = [_NoRedirects()]
+        if ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
+        self._opener = urllib.request.build_opener(*handlers)
         self._lock = threading.Lock()
         self._token: Optional[str] = None
         self._token_expires = 0.0  # time.monotonic() at which the token expires
@@ -269,10 +273,7 @@ class SecretsManagerClient:
             req.add_header(k, v)
         where = "%s %s" % (method, url.split("?", 1)[0])
         try:
-            kwargs: Dict[str, Any] = {"timeout": self._timeout}
-            if self._ssl_context is not None and url.startswith("https:"):
-                kwargs["context"] = self._ssl_context
-            with urllib.request.urlopen(req, **kwargs) as resp:
+            with self._opener.open(req, timeout=self._timeout) as resp:
                 status = resp.status
                 raw = resp.read(_MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as e:
@@ -282,6 +283,12 @@ class SecretsManagerClient:
                 raw = b""
             finally:
                 e.close()
+            if 300 <= e.code < 400:
+                raise SyVaultConnectionError(
+                    "The SyVault server's address answered with a redirect (HTTP %d, %s), which the SDK does not follow: "
+                    "a redirect would carry the token or the client assertion elsewhere. Set server= to the API's own address."
+                    % (e.code, where)
+                ) from None
             raise _error_of(e.code, raw) from None
         except urllib.error.URLError as e:
             raise SyVaultConnectionError("Could not reach the SyVault server (%s): %s." % (where, _reason(e.reason))) from e
@@ -303,6 +310,16 @@ class SecretsManagerClient:
                 status=status,
                 code="invalid_response",
             ) from None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect. urllib's own handler sends every header but the body's on to
+    the new address, whatever its host or scheme: the bearer token, or the signed client
+    assertion (good for minutes), would go to wherever a proxy or a hostile answer points,
+    and the SyVault API never redirects. The 3xx is then raised as an HTTPError."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        return None
 
 
 def _normalize_server(server: Any) -> str:

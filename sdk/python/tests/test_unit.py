@@ -396,6 +396,7 @@ class FakeServer:
 
     def __init__(self):
         self.token_calls = 0
+        self.token_redirect = None  # an address the token endpoint redirects to
         self.expires_in = 900
         self.routes = {}  # (method, path) -> (status, body or None)
         self.seen = []
@@ -423,6 +424,12 @@ class FakeServer:
                 path = self.path.split("?", 1)[0]
                 with fake.lock:
                     fake.seen.append((self.command, self.path, dict(self.headers), body))
+                if path == "/api/sm/v1/auth/token" and fake.token_redirect:
+                    self.send_response(307)
+                    self.send_header("Location", fake.token_redirect + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if path == "/api/sm/v1/auth/token":
                     form = urllib.parse.parse_qs(body.decode())
                     assert form["grant_type"] == ["client_credentials"], form
@@ -441,6 +448,8 @@ class FakeServer:
                     return  # the client gave up long ago
                 if callable(route):
                     route = route(self)
+                    if route is None:
+                        return  # it answered itself
                 status, payload = route
                 if isinstance(payload, bytes):
                     return self._answer(status, None, raw=payload)
@@ -545,6 +554,33 @@ class TransportTests(unittest.TestCase):
         with self.assertRaises(syvault.SyVaultError) as cm:
             self.client.dynamic.list_leases()
         self.assertEqual(cm.exception.code, "invalid_response")
+
+    def test_redirects_are_not_followed(self):
+        # A redirect (a misconfigured proxy, a hostile answer) must not carry the token,
+        # the client assertion or the request elsewhere.
+        other = FakeServer()
+        self.addCleanup(other.close)
+
+        def redirect(handler):
+            handler.send_response(307)
+            handler.send_header("Location", other.url + handler.path)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+
+        self.fake.routes[("GET", "/api/sm/v1/dynamic/leases")] = redirect
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/lease")] = redirect
+        for call in (self.client.dynamic.list_leases, lambda: self.client.dynamic.create_lease(record_uid="x", ttl_seconds=60)):
+            with self.assertRaises(syvault.SyVaultConnectionError) as cm:
+                call()
+            self.assertIn("redirect", str(cm.exception))
+            self.assertNotIn("tok-", str(cm.exception))
+        self.assertEqual(other.seen, [])
+        # Nor the token request itself, whose body is a signed assertion.
+        fresh = SecretsManagerClient(server=self.fake.url, client_id=CLIENT_ID, private_key=self.pem, timeout=5)
+        self.fake.token_redirect = other.url
+        with self.assertRaises(syvault.SyVaultConnectionError):
+            fresh.dynamic.list_leases()
+        self.assertEqual(other.seen, [])
 
     def test_request_shapes(self):
         lease = dict(ModelTests.LEASE)
