@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +199,49 @@ func TestDriver_RevocationDoesNotWaitOnARollback(t *testing.T) {
 	}
 	if n != 0 {
 		t.Errorf("%s still exists", user)
+	}
+}
+
+// TestDriver_RevocationEndsASessionMarkedKilledByItsOwnUser: MariaDB lists a session as
+// Killed once any KILL reached it, KILL QUERY included, which leaves the connection open
+// and idle: a lease may send it to its own idle session. A revocation that counted every
+// Killed session as ending would never end that one.
+func TestDriver_RevocationEndsASessionMarkedKilledByItsOwnUser(t *testing.T) {
+	s := mustServer(t)
+	sc := s.newScratch(t)
+	ctx := t.Context()
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	admin := s.admin()
+	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT"}}}
+	user, password := newUser(t, d, admin, grants)
+	db, err := openDB(s.addr, user, password, sc.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hidden, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hidden.Close()
+	var id uint64
+	if err := hidden.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	other, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ExecContext(ctx, fmt.Sprintf("KILL QUERY %d", id)); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+
+	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hidden.ExecContext(ctx, "INSERT INTO granted VALUES (1)"); err == nil {
+		t.Error("the revoked lease's session still writes")
 	}
 }

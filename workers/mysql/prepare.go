@@ -118,7 +118,7 @@ func (d *Driver) probeKill(ctx context.Context, admin *sql.Conn, c driver.Conn, 
 	if err := sess.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
 		return fmt.Errorf("probe session id: %w", err)
 	}
-	ids, err := sessionIDs(ctx, admin, user)
+	ids, err := listSessions(ctx, admin, user)
 	if err != nil {
 		return err
 	}

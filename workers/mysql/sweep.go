@@ -2,10 +2,12 @@ package mysql
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/syvault/syvault/workers/driver"
@@ -18,53 +20,62 @@ import (
 // privileges it had cached. Only then does it show under the lease user's name again.
 // So after a drop, the server is searched every sweepInterval for sessions of lease
 // users that no longer exist, and each is ended; the sweep stops sweepFor after the last
-// drop on that server in this process (a lease lives at most a day, and so, as a rule,
-// does a call of its application's).
+// drop there by that admin in this process (a lease lives at most a day, and so, as a
+// rule, does a call of its application's).
 const (
 	sweepInterval = 5 * time.Second
 	sweepFor      = 24 * time.Hour
 )
 
-// orphanSessions lists the sessions of lease users (vf_tmp_…, the shape every lease
-// username has) whose account is gone. The admin reads account names in mysql.user for
-// reconciliation already (GrantListing). ESCAPE, not a backslash: the server's sql_mode
-// may be NO_BACKSLASH_ESCAPES.
-const orphanSessions = `SELECT p.ID, p.USER FROM information_schema.PROCESSLIST p
-	WHERE p.USER LIKE 'vf|_tmp|_%' ESCAPE '|' AND p.COMMAND <> 'Killed' AND p.USER NOT IN (SELECT u.User FROM mysql.user u)`
+// leaseSessions lists the sessions of lease users (vf_tmp_…, the shape every lease
+// username has): as many as the applications hold open, whatever the number of
+// accounts. ESCAPE, not a backslash: the server's sql_mode may be NO_BACKSLASH_ESCAPES.
+const leaseSessions = `SELECT ID, USER FROM information_schema.PROCESSLIST WHERE USER LIKE 'vf|_tmp|_%' ESCAPE '|'`
 
-// sweepTarget is what a server's sweep works with: the admin connection of the target
-// that dropped there last, and when.
+// sweepKey names a sweep: one per server and admin. Admins of targets on one server may
+// hold different rights (PROCESS, CONNECTION ADMIN, SELECT on mysql.user), so each
+// sweeps with its own; the same admin for several targets sweeps once.
+func sweepKey(c driver.Conn) string {
+	port := c.Port
+	if port == 0 {
+		port = 3306
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(port)) + " " + c.Username
+}
+
+// sweepTarget is what a sweep works with: the admin connection of the last drop under
+// its key (a PUT that changed the admin's password reaches it), and when that was.
 type sweepTarget struct {
 	conn driver.Conn
 	last time.Time
 }
 
-// sweepAfterDrop notes a drop on c's server and starts its sweep if none runs. One
-// sweep per server, whichever targets it serves: any admin that may end sessions sees
-// them all.
+// sweepAfterDrop notes a drop by c's admin on c's server and starts their sweep if none
+// runs.
 func (d *Driver) sweepAfterDrop(c driver.Conn) {
-	server := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	key := sweepKey(c)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return
 	}
-	_, running := d.swept[server]
-	d.swept[server] = sweepTarget{conn: c, last: time.Now()}
+	_, running := d.swept[key]
+	d.swept[key] = sweepTarget{conn: c, last: time.Now()}
 	if running {
 		return
 	}
 	d.sweeps.Add(1)
-	go d.sweep(server)
+	go d.sweep(key)
 }
 
-// sweep ends orphaned lease sessions on server every sweepInterval until sweepFor after
-// the last drop there, or until Close.
-func (d *Driver) sweep(server string) {
+// sweep ends orphaned lease sessions every sweepInterval until sweepFor after the last
+// drop under key, or until Close.
+func (d *Driver) sweep(key string) {
 	defer d.sweeps.Done()
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
 	warned := false
+	ended := map[uint64]bool{} // sessions this sweep sent KILL CONNECTION, while listed
 	for {
 		select {
 		case <-d.ctx.Done():
@@ -72,61 +83,125 @@ func (d *Driver) sweep(server string) {
 		case <-t.C:
 		}
 		d.mu.Lock()
-		st := d.swept[server]
+		st := d.swept[key]
 		if time.Since(st.last) > sweepFor {
-			delete(d.swept, server)
+			delete(d.swept, key)
 			d.mu.Unlock()
 			return
 		}
 		d.mu.Unlock()
-		c := st.conn
 		ctx, cancel := context.WithTimeout(d.ctx, sweepInterval)
-		err := d.endOrphans(ctx, c)
+		err := d.endOrphans(ctx, st.conn, ended)
 		cancel()
 		if err != nil && d.ctx.Err() == nil && !warned {
 			// Once per sweep: a target that is down says so through its operations.
 			warned = true
 			d.logger.Warn("could not look for sessions of dropped lease users; a session a DEFINER routine hid from its revocation may live on "+
 				"(the admin needs PROCESS, CONNECTION ADMIN and SELECT (User, Host) ON mysql.user)",
-				slog.String("error", scrub(err, c.Password).Error()))
+				slog.String("error", scrub(err, st.conn.Password).Error()))
 		}
 	}
 }
 
-// endOrphans ends every session orphanSessions lists on c's server.
-func (d *Driver) endOrphans(ctx context.Context, c driver.Conn) error {
+// endOrphans ends every session of a lease user whose account is gone, but those ended
+// lists (sent KILL CONNECTION by an earlier round, and rolling back since). A session
+// listed as Killed is not taken as ending on its own: a lease may KILL QUERY its own.
+func (d *Driver) endOrphans(ctx context.Context, c driver.Conn, ended map[uint64]bool) error {
 	conn, err := d.connect(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	type orphan struct {
-		id   uint64
-		user string
-	}
-	rows, err := conn.QueryContext(ctx, orphanSessions)
+	rows, err := conn.QueryContext(ctx, leaseSessions)
 	if err != nil {
-		return fmt.Errorf("list sessions of dropped lease users: %w", err)
+		return fmt.Errorf("list lease users' sessions: %w", err)
 	}
-	var found []orphan
+	byUser := map[string][]uint64{}
+	listed := map[uint64]bool{}
 	for rows.Next() {
-		var o orphan
-		if err := rows.Scan(&o.id, &o.user); err != nil {
+		var id uint64
+		var user string
+		if err := rows.Scan(&id, &user); err != nil {
 			rows.Close()
-			return fmt.Errorf("list sessions of dropped lease users: %w", err)
+			return fmt.Errorf("list lease users' sessions: %w", err)
 		}
-		found = append(found, o)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("list sessions of dropped lease users: %w", err)
-	}
-	for _, o := range found {
-		_, err := conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", o.id))
-		if err != nil && errNumber(err) != errNoSuchThread {
-			return fmt.Errorf("end session %d of dropped lease user %s: %w", o.id, o.user, err)
+		listed[id] = true
+		if !ended[id] {
+			byUser[user] = append(byUser[user], id)
 		}
-		d.logger.Warn("ended a session of a dropped lease user: a DEFINER routine or trigger it was running hid it from its revocation",
-			slog.String("user", o.user), slog.Uint64("session", o.id))
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return fmt.Errorf("list lease users' sessions: %w", err)
+	}
+	for id := range ended {
+		if !listed[id] {
+			delete(ended, id) // gone
+		}
+	}
+	if len(byUser) == 0 {
+		return nil
+	}
+	gone, err := missingAccounts(ctx, conn, byUser)
+	if err != nil {
+		return err
+	}
+	for _, user := range gone {
+		for _, id := range byUser[user] {
+			ok, err := killSession(ctx, conn, id)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue // looked at again next round
+			}
+			ended[id] = true
+			d.logger.Warn("ended a session of a dropped lease user: a DEFINER routine or trigger it was running hid it from its revocation",
+				slog.String("user", user), slog.Uint64("session", id))
+		}
 	}
 	return nil
+}
+
+// missingAccounts returns those users of byUser that have no account 'user'@'%' (the
+// only host lease users are made with): lookups by the primary key, a thousand at a
+// time, not a scan of every account (a server may hold 100,000 lease users). The cost
+// follows the lease users with sessions open, which the server pays for already.
+func missingAccounts(ctx context.Context, conn *sql.Conn, byUser map[string][]uint64) ([]string, error) {
+	const chunk = 1000
+	users := make([]any, 0, len(byUser))
+	for u := range byUser {
+		users = append(users, u)
+	}
+	exists := map[string]bool{}
+	for len(users) > 0 {
+		part := users[:min(chunk, len(users))]
+		users = users[len(part):]
+		q := "SELECT User FROM mysql.user WHERE Host = '%' AND User IN (?" + strings.Repeat(", ?", len(part)-1) + ")"
+		rows, err := conn.QueryContext(ctx, q, part...)
+		if err != nil {
+			return nil, fmt.Errorf("look up lease users' accounts: %w", err)
+		}
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up lease users' accounts: %w", err)
+			}
+			exists[u] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("look up lease users' accounts: %w", err)
+		}
+	}
+	var gone []string
+	for u := range byUser {
+		if !exists[u] {
+			gone = append(gone, u)
+		}
+	}
+	return gone, nil
 }

@@ -124,39 +124,50 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 }
 
 // killSessions kills every session of user and returns once PROCESSLIST lists none but
-// those already Killed (see sessionIDs): KILL only flags a thread, which then takes a
-// moment to go. A thread that ended in between
-// (unknown thread) is fine. Any other failure of a KILL but a refusal is looked at again
-// at the next listing, within the same budget: what counts is that the sessions go, and
-// failing the whole drop on the first such error answers a revocation with an error
-// for something the next round may settle.
+// those it killed that are going: KILL only flags a thread, which then takes a moment to
+// go, or as long as the rollback of its open transaction takes (a lease decides how
+// large that is), listed as Killed meanwhile; such a thread runs nothing more. Killed
+// alone proves nothing: MariaDB lists a session so once any KILL reached it, and a lease
+// may send KILL QUERY to its own idle session, which stays open. A thread that ended in
+// between (unknown thread) is fine. Any other failure of a KILL but a refusal is looked
+// at again at the next listing, within the same budget: what counts is that the
+// sessions go, and failing the whole drop on the first such error answers a revocation
+// with an error for something the next round may settle.
 func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 	const attempts = 100
-	var killErr error // the last KILL that failed for another reason than a refusal
+	var killErr error         // the last KILL that failed for another reason than a refusal
+	sent := map[uint64]bool{} // sessions this call ended with KILL CONNECTION
 	for i := 1; ; i++ {
-		ids, err := sessionIDs(ctx, conn, user)
+		sessions, err := listSessions(ctx, conn, user)
 		if err != nil {
 			return err
 		}
-		if len(ids) == 0 {
+		var left []uint64
+		for _, s := range sessions {
+			if !sent[s.id] || !s.killed {
+				left = append(left, s.id)
+			}
+		}
+		if len(left) == 0 {
 			return nil
 		}
 		if i == attempts {
 			if killErr != nil {
-				return fmt.Errorf("kill sessions: %d still running: %w", len(ids), killErr)
+				return fmt.Errorf("kill sessions: %d still running: %w", len(left), killErr)
 			}
-			return fmt.Errorf("kill sessions: %d still running", len(ids))
+			return fmt.Errorf("kill sessions: %d still running", len(left))
 		}
-		for _, id := range ids {
-			_, err := conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id))
-			switch {
-			case err == nil || errNumber(err) == errNoSuchThread:
-			case errNumber(err) == errKillDenied || errNumber(err) == errSpecificAccess:
-				return events.Wrap(err, events.ETargetUnverified,
-					"The admin may not kill other users' sessions: grant it CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER.")
-			case unavailable(err):
-				return fmt.Errorf("kill session %d: %w", id, err)
-			default:
+		for _, id := range left {
+			if sent[id] {
+				continue // killed; not listed as such yet
+			}
+			ended, err := killSession(ctx, conn, id)
+			if err != nil {
+				return err
+			}
+			if ended {
+				sent[id] = true
+			} else {
 				killErr = fmt.Errorf("kill session %d: %w", id, err)
 			}
 		}
@@ -166,27 +177,48 @@ func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 	}
 }
 
-func sessionIDs(ctx context.Context, conn *sql.Conn, user string) ([]uint64, error) {
-	// A session listed as Killed is rolling back its transaction before it goes, for as
-	// long as the lease made that transaction large: it runs nothing more, and waiting
-	// for it would hold the drop (and its user) for the rollback's length.
-	rows, err := conn.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND COMMAND <> 'Killed'", user)
+// killSession sends KILL CONNECTION to session id. ended reports that the session is
+// ending or gone; err is a failure no retry will mend (a refusal, an unreachable
+// target). Other failures are neither, for the caller to look at again.
+func killSession(ctx context.Context, conn *sql.Conn, id uint64) (ended bool, err error) {
+	_, err = conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id))
+	switch {
+	case err == nil || errNumber(err) == errNoSuchThread:
+		return true, nil
+	case errNumber(err) == errKillDenied || errNumber(err) == errSpecificAccess:
+		return false, events.Wrap(err, events.ETargetUnverified,
+			"The admin may not kill other users' sessions: grant it CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER.")
+	case unavailable(err):
+		return false, fmt.Errorf("kill session %d: %w", id, err)
+	}
+	return false, nil
+}
+
+// session is a PROCESSLIST row: its id, and whether it is listed as Killed.
+type session struct {
+	id     uint64
+	killed bool
+}
+
+// listSessions lists the sessions PROCESSLIST shows under user.
+func listSessions(ctx context.Context, conn *sql.Conn, user string) ([]session, error) {
+	rows, err := conn.QueryContext(ctx, "SELECT ID, COMMAND = 'Killed' FROM information_schema.PROCESSLIST WHERE USER = ?", user)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	defer rows.Close()
-	var ids []uint64
+	var out []session
 	for rows.Next() {
-		var id uint64
-		if err := rows.Scan(&id); err != nil {
+		var s session
+		if err := rows.Scan(&s.id, &s.killed); err != nil {
 			return nil, fmt.Errorf("list sessions: %w", err)
 		}
-		ids = append(ids, id)
+		out = append(out, s)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
-	return ids, nil
+	return out, nil
 }
 
 func pause(ctx context.Context, d time.Duration) error {
