@@ -47,20 +47,7 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "EXECUTE"}}}
 	user, password := newUser(t, d, admin, grants)
-	db, err := openDB(s.addr, user, password, sc.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	sess, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	var id uint64
-	if err := sess.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
-		t.Fatal(err)
-	}
+	_, sess, id := pinnedSession(t, s, user, password, sc.Database)
 	called := make(chan error, 1)
 	go func() { _, err := sess.ExecContext(ctx, "CALL report(3)"); called <- err }()
 	listed := func() (string, bool) {
@@ -99,6 +86,27 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 	if _, err := sess.ExecContext(ctx, "INSERT INTO granted VALUES (1)"); err == nil {
 		t.Error("the revoked lease's session still writes")
 	}
+}
+
+// pinnedSession opens a session of user on database, closed at the end of the test,
+// with the pool it came from and its connection id.
+func pinnedSession(t *testing.T, s *server, user, password, database string) (*sql.DB, *sql.Conn, uint64) {
+	t.Helper()
+	db, err := openDB(s.addr, user, password, database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var id uint64
+	if err := conn.QueryRowContext(t.Context(), "SELECT CONNECTION_ID()").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return db, conn, id
 }
 
 // newUser creates a lease user with grants, dropped again at the end of the test.
@@ -215,20 +223,7 @@ func TestDriver_RevocationEndsASessionMarkedKilledByItsOwnUser(t *testing.T) {
 	admin := s.admin()
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT"}}}
 	user, password := newUser(t, d, admin, grants)
-	db, err := openDB(s.addr, user, password, sc.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	hidden, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hidden.Close()
-	var id uint64
-	if err := hidden.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id); err != nil {
-		t.Fatal(err)
-	}
+	db, hidden, id := pinnedSession(t, s, user, password, sc.Database)
 	other, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
