@@ -349,6 +349,10 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 				continue // a database the group is leaving is gone, and its privileges with it
 			}
 			i := slices.IndexFunc(specs, func(s grantSpec) bool { return s.database == db })
+			if i < 0 && state == stateLockNotAvail {
+				return events.Wrap(err, events.ETargetUnverified,
+					fmt.Sprintf("Cannot revoke the target's privileges in database %q: %s.", db, grantFailure(err)))
+			}
 			if i < 0 {
 				return fmt.Errorf("revoke the group's privileges in %q: %w", db, err)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -365,13 +366,16 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 		}
 		return fmt.Errorf("take membership in the user to reassign what it owns: %w", err)
 	}
-	sharers, err := actAsSharers(ctx, conn, oid)
-	defer leaveSharers(ctx, conn, sharers)
-	if err != nil {
+	var shared sharers
+	defer shared.leave(ctx, conn, d.logger)
+	if err := shared.join(ctx, conn, sharedPrivileges, oid); err != nil {
 		return err
 	}
 	for _, db := range dbs {
 		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
+			if err := shared.join(ctx, c, sharedPolicies, oid); err != nil {
+				return err
+			}
 			handOver := "REASSIGN OWNED BY " + user + " TO " + ident(group) + "; DROP OWNED BY " + user
 			_, err := c.Exec(ctx, lockTimeout+handOver)
 			if sqlState(err) == stateInsufficient {
@@ -394,55 +398,82 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 	return nil
 }
 
-// actAsSharers makes the admin a member of each other lease user, or target group, that
-// shared something it owns with the user (a privilege on its table, a default
-// privilege), and returns them. Only the grantor may take a grant back, so DROP OWNED,
-// acting as the admin, left such a privilege in place and DROP ROLE failed for as long
-// as the sharing lease lived, and for good when another admin's target made it (its
-// objects, and its grants with them, pass to a group that admin is not a member of). As
-// a member of the owner, the admin's revoke is the owner's. Only roles SyVault made:
+// sharers are the roles the admin took membership in for one drop, to take back what
+// they shared with the user. Only the grantor may take a grant back, and only a table's
+// owner may take a role out of its policy, so DROP OWNED, acting as the admin, left such
+// a privilege or policy in place and DROP ROLE failed for as long as the sharing lease
+// lived, and for good when another admin's target made it (its objects, and its grants
+// with them, pass to a group that admin is not a member of). As a member of the owner,
+// the admin acts as the owner. Only roles SyVault made, lease users and target groups:
 // the admin takes no membership in an application's roles. The memberships are let go
-// (leaveSharers) as the drop ends; a process that dies first leaves one until that
-// lease's own drop.
-func actAsSharers(ctx context.Context, conn *pgxpool.Conn, oid uint32) ([]string, error) {
-	rows, err := conn.Query(ctx, `SELECT DISTINCT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner)) FROM (
-			SELECT w.refobjid FROM pg_catalog.pg_shdepend a JOIN pg_catalog.pg_shdepend w
-				ON w.dbid = a.dbid AND w.classid = a.classid AND w.objid = a.objid AND w.deptype = 'o'
-			WHERE a.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND a.refobjid = $1 AND a.deptype = 'a'
-				AND w.refobjid <> $1) AS c(relowner)
-		WHERE (`+leaseUserOwns+` OR `+groupOwns+`) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`, oid)
+// (leave) as the drop ends.
+type sharers struct{ joined []string }
+
+// sharedPrivileges lists, given the user's oid, the owners of objects on which the user
+// holds a privilege or a default privilege: the ACL dependencies pg_shdepend records,
+// joined to the owner dependency of the same object.
+const sharedPrivileges = `SELECT DISTINCT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner)) FROM (
+		SELECT w.refobjid FROM pg_catalog.pg_shdepend a JOIN pg_catalog.pg_shdepend w
+			ON w.dbid = a.dbid AND w.classid = a.classid AND w.objid = a.objid AND w.deptype = 'o'
+		WHERE a.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND a.refobjid = $1 AND a.deptype = 'a'
+			AND w.refobjid <> $1) AS c(relowner)
+	WHERE (` + leaseUserOwns + ` OR ` + groupOwns + `) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`
+
+// sharedPolicies lists, given the user's oid, the owners of the tables of the current
+// database whose row-security policies name the user: a policy has no owner of its own.
+const sharedPolicies = `SELECT DISTINCT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner))
+	FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+	WHERE $1::pg_catalog.oid = ANY (p.polroles) AND c.relowner <> $1
+		AND (` + leaseUserOwns + ` OR ` + groupOwns + `) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`
+
+// join takes membership in the owners query lists for the user oid, on conn.
+func (s *sharers) join(ctx context.Context, conn *pgxpool.Conn, query string, oid uint32) error {
+	rows, err := conn.Query(ctx, query, oid)
 	if err != nil {
-		return nil, fmt.Errorf("find the lease users that shared with the user: %w", err)
+		return fmt.Errorf("find the roles that shared with the user: %w", err)
 	}
 	owners, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("find the lease users that shared with the user: %w", err)
+		return fmt.Errorf("find the roles that shared with the user: %w", err)
 	}
-	var joined []string
 	for _, o := range owners {
-		if _, err := conn.Exec(ctx, "GRANT "+o+" TO CURRENT_USER"); err != nil {
-			if sqlState(err) == stateUndefinedObject {
-				continue // that lease ended meanwhile, and its grants passed to the group
-			}
-			return joined, fmt.Errorf("take membership in %s to take back what it shared with the user: %w", o, err)
+		if slices.Contains(s.joined, o) {
+			continue
 		}
-		joined = append(joined, o)
+		_, err := conn.Exec(ctx, "GRANT "+o+" TO CURRENT_USER")
+		switch sqlState(err) {
+		case "":
+			if err != nil {
+				return fmt.Errorf("take membership in %s to take back what it shared with the user: %w", o, err)
+			}
+			s.joined = append(s.joined, o)
+		case stateUndefinedObject:
+			// That lease ended meanwhile, and what it shared passed to its group.
+		case stateUniqueViolation:
+			// Another drop took the same membership at the same moment; it lets it go
+			// when it ends, and a DROP ROLE that fails then is retried.
+		case stateInsufficient:
+			// PostgreSQL 16 lets an admin take membership only in roles it made: the
+			// DROP ROLE fails saying what holds it, and is retried.
+		default:
+			return fmt.Errorf("take membership in %s to take back what it shared with the user: %w", o, err)
+		}
 	}
-	return joined, nil
+	return nil
 }
 
-// leaveSharers ends the memberships actAsSharers took, however the drop went.
-func leaveSharers(ctx context.Context, conn *pgxpool.Conn, sharers []string) {
-	if len(sharers) == 0 {
+// leave ends the memberships join took, however the drop went. One that cannot be
+// ended is logged and left: the admin gains by it only what it could have taken.
+func (s *sharers) leave(ctx context.Context, conn *pgxpool.Conn, logger *slog.Logger) {
+	if len(s.joined) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
 	defer cancel()
-	for _, o := range sharers {
+	for _, o := range s.joined {
 		if _, err := conn.Exec(ctx, "REVOKE "+o+" FROM CURRENT_USER"); err != nil && sqlState(err) != stateUndefinedObject {
-			// The membership stays until that lease's drop; the admin gains nothing it
-			// could not take.
-			return
+			logger.WarnContext(ctx, "the admin kept a membership it took to revoke what a role shared with a lease user; end it with REVOKE "+o+" FROM <admin>",
+				"role", o, "error", err.Error())
 		}
 	}
 }
