@@ -71,7 +71,7 @@ func applyGrants(ctx context.Context, conn *sql.Conn, acct string, specs []grant
 	for i, s := range specs {
 		for _, stmt := range s.statements(acct) {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				if unavailable(err) {
+				if unavailable(err) || userGone(err) {
 					return fmt.Errorf("grant %d: %w", i+1, err)
 				}
 				return events.Wrap(err, events.ETargetUnverified,
@@ -255,22 +255,42 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
 	}
 	defer conn.Close()
-	// Granting first also tells whether the user exists: GRANT to a missing user fails.
+	// Granting first also tells whether the user exists: GRANT to a missing user fails
+	// (grantOnly: it never creates one). A user dropped at any step since is success too:
+	// its revocation overtook the regrant.
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
-		if n := errNumber(err); n == errNoSuchUser || n == errCantCreateUser {
+		if userGone(err) {
 			return nil
 		}
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
 	}
 	if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {
+		// MariaDB's refusal (1269) does not say why: a user gone is the one it may skip.
+		var n int
+		if cerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE Host = '%' AND User = ?", req.Username).Scan(&n); cerr == nil && n == 0 {
+			return nil
+		}
 		return fail(op, fmt.Errorf("revoke: %w", err), events.EInternal, "Could not revoke what the target no longer grants.", req.Conn.Password)
 	}
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
+		if userGone(err) {
+			return nil
+		}
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
 	}
 	// REVOKE ALL took the marker role too.
 	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+		if userGone(err) {
+			return nil
+		}
 		return fail(op, err, events.EInternal, "Could not mark the database user as its target's.", req.Conn.Password)
 	}
 	return nil
+}
+
+// userGone reports whether a GRANT failed because its user does not exist (dropped
+// meanwhile): MariaDB's 1133, MySQL 8's 1410.
+func userGone(err error) bool {
+	n := errNumber(err)
+	return n == errNoSuchUser || n == errCantCreateUser
 }
