@@ -32,6 +32,9 @@ func (s *Server) createLease(c echo.Context) error {
 	switch {
 	case req.RecordUID == nil || *req.RecordUID == "":
 		return events.Errorf(events.EInvalid, "record_uid is required.")
+	case !events.ValidID(*req.RecordUID):
+		// Before the authorization, which records a refusal with the record uid asked for.
+		return events.Errorf(events.EInvalid, "record_uid must be an id as the API returns it (letters, digits, - and _).")
 	case req.TTLSeconds == nil:
 		return events.Errorf(events.EInvalid, "ttl_seconds is required.")
 	}

@@ -112,12 +112,14 @@ func TestErrors(t *testing.T) {
 			"not an object":      `[1, 2]`,
 			"unknown field":      `{"record_uid": "` + uid + `", "ttl_seconds": 60, "role": "admin"}`,
 			"missing record_uid": `{"ttl_seconds": 60}`,
-			"missing ttl":        `{"record_uid": "` + uid + `"}`,
-			"ttl as a string":    `{"record_uid": "` + uid + `", "ttl_seconds": "60"}`,
-			"ttl as a float":     `{"record_uid": "` + uid + `", "ttl_seconds": 60.5}`,
-			"trailing data":      `{"record_uid": "` + uid + `", "ttl_seconds": 60} {}`,
-			"empty body":         ``,
-			"null":               `null`,
+			// Refused before the authorization records a refusal naming it in the audit log.
+			"record_uid with a terminal escape": `{"record_uid": "x\u001b[2K\u001b[1A", "ttl_seconds": 60}`,
+			"missing ttl":                       `{"record_uid": "` + uid + `"}`,
+			"ttl as a string":                   `{"record_uid": "` + uid + `", "ttl_seconds": "60"}`,
+			"ttl as a float":                    `{"record_uid": "` + uid + `", "ttl_seconds": 60.5}`,
+			"trailing data":                     `{"record_uid": "` + uid + `", "ttl_seconds": 60} {}`,
+			"empty body":                        ``,
+			"null":                              `null`,
 		} {
 			t.Run(name, func(t *testing.T) {
 				status, body := lease(body)

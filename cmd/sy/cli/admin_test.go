@@ -497,3 +497,27 @@ func TestAdminErrors(t *testing.T) {
 		t.Errorf("a refused command still sent a request: client %v, target %v", f.clientBody, f.updateBody)
 	}
 }
+
+// TestAudit_tableShowsNoTerminalControls: an app client chooses the record uid of its
+// refused requests, and the audit table shows it to an admin's terminal: escape
+// sequences in it could erase the rows above, write the clipboard, or reorder the text.
+func TestAudit_tableShowsNoTerminalControls(t *testing.T) {
+	var out bytes.Buffer
+	p := newAuditPrinter(&out, false)
+	hostile := "x\x1b[2K\x1b[1A\r\t\u202eevil"
+	if err := p.print(client.AuditEvent{Seq: 7, Type: "access.denied", RecordUID: hostile, Reason: "nope\x1b]52;c;AAAA\x07"}); err != nil {
+		t.Fatal(err)
+	}
+	var tw bytes.Buffer
+	if err := writeClientTable(&tw, []client.AppClient{{ClientID: "c", Name: hostile}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string]string{"audit": out.String(), "clients": tw.String()} {
+		if strings.ContainsAny(got, "\x1b\r\x07\u202e") || strings.Count(got, "\n") != 2 {
+			t.Errorf("%s table passes terminal controls through: %q", name, got)
+		}
+		if !strings.Contains(got, `x\x1b[2K`) {
+			t.Errorf("%s table does not show the escaped record uid: %q", name, got)
+		}
+	}
+}

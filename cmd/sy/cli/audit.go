@@ -206,6 +206,7 @@ func (p *auditPrinter) flushHeader() error {
 
 func (p *auditPrinter) row(b *strings.Builder, cells []string) {
 	for i, cell := range cells {
+		cell = printable(cell)
 		if i == len(cells)-1 {
 			b.WriteString(cell)
 			break

@@ -165,7 +165,7 @@ func writeClientTable(w io.Writer, clients []client.AppClient) error {
 		if c.MaxTTLSeconds == 0 {
 			maxTTL = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ClientID, c.Name, c.Role, allowed, maxTTL, formatTime(c.CreatedAt))
+		tableRow(tw, c.ClientID, c.Name, c.Role, allowed, maxTTL, formatTime(c.CreatedAt))
 	}
 	return tw.Flush()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -146,8 +147,7 @@ the end, --cursor starts at a page a previous --format json answer named in next
 				if status == "" {
 					status = "active" // lists show active leases only
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.LeaseID, l.RecordUID, l.Username, status,
-					formatTime(l.CreatedAt), formatTime(l.ExpiresAt))
+				tableRow(tw, l.LeaseID, l.RecordUID, l.Username, status, formatTime(l.CreatedAt), formatTime(l.ExpiresAt))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -371,8 +371,8 @@ func (a *app) targetListCommand() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "RECORD_UID\tNAME\tENGINE\tHOST\tPORT\tDATABASE\tMAX_TTL\tCREATED_AT")
 			for _, t := range targets {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", t.RecordUID, t.Name, t.Engine, t.Host, t.Port,
-					t.Database, t.MaxTTLSeconds, formatTime(t.CreatedAt))
+				tableRow(tw, t.RecordUID, t.Name, t.Engine, t.Host, strconv.Itoa(t.Port),
+					t.Database, strconv.Itoa(t.MaxTTLSeconds), formatTime(t.CreatedAt))
 			}
 			return tw.Flush()
 		},
