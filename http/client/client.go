@@ -57,11 +57,23 @@ func New(server, clientID, privateKeyPEM string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("client: server must be an http(s) URL like https://vault.example.com, got %q", server)
 	}
-	return &Client{server: strings.TrimSuffix(server, "/"), clientID: clientID, key: key, http: &http.Client{Timeout: 60 * time.Second}}, nil
+	return &Client{server: strings.TrimSuffix(server, "/"), clientID: clientID, key: key,
+		http: &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirects}}, nil
 }
 
 // SetHTTPClient replaces the HTTP client, e.g. to trust a private CA. Call it before use.
-func (c *Client) SetHTTPClient(h *http.Client) { c.http = h }
+// A copy of h is used, following no redirect whatever h's CheckRedirect.
+func (c *Client) SetHTTPClient(h *http.Client) {
+	hc := *h
+	hc.CheckRedirect = noRedirects
+	c.http = &hc
+}
+
+// noRedirects has a redirect answered as it is. Go's client follows one with the
+// request's body, to the same host over plain HTTP or on another port with the bearer
+// token too, and the token request's body is a signed assertion good for minutes; the
+// API never redirects.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // ParsePrivateKey parses an Ed25519 private key in PKCS#8 PEM form.
 func ParsePrivateKey(pemText string) (ed25519.PrivateKey, error) {
@@ -184,6 +196,10 @@ func (c *Client) send(req *http.Request, out any) error {
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return fmt.Errorf("client: %s %s: the server's address answered with a redirect (HTTP %d), which is not followed: "+
+			"a redirect would carry the token or the client assertion elsewhere; use the API's own address", req.Method, req.URL.Path, resp.StatusCode)
 	}
 	if resp.StatusCode >= 400 {
 		e := &Error{Status: resp.StatusCode}
