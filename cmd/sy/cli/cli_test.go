@@ -279,6 +279,40 @@ func TestKeygen(t *testing.T) {
 	t.Run("missing --out", func(t *testing.T) {
 		wantOneErrorLine(t, run(t, nil, "", "keygen"), 2)
 	})
+	// In a directory another user may write to, the public key's path may name their
+	// symlink by the time its mode is set: keygen made the file it pointed at (a private
+	// file of the user's) readable to all when it set the mode by path.
+	t.Run("never sets a mode through a symlink", func(t *testing.T) {
+		shared, private := t.TempDir(), t.TempDir()
+		secret := filepath.Join(private, "secret")
+		if err := os.WriteFile(secret, []byte("secret"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(shared, "k.pem")
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			link := filepath.Join(shared, "link")
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = os.Symlink(secret, link)
+				_ = os.Rename(link, publicKeyPath(out))
+			}
+		}()
+		for range 200 {
+			run(t, nil, "", "keygen", "--out", out, "--force")
+		}
+		close(stop)
+		<-done
+		if fi, err := os.Stat(secret); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("the file a planted symlink named is now %v (%v), want 0600", fi.Mode().Perm(), err)
+		}
+	})
 }
 
 func TestResolveCredentials(t *testing.T) {

@@ -124,7 +124,7 @@ func (f leaseFiles) write(l *client.Lease) error {
 		if err != nil {
 			return err
 		}
-		if err := writeAtomic(f.output, data); err != nil {
+		if err := writeAtomic(f.output, data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -133,7 +133,7 @@ func (f leaseFiles) write(l *client.Lease) error {
 		if err := t.tmpl.Execute(&buf, l); err != nil {
 			return fmt.Errorf("rendering the template %s: %w", t.in, err)
 		}
-		if err := writeAtomic(t.out, buf.Bytes()); err != nil {
+		if err := writeAtomic(t.out, buf.Bytes(), 0o600); err != nil {
 			return err
 		}
 	}

@@ -91,15 +91,14 @@ Existing files are not overwritten unless --force is given.`,
 			if err != nil {
 				return err
 			}
-			if err := writeAtomic(out, privPEM); err != nil {
+			if err := writeAtomic(out, privPEM, 0o600); err != nil {
 				return err
 			}
-			if err := writeAtomic(pubPath, pubPEM); err != nil {
+			// The public key is not secret: readable like any public file. The mode is
+			// set on the file before it is renamed into place, never by its path after:
+			// in a directory others may write to, the path may name their symlink by then.
+			if err := writeAtomic(pubPath, pubPEM, 0o644); err != nil {
 				return err
-			}
-			// The public key is not secret: make it readable like any public file.
-			if err := os.Chmod(pubPath, 0o644); err != nil {
-				return fmt.Errorf("cannot write %s: %w", pubPath, pathErrCause(err))
 			}
 			fmt.Fprintf(a.stderr, "private key written to %s (keep it secret), public key to %s\n", out, pubPath)
 			return nil
@@ -135,11 +134,16 @@ func newKeyPair() (privPEM, pubPEM []byte, err error) {
 }
 
 // writeAtomic writes data to path atomically with mode 0600.
-func writeAtomic(path string, data []byte) error {
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	f, err := createAtomic(path)
 	if err != nil {
 		return err
 	}
 	defer f.abort()
+	if mode != 0o600 {
+		if err := f.tmp.Chmod(mode); err != nil {
+			return fmt.Errorf("cannot write %s: %w", path, pathErrCause(err))
+		}
+	}
 	return f.commit(data)
 }

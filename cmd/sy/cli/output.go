@@ -85,6 +85,10 @@ func pathErrCause(err error) error {
 	if errors.As(err, &pe) {
 		return pe.Err
 	}
+	var le *os.LinkError // a failed rename names both files
+	if errors.As(err, &le) {
+		return le.Err
+	}
 	return err
 }
 
