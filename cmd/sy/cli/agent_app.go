@@ -63,6 +63,9 @@ type child struct {
 
 // start starts the application with l's credentials in its environment.
 func (c *child) start(l *client.Lease) error {
+	if err := hideFromChildren(); err != nil {
+		return fmt.Errorf("hiding the private key from the application: %w", err)
+	}
 	cmd := exec.Command(c.argv[0], c.argv[1:]...)
 	cmd.Env = childEnv(os.Environ(), l)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.stdout, c.stderr
