@@ -137,7 +137,19 @@ func (c *child) stop(sig os.Signal, timeout time.Duration) {
 
 // signalPIDFile sends sig to the process whose id the file holds.
 func signalPIDFile(path string, sig os.Signal) (int, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+	}
+	if err := pidFileTrusted(path, fi); err != nil {
+		return 0, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
 	}

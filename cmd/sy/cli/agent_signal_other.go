@@ -9,3 +9,6 @@ var signalsByName = map[string]os.Signal{}
 
 // stopSignal ends a process; without Unix signals there is no gentler way.
 var stopSignal os.Signal = os.Kill
+
+// pidFileTrusted has nothing to check where file modes do not say who may write.
+func pidFileTrusted(string, os.FileInfo) error { return nil }
