@@ -23,7 +23,11 @@ as long as an access token (the server's --token-ttl); run sy ui again after tha
 
 The browser is $BROWSER when set, else the system's opener (xdg-open, open). With
 --no-browser the link is printed on stdout instead, e.g. to open it on this machine by
-hand; it works once, so do not paste it anywhere else.`,
+hand; it works once, so do not paste it anywhere else.
+
+The opener gets the link as an argument, which other users of a shared machine can read
+in its command line (/proc) until the browser has used it; there, mount /proc with
+hidepid=2, or use --no-browser and paste the link into a browser already running.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.newClient()
