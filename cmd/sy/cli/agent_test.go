@@ -197,3 +197,32 @@ func TestAgent_received(t *testing.T) {
 		t.Errorf("received() = %v without a signal, want %v", s, stopSignal)
 	}
 }
+
+// TestLeaseFiles_allOrNone: a template whose file could not be written after --output
+// was left --output naming the new lease, which the agent then revoked, while the
+// application went on with the old one.
+func TestLeaseFiles_allOrNone(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "creds.json")
+	if err := os.WriteFile(out, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "t.tmpl")
+	if err := os.WriteFile(in, []byte("{{.Username}}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := loadTemplate(in, filepath.Join(dir, "gone", "app.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := leaseFiles{output: out, templates: []*leaseTemplate{tmpl}}
+	if err := files.write(&fakeLease); err == nil {
+		t.Fatal("writing into a directory that is gone succeeded")
+	}
+	if data, _ := os.ReadFile(out); string(data) != "old" {
+		t.Errorf("--output was replaced although a template could not be written")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("the directory holds %d files, want the 2 it had", len(entries))
+	}
+}

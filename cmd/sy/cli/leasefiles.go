@@ -116,15 +116,35 @@ func (f leaseFiles) check() error {
 	return nil
 }
 
-// write writes every file for l. Whatever fails, each file holds either what it held
-// before or all of its new content.
+// write writes every file for l: all are rendered, and their temporary files made,
+// before any is renamed into place, so that a file that cannot be written leaves every
+// file as it was and none names a lease the caller then revokes. Whatever fails, each
+// file holds either what it held before or all of its new content.
 func (f leaseFiles) write(l *client.Lease) error {
+	type pending struct {
+		file *atomicFile
+		data []byte
+	}
+	var all []pending
+	defer func() {
+		for _, p := range all {
+			p.file.abort()
+		}
+	}()
+	add := func(path string, data []byte) error {
+		af, err := createAtomic(path)
+		if err != nil {
+			return err
+		}
+		all = append(all, pending{af, data})
+		return nil
+	}
 	if f.output != "" {
 		data, err := marshalJSON(l)
 		if err != nil {
 			return err
 		}
-		if err := writeAtomic(f.output, data, 0o600); err != nil {
+		if err := add(f.output, data); err != nil {
 			return err
 		}
 	}
@@ -133,7 +153,12 @@ func (f leaseFiles) write(l *client.Lease) error {
 		if err := t.tmpl.Execute(&buf, l); err != nil {
 			return fmt.Errorf("rendering the template %s: %w", t.in, err)
 		}
-		if err := writeAtomic(t.out, buf.Bytes(), 0o600); err != nil {
+		if err := add(t.out, buf.Bytes()); err != nil {
+			return err
+		}
+	}
+	for _, p := range all {
+		if err := p.file.commit(p.data); err != nil {
 			return err
 		}
 	}
