@@ -299,9 +299,9 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	v.json(http.MethodGet, "/api/sm/v1/dynamic/leases/"+unknown, tok, nil, oaValid, http.StatusNotFound, nil)
 	v.json(http.MethodDelete, "/api/sm/v1/dynamic/leases/"+unknown, tok, nil, oaValid, http.StatusNotFound, nil)
 	v.json(http.MethodPost, "/api/sm/v1/dynamic/leases/"+unknown+"/renew", tok, map[string]any{"ttl_seconds": 60}, oaValid, http.StatusNotFound, nil)
-	// The document cannot say "at most 64 KiB" of a body; this one is otherwise well-formed.
+	// Over 64 KiB, the body is refused as too large before the record uid is read.
 	big := []byte(`{"record_uid": "` + strings.Repeat("a", syhttp.MaxBodyBytes+1024) + `", "ttl_seconds": 60}`)
-	v.call(http.MethodPost, "/api/sm/v1/dynamic/lease", tok, "application/json", big, oaValid, http.StatusRequestEntityTooLarge)
+	v.call(http.MethodPost, "/api/sm/v1/dynamic/lease", tok, "application/json", big, oaInvalid, http.StatusRequestEntityTooLarge)
 	// 409: a target with an active lease.
 	v.json(http.MethodDelete, "/api/sm/v1/dynamic/targets/"+uid, tok, nil, oaValid, http.StatusConflict, nil)
 	v.json(http.MethodDelete, "/api/sm/v1/dynamic/targets/"+uid+"?revoke_leases=maybe", tok, nil, oaInvalid, http.StatusBadRequest, nil)
