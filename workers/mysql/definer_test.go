@@ -232,6 +232,13 @@ func TestDriver_RevocationEndsASessionMarkedKilledByItsOwnUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Close()
+	var command string
+	if err := s.root.QueryRowContext(ctx, "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = ?", id).Scan(&command); err != nil {
+		t.Fatal(err)
+	}
+	if command != "Killed" {
+		t.Skipf("this server lists an idle session KILL QUERY reached as %q, not Killed (MariaDB does; MySQL 8 does not)", command)
+	}
 
 	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user}); err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ type Driver struct {
 	mu     sync.Mutex
 	pools  map[string]*sql.DB
 	closed bool
-	// swept holds, per server (host:port), its sweep's target, while the sweep runs.
+	// swept holds, per server and admin (sweepKey), its sweep's target, while it runs.
 	swept map[string]sweepTarget
 	// stop ends the sweeps; sweeps counts them, for Close to wait on.
 	stop   context.CancelFunc

@@ -149,12 +149,14 @@ func (d *Driver) endOrphans(ctx context.Context, c driver.Conn, ended map[uint64
 	}
 	for _, user := range gone {
 		for _, id := range byUser[user] {
-			ok, err := killSession(ctx, conn, id)
+			ok, retry, err := killSession(ctx, conn, id)
 			if err != nil {
 				return err
 			}
 			if !ok {
-				continue // looked at again next round
+				d.logger.Debug("could not end a session of a dropped lease user; trying again next round",
+					slog.String("user", user), slog.Uint64("session", id), slog.String("error", retry.Error()))
+				continue
 			}
 			ended[id] = true
 			d.logger.Warn("ended a session of a dropped lease user: a DEFINER routine or trigger it was running hid it from its revocation",

@@ -161,14 +161,14 @@ func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 			if sent[id] {
 				continue // killed; not listed as such yet
 			}
-			ended, err := killSession(ctx, conn, id)
+			ended, retry, err := killSession(ctx, conn, id)
 			if err != nil {
 				return err
 			}
 			if ended {
 				sent[id] = true
 			} else {
-				killErr = fmt.Errorf("kill session %d: %w", id, err)
+				killErr = retry
 			}
 		}
 		if err := pause(ctx, 20*time.Millisecond); err != nil {
@@ -178,20 +178,20 @@ func killSessions(ctx context.Context, conn *sql.Conn, user string) error {
 }
 
 // killSession sends KILL CONNECTION to session id. ended reports that the session is
-// ending or gone; err is a failure no retry will mend (a refusal, an unreachable
-// target). Other failures are neither, for the caller to look at again.
-func killSession(ctx context.Context, conn *sql.Conn, id uint64) (ended bool, err error) {
+// ending or gone; retry is a failure the caller may look at again; err is one no retry
+// will mend (a refusal, an unreachable target).
+func killSession(ctx context.Context, conn *sql.Conn, id uint64) (ended bool, retry, err error) {
 	_, err = conn.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id))
 	switch {
 	case err == nil || errNumber(err) == errNoSuchThread:
-		return true, nil
+		return true, nil, nil
 	case errNumber(err) == errKillDenied || errNumber(err) == errSpecificAccess:
-		return false, events.Wrap(err, events.ETargetUnverified,
+		return false, nil, events.Wrap(err, events.ETargetUnverified,
 			"The admin may not kill other users' sessions: grant it CONNECTION ADMIN (MySQL 8: CONNECTION_ADMIN) or SUPER.")
 	case unavailable(err):
-		return false, fmt.Errorf("kill session %d: %w", id, err)
+		return false, nil, fmt.Errorf("kill session %d: %w", id, err)
 	}
-	return false, nil
+	return false, fmt.Errorf("kill session %d: %w", id, err), nil
 }
 
 // session is a PROCESSLIST row: its id, and whether it is listed as Killed.
@@ -266,8 +266,7 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 	}
 	if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {
 		// MariaDB's refusal (1269) does not say why: a user gone is the one it may skip.
-		var n int
-		if cerr := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE Host = '%' AND User = ?", req.Username).Scan(&n); cerr == nil && n == 0 {
+		if accountGone(ctx, conn, req.Username) {
 			return nil
 		}
 		return fail(op, fmt.Errorf("revoke: %w", err), events.EInternal, "Could not revoke what the target no longer grants.", req.Conn.Password)
@@ -280,12 +279,21 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 	}
 	// REVOKE ALL took the marker role too.
 	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
-		if userGone(err) {
+		// GRANT role to a missing user reads, on MySQL 8, like a missing role (3523).
+		if userGone(err) || accountGone(ctx, conn, req.Username) {
 			return nil
 		}
 		return fail(op, err, events.EInternal, "Could not mark the database user as its target's.", req.Conn.Password)
 	}
 	return nil
+}
+
+// accountGone reports whether the lease user's account ('user'@'%') is known not to
+// exist; a failed look-up says nothing.
+func accountGone(ctx context.Context, conn *sql.Conn, user string) bool {
+	var n int
+	err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE Host = '%' AND User = ?", user).Scan(&n)
+	return err == nil && n == 0
 }
 
 // userGone reports whether a GRANT failed because its user does not exist (dropped

@@ -180,6 +180,11 @@ func (o *agentOptions) check(cmd *cobra.Command, args []string, ttl int, templat
 	if o.pidFile != "" && o.signal == nil {
 		return usagef("--pid-file needs --signal, the signal to send that process on rotation")
 	}
+	if o.pidFile != "" {
+		if err := checkPIDFile(o.pidFile); err != nil {
+			return usagef("%v", err)
+		}
+	}
 	if o.files.output == "" && len(templates) == 0 && !execApp {
 		if o.once {
 			return usagef("--once needs --output or --template: somewhere to write the lease")

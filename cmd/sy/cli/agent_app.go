@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"sort"
@@ -135,9 +136,26 @@ func (c *child) stop(sig os.Signal, timeout time.Duration) {
 	}
 }
 
+// checkPIDFile fails when the pid file exists and is not to be trusted (pidFileTrusted),
+// so that this is known when the agent starts, not at its first rotation.
+func checkPIDFile(path string) error {
+	f, err := openPIDFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // the application may write it later
+	} else if err != nil {
+		return fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+	}
+	return pidFileTrusted(path, fi)
+}
+
 // signalPIDFile sends sig to the process whose id the file holds.
 func signalPIDFile(path string, sig os.Signal) (int, error) {
-	f, err := os.Open(path)
+	f, err := openPIDFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
 	}

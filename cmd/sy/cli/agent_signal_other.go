@@ -12,3 +12,6 @@ var stopSignal os.Signal = os.Kill
 
 // pidFileTrusted has nothing to check where file modes do not say who may write.
 func pidFileTrusted(string, os.FileInfo) error { return nil }
+
+// openPIDFile opens a pid file.
+func openPIDFile(path string) (*os.File, error) { return os.Open(path) }

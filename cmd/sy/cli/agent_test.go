@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/syvault/syvault/http/client"
@@ -221,6 +222,29 @@ func TestLeaseFiles_allOrNone(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(out); string(data) != "old" {
 		t.Errorf("--output was replaced although a template could not be written")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("the directory holds %d files, want the 2 it had", len(entries))
+	}
+
+	// The same when the template's file is made but cannot be written out (a full disk).
+	if tmpl, err = loadTemplate(in, filepath.Join(dir, "app.conf")); err != nil {
+		t.Fatal(err)
+	}
+	files = leaseFiles{output: out, templates: []*leaseTemplate{tmpl}}
+	sync := syncFile
+	t.Cleanup(func() { syncFile = sync })
+	syncFile = func(f *os.File) error {
+		if strings.Contains(f.Name(), "app.conf") {
+			return syscall.ENOSPC
+		}
+		return sync(f)
+	}
+	if err := files.write(&fakeLease); err == nil {
+		t.Fatal("writing onto a full disk succeeded")
+	}
+	if data, _ := os.ReadFile(out); string(data) != "old" {
+		t.Errorf("--output was replaced although a template could not be written out")
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Errorf("the directory holds %d files, want the 2 it had", len(entries))

@@ -116,10 +116,11 @@ func (f leaseFiles) check() error {
 	return nil
 }
 
-// write writes every file for l: all are rendered, and their temporary files made,
-// before any is renamed into place, so that a file that cannot be written leaves every
-// file as it was and none names a lease the caller then revokes. Whatever fails, each
-// file holds either what it held before or all of its new content.
+// write writes every file for l: all are rendered, and their temporary files written
+// and flushed to disk, before any is renamed into place, so that a file that cannot be
+// written (a missing directory, a full disk) leaves every file as it was and none names
+// a lease the caller then revokes. Whatever fails, each file holds either what it held
+// before or all of its new content.
 func (f leaseFiles) write(l *client.Lease) error {
 	type pending struct {
 		file *atomicFile
@@ -158,7 +159,12 @@ func (f leaseFiles) write(l *client.Lease) error {
 		}
 	}
 	for _, p := range all {
-		if err := p.file.commit(p.data); err != nil {
+		if err := p.file.stage(p.data); err != nil {
+			return err
+		}
+	}
+	for _, p := range all {
+		if err := p.file.place(); err != nil {
 			return err
 		}
 	}

@@ -133,7 +133,7 @@ func newKeyPair() (privPEM, pubPEM []byte, err error) {
 		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), nil
 }
 
-// writeAtomic writes data to path atomically with mode 0600.
+// writeAtomic writes data to path atomically, the file having mode from the start.
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	f, err := createAtomic(path)
 	if err != nil {

@@ -42,7 +42,19 @@ func createAtomic(path string) (*atomicFile, error) {
 
 // commit writes data, flushes it to disk and renames the file into place. On failure the
 // temporary file is removed and path is left as it was.
-func (f *atomicFile) commit(data []byte) (err error) {
+func (f *atomicFile) commit(data []byte) error {
+	if err := f.stage(data); err != nil {
+		return err
+	}
+	return f.place()
+}
+
+// syncFile flushes a temporary file to disk; tests replace it to fail one.
+var syncFile = (*os.File).Sync
+
+// stage writes data to the temporary file, flushes it to disk and closes it: all that
+// may fail for want of space or quota, before anything is renamed into place.
+func (f *atomicFile) stage(data []byte) (err error) {
 	defer func() {
 		if err != nil {
 			f.tmp.Close()
@@ -53,14 +65,17 @@ func (f *atomicFile) commit(data []byte) (err error) {
 	if _, err := f.tmp.Write(data); err != nil {
 		return err
 	}
-	if err := f.tmp.Sync(); err != nil {
+	if err := syncFile(f.tmp); err != nil {
 		return err
 	}
-	if err := f.tmp.Close(); err != nil {
-		return err
-	}
+	return f.tmp.Close()
+}
+
+// place renames the staged file into place.
+func (f *atomicFile) place() error {
 	if err := os.Rename(f.tmp.Name(), f.path); err != nil {
-		return err
+		os.Remove(f.tmp.Name())
+		return fmt.Errorf("cannot write %s: %w", f.path, pathErrCause(err))
 	}
 	// Make the rename itself durable; not every file system supports syncing a directory.
 	if dir, err := os.Open(filepath.Dir(f.path)); err == nil {
@@ -198,7 +213,7 @@ func printable(s string) string {
 }
 
 func unprintable(r rune) bool {
-	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f
+	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // tableRow writes cells as one tab-separated row (for a tabwriter), each printable.
