@@ -74,10 +74,9 @@ func TestNATS_Config(t *testing.T) {
 		}
 	}
 
-	file := filepath.Join(t.TempDir(), "nats.conf")
-	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// The routes' credentials come from key routes.conf of Secret syvault-nats, included
+	// from its mount: a file made as deploy/README.md says stands in for it here, and the
+	// manifests' placeholder must keep the server from starting.
 	// The client nkey comes from Secret syvault-nats; a real one stands in for it here.
 	kp, _ := nkeys.CreateUser()
 	userKey, _ := kp.PublicKey()
@@ -93,6 +92,39 @@ func TestNATS_Config(t *testing.T) {
 	}
 	if !nkeyFromSecret {
 		t.Error("the nats container does not read the client nkey from Secret syvault-nats (key nkey-public)")
+	}
+	// The container's mounts, under a temporary root: NATS reads an include relative to
+	// the file that names it.
+	root := t.TempDir()
+	routesFile := routesInclude(t, conf, confPath, c, spec)
+	const routePassword = "0123456789abcdef0123456789abcdef"
+	var routesConf strings.Builder
+	fmt.Fprintf(&routesConf, "authorization { user: route, password: %q }\nroutes: [\n", routePassword)
+	for i := range 3 {
+		fmt.Fprintf(&routesConf, "  nats://route:%s@%s-%d.%s.%s.svc.cluster.local:6222\n", routePassword, sts.Name, i, sts.Spec.ServiceName, syvaultNamespace)
+	}
+	routesConf.WriteString("]\n")
+	placeholder, ok := find[*corev1.Secret](objs, syvaultNamespace, "syvault-nats")
+	if !ok || placeholder.StringData["routes.conf"] == "" {
+		t.Fatal("Secret syvault-nats has no placeholder for routes.conf")
+	}
+	file := filepath.Join(root, confPath)
+	for _, p := range []string{file, filepath.Join(root, routesFile)} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, routesFile), []byte(placeholder.StringData["routes.conf"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.ProcessConfigFile(file); err == nil {
+		t.Error("nats.conf parses with the placeholder routes.conf: NATS would start with routes anyone may join")
+	}
+	if err := os.WriteFile(filepath.Join(root, routesFile), []byte(routesConf.String()), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	opts, err := server.ProcessConfigFile(file)
 	if err != nil {
@@ -136,9 +168,17 @@ func TestNATS_Config(t *testing.T) {
 			}
 		}
 	}
+	// A server that joins on 6222 sees and publishes everything: routes must
+	// authenticate, with the password every configured route carries.
+	if opts.Cluster.Username == "" || opts.Cluster.Password != routePassword {
+		t.Errorf("cluster authorization user %q: want the route user and password of routes.conf", opts.Cluster.Username)
+	}
 	var routes []string
 	for _, r := range opts.Routes {
 		routes = append(routes, r.Host)
+		if pw, _ := r.User.Password(); r.User == nil || pw != routePassword {
+			t.Errorf("route %s carries no route password", r.Host)
+		}
 	}
 	var want []string
 	for i := range 3 {
@@ -161,6 +201,39 @@ func TestNATS_Config(t *testing.T) {
 			t.Errorf("lame duck takes %s, terminationGracePeriodSeconds is %d", need, *spec.TerminationGracePeriodSeconds)
 		}
 	}
+}
+
+// routesInclude returns the path nats.conf (at confPath) includes the routes'
+// credentials from, and checks that it is key routes.conf of Secret syvault-nats,
+// mounted in the container.
+func routesInclude(t *testing.T, conf, confPath string, c corev1.Container, spec corev1.PodSpec) string {
+	t.Helper()
+	var inc string
+	for _, line := range strings.Split(conf, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "include" && strings.HasSuffix(f[1], "routes.conf") {
+			inc = path.Join(path.Dir(confPath), f[1])
+		}
+	}
+	if inc == "" {
+		t.Fatal("nats.conf includes no routes.conf: routes would admit any server")
+	}
+	for _, m := range c.VolumeMounts {
+		if !strings.HasPrefix(inc, m.MountPath+"/") {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != "syvault-nats" {
+				continue
+			}
+			for _, it := range v.Secret.Items {
+				if it.Key == "routes.conf" && m.MountPath+"/"+it.Path == inc {
+					return inc
+				}
+			}
+		}
+	}
+	t.Fatalf("nats.conf includes %s, which is not key routes.conf of Secret syvault-nats mounted in the container", inc)
+	return ""
 }
 
 // TestSyvault_NATSCredentials: every syvault container joins NATS with the nkey seed of
