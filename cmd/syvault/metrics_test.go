@@ -9,8 +9,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/syvault/syvault/http/client"
 )
@@ -196,4 +199,29 @@ func TestDrop_ForgetsTheUsername(t *testing.T) {
 	})
 	mustBeGone(t, eng, revoked.Username, 0)
 	mustBeGone(t, eng, expiring.Username, 0)
+}
+
+// TestActiveCollector_ScrapesShareACount: /metrics answers whoever reaches it, and each
+// count of the active leases asks NATS for every (target, client) pair with active
+// leases: scrapes in quick succession must not each pay for one.
+func TestActiveCollector_ScrapesShareACount(t *testing.T) {
+	var calls atomic.Int32
+	c := &activeCollector{
+		active: func(context.Context) (map[string]int, error) {
+			calls.Add(1)
+			return map[string]int{"7Kj9mNpQ2xRs": 3}, nil
+		},
+		connected: func() bool { return true },
+		desc:      prometheus.NewDesc("syvault_leases_active", "test", []string{"record_uid"}, nil),
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	for range 20 {
+		if _, err := reg.Gather(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("20 scrapes in a row counted the active leases %d times, want 1", n)
+	}
 }
