@@ -141,16 +141,13 @@ func (d *Driver) connect(ctx context.Context, c driver.Conn) (*sql.Conn, error) 
 // FormatDSN and sql.Open, because a custom *tls.Config (verify-full with a CA bundle)
 // would otherwise have to be registered in the driver's global TLS registry.
 func config(c driver.Conn, logger *slog.Logger) (*mysql.Config, error) {
-	port := 3306
-	if c.Port != 0 {
-		if c.Port < 0 || c.Port > 65535 {
-			return nil, fmt.Errorf("port %d out of range", c.Port)
-		}
-		port = c.Port
+	addr, err := address(c)
+	if err != nil {
+		return nil, err
 	}
 	cfg := mysql.NewConfig()
 	cfg.Net = "tcp"
-	cfg.Addr = net.JoinHostPort(c.Host, strconv.Itoa(port))
+	cfg.Addr = addr
 	cfg.User = c.Username
 	cfg.Passwd = c.Password
 	// No default database: every statement names its database, and a user must still be
@@ -181,6 +178,18 @@ func config(c driver.Conn, logger *slog.Logger) (*mysql.Config, error) {
 		return nil, fmt.Errorf("unknown tls_mode %q", c.TLSMode)
 	}
 	return cfg, nil
+}
+
+// address is c's host:port, 3306 when c names no port.
+func address(c driver.Conn) (string, error) {
+	port := 3306
+	if c.Port != 0 {
+		if c.Port < 0 || c.Port > 65535 {
+			return "", fmt.Errorf("port %d out of range", c.Port)
+		}
+		port = c.Port
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(port)), nil
 }
 
 // driverLogger sends go-sql-driver's own messages (dropped connections and the like) to

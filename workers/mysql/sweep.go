@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,11 +36,8 @@ const leaseSessions = `SELECT ID, USER FROM information_schema.PROCESSLIST WHERE
 // hold different rights (PROCESS, CONNECTION ADMIN, SELECT on mysql.user), so each
 // sweeps with its own; the same admin for several targets sweeps once.
 func sweepKey(c driver.Conn) string {
-	port := c.Port
-	if port == 0 {
-		port = 3306
-	}
-	return net.JoinHostPort(c.Host, strconv.Itoa(port)) + " " + c.Username
+	addr, _ := address(c) // a port out of range has dropped nothing
+	return addr + " " + c.Username
 }
 
 // sweepTarget is what a sweep works with: the admin connection of the last drop under
@@ -143,7 +140,7 @@ func (d *Driver) endOrphans(ctx context.Context, c driver.Conn, ended map[uint64
 	if len(byUser) == 0 {
 		return nil
 	}
-	gone, err := missingAccounts(ctx, conn, byUser)
+	gone, err := missingAccounts(ctx, conn, slices.Collect(maps.Keys(byUser)))
 	if err != nil {
 		return err
 	}
@@ -166,22 +163,21 @@ func (d *Driver) endOrphans(ctx context.Context, c driver.Conn, ended map[uint64
 	return nil
 }
 
-// missingAccounts returns those users of byUser that have no account 'user'@'%' (the
-// only host lease users are made with): lookups by the primary key, a thousand at a
-// time, not a scan of every account (a server may hold 100,000 lease users). The cost
-// follows the lease users with sessions open, which the server pays for already.
-func missingAccounts(ctx context.Context, conn *sql.Conn, byUser map[string][]uint64) ([]string, error) {
+// missingAccounts returns those of users that have no account 'user'@'%' (the only
+// host lease users are made with): lookups by the primary key, a thousand at a time, not
+// a scan of every account (a server may hold 100,000 lease users).
+func missingAccounts(ctx context.Context, conn *sql.Conn, users []string) ([]string, error) {
 	const chunk = 1000
-	users := make([]any, 0, len(byUser))
-	for u := range byUser {
-		users = append(users, u)
-	}
 	exists := map[string]bool{}
-	for len(users) > 0 {
-		part := users[:min(chunk, len(users))]
-		users = users[len(part):]
+	for rest := users; len(rest) > 0; {
+		part := rest[:min(chunk, len(rest))]
+		rest = rest[len(part):]
+		args := make([]any, len(part))
+		for i, u := range part {
+			args[i] = u
+		}
 		q := "SELECT User FROM mysql.user WHERE Host = '%' AND User IN (?" + strings.Repeat(", ?", len(part)-1) + ")"
-		rows, err := conn.QueryContext(ctx, q, part...)
+		rows, err := conn.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("look up lease users' accounts: %w", err)
 		}
@@ -200,7 +196,7 @@ func missingAccounts(ctx context.Context, conn *sql.Conn, byUser map[string][]ui
 		}
 	}
 	var gone []string
-	for u := range byUser {
+	for _, u := range users {
 		if !exists[u] {
 			gone = append(gone, u)
 		}

@@ -257,43 +257,42 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 	defer conn.Close()
 	// Granting first also tells whether the user exists: GRANT to a missing user fails
 	// (grantOnly: it never creates one). A user dropped at any step since is success too:
-	// its revocation overtook the regrant.
-	if err := applyGrants(ctx, conn, acct, specs); err != nil {
+	// its revocation overtook the regrant. Not every failure says so (MariaDB's REVOKE
+	// answers 1269, MySQL 8's GRANT of a role 3523, as for a missing role): a look-up of
+	// the account decides those.
+	dropped := func(err error) bool {
 		if userGone(err) {
+			return true
+		}
+		gone, lerr := missingAccounts(ctx, conn, []string{req.Username})
+		return lerr == nil && len(gone) == 1
+	}
+	if err := applyGrants(ctx, conn, acct, specs); err != nil {
+		if dropped(err) {
 			return nil
 		}
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
 	}
 	if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {
-		// MariaDB's refusal (1269) does not say why: a user gone is the one it may skip.
-		if accountGone(ctx, conn, req.Username) {
+		if dropped(err) {
 			return nil
 		}
 		return fail(op, fmt.Errorf("revoke: %w", err), events.EInternal, "Could not revoke what the target no longer grants.", req.Conn.Password)
 	}
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
-		if userGone(err) {
+		if dropped(err) {
 			return nil
 		}
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
 	}
 	// REVOKE ALL took the marker role too.
 	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
-		// GRANT role to a missing user reads, on MySQL 8, like a missing role (3523).
-		if userGone(err) || accountGone(ctx, conn, req.Username) {
+		if dropped(err) {
 			return nil
 		}
 		return fail(op, err, events.EInternal, "Could not mark the database user as its target's.", req.Conn.Password)
 	}
 	return nil
-}
-
-// accountGone reports whether the lease user's account ('user'@'%') is known not to
-// exist; a failed look-up says nothing.
-func accountGone(ctx context.Context, conn *sql.Conn, user string) bool {
-	var n int
-	err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE Host = '%' AND User = ?", user).Scan(&n)
-	return err == nil && n == 0
 }
 
 // userGone reports whether a GRANT failed because its user does not exist (dropped
