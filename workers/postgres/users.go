@@ -409,6 +409,10 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 // (leave) as the drop ends.
 type sharers struct{ joined []string }
 
+// joinable is true when c.relowner is a role SyVault made (a lease user or a target's
+// group) that the admin is not a member of yet.
+const joinable = `(` + leaseUserOwns + ` OR ` + groupOwns + `) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`
+
 // sharedPrivileges lists, given the user's oid, the owners of objects on which the user
 // holds a privilege or a default privilege: the ACL dependencies pg_shdepend records,
 // joined to the owner dependency of the same object.
@@ -417,14 +421,13 @@ const sharedPrivileges = `SELECT DISTINCT pg_catalog.quote_ident(pg_catalog.pg_g
 			ON w.dbid = a.dbid AND w.classid = a.classid AND w.objid = a.objid AND w.deptype = 'o'
 		WHERE a.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND a.refobjid = $1 AND a.deptype = 'a'
 			AND w.refobjid <> $1) AS c(relowner)
-	WHERE (` + leaseUserOwns + ` OR ` + groupOwns + `) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`
+	WHERE ` + joinable
 
 // sharedPolicies lists, given the user's oid, the owners of the tables of the current
 // database whose row-security policies name the user: a policy has no owner of its own.
 const sharedPolicies = `SELECT DISTINCT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(c.relowner))
 	FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
-	WHERE $1::pg_catalog.oid = ANY (p.polroles) AND c.relowner <> $1
-		AND (` + leaseUserOwns + ` OR ` + groupOwns + `) AND NOT pg_catalog.pg_has_role(CURRENT_USER, c.relowner, 'USAGE')`
+	WHERE $1::pg_catalog.oid = ANY (p.polroles) AND c.relowner <> $1 AND ` + joinable
 
 // join takes membership in the owners query lists for the user oid, on conn.
 func (s *sharers) join(ctx context.Context, conn *pgxpool.Conn, query string, oid uint32) error {
