@@ -139,34 +139,42 @@ func (c *child) stop(sig os.Signal, timeout time.Duration) {
 // checkPIDFile fails when the pid file exists and is not to be trusted (pidFileTrusted),
 // so that this is known when the agent starts, not at its first rotation.
 func checkPIDFile(path string) error {
-	f, err := openPIDFile(path)
+	f, err := openTrustedPIDFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // the application may write it later
 	} else if err != nil {
-		return fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+		return err
 	}
-	defer f.Close()
+	return f.Close()
+}
+
+// openTrustedPIDFile opens the pid file, never through a symlink, and checks that only
+// this user may have set it (pidFileTrusted).
+func openTrustedPIDFile(path string) (*os.File, error) {
+	f, err := openPIDFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+	}
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+		err = fmt.Errorf("reading the pid file: %w", pathErrCause(err))
+	} else {
+		err = pidFileTrusted(path, fi)
 	}
-	return pidFileTrusted(path, fi)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // signalPIDFile sends sig to the process whose id the file holds.
 func signalPIDFile(path string, sig os.Signal) (int, error) {
-	f, err := openPIDFile(path)
+	f, err := openTrustedPIDFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
-	}
-	if err := pidFileTrusted(path, fi); err != nil {
 		return 0, err
 	}
+	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0, fmt.Errorf("reading the pid file: %w", pathErrCause(err))
