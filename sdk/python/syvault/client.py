@@ -101,7 +101,6 @@ class SecretsManagerClient:
                 raise ConfigurationError("private_key= takes the PEM text itself; pass the file %s as private_key_path=." % pem.strip())
         self._key = load_private_key(pem, source)
         self._timeout = timeout
-        self._ssl_context = ssl_context
         handlers: "list[urllib.request.BaseHandler]" = [_NoRedirects()]
         if ssl_context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
