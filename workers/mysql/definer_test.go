@@ -23,12 +23,8 @@ import (
 // the session worked on as the dropped user, with the database-wide grants it had
 // cached. Such a session is now ended once it shows as the dropped user again.
 func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
-	s := mustServer(t)
-	sc := s.newScratch(t)
+	s, sc, d, admin := setUp(t)
 	ctx := t.Context()
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() })
-	admin := s.admin()
 
 	// What an application's migration account might have left: a routine that runs as
 	// its definer, for as long as its caller asks.
@@ -88,6 +84,27 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 	}
 }
 
+// setUp is a test's server, scratch database, driver (closed after the test's other
+// cleanups, which drop users through it) and admin.
+func setUp(t *testing.T) (*server, drivertest.Scratch, *mysql.Driver, driver.Conn) {
+	t.Helper()
+	s := mustServer(t)
+	sc := s.newScratch(t)
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	return s, sc, d, s.admin()
+}
+
+// accounts counts the accounts named user, at any host.
+func (s *server) accounts(t *testing.T, user string) int {
+	t.Helper()
+	var n int
+	if err := s.root.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // pinnedSession opens a session of user on database, closed at the end of the test,
 // with the pool it came from and its connection id.
 func pinnedSession(t *testing.T, s *server, user, password, database string) (*sql.DB, *sql.Conn, uint64) {
@@ -127,13 +144,9 @@ func newUser(t *testing.T, d *mysql.Driver, admin driver.Conn, grants []events.G
 // leases, and one whose user a revocation had just dropped came back: unlocked,
 // passwordless, with the target's grants, under a name its former holder knows.
 func TestDriver_GrantsNeverCreateAUser(t *testing.T) {
-	s := mustServer(t)
-	sc := s.newScratch(t)
+	s, sc, d, admin := setUp(t)
 	ctx := t.Context()
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() })
-	mysql.SetSQLMode(d, "STRICT_TRANS_TABLES")
-	admin := s.admin()
+	mysql.SetSQLMode(d, "STRICT_TRANS_TABLES") // before the driver's first connection
 	user, uid := drivertest.NewUsername(), drivertest.NewRecordUID()
 	t.Cleanup(func() { _, _ = s.root.ExecContext(context.Background(), "DROP USER IF EXISTS '"+user+"'@'%'") })
 	if err := d.CreateUser(ctx, driver.CreateUserRequest{Conn: admin, RecordUID: uid, Username: user,
@@ -147,10 +160,7 @@ func TestDriver_GrantsNeverCreateAUser(t *testing.T) {
 	if err := d.UpdateUser(ctx, driver.UpdateUserRequest{Conn: admin, RecordUID: uid, Username: user, Grants: sc.Grants}); err != nil {
 		t.Fatalf("UpdateUser of a dropped user: %v", err)
 	}
-	var n int
-	if err := s.root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	n := s.accounts(t, user)
 	if n != 0 {
 		sess, err := s.login(ctx, user, "", sc.Database)
 		if err == nil {
@@ -167,12 +177,8 @@ func TestDriver_GrantsNeverCreateAUser(t *testing.T) {
 // after about two seconds ("1 still running") at every attempt until the rollback
 // ended, its user left in place. A killed session runs nothing more: the drop goes on.
 func TestDriver_RevocationDoesNotWaitOnARollback(t *testing.T) {
-	s := mustServer(t)
-	sc := s.newScratch(t)
+	s, sc, d, admin := setUp(t)
 	ctx := t.Context()
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() })
-	admin := s.admin()
 	for _, stmt := range []string{
 		"CREATE TABLE `" + sc.Database + "`.ten (id int) ENGINE=InnoDB",
 		// Secondary indexes make a rollback slow, row by row.
@@ -201,10 +207,7 @@ func TestDriver_RevocationDoesNotWaitOnARollback(t *testing.T) {
 	if err := d.DropUser(ctx, driver.DropUserRequest{Conn: admin, Username: user}); err != nil {
 		t.Fatalf("revoke a user whose session rolls back a large transaction: %v", err)
 	}
-	var n int
-	if err := s.root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	n := s.accounts(t, user)
 	if n != 0 {
 		t.Errorf("%s still exists", user)
 	}
@@ -215,12 +218,8 @@ func TestDriver_RevocationDoesNotWaitOnARollback(t *testing.T) {
 // and idle: a lease may send it to its own idle session. A revocation that counted every
 // Killed session as ending would never end that one.
 func TestDriver_RevocationEndsASessionMarkedKilledByItsOwnUser(t *testing.T) {
-	s := mustServer(t)
-	sc := s.newScratch(t)
+	s, sc, d, admin := setUp(t)
 	ctx := t.Context()
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() })
-	admin := s.admin()
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT"}}}
 	user, password := newUser(t, d, admin, grants)
 	db, hidden, id := pinnedSession(t, s, user, password, sc.Database)

@@ -398,8 +398,7 @@ func TestDriver_FailedGrantIsNamed(t *testing.T) {
 	if strings.Contains(err.Error(), pw) {
 		t.Fatalf("error holds the lease password: %v", err)
 	}
-	var n int
-	if err := s.root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("%d users named %s left (%v)", n, user, err)
+	if n := s.accounts(t, user); n != 0 {
+		t.Fatalf("%d users named %s left", n, user)
 	}
 }

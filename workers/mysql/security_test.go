@@ -9,19 +9,14 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/workers/driver"
 	"github.com/syvault/syvault/workers/drivertest"
-	"github.com/syvault/syvault/workers/mysql"
 )
 
 // TestDriver_UpdateUserNarrows: a lease active when its target's grants shrink loses
 // what was taken away (a database-wide privilege, a table, a privilege on a table) and
 // keeps the rest, with no moment of having less than the new grants.
 func TestDriver_UpdateUserNarrows(t *testing.T) {
-	s := mustServer(t)
-	sc := s.newScratch(t)
+	s, sc, d, admin := setUp(t)
 	ctx := t.Context()
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
-	admin := s.admin()
 	wide := []events.Grant{
 		{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "DELETE"}},
 		{Database: sc.Database, Tables: []string{"granted"}, Privileges: []string{"UPDATE"}},
@@ -76,13 +71,9 @@ func TestDriver_UpdateUserNarrows(t *testing.T) {
 // objects are refused at registration (events.NormalizeTarget), so none can outlive or
 // block a drop.
 func TestDriver_MigrationByLeases(t *testing.T) {
-	s := mustServer(t)
-	sc := s.newScratch(t)
+	s, sc, d, admin := setUp(t)
 	other := s.newScratch(t)
 	ctx := t.Context()
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
-	admin := s.admin()
 	// The admin may grant what a migration needs.
 	if _, err := s.root.ExecContext(ctx, "GRANT ALTER, INDEX ON `"+strings.ReplaceAll(sc.Database, "_", `\_`)+"`.* TO '"+s.adminName+"'@'%' WITH GRANT OPTION"); err != nil {
 		t.Fatal(err)
