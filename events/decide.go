@@ -89,7 +89,7 @@ func (l Lease) Renew(actor string, now time.Time, ttlSeconds int, maxTTL time.Du
 	case !ok:
 		return Event{}, Errorf(EConflict, "Only an active lease can be renewed; this one is %s.", l.Status)
 	}
-	return Event{Type: LeaseRenewed, ID: l.ID + ".renewed." + strconv.FormatUint(l.Seq, 10), Time: now.UTC(),
+	return Event{Type: LeaseRenewed, ID: l.ID + ".renewed." + strconv.FormatUint(l.Seq, 10), Time: now.UTC(), Base: l.base,
 		ClientID: actor, RecordUID: l.RecordUID, LeaseID: l.ID, TTLSeconds: ttlSeconds, ExpiresAt: exp, Outcome: OutcomeOK}, nil
 }
 

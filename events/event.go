@@ -39,7 +39,14 @@ type Event struct {
 	// Prev is the stream sequence of the event before this one on its subject when it was
 	// appended (0 for the first), set by ordered appends: each aggregate's events form a
 	// chain a reader can follow, or check, without searching.
-	Prev      uint64    `json:"prev,omitempty"`
+	Prev uint64 `json:"prev,omitempty"`
+	// Base, on lease.renewed, is the sequence of the lease's last event before it that is
+	// not a renewal. A renewal supersedes the renewals between (each sets the whole expiry
+	// and TTL), so a fold read backwards steps from the last renewal straight to Base: a
+	// lease's read costs the same after its thousandth renewal as after its first, where
+	// an app client renewing in a loop otherwise made every decision on its lease slower.
+	// 0 (written by an earlier version) means follow Prev.
+	Base      uint64    `json:"base,omitempty"`
 	Time      time.Time `json:"time"`
 	ClientID  string    `json:"client_id,omitempty"`
 	RecordUID string    `json:"record_uid,omitempty"`

@@ -48,6 +48,10 @@ type Lease struct {
 
 	// Spec is what creating and dropping the user need; projections leave it out.
 	Spec *LeaseSpec `json:"-"`
+
+	// base is the sequence of the last event folded that is not a renewal: the Base of
+	// the next renewal.
+	base uint64
 }
 
 // Credentials are what a new lease hands its requester, once: the only place its
@@ -75,6 +79,9 @@ func (l *Lease) Apply(e Event, seq uint64) bool {
 	changed := l.apply(e)
 	if seq != 0 {
 		l.Seq = seq
+		if e.Type != LeaseRenewed {
+			l.base = seq
+		}
 	}
 	return changed
 }

@@ -45,3 +45,39 @@ func BenchmarkLoadLease(b *testing.B) {
 	jsstore.ReadFromLeader(s)
 	b.Run("leader", read)
 }
+
+// BenchmarkLoadLeaseAfterRenewals reads a lease that has been renewed n times, as every
+// renewal, revocation and expiry of it does before deciding: the last renewal, the
+// activation and the request, however many renewals came between.
+func BenchmarkLoadLeaseAfterRenewals(b *testing.B) {
+	ctx := context.Background()
+	s := jstest.MustServer(b, "").MustStore(b)
+	now := time.Now().UTC()
+	for _, n := range []int{1, 1000, 3000} {
+		id := fmt.Sprintf("R%d", n)
+		subj := events.LeaseSubject(id)
+		seq, err := s.Append(ctx, subj, events.Event{Type: events.LeaseRequested, ID: id + ".requested", LeaseID: id, Time: now,
+			ExpiresAt: now.Add(time.Hour), Lease: &events.LeaseSpec{Username: "vf_tmp_bbbbbbbb"}}, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if seq, err = s.Append(ctx, subj, events.Event{Type: events.LeaseActivated, ID: id + ".activated", LeaseID: id, Time: now}, seq); err != nil {
+			b.Fatal(err)
+		}
+		base := seq
+		for i := range n {
+			e := events.Event{Type: events.LeaseRenewed, ID: fmt.Sprintf("%s.renewed.%d", id, i), LeaseID: id, Time: now,
+				Base: base, TTLSeconds: 3600, ExpiresAt: now.Add(time.Hour)}
+			if seq, err = s.Append(ctx, subj, e, seq); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("renewals=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if l, err := s.LoadLease(ctx, id); err != nil || l.Seq != seq {
+					b.Fatal(l, err)
+				}
+			}
+		})
+	}
+}

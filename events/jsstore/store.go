@@ -277,8 +277,10 @@ func (s *Store) History(ctx context.Context, subject string) ([]events.Event, []
 // (each names its predecessor, and the first is the request): the last event, then each
 // predecessor by its sequence, one read per event, where reading forwards takes one more
 // to learn that the history has ended, and searches the stream for each next event. A
-// chain that does not end at a request (events appended before they named their
-// predecessor) is read forwards instead.
+// renewal's predecessors back to its Base are renewals it supersedes, left out: what
+// they would fold to is what it folds to. A chain that does not end at a request (events
+// appended before they named their predecessor), or does not step back, is read
+// forwards instead.
 func (s *Store) leaseHistory(ctx context.Context, subject string) ([]events.Event, []uint64, error) {
 	var (
 		evs  []events.Event
@@ -309,7 +311,14 @@ func (s *Store) leaseHistory(ctx context.Context, subject string) ([]events.Even
 			slices.Reverse(seqs)
 			return evs, seqs, nil
 		}
-		req = msgGetRequest{Seq: e.Prev}
+		prev := e.Prev
+		if e.Type == events.LeaseRenewed && e.Base != 0 && e.Base <= prev {
+			prev = e.Base
+		}
+		if prev >= msg.Sequence {
+			return s.History(ctx, subject)
+		}
+		req = msgGetRequest{Seq: prev}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"testing"
 	"time"
 
@@ -295,6 +296,80 @@ func TestStore_DecideLease(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+// A client that renews its lease in a loop must not make every later decision on that
+// lease slower: a lease's read skips the renewals its last one supersedes, and folds to
+// what its whole history does, renewals written by an earlier version (which name no
+// base) and all.
+func TestStore_RenewalsDoNotLengthenALeasesRead(t *testing.T) {
+	ctx := context.Background()
+	s, nc := jstest.MustServer(t, "").MustStoreConn(t)
+	now := time.Now().UTC()
+	subj := events.LeaseSubject("R")
+	seq, err := s.Append(ctx, subj, events.Event{Type: events.LeaseRequested, ID: "R.requested", LeaseID: "R", Time: now,
+		TTLSeconds: 60, ExpiresAt: now.Add(time.Minute), Lease: &events.LeaseSpec{Username: "vf_tmp_rrrrrrrr"}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, err = s.Append(ctx, subj, events.Event{Type: events.LeaseActivated, ID: "R.activated", LeaseID: "R", Time: now}, seq); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // an earlier version's renewals
+		e := events.Event{Type: events.LeaseRenewed, ID: fmt.Sprintf("R.old%d", i), LeaseID: "R", Time: now,
+			TTLSeconds: 100 + i, ExpiresAt: now.Add(time.Duration(100+i) * time.Second)}
+		if seq, err = s.Append(ctx, subj, e, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renew := func(ttl int) {
+		t.Helper()
+		if _, _, err := s.DecideLease(ctx, "R", func(l events.Lease) (*events.Event, error) {
+			e, err := l.Renew("app", time.Now(), ttl, 0)
+			return &e, err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := func() (events.Lease, uint64) {
+		t.Helper()
+		before := nc.Stats().OutMsgs
+		l, err := s.LoadLease(ctx, "R")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, nc.Stats().OutMsgs - before
+	}
+	whole := func() events.Lease {
+		t.Helper()
+		evs, seqs, err := s.History(ctx, subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return events.Fold(evs, seqs)
+	}
+
+	for i := range 200 {
+		renew(600 + i%7)
+	}
+	l, n := reads()
+	if n != 3 {
+		t.Errorf("reading a lease after 203 renewals took %d reads, want 3 (the last renewal, the activation, the request)", n)
+	}
+	if want := whole(); !reflect.DeepEqual(l, want) {
+		t.Errorf("the read folded to\n%+v\nits whole history to\n%+v", l, want)
+	}
+	if l.TTLSeconds != 600+199%7 || l.Status != events.StatusActive {
+		t.Errorf("after the renewals the lease is %+v, want active with the last renewal's TTL", l)
+	}
+
+	if _, _, err := s.DecideLease(ctx, "R", func(l events.Lease) (*events.Event, error) { return l.Revoke("app", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	l, n = reads()
+	if n != 4 || l.Status != events.StatusRevoking || !reflect.DeepEqual(l, whole()) {
+		t.Errorf("after a revocation the read took %d reads (want 4) and folded to %+v", n, l)
+	}
 }
 
 // An events stream made by an earlier version, without the subjects added since, takes
