@@ -28,6 +28,7 @@ const (
 	errNoSuchUser        = 1133 // GRANT to a user that does not exist (MariaDB)
 	errColumnAccess      = 1143 // SELECT of a column the admin may not read
 	errRoleDenied        = 1698 // GRANT of a role without its ADMIN OPTION (MariaDB; SQLSTATE 28000)
+	errStatementTimeout  = 1969 // max_statement_time exceeded (MariaDB)
 	errInvalidRole       = 1959 // GRANT of a role that does not exist (MariaDB)
 	errUnknownRole       = 3523 // GRANT of a role that does not exist (MySQL 8)
 )

@@ -21,6 +21,7 @@ import (
 // tlsServer is a private MariaDB serving TLS with a certificate for "localhost" only, whose
 // admin account REQUIRES SSL: a plaintext admin connection is refused by the server itself.
 type tlsServer struct {
+	dir      string // its socket is dir/sock, where root logs in without a password
 	port     int
 	adminPW  string
 	caPEM    string
@@ -41,7 +42,7 @@ func startTLSServer(t *testing.T) *tlsServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	s := &tlsServer{adminPW: secret(), database: "tlsdb"}
+	s := &tlsServer{dir: dir, adminPW: secret(), database: "tlsdb"}
 	ca := drivertest.NewCA(t)
 	s.caPEM = ca.PEM
 	certPEM, keyPEM := ca.ServerCert(t, "localhost")

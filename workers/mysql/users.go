@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -106,15 +107,29 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
 	}
 	defer conn.Close()
-	_, err = conn.ExecContext(ctx, "ALTER USER "+acct+" ACCOUNT LOCK")
+	_, err = conn.ExecContext(ctx, accountWait+"ALTER USER "+acct+" ACCOUNT LOCK")
 	if err != nil && errNumber(err) != errCannotUser {
+		if errNumber(err) == errStatementTimeout {
+			// The sessions are not the lock's to wait for: ending them now keeps the
+			// revoked user from working through a backup that may take hours, although
+			// it may log in again until the account is locked.
+			if kerr := killSessions(ctx, conn, req.Username); kerr != nil {
+				err = errors.Join(err, kerr)
+			}
+			return fail(op, fmt.Errorf("lock account: %w", err), events.EInternal, "Could not lock the database user: "+accountWaitReason+
+				" Its sessions were ended; the revocation is retried until the account can be locked and dropped.", req.Conn.Password)
+		}
 		return fail(op, fmt.Errorf("lock account: %w", err), events.EInternal, "Could not lock the database user.", req.Conn.Password)
 	}
 	if err := killSessions(ctx, conn, req.Username); err != nil {
 		return fail(op, err, events.EInternal, "Could not end the database user's sessions.", req.Conn.Password)
 	}
-	if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
-		return fail(op, fmt.Errorf("drop user: %w", err), events.EInternal, "Could not drop the database user.", req.Conn.Password)
+	if _, err := conn.ExecContext(ctx, accountWait+"DROP USER IF EXISTS "+acct); err != nil {
+		msg := "Could not drop the database user."
+		if errNumber(err) == errStatementTimeout {
+			msg = "Could not drop the database user: " + accountWaitReason + " It is locked and its sessions were ended; the revocation is retried."
+		}
+		return fail(op, fmt.Errorf("drop user: %w", err), events.EInternal, msg, req.Conn.Password)
 	}
 	d.sweepAfterDrop(req.Conn)
 	if err := killSessions(ctx, conn, req.Username); err != nil {
