@@ -37,8 +37,9 @@ func (s *tlsServer) root(t *testing.T) *sql.DB {
 // MariaDB's account statements wait for as long as it runs, lock_wait_timeout or not. A
 // revocation meanwhile must still end the user's sessions, and say what it waits for,
 // rather than leave the user working and fail at its deadline blaming nothing; once the
-// lock goes, the revocation's retry drops the user. The server is a private one: the
-// lock stops every write on its server.
+// lock goes, the revocation's retry drops the user. A create meanwhile fails at once,
+// saying why, rather than at its deadline. The server is a private one: the lock stops
+// every write on its server.
 func TestDriver_RevocationDuringABackupsReadLock(t *testing.T) {
 	s := startTLSServer(t)
 	d := mysql.New(nil)
@@ -92,6 +93,16 @@ func TestDriver_RevocationDuringABackupsReadLock(t *testing.T) {
 		t.Fatal("the revoked user's session still works under the backup's lock")
 	}
 
+	// A create meanwhile fails at once, saying why, and leaves no account.
+	other := drivertest.NewUsername()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = d.CreateUser(cctx, driver.CreateUserRequest{Conn: conn, RecordUID: uid, Username: other, Password: drivertest.NewPassword(),
+		ExpiresAt: time.Now().Add(time.Minute), Grants: s.grants()})
+	cancel()
+	if !errors.As(err, &e) || e.Code != events.ETargetUnavailable || !strings.Contains(e.Message, "global read lock") {
+		t.Fatalf("a create under the lock failed with %v; want %s naming the global read lock", err, events.ETargetUnavailable)
+	}
+
 	if _, err := backup.ExecContext(ctx, "UNLOCK TABLES"); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +110,7 @@ func TestDriver_RevocationDuringABackupsReadLock(t *testing.T) {
 		t.Fatalf("the revocation's retry after the lock: %v", err)
 	}
 	var n int
-	if err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("%d accounts named %s after the retry (%v)", n, user, err)
+	if err := root.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User IN (?, ?)", user, other).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d accounts named %s or %s after the lock (%v)", n, user, other, err)
 	}
 }

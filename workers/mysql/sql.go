@@ -116,11 +116,12 @@ func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 // so, and reads the MariaDB-only comment as a comment.
 const grantOnly = "/*M! SET STATEMENT sql_mode = 'NO_AUTO_CREATE_USER' FOR */ "
 
-// accountWait bounds a drop's account statements on MariaDB. They wait, ignoring
-// lock_wait_timeout, for a global read lock (FLUSH TABLES WITH READ LOCK, as
-// mysqldump --lock-all-tables and older backup tools take it) for as long as it is held;
-// a revocation waiting so ends nothing and fails at its deadline blaming nothing. MySQL
-// reads the comment as a comment (its max_execution_time bounds only SELECTs).
+// accountWait bounds the account statements of a create and a drop on MariaDB. They
+// wait, ignoring lock_wait_timeout, for a global read lock (FLUSH TABLES WITH READ LOCK,
+// as mysqldump --lock-all-tables and older backup tools take it) for as long as it is
+// held: a revocation waiting so ends no session, and it and a create fail at their
+// deadline blaming the connection. MySQL reads the comment as a comment (its
+// max_execution_time bounds only SELECTs).
 const accountWait = "/*M! SET STATEMENT max_statement_time = 2 FOR */ "
 
 // accountWaitReason is what a statement accountWait stopped was most likely waiting for:

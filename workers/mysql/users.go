@@ -48,22 +48,31 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 
 	// MAX_USER_CONNECTIONS 0 is MySQL's "no limit of its own".
 	limit := fmt.Sprintf(" WITH MAX_USER_CONNECTIONS %d", max(req.ConnectionLimit, 0))
-	_, err = conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+password+limit)
+	_, err = conn.ExecContext(ctx, accountWait+"CREATE USER "+acct+" IDENTIFIED BY "+password+limit)
 	if errNumber(err) == errCannotUser {
 		// Ours from an earlier attempt: reset it to exactly this lease's state.
-		if _, err := conn.ExecContext(ctx, "ALTER USER "+acct+" IDENTIFIED BY "+password+limit+" ACCOUNT UNLOCK"); err != nil {
-			return true, fmt.Errorf("reset existing user: %w", err)
+		if _, err := conn.ExecContext(ctx, accountWait+"ALTER USER "+acct+" IDENTIFIED BY "+password+limit+" ACCOUNT UNLOCK"); err != nil {
+			return true, createWaited(fmt.Errorf("reset existing user: %w", err))
 		}
 		if _, err := conn.ExecContext(ctx, "REVOKE ALL PRIVILEGES, GRANT OPTION FROM "+acct); err != nil {
 			return true, fmt.Errorf("revoke existing user's privileges: %w", err)
 		}
 	} else if err != nil {
-		return true, fmt.Errorf("create user: %w", err)
+		return true, createWaited(fmt.Errorf("create user: %w", err))
 	}
 	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
 		return true, err
 	}
 	return true, applyGrants(ctx, conn, acct, specs)
+}
+
+// createWaited names what a create's account statement that accountWait stopped waited
+// for: the lease fails at once, rather than at its deadline blaming the connection.
+func createWaited(err error) error {
+	if errNumber(err) != errStatementTimeout {
+		return err
+	}
+	return events.Wrap(err, events.ETargetUnavailable, "Could not create the database user: "+accountWaitReason+" Try again once it is released.")
 }
 
 // applyGrants grants every spec to acct; the error is an ETargetUnverified *events.Error
