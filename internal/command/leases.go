@@ -118,7 +118,8 @@ func (s *Service) giveUp(id string) (events.Lease, error) {
 func failure(l events.Lease) error {
 	switch events.Code(l.FailCode) {
 	case events.ETargetUnavailable:
-		return events.Errorf(events.ETargetUnavailable, "The target database could not be reached or refused the admin login; no lease was created.")
+		return events.Errorf(events.ETargetUnavailable, "The target database could not be reached, refused the admin login, or did not let the admin "+
+			"create the user in time (e.g. a backup's lock on MariaDB); the lease.failed event in the audit says which. No lease was created.")
 	case events.ETimeout:
 		if l.EndedAt != nil && !l.EndedAt.Before(l.ExpiresAt) {
 			return events.ErrExpiredBeforeActivated

@@ -116,18 +116,20 @@ func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 // so, and reads the MariaDB-only comment as a comment.
 const grantOnly = "/*M! SET STATEMENT sql_mode = 'NO_AUTO_CREATE_USER' FOR */ "
 
-// accountWait bounds the account statements of a create and a drop on MariaDB. They
-// wait, ignoring lock_wait_timeout, for a global read lock (FLUSH TABLES WITH READ LOCK,
-// as mysqldump --lock-all-tables and older backup tools take it) for as long as it is
-// held: a revocation waiting so ends no session, and it and a create fail at their
-// deadline blaming the connection. MySQL reads the comment as a comment (its
+// accountWait bounds, on MariaDB, the statements that make or lock a lease's account:
+// CREATE USER (and the reset of one an earlier attempt left) and ALTER USER … ACCOUNT
+// LOCK. They wait, ignoring lock_wait_timeout, for a global read lock (FLUSH TABLES WITH
+// READ LOCK, as mysqldump --lock-all-tables and older backup tools take it) for as long
+// as it is held: a revocation waiting so ended no session, and it and a create failed at
+// their deadline blaming the connection. Each changes one row, so a stop is a stop
+// before any change or after all of it. MySQL reads the comment as a comment (its
 // max_execution_time bounds only SELECTs).
 const accountWait = "/*M! SET STATEMENT max_statement_time = 2 FOR */ "
 
 // accountWaitReason is what a statement accountWait stopped was most likely waiting for:
-// MariaDB does not tell, and nothing else an account statement waits on is held long.
+// MariaDB does not tell, and nothing else such a statement waits on is held long.
 const accountWaitReason = "MariaDB's account statements waited 2 s, most likely for a global read lock " +
-	"(FLUSH TABLES WITH READ LOCK, which mysqldump --lock-all-tables and some backup tools take) and were stopped."
+	"(FLUSH TABLES WITH READ LOCK, which mysqldump --lock-all-tables and some backup tools take), and were stopped."
 
 // statements returns the GRANTs giving acct this grant: one per table, or one on the
 // whole database.

@@ -3,7 +3,6 @@ package mysql
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -117,34 +116,41 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 	}
 	defer conn.Close()
 	_, err = conn.ExecContext(ctx, accountWait+"ALTER USER "+acct+" ACCOUNT LOCK")
+	if errNumber(err) == errStatementTimeout {
+		return lockWaited(ctx, conn, req, err)
+	}
 	if err != nil && errNumber(err) != errCannotUser {
-		if errNumber(err) == errStatementTimeout {
-			// The sessions are not the lock's to wait for: ending them now keeps the
-			// revoked user from working through a backup that may take hours, although
-			// it may log in again until the account is locked.
-			if kerr := killSessions(ctx, conn, req.Username); kerr != nil {
-				err = errors.Join(err, kerr)
-			}
-			return fail(op, fmt.Errorf("lock account: %w", err), events.EInternal, "Could not lock the database user: "+accountWaitReason+
-				" Its sessions were ended; the revocation is retried until the account can be locked and dropped.", req.Conn.Password)
-		}
 		return fail(op, fmt.Errorf("lock account: %w", err), events.EInternal, "Could not lock the database user.", req.Conn.Password)
 	}
 	if err := killSessions(ctx, conn, req.Username); err != nil {
 		return fail(op, err, events.EInternal, "Could not end the database user's sessions.", req.Conn.Password)
 	}
-	if _, err := conn.ExecContext(ctx, accountWait+"DROP USER IF EXISTS "+acct); err != nil {
-		msg := "Could not drop the database user."
-		if errNumber(err) == errStatementTimeout {
-			msg = "Could not drop the database user: " + accountWaitReason + " It is locked and its sessions were ended; the revocation is retried."
-		}
-		return fail(op, fmt.Errorf("drop user: %w", err), events.EInternal, msg, req.Conn.Password)
+	// Not bounded like the lock: DROP USER rewrites the privilege tables (Aria, not
+	// transactional) and must not be stopped halfway; by now the account is locked and
+	// its sessions are ended, so a wait here leaves the user nothing to use.
+	if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
+		return fail(op, fmt.Errorf("drop user: %w", err), events.EInternal, "Could not drop the database user.", req.Conn.Password)
 	}
 	d.sweepAfterDrop(req.Conn)
 	if err := killSessions(ctx, conn, req.Username); err != nil {
 		return fail(op, err, events.EInternal, "Could not end the database user's sessions.", req.Conn.Password)
 	}
 	return nil
+}
+
+// lockWaited answers a drop whose ACCOUNT LOCK accountWait stopped. The sessions are not
+// the lock's to wait for: ending them now keeps the revoked user from working through a
+// backup that may run for hours (it may log in again until the account can be locked).
+// The code is ETargetUnavailable, as for a database that does not let a drop finish: the
+// revocation's answer says it is recorded and retried. A failure to end the sessions is
+// told, not wrapped, so that its own code does not replace the lock's.
+func lockWaited(ctx context.Context, conn *sql.Conn, req driver.DropUserRequest, err error) error {
+	msg := "Could not lock the database user: " + accountWaitReason + " Its sessions were ended."
+	if kerr := killSessions(ctx, conn, req.Username); kerr != nil {
+		err = fmt.Errorf("%w; ending its sessions: %v", err, kerr)
+		msg = "Could not lock the database user: " + accountWaitReason + " Ending its sessions failed as well."
+	}
+	return fail("mysql.DropUser", fmt.Errorf("lock account: %w", err), events.ETargetUnavailable, msg, req.Conn.Password)
 }
 
 // killSessions kills every session of user and returns once PROCESSLIST lists none but
