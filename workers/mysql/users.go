@@ -66,7 +66,7 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 }
 
 // createWaited names what a create's account statement that accountWait stopped waited
-// for: the lease fails at once, rather than at its deadline blaming the connection.
+// for: the lease fails within seconds, rather than at its deadline blaming the connection.
 func createWaited(err error) error {
 	if errNumber(err) != errStatementTimeout {
 		return err
