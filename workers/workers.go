@@ -170,14 +170,6 @@ func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) e
 			return err
 		}
 		if e.Type == events.LeaseRenewed {
-			if l.Seq > seq {
-				// A later event stands on the lease: a later renewal sets the expiry this
-				// one would (its handling answers this one's waiter, whose wait takes any
-				// application at or past its renewal), or a revocation or expiry ends it.
-				// A client that renews faster than the database takes it costs the
-				// database one statement per renewal handled, not per renewal made.
-				return nil
-			}
 			return w.renew(ctx, l)
 		}
 		return w.provision(ctx, l, seq)

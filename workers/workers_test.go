@@ -512,44 +512,6 @@ func TestWorkers_RenewalArmsItsNewExpiryFirst(t *testing.T) {
 	}
 }
 
-// A renewal that a later one supersedes by the time it is handled asks nothing of the
-// database: the later one's handling sets the same expiry and answers both waiters. A
-// client renewing faster than the database takes it would otherwise cost a statement per
-// renewal, each taking a turn of the target's workers.
-func TestWorkers_ASupersededRenewalAsksNothingOfTheDatabase(t *testing.T) {
-	f := mustFixture(t)
-	ctx := context.Background()
-	l, user := f.active(t)
-	// Any renewal that reaches the database fails: its user is gone behind SyVault's back.
-	if _, err := f.pg.Exec(ctx, "DROP ROLE "+user); err != nil {
-		t.Fatal(err)
-	}
-	renew := func(l events.Lease, ttl int) (events.Event, uint64) {
-		t.Helper()
-		e, err := l.Renew("admin", time.Now(), ttl, 24*time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seq, err := f.store.Append(ctx, events.LeaseSubject(l.ID), e, l.Seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e, seq
-	}
-	first, firstSeq := renew(l, 7200)
-	l, err := f.store.LoadLease(ctx, l.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, lastSeq := renew(l, 7300)
-	if err := f.w.HandleLease(ctx, first, firstSeq); err != nil {
-		t.Fatalf("a superseded renewal went to the database: %v", err)
-	}
-	if err := f.w.HandleLease(ctx, last, lastSeq); err == nil {
-		t.Fatal("the last renewal, which the database did not take, was acknowledged")
-	}
-}
-
 // TestWorkers_AnEarlyScheduleExpiresNothing: an expiry second's schedule fires on the
 // NATS server's clock; a server whose clock ran ahead of the workers' fired it before the
 // leases listed under it were due, and they were expired, their users dropped, early.
