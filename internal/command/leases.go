@@ -119,7 +119,8 @@ func failure(l events.Lease) error {
 	switch events.Code(l.FailCode) {
 	case events.ETargetUnavailable:
 		return events.Errorf(events.ETargetUnavailable, "The target database could not be reached, refused the admin login, or did not let the admin "+
-			"create the user in time (e.g. a backup's lock on MariaDB); the lease.failed event in the audit says which. No lease was created.")
+			"create the user in time (on MariaDB, e.g. a backup's global read lock); an administrator finds the reason in the audit's "+
+			"lease.failed event. No lease was created.")
 	case events.ETimeout:
 		if l.EndedAt != nil && !l.EndedAt.Before(l.ExpiresAt) {
 			return events.ErrExpiredBeforeActivated

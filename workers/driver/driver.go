@@ -99,8 +99,9 @@ type RemoveTargetRequest struct {
 // Driver creates and drops lease users in one database engine.
 //
 // Every method is idempotent and safe for concurrent use. Errors wrap an *events.Error:
-// code ETargetUnavailable when the target cannot be reached or refuses the admin login,
-// ETargetUnverified from Prepare when the admin lacks a right, EInternal otherwise. No
+// code ETargetUnavailable when the target cannot be reached, refuses the admin login or
+// holds a lock the driver does not wait out (MariaDB's global read lock), ETargetUnverified
+// from Prepare when the admin lacks a right, EInternal otherwise. No
 // error or log line holds a password.
 type Driver interface {
 	// Prepare verifies the admin's rights for the grants and creates or refreshes what the

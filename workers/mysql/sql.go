@@ -128,8 +128,8 @@ const accountWait = "/*M! SET STATEMENT max_statement_time = 2 FOR */ "
 
 // accountWaitReason is what a statement accountWait stopped was most likely waiting for:
 // MariaDB does not tell, and nothing else such a statement waits on is held long.
-const accountWaitReason = "MariaDB's account statements waited 2 s, most likely for a global read lock " +
-	"(FLUSH TABLES WITH READ LOCK, which mysqldump --lock-all-tables and some backup tools take), and were stopped."
+const accountWaitReason = "MariaDB stopped the account statement after 2 s waiting, most likely for a global read lock " +
+	"(FLUSH TABLES WITH READ LOCK, which mysqldump --lock-all-tables and some backup tools take)."
 
 // statements returns the GRANTs giving acct this grant: one per table, or one on the
 // whole database.
