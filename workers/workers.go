@@ -476,7 +476,34 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 		return err
 	}
 	w.notify(l.ID, events.Attempt{Op: events.AttemptRenew, Applied: l.Seq})
-	return nil
+	return w.renewedLast(ctx, l)
+}
+
+// renewedLast makes sure the expiry the database was last sent for the lease is its
+// latest. Two renewals of one lease handled at once (two goroutines or processes) each
+// send the expiry they read, in either order: the earlier renewal's statement, sent last,
+// took the later one's back, and PostgreSQL refused logins before the expiry the lease
+// shows. So once a statement is sent (and its caller answered: the database holds what it
+// asked for), the lease is checked again (its last sequence, one read), and while it
+// moved on, still active, the newer expiry is sent too: whichever handler sends last then
+// sends what the stream holds. An error leaves the renewal to its redelivery, which sends
+// the latest expiry.
+func (w *Workers) renewedLast(ctx context.Context, l events.Lease) error {
+	for {
+		last, err := w.cfg.Store.LastSeq(ctx, events.LeaseSubject(l.ID))
+		if err != nil || last <= l.Seq {
+			return err
+		}
+		cur, err := w.cfg.Store.LoadLease(ctx, l.ID)
+		if err != nil || cur.Status != events.StatusActive || cur.Seq <= l.Seq || cur.ExpiresAt.Equal(l.ExpiresAt) {
+			return err
+		}
+		if err := w.renewUser(ctx, cur); err != nil {
+			return err
+		}
+		w.notify(cur.ID, events.Attempt{Op: events.AttemptRenew, Applied: cur.Seq})
+		l = cur
+	}
 }
 
 func (w *Workers) renewUser(ctx context.Context, l events.Lease) error {

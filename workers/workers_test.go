@@ -40,6 +40,12 @@ type fixture struct {
 
 func mustFixture(t *testing.T) *fixture {
 	t.Helper()
+	return mustFixtureWith(t, nil)
+}
+
+// mustFixtureWith is mustFixture with the workers' PostgreSQL driver wrapped by wrap.
+func mustFixtureWith(t *testing.T, wrap func(driver.Driver) driver.Driver) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	pg, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
 	if err != nil {
@@ -74,7 +80,11 @@ func mustFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := workers.New(workers.Config{Store: store, Sealer: sealer, Drivers: map[events.Engine]driver.Driver{events.PostgreSQL: pgDriver},
+	var d driver.Driver = pgDriver
+	if wrap != nil {
+		d = wrap(d)
+	}
+	w, err := workers.New(workers.Config{Store: store, Sealer: sealer, Drivers: map[events.Engine]driver.Driver{events.PostgreSQL: d},
 		Targets: proj, Logger: logger, Usernames: names})
 	if err != nil {
 		t.Fatal(err)
@@ -509,6 +519,67 @@ func TestWorkers_RenewalArmsItsNewExpiryFirst(t *testing.T) {
 	}
 	if !slices.Contains(ids, id) {
 		t.Fatal("a renewal the database did not take left the lease's new expiry second unarmed")
+	}
+}
+
+// beforeRenewal runs its hook (once) before a renewal's statement is sent.
+type beforeRenewal struct {
+	driver.Driver
+	hook func()
+}
+
+func (d *beforeRenewal) RenewUser(ctx context.Context, req driver.RenewUserRequest) error {
+	if h := d.hook; h != nil {
+		d.hook = nil
+		h()
+	}
+	return d.Driver.RenewUser(ctx, req)
+}
+
+// Two renewals of one lease handled at once each send the expiry they read: the earlier
+// one's statement, sent after the later one's, took the later expiry back, and
+// PostgreSQL refused logins before the expiry the lease shows.
+func TestWorkers_ARenewalSentLateDoesNotTakeBackALaterOne(t *testing.T) {
+	stall := &beforeRenewal{}
+	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { stall.Driver = d; return stall })
+	ctx := context.Background()
+	l, user := f.active(t)
+	first, err := l.Renew("admin", time.Now(), 7200, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstSeq, err := f.store.Append(ctx, events.LeaseSubject(l.ID), first, l.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := f.store.LoadLease(ctx, l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := renewed.Renew("admin", time.Now(), 3*3600, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first renewal's handler has read the lease; before its statement goes out, the
+	// second renewal is made and handled elsewhere.
+	stall.hook = func() {
+		seq, err := f.store.Append(ctx, events.LeaseSubject(l.ID), second, renewed.Seq)
+		if err == nil {
+			err = f.w.HandleLease(ctx, second, seq)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if err := f.w.HandleLease(ctx, first, firstSeq); err != nil {
+		t.Fatal(err)
+	}
+	var until time.Time
+	if err := f.pg.QueryRow(ctx, "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil {
+		t.Fatal(err)
+	}
+	if !until.Equal(second.ExpiresAt) {
+		t.Fatalf("the user is valid until %s; the lease expires at %s (the first renewal's %s)", until.UTC(), second.ExpiresAt, first.ExpiresAt)
 	}
 }
 
