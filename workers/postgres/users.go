@@ -181,7 +181,12 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
 	}
 	defer conn.Release()
-	_, err = conn.Exec(ctx, lockTimeout+"ALTER ROLE "+ident(req.Username)+" VALID UNTIL "+validUntil(req.ExpiresAt))
+	// Renewals of one lease handled at once update the same catalog row, and PostgreSQL
+	// fails one of two such updates ("tuple concurrently updated").
+	err = retry(ctx, func() error {
+		_, err := conn.Exec(ctx, lockTimeout+"ALTER ROLE "+ident(req.Username)+" VALID UNTIL "+validUntil(req.ExpiresAt))
+		return err
+	})
 	switch sqlState(err) {
 	case stateUndefinedObject:
 		return fail(op, err, events.EInternal, "The database user does not exist on the target.", req.Conn.Password)

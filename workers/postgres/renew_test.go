@@ -1,0 +1,49 @@
+package postgres_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syvault/syvault/workers/driver"
+)
+
+// Renewals of one lease handled at once (a worker's goroutines, or processes) each send
+// ALTER ROLE … VALID UNTIL for the same role, and PostgreSQL fails one of two concurrent
+// updates of a catalog row ("tuple concurrently updated"): a renewal the database was
+// about to take answered its caller with an error. Such a conflict is retried, as the
+// drops' and grants' are.
+func TestDriver_ConcurrentRenewalsOfOneUser(t *testing.T) {
+	_, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(t, d, admin, uid, s.Grants)
+	const goroutines, each = 4, 50 // 4: a target's workers run four at a time
+	errs := make(chan error, goroutines*each)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				errs <- d.RenewUser(ctx, driver.RenewUserRequest{Conn: admin, Username: l.user,
+					ExpiresAt: time.Now().Add(time.Hour + time.Duration(g*each+i)*time.Second)})
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	var first error
+	for err := range errs {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d concurrent renewals failed, the first: %v", failed, goroutines*each, first)
+	}
+}
