@@ -486,16 +486,22 @@ func (w *Workers) renew(ctx context.Context, l events.Lease) error {
 // shows. So once a statement is sent (and its caller answered: the database holds what it
 // asked for), the lease is checked again (its last sequence, one read), and while it
 // moved on, still active, the newer expiry is sent too: whichever handler sends last then
-// sends what the stream holds. An error leaves the renewal to its redelivery, which sends
-// the latest expiry.
+// sends what the stream holds. A lease renewed faster than that settles gets a few sends
+// here, then an error: the redelivery, after its backoff, sends the latest expiry and
+// checks again, and the target's workers are not held meanwhile. Any error leaves the
+// renewal to its redelivery so.
 func (w *Workers) renewedLast(ctx context.Context, l events.Lease) error {
-	for {
+	const sends = 3
+	for range sends {
 		last, err := w.cfg.Store.LastSeq(ctx, events.LeaseSubject(l.ID))
 		if err != nil || last <= l.Seq {
 			return err
 		}
 		cur, err := w.cfg.Store.LoadLease(ctx, l.ID)
-		if err != nil || cur.Status != events.StatusActive || cur.Seq <= l.Seq || cur.ExpiresAt.Equal(l.ExpiresAt) {
+		if err == nil {
+			err = events.HistoryBehind(cur, last)
+		}
+		if err != nil || cur.Status != events.StatusActive || cur.ExpiresAt.Equal(l.ExpiresAt) {
 			return err
 		}
 		if err := w.renewUser(ctx, cur); err != nil {
@@ -504,6 +510,7 @@ func (w *Workers) renewedLast(ctx context.Context, l events.Lease) error {
 		w.notify(cur.ID, events.Attempt{Op: events.AttemptRenew, Applied: cur.Seq})
 		l = cur
 	}
+	return fmt.Errorf("renew %s: renewed again while %d later expiries were sent; checked again at the redelivery", l.ID, sends)
 }
 
 func (w *Workers) renewUser(ctx context.Context, l events.Lease) error {
