@@ -43,7 +43,9 @@ func mustFixture(t *testing.T) *fixture {
 	return mustFixtureWith(t, nil)
 }
 
-// mustFixtureWith is mustFixture with the workers' PostgreSQL driver wrapped by wrap.
+// mustFixtureWith is mustFixture with the workers' PostgreSQL driver wrapped by wrap. The
+// workers see only what the wrapper implements: one that embeds driver.Driver hides the
+// driver's batched drops and its other optional interfaces.
 func mustFixtureWith(t *testing.T, wrap func(driver.Driver) driver.Driver) *fixture {
 	t.Helper()
 	ctx := context.Background()
