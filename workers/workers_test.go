@@ -524,18 +524,41 @@ func TestWorkers_RenewalArmsItsNewExpiryFirst(t *testing.T) {
 	}
 }
 
-// beforeRenewal runs its hook (once) before a renewal's statement is sent.
+// beforeRenewal runs its hook before a renewal's statement is sent: once, unless again
+// is set.
 type beforeRenewal struct {
 	driver.Driver
-	hook func()
+	hook  func()
+	again bool
+	sent  int
 }
 
 func (d *beforeRenewal) RenewUser(ctx context.Context, req driver.RenewUserRequest) error {
 	if h := d.hook; h != nil {
-		d.hook = nil
+		if !d.again {
+			d.hook = nil
+		}
 		h()
 	}
+	d.sent++
 	return d.Driver.RenewUser(ctx, req)
+}
+
+// renewalUnderWay makes a fixture whose driver is stall, an active lease and its user,
+// and a renewal of it (to two hours) appended but not yet handled, with its sequence.
+func renewalUnderWay(t *testing.T, stall *beforeRenewal) (*fixture, events.Lease, string, events.Event, uint64) {
+	t.Helper()
+	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { stall.Driver = d; return stall })
+	l, user := f.active(t)
+	first, err := l.Renew("admin", time.Now(), 7200, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := f.store.Append(context.Background(), events.LeaseSubject(l.ID), first, l.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, l, user, first, seq
 }
 
 // Two renewals of one lease handled at once each send the expiry they read: the earlier
@@ -543,17 +566,8 @@ func (d *beforeRenewal) RenewUser(ctx context.Context, req driver.RenewUserReque
 // PostgreSQL refused logins before the expiry the lease shows.
 func TestWorkers_ARenewalSentLateDoesNotTakeBackALaterOne(t *testing.T) {
 	stall := &beforeRenewal{}
-	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { stall.Driver = d; return stall })
+	f, l, user, first, firstSeq := renewalUnderWay(t, stall)
 	ctx := context.Background()
-	l, user := f.active(t)
-	first, err := l.Renew("admin", time.Now(), 7200, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	firstSeq, err := f.store.Append(ctx, events.LeaseSubject(l.ID), first, l.Seq)
-	if err != nil {
-		t.Fatal(err)
-	}
 	renewed, err := f.store.LoadLease(ctx, l.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -582,6 +596,47 @@ func TestWorkers_ARenewalSentLateDoesNotTakeBackALaterOne(t *testing.T) {
 	}
 	if !until.Equal(second.ExpiresAt) {
 		t.Fatalf("the user is valid until %s; the lease expires at %s (the first renewal's %s)", until.UTC(), second.ExpiresAt, first.ExpiresAt)
+	}
+}
+
+// A lease renewed again each time its handler sends an expiry keeps that handler, and a
+// turn of its target's workers, only for a few sends: then the handler fails, and its
+// redelivery, once the renewals stop, sends the latest expiry.
+func TestWorkers_ARenewalLoopDoesNotHoldItsHandler(t *testing.T) {
+	stall := &beforeRenewal{again: true}
+	f, l, user, first, firstSeq := renewalUnderWay(t, stall)
+	ctx := context.Background()
+	ttl := 7200
+	stall.hook = func() { // another client renews again, every time
+		_, _, err := f.store.DecideLease(ctx, l.ID, func(l events.Lease) (*events.Event, error) {
+			ttl += 60
+			e, err := l.Renew("admin", time.Now(), ttl, 24*time.Hour)
+			return &e, err
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if err := f.w.HandleLease(ctx, first, firstSeq); err == nil {
+		t.Fatal("a handler kept sending while its lease was renewed again and again")
+	}
+	if stall.sent > 5 {
+		t.Fatalf("the handler sent %d expiries before it gave up", stall.sent)
+	}
+	stall.hook = nil // the renewals stop; the redelivery comes
+	if err := f.w.HandleLease(ctx, first, firstSeq); err != nil {
+		t.Fatal(err)
+	}
+	latest, err := f.store.LoadLease(ctx, l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var until time.Time
+	if err := f.pg.QueryRow(ctx, "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", user).Scan(&until); err != nil {
+		t.Fatal(err)
+	}
+	if !until.Equal(latest.ExpiresAt) {
+		t.Fatalf("the user is valid until %s; the lease expires at %s", until.UTC(), latest.ExpiresAt)
 	}
 }
 
