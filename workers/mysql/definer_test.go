@@ -43,7 +43,7 @@ func TestDriver_RevocationEndsASessionInADefinerRoutine(t *testing.T) {
 
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT", "EXECUTE"}}}
 	user, password := newUser(t, d, admin, grants)
-	_, sess, id := pinnedSession(t, s, user, password, sc.Database)
+	_, sess, id := pinnedSession(t, s.addr, user, password, sc.Database)
 	called := make(chan error, 1)
 	go func() { _, err := sess.ExecContext(ctx, "CALL report(3)"); called <- err }()
 	listed := func() (string, bool) {
@@ -105,11 +105,11 @@ func (s *server) accounts(t *testing.T, user string) int {
 	return n
 }
 
-// pinnedSession opens a session of user on database, closed at the end of the test,
-// with the pool it came from and its connection id.
-func pinnedSession(t *testing.T, s *server, user, password, database string) (*sql.DB, *sql.Conn, uint64) {
+// pinnedSession opens a session of user on database at addr (host:port), closed at the
+// end of the test, with the pool it came from and its connection id.
+func pinnedSession(t *testing.T, addr, user, password, database string) (*sql.DB, *sql.Conn, uint64) {
 	t.Helper()
-	db, err := openDB(s.addr, user, password, database)
+	db, err := openDB(addr, user, password, database)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestDriver_RevocationEndsASessionMarkedKilledByItsOwnUser(t *testing.T) {
 	ctx := t.Context()
 	grants := []events.Grant{{Database: sc.Database, Privileges: []string{"SELECT", "INSERT"}}}
 	user, password := newUser(t, d, admin, grants)
-	db, hidden, id := pinnedSession(t, s, user, password, sc.Database)
+	db, hidden, id := pinnedSession(t, s.addr, user, password, sc.Database)
 	other, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -145,12 +145,13 @@ func (d *Driver) DropUser(ctx context.Context, req driver.DropUserRequest) error
 // revocation's answer says it is recorded and retried. A failure to end the sessions is
 // told, not wrapped, so that its own code does not replace the lock's.
 func lockWaited(ctx context.Context, conn *sql.Conn, req driver.DropUserRequest, err error) error {
-	msg := "Could not lock the database user: " + accountWaitReason + " Its sessions were ended."
+	sessions := " Its sessions were ended."
 	if kerr := killSessions(ctx, conn, req.Username); kerr != nil {
 		err = fmt.Errorf("%w; ending its sessions: %v", err, kerr)
-		msg = "Could not lock the database user: " + accountWaitReason + " Ending its sessions failed as well."
+		sessions = " Ending its sessions failed as well."
 	}
-	return fail("mysql.DropUser", fmt.Errorf("lock account: %w", err), events.ETargetUnavailable, msg, req.Conn.Password)
+	return fail("mysql.DropUser", fmt.Errorf("lock account: %w", err), events.ETargetUnavailable,
+		"Could not lock the database user: "+accountWaitReason+sessions, req.Conn.Password)
 }
 
 // killSessions kills every session of user and returns once PROCESSLIST lists none but
