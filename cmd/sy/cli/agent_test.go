@@ -216,22 +216,27 @@ func TestLeaseFiles_allOrNone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := leaseFiles{output: out, templates: []*leaseTemplate{tmpl}}
-	if err := files.write(&fakeLease); err == nil {
-		t.Fatal("writing into a directory that is gone succeeded")
+	// nothingWritten writes tmpl's lease files, which must fail (what it tried, for the
+	// message), and checks that --output and the directory are as they were.
+	nothingWritten := func(tmpl *leaseTemplate, tried, how string) {
+		t.Helper()
+		files := leaseFiles{output: out, templates: []*leaseTemplate{tmpl}}
+		if err := files.write(&fakeLease); err == nil {
+			t.Fatalf("%s succeeded", tried)
+		}
+		if data, _ := os.ReadFile(out); string(data) != "old" {
+			t.Errorf("--output was replaced although a template could not be %s", how)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+			t.Errorf("the directory holds %d files, want the 2 it had", len(entries))
+		}
 	}
-	if data, _ := os.ReadFile(out); string(data) != "old" {
-		t.Errorf("--output was replaced although a template could not be written")
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Errorf("the directory holds %d files, want the 2 it had", len(entries))
-	}
+	nothingWritten(tmpl, "writing into a directory that is gone", "written")
 
 	// The same when the template's file is made but cannot be written out (a full disk).
 	if tmpl, err = loadTemplate(in, filepath.Join(dir, "app.conf")); err != nil {
 		t.Fatal(err)
 	}
-	files = leaseFiles{output: out, templates: []*leaseTemplate{tmpl}}
 	sync := syncFile
 	t.Cleanup(func() { syncFile = sync })
 	syncFile = func(f *os.File) error {
@@ -240,13 +245,5 @@ func TestLeaseFiles_allOrNone(t *testing.T) {
 		}
 		return sync(f)
 	}
-	if err := files.write(&fakeLease); err == nil {
-		t.Fatal("writing onto a full disk succeeded")
-	}
-	if data, _ := os.ReadFile(out); string(data) != "old" {
-		t.Errorf("--output was replaced although a template could not be written out")
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
-		t.Errorf("the directory holds %d files, want the 2 it had", len(entries))
-	}
+	nothingWritten(tmpl, "writing onto a full disk", "written out")
 }
