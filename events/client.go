@@ -22,8 +22,12 @@ type Client struct {
 	Role           string    `json:"role"`
 	AllowedRecords []string  `json:"allowed_records,omitempty"`
 	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
+	MaxLeases      int       `json:"max_leases,omitempty"` // leases holding a database user at once (active or revoking); 0: no cap
 	CreatedAt      time.Time `json:"created_at"`
 }
+
+// MaxClientLeases bounds a client's max_leases.
+const MaxClientLeases = 10_000
 
 const clientPrefix = "syvault.client."
 

@@ -19,6 +19,7 @@ const (
 	ENotFound          Code = "not_found"
 	EConflict          Code = "conflict"
 	ETooLarge          Code = "too_large"
+	ETooManyLeases     Code = "too_many_leases"
 	EMethodNotAllowed  Code = "method_not_allowed"
 	ETargetUnverified  Code = "target_unverified"
 	ETargetUnavailable Code = "target_unavailable"

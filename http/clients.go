@@ -16,7 +16,7 @@ func clientViewOf(c events.Client) api.Client {
 		allowed = []string{}
 	}
 	return api.Client{ClientID: c.ClientID, Name: c.Name, Role: c.Role, AllowedRecords: allowed,
-		MaxTTLSeconds: c.MaxTTLSeconds, PublicKey: c.PublicKey, CreatedAt: c.CreatedAt}
+		MaxTTLSeconds: c.MaxTTLSeconds, MaxLeases: c.MaxLeases, PublicKey: c.PublicKey, CreatedAt: c.CreatedAt}
 }
 
 // createClient registers an application or operator by its Ed25519 public key. The
@@ -36,6 +36,8 @@ func (s *Server) createClient(c echo.Context) error {
 		return events.Errorf(events.EInvalid, "role must be %q or %q.", events.RoleAdmin, events.RoleApp)
 	case req.MaxTTLSeconds < 0 || req.MaxTTLSeconds > events.MaxTTLSeconds:
 		return events.Errorf(events.EInvalidTTL, "max_ttl_seconds must be between 1 and %d (or omitted).", events.MaxTTLSeconds)
+	case req.MaxLeases < 0 || req.MaxLeases > events.MaxClientLeases:
+		return events.Errorf(events.EInvalid, "max_leases must be between 1 and %d (or omitted).", events.MaxClientLeases)
 	case len(req.AllowedRecords) > 1000:
 		return events.Errorf(events.EInvalid, "allowed_records may list at most 1000 records.")
 	}
@@ -43,7 +45,7 @@ func (s *Server) createClient(c echo.Context) error {
 		return err
 	}
 	cl, err := s.cfg.Commands.RegisterClient(c.Request().Context(), events.Client{Name: req.Name, PublicKey: req.PublicKey, Role: req.Role,
-		AllowedRecords: req.AllowedRecords, MaxTTLSeconds: req.MaxTTLSeconds}, clientOf(c).ClientID)
+		AllowedRecords: req.AllowedRecords, MaxTTLSeconds: req.MaxTTLSeconds, MaxLeases: req.MaxLeases}, clientOf(c).ClientID)
 	if err != nil {
 		return err
 	}

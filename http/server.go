@@ -414,6 +414,7 @@ var statuses = map[events.Code]int{
 	events.ENotFound:          http.StatusNotFound,
 	events.EConflict:          http.StatusConflict,
 	events.ETooLarge:          http.StatusRequestEntityTooLarge,
+	events.ETooManyLeases:     http.StatusTooManyRequests,
 	events.EMethodNotAllowed:  http.StatusMethodNotAllowed,
 	events.ETargetUnverified:  http.StatusUnprocessableEntity,
 	events.ETargetUnavailable: http.StatusBadGateway,

@@ -482,6 +482,33 @@ func (p *Projections) ActiveLeases(ctx context.Context, q events.LeaseQuery) (pa
 	}
 }
 
+// ListedAtLeast counts a client's listed leases (active or revoking: their users exist),
+// as far as want. Below it, the index's per-subject count answers (a request whatever the
+// number of leases); at or above it, the count may hold entries of leases that ended a
+// moment ago (the index drops them after their record) or that a crash left behind, so
+// the leases are counted as a list shows them, page by page, until want are found: a
+// cost of at most the list of want leases, which the client may ask for itself.
+func (p *Projections) ListedAtLeast(ctx context.Context, clientID string, want int) (int, error) {
+	f := jsstore.IndexFilter{ClientID: clientID}
+	n, err := p.store.IndexCount(ctx, f)
+	if err != nil || n < want {
+		return n, err
+	}
+	q := events.LeaseQuery{ClientID: clientID, Limit: min(want, 1000)}
+	n = 0
+	for {
+		page, next, err := p.ActiveLeases(ctx, q)
+		if err != nil {
+			return 0, err
+		}
+		n += len(page)
+		if n >= want || next == "" {
+			return n, nil
+		}
+		q.Cursor = next
+	}
+}
+
 // indexPage reads up to n entries of the index after the sequence after, and their
 // records. It asks for the entries without their sequences first: when every entry's
 // lease is listed and each record names a position after the last one, up to the last

@@ -267,7 +267,7 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	pubDERPEM, privDERPEM := mustKeyPair(t)
 	var app client.AppClient
 	v.json(http.MethodPost, "/api/sm/v1/clients", tok, map[string]any{"name": "openapi-app", "role": "app", "allowed_records": []string{uid},
-		"max_ttl_seconds": 600, "public_key": pubDERPEM}, oaValid, http.StatusCreated, &app)
+		"max_ttl_seconds": 600, "max_leases": 1, "public_key": pubDERPEM}, oaValid, http.StatusCreated, &app)
 	v.json(http.MethodPost, "/api/sm/v1/clients", tok, map[string]any{"name": "x", "role": "root", "public_key": "x"}, oaInvalid, http.StatusBadRequest, nil)
 	v.json(http.MethodGet, "/api/sm/v1/clients", tok, nil, oaValid, http.StatusOK, nil)
 	v.json(http.MethodGet, "/api/sm/v1/clients/"+app.ClientID, tok, nil, oaValid, http.StatusOK, nil)
@@ -282,6 +282,9 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	v.json(http.MethodGet, "/api/sm/v1/audit", appTok, nil, oaValid, http.StatusForbidden, nil)
 	v.json(http.MethodGet, "/api/sm/v1/dynamic/leases/"+lease.LeaseID, appTok, nil, oaValid, http.StatusNotFound, nil)
 	v.json(http.MethodGet, "/api/sm/v1/dynamic/leases", appTok, nil, oaValid, http.StatusOK, nil)
+	// 429: one lease past the client's max_leases (its lease goes with the target).
+	v.json(http.MethodPost, "/api/sm/v1/dynamic/lease", appTok, map[string]any{"record_uid": uid, "ttl_seconds": 600}, oaValid, http.StatusCreated, nil)
+	v.json(http.MethodPost, "/api/sm/v1/dynamic/lease", appTok, map[string]any{"record_uid": uid, "ttl_seconds": 600}, oaValid, http.StatusTooManyRequests, nil)
 	// Dashboard login links: an admin's, never an app client's.
 	var link client.LoginLink
 	v.json(http.MethodPost, "/api/sm/v1/ui/login-links", tok, nil, oaValid, http.StatusCreated, &link)

@@ -122,12 +122,12 @@ func (s *Store) IndexIDs(ctx context.Context, f IndexFilter, after uint64, n int
 // IndexCounts counts the listed leases of each target, from the index's per-subject
 // state: its cost grows with the number of target and client pairs, not of leases.
 func (s *Store) IndexCounts(ctx context.Context) (map[string]int, error) {
-	info, err := s.index.Info(ctx, jetstream.WithSubjectFilter(indexPrefix+">"))
+	totals, err := s.indexTotals(ctx, IndexFilter{})
 	if err != nil {
-		return nil, unavailable(fmt.Errorf("jsstore.IndexCounts: %w", err))
+		return nil, err
 	}
 	counts := map[string]int{}
-	for subj, n := range info.State.Subjects {
+	for subj, n := range totals {
 		rest := subj[len(indexPrefix):]
 		for i := 0; i < len(rest); i++ {
 			if rest[i] == '.' {
@@ -137,6 +137,28 @@ func (s *Store) IndexCounts(ctx context.Context) (map[string]int, error) {
 		}
 	}
 	return counts, nil
+}
+
+// IndexCount counts the listed leases f matches, from the same per-subject state: a
+// client's count costs the number of targets it has leases of, not of leases.
+func (s *Store) IndexCount(ctx context.Context, f IndexFilter) (int, error) {
+	totals, err := s.indexTotals(ctx, f)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range totals {
+		n += int(c)
+	}
+	return n, nil
+}
+
+func (s *Store) indexTotals(ctx context.Context, f IndexFilter) (map[string]uint64, error) {
+	info, err := s.index.Info(ctx, jetstream.WithSubjectFilter(f.subject()))
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("jsstore.IndexCount: %w", err))
+	}
+	return info.State.Subjects, nil
 }
 
 // IndexReset empties the index, for rebuilding it. The stream is made anew rather than

@@ -78,6 +78,7 @@ type Client struct {
 	Role           string    `json:"role"`
 	AllowedRecords []string  `json:"allowed_records"`
 	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
+	MaxLeases      int       `json:"max_leases,omitempty"` // leases holding a database user at once; absent or 0: no cap
 	CreatedAt      time.Time `json:"created_at,omitzero"`
 }
 

@@ -49,6 +49,7 @@ type Service struct {
 	logins      *loginLinks
 	newUsername func() string
 	credentials *credentialPool
+	quotas      *leaseQuotas
 }
 
 // New opens what the command side keeps in NATS (the username and assertion
@@ -78,6 +79,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.credentials = newCredentialPool(credentialPoolSize)
+	s.quotas = newLeaseQuotas(cfg.Projections)
 	return s, nil
 }
 

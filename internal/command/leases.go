@@ -14,8 +14,8 @@ import (
 
 // CreateLease requests a lease of ttlSeconds on recordUID for client, and answers once
 // the user exists with its grants, or the workers failed to create it. It checks the TTL
-// against the target's and the client's caps (EInvalidTTL); the caller has authorized
-// the client for the record.
+// against the target's and the client's caps (EInvalidTTL) and the client's max_leases
+// (ETooManyLeases); the caller has authorized the client for the record.
 //
 // If the workers take longer than the request timeout, the lease is recorded as failed on
 // condition that it is still pending, so a late create is undone by the worker and no
@@ -29,6 +29,11 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	if err := events.ValidTTL(ttlSeconds, capTTL(target.MaxTTLSeconds, client.MaxTTLSeconds)); err != nil {
 		return events.Credentials{}, err
 	}
+	done, err := s.quotas.admit(ctx, client)
+	if err != nil {
+		return events.Credentials{}, err
+	}
+	defer done()
 	uid, err := uuid.NewV7()
 	if err != nil {
 		return events.Credentials{}, err
