@@ -28,7 +28,7 @@ const (
 var fakeClients = []client.AppClient{
 	{ClientID: adminID, Name: "admin", PublicKey: "PEM-A", Role: "admin", CreatedAt: created},
 	{ClientID: appID, Name: "billing", PublicKey: "PEM-B", Role: "app", AllowedRecords: []string{"7Kj9mNpQ2xRs", "Other0000000"},
-		MaxTTLSeconds: 3600, CreatedAt: created},
+		MaxTTLSeconds: 3600, MaxLeases: 50, CreatedAt: created},
 }
 
 // adminFake is what the admin routes added to a fakeServer received.
@@ -189,7 +189,7 @@ func TestAdminCommands(t *testing.T) {
 	}
 	lines := func(l ...string) string { return strings.Join(l, "\n") + "\n" }
 	createdApp := client.AppClient{ClientID: appID, Name: "billing", PublicKey: pubPEM, Role: "app",
-		AllowedRecords: []string{"7Kj9mNpQ2xRs", "Other0000000", "Third0000000"}, MaxTTLSeconds: 5400, CreatedAt: created}
+		AllowedRecords: []string{"7Kj9mNpQ2xRs", "Other0000000", "Third0000000"}, MaxTTLSeconds: 5400, MaxLeases: 20, CreatedAt: created}
 	targetFile := filepath.Join(t.TempDir(), "target.json")
 	// As "target get" prints it, plus the rotated password.
 	os.WriteFile(targetFile, []byte(`{"record_uid": "7Kj9mNpQ2xRs", "name": "orders-pg", "engine": "postgresql",
@@ -217,32 +217,33 @@ func TestAdminCommands(t *testing.T) {
 		check      func(t *testing.T)
 	}{
 		{name: "client create", args: []string{"client", "create", "--name", "billing", "--public-key-file", pubPath,
-			"--allow", "7Kj9mNpQ2xRs", "--allow", "Other0000000, Third0000000,7Kj9mNpQ2xRs", "--max-ttl", "1h30m"},
+			"--allow", "7Kj9mNpQ2xRs", "--allow", "Other0000000, Third0000000,7Kj9mNpQ2xRs", "--max-ttl", "1h30m", "--max-leases", "20"},
 			wantStdout: indented(createdApp),
 			check: func(t *testing.T) {
 				f.mu.Lock()
 				defer f.mu.Unlock()
 				want := map[string]any{"name": "billing", "public_key": pubPEM, "role": "app",
-					"allowed_records": []any{"7Kj9mNpQ2xRs", "Other0000000", "Third0000000"}, "max_ttl_seconds": float64(5400)}
+					"allowed_records": []any{"7Kj9mNpQ2xRs", "Other0000000", "Third0000000"}, "max_ttl_seconds": float64(5400), "max_leases": float64(20)}
 				if got, _ := json.Marshal(f.clientBody); string(got) != mustJSON(want) {
 					t.Errorf("client create sent %s, want %s", got, mustJSON(want))
 				}
 			}},
 		{name: "client create admin table", args: []string{"client", "create", "--name", "ops", "--public-key-file", pubPath,
 			"--role", "admin", "--max-ttl", "600", "--format", "table"},
-			wantStdout: lines("CLIENT_ID                             NAME  ROLE   ALLOWED  MAX_TTL  CREATED_AT",
-				"5b2e8f41-0c7d-4a93-b6e2-222222222222  ops   admin  -        600      2026-04-06T12:00:00Z"),
+			wantStdout: lines("CLIENT_ID                             NAME  ROLE   ALLOWED  MAX_TTL  MAX_LEASES  CREATED_AT",
+				"5b2e8f41-0c7d-4a93-b6e2-222222222222  ops   admin  -        600      -           2026-04-06T12:00:00Z"),
 			check: func(t *testing.T) {
 				f.mu.Lock()
 				defer f.mu.Unlock()
-				if f.clientBody["role"] != "admin" || f.clientBody["max_ttl_seconds"] != float64(600) || f.clientBody["allowed_records"] != nil {
+				if f.clientBody["role"] != "admin" || f.clientBody["max_ttl_seconds"] != float64(600) || f.clientBody["allowed_records"] != nil ||
+					f.clientBody["max_leases"] != nil {
 					t.Errorf("client create sent %v", f.clientBody)
 				}
 			}},
 		{name: "client list", args: []string{"client", "list"},
-			wantStdout: lines("CLIENT_ID                             NAME     ROLE   ALLOWED                    MAX_TTL  CREATED_AT",
-				"c9a1b2d3-4e5f-6789-abcd-ef0123456789  admin    admin  -                          -        2026-04-06T12:00:00Z",
-				"5b2e8f41-0c7d-4a93-b6e2-222222222222  billing  app    7Kj9mNpQ2xRs,Other0000000  3600     2026-04-06T12:00:00Z")},
+			wantStdout: lines("CLIENT_ID                             NAME     ROLE   ALLOWED                    MAX_TTL  MAX_LEASES  CREATED_AT",
+				"c9a1b2d3-4e5f-6789-abcd-ef0123456789  admin    admin  -                          -        -           2026-04-06T12:00:00Z",
+				"5b2e8f41-0c7d-4a93-b6e2-222222222222  billing  app    7Kj9mNpQ2xRs,Other0000000  3600     50          2026-04-06T12:00:00Z")},
 		{name: "client list json", args: []string{"client", "list", "--format", "json"},
 			wantStdout: indented(map[string]any{"data": fakeClients})},
 		{name: "client delete", args: []string{"client", "delete", appID}, wantStderr: "client " + appID + " deleted\n",
@@ -450,6 +451,8 @@ func TestAdminErrors(t *testing.T) {
 		{"app client without --allow", []string{"client", "create", "--name", "b", "--public-key-file", pubPath}},
 		{"bad role", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--role", "root"}},
 		{"bad max-ttl", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-ttl", "1.5s"}},
+		{"negative max-leases", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-leases", "-1"}},
+		{"max-leases not a number", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-leases", "ten"}},
 		{"client delete without id", []string{"client", "delete"}},
 		{"target update without uid", []string{"dynamic", "target", "update", "-f", "t.json"}},
 		{"target update without -f", []string{"dynamic", "target", "update", "uid"}},

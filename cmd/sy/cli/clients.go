@@ -25,27 +25,33 @@ func (a *app) clientCreateCommand() *cobra.Command {
 	var name, keyFile string
 	var allow []string
 	var maxTTL ttlValue
+	var maxLeases int
 	role := newEnum("app", "app", "admin")
 	format := newEnum("json", "json", "table")
 	cmd := &cobra.Command{
-		Use:   "create --name NAME --public-key-file FILE [--role app|admin] --allow UID [--allow UID2 ...] [--max-ttl N]",
+		Use:   "create --name NAME --public-key-file FILE [--role app|admin] --allow UID [--allow UID2 ...] [--max-ttl N] [--max-leases N]",
 		Short: "Register a client by its Ed25519 public key and show it with its client_id",
 		Long: `Register a client by its Ed25519 public key (the client.pub.pem that sy keygen writes; the
 private key never leaves its owner, and a private key file is refused here).
 
 An app client (--role app, the default) may lease only the targets named with --allow,
 which may be repeated or given a comma-separated list, for at most --max-ttl (seconds, or
-a duration like 1h; default: no limit beyond the target's). An admin client (--role admin)
-manages targets and clients and sees every lease.
+a duration like 1h; default: no limit beyond the target's). --max-leases caps how many of
+its leases may hold a database user at once (active, or revoking until the user is
+dropped); one more is refused with 429 too_many_leases (default: no cap). An admin client
+(--role admin) manages targets and clients and sees every lease.
 
 The new client is printed as JSON (the default), with the client_id it authenticates
 with, or as a table with --format table:
 
   sy keygen --out billing.pem
-  sy client create --name billing --public-key-file billing.pub.pem --allow 7Kj9mNpQ2xRs --max-ttl 1h`,
+  sy client create --name billing --public-key-file billing.pub.pem --allow 7Kj9mNpQ2xRs --max-ttl 1h --max-leases 50`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			allowed := splitList(allow)
+			if maxLeases < 0 {
+				return usagef("--max-leases must be a positive number of leases (or left out for no cap)")
+			}
 			if role.value == "app" && len(allowed) == 0 {
 				return usagef("an app client needs --allow with the record uid(s) of the targets it may lease")
 			}
@@ -59,6 +65,7 @@ with, or as a table with --format table:
 			}
 			created, err := c.CreateClient(cmd.Context(), client.AppClient{
 				Name: name, PublicKey: publicKey, Role: role.value, AllowedRecords: allowed, MaxTTLSeconds: int(maxTTL),
+				MaxLeases: maxLeases,
 			})
 			if err != nil {
 				return err
@@ -75,6 +82,7 @@ with, or as a table with --format table:
 	f.Var(role, "role", "app (leases on --allow targets only) or admin")
 	f.StringSliceVar(&allow, "allow", nil, "record uid of a target the client may lease on; repeat it or separate uids with commas")
 	f.Var(&maxTTL, "max-ttl", "longest lease the client may hold, in seconds or a duration like 1h (default: the target's)")
+	f.IntVar(&maxLeases, "max-leases", 0, "most leases the client may hold at once (default: no cap)")
 	f.Var(format, "format", "output format: json or table")
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("public-key-file")
@@ -156,18 +164,23 @@ func (a *app) clientListCommand() *cobra.Command {
 
 func writeClientTable(w io.Writer, clients []client.AppClient) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tROLE\tALLOWED\tMAX_TTL\tCREATED_AT")
+	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tROLE\tALLOWED\tMAX_TTL\tMAX_LEASES\tCREATED_AT")
 	for _, c := range clients {
-		allowed, maxTTL := strings.Join(c.AllowedRecords, ","), strconv.Itoa(c.MaxTTLSeconds)
+		allowed := strings.Join(c.AllowedRecords, ",")
 		if allowed == "" {
 			allowed = "-"
 		}
-		if c.MaxTTLSeconds == 0 {
-			maxTTL = "-"
-		}
-		tableRow(tw, c.ClientID, c.Name, c.Role, allowed, maxTTL, formatTime(c.CreatedAt))
+		tableRow(tw, c.ClientID, c.Name, c.Role, allowed, orDash(c.MaxTTLSeconds), orDash(c.MaxLeases), formatTime(c.CreatedAt))
 	}
 	return tw.Flush()
+}
+
+// orDash shows a cap of 0, which means none, as "-".
+func orDash(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }
 
 func (a *app) clientDeleteCommand() *cobra.Command {
