@@ -40,6 +40,7 @@ from .errors import (
     SyVaultError,
     TargetUnavailableError,
     TargetUnverifiedError,
+    TooManyLeasesError,
 )
 from .models import AuditEvent, AuditPage, ClientInfo, Lease, LeaseInfo, LeasePage, Target
 
@@ -69,6 +70,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
+    "TooManyLeasesError",
     "TargetUnverifiedError",
     "ServerError",
     "TargetUnavailableError",

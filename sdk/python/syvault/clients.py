@@ -42,6 +42,7 @@ class Clients:
         role: str = "app",
         allowed_records: Iterable[str] = (),
         max_ttl_seconds: Optional[int] = None,
+        max_leases: Optional[int] = None,
     ) -> ClientInfo:
         """Register a client by its Ed25519 public key (admin only).
 
@@ -57,6 +58,10 @@ class Clients:
                 target.
             max_ttl_seconds: cap on the client's lease TTLs (1 to 86400); ``None`` (or 0):
                 no cap beyond the target's.
+            max_leases: most leases the client may hold at once (1 to 10000), counting
+                each until its database user is dropped; one more is refused with
+                :class:`~syvault.TooManyLeasesError`. ``None`` (or 0): no cap. A
+                :class:`~syvault.LeaseKeeper` holds two leases during a rotation's grace.
 
         Returns:
             ClientInfo: with the new ``client_id`` to configure the application with.
@@ -64,7 +69,8 @@ class Clients:
         Raises:
             ConfigurationError: no public key, both forms, an unreadable file, a key that is
                 not Ed25519, or private key text (which is refused and never sent).
-            InvalidRequestError: a bad name or role; ``InvalidTTLError`` for ``max_ttl_seconds``.
+            InvalidRequestError: a bad name, role or ``max_leases``; ``InvalidTTLError`` for
+                ``max_ttl_seconds``.
             NotFoundError: ``allowed_records`` names an unknown target.
             PermissionDeniedError: not an admin client.
         """
@@ -88,6 +94,8 @@ class Clients:
         }
         if max_ttl_seconds is not None:
             body["max_ttl_seconds"] = max_ttl_seconds
+        if max_leases is not None:
+            body["max_leases"] = max_leases
         return ClientInfo(_object(self._client.request("POST", _BASE, body), "the client registration"))
 
     def list(self) -> List[ClientInfo]:

@@ -42,6 +42,7 @@ class DynamicSecrets:
             InvalidTTLError: ``ttl_seconds`` out of range (code ``invalid_ttl``).
             NotFoundError: unknown ``record_uid``.
             PermissionDeniedError: this client may not lease that record.
+            TooManyLeasesError: this client holds its ``max_leases``; nothing was created.
             TargetUnavailableError: the database could not be reached; nothing was created.
             GatewayTimeoutError: not done within the server's deadline; nothing was left behind.
         """

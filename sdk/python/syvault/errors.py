@@ -19,6 +19,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
+    "TooManyLeasesError",
     "TargetUnverifiedError",
     "ServerError",
     "TargetUnavailableError",
@@ -108,6 +109,13 @@ class ConflictError(SyVaultError):
     default_code = "conflict"
 
 
+class TooManyLeasesError(SyVaultError):
+    """429 ``too_many_leases``: this client holds its ``max_leases``; revoke a lease or let
+    one end (a lease counts until its database user is dropped) before asking for another."""
+
+    default_code = "too_many_leases"
+
+
 class TargetUnverifiedError(SyVaultError):
     """422 ``target_unverified``: the target's admin may not create users or grant what it lists."""
 
@@ -166,6 +174,7 @@ _BY_CODE: Dict[str, Type[SyVaultError]] = {
     "forbidden": PermissionDeniedError,
     "not_found": NotFoundError,
     "conflict": ConflictError,
+    "too_many_leases": TooManyLeasesError,
     "target_unverified": TargetUnverifiedError,
     "target_unavailable": TargetUnavailableError,
     "unavailable": ServiceUnavailableError,
@@ -180,6 +189,7 @@ _BY_STATUS: Dict[int, Type[SyVaultError]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     422: TargetUnverifiedError,
+    429: TooManyLeasesError,
     502: TargetUnavailableError,
     503: ServiceUnavailableError,
     504: GatewayTimeoutError,

@@ -258,17 +258,19 @@ class ClientInfo(_Model):
         role: ``"admin"`` (everything) or ``"app"`` (leases on ``allowed_records`` only).
         allowed_records: record uids an app client may lease (a list, possibly empty).
         max_ttl_seconds: cap on the client's lease TTLs, or ``None`` when it has none of its own.
+        max_leases: cap on the leases it holds at once, or ``None`` when it has none.
         public_key: its Ed25519 public key, PKIX PEM (the server never holds the private key).
         created_at: RFC 3339 UTC string; see ``created_at_datetime``.
     """
 
-    _fields = ("client_id", "name", "role", "allowed_records", "max_ttl_seconds", "public_key", "created_at")
+    _fields = ("client_id", "name", "role", "allowed_records", "max_ttl_seconds", "max_leases", "public_key", "created_at")
 
     client_id: str
     name: str
     role: str
     allowed_records: List[str]
     max_ttl_seconds: Optional[int]
+    max_leases: Optional[int]
     public_key: str
     created_at: str
 

@@ -596,6 +596,27 @@ class PostgresTests(unittest.TestCase):
         removed = [e for e in admin.audit.iter(client_id=info.client_id, since=timedelta(minutes=5)) if e.type == "client.removed"]
         self.assertEqual([e.subject_client_id for e in removed], [info.client_id])
 
+    def test_max_leases(self):
+        private_pem, public_pem = syvault.generate_key_pair()
+        with self.assertRaises(syvault.InvalidRequestError) as cm:
+            self.client.clients.create(name="sdk-capped-bad-" + self.db, public_key=public_pem,
+                                       allowed_records=[self.record_uid], max_leases=-1)
+        self.assertIn("max_leases", cm.exception.message)
+        info = self.client.clients.create(name="sdk-capped-" + self.db, public_key=public_pem,
+                                          allowed_records=[self.record_uid], max_leases=1)
+        self.extra_clients.append(info.client_id)
+        self.assertEqual(info.max_leases, 1)
+        app = SecretsManagerClient(server=SERVER.url, client_id=info.client_id, private_key=private_pem)
+        lease = app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
+        self.usernames.add(lease.username)
+        with self.assertRaises(syvault.TooManyLeasesError) as cm:
+            app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
+        self.assertEqual((cm.exception.status, cm.exception.code), (429, "too_many_leases"))
+        app.dynamic.revoke_lease(lease.lease_id)
+        again = app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
+        self.usernames.add(again.username)
+        app.dynamic.revoke_lease(again.lease_id)
+
     def test_create_client_key_forms(self):
         admin = self.client
         private_pem, public_pem = syvault.generate_key_pair()

@@ -190,6 +190,8 @@ class ErrorMappingTests(unittest.TestCase):
             (403, "forbidden", syvault.PermissionDeniedError),
             (404, "not_found", syvault.NotFoundError),
             (409, "conflict", syvault.ConflictError),
+            (429, "too_many_leases", syvault.TooManyLeasesError),
+            (429, None, syvault.TooManyLeasesError),
             (413, "too_large", syvault.PayloadTooLargeError),
             (422, "target_unverified", syvault.TargetUnverifiedError),
             (502, "target_unavailable", syvault.TargetUnavailableError),
@@ -619,15 +621,18 @@ class TransportTests(unittest.TestCase):
 
     def test_clients_requests(self):
         view = {"client_id": "11111111-2222-3333-4444-555555555555", "name": "billing", "role": "app",
-                "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600, "public_key": "PEM", "created_at": "2026-04-06T12:00:00Z"}
+                "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600, "max_leases": 20, "public_key": "PEM",
+                "created_at": "2026-04-06T12:00:00Z"}
         self.fake.routes[("POST", "/api/sm/v1/clients")] = (201, view)
         self.fake.routes[("GET", "/api/sm/v1/clients")] = (200, {"data": [view, dict(view, client_id="a", role="admin", allowed_records=[])]})
         self.fake.routes[("GET", "/api/sm/v1/clients/a%2Fb")] = (200, view)
         self.fake.routes[("DELETE", "/api/sm/v1/clients/" + view["client_id"])] = (204, None)
         private_pem, public_pem = syvault.generate_key_pair()
-        info = self.client.clients.create(name="billing", public_key=public_pem, allowed_records=("7Kj9mNpQ2xRs",), max_ttl_seconds=3600)
+        info = self.client.clients.create(name="billing", public_key=public_pem, allowed_records=("7Kj9mNpQ2xRs",), max_ttl_seconds=3600,
+                                          max_leases=20)
         self.assertIsInstance(info, syvault.ClientInfo)
-        self.assertEqual((info.client_id, info.role, info.allowed_records, info.max_ttl_seconds), (view["client_id"], "app", ["7Kj9mNpQ2xRs"], 3600))
+        self.assertEqual((info.client_id, info.role, info.allowed_records, info.max_ttl_seconds, info.max_leases),
+                         (view["client_id"], "app", ["7Kj9mNpQ2xRs"], 3600, 20))
         self.assertEqual(info.created_at_datetime, datetime(2026, 4, 6, 12, tzinfo=timezone.utc))
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "app.pub")
@@ -640,7 +645,8 @@ class TransportTests(unittest.TestCase):
         self.assertIsNone(self.client.clients.delete(view["client_id"]))
         reqs = [(m, p, b) for m, p, h, b in self.fake.seen if not p.endswith("/auth/token")]
         self.assertEqual(json.loads(reqs[0][2]), {"name": "billing", "public_key": public_pem, "role": "app",
-                                                  "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600})
+                                                  "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600,
+                                                  "max_leases": 20})
         self.assertEqual(json.loads(reqs[1][2]), {"name": "ops", "public_key": public_pem, "role": "admin", "allowed_records": []})
         self.assertEqual([(m, p) for m, p, b in reqs[2:]], [
             ("GET", "/api/sm/v1/clients"), ("GET", "/api/sm/v1/clients/a%2Fb"), ("DELETE", "/api/sm/v1/clients/" + view["client_id"])])
