@@ -1,10 +1,16 @@
 package events
 
-import "time"
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/pem"
+	"time"
+)
 
 // Client event types.
 const (
 	ClientRegistered Type = "client.registered"
+	ClientUpdated    Type = "client.updated" // replaced by an admin: its name, key, role or limits
 	ClientRemoved    Type = "client.removed"
 )
 
@@ -24,6 +30,18 @@ type Client struct {
 	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
 	MaxLeases      int       `json:"max_leases,omitempty"` // leases holding a database user at once (active or revoking); 0: no cap
 	CreatedAt      time.Time `json:"created_at"`
+}
+
+// KeyFingerprint names a client's public key (PKIX PEM) by its DER bytes, however the PEM
+// is laid out: an access token carries the fingerprint of the key it was had with, so
+// that a new key ends the tokens of the old one. Empty for text that holds no PEM block.
+func KeyFingerprint(publicKeyPEM string) string {
+	b, _ := pem.Decode([]byte(publicKeyPEM))
+	if b == nil {
+		return ""
+	}
+	sum := sha256.Sum256(b.Bytes)
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
 // MaxClientLeases bounds a client's max_leases.

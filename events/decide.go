@@ -163,6 +163,13 @@ func RegisterClient(c Client, actor string, now time.Time) Event {
 	return Event{Type: ClientRegistered, ID: c.ClientID + ".registered", Time: now.UTC(), ClientID: actor, Outcome: OutcomeOK, Client: &c}
 }
 
+// UpdateClient records c replacing the client of the same id by actor, decided on the
+// client's events up to after.
+func UpdateClient(c Client, actor string, after uint64, now time.Time) Event {
+	return Event{Type: ClientUpdated, ID: c.ClientID + ".updated." + strconv.FormatUint(after, 10), Time: now.UTC(), ClientID: actor,
+		Outcome: OutcomeOK, Client: &c}
+}
+
 // RemoveClient records a client's removal by actor. Like a target's, it needs no ordering
 // condition.
 func RemoveClient(clientID, actor string, now time.Time) Event {

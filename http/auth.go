@@ -79,14 +79,14 @@ func (s *Server) token(c echo.Context) error {
 		return err
 	}
 	now := time.Now()
-	claims := jwt.RegisteredClaims{
+	claims := accessClaims{RegisteredClaims: jwt.RegisteredClaims{
 		Issuer:    tokenIssuer,
 		Subject:   client.ClientID,
 		Audience:  jwt.ClaimStrings{tokenIssuer},
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.TokenTTL)),
 		ID:        uuid.NewString(),
-	}
+	}, Key: events.KeyFingerprint(client.PublicKey)}
 	signed, err := signToken(s.cfg.TokenKeys, claims)
 	if err != nil {
 		return err
@@ -158,16 +158,25 @@ func parseAssertion(assertion string, audiences []string, now time.Time, keyFor 
 
 // parseAccessToken checks an access token this deployment issued, with the key its kid
 // names, and returns its client id.
-func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (string, error) {
-	claims := jwt.RegisteredClaims{}
+func parseAccessToken(ctx context.Context, raw string, keys TokenKeys) (accessClaims, error) {
+	claims := accessClaims{}
 	err := verifyToken(ctx, raw, keys, tokenIssuer, &claims)
 	if events.ErrorCode(err) == events.EUnavailable {
-		return "", err
+		return claims, err
 	}
 	if err != nil || claims.Subject == "" {
-		return "", unauthenticated("The access token is invalid or expired; get a new one.")
+		return claims, unauthenticated("The access token is invalid or expired; get a new one.")
 	}
-	return claims.Subject, nil
+	return claims, nil
+}
+
+// accessClaims are an access token's claims: Key is the fingerprint of the client's
+// public key the token was had with (events.KeyFingerprint), so a token outlives no
+// change of key. Tokens issued before tokens carried it have none and are taken as
+// they were, until they expire.
+type accessClaims struct {
+	jwt.RegisteredClaims
+	Key string `json:"ckf,omitempty"`
 }
 
 // signToken signs claims with the deployment's current token key, naming it by kid.
@@ -214,11 +223,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
 			return unauthenticated("Send an access token in the Authorization header as: Bearer TOKEN (get one from %s/auth/token).", BasePath)
 		}
-		clientID, err := parseAccessToken(c.Request().Context(), raw, s.cfg.TokenKeys)
+		claims, err := parseAccessToken(c.Request().Context(), raw, s.cfg.TokenKeys)
 		if err != nil {
 			return err
 		}
-		client, err := s.cfg.Queries.Client(c.Request().Context(), clientID)
+		client, err := s.cfg.Queries.Client(c.Request().Context(), claims.Subject)
 		if events.ErrorCode(err) == events.ENotFound {
 			return unauthenticated("The access token's client no longer exists.")
 		}
@@ -229,6 +238,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if err != nil {
 			return err
+		}
+		if claims.Key != "" && claims.Key != events.KeyFingerprint(client.PublicKey) {
+			return unauthenticated("The access token was had with a key its client no longer has; get a new one with the client's current key.")
 		}
 		c.Set("client", client)
 		return next(c)

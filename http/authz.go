@@ -2,6 +2,8 @@ package http
 
 import (
 	"context"
+	"slices"
+
 	"github.com/labstack/echo/v4"
 
 	"github.com/syvault/syvault/events"
@@ -47,6 +49,8 @@ type resource struct {
 //   - app clients may create leases on the records in their allowed_records (403
 //     otherwise), and list, read, renew and revoke their own leases only: another
 //     client's lease answers 404, exactly as an unknown id, so lease ids cannot be probed;
+//     a renewal also needs the lease's record still in allowed_records (403), so a record
+//     taken from a client gives it no more time there;
 //   - app clients may not touch targets, clients or the audit (403).
 //
 // TTL caps (the client's max_ttl_seconds) are checked where the TTL is known.
@@ -61,17 +65,19 @@ func authorize(c events.Client, act action, res resource) error {
 	case actLeaseList:
 		return nil // the list is filtered to the client's own leases
 	case actLeaseCreate:
-		for _, r := range c.AllowedRecords {
-			if r == res.RecordUID {
-				return nil
-			}
+		if slices.Contains(c.AllowedRecords, res.RecordUID) {
+			return nil
 		}
 		return events.Errorf(events.EForbidden, "This client may not lease record %q.", res.RecordUID)
 	case actLeaseRead, actLeaseRevoke, actLeaseRenew:
-		if res.Owner == c.ClientID {
-			return nil
+		if res.Owner != c.ClientID {
+			return events.Errorf(events.ENotFound, "No lease with id %q.", res.LeaseID)
 		}
-		return events.Errorf(events.ENotFound, "No lease with id %q.", res.LeaseID)
+		if act == actLeaseRenew && !slices.Contains(c.AllowedRecords, res.RecordUID) {
+			return events.Errorf(events.EForbidden, "This client may no longer lease record %q, so its lease there cannot be renewed; "+
+				"it ends at its expires_at, or revoke it.", res.RecordUID)
+		}
+		return nil
 	}
 	return events.Errorf(events.EForbidden, "Only admin clients may do this.")
 }

@@ -22,34 +22,56 @@ func clientViewOf(c events.Client) api.Client {
 // createClient registers an application or operator by its Ed25519 public key. The
 // server never sees the private key.
 func (s *Server) createClient(c echo.Context) error {
+	cl, err := clientFromRequest(c)
+	if err != nil {
+		return err
+	}
+	if cl, err = s.cfg.Commands.RegisterClient(c.Request().Context(), cl, clientOf(c).ClientID); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, clientViewOf(cl))
+}
+
+// updateClient replaces a client with the request's settings, as a registration states
+// them; its client_id and created_at stay.
+func (s *Server) updateClient(c echo.Context) error {
+	cl, err := clientFromRequest(c)
+	if err != nil {
+		return err
+	}
+	if cl, err = s.cfg.Commands.UpdateClient(c.Request().Context(), c.Param("client_id"), cl, clientOf(c).ClientID); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, clientViewOf(cl))
+}
+
+// clientFromRequest decodes and checks a client's settings as a registration or an
+// update sends them.
+func clientFromRequest(c echo.Context) (events.Client, error) {
 	var req api.Client
 	if err := decodeJSON(c, &req); err != nil {
-		return err
+		return events.Client{}, err
 	}
 	req.Name = strings.TrimSpace(req.Name)
 	switch {
 	case req.ClientID != "" || !req.CreatedAt.IsZero():
-		return events.Errorf(events.EInvalid, "client_id and created_at are the server's to set; leave them out.")
+		return events.Client{}, events.Errorf(events.EInvalid, "client_id and created_at are the server's to set; leave them out.")
 	case req.Name == "" || len(req.Name) > events.MaxClientNameLength:
-		return events.Errorf(events.EInvalid, "name is required and must be at most %d characters.", events.MaxClientNameLength)
+		return events.Client{}, events.Errorf(events.EInvalid, "name is required and must be at most %d characters.", events.MaxClientNameLength)
 	case req.Role != events.RoleAdmin && req.Role != events.RoleApp:
-		return events.Errorf(events.EInvalid, "role must be %q or %q.", events.RoleAdmin, events.RoleApp)
+		return events.Client{}, events.Errorf(events.EInvalid, "role must be %q or %q.", events.RoleAdmin, events.RoleApp)
 	case req.MaxTTLSeconds < 0 || req.MaxTTLSeconds > events.MaxTTLSeconds:
-		return events.Errorf(events.EInvalidTTL, "max_ttl_seconds must be between 1 and %d (or omitted).", events.MaxTTLSeconds)
+		return events.Client{}, events.Errorf(events.EInvalidTTL, "max_ttl_seconds must be between 1 and %d (or omitted).", events.MaxTTLSeconds)
 	case req.MaxLeases < 0 || req.MaxLeases > events.MaxClientLeases:
-		return events.Errorf(events.EInvalid, "max_leases must be between 1 and %d (or omitted).", events.MaxClientLeases)
+		return events.Client{}, events.Errorf(events.EInvalid, "max_leases must be between 1 and %d (or omitted).", events.MaxClientLeases)
 	case len(req.AllowedRecords) > 1000:
-		return events.Errorf(events.EInvalid, "allowed_records may list at most 1000 records.")
+		return events.Client{}, events.Errorf(events.EInvalid, "allowed_records may list at most 1000 records.")
 	}
 	if _, err := ParsePublicKey(req.PublicKey); err != nil {
-		return err
+		return events.Client{}, err
 	}
-	cl, err := s.cfg.Commands.RegisterClient(c.Request().Context(), events.Client{Name: req.Name, PublicKey: req.PublicKey, Role: req.Role,
-		AllowedRecords: req.AllowedRecords, MaxTTLSeconds: req.MaxTTLSeconds, MaxLeases: req.MaxLeases}, clientOf(c).ClientID)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, clientViewOf(cl))
+	return events.Client{Name: req.Name, PublicKey: req.PublicKey, Role: req.Role, AllowedRecords: req.AllowedRecords,
+		MaxTTLSeconds: req.MaxTTLSeconds, MaxLeases: req.MaxLeases}, nil
 }
 
 func (s *Server) listClients(c echo.Context) error {

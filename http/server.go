@@ -38,6 +38,7 @@ type Commands interface {
 	UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string) (events.Target, error)
 	RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error
 	RegisterClient(ctx context.Context, c events.Client, actor string) (events.Client, error)
+	UpdateClient(ctx context.Context, id string, c events.Client, actor string) (events.Client, error)
 	RemoveClient(ctx context.Context, id, actor string) error
 	RecordDenied(ctx context.Context, client events.Client, action, recordUID, leaseID string, cause error)
 	UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error
@@ -205,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	authed.POST("/clients", s.createClient, s.require(actClientManage))
 	authed.GET("/clients", s.listClients, s.require(actClientRead))
 	authed.GET("/clients/:client_id", s.getClient, s.require(actClientRead))
+	authed.PUT("/clients/:client_id", s.updateClient, s.require(actClientManage))
 	authed.DELETE("/clients/:client_id", s.deleteClient, s.require(actClientManage))
 	authed.GET("/audit", s.audit, s.require(actAuditRead))
 	authed.POST("/ui/login-links", s.createLoginLink, s.require(actUILogin))

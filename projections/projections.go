@@ -144,6 +144,14 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 			return true
 		})
 		return err
+	case e.Type == events.ClientUpdated && e.Client != nil:
+		// An update is appended only after the client's last event, never after its
+		// removal, so it keeps the record's removal as it finds it.
+		_, _, err := cas(ctx, p.clients, nil, e.Client.ClientID, seq, false, func(r *record[events.Client]) bool {
+			r.Value = *e.Client
+			return true
+		})
+		return err
 	case e.Type == events.ClientRemoved:
 		_, _, err := cas(ctx, p.clients, nil, e.ClientID, seq, false, func(r *record[events.Client]) bool {
 			r.Removed = true
@@ -635,8 +643,11 @@ func (p *Projections) Targets(ctx context.Context) ([]events.Target, error) {
 // answered by a replica that has not caught up yet, and a just registered client (the
 // first admin of a new install) would be refused its first token.
 func (p *Projections) Client(ctx context.Context, id string) (events.Client, error) {
-	return current(ctx, reader[events.Client](p.clients), id, func() (events.Client, error) { return p.store.LoadClient(ctx, id) },
-		events.Errorf(events.ENotFound, "No client with id %q.", id))
+	load := func() (events.Client, error) {
+		c, _, err := p.store.LoadClient(ctx, id)
+		return c, err
+	}
+	return current(ctx, reader[events.Client](p.clients), id, load, events.Errorf(events.ENotFound, "No client with id %q.", id))
 }
 
 // current reads key's record, or, when the bucket does not hold it, what load folds from

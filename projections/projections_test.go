@@ -268,6 +268,14 @@ func TestProjections_ClientAndTargetNotProjectedYet(t *testing.T) {
 	if got, err := p.Client(ctx, c.ClientID); err != nil || got.ClientID != c.ClientID || got.Role != events.RoleApp {
 		t.Fatalf("client not projected yet = %+v, %v; want it, from the stream", got, err)
 	}
+	updated := c
+	updated.Name, updated.MaxLeases = "app-v2", 5
+	if seq, err = store.Append(ctx, events.ClientSubject(c.ClientID), events.UpdateClient(updated, c.ClientID, seq, now), seq); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Client(ctx, c.ClientID); err != nil || got.Name != "app-v2" || got.MaxLeases != 5 {
+		t.Fatalf("updated client not projected yet = %+v, %v; want the update, from the stream", got, err)
+	}
 	if _, err := store.Append(ctx, events.ClientSubject(c.ClientID), events.RemoveClient(c.ClientID, c.ClientID, now), seq); err != nil {
 		t.Fatal(err)
 	}
@@ -290,6 +298,38 @@ func TestProjections_ClientAndTargetNotProjectedYet(t *testing.T) {
 	}
 	if _, err := p.Target(ctx, tg.RecordUID); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("removed target = %v; want not found", err)
+	}
+}
+
+// TestProjections_ClientUpdates: a client's update replaces its record whatever order its
+// events are applied in, and a removal after it stands.
+func TestProjections_ClientUpdates(t *testing.T) {
+	ctx := context.Background()
+	_, p := mustProjections(t)
+	now := time.Now().UTC()
+	c := events.Client{ClientID: uuid.NewString(), Name: "app", Role: events.RoleApp, CreatedAt: now}
+	updated := c
+	updated.Role, updated.AllowedRecords = events.RoleAdmin, []string{"R1"}
+	reg, upd, rm := events.RegisterClient(c, "a", now), events.UpdateClient(updated, "a", 1, now), events.RemoveClient(c.ClientID, "a", now)
+	for _, step := range []struct {
+		e   events.Event
+		seq uint64
+	}{{upd, 2}, {reg, 1}} {
+		if err := p.Apply(ctx, step.e, step.seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := p.Client(ctx, c.ClientID); err != nil || got.Role != events.RoleAdmin || len(got.AllowedRecords) != 1 {
+		t.Fatalf("client after its update applied before its registration = %+v, %v", got, err)
+	}
+	if err := p.Apply(ctx, rm, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, upd, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Client(ctx, c.ClientID); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("removed client, its update applied again = %v; want not found", err)
 	}
 }
 

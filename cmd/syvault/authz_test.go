@@ -143,6 +143,16 @@ func TestAuthorization_Matrix(t *testing.T) {
 		{"POST", same(b + "/clients"), func(string) string { return pubPEM() }, adminOnly(201)},
 		{"GET", same(b + "/clients"), noBody, adminOnly(200)},
 		{"GET", same(b + "/clients/" + idA), noBody, adminOnly(200)},
+		{"PUT", func(who string) string {
+			if who == "admin" {
+				return b + "/clients/" + freshClient()
+			}
+			return b + "/clients/" + idA
+		}, func(string) string {
+			derPEM, _ := mustKeyPair(t)
+			b, _ := json.Marshal(map[string]any{"name": "renamed-" + randomSecret()[:8], "role": "app", "public_key": derPEM})
+			return string(b)
+		}, adminOnly(200)},
 		{"DELETE", func(who string) string {
 			if who == "admin" {
 				return b + "/clients/" + freshClient()

@@ -271,6 +271,10 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	v.json(http.MethodPost, "/api/sm/v1/clients", tok, map[string]any{"name": "x", "role": "root", "public_key": "x"}, oaInvalid, http.StatusBadRequest, nil)
 	v.json(http.MethodGet, "/api/sm/v1/clients", tok, nil, oaValid, http.StatusOK, nil)
 	v.json(http.MethodGet, "/api/sm/v1/clients/"+app.ClientID, tok, nil, oaValid, http.StatusOK, nil)
+	v.json(http.MethodPut, "/api/sm/v1/clients/"+app.ClientID, tok, map[string]any{"name": "openapi-app", "role": "app", "allowed_records": []string{uid},
+		"max_ttl_seconds": 900, "max_leases": 1, "public_key": pubDERPEM}, oaValid, http.StatusOK, &app)
+	v.json(http.MethodPut, "/api/sm/v1/clients/"+app.ClientID, tok, map[string]any{"name": "openapi-app", "role": "app", "max_leases": -1,
+		"public_key": pubDERPEM}, oaInvalid, http.StatusBadRequest, nil)
 	appClient, err := client.New(srv.HTTP.URL(), app.ClientID, privDERPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -338,23 +338,24 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 	return *t, seqs[len(seqs)-1], nil
 }
 
-// LoadClient returns a client as its events stand, read like LoadTarget. It returns an
-// ENotFound *events.Error when the client has no events or was removed.
-func (s *Store) LoadClient(ctx context.Context, clientID string) (events.Client, error) {
-	evs, _, err := s.History(ctx, events.ClientSubject(clientID))
+// LoadClient returns a client as its events stand, and the sequence of its last event,
+// read like LoadTarget. It returns an ENotFound *events.Error when the client has no
+// events or was removed.
+func (s *Store) LoadClient(ctx context.Context, clientID string) (events.Client, uint64, error) {
+	evs, seqs, err := s.History(ctx, events.ClientSubject(clientID))
 	if err != nil {
-		return events.Client{}, err
+		return events.Client{}, 0, err
 	}
 	c := lastState(evs, events.ClientRemoved, func(e events.Event) *events.Client {
-		if e.Type != events.ClientRegistered {
+		if e.Type != events.ClientRegistered && e.Type != events.ClientUpdated {
 			return nil
 		}
 		return e.Client
 	})
 	if c == nil {
-		return events.Client{}, events.Errorf(events.ENotFound, "No client with id %q.", clientID)
+		return events.Client{}, 0, events.Errorf(events.ENotFound, "No client with id %q.", clientID)
 	}
-	return *c, nil
+	return *c, seqs[len(seqs)-1], nil
 }
 
 // lastState is what an aggregate's events leave of it, for aggregates whose events each

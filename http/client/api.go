@@ -133,6 +133,14 @@ func (c *Client) CreateClient(ctx context.Context, ac AppClient) (*AppClient, er
 	return &out, err
 }
 
+// UpdateClient replaces client id's settings with ac's (admin only): name, public key,
+// role, allowed records and caps; its id and creation time stay.
+func (c *Client) UpdateClient(ctx context.Context, id string, ac AppClient) (*AppClient, error) {
+	var out AppClient
+	err := c.Do(ctx, http.MethodPut, base+"/clients/"+url.PathEscape(id), ac, &out)
+	return &out, err
+}
+
 // ListClients returns every client (admin only).
 func (c *Client) ListClients(ctx context.Context) ([]AppClient, error) {
 	var out struct {

@@ -2,40 +2,25 @@ package command
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 )
 
 // RegisterClient records a new client (validated by the caller) on behalf of actor: it
 // gets its client id here, and each of its allowed records must name a target.
 func (s *Service) RegisterClient(ctx context.Context, c events.Client, actor string) (events.Client, error) {
-	seen := map[string]bool{}
-	var allowed []string
-	for _, uid := range c.AllowedRecords {
-		if seen[uid] {
-			continue
-		}
-		seen[uid] = true
-		if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
-			return c, err
-		}
-		allowed = append(allowed, uid)
-	}
-	now := time.Now()
-	c.ClientID, c.AllowedRecords, c.CreatedAt = uuid.NewString(), allowed, now.UTC().Truncate(time.Second)
-	cs, err := s.cfg.Projections.Clients(ctx)
+	allowed, err := s.allowedRecords(ctx, c.AllowedRecords)
 	if err != nil {
 		return c, err
 	}
-	for _, o := range cs {
-		if nameKey("client", o.Name) == nameKey("client", c.Name) {
-			return c, events.Errorf(events.EConflict, "A client named %q exists already (client_id %s); choose another name.", c.Name, o.ClientID)
-		}
-	}
-	if err := s.claimName(ctx, "client", c.Name, c.ClientID, s.clientExists); err != nil {
+	now := time.Now()
+	c.ClientID, c.AllowedRecords, c.CreatedAt = uuid.NewString(), allowed, now.UTC().Truncate(time.Second)
+	if err := s.uniqueClientName(ctx, c); err != nil {
 		return c, err
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, actor, now), 0)
@@ -46,6 +31,79 @@ func (s *Service) RegisterClient(ctx context.Context, c events.Client, actor str
 		return c, err
 	}
 	s.log.Info("client registered", "client_id", c.ClientID, "role", c.Role)
+	return c, nil
+}
+
+// allowedRecords returns uids without repeats, once each names a target.
+func (s *Service) allowedRecords(ctx context.Context, uids []string) ([]string, error) {
+	seen := map[string]bool{}
+	var allowed []string
+	for _, uid := range uids {
+		if seen[uid] {
+			continue
+		}
+		seen[uid] = true
+		if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
+			return nil, err
+		}
+		allowed = append(allowed, uid)
+	}
+	return allowed, nil
+}
+
+// uniqueClientName claims c's name for c, unless another client holds it.
+func (s *Service) uniqueClientName(ctx context.Context, c events.Client) error {
+	cs, err := s.cfg.Projections.Clients(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range cs {
+		if o.ClientID != c.ClientID && nameKey("client", o.Name) == nameKey("client", c.Name) {
+			return events.Errorf(events.EConflict, "A client named %q exists already (client_id %s); choose another name.", c.Name, o.ClientID)
+		}
+	}
+	return s.claimName(ctx, "client", c.Name, c.ClientID, s.clientExists)
+}
+
+// UpdateClient replaces client id with c (validated by the caller) on behalf of actor,
+// and answers once every later request sees it: a record no longer in its
+// allowed_records can be neither leased nor renewed, and new caps apply to the next
+// create or renewal (its leases keep their expiry). A new public key also ends the
+// access tokens had with the old one (each names the key it was had with). A client cannot change its own role (EConflict).
+func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, actor string) (events.Client, error) {
+	cur, last, err := s.cfg.Store.LoadClient(ctx, id)
+	if err != nil {
+		return c, err
+	}
+	if id == actor && c.Role != cur.Role {
+		return c, events.Errorf(events.EConflict, "A client cannot change its own role; use another admin client.")
+	}
+	if c.AllowedRecords, err = s.allowedRecords(ctx, c.AllowedRecords); err != nil {
+		return c, err
+	}
+	now := time.Now()
+	c.ClientID, c.CreatedAt = id, cur.CreatedAt
+	if err := s.uniqueClientName(ctx, c); err != nil {
+		return c, err
+	}
+	renamed := nameKey("client", cur.Name) != nameKey("client", c.Name)
+	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(c, actor, last, now), last)
+	if err != nil && renamed {
+		s.releaseName(ctx, "client", c.Name, id) // the name it would have taken
+	}
+	if errors.Is(err, jsstore.ErrConflict) {
+		return c, events.Errorf(events.EConflict, "The client changed while this update was made; send it again.")
+	}
+	if err != nil {
+		return c, err
+	}
+	if err := s.cfg.Projections.WaitClient(ctx, id, seq); err != nil {
+		return c, err
+	}
+	if renamed {
+		s.releaseName(ctx, "client", cur.Name, id)
+	}
+	s.log.Info("client updated", "client_id", id, "role", c.Role, "key_changed", events.KeyFingerprint(c.PublicKey) != events.KeyFingerprint(cur.PublicKey))
 	return c, nil
 }
 
