@@ -37,6 +37,7 @@ type adminFake struct {
 
 	mu            sync.Mutex
 	clientBody    map[string]any // the last POST /clients body
+	clientPut     map[string]any // the last PUT /clients/{id} body
 	deletedClient []string
 	updateMethod  string
 	updateUID     string
@@ -64,18 +65,35 @@ func mustAdminFake(t *testing.T) *adminFake {
 			h(w, r)
 		}
 	}
-	f.mux.HandleFunc("POST /api/sm/v1/clients", authed(func(w http.ResponseWriter, r *http.Request) {
-		data, _ := readAll(r)
-		var body map[string]any
-		var c client.AppClient
-		json.Unmarshal(data, &body)
-		json.Unmarshal(data, &c)
-		f.mu.Lock()
-		f.clientBody = body
-		f.mu.Unlock()
-		c.ClientID, c.CreatedAt = appID, created
-		reply(w, http.StatusCreated, c)
+	// echoClient keeps the body it gets in *into and answers it as the client id names.
+	echoClient := func(into *map[string]any, status int) http.HandlerFunc {
+		return authed(func(w http.ResponseWriter, r *http.Request) {
+			data, _ := readAll(r)
+			var body map[string]any
+			var c client.AppClient
+			json.Unmarshal(data, &body)
+			json.Unmarshal(data, &c)
+			f.mu.Lock()
+			*into = body
+			f.mu.Unlock()
+			c.ClientID, c.CreatedAt = appID, created
+			if id := r.PathValue("id"); id != "" {
+				c.ClientID = id
+			}
+			reply(w, status, c)
+		})
+	}
+	f.mux.HandleFunc("POST /api/sm/v1/clients", echoClient(&f.clientBody, http.StatusCreated))
+	f.mux.HandleFunc("GET /api/sm/v1/clients/{id}", authed(func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range fakeClients {
+			if c.ClientID == r.PathValue("id") {
+				reply(w, http.StatusOK, c)
+				return
+			}
+		}
+		reply(w, http.StatusNotFound, map[string]string{"error": "not_found", "message": "No client with id \"" + r.PathValue("id") + "\"."})
 	}))
+	f.mux.HandleFunc("PUT /api/sm/v1/clients/{id}", echoClient(&f.clientPut, http.StatusOK))
 	f.mux.HandleFunc("GET /api/sm/v1/clients", authed(func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"data": fakeClients})
 	}))
@@ -238,6 +256,19 @@ func TestAdminCommands(t *testing.T) {
 				if f.clientBody["role"] != "admin" || f.clientBody["max_ttl_seconds"] != float64(600) || f.clientBody["allowed_records"] != nil ||
 					f.clientBody["max_leases"] != nil {
 					t.Errorf("client create sent %v", f.clientBody)
+				}
+			}},
+		{name: "client update changes only what its flags say", args: []string{"client", "update", appID, "--allow", "Third0000000",
+			"--max-leases", "0", "--public-key-file", pubPath, "--format", "table"},
+			wantStdout: lines("CLIENT_ID                             NAME     ROLE  ALLOWED       MAX_TTL  MAX_LEASES  CREATED_AT",
+				"5b2e8f41-0c7d-4a93-b6e2-222222222222  billing  app   Third0000000  3600     -           2026-04-06T12:00:00Z"),
+			check: func(t *testing.T) {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				want := map[string]any{"name": "billing", "public_key": pubPEM, "role": "app", "allowed_records": []any{"Third0000000"},
+					"max_ttl_seconds": float64(3600)}
+				if got, _ := json.Marshal(f.clientPut); string(got) != mustJSON(want) {
+					t.Errorf("client update sent %s, want %s", got, mustJSON(want))
 				}
 			}},
 		{name: "client list", args: []string{"client", "list"},
@@ -452,7 +483,11 @@ func TestAdminErrors(t *testing.T) {
 		{"bad role", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--role", "root"}},
 		{"bad max-ttl", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-ttl", "1.5s"}},
 		{"negative max-leases", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-leases", "-1"}},
+		{"zero max-leases", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-leases", "0"}},
+		{"max-leases over the bound", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-leases", "10001"}},
 		{"max-leases not a number", []string{"client", "create", "--name", "b", "--public-key-file", pubPath, "--allow", "x", "--max-leases", "ten"}},
+		{"client update without id", []string{"client", "update", "--max-leases", "5"}},
+		{"client update negative max-leases", []string{"client", "update", appID, "--max-leases", "-5"}},
 		{"client delete without id", []string{"client", "delete"}},
 		{"target update without uid", []string{"dynamic", "target", "update", "-f", "t.json"}},
 		{"target update without -f", []string{"dynamic", "target", "update", "uid"}},

@@ -13,21 +13,64 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/client"
 )
 
 func (a *app) clientCommand() *cobra.Command {
-	return group("client", "Register, list and remove the clients that may use the server (admin)",
-		a.clientCreateCommand(), a.clientListCommand(), a.clientDeleteCommand())
+	return group("client", "Register, change, list and remove the clients that may use the server (admin)",
+		a.clientCreateCommand(), a.clientUpdateCommand(), a.clientListCommand(), a.clientDeleteCommand())
+}
+
+// clientFlags are a client's settings as create and update take them, and the output
+// format.
+type clientFlags struct {
+	name, keyFile string
+	allow         []string
+	maxTTL        ttlValue
+	maxLeases     int
+	role, format  *enumValue
+}
+
+// newClientFlags adds the flags to cmd; an update's say what they change, and 0 removes
+// a cap.
+func newClientFlags(cmd *cobra.Command, update bool) *clientFlags {
+	cf := &clientFlags{role: newEnum("app", "app", "admin"), format: newEnum("json", "json", "table")}
+	help := map[string]string{
+		"name":            "the client's name, e.g. the application's",
+		"public-key-file": "the client's Ed25519 public key, PKIX PEM (client.pub.pem from sy keygen)",
+		"role":            "app (leases on --allow targets only) or admin",
+		"allow":           "record uid of a target the client may lease on; repeat it or separate uids with commas",
+		"max-ttl":         "longest lease the client may hold, in seconds or a duration like 1h (default: the target's)",
+		"max-leases":      "most leases the client may hold at once (default: no cap)",
+	}
+	if update {
+		help["name"], help["public-key-file"] = "a new name", "a new Ed25519 public key, PKIX PEM; ends the tokens had with the old one"
+		help["allow"] += ", replacing the list"
+		help["max-ttl"] = "longest lease the client may hold, in seconds or a duration like 1h; 0: the target's"
+		help["max-leases"] = "most leases the client may hold at once; 0: no cap"
+	}
+	f := cmd.Flags()
+	f.StringVar(&cf.name, "name", "", help["name"])
+	f.StringVar(&cf.keyFile, "public-key-file", "", help["public-key-file"])
+	f.Var(cf.role, "role", help["role"])
+	f.StringSliceVar(&cf.allow, "allow", nil, help["allow"])
+	f.Var(&cf.maxTTL, "max-ttl", help["max-ttl"])
+	f.IntVar(&cf.maxLeases, "max-leases", 0, help["max-leases"])
+	f.Var(cf.format, "format", "output format: json or table")
+	return cf
+}
+
+// print writes the client as --format asks.
+func (cf *clientFlags) print(w io.Writer, c *client.AppClient) error {
+	if cf.format.value == "table" {
+		return writeClientTable(w, []client.AppClient{*c})
+	}
+	return writeJSON(w, c)
 }
 
 func (a *app) clientCreateCommand() *cobra.Command {
-	var name, keyFile string
-	var allow []string
-	var maxTTL ttlValue
-	var maxLeases int
-	role := newEnum("app", "app", "admin")
-	format := newEnum("json", "json", "table")
+	var cf *clientFlags
 	cmd := &cobra.Command{
 		Use:   "create --name NAME --public-key-file FILE [--role app|admin] --allow UID [--allow UID2 ...] [--max-ttl N] [--max-leases N]",
 		Short: "Register a client by its Ed25519 public key and show it with its client_id",
@@ -39,7 +82,8 @@ which may be repeated or given a comma-separated list, for at most --max-ttl (se
 a duration like 1h; default: no limit beyond the target's). --max-leases caps how many of
 its leases may hold a database user at once (active, or revoking until the user is
 dropped); one more is refused with 429 too_many_leases (default: no cap). An admin client
-(--role admin) manages targets and clients and sees every lease.
+(--role admin) manages targets and clients and sees every lease. sy client update changes
+these later, keeping the client_id.
 
 The new client is printed as JSON (the default), with the client_id it authenticates
 with, or as a table with --format table:
@@ -48,14 +92,14 @@ with, or as a table with --format table:
   sy client create --name billing --public-key-file billing.pub.pem --allow 7Kj9mNpQ2xRs --max-ttl 1h --max-leases 50`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			allowed := splitList(allow)
-			if maxLeases < 0 {
-				return usagef("--max-leases must be a positive number of leases (or left out for no cap)")
+			allowed := splitList(cf.allow)
+			if cmd.Flags().Changed("max-leases") && (cf.maxLeases < 1 || cf.maxLeases > events.MaxClientLeases) {
+				return usagef("--max-leases must be between 1 and %d, or left out for no cap", events.MaxClientLeases)
 			}
-			if role.value == "app" && len(allowed) == 0 {
+			if cf.role.value == "app" && len(allowed) == 0 {
 				return usagef("an app client needs --allow with the record uid(s) of the targets it may lease")
 			}
-			publicKey, err := readPublicKey(keyFile)
+			publicKey, err := readPublicKey(cf.keyFile)
 			if err != nil {
 				return err
 			}
@@ -64,28 +108,80 @@ with, or as a table with --format table:
 				return err
 			}
 			created, err := c.CreateClient(cmd.Context(), client.AppClient{
-				Name: name, PublicKey: publicKey, Role: role.value, AllowedRecords: allowed, MaxTTLSeconds: int(maxTTL),
-				MaxLeases: maxLeases,
+				Name: cf.name, PublicKey: publicKey, Role: cf.role.value, AllowedRecords: allowed, MaxTTLSeconds: int(cf.maxTTL),
+				MaxLeases: cf.maxLeases,
 			})
 			if err != nil {
 				return err
 			}
-			if format.value == "table" {
-				return writeClientTable(a.stdout, []client.AppClient{*created})
-			}
-			return writeJSON(a.stdout, created)
+			return cf.print(a.stdout, created)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&name, "name", "", "the client's name, e.g. the application's")
-	f.StringVar(&keyFile, "public-key-file", "", "the client's Ed25519 public key, PKIX PEM (client.pub.pem from sy keygen)")
-	f.Var(role, "role", "app (leases on --allow targets only) or admin")
-	f.StringSliceVar(&allow, "allow", nil, "record uid of a target the client may lease on; repeat it or separate uids with commas")
-	f.Var(&maxTTL, "max-ttl", "longest lease the client may hold, in seconds or a duration like 1h (default: the target's)")
-	f.IntVar(&maxLeases, "max-leases", 0, "most leases the client may hold at once (default: no cap)")
-	f.Var(format, "format", "output format: json or table")
+	cf = newClientFlags(cmd, false)
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("public-key-file")
+	return cmd
+}
+
+func (a *app) clientUpdateCommand() *cobra.Command {
+	var cf *clientFlags
+	cmd := &cobra.Command{
+		Use:   "update CLIENT_ID [--name NAME] [--public-key-file FILE] [--role app|admin] [--allow UID ...] [--max-ttl N] [--max-leases N]",
+		Short: "Change a client's name, key, role, allowed targets or caps, keeping its client_id",
+		Long: `Change what the flags given say and keep the rest: the client keeps its client_id, so
+the application needs no new configuration unless its key changes.
+
+--allow replaces the list of targets the client may lease (repeat it, or separate uids
+with commas); on a target taken away the client can neither lease nor renew, and its
+leases there end at their expiry (or revoke them). --max-ttl 0 and --max-leases 0 remove
+those caps. A new --public-key-file ends every access token had with the old key: the
+application must sign with the new private key from then on.
+
+  sy client update 5b2e8f41-0c7d-4a93-b6e2-222222222222 --allow 7Kj9mNpQ2xRs,Other0000000 --max-leases 100`,
+		Args: exactArgs("CLIENT_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			changed := cmd.Flags().Changed
+			if cf.maxLeases < 0 || cf.maxLeases > events.MaxClientLeases || cf.maxTTL < 0 {
+				return usagef("--max-ttl takes a positive number of seconds and --max-leases one up to %d, or 0 for no cap", events.MaxClientLeases)
+			}
+			c, err := a.newClient()
+			if err != nil {
+				return err
+			}
+			cur, err := c.GetClient(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			next := client.AppClient{Name: cur.Name, PublicKey: cur.PublicKey, Role: cur.Role, AllowedRecords: cur.AllowedRecords,
+				MaxTTLSeconds: cur.MaxTTLSeconds, MaxLeases: cur.MaxLeases}
+			if changed("name") {
+				next.Name = cf.name
+			}
+			if changed("public-key-file") {
+				if next.PublicKey, err = readPublicKey(cf.keyFile); err != nil {
+					return err
+				}
+			}
+			if changed("role") {
+				next.Role = cf.role.value
+			}
+			if changed("allow") {
+				next.AllowedRecords = splitList(cf.allow)
+			}
+			if changed("max-ttl") {
+				next.MaxTTLSeconds = int(cf.maxTTL)
+			}
+			if changed("max-leases") {
+				next.MaxLeases = cf.maxLeases
+			}
+			updated, err := c.UpdateClient(cmd.Context(), args[0], next)
+			if err != nil {
+				return err
+			}
+			return cf.print(a.stdout, updated)
+		},
+	}
+	cf = newClientFlags(cmd, true)
 	return cmd
 }
 
