@@ -76,14 +76,7 @@ class Clients:
         """
         if (public_key is None) == (public_key_path is None):
             raise ConfigurationError("Pass exactly one of public_key= or public_key_path=.")
-        if public_key_path is not None:
-            try:
-                with open(os.fspath(public_key_path), "rb") as f:
-                    public_key = f.read()
-            except OSError as e:
-                raise ConfigurationError(
-                    "Cannot read the public key file %s: %s." % (os.fspath(public_key_path), e.strerror or e)
-                ) from None
+        public_key = _read_key(public_key, public_key_path)
         if isinstance(allowed_records, (str, bytes)):
             raise TypeError("allowed_records must be a list of record uids, not a single string.")
         body: Dict[str, Any] = {
@@ -97,6 +90,56 @@ class Clients:
         if max_leases is not None:
             body["max_leases"] = max_leases
         return ClientInfo(_object(self._client.request("POST", _BASE, body), "the client registration"))
+
+    def update(
+        self,
+        client_id: str,
+        *,
+        name: Optional[str] = None,
+        public_key: Optional[PublicKeyLike] = None,
+        public_key_path: Optional[Union[str, "os.PathLike[str]"]] = None,
+        role: Optional[str] = None,
+        allowed_records: Optional[Iterable[str]] = None,
+        max_ttl_seconds: Optional[int] = None,
+        max_leases: Optional[int] = None,
+    ) -> ClientInfo:
+        """Change a client's settings, keeping its ``client_id`` (admin only).
+
+        Only the arguments given change; the rest stay as the server has them (read first,
+        then replaced with ``PUT``). ``allowed_records`` replaces the list: on a record
+        taken away the client can neither lease nor renew, and its leases there end at
+        their expiry (or when revoked). ``max_ttl_seconds=0`` and ``max_leases=0`` remove
+        those caps. A new public key ends every access token had with the old one.
+
+        Returns:
+            ClientInfo: the client as it now stands.
+
+        Raises:
+            ConfigurationError: both key forms, an unreadable file, or private key text.
+            InvalidRequestError: a bad name, role or cap.
+            NotFoundError: unknown client, or ``allowed_records`` names an unknown target.
+            ConflictError: the name is another client's, a client changing its own role,
+                or the client changed meanwhile (call again).
+        """
+        if public_key is not None and public_key_path is not None:
+            raise ConfigurationError("Pass at most one of public_key= or public_key_path=.")
+        if isinstance(allowed_records, (str, bytes)):
+            raise TypeError("allowed_records must be a list of record uids, not a single string.")
+        if public_key is not None or public_key_path is not None:
+            public_key = public_key_pem(_read_key(public_key, public_key_path))  # type: ignore[arg-type]
+        cur = self.get(client_id)
+        body: Dict[str, Any] = {
+            "name": cur.name if name is None else name,
+            "public_key": cur.public_key if public_key is None else public_key,
+            "role": cur.role if role is None else role,
+            "allowed_records": list(cur.allowed_records if allowed_records is None else allowed_records),
+        }
+        for field, given in (("max_ttl_seconds", max_ttl_seconds), ("max_leases", max_leases)):
+            value = getattr(cur, field) if given is None else given
+            if value:
+                body[field] = value
+        path = _BASE + "/" + _id("client_id", client_id)
+        return ClientInfo(_object(self._client.request("PUT", path, body), "the client update"))
 
     def list(self) -> List[ClientInfo]:
         """Every client, oldest first (admin only)."""
@@ -117,3 +160,16 @@ class Clients:
             NotFoundError: unknown client id.
         """
         self._client.request("DELETE", _BASE + "/" + _id("client_id", client_id))
+
+
+def _read_key(public_key: Optional[PublicKeyLike], public_key_path: Optional[Union[str, "os.PathLike[str]"]]) -> PublicKeyLike:
+    """The key given, or the content of the file named."""
+    if public_key_path is None:
+        return public_key  # type: ignore[return-value]
+    try:
+        with open(os.fspath(public_key_path), "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigurationError(
+            "Cannot read the public key file %s: %s." % (os.fspath(public_key_path), e.strerror or e)
+        ) from None

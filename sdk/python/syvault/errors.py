@@ -189,7 +189,6 @@ _BY_STATUS: Dict[int, Type[SyVaultError]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     422: TargetUnverifiedError,
-    429: TooManyLeasesError,
     502: TargetUnavailableError,
     503: ServiceUnavailableError,
     504: GatewayTimeoutError,

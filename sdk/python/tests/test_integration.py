@@ -612,10 +612,16 @@ class PostgresTests(unittest.TestCase):
         with self.assertRaises(syvault.TooManyLeasesError) as cm:
             app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
         self.assertEqual((cm.exception.status, cm.exception.code), (429, "too_many_leases"))
+        # Raised in place: the client keeps its id and key.
+        raised = self.client.clients.update(info.client_id, max_leases=2)
+        self.assertEqual((raised.client_id, raised.max_leases, raised.allowed_records), (info.client_id, 2, [self.record_uid]))
+        second = app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
+        self.usernames.add(second.username)
         app.dynamic.revoke_lease(lease.lease_id)
         again = app.dynamic.create_lease(record_uid=self.record_uid, ttl_seconds=600)
         self.usernames.add(again.username)
-        app.dynamic.revoke_lease(again.lease_id)
+        for l in (second, again):
+            app.dynamic.revoke_lease(l.lease_id)
 
     def test_create_client_key_forms(self):
         admin = self.client

@@ -191,7 +191,7 @@ class ErrorMappingTests(unittest.TestCase):
             (404, "not_found", syvault.NotFoundError),
             (409, "conflict", syvault.ConflictError),
             (429, "too_many_leases", syvault.TooManyLeasesError),
-            (429, None, syvault.TooManyLeasesError),
+            (429, None, syvault.SyVaultError),  # e.g. a proxy's rate limit: not a lease cap
             (413, "too_large", syvault.PayloadTooLargeError),
             (422, "target_unverified", syvault.TargetUnverifiedError),
             (502, "target_unavailable", syvault.TargetUnavailableError),
@@ -651,6 +651,25 @@ class TransportTests(unittest.TestCase):
         self.assertEqual([(m, p) for m, p, b in reqs[2:]], [
             ("GET", "/api/sm/v1/clients"), ("GET", "/api/sm/v1/clients/a%2Fb"), ("DELETE", "/api/sm/v1/clients/" + view["client_id"])])
         self.assertNotIn("-----END PUBLIC KEY-----", repr(info))
+
+    def test_update_client_changes_only_what_is_given(self):
+        cid = "11111111-2222-3333-4444-555555555555"
+        view = {"client_id": cid, "name": "billing", "role": "app", "allowed_records": ["7Kj9mNpQ2xRs"], "max_ttl_seconds": 3600,
+                "max_leases": 20, "public_key": "PEM", "created_at": "2026-04-06T12:00:00Z"}
+        self.fake.routes[("GET", "/api/sm/v1/clients/" + cid)] = (200, view)
+        self.fake.routes[("PUT", "/api/sm/v1/clients/" + cid)] = (200, dict(view, allowed_records=["Other0000000"]))
+        info = self.client.clients.update(cid, allowed_records=["Other0000000"], max_leases=0)
+        self.assertEqual(info.allowed_records, ["Other0000000"])
+        reqs = [(m, p, b) for m, p, h, b in self.fake.seen if not p.endswith("/auth/token")]
+        self.assertEqual([(m, p) for m, p, b in reqs], [("GET", "/api/sm/v1/clients/" + cid), ("PUT", "/api/sm/v1/clients/" + cid)])
+        self.assertEqual(json.loads(reqs[1][2]), {"name": "billing", "public_key": "PEM", "role": "app",
+                                                  "allowed_records": ["Other0000000"], "max_ttl_seconds": 3600})
+        private_pem, public_pem = syvault.generate_key_pair()
+        with self.assertRaises(syvault.ConfigurationError):
+            self.client.clients.update(cid, public_key=private_pem)
+        with self.assertRaises(syvault.ConfigurationError):
+            self.client.clients.update(cid, public_key=public_pem, public_key_path="x.pub")
+        self.assertEqual(len([r for r in self.fake.seen if not r[1].endswith("/auth/token")]), 2, "nothing sent for a refused key")
 
     def test_create_client_refuses_bad_keys_before_sending(self):
         private_pem, public_pem = syvault.generate_key_pair()
