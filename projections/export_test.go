@@ -21,3 +21,6 @@ func (p *Projections) HoldsLease(ctx context.Context, id string) bool {
 	_, err := p.getLease(ctx, id)
 	return err == nil
 }
+
+// IndexReads counts the index pages lists read.
+func (p *Projections) IndexReads() int64 { return p.indexReads.Load() }

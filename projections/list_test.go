@@ -56,13 +56,16 @@ func TestActiveLeases_CostIsThePage(t *testing.T) {
 	}
 	exact := p.ExactPages()
 	for _, q := range []events.LeaseQuery{{Limit: 10}, {RecordUID: "T3", Limit: 10}, {ClientID: lonely, Limit: 10}, {ClientID: lonely, RecordUID: "T0", Limit: 2}} {
-		before := p.RecordReads()
+		before, indexBefore := p.RecordReads(), p.IndexReads()
 		page, _, err := p.ActiveLeases(ctx, q)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if reads := p.RecordReads() - before; reads > int64(len(page))+1 {
 			t.Errorf("%+v: a page of %d read %d lease records", q, len(page), reads)
+		}
+		if reads := p.IndexReads() - indexBefore; reads != 1 {
+			t.Errorf("%+v: a page of %d read the index %d times", q, len(page), reads)
 		}
 		if q.ClientID == lonely && len(page) != min(3, q.Limit) && q.RecordUID == "" {
 			t.Errorf("the lonely client's leases: %d, want 3", len(page))
@@ -116,10 +119,17 @@ func TestActiveLeases_OneEntryPerLease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Counted both ways: from the stream's per-subject state, and by a one-entry read
+	// whose end-of-batch counts the rest (what a capped client's create asks).
 	counted := func() int {
+		t.Helper()
 		counts, err := store.IndexCounts(ctx)
 		if err != nil {
 			t.Fatal(err)
+		}
+		one, err := store.IndexCount(ctx, jsstore.IndexFilter{RecordUID: "R1"})
+		if err != nil || one != counts["R1"] {
+			t.Fatalf("the index holds %d entries of R1, and a one-entry read counts %d (%v)", counts["R1"], one, err)
 		}
 		return counts["R1"]
 	}

@@ -62,8 +62,9 @@ type Projections struct {
 	// endedRetention is how long an ended lease's record stays in the bucket.
 	endedRetention time.Duration
 	// recordReads counts the lease records lists read, for tests of their cost;
-	// exactPages counts the index pages read again with their sequences (indexPage).
-	recordReads, exactPages atomic.Int64
+	// exactPages counts the index pages read again with their sequences (indexPage);
+	// indexReads counts the reads of index pages, either way.
+	recordReads, exactPages, indexReads atomic.Int64
 }
 
 // Open creates the buckets if they are missing.
@@ -490,26 +491,28 @@ func (p *Projections) ActiveLeases(ctx context.Context, q events.LeaseQuery) (pa
 	}
 }
 
-// ListedAtLeast counts a client's listed leases (active or revoking: their users exist),
-// as far as want. Below it, the index's per-subject count answers (a request whatever the
-// number of leases); at or above it, the count may hold entries of leases that ended a
-// moment ago (the index drops them after their record) or that a crash left behind, so
-// the leases are counted as a list shows them, page by page, until want are found: a
-// cost of at most the list of want leases, which the client may ask for itself.
-func (p *Projections) ListedAtLeast(ctx context.Context, clientID string, want int) (int, error) {
-	f := jsstore.IndexFilter{ClientID: clientID}
-	n, err := p.store.IndexCount(ctx, f)
-	if err != nil || n < want {
-		return n, err
-	}
-	q := events.LeaseQuery{ClientID: clientID, Limit: min(want, 1000)}
-	n = 0
+// IndexedCount is the number of the client's entries in the list index, in one request
+// whatever the number of leases. It may count a lease that ended a moment ago (its entry
+// goes after its record) or an entry a crash left behind: ListedAtLeast tells them apart.
+func (p *Projections) IndexedCount(ctx context.Context, clientID string) (int, error) {
+	return p.store.IndexCount(ctx, jsstore.IndexFilter{ClientID: clientID})
+}
+
+// ListedAtLeast counts the client's listed leases (active or revoking: their users exist)
+// but those skip names, as a list shows them, page by page, until want are found.
+func (p *Projections) ListedAtLeast(ctx context.Context, clientID string, skip func(leaseID string) bool, want int) (int, error) {
+	q := events.LeaseQuery{ClientID: clientID, Limit: 1000}
+	n := 0
 	for {
 		page, next, err := p.ActiveLeases(ctx, q)
 		if err != nil {
 			return 0, err
 		}
-		n += len(page)
+		for _, l := range page {
+			if !skip(l.ID) {
+				n++
+			}
+		}
 		if n >= want || next == "" {
 			return n, nil
 		}
@@ -528,6 +531,7 @@ func (p *Projections) ListedAtLeast(ctx context.Context, clientID string, want i
 // again with their sequences, so that the list skips and removes such entries exactly;
 // records already read are not read again.
 func (p *Projections) indexPage(ctx context.Context, f jsstore.IndexFilter, after uint64, n int) ([]jsstore.IndexEntry, map[string]record[events.Lease], bool, error) {
+	p.indexReads.Add(1)
 	ids, last, more, err := p.store.IndexIDs(ctx, f, after, n)
 	if err != nil {
 		return nil, nil, false, err
@@ -555,6 +559,7 @@ func (p *Projections) indexPage(ctx context.Context, f jsstore.IndexFilter, afte
 // the records of those not in read yet.
 func (p *Projections) indexPageWithSeqs(ctx context.Context, f jsstore.IndexFilter, after uint64, n int, read map[string]record[events.Lease]) ([]jsstore.IndexEntry, map[string]record[events.Lease], bool, error) {
 	p.exactPages.Add(1)
+	p.indexReads.Add(1)
 	entries, more, err := p.store.IndexPage(ctx, f, after, n)
 	if err != nil {
 		return nil, nil, false, err

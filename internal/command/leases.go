@@ -29,16 +29,21 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	if err := events.ValidTTL(ttlSeconds, capTTL(target.MaxTTLSeconds, client.MaxTTLSeconds)); err != nil {
 		return events.Credentials{}, err
 	}
-	done, err := s.quotas.admit(ctx, client)
-	if err != nil {
-		return events.Credentials{}, err
-	}
-	defer done()
+	// The deadline covers the whole create, its wait for admission included: an answer
+	// that could no longer be written would leave an active lease nobody received.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
 	uid, err := uuid.NewV7()
 	if err != nil {
 		return events.Credentials{}, err
 	}
 	id := uid.String()
+	done, err := s.quotas.admit(ctx, client, id)
+	if err != nil {
+		return events.Credentials{}, err
+	}
+	defer done()
 	username, err := s.reserveUsername(ctx, id)
 	if err != nil {
 		return events.Credentials{}, err
@@ -51,14 +56,12 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	now := time.Now()
 	req := events.LeaseRequest{LeaseID: id, ClientID: client.ClientID, Target: target, TTLSeconds: ttlSeconds,
 		Username: username, SealedPassword: s.cfg.Sealer.Seal([]byte(password), []byte(id)),
-		Now: now, Deadline: now.Add(s.cfg.RequestTimeout)}
+		Now: now, Deadline: deadline}
 	if cred.verifier != "" {
 		req.SealedVerifier = s.cfg.Sealer.Seal([]byte(cred.verifier), []byte(events.VerifierAAD(id)))
 	}
 	ev := events.RequestLease(req)
 
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
 	// Watch for the outcome, and tell the workers someone waits for these credentials,
 	// until the answer goes.
 	w, err := s.cfg.Projections.WatchNewLease(id, []string{events.AttemptSubject(id)}, []string{events.WaitingSubject(id)})
@@ -166,6 +169,7 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	recorded := max(seq, l.Seq) // the sequence at which the revocation stands in the stream
 	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Status.Ended() }, revokeFailure)
 	if err == nil {
+		s.quotas.ended(l.ClientID) // its slot is free from this answer on
 		return nil
 	}
 	// Whatever the answer, a read right after it must show the revocation.

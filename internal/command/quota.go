@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/projections"
@@ -15,72 +16,138 @@ import (
 // not seen, so a deployment of several API processes may let a client pass its cap by
 // what it has in flight elsewhere at that moment.
 type leaseQuotas struct {
-	// listed counts a client's listed leases as far as want (Projections.ListedAtLeast).
-	listed func(ctx context.Context, clientID string, want int) (int, error)
+	// indexed counts a client's entries in the list index, in one request; listed
+	// counts its listed leases but those skip names, as far as want, reading them.
+	indexed func(ctx context.Context, clientID string) (int, error)
+	listed  func(ctx context.Context, clientID string, skip func(string) bool, want int) (int, error)
 
-	mu      sync.Mutex
+	mu      sync.Mutex // guards clients, confirmed and each clientQuota's fields but turn
 	clients map[string]*clientQuota
+	// confirmed is, per client, the last count read lease by lease, kept for as long as
+	// the index holds as many of the client's entries and no create of it settled here:
+	// a client asking again and again at its cap is refused on one request each, not on
+	// a read of all its leases. It outlives the client's admissions under way; an entry
+	// is a few words per capped client that reached its cap.
+	confirmed map[string]confirmation
 }
 
-// clientQuota is one capped client's admissions under way: mu orders them, so two of
-// its creates cannot both take the last slot.
-type clientQuota struct {
-	mu       sync.Mutex
-	inFlight int
-	users    int // holders of this entry, to forget it when none is left
+type confirmation struct {
+	indexed, listed int
+	at              time.Time
 }
+
+// clientQuota is one capped client's admissions under way.
+type clientQuota struct {
+	turn     chan struct{}   // one admission of the client at a time, so two cannot take the last slot
+	inFlight map[string]bool // leases admitted here whose create has not settled
+	users    int             // holders of this entry, to forget it when none is left
+}
+
+// confirmedFor is how long a count read lease by lease answers for an unchanged index:
+// a lease that ended elsewhere while another of the client became active (the index's
+// count unchanged), or whose entry a crash left behind, takes a slot that long at most.
+// A revocation answered here frees its slot at once.
+const confirmedFor = 5 * time.Second
 
 func newLeaseQuotas(p *projections.Projections) *leaseQuotas {
-	return &leaseQuotas{clients: map[string]*clientQuota{}, listed: p.ListedAtLeast}
+	return &leaseQuotas{clients: map[string]*clientQuota{}, confirmed: map[string]confirmation{}, indexed: p.IndexedCount, listed: p.ListedAtLeast}
 }
 
-// admit takes a slot of client's cap for one create, or refuses with ETooManyLeases; done
-// gives the slot back once the create is settled: active (the index counts it from
-// then on) or not made. A client without a cap costs nothing here.
-func (q *leaseQuotas) admit(ctx context.Context, client events.Client) (done func(), err error) {
+// admit takes a slot of client's cap for the create of lease id, or refuses with
+// ETooManyLeases (or EUnavailable when ctx ends first: nothing was recorded); done gives
+// the slot back once the create is settled: active (the list counts it from then on) or
+// not made. A client without a cap costs nothing here.
+func (q *leaseQuotas) admit(ctx context.Context, client events.Client, id string) (done func(), err error) {
 	if client.MaxLeases <= 0 {
 		return func() {}, nil
 	}
 	q.mu.Lock()
 	c := q.clients[client.ClientID]
 	if c == nil {
-		c = &clientQuota{}
+		c = &clientQuota{turn: make(chan struct{}, 1), inFlight: map[string]bool{}}
 		q.clients[client.ClientID] = c
 	}
 	c.users++
 	q.mu.Unlock()
 
-	c.mu.Lock()
-	want := client.MaxLeases - c.inFlight
-	n := 0
-	if want > 0 {
-		n, err = q.listed(ctx, client.ClientID, want)
+	admitted := false
+	defer func() {
+		if !admitted {
+			q.release(client.ClientID, c, "")
+		}
+	}()
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, events.Wrap(ctx.Err(), events.EUnavailable, "The server did not get to this lease request in time, "+
+			"behind the client's others; nothing was recorded. Try again.")
 	}
-	if err == nil && n >= want {
-		err = events.Errorf(events.ETooManyLeases, "This client already holds %d leases, its max_leases; revoke one or let one end "+
-			"(a lease counts until its user is dropped) before asking for another.", client.MaxLeases)
-	}
-	if err == nil {
-		c.inFlight++
-	}
-	c.mu.Unlock()
-	if err != nil {
-		q.release(client.ClientID, c, false)
+	defer func() { <-c.turn }()
+	if err := q.check(ctx, client, c); err != nil {
 		return nil, err
 	}
+	q.mu.Lock()
+	c.inFlight[id] = true
+	q.mu.Unlock()
+	admitted = true
 	var once sync.Once
-	return func() { once.Do(func() { q.release(client.ClientID, c, true) }) }, nil
+	return func() { once.Do(func() { q.release(client.ClientID, c, id) }) }, nil
 }
 
-func (q *leaseQuotas) release(id string, c *clientQuota, admitted bool) {
-	if admitted {
-		c.mu.Lock()
-		c.inFlight--
-		c.mu.Unlock()
+// check refuses a create of client past its cap. The index's count answers below it; at
+// it, the count may hold entries of leases that ended a moment ago or that a crash left
+// behind, and the client's own creates that became active while they settle, so the
+// leases are counted as a list shows them, this process's creates under way aside.
+func (q *leaseQuotas) check(ctx context.Context, client events.Client, c *clientQuota) error {
+	n, err := q.indexed(ctx, client.ClientID)
+	if err != nil {
+		return err
 	}
 	q.mu.Lock()
-	if c.users--; c.users == 0 {
-		delete(q.clients, id)
+	inFlight := len(c.inFlight)
+	skip := make(map[string]bool, inFlight)
+	for id := range c.inFlight {
+		skip[id] = true
 	}
+	conf := q.confirmed[client.ClientID]
 	q.mu.Unlock()
+	if n+inFlight < client.MaxLeases {
+		return nil
+	}
+	listed := conf.listed
+	if conf.at.IsZero() || conf.indexed != n || time.Since(conf.at) > confirmedFor {
+		if listed, err = q.listed(ctx, client.ClientID, func(id string) bool { return skip[id] }, client.MaxLeases-inFlight); err != nil {
+			return err
+		}
+		q.mu.Lock()
+		q.confirmed[client.ClientID] = confirmation{indexed: n, listed: listed, at: time.Now()}
+		q.mu.Unlock()
+	}
+	if listed+inFlight >= client.MaxLeases {
+		return events.Errorf(events.ETooManyLeases, "This client already holds %d leases, its max_leases; revoke one or let one end "+
+			"(a lease counts until its user is dropped) before asking for another.", client.MaxLeases)
+	}
+	return nil
+}
+
+// ended says a lease of the client ended here: the confirmed count may hold it.
+func (q *leaseQuotas) ended(clientID string) {
+	q.mu.Lock()
+	delete(q.confirmed, clientID)
+	q.mu.Unlock()
+}
+
+// release forgets lease id's admission (none for a refused one) and the holder of c.
+// A create that settles may leave its lease listed where the confirmed count left it
+// out, so that count is not trusted any more.
+func (q *leaseQuotas) release(clientID string, c *clientQuota, id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if id != "" {
+		delete(c.inFlight, id)
+		delete(q.confirmed, clientID)
+	}
+	if c.users--; c.users == 0 {
+		delete(q.clients, clientID)
+	}
 }
