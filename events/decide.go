@@ -2,6 +2,9 @@ package events
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"strconv"
 	"time"
 )
@@ -140,7 +143,7 @@ func RegisterTarget(t Target, actor string, now time.Time) Event {
 
 // UpdateTarget records a target's new settings, decided on its events up to after.
 func UpdateTarget(t Target, actor string, after uint64, now time.Time) Event {
-	return Event{Type: TargetUpdated, ID: t.RecordUID + ".updated." + strconv.FormatUint(after, 10), Time: now.UTC(),
+	return Event{Type: TargetUpdated, ID: t.RecordUID + ".updated." + strconv.FormatUint(after, 10) + "." + contentTag(t), Time: now.UTC(),
 		ClientID: actor, RecordUID: t.RecordUID, Outcome: OutcomeOK, Target: &t}
 }
 
@@ -163,10 +166,20 @@ func RegisterClient(c Client, actor string, now time.Time) Event {
 	return Event{Type: ClientRegistered, ID: c.ClientID + ".registered", Time: now.UTC(), ClientID: actor, Outcome: OutcomeOK, Client: &c}
 }
 
+// contentTag tells apart the dedupe ids of two updates decided on the same last event
+// with different content: with one id, the second would be taken for a retry of the
+// first (deduplicated by NATS, or matched with the subject's last message after its
+// sequence check failed) and answered as stored, while only the first was.
+func contentTag(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
 // UpdateClient records c replacing the client of the same id by actor, decided on the
 // client's events up to after.
 func UpdateClient(c Client, actor string, after uint64, now time.Time) Event {
-	return Event{Type: ClientUpdated, ID: c.ClientID + ".updated." + strconv.FormatUint(after, 10), Time: now.UTC(), ClientID: actor,
+	return Event{Type: ClientUpdated, ID: c.ClientID + ".updated." + strconv.FormatUint(after, 10) + "." + contentTag(c), Time: now.UTC(), ClientID: actor,
 		Outcome: OutcomeOK, Client: &c}
 }
 

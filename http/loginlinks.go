@@ -6,13 +6,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/api"
 )
 
 // createLoginLink hands an admin client a one-time link into the dashboard, so that a
 // browser gets a session without ever holding the client's private key or a token.
 func (s *Server) createLoginLink(c echo.Context) error {
-	code, expiresAt, err := s.cfg.Commands.CreateLoginLink(c.Request().Context(), clientOf(c).ClientID)
+	client := clientOf(c)
+	code, expiresAt, err := s.cfg.Commands.CreateLoginLink(c.Request().Context(), client.ClientID, events.KeyFingerprint(client.PublicKey))
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ type Commands interface {
 	RemoveClient(ctx context.Context, id, actor string) error
 	RecordDenied(ctx context.Context, client events.Client, action, recordUID, leaseID string, cause error)
 	UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error
-	CreateLoginLink(ctx context.Context, clientID string) (code string, expiresAt time.Time, err error)
+	CreateLoginLink(ctx context.Context, clientID, key string) (code string, expiresAt time.Time, err error)
 }
 
 // Queries read state; *projections.Projections implements them.

@@ -19,6 +19,9 @@ const SessionAudience = "syvault-ui"
 // Session is what a dashboard session carries.
 type Session struct {
 	ClientID string
+	// Key is the fingerprint of the client's key the session was had with
+	// (events.KeyFingerprint): a session outlives no change of the client's key.
+	Key string
 	// CSRF is the session's anti-forgery token: a form that changes state must carry it.
 	CSRF      string
 	ExpiresAt time.Time
@@ -27,14 +30,16 @@ type Session struct {
 type sessionClaims struct {
 	jwt.RegisteredClaims
 	CSRF string `json:"csrf"`
+	Key  string `json:"ckf,omitempty"`
 }
 
-// NewSession signs a dashboard session of clientID lasting ttl (the access tokens'
-// lifetime) with the deployment's current token key, so that every process accepts it.
-func NewSession(keys TokenKeys, clientID string, ttl time.Duration) (string, Session, error) {
+// NewSession signs a dashboard session of clientID, had with its key of fingerprint key,
+// lasting ttl (the access tokens' lifetime) with the deployment's current token key, so
+// that every process accepts it.
+func NewSession(keys TokenKeys, clientID, key string, ttl time.Duration) (string, Session, error) {
 	now := time.Now()
-	s := Session{ClientID: clientID, CSRF: rand.Text(), ExpiresAt: now.Add(ttl).Truncate(time.Second)}
-	raw, err := signToken(keys, sessionClaims{CSRF: s.CSRF, RegisteredClaims: jwt.RegisteredClaims{
+	s := Session{ClientID: clientID, Key: key, CSRF: rand.Text(), ExpiresAt: now.Add(ttl).Truncate(time.Second)}
+	raw, err := signToken(keys, sessionClaims{CSRF: s.CSRF, Key: key, RegisteredClaims: jwt.RegisteredClaims{
 		Issuer: tokenIssuer, Subject: clientID, Audience: jwt.ClaimStrings{SessionAudience},
 		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(s.ExpiresAt), ID: uuid.NewString(),
 	}})
@@ -53,5 +58,5 @@ func ParseSession(ctx context.Context, raw string, keys TokenKeys) (Session, err
 	if err != nil || c.Subject == "" || c.CSRF == "" {
 		return Session{}, unauthenticated("The dashboard session is invalid or has expired; run 'sy ui' to log in again.")
 	}
-	return Session{ClientID: c.Subject, CSRF: c.CSRF, ExpiresAt: c.ExpiresAt.Time}, nil
+	return Session{ClientID: c.Subject, Key: c.Key, CSRF: c.CSRF, ExpiresAt: c.ExpiresAt.Time}, nil
 }

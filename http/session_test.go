@@ -14,7 +14,7 @@ import (
 // Sessions and access tokens are signed by the same keys; neither passes for the other.
 func TestParseSession(t *testing.T) {
 	ctx := context.Background()
-	raw, s, err := NewSession(testKeys, "client-1", 15*time.Minute)
+	raw, s, err := NewSession(testKeys, "client-1", "K1", 15*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestParseSession(t *testing.T) {
 	for _, tc := range []struct{ name, raw string }{
 		{"an access token", access}, {"expired", expired}, {"garbage", "a.b.c"}, {"empty", ""},
 		{"another key", func() string {
-			r, _, _ := NewSession(staticKeys{kid: "k1", key: []byte("another key, same kid..........")}, "c", time.Minute)
+			r, _, _ := NewSession(staticKeys{kid: "k1", key: []byte("another key, same kid..........")}, "c", "", time.Minute)
 			return r
 		}()},
 	} {

@@ -340,7 +340,7 @@ func TestUI_Security(t *testing.T) {
 		for name, c := range map[string]*http.Cookie{
 			"an access token": {Name: "syvault_session", Value: tok},
 			"an expired session": {Name: "syvault_session", Value: func() string {
-				raw, _, err := syhttp.NewSession(f.srv.tokens, f.srv.adminClient(t).ClientID, -2*time.Minute)
+				raw, _, err := syhttp.NewSession(f.srv.tokens, f.srv.adminClient(t).ClientID, "", -2*time.Minute)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -376,7 +376,7 @@ func TestUI_Security(t *testing.T) {
 		resp, body := f.browser().do(req)
 		mustPage(t, "an app client's bearer token", resp, body, http.StatusUnauthorized, "sy ui")
 		// Even a session signed for it (it cannot get one) opens nothing.
-		raw, _, err := syhttp.NewSession(f.srv.tokens, ac.ClientID, time.Minute)
+		raw, _, err := syhttp.NewSession(f.srv.tokens, ac.ClientID, "", time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -386,6 +386,39 @@ func TestUI_Security(t *testing.T) {
 			resp, body = f.browser().do(req)
 			mustPage(t, "an app client's session on "+p, resp, body, http.StatusForbidden, "admin clients only")
 		}
+	})
+
+	t.Run("a new key ends the sessions and the login links had with the old one", func(t *testing.T) {
+		pub, priv := mustKeyPair(t)
+		ac, err := f.admin.CreateClient(ctx, client.AppClient{Name: "ui-admin-2", PublicKey: pub, Role: "admin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := client.New(f.srv.HTTP.URL(), ac.ClientID, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used, err := second.CreateLoginLink(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unused, err := second.CreateLoginLink(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b2 := f.browser()
+		resp, body := b2.get(used.URL)
+		mustPage(t, "login", resp, body, http.StatusOK, "logged in")
+		resp, body = b2.get("/ui/")
+		mustPage(t, "the second admin's session", resp, body, http.StatusOK, "")
+		newPub, _ := mustKeyPair(t)
+		if _, err := f.admin.UpdateClient(ctx, ac.ClientID, client.AppClient{Name: ac.Name, PublicKey: newPub, Role: "admin"}); err != nil {
+			t.Fatal(err)
+		}
+		resp, body = b2.get("/ui/")
+		mustPage(t, "the session had with the old key", resp, body, http.StatusUnauthorized, "sy ui")
+		resp, body = f.browser().get(unused.URL)
+		mustPage(t, "a login link made with the old key", resp, body, http.StatusUnauthorized, "sy ui")
 	})
 
 	t.Run("revoke", func(t *testing.T) {

@@ -503,3 +503,41 @@ func TestStore_LoadLeaseFollowsTheChain(t *testing.T) {
 		t.Errorf("unknown lease: %v", err)
 	}
 }
+
+// Two updates decided on the same last event with different content: the second is a
+// conflict, not taken for a retry of the first and answered as stored (a key change or
+// a narrowing lost behind a 200). A retry of the first itself still lands once.
+func TestStore_TwoUpdatesOnOneLastEvent(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	now := time.Now()
+	c := events.Client{ClientID: "C1", Name: "app", Role: events.RoleApp}
+	tg := events.Target{RecordUID: "T1", Host: "a"}
+	for _, step := range []struct {
+		subject       string
+		first, second func(last uint64) events.Event
+	}{
+		{events.ClientSubject("C1"),
+			func(last uint64) events.Event { c.MaxLeases = 5; return events.UpdateClient(c, "admin", last, now) },
+			func(last uint64) events.Event { c.MaxLeases = 9; return events.UpdateClient(c, "admin", last, now) }},
+		{events.TargetSubject("T1"),
+			func(last uint64) events.Event { tg.Host = "b"; return events.UpdateTarget(tg, "admin", last, now) },
+			func(last uint64) events.Event { tg.Host = "c"; return events.UpdateTarget(tg, "admin", last, now) }},
+	} {
+		last, err := s.AppendUnordered(ctx, step.subject, events.Event{Type: events.ClientRegistered, ID: step.subject + ".r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := step.first(last)
+		seq, err := s.Append(ctx, step.subject, first, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := s.Append(ctx, step.subject, first, last); err != nil || again != seq {
+			t.Fatalf("%s: the first update sent again = %d, %v; want it at %d", step.subject, again, err, seq)
+		}
+		if _, err := s.Append(ctx, step.subject, step.second(last), last); !errors.Is(err, jsstore.ErrConflict) {
+			t.Fatalf("%s: a second update decided on the same last event = %v, want a conflict", step.subject, err)
+		}
+	}
+}

@@ -41,6 +41,9 @@ func (h *Handler) sessionOf(r *http.Request) (session, error) {
 	if err != nil {
 		return session{}, err
 	}
+	if s.Key != "" && s.Key != events.KeyFingerprint(client.PublicKey) {
+		return session{}, unauthenticated("The session was opened with a key its client no longer has; run 'sy ui' with the current key.")
+	}
 	if client.Role != events.RoleAdmin {
 		return session{}, events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
 	}
@@ -114,7 +117,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	if code == "" {
 		return events.Errorf(events.EInvalid, "This login link has no code; run 'sy ui' for a new one.")
 	}
-	clientID, err := h.cfg.Commands.UseLoginLink(r.Context(), code)
+	clientID, key, err := h.cfg.Commands.UseLoginLink(r.Context(), code)
 	if err != nil {
 		return err
 	}
@@ -122,10 +125,14 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	current := events.KeyFingerprint(client.PublicKey)
+	if key != "" && key != current {
+		return unauthenticated("This login link was made with a key its client no longer has; run 'sy ui' with the current key.")
+	}
 	if client.Role != events.RoleAdmin {
 		return events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
 	}
-	raw, s, err := syhttp.NewSession(h.cfg.Keys, clientID, h.cfg.SessionTTL)
+	raw, s, err := syhttp.NewSession(h.cfg.Keys, clientID, current, h.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ import (
 type Commands interface {
 	RevokeLease(ctx context.Context, id, actor string) error
 	RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error)
-	UseLoginLink(ctx context.Context, code string) (clientID string, err error)
+	UseLoginLink(ctx context.Context, code string) (clientID, key string, err error)
 }
 
 // Queries are what the dashboard reads; *projections.Projections implements them.

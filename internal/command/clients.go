@@ -97,11 +97,11 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 	if err != nil {
 		return c, err
 	}
+	if renamed { // recorded: the old name is free, whatever the wait below says
+		s.releaseName(ctx, "client", cur.Name, id)
+	}
 	if err := s.cfg.Projections.WaitClient(ctx, id, seq); err != nil {
 		return c, err
-	}
-	if renamed {
-		s.releaseName(ctx, "client", cur.Name, id)
 	}
 	s.log.Info("client updated", "client_id", id, "role", c.Role, "key_changed", events.KeyFingerprint(c.PublicKey) != events.KeyFingerprint(cur.PublicKey))
 	return c, nil

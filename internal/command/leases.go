@@ -43,7 +43,8 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 	if err != nil {
 		return events.Credentials{}, err
 	}
-	defer done()
+	active := false
+	defer func() { done(active) }()
 	username, err := s.reserveUsername(ctx, id)
 	if err != nil {
 		return events.Credentials{}, err
@@ -79,6 +80,7 @@ func (s *Service) CreateLease(ctx context.Context, client events.Client, recordU
 			return events.Credentials{}, err
 		}
 	}
+	active = l.Status == events.StatusActive || l.Status == events.StatusRevoking // listed: its user exists
 	switch l.Status {
 	case events.StatusActive:
 	case events.StatusFailed:
@@ -169,7 +171,7 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	recorded := max(seq, l.Seq) // the sequence at which the revocation stands in the stream
 	_, err = w.Until(ctx, func(l events.Lease) bool { return l.Status.Ended() }, revokeFailure)
 	if err == nil {
-		s.quotas.ended(l.ClientID) // its slot is free from this answer on
+		s.quotas.ended(l.ClientID, id) // its slot is free from this answer on
 		return nil
 	}
 	// Whatever the answer, a read right after it must show the revocation.

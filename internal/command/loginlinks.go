@@ -31,6 +31,7 @@ type loginLinks struct {
 // bucket drops entries only on its own schedule.
 type loginTicket struct {
 	ClientID  string    `json:"client_id"`
+	Key       string    `json:"ckf,omitempty"` // the fingerprint of the client's key the link was had with
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
@@ -48,12 +49,13 @@ func loginKey(code string) string {
 }
 
 // CreateLoginLink makes a one-time login code for the client clientID (authorized by the
-// caller): the dashboard trades it for a session once, within LoginLinkTTL. The code has
-// 130 random bits.
-func (s *Service) CreateLoginLink(ctx context.Context, clientID string) (code string, expiresAt time.Time, err error) {
+// caller) and the fingerprint of the key its caller was had with: the dashboard trades it
+// for a session once, within LoginLinkTTL, while the client still has that key. The code
+// has 130 random bits.
+func (s *Service) CreateLoginLink(ctx context.Context, clientID, key string) (code string, expiresAt time.Time, err error) {
 	code = rand.Text()
 	expiresAt = s.logins.now().Add(s.logins.ttl).UTC().Truncate(time.Second)
-	value, err := json.Marshal(loginTicket{ClientID: clientID, ExpiresAt: expiresAt})
+	value, err := json.Marshal(loginTicket{ClientID: clientID, Key: key, ExpiresAt: expiresAt})
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -64,21 +66,22 @@ func (s *Service) CreateLoginLink(ctx context.Context, clientID string) (code st
 	return code, expiresAt, nil
 }
 
-// UseLoginLink trades a login code for the id of the client it was made for, once across
-// every process. An unknown, expired or already used code is EUnauthenticated.
-func (s *Service) UseLoginLink(ctx context.Context, code string) (string, error) {
+// UseLoginLink trades a login code for the id of the client it was made for and the
+// fingerprint of the key it was had with, once across every process. An unknown, expired
+// or already used code is EUnauthenticated.
+func (s *Service) UseLoginLink(ctx context.Context, code string) (clientID, key string, err error) {
 	refused := events.Errorf(events.EUnauthenticated, "This login link is unknown, expired or already used; run 'sy ui' for a new one.")
 	if code == "" || len(code) > 64 {
-		return "", refused
+		return "", "", refused
 	}
 	value, ok, err := s.logins.tickets.Take(ctx, loginKey(code))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	var t loginTicket
 	if !ok || json.Unmarshal(value, &t) != nil || !s.logins.now().Before(t.ExpiresAt) {
-		return "", refused
+		return "", "", refused
 	}
 	s.log.Info("dashboard login link used", "client_id", t.ClientID)
-	return t.ClientID, nil
+	return t.ClientID, t.Key, nil
 }

@@ -19,10 +19,11 @@ type fakeLeases struct {
 	stale  int
 	reads  atomic.Int32 // lease-by-lease counts
 	gate   chan struct{}
+	settle time.Duration // how long an activation here counts while the index may not show it
 }
 
 func (f *fakeLeases) quotas() *leaseQuotas {
-	return &leaseQuotas{clients: map[string]*clientQuota{}, confirmed: map[string]confirmation{},
+	return &leaseQuotas{clients: map[string]*clientQuota{}, confirmed: map[string]confirmation{}, settle: f.settle,
 		indexed: func(ctx context.Context, _ string) (int, error) {
 			if f.gate != nil {
 				select {
@@ -65,10 +66,9 @@ func TestLeaseQuotas_ABurstGetsTheCap(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
-			done, err := q.admit(context.Background(), capped(3), fmt.Sprint("L", i))
+			_, err := q.admit(context.Background(), capped(3), fmt.Sprint("L", i))
 			if err == nil {
-				admitted.Add(1)
-				_ = done // held: still creating
+				admitted.Add(1) // its create still under way
 			} else if events.ErrorCode(err) != events.ETooManyLeases {
 				t.Errorf("admit: %v", err)
 			}
@@ -97,12 +97,49 @@ func TestLeaseQuotas_ACreateSettlingCountsOnce(t *testing.T) {
 	if _, err := q.admit(context.Background(), capped(3), "L4"); events.ErrorCode(err) != events.ETooManyLeases {
 		t.Fatalf("fourth lease under a cap of 3 = %v", err)
 	}
-	done2()
-	done3()
+	done2(true)
+	done3(true)
 	f.activate("L3")
 	if _, err := q.admit(context.Background(), capped(3), "L5"); events.ErrorCode(err) != events.ETooManyLeases {
 		t.Fatalf("fourth lease under a cap of 3, the others settled = %v", err)
 	}
+	if len(q.clients) != 0 {
+		t.Fatalf("%d clients still remembered with nothing under way", len(q.clients))
+	}
+}
+
+// A lease activated here counts while a copy of the index behind does not show it yet.
+func TestLeaseQuotas_AnActivationCountsBeforeTheIndexShowsIt(t *testing.T) {
+	f := &fakeLeases{listed: []string{"L1"}, settle: time.Minute}
+	q := f.quotas()
+	done, err := q.admit(context.Background(), capped(2), "L2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(true) // active, not in the copy of the index that answers next
+	if _, err := q.admit(context.Background(), capped(2), "L3"); events.ErrorCode(err) != events.ETooManyLeases {
+		t.Fatalf("a third lease under a cap of 2, the second's entry not shown yet = %v", err)
+	}
+	f.activate("L2")
+	if _, err := q.admit(context.Background(), capped(2), "L3"); events.ErrorCode(err) != events.ETooManyLeases {
+		t.Fatalf("a third lease under a cap of 2, the second shown = %v", err)
+	}
+	// Revoked here: its slot is free at once, its entry gone or not.
+	f.mu.Lock()
+	f.listed, f.stale = f.listed[:1], f.stale+1
+	f.mu.Unlock()
+	q.ended("c1", "L2")
+	done, err = q.admit(context.Background(), capped(2), "L4")
+	if err != nil {
+		t.Fatalf("a second lease under a cap of 2, the other revoked: %v", err)
+	}
+	done(false)
+	q.settle = 0
+	done, err = q.admit(context.Background(), capped(3), "L3")
+	if err != nil {
+		t.Fatalf("a third lease under a cap of 3: %v", err)
+	}
+	done(false)
 	if len(q.clients) != 0 {
 		t.Fatalf("%d clients still remembered with nothing under way", len(q.clients))
 	}
@@ -117,7 +154,7 @@ func TestLeaseQuotas_RefusalsAtTheCapReadOnce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a stale entry took a slot: %v", err)
 	}
-	done()
+	done(true)
 	f.activate("L3")
 	for range 10 {
 		if _, err := q.admit(context.Background(), capped(3), "L4"); events.ErrorCode(err) != events.ETooManyLeases {
@@ -131,7 +168,7 @@ func TestLeaseQuotas_RefusalsAtTheCapReadOnce(t *testing.T) {
 	f.mu.Lock()
 	f.listed, f.stale = f.listed[1:], f.stale+1 // its entry not removed yet
 	f.mu.Unlock()
-	q.ended("c1")
+	q.ended("c1", "L1")
 	if _, err := q.admit(context.Background(), capped(3), "L5"); err != nil {
 		t.Fatalf("a create right after a revocation answered: %v", err)
 	}
@@ -146,7 +183,7 @@ func TestLeaseQuotas_AWaitEndsWithItsRequest(t *testing.T) {
 	go func() {
 		done, err := q.admit(context.Background(), capped(3), "L1")
 		if err == nil {
-			done()
+			done(false)
 		}
 		first <- err
 	}()
