@@ -13,7 +13,8 @@ import (
 
 // BenchmarkActiveLeases_AClientsFew: the list an app client with three leases among
 // 2,000 asks for, a page of up to 100, and the last page of an admin's paging (a page
-// not full). Each reads the index once and the three (or 50) records once.
+// not full). Each reads the index once and the three (or 50) records once. Beside them,
+// the count of the client's entries that a capped client's create reads.
 func BenchmarkActiveLeases_AClientsFew(b *testing.B) {
 	ctx := context.Background()
 	store, p := mustProjections(b)
@@ -47,6 +48,15 @@ func BenchmarkActiveLeases_AClientsFew(b *testing.B) {
 		}
 		last = next
 	}
+	// What a create of a client with max_leases adds below its cap: the count of its
+	// entries.
+	b.Run("client's-count", func(b *testing.B) {
+		for b.Loop() {
+			if n, err := p.IndexedCount(ctx, lonely); err != nil || n != 3 {
+				b.Fatalf("count %d, %v", n, err)
+			}
+		}
+	})
 	for _, q := range []struct {
 		name string
 		q    events.LeaseQuery

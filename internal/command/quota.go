@@ -36,6 +36,7 @@ type leaseQuotas struct {
 
 type confirmation struct {
 	indexed int // the index's count of the client's entries then
+	limit   int // the cap it refused at: a higher cap (an update since) counts again
 	at      time.Time
 }
 
@@ -131,7 +132,7 @@ func (q *leaseQuotas) check(ctx context.Context, client events.Client, c *client
 	q.mu.Lock()
 	conf, ok := q.confirmed[client.ClientID]
 	q.mu.Unlock()
-	if !ok || conf.indexed != n || time.Since(conf.at) > confirmedFor {
+	if !ok || conf.indexed != n || client.MaxLeases > conf.limit || time.Since(conf.at) > confirmedFor {
 		listed, err := q.listed(ctx, client.ClientID, func(id string) bool { return skip[id] }, client.MaxLeases-inFlight)
 		if err != nil {
 			return err
@@ -140,7 +141,7 @@ func (q *leaseQuotas) check(ctx context.Context, client events.Client, c *client
 			return nil
 		}
 		q.mu.Lock()
-		q.confirmed[client.ClientID] = confirmation{indexed: n, at: time.Now()}
+		q.confirmed[client.ClientID] = confirmation{indexed: n, limit: client.MaxLeases, at: time.Now()}
 		q.mu.Unlock()
 	}
 	return events.Errorf(events.ETooManyLeases, "This client already holds %d leases, its max_leases; revoke one or let one end "+

@@ -164,6 +164,12 @@ func TestLeaseQuotas_RefusalsAtTheCapReadOnce(t *testing.T) {
 	if n := f.reads.Load(); n != 2 {
 		t.Fatalf("%d lease-by-lease counts for one admission and 10 refusals with nothing changed, want 2", n)
 	}
+	// The cap raised (a client update): counted again, and admitted.
+	done, err = q.admit(context.Background(), capped(4), "L4")
+	if err != nil {
+		t.Fatalf("a fourth lease under a cap raised to 4: %v", err)
+	}
+	done(false)
 	// A revocation answered here: the next create counts again, and finds the slot.
 	f.mu.Lock()
 	f.listed, f.stale = f.listed[1:], f.stale+1 // its entry not removed yet
