@@ -69,7 +69,8 @@ func (s *Service) uniqueClientName(ctx context.Context, c events.Client) error {
 // and answers once every later request sees it: a record no longer in its
 // allowed_records can be neither leased nor renewed, and new caps apply to the next
 // create or renewal (its leases keep their expiry). A new public key also ends the
-// access tokens had with the old one (each names the key it was had with). A client cannot change its own role (EConflict).
+// access tokens, dashboard sessions and login links had with the old one (each names
+// the key it was had with). A client cannot change its own role (EConflict).
 func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, actor string) (events.Client, error) {
 	cur, last, err := s.cfg.Store.LoadClient(ctx, id)
 	if err != nil {
