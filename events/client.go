@@ -44,6 +44,14 @@ func KeyFingerprint(publicKeyPEM string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
+// HoldsKey reports whether a credential had with the key of this fingerprint (an access
+// token, a dashboard session, a login link) still stands for the client: its key is that
+// one, or the credential names none (issued before credentials named their key; it
+// stands until it expires).
+func (c Client) HoldsKey(fingerprint string) bool {
+	return fingerprint == "" || fingerprint == KeyFingerprint(c.PublicKey)
+}
+
 // MaxClientLeases bounds a client's max_leases.
 const MaxClientLeases = 10_000
 

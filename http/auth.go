@@ -239,7 +239,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if claims.Key != "" && claims.Key != events.KeyFingerprint(client.PublicKey) {
+		if !client.HoldsKey(claims.Key) {
 			return unauthenticated("The access token was had with a key its client no longer has; get a new one with the client's current key.")
 		}
 		c.Set("client", client)

@@ -41,7 +41,7 @@ func (h *Handler) sessionOf(r *http.Request) (session, error) {
 	if err != nil {
 		return session{}, err
 	}
-	if s.Key != "" && s.Key != events.KeyFingerprint(client.PublicKey) {
+	if !client.HoldsKey(s.Key) {
 		return session{}, unauthenticated("The session was opened with a key its client no longer has; run 'sy ui' with the current key.")
 	}
 	if client.Role != events.RoleAdmin {
@@ -125,14 +125,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	current := events.KeyFingerprint(client.PublicKey)
-	if key != "" && key != current {
+	if !client.HoldsKey(key) {
 		return unauthenticated("This login link was made with a key its client no longer has; run 'sy ui' with the current key.")
 	}
 	if client.Role != events.RoleAdmin {
 		return events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
 	}
-	raw, s, err := syhttp.NewSession(h.cfg.Keys, clientID, current, h.cfg.SessionTTL)
+	raw, s, err := syhttp.NewSession(h.cfg.Keys, clientID, events.KeyFingerprint(client.PublicKey), h.cfg.SessionTTL)
 	if err != nil {
 		return err
 	}

@@ -168,10 +168,15 @@ func (q *leaseQuotas) ended(clientID, id string) {
 	if c := q.clients[clientID]; c != nil {
 		if at, ok := c.inFlight[id]; ok && !at.IsZero() {
 			delete(c.inFlight, id)
-			if c.users == 0 && len(c.inFlight) == 0 {
-				delete(q.clients, clientID)
-			}
+			q.forgetIdle(clientID, c)
 		}
+	}
+}
+
+// forgetIdle forgets c once nothing of the client is under way or counted. q.mu is held.
+func (q *leaseQuotas) forgetIdle(clientID string, c *clientQuota) {
+	if c.users == 0 && len(c.inFlight) == 0 {
+		delete(q.clients, clientID)
 	}
 }
 
@@ -191,7 +196,6 @@ func (q *leaseQuotas) release(clientID string, c *clientQuota, id string, active
 		delete(q.confirmed, clientID)
 	}
 	q.expire(clientID, c)
-	if c.users--; c.users == 0 && len(c.inFlight) == 0 {
-		delete(q.clients, clientID)
-	}
+	c.users--
+	q.forgetIdle(clientID, c)
 }
