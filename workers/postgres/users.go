@@ -176,13 +176,22 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 	if err := checkIdentifier(req.Username); err != nil {
 		return fail(op, err, events.EInternal, "The username is not a valid PostgreSQL role name.", req.Conn.Password)
 	}
+	// Renewals of one lease handled at once update the same catalog row, and PostgreSQL
+	// fails one of two such updates ("tuple concurrently updated") rather than make one
+	// wait. A process's own take turns (before a connection, which a wait would hold),
+	// so only other processes' (and a drop's) can conflict, which the retry takes. (An
+	// advisory lock would order the processes too, but any session of the database may
+	// take one: a lease user could hold another lease's renewals off.)
+	release, err := d.renewals.take(ctx, req.Username)
+	if err != nil {
+		return fail(op, err, events.ETimeout, "Could not renew the database user: the renewal's deadline passed while another renewal of it ran.", req.Conn.Password)
+	}
+	defer release()
 	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
 	if err != nil {
 		return fail(op, err, events.EInternal, "Could not connect to the target.", req.Conn.Password)
 	}
 	defer conn.Release()
-	// Renewals of one lease handled at once update the same catalog row, and PostgreSQL
-	// fails one of two such updates ("tuple concurrently updated").
 	err = retry(ctx, func() error {
 		_, err := conn.Exec(ctx, lockTimeout+"ALTER ROLE "+ident(req.Username)+" VALID UNTIL "+validUntil(req.ExpiresAt))
 		return err
