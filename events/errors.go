@@ -12,20 +12,23 @@ type Code string
 
 // The codes a caller can distinguish.
 const (
-	EInvalid           Code = "invalid_request"
-	EInvalidTTL        Code = "invalid_ttl"
-	EUnauthenticated   Code = "unauthenticated"
-	EForbidden         Code = "forbidden"
-	ENotFound          Code = "not_found"
-	EConflict          Code = "conflict"
-	ETooLarge          Code = "too_large"
-	ETooManyLeases     Code = "too_many_leases"
-	EMethodNotAllowed  Code = "method_not_allowed"
-	ETargetUnverified  Code = "target_unverified"
-	ETargetUnavailable Code = "target_unavailable"
-	EUnavailable       Code = "unavailable"
-	ETimeout           Code = "timeout"
-	EInternal          Code = "internal"
+	EInvalid         Code = "invalid_request"
+	EInvalidTTL      Code = "invalid_ttl"
+	EUnauthenticated Code = "unauthenticated"
+	EForbidden       Code = "forbidden"
+	ENotFound        Code = "not_found"
+	EConflict        Code = "conflict"
+	// EPreconditionFailed: the request named the version it was made from (If-Match),
+	// and the thing it changes has moved on since.
+	EPreconditionFailed Code = "precondition_failed"
+	ETooLarge           Code = "too_large"
+	ETooManyLeases      Code = "too_many_leases"
+	EMethodNotAllowed   Code = "method_not_allowed"
+	ETargetUnverified   Code = "target_unverified"
+	ETargetUnavailable  Code = "target_unavailable"
+	EUnavailable        Code = "unavailable"
+	ETimeout            Code = "timeout"
+	EInternal           Code = "internal"
 )
 
 // Error is an error a user may see: Message is one sentence saying what to fix and must

@@ -33,15 +33,22 @@ func (s *Server) createClient(c echo.Context) error {
 }
 
 // updateClient replaces a client with the request's settings, as a registration states
-// them; its client_id and created_at stay.
+// them; its client_id and created_at stay. With If-Match, only while the client is at
+// a version it names.
 func (s *Server) updateClient(c echo.Context) error {
+	match, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
 	cl, err := clientFromRequest(c)
 	if err != nil {
 		return err
 	}
-	if cl, err = s.cfg.Commands.UpdateClient(c.Request().Context(), c.Param("client_id"), cl, clientOf(c).ClientID); err != nil {
+	cl, version, err := s.cfg.Commands.UpdateClient(c.Request().Context(), c.Param("client_id"), cl, clientOf(c).ClientID, match)
+	if err != nil {
 		return err
 	}
+	setVersion(c, version)
 	return c.JSON(http.StatusOK, clientViewOf(cl))
 }
 
@@ -89,10 +96,11 @@ func (s *Server) listClients(c echo.Context) error {
 }
 
 func (s *Server) getClient(c echo.Context) error {
-	cl, err := s.cfg.Queries.Client(c.Request().Context(), c.Param("client_id"))
+	cl, version, err := s.cfg.Queries.ClientVersion(c.Request().Context(), c.Param("client_id"))
 	if err != nil {
 		return err
 	}
+	setVersion(c, version)
 	return c.JSON(http.StatusOK, clientViewOf(cl))
 }
 

@@ -32,6 +32,12 @@ func (unused) Client(context.Context, string) (events.Client, error) {
 	return events.Client{}, errUnused
 }
 func (unused) Clients(context.Context) ([]events.Client, error) { return nil, errUnused }
+func (unused) TargetVersion(context.Context, string) (events.Target, uint64, error) {
+	return events.Target{}, 0, errUnused
+}
+func (unused) ClientVersion(context.Context, string) (events.Client, uint64, error) {
+	return events.Client{}, 0, errUnused
+}
 func (unused) Audit(context.Context, events.AuditQuery) ([]events.Recorded, uint64, error) {
 	return nil, 0, errUnused
 }

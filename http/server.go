@@ -35,10 +35,10 @@ type Commands interface {
 	RevokeLease(ctx context.Context, id, actor string) error
 	RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error)
 	RegisterTarget(ctx context.Context, t events.Target, adminPassword, actor string) (events.Target, error)
-	UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string) (events.Target, error)
+	UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string, ifMatch []uint64) (events.Target, uint64, error)
 	RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error
 	RegisterClient(ctx context.Context, c events.Client, actor string) (events.Client, error)
-	UpdateClient(ctx context.Context, id string, c events.Client, actor string) (events.Client, error)
+	UpdateClient(ctx context.Context, id string, c events.Client, actor string, ifMatch []uint64) (events.Client, uint64, error)
 	RemoveClient(ctx context.Context, id, actor string) error
 	RecordDenied(ctx context.Context, client events.Client, action, recordUID, leaseID string, cause error)
 	UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error
@@ -50,8 +50,11 @@ type Queries interface {
 	Lease(ctx context.Context, id string) (events.Lease, error)
 	ActiveLeases(ctx context.Context, q events.LeaseQuery) ([]events.Lease, string, error)
 	Target(ctx context.Context, uid string) (events.Target, error)
+	// TargetVersion and ClientVersion also answer the version an update's If-Match names.
+	TargetVersion(ctx context.Context, uid string) (events.Target, uint64, error)
 	Targets(ctx context.Context) ([]events.Target, error)
 	Client(ctx context.Context, id string) (events.Client, error)
+	ClientVersion(ctx context.Context, id string) (events.Client, uint64, error)
 	Clients(ctx context.Context) ([]events.Client, error)
 	Audit(ctx context.Context, q events.AuditQuery) ([]events.Recorded, uint64, error)
 }
@@ -409,19 +412,20 @@ type apiError struct {
 
 // statuses is the one place error codes become HTTP statuses; any other code is a 500.
 var statuses = map[events.Code]int{
-	events.EInvalid:           http.StatusBadRequest,
-	events.EInvalidTTL:        http.StatusBadRequest,
-	events.EUnauthenticated:   http.StatusUnauthorized,
-	events.EForbidden:         http.StatusForbidden,
-	events.ENotFound:          http.StatusNotFound,
-	events.EConflict:          http.StatusConflict,
-	events.ETooLarge:          http.StatusRequestEntityTooLarge,
-	events.ETooManyLeases:     http.StatusTooManyRequests,
-	events.EMethodNotAllowed:  http.StatusMethodNotAllowed,
-	events.ETargetUnverified:  http.StatusUnprocessableEntity,
-	events.ETargetUnavailable: http.StatusBadGateway,
-	events.EUnavailable:       http.StatusServiceUnavailable,
-	events.ETimeout:           http.StatusGatewayTimeout,
+	events.EInvalid:            http.StatusBadRequest,
+	events.EInvalidTTL:         http.StatusBadRequest,
+	events.EUnauthenticated:    http.StatusUnauthorized,
+	events.EForbidden:          http.StatusForbidden,
+	events.ENotFound:           http.StatusNotFound,
+	events.EConflict:           http.StatusConflict,
+	events.EPreconditionFailed: http.StatusPreconditionFailed,
+	events.ETooLarge:           http.StatusRequestEntityTooLarge,
+	events.ETooManyLeases:      http.StatusTooManyRequests,
+	events.EMethodNotAllowed:   http.StatusMethodNotAllowed,
+	events.ETargetUnverified:   http.StatusUnprocessableEntity,
+	events.ETargetUnavailable:  http.StatusBadGateway,
+	events.EUnavailable:        http.StatusServiceUnavailable,
+	events.ETimeout:            http.StatusGatewayTimeout,
 }
 
 func statusOf(code events.Code) int {

@@ -9,16 +9,22 @@ import (
 	"github.com/syvault/syvault/http/api"
 )
 
-// updateTarget replaces a target's settings, e.g. to rotate its admin password.
+// updateTarget replaces a target's settings, e.g. to rotate its admin password; with
+// If-Match, only while the target is at a version it names.
 func (s *Server) updateTarget(c echo.Context) error {
+	match, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
 	t, password, err := decodeTarget(c)
 	if err != nil {
 		return err
 	}
-	t, err = s.cfg.Commands.UpdateTarget(c.Request().Context(), c.Param("uid"), t, password, clientOf(c).ClientID)
+	t, version, err := s.cfg.Commands.UpdateTarget(c.Request().Context(), c.Param("uid"), t, password, clientOf(c).ClientID, match)
 	if err != nil {
 		return err
 	}
+	setVersion(c, version)
 	return c.JSON(http.StatusOK, viewOf(t))
 }
 
@@ -91,10 +97,11 @@ func (s *Server) listTargets(c echo.Context) error {
 }
 
 func (s *Server) getTarget(c echo.Context) error {
-	t, err := s.cfg.Queries.Target(c.Request().Context(), c.Param("uid"))
+	t, version, err := s.cfg.Queries.TargetVersion(c.Request().Context(), c.Param("uid"))
 	if err != nil {
 		return err
 	}
+	setVersion(c, version)
 	return c.JSON(http.StatusOK, viewOf(t))
 }
 

@@ -419,11 +419,12 @@ func decodeRecord[T any](kv jetstream.KeyValue, key string, data []byte, err err
 // lease it was just handed, or whose revocation it asks for, does not exist; and an
 // ended lease's record leaves the bucket after EndedLeaseRetention.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
-	return current(ctx, p.leaseRecord, id, func() (events.Lease, error) {
+	l, _, err := current(ctx, p.leaseRecord, id, func() (events.Lease, uint64, error) {
 		l, err := p.store.LoadLease(ctx, id)
 		l.Spec = nil // as in the records, which leave it out
-		return l, err
+		return l, 0, err
 	}, events.Errorf(events.ENotFound, "No lease with id %q.", id))
+	return l, err
 }
 
 // MaxWait bounds every wait for the read side, whatever the caller's context: a
@@ -630,9 +631,15 @@ func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexE
 // A target the bucket does not hold is looked up in the stream first, as a client is (see
 // Client): a lease asked for right after its target was registered must find it.
 func (p *Projections) Target(ctx context.Context, uid string) (events.Target, error) {
-	return current(ctx, reader[events.Target](p.targets), uid, func() (events.Target, error) {
-		t, _, err := p.store.LoadTarget(ctx, uid)
-		return t, err
+	t, _, err := p.TargetVersion(ctx, uid)
+	return t, err
+}
+
+// TargetVersion is Target with the target's version: the stream sequence of the last
+// event it reflects, which an update's If-Match names.
+func (p *Projections) TargetVersion(ctx context.Context, uid string) (events.Target, uint64, error) {
+	return current(ctx, reader[events.Target](p.targets), uid, func() (events.Target, uint64, error) {
+		return p.store.LoadTarget(ctx, uid)
 	}, events.Errorf(events.ENotFound, "No target with record_uid %q.", uid))
 }
 
@@ -648,32 +655,36 @@ func (p *Projections) Targets(ctx context.Context) ([]events.Target, error) {
 // answered by a replica that has not caught up yet, and a just registered client (the
 // first admin of a new install) would be refused its first token.
 func (p *Projections) Client(ctx context.Context, id string) (events.Client, error) {
-	load := func() (events.Client, error) {
-		c, _, err := p.store.LoadClient(ctx, id)
-		return c, err
-	}
+	c, _, err := p.ClientVersion(ctx, id)
+	return c, err
+}
+
+// ClientVersion is Client with the client's version, as TargetVersion.
+func (p *Projections) ClientVersion(ctx context.Context, id string) (events.Client, uint64, error) {
+	load := func() (events.Client, uint64, error) { return p.store.LoadClient(ctx, id) }
 	return current(ctx, reader[events.Client](p.clients), id, load, events.Errorf(events.ENotFound, "No client with id %q.", id))
 }
 
-// current reads key's record, or, when the bucket does not hold it, what load folds from
-// the stream's leader; notFound when neither has it or the record says it was removed.
-// A key that cannot name a subject is not looked up in the stream.
-func current[T any](ctx context.Context, read func(context.Context, string) (record[T], error), key string, load func() (T, error), notFound error) (T, error) {
+// current reads key's record and the sequence of the last event it reflects, or, when
+// the bucket does not hold it, what load folds from the stream's leader; notFound when
+// neither has it or the record says it was removed. A key that cannot name a subject is
+// not looked up in the stream.
+func current[T any](ctx context.Context, read func(context.Context, string) (record[T], error), key string, load func() (T, uint64, error), notFound error) (T, uint64, error) {
 	var zero T
 	r, err := read(ctx, key)
 	switch {
 	case err == nil && r.Removed:
-		return zero, notFound
+		return zero, 0, notFound
 	case events.ErrorCode(err) != events.ENotFound:
-		return r.Value, err
+		return r.Value, r.Seq, err
 	case !events.ValidID(key):
-		return zero, notFound
+		return zero, 0, notFound
 	}
-	v, err := load()
+	v, seq, err := load()
 	if events.ErrorCode(err) == events.ENotFound {
-		return zero, notFound
+		return zero, 0, notFound
 	}
-	return v, err
+	return v, seq, err
 }
 
 // Clients lists registered clients ordered by creation.

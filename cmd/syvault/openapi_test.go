@@ -41,6 +41,7 @@ type oaChecker struct {
 	router    routers.Router
 	opts      *openapi3filter.Options
 	exercised map[string]bool // operationId → seen
+	ifMatch   string          // sent as If-Match when set
 }
 
 func newOAChecker(t *testing.T, base string) *oaChecker {
@@ -88,6 +89,9 @@ func (v *oaChecker) call(method, path, token, contentType string, body []byte, w
 		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if v.ifMatch != "" {
+			req.Header.Set("If-Match", v.ifMatch)
 		}
 		return req
 	}
@@ -275,6 +279,11 @@ func TestOpenAPI_Conformance(t *testing.T) {
 		"max_ttl_seconds": 900, "max_leases": 1, "public_key": pubDERPEM}, oaValid, http.StatusOK, &app)
 	v.json(http.MethodPut, "/api/sm/v1/clients/"+app.ClientID, tok, map[string]any{"name": "openapi-app", "role": "app", "max_leases": -1,
 		"public_key": pubDERPEM}, oaInvalid, http.StatusBadRequest, nil)
+	// 412: an update on a version the client has moved on from.
+	v.ifMatch = `"1"`
+	v.json(http.MethodPut, "/api/sm/v1/clients/"+app.ClientID, tok, map[string]any{"name": "openapi-app", "role": "app", "allowed_records": []string{uid},
+		"max_ttl_seconds": 900, "max_leases": 1, "public_key": pubDERPEM}, oaValid, http.StatusPreconditionFailed, nil)
+	v.ifMatch = ""
 	appClient, err := client.New(srv.HTTP.URL(), app.ClientID, privDERPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -68,6 +68,9 @@ type Target struct {
 	// ConnectionLimit caps each lease user's concurrent sessions; absent or 0: no limit.
 	ConnectionLimit int       `json:"connection_limit,omitempty"`
 	CreatedAt       time.Time `json:"created_at,omitzero"`
+	// Version is the ETag a GET or PUT answered with (not part of the body): a client's
+	// update sends it as If-Match, so it is made only if nobody changed the target since.
+	Version string `json:"-"`
 }
 
 // Client is an API client as registered (by its public key) and shown.
@@ -80,6 +83,8 @@ type Client struct {
 	MaxTTLSeconds  int       `json:"max_ttl_seconds,omitempty"`
 	MaxLeases      int       `json:"max_leases,omitempty"` // leases holding a database user at once; absent or 0: no cap
 	CreatedAt      time.Time `json:"created_at,omitzero"`
+	// Version is the ETag a GET or PUT answered with, as for Target.
+	Version string `json:"-"`
 }
 
 // AuditEvent is one entry of the audit trail: who did what, on which record and lease,

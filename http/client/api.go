@@ -105,7 +105,8 @@ func (c *Client) ListTargets(ctx context.Context) ([]Target, error) {
 // GetTarget returns one target.
 func (c *Client) GetTarget(ctx context.Context, uid string) (*Target, error) {
 	var out Target
-	err := c.Do(ctx, http.MethodGet, base+"/dynamic/targets/"+url.PathEscape(uid), nil, &out)
+	h, err := c.do(ctx, http.MethodGet, base+"/dynamic/targets/"+url.PathEscape(uid), nil, nil, &out)
+	out.Version = h.Get("ETag")
 	return &out, err
 }
 
@@ -119,11 +120,23 @@ func (c *Client) DeleteTarget(ctx context.Context, uid string, revokeLeases bool
 }
 
 // UpdateTarget replaces a target's settings (e.g. a rotated admin password); the server
-// verifies them first.
+// verifies them first. With t.Version (from GetTarget) the update is made only if the
+// target is still at that version: an *Error with status 412 otherwise. t may be a
+// target as read: its record_uid and created_at, the server's, are not sent.
 func (c *Client) UpdateTarget(ctx context.Context, uid string, t Target) (*Target, error) {
+	t.RecordUID, t.CreatedAt = "", time.Time{}
 	var out Target
-	err := c.Do(ctx, http.MethodPut, base+"/dynamic/targets/"+url.PathEscape(uid), t, &out)
+	h, err := c.do(ctx, http.MethodPut, base+"/dynamic/targets/"+url.PathEscape(uid), ifMatch(t.Version), t, &out)
+	out.Version = h.Get("ETag")
 	return &out, err
+}
+
+// ifMatch is the header that makes an update conditional on version; none without one.
+func ifMatch(version string) http.Header {
+	if version == "" {
+		return nil
+	}
+	return http.Header{"If-Match": {version}}
 }
 
 // CreateClient registers a client by its public key (admin only).
@@ -134,10 +147,15 @@ func (c *Client) CreateClient(ctx context.Context, ac AppClient) (*AppClient, er
 }
 
 // UpdateClient replaces client id's settings with ac's (admin only): name, public key,
-// role, allowed records and caps; its id and creation time stay.
+// role, allowed records and caps; its id and creation time stay. With ac.Version (from
+// GetClient) the update is made only if the client is still at that version: an *Error
+// with status 412 otherwise. ac may be a client as read: its client_id and created_at,
+// the server's, are not sent.
 func (c *Client) UpdateClient(ctx context.Context, id string, ac AppClient) (*AppClient, error) {
+	ac.ClientID, ac.CreatedAt = "", time.Time{}
 	var out AppClient
-	err := c.Do(ctx, http.MethodPut, base+"/clients/"+url.PathEscape(id), ac, &out)
+	h, err := c.do(ctx, http.MethodPut, base+"/clients/"+url.PathEscape(id), ifMatch(ac.Version), ac, &out)
+	out.Version = h.Get("ETag")
 	return &out, err
 }
 
@@ -192,6 +210,7 @@ func (c *Client) Audit(ctx context.Context, o AuditOptions) (*AuditPage, error) 
 // GetClient returns one client (admin only).
 func (c *Client) GetClient(ctx context.Context, id string) (*AppClient, error) {
 	var out AppClient
-	err := c.Do(ctx, http.MethodGet, base+"/clients/"+url.PathEscape(id), nil, &out)
+	h, err := c.do(ctx, http.MethodGet, base+"/clients/"+url.PathEscape(id), nil, nil, &out)
+	out.Version = h.Get("ETag")
 	return &out, err
 }

@@ -134,7 +134,7 @@ func (c *Client) token(ctx context.Context) (tok string, fresh bool, err error) 
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	var tr TokenResponse
-	if err := c.send(req, &tr); err != nil {
+	if _, err := c.send(req, &tr); err != nil {
 		return "", false, err
 	}
 	c.tok, c.expires = tr.AccessToken, time.Now().Add(time.Duration(tr.ExpiresIn)*time.Second)
@@ -157,48 +157,58 @@ func (c *Client) forget(tok string) {
 // forgotten and the request sent once more with a new one; a 401 means the server did
 // nothing, so the retry cannot do a thing twice.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.do(ctx, method, path, nil, body, out)
+	return err
+}
+
+// do is Do with headers: header is added to the request, and the answer's headers are
+// returned (nil when no answer came).
+func (c *Client) do(ctx context.Context, method, path string, header http.Header, body, out any) (http.Header, error) {
 	var b []byte
 	if body != nil {
 		var err error
 		if b, err = json.Marshal(body); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for retried := false; ; retried = true {
 		tok, fresh, err := c.token(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		req, err := http.NewRequestWithContext(ctx, method, c.server+path, bytes.NewReader(b))
 		if err != nil {
-			return err
+			return nil, err
+		}
+		for k, v := range header {
+			req.Header[k] = v
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
-		err = c.send(req, out)
+		got, err := c.send(req, out)
 		var e *Error
 		if !retried && !fresh && errors.As(err, &e) && e.Status == http.StatusUnauthorized {
 			c.forget(tok)
 			continue
 		}
-		return err
+		return got, err
 	}
 }
 
-func (c *Client) send(req *http.Request, out any) error {
+func (c *Client) send(req *http.Request, out any) (http.Header, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+		return nil, fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
+		return nil, fmt.Errorf("client: %s %s: %w", req.Method, req.URL.Path, err)
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return fmt.Errorf("client: %s %s: the server's address answered with a redirect (HTTP %d), which is not followed: "+
+		return nil, fmt.Errorf("client: %s %s: the server's address answered with a redirect (HTTP %d), which is not followed: "+
 			"a redirect would carry the token or the client assertion elsewhere; use the API's own address", req.Method, req.URL.Path, resp.StatusCode)
 	}
 	if resp.StatusCode >= 400 {
@@ -206,10 +216,10 @@ func (c *Client) send(req *http.Request, out any) error {
 		if json.Unmarshal(data, e) != nil || e.Code == "" {
 			e.Code, e.Message = "http_error", http.StatusText(resp.StatusCode)
 		}
-		return e
+		return resp.Header, e
 	}
 	if out == nil || len(data) == 0 {
-		return nil
+		return resp.Header, nil
 	}
-	return json.Unmarshal(data, out)
+	return resp.Header, json.Unmarshal(data, out)
 }

@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,21 +72,29 @@ func (s *Service) uniqueClientName(ctx context.Context, c events.Client) error {
 // create or renewal (its leases keep their expiry). A new public key also ends the
 // access tokens, dashboard sessions and login links had with the old one (each names
 // the key it was had with). A client cannot change its own role (EConflict).
-func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, actor string) (events.Client, error) {
+//
+// With ifMatch (the versions an If-Match header names) the update is made only if one
+// of them is still the client's version (else EPreconditionFailed), so an update made
+// from a client as read cannot undo another admin's made since. It returns the client's
+// new version.
+func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, actor string, ifMatch []uint64) (events.Client, uint64, error) {
 	cur, last, err := s.cfg.Store.LoadClient(ctx, id)
 	if err != nil {
-		return c, err
+		return c, 0, err
+	}
+	if err := matchVersion("client", ifMatch, last); err != nil {
+		return c, 0, err
 	}
 	if id == actor && c.Role != cur.Role {
-		return c, events.Errorf(events.EConflict, "A client cannot change its own role; use another admin client.")
+		return c, 0, events.Errorf(events.EConflict, "A client cannot change its own role; use another admin client.")
 	}
 	if c.AllowedRecords, err = s.allowedRecords(ctx, c.AllowedRecords); err != nil {
-		return c, err
+		return c, 0, err
 	}
 	now := time.Now()
 	c.ClientID, c.CreatedAt = id, cur.CreatedAt
 	if err := s.uniqueClientName(ctx, c); err != nil {
-		return c, err
+		return c, 0, err
 	}
 	renamed := nameKey("client", cur.Name) != nameKey("client", c.Name)
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(c, actor, last, now), last)
@@ -93,19 +102,44 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 		s.releaseName(ctx, "client", c.Name, id) // the name it would have taken
 	}
 	if errors.Is(err, jsstore.ErrConflict) {
-		return c, events.Errorf(events.EConflict, "The client changed while this update was made; send it again.")
+		return c, 0, changedMeanwhile("client", ifMatch)
 	}
 	if err != nil {
-		return c, err
+		return c, 0, err
 	}
 	if renamed { // recorded: the old name is free, whatever the wait below says
 		s.releaseName(ctx, "client", cur.Name, id)
 	}
 	if err := s.cfg.Projections.WaitClient(ctx, id, seq); err != nil {
-		return c, err
+		return c, 0, err
 	}
 	s.log.Info("client updated", "client_id", id, "role", c.Role, "key_changed", events.KeyFingerprint(c.PublicKey) != events.KeyFingerprint(cur.PublicKey))
-	return c, nil
+	return c, seq, nil
+}
+
+// matchVersion refuses a change sent with If-Match versions none of which is last, the
+// version of the target or client (what) now: the change was made from a state that has
+// moved on. No versions: no condition.
+func matchVersion(what string, ifMatch []uint64, last uint64) error {
+	if len(ifMatch) == 0 || slices.Contains(ifMatch, last) {
+		return nil
+	}
+	return versionMoved(what)
+}
+
+func versionMoved(what string) error {
+	return events.Errorf(events.EPreconditionFailed,
+		"The %s changed since the version this request names (If-Match); read it again and make the change from what it holds now.", what)
+}
+
+// changedMeanwhile is the answer to an update whose append found that the target or
+// client (what) had moved on since it was read: with If-Match, the request's version is
+// no longer current (EPreconditionFailed); without, it may simply be sent again.
+func changedMeanwhile(what string, ifMatch []uint64) error {
+	if len(ifMatch) > 0 {
+		return versionMoved(what)
+	}
+	return events.Errorf(events.EConflict, "The %s changed while this update was made; send it again.", what)
 }
 
 // RemoveClient removes client id on behalf of actor: its tokens stop working at once

@@ -46,47 +46,61 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 // verified like a new target's. Leases issued before keep being revoked with the new
 // admin credentials; when it answers, no active lease holds anything the new grants do
 // not (engines whose users hold their own grants get them given anew).
-func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string) (events.Target, error) {
+//
+// With ifMatch (the versions an If-Match header names) the update is made only if one
+// of them is the target's version before and after its verification (else
+// EPreconditionFailed). It returns the target's new version.
+func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string, ifMatch []uint64) (events.Target, uint64, error) {
 	cur, err := s.cfg.Projections.Target(ctx, uid)
 	if err != nil {
-		return t, err
+		return t, 0, err
+	}
+	var last uint64
+	if len(ifMatch) > 0 { // refused before the target's database is asked anything
+		if last, err = s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid)); err != nil {
+			return t, 0, err
+		}
+		if err := matchVersion("target", ifMatch, last); err != nil {
+			return t, 0, err
+		}
 	}
 	if t.Engine != cur.Engine {
-		return t, events.Errorf(events.EInvalid, "engine cannot change; register a new target instead.")
+		return t, 0, events.Errorf(events.EInvalid, "engine cannot change; register a new target instead.")
 	}
 	t.RecordUID, t.CreatedAt = uid, cur.CreatedAt
 	if err := s.uniqueTargetName(ctx, t); err != nil {
-		return t, err
+		return t, 0, err
 	}
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
-		return t, err
+		return t, 0, err
 	}
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), []byte(uid))
-	last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
-	if err != nil {
-		return t, err
+	if last == 0 {
+		if last, err = s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid)); err != nil {
+			return t, 0, err
+		}
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.UpdateTarget(t, actor, last, time.Now()), last)
 	if errors.Is(err, jsstore.ErrConflict) {
-		return t, events.Errorf(events.EConflict, "The target changed while this update was verified; send it again.")
+		return t, 0, changedMeanwhile("target", ifMatch)
 	}
 	if err != nil {
-		return t, err
+		return t, 0, err
 	}
 	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
-		return t, err
+		return t, 0, err
 	}
 	if nameKey("target", cur.Name) != nameKey("target", t.Name) {
 		s.releaseName(ctx, "target", cur.Name, uid)
 	}
 	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
 		if err := s.regrantLeases(ctx, t); err != nil {
-			return t, err
+			return t, 0, err
 		}
 	}
 	s.log.Info("target updated", "record_uid", uid)
-	return t, nil
+	return t, seq, nil
 }
 
 // regrantLeases gives every active lease of t exactly t's grants, a few at a time, so

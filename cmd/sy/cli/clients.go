@@ -4,8 +4,10 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -123,6 +125,10 @@ with, or as a table with --format table:
 	return cmd
 }
 
+// updateAttempts bounds how often an update made from a read is made again because the
+// thing changed in between: more would mean admins (or scripts) fighting over it.
+const updateAttempts = 3
+
 func (a *app) clientUpdateCommand() *cobra.Command {
 	var cf *clientFlags
 	cmd := &cobra.Command{
@@ -135,7 +141,9 @@ the application needs no new configuration unless its key changes.
 with commas); on a target taken away the client can neither lease nor renew, and its
 leases there end at their expiry (or revoke them). --max-ttl 0 and --max-leases 0 remove
 those caps. A new --public-key-file ends every access token had with the old key: the
-application must sign with the new private key from then on.
+application must sign with the new private key from then on. The update is made on the
+version read: should another admin change the client in between, the flags are applied
+to what it then holds, not to the older read.
 
   sy client update 5b2e8f41-0c7d-4a93-b6e2-222222222222 --allow 7Kj9mNpQ2xRs,Other0000000 --max-leases 100`,
 		Args: exactArgs("CLIENT_ID"),
@@ -144,41 +152,55 @@ application must sign with the new private key from then on.
 			if cf.maxLeases < 0 || cf.maxLeases > events.MaxClientLeases || cf.maxTTL < 0 {
 				return usagef("--max-ttl takes a positive number of seconds and --max-leases one up to %d, or 0 for no cap", events.MaxClientLeases)
 			}
+			var key string
+			if changed("public-key-file") {
+				var err error
+				if key, err = readPublicKey(cf.keyFile); err != nil {
+					return err
+				}
+			}
 			c, err := a.newClient()
 			if err != nil {
 				return err
 			}
-			cur, err := c.GetClient(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			next := client.AppClient{Name: cur.Name, PublicKey: cur.PublicKey, Role: cur.Role, AllowedRecords: cur.AllowedRecords,
-				MaxTTLSeconds: cur.MaxTTLSeconds, MaxLeases: cur.MaxLeases}
-			if changed("name") {
-				next.Name = cf.name
-			}
-			if changed("public-key-file") {
-				if next.PublicKey, err = readPublicKey(cf.keyFile); err != nil {
+			// The update is sent on the version read (If-Match): should another admin
+			// change the client in between, the flags are applied again to what it then
+			// holds, rather than the read's other settings undoing that change.
+			for attempt := 1; ; attempt++ {
+				cur, err := c.GetClient(cmd.Context(), args[0])
+				if err != nil {
 					return err
 				}
+				next := client.AppClient{Name: cur.Name, PublicKey: cur.PublicKey, Role: cur.Role, AllowedRecords: cur.AllowedRecords,
+					MaxTTLSeconds: cur.MaxTTLSeconds, MaxLeases: cur.MaxLeases, Version: cur.Version}
+				if changed("name") {
+					next.Name = cf.name
+				}
+				if changed("public-key-file") {
+					next.PublicKey = key
+				}
+				if changed("role") {
+					next.Role = cf.role.value
+				}
+				if changed("allow") {
+					next.AllowedRecords = splitList(cf.allow)
+				}
+				if changed("max-ttl") {
+					next.MaxTTLSeconds = int(cf.maxTTL)
+				}
+				if changed("max-leases") {
+					next.MaxLeases = cf.maxLeases
+				}
+				updated, err := c.UpdateClient(cmd.Context(), args[0], next)
+				var e *client.Error
+				if errors.As(err, &e) && e.Status == http.StatusPreconditionFailed && attempt < updateAttempts {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				return cf.print(a.stdout, updated)
 			}
-			if changed("role") {
-				next.Role = cf.role.value
-			}
-			if changed("allow") {
-				next.AllowedRecords = splitList(cf.allow)
-			}
-			if changed("max-ttl") {
-				next.MaxTTLSeconds = int(cf.maxTTL)
-			}
-			if changed("max-leases") {
-				next.MaxLeases = cf.maxLeases
-			}
-			updated, err := c.UpdateClient(cmd.Context(), args[0], next)
-			if err != nil {
-				return err
-			}
-			return cf.print(a.stdout, updated)
 		},
 	}
 	cf = newClientFlags(cmd, true)

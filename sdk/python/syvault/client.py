@@ -11,7 +11,7 @@ import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from ._version import __version__
 from ._auth import JWT_BEARER_ASSERTION_TYPE, KEY_HELP, load_private_key, make_assertion
@@ -209,7 +209,7 @@ class SecretsManagerClient:
             }
         ).encode("ascii")
         self.token_requests += 1
-        body = self._send(
+        body, _ = self._send(
             "POST",
             API_BASE + "/auth/token",
             form,
@@ -241,20 +241,32 @@ class SecretsManagerClient:
             SyVaultError: a subclass matching the server's error answer.
             SyVaultConnectionError: the server could not be reached.
         """
+        return self.exchange(method, path, json_body, query)[0]
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        query: Optional[Mapping[str, Any]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> Tuple[Any, Mapping[str, str]]:
+        """:meth:`request` with more request ``headers`` (e.g. ``If-Match``), returning the
+        decoded answer and the answer's headers (e.g. its ``ETag``)."""
         if query:
             q = {k: _query_value(v) for k, v in query.items() if v is not None}
             if q:
                 path += "?" + urllib.parse.urlencode(q)
         data = None
-        headers = {}
+        sent = dict(headers or {})
         if json_body is not None:
             data = json.dumps(json_body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
         for attempt in (1, 2):
             token, fresh = self._token_state()
-            headers["Authorization"] = "Bearer " + token
+            sent["Authorization"] = "Bearer " + token
             try:
-                return self._send(method, path, data, headers)
+                return self._send(method, path, data, sent)
             except AuthenticationError:
                 if attempt == 2 or fresh:
                     raise
@@ -263,7 +275,7 @@ class SecretsManagerClient:
                         self._token = None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, method: str, path: str, data: Optional[bytes], headers: Dict[str, str]) -> Any:
+    def _send(self, method: str, path: str, data: Optional[bytes], headers: Dict[str, str]) -> Tuple[Any, Mapping[str, str]]:
         url = self._server + path
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Accept", "application/json")
@@ -274,6 +286,7 @@ class SecretsManagerClient:
         try:
             with self._opener.open(req, timeout=self._timeout) as resp:
                 status = resp.status
+                got = resp.headers
                 raw = resp.read(_MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as e:
             try:
@@ -300,9 +313,9 @@ class SecretsManagerClient:
         if len(raw) > _MAX_RESPONSE_BYTES:
             raise SyVaultError("The server's answer is too large.", status=status, code="invalid_response")
         if status == 204 or not raw.strip():
-            return None
+            return None, got
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(raw.decode("utf-8")), got
         except ValueError:
             raise SyVaultError(
                 "The server answered %d with a body that is not JSON (%s)." % (status, where),

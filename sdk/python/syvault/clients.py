@@ -6,8 +6,8 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._auth import public_key_pem
-from ._transport import Requester, _id, _object
-from .errors import ConfigurationError
+from ._transport import Requester, _etag_headers, _id, _object
+from .errors import ConfigurationError, PreconditionFailedError
 from .models import ClientInfo
 
 __all__ = ["Clients"]
@@ -15,6 +15,10 @@ __all__ = ["Clients"]
 _BASE = "/api/sm/v1/clients"
 
 PublicKeyLike = Union[str, bytes, Ed25519PublicKey, Ed25519PrivateKey]
+
+# How often an update is made again because the client changed between its read and its
+# write: more would mean admins (or scripts) fighting over it.
+_UPDATE_ATTEMPTS = 3
 
 
 class Clients:
@@ -106,7 +110,8 @@ class Clients:
         """Change a client's settings, keeping its ``client_id`` (admin only).
 
         Only the arguments given change; the rest stay as the server has them (read first,
-        then replaced with ``PUT``). ``allowed_records`` replaces the list: on a record
+        then replaced with ``PUT`` on the version read: a change another admin makes in
+        between is kept, and this one applied to it). ``allowed_records`` replaces the list: on a record
         taken away the client can neither lease nor renew, and its leases there end at
         their expiry (or when revoked). ``max_ttl_seconds=0`` and ``max_leases=0`` remove
         those caps. A new public key ends every access token had with the old one.
@@ -118,8 +123,9 @@ class Clients:
             ConfigurationError: both key forms, an unreadable file, or private key text.
             InvalidRequestError: a bad name, role or cap.
             NotFoundError: unknown client, or ``allowed_records`` names an unknown target.
-            ConflictError: the name is another client's, a client changing its own role,
-                or the client changed meanwhile (call again).
+            ConflictError: the name is another client's, or a client changing its own role.
+            PreconditionFailedError: the client changed between each of three reads and
+                their updates (a ConflictError).
         """
         if public_key is not None and public_key_path is not None:
             raise ConfigurationError("Pass at most one of public_key= or public_key_path=.")
@@ -127,19 +133,32 @@ class Clients:
             raise TypeError("allowed_records must be a list of record uids, not a single string.")
         if public_key is not None or public_key_path is not None:
             public_key = public_key_pem(_read_key(public_key, public_key_path))  # type: ignore[arg-type]
-        cur = self.get(client_id)
-        body: Dict[str, Any] = {
-            "name": cur.name if name is None else name,
-            "public_key": cur.public_key if public_key is None else public_key,
-            "role": cur.role if role is None else role,
-            "allowed_records": list(cur.allowed_records if allowed_records is None else allowed_records),
-        }
-        for field, given in (("max_ttl_seconds", max_ttl_seconds), ("max_leases", max_leases)):
-            value = getattr(cur, field) if given is None else given
-            if value:
-                body[field] = value
         path = _BASE + "/" + _id("client_id", client_id)
-        return ClientInfo(_object(self._client.request("PUT", path, body), "the client update"))
+        # The update is sent on the version read (If-Match): should another admin change
+        # the client in between, the arguments are applied again to what it then holds,
+        # rather than this read's other settings undoing that change.
+        for attempt in range(1, _UPDATE_ATTEMPTS + 1):
+            cur = self.get(client_id)
+            body: Dict[str, Any] = {
+                "name": cur.name if name is None else name,
+                "public_key": cur.public_key if public_key is None else public_key,
+                "role": cur.role if role is None else role,
+                "allowed_records": list(cur.allowed_records if allowed_records is None else allowed_records),
+            }
+            for field, given in (("max_ttl_seconds", max_ttl_seconds), ("max_leases", max_leases)):
+                value = getattr(cur, field) if given is None else given
+                if value:
+                    body[field] = value
+            try:
+                answer, headers = self._client.exchange("PUT", path, body, headers=_etag_headers(cur.etag))
+            except PreconditionFailedError:
+                if attempt == _UPDATE_ATTEMPTS:
+                    raise
+                continue
+            info = ClientInfo(_object(answer, "the client update"))
+            info.etag = headers.get("ETag")
+            return info
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def list(self) -> List[ClientInfo]:
         """Every client, oldest first (admin only)."""
@@ -148,7 +167,10 @@ class Clients:
 
     def get(self, client_id: str) -> ClientInfo:
         """One client (admin only). Raises :class:`~syvault.NotFoundError` for an unknown id."""
-        return ClientInfo(_object(self._client.request("GET", _BASE + "/" + _id("client_id", client_id)), "the client query"))
+        answer, headers = self._client.exchange("GET", _BASE + "/" + _id("client_id", client_id))
+        info = ClientInfo(_object(answer, "the client query"))
+        info.etag = headers.get("ETag")
+        return info
 
     def delete(self, client_id: str) -> None:
         """Remove a client (admin only). Its access tokens stop working at once (its next

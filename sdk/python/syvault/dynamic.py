@@ -3,7 +3,7 @@
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from .errors import InvalidRequestError, SyVaultError
-from ._transport import Requester, _id, _object
+from ._transport import Requester, _etag_headers, _id, _object
 from .keeper import LeaseKeeper
 from .models import Lease, LeaseInfo, LeasePage, Target
 
@@ -209,9 +209,14 @@ class DynamicSecrets:
 
     def get_target(self, record_uid: str) -> Target:
         """One target (admin only). Raises :class:`NotFoundError` for an unknown uid."""
-        return Target(_object(self._client.request("GET", _BASE + "/targets/" + _id("record_uid", record_uid)), "the target query"))
+        answer, headers = self._client.exchange("GET", _BASE + "/targets/" + _id("record_uid", record_uid))
+        target = Target(_object(answer, "the target query"))
+        target.etag = headers.get("ETag")
+        return target
 
-    def update_target(self, record_uid: str, target: Optional[Mapping[str, Any]] = None, **fields: Any) -> Target:
+    def update_target(
+        self, record_uid: str, target: Optional[Mapping[str, Any]] = None, *, if_match: Optional[str] = None, **fields: Any
+    ) -> Target:
         """Replace a target's settings (admin only), e.g. to rotate its admin password.
 
         The body is the *full* target, as for :meth:`create_target` (``admin_password``
@@ -220,12 +225,17 @@ class DynamicSecrets:
         change. The server verifies the new settings as for a new target. Leases issued
         before keep their grants.
 
+        ``if_match`` (a :class:`Target`'s ``etag``) makes the update only while the target
+        is still at that version, so an edit made from a read never undoes a change another
+        admin made since (:class:`PreconditionFailedError` otherwise; nothing changes).
+
         Example — rotate the admin password, keeping everything else::
 
-            t = client.dynamic.get_target(uid).to_dict()
+            cur = client.dynamic.get_target(uid)
+            t = cur.to_dict()
             for k in ("record_uid", "created_at"):
                 t.pop(k, None)
-            client.dynamic.update_target(uid, t, admin_password=new_password)
+            client.dynamic.update_target(uid, t, admin_password=new_password, if_match=cur.etag)
 
         Returns:
             Target: the updated target.
@@ -233,13 +243,17 @@ class DynamicSecrets:
         Raises:
             InvalidRequestError: a missing or invalid field, or a changed ``engine``.
             NotFoundError: unknown uid.
+            PreconditionFailedError: ``if_match`` is no longer the target's version.
             TargetUnverifiedError, TargetUnavailableError: as for :meth:`create_target`.
             PermissionDeniedError: not an admin client.
         """
         body: Dict[str, Any] = dict(target or {})
         body.update(fields)
-        return Target(_object(self._client.request("PUT", _BASE + "/targets/" + _id("record_uid", record_uid), body),
-                              "the target update"))
+        path = _BASE + "/targets/" + _id("record_uid", record_uid)
+        answer, headers = self._client.exchange("PUT", path, body, headers=_etag_headers(if_match))
+        updated = Target(_object(answer, "the target update"))
+        updated.etag = headers.get("ETag")
+        return updated
 
     def delete_target(self, record_uid: str, revoke_leases: bool = False) -> None:
         """Remove a target (admin only).

@@ -19,6 +19,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
+    "PreconditionFailedError",
     "TooManyLeasesError",
     "TargetUnverifiedError",
     "ServerError",
@@ -109,6 +110,14 @@ class ConflictError(SyVaultError):
     default_code = "conflict"
 
 
+class PreconditionFailedError(ConflictError):
+    """412 ``precondition_failed``: the target or client changed since the version the update
+    named (``if_match=``, an ETag); read it again and make the change from what it holds now.
+    A :class:`ConflictError`, so code that retries on conflicts retries on this too."""
+
+    default_code = "precondition_failed"
+
+
 class TooManyLeasesError(SyVaultError):
     """429 ``too_many_leases``: this client holds its ``max_leases``; revoke a lease or let
     one end (a lease counts until its database user is dropped) before asking for another."""
@@ -174,6 +183,7 @@ _BY_CODE: Dict[str, Type[SyVaultError]] = {
     "forbidden": PermissionDeniedError,
     "not_found": NotFoundError,
     "conflict": ConflictError,
+    "precondition_failed": PreconditionFailedError,
     "too_many_leases": TooManyLeasesError,
     "target_unverified": TargetUnverifiedError,
     "target_unavailable": TargetUnavailableError,
@@ -187,6 +197,7 @@ _BY_STATUS: Dict[int, Type[SyVaultError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    412: PreconditionFailedError,
     413: PayloadTooLargeError,
     422: TargetUnverifiedError,
     502: TargetUnavailableError,

@@ -221,11 +221,16 @@ class Target(_Model):
         name, engine (``postgresql``/``mysql``), host, port, database, admin_username,
         tls_mode, grants (list of dicts), max_ttl_seconds, connection_host, connection_port,
         connection_limit (sessions per lease user, ``None`` for no limit), created_at (RFC 3339).
+        etag: its version, when the answer named one (``get_target``, ``update_target``).
     """
 
     _fields = ("record_uid", "name", "engine", "host", "port", "database", "admin_username", "tls_mode",
                "grants", "max_ttl_seconds", "connection_host", "connection_port", "connection_limit",
                "created_at")
+
+    #: The target's version (an ETag) as ``get_target`` and ``update_target`` answered it,
+    #: else ``None``: pass it as ``update_target(..., if_match=)``.
+    etag: Optional[str] = None
 
     record_uid: str
     name: str
@@ -261,9 +266,13 @@ class ClientInfo(_Model):
         max_leases: cap on the leases it holds at once, or ``None`` when it has none.
         public_key: its Ed25519 public key, PKIX PEM (the server never holds the private key).
         created_at: RFC 3339 UTC string; see ``created_at_datetime``.
+        etag: its version, when the answer named one (``get``, ``update``).
     """
 
     _fields = ("client_id", "name", "role", "allowed_records", "max_ttl_seconds", "max_leases", "public_key", "created_at")
+
+    #: The client's version (an ETag) as ``get`` and ``update`` answered it, else ``None``.
+    etag: Optional[str] = None
 
     client_id: str
     name: str

@@ -623,6 +623,31 @@ class PostgresTests(unittest.TestCase):
         for l in (second, again):
             app.dynamic.revoke_lease(l.lease_id)
 
+    def test_updates_name_their_version(self):
+        private_pem, public_pem = syvault.generate_key_pair()
+        info = self.client.clients.create(name="sdk-versioned-" + self.db, public_key=public_pem, allowed_records=[self.record_uid])
+        self.extra_clients.append(info.client_id)
+        read = self.client.clients.get(info.client_id)
+        self.assertTrue(read.etag)
+        updated = self.client.clients.update(info.client_id, max_leases=3)
+        self.assertTrue(updated.etag)
+        self.assertNotEqual(updated.etag, read.etag)
+        # A replacement made from the first read is refused and changes nothing.
+        stale = {"name": read.name, "public_key": read.public_key, "role": read.role, "allowed_records": read.allowed_records}
+        with self.assertRaises(syvault.PreconditionFailedError) as cm:
+            self.client.exchange("PUT", "/api/sm/v1/clients/" + info.client_id, stale, headers={"If-Match": read.etag})
+        self.assertEqual((cm.exception.status, cm.exception.code), (412, "precondition_failed"))
+        now = self.client.clients.get(info.client_id)
+        self.assertEqual((now.max_leases, now.etag), (3, updated.etag))
+        # A target's, likewise.
+        cur = self.client.dynamic.get_target(self.record_uid)
+        self.assertTrue(cur.etag)
+        after = self.client.dynamic.update_target(self.record_uid, self.target_body, if_match=cur.etag)
+        self.assertNotEqual(after.etag, cur.etag)
+        with self.assertRaises(syvault.PreconditionFailedError):
+            self.client.dynamic.update_target(self.record_uid, self.target_body, if_match=cur.etag)
+        self.assertEqual(self.client.dynamic.get_target(self.record_uid).etag, after.etag)
+
     def test_create_client_key_forms(self):
         admin = self.client
         private_pem, public_pem = syvault.generate_key_pair()

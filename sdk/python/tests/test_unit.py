@@ -412,9 +412,11 @@ class FakeServer:
             def log_message(self, *a):
                 pass
 
-            def _answer(self, status, body, raw=None):
+            def _answer(self, status, body, raw=None, headers=None):
                 data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -670,6 +672,46 @@ class TransportTests(unittest.TestCase):
         with self.assertRaises(syvault.ConfigurationError):
             self.client.clients.update(cid, public_key=public_pem, public_key_path="x.pub")
         self.assertEqual(len([r for r in self.fake.seen if not r[1].endswith("/auth/token")]), 2, "nothing sent for a refused key")
+
+    def test_update_client_is_made_again_on_a_changed_client(self):
+        # Sent on the version read (If-Match); when another admin changed the client in
+        # between (412), it is read again and the arguments applied to what it then holds.
+        cid = "11111111-2222-3333-4444-555555555555"
+        state = {"version": 7, "view": {"client_id": cid, "name": "billing", "role": "app", "allowed_records": ["7Kj9mNpQ2xRs"],
+                                        "public_key": "PEM", "created_at": "2026-04-06T12:00:00Z"}}
+        puts = []
+
+        def etag():
+            return '"%d"' % state["version"]
+
+        def get(h):
+            h._answer(200, state["view"], headers={"ETag": etag()})
+
+        def put(h):
+            puts.append(h.headers.get("If-Match"))
+            if len(puts) == 1:  # another admin renames it after this read
+                state["view"] = dict(state["view"], name="billing-renamed")
+                state["version"] += 1
+            if h.headers.get("If-Match") != etag():
+                return 412, {"error": "precondition_failed", "message": "The client changed; read it again."}
+            body = json.loads(self.fake.seen[-1][3])
+            state["view"] = dict(state["view"], **body)
+            state["version"] += 1
+            h._answer(200, state["view"], headers={"ETag": etag()})
+
+        self.fake.routes[("GET", "/api/sm/v1/clients/" + cid)] = get
+        self.fake.routes[("PUT", "/api/sm/v1/clients/" + cid)] = put
+        info = self.client.clients.update(cid, max_leases=9)
+        self.assertEqual(puts, ['"7"', '"8"'])
+        self.assertEqual((info.name, info.max_leases, info.etag), ("billing-renamed", 9, '"9"'))
+        # A client that keeps changing: three attempts, then the refusal.
+        puts.clear()
+        self.fake.routes[("PUT", "/api/sm/v1/clients/" + cid)] = lambda h: (
+            puts.append(h.headers.get("If-Match")), (412, {"error": "precondition_failed", "message": "changed"}))[1]
+        with self.assertRaises(syvault.PreconditionFailedError) as cm:
+            self.client.clients.update(cid, max_leases=10)
+        self.assertIsInstance(cm.exception, syvault.ConflictError)
+        self.assertEqual((cm.exception.status, len(puts)), (412, 3))
 
     def test_create_client_refuses_bad_keys_before_sending(self):
         private_pem, public_pem = syvault.generate_key_pair()
