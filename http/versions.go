@@ -51,8 +51,9 @@ func ifMatch(c echo.Context) ([]uint64, error) {
 		if len(t) < 2 || t[0] != '"' || t[len(t)-1] != '"' || strings.Contains(t[1:len(t)-1], `"`) {
 			return nil, events.Errorf(events.EInvalid, `If-Match must list quoted ETags as a GET answers them, e.g. "42", or be *.`)
 		}
-		v, err := strconv.ParseUint(t[1:len(t)-1], 10, 64)
-		if weak || err != nil || v == 0 {
+		opaque := t[1 : len(t)-1]
+		v, err := strconv.ParseUint(opaque, 10, 64)
+		if weak || err != nil || strconv.FormatUint(v, 10) != opaque { // "042" is not "42"
 			v = noVersion
 		}
 		versions = append(versions, v)

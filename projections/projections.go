@@ -419,12 +419,11 @@ func decodeRecord[T any](kv jetstream.KeyValue, key string, data []byte, err err
 // lease it was just handed, or whose revocation it asks for, does not exist; and an
 // ended lease's record leaves the bucket after EndedLeaseRetention.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
-	l, _, err := current(ctx, p.leaseRecord, id, func() (events.Lease, uint64, error) {
+	return current(ctx, p.leaseRecord, id, func() (events.Lease, error) {
 		l, err := p.store.LoadLease(ctx, id)
 		l.Spec = nil // as in the records, which leave it out
-		return l, 0, err
+		return l, err
 	}, events.Errorf(events.ENotFound, "No lease with id %q.", id))
-	return l, err
 }
 
 // MaxWait bounds every wait for the read side, whatever the caller's context: a
@@ -631,16 +630,20 @@ func (p *Projections) leaseRecords(ctx context.Context, entries []jsstore.IndexE
 // A target the bucket does not hold is looked up in the stream first, as a client is (see
 // Client): a lease asked for right after its target was registered must find it.
 func (p *Projections) Target(ctx context.Context, uid string) (events.Target, error) {
-	t, _, err := p.TargetVersion(ctx, uid)
-	return t, err
+	return current(ctx, reader[events.Target](p.targets), uid, func() (events.Target, error) {
+		t, _, err := p.store.LoadTarget(ctx, uid)
+		return t, err
+	}, events.Errorf(events.ENotFound, "No target with record_uid %q.", uid))
 }
 
-// TargetVersion is Target with the target's version: the stream sequence of the last
-// event it reflects, which an update's If-Match names.
+// TargetVersion returns a target as its events stand on the stream's leader, with its
+// version: the sequence of its last event, which an update's If-Match names and is
+// checked against. Not the bucket's record: one behind (a lagging copy, a projector
+// catching up) would hand out a version every update is refused on until it caught up.
+// ENotFound as for Target.
 func (p *Projections) TargetVersion(ctx context.Context, uid string) (events.Target, uint64, error) {
-	return current(ctx, reader[events.Target](p.targets), uid, func() (events.Target, uint64, error) {
-		return p.store.LoadTarget(ctx, uid)
-	}, events.Errorf(events.ENotFound, "No target with record_uid %q.", uid))
+	return versioned(uid, func() (events.Target, uint64, error) { return p.store.LoadTarget(ctx, uid) },
+		events.Errorf(events.ENotFound, "No target with record_uid %q.", uid))
 }
 
 // Targets lists registered targets ordered by creation.
@@ -655,29 +658,24 @@ func (p *Projections) Targets(ctx context.Context) ([]events.Target, error) {
 // answered by a replica that has not caught up yet, and a just registered client (the
 // first admin of a new install) would be refused its first token.
 func (p *Projections) Client(ctx context.Context, id string) (events.Client, error) {
-	c, _, err := p.ClientVersion(ctx, id)
-	return c, err
-}
-
-// ClientVersion is Client with the client's version, as TargetVersion.
-func (p *Projections) ClientVersion(ctx context.Context, id string) (events.Client, uint64, error) {
-	load := func() (events.Client, uint64, error) { return p.store.LoadClient(ctx, id) }
+	load := func() (events.Client, error) {
+		c, _, err := p.store.LoadClient(ctx, id)
+		return c, err
+	}
 	return current(ctx, reader[events.Client](p.clients), id, load, events.Errorf(events.ENotFound, "No client with id %q.", id))
 }
 
-// current reads key's record and the sequence of the last event it reflects, or, when
-// the bucket does not hold it, what load folds from the stream's leader; notFound when
-// neither has it or the record says it was removed. A key that cannot name a subject is
-// not looked up in the stream.
-func current[T any](ctx context.Context, read func(context.Context, string) (record[T], error), key string, load func() (T, uint64, error), notFound error) (T, uint64, error) {
+// ClientVersion is TargetVersion for a client.
+func (p *Projections) ClientVersion(ctx context.Context, id string) (events.Client, uint64, error) {
+	return versioned(id, func() (events.Client, uint64, error) { return p.store.LoadClient(ctx, id) },
+		events.Errorf(events.ENotFound, "No client with id %q.", id))
+}
+
+// versioned is what load folds from the stream's leader, with its version; notFound when
+// it holds nothing or a removal, or key cannot name a subject.
+func versioned[T any](key string, load func() (T, uint64, error), notFound error) (T, uint64, error) {
 	var zero T
-	r, err := read(ctx, key)
-	switch {
-	case err == nil && r.Removed:
-		return zero, 0, notFound
-	case events.ErrorCode(err) != events.ENotFound:
-		return r.Value, r.Seq, err
-	case !events.ValidID(key):
+	if !events.ValidID(key) {
 		return zero, 0, notFound
 	}
 	v, seq, err := load()
@@ -685,6 +683,27 @@ func current[T any](ctx context.Context, read func(context.Context, string) (rec
 		return zero, 0, notFound
 	}
 	return v, seq, err
+}
+
+// current reads key's record, or, when the bucket does not hold it, what load folds from
+// the stream's leader; notFound when neither has it or the record says it was removed.
+// A key that cannot name a subject is not looked up in the stream.
+func current[T any](ctx context.Context, read func(context.Context, string) (record[T], error), key string, load func() (T, error), notFound error) (T, error) {
+	var zero T
+	r, err := read(ctx, key)
+	switch {
+	case err == nil && r.Removed:
+		return zero, notFound
+	case events.ErrorCode(err) != events.ENotFound:
+		return r.Value, err
+	case !events.ValidID(key):
+		return zero, notFound
+	}
+	v, err := load()
+	if events.ErrorCode(err) == events.ENotFound {
+		return zero, notFound
+	}
+	return v, err
 }
 
 // Clients lists registered clients ordered by creation.

@@ -333,6 +333,39 @@ func TestProjections_ClientUpdates(t *testing.T) {
 	}
 }
 
+// TestProjections_VersionIsTheStreams: the version a GET hands out for an update's
+// If-Match is the sequence of the client's last event in the stream, with the state it
+// folds to, even while the bucket's record is behind (a lagging copy, a projector
+// catching up): a version taken from the record would have every update refused until
+// the record caught up.
+func TestProjections_VersionIsTheStreams(t *testing.T) {
+	ctx := context.Background()
+	store, p := mustProjections(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	c := events.Client{ClientID: uuid.NewString(), Name: "app", Role: events.RoleApp, CreatedAt: now}
+	reg, err := store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, "a", now), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, events.RegisterClient(c, "a", now), reg); err != nil {
+		t.Fatal(err)
+	}
+	updated := c
+	updated.MaxLeases = 5
+	upd, err := store.Append(ctx, events.ClientSubject(c.ClientID), events.UpdateClient(updated, "a", reg, now), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The update is not applied: the bucket still holds the registration.
+	got, version, err := p.ClientVersion(ctx, c.ClientID)
+	if err != nil || version != upd || got.MaxLeases != 5 {
+		t.Fatalf("ClientVersion = %+v at %d (%v), want the update at %d", got, version, err, upd)
+	}
+	if _, _, err := p.ClientVersion(ctx, "no.such>client"); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("an id that cannot name a subject: %v, want not found", err)
+	}
+}
+
 // TestProjections_EndedLeaseLeavesTheBucket: an ended lease's record leaves the bucket
 // after the retention (the bucket holds the active leases and the recently ended, not
 // every lease ever), while the lease is still read, from the stream. An old event of it

@@ -97,6 +97,7 @@ func TestUpdates_IfMatch(t *testing.T) {
 		{`W/` + now.Version, 412, "precondition_failed"}, // If-Match compares strongly
 		{`"no-such-version"`, 412, "precondition_failed"},
 		{`"1"`, 412, "precondition_failed"},
+		{`"0` + now.Version[1:], 412, "precondition_failed"}, // "0123" is not "123"
 		{`42`, 400, "invalid_request"},
 		{`"1", *`, 400, "invalid_request"},
 	} {

@@ -121,7 +121,7 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 // version of the target or client (what) now: the change was made from a state that has
 // moved on. No versions: no condition.
 func matchVersion(what string, ifMatch []uint64, last uint64) error {
-	if len(ifMatch) == 0 || slices.Contains(ifMatch, last) {
+	if len(ifMatch) == 0 || (last != 0 && slices.Contains(ifMatch, last)) {
 		return nil
 	}
 	return versionMoved(what)

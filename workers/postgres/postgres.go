@@ -81,7 +81,8 @@ type turn struct {
 	users int           // holders and waiters; guarded by turns.mu
 }
 
-// take waits for key's turn, or for ctx to end. release ends the turn.
+// take waits for key's turn, or for ctx to end. release ends the turn; calling it again
+// does nothing.
 func (t *turns) take(ctx context.Context, key string) (release func(), err error) {
 	t.mu.Lock()
 	if t.m == nil {
@@ -103,7 +104,8 @@ func (t *turns) take(ctx context.Context, key string) (release func(), err error
 	}
 	select {
 	case tu.held <- struct{}{}:
-		return func() { <-tu.held; leave() }, nil
+		var once sync.Once
+		return func() { once.Do(func() { <-tu.held; leave() }) }, nil
 	case <-ctx.Done():
 		leave()
 		return nil, ctx.Err()

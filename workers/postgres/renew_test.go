@@ -11,9 +11,9 @@ import (
 // Renewals of one lease handled at once (a worker's goroutines, or processes) each send
 // ALTER ROLE … VALID UNTIL for the same role, and PostgreSQL fails one of two concurrent
 // updates of a catalog row ("tuple concurrently updated"): a renewal the database was
-// about to take answered its caller with an error. Such renewals now take turns on an
-// advisory lock of the role (and a conflict with a drop is retried, as the drops' and
-// grants' are).
+// about to take answered its caller with an error. A process's renewals of one role now
+// take turns; other processes' and a drop's still conflict now and then, and are
+// retried, as the drops' and grants' conflicts are (not what this test covers).
 func TestDriver_ConcurrentRenewalsOfOneUser(t *testing.T) {
 	_, s, d, admin, uid := setUp(t)
 	ctx := t.Context()
@@ -21,9 +21,9 @@ func TestDriver_ConcurrentRenewalsOfOneUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newLease(t, d, admin, uid, s.Grants)
-	// A target's workers run four at a time in a process: eight are two processes. The
-	// retry alone let a few of these fail on a loaded machine (3–11 of 800 with 16
-	// goroutines and the CPUs kept busy); they now wait for one another.
+	// A target's workers run four at a time in a process, a lease's events may come to
+	// more than one of them: eight here. The retry alone let a few of these fail on a
+	// loaded machine (2–4 of 400 with the CPUs kept busy); they now wait for one another.
 	const goroutines, each = 8, 50
 	errs := make(chan error, goroutines*each)
 	var wg sync.WaitGroup

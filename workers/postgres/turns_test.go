@@ -35,6 +35,7 @@ func TestTurns(t *testing.T) {
 		got <- r
 	}()
 	release()
+	release() // again: must not end the next holder's turn
 	if r := <-got; r != nil {
 		r()
 	}

@@ -184,7 +184,7 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 	// take one: a lease user could hold another lease's renewals off.)
 	release, err := d.renewals.take(ctx, req.Username)
 	if err != nil {
-		return fail(op, err, events.ETimeout, "Could not renew the database user: the renewal's deadline passed while another renewal of it ran.", req.Conn.Password)
+		return fail(op, err, events.ETimeout, "Could not renew the database user: the renewal ended (its deadline, or a shutdown) while another renewal of it ran.", req.Conn.Password)
 	}
 	defer release()
 	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)

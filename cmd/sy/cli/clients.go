@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -193,10 +195,19 @@ to what it then holds, not to the older read.
 				}
 				updated, err := c.UpdateClient(cmd.Context(), args[0], next)
 				var e *client.Error
-				if errors.As(err, &e) && e.Status == http.StatusPreconditionFailed && attempt < updateAttempts {
+				switch {
+				case errors.As(err, &e) && e.Status == http.StatusPreconditionFailed && attempt < updateAttempts:
+					// A little longer each time, jittered, so that two commands fighting
+					// over one client fall out of step.
+					select {
+					case <-cmd.Context().Done():
+						return cmd.Context().Err()
+					case <-time.After(time.Duration(attempt)*100*time.Millisecond + rand.N(100*time.Millisecond)):
+					}
 					continue
-				}
-				if err != nil {
+				case errors.As(err, &e) && e.Status == http.StatusPreconditionFailed:
+					return fmt.Errorf("client %s changed between each of %d reads and their updates (another admin or script is changing it); run the command again", args[0], attempt)
+				case err != nil:
 					return err
 				}
 				return cf.print(a.stdout, updated)

@@ -252,7 +252,8 @@ class SecretsManagerClient:
         headers: Optional[Mapping[str, str]] = None,
     ) -> Tuple[Any, Mapping[str, str]]:
         """:meth:`request` with more request ``headers`` (e.g. ``If-Match``), returning the
-        decoded answer and the answer's headers (e.g. its ``ETag``)."""
+        decoded answer and the answer's headers (e.g. its ``ETag``), which are looked up
+        without regard to case."""
         if query:
             q = {k: _query_value(v) for k, v in query.items() if v is not None}
             if q:

@@ -1,6 +1,8 @@
 """Client management (admin): register applications and operators by their public key."""
 
 import os
+import random
+import time
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -125,7 +127,7 @@ class Clients:
             NotFoundError: unknown client, or ``allowed_records`` names an unknown target.
             ConflictError: the name is another client's, or a client changing its own role.
             PreconditionFailedError: the client changed between each of three reads and
-                their updates (a ConflictError).
+                their updates (another admin or script is changing it).
         """
         if public_key is not None and public_key_path is not None:
             raise ConfigurationError("Pass at most one of public_key= or public_key_path=.")
@@ -154,6 +156,9 @@ class Clients:
             except PreconditionFailedError:
                 if attempt == _UPDATE_ATTEMPTS:
                     raise
+                # A little longer each time, jittered, so that two callers fighting over
+                # one client fall out of step.
+                time.sleep(attempt * 0.1 + random.random() * 0.1)
                 continue
             info = ClientInfo(_object(answer, "the client update"))
             info.etag = headers.get("ETag")

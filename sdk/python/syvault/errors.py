@@ -110,10 +110,10 @@ class ConflictError(SyVaultError):
     default_code = "conflict"
 
 
-class PreconditionFailedError(ConflictError):
+class PreconditionFailedError(SyVaultError):
     """412 ``precondition_failed``: the target or client changed since the version the update
     named (``if_match=``, an ETag); read it again and make the change from what it holds now.
-    A :class:`ConflictError`, so code that retries on conflicts retries on this too."""
+    Not a :class:`ConflictError`: sending the same update again can never succeed."""
 
     default_code = "precondition_failed"
 
