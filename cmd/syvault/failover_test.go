@@ -76,7 +76,7 @@ func TestFailover_RevokeWithoutQuorum(t *testing.T) {
 	servers, urls := jstest.MustCluster(t)
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3; c.RequestTimeout = 3 * time.Second })
 	admin := srv.admin(t)
-	target := mustTarget(t, admin, eng)
+	target := registerOnAFreshCluster(t, admin, eng.target(t))
 	// The short deadline is for the revocation; a create on a loaded machine may miss it
 	// too, and a 504 on a create says to try again.
 	var l *client.Lease
