@@ -23,12 +23,15 @@ const (
 	EPreconditionFailed Code = "precondition_failed"
 	ETooLarge           Code = "too_large"
 	ETooManyLeases      Code = "too_many_leases"
-	EMethodNotAllowed   Code = "method_not_allowed"
-	ETargetUnverified   Code = "target_unverified"
-	ETargetUnavailable  Code = "target_unavailable"
-	EUnavailable        Code = "unavailable"
-	ETimeout            Code = "timeout"
-	EInternal           Code = "internal"
+	// ERateLimited: an app client asked for lease creates and renewals faster than the
+	// server's --client-rate-limit.
+	ERateLimited       Code = "rate_limited"
+	EMethodNotAllowed  Code = "method_not_allowed"
+	ETargetUnverified  Code = "target_unverified"
+	ETargetUnavailable Code = "target_unavailable"
+	EUnavailable       Code = "unavailable"
+	ETimeout           Code = "timeout"
+	EInternal          Code = "internal"
 )
 
 // Error is an error a user may see: Message is one sentence saying what to fix and must

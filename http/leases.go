@@ -25,6 +25,9 @@ func itemOf(l events.Lease) api.LeaseInfo {
 }
 
 func (s *Server) createLease(c echo.Context) error {
+	if err := s.limitClient(c, "create"); err != nil {
+		return err
+	}
 	var req leaseRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -151,6 +154,9 @@ type renewRequest struct {
 }
 
 func (s *Server) renewLease(c echo.Context) error {
+	if err := s.limitClient(c, "renew"); err != nil {
+		return err
+	}
 	var req renewRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err

@@ -105,6 +105,9 @@ type Config struct {
 	Metrics http.Handler
 	// Observer is told the outcome of lease creates and revokes. Optional.
 	Observer Observer
+	// ClientRateLimit bounds each app client's lease creates and renewals in this
+	// process, per second (in bursts of twice that); 0: no limit.
+	ClientRateLimit float64
 	// OpsOnly serves only /healthz, /readyz and /metrics: for processes that run workers
 	// but no API, so they can still be probed and scraped.
 	OpsOnly bool
@@ -124,12 +127,16 @@ type Observer interface {
 	LeaseCreated(recordUID, outcome string, took time.Duration)
 	// LeaseRevoked is called once per revoke request, likewise.
 	LeaseRevoked(outcome string, took time.Duration)
+	// RateLimited is called for each request refused by the client rate limit, with
+	// what it asked for ("create" or "renew").
+	RateLimited(action string)
 }
 
 type nopObserver struct{}
 
 func (nopObserver) LeaseCreated(string, string, time.Duration) {}
 func (nopObserver) LeaseRevoked(string, time.Duration)         {}
+func (nopObserver) RateLimited(string)                         {}
 
 // Server is the HTTP API. It is safe for concurrent use.
 type Server struct {
@@ -141,6 +148,7 @@ type Server struct {
 	ln   net.Listener
 	// audiences are the public URLs a client assertion may name, fixed by Listen.
 	audiences []string
+	limits    *clientLimits // nil: no client rate limit
 }
 
 // MaxHeaderBytes caps a request's header block.
@@ -172,7 +180,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 2 * time.Minute
 	}
-	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http")}
+	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http"), limits: newClientLimits(cfg.ClientRateLimit)}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -421,6 +429,7 @@ var statuses = map[events.Code]int{
 	events.EPreconditionFailed: http.StatusPreconditionFailed,
 	events.ETooLarge:           http.StatusRequestEntityTooLarge,
 	events.ETooManyLeases:      http.StatusTooManyRequests,
+	events.ERateLimited:        http.StatusTooManyRequests,
 	events.EMethodNotAllowed:   http.StatusMethodNotAllowed,
 	events.ETargetUnverified:   http.StatusUnprocessableEntity,
 	events.ETargetUnavailable:  http.StatusBadGateway,

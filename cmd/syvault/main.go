@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -133,9 +134,12 @@ type Config struct {
 	PreviousMasterKey     string // from SYVAULT_PREVIOUS_MASTER_KEY only
 	Replicas              int
 	RequestTimeout        time.Duration
-	PublicURLs            []string
-	LogLevel              string
-	DebugListen           string
+	// ClientRateLimit bounds each app client's lease creates and renewals per second in
+	// each API process; 0: none.
+	ClientRateLimit float64
+	PublicURLs      []string
+	LogLevel        string
+	DebugListen     string
 	// AckWait is how long a worker may hold a lease event before another takes it over.
 	AckWait     time.Duration
 	TokenTTL    time.Duration
@@ -186,6 +190,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&cfg.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so more syvault processes can join it; it admits only the nkey it writes to DATA_DIR/"+NATSClientSeedFile)
 		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 20*time.Second, "how long a lease create or revoke waits for the database work")
 		fs.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens the server issues")
+		fs.Float64Var(&cfg.ClientRateLimit, "client-rate-limit", 0, "lease creates and renewals each app client may ask this process for per second, in bursts of twice that (more answer 429 rate_limited with Retry-After; admins are not limited); 0 (the default) no limit")
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "reconcile every target this often (e.g. 1h), dropping database users no lease accounts for, as 'syvault reconcile --apply' does; 0 (the default) never")
@@ -258,6 +263,9 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cfg.EndedLeaseRetention != 0 && (cfg.EndedLeaseRetention < time.Minute || cfg.EndedLeaseRetention > 720*time.Hour) {
 		return cfg, errors.New("--ended-lease-retention must be between 1m and 720h")
+	}
+	if cfg.ClientRateLimit < 0 || cfg.ClientRateLimit > 100000 || math.IsNaN(cfg.ClientRateLimit) {
+		return cfg, errors.New("--client-rate-limit must be 0 (no limit) or a rate per second up to 100000, e.g. 20 or 0.5")
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return cfg, errors.New("--replicas must be between 1 and 5")

@@ -27,6 +27,7 @@ type metrics struct {
 	errorLog      *log.Logger
 	creates       *prometheus.CounterVec
 	revokes       *prometheus.CounterVec
+	rateLimited   *prometheus.CounterVec
 	createLatency prometheus.Histogram
 	revokeLatency prometheus.Histogram
 	expiryLag     prometheus.Histogram
@@ -45,6 +46,8 @@ func newMetrics(proj *projections.Projections, store *jsstore.Store, logger *slo
 			Help: "Lease requests answered, by outcome (ok or the error code)."}, []string{"outcome"}),
 		revokes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_lease_revokes_total",
 			Help: "Revoke requests answered, by outcome (ok or the error code)."}, []string{"outcome"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_rate_limited_total",
+			Help: "App clients' lease creates and renewals refused by --client-rate-limit, by what they asked for (create or renew)."}, []string{"action"}),
 		createLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_lease_create_seconds",
 			Help: "Time a lease request waited for its answer.", Buckets: buckets}),
 		revokeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_lease_revoke_seconds",
@@ -56,7 +59,7 @@ func newMetrics(proj *projections.Projections, store *jsstore.Store, logger *slo
 			Buckets: buckets}, []string{"engine", "op", "outcome"}),
 		failing: map[string]struct{}{},
 	}
-	m.reg.MustRegister(m.creates, m.revokes, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls,
+	m.reg.MustRegister(m.creates, m.revokes, m.rateLimited, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls,
 		// The collector's share of the CPU: with the embedded NATS its per-subject state is
 		// this process's heap, and marking it is a cost that grows with the number of leases.
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
@@ -90,6 +93,8 @@ func (m *metrics) LeaseRevoked(outcome string, took time.Duration) {
 	m.revokes.WithLabelValues(outcome).Inc()
 	m.revokeLatency.Observe(took.Seconds())
 }
+
+func (m *metrics) RateLimited(action string) { m.rateLimited.WithLabelValues(action).Inc() }
 
 func (m *metrics) RevocationFailed(leaseID string) {
 	m.mu.Lock()

@@ -260,7 +260,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Logger:    m.Logger,
 		TokenKeys: m.tokens, TokenTTL: m.Config.TokenTTL, RequestTimeout: m.Config.RequestTimeout, PublicURLs: m.Config.PublicURLs, WildcardAudiences: m.Config.Dev,
 		ReadTimeout: m.Config.httpReadTimeout,
-		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile,
+		TLSCertFile: m.Config.TLSCertFile, TLSKeyFile: m.Config.TLSKeyFile, ClientRateLimit: m.Config.ClientRateLimit,
 		Ready: map[string]syhttp.ReadyChecker{
 			"event_store": m.whileConnected(func(ctx context.Context) error {
 				_, err := m.store.Info(ctx)

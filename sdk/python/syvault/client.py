@@ -21,6 +21,7 @@ from .dynamic import DynamicSecrets
 from .errors import (
     AuthenticationError,
     ConfigurationError,
+    RateLimitedError,
     SyVaultConnectionError,
     SyVaultError,
     error_from_response,
@@ -302,7 +303,11 @@ class SecretsManagerClient:
                     "a redirect would carry the token or the client assertion elsewhere. Set server= to the API's own address."
                     % (e.code, where)
                 ) from None
-            raise _error_of(e.code, raw) from None
+            err = _error_of(e.code, raw)
+            if isinstance(err, RateLimitedError):
+                after = (e.headers.get("Retry-After") or "").strip()
+                err.retry_after = int(after) if after.isdigit() else None
+            raise err from None
         except urllib.error.URLError as e:
             raise SyVaultConnectionError("Could not reach the SyVault server (%s): %s." % (where, _reason(e.reason))) from e
         except (socket.timeout, TimeoutError) as e:

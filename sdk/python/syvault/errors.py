@@ -21,6 +21,7 @@ __all__ = [
     "ConflictError",
     "PreconditionFailedError",
     "TooManyLeasesError",
+    "RateLimitedError",
     "TargetUnverifiedError",
     "ServerError",
     "TargetUnavailableError",
@@ -125,6 +126,15 @@ class TooManyLeasesError(SyVaultError):
     default_code = "too_many_leases"
 
 
+class RateLimitedError(SyVaultError):
+    """429 ``rate_limited``: this app client asked for lease creates and renewals faster than
+    the server allows (its ``--client-rate-limit``); nothing was done. ``retry_after`` is the
+    number of seconds the server said to wait (its ``Retry-After``), or ``None``."""
+
+    default_code = "rate_limited"
+    retry_after: Optional[int] = None
+
+
 class TargetUnverifiedError(SyVaultError):
     """422 ``target_unverified``: the target's admin may not create users or grant what it lists."""
 
@@ -185,6 +195,7 @@ _BY_CODE: Dict[str, Type[SyVaultError]] = {
     "conflict": ConflictError,
     "precondition_failed": PreconditionFailedError,
     "too_many_leases": TooManyLeasesError,
+    "rate_limited": RateLimitedError,
     "target_unverified": TargetUnverifiedError,
     "target_unavailable": TargetUnavailableError,
     "unavailable": ServiceUnavailableError,

@@ -673,6 +673,14 @@ class TransportTests(unittest.TestCase):
             self.client.clients.update(cid, public_key=public_pem, public_key_path="x.pub")
         self.assertEqual(len([r for r in self.fake.seen if not r[1].endswith("/auth/token")]), 2, "nothing sent for a refused key")
 
+    def test_rate_limited_carries_retry_after(self):
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/lease")] = lambda h: h._answer(
+            429, {"error": "rate_limited", "message": "Too fast; retry after 7 s."}, headers={"Retry-After": "7"})
+        with self.assertRaises(syvault.RateLimitedError) as cm:
+            self.client.dynamic.create_lease(record_uid="7Kj9mNpQ2xRs", ttl_seconds=60)
+        self.assertEqual((cm.exception.status, cm.exception.code, cm.exception.retry_after), (429, "rate_limited", 7))
+        self.assertNotIsInstance(cm.exception, syvault.TooManyLeasesError)
+
     def test_update_client_is_made_again_on_a_changed_client(self):
         # Sent on the version read (If-Match); when another admin changed the client in
         # between (412), it is read again and the arguments applied to what it then holds.

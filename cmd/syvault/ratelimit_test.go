@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+// TestClients_RateLimit: with --client-rate-limit, an app client asking for lease creates
+// and renewals faster than the rate is refused with 429 rate_limited and a Retry-After,
+// before anything is read or recorded for it (no renewal, no access.denied in the audit
+// trail, even for a record it may not lease); another app client has its own allowance,
+// and admins are not limited.
+func TestClients_RateLimit(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	srv := mustServer(t, "", func(c *Config) { c.ClientRateLimit = 0.1 }) // one request, then one every 10 s
+	admin := srv.admin(t)
+	target, other := mustTarget(t, admin, eng), mustTarget(t, admin, eng)
+
+	newApp := func(name string) (*client.Client, string) {
+		t.Helper()
+		pub, priv := mustKeyPair(t)
+		ac, err := admin.CreateClient(ctx, client.AppClient{Name: name, Role: "app", AllowedRecords: []string{target.RecordUID}, PublicKey: pub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := client.New(srv.HTTP.URL(), ac.ClientID, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, ac.ClientID
+	}
+	app, appID := newApp("hasty")
+	lease := mustLease(t, app, target.RecordUID, 600) // its one request
+	_, err := app.RenewLease(ctx, lease.LeaseID, 600)
+	mustCode(t, err, http.StatusTooManyRequests, "rate_limited")
+	mustMention(t, err, "retry after")
+	_, err = app.CreateLease(ctx, other.RecordUID, 600) // not allowed, but refused before that is looked at
+	mustCode(t, err, http.StatusTooManyRequests, "rate_limited")
+
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.HTTP.URL()+"/api/sm/v1/dynamic/leases/"+lease.LeaseID+"/renew",
+		bytes.NewReader([]byte(`{"ttl_seconds": 600}`)))
+	req.Header.Set("Authorization", "Bearer "+mustToken(t, app))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); resp.StatusCode != 429 || err != nil || secs < 1 || secs > 10 {
+		t.Fatalf("refused renewal: %d with Retry-After %q, want 429 and 1-10 s", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
+	page, err := admin.Audit(ctx, client.AuditOptions{ClientID: appID, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range page.Data {
+		if e.Type == "lease.renewed" || e.Type == "access.denied" {
+			t.Fatalf("a refused request was recorded: %+v", e)
+		}
+	}
+
+	// Admins are not limited; another app client has its own allowance.
+	for range 3 {
+		if _, err := admin.RenewLease(ctx, lease.LeaseID, 600); err != nil {
+			t.Fatalf("an admin's renewal: %v", err)
+		}
+	}
+	calm, _ := newApp("calm")
+	mustLease(t, calm, target.RecordUID, 600)
+}
+
+// TestClientRateLimit_Flag: --client-rate-limit (or SYVAULT_CLIENT_RATE_LIMIT) takes a
+// rate per second, fractions included; a negative or absurd one is refused at start,
+// naming the flag.
+func TestClientRateLimit_Flag(t *testing.T) {
+	for _, bad := range []string{"-1", "NaN", "1e9", "fast"} {
+		if _, err := parseFlags("serve", []string{"--client-rate-limit", bad}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "client-rate-limit") {
+			t.Errorf("--client-rate-limit %s: %v", bad, err)
+		}
+	}
+	t.Setenv("SYVAULT_CLIENT_RATE_LIMIT", "0.5")
+	if cfg, err := parseFlags("serve", nil, &bytes.Buffer{}); err != nil || cfg.ClientRateLimit != 0.5 {
+		t.Errorf("SYVAULT_CLIENT_RATE_LIMIT=0.5: %v, %v", cfg.ClientRateLimit, err)
+	}
+}

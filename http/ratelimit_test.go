@@ -1,0 +1,42 @@
+package http
+
+import (
+	"testing"
+	"time"
+)
+
+// TestClientLimits: a client may spend its burst at once, then one request per refill;
+// a refusal says how long until the next is allowed; clients do not share a bucket; and
+// a bucket full again is forgotten, so the limits hold only the clients that asked lately.
+func TestClientLimits(t *testing.T) {
+	if newClientLimits(0) != nil {
+		t.Fatal("a rate of 0 must mean no limit")
+	}
+	l := newClientLimits(2) // bursts of 4
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for i := range 4 {
+		if _, ok := l.take("a", t0); !ok {
+			t.Fatalf("request %d of the burst refused", i+1)
+		}
+	}
+	wait, ok := l.take("a", t0)
+	if ok || wait <= 0 || wait > 500*time.Millisecond {
+		t.Fatalf("the fifth request: allowed %v, wait %v; want refused for at most 0.5 s", ok, wait)
+	}
+	if _, ok := l.take("b", t0); !ok {
+		t.Fatal("another client's request was refused")
+	}
+	if _, ok := l.take("a", t0.Add(wait)); !ok {
+		t.Fatalf("refused again after the %v it was told to wait", wait)
+	}
+	if _, ok := l.take("a", t0.Add(wait)); ok {
+		t.Fatal("two requests allowed for one refill")
+	}
+	l.take("c", t0.Add(2*time.Minute)) // a while later: a and b are full again
+	if _, kept := l.limiters["a"]; kept || len(l.limiters) != 1 {
+		t.Fatalf("limiters kept after a quiet minute: %d", len(l.limiters))
+	}
+	if one := newClientLimits(0.1); one.burst != 1 {
+		t.Fatalf("a rate of 0.1 a second: bursts of %d, want 1", one.burst)
+	}
+}
