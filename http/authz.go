@@ -83,11 +83,12 @@ func authorize(c events.Client, act action, res resource) error {
 }
 
 // allow checks act on res for the request's client. A refused mutation is recorded in
-// the audit trail before the refusal is returned.
+// the audit trail before the refusal is returned (for an app client, within its rate
+// when the server sets --client-rate-limit; see recordsDenial).
 func (s *Server) allow(c echo.Context, act action, res resource) error {
 	client := clientOf(c)
 	err := authorize(client, act, res)
-	if err != nil && act.mutation() {
+	if err != nil && act.mutation() && s.recordsDenial(client) {
 		s.recordDenied(c.Request().Context(), client, act, res, err)
 	}
 	return err

@@ -13,17 +13,24 @@ import (
 )
 
 // clientLimits bounds how fast each app client may ask this process for lease creates
-// and renewals: each makes a database user or statement, appends an event the audit log
-// keeps for good and takes a turn of its target's workers, so one client in a loop would
-// otherwise slow every other client of the target and grow the store without bound.
-// Admins are not limited. A token bucket per client; nil when the server sets no limit.
+// and renewals, and how many of its refused mutations are recorded: each create or
+// renewal makes a database user or statement, takes a turn of its target's workers and
+// appends an event the audit log keeps for good, as each recorded refusal does, so one
+// client in a loop would otherwise slow every other client of the target and grow the
+// store without bound. Admins are not limited. A token bucket per client; nil when the
+// server sets no limit.
 type clientLimits struct {
 	every rate.Limit
 	burst int
 
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
-	swept    time.Time
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	swept   time.Time
+}
+
+type bucket struct {
+	*rate.Limiter
+	warned time.Time // when a refusal of this client was last logged
 }
 
 // newClientLimits allows perSecond requests a second to each client, in bursts of up to
@@ -32,50 +39,73 @@ func newClientLimits(perSecond float64) *clientLimits {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &clientLimits{every: rate.Limit(perSecond), burst: max(1, int(math.Ceil(2*perSecond))), limiters: map[string]*rate.Limiter{}}
+	return &clientLimits{every: rate.Limit(perSecond), burst: max(1, int(math.Ceil(2*perSecond))), buckets: map[string]*bucket{}}
 }
 
-// take spends one of client's requests, or tells how long until it has one.
-func (l *clientLimits) take(client string, now time.Time) (wait time.Duration, ok bool) {
+// take spends one of client's requests, or tells how long until it has one and whether
+// this refusal is the first of the client's in a minute (worth a log line; the rest are
+// counted only, so that a client hammering the API cannot flood the log either).
+func (l *clientLimits) take(client string, now time.Time) (wait time.Duration, ok, first bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) > time.Minute {
 		// A full bucket is what a new one would be: forget it, so the map holds only
 		// the clients that asked lately.
-		for id, lim := range l.limiters {
-			if lim.TokensAt(now) >= float64(l.burst) {
-				delete(l.limiters, id)
+		for id, b := range l.buckets {
+			if b.TokensAt(now) >= float64(l.burst) {
+				delete(l.buckets, id)
 			}
 		}
 		l.swept = now
 	}
-	lim := l.limiters[client]
-	if lim == nil {
-		lim = rate.NewLimiter(l.every, l.burst)
-		l.limiters[client] = lim
+	b := l.buckets[client]
+	if b == nil {
+		b = &bucket{Limiter: rate.NewLimiter(l.every, l.burst)}
+		l.buckets[client] = b
 	}
-	if lim.AllowN(now, 1) {
-		return 0, true
+	if b.AllowN(now, 1) {
+		return 0, true, false
 	}
-	need := 1 - lim.TokensAt(now)
-	return time.Duration(need / float64(l.every) * float64(time.Second)), false
+	if first = now.Sub(b.warned) >= time.Minute; first {
+		b.warned = now
+	}
+	need := 1 - b.TokensAt(now)
+	return time.Duration(need / float64(l.every) * float64(time.Second)), false, first
 }
 
 // limitClient refuses an app client's request past its rate (429 rate_limited, with
-// Retry-After), before anything is read or recorded for it: a refusal costs the store
-// nothing, so a client hammering the API cannot grow the audit log either.
+// Retry-After) before its lease or target is read and before anything is recorded: a
+// refusal costs the store only the token's client look-up every request makes.
 func (s *Server) limitClient(c echo.Context, action string) error {
 	client := clientOf(c)
 	if s.limits == nil || client.Role == events.RoleAdmin {
 		return nil
 	}
-	wait, ok := s.limits.take(client.ClientID, time.Now())
+	wait, ok, first := s.limits.take(client.ClientID, time.Now())
 	if ok {
 		return nil
 	}
 	s.cfg.Observer.RateLimited(action)
 	secs := max(1, int(math.Ceil(wait.Seconds())))
+	if first {
+		s.log.Warn("a client asks faster than --client-rate-limit; its requests are refused (429) until it slows down",
+			"client_id", client.ClientID, "action", action, "retry_after_seconds", secs)
+	}
 	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
 	return events.Errorf(events.ERateLimited, "This client asks for lease creates and renewals faster than the server allows (%s a second, in bursts of %d); retry after %d s.",
 		strconv.FormatFloat(float64(s.limits.every), 'g', -1, 64), s.limits.burst, secs)
+}
+
+// recordsDenial says whether an app client's refused mutation is to be recorded in the
+// audit trail: past its rate it is refused just the same, but only counted (as "denied"
+// in syvault_rate_limited_total), so refusals cannot grow the audit log without bound.
+func (s *Server) recordsDenial(client events.Client) bool {
+	if s.limits == nil || client.Role == events.RoleAdmin {
+		return true
+	}
+	if _, ok, _ := s.limits.take(client.ClientID, time.Now()); ok {
+		return true
+	}
+	s.cfg.Observer.RateLimited("denied")
+	return false
 }

@@ -15,26 +15,29 @@ func TestClientLimits(t *testing.T) {
 	l := newClientLimits(2) // bursts of 4
 	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	for i := range 4 {
-		if _, ok := l.take("a", t0); !ok {
+		if _, ok, _ := l.take("a", t0); !ok {
 			t.Fatalf("request %d of the burst refused", i+1)
 		}
 	}
-	wait, ok := l.take("a", t0)
-	if ok || wait <= 0 || wait > 500*time.Millisecond {
-		t.Fatalf("the fifth request: allowed %v, wait %v; want refused for at most 0.5 s", ok, wait)
+	wait, ok, first := l.take("a", t0)
+	if ok || !first || wait <= 0 || wait > 500*time.Millisecond {
+		t.Fatalf("the fifth request: allowed %v, wait %v, first %v; want refused for at most 0.5 s, the first refusal", ok, wait, first)
 	}
-	if _, ok := l.take("b", t0); !ok {
+	if _, _, first := l.take("a", t0); first {
+		t.Fatal("a second refusal within the minute is to be counted only, not logged")
+	}
+	if _, ok, _ := l.take("b", t0); !ok {
 		t.Fatal("another client's request was refused")
 	}
-	if _, ok := l.take("a", t0.Add(wait)); !ok {
+	if _, ok, _ := l.take("a", t0.Add(wait)); !ok {
 		t.Fatalf("refused again after the %v it was told to wait", wait)
 	}
-	if _, ok := l.take("a", t0.Add(wait)); ok {
+	if _, ok, _ := l.take("a", t0.Add(wait)); ok {
 		t.Fatal("two requests allowed for one refill")
 	}
 	l.take("c", t0.Add(2*time.Minute)) // a while later: a and b are full again
-	if _, kept := l.limiters["a"]; kept || len(l.limiters) != 1 {
-		t.Fatalf("limiters kept after a quiet minute: %d", len(l.limiters))
+	if _, kept := l.buckets["a"]; kept || len(l.buckets) != 1 {
+		t.Fatalf("buckets kept after a quiet minute: %d", len(l.buckets))
 	}
 	if one := newClientLimits(0.1); one.burst != 1 {
 		t.Fatalf("a rate of 0.1 a second: bursts of %d, want 1", one.burst)

@@ -128,7 +128,8 @@ type Observer interface {
 	// LeaseRevoked is called once per revoke request, likewise.
 	LeaseRevoked(outcome string, took time.Duration)
 	// RateLimited is called for each request refused by the client rate limit, with
-	// what it asked for ("create" or "renew").
+	// what it asked for ("create" or "renew"), and for each refused mutation it leaves
+	// out of the audit trail ("denied").
 	RateLimited(action string)
 }
 

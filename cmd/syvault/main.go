@@ -264,8 +264,8 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	if cfg.EndedLeaseRetention != 0 && (cfg.EndedLeaseRetention < time.Minute || cfg.EndedLeaseRetention > 720*time.Hour) {
 		return cfg, errors.New("--ended-lease-retention must be between 1m and 720h")
 	}
-	if cfg.ClientRateLimit < 0 || cfg.ClientRateLimit > 100000 || math.IsNaN(cfg.ClientRateLimit) {
-		return cfg, errors.New("--client-rate-limit must be 0 (no limit) or a rate per second up to 100000, e.g. 20 or 0.5")
+	if r := cfg.ClientRateLimit; r != 0 && (r < 0.001 || r > 100000 || math.IsNaN(r)) {
+		return cfg, errors.New("--client-rate-limit must be 0 (no limit) or a rate per second from 0.001 to 100000, e.g. 20 or 0.5")
 	}
 	if cfg.Replicas < 1 || cfg.Replicas > 5 {
 		return cfg, errors.New("--replicas must be between 1 and 5")

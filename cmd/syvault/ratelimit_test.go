@@ -7,15 +7,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/syvault/syvault/http/client"
 )
 
 // TestClients_RateLimit: with --client-rate-limit, an app client asking for lease creates
 // and renewals faster than the rate is refused with 429 rate_limited and a Retry-After,
-// before anything is read or recorded for it (no renewal, no access.denied in the audit
-// trail, even for a record it may not lease); another app client has its own allowance,
-// and admins are not limited.
+// before its lease or target is read and with nothing recorded (no renewal, no
+// access.denied, even for a record it may not lease); its refused admin requests past
+// the rate answer 403 as ever but are not recorded either, so they cannot grow the audit
+// log. Another app client has its own allowance, and admins are not limited.
 func TestClients_RateLimit(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
@@ -43,6 +45,9 @@ func TestClients_RateLimit(t *testing.T) {
 	mustMention(t, err, "retry after")
 	_, err = app.CreateLease(ctx, other.RecordUID, 600) // not allowed, but refused before that is looked at
 	mustCode(t, err, http.StatusTooManyRequests, "rate_limited")
+	for range 3 { // refused as ever, but past its rate no longer recorded
+		mustCode(t, app.DeleteTarget(ctx, target.RecordUID, false), http.StatusForbidden, "forbidden")
+	}
 
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.HTTP.URL()+"/api/sm/v1/dynamic/leases/"+lease.LeaseID+"/renew",
 		bytes.NewReader([]byte(`{"ttl_seconds": 600}`)))
@@ -67,21 +72,34 @@ func TestClients_RateLimit(t *testing.T) {
 		}
 	}
 
-	// Admins are not limited; another app client has its own allowance.
+	// Admins are not limited; another app client has its own allowance, and its refused
+	// mutation within it is recorded.
 	for range 3 {
 		if _, err := admin.RenewLease(ctx, lease.LeaseID, 600); err != nil {
 			t.Fatalf("an admin's renewal: %v", err)
 		}
 	}
-	calm, _ := newApp("calm")
-	mustLease(t, calm, target.RecordUID, 600)
+	calm, calmID := newApp("calm")
+	mustCode(t, calm.DeleteTarget(ctx, target.RecordUID, false), http.StatusForbidden, "forbidden")
+	eventually(t, 10*time.Second, "the calm client's refusal in the audit trail", func() (bool, error) {
+		page, err := admin.Audit(ctx, client.AuditOptions{ClientID: calmID, Limit: 1000})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range page.Data {
+			if e.Type == "access.denied" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 // TestClientRateLimit_Flag: --client-rate-limit (or SYVAULT_CLIENT_RATE_LIMIT) takes a
 // rate per second, fractions included; a negative or absurd one is refused at start,
 // naming the flag.
 func TestClientRateLimit_Flag(t *testing.T) {
-	for _, bad := range []string{"-1", "NaN", "1e9", "fast"} {
+	for _, bad := range []string{"-1", "NaN", "1e9", "0.0000001", "fast"} {
 		if _, err := parseFlags("serve", []string{"--client-rate-limit", bad}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "client-rate-limit") {
 			t.Errorf("--client-rate-limit %s: %v", bad, err)
 		}
