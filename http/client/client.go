@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ type Error struct {
 	Status  int
 	Code    string `json:"error"`
 	Message string `json:"message"`
+	// RetryAfter is how long the server said to wait before asking again (its
+	// Retry-After, e.g. with 429 rate_limited); 0 when it said nothing.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message) }
@@ -215,6 +219,9 @@ func (c *Client) send(req *http.Request, out any) (http.Header, error) {
 		e := &Error{Status: resp.StatusCode}
 		if json.Unmarshal(data, e) != nil || e.Code == "" {
 			e.Code, e.Message = "http_error", http.StatusText(resp.StatusCode)
+		}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			e.RetryAfter = time.Duration(min(secs, 3600)) * time.Second
 		}
 		return resp.Header, e
 	}

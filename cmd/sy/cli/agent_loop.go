@@ -46,6 +46,18 @@ func (h *heldLease) usable(now time.Time) bool {
 
 func (g *agent) run(ctx context.Context) error {
 	l, err := g.obtain(ctx)
+	// Refused by the server's client rate limit (a fleet starting at once), the first
+	// lease is asked for again when the server says, rather than failing: failed, a
+	// sidecar would be restarted by Kubernetes with ever longer delays.
+	for wait, limited := rateLimited(err); limited && ctx.Err() == nil; wait, limited = rateLimited(err) {
+		wait += time.Duration(g.jitter() * float64(time.Second)) // out of step with the rest of the fleet
+		g.log.Warn("rate limited; asking again", "op", "obtain", "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			l, err = g.obtain(ctx)
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before there was anything to clean up
@@ -156,6 +168,16 @@ func (g *agent) obtain(ctx context.Context) (*client.Lease, error) {
 		g.log.Info("credentials written", "lease_id", l.LeaseID, "files", strings.Join(paths, ","))
 	}
 	return l, nil
+}
+
+// rateLimited says whether err is the server's client rate limit, and how long it said
+// to wait (at least a second).
+func rateLimited(err error) (time.Duration, bool) {
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != "rate_limited" {
+		return 0, false
+	}
+	return max(e.RetryAfter, time.Second), true
 }
 
 // hold makes l the current lease and schedules its first renewal.

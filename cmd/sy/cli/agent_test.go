@@ -139,6 +139,30 @@ func mustHoldNoSecret(t *testing.T, text string, l client.Lease) {
 	}
 }
 
+// TestAgent_waitsOutARateLimit: a first lease refused by the server's client rate limit
+// (a fleet starting at once) is asked for again after the Retry-After, not given up on:
+// given up, a sidecar would be restarted with ever longer delays.
+func TestAgent_waitsOutARateLimit(t *testing.T) {
+	f := MustFakeServer(t)
+	f.record(func() { f.rateLimited = 2 })
+	out := filepath.Join(t.TempDir(), "creds.json")
+	r := run(t, f.env(t), "", "agent", "--record-uid", "7Kj9mNpQ2xRs", "--ttl", "60", "--once", "--output", out)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if n := strings.Count(r.stderr, `msg="rate limited; asking again"`); n != 2 {
+		t.Errorf("%d waits logged, want 2:\n%s", n, r.stderr)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Errorf("no credentials written: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.leaseRequests) != 3 {
+		t.Errorf("%d lease requests, want 3 (two refused)", len(f.leaseRequests))
+	}
+}
+
 func TestAgent_onceRevokesWhatItCannotWrite(t *testing.T) {
 	f := MustFakeServer(t)
 	dir := filepath.Join(t.TempDir(), "vanishing")

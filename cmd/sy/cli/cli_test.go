@@ -101,6 +101,7 @@ type fakeServer struct {
 	targetBody    map[string]any
 	deleteQuery   string
 	onLease       func() // called before a lease is answered, if set
+	rateLimited   int    // lease requests to refuse with 429 rate_limited first
 }
 
 func (f *fakeServer) record(fn func()) {
@@ -149,7 +150,19 @@ func MustFakeServer(tb testing.TB) *fakeServer {
 		var body map[string]any
 		json.NewDecoder(r.Body).Decode(&body)
 		var hook func()
-		f.record(func() { f.leaseRequests = append(f.leaseRequests, body); hook = f.onLease })
+		limited := false
+		f.record(func() {
+			f.leaseRequests = append(f.leaseRequests, body)
+			hook = f.onLease
+			if limited = f.rateLimited > 0; limited {
+				f.rateLimited--
+			}
+		})
+		if limited {
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "rate_limited", "message": "Too fast; retry after 1 s."})
+			return
+		}
 		if hook != nil {
 			hook()
 		}
