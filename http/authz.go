@@ -88,7 +88,7 @@ func authorize(c events.Client, act action, res resource) error {
 func (s *Server) allow(c echo.Context, act action, res resource) error {
 	client := clientOf(c)
 	err := authorize(client, act, res)
-	if err != nil && act.mutation() && s.recordsDenial(client) {
+	if err != nil && act.mutation() && s.recordsDenial(c, client) {
 		s.recordDenied(c.Request().Context(), client, act, res, err)
 	}
 	return err

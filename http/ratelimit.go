@@ -83,6 +83,7 @@ func (s *Server) limitClient(c echo.Context, action string) error {
 	}
 	wait, ok, first := s.limits.take(client.ClientID, time.Now())
 	if ok {
+		c.Set(chargedKey, true) // its refusal, if it is refused, is recorded without a second charge
 		return nil
 	}
 	s.cfg.Observer.RateLimited(action)
@@ -96,11 +97,15 @@ func (s *Server) limitClient(c echo.Context, action string) error {
 		strconv.FormatFloat(float64(s.limits.every), 'g', -1, 64), s.limits.burst, secs)
 }
 
+// chargedKey marks a request limitClient let through: it has paid its share already.
+const chargedKey = "syvault.rate-charged"
+
 // recordsDenial says whether an app client's refused mutation is to be recorded in the
 // audit trail: past its rate it is refused just the same, but only counted (as "denied"
-// in syvault_rate_limited_total), so refusals cannot grow the audit log without bound.
-func (s *Server) recordsDenial(client events.Client) bool {
-	if s.limits == nil || client.Role == events.RoleAdmin {
+// in syvault_rate_limited_total), so refusals cannot grow the audit log without bound. A
+// lease create or renewal refused by authorization paid at limitClient and is recorded.
+func (s *Server) recordsDenial(c echo.Context, client events.Client) bool {
+	if s.limits == nil || client.Role == events.RoleAdmin || c.Get(chargedKey) != nil {
 		return true
 	}
 	if _, ok, _ := s.limits.take(client.ClientID, time.Now()); ok {

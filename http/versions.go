@@ -14,7 +14,8 @@ import (
 // still current (412 otherwise), so an edit made from a read cannot silently undo a
 // change another admin made since.
 
-// setVersion sets the answer's ETag to version.
+// setVersion sets the answer's ETag to version; none for 0, which no target or client is
+// at (an answer that knows no version must not hand out one no update can match).
 func setVersion(c echo.Context, version uint64) {
 	if version > 0 {
 		c.Response().Header().Set("ETag", `"`+strconv.FormatUint(version, 10)+`"`)

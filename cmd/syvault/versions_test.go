@@ -119,6 +119,11 @@ func TestUpdates_IfMatch(t *testing.T) {
 		t.Fatalf("without If-Match: %d", status)
 	}
 
+	// The Go client refuses to send one client's settings as another's.
+	if _, err := admin.UpdateClient(ctx, made.ClientID, client.AppClient{ClientID: "another-id", Name: "x", Role: "app", PublicKey: pub}); err == nil {
+		t.Fatal("the Go client sent a client read from another id")
+	}
+
 	// A target: the same, and a stale version is refused before its database is asked
 	// (a wrong admin password would be 422).
 	tg := eng.target(t)

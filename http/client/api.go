@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -122,8 +123,12 @@ func (c *Client) DeleteTarget(ctx context.Context, uid string, revokeLeases bool
 // UpdateTarget replaces a target's settings (e.g. a rotated admin password); the server
 // verifies them first. With t.Version (from GetTarget) the update is made only if the
 // target is still at that version: an *Error with status 412 otherwise. t may be a
-// target as read: its record_uid and created_at, the server's, are not sent.
+// target as read (with its AdminPassword set: none is ever read back): its record_uid,
+// which must then be uid, and created_at are the server's and are not sent.
 func (c *Client) UpdateTarget(ctx context.Context, uid string, t Target) (*Target, error) {
+	if t.RecordUID != "" && t.RecordUID != uid {
+		return nil, fmt.Errorf("client: the target given is record_uid %s, not %s", t.RecordUID, uid)
+	}
 	t.RecordUID, t.CreatedAt = "", time.Time{}
 	var out Target
 	h, err := c.do(ctx, http.MethodPut, base+"/dynamic/targets/"+url.PathEscape(uid), ifMatch(t.Version), t, &out)
@@ -149,9 +154,12 @@ func (c *Client) CreateClient(ctx context.Context, ac AppClient) (*AppClient, er
 // UpdateClient replaces client id's settings with ac's (admin only): name, public key,
 // role, allowed records and caps; its id and creation time stay. With ac.Version (from
 // GetClient) the update is made only if the client is still at that version: an *Error
-// with status 412 otherwise. ac may be a client as read: its client_id and created_at,
-// the server's, are not sent.
+// with status 412 otherwise. ac may be a client as read: its client_id, which must then
+// be id, and created_at are the server's and are not sent.
 func (c *Client) UpdateClient(ctx context.Context, id string, ac AppClient) (*AppClient, error) {
+	if ac.ClientID != "" && ac.ClientID != id {
+		return nil, fmt.Errorf("client: the client given is client_id %s, not %s", ac.ClientID, id)
+	}
 	ac.ClientID, ac.CreatedAt = "", time.Time{}
 	var out AppClient
 	h, err := c.do(ctx, http.MethodPut, base+"/clients/"+url.PathEscape(id), ifMatch(ac.Version), ac, &out)

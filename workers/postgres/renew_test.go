@@ -11,9 +11,9 @@ import (
 // Renewals of one lease handled at once (a worker's goroutines, or processes) each send
 // ALTER ROLE … VALID UNTIL for the same role, and PostgreSQL fails one of two concurrent
 // updates of a catalog row ("tuple concurrently updated"): a renewal the database was
-// about to take answered its caller with an error. A process's renewals of one role now
-// take turns; other processes' and a drop's still conflict now and then, and are
-// retried, as the drops' and grants' conflicts are (not what this test covers).
+// about to take answered its caller with an error. A process's renewals of one role take
+// turns; other processes' and a drop's still conflict now and then, and are retried, as
+// the drops' and grants' conflicts are (not what this test covers).
 func TestDriver_ConcurrentRenewalsOfOneUser(t *testing.T) {
 	_, s, d, admin, uid := setUp(t)
 	ctx := t.Context()
@@ -22,8 +22,8 @@ func TestDriver_ConcurrentRenewalsOfOneUser(t *testing.T) {
 	}
 	l := newLease(t, d, admin, uid, s.Grants)
 	// A target's workers run four at a time in a process, a lease's events may come to
-	// more than one of them: eight here. The retry alone let a few of these fail on a
-	// loaded machine (2–4 of 400 with the CPUs kept busy); they now wait for one another.
+	// more than one of them: eight here. With the retry alone a few of these failed on a
+	// loaded machine (2–4 of 400 with the CPUs kept busy).
 	const goroutines, each = 8, 50
 	errs := make(chan error, goroutines*each)
 	var wg sync.WaitGroup

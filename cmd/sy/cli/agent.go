@@ -71,6 +71,8 @@ and atomically, so that a reader never sees a partial file. Then it:
   - when the server cannot be reached, retries with backoff and keeps the credentials it
     holds while they are valid; once they have expired and no new lease can be had, it
     stops the application and exits 1;
+  - when the server's client rate limit refuses a lease it needs (the first, also with
+    --once, or one replacing a lease that ended), asks again when the server says;
   - on SIGTERM or SIGINT, passes the signal on to the --exec application and waits for it
     to exit, revokes its lease (unless --keep-on-exit), and exits 0.
 

@@ -46,18 +46,7 @@ func (h *heldLease) usable(now time.Time) bool {
 
 func (g *agent) run(ctx context.Context) error {
 	l, err := g.obtain(ctx)
-	// Refused by the server's client rate limit (a fleet starting at once), the first
-	// lease is asked for again when the server says, rather than failing: failed, a
-	// sidecar would be restarted by Kubernetes with ever longer delays.
-	for wait, limited := rateLimited(err); limited && ctx.Err() == nil; wait, limited = rateLimited(err) {
-		wait += time.Duration(g.jitter() * float64(time.Second)) // out of step with the rest of the fleet
-		g.log.Warn("rate limited; asking again", "op", "obtain", "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-			l, err = g.obtain(ctx)
-		}
-	}
+	l, err = g.waitOut(ctx, "obtain", l, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before there was anything to clean up
@@ -170,6 +159,23 @@ func (g *agent) obtain(ctx context.Context) (*client.Lease, error) {
 	return l, nil
 }
 
+// waitOut asks for a lease again, when the server says, while its client rate limit
+// refuses one (l, err: the first answer), rather than failing: a fleet starting at once,
+// or rotating at once after its leases were revoked, would otherwise have its sidecars
+// exit and be restarted by Kubernetes with ever longer delays.
+func (g *agent) waitOut(ctx context.Context, op string, l *client.Lease, err error) (*client.Lease, error) {
+	for wait, limited := rateLimited(err); limited && ctx.Err() == nil; wait, limited = rateLimited(err) {
+		wait += time.Duration(g.jitter() * float64(time.Second)) // out of step with the rest of the fleet
+		g.log.Warn("rate limited; asking again", "op", op, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			l, err = g.obtain(ctx)
+		}
+	}
+	return l, err
+}
+
 // rateLimited says whether err is the server's client rate limit, and how long it said
 // to wait (at least a second).
 func rateLimited(err error) (time.Duration, bool) {
@@ -230,6 +236,9 @@ func (g *agent) refresh(ctx context.Context) error {
 func (g *agent) rotate(ctx context.Context) error {
 	old := g.cur
 	l, err := g.obtain(ctx)
+	if old.ended || !old.usable(time.Now()) { // nothing to fall back on meanwhile
+		l, err = g.waitOut(ctx, "rotate", l, err)
+	}
 	now := time.Now()
 	if err != nil {
 		switch {

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/syvault/syvault/http/client"
 )
@@ -270,4 +274,44 @@ func TestLeaseFiles_allOrNone(t *testing.T) {
 		return sync(f)
 	}
 	nothingWritten(tmpl, "writing onto a full disk", "written out")
+}
+
+// limitedAPI refuses its first creates as the server's client rate limit does.
+type limitedAPI struct {
+	refusals, creates int
+}
+
+func (a *limitedAPI) CreateLease(context.Context, string, int) (*client.Lease, error) {
+	a.creates++
+	if a.refusals > 0 {
+		a.refusals--
+		return nil, &client.Error{Status: 429, Code: "rate_limited", Message: "Too fast.", RetryAfter: time.Millisecond}
+	}
+	l := fakeLease
+	return &l, nil
+}
+
+func (a *limitedAPI) RenewLease(context.Context, string, int) (*client.LeaseInfo, error) {
+	return nil, errors.New("not in this test")
+}
+
+func (a *limitedAPI) RevokeLease(context.Context, string) error {
+	return errors.New("not in this test")
+}
+
+// TestAgent_rotationWaitsOutARateLimit: a lease that has ended (revoked by an admin, with
+// the rest of the fleet's) is replaced once the rate limit lets the create through; the
+// agent does not fail on the refusal, since its application has nothing else to use.
+func TestAgent_rotationWaitsOutARateLimit(t *testing.T) {
+	api := &limitedAPI{refusals: 1}
+	ended := fakeLease
+	ended.LeaseID = "ended-lease"
+	g := &agent{api: api, log: slog.New(slog.DiscardHandler), jitter: func() float64 { return 0 },
+		cur: &heldLease{lease: &ended, ended: true, replace: true}}
+	if err := g.rotate(t.Context()); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	if api.creates != 2 || g.cur.lease.LeaseID != fakeLease.LeaseID {
+		t.Fatalf("%d creates, holding %s; want the second create's lease", api.creates, g.cur.lease.LeaseID)
+	}
 }

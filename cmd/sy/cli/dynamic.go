@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -282,11 +281,10 @@ admin password. For example, after rotating the admin password in the database:
 				return err
 			}
 			// A file saved from "target get" names the target and its creation time; those
-			// are not settings, and the server refuses them in a request.
+			// are not settings (the client leaves them out), but the uid must be this one.
 			if t.RecordUID != "" && t.RecordUID != args[0] {
 				return fmt.Errorf("the target file is for record_uid %s, not %s", t.RecordUID, args[0])
 			}
-			t.RecordUID, t.CreatedAt = "", time.Time{}
 			c, err := a.newClient()
 			if err != nil {
 				return err
