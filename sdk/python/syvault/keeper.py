@@ -27,6 +27,7 @@ from .errors import (
     ConflictError,
     GatewayTimeoutError,
     NotFoundError,
+    RateLimitedError,
     SyVaultError,
     TargetUnavailableError,
 )
@@ -301,6 +302,13 @@ class LeaseKeeper:
         try:
             lease = self._obtain()
         except SyVaultError as e:
+            if isinstance(e, RateLimitedError) and (old.ended or not old.usable()):
+                # Nothing to fall back on meanwhile (a fleet rotating at once after its
+                # leases were revoked): ask again when the server says, rather than fail.
+                d = max(e.retry_after or 1, 1) + random.random()
+                old.next = time.monotonic() + d
+                log.warning("rate limited; asking again op=rotate lease_id=%s retry_in=%.3fs", old.lease.lease_id, d)
+                return
             if old.ended:
                 raise SyVaultError("Lease %s has ended and no new lease could be had: %s" % (old.lease.lease_id, e),
                                    code="lease_ended") from e

@@ -967,6 +967,40 @@ class KeeperTests(unittest.TestCase):
         self.assertGreaterEqual(revoked_at - rotated_at, 0.2)
         self.assert_no_secret(text)
 
+    def test_rotation_waits_out_a_rate_limit(self):
+        # The lease ends (revoked with the rest of a fleet's): its replacement, refused by
+        # the server's client rate limit, is asked for again when the server says.
+        limited = [1]
+
+        def create(handler):
+            with self.fake.lock:
+                if self.leases and limited[0]:
+                    limited[0] -= 1
+                    refuse = True
+                else:
+                    refuse = False
+                    ttl = 60 if self.leases else 3  # the first ends at its first renewal
+                    body = _lease_body("lease-%d" % (len(self.leases) + 1), "vf_tmp_%08d" % len(self.leases), ttl)
+                    self.leases.append(body)
+            if refuse:
+                handler._answer(429, {"error": "rate_limited", "message": "Too fast."}, headers={"Retry-After": "1"})
+                return None
+            return (201, body)
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/lease")] = create
+        self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-1/renew")] = (404, {"error": "not_found", "message": "No lease."})
+        self.fake.routes[("DELETE", "/api/sm/v1/dynamic/leases/lease-2")] = (204, None)
+        got, rotated, on_rotate = _harness.recorder()
+        errors, failed, on_error = _harness.recorder()
+        with self.assertLogs("syvault", level="INFO") as logs:
+            with self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=3, on_rotate=on_rotate,
+                                                on_error=on_error, grace_seconds=0.1) as keeper:
+                self.assertTrue(rotated.wait(15), "no rotation: %s" % errors)
+                self.assertEqual(keeper.lease.lease_id, "lease-2")
+        self.assertEqual(errors, [])
+        self.assertIn("rate limited; asking again op=rotate lease_id=lease-1", "\n".join(logs.output))
+        creates = [p for p in self.requests("POST", "/api/sm/v1/dynamic/lease") if p == "/api/sm/v1/dynamic/lease"]
+        self.assertEqual(len(creates), 3)  # the first lease, the refusal, its replacement
+
     def test_gives_up_once_the_credentials_expire(self):
         self.serve_leases(2, after=(503, {"error": "unavailable", "message": "The event store is unavailable."}))
         self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-1/renew")] = (
