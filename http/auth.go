@@ -74,7 +74,11 @@ func (s *Server) token(c echo.Context) error {
 	if assertion == "" {
 		return events.Errorf(events.EInvalid, "client_assertion is required.")
 	}
-	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences)
+	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences, func(client events.Client) error {
+		// Before the assertion's id is stored: each one is an entry NATS keeps for
+		// minutes, so an app client minting tokens in a loop would otherwise grow it.
+		return s.limit(c, client, "token")
+	})
 	if err != nil {
 		return err
 	}
@@ -96,7 +100,9 @@ func (s *Server) token(c echo.Context) error {
 	return c.JSON(http.StatusOK, api.TokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenTTL.Seconds())})
 }
 
-func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string) (events.Client, error) {
+// verifyAssertion checks a client assertion and, once admit lets its client through,
+// records its id so that it cannot be replayed.
+func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string, admit func(events.Client) error) (events.Client, error) {
 	var client events.Client
 	claims, err := parseAssertion(assertion, audiences, time.Now(), func(iss string) (ed25519.PublicKey, error) {
 		c, err := a.cfg.Queries.Client(ctx, iss)
@@ -107,6 +113,9 @@ func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, a
 		return ParsePublicKey(c.PublicKey)
 	})
 	if err != nil {
+		return client, err
+	}
+	if err := admit(client); err != nil {
 		return client, err
 	}
 	return client, a.cfg.Commands.UseAssertion(ctx, client.ClientID, claims.ID, claims.ExpiresAt.Add(clockSkew))

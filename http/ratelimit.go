@@ -12,12 +12,12 @@ import (
 	"github.com/syvault/syvault/events"
 )
 
-// clientLimits bounds how fast each app client may ask this process for lease creates
-// and renewals, and how many of its refused mutations are recorded: each create or
-// renewal makes a database user or statement, takes a turn of its target's workers and
-// appends an event the audit log keeps for good, as each recorded refusal does, so one
-// client in a loop would otherwise slow every other client of the target and grow the
-// store without bound. Admins are not limited. A token bucket per client; nil when the
+// clientLimits bounds how fast each app client may ask this process for tokens, lease
+// creates and renewals, and how many of its refused mutations are recorded: each create
+// or renewal makes a database user or statement, takes a turn of its target's workers and
+// appends an event the audit log keeps for good, as each recorded refusal does, and each
+// token stores its assertion's id for minutes, so one client in a loop would otherwise
+// slow every other client of the target and grow the store without bound. Admins are not limited. A token bucket per client; nil when the
 // server sets no limit.
 type clientLimits struct {
 	every rate.Limit
@@ -34,12 +34,13 @@ type bucket struct {
 }
 
 // newClientLimits allows perSecond requests a second to each client, in bursts of up to
-// twice that (at least one); nil (no limit) for perSecond <= 0.
+// twice that, and at least two (a token and the request it is for); nil (no limit) for
+// perSecond <= 0.
 func newClientLimits(perSecond float64) *clientLimits {
 	if perSecond <= 0 {
 		return nil
 	}
-	return &clientLimits{every: rate.Limit(perSecond), burst: max(1, int(math.Ceil(2*perSecond))), buckets: map[string]*bucket{}}
+	return &clientLimits{every: rate.Limit(perSecond), burst: max(2, int(math.Ceil(2*perSecond))), buckets: map[string]*bucket{}}
 }
 
 // take spends one of client's requests, or tells how long until it has one and whether
@@ -77,7 +78,12 @@ func (l *clientLimits) take(client string, now time.Time) (wait time.Duration, o
 // Retry-After) before its lease or target is read and before anything is recorded: a
 // refusal costs the store only the token's client look-up every request makes.
 func (s *Server) limitClient(c echo.Context, action string) error {
-	client := clientOf(c)
+	return s.limit(c, clientOf(c), action)
+}
+
+// limit is limitClient for client, who may not be the request's authenticated client
+// yet (a token request).
+func (s *Server) limit(c echo.Context, client events.Client, action string) error {
 	if s.limits == nil || client.Role == events.RoleAdmin {
 		return nil
 	}
@@ -93,7 +99,7 @@ func (s *Server) limitClient(c echo.Context, action string) error {
 			"client_id", client.ClientID, "action", action, "retry_after_seconds", secs)
 	}
 	c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
-	return events.Errorf(events.ERateLimited, "This client asks for lease creates and renewals faster than the server allows (%s a second, in bursts of %d); retry after %d s.",
+	return events.Errorf(events.ERateLimited, "This client asks for tokens, lease creates and renewals faster than the server allows (%s a second, in bursts of %d); retry after %d s.",
 		strconv.FormatFloat(float64(s.limits.every), 'g', -1, 64), s.limits.burst, secs)
 }
 

@@ -39,7 +39,7 @@ func TestClientLimits(t *testing.T) {
 	if _, kept := l.buckets["a"]; kept || len(l.buckets) != 1 {
 		t.Fatalf("buckets kept after a quiet minute: %d", len(l.buckets))
 	}
-	if one := newClientLimits(0.1); one.burst != 1 {
-		t.Fatalf("a rate of 0.1 a second: bursts of %d, want 1", one.burst)
+	if slow := newClientLimits(0.1); slow.burst != 2 {
+		t.Fatalf("a rate of 0.1 a second: bursts of %d, want 2 (a token and a request)", slow.burst)
 	}
 }

@@ -105,8 +105,8 @@ type Config struct {
 	Metrics http.Handler
 	// Observer is told the outcome of lease creates and revokes. Optional.
 	Observer Observer
-	// ClientRateLimit bounds each app client's lease creates and renewals in this
-	// process, per second (in bursts of twice that); 0: no limit.
+	// ClientRateLimit bounds each app client's tokens, lease creates and renewals in
+	// this process, per second (in bursts of twice that, at least two); 0: no limit.
 	ClientRateLimit float64
 	// OpsOnly serves only /healthz, /readyz and /metrics: for processes that run workers
 	// but no API, so they can still be probed and scraped.
@@ -128,8 +128,8 @@ type Observer interface {
 	// LeaseRevoked is called once per revoke request, likewise.
 	LeaseRevoked(outcome string, took time.Duration)
 	// RateLimited is called for each request refused by the client rate limit, with
-	// what it asked for ("create" or "renew"), and for each refused mutation it leaves
-	// out of the audit trail ("denied").
+	// what it asked for ("token", "create" or "renew"), and for each refused mutation it
+	// leaves out of the audit trail ("denied").
 	RateLimited(action string)
 }
 

@@ -134,8 +134,8 @@ type Config struct {
 	PreviousMasterKey     string // from SYVAULT_PREVIOUS_MASTER_KEY only
 	Replicas              int
 	RequestTimeout        time.Duration
-	// ClientRateLimit bounds each app client's lease creates and renewals per second in
-	// each API process; 0: none.
+	// ClientRateLimit bounds each app client's tokens, lease creates and renewals per
+	// second in each API process; 0: none.
 	ClientRateLimit float64
 	PublicURLs      []string
 	LogLevel        string
@@ -190,7 +190,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&cfg.NATSListen, "nats-listen", "", "also expose the embedded NATS on this address (e.g. 127.0.0.1:4222) so more syvault processes can join it; it admits only the nkey it writes to DATA_DIR/"+NATSClientSeedFile)
 		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 20*time.Second, "how long a lease create or revoke waits for the database work")
 		fs.DurationVar(&cfg.TokenTTL, "token-ttl", 15*time.Minute, "lifetime of the access tokens the server issues")
-		fs.Float64Var(&cfg.ClientRateLimit, "client-rate-limit", 0, "lease creates and renewals each app client may ask this process for per second, in bursts of twice that (more answer 429 rate_limited with Retry-After; admins are not limited); 0 (the default) no limit")
+		fs.Float64Var(&cfg.ClientRateLimit, "client-rate-limit", 0, "tokens, lease creates and renewals each app client may ask this process for per second, in bursts of twice that, at least two (more answer 429 rate_limited with Retry-After; admins are not limited); 0 (the default) no limit")
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "reconcile every target this often (e.g. 1h), dropping database users no lease accounts for, as 'syvault reconcile --apply' does; 0 (the default) never")

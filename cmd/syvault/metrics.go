@@ -47,7 +47,7 @@ func newMetrics(proj *projections.Projections, store *jsstore.Store, logger *slo
 		revokes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_lease_revokes_total",
 			Help: "Revoke requests answered, by outcome (ok or the error code)."}, []string{"outcome"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "syvault_rate_limited_total",
-			Help: "App clients' requests past --client-rate-limit: lease creates and renewals refused (create, renew), and refused mutations left out of the audit trail (denied)."}, []string{"action"}),
+			Help: "App clients' requests past --client-rate-limit: tokens, lease creates and renewals refused (token, create, renew), and refused mutations left out of the audit trail (denied)."}, []string{"action"}),
 		createLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_lease_create_seconds",
 			Help: "Time a lease request waited for its answer.", Buckets: buckets}),
 		revokeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "syvault_lease_revoke_seconds",

@@ -13,8 +13,8 @@ import (
 	"github.com/syvault/syvault/http/client"
 )
 
-// TestClients_RateLimit: with --client-rate-limit, an app client asking for lease creates
-// and renewals faster than the rate is refused with 429 rate_limited and a Retry-After,
+// TestClients_RateLimit: with --client-rate-limit, an app client asking for tokens, lease
+// creates and renewals faster than the rate is refused with 429 rate_limited and a Retry-After,
 // before its lease or target is read and with nothing recorded (no renewal, no
 // access.denied, even for a record it may not lease); its refused admin requests past
 // the rate answer 403 as ever but are not recorded either, so they cannot grow the audit
@@ -26,7 +26,7 @@ func TestClients_RateLimit(t *testing.T) {
 	admin := srv.admin(t)
 	target, other := mustTarget(t, admin, eng), mustTarget(t, admin, eng)
 
-	newApp := func(name string) (*client.Client, string) {
+	newApp := func(name string) (*client.Client, string, string) {
 		t.Helper()
 		pub, priv := mustKeyPair(t)
 		ac, err := admin.CreateClient(ctx, client.AppClient{Name: name, Role: "app", AllowedRecords: []string{target.RecordUID}, PublicKey: pub})
@@ -37,14 +37,21 @@ func TestClients_RateLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c, ac.ClientID
+		return c, ac.ClientID, priv
 	}
-	app, appID := newApp("hasty")
+	app, appID, appKey := newApp("hasty")
 	lease := mustLease(t, app, target.RecordUID, 600) // its one request
 	_, err := app.RenewLease(ctx, lease.LeaseID, 600)
 	mustCode(t, err, http.StatusTooManyRequests, "rate_limited")
 	mustMention(t, err, "retry after")
 	_, err = app.CreateLease(ctx, other.RecordUID, 600) // not allowed, but refused before that is looked at
+	mustCode(t, err, http.StatusTooManyRequests, "rate_limited")
+	// A new token is refused too, before its assertion's id is stored.
+	again, err := client.New(srv.HTTP.URL(), appID, appKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = again.Token(ctx)
 	mustCode(t, err, http.StatusTooManyRequests, "rate_limited")
 	for range 3 { // refused as ever, but past its rate no longer recorded
 		mustCode(t, app.DeleteTarget(ctx, target.RecordUID, false), http.StatusForbidden, "forbidden")
@@ -70,7 +77,7 @@ func TestClients_RateLimit(t *testing.T) {
 			t.Fatalf("an admin's renewal: %v", err)
 		}
 	}
-	calm, calmID := newApp("calm")
+	calm, calmID, _ := newApp("calm")
 	_, err = calm.CreateLease(ctx, other.RecordUID, 600)
 	mustCode(t, err, http.StatusForbidden, "forbidden")
 	audit := func(id string) []client.AuditEvent {

@@ -127,9 +127,10 @@ class TooManyLeasesError(SyVaultError):
 
 
 class RateLimitedError(SyVaultError):
-    """429 ``rate_limited``: this app client asked for lease creates and renewals faster than
-    the server allows (its ``--client-rate-limit``); nothing was done. ``retry_after`` is the
-    number of seconds the server said to wait (its ``Retry-After``), or ``None``."""
+    """429 ``rate_limited``: this app client asked for tokens, lease creates and renewals
+    faster than the server allows (its ``--client-rate-limit``); nothing was done.
+    ``retry_after`` is the number of seconds the server said to wait (its ``Retry-After``),
+    or ``None``."""
 
     default_code = "rate_limited"
     retry_after: Optional[int] = None
