@@ -418,12 +418,25 @@ func decodeRecord[T any](kv jetstream.KeyValue, key string, data []byte, err err
 // failover, events wait for their redelivery), and a 404 then would tell a client that a
 // lease it was just handed, or whose revocation it asks for, does not exist; and an
 // ended lease's record leaves the bucket after EndedLeaseRetention.
+//
+// A record still pending is checked against the stream too: a create answered once the
+// lease settled, after the projector fell behind (NATS servers failing over while the
+// create ran out of time), would otherwise be read back as pending by its requester. A
+// lease is pending for a moment only, so few reads pay this.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
-	return current(ctx, p.leaseRecord, id, func() (events.Lease, error) {
+	load := func() (events.Lease, error) {
 		l, err := p.store.LoadLease(ctx, id)
 		l.Spec = nil // as in the records, which leave it out
 		return l, err
-	}, events.Errorf(events.ENotFound, "No lease with id %q.", id))
+	}
+	l, err := current(ctx, p.leaseRecord, id, load, events.Errorf(events.ENotFound, "No lease with id %q.", id))
+	if err != nil || l.Status != events.StatusPending {
+		return l, err
+	}
+	if settled, err := load(); err == nil && settled.Status != events.StatusPending {
+		return settled, nil
+	}
+	return l, nil
 }
 
 // MaxWait bounds every wait for the read side, whatever the caller's context: a

@@ -333,6 +333,32 @@ func TestProjections_ClientUpdates(t *testing.T) {
 	}
 }
 
+// TestProjections_PendingRecordBehindTheStream: a lease whose record still says pending
+// while its activation is in the stream (the projector behind, e.g. NATS servers failing
+// over) reads as active: its create may have been answered already (a chaos run's
+// invariant f: "the GET right after its create answered found status pending").
+func TestProjections_PendingRecordBehindTheStream(t *testing.T) {
+	ctx := context.Background()
+	store, p := mustProjections(t)
+	id := uuid.Must(uuid.NewV7()).String()
+	req := requested(id, "R1")
+	seqs := appendAll(t, store, req)
+	if err := p.Apply(ctx, req, seqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Lease(ctx, id); err != nil || got.Status != events.StatusPending {
+		t.Fatalf("a requested lease reads %v (%v), want pending", got.Status, err)
+	}
+	act := events.Event{Type: events.LeaseActivated, ID: id + ".a", LeaseID: id}
+	if _, err := store.Append(ctx, events.LeaseSubject(id), act, seqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The activation is not applied: the bucket still says pending.
+	if got, err := p.Lease(ctx, id); err != nil || got.Status != events.StatusActive {
+		t.Fatalf("a lease activated in the stream, its record pending, reads %v (%v); want active", got.Status, err)
+	}
+}
+
 // TestProjections_VersionIsTheStreams: the version a GET hands out for an update's
 // If-Match is the sequence of the client's last event in the stream, with the state it
 // folds to, even while the bucket's record is behind (a lagging copy, a projector
