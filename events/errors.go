@@ -23,8 +23,8 @@ const (
 	EPreconditionFailed Code = "precondition_failed"
 	ETooLarge           Code = "too_large"
 	ETooManyLeases      Code = "too_many_leases"
-	// ERateLimited: an app client asked for lease creates and renewals faster than the
-	// server's --client-rate-limit.
+	// ERateLimited: an app client asked for tokens, lease creates and renewals faster
+	// than the server's --client-rate-limit.
 	ERateLimited       Code = "rate_limited"
 	EMethodNotAllowed  Code = "method_not_allowed"
 	ETargetUnverified  Code = "target_unverified"

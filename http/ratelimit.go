@@ -17,8 +17,8 @@ import (
 // or renewal makes a database user or statement, takes a turn of its target's workers and
 // appends an event the audit log keeps for good, as each recorded refusal does, and each
 // token stores its assertion's id for minutes, so one client in a loop would otherwise
-// slow every other client of the target and grow the store without bound. Admins are not limited. A token bucket per client; nil when the
-// server sets no limit.
+// slow every other client of the target and grow the store without bound. Admins are
+// not limited. A token bucket per client; nil when the server sets no limit.
 type clientLimits struct {
 	every rate.Limit
 	burst int

@@ -424,13 +424,15 @@ func decodeRecord[T any](kv jetstream.KeyValue, key string, data []byte, err err
 // create ran out of time), would otherwise be read back as pending by its requester. A
 // lease is pending for a moment only, so few reads pay this.
 func (p *Projections) Lease(ctx context.Context, id string) (events.Lease, error) {
+	fromStream := false
 	load := func() (events.Lease, error) {
+		fromStream = true
 		l, err := p.store.LoadLease(ctx, id)
 		l.Spec = nil // as in the records, which leave it out
 		return l, err
 	}
 	l, err := current(ctx, p.leaseRecord, id, load, events.Errorf(events.ENotFound, "No lease with id %q.", id))
-	if err != nil || l.Status != events.StatusPending {
+	if err != nil || fromStream || l.Status != events.StatusPending {
 		return l, err
 	}
 	if settled, err := load(); err == nil && settled.Status != events.StatusPending {
@@ -709,13 +711,11 @@ func current[T any](ctx context.Context, read func(context.Context, string) (rec
 		return zero, notFound
 	case events.ErrorCode(err) != events.ENotFound:
 		return r.Value, err
-	case !events.ValidID(key):
-		return zero, notFound
 	}
-	v, err := load()
-	if events.ErrorCode(err) == events.ENotFound {
-		return zero, notFound
-	}
+	v, _, err := versioned(key, func() (T, uint64, error) {
+		v, err := load()
+		return v, 0, err
+	}, notFound)
 	return v, err
 }
 

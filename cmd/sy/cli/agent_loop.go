@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/client"
 )
 
@@ -180,7 +181,7 @@ func (g *agent) waitOut(ctx context.Context, op string, l *client.Lease, err err
 // to wait (at least a second).
 func rateLimited(err error) (time.Duration, bool) {
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != "rate_limited" {
+	if !errors.As(err, &e) || e.Code != string(events.ERateLimited) {
 		return 0, false
 	}
 	return max(e.RetryAfter, time.Second), true

@@ -173,8 +173,7 @@ to what it then holds, not to the older read.
 				if err != nil {
 					return err
 				}
-				next := client.AppClient{Name: cur.Name, PublicKey: cur.PublicKey, Role: cur.Role, AllowedRecords: cur.AllowedRecords,
-					MaxTTLSeconds: cur.MaxTTLSeconds, MaxLeases: cur.MaxLeases, Version: cur.Version}
+				next := *cur // with its version; the client leaves its id and creation time out
 				if changed("name") {
 					next.Name = cf.name
 				}

@@ -35,7 +35,9 @@ func TestClientUpdate_AnotherAdminsChangeKept(t *testing.T) {
 	f.mux.HandleFunc("GET /api/sm/v1/clients/{id}", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
-		reply(w, http.StatusOK, cur)
+		got := cur
+		got.ClientID = r.PathValue("id") // the client asked for, as a server answers
+		reply(w, http.StatusOK, got)
 	})
 	f.mux.HandleFunc("PUT /api/sm/v1/clients/{id}", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
