@@ -263,11 +263,16 @@ func (g *agent) rotate(ctx context.Context) error {
 	return nil
 }
 
-// retry schedules another attempt at op on h after a failure, and says so.
+// retry schedules another attempt at op on h after a failure, and says so. A refusal by
+// the client rate limit is not asked again before the server said: an earlier attempt
+// would be refused too, each refusal one more look-up of the client on the server.
 func (g *agent) retry(h *heldLease, op string, err error) {
 	h.failures++
 	now := time.Now()
 	d := retryDelay(h.failures, h.lease.ExpiresAt.Sub(now), g.jitter())
+	if wait, limited := rateLimited(err); limited {
+		d = max(d, wait)
+	}
 	h.next = now.Add(d)
 	g.log.Warn("retrying", "op", op, "lease_id", h.lease.LeaseID, "attempt", h.failures, "retry_in", d.Round(time.Millisecond),
 		"credentials_valid_until", formatTime(h.lease.ExpiresAt), "error", g.describe(err))

@@ -292,7 +292,7 @@ func (a *limitedAPI) CreateLease(context.Context, string, int) (*client.Lease, e
 }
 
 func (a *limitedAPI) RenewLease(context.Context, string, int) (*client.LeaseInfo, error) {
-	return nil, errors.New("not in this test")
+	return nil, &client.Error{Status: 429, Code: "rate_limited", Message: "Too fast.", RetryAfter: 7 * time.Second}
 }
 
 func (a *limitedAPI) RevokeLease(context.Context, string) error {
@@ -313,5 +313,22 @@ func TestAgent_rotationWaitsOutARateLimit(t *testing.T) {
 	}
 	if api.creates != 2 || g.cur.lease.LeaseID != fakeLease.LeaseID {
 		t.Fatalf("%d creates, holding %s; want the second create's lease", api.creates, g.cur.lease.LeaseID)
+	}
+}
+
+// TestAgent_renewalWaitsOutARateLimit: a renewal refused by the client rate limit is
+// tried again when the server said, not on the agent's own backoff (half a second after
+// a first failure), which the server would refuse too.
+func TestAgent_renewalWaitsOutARateLimit(t *testing.T) {
+	held := fakeLease
+	held.ExpiresAt = time.Now().Add(time.Hour)
+	g := &agent{app: &app{}, api: &limitedAPI{}, log: slog.New(slog.DiscardHandler), jitter: func() float64 { return 0 },
+		cur: &heldLease{lease: &held, answered: time.Now()}}
+	start := time.Now()
+	if err := g.refresh(t.Context()); err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if wait := g.cur.next.Sub(start); wait < 7*time.Second || wait > 8*time.Second {
+		t.Errorf("next renewal in %v, want the 7 s the server said", wait)
 	}
 }

@@ -333,6 +333,10 @@ class LeaseKeeper:
     def _retry(self, h: _Held, op: str, err: SyVaultError) -> None:
         h.failures += 1
         d = retry_delay(h.failures, h.left(), random.random())
+        if isinstance(err, RateLimitedError):
+            # Not before the server said: an earlier attempt would be refused too, each
+            # refusal one more look-up of the client on the server.
+            d = max(d, err.retry_after or 1, 1)
         h.next = time.monotonic() + d
         log.warning("retrying op=%s lease_id=%s attempt=%d retry_in=%.3fs credentials_valid_until=%s error=%s",
                     op, h.lease.lease_id, h.failures, d, h.lease.expires_at, err)
