@@ -264,14 +264,20 @@ func (g *agent) rotate(ctx context.Context) error {
 }
 
 // retry schedules another attempt at op on h after a failure, and says so. A refusal by
-// the client rate limit is not asked again before the server said: an earlier attempt
-// would be refused too, each refusal one more look-up of the client on the server.
+// the client rate limit is asked again when the server said (plus up to a second, out of
+// step with the rest of the fleet), where that is before the credentials expire: an
+// earlier attempt would likely be refused too, each refusal one more look-up of the client
+// on the server. Where it is not, the usual attempts before the expiry stand (another
+// API process, with an allowance of its own, may take one).
 func (g *agent) retry(h *heldLease, op string, err error) {
 	h.failures++
 	now := time.Now()
-	d := retryDelay(h.failures, h.lease.ExpiresAt.Sub(now), g.jitter())
+	left := h.lease.ExpiresAt.Sub(now)
+	d := retryDelay(h.failures, left, g.jitter())
 	if wait, limited := rateLimited(err); limited {
-		d = max(d, wait)
+		if wait += time.Duration(g.jitter() * float64(time.Second)); wait < left {
+			d = max(d, wait)
+		}
 	}
 	h.next = now.Add(d)
 	g.log.Warn("retrying", "op", op, "lease_id", h.lease.LeaseID, "attempt", h.failures, "retry_in", d.Round(time.Millisecond),

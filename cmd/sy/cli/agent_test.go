@@ -318,17 +318,29 @@ func TestAgent_rotationWaitsOutARateLimit(t *testing.T) {
 
 // TestAgent_renewalWaitsOutARateLimit: a renewal refused by the client rate limit is
 // tried again when the server said, not on the agent's own backoff (half a second after
-// a first failure), which the server would refuse too.
+// a first failure), which the server would refuse too; but not past the credentials'
+// expiry, where the attempts before it stand.
 func TestAgent_renewalWaitsOutARateLimit(t *testing.T) {
-	held := fakeLease
-	held.ExpiresAt = time.Now().Add(time.Hour)
-	g := &agent{app: &app{}, api: &limitedAPI{}, log: slog.New(slog.DiscardHandler), jitter: func() float64 { return 0 },
-		cur: &heldLease{lease: &held, answered: time.Now()}}
-	start := time.Now()
-	if err := g.refresh(t.Context()); err != nil {
-		t.Fatalf("refresh: %v", err)
-	}
-	if wait := g.cur.next.Sub(start); wait < 7*time.Second || wait > 8*time.Second {
-		t.Errorf("next renewal in %v, want the 7 s the server said", wait)
+	for _, c := range []struct {
+		name          string
+		left          time.Duration
+		atLeast, upTo time.Duration
+	}{
+		{"time left", time.Hour, 7 * time.Second, 8 * time.Second},
+		{"the Retry-After past the expiry", 4 * time.Second, 0, 2 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			held := fakeLease
+			held.ExpiresAt = time.Now().Add(c.left)
+			g := &agent{app: &app{}, api: &limitedAPI{}, log: slog.New(slog.DiscardHandler), jitter: func() float64 { return 0 },
+				cur: &heldLease{lease: &held, answered: time.Now()}}
+			start := time.Now()
+			if err := g.refresh(t.Context()); err != nil {
+				t.Fatalf("refresh: %v", err)
+			}
+			if wait := g.cur.next.Sub(start); wait < c.atLeast || wait > c.upTo {
+				t.Errorf("next renewal in %v, want %v to %v (Retry-After 7 s, %v left)", wait, c.atLeast, c.upTo, c.left)
+			}
+		})
 	}
 }

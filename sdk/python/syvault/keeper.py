@@ -334,9 +334,14 @@ class LeaseKeeper:
         h.failures += 1
         d = retry_delay(h.failures, h.left(), random.random())
         if isinstance(err, RateLimitedError):
-            # Not before the server said: an earlier attempt would be refused too, each
-            # refusal one more look-up of the client on the server.
-            d = max(d, err.retry_after or 1, 1)
+            # When the server said (plus up to a second, out of step with the rest of the
+            # fleet), where that comes before the credentials expire: an earlier attempt
+            # would likely be refused too, each refusal one more look-up of the client on
+            # the server. Where it does not, the usual attempts before the expiry stand
+            # (another API process, with an allowance of its own, may take one).
+            wait = max(err.retry_after or 1, 1) + random.random()
+            if wait < h.left():
+                d = max(d, wait)
         h.next = time.monotonic() + d
         log.warning("retrying op=%s lease_id=%s attempt=%d retry_in=%.3fs credentials_valid_until=%s error=%s",
                     op, h.lease.lease_id, h.failures, d, h.lease.expires_at, err)

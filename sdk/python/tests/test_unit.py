@@ -1001,11 +1001,10 @@ class KeeperTests(unittest.TestCase):
         creates = [p for p in self.requests("POST", "/api/sm/v1/dynamic/lease") if p == "/api/sm/v1/dynamic/lease"]
         self.assertEqual(len(creates), 3)  # the first lease, the refusal, its replacement
 
-    def test_renewal_waits_out_a_rate_limit(self):
-        # A renewal refused by the server's client rate limit is tried again when the
-        # server says, not on the keeper's own backoff (half a second after a first
-        # failure), which the server would refuse too.
-        self.serve_leases(6)
+    def rate_limited_renewal(self, ttl, retry_after):
+        """The times of lease-1's renewals, the first refused by the client rate limit
+        with ``retry_after``, once there have been two."""
+        self.serve_leases(ttl)
         renewals = []
 
         def renew(handler):
@@ -1013,7 +1012,7 @@ class KeeperTests(unittest.TestCase):
                 renewals.append(time.monotonic())
                 refuse = len(renewals) == 1
             if refuse:
-                handler._answer(429, {"error": "rate_limited", "message": "Too fast."}, headers={"Retry-After": "1"})
+                handler._answer(429, {"error": "rate_limited", "message": "Too fast."}, headers={"Retry-After": str(retry_after)})
                 return None
             now = datetime.now(timezone.utc).replace(microsecond=0)
             body = dict(self.leases[0], expires_at=format_time(now + timedelta(seconds=60)))
@@ -1021,10 +1020,22 @@ class KeeperTests(unittest.TestCase):
         self.fake.routes[("POST", "/api/sm/v1/dynamic/leases/lease-1/renew")] = renew
         self.fake.routes[("DELETE", "/api/sm/v1/dynamic/leases/lease-1")] = (204, None)
         with self.assertLogs("syvault", level="INFO") as logs:
-            with self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=6, grace_seconds=0.1):
-                _harness.wait_for(lambda: len(renewals) >= 2, 15, "a second renewal")
-        self.assertGreaterEqual(renewals[1] - renewals[0], 1.0)
+            with self.client.dynamic.keep_fresh(record_uid="7Kj9mNpQ2xRs", ttl_seconds=ttl, grace_seconds=0.1):
+                _harness.wait_for(lambda: len(renewals) >= 2, 20, "a second renewal")
         self.assertIn("lease renewed lease_id=lease-1", "\n".join(logs.output))
+        return renewals
+
+    def test_renewal_waits_out_a_rate_limit(self):
+        # A renewal refused by the server's client rate limit is tried again when the
+        # server says, not on the keeper's own backoff (half a second after a first
+        # failure), which the server would refuse too.
+        renewals = self.rate_limited_renewal(12, 1)  # renewed with 3-4.8 s left
+        self.assertGreaterEqual(renewals[1] - renewals[0], 1.0)
+
+    def test_renewal_not_past_the_expiry_for_a_rate_limit(self):
+        # A Retry-After past the credentials' expiry: the attempts before it stand.
+        renewals = self.rate_limited_renewal(6, 30)  # renewed with 1-2.4 s left
+        self.assertLess(renewals[1] - renewals[0], 2.0)
 
     def test_gives_up_once_the_credentials_expire(self):
         self.serve_leases(2, after=(503, {"error": "unavailable", "message": "The event store is unavailable."}))
