@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"regexp"
 	"slices"
@@ -35,6 +36,7 @@ func noteCreatedUsers(log string) {
 }
 
 func TestMain(m *testing.M) {
+	applyMemoryLimit = func(string, *slog.Logger) {} // a server started by run() is this process
 	code := m.Run()
 	if left := dropLeftUsers(); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: lease users left in the shared databases after the tests (now dropped): %v\n", left)

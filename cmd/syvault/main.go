@@ -91,6 +91,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "nats-credential":
 		return NATSCredential(cfg.Out, stdout)
 	}
+	if cfg.MemoryLimit != "" {
+		applyMemoryLimit(cfg.MemoryLimit, logger)
+	}
 	if cfg.Dev {
 		// A development server stops with whatever started it.
 		var stop context.CancelFunc
@@ -160,6 +163,9 @@ type Config struct {
 	ReconcileTarget string
 	Apply           bool
 	Format          string
+	// MemoryLimit is serve's --memory-limit: auto, off or a size (see setMemoryLimit);
+	// empty leaves the process's limit as it is.
+	MemoryLimit string
 	// AdminClientFile is where init writes the first admin client's credentials; "-" is
 	// standard output.
 	AdminClientFile string
@@ -194,6 +200,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 		fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "PEM certificate (chain) for HTTPS; with --tls-key")
 		fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "PEM private key for HTTPS; with --tls-cert")
 		fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 0, "reconcile every target this often (e.g. 1h), dropping database users no lease accounts for, as 'syvault reconcile --apply' does; 0 (the default) never")
+		fs.StringVar(&cfg.MemoryLimit, "memory-limit", "auto", "soft limit on this process's memory for Go's collector, which collects sooner as the process nears it: auto (90% of the container's memory limit when it has one, unless GOMEMLIMIT is set), off (GOMEMLIMIT alone, if set), or a size in binary units such as 240MiB or 1.5GiB (over GOMEMLIMIT)")
 		fs.StringVar(&publicURLs, "public-url", "", "comma list of URLs clients reach this server by, the only audiences client assertions may name; default: derived from --listen (required when it binds every interface, outside --dev)")
 	}
 	if cmd == "serve" || cmd == "rebuild-projections" {
@@ -251,6 +258,11 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
+	}
+	if cmd == "serve" {
+		if _, err := parseMemoryLimit(cfg.MemoryLimit); err != nil {
+			return cfg, err
+		}
 	}
 	if cmd == "serve" && (cfg.TokenTTL < time.Minute || cfg.TokenTTL > tokenkey.MaxTokenTTL) {
 		return cfg, errors.New("--token-ttl must be between 1m and 24h")

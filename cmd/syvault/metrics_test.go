@@ -87,6 +87,8 @@ func TestMetrics(t *testing.T) {
 		"syvault_expiry_lag_seconds_count 0",
 		// Sizing needs the collector's share of the CPU, not only its pauses.
 		"go_cpu_classes_gc_total_cpu_seconds_total ", "process_cpu_seconds_total ",
+		// And the soft limit it works to (--memory-limit), for sizing the container.
+		"go_gc_gomemlimit_bytes ",
 		`syvault_store_bytes{stream="KV_SYVAULT_LEASES"} `,
 	)
 	// The Prometheus rules shipped in deploy/prometheus name only series the server exports.

@@ -36,13 +36,19 @@ type binary struct {
 
 func startBinary(t testing.TB, args ...string) *binary {
 	t.Helper()
+	b := &binary{bin: buildBinary(t), dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &logbuf.Buffer{}}
+	b.start(t)
+	return b
+}
+
+// buildBinary builds the server into a directory of the test's and returns its path.
+func buildBinary(t testing.TB) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "syvault")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/syvault/syvault/cmd/syvault").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	b := &binary{bin: bin, dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &logbuf.Buffer{}}
-	b.start(t)
-	return b
+	return bin
 }
 
 // start runs the binary on its data directory and address, as at first or after it died,

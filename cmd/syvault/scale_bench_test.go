@@ -48,6 +48,8 @@ var (
 	// The deployed shape: SyVault joins a NATS server of its own process (--nats-url), so
 	// the memory of each is seen apart and a restart is SyVault's alone.
 	scaleExternal = flag.Bool("scale.external-nats", false, "run the server against a separate nats-server process instead of its embedded one")
+	// A soft limit for the server's collector, as a deployment sets one.
+	scaleMemoryLimit = flag.String("scale.memory-limit", "", "the server's --memory-limit (e.g. 240MiB; default: the server's own default, auto)")
 )
 
 // natsProcess is a nats-server built from the module's version, with JetStream, on a
@@ -91,6 +93,9 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 			b.Fatal(err)
 		}
 		args = append(args, "--debug-listen", freeAddr(b))
+	}
+	if *scaleMemoryLimit != "" {
+		args = append(args, "--memory-limit", *scaleMemoryLimit)
 	}
 	return startBinary(b, args...)
 }
@@ -357,6 +362,29 @@ func readMemory(b *testing.B, phase string, bin *binary) {
 	now, peak := rss(bin.cmd.Process.Pid)
 	report(b, phase+": server RSS", now, "MiB")
 	report(b, phase+": server RSS peak", peak, "MiB")
+	// Where the RSS goes: the Go heap NATS and SyVault use, what the collector keeps
+	// mapped though free (idle, not yet given back), and the heap size the next
+	// collection waits for (the GOGC or GOMEMLIMIT headroom).
+	sum := scrapeServer(b, bin)
+	mib := func(metric string) float64 {
+		v, found := sum(metric + " ")
+		if !found {
+			b.Fatalf("the server's metrics lack %s", metric)
+		}
+		return v / (1 << 20)
+	}
+	report(b, phase+": server heap in use", mib("go_memstats_heap_inuse_bytes"), "MiB")
+	report(b, phase+": server heap free, kept", mib("go_memstats_heap_idle_bytes")-mib("go_memstats_heap_released_bytes"), "MiB")
+	report(b, phase+": server heap free, given back", mib("go_memstats_heap_released_bytes"), "MiB")
+	report(b, phase+": server next collection at", mib("go_memstats_next_gc_bytes"), "MiB")
+	report(b, phase+": server stacks", mib("go_memstats_stack_inuse_bytes"), "MiB")
+	// On a machine whose processes run under a memory limit, auto sets a soft limit of its
+	// own: a run's readings compare with another's only at the same limit (0: none).
+	if limit := mib("go_gc_gomemlimit_bytes"); limit < 1<<40 {
+		report(b, phase+": server soft memory limit", limit, "MiB")
+	} else {
+		report(b, phase+": server soft memory limit", 0, "MiB")
+	}
 	report(b, phase+": data directory", dirMiB(bin.dir), "MiB")
 	if scaleNATS != nil {
 		now, peak := rss(scaleNATS.cmd.Process.Pid)
@@ -438,20 +466,16 @@ type costs struct {
 	mariadb                  float64 // the local MariaDB's CPU seconds
 }
 
-// costsNow reads the counters, the server's from one scrape of its metrics. With the
-// embedded NATS, the collector's CPU includes marking NATS's per-subject state, part of
-// what a phase's server CPU grows by; the drop batches are what a revoke phase waits on
-// in the database.
-func costsNow(b *testing.B, bin *binary, postmaster int) costs {
+// scrapeServer reads the server's metrics once; the function it returns adds the values of
+// the lines that start with prefix (a name, or a name and the start of its labels).
+func scrapeServer(b *testing.B, bin *binary) (sum func(prefix string) (total float64, found bool)) {
 	resp, err := http.Get("http://" + bin.addr + "/metrics")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	// sum adds the values of the lines that start with prefix (a name, or a name and the
-	// start of its labels).
-	sum := func(prefix string) (total float64, found bool) {
+	return func(prefix string) (total float64, found bool) {
 		for line := range strings.Lines(string(data)) {
 			if strings.HasPrefix(line, prefix) {
 				f, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]), 64)
@@ -463,6 +487,14 @@ func costsNow(b *testing.B, bin *binary, postmaster int) costs {
 		}
 		return total, found
 	}
+}
+
+// costsNow reads the counters, the server's from one scrape of its metrics. With the
+// embedded NATS, the collector's CPU includes marking NATS's per-subject state, part of
+// what a phase's server CPU grows by; the drop batches are what a revoke phase waits on
+// in the database.
+func costsNow(b *testing.B, bin *binary, postmaster int) costs {
+	sum := scrapeServer(b, bin)
 	c := costs{server: storeAndServerCPU(bin)}
 	c.db, c.dbBackground = postgresCPU(postmaster)
 	c.mariadb = mariadbCPU()

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/syvault/syvault/internal/logbuf"
+)
+
+// TestMemoryLimit_Flag: --memory-limit (or SYVAULT_MEMORY_LIMIT) is auto by default, and
+// takes off or a size; a size without a unit, too small to be meant, or no size at all is
+// refused at start, naming the flag.
+func TestMemoryLimit_Flag(t *testing.T) {
+	if cfg, err := parseFlags("serve", nil, &bytes.Buffer{}); err != nil || cfg.MemoryLimit != "auto" {
+		t.Errorf("default: %q, %v", cfg.MemoryLimit, err)
+	}
+	for _, ok := range []string{"auto", "off", "Auto", " off ", "240MiB", "1.5GiB", "240 MiB", "33554432B"} {
+		if _, err := parseFlags("serve", []string{"--memory-limit", ok}, &bytes.Buffer{}); err != nil {
+			t.Errorf("--memory-limit %s: %v", ok, err)
+		}
+	}
+	// "512M" and "512MB" are refused: GOMEMLIMIT takes binary units only, and 512M could be
+	// meant as 512 million bytes or (as Docker's 512m) 512 MiB.
+	for _, bad := range []string{"240", "1KiB", "-1GiB", "lots", "", "0.9", "512M", "512MB", "1,024MiB", "8192PiB", "9000000TiB", "1e3MiB"} {
+		if _, err := parseFlags("serve", []string{"--memory-limit", bad}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+			t.Errorf("--memory-limit %q: %v", bad, err)
+		}
+	}
+	t.Setenv("SYVAULT_MEMORY_LIMIT", "off")
+	if cfg, err := parseFlags("serve", nil, &bytes.Buffer{}); err != nil || cfg.MemoryLimit != "off" {
+		t.Errorf("SYVAULT_MEMORY_LIMIT=off: %q, %v", cfg.MemoryLimit, err)
+	}
+}
+
+// TestMemoryLimit: auto takes 90 % of the container's limit, unless the operator set
+// GOMEMLIMIT or there is no limit to read; a size is taken as given, over GOMEMLIMIT; off
+// sets nothing.
+func TestMemoryLimit(t *testing.T) {
+	const mib = 1 << 20
+	container := func(limit uint64, err error) func() (uint64, error) {
+		return func() (uint64, error) { return limit, err }
+	}
+	for _, c := range []struct {
+		name, v, goMemLimit string
+		container           func() (uint64, error)
+		want                int64
+	}{
+		{"auto in a 512MiB container", "auto", "", container(512*mib, nil), 512 * mib * 9 / 10},
+		{"auto, no limit", "auto", "", container(0, memlimit.ErrNoLimit), 0},
+		{"auto, no cgroup", "auto", "", container(0, memlimit.ErrNoCgroup), 0},
+		{"auto, unreadable", "auto", "", container(0, errors.New("permission denied")), 0},
+		{"auto under GOMEMLIMIT", "auto", "300MiB", container(512*mib, nil), 0},
+		{"a size", "240MiB", "", container(512*mib, nil), 240 * mib},
+		{"a size over GOMEMLIMIT", "240MiB", "300MiB", container(0, memlimit.ErrNoLimit), 240 * mib},
+		{"off", "off", "", container(512*mib, nil), 0},
+		{"auto, no cgroups on this system", "auto", "", container(0, memlimit.ErrCgroupsNotSupported), 0},
+		{"auto, a limit of nothing", "auto", "", container(0, nil), 0},
+		{"auto, a limit past what a process can address", "auto", "", container(1<<63, nil), 0},
+		{"a size, written loosely", " 1.5GiB ", "", container(0, nil), 1536 * mib},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, why := memoryLimit(c.v, c.goMemLimit, c.container)
+			if got != c.want || why == "" {
+				t.Errorf("memoryLimit(%q, GOMEMLIMIT=%q) = %d (%s), want %d", c.v, c.goMemLimit, got, why, c.want)
+			}
+		})
+	}
+}
+
+// TestBinary_MemoryLimit: the server's --memory-limit is the limit Go's collector works
+// to, as /metrics shows it.
+func TestBinary_MemoryLimit(t *testing.T) {
+	b := startBinary(t, "--memory-limit", "300MiB")
+	resp, err := http.Get("http://" + b.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(data), "\ngo_gc_gomemlimit_bytes 3.145728e+08\n") {
+		t.Errorf("no 300MiB limit in /metrics:\n%s", grepLines(string(data), "gomemlimit"))
+	}
+	if !strings.Contains(b.logs.String(), `soft_limit="300 MiB"`) {
+		t.Errorf("the start's log does not name the limit:\n%s", b.logs.String())
+	}
+}
+
+// grepLines returns the lines of s that hold sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
+}
+
+// TestBinary_MemoryLimitAuto: in a container limited to 256 MiB (a memory cgroup of the
+// test's making), the server's default --memory-limit is 90 % of that, as the collector
+// reads it. Making a cgroup needs root and a writable cgroup tree (v1's memory
+// controller, or v2's with memory delegated); without them the test is skipped.
+func TestBinary_MemoryLimitAuto(t *testing.T) {
+	var limit int64 = 256 << 20
+	procs := memoryCgroup(t, limit)
+	bin, dir, addr := buildBinary(t), t.TempDir(), freeAddr(t)
+	var logs logbuf.Buffer
+	// The shell joins the cgroup, then becomes the server, which so starts inside it.
+	cmd := exec.Command("sh", "-c", `echo $$ > "$1" && exec "$2" serve --dev --data-dir "$3" --listen "$4"`, "sh", procs, bin, dir, addr)
+	// What auto defers to is not the test's to inherit.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "GOMEMLIMIT=") || strings.HasPrefix(kv, "SYVAULT_MEMORY_LIMIT=")
+	})
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Registered after memoryCgroup's: the server has left the cgroup before it goes.
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	want := float64(int64(float64(limit) * memoryLimitAuto))
+	eventually(t, 30*time.Second, "the limit in /metrics", func() (bool, error) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		for line := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "go_gc_gomemlimit_bytes "); ok {
+				got, err := strconv.ParseFloat(v, 64)
+				if err != nil || got != want {
+					return false, fmt.Errorf("go_gc_gomemlimit_bytes %s, want %.0f", v, want)
+				}
+				return true, nil
+			}
+		}
+		return false, errors.New("no go_gc_gomemlimit_bytes")
+	})
+	if !strings.Contains(logs.String(), `from="90% of the container's 256 MiB"`) {
+		t.Errorf("the start's log does not say where the limit came from:\n%s", logs.String())
+	}
+}
+
+// memoryCgroup makes a memory cgroup limited to limit bytes, removed when the test ends,
+// and returns the file that moves a process into it; it skips the test where none can be
+// made.
+func memoryCgroup(t *testing.T, limit int64) (procs string) {
+	t.Helper()
+	// cgroup v2 (unified) names the limit memory.max; v1 has its own memory hierarchy.
+	root, file := "/sys/fs/cgroup", "memory.max"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err != nil {
+		root, file = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+	}
+	dir := filepath.Join(root, fmt.Sprintf("syvault-test-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("no memory cgroup can be made here (%v): needs root and a writable cgroup tree", err)
+	}
+	t.Cleanup(func() {
+		// The kernel may still count the server's exit for a moment after it is reaped.
+		deadline := time.Now().Add(5 * time.Second)
+		for err := os.Remove(dir); err != nil && !os.IsNotExist(err); err = os.Remove(dir) {
+			if time.Now().After(deadline) {
+				t.Errorf("cgroup %s left behind: %v", dir, err)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
+		t.Skipf("the cgroup's memory limit cannot be set here (%v)", err)
+	}
+	return filepath.Join(dir, "cgroup.procs")
+}
