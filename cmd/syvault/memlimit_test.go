@@ -114,7 +114,7 @@ func grepLines(s, sub string) string {
 // controller, or v2's with memory delegated); without them the test is skipped.
 func TestBinary_MemoryLimitAuto(t *testing.T) {
 	var limit int64 = 256 << 20
-	procs := memoryCgroup(t, limit)
+	procs := filepath.Join(memoryCgroup(t, limit), "cgroup.procs")
 	bin, dir, addr := buildBinary(t), t.TempDir(), freeAddr(t)
 	var logs logbuf.Buffer
 	// The shell joins the cgroup, then becomes the server, which so starts inside it.
@@ -154,16 +154,16 @@ func TestBinary_MemoryLimitAuto(t *testing.T) {
 }
 
 // memoryCgroup makes a memory cgroup limited to limit bytes, removed when the test ends,
-// and returns the file that moves a process into it; it skips the test where none can be
-// made.
-func memoryCgroup(t *testing.T, limit int64) (procs string) {
+// and returns its directory (its cgroup.procs moves a process into it); it skips the test
+// where none can be made.
+func memoryCgroup(t testing.TB, limit int64) (dir string) {
 	t.Helper()
 	// cgroup v2 (unified) names the limit memory.max; v1 has its own memory hierarchy.
 	root, file := "/sys/fs/cgroup", "memory.max"
 	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err != nil {
 		root, file = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
 	}
-	dir := filepath.Join(root, fmt.Sprintf("syvault-test-%d", os.Getpid()))
+	dir = filepath.Join(root, fmt.Sprintf("syvault-test-%d", os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("no memory cgroup can be made here (%v): needs root and a writable cgroup tree", err)
 	}
@@ -181,5 +181,5 @@ func memoryCgroup(t *testing.T, limit int64) (procs string) {
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
 		t.Skipf("the cgroup's memory limit cannot be set here (%v)", err)
 	}
-	return filepath.Join(dir, "cgroup.procs")
+	return dir
 }

@@ -36,9 +36,15 @@ type binary struct {
 
 func startBinary(t testing.TB, args ...string) *binary {
 	t.Helper()
-	b := &binary{bin: buildBinary(t), dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &logbuf.Buffer{}}
+	b := newBinary(t, args...)
 	b.start(t)
 	return b
+}
+
+// newBinary builds the server, to be started on a data directory and address of its own.
+func newBinary(t testing.TB, args ...string) *binary {
+	t.Helper()
+	return &binary{bin: buildBinary(t), dir: t.TempDir(), addr: freeAddr(t), args: args, logs: &logbuf.Buffer{}}
 }
 
 // buildBinary builds the server into a directory of the test's and returns its path.

@@ -48,6 +48,9 @@ var (
 	// The deployed shape: SyVault joins a NATS server of its own process (--nats-url), so
 	// the memory of each is seen apart and a restart is SyVault's alone.
 	scaleExternal = flag.Bool("scale.external-nats", false, "run the server against a separate nats-server process instead of its embedded one")
+	// A container's hard limit, the kernel's: what auto reads, and what kills the server
+	// if its memory (the page cache of its store's files included) outgrows it.
+	scaleContainer = flag.String("scale.container-memory", "", "run the server in a memory cgroup of this hard limit (e.g. 256MiB; needs root and a writable cgroup tree)")
 	// A soft limit for the server's collector, as a deployment sets one.
 	scaleMemoryLimit = flag.String("scale.memory-limit", "", "the server's --memory-limit (e.g. 240MiB; default: the server's own default, auto)")
 )
@@ -97,7 +100,24 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 	if *scaleMemoryLimit != "" {
 		args = append(args, "--memory-limit", *scaleMemoryLimit)
 	}
-	return startBinary(b, args...)
+	bin := newBinary(b, args...)
+	if *scaleContainer != "" {
+		limit, err := parseMemoryLimit(*scaleContainer)
+		if err != nil || limit == 0 {
+			b.Fatalf("-scale.container-memory %q: want a size such as 256MiB", *scaleContainer)
+		}
+		scaleCgroup = memoryCgroup(b, limit)
+		// Each start of the server, restarts included, goes through a shell that joins
+		// the cgroup and then becomes the server.
+		script := filepath.Join(b.TempDir(), "syvault-in-container")
+		body := fmt.Sprintf("#!/bin/sh\necho $$ > %q && exec %q \"$@\"\n", filepath.Join(scaleCgroup, "cgroup.procs"), bin.bin)
+		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		bin.bin = script
+	}
+	bin.start(b)
+	return bin
 }
 
 // BenchmarkScale reports, for a server binary built from this tree: create and revoke
@@ -355,6 +375,9 @@ func benchReads(b *testing.B, phase string, admin *client.Client, recordUID stri
 	report(b, fmt.Sprintf("%s: paging through %d leases, 1000 a page", phase, seen), float64(seen)/time.Since(start).Seconds(), "leases/s")
 }
 
+// scaleCgroup is the memory cgroup of -scale.container-memory, when there is one.
+var scaleCgroup string
+
 // scaleNATS is the separate nats-server of -scale.external-nats, when there is one.
 var scaleNATS *natsProcess
 
@@ -384,6 +407,24 @@ func readMemory(b *testing.B, phase string, bin *binary) {
 		report(b, phase+": server soft memory limit", limit, "MiB")
 	} else {
 		report(b, phase+": server soft memory limit", 0, "MiB")
+	}
+	if scaleCgroup != "" {
+		// What the kernel charged the container with at most (the page cache included),
+		// and how often it had to reclaim to keep it under the limit.
+		for _, f := range []struct{ file, what, unit string }{
+			{"memory.max_usage_in_bytes", "container memory peak", "MiB"},
+			{"memory.failcnt", "container limit reached", "times"},
+		} {
+			data, err := os.ReadFile(filepath.Join(scaleCgroup, f.file))
+			if err != nil {
+				continue // cgroup v2 names these otherwise (memory.peak, memory.events)
+			}
+			v, _ := strconv.ParseFloat(strings.TrimSpace(string(data)), 64)
+			if f.unit == "MiB" {
+				v /= 1 << 20
+			}
+			report(b, phase+": "+f.what, v, f.unit)
+		}
 	}
 	report(b, phase+": data directory", dirMiB(bin.dir), "MiB")
 	if scaleNATS != nil {
