@@ -33,8 +33,8 @@ const memoryLimitAuto = 0.9
 // limit of a few hundred bytes, which would keep the collector running).
 const memoryLimitMin = 32 << 20
 
-// memoryLimitSize is a size as GOMEMLIMIT writes one: binary units only, so that 512MiB
-// cannot be mistaken for 512 million bytes (or for Docker's 512m, which is MiB).
+// memoryLimitSize is a size as GOMEMLIMIT writes one, in binary units only: 512M could
+// mean 512 million bytes or, as Docker's 512m does, 512 MiB.
 var memoryLimitSize = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?) ?(B|KiB|MiB|GiB|TiB)$`)
 
 // parseMemoryLimit checks a --memory-limit value: auto, off, or a size such as 240MiB or
