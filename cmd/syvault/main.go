@@ -163,7 +163,7 @@ type Config struct {
 	ReconcileTarget string
 	Apply           bool
 	Format          string
-	// MemoryLimit is serve's --memory-limit: auto, off or a size (see setMemoryLimit);
+	// MemoryLimit is serve's --memory-limit: auto, off or a size (see memoryLimit);
 	// empty leaves the process's limit as it is.
 	MemoryLimit string
 	// AdminClientFile is where init writes the first admin client's credentials; "-" is

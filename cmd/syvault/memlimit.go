@@ -25,8 +25,9 @@ import (
 // so a limit below what is really in use costs CPU, not a crash.
 
 // memoryLimitAuto is the share of a container's memory limit that --memory-limit auto
-// sets: what is left is for what Go does not count (the binary's pages, the kernel's
-// buffers charged to the container).
+// sets: what is left is for what Go does not count (the binary's pages, the page cache
+// charged to the container). With the embedded store that cache is its files', for which
+// a tenth is too little (BENCHMARKS.md, run AN): such a deployment sets the limit itself.
 const memoryLimitAuto = 0.9
 
 // memoryLimitMin refuses a size that cannot be what was meant (a forgotten unit is a
@@ -73,7 +74,7 @@ func memoryLimit(v, goMemLimit string, container func() (uint64, error)) (limit 
 		if goMemLimit != "" {
 			return 0, "GOMEMLIMIT is set"
 		}
-		max, err := container()
+		hard, err := container()
 		switch {
 		case errors.Is(err, memlimit.ErrNoLimit) || errors.Is(err, memlimit.ErrNoCgroup) || errors.Is(err, memlimit.ErrCgroupsNotSupported):
 			return 0, "no container memory limit"
@@ -81,10 +82,10 @@ func memoryLimit(v, goMemLimit string, container func() (uint64, error)) (limit 
 			// Not a reason to refuse to start: the process runs as it would without a
 			// container, and the log says why.
 			return 0, "the container's memory limit could not be read: " + err.Error()
-		case max == 0 || max >= math.MaxInt64:
+		case hard == 0 || hard >= math.MaxInt64:
 			return 0, "no container memory limit"
 		}
-		return int64(float64(max) * memoryLimitAuto), fmt.Sprintf("%.0f%% of the container's %s", memoryLimitAuto*100, humanize.IBytes(max))
+		return int64(float64(hard) * memoryLimitAuto), fmt.Sprintf("%.0f%% of the container's %s", memoryLimitAuto*100, humanize.IBytes(hard))
 	}
 	n, _ := parseMemoryLimit(v) // checked by parseFlags
 	if goMemLimit != "" {

@@ -62,9 +62,9 @@ func newMetrics(proj *projections.Projections, store *jsstore.Store, logger *slo
 	m.reg.MustRegister(m.creates, m.revokes, m.rateLimited, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls,
 		// The collector's share of the CPU: with the embedded NATS its per-subject state is
 		// this process's heap, and marking it is a cost that grows with the number of leases.
-		// And the soft memory limit in force (--memory-limit), which that share rises under.
+		// (The soft memory limit in force, go_gc_gomemlimit_bytes, is among the defaults.)
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
-			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^(/cpu/classes/gc/|/gc/gomemlimit:bytes$)`)})),
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/gc/`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "syvault_revocations_pending_retry",
 			Help: "Leases whose revocation failed in this process and waits for a retry."}, func() float64 {

@@ -48,8 +48,10 @@ var (
 	// The deployed shape: SyVault joins a NATS server of its own process (--nats-url), so
 	// the memory of each is seen apart and a restart is SyVault's alone.
 	scaleExternal = flag.Bool("scale.external-nats", false, "run the server against a separate nats-server process instead of its embedded one")
-	// A container's hard limit, the kernel's: what auto reads, and what kills the server
-	// if its memory (the page cache of its store's files included) outgrows it.
+	// A container's hard limit, the kernel's: what auto reads; it counts the page cache of
+	// the store's files, which the kernel reclaims at the limit, and kills the server for
+	// what it cannot reclaim. The databases phase only: the event layer at its default size
+	// outgrows any container small enough to matter.
 	scaleContainer = flag.String("scale.container-memory", "", "run the server in a memory cgroup of this hard limit (e.g. 256MiB; needs root and a writable cgroup tree)")
 	// A soft limit for the server's collector, as a deployment sets one.
 	scaleMemoryLimit = flag.String("scale.memory-limit", "", "the server's --memory-limit (e.g. 240MiB; default: the server's own default, auto)")
@@ -100,8 +102,16 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 	if *scaleMemoryLimit != "" {
 		args = append(args, "--memory-limit", *scaleMemoryLimit)
 	}
+	if *scaleMemoryLimit != "" {
+		if _, err := parseMemoryLimit(*scaleMemoryLimit); err != nil {
+			b.Fatal(err) // now, not as a server that never becomes ready
+		}
+	}
 	bin := newBinary(b, args...)
 	if *scaleContainer != "" {
+		if *scaleEvents > 0 {
+			b.Fatal("-scale.container-memory runs the databases phase only: give -scale.events 0 (EVENTS=0)")
+		}
 		limit, err := parseMemoryLimit(*scaleContainer)
 		if err != nil || limit == 0 {
 			b.Fatalf("-scale.container-memory %q: want a size such as 256MiB", *scaleContainer)
@@ -403,7 +413,8 @@ func readMemory(b *testing.B, phase string, bin *binary) {
 	report(b, phase+": server stacks", mib("go_memstats_stack_inuse_bytes"), "MiB")
 	// On a machine whose processes run under a memory limit, auto sets a soft limit of its
 	// own: a run's readings compare with another's only at the same limit (0: none).
-	if limit := mib("go_gc_gomemlimit_bytes"); limit < 1<<40 {
+	const none = math.MaxInt64 / (1 << 20) // MiB
+	if limit := mib("go_gc_gomemlimit_bytes"); limit < none {
 		report(b, phase+": server soft memory limit", limit, "MiB")
 	} else {
 		report(b, phase+": server soft memory limit", 0, "MiB")
