@@ -100,18 +100,16 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 		args = append(args, "--debug-listen", freeAddr(b))
 	}
 	if *scaleMemoryLimit != "" {
-		args = append(args, "--memory-limit", *scaleMemoryLimit)
-	}
-	if *scaleMemoryLimit != "" {
 		if _, err := parseMemoryLimit(*scaleMemoryLimit); err != nil {
 			b.Fatal(err) // now, not as a server that never becomes ready
 		}
+		args = append(args, "--memory-limit", *scaleMemoryLimit)
+	}
+	if *scaleContainer != "" && *scaleEvents > 0 {
+		b.Fatal("-scale.container-memory runs the databases phase only: give -scale.events 0 (EVENTS=0)")
 	}
 	bin := newBinary(b, args...)
 	if *scaleContainer != "" {
-		if *scaleEvents > 0 {
-			b.Fatal("-scale.container-memory runs the databases phase only: give -scale.events 0 (EVENTS=0)")
-		}
 		limit, err := parseMemoryLimit(*scaleContainer)
 		if err != nil || limit == 0 {
 			b.Fatalf("-scale.container-memory %q: want a size such as 256MiB", *scaleContainer)
