@@ -335,12 +335,14 @@ class LeaseKeeper:
         d = retry_delay(h.failures, h.left(), random.random())
         if isinstance(err, RateLimitedError):
             # When the server said (plus up to a second, out of step with the rest of the
-            # fleet), where that comes before the credentials expire: an earlier attempt
-            # would likely be refused too, each refusal one more look-up of the client on
-            # the server. Where it does not, the usual attempts before the expiry stand
-            # (another API process, with an allowance of its own, may take one).
+            # fleet), where half the credentials' time left remains after that (as the
+            # backoff's own cap: a wait to just before the expiry would leave no room for
+            # another attempt): an earlier attempt would likely be refused too, each
+            # refusal one more look-up of the client on the server. Where it does not,
+            # the usual attempts before the expiry stand (another API process, with an
+            # allowance of its own, may take one).
             wait = max(err.retry_after or 1, 1) + random.random()
-            if wait < h.left():
+            if wait < h.left() / 2:
                 d = max(d, wait)
         h.next = time.monotonic() + d
         log.warning("retrying op=%s lease_id=%s attempt=%d retry_in=%.3fs credentials_valid_until=%s error=%s",

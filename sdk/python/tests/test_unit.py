@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -1035,6 +1036,13 @@ class KeeperTests(unittest.TestCase):
     def test_renewal_not_past_the_expiry_for_a_rate_limit(self):
         # A Retry-After past the credentials' expiry: the attempts before it stand.
         renewals = self.rate_limited_renewal(6, 30)  # renewed with 1-2.4 s left
+        self.assertLess(renewals[1] - renewals[0], 2.0)
+
+    def test_renewal_not_past_half_the_time_left_for_a_rate_limit(self):
+        # A Retry-After before the expiry but past half the time left: waiting it out
+        # would leave no room for another attempt, so the attempts before it stand.
+        with unittest.mock.patch("syvault.keeper.random.random", return_value=0.0):
+            renewals = self.rate_limited_renewal(12, 3)  # renewed with 3.7-4 s left
         self.assertLess(renewals[1] - renewals[0], 2.0)
 
     def test_gives_up_once_the_credentials_expire(self):
