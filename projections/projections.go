@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -128,19 +129,19 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 		}
 		return p.applyLease(ctx, e, seq)
 	case (e.Type == events.TargetRegistered || e.Type == events.TargetUpdated || e.Type == events.TargetResealed) && e.Target != nil:
-		_, _, err := cas(ctx, p.targets, nil, e.RecordUID, seq, false, func(r *record[events.Target]) bool {
+		_, _, err := cas(ctx, p.store, p.targets, nil, e.RecordUID, seq, false, func(r *record[events.Target]) bool {
 			r.Value, r.Removed = *e.Target, false
 			return true
 		})
 		return err
 	case e.Type == events.TargetRemoved:
-		_, _, err := cas(ctx, p.targets, nil, e.RecordUID, seq, false, func(r *record[events.Target]) bool {
+		_, _, err := cas(ctx, p.store, p.targets, nil, e.RecordUID, seq, false, func(r *record[events.Target]) bool {
 			r.Removed = true
 			return true
 		})
 		return err
 	case e.Type == events.ClientRegistered && e.Client != nil:
-		_, _, err := cas(ctx, p.clients, nil, e.Client.ClientID, seq, false, func(r *record[events.Client]) bool {
+		_, _, err := cas(ctx, p.store, p.clients, nil, e.Client.ClientID, seq, false, func(r *record[events.Client]) bool {
 			r.Value, r.Removed = *e.Client, false
 			return true
 		})
@@ -148,13 +149,13 @@ func (p *Projections) Apply(ctx context.Context, e events.Event, seq uint64) err
 	case e.Type == events.ClientUpdated && e.Client != nil:
 		// An update is appended only after the client's last event, never after its
 		// removal, so it keeps the record's removal as it finds it.
-		_, _, err := cas(ctx, p.clients, nil, e.Client.ClientID, seq, false, func(r *record[events.Client]) bool {
+		_, _, err := cas(ctx, p.store, p.clients, nil, e.Client.ClientID, seq, false, func(r *record[events.Client]) bool {
 			r.Value = *e.Client
 			return true
 		})
 		return err
 	case e.Type == events.ClientRemoved:
-		_, _, err := cas(ctx, p.clients, nil, e.ClientID, seq, false, func(r *record[events.Client]) bool {
+		_, _, err := cas(ctx, p.store, p.clients, nil, e.ClientID, seq, false, func(r *record[events.Client]) bool {
 			r.Removed = true
 			return true
 		})
@@ -204,7 +205,7 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 	if !w.current(ctx, p.leases) {
 		w = nil
 	}
-	r, changed, err := cas(ctx, p.leases, w, e.LeaseID, seq, first, func(r *record[events.Lease]) bool {
+	r, changed, err := cas(ctx, p.store, p.leases, w, e.LeaseID, seq, first, func(r *record[events.Lease]) bool {
 		if !chained || r.Seq != e.Prev {
 			return false
 		}
@@ -223,7 +224,7 @@ func (p *Projections) applyLease(ctx context.Context, e events.Event, seq uint64
 			err = events.HistoryBehind(l, seq)
 		}
 		if err == nil {
-			r, changed, err = cas(ctx, p.leases, w, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {
+			r, changed, err = cas(ctx, p.store, p.leases, w, e.LeaseID, l.Seq, false, func(r *record[events.Lease]) bool {
 				r.Value = l
 				return true
 			}, p.leaseWrites(index))
@@ -272,12 +273,20 @@ func (o writeOpts[T]) expire(r *record[T]) time.Duration {
 // (see written), or, when absent says the record cannot exist yet (a lease's request),
 // none. A wrong guess fails the write, which is conditional on the revision, or is not
 // trusted to decline it, and the next attempt reads the record.
-func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key string, seq uint64, absent bool, mutate func(*record[T]) bool, opts ...writeOpts[T]) (record[T], bool, error) {
+//
+// A read is a direct get, which any copy of the bucket answers, until a write is refused:
+// then the record is read from the bucket's leader (s.CurrentEntry), as a follower behind
+// it would answer with the same old revision, and each write decided on it be refused,
+// until it caught up. Refused again, the record moved on meanwhile (another process
+// applying the same lease's events): the next attempts back off, a few milliseconds
+// doubling, rather than press a busy leader.
+func cas[T any](ctx context.Context, s *jsstore.Store, kv jetstream.KeyValue, w *written, key string, seq uint64, absent bool, mutate func(*record[T]) bool, opts ...writeOpts[T]) (record[T], bool, error) {
 	var o writeOpts[T]
 	if len(opts) > 0 {
 		o = opts[0]
 	}
 	guess := true
+	refused := 0 // writes refused in a row
 	for {
 		var (
 			r       record[T]
@@ -291,12 +300,16 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 			guessed = guessed || absent
 		}
 		if !guessed {
-			entry, err := kv.Get(ctx, key)
-			switch {
-			case err == nil:
-				data, rev = entry.Value(), entry.Revision()
-			case errors.Is(err, jetstream.ErrKeyNotFound):
-			default:
+			var err error
+			if refused == 0 {
+				var entry jetstream.KeyValueEntry
+				if entry, err = kv.Get(ctx, key); err == nil {
+					data, rev = entry.Value(), entry.Revision()
+				}
+			} else {
+				data, rev, err = s.CurrentEntry(ctx, kv, key)
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 				return r, false, unavailable(err)
 			}
 		}
@@ -331,6 +344,13 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			w.forget(key)
+			if refused++; refused > 1 {
+				select {
+				case <-ctx.Done():
+					return r, false, unavailable(ctx.Err())
+				case <-time.After(casPause(refused - 1)):
+				}
+			}
 			continue
 		}
 		if err != nil {
@@ -340,6 +360,14 @@ func cas[T any](ctx context.Context, kv jetstream.KeyValue, w *written, key stri
 		w.put(key, data, rev)
 		return r, true, nil
 	}
+}
+
+// casPause is the wait before a write's attempt after n refusals in a row on a record
+// that keeps moving: 1 ms doubling to 64, each at random between half and all of it, so
+// that processes writing the same record fall out of step.
+func casPause(n int) time.Duration {
+	d := time.Millisecond << min(n-1, 6)
+	return d/2 + rand.N(d/2+1)
 }
 
 // listed reports whether a lease belongs in the list of active leases: its user exists.

@@ -3,9 +3,11 @@ package projections_test
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
@@ -113,5 +115,51 @@ func TestProjections_ARebuildElsewhereIsReadAgain(t *testing.T) {
 	page, _, err := a.ActiveLeases(ctx, events.LeaseQuery{Limit: 10})
 	if err != nil || len(page) != 1 || page[0].ID != id {
 		t.Fatalf("listed %+v, %v; want the one lease", page, err)
+	}
+}
+
+// On a cluster, a write refused because the record moved on is decided again on the
+// record as the bucket's leader has it. A direct get, which any copy answers, may come
+// from a follower still behind the write that refused this one, and the next write,
+// decided on the same old revision, be refused again, as often as it is read there.
+func TestProjections_ARefusedWriteRereadsTheLeader(t *testing.T) {
+	ctx := context.Background()
+	servers, _ := jstest.MustCluster(t)
+	nc := connectTo(t, servers[0])
+	store := storeOn(t, nc, 3)
+	a, b := projectionsOn(t, store), projectionsOn(t, store) // two processes
+	id := uuid.Must(uuid.NewV7()).String()
+	evs := []events.Event{requested(id, "W2"), {Type: events.LeaseActivated, LeaseID: id}}
+	seqs := appendAll(t, store, evs...)
+	evs[1].Prev = seqs[0]
+	if err := a.Apply(ctx, evs[0], seqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Another process applies the activation: the record a remembers writing is behind.
+	if err := b.Apply(ctx, evs[1], seqs[1]); err != nil {
+		t.Fatal(err)
+	}
+	var direct, leader atomic.Int64
+	watch := connectTo(t, servers[0])
+	for subj, n := range map[string]*atomic.Int64{"$JS.API.DIRECT.GET.>": &direct, "$JS.API.STREAM.MSG.GET.>": &leader} {
+		if _, err := watch.Subscribe(subj, func(*nats.Msg) { n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The activation, delivered to a again: its write on the remembered record is refused.
+	if err := a.Apply(ctx, evs[1], seqs[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if d, l := direct.Load(), leader.Load(); d != 0 || l == 0 {
+		t.Errorf("after the refused write: %d direct gets, %d reads from the leader; want the record read from the leader alone", d, l)
+	}
+	if l, err := a.Lease(ctx, id); err != nil || l.Status != events.StatusActive || l.Seq != seqs[1] {
+		t.Fatalf("lease = %+v, %v; want active at %d", l, err, seqs[1])
 	}
 }

@@ -73,24 +73,32 @@ func (s *Store) standalone() bool { return !s.leaderReads && s.nc.ConnectedClust
 // jetstream.ErrKeyNotFound when the key has no value (never written, deleted, purged or
 // expired) and jetstream.ErrInvalidKey for a key that is not one.
 func (s *Store) CurrentRecord(ctx context.Context, kv jetstream.KeyValue, key string) ([]byte, error) {
+	value, _, err := s.CurrentEntry(ctx, kv, key)
+	return value, err
+}
+
+// CurrentEntry is CurrentRecord with the value's revision, for a write conditional on
+// it: one decided on a lagging follower's revision is refused, and again each time it is
+// read there, until the follower catches up.
+func (s *Store) CurrentEntry(ctx context.Context, kv jetstream.KeyValue, key string) (value []byte, revision uint64, err error) {
 	if s.standalone() {
 		e, err := kv.Get(ctx, key)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		return e.Value(), nil
+		return e.Value(), e.Revision(), nil
 	}
 	if !validKey(key) {
-		return nil, jetstream.ErrInvalidKey
+		return nil, 0, jetstream.ErrInvalidKey
 	}
 	h, held, err := s.lastRecord(ctx, kv, key)
 	switch {
 	case err != nil:
-		return nil, err
+		return nil, 0, err
 	case !held:
-		return nil, jetstream.ErrKeyNotFound
+		return nil, 0, jetstream.ErrKeyNotFound
 	}
-	return h.Value, nil
+	return h.Value, h.Revision, nil
 }
 
 // lastRecord reads key's last record in kv from the bucket's leader; held is false when
