@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -119,10 +120,7 @@ func TestBinary_MemoryLimitAuto(t *testing.T) {
 	var logs logbuf.Buffer
 	// The shell joins the cgroup, then becomes the server, which so starts inside it.
 	cmd := exec.Command("sh", "-c", `echo $$ > "$1" && exec "$2" serve --dev --data-dir "$3" --listen "$4"`, "sh", procs, bin, dir, addr)
-	// What auto defers to is not the test's to inherit.
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "GOMEMLIMIT=") || strings.HasPrefix(kv, "SYVAULT_MEMORY_LIMIT=")
-	})
+	cmd.Env = withoutMemoryLimit(os.Environ()) // what auto defers to is not the test's to pass on
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -153,33 +151,83 @@ func TestBinary_MemoryLimitAuto(t *testing.T) {
 	}
 }
 
+// withoutMemoryLimit is env without the settings of a Go process's soft memory limit
+// (GOMEMLIMIT, and the server's own).
+func withoutMemoryLimit(env []string) []string {
+	return slices.DeleteFunc(env, func(kv string) bool {
+		return strings.HasPrefix(kv, "GOMEMLIMIT=") || strings.HasPrefix(kv, "SYVAULT_MEMORY_LIMIT=")
+	})
+}
+
 // memoryCgroup makes a memory cgroup limited to limit bytes, removed when the test ends,
 // and returns its directory (its cgroup.procs moves a process into it); it skips the test
-// where none can be made.
-func memoryCgroup(t testing.TB, limit int64) (dir string) {
+// where none can be made, or where the cgroup it would sit in is limited to less.
+func memoryCgroup(t *testing.T, limit int64) (dir string) {
 	t.Helper()
+	dir, err := makeMemoryCgroup(t, limit)
+	if err != nil {
+		t.Skip(err)
+	}
+	return dir
+}
+
+// makeMemoryCgroup is memoryCgroup, saying why where it cannot make one.
+func makeMemoryCgroup(tb testing.TB, limit int64) (dir string, err error) {
+	tb.Helper()
 	// cgroup v2 (unified) names the limit memory.max; v1 has its own memory hierarchy.
 	root, file := "/sys/fs/cgroup", "memory.max"
 	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err != nil {
 		root, file = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
 	}
-	dir = filepath.Join(root, fmt.Sprintf("syvault-test-%d", os.Getpid()))
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Skipf("no memory cgroup can be made here (%v): needs root and a writable cgroup tree", err)
+	// A name of its own: one left behind by a process killed before its cleanup, which
+	// had this one's pid, is not taken over.
+	dir, err = os.MkdirTemp(root, "syvault-test-")
+	if err != nil {
+		return "", fmt.Errorf("no memory cgroup can be made here (%v): needs root and a writable cgroup tree", err)
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		// The kernel may still count the server's exit for a moment after it is reaped.
 		deadline := time.Now().Add(5 * time.Second)
 		for err := os.Remove(dir); err != nil && !os.IsNotExist(err); err = os.Remove(dir) {
 			if time.Now().After(deadline) {
-				t.Errorf("cgroup %s left behind: %v", dir, err)
+				tb.Errorf("cgroup %s left behind: %v", dir, err)
 				return
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
-		t.Skipf("the cgroup's memory limit cannot be set here (%v)", err)
+		return "", fmt.Errorf("the cgroup's memory limit cannot be set here (%v)", err)
 	}
-	return dir
+	if effective := cgroupLimit(dir); effective < limit {
+		return "", fmt.Errorf("this process's cgroup is limited to %d bytes, less than the %d asked for", effective, limit)
+	}
+	return dir, nil
+}
+
+// cgroupLimit is the memory limit in force in the cgroup at dir, its ancestors' included
+// as far as they can be seen (math.MaxInt64 for none).
+func cgroupLimit(dir string) int64 {
+	number := func(s string) (int64, bool) {
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		return n, err == nil // v2's "max" is none
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "memory.stat")); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(line, "hierarchical_memory_limit "); ok { // v1 reckons it itself
+				if n, ok := number(v); ok {
+					return n
+				}
+			}
+		}
+	}
+	limit := int64(math.MaxInt64)
+	for d := dir; strings.HasPrefix(d, "/sys/fs/cgroup/"); d = filepath.Dir(d) {
+		if data, err := os.ReadFile(filepath.Join(d, "memory.max")); err == nil {
+			if n, ok := number(string(data)); ok {
+				limit = min(limit, n)
+			}
+		}
+	}
+	return limit
 }

@@ -29,6 +29,7 @@ import (
 type binary struct {
 	bin, dir, addr string
 	args           []string
+	env            []string // the server's environment; nil: the test's
 	logs           *logbuf.Buffer
 	cmd            *exec.Cmd
 	done           chan error // its exit
@@ -71,6 +72,7 @@ func (b *binary) launch(t testing.TB) {
 	b.done = make(chan error, 1)
 	b.cmd = exec.Command(b.bin, append([]string{"serve", "--dev", "--data-dir", b.dir, "--listen", b.addr}, b.args...)...)
 	b.cmd.Stdout, b.cmd.Stderr = b.logs, b.logs
+	b.cmd.Env = b.env
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

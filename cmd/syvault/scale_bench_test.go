@@ -109,19 +109,26 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 		b.Fatal("-scale.container-memory runs the databases phase only: give -scale.events 0 (EVENTS=0)")
 	}
 	bin := newBinary(b, args...)
+	// The server's soft memory limit is the flags' alone (-scale.memory-limit, or auto):
+	// one inherited from the caller's environment would make runs differ unseen.
+	bin.env = withoutMemoryLimit(os.Environ())
 	if *scaleContainer != "" {
 		limit, err := parseMemoryLimit(*scaleContainer)
 		if err != nil || limit == 0 {
 			b.Fatalf("-scale.container-memory %q: want a size such as 256MiB", *scaleContainer)
 		}
-		scaleCgroup = memoryCgroup(b, limit)
+		if scaleCgroup, err = makeMemoryCgroup(b, limit); err != nil {
+			b.Fatal(err) // asked for: a run without the container would pass for one with it
+		}
 		// Each start of the server, restarts included, goes through a shell that joins
-		// the cgroup and then becomes the server.
+		// the cgroup and then becomes the server (the paths in its environment: none in
+		// the script to quote).
 		script := filepath.Join(b.TempDir(), "syvault-in-container")
-		body := fmt.Sprintf("#!/bin/sh\necho $$ > %q && exec %q \"$@\"\n", filepath.Join(scaleCgroup, "cgroup.procs"), bin.bin)
+		body := "#!/bin/sh\necho $$ > \"$CONTAINER_PROCS\" && exec \"$CONTAINER_EXEC\" \"$@\"\n"
 		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 			b.Fatal(err)
 		}
+		bin.env = append(bin.env, "CONTAINER_PROCS="+filepath.Join(scaleCgroup, "cgroup.procs"), "CONTAINER_EXEC="+bin.bin)
 		bin.bin = script
 	}
 	bin.start(b)
@@ -386,6 +393,60 @@ func benchReads(b *testing.B, phase string, admin *client.Client, recordUID stri
 // scaleCgroup is the memory cgroup of -scale.container-memory, when there is one.
 var scaleCgroup string
 
+// readContainer reports what the kernel charges the container of -scale.container-memory
+// with (the page cache of the store's files included), split into the processes' own
+// memory and the page cache, its peak and how often it reached the limit (the kernel
+// then reclaims, the page cache first, and kills only when nothing more can be). On
+// cgroup v1 the peak and the count are since the last reading (each reading resets
+// them), on v2 since the container's making; the kills, since its making.
+func readContainer(b *testing.B, phase string) {
+	file := func(name string) string {
+		data, err := os.ReadFile(filepath.Join(scaleCgroup, name))
+		if err != nil {
+			return ""
+		}
+		return string(data)
+	}
+	fields := func(name string) map[string]float64 {
+		m := map[string]float64{}
+		for line := range strings.Lines(file(name)) {
+			if k, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+				m[k], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		return m
+	}
+	number := func(name string) float64 {
+		v, _ := strconv.ParseFloat(strings.TrimSpace(file(name)), 64)
+		return v
+	}
+	const mib = 1 << 20
+	stat := fields("memory.stat")
+	if v1 := file("memory.usage_in_bytes") != ""; v1 {
+		report(b, phase+": container memory", number("memory.usage_in_bytes")/mib, "MiB")
+		report(b, phase+": container memory, processes'", stat["total_rss"]/mib, "MiB")
+		report(b, phase+": container memory, page cache", stat["total_cache"]/mib, "MiB")
+		report(b, phase+": container memory peak since the last reading", number("memory.max_usage_in_bytes")/mib, "MiB")
+		report(b, phase+": container limit reached since the last reading", number("memory.failcnt"), "times")
+		report(b, phase+": container kills", fields("memory.oom_control")["oom_kill"], "times") // Linux 4.13 and later
+		for _, name := range []string{"memory.max_usage_in_bytes", "memory.failcnt"} {
+			if err := os.WriteFile(filepath.Join(scaleCgroup, name), []byte("0"), 0o644); err != nil {
+				b.Fatalf("reset %s: %v", name, err)
+			}
+		}
+		return
+	}
+	events := fields("memory.events")
+	report(b, phase+": container memory", number("memory.current")/mib, "MiB")
+	report(b, phase+": container memory, processes'", stat["anon"]/mib, "MiB")
+	report(b, phase+": container memory, page cache", stat["file"]/mib, "MiB")
+	if file("memory.peak") != "" { // Linux 5.19 and later
+		report(b, phase+": container memory peak", number("memory.peak")/mib, "MiB")
+	}
+	report(b, phase+": container limit reached", events["max"], "times")
+	report(b, phase+": container kills", events["oom_kill"], "times")
+}
+
 // scaleNATS is the separate nats-server of -scale.external-nats, when there is one.
 var scaleNATS *natsProcess
 
@@ -418,22 +479,7 @@ func readMemory(b *testing.B, phase string, bin *binary) {
 		report(b, phase+": server soft memory limit", 0, "MiB")
 	}
 	if scaleCgroup != "" {
-		// What the kernel charged the container with at most (the page cache included),
-		// and how often it had to reclaim to keep it under the limit.
-		for _, f := range []struct{ file, what, unit string }{
-			{"memory.max_usage_in_bytes", "container memory peak", "MiB"},
-			{"memory.failcnt", "container limit reached", "times"},
-		} {
-			data, err := os.ReadFile(filepath.Join(scaleCgroup, f.file))
-			if err != nil {
-				continue // cgroup v2 names these otherwise (memory.peak, memory.events)
-			}
-			v, _ := strconv.ParseFloat(strings.TrimSpace(string(data)), 64)
-			if f.unit == "MiB" {
-				v /= 1 << 20
-			}
-			report(b, phase+": "+f.what, v, f.unit)
-		}
+		readContainer(b, phase)
 	}
 	report(b, phase+": data directory", dirMiB(bin.dir), "MiB")
 	if scaleNATS != nil {
