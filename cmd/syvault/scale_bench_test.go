@@ -426,8 +426,8 @@ func readContainer(b *testing.B, phase string) {
 		report(b, phase+": container memory", number("memory.usage_in_bytes")/mib, "MiB")
 		report(b, phase+": container memory, processes'", stat["total_rss"]/mib, "MiB")
 		report(b, phase+": container memory, page cache", stat["total_cache"]/mib, "MiB")
-		report(b, phase+": container memory peak since the last reading", number("memory.max_usage_in_bytes")/mib, "MiB")
-		report(b, phase+": container limit reached since the last reading", number("memory.failcnt"), "times")
+		report(b, phase+": container memory peak", number("memory.max_usage_in_bytes")/mib, "MiB since the last reading")
+		report(b, phase+": container limit reached", number("memory.failcnt"), "times since the last reading")
 		report(b, phase+": container kills", fields("memory.oom_control")["oom_kill"], "times") // Linux 4.13 and later
 		for _, name := range []string{"memory.max_usage_in_bytes", "memory.failcnt"} {
 			if err := os.WriteFile(filepath.Join(scaleCgroup, name), []byte("0"), 0o644); err != nil {
