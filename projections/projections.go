@@ -275,11 +275,11 @@ func (o writeOpts[T]) expire(r *record[T]) time.Duration {
 // trusted to decline it, and the next attempt reads the record.
 //
 // A read is a direct get, which any copy of the bucket answers, until a write is refused:
-// then the record is read from the bucket's leader (s.CurrentEntry), as a follower behind
-// it would answer with the same old revision, and each write decided on it be refused,
-// until it caught up. Refused again, the record moved on meanwhile (another process
-// applying the same lease's events): the next attempts back off, a few milliseconds
-// doubling, rather than press a busy leader.
+// then the record is read from the bucket's leader (s.CurrentEntry): a follower behind it
+// would answer with the same old revision, and each write decided on that would be
+// refused, until the follower caught up. Refused again, the record moved on meanwhile
+// (another process applying the same lease's events): the next attempts back off, a few
+// milliseconds doubling, rather than press a busy leader.
 func cas[T any](ctx context.Context, s *jsstore.Store, kv jetstream.KeyValue, w *written, key string, seq uint64, absent bool, mutate func(*record[T]) bool, opts ...writeOpts[T]) (record[T], bool, error) {
 	var o writeOpts[T]
 	if len(opts) > 0 {

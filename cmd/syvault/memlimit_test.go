@@ -120,7 +120,7 @@ func TestBinary_MemoryLimitAuto(t *testing.T) {
 	var logs logbuf.Buffer
 	// The shell joins the cgroup, then becomes the server, which so starts inside it.
 	cmd := exec.Command("sh", "-c", `echo $$ > "$1" && exec "$2" serve --dev --data-dir "$3" --listen "$4"`, "sh", procs, bin, dir, addr)
-	cmd.Env = withoutMemoryLimit(os.Environ()) // what auto defers to is not the test's to pass on
+	cmd.Env = withoutMemorySettings(os.Environ()) // what auto defers to is not the test's to pass on
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -151,17 +151,18 @@ func TestBinary_MemoryLimitAuto(t *testing.T) {
 	}
 }
 
-// withoutMemoryLimit is env without the settings of a Go process's soft memory limit
-// (GOMEMLIMIT, and the server's own).
-func withoutMemoryLimit(env []string) []string {
+// withoutMemorySettings is env without what sets a Go process's collector (GOGC,
+// GOMEMLIMIT, and the server's own soft limit).
+func withoutMemorySettings(env []string) []string {
 	return slices.DeleteFunc(env, func(kv string) bool {
-		return strings.HasPrefix(kv, "GOMEMLIMIT=") || strings.HasPrefix(kv, "SYVAULT_MEMORY_LIMIT=")
+		return strings.HasPrefix(kv, "GOGC=") || strings.HasPrefix(kv, "GOMEMLIMIT=") || strings.HasPrefix(kv, "SYVAULT_MEMORY_LIMIT=")
 	})
 }
 
 // memoryCgroup makes a memory cgroup limited to limit bytes, removed when the test ends,
 // and returns its directory (its cgroup.procs moves a process into it); it skips the test
-// where none can be made, or where the cgroup it would sit in is limited to less.
+// where none can be made, or where the hierarchy it is made in is limited to less (a
+// container's own limit, inside a cgroup namespace).
 func memoryCgroup(t *testing.T, limit int64) (dir string) {
 	t.Helper()
 	dir, err := makeMemoryCgroup(t, limit)
@@ -199,8 +200,9 @@ func makeMemoryCgroup(tb testing.TB, limit int64) (dir string, err error) {
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
 		return "", fmt.Errorf("the cgroup's memory limit cannot be set here (%v)", err)
 	}
-	if effective := cgroupLimit(dir); effective < limit {
-		return "", fmt.Errorf("this process's cgroup is limited to %d bytes, less than the %d asked for", effective, limit)
+	// The kernel keeps the limit in whole pages.
+	if effective := cgroupLimit(dir); effective < limit&^int64(os.Getpagesize()-1) {
+		return "", fmt.Errorf("the cgroup hierarchy here is limited to %d bytes, less than the %d asked for", effective, limit)
 	}
 	return dir, nil
 }
@@ -221,13 +223,17 @@ func cgroupLimit(dir string) int64 {
 			}
 		}
 	}
+	// v2: the least memory.max up to the hierarchy's root, which has none on a host and
+	// is the container's own cgroup inside a cgroup namespace.
 	limit := int64(math.MaxInt64)
-	for d := dir; strings.HasPrefix(d, "/sys/fs/cgroup/"); d = filepath.Dir(d) {
+	for d := dir; ; d = filepath.Dir(d) {
 		if data, err := os.ReadFile(filepath.Join(d, "memory.max")); err == nil {
 			if n, ok := number(string(data)); ok {
 				limit = min(limit, n)
 			}
 		}
+		if !strings.HasPrefix(d, "/sys/fs/cgroup/") {
+			return limit
+		}
 	}
-	return limit
 }

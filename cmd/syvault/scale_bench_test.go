@@ -75,6 +75,7 @@ func startNATS(b *testing.B) *natsProcess {
 	addr := freeAddr(b)
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(bin, "-a", host, "-p", port, "-js", "-sd", filepath.Join(dir, "store"))
+	cmd.Env = withoutMemorySettings(os.Environ()) // its collector as it ships
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -109,9 +110,9 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 		b.Fatal("-scale.container-memory runs the databases phase only: give -scale.events 0 (EVENTS=0)")
 	}
 	bin := newBinary(b, args...)
-	// The server's soft memory limit is the flags' alone (-scale.memory-limit, or auto):
-	// one inherited from the caller's environment would make runs differ unseen.
-	bin.env = withoutMemoryLimit(os.Environ())
+	// The server's collector is set by the flags alone (-scale.memory-limit, or auto):
+	// settings inherited from the caller's environment would make runs differ unseen.
+	bin.env = withoutMemorySettings(os.Environ())
 	if *scaleContainer != "" {
 		limit, err := parseMemoryLimit(*scaleContainer)
 		if err != nil || limit == 0 {
@@ -420,15 +421,19 @@ func readContainer(b *testing.B, phase string) {
 		v, _ := strconv.ParseFloat(strings.TrimSpace(file(name)), 64)
 		return v
 	}
+	// A reading whose file this kernel lacks is left out, not reported as nothing.
+	present := func(name string) bool { return file(name) != "" }
 	const mib = 1 << 20
 	stat := fields("memory.stat")
-	if v1 := file("memory.usage_in_bytes") != ""; v1 {
+	if present("memory.usage_in_bytes") { // v1
 		report(b, phase+": container memory", number("memory.usage_in_bytes")/mib, "MiB")
 		report(b, phase+": container memory, processes'", stat["total_rss"]/mib, "MiB")
 		report(b, phase+": container memory, page cache", stat["total_cache"]/mib, "MiB")
 		report(b, phase+": container memory peak", number("memory.max_usage_in_bytes")/mib, "MiB since the last reading")
 		report(b, phase+": container limit reached", number("memory.failcnt"), "times since the last reading")
-		report(b, phase+": container kills", fields("memory.oom_control")["oom_kill"], "times") // Linux 4.13 and later
+		if kills, ok := fields("memory.oom_control")["oom_kill"]; ok { // Linux 4.13 and later
+			report(b, phase+": container kills", kills, "times")
+		}
 		for _, name := range []string{"memory.max_usage_in_bytes", "memory.failcnt"} {
 			if err := os.WriteFile(filepath.Join(scaleCgroup, name), []byte("0"), 0o644); err != nil {
 				b.Fatalf("reset %s: %v", name, err)
@@ -436,11 +441,14 @@ func readContainer(b *testing.B, phase string) {
 		}
 		return
 	}
+	if !present("memory.current") {
+		b.Fatalf("the container %s has neither cgroup v1's nor v2's memory readings", scaleCgroup)
+	}
 	events := fields("memory.events")
 	report(b, phase+": container memory", number("memory.current")/mib, "MiB")
 	report(b, phase+": container memory, processes'", stat["anon"]/mib, "MiB")
 	report(b, phase+": container memory, page cache", stat["file"]/mib, "MiB")
-	if file("memory.peak") != "" { // Linux 5.19 and later
+	if present("memory.peak") { // Linux 5.19 and later
 		report(b, phase+": container memory peak", number("memory.peak")/mib, "MiB")
 	}
 	report(b, phase+": container limit reached", events["max"], "times")

@@ -265,21 +265,19 @@ func (g *agent) rotate(ctx context.Context) error {
 
 // retry schedules another attempt at op on h after a failure, and says so. A refusal by
 // the client rate limit is asked again when the server said (plus up to a second, out of
-// step with the rest of the fleet), where half the credentials' time left remains after
-// that: an earlier attempt would likely be refused too, each refusal one more look-up of
-// the client on the server. Where it does not, the usual attempts before the expiry stand
-// (another API process, with an allowance of its own, may take one).
+// step with the rest of the fleet): an earlier attempt would likely be refused too, each
+// refusal one more look-up of the client on the server. But never later than half the
+// credentials' time left, the backoff's own cap: a wait to just before the expiry would
+// leave no room for another attempt should that one fail (another API process, with an
+// allowance of its own, may take one).
 func (g *agent) retry(h *heldLease, op string, err error) {
 	h.failures++
 	now := time.Now()
 	left := h.lease.ExpiresAt.Sub(now)
 	d := retryDelay(h.failures, left, g.jitter())
-	if wait, limited := rateLimited(err); limited {
-		// Half, as the backoff's own cap: a wait to just before the expiry would leave
-		// no room for another attempt should that one fail.
-		if wait += time.Duration(g.jitter() * float64(time.Second)); wait < left/2 {
-			d = max(d, wait)
-		}
+	if wait, limited := rateLimited(err); limited && left > 0 {
+		wait += time.Duration(g.jitter() * float64(time.Second))
+		d = max(d, min(wait, left/2))
 	}
 	h.next = now.Add(d)
 	g.log.Warn("retrying", "op", op, "lease_id", h.lease.LeaseID, "attempt", h.failures, "retry_in", d.Round(time.Millisecond),

@@ -318,8 +318,8 @@ func TestAgent_rotationWaitsOutARateLimit(t *testing.T) {
 
 // TestAgent_renewalWaitsOutARateLimit: a renewal refused by the client rate limit is
 // tried again when the server said, not on the agent's own backoff (half a second after
-// a first failure), which the server would refuse too; but not past half the
-// credentials' time left, where the attempts before the expiry stand.
+// a first failure), which the server would refuse too; but not later than half the
+// credentials' time left, which leaves room for more attempts before the expiry.
 func TestAgent_renewalWaitsOutARateLimit(t *testing.T) {
 	for _, c := range []struct {
 		name          string
@@ -327,8 +327,8 @@ func TestAgent_renewalWaitsOutARateLimit(t *testing.T) {
 		atLeast, upTo time.Duration
 	}{
 		{"time left", time.Hour, 7 * time.Second, 8 * time.Second},
-		{"the Retry-After past the expiry", 4 * time.Second, 0, 2 * time.Second},
-		{"the Retry-After past half the time left", 10 * time.Second, 0, 2 * time.Second},
+		{"the Retry-After past the expiry", 4 * time.Second, 1900 * time.Millisecond, 2100 * time.Millisecond},
+		{"the Retry-After past half the time left", 10 * time.Second, 4900 * time.Millisecond, 5100 * time.Millisecond},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			held := fakeLease

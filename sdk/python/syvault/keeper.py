@@ -333,17 +333,15 @@ class LeaseKeeper:
     def _retry(self, h: _Held, op: str, err: SyVaultError) -> None:
         h.failures += 1
         d = retry_delay(h.failures, h.left(), random.random())
-        if isinstance(err, RateLimitedError):
+        if isinstance(err, RateLimitedError) and h.left() > 0:
             # When the server said (plus up to a second, out of step with the rest of the
-            # fleet), where half the credentials' time left remains after that (as the
-            # backoff's own cap: a wait to just before the expiry would leave no room for
-            # another attempt): an earlier attempt would likely be refused too, each
-            # refusal one more look-up of the client on the server. Where it does not,
-            # the usual attempts before the expiry stand (another API process, with an
-            # allowance of its own, may take one).
+            # fleet): an earlier attempt would likely be refused too, each refusal one
+            # more look-up of the client on the server. But never later than half the
+            # credentials' time left, the backoff's own cap: a wait to just before the
+            # expiry would leave no room for another attempt should that one fail
+            # (another API process, with an allowance of its own, may take one).
             wait = max(err.retry_after or 1, 1) + random.random()
-            if wait < h.left() / 2:
-                d = max(d, wait)
+            d = max(d, min(wait, h.left() / 2))
         h.next = time.monotonic() + d
         log.warning("retrying op=%s lease_id=%s attempt=%d retry_in=%.3fs credentials_valid_until=%s error=%s",
                     op, h.lease.lease_id, h.failures, d, h.lease.expires_at, err)
