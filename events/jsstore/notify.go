@@ -155,6 +155,18 @@ func (n *Names) Release(ctx context.Context, name string) error {
 	return nil
 }
 
+// ReleaseHeld frees name while it is still the reservation h, and leaves it alone once
+// another has taken it over (Take) since: a holder that outlived its bound must not free
+// its successor's.
+func (n *Names) ReleaseHeld(ctx context.Context, name string, h Holding) error {
+	err := n.kv.Delete(ctx, name, jetstream.LastRevision(h.Revision))
+	var apiErr *jetstream.APIError
+	if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+		return nil
+	}
+	return events.StoreUnavailable(fmt.Errorf("jsstore.ReleaseHeld: %w", err))
+}
+
 // Forget frees name and leaves nothing of it behind: a purge of its subject, where a
 // Release (a KV delete) leaves a marker, and with it NATS's state for the subject, until
 // the bucket's hold has passed. For a name whose holder is done with it for good.

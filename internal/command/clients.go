@@ -71,7 +71,8 @@ func (s *Service) uniqueClientName(ctx context.Context, c events.Client) error {
 // allowed_records can be neither leased nor renewed, and new caps apply to the next
 // create or renewal (its leases keep their expiry). A new public key also ends the
 // access tokens, dashboard sessions and login links had with the old one (each names
-// the key it was had with). A client cannot change its own role (EConflict).
+// the key it was had with). A client cannot change its own role (EConflict), and a
+// demotion of an admin holds the admins' guard (see guardAdmins).
 //
 // With ifMatch (the versions an If-Match header names) the update is made only if one
 // of them is still the client's version (else EPreconditionFailed), so an update made
@@ -87,6 +88,13 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 	}
 	if id == actor && c.Role != cur.Role {
 		return c, 0, events.Errorf(events.EConflict, "A client cannot change its own role; use another admin client.")
+	}
+	if cur.Role == events.RoleAdmin && c.Role != events.RoleAdmin {
+		release, err := s.guardAdmins(ctx, actor)
+		if err != nil {
+			return c, 0, err
+		}
+		defer release()
 	}
 	if c.AllowedRecords, err = s.allowedRecords(ctx, c.AllowedRecords); err != nil {
 		return c, 0, err
@@ -144,7 +152,8 @@ func changedMeanwhile(what string, ifMatch []uint64) error {
 
 // RemoveClient removes client id on behalf of actor: its tokens stop working at once
 // (every request looks the client up), and its active leases keep their expiry. A client
-// cannot remove itself (EConflict).
+// cannot remove itself (EConflict), and a removal of an admin holds the admins' guard
+// (see guardAdmins).
 func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	if id == actor {
 		return events.Errorf(events.EConflict, "A client cannot delete itself; use another admin client.")
@@ -152,6 +161,18 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	cl, err := s.cfg.Projections.Client(ctx, id)
 	if err != nil {
 		return err
+	}
+	// Its role as the stream has it: the projection's may be behind a promotion.
+	cur, _, err := s.cfg.Store.LoadClient(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cur.Role == events.RoleAdmin {
+		release, err := s.guardAdmins(ctx, actor)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	seq, err := s.cfg.Store.AppendUnordered(ctx, events.ClientSubject(id), events.RemoveClient(id, actor, time.Now()))
 	if err != nil {
@@ -163,6 +184,74 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	s.releaseName(ctx, "client", cl.Name, id)
 	s.log.Info("client removed", "client_id", id)
 	return nil
+}
+
+// adminsGuard is the name every change that takes an admin away (a demotion, a removal)
+// holds while it is decided and recorded, and adminsGuardBound longer than any such
+// change takes (the request's deadline): a guard older than that was left by a process
+// that died holding it, and is taken over.
+const adminsGuard = "guard.admins"
+
+var adminsGuardBound = time.Minute
+
+// guardAdmins holds the admins' guard for a change by actor that takes an admin away, and
+// then reads actor's own role from the stream: of two admins demoting or removing each
+// other at the same moment (each allowed on its own, since neither changes itself), the
+// second finds itself no longer an admin and is refused (EForbidden), rather than leave
+// none, and a deployment whose last two admins did so no way back but its bootstrap. It
+// returns the guard's release.
+func (s *Service) guardAdmins(ctx context.Context, actor string) (release func(), err error) {
+	token := []byte(uuid.NewString())
+	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		ok, err := s.names.Reserve(ctx, adminsGuard, token, 0)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			break
+		}
+		h, held, err := s.names.Holder(ctx, adminsGuard)
+		if err != nil {
+			return nil, err
+		}
+		if held && time.Since(h.Since) > adminsGuardBound {
+			if ok, err := s.names.Take(ctx, adminsGuard, h, token); err != nil || ok {
+				if err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, events.Errorf(events.EConflict, "Another change to an admin client took longer than this request could wait; send it again.")
+		case <-time.After(wait):
+		}
+	}
+	release = func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		h, held, err := s.names.Holder(ctx, adminsGuard)
+		if err == nil && held && string(h.Value) == string(token) {
+			err = s.names.ReleaseHeld(ctx, adminsGuard, h)
+		}
+		if err != nil {
+			// Taken over once its bound has passed.
+			s.log.Warn("could not release the admins' guard", "err", err)
+		}
+	}
+	a, _, err := s.cfg.Store.LoadClient(ctx, actor)
+	switch {
+	case events.ErrorCode(err) == events.ENotFound:
+		err = events.Errorf(events.EForbidden, "This client was removed while the request was made.")
+	case err == nil && a.Role != events.RoleAdmin:
+		err = events.Errorf(events.EForbidden, "This client is no longer an admin: another admin changed its role while the request was made.")
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
 // RecordDenied records in the audit trail a mutation client was refused (what it tried,

@@ -1,0 +1,64 @@
+package command
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/syvault/syvault/events"
+)
+
+// The admins' guard: a change that takes an admin away waits while another holds it,
+// takes over one left by a process that died holding it once its bound has passed, is
+// refused when its own actor is no longer an admin, and leaves the guard free after.
+func TestGuardAdmins(t *testing.T) {
+	ctx := context.Background()
+	s := mustService(t)
+	client := func(role string) string {
+		t.Helper()
+		c := events.Client{ClientID: uuid.NewString(), Name: "c-" + uuid.NewString()[:8], Role: role}
+		if _, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, "test", time.Now()), 0); err != nil {
+			t.Fatal(err)
+		}
+		return c.ClientID
+	}
+	admin, app := client(events.RoleAdmin), client(events.RoleApp)
+	free := func() {
+		t.Helper()
+		if h, held, err := s.names.Holder(ctx, adminsGuard); err != nil || held {
+			t.Fatalf("the guard is held (%q, %v) after its change", h.Value, err)
+		}
+	}
+
+	release, err := s.guardAdmins(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := s.guardAdmins(short, admin); events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("a second change while the first holds the guard: %v, want a conflict once its deadline passed", err)
+	}
+	release()
+	free()
+
+	if _, err := s.guardAdmins(ctx, app); events.ErrorCode(err) != events.EForbidden {
+		t.Fatalf("a change by a client that is no admin: %v, want forbidden", err)
+	}
+	free()
+
+	if ok, err := s.names.Reserve(ctx, adminsGuard, []byte("a process that died"), 0); err != nil || !ok {
+		t.Fatalf("Reserve = %v, %v", ok, err)
+	}
+	old := adminsGuardBound
+	adminsGuardBound = 200 * time.Millisecond
+	t.Cleanup(func() { adminsGuardBound = old })
+	release, err = s.guardAdmins(ctx, admin)
+	if err != nil {
+		t.Fatalf("a guard left behind was not taken over: %v", err)
+	}
+	release()
+	free()
+}
