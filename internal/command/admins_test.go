@@ -32,33 +32,47 @@ func TestGuardAdmins(t *testing.T) {
 		}
 	}
 
-	release, err := s.guardAdmins(ctx, admin)
+	_, release, err := s.guardAdmins(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if _, err := s.guardAdmins(short, admin); events.ErrorCode(err) != events.EConflict {
+	if _, _, err := s.guardAdmins(short, admin); events.ErrorCode(err) != events.EConflict {
 		t.Fatalf("a second change while the first holds the guard: %v, want a conflict once its deadline passed", err)
 	}
 	release()
 	free()
 
-	if _, err := s.guardAdmins(ctx, app); events.ErrorCode(err) != events.EForbidden {
+	if _, _, err := s.guardAdmins(ctx, app); events.ErrorCode(err) != events.EForbidden {
 		t.Fatalf("a change by a client that is no admin: %v, want forbidden", err)
 	}
 	free()
 
+	// A guard left by a process that died holding it is taken over once it has stood
+	// unchanged for the bound, by this process's clock.
 	if ok, err := s.names.Reserve(ctx, adminsGuard, []byte("a process that died"), 0); err != nil || !ok {
 		t.Fatalf("Reserve = %v, %v", ok, err)
 	}
 	old := adminsGuardBound
 	adminsGuardBound = 200 * time.Millisecond
 	t.Cleanup(func() { adminsGuardBound = old })
-	release, err = s.guardAdmins(ctx, admin)
+	guarded, release, err := s.guardAdmins(ctx, admin)
 	if err != nil {
 		t.Fatalf("a guard left behind was not taken over: %v", err)
 	}
+	if _, ok := guarded.Deadline(); !ok {
+		t.Error("the guarded change has no deadline: it could outlast the bound and overlap the next")
+	}
+	// A holder that outlived the bound, overtaken, leaves its successor's guard alone.
+	_, next, err := s.guardAdmins(ctx, admin)
+	if err != nil {
+		t.Fatalf("a guard held past its bound was not taken over: %v", err)
+	}
 	release()
+	if h, held, err := s.names.Holder(ctx, adminsGuard); err != nil || !held {
+		t.Fatalf("the overtaken holder's release freed its successor's guard (%q, %v, %v)", h.Value, held, err)
+	}
+	next()
 	free()
 }

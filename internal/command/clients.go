@@ -90,8 +90,8 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 		return c, 0, events.Errorf(events.EConflict, "A client cannot change its own role; use another admin client.")
 	}
 	if cur.Role == events.RoleAdmin && c.Role != events.RoleAdmin {
-		release, err := s.guardAdmins(ctx, actor)
-		if err != nil {
+		var release func()
+		if ctx, release, err = s.guardAdmins(ctx, actor); err != nil {
 			return c, 0, err
 		}
 		defer release()
@@ -162,19 +162,24 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	if err != nil {
 		return err
 	}
-	// Its role as the stream has it: the projection's may be behind a promotion.
-	cur, _, err := s.cfg.Store.LoadClient(ctx, id)
+	// Its role as the stream has it, the projection's may be behind a promotion; and the
+	// removal is appended only after the event that role was read from, so that a
+	// promotion meanwhile cannot make it the removal of an admin without the guard.
+	cur, last, err := s.cfg.Store.LoadClient(ctx, id)
 	if err != nil {
 		return err
 	}
 	if cur.Role == events.RoleAdmin {
-		release, err := s.guardAdmins(ctx, actor)
-		if err != nil {
+		var release func()
+		if ctx, release, err = s.guardAdmins(ctx, actor); err != nil {
 			return err
 		}
 		defer release()
 	}
-	seq, err := s.cfg.Store.AppendUnordered(ctx, events.ClientSubject(id), events.RemoveClient(id, actor, time.Now()))
+	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.RemoveClient(id, actor, time.Now()), last)
+	if errors.Is(err, jsstore.ErrConflict) {
+		return events.Errorf(events.EConflict, "The client changed while it was being deleted; send the request again.")
+	}
 	if err != nil {
 		return err
 	}
@@ -184,74 +189,6 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	s.releaseName(ctx, "client", cl.Name, id)
 	s.log.Info("client removed", "client_id", id)
 	return nil
-}
-
-// adminsGuard is the name every change that takes an admin away (a demotion, a removal)
-// holds while it is decided and recorded, and adminsGuardBound longer than any such
-// change takes (the request's deadline): a guard older than that was left by a process
-// that died holding it, and is taken over.
-const adminsGuard = "guard.admins"
-
-var adminsGuardBound = time.Minute
-
-// guardAdmins holds the admins' guard for a change by actor that takes an admin away, and
-// then reads actor's own role from the stream: of two admins demoting or removing each
-// other at the same moment (each allowed on its own, since neither changes itself), the
-// second finds itself no longer an admin and is refused (EForbidden), rather than leave
-// none, and a deployment whose last two admins did so no way back but its bootstrap. It
-// returns the guard's release.
-func (s *Service) guardAdmins(ctx context.Context, actor string) (release func(), err error) {
-	token := []byte(uuid.NewString())
-	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		ok, err := s.names.Reserve(ctx, adminsGuard, token, 0)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			break
-		}
-		h, held, err := s.names.Holder(ctx, adminsGuard)
-		if err != nil {
-			return nil, err
-		}
-		if held && time.Since(h.Since) > adminsGuardBound {
-			if ok, err := s.names.Take(ctx, adminsGuard, h, token); err != nil || ok {
-				if err != nil {
-					return nil, err
-				}
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, events.Errorf(events.EConflict, "Another change to an admin client took longer than this request could wait; send it again.")
-		case <-time.After(wait):
-		}
-	}
-	release = func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		h, held, err := s.names.Holder(ctx, adminsGuard)
-		if err == nil && held && string(h.Value) == string(token) {
-			err = s.names.ReleaseHeld(ctx, adminsGuard, h)
-		}
-		if err != nil {
-			// Taken over once its bound has passed.
-			s.log.Warn("could not release the admins' guard", "err", err)
-		}
-	}
-	a, _, err := s.cfg.Store.LoadClient(ctx, actor)
-	switch {
-	case events.ErrorCode(err) == events.ENotFound:
-		err = events.Errorf(events.EForbidden, "This client was removed while the request was made.")
-	case err == nil && a.Role != events.RoleAdmin:
-		err = events.Errorf(events.EForbidden, "This client is no longer an admin: another admin changed its role while the request was made.")
-	}
-	if err != nil {
-		release()
-		return nil, err
-	}
-	return release, nil
 }
 
 // RecordDenied records in the audit trail a mutation client was refused (what it tried,

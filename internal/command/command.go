@@ -50,6 +50,7 @@ type Service struct {
 	newUsername func() string
 	credentials *credentialPool
 	quotas      *leaseQuotas
+	adminsSeen  guardSeen
 }
 
 // New opens what the command side keeps in NATS (the username and assertion

@@ -13,7 +13,7 @@ import (
 // NamesBucket holds the names of targets and clients, each reserved for the record uid or
 // client id that bears it, so two targets (or two clients) never share a name, across
 // every process. A reservation left by a process that died before recording its target
-// is taken over, since no target holds it.
+// is taken over, since no target holds it. It also holds the admins' guard (adminsGuard).
 const NamesBucket = "SYVAULT_NAMES"
 
 // nameKey is a name's key: names are compared without regard to case or surrounding
