@@ -42,6 +42,9 @@ Usage:
                                          reseal every kept secret under a new master key
   syvault reconcile [--target UID] [--apply] [--format text|json] [--data-dir DIR] [--nats-url URL]
                                          find (and with --apply drop) database users no lease accounts for
+  syvault recover-admin --admin-client-file FILE|- [--data-dir DIR] [--nats-url URL] [--public-url URL]
+                                         register one more admin client, with the master key,
+                                         when no admin can act (keys lost, or each demoted)
   syvault nats-credential --out DIR      make the nkey a NATS server admits SyVault by
   syvault version
 
@@ -57,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "serve", "init", "rebuild-projections", "rotate-token-key", "reseal", "nats-credential", "reconcile":
+	case "serve", "init", "recover-admin", "rebuild-projections", "rotate-token-key", "reseal", "nats-credential", "reconcile":
 	case "version":
 		fmt.Fprintln(stdout, "syvault", version)
 		return nil
@@ -80,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "init":
 		return m.Init(ctx, stdout, stderr)
+	case "recover-admin":
+		return m.RecoverAdmin(ctx, stdout, stderr)
 	case "rebuild-projections":
 		return m.RebuildProjections(ctx, stdout)
 	case "rotate-token-key":
@@ -212,6 +217,11 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (Config, error) {
 	}
 	if cmd == "init" {
 		fs.StringVar(&cfg.AdminClientFile, "admin-client-file", "", "where to write the first admin client's credentials (default DATA_DIR/"+AdminClientFile+"); - writes them to standard output, e.g. through kubectl exec")
+	}
+	if cmd == "recover-admin" {
+		fs.StringVar(&cfg.AdminClientFile, "admin-client-file", "", "where to write the new admin client's credentials (required; a file that does not exist yet); - writes them to standard output, e.g. through kubectl exec")
+	}
+	if cmd == "init" || cmd == "recover-admin" {
 		fs.StringVar(&publicURLs, "public-url", "", "the URL clients reach the server by, written into the credentials as their server (default http://127.0.0.1:8200)")
 	}
 	if cmd == "nats-credential" {

@@ -478,7 +478,7 @@ func TestInit_SlowReadSide(t *testing.T) {
 	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	data, id, err := m.registerAdmin(ctx, "http://127.0.0.1:8200")
+	data, id, err := m.registerAdmin(ctx, "http://127.0.0.1:8200", firstAdminName)
 	if err != nil {
 		t.Fatalf("registerAdmin with a read side that does not catch up: %v", err)
 	}

@@ -399,7 +399,7 @@ func (m *Main) bootstrapAdmin(ctx context.Context, serverURL string) error {
 		m.Logger.Info("admin client credentials", "path", path)
 		return nil
 	}
-	data, id, err := m.registerAdmin(ctx, serverURL)
+	data, id, err := m.registerAdmin(ctx, serverURL, firstAdminName)
 	if err != nil {
 		return err
 	}
@@ -413,9 +413,9 @@ func (m *Main) bootstrapAdmin(ctx context.Context, serverURL string) error {
 // firstAdminName is the name of the admin client --dev and init register.
 const firstAdminName = "admin"
 
-// registerAdmin registers a new admin client named firstAdminName, which registers itself
-// (nobody else exists to), and returns the content of its credentials file and its id.
-func (m *Main) registerAdmin(ctx context.Context, serverURL string) (creds []byte, clientID string, err error) {
+// registerAdmin registers a new admin client named name, which registers itself (nobody
+// else is there to), and returns the content of its credentials file and its id.
+func (m *Main) registerAdmin(ctx context.Context, serverURL, name string) (creds []byte, clientID string, err error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, "", err
@@ -428,7 +428,7 @@ func (m *Main) registerAdmin(ctx context.Context, serverURL string) (creds []byt
 	if err != nil {
 		return nil, "", err
 	}
-	client := events.Client{ClientID: uuid.NewString(), Name: firstAdminName, Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
+	client := events.Client{ClientID: uuid.NewString(), Name: name, Role: events.RoleAdmin, CreatedAt: time.Now().UTC().Truncate(time.Second),
 		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))}
 	e := events.RegisterClient(client, client.ClientID, client.CreatedAt)
 	seq, err := m.store.Append(ctx, events.ClientSubject(client.ClientID), e, 0)
@@ -504,11 +504,17 @@ func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
 				"it wrote, or make another admin client with them (sy client create --role admin)", c.ClientID)
 		}
 	}
+	return m.writeAdmin(ctx, firstAdminName, out, stdout, notes)
+}
+
+// writeAdmin registers an admin client named name and writes its credentials to out
+// ("-": stdout), naming the first --public-url as their server.
+func (m *Main) writeAdmin(ctx context.Context, name, out string, stdout, notes io.Writer) error {
 	url := "http://127.0.0.1:8200"
 	if len(m.Config.PublicURLs) > 0 {
 		url = strings.TrimSuffix(m.Config.PublicURLs[0], "/")
 	}
-	data, id, err := m.registerAdmin(ctx, url)
+	data, id, err := m.registerAdmin(ctx, url, name)
 	if err != nil {
 		return err
 	}
@@ -516,14 +522,47 @@ func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
 		if _, err := stdout.Write(data); err != nil {
 			return err
 		}
-		fmt.Fprintf(notes, "admin client %s registered; its credentials (server %s) went to standard output: keep them as safely as the master key\n", id, url)
+		fmt.Fprintf(notes, "admin client %s (%s) registered; its credentials (server %s) went to standard output: keep them as safely as the master key\n", id, name, url)
 		return nil
 	}
 	if err := writeFileAtomic(out, data); err != nil {
 		return err
 	}
-	fmt.Fprintf(notes, "admin client written to %s (server %s)\n", out, url)
+	fmt.Fprintf(notes, "admin client %s (%s) written to %s (server %s)\n", id, name, out, url)
 	return nil
+}
+
+// RecoverAdmin registers one more admin client, for a deployment whose admins can act no
+// more (their keys lost, or each demoted or removed): it takes the master key, which must
+// open the deployment's token-signing keys, and NATS, whose holder can register a client
+// anyway (README, "Security model"), so it gives nobody a power they lacked. The client is
+// named recovered-admin-<a random suffix>, and its registration is in the audit
+// trail like any other; its credentials go to --admin-client-file, which must not exist.
+func (m *Main) RecoverAdmin(ctx context.Context, stdout, stderr io.Writer) error {
+	out, notes := m.Config.AdminClientFile, stdout
+	switch out {
+	case "":
+		return errors.New("--admin-client-file is required: where to write the new admin client's credentials (- for standard output)")
+	case "-":
+		notes = stderr
+	default:
+		if _, err := os.Stat(out); err == nil {
+			return fmt.Errorf("%s exists already: choose another --admin-client-file, so that no credentials are overwritten", out)
+		}
+	}
+	defer m.Close()
+	sealer, err := m.unsealAndConnect(ctx, false)
+	if err != nil {
+		return err
+	}
+	if _, err := m.openTokenKeys(ctx, sealer); err != nil {
+		return fmt.Errorf("the master key given does not open this deployment's token-signing keys: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.cancel = cancel
+	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+	return m.writeAdmin(ctx, "recovered-admin-"+uuid.NewString()[:8], out, stdout, notes)
 }
 
 func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenkey.Ring, error) {
