@@ -19,6 +19,24 @@ import (
 // with nothing registered; no private key reaches the command's messages.
 func TestRecoverAdmin(t *testing.T) {
 	ctx := context.Background()
+
+	// A store init made and no server ran on has sealed nothing with its master key: no
+	// key, its own or another's, can be told apart there, and nothing is registered.
+	fresh := t.TempDir()
+	var initOut, initErr bytes.Buffer
+	if err := run(ctx, []string{"init", "--data-dir", fresh}, &initOut, &initErr); err != nil {
+		t.Fatalf("init: %v\n%s", err, initErr.String())
+	}
+	var o, e bytes.Buffer
+	err := run(ctx, []string{"recover-admin", "--data-dir", fresh, "--master-key-file", filepath.Join(fresh, "master.key"),
+		"--admin-client-file", filepath.Join(fresh, "recovered.json")}, &o, &e)
+	if err == nil || !strings.Contains(err.Error(), "no token-signing key yet") {
+		t.Fatalf("recover-admin before any server ran: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fresh, "recovered.json")); err == nil {
+		t.Fatal("a refused recovery left a credentials file")
+	}
+
 	dir := t.TempDir()
 	srv := mustServer(t, dir, nil)
 	lost := srv.adminClient(t).ClientID
@@ -81,6 +99,9 @@ func TestRecoverAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the recovered admin cannot use the server: %v", err)
 	}
+	if len(clients) != 2 {
+		t.Fatalf("%d clients after the refusals and one recovery, want the lost admin and the recovered one: %+v", len(clients), clients)
+	}
 	var names []string
 	for _, c := range clients {
 		names = append(names, c.Name)
@@ -101,5 +122,19 @@ func TestRecoverAdmin(t *testing.T) {
 	}
 	if !registered {
 		t.Fatalf("no client.registered for %s in the audit trail (clients %v)", ac.ClientID, names)
+	}
+
+	// Through kubectl exec: the credentials alone on standard output, the notes on error.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err = recoverAdmin("--master-key-file", key, "--admin-client-file", "-")
+	if err != nil {
+		t.Fatalf("recover-admin to stdout: %v\n%s", err, stderr)
+	}
+	var piped AdminClient
+	if err := json.Unmarshal([]byte(stdout), &piped); err != nil || piped.ClientID == "" || !strings.Contains(stderr, piped.ClientID) ||
+		strings.Contains(stderr, "PRIVATE KEY") {
+		t.Fatalf("stdout %q (%v), stderr %q: want the credentials alone, and the notes apart", stdout, err, stderr)
 	}
 }

@@ -507,13 +507,19 @@ func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
 	return m.writeAdmin(ctx, firstAdminName, out, stdout, notes)
 }
 
+// credentialsServer is the server an admin client's credentials name: the first
+// --public-url.
+func (m *Main) credentialsServer() string {
+	if len(m.Config.PublicURLs) > 0 {
+		return strings.TrimSuffix(m.Config.PublicURLs[0], "/")
+	}
+	return "http://127.0.0.1:8200"
+}
+
 // writeAdmin registers an admin client named name and writes its credentials to out
 // ("-": stdout), naming the first --public-url as their server.
 func (m *Main) writeAdmin(ctx context.Context, name, out string, stdout, notes io.Writer) error {
-	url := "http://127.0.0.1:8200"
-	if len(m.Config.PublicURLs) > 0 {
-		url = strings.TrimSuffix(m.Config.PublicURLs[0], "/")
-	}
+	url := m.credentialsServer()
 	data, id, err := m.registerAdmin(ctx, url, name)
 	if err != nil {
 		return err
@@ -536,33 +542,64 @@ func (m *Main) writeAdmin(ctx context.Context, name, out string, stdout, notes i
 // more (their keys lost, or each demoted or removed): it takes the master key, which must
 // open the deployment's token-signing keys, and NATS, whose holder can register a client
 // anyway (README, "Security model"), so it gives nobody a power they lacked. The client is
-// named recovered-admin-<a random suffix>, and its registration is in the audit
-// trail like any other; its credentials go to --admin-client-file, which must not exist.
-func (m *Main) RecoverAdmin(ctx context.Context, stdout, stderr io.Writer) error {
-	out, notes := m.Config.AdminClientFile, stdout
+// named recovered-admin-<a random suffix>, and its registration is in the audit trail like
+// any other; its credentials go to --admin-client-file, made before the client is
+// registered and never over an existing file.
+func (m *Main) RecoverAdmin(ctx context.Context, stdout, stderr io.Writer) (err error) {
+	out := m.Config.AdminClientFile
+	var f *os.File
 	switch out {
 	case "":
 		return errors.New("--admin-client-file is required: where to write the new admin client's credentials (- for standard output)")
 	case "-":
-		notes = stderr
 	default:
-		if _, err := os.Stat(out); err == nil {
+		if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s exists already: choose another --admin-client-file, so that no credentials are overwritten", out)
+		} else if err != nil {
+			return fmt.Errorf("cannot write the credentials to %s: %w", out, err)
 		}
+		written := false
+		defer func() {
+			if !written {
+				_ = f.Close()
+				_ = os.Remove(out)
+			}
+		}()
+		defer func() { written = written || err == nil }()
 	}
 	defer m.Close()
 	sealer, err := m.unsealAndConnect(ctx, false)
 	if err != nil {
 		return err
 	}
-	if _, err := m.openTokenKeys(ctx, sealer); err != nil {
+	switch err := tokenkey.Check(ctx, m.store, sealer); {
+	case errors.Is(err, tokenkey.ErrNone):
+		return errors.New("this deployment has no token-signing key yet, so nothing tells whether this master key is its own: " +
+			"no server has run on it; use the credentials init wrote, or start 'syvault serve' once with its master key")
+	case err != nil:
 		return fmt.Errorf("the master key given does not open this deployment's token-signing keys: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m.cancel = cancel
 	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
-	return m.writeAdmin(ctx, "recovered-admin-"+uuid.NewString()[:8], out, stdout, notes)
+	name := "recovered-admin-" + uuid.NewString()[:8]
+	if f == nil {
+		return m.writeAdmin(ctx, name, "-", stdout, stderr)
+	}
+	data, id, err := m.registerAdmin(ctx, m.credentialsServer(), name)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		// Registered, but its key is lost with the file: say which client to remove.
+		return fmt.Errorf("admin client %s is registered, but its credentials could not be written to %s (%v): remove it once you have an admin", id, out, err)
+	}
+	fmt.Fprintf(stdout, "admin client %s (%s) written to %s (server %s)\n", id, name, out, m.credentialsServer())
+	return nil
 }
 
 func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenkey.Ring, error) {

@@ -80,16 +80,18 @@ type Ring struct {
 	now func() time.Time
 }
 
+var bucketConfig = jetstream.KeyValueConfig{
+	Bucket:      Bucket,
+	Description: "SyVault access-token signing keys, sealed under the master key",
+	Storage:     jetstream.FileStorage,
+	History:     16,
+}
+
 // Open loads the deployment's keys, generating the first one if there is none yet. It
 // fails when the keys were sealed under another master key, so a process given the wrong
 // key refuses to start rather than issue tokens nobody else accepts.
 func Open(ctx context.Context, store *jsstore.Store, sealer *seal.Sealer, log *slog.Logger) (*Ring, error) {
-	kv, err := store.Bucket(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "SyVault access-token signing keys, sealed under the master key",
-		Storage:     jetstream.FileStorage,
-		History:     16,
-	})
+	kv, err := store.Bucket(ctx, bucketConfig)
 	if err != nil {
 		return nil, fmt.Errorf("tokenkey: bucket: %w", err)
 	}
@@ -113,6 +115,26 @@ func Open(ctx context.Context, store *jsstore.Store, sealer *seal.Sealer, log *s
 			return nil, fmt.Errorf("tokenkey: store the first key: %w", err)
 		}
 	}
+}
+
+// ErrNone is Check's answer for a deployment that has no signing key yet (no server has
+// run), which leaves nothing to check a master key against.
+var ErrNone = errors.New("tokenkey: no signing key yet")
+
+// Check reports whether sealer opens the deployment's signing keys, changing nothing: it
+// fails with ErrNone where there are none yet (where Open would make the first, sealed
+// under whatever key it is given), and as Open does where they were sealed under another
+// master key.
+func Check(ctx context.Context, store *jsstore.Store, sealer *seal.Sealer) error {
+	kv, err := store.Bucket(ctx, bucketConfig)
+	if err != nil {
+		return fmt.Errorf("tokenkey: bucket: %w", err)
+	}
+	err = (&Ring{kv: kv, sealer: sealer, log: slog.New(slog.DiscardHandler), now: time.Now}).reload(ctx)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ErrNone
+	}
+	return err
 }
 
 // Run follows the bucket until ctx ends, so a rotation made anywhere reaches this process
