@@ -76,3 +76,38 @@ func TestGuardAdmins(t *testing.T) {
 	next()
 	free()
 }
+
+// A deletion decides on the client as it read it, and is recorded only after the event
+// it read: a promotion between the two (an app client made an admin meanwhile) refuses
+// it, rather than remove an admin without the admins' guard.
+func TestRemoveClient_PromotedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	s := mustService(t)
+	register := func(role string) events.Client {
+		t.Helper()
+		c := events.Client{ClientID: uuid.NewString(), Name: "c-" + uuid.NewString()[:8], Role: role}
+		if _, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, "test", time.Now()), 0); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	actor, target := register(events.RoleAdmin), register(events.RoleApp)
+	afterRemovalRead = func(id string) {
+		promoted := target
+		promoted.Role = events.RoleAdmin
+		_, last, err := s.cfg.Store.LoadClient(ctx, id)
+		if err == nil {
+			_, err = s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(promoted, actor.ClientID, last, time.Now()), last)
+		}
+		if err != nil {
+			t.Errorf("the promotion: %v", err)
+		}
+	}
+	t.Cleanup(func() { afterRemovalRead = func(string) {} })
+	if err := s.RemoveClient(ctx, target.ClientID, actor.ClientID); events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("a deletion of a client promoted meanwhile: %v, want a conflict", err)
+	}
+	if c, _, err := s.cfg.Store.LoadClient(ctx, target.ClientID); err != nil || c.Role != events.RoleAdmin {
+		t.Fatalf("the promoted client: %+v, %v; want it kept, an admin", c, err)
+	}
+}

@@ -169,6 +169,7 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	if err != nil {
 		return err
 	}
+	afterRemovalRead(id)
 	if cur.Role == events.RoleAdmin {
 		var release func()
 		if ctx, release, err = s.guardAdmins(ctx, actor); err != nil {
@@ -190,6 +191,10 @@ func (s *Service) RemoveClient(ctx context.Context, id, actor string) error {
 	s.log.Info("client removed", "client_id", id)
 	return nil
 }
+
+// afterRemovalRead runs between a removal's read of the client and its append: a test's
+// way in, to change the client there.
+var afterRemovalRead = func(clientID string) {}
 
 // RecordDenied records in the audit trail a mutation client was refused (what it tried,
 // on what, and why). A failure to record is logged, not returned: the refusal stands.
