@@ -41,6 +41,19 @@ func (g *guardSeen) stale(h jsstore.Holding) bool {
 	return time.Since(g.since) >= adminsGuardBound
 }
 
+// takeAdminsGuard makes one attempt at the admins' guard for token: free, or left in the
+// way unchanged for the bound.
+func (s *Service) takeAdminsGuard(ctx context.Context, token []byte) (bool, error) {
+	if ok, err := s.names.Reserve(ctx, adminsGuard, token, 0); err != nil || ok {
+		return ok, err
+	}
+	h, held, err := s.names.Holder(ctx, adminsGuard)
+	if err != nil || !held || !s.adminsSeen.stale(h) {
+		return false, err
+	}
+	return s.names.Take(ctx, adminsGuard, h, token)
+}
+
 // guardAdmins holds the admins' guard for a change by actor that takes an admin away, and
 // then reads actor's own role from the stream: of two admins demoting or removing each
 // other at the same moment (each allowed on its own, since neither changes itself), the
@@ -54,29 +67,21 @@ func (s *Service) guardAdmins(ctx context.Context, actor string) (guarded contex
 	}
 	token := []byte(uuid.NewString())
 	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		ok, err := s.names.Reserve(ctx, adminsGuard, token, 0)
-		if err == nil && !ok {
-			var h jsstore.Holding
-			var held bool
-			if h, held, err = s.names.Holder(ctx, adminsGuard); err == nil && held && s.adminsSeen.stale(h) {
-				ok, err = s.names.Take(ctx, adminsGuard, h, token)
-			}
-		}
+		ok, err := s.takeAdminsGuard(ctx, token)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil, nil, busy()
 		case err != nil:
 			return nil, nil, err
-		case ok:
-		default:
-			select {
-			case <-ctx.Done():
-				return nil, nil, busy()
-			case <-time.After(wait):
-			}
-			continue
 		}
-		break
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, busy()
+		case <-time.After(wait):
+		}
 	}
 	guarded, cancel := context.WithTimeout(ctx, adminsGuardBound/2)
 	release = func() {

@@ -16,15 +16,7 @@ import (
 func TestGuardAdmins(t *testing.T) {
 	ctx := context.Background()
 	s := mustService(t)
-	client := func(role string) string {
-		t.Helper()
-		c := events.Client{ClientID: uuid.NewString(), Name: "c-" + uuid.NewString()[:8], Role: role}
-		if _, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, "test", time.Now()), 0); err != nil {
-			t.Fatal(err)
-		}
-		return c.ClientID
-	}
-	admin, app := client(events.RoleAdmin), client(events.RoleApp)
+	admin, app := registered(t, s, events.RoleAdmin).ClientID, registered(t, s, events.RoleApp).ClientID
 	free := func() {
 		t.Helper()
 		if h, held, err := s.names.Holder(ctx, adminsGuard); err != nil || held {
@@ -83,15 +75,7 @@ func TestGuardAdmins(t *testing.T) {
 func TestRemoveClient_PromotedMeanwhile(t *testing.T) {
 	ctx := context.Background()
 	s := mustService(t)
-	register := func(role string) events.Client {
-		t.Helper()
-		c := events.Client{ClientID: uuid.NewString(), Name: "c-" + uuid.NewString()[:8], Role: role}
-		if _, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, "test", time.Now()), 0); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	actor, target := register(events.RoleAdmin), register(events.RoleApp)
+	actor, target := registered(t, s, events.RoleAdmin), registered(t, s, events.RoleApp)
 	afterRemovalRead = func(id string) {
 		promoted := target
 		promoted.Role = events.RoleAdmin
@@ -110,4 +94,14 @@ func TestRemoveClient_PromotedMeanwhile(t *testing.T) {
 	if c, _, err := s.cfg.Store.LoadClient(ctx, target.ClientID); err != nil || c.Role != events.RoleAdmin {
 		t.Fatalf("the promoted client: %+v, %v; want it kept, an admin", c, err)
 	}
+}
+
+// registered records a client of role in s's stream, as its registration would.
+func registered(t *testing.T, s *Service, role string) events.Client {
+	t.Helper()
+	c := events.Client{ClientID: uuid.NewString(), Name: "c-" + uuid.NewString()[:8], Role: role}
+	if _, err := s.cfg.Store.Append(context.Background(), events.ClientSubject(c.ClientID), events.RegisterClient(c, "test", time.Now()), 0); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

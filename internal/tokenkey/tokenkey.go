@@ -121,7 +121,7 @@ func Open(ctx context.Context, store *jsstore.Store, sealer *seal.Sealer, log *s
 // run), which leaves nothing to check a master key against.
 var ErrNone = errors.New("tokenkey: no signing key yet")
 
-// Check reports whether sealer opens the deployment's signing keys, changing nothing: it
+// Check reports whether sealer opens the deployment's signing keys, making none: it
 // fails with ErrNone where there are none yet (where Open would make the first, sealed
 // under whatever key it is given), and as Open does where they were sealed under another
 // master key.
