@@ -29,10 +29,7 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	m.cancel = cancel
-	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+	defer m.runProjections(ctx)()
 
 	ring, err := m.openTokenKeys(ctx, sealer)
 	if err != nil {

@@ -490,10 +490,7 @@ func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	m.cancel = cancel
-	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+	defer m.runProjections(ctx)()
 	clients, err := m.proj.Clients(ctx)
 	if err != nil {
 		return err
@@ -504,7 +501,16 @@ func (m *Main) Init(ctx context.Context, stdout, stderr io.Writer) error {
 				"it wrote, or make another admin client with them (sy client create --role admin)", c.ClientID)
 		}
 	}
-	return m.writeAdmin(ctx, firstAdminName, out, stdout, notes)
+	return m.writeAdmin(ctx, firstAdminName, out, nil, stdout, notes)
+}
+
+// runProjections keeps the read side up to date while a one-off command (init, reseal,
+// recover-admin) waits on it, until the returned stop.
+func (m *Main) runProjections(ctx context.Context) (stop context.CancelFunc) {
+	runCtx, cancel := context.WithCancel(ctx)
+	m.cancel = cancel
+	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
+	return cancel
 }
 
 // credentialsServer is the server an admin client's credentials name: the first
@@ -517,8 +523,9 @@ func (m *Main) credentialsServer() string {
 }
 
 // writeAdmin registers an admin client named name and writes its credentials to out
-// ("-": stdout), naming the first --public-url as their server.
-func (m *Main) writeAdmin(ctx context.Context, name, out string, stdout, notes io.Writer) error {
+// ("-": stdout; f, when the caller made out already), naming the first --public-url as
+// their server.
+func (m *Main) writeAdmin(ctx context.Context, name, out string, f *os.File, stdout, notes io.Writer) error {
 	url := m.credentialsServer()
 	data, id, err := m.registerAdmin(ctx, url, name)
 	if err != nil {
@@ -531,7 +538,15 @@ func (m *Main) writeAdmin(ctx context.Context, name, out string, stdout, notes i
 		fmt.Fprintf(notes, "admin client %s (%s) registered; its credentials (server %s) went to standard output: keep them as safely as the master key\n", id, name, url)
 		return nil
 	}
-	if err := writeFileAtomic(out, data); err != nil {
+	if f != nil {
+		if _, err = f.Write(data); err == nil {
+			err = f.Close()
+		}
+		if err != nil {
+			// Registered, but its key is lost with the file: say which client to remove.
+			return fmt.Errorf("admin client %s is registered, but its credentials could not be written to %s (%v): remove it once you have an admin", id, out, err)
+		}
+	} else if err := writeFileAtomic(out, data); err != nil {
 		return err
 	}
 	fmt.Fprintf(notes, "admin client %s (%s) written to %s (server %s)\n", id, name, out, url)
@@ -558,14 +573,12 @@ func (m *Main) RecoverAdmin(ctx context.Context, stdout, stderr io.Writer) (err 
 		} else if err != nil {
 			return fmt.Errorf("cannot write the credentials to %s: %w", out, err)
 		}
-		written := false
 		defer func() {
-			if !written {
+			if err != nil { // the file holds no credentials
 				_ = f.Close()
 				_ = os.Remove(out)
 			}
 		}()
-		defer func() { written = written || err == nil }()
 	}
 	defer m.Close()
 	sealer, err := m.unsealAndConnect(ctx, false)
@@ -579,27 +592,12 @@ func (m *Main) RecoverAdmin(ctx context.Context, stdout, stderr io.Writer) (err 
 	case err != nil:
 		return fmt.Errorf("the master key given does not open this deployment's token-signing keys: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	m.cancel = cancel
-	m.goRun("projections", func() error { return m.proj.Run(runCtx) })
-	name := "recovered-admin-" + uuid.NewString()[:8]
+	defer m.runProjections(ctx)()
+	notes := stdout
 	if f == nil {
-		return m.writeAdmin(ctx, name, "-", stdout, stderr)
+		notes = stderr
 	}
-	data, id, err := m.registerAdmin(ctx, m.credentialsServer(), name)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err == nil {
-		err = f.Close()
-	}
-	if err != nil {
-		// Registered, but its key is lost with the file: say which client to remove.
-		return fmt.Errorf("admin client %s is registered, but its credentials could not be written to %s (%v): remove it once you have an admin", id, out, err)
-	}
-	fmt.Fprintf(stdout, "admin client %s (%s) written to %s (server %s)\n", id, name, out, m.credentialsServer())
-	return nil
+	return m.writeAdmin(ctx, "recovered-admin-"+uuid.NewString()[:8], out, f, stdout, notes)
 }
 
 func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenkey.Ring, error) {
