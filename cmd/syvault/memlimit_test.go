@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,7 +14,6 @@ import (
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
-	"github.com/syvault/syvault/internal/logbuf"
 )
 
 // TestMemoryLimit_Flag: --memory-limit (or SYVAULT_MEMORY_LIMIT) is auto by default, and
@@ -84,29 +80,22 @@ func TestMemoryLimit(t *testing.T) {
 // to, as /metrics shows it.
 func TestBinary_MemoryLimit(t *testing.T) {
 	b := startBinary(t, "--memory-limit", "300MiB")
-	resp, err := http.Get("http://" + b.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(data), "\ngo_gc_gomemlimit_bytes 3.145728e+08\n") {
-		t.Errorf("no 300MiB limit in /metrics:\n%s", grepLines(string(data), "gomemlimit"))
+	if got := softLimit(t, b); got != 300<<20 {
+		t.Errorf("go_gc_gomemlimit_bytes %.0f in /metrics, want 300MiB", got)
 	}
 	if !strings.Contains(b.logs.String(), `soft_limit="300 MiB"`) {
 		t.Errorf("the start's log does not name the limit:\n%s", b.logs.String())
 	}
 }
 
-// grepLines returns the lines of s that hold sub.
-func grepLines(s, sub string) string {
-	var out []string
-	for line := range strings.Lines(s) {
-		if strings.Contains(line, sub) {
-			out = append(out, line)
-		}
+// softLimit is the soft memory limit b's collector works to, from its /metrics.
+func softLimit(t *testing.T, b *binary) float64 {
+	t.Helper()
+	v, found := scrapeServer(t, b)("go_gc_gomemlimit_bytes ")
+	if !found {
+		t.Fatal("no go_gc_gomemlimit_bytes in /metrics")
 	}
-	return strings.Join(out, "")
+	return v
 }
 
 // TestBinary_MemoryLimitAuto: in a container limited to 256 MiB (a memory cgroup of the
@@ -115,40 +104,34 @@ func grepLines(s, sub string) string {
 // controller, or v2's with memory delegated); without them the test is skipped.
 func TestBinary_MemoryLimitAuto(t *testing.T) {
 	var limit int64 = 256 << 20
-	procs := filepath.Join(memoryCgroup(t, limit), "cgroup.procs")
-	bin, dir, addr := buildBinary(t), t.TempDir(), freeAddr(t)
-	var logs logbuf.Buffer
-	// The shell joins the cgroup, then becomes the server, which so starts inside it.
-	cmd := exec.Command("sh", "-c", `echo $$ > "$1" && exec "$2" serve --dev --data-dir "$3" --listen "$4"`, "sh", procs, bin, dir, addr)
-	cmd.Env = withoutMemorySettings(os.Environ()) // what auto defers to is not the test's to pass on
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	b := newBinary(t)
+	b.env = withoutMemorySettings(os.Environ()) // what auto defers to is not the test's to pass on
+	b.inCgroup(t, memoryCgroup(t, limit))
+	b.start(t)
+	if got, want := softLimit(t, b), float64(int64(float64(limit)*memoryLimitAuto)); got != want {
+		t.Errorf("go_gc_gomemlimit_bytes %.0f, want %.0f", got, want)
 	}
-	// Registered after memoryCgroup's: the server has left the cgroup before it goes.
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	want := float64(int64(float64(limit) * memoryLimitAuto))
-	eventually(t, 30*time.Second, "the limit in /metrics", func() (bool, error) {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false, err
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
-		for line := range strings.Lines(string(data)) {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "go_gc_gomemlimit_bytes "); ok {
-				got, err := strconv.ParseFloat(v, 64)
-				if err != nil || got != want {
-					return false, fmt.Errorf("go_gc_gomemlimit_bytes %s, want %.0f", v, want)
-				}
-				return true, nil
-			}
-		}
-		return false, errors.New("no go_gc_gomemlimit_bytes")
-	})
-	if !strings.Contains(logs.String(), `from="90% of the container's 256 MiB"`) {
-		t.Errorf("the start's log does not say where the limit came from:\n%s", logs.String())
+	if !strings.Contains(b.logs.String(), `from="90% of the container's 256 MiB"`) {
+		t.Errorf("the start's log does not say where the limit came from:\n%s", b.logs.String())
 	}
+}
+
+// inCgroup has each start of b, restarts included, go through a shell that joins the
+// cgroup at dir and then becomes the server (the paths in its environment: none in the
+// script to quote). The server is killed before the cgroup is removed: its cleanup is
+// registered after the cgroup's.
+func (b *binary) inCgroup(tb testing.TB, dir string) {
+	tb.Helper()
+	script := filepath.Join(tb.TempDir(), "syvault-in-container")
+	body := "#!/bin/sh\necho $$ > \"$CONTAINER_PROCS\" && exec \"$CONTAINER_EXEC\" \"$@\"\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if b.env == nil {
+		b.env = os.Environ()
+	}
+	b.env = append(b.env, "CONTAINER_PROCS="+filepath.Join(dir, "cgroup.procs"), "CONTAINER_EXEC="+b.bin)
+	b.bin = script
 }
 
 // withoutMemorySettings is env without what sets a Go process's collector (GOGC,

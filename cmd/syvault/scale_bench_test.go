@@ -121,16 +121,7 @@ func scaleBinary(b *testing.B, args ...string) *binary {
 		if scaleCgroup, err = makeMemoryCgroup(b, limit); err != nil {
 			b.Fatal(err) // asked for: a run without the container would pass for one with it
 		}
-		// Each start of the server, restarts included, goes through a shell that joins
-		// the cgroup and then becomes the server (the paths in its environment: none in
-		// the script to quote).
-		script := filepath.Join(b.TempDir(), "syvault-in-container")
-		body := "#!/bin/sh\necho $$ > \"$CONTAINER_PROCS\" && exec \"$CONTAINER_EXEC\" \"$@\"\n"
-		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
-			b.Fatal(err)
-		}
-		bin.env = append(bin.env, "CONTAINER_PROCS="+filepath.Join(scaleCgroup, "cgroup.procs"), "CONTAINER_EXEC="+bin.bin)
-		bin.bin = script
+		bin.inCgroup(b, scaleCgroup)
 	}
 	bin.start(b)
 	return bin
@@ -572,7 +563,8 @@ type costs struct {
 
 // scrapeServer reads the server's metrics once; the function it returns adds the values of
 // the lines that start with prefix (a name, or a name and the start of its labels).
-func scrapeServer(b *testing.B, bin *binary) (sum func(prefix string) (total float64, found bool)) {
+func scrapeServer(b testing.TB, bin *binary) (sum func(prefix string) (total float64, found bool)) {
+	b.Helper()
 	resp, err := http.Get("http://" + bin.addr + "/metrics")
 	if err != nil {
 		b.Fatal(err)
