@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -87,6 +88,31 @@ var identifier = regexp.MustCompile(`^[^\x00-\x1f\x7f]{1,63}$`)
 func (t Target) SameServer(o Target) bool {
 	return t.Engine == o.Engine && t.Host == o.Host && t.Port == o.Port
 }
+
+// AdminPasswordAAD is what a target's sealed admin password is bound to: the record and
+// everything the admin connection goes by (engine, host, port, database, admin user, TLS
+// mode, CA). Whoever can write to NATS can put a target naming their own server, or a
+// weaker TLS mode, next to a sealed password copied from the audit trail; bound, that
+// password does not open there, so no worker ever sends it anywhere but where it was
+// registered for.
+func (t Target) AdminPasswordAAD() []byte {
+	b, _ := json.Marshal([]any{"syvault target admin password", t.RecordUID, t.Engine, t.Host, t.Port,
+		t.Database, t.AdminUsername, t.TLSMode, t.CACert}) // strings and ints: never fails
+	return b
+}
+
+// LegacyAdminPasswordAAD is what admin passwords sealed before AdminPasswordAAD were
+// bound to: the record uid alone. They keep opening, so an upgrade loses no revocation,
+// until a master key change reseals them bound and the old key is destroyed. ok is false
+// for a record uid SyVault never made: the uid comes from the event, and one spelled as
+// another secret's associated data (a bound password's, a lease id, a token key's) would
+// open that secret as this target's admin password.
+func (t Target) LegacyAdminPasswordAAD() (aad []byte, ok bool) {
+	return []byte(t.RecordUID), legacyRecordUID.MatchString(t.RecordUID)
+}
+
+// legacyRecordUID is every record uid SyVault has made: 12 base62 characters.
+var legacyRecordUID = regexp.MustCompile(`^[0-9A-Za-z]{12}$`)
 
 // NormalizeTarget fills defaults and checks a target a client submitted. It returns an
 // *Error with code EInvalid naming the first field to fix.

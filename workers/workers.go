@@ -636,11 +636,26 @@ func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Targ
 	if _, ok := w.cfg.Drivers[t.Engine]; !ok {
 		return t, driver.Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
 	}
-	pw, err := w.cfg.Sealer.Open(t.SealedAdminPassword, []byte(t.RecordUID))
+	pw, _, err := OpenAdminPassword(w.cfg.Sealer, t)
 	if err != nil {
 		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed (is this the right master key?).")
 	}
 	return t, connFor(t, string(pw)), nil
+}
+
+// OpenAdminPassword opens t's sealed admin password, bound to t's connection (see
+// events.Target.AdminPasswordAAD) or, sealed before that binding, to its record alone.
+// resealed says it is bound and under the current master key: nothing to reseal.
+func OpenAdminPassword(s *seal.Sealer, t events.Target) (pw []byte, resealed bool, err error) {
+	if pw, current, err := s.OpenCurrent(t.SealedAdminPassword, t.AdminPasswordAAD()); err == nil {
+		return pw, current, nil
+	}
+	aad, ok := t.LegacyAdminPasswordAAD()
+	if !ok {
+		return nil, false, seal.ErrOpen
+	}
+	pw, _, err = s.OpenCurrent(t.SealedAdminPassword, aad)
+	return pw, false, err
 }
 
 func (w *Workers) driver(t events.Target) instrumented { return w.drivers[t.Engine] }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ type fixture struct {
 	driver driver.Driver
 	pg     *pgx.Conn
 	names  *jsstore.Names // the usernames bucket
+	proj   *projections.Projections
 }
 
 func mustFixture(t *testing.T) *fixture {
@@ -61,7 +63,7 @@ func mustFixtureWith(t *testing.T, wrap func(driver.Driver) driver.Driver) *fixt
 	if _, err := pg.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 		t.Fatal(err)
 	}
-	uid := "W" + uuid.NewString()[:11]
+	uid := "W" + strings.ReplaceAll(uuid.NewString(), "-", "")[:11] // shaped as the uids SyVault makes
 	t.Cleanup(func() {
 		_, _ = pg.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
 		// After the database, whose grants to it would block the drop.
@@ -97,16 +99,26 @@ func mustFixtureWith(t *testing.T, wrap func(driver.Driver) driver.Driver) *fixt
 	if err := w.Prepare(ctx, tg, "unused-under-trust"); err != nil {
 		t.Fatal(err)
 	}
-	tg.SealedAdminPassword = sealer.Seal([]byte("unused-under-trust"), []byte(uid))
-	seq, err := store.Append(ctx, events.TargetSubject(uid), events.Event{Type: events.TargetRegistered, ID: uid, Target: &tg, RecordUID: uid}, 0)
+	tg.SealedAdminPassword = sealer.Seal([]byte("unused-under-trust"), tg.AdminPasswordAAD())
+	f := &fixture{srv: srv, store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg, names: names, proj: proj}
+	f.record(t, events.Event{Type: events.TargetRegistered, ID: uid, Target: &tg, RecordUID: uid}, 0)
+	return f
+}
+
+// record appends a target event after sequence last and applies it to the projection
+// the workers read targets from.
+func (f *fixture) record(t *testing.T, e events.Event, last uint64) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	seq, err := f.store.Append(ctx, events.TargetSubject(e.RecordUID), e, last)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, _ := events.Decode((&events.Event{Type: events.TargetRegistered, ID: uid, Target: &tg, RecordUID: uid}).Encode())
-	if err := proj.Apply(ctx, e, seq); err != nil {
+	decoded, _ := events.Decode(e.Encode())
+	if err := f.proj.Apply(ctx, decoded, seq); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, store: store, sealer: sealer, w: w, target: tg, driver: pgDriver, pg: pg, names: names}
+	return seq
 }
 
 // request appends a lease request and returns the lease id and username.
@@ -119,6 +131,12 @@ func (f *fixture) request(t *testing.T) (string, string) {
 // passed) and, if answering, answers the workers' "still waiting?" until the test ends.
 func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (string, string) {
 	t.Helper()
+	return f.requestOn(t, f.target, wait, answering)
+}
+
+// requestOn is requestAs with the lease's target snapshot tg.
+func (f *fixture) requestOn(t *testing.T, tg events.Target, wait time.Duration, answering bool) (string, string) {
+	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
 	if answering {
 		w, err := f.store.Watch(nil, events.WaitingSubject(id))
@@ -129,7 +147,7 @@ func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (s
 	}
 	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
 	now := time.Now()
-	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 3600, Username: user,
+	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: tg, TTLSeconds: 3600, Username: user,
 		SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Now: now, Deadline: now.Add(wait)})
 	if _, err := f.store.Append(context.Background(), events.LeaseSubject(id), e, 0); err != nil {
 		t.Fatal(err)

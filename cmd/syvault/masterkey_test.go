@@ -7,17 +7,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/syvault/syvault/events"
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/workers"
 )
 
 // TestMasterKeyChange walks the documented procedure for replacing the master key:
 // restart on the new key with the old one as previous, `syvault reseal`, restart on the
 // new key alone. Leases issued under the old key are still revoked at the end, access
 // tokens issued before the change still work, and reseal says when something still needs
-// the old key (a lease whose target moved since) and when nothing does.
+// the old key (a lease whose target moved since) and when nothing does. A target whose
+// admin password an earlier version sealed to its record alone comes out of reseal bound
+// to its connection, and reseal says where.
 func TestMasterKeyChange(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
@@ -42,6 +47,7 @@ func TestMasterKeyChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldToken := mustToken(t, admin)
+	sealedBeforeTheBinding(t, before, stays.RecordUID)
 	if err := before.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +80,8 @@ func TestMasterKeyChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"access-token keys resealed: 1\n", "targets resealed: 2 of 2\n", "keep the previous master key until", "1 active lease(s)"} {
+	for _, want := range []string{"access-token keys resealed: 1\n", "targets resealed: 2 of 2\n", "keep the previous master key until", "1 active lease(s)",
+		"target " + stays.RecordUID + " (" + stays.Name + "): admin password bound to postgresql ", "target " + movesT.RecordUID + " ("} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("reseal output lacks %q:\n%s", want, out)
 		}
@@ -86,6 +93,16 @@ func TestMasterKeyChange(t *testing.T) {
 	if out, err = reseal("--previous-master-key-file", oldFile); err != nil || !strings.Contains(out, "targets resealed: 0 of 2\n") ||
 		!strings.Contains(out, "nothing needs the previous master key") {
 		t.Fatalf("second reseal: %v\n%s", err, out)
+	}
+	newSealer, _ := seal.New(newKey)
+	for _, uid := range []string{stays.RecordUID, movesT.RecordUID} {
+		tg, _, err := during.store.LoadTarget(ctx, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, resealed, err := workers.OpenAdminPassword(newSealer, tg); err != nil || !resealed {
+			t.Fatalf("target %s after reseal: bound under the new key %v, %v", uid, resealed, err)
+		}
 	}
 	if err := during.Close(); err != nil {
 		t.Fatal(err)
@@ -114,10 +131,39 @@ func TestMasterKeyChange(t *testing.T) {
 	for _, e := range page.Data {
 		resealed[e.Type+" "+e.RecordUID]++
 	}
-	if resealed["target.resealed "+stays.RecordUID] != 1 || resealed["target.resealed "+movesT.RecordUID] != 1 || resealed["token_keys.resealed "] != 1 {
+	// stays: sealed once as an earlier version would have, then by reseal.
+	if resealed["target.resealed "+stays.RecordUID] != 2 || resealed["target.resealed "+movesT.RecordUID] != 1 || resealed["token_keys.resealed "] != 1 {
 		t.Fatalf("reseal events in the audit: %v", resealed)
 	}
 	if strings.Contains(after.Log.String()+during.Log.String(), seal.EncodeKey(newKey)) {
 		t.Fatal("the master key reached the log")
+	}
+}
+
+// sealedBeforeTheBinding seals target uid's admin password as versions before the
+// binding did, to its record uid alone, in a target.resealed event.
+func sealedBeforeTheBinding(t *testing.T, srv *testServer, uid string) {
+	t.Helper()
+	ctx := context.Background()
+	key, err := seal.LoadKeyFile(filepath.Join(srv.Dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, _ := seal.New(key)
+	tg, last, err := srv.store.LoadTarget(ctx, uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, _, err := workers.OpenAdminPassword(sealer, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.SealedAdminPassword = sealer.Seal(pw, []byte(uid))
+	seq, err := srv.store.Append(ctx, events.TargetSubject(uid), events.ResealTarget(tg, last, time.Now()), last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.proj.WaitTarget(ctx, uid, seq); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/workers"
 )
 
 // Reseal is the middle step of changing the master key. With the servers already running
@@ -52,12 +53,17 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 	}
 	resealed := 0
 	for _, t := range targets {
-		done, err := m.resealTarget(ctx, sealer, t.RecordUID)
+		bound, err := m.resealTarget(ctx, sealer, t.RecordUID)
 		if err != nil {
 			return fmt.Errorf("target %s: %w", t.RecordUID, err)
 		}
-		if done {
+		if bound != nil {
 			resealed++
+			// Bound now to whatever its last event names: say where, since next to a
+			// password sealed before the binding (to its record alone) whoever could
+			// write to NATS could have named their own server.
+			fmt.Fprintf(stdout, "target %s (%s): admin password bound to %s %s@%s:%d/%s, tls_mode %s\n", bound.RecordUID, bound.Name,
+				bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode)
 		}
 	}
 	fmt.Fprintf(stdout, "targets resealed: %d of %d\n", resealed, len(targets))
@@ -75,36 +81,37 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 	return nil
 }
 
-// resealTarget reseals one target's admin password unless it is sealed under the new key
-// already. It reads the target from its events and appends after the last of them, so an
-// update racing it wins and is resealed on the next turn instead of being overwritten
-// with older settings.
-func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string) (bool, error) {
+// resealTarget reseals one target's admin password, under the new key and bound to its
+// connection, unless it is so already, and returns the target it resealed (nil if none).
+// It reads the target from its events and appends after the last of them, so an update
+// racing it wins and is resealed on the next turn instead of being overwritten with older
+// settings.
+func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string) (*events.Target, error) {
 	for {
 		t, last, err := m.store.LoadTarget(ctx, uid)
 		if events.ErrorCode(err) == events.ENotFound {
-			return false, nil // removed meanwhile
+			return nil, nil // removed meanwhile
 		}
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		pw, current, err := sealer.OpenCurrent(t.SealedAdminPassword, []byte(uid))
+		pw, resealed, err := workers.OpenAdminPassword(sealer, t)
 		if err != nil {
-			return false, errors.New("its admin password opens under neither the master key nor the previous one")
+			return nil, errors.New("its admin password opens under neither the master key nor the previous one")
 		}
-		if current {
-			return false, nil
+		if resealed {
+			return nil, nil
 		}
-		t.SealedAdminPassword = sealer.Seal(pw, []byte(uid))
+		t.SealedAdminPassword = sealer.Seal(pw, t.AdminPasswordAAD())
 		e := events.ResealTarget(t, last, time.Now())
 		seq, err := m.store.Append(ctx, events.TargetSubject(uid), e, last)
 		if errors.Is(err, jsstore.ErrConflict) {
 			continue
 		}
 		if err != nil {
-			return false, err
+			return nil, err
 		}
-		return true, m.proj.WaitTarget(ctx, uid, seq)
+		return &t, m.proj.WaitTarget(ctx, uid, seq)
 	}
 }
 
@@ -137,7 +144,7 @@ func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, 
 				continue // revoked with the current, resealed registration
 			}
 			snap := full.Spec.Target
-			if _, ok, _ := sealer.OpenCurrent(snap.SealedAdminPassword, []byte(snap.RecordUID)); !ok {
+			if _, ok, _ := workers.OpenAdminPassword(sealer, snap); !ok {
 				n++
 				if l.ExpiresAt.After(until) {
 					until = l.ExpiresAt

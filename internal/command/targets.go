@@ -30,7 +30,7 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
 		return t, err
 	}
-	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), []byte(t.RecordUID))
+	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(t.RecordUID), events.RegisterTarget(t, actor, now), 0)
 	if err != nil {
 		return t, err
@@ -75,7 +75,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
 		return t, 0, err
 	}
-	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), []byte(uid))
+	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())
 	if last == 0 {
 		if last, err = s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid)); err != nil {
 			return t, 0, err

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syvault/syvault/internal/nettest"
 	"github.com/syvault/syvault/internal/tcpproxy"
 )
 
@@ -15,33 +16,21 @@ import (
 // never answers: a request left in flight.
 func echoServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line != "hold\n" {
-						_, _ = c.Write([]byte(line))
-					}
+	return nettest.Serve(t, func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
 				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
+				if line != "hold\n" {
+					_, _ = c.Write([]byte(line))
+				}
+			}
+		}()
+	}).Addr().String()
 }
 
 type conn struct {
