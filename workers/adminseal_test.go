@@ -1,6 +1,7 @@
 package workers_test
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -192,5 +193,38 @@ func TestWorkers_ATargetSealedBeforeTheBindingKeepsWorking(t *testing.T) {
 		if f.userExists(t, u) {
 			t.Fatalf("user %s outlived its revocation", u)
 		}
+	}
+}
+
+// TestWorkers_NoOtherSecretBecomesALeasePassword: a lease's password opens with its id as
+// the associated data, and the id comes from the event. A forged request whose id is a
+// record uid, with that target's admin password sealed as earlier versions did (to the
+// uid alone), would make the admin password a new user's password: refused, and no user
+// is made.
+func TestWorkers_NoOtherSecretBecomesALeasePassword(t *testing.T) {
+	f := mustFixture(t)
+	id := f.target.RecordUID
+	user := "vf_tmp_" + strings.ToLower(id[:8])
+	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+user) })
+	waiting, err := f.store.Watch(nil, events.WaitingSubject(id)) // a requester, as a NATS writer can be
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(waiting.Stop)
+	now := time.Now()
+	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 3600, Username: user,
+		SealedPassword: f.sealer.Seal([]byte("the admin's password"), []byte(id)), Now: now, Deadline: now.Add(time.Minute)})
+	if _, err := f.store.Append(t.Context(), events.LeaseSubject(id), e, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := f.store.LoadLease(t.Context(), id); err != nil || l.Status != events.StatusFailed {
+		t.Fatalf("a request whose id is a record uid: %+v, %v; want it failed", l, err)
+	}
+
+	if f.userExists(t, user) {
+		t.Fatalf("user %s was created", user)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
@@ -205,6 +206,11 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	if expired(l) {
 		log.Warn("lease request seen after its expiry; not creating it")
 		return w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
+	}
+	if uuid.Validate(l.ID) != nil {
+		// Its id is the associated data its password opens with; spelled as another
+		// secret's (a record uid), that secret would become this user's password.
+		return w.failAndDrop(ctx, l, events.Errorf(events.EInternal, "The lease id is not one SyVault makes."))
 	}
 	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
 	if err != nil {
@@ -638,7 +644,7 @@ func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Targ
 	}
 	pw, _, err := OpenAdminPassword(w.cfg.Sealer, t)
 	if err != nil {
-		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed (is this the right master key?).")
+		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
 	}
 	return t, connFor(t, string(pw)), nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/internal/termtext"
 	"github.com/syvault/syvault/workers"
 )
 
@@ -62,8 +63,9 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 			// Bound now to whatever its last event names: say where, since next to a
 			// password sealed before the binding (to its record alone) whoever could
 			// write to NATS could have named their own server.
-			fmt.Fprintf(stdout, "target %s (%s): admin password bound to %s %s@%s:%d/%s, tls_mode %s\n", bound.RecordUID, bound.Name,
-				bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode)
+			// Shown as written, so no text in a forged event can redraw the line.
+			fmt.Fprintln(stdout, termtext.Printable(fmt.Sprintf("target %s (%s): admin password bound to %s %s@%s:%d/%s, tls_mode %s",
+				bound.RecordUID, bound.Name, bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode)))
 		}
 	}
 	fmt.Fprintf(stdout, "targets resealed: %d of %d\n", resealed, len(targets))

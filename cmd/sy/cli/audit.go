@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/termtext"
 )
 
 func (a *app) auditCommand() *cobra.Command {
@@ -206,7 +207,7 @@ func (p *auditPrinter) flushHeader() error {
 
 func (p *auditPrinter) row(b *strings.Builder, cells []string) {
 	for i, cell := range cells {
-		cell = printable(cell)
+		cell = termtext.Printable(cell)
 		if i == len(cells)-1 {
 			b.WriteString(cell)
 			break

@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
+
+	"github.com/syvault/syvault/internal/termtext"
 )
 
 // atomicFile is a file written under a temporary name in its final directory and renamed
@@ -189,40 +190,13 @@ func (t *ttlValue) Set(s string) error {
 	return nil
 }
 
-// printable is s as a terminal may show it: control characters (escape sequences that
-// move the cursor, erase lines or write the clipboard; tabs and newlines that break a
-// table's columns) and the bidirectional overrides that reorder what is shown are
-// written as Go escapes. Tables show what others wrote (an app client's refused record
-// uid in the audit log, a client's name): a row must not be able to hide another.
-func printable(s string) string {
-	if !strings.ContainsFunc(s, unprintable) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case !unprintable(r):
-			b.WriteRune(r)
-		case r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		}
-	}
-	return b.String()
-}
-
-func unprintable(r rune) bool {
-	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
-}
-
 // tableRow writes cells as one tab-separated row (for a tabwriter), each printable.
 func tableRow(w io.Writer, cells ...string) {
 	for i, c := range cells {
 		if i > 0 {
 			io.WriteString(w, "\t")
 		}
-		io.WriteString(w, printable(c))
+		io.WriteString(w, termtext.Printable(c))
 	}
 	io.WriteString(w, "\n")
 }
