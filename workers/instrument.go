@@ -10,8 +10,8 @@ import (
 )
 
 // instrumented wraps a driver once: every error it returns is scrubbed of the secrets of
-// the request that caused it, message and cause alike, and every call is timed for
-// metrics.
+// the request that caused it, message and cause alike, every call is timed for metrics,
+// and no call reaches an account that is not a lease user's (leaseUser).
 // Drivers promise never to put a secret in an error; this is the layer that does not rely
 // on the promise.
 type instrumented struct {
@@ -42,16 +42,25 @@ func (i instrumented) Prepare(ctx context.Context, req driver.PrepareRequest) er
 }
 
 func (i instrumented) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
+	if err := leaseUser(req.Username); err != nil {
+		return err
+	}
 	start := time.Now()
 	return i.done("create_user", start, i.d.CreateUser(ctx, req), req.Conn.Password, req.Password)
 }
 
 func (i instrumented) RenewUser(ctx context.Context, req driver.RenewUserRequest) error {
+	if err := leaseUser(req.Username); err != nil {
+		return err
+	}
 	start := time.Now()
 	return i.done("renew_user", start, i.d.RenewUser(ctx, req), req.Conn.Password)
 }
 
 func (i instrumented) DropUser(ctx context.Context, req driver.DropUserRequest) error {
+	if leaseUser(req.Username) != nil {
+		return nil // never made, so nothing to drop
+	}
 	start := time.Now()
 	return i.done("drop_user", start, i.d.DropUser(ctx, req), req.Conn.Password)
 }
@@ -71,7 +80,19 @@ func (i instrumented) batches() bool {
 // call; each error is scrubbed like DropUser's.
 func (i instrumented) DropUsers(ctx context.Context, reqs []driver.DropUserRequest) []error {
 	start := time.Now()
-	errs := i.d.(driver.BatchDropper).DropUsers(ctx, reqs)
+	var ours []driver.DropUserRequest // never made, so nothing to drop: the others
+	var at []int
+	for k, r := range reqs {
+		if leaseUser(r.Username) == nil {
+			ours, at = append(ours, r), append(at, k)
+		}
+	}
+	errs := make([]error, len(reqs))
+	if len(ours) > 0 {
+		for n, err := range i.d.(driver.BatchDropper).DropUsers(ctx, ours) {
+			errs[at[n]] = err
+		}
+	}
 	failed := 0
 	for k, err := range errs {
 		if err != nil {
@@ -92,6 +113,9 @@ func (i instrumented) UpdateUser(ctx context.Context, req driver.UpdateUserReque
 	if !ok {
 		return nil
 	}
+	if err := leaseUser(req.Username); err != nil {
+		return err
+	}
 	start := time.Now()
 	return i.done("update_user", start, g.UpdateUser(ctx, req), req.Conn.Password)
 }
@@ -109,3 +133,15 @@ func (i instrumented) ListUsers(ctx context.Context, req driver.ListUsersRequest
 }
 
 func (i instrumented) Close() error { return i.d.Close() }
+
+// leaseUser refuses a username not shaped as the lease usernames SyVault makes. A lease's
+// username comes from its events, which whoever can write to NATS can forge: through the
+// admin, a create, renewal, regrant or drop of another name would reach any account the
+// admin may change (an application's own role, the admin itself). SyVault made no user of
+// another shape, so a drop of one has nothing to do.
+func leaseUser(name string) error {
+	if driver.IsLeaseUsername(name) {
+		return nil
+	}
+	return events.Errorf(events.EInternal, "%q is not a lease username; SyVault changes no other account.", name)
+}

@@ -207,7 +207,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		log.Warn("lease request seen after its expiry; not creating it")
 		return w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
 	}
-	if uuid.Validate(l.ID) != nil {
+	if !leaseID(l.ID) {
 		// Its id is the associated data its password opens with; spelled as another
 		// secret's (a record uid), that secret would become this user's password.
 		return w.failAndDrop(ctx, l, events.Errorf(events.EInternal, "The lease id is not one SyVault makes."))
@@ -647,6 +647,13 @@ func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Targ
 		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
 	}
 	return t, connFor(t, string(pw)), nil
+}
+
+// leaseID reports whether id is shaped as the lease ids SyVault makes: a UUID in its
+// canonical form.
+func leaseID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
 }
 
 // OpenAdminPassword opens t's sealed admin password, bound to t's connection (see

@@ -138,22 +138,29 @@ func (f *fixture) requestAs(t *testing.T, wait time.Duration, answering bool) (s
 func (f *fixture) requestOn(t *testing.T, tg events.Target, wait time.Duration, answering bool) (string, string) {
 	t.Helper()
 	id := uuid.Must(uuid.NewV7()).String()
+	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
+	now := time.Now()
+	f.appendRequest(t, events.LeaseRequest{LeaseID: id, Target: tg, TTLSeconds: 3600, Username: user,
+		SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Now: now, Deadline: now.Add(wait)}, answering)
+	return id, user
+}
+
+// appendRequest appends r's request event, as the API or a forger would, and drops its
+// user when the test ends. Answering, a requester answers the workers' "still waiting?"
+// until then.
+func (f *fixture) appendRequest(t *testing.T, r events.LeaseRequest, answering bool) {
+	t.Helper()
 	if answering {
-		w, err := f.store.Watch(nil, events.WaitingSubject(id))
+		w, err := f.store.Watch(nil, events.WaitingSubject(r.LeaseID))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(w.Stop)
 	}
-	user := "vf_tmp_" + fmt.Sprintf("%08x", rand.Uint32())
-	now := time.Now()
-	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: tg, TTLSeconds: 3600, Username: user,
-		SealedPassword: f.sealer.Seal([]byte("pw-"+id), []byte(id)), Now: now, Deadline: now.Add(wait)})
-	if _, err := f.store.Append(context.Background(), events.LeaseSubject(id), e, 0); err != nil {
+	if _, err := f.store.Append(context.Background(), events.LeaseSubject(r.LeaseID), events.RequestLease(r), 0); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+user) })
-	return id, user
+	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+r.Username) })
 }
 
 // active requests a lease and has the workers create it; it returns the lease, active,

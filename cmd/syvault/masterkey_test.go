@@ -26,14 +26,8 @@ import (
 func TestMasterKeyChange(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	natsAddr := freeAddr(t)
-	listen := func(c *Config) { c.NATSListen = natsAddr }
-	oldFile, newFile := filepath.Join(dir, "master.key"), filepath.Join(t.TempDir(), "new.key")
-	newKey := seal.NewKey()
-	if err := os.WriteFile(newFile, []byte(seal.EncodeKey(newKey)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	k := newKeyChange(t)
+	dir, natsAddr, listen, oldFile, newFile, newKey := k.dir, k.natsAddr, k.listen, k.oldFile, k.newFile, k.newKey
 
 	before := mustServer(t, dir, listen)
 	admin := before.admin(t)
@@ -66,13 +60,7 @@ func TestMasterKeyChange(t *testing.T) {
 	during := mustServer(t, dir, func(c *Config) { onNew(c); c.PreviousMasterKeyFile = oldFile })
 	admin = during.admin(t)
 	issuedDuring := mustLease(t, admin, stays.RecordUID, 3600)
-	reseal := func(args ...string) (string, error) {
-		var stdout, stderr bytes.Buffer
-		args = append([]string{"reseal", "--nats-url", "nats://" + natsAddr, "--nats-creds", filepath.Join(dir, NATSClientSeedFile),
-			"--master-key-file", newFile, "--data-dir", t.TempDir()}, args...)
-		err := run(ctx, args, &stdout, &stderr)
-		return stdout.String(), err
-	}
+	reseal := func(args ...string) (string, error) { return runReseal(t, natsAddr, dir, newFile, args...) }
 	if _, err := reseal(); err == nil || !strings.Contains(err.Error(), "--previous-master-key-file") {
 		t.Fatalf("reseal without the previous key: %v", err)
 	}
@@ -81,7 +69,7 @@ func TestMasterKeyChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"access-token keys resealed: 1\n", "targets resealed: 2 of 2\n", "keep the previous master key until", "1 active lease(s)",
-		"target " + stays.RecordUID + " (" + stays.Name + "): admin password bound to postgresql ", "target " + movesT.RecordUID + " ("} {
+		`target "` + stays.RecordUID + `": admin password bound to postgresql "`, `target "` + movesT.RecordUID + `": admin password bound to`} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("reseal output lacks %q:\n%s", want, out)
 		}
@@ -167,3 +155,71 @@ func sealedBeforeTheBinding(t *testing.T, srv *testServer, uid string) {
 		t.Fatal(err)
 	}
 }
+
+// runReseal runs `syvault reseal` against the NATS at natsAddr of the server with data in
+// dir, on the master key in newFile, and returns what it printed.
+func runReseal(t *testing.T, natsAddr, dir, newFile string, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	args = append([]string{"reseal", "--nats-url", "nats://" + natsAddr, "--nats-creds", filepath.Join(dir, NATSClientSeedFile),
+		"--master-key-file", newFile, "--data-dir", t.TempDir()}, args...)
+	err := run(context.Background(), args, &stdout, &stderr)
+	return stdout.String(), err
+}
+
+// TestReseal_GoesOnPastATargetItCannotReseal: a target whose admin password neither key
+// opens (a forged one) is named, the others are resealed all the same, and reseal fails,
+// so the previous key is kept; what the store named is printed quoted.
+func TestReseal_GoesOnPastATargetItCannotReseal(t *testing.T) {
+	eng := postgresEngine(t)
+	ctx := context.Background()
+	k := newKeyChange(t)
+	before := mustServer(t, k.dir, k.listen)
+	good := mustTarget(t, before.admin(t), eng)
+	forged := events.Target{RecordUID: "Forged123456", Name: "evil\x1b[2K\r", Engine: events.PostgreSQL, Host: "attacker.example",
+		Port: 5432, Database: "app", AdminUsername: "x", TLSMode: events.TLSRequire, SealedAdminPassword: []byte("not sealed"), CreatedAt: time.Now()}
+	seq, err := before.store.Append(ctx, events.TargetSubject(forged.RecordUID), events.RegisterTarget(forged, "", time.Now()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := before.proj.WaitTarget(ctx, forged.RecordUID, seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := before.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustServer(t, k.dir, func(c *Config) { k.listen(c); c.MasterKeyFile = k.newFile; c.PreviousMasterKeyFile = k.oldFile })
+
+	out, err := runReseal(t, k.natsAddr, k.dir, k.newFile, "--previous-master-key-file", k.oldFile)
+	if err == nil || !strings.Contains(err.Error(), "1 target(s) could not be resealed (Forged123456)") {
+		t.Fatalf("reseal with a target it cannot open: %v", err)
+	}
+	for _, want := range []string{`target "Forged123456": not resealed`, `target "` + good.RecordUID + `": admin password bound to`, "targets resealed: 1 of 2\n"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("reseal output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\x1b") || strings.Contains(out, "nothing needs the previous master key") {
+		t.Fatalf("reseal output:\n%s", out)
+	}
+}
+
+// keyChange is the setting of a master key change: a data directory (its key file
+// oldFile) whose NATS will listen on natsAddr, and a new key in a file of its own.
+type keyChange struct {
+	dir, natsAddr, oldFile, newFile string
+	newKey                          []byte
+}
+
+func newKeyChange(t *testing.T) keyChange {
+	t.Helper()
+	dir := t.TempDir()
+	k := keyChange{dir: dir, natsAddr: freeAddr(t), oldFile: filepath.Join(dir, "master.key"),
+		newFile: filepath.Join(t.TempDir(), "new.key"), newKey: seal.NewKey()}
+	if err := os.WriteFile(k.newFile, []byte(seal.EncodeKey(k.newKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// listen has a server's NATS listen where reseal will reach it.
+func (k keyChange) listen(c *Config) { c.NATSListen = k.natsAddr }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/internal/termtext"
 	"github.com/syvault/syvault/workers"
 )
 
@@ -56,7 +57,7 @@ func (m *Main) Reconcile(ctx context.Context, stdout io.Writer) error {
 			return err
 		}
 	} else {
-		printReconcile(stdout, reports, m.Config.Apply)
+		printReconcile(termtext.Writer(stdout), reports, m.Config.Apply) // names and errors from the store and the databases
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("could not fully reconcile %s", strings.Join(failed, ", "))

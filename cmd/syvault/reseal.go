@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +30,7 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 		return errors.New("reseal needs the master key being replaced: pass it with --previous-master-key-file (or SYVAULT_PREVIOUS_MASTER_KEY), and the new one as the master key")
 	}
 	defer m.Close()
+	stdout = termtext.Writer(stdout) // names, hosts and errors come from the store
 	sealer, err := m.unsealAndConnect(ctx, false)
 	if err != nil {
 		return err
@@ -53,22 +57,30 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	resealed := 0
+	var failed []string
 	for _, t := range targets {
 		bound, err := m.resealTarget(ctx, sealer, t.RecordUID)
 		if err != nil {
-			return fmt.Errorf("target %s: %w", t.RecordUID, err)
+			// One target that cannot be resealed (a forged one among them) must not
+			// keep the others on the old key.
+			failed = append(failed, t.RecordUID)
+			fmt.Fprintf(stdout, "target %q: not resealed: %v\n", t.RecordUID, err)
+			continue
 		}
 		if bound != nil {
 			resealed++
 			// Bound now to whatever its last event names: say where, since next to a
 			// password sealed before the binding (to its record alone) whoever could
-			// write to NATS could have named their own server.
-			// Shown as written, so no text in a forged event can redraw the line.
-			fmt.Fprintln(stdout, termtext.Printable(fmt.Sprintf("target %s (%s): admin password bound to %s %s@%s:%d/%s, tls_mode %s",
-				bound.RecordUID, bound.Name, bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode)))
+			// write to NATS could have named their own server. Quoted, so no name can
+			// pass for the rest of the line.
+			fmt.Fprintf(stdout, "target %q: admin password bound to %s %q at %q port %d, database %q, tls_mode %s, CA %s (name %q)\n",
+				bound.RecordUID, bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode, caFingerprint(bound.CACert), bound.Name)
 		}
 	}
 	fmt.Fprintf(stdout, "targets resealed: %d of %d\n", resealed, len(targets))
+	if len(failed) > 0 {
+		return fmt.Errorf("%d target(s) could not be resealed (%s): keep the previous master key, and run reseal again once they can", len(failed), strings.Join(failed, ", "))
+	}
 
 	waiting, until, err := m.leasesOnOldKey(ctx, sealer)
 	if err != nil {
@@ -158,4 +170,14 @@ func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, 
 		}
 		cursor = next
 	}
+}
+
+// caFingerprint names the CA a target's admin connection verifies against: the system
+// roots, or the SHA-256 of the PEM bundle it was given.
+func caFingerprint(pem string) string {
+	if pem == "" {
+		return "system roots"
+	}
+	sum := sha256.Sum256([]byte(pem))
+	return "sha256:" + hex.EncodeToString(sum[:8])
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/syvault/syvault/http/ui"
 	"github.com/syvault/syvault/internal/command"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/internal/termtext"
 	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
@@ -607,6 +608,7 @@ func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenke
 // RotateTokenKey makes a new access-token signing key for the whole deployment; see
 // tokenkey.Ring.Rotate.
 func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
+	stdout = termtext.Writer(stdout) // key ids come from the store
 	defer m.Close()
 	sealer, err := m.unsealAndConnect(ctx, false)
 	if err != nil {

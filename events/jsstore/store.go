@@ -383,7 +383,16 @@ func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, er
 	if len(evs) == 0 {
 		return events.Lease{}, events.Errorf(events.ENotFound, "No lease with id %q.", leaseID)
 	}
-	return events.Fold(evs, seqs), nil
+	l := events.Fold(evs, seqs)
+	if l.ID != "" && l.ID != leaseID {
+		// SyVault's request on a lease's subject names that lease. One naming another was
+		// copied there, sealed password and all, by whoever can write to NATS: that
+		// password opens with the other lease's id, so the history is refused whole. (A
+		// request without a lease, which sets no id, makes no lease to act on.)
+		return events.Lease{}, &events.Error{Code: events.EInternal, Err: ErrPermanent,
+			Message: fmt.Sprintf("The history of lease %q was not written by SyVault: its request names another lease.", leaseID)}
+	}
+	return l, nil
 }
 
 // DecideLease is how every change to a lease is made: it loads the lease and asks decide

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/termtext"
 )
 
 // Exit statuses returned by Main.
@@ -221,7 +222,8 @@ func (a *app) fromSource() string {
 	return " (from " + a.serverSource + ")"
 }
 
-// oneLine folds a message onto a single line.
+// oneLine folds a message onto a single line, shown as written (the server's messages
+// quote what others chose).
 func oneLine(s string) string {
-	return strings.TrimSpace(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s))
+	return termtext.Printable(strings.TrimSpace(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)))
 }

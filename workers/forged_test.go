@@ -1,13 +1,18 @@
 package workers_test
 
 import (
-	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/nettest"
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/workers"
@@ -64,11 +69,7 @@ func (l *listener) connections(t *testing.T) int {
 func TestWorkers_AnAdminPasswordGoesOnlyWhereItWasRegistered(t *testing.T) {
 	f := mustFixture(t)
 	srv := mustListener(t)
-	issued, _ := f.active(t)
-	full, err := f.store.LoadLease(t.Context(), issued.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	issued := f.activeWithSpec(t)
 	elsewhere := func(change func(*events.Target)) events.Target {
 		tg := f.target
 		tg.Port = srv.port()
@@ -81,7 +82,7 @@ func TestWorkers_AnAdminPasswordGoesOnlyWhereItWasRegistered(t *testing.T) {
 			tg.RecordUID = string(f.target.AdminPasswordAAD())
 		}),
 		"a lease's password, its lease id as the record uid": elsewhere(func(tg *events.Target) {
-			tg.RecordUID, tg.SealedAdminPassword = issued.ID, full.Spec.SealedPassword
+			tg.RecordUID, tg.SealedAdminPassword = issued.ID, issued.Spec.SealedPassword
 		}),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -205,26 +206,91 @@ func TestWorkers_NoOtherSecretBecomesALeasePassword(t *testing.T) {
 	f := mustFixture(t)
 	id := f.target.RecordUID
 	user := "vf_tmp_" + strings.ToLower(id[:8])
-	t.Cleanup(func() { _, _ = f.pg.Exec(context.Background(), "DROP ROLE IF EXISTS "+user) })
-	waiting, err := f.store.Watch(nil, events.WaitingSubject(id)) // a requester, as a NATS writer can be
+	f.mustFail(t, id, user, "the admin's password")
+
+	if f.userExists(t, user) {
+		t.Fatalf("user %s was created", user)
+	}
+}
+
+// TestWorkers_ACopiedRequestOpensNothing: whoever can write to NATS can copy a lease's
+// request, its sealed password and lease id included, onto a subject of their own whose
+// target is a server of theirs (one they registered: its admin password is theirs), and
+// follow it with a request of that subject's own. The password opens with the copied id,
+// so the history is refused whole: nothing reaches that server.
+func TestWorkers_ACopiedRequestOpensNothing(t *testing.T) {
+	f := mustFixture(t)
+	srv := mustListener(t)
+	victim := f.activeWithSpec(t)
+	theirs := f.target
+	theirs.RecordUID, theirs.Port = "Attacker1234", srv.port()
+	theirs.SealedAdminPassword = f.sealer.Seal([]byte("theirs"), theirs.AdminPasswordAAD())
+
+	own := uuid.Must(uuid.NewV7()).String()
+	now := time.Now()
+	copied := events.RequestLease(events.LeaseRequest{LeaseID: victim.ID, Target: theirs, TTLSeconds: 3600, Username: victim.Username,
+		SealedPassword: victim.Spec.SealedPassword, Now: now, Deadline: now.Add(time.Minute)})
+	copied.ID = own + ".copied" // another dedupe id than the original's
+	first, err := f.store.Append(t.Context(), events.LeaseSubject(own), copied, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(waiting.Stop)
-	now := time.Now()
-	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 3600, Username: user,
-		SealedPassword: f.sealer.Seal([]byte("the admin's password"), []byte(id)), Now: now, Deadline: now.Add(time.Minute)})
-	if _, err := f.store.Append(t.Context(), events.LeaseSubject(id), e, 0); err != nil {
+	next := events.RequestLease(events.LeaseRequest{LeaseID: own, Target: theirs, TTLSeconds: 3600, Username: victim.Username,
+		SealedPassword: victim.Spec.SealedPassword, Now: now, Deadline: now.Add(time.Minute)})
+	if _, err := f.store.Append(t.Context(), events.LeaseSubject(own), next, first); err != nil {
 		t.Fatal(err)
 	}
+	err = f.deliver(t, own, 1)
+	if !errors.Is(err, jsstore.ErrPermanent) || !strings.Contains(err.Error(), "not written by SyVault") {
+		t.Fatalf("the copied request's follower: %v; want it refused for good", err)
+	}
+	if n := srv.connections(t); n != 0 {
+		t.Fatalf("the worker connected %d time(s) to the server the copied request named", n)
+	}
+}
+
+// TestWorkers_NoAccountButALeaseUsers: a lease's username comes from its events; a forged
+// one naming another account (an application's role) must not be created, renewed,
+// regranted or dropped by the admin.
+func TestWorkers_NoAccountButALeaseUsers(t *testing.T) {
+	f := mustFixture(t)
+	app := fmt.Sprintf("app_role_%d", rand.IntN(1e9))
+	if _, err := f.pg.Exec(t.Context(), "CREATE ROLE "+app+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	f.mustFail(t, uuid.Must(uuid.NewV7()).String(), app, "pw")
+	var valid *time.Time
+	if err := f.pg.QueryRow(t.Context(), "SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1", app).Scan(&valid); err != nil {
+		t.Fatalf("the application's role after the forged request (its create failed, then its user was dropped): %v", err)
+	}
+	if valid != nil {
+		t.Fatalf("the application's role was given VALID UNTIL %v", valid)
+	}
+}
+
+// activeWithSpec is an active lease as its events hold it, the sealed password included,
+// which whoever can read the audit trail can copy.
+func (f *fixture) activeWithSpec(t *testing.T) events.Lease {
+	t.Helper()
+	l, _ := f.active(t)
+	full, err := f.store.LoadLease(t.Context(), l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return full
+}
+
+// mustFail has the workers handle a forged request for lease id, user username and the
+// given password (sealed to the id), with a requester waiting: it must be failed.
+func (f *fixture) mustFail(t *testing.T, id, username, password string) {
+	t.Helper()
+	now := time.Now()
+	f.appendRequest(t, events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 3600, Username: username,
+		SealedPassword: f.sealer.Seal([]byte(password), []byte(id)), Now: now, Deadline: now.Add(time.Minute)}, true)
 	if err := f.deliver(t, id, 0); err != nil {
 		t.Fatal(err)
 	}
 	if l, err := f.store.LoadLease(t.Context(), id); err != nil || l.Status != events.StatusFailed {
-		t.Fatalf("a request whose id is a record uid: %+v, %v; want it failed", l, err)
-	}
-
-	if f.userExists(t, user) {
-		t.Fatalf("user %s was created", user)
+		t.Fatalf("a forged request for lease %q, user %q: %+v, %v; want it failed", id, username, l, err)
 	}
 }
