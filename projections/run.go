@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,7 +66,13 @@ func Rebuild(ctx context.Context, store *jsstore.Store, p *Projections) (int, er
 			return nil
 		}
 		n++
-		return p.Apply(ctx, e, last)
+		err = p.Apply(ctx, e, last)
+		if errors.Is(err, jsstore.ErrPermanent) {
+			// A history SyVault did not write (a forged one) must not stop the rebuild.
+			p.logger.Error("rebuild: skipping an event that can never be applied", "seq", last, "err", err)
+			return nil
+		}
+		return err
 	})
 	if err != nil {
 		return n, fmt.Errorf("projections.Rebuild: %w", err)

@@ -222,22 +222,13 @@ func TestWorkers_ACopiedRequestOpensNothing(t *testing.T) {
 	f := mustFixture(t)
 	srv := mustListener(t)
 	victim := f.activeWithSpec(t)
-	theirs := f.target
-	theirs.RecordUID, theirs.Port = "Attacker1234", srv.port()
-	theirs.SealedAdminPassword = f.sealer.Seal([]byte("theirs"), theirs.AdminPasswordAAD())
-
+	theirs := f.theirs(srv)
 	own := uuid.Must(uuid.NewV7()).String()
-	now := time.Now()
-	copied := events.RequestLease(events.LeaseRequest{LeaseID: victim.ID, Target: theirs, TTLSeconds: 3600, Username: victim.Username,
-		SealedPassword: victim.Spec.SealedPassword, Now: now, Deadline: now.Add(time.Minute)})
-	copied.ID = own + ".copied" // another dedupe id than the original's
-	first, err := f.store.Append(t.Context(), events.LeaseSubject(own), copied, 0)
+	first, err := f.store.Append(t.Context(), events.LeaseSubject(own), copyRequest(victim, victim.ID, theirs, own+".copied"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := events.RequestLease(events.LeaseRequest{LeaseID: own, Target: theirs, TTLSeconds: 3600, Username: victim.Username,
-		SealedPassword: victim.Spec.SealedPassword, Now: now, Deadline: now.Add(time.Minute)})
-	if _, err := f.store.Append(t.Context(), events.LeaseSubject(own), next, first); err != nil {
+	if _, err := f.store.Append(t.Context(), events.LeaseSubject(own), copyRequest(victim, own, theirs, own+".requested"), first); err != nil {
 		t.Fatal(err)
 	}
 	err = f.deliver(t, own, 1)
@@ -293,4 +284,45 @@ func (f *fixture) mustFail(t *testing.T, id, username, password string) {
 	if l, err := f.store.LoadLease(t.Context(), id); err != nil || l.Status != events.StatusFailed {
 		t.Fatalf("a forged request for lease %q, user %q: %+v, %v; want it failed", id, username, l, err)
 	}
+}
+
+// TestWorkers_ARequestOverALeasesHistoryOpensNothing: a lease's history is read back to
+// its latest request, so whoever can write to NATS could append a request over a live
+// lease's own (its id and sealed password, a target of theirs) and have it taken for a new
+// lease. SyVault's request is its subject's first event: nothing is opened for another.
+func TestWorkers_ARequestOverALeasesHistoryOpensNothing(t *testing.T) {
+	f := mustFixture(t)
+	srv := mustListener(t)
+	victim := f.activeWithSpec(t)
+	over := copyRequest(victim, victim.ID, f.theirs(srv), victim.ID+".again")
+	if _, err := f.store.AppendUnordered(t.Context(), events.LeaseSubject(victim.ID), over); err != nil {
+		t.Fatal(err)
+	}
+	err := f.deliver(t, victim.ID, 2) // requested, activated, the request over them
+	if !errors.Is(err, jsstore.ErrPermanent) || !strings.Contains(err.Error(), "not its lease's first event") {
+		t.Fatalf("a request appended over a live lease's history: %v; want it refused for good", err)
+	}
+	if n := srv.connections(t); n != 0 {
+		t.Fatalf("the worker connected %d time(s) to the server the request named", n)
+	}
+}
+
+// theirs is a target whoever can write to NATS registered for a server of theirs (srv):
+// its admin password is theirs, sealed bound to it.
+func (f *fixture) theirs(srv *listener) events.Target {
+	tg := f.target
+	tg.RecordUID, tg.Port = "Attacker1234", srv.port()
+	tg.SealedAdminPassword = f.sealer.Seal([]byte("theirs"), tg.AdminPasswordAAD())
+	return tg
+}
+
+// copyRequest is victim's request as whoever reads the audit trail can copy it (its
+// username and sealed password), for lease leaseID on target tg, with dedupe id id
+// (another than the original's, which NATS would drop as a duplicate).
+func copyRequest(victim events.Lease, leaseID string, tg events.Target, id string) events.Event {
+	now := time.Now()
+	e := events.RequestLease(events.LeaseRequest{LeaseID: leaseID, Target: tg, TTLSeconds: 3600, Username: victim.Username,
+		SealedPassword: victim.Spec.SealedPassword, Now: now, Deadline: now.Add(time.Minute)})
+	e.ID = id
+	return e
 }

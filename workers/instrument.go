@@ -3,9 +3,11 @@ package workers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/workers/driver"
 )
 
@@ -89,7 +91,12 @@ func (i instrumented) DropUsers(ctx context.Context, reqs []driver.DropUserReque
 	}
 	errs := make([]error, len(reqs))
 	if len(ours) > 0 {
-		for n, err := range i.d.(driver.BatchDropper).DropUsers(ctx, ours) {
+		got := i.d.(driver.BatchDropper).DropUsers(ctx, ours)
+		for n := range ours {
+			err := errors.New("the driver answered a batch drop with the wrong number of results")
+			if len(got) == len(ours) {
+				err = got[n]
+			}
 			errs[at[n]] = err
 		}
 	}
@@ -143,5 +150,6 @@ func leaseUser(name string) error {
 	if driver.IsLeaseUsername(name) {
 		return nil
 	}
-	return events.Errorf(events.EInternal, "%q is not a lease username; SyVault changes no other account.", name)
+	return &events.Error{Code: events.EInternal, Err: jsstore.ErrPermanent,
+		Message: fmt.Sprintf("%q is not a lease username; SyVault changes no other account.", name)}
 }

@@ -212,6 +212,17 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		// secret's (a record uid), that secret would become this user's password.
 		return w.failAndDrop(ctx, l, events.Errorf(events.EInternal, "The lease id is not one SyVault makes."))
 	}
+	if first, err := w.cfg.Store.FirstSeq(ctx, events.LeaseSubject(l.ID)); err != nil {
+		return err
+	} else if first != requestSeq {
+		// A lease's history is read back to the latest request, so a request appended
+		// over a lease's (by whoever can write to NATS, the lease's sealed password and a
+		// target of theirs in it) would be taken for a new lease; SyVault's is its
+		// subject's first event. Nothing is recorded on a history SyVault did not write.
+		log.Error("lease request is not its lease's first event; not creating it", "request_seq", requestSeq, "first_seq", first)
+		return &events.Error{Code: events.EInternal, Err: jsstore.ErrPermanent,
+			Message: "The lease request was not written by SyVault: it is not its lease's first event."}
+	}
 	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
 	if err != nil {
 		return w.failAndDrop(ctx, l, events.Wrap(err, events.EInternal, "The lease password could not be unsealed."))

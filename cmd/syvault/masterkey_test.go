@@ -69,7 +69,7 @@ func TestMasterKeyChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"access-token keys resealed: 1\n", "targets resealed: 2 of 2\n", "keep the previous master key until", "1 active lease(s)",
-		`target "` + stays.RecordUID + `": admin password bound to postgresql "`, `target "` + movesT.RecordUID + `": admin password bound to`} {
+		`target "` + stays.RecordUID + `": admin password bound to "postgresql" "`, `target "` + movesT.RecordUID + `": admin password bound to`} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("reseal output lacks %q:\n%s", want, out)
 		}
@@ -129,8 +129,9 @@ func TestMasterKeyChange(t *testing.T) {
 }
 
 // sealedBeforeTheBinding seals target uid's admin password as versions before the
-// binding did, to its record uid alone, in a target.resealed event.
-func sealedBeforeTheBinding(t *testing.T, srv *testServer, uid string) {
+// binding did, to its record uid alone, in a target.resealed event that may change the
+// target's other settings too (as a forged one would).
+func sealedBeforeTheBinding(t *testing.T, srv *testServer, uid string, change ...func(*events.Target)) {
 	t.Helper()
 	ctx := context.Background()
 	key, err := seal.LoadKeyFile(filepath.Join(srv.Dir, "master.key"))
@@ -147,6 +148,9 @@ func sealedBeforeTheBinding(t *testing.T, srv *testServer, uid string) {
 		t.Fatal(err)
 	}
 	tg.SealedAdminPassword = sealer.Seal(pw, []byte(uid))
+	for _, c := range change {
+		c(&tg)
+	}
 	seq, err := srv.store.Append(ctx, events.TargetSubject(uid), events.ResealTarget(tg, last, time.Now()), last)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +172,8 @@ func runReseal(t *testing.T, natsAddr, dir, newFile string, args ...string) (str
 
 // TestReseal_GoesOnPastATargetItCannotReseal: a target whose admin password neither key
 // opens (a forged one) is named, the others are resealed all the same, and reseal fails,
-// so the previous key is kept; what the store named is printed quoted.
+// so the previous key is kept; what the store named is printed quoted, so a name or host
+// cannot redraw or add a line.
 func TestReseal_GoesOnPastATargetItCannotReseal(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()
@@ -184,6 +189,9 @@ func TestReseal_GoesOnPastATargetItCannotReseal(t *testing.T) {
 	if err := before.proj.WaitTarget(ctx, forged.RecordUID, seq); err != nil {
 		t.Fatal(err)
 	}
+	// The one it can reseal was sealed before the binding; its name and host were written
+	// to redraw the line reseal prints.
+	sealedBeforeTheBinding(t, before, good.RecordUID, func(tg *events.Target) { tg.Name, tg.Host = "ok\x1b[2K\r", "db\nforged line" })
 	if err := before.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +206,8 @@ func TestReseal_GoesOnPastATargetItCannotReseal(t *testing.T) {
 			t.Fatalf("reseal output lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "\x1b") || strings.Contains(out, "nothing needs the previous master key") {
+	if strings.ContainsAny(out, "\x1b\r") || strings.Contains(out, "\nforged line") || !strings.Contains(out, `\x1b[2K\r`) ||
+		strings.Contains(out, "nothing needs the previous master key") {
 		t.Fatalf("reseal output:\n%s", out)
 	}
 }

@@ -73,13 +73,13 @@ func printReconcile(w io.Writer, reports []workers.TargetReport, apply bool) {
 	}
 	orphans, dropped := 0, 0
 	for _, r := range reports {
-		fmt.Fprintf(w, "target %s (%s, %s): %d user(s) of its marker, %d of live leases", r.RecordUID, r.Name, r.Engine, r.Marked, r.Live)
+		fmt.Fprintf(w, "target %q (%q, %s): %d user(s) of its marker, %d of live leases", r.RecordUID, r.Name, r.Engine, r.Marked, r.Live)
 		if r.Foreign > 0 {
 			fmt.Fprintf(w, "; %d user(s) named like lease users are not SyVault's as far as it can tell, left alone", r.Foreign)
 		}
 		fmt.Fprintln(w)
 		if r.Error != "" {
-			fmt.Fprintf(w, "  error: %s\n", r.Error)
+			fmt.Fprintf(w, "  error: %s\n", termtext.Printable(r.Error))
 		}
 		for _, f := range r.Findings {
 			state := "would drop"
@@ -97,7 +97,7 @@ func printReconcile(w io.Writer, reports []workers.TargetReport, apply bool) {
 			if f.Verdict == workers.VerdictOrphan {
 				orphans++
 			}
-			fmt.Fprintf(w, "  %-15s %s: %s\n", f.Username, state, f.Reason)
+			fmt.Fprintf(w, "  %-15s %s: %s\n", termtext.Printable(f.Username), termtext.Printable(state), termtext.Printable(f.Reason))
 		}
 	}
 	switch {

@@ -73,7 +73,7 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 			// password sealed before the binding (to its record alone) whoever could
 			// write to NATS could have named their own server. Quoted, so no name can
 			// pass for the rest of the line.
-			fmt.Fprintf(stdout, "target %q: admin password bound to %s %q at %q port %d, database %q, tls_mode %s, CA %s (name %q)\n",
+			fmt.Fprintf(stdout, "target %q: admin password bound to %q %q at %q port %d, database %q, tls_mode %q, CA %s (name %q)\n",
 				bound.RecordUID, bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode, caFingerprint(bound.CACert), bound.Name)
 		}
 	}
@@ -173,11 +173,11 @@ func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, 
 }
 
 // caFingerprint names the CA a target's admin connection verifies against: the system
-// roots, or the SHA-256 of the PEM bundle it was given.
+// roots, or the SHA-256 of its ca_cert text as registered (`printf %s "$CA" | sha256sum`).
 func caFingerprint(pem string) string {
 	if pem == "" {
 		return "system roots"
 	}
 	sum := sha256.Sum256([]byte(pem))
-	return "sha256:" + hex.EncodeToString(sum[:8])
+	return "ca_cert sha256 " + hex.EncodeToString(sum[:])
 }

@@ -634,10 +634,10 @@ func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "new access-token signing key %s\n", r.Current)
 	if len(r.Kept) > 0 {
-		fmt.Fprintf(stdout, "still verifying tokens of the retired key(s) %s for up to %s\n", strings.Join(r.Kept, ", "), tokenkey.Retention)
+		fmt.Fprintf(stdout, "still verifying tokens of the retired key(s) %s for up to %s\n", termtext.Printable(strings.Join(r.Kept, ", ")), tokenkey.Retention)
 	}
 	if len(r.Dropped) > 0 {
-		fmt.Fprintf(stdout, "dropped key(s) %s: tokens they signed are refused from now on\n", strings.Join(r.Dropped, ", "))
+		fmt.Fprintf(stdout, "dropped key(s) %s: tokens they signed are refused from now on\n", termtext.Printable(strings.Join(r.Dropped, ", ")))
 	}
 	return nil
 }

@@ -431,6 +431,19 @@ func (s *Store) LastSeq(ctx context.Context, subject string) (uint64, error) {
 	return msg.Sequence, nil
 }
 
+// FirstSeq returns the sequence of the first event on subject (0 when it has none), read
+// from the stream's leader.
+func (s *Store) FirstSeq(ctx context.Context, subject string) (uint64, error) {
+	msg, err := s.leaderGet(ctx, events.EventsStream, msgGetRequest{Seq: 1, NextFor: subject})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("jsstore.FirstSeq(%s): %w", subject, err))
+	}
+	return msg.Sequence, nil
+}
+
 // ScheduleExpiry arms the lease's expiry at at (a whole second; anything finer is
 // rounded up, so an expiry never fires early): the lease is listed under that second,
 // and that second's schedule is (re-)published, which makes JetStream publish the second

@@ -1,6 +1,6 @@
 // Package termtext writes text others chose (names, hosts, record uids from the store) so
-// that a terminal shows it as it is: nothing in it can move the cursor, erase a line or
-// reorder what is shown, so one line cannot hide or forge another.
+// that a terminal shows it as it is: nothing in it can move the cursor, erase a line, end
+// it or reorder what is shown, so one line cannot hide or forge another.
 package termtext
 
 import (
@@ -37,8 +37,9 @@ func unprintable(r rune) bool {
 }
 
 // Writer returns a writer that passes what it is given to w with every line made
-// Printable: newlines end lines as usual, nothing else can move the cursor. For commands
-// whose whole output is made of text others chose (names, hosts, key ids from the store).
+// Printable: newlines end lines as usual, nothing else can move the cursor. A backstop
+// for commands whose output is made of text others chose: a newline in such text still
+// starts a line, so each field others chose is written Printable (or quoted) as well.
 func Writer(w io.Writer) io.Writer { return lines{w} }
 
 type lines struct{ w io.Writer }
