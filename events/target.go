@@ -51,6 +51,20 @@ func systemName(name string) (string, bool) {
 	return "", false
 }
 
+// SystemGrant says which system database or schema grant g names or matches, if any, as
+// registration refuses it (NormalizeTarget). The drivers check again every grant they
+// apply: a target's grants come from its events, which whoever can write to NATS can
+// forge past the API's checks.
+func SystemGrant(g Grant) (string, bool) {
+	if sys, ok := systemName(g.Database); ok {
+		return sys, true
+	}
+	if g.Schema != "" {
+		return systemName(g.Schema)
+	}
+	return "", false
+}
+
 // likeMatch reports whether pattern, read as SQL LIKE without escapes (_ any one
 // character, % any run), matches s.
 func likeMatch(pattern, s string) bool {

@@ -1,6 +1,7 @@
 package workers_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -108,17 +109,19 @@ func TestWorkers_AnAdminPasswordGoesOnlyWhereItWasRegistered(t *testing.T) {
 
 // TestOpenAdminPassword: a sealed admin password opens only with every connection field
 // it was sealed with; one sealed before the binding (to the record uid alone) keeps
-// opening, so an upgrade revokes what it issued before, and is reported for reseal; no
-// other secret opens as an admin password under a record uid spelled as its associated
-// data.
+// opening, so an upgrade revokes what it issued before, and is reported for reseal, but
+// only with the connection it was first recorded with; no other secret opens as an admin
+// password under a record uid spelled as its associated data.
 func TestOpenAdminPassword(t *testing.T) {
+	ctx := t.Context()
 	key := seal.NewKey()
 	sealer, _ := seal.New(key)
 	tg := events.Target{RecordUID: "R1aaaaaaaaaa", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432, Database: "app",
 		AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, CACert: "-----BEGIN CERTIFICATE-----"}
 	secret := []byte("admin-secret")
 	tg.SealedAdminPassword = sealer.Seal(secret, tg.AdminPasswordAAD())
-	if pw, resealed, err := workers.OpenAdminPassword(sealer, tg); err != nil || string(pw) != string(secret) || !resealed {
+	none := workers.NewOrigins(history(nil))
+	if pw, resealed, err := workers.OpenAdminPassword(ctx, sealer, none, tg); err != nil || string(pw) != string(secret) || !resealed {
 		t.Fatalf("bound, current key: %q %v %v", pw, resealed, err)
 	}
 	for field, change := range map[string]func(*events.Target){
@@ -133,18 +136,27 @@ func TestOpenAdminPassword(t *testing.T) {
 	} {
 		moved := tg
 		change(&moved)
-		if _, _, err := workers.OpenAdminPassword(sealer, moved); err == nil {
+		if _, _, err := workers.OpenAdminPassword(ctx, sealer, none, moved); err == nil {
 			t.Errorf("the sealed password opened with another %s", field)
 		}
 	}
 
 	legacy := tg
 	legacy.SealedAdminPassword = sealer.Seal(secret, []byte(tg.RecordUID))
-	if pw, resealed, err := workers.OpenAdminPassword(sealer, legacy); err != nil || string(pw) != string(secret) || resealed {
+	elsewhere := legacy
+	elsewhere.Host = "attacker.example"
+	recorded := workers.NewOrigins(history{{Type: events.TargetRegistered, Target: &legacy}, {Type: events.TargetUpdated, Target: &elsewhere}})
+	if pw, resealed, err := workers.OpenAdminPassword(ctx, sealer, recorded, legacy); err != nil || string(pw) != string(secret) || resealed {
 		t.Fatalf("sealed before the binding: %q resealed=%v %v; want it opened and due for reseal", pw, resealed, err)
 	}
+	if _, _, err := workers.OpenAdminPassword(ctx, sealer, recorded, elsewhere); err == nil {
+		t.Error("sealed before the binding, it opened next to a server a later event named")
+	}
+	if _, _, err := workers.OpenAdminPassword(ctx, sealer, none, legacy); err == nil {
+		t.Error("sealed before the binding, it opened though no event of its target holds it")
+	}
 	rotated, _ := seal.New(seal.NewKey(), key)
-	if _, resealed, err := workers.OpenAdminPassword(rotated, tg); err != nil || resealed {
+	if _, resealed, err := workers.OpenAdminPassword(ctx, rotated, none, tg); err != nil || resealed {
 		t.Fatalf("bound under the previous key: resealed=%v %v; want it opened and due for reseal", resealed, err)
 	}
 
@@ -153,16 +165,23 @@ func TestOpenAdminPassword(t *testing.T) {
 		forged := tg
 		forged.RecordUID, forged.Host = aad, "attacker.example"
 		forged.SealedAdminPassword = sealer.Seal(secret, []byte(aad))
-		if _, _, err := workers.OpenAdminPassword(sealer, forged); err == nil {
+		if _, _, err := workers.OpenAdminPassword(ctx, sealer, workers.NewOrigins(history{{Type: events.TargetRegistered, Target: &forged}}), forged); err == nil {
 			t.Errorf("a secret sealed to %q opened as the admin password of a target with that record uid", aad)
 		}
 	}
 }
 
+// history is a target's events, as a store would read them.
+type history []events.Event
+
+func (h history) History(context.Context, string) ([]events.Event, []uint64, error) {
+	return h, make([]uint64, len(h)), nil
+}
+
 // TestWorkers_ATargetSealedBeforeTheBindingKeepsWorking: a registration whose admin
 // password was sealed to its record uid alone (by an earlier version) still creates and
 // revokes leases after the upgrade, including a lease revoked with its own snapshot
-// because its target moved since.
+// because its target moved since; copied next to another server, it opens nothing.
 func TestWorkers_ATargetSealedBeforeTheBindingKeepsWorking(t *testing.T) {
 	f := mustFixture(t)
 	bound, boundUser := f.active(t)
@@ -194,6 +213,23 @@ func TestWorkers_ATargetSealedBeforeTheBindingKeepsWorking(t *testing.T) {
 		if f.userExists(t, u) {
 			t.Fatalf("user %s outlived its revocation", u)
 		}
+	}
+
+	// That legacy password, copied from the audit trail next to a server of someone who
+	// can write to NATS, does not open there: it opens only with the connection it was
+	// first recorded with.
+	srv := mustListener(t)
+	copied := legacy
+	copied.Port = srv.port()
+	id, user := f.requestOn(t, copied, time.Minute, true)
+	if err := f.deliver(t, id, 0); err == nil || !strings.Contains(err.Error(), "could not be unsealed") {
+		t.Fatalf("a request for another server with a legacy-sealed password: %v", err)
+	}
+	if n := srv.connections(t); n != 0 {
+		t.Fatalf("the worker connected %d time(s) to the server a forged request named", n)
+	}
+	if f.userExists(t, user) {
+		t.Fatalf("user %s was created", user)
 	}
 }
 

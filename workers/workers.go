@@ -6,6 +6,7 @@
 package workers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -95,6 +97,8 @@ type Workers struct {
 	drivers map[events.Engine]instrumented
 	// gates bound each target's share of the work.
 	gates gates
+	// origins checks passwords sealed before the binding.
+	origins *Origins
 }
 
 // New returns Workers; Run starts them.
@@ -124,7 +128,7 @@ func New(cfg Config) (*Workers, error) {
 	for e, d := range cfg.Drivers {
 		drivers[e] = instrumented{d: d, engine: e, obs: cfg.Observer}
 	}
-	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers"), drivers: drivers}, nil
+	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers"), drivers: drivers, origins: NewOrigins(cfg.Store)}, nil
 }
 
 // Run consumes lease events and fired schedules until ctx ends, then lets the operations
@@ -199,6 +203,20 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	case l.Status != events.StatusPending || l.Seq != requestSeq:
 		return nil // activated, or revocation already under way: the revoker owns it
 	}
+	// A lease's history is read back to its latest request, so a request appended over a
+	// lease's (by whoever can write to NATS, the lease's sealed password and a target of
+	// theirs in it) would be taken for a new lease; SyVault's is its subject's first
+	// event. Nothing is recorded on, or dropped for, a history SyVault did not write.
+	switch first, err := w.cfg.Store.FirstSeq(ctx, events.LeaseSubject(l.ID)); {
+	case err != nil:
+		return err
+	case first == 0: // a copy behind the one the history came from: read again
+		return events.Errorf(events.EUnavailable, "The lease's first event could not be read yet.")
+	case first != requestSeq:
+		log.Error("lease request is not its lease's first event; not creating it", "request_seq", requestSeq, "first_seq", first)
+		return &events.Error{Code: events.EInternal, Err: jsstore.ErrPermanent,
+			Message: "The lease request was not written by SyVault: it is not its lease's first event."}
+	}
 	if time.Now().After(l.Spec.Deadline) {
 		log.Warn("lease request seen after its requester stopped waiting; not creating it")
 		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."))
@@ -211,17 +229,6 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		// Its id is the associated data its password opens with; spelled as another
 		// secret's (a record uid), that secret would become this user's password.
 		return w.failAndDrop(ctx, l, events.Errorf(events.EInternal, "The lease id is not one SyVault makes."))
-	}
-	if first, err := w.cfg.Store.FirstSeq(ctx, events.LeaseSubject(l.ID)); err != nil {
-		return err
-	} else if first != requestSeq {
-		// A lease's history is read back to the latest request, so a request appended
-		// over a lease's (by whoever can write to NATS, the lease's sealed password and a
-		// target of theirs in it) would be taken for a new lease; SyVault's is its
-		// subject's first event. Nothing is recorded on a history SyVault did not write.
-		log.Error("lease request is not its lease's first event; not creating it", "request_seq", requestSeq, "first_seq", first)
-		return &events.Error{Code: events.EInternal, Err: jsstore.ErrPermanent,
-			Message: "The lease request was not written by SyVault: it is not its lease's first event."}
 	}
 	password, err := w.cfg.Sealer.Open(l.Spec.SealedPassword, []byte(l.ID))
 	if err != nil {
@@ -653,7 +660,7 @@ func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Targ
 	if _, ok := w.cfg.Drivers[t.Engine]; !ok {
 		return t, driver.Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
 	}
-	pw, _, err := OpenAdminPassword(w.cfg.Sealer, t)
+	pw, _, err := OpenAdminPassword(ctx, w.cfg.Sealer, w.origins, t)
 	if err != nil {
 		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
 	}
@@ -667,10 +674,50 @@ func leaseID(id string) bool {
 	return err == nil && u.String() == id
 }
 
+// TargetHistory reads a target's events (jsstore.Store does).
+type TargetHistory interface {
+	History(ctx context.Context, subject string) ([]events.Event, []uint64, error)
+}
+
+// Origins checks where passwords sealed before the binding were first recorded: one
+// opens only with the connection of the first of its target's events that holds it.
+// Whoever can write to NATS can copy it from the audit trail next to a server of theirs
+// in a later event, never an earlier one. A password found to open is remembered, so each
+// costs one history read per process.
+type Origins struct {
+	history TargetHistory
+	opened  sync.Map // sha256 of the sealed password and its connection: struct{}
+}
+
+// NewOrigins returns Origins reading targets' events from history.
+func NewOrigins(history TargetHistory) *Origins { return &Origins{history: history} }
+
+func (o *Origins) check(ctx context.Context, t events.Target) error {
+	key := sha256.Sum256(append(append([]byte{}, t.SealedAdminPassword...), t.AdminPasswordAAD()...))
+	if _, ok := o.opened.Load(key); ok {
+		return nil
+	}
+	evs, _, err := o.history.History(ctx, events.TargetSubject(t.RecordUID))
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if e.Target != nil && bytes.Equal(e.Target.SealedAdminPassword, t.SealedAdminPassword) {
+			if !bytes.Equal(e.Target.AdminPasswordAAD(), t.AdminPasswordAAD()) {
+				break
+			}
+			o.opened.Store(key, struct{}{})
+			return nil
+		}
+	}
+	return seal.ErrOpen
+}
+
 // OpenAdminPassword opens t's sealed admin password, bound to t's connection (see
-// events.Target.AdminPasswordAAD) or, sealed before that binding, to its record alone.
-// resealed says it is bound and under the current master key: nothing to reseal.
-func OpenAdminPassword(s *seal.Sealer, t events.Target) (pw []byte, resealed bool, err error) {
+// events.Target.AdminPasswordAAD) or, sealed before that binding, to its record alone
+// and then only with the connection it was first recorded with (see Origins). resealed
+// says it is bound and under the current master key: nothing to reseal.
+func OpenAdminPassword(ctx context.Context, s *seal.Sealer, origins *Origins, t events.Target) (pw []byte, resealed bool, err error) {
 	if pw, current, err := s.OpenCurrent(t.SealedAdminPassword, t.AdminPasswordAAD()); err == nil {
 		return pw, current, nil
 	}
@@ -678,8 +725,13 @@ func OpenAdminPassword(s *seal.Sealer, t events.Target) (pw []byte, resealed boo
 	if !ok {
 		return nil, false, seal.ErrOpen
 	}
-	pw, _, err = s.OpenCurrent(t.SealedAdminPassword, aad)
-	return pw, false, err
+	if pw, _, err = s.OpenCurrent(t.SealedAdminPassword, aad); err != nil {
+		return nil, false, err
+	}
+	if err := origins.check(ctx, t); err != nil {
+		return nil, false, err
+	}
+	return pw, false, nil
 }
 
 func (w *Workers) driver(t events.Target) instrumented { return w.drivers[t.Engine] }

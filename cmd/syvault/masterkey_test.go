@@ -88,7 +88,7 @@ func TestMasterKeyChange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, resealed, err := workers.OpenAdminPassword(newSealer, tg); err != nil || !resealed {
+		if _, resealed, err := workers.OpenAdminPassword(ctx, newSealer, workers.NewOrigins(during.store), tg); err != nil || !resealed {
 			t.Fatalf("target %s after reseal: bound under the new key %v, %v", uid, resealed, err)
 		}
 	}
@@ -143,7 +143,7 @@ func sealedBeforeTheBinding(t *testing.T, srv *testServer, uid string, change ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw, _, err := workers.OpenAdminPassword(sealer, tg)
+	pw, _, err := workers.OpenAdminPassword(ctx, sealer, workers.NewOrigins(srv.store), tg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,7 +109,7 @@ func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string
 		if err != nil {
 			return nil, err
 		}
-		pw, resealed, err := workers.OpenAdminPassword(sealer, t)
+		pw, resealed, err := workers.OpenAdminPassword(ctx, sealer, workers.NewOrigins(m.store), t)
 		if err != nil {
 			return nil, errors.New("its admin password opens under neither the master key nor the previous one")
 		}
@@ -134,6 +134,7 @@ func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string
 // and the latest of their expiries.
 func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, until time.Time, err error) {
 	current := map[string]*events.Target{}
+	origins := workers.NewOrigins(m.store)
 	cursor := ""
 	for {
 		page, next, err := m.proj.ActiveLeases(ctx, events.LeaseQuery{Limit: 1000, Cursor: cursor})
@@ -158,7 +159,7 @@ func (m *Main) leasesOnOldKey(ctx context.Context, sealer *seal.Sealer) (n int, 
 				continue // revoked with the current, resealed registration
 			}
 			snap := full.Spec.Target
-			if _, ok, _ := workers.OpenAdminPassword(sealer, snap); !ok {
+			if _, ok, _ := workers.OpenAdminPassword(ctx, sealer, origins, snap); !ok {
 				n++
 				if l.ExpiresAt.After(until) {
 					until = l.ExpiresAt

@@ -79,6 +79,9 @@ func parseGrants(grants []events.Grant, defaultDB string) ([]grantSpec, error) {
 	}
 	specs := make([]grantSpec, len(grants))
 	for i, g := range grants {
+		if sys, ok := events.SystemGrant(g); ok {
+			return nil, fmt.Errorf("grant %d: names or matches the system database %q, which no lease may be granted", i+1, sys)
+		}
 		s := grantSpec{database: g.Database, tables: g.Tables}
 		if s.database == "" {
 			s.database = defaultDB

@@ -78,6 +78,13 @@ func TestParseGrant(t *testing.T) {
 			}
 		})
 	}
+	// Refused at registration, and again here: grants come from events, which whoever
+	// can write to NATS can forge.
+	for _, g := range []events.Grant{grant("db", "pg_catalog", nil, "SELECT"), grant("pg_x", "", nil, "SELECT")} {
+		if _, err := parseGrant(g, "home"); err == nil {
+			t.Errorf("parseGrant(%+v) = nil error", g)
+		}
+	}
 }
 
 func grant(db, schema string, tables []string, privs ...string) events.Grant {

@@ -73,6 +73,9 @@ type grantSpec struct {
 
 // parseGrant validates g, defaulting the database to defaultDB and the schema to public.
 func parseGrant(g events.Grant, defaultDB string) (grantSpec, error) {
+	if sys, ok := events.SystemGrant(g); ok {
+		return grantSpec{}, fmt.Errorf("names or matches the system database or schema %q, which no lease may be granted", sys)
+	}
 	s := grantSpec{database: g.Database, schema: g.Schema, tables: g.Tables}
 	if s.database == "" {
 		s.database = defaultDB
