@@ -155,6 +155,10 @@ func TestOpenAdminPassword(t *testing.T) {
 	if _, _, err := workers.OpenAdminPassword(ctx, sealer, none, legacy); err == nil {
 		t.Error("sealed before the binding, it opened though no event of its target holds it")
 	}
+	down := workers.NewOrigins(unreadable{})
+	if _, _, err := workers.OpenAdminPassword(ctx, sealer, down, legacy); events.ErrorCode(err) != events.EUnavailable {
+		t.Errorf("sealed before the binding, its target's history unreadable: %v; want the store's unavailability (tried again), not a refusal", err)
+	}
 	rotated, _ := seal.New(seal.NewKey(), key)
 	if _, resealed, err := workers.OpenAdminPassword(ctx, rotated, none, tg); err != nil || resealed {
 		t.Fatalf("bound under the previous key: resealed=%v %v; want it opened and due for reseal", resealed, err)
@@ -169,6 +173,13 @@ func TestOpenAdminPassword(t *testing.T) {
 			t.Errorf("a secret sealed to %q opened as the admin password of a target with that record uid", aad)
 		}
 	}
+}
+
+// unreadable is a store that cannot be read just now.
+type unreadable struct{}
+
+func (unreadable) History(context.Context, string) ([]events.Event, []uint64, error) {
+	return nil, nil, events.StoreUnavailable(errors.New("no quorum"))
 }
 
 // history is a target's events, as a store would read them.

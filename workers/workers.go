@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -210,9 +211,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	switch first, err := w.cfg.Store.FirstSeq(ctx, events.LeaseSubject(l.ID)); {
 	case err != nil:
 		return err
-	case first == 0: // a copy behind the one the history came from: read again
-		return events.Errorf(events.EUnavailable, "The lease's first event could not be read yet.")
-	case first != requestSeq:
+	case first != requestSeq: // both read from the stream's leader, so never a lag
 		log.Error("lease request is not its lease's first event; not creating it", "request_seq", requestSeq, "first_seq", first)
 		return &events.Error{Code: events.EInternal, Err: jsstore.ErrPermanent,
 			Message: "The lease request was not written by SyVault: it is not its lease's first event."}
@@ -241,6 +240,9 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		}
 	}
 	target, conn, err := w.conn(ctx, l.Spec.Target)
+	if events.ErrorCode(err) == events.EUnavailable {
+		return err // the store, not the target: tried again until the request's deadline
+	}
 	if err != nil {
 		return w.failAndDrop(ctx, l, err)
 	}
@@ -661,8 +663,11 @@ func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Targ
 		return t, driver.Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
 	}
 	pw, _, err := OpenAdminPassword(ctx, w.cfg.Sealer, w.origins, t)
-	if err != nil {
+	if errors.Is(err, seal.ErrOpen) {
 		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
+	}
+	if err != nil {
+		return t, driver.Conn{}, err // the target's history could not be read: tried again
 	}
 	return t, connFor(t, string(pw)), nil
 }
@@ -693,7 +698,11 @@ type Origins struct {
 func NewOrigins(history TargetHistory) *Origins { return &Origins{history: history} }
 
 func (o *Origins) check(ctx context.Context, t events.Target) error {
-	key := sha256.Sum256(append(append([]byte{}, t.SealedAdminPassword...), t.AdminPasswordAAD()...))
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(t.SealedAdminPassword))))
+	h.Write(t.SealedAdminPassword)
+	h.Write(t.AdminPasswordAAD())
+	key := string(h.Sum(nil))
 	if _, ok := o.opened.Load(key); ok {
 		return nil
 	}

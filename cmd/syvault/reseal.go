@@ -69,10 +69,8 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 		}
 		if bound != nil {
 			resealed++
-			// Bound now to whatever its last event names: say where, since next to a
-			// password sealed before the binding (to its record alone) whoever could
-			// write to NATS could have named their own server. Quoted, so no name can
-			// pass for the rest of the line.
+			// Say where it is bound now, for the operator to see each is its target's
+			// own. Quoted, so no name can pass for the rest of the line.
 			fmt.Fprintf(stdout, "target %q: admin password bound to %q %q at %q port %d, database %q, tls_mode %q, CA %s (name %q)\n",
 				bound.RecordUID, bound.Engine, bound.AdminUsername, bound.Host, bound.Port, bound.Database, bound.TLSMode, caFingerprint(bound.CACert), bound.Name)
 		}
@@ -110,8 +108,11 @@ func (m *Main) resealTarget(ctx context.Context, sealer *seal.Sealer, uid string
 			return nil, err
 		}
 		pw, resealed, err := workers.OpenAdminPassword(ctx, sealer, workers.NewOrigins(m.store), t)
+		if errors.Is(err, seal.ErrOpen) {
+			return nil, errors.New("its admin password opens under neither the master key nor the previous one, or not with the connection its events name")
+		}
 		if err != nil {
-			return nil, errors.New("its admin password opens under neither the master key nor the previous one")
+			return nil, err
 		}
 		if resealed {
 			return nil, nil
