@@ -116,8 +116,9 @@ func (t Target) AdminPasswordAAD() []byte {
 }
 
 // LegacyAdminPasswordAAD is what admin passwords sealed before AdminPasswordAAD were
-// bound to: the record uid alone. They keep opening, so an upgrade loses no revocation,
-// until a master key change reseals them bound and the old key is destroyed. ok is false
+// bound to: the record uid alone. They keep opening, so an upgrade loses no revocation
+// (the workers check the connection they were first recorded with), until a PUT or a
+// master key change reseals them bound. ok is false
 // for a record uid SyVault never made: the uid comes from the event, and one spelled as
 // another secret's associated data (a bound password's, a lease id, a token key's) would
 // open that secret as this target's admin password.

@@ -240,7 +240,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		}
 	}
 	target, conn, err := w.conn(ctx, l.Spec.Target)
-	if events.ErrorCode(err) == events.EUnavailable {
+	if code := events.ErrorCode(err); code == events.EUnavailable || code == events.ETimeout {
 		return err // the store, not the target: tried again until the request's deadline
 	}
 	if err != nil {
