@@ -17,6 +17,7 @@ import (
 	"github.com/syvault/syvault/internal/nettest"
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/workers"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // listener is a server a forged event names: it tells each connection's peer address.
@@ -372,4 +373,36 @@ func copyRequest(victim events.Lease, leaseID string, tg events.Target, id strin
 		SealedPassword: victim.Spec.SealedPassword, Now: now, Deadline: now.Add(time.Minute)})
 	e.ID = id
 	return e
+}
+
+// TestWorkers_ACreateWhoseStoreIsDownIsTriedAgain: a create whose target cannot be looked
+// up because the store does not answer is handed back to be tried again, not failed:
+// the store's unavailability says nothing about the lease.
+func TestWorkers_ACreateWhoseStoreIsDownIsTriedAgain(t *testing.T) {
+	f := mustFixture(t)
+	for _, down := range []error{events.StoreUnavailable(errors.New("no quorum")), events.StoreUnavailable(context.DeadlineExceeded)} {
+		w, err := workers.New(workers.Config{Store: f.store, Sealer: f.sealer, Drivers: map[events.Engine]driver.Driver{events.PostgreSQL: f.driver},
+			Targets: targetsDown{down}, Usernames: f.names})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.w = w
+		id, user := f.request(t)
+		if err := f.deliver(t, id, 0); events.ErrorCode(err) != events.ErrorCode(down) {
+			t.Fatalf("a create while the store answers %v: %v; want that error, to be tried again", down, err)
+		}
+		if l, err := f.store.LoadLease(t.Context(), id); err != nil || l.Status != events.StatusPending {
+			t.Fatalf("lease %s after the store failed its create: %+v, %v; want it still pending", id, l, err)
+		}
+		if f.userExists(t, user) {
+			t.Fatalf("user %s was created", user)
+		}
+	}
+}
+
+// targetsDown is a target source whose store does not answer.
+type targetsDown struct{ err error }
+
+func (d targetsDown) Target(context.Context, string) (events.Target, error) {
+	return events.Target{}, d.err
 }
