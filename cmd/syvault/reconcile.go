@@ -57,7 +57,7 @@ func (m *Main) Reconcile(ctx context.Context, stdout io.Writer) error {
 			return err
 		}
 	} else {
-		printReconcile(termtext.Writer(stdout), reports, m.Config.Apply) // names and errors from the store and the databases
+		printReconcile(stdout, reports, m.Config.Apply)
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("could not fully reconcile %s", strings.Join(failed, ", "))
@@ -73,7 +73,9 @@ func printReconcile(w io.Writer, reports []workers.TargetReport, apply bool) {
 	}
 	orphans, dropped := 0, 0
 	for _, r := range reports {
-		fmt.Fprintf(w, "target %q (%q, %s): %d user(s) of its marker, %d of live leases", r.RecordUID, r.Name, r.Engine, r.Marked, r.Live)
+		// Names, errors and reasons come from the store and the databases: each is
+		// quoted or escaped, so none can redraw a line or start one.
+		fmt.Fprintf(w, "target %q (%q, %s): %d user(s) of its marker, %d of live leases", r.RecordUID, r.Name, termtext.Printable(string(r.Engine)), r.Marked, r.Live)
 		if r.Foreign > 0 {
 			fmt.Fprintf(w, "; %d user(s) named like lease users are not SyVault's as far as it can tell, left alone", r.Foreign)
 		}

@@ -30,7 +30,6 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 		return errors.New("reseal needs the master key being replaced: pass it with --previous-master-key-file (or SYVAULT_PREVIOUS_MASTER_KEY), and the new one as the master key")
 	}
 	defer m.Close()
-	stdout = termtext.Writer(stdout) // names, hosts and errors come from the store
 	sealer, err := m.unsealAndConnect(ctx, false)
 	if err != nil {
 		return err
@@ -64,7 +63,7 @@ func (m *Main) Reseal(ctx context.Context, stdout io.Writer) error {
 			// One target that cannot be resealed (a forged one among them) must not
 			// keep the others on the old key.
 			failed = append(failed, t.RecordUID)
-			fmt.Fprintf(stdout, "target %q: not resealed: %v\n", t.RecordUID, err)
+			fmt.Fprintf(stdout, "target %q: not resealed: %s\n", t.RecordUID, termtext.Printable(err.Error()))
 			continue
 		}
 		if bound != nil {

@@ -608,7 +608,6 @@ func (m *Main) openTokenKeys(ctx context.Context, sealer *seal.Sealer) (*tokenke
 // RotateTokenKey makes a new access-token signing key for the whole deployment; see
 // tokenkey.Ring.Rotate.
 func (m *Main) RotateTokenKey(ctx context.Context, stdout io.Writer) error {
-	stdout = termtext.Writer(stdout) // key ids come from the store
 	defer m.Close()
 	sealer, err := m.unsealAndConnect(ctx, false)
 	if err != nil {

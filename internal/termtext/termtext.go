@@ -5,7 +5,6 @@ package termtext
 
 import (
 	"fmt"
-	"io"
 	"strings"
 	"unicode"
 )
@@ -34,23 +33,4 @@ func Printable(s string) string {
 
 func unprintable(r rune) bool {
 	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
-}
-
-// Writer returns a writer that passes what it is given to w with every line made
-// Printable: newlines end lines as usual, nothing else can move the cursor. A backstop
-// for commands whose output is made of text others chose: a newline in such text still
-// starts a line, so each field others chose is written Printable (or quoted) as well.
-func Writer(w io.Writer) io.Writer { return lines{w} }
-
-type lines struct{ w io.Writer }
-
-func (l lines) Write(p []byte) (int, error) {
-	parts := strings.Split(string(p), "\n")
-	for i := range parts {
-		parts[i] = Printable(parts[i])
-	}
-	if _, err := io.WriteString(l.w, strings.Join(parts, "\n")); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

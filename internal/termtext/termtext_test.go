@@ -1,8 +1,6 @@
 package termtext_test
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/syvault/syvault/internal/termtext"
@@ -21,16 +19,5 @@ func TestPrintable(t *testing.T) {
 		if got := termtext.Printable(in); got != want {
 			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-// TestWriter: lines stay lines; within them, what could redraw one is escaped.
-func TestWriter(t *testing.T) {
-	var b strings.Builder
-	w := termtext.Writer(&b)
-	fmt.Fprintf(w, "target %s (%s):\n", "R1", "evil\x1b[1A\rok")
-	fmt.Fprintln(w, "  next line")
-	if want := "target R1 (evil\\x1b[1A\\x0dok):\n  next line\n"; b.String() != want {
-		t.Fatalf("written %q, want %q", b.String(), want)
 	}
 }
