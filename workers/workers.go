@@ -698,10 +698,11 @@ type Origins struct {
 func NewOrigins(history TargetHistory) *Origins { return &Origins{history: history} }
 
 func (o *Origins) check(ctx context.Context, t events.Target) error {
+	conn := t.AdminPasswordAAD()
 	h := sha256.New()
 	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(t.SealedAdminPassword))))
 	h.Write(t.SealedAdminPassword)
-	h.Write(t.AdminPasswordAAD())
+	h.Write(conn)
 	key := string(h.Sum(nil))
 	if _, ok := o.opened.Load(key); ok {
 		return nil
@@ -711,13 +712,14 @@ func (o *Origins) check(ctx context.Context, t events.Target) error {
 		return err
 	}
 	for _, e := range evs {
-		if e.Target != nil && bytes.Equal(e.Target.SealedAdminPassword, t.SealedAdminPassword) {
-			if !bytes.Equal(e.Target.AdminPasswordAAD(), t.AdminPasswordAAD()) {
-				break
-			}
-			o.opened.Store(key, struct{}{})
-			return nil
+		if e.Target == nil || !bytes.Equal(e.Target.SealedAdminPassword, t.SealedAdminPassword) {
+			continue
 		}
+		if !bytes.Equal(e.Target.AdminPasswordAAD(), conn) {
+			return seal.ErrOpen // first recorded with another connection
+		}
+		o.opened.Store(key, struct{}{})
+		return nil
 	}
 	return seal.ErrOpen
 }
