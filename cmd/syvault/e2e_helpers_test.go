@@ -142,10 +142,8 @@ func (s *testServer) revokeAll(tb testing.TB) {
 	}
 	// A target's scratch database is usually made after the server, so its cleanup ran
 	// first and kept the group these users were still in: drop it now they are gone.
-	if c, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"); err == nil {
-		_, _ = c.Exec(ctx, dropIdleGroups)
-		c.Close(ctx)
-	}
+	noteCreatedUsers(s.Log.String())
+	withLocalPostgres(dropIdleGroups)
 }
 
 // admin returns a client authenticated as the bootstrap admin.
@@ -216,12 +214,7 @@ func postgresEngine(tb testing.TB) engine {
 			if err := exec("postgres", "CREATE DATABASE "+db); err != nil {
 				tb.Fatal(err)
 			}
-			tb.Cleanup(func() {
-				_ = exec("postgres", "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
-				// Group roles are cluster-wide and outlive the database: drop the ones no
-				// lease user belongs to any more (the admin is a member of each).
-				_ = exec("postgres", dropIdleGroups)
-			})
+			tb.Cleanup(func() { dropScratch(db) })
 			if err := exec(db, "CREATE TABLE granted (id int, v text); CREATE TABLE secret (id int); INSERT INTO secret VALUES (42)"); err != nil {
 				tb.Fatal(err)
 			}
@@ -252,14 +245,16 @@ func postgresEngine(tb testing.TB) engine {
 	}
 }
 
-// dropIdleGroups drops the targets' group roles no lease user belongs to any more: they
-// are cluster-wide and outlive the scratch databases.
-const dropIdleGroups = `DO $$ DECLARE r record; BEGIN
-	FOR r IN SELECT rolname FROM pg_roles g WHERE rolname LIKE 'syvault\_%' AND NOT rolcanlogin
-		AND NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member
-			WHERE m.roleid = g.oid AND u.rolname LIKE 'vf\_tmp\_%') LOOP
-		BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN others THEN NULL; END;
-	END LOOP; END $$`
+// dropScratch drops the PostgreSQL scratch database db, then the group roles its targets
+// made that no lease user belongs to any more (the admin is a member of each): they are
+// cluster-wide and outlive the database.
+func dropScratch(db string) {
+	withLocalPostgres(func(ctx context.Context, c *pgx.Conn) {
+		noteScratchGroups(ctx, c, db)
+		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+		dropIdleGroups(ctx, c)
+	})
+}
 
 type pgSession struct{ c *pgx.Conn }
 

@@ -49,8 +49,7 @@ func TestReadme_Walk(t *testing.T) {
 	pgDB, myDB := scratchName(), scratchName()
 	myAdmin := "sv_walk_" + strings.ToLower(randomSecret()[:8])
 	t.Cleanup(func() {
-		_ = pg.admin(context.Background(), "DROP DATABASE IF EXISTS "+pgDB+" WITH (FORCE)")
-		_ = pg.admin(context.Background(), dropIdleGroups)
+		dropScratch(pgDB)
 		_ = my.admin(context.Background(), "DROP DATABASE IF EXISTS "+myDB)
 		my.dropMarkerRoles(myAdmin)
 		_ = my.admin(context.Background(), "DROP USER IF EXISTS '"+myAdmin+"'@'%'")
