@@ -632,6 +632,23 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 	return nil
 }
 
+// Unprepare removes what Prepare set up for t when t was then not recorded. The admin
+// password is the one Prepare was given: no sealed copy is anywhere to open. It outlives
+// ctx, as a cancelled registration must not leave the group or marker role either.
+func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
+	d, ok := w.drivers[t.Engine]
+	if !ok {
+		return nil
+	}
+	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
+	defer cancel()
+	err := d.RemoveTarget(opCtx, driver.RemoveTargetRequest{Conn: connFor(t, adminPassword), RecordUID: t.RecordUID, Grants: t.Grants})
+	if err != nil {
+		return fmt.Errorf("remove target %s: %w", t.RecordUID, err)
+	}
+	return nil
+}
+
 // RemoveTarget removes what Prepare set up for a target whose leases have all ended.
 func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
 	target, conn, err := w.conn(ctx, t)

@@ -71,6 +71,9 @@ type Harness struct {
 	ActAsUser string
 	// Expires says the engine enforces a database-side expiry (PostgreSQL VALID UNTIL).
 	Expires bool
+	// RoleExists asks the server, as a superuser, whether a role (PostgreSQL) or role
+	// account (MySQL) of that name exists.
+	RoleExists func(ctx context.Context, name string) (bool, error)
 }
 
 // Skip ends tb when the server a harness needs is missing: a skip locally, a failure
@@ -114,6 +117,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Prepare/OK", r.testPrepareOK)
 	t.Run("Prepare/UngrantablePrivilege", r.testPrepareUngrantable)
 	t.Run("Prepare/NoSuchTable", r.testPrepareNoSuchTable)
+	t.Run("Prepare/RefusedAtTheSecondGrant", r.testPrepareRefusedAtTheSecondGrant)
 	t.Run("CreateUser/LoginSelectInsert", r.testLoginSelectInsert)
 	t.Run("CreateUser/UngrantedTableDenied", r.testUngrantedDenied)
 	t.Run("CreateUser/WrongPasswordRefused", r.testWrongPassword)
@@ -279,21 +283,40 @@ func (r *run) testPrepareOK(t *testing.T) {
 }
 
 func (r *run) testPrepareUngrantable(t *testing.T) {
-	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{
-		Conn: r.h.Admin, RecordUID: r.newUID(), Grants: []events.Grant{r.s.Ungrantable},
-	})
-	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
-	t.Logf("message: %s", events.ErrorMessage(err))
+	r.mustRefuse(t, r.s.Ungrantable)
 }
 
 func (r *run) testPrepareNoSuchTable(t *testing.T) {
 	g := r.s.Grants[0]
 	g.Tables = []string{"no_such_table"}
-	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{
-		Conn: r.h.Admin, RecordUID: r.newUID(), Grants: []events.Grant{g},
-	})
+	r.mustRefuse(t, g)
+}
+
+// testPrepareRefusedAtTheSecondGrant: a good first grant does not make a target with a
+// bad second one registrable, nor leave anything of it.
+func (r *run) testPrepareRefusedAtTheSecondGrant(t *testing.T) {
+	g := r.s.Grants[0]
+	g.Tables = []string{"no_such_table"}
+	r.mustRefuse(t, r.s.Grants[0], g)
+}
+
+// mustRefuse asserts that a new target with grants is refused as unverified and that
+// the refusal leaves nothing of the target on the server: a registration an operator
+// retries until it is right must not leave a role per attempt (nor, on PostgreSQL, one
+// more membership of the admin's).
+func (r *run) mustRefuse(t *testing.T, grants ...events.Grant) {
+	t.Helper()
+	uid := r.newUID()
+	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: grants})
 	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
 	t.Logf("message: %s", events.ErrorMessage(err))
+	exists, err := r.h.RoleExists(ctxFor(t), "syvault_"+uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Fatalf("a refused target left its role syvault_%s on the server", uid)
+	}
 }
 
 func (r *run) testLoginSelectInsert(t *testing.T) {

@@ -235,6 +235,11 @@ func (s *server) harness() drivertest.Harness {
 			return err
 		},
 		Expires: false,
+		RoleExists: func(ctx context.Context, name string) (bool, error) {
+			var n int
+			err := s.root.QueryRowContext(ctx, "SELECT count(*) FROM mysql.user WHERE User = ?", name).Scan(&n)
+			return n > 0, err
+		},
 	}
 }
 
@@ -268,9 +273,14 @@ func TestDriver_AdminWithoutRights(t *testing.T) {
 			t.Cleanup(func() { _ = d.Close() }) // after the cleanups that drop users through it
 			conn := s.admin()
 			conn.Username, conn.Password, conn.PoolKey = name, pw, "weak-"+name
-			err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: drivertest.NewRecordUID(), Grants: scratch.Grants})
+			uid := drivertest.NewRecordUID()
+			err := d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: uid, Grants: scratch.Grants})
 			if got := events.ErrorCode(err); got != events.ETargetUnverified {
 				t.Fatalf("code = %s; want %s (err: %v)", got, events.ETargetUnverified, err)
+			}
+			// Refused at any step, the registration leaves no marker role behind.
+			if exists, err := s.harness().RoleExists(ctx, "syvault_"+uid); err != nil || exists {
+				t.Fatalf("the refused target's marker role syvault_%s is left (%v)", uid, err)
 			}
 			if strings.Contains(err.Error(), pw) {
 				t.Fatalf("error holds the admin password: %v", err)

@@ -19,7 +19,8 @@ import (
 // req.Grants (the admin holds them WITH GRANT OPTION, the databases and tables exist),
 // logs in as it, finds that session in PROCESSLIST (PROCESS) and kills it (CONNECTION
 // ADMIN or SUPER), then drops it. It also creates the target's marker role (see mark), which holds no
-// privilege; nothing else is left on the target. Idempotent and safe for concurrent use.
+// privilege, last, so that no step after it can refuse and leave it; nothing else is
+// left on the target. Idempotent and safe for concurrent use.
 //
 // A missing right or a grant that cannot be applied fails with ETargetUnverified and a
 // message naming it; an unreachable target or a refused admin login with
@@ -65,11 +66,12 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
 		return failVerify(op, err, req.Conn, password)
 	}
-	// Also makes the target's marker role, and warns when the admin may not give it.
-	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+	if err := d.probeKill(ctx, conn, req.Conn, probe, password); err != nil {
 		return failVerify(op, err, req.Conn, password)
 	}
-	if err := d.probeKill(ctx, conn, req.Conn, probe, password); err != nil {
+	// Last, so that no later step's refusal leaves the target's marker role behind under
+	// a record uid nothing names. It warns when the admin may not give the role.
+	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
 		return failVerify(op, err, req.Conn, password)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "grants", len(specs))

@@ -262,6 +262,11 @@ func (c *cluster) harness() drivertest.Harness {
 		},
 		ActAsUser: "SET ROLE NONE",
 		Expires:   true,
+		RoleExists: func(ctx context.Context, name string) (bool, error) {
+			var n int
+			err := c.super.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n)
+			return n > 0, err
+		},
 	}
 }
 

@@ -44,19 +44,63 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	if err != nil {
 		return fail(op, err, events.ETargetUnverified, "The target's grants are invalid: "+err.Error()+".", secret)
 	}
-	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
+	created, err := d.prepare(ctx, req.Conn, group, specs)
 	if err != nil {
-		return failVerify(op, err, req.Conn)
-	}
-	defer conn.Release()
-	if err := d.checkAdmin(ctx, conn, req.Conn, specs); err != nil {
-		return failVerify(op, err, req.Conn)
-	}
-	if err := d.ensureGroup(ctx, conn, req.Conn, group, specs, true); err != nil {
+		if created {
+			d.undoGroup(ctx, req, group)
+		}
 		return failVerify(op, err, req.Conn)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "group", group, "grants", len(specs))
 	return nil
+}
+
+// prepare checks the admin's rights and sets group up, reporting whether it created the
+// group (also when it fails after that).
+func (d *Driver) prepare(ctx context.Context, c driver.Conn, group string, specs []grantSpec) (created bool, err error) {
+	conn, err := d.acquire(ctx, c, c.Database)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
+	if err := d.checkAdmin(ctx, conn, c, specs); err != nil {
+		return false, err
+	}
+	return d.ensureGroup(ctx, conn, c, group, specs, true)
+}
+
+// undoGroup removes the group a refused Prepare created (with the grants it was given
+// before the refusal), so that a registration retried until its settings are right
+// leaves no role per attempt, nor a membership of the admin's in each. It holds the
+// group's lock and leaves a group any role but the admin has joined meanwhile: a
+// target whose group had gone missing has leases, and a create of one of them may have
+// made the group its user's. The context outlives ctx, as a cancelled registration must
+// not leave the group either; a failure is logged.
+func (d *Driver) undoGroup(ctx context.Context, req driver.PrepareRequest, group string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
+	defer cancel()
+	lock := d.groupLock(req.Conn.PoolKey, group)
+	lock.Lock()
+	defer lock.Unlock()
+	err := func() error {
+		conn, err := d.acquire(cctx, req.Conn, req.Conn.Database)
+		if err != nil {
+			return err
+		}
+		var others int
+		err = conn.QueryRow(cctx, `SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m
+			JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles u ON u.oid = m.member
+			WHERE g.rolname = $1 AND u.rolname <> CURRENT_USER`, group).Scan(&others)
+		conn.Release()
+		if err != nil || others > 0 {
+			return err
+		}
+		return d.RemoveTarget(cctx, driver.RemoveTargetRequest(req))
+	}()
+	if err != nil {
+		d.logger.WarnContext(ctx, "removing the group of a refused target failed", "group", group,
+			"error", driver.Scrub(err, req.Conn.Password).Error())
+	}
 }
 
 // RemoveTarget revokes every privilege the target's group role holds and drops it. A
@@ -256,36 +300,45 @@ func grantRights(ctx context.Context, conn *pgxpool.Conn, s grantSpec) ([]string
 
 // ensureGroup creates group if it is missing, makes the admin its member, and gives it
 // exactly the grants of specs; when the group exists it does so only if refresh is set.
-// held is a connection to c.Database, reused for work in that database. Errors carry an
-// *events.Error: ETargetUnverified for a grant the admin cannot apply.
-func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, specs []grantSpec, refresh bool) error {
+// held is a connection to c.Database, reused for work in that database. It reports
+// whether its own CREATE ROLE made the group, also when it fails after that. Errors
+// carry an *events.Error: ETargetUnverified for a grant the admin cannot apply.
+func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, specs []grantSpec, refresh bool) (created bool, err error) {
 	lock := d.groupLock(c.PoolKey, group)
 	lock.Lock()
 	defer lock.Unlock()
 
 	oid, ok, err := roleOID(ctx, held, group)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if ok && !refresh {
-		return nil
+		return false, nil
 	}
 	if !ok {
 		_, err := held.Exec(ctx, "CREATE ROLE "+ident(group)+" NOLOGIN")
 		switch state := sqlState(err); {
-		case err == nil, state == stateDuplicateObject, state == stateUniqueViolation:
-			// Created, or another process won the race.
+		case err == nil:
+			created = true
+		case state == stateDuplicateObject, state == stateUniqueViolation:
+			// Another process won the race.
 		case state == stateInsufficient:
-			return events.Wrap(err, events.ETargetUnverified, "The admin may not create roles: give it CREATEROLE.")
+			return false, events.Wrap(err, events.ETargetUnverified, "The admin may not create roles: give it CREATEROLE.")
 		default:
-			return fmt.Errorf("create group role: %w", err)
+			return false, fmt.Errorf("create group role: %w", err)
 		}
 		if oid, ok, err = roleOID(ctx, held, group); err != nil {
-			return err
+			return created, err
 		} else if !ok {
-			return fmt.Errorf("group role %q vanished after it was created", group)
+			return created, fmt.Errorf("group role %q vanished after it was created", group)
 		}
 	}
+	return created, d.grantGroup(ctx, held, c, group, oid, specs)
+}
+
+// grantGroup makes the admin a member of group (of oid) and gives it exactly the grants
+// of specs, for ensureGroup.
+func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, oid uint32, specs []grantSpec) error {
 	if err := joinGroup(ctx, held, group); err != nil {
 		return err
 	}

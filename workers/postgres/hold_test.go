@@ -312,21 +312,17 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatal(err)
 	}
-	migration, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, s.Database))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer migration.Close(context.Background())
-	if _, err := migration.Exec(ctx, "BEGIN; TRUNCATE "+s.Granted); err != nil {
-		t.Fatal(err)
-	}
+	migration := migrating(t, c, s)
 
 	pctx, cancel := context.WithTimeout(ctx, dropDeadline)
 	defer cancel()
-	err = d.Prepare(pctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+	err := d.Prepare(pctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
 	if err == nil || pctx.Err() != nil || events.ErrorCode(err) != events.ETargetUnverified ||
 		!strings.Contains(events.ErrorMessage(err), "another transaction") {
 		t.Fatalf("PUT behind a busy table = %v (deadline: %v), want a refusal naming the other transaction", err, pctx.Err())
+	}
+	if !c.roleExists(t, "syvault_"+uid) {
+		t.Fatal("a refused PUT dropped the group its target's leases are in")
 	}
 	if _, err := migration.Exec(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
@@ -334,6 +330,55 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatalf("PUT once the transaction ended: %v", err)
 	}
+}
+
+// TestDriver_ARefusedRegistrationLeavesNoGroup: a registration makes the target's group
+// role, makes the admin its member, then grants; a grant refused there (a table busy in
+// a migration, a registration cancelled by its client) left the group and the admin's
+// membership in it behind, one per attempt, under a record uid nothing names. What a
+// refused registration made is now removed.
+func TestDriver_ARefusedRegistrationLeavesNoGroup(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	before := c.memberships(t, adminRole)
+	grants := s.Grants
+	migration := migrating(t, c, s)
+	pctx, cancel := context.WithTimeout(ctx, dropDeadline)
+	defer cancel()
+	err := d.Prepare(pctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants})
+	if events.ErrorCode(err) != events.ETargetUnverified {
+		t.Fatalf("registration behind a busy table = %v, want it refused as unverified", err)
+	}
+	if c.roleExists(t, "syvault_"+uid) {
+		t.Fatalf("the refused registration left its group role syvault_%s", uid)
+	}
+	if got := c.memberships(t, adminRole); got != before {
+		t.Fatalf("the admin is a member of %d roles after a refused registration, %d before", got, before)
+	}
+	if _, err := migration.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+		t.Fatalf("the registration tried again once the table is free: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = d.RemoveTarget(context.Background(), driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants})
+	})
+}
+
+// migrating opens a superuser session of s holding a TRUNCATE of its granted table in an
+// open transaction, as a migration does, closed when the test ends.
+func migrating(t *testing.T, c *cluster, s drivertest.Scratch) *pgx.Conn {
+	t.Helper()
+	migration, err := pgx.ConnectConfig(t.Context(), c.connConfig("postgres", c.superPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { migration.Close(context.Background()) })
+	if _, err := migration.Exec(t.Context(), "BEGIN; TRUNCATE "+s.Granted); err != nil {
+		t.Fatal(err)
+	}
+	return migration
 }
 
 // TestDriver_RevocationOfAUserAnotherLeaseSharedWith: a lease that created a table may

@@ -116,7 +116,7 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 		// group: it is missing (Prepare never ran, or it was dropped). Set it up from the
 		// lease's grants and try once more. Not checking first saves a round trip on
 		// every create.
-		if err := d.ensureGroup(ctx, conn, req.Conn, group, specs, false); err != nil {
+		if _, err := d.ensureGroup(ctx, conn, req.Conn, group, specs, false); err != nil {
 			return false, err
 		}
 		_, err = conn.Exec(ctx, create)
