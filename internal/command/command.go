@@ -22,6 +22,9 @@ import (
 // target's new grants on engines where each user holds its own. The workers implement it.
 type Preparer interface {
 	Prepare(ctx context.Context, t events.Target, adminPassword string) error
+	// Unprepare removes what Prepare set up for t when t was then not recorded, with
+	// the admin password Prepare was given, even once ctx is done.
+	Unprepare(ctx context.Context, t events.Target, adminPassword string) error
 	RemoveTarget(ctx context.Context, t events.Target) error
 	GrantsPerUser(events.Engine) bool
 	Regrant(ctx context.Context, t events.Target, username string) error

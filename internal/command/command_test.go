@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/projections"
@@ -31,16 +32,22 @@ func TestNewPassword(t *testing.T) {
 // nopPreparer accepts every target.
 type nopPreparer struct{}
 
-func (nopPreparer) Prepare(context.Context, events.Target, string) error { return nil }
-func (nopPreparer) RemoveTarget(context.Context, events.Target) error    { return nil }
-func (nopPreparer) GrantsPerUser(events.Engine) bool                     { return false }
-func (nopPreparer) Regrant(context.Context, events.Target, string) error { return nil }
+func (nopPreparer) Prepare(context.Context, events.Target, string) error   { return nil }
+func (nopPreparer) Unprepare(context.Context, events.Target, string) error { return nil }
+func (nopPreparer) RemoveTarget(context.Context, events.Target) error      { return nil }
+func (nopPreparer) GrantsPerUser(events.Engine) bool                       { return false }
+func (nopPreparer) Regrant(context.Context, events.Target, string) error   { return nil }
 
 // mustService builds the command side on an embedded JetStream, with no database.
 func mustService(t *testing.T) *Service {
 	t.Helper()
+	return newService(t, jstest.MustStore(t), nopPreparer{})
+}
+
+// newService builds the command side on store with preparer.
+func newService(t *testing.T, store *jsstore.Store, preparer Preparer) *Service {
+	t.Helper()
 	ctx := context.Background()
-	store := jstest.MustStore(t)
 	proj, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +56,7 @@ func mustService(t *testing.T) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, Config{Store: store, Projections: proj, Sealer: sealer, Preparer: nopPreparer{}})
+	s, err := New(ctx, Config{Store: store, Projections: proj, Sealer: sealer, Preparer: preparer})
 	if err != nil {
 		t.Fatal(err)
 	}

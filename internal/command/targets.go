@@ -33,6 +33,14 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(t.RecordUID), events.RegisterTarget(t, actor, now), 0)
 	if err != nil {
+		// What Prepare made goes, or a registration retried through a store outage would
+		// leave a role (and, on PostgreSQL, an admin membership) per attempt. Should the
+		// append have landed after all (a timeout), the target's next lease makes them
+		// again, as for a target whose group an operator dropped; a lease made on it in
+		// the moment between (its uid was answered to no one) would lose its grants.
+		if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
+			s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)
+		}
 		return t, err
 	}
 	if err := s.cfg.Projections.WaitTarget(ctx, t.RecordUID, seq); err != nil {
