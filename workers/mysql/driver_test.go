@@ -412,3 +412,53 @@ func TestDriver_FailedGrantIsNamed(t *testing.T) {
 		t.Fatalf("%d users named %s left", n, user)
 	}
 }
+
+// TestDriver_ACancelledRegistrationLeavesNoProbe: Prepare verifies the admin's rights
+// with a probe user it creates and drops. A registration cancelled meanwhile (its client
+// gone, its deadline passed) has its connection closed by the MySQL driver, and the drop
+// sent on that connection failed, leaving a vf_probe_ user holding the target's grants.
+// Cancelled at points all along a Prepare, none is left, nor a marker role.
+func TestDriver_ACancelledRegistrationLeavesNoProbe(t *testing.T) {
+	s := mustServer(t)
+	scratch := s.newScratch(t)
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	uid := drivertest.NewRecordUID()
+	t.Cleanup(func() {
+		_ = d.RemoveTarget(context.Background(), driver.RemoveTargetRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants})
+	})
+	// This test's probes: the server is shared, and other tests' registrations have
+	// probes of their own for a moment.
+	probes := func() int {
+		var n int
+		err := s.root.QueryRow(`SELECT count(DISTINCT User) FROM (SELECT User FROM mysql.tables_priv WHERE Db = ?
+			UNION ALL SELECT User FROM mysql.db WHERE Db = ?) g WHERE User LIKE 'vf\_probe\_%'`, scratch.Database, scratch.Database).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	start := time.Now()
+	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	whole := time.Since(start)
+	const points = 60
+	for i := range points {
+		// A new target each time: one refused must not leave its marker role either.
+		uid := drivertest.NewRecordUID()
+		ctx, cancel := context.WithTimeout(t.Context(), whole*time.Duration(i)/points)
+		err := d.Prepare(ctx, driver.PrepareRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants})
+		cancel()
+		if err == nil {
+			_ = d.RemoveTarget(context.Background(), driver.RemoveTargetRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants})
+			continue
+		}
+		if exists, err := s.harness().RoleExists(t.Context(), "syvault_"+uid); err != nil || exists {
+			t.Fatalf("a registration cancelled after %d/%d of a Prepare left its marker role (%v)", i, points, err)
+		}
+	}
+	if n := probes(); n != 0 {
+		t.Fatalf("%d probe users left by registrations cancelled along the way", n)
+	}
+}

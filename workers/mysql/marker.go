@@ -36,32 +36,41 @@ func markerRole(recordUID string) (string, error) {
 // or a role another account created) leaves the user unmarked, with a warning: the lease
 // works as before, and reconciliation reports such a user instead of dropping it.
 // A request naming no target leaves the user unmarked. Idempotent.
-func (d *Driver) mark(ctx context.Context, conn *sql.Conn, recordUID, acct string) error {
+//
+// It reports whether its own CREATE ROLE made the role (or may have: it went unanswered),
+// also when it fails after that.
+func (d *Driver) mark(ctx context.Context, conn *sql.Conn, recordUID, acct string) (created bool, err error) {
 	if recordUID == "" {
-		return nil
+		return false, nil
 	}
 	role, err := markerRole(recordUID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	_, err = conn.ExecContext(ctx, grantOnly+"GRANT "+role+" TO "+acct)
 	if n := errNumber(err); n == errInvalidRole || n == errUnknownRole {
-		if _, err := conn.ExecContext(ctx, "CREATE ROLE IF NOT EXISTS "+role); err != nil {
-			return fmt.Errorf("create marker role: %w", err)
+		_, cerr := conn.ExecContext(ctx, "CREATE ROLE "+role)
+		switch n := errNumber(cerr); {
+		case cerr == nil:
+			created = true
+		case n == 0: // no answer (a cancelled context): it may have been made
+			return true, fmt.Errorf("create marker role: %w", cerr)
+		case n != errCannotUser: // errCannotUser: made meanwhile by another create
+			return false, fmt.Errorf("create marker role: %w", cerr)
 		}
 		_, err = conn.ExecContext(ctx, grantOnly+"GRANT "+role+" TO "+acct)
 	}
 	switch errNumber(err) {
 	case 0:
 		if err != nil {
-			return fmt.Errorf("grant marker role: %w", err)
+			return created, fmt.Errorf("grant marker role: %w", err)
 		}
-		return nil
+		return created, nil
 	case errRoleDenied, errSpecificAccess, errDBAccessDenied:
 		d.warnUnmarked(ctx, recordUID)
-		return nil
+		return created, nil
 	}
-	return fmt.Errorf("grant marker role: %w", err)
+	return created, fmt.Errorf("grant marker role: %w", err)
 }
 
 // warnUnmarked logs, once per target and driver, that its users go unmarked.

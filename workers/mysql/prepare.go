@@ -50,19 +50,14 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	password := rand.Text()
 	acct, _ := account(probe) // a fixed-shape name: cannot fail
 	quoted, _ := quoteString(password)
+	// Before the CREATE: one its context cancels may have been carried out unanswered.
+	defer d.undo(ctx, conn, req.Conn, "DROP USER IF EXISTS "+acct, "probe user "+probe, password)
 	if _, err := conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+quoted); err != nil {
 		if n := errNumber(err); n == errSpecificAccess || n == errDBAccessDenied || n == errTableAccessDenied {
 			err = events.Wrap(err, events.ETargetUnverified, "The admin may not create users: grant it CREATE USER.")
 		}
 		return failVerify(op, err, req.Conn, password)
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
-		defer cancel()
-		if _, err := conn.ExecContext(cctx, "DROP USER IF EXISTS "+acct); err != nil {
-			d.logger.WarnContext(ctx, "drop of probe user failed", "user", probe, "error", scrub(err, secret, password).Error())
-		}
-	}()
 	if err := applyGrants(ctx, conn, acct, specs); err != nil {
 		return failVerify(op, err, req.Conn, password)
 	}
@@ -71,11 +66,37 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	}
 	// Last, so that no later step's refusal leaves the target's marker role behind under
 	// a record uid nothing names. It warns when the admin may not give the role.
-	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+	if created, err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+		if created {
+			role, _ := markerRole(req.RecordUID) // it named the role it made
+			d.undo(ctx, conn, req.Conn, "DROP ROLE IF EXISTS "+role, "marker role "+markerPrefix+req.RecordUID)
+		}
 		return failVerify(op, err, req.Conn, password)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "grants", len(specs))
 	return nil
+}
+
+// undo runs stmt to take back what a failing Prepare made (what names it), with a
+// context that outlives ctx, on conn or, when that fails, on a fresh connection: the
+// MySQL driver closes the connection of a query its context cancelled, and a cancelled
+// registration must not leave a probe user with its grants, or a marker role. A failure
+// is logged, scrubbed of the admin password and secrets.
+func (d *Driver) undo(ctx context.Context, conn *sql.Conn, c driver.Conn, stmt, what string, secrets ...string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
+	defer cancel()
+	_, err := conn.ExecContext(cctx, stmt)
+	if err != nil {
+		var fresh *sql.Conn
+		if fresh, err = d.connect(cctx, c); err == nil {
+			_, err = fresh.ExecContext(cctx, stmt)
+			fresh.Close()
+		}
+	}
+	if err != nil {
+		d.logger.WarnContext(ctx, "undo of a refused registration failed", "undoing", what,
+			"error", scrub(err, append(secrets, c.Password)...).Error())
+	}
 }
 
 // checkDatabases fails with ETargetUnverified when a grant's database is not visible to

@@ -59,7 +59,7 @@ func (d *Driver) createUser(ctx context.Context, req driver.CreateUserRequest) (
 	} else if err != nil {
 		return true, createWaited(fmt.Errorf("create user: %w", err))
 	}
-	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+	if _, err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
 		return true, err
 	}
 	return true, applyGrants(ctx, conn, acct, specs)
@@ -317,7 +317,7 @@ func (d *Driver) UpdateUser(ctx context.Context, req driver.UpdateUserRequest) e
 		return fail(op, err, events.EInternal, "Could not grant the database user its new privileges.", req.Conn.Password)
 	}
 	// REVOKE ALL took the marker role too.
-	if err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
+	if _, err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
 		if dropped(err) {
 			return nil
 		}

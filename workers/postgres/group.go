@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -95,7 +96,20 @@ func (d *Driver) undoGroup(ctx context.Context, req driver.PrepareRequest, group
 		if err != nil || others > 0 {
 			return err
 		}
-		return d.RemoveTarget(cctx, driver.RemoveTargetRequest(req))
+		// The refused Prepare's grants may still be committing on the server (a
+		// cancelled statement's session ends on its own time), after the removal read
+		// what the group holds: its DROP ROLE then finds them. Tried again, it revokes them.
+		for wait := 20 * time.Millisecond; ; wait *= 2 {
+			err := d.RemoveTarget(cctx, driver.RemoveTargetRequest(req))
+			if sqlState(err) != stateDependentObjs || wait > time.Second {
+				return err
+			}
+			select {
+			case <-cctx.Done():
+				return err
+			case <-time.After(wait):
+			}
+		}
 	}()
 	if err != nil {
 		d.logger.WarnContext(ctx, "removing the group of a refused target failed", "group", group,
@@ -301,7 +315,8 @@ func grantRights(ctx context.Context, conn *pgxpool.Conn, s grantSpec) ([]string
 // ensureGroup creates group if it is missing, makes the admin its member, and gives it
 // exactly the grants of specs; when the group exists it does so only if refresh is set.
 // held is a connection to c.Database, reused for work in that database. It reports
-// whether its own CREATE ROLE made the group, also when it fails after that. Errors
+// whether its own CREATE ROLE made the group (or may have: it went unanswered), also
+// when it fails after that. Errors
 // carry an *events.Error: ETargetUnverified for a grant the admin cannot apply.
 func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, specs []grantSpec, refresh bool) (created bool, err error) {
 	lock := d.groupLock(c.PoolKey, group)
@@ -320,6 +335,8 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 		switch state := sqlState(err); {
 		case err == nil:
 			created = true
+		case state == "": // unanswered (a cancelled context): it may have been made
+			return true, fmt.Errorf("create group role: %w", err)
 		case state == stateDuplicateObject, state == stateUniqueViolation:
 			// Another process won the race.
 		case state == stateInsufficient:

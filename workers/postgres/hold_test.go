@@ -542,3 +542,30 @@ func (c *cluster) memberships(t *testing.T, role string) int {
 	}
 	return n
 }
+
+// TestDriver_ACancelledRegistrationLeavesNoGroup: a registration cancelled along the way
+// (its client gone, its deadline passed), even while its CREATE ROLE is unanswered,
+// leaves no group role.
+func TestDriver_ACancelledRegistrationLeavesNoGroup(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	start := time.Now()
+	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	whole := time.Since(start)
+	_ = d.RemoveTarget(t.Context(), driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+	const points = 60
+	for i := range points {
+		uid := drivertest.NewRecordUID()
+		ctx, cancel := context.WithTimeout(t.Context(), whole*time.Duration(i)/points)
+		err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+		cancel()
+		if err == nil {
+			_ = d.RemoveTarget(t.Context(), driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+			continue
+		}
+		if c.roleExists(t, "syvault_"+uid) {
+			t.Fatalf("a registration cancelled after %d/%d of a Prepare (%v) left its group role", i, points, err)
+		}
+	}
+}
