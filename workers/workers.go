@@ -540,16 +540,9 @@ func (w *Workers) renewedLast(ctx context.Context, l events.Lease) error {
 }
 
 func (w *Workers) renewUser(ctx context.Context, l events.Lease) error {
-	target, conn, err := w.conn(ctx, l.Spec.Target)
-	if err != nil {
-		return err
-	}
-	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
-	defer cancel()
-	if err := w.driver(target).RenewUser(opCtx, driver.RenewUserRequest{Conn: conn, Username: l.Username, ExpiresAt: l.ExpiresAt}); err != nil {
-		return fmt.Errorf("renew %s: %w", l.ID, err)
-	}
-	return nil
+	return w.onTarget(ctx, l.Spec.Target, "renew "+l.ID, func(ctx context.Context, d driver.Driver, _ events.Target, conn driver.Conn) error {
+		return d.RenewUser(ctx, driver.RenewUserRequest{Conn: conn, Username: l.Username, ExpiresAt: l.ExpiresAt})
+	})
 }
 
 // handleDue expires the leases of an expiry second whose schedule fired: each lease
@@ -649,17 +642,33 @@ func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword 
 	return nil
 }
 
+// Reprepare sets t up again as recorded (its current registration), with its sealed
+// admin password: an update verified (its grants given to the group) and then not
+// recorded is set back.
+func (w *Workers) Reprepare(ctx context.Context, t events.Target) error {
+	return w.onTarget(ctx, t, "prepare "+t.RecordUID+" again", func(ctx context.Context, d driver.Driver, target events.Target, conn driver.Conn) error {
+		return d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
+	})
+}
+
 // RemoveTarget removes what Prepare set up for a target whose leases have all ended.
 func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
+	return w.onTarget(ctx, t, "remove target "+t.RecordUID, func(ctx context.Context, d driver.Driver, target events.Target, conn driver.Conn) error {
+		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
+	})
+}
+
+// onTarget runs op with the driver of t's target and its admin connection (see conn),
+// under the operation timeout; what names the operation in its error.
+func (w *Workers) onTarget(ctx context.Context, t events.Target, what string, op func(context.Context, driver.Driver, events.Target, driver.Conn) error) error {
 	target, conn, err := w.conn(ctx, t)
 	if err != nil {
 		return err
 	}
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	err = w.driver(target).RemoveTarget(opCtx, driver.RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
-	if err != nil {
-		return fmt.Errorf("remove target %s: %w", t.RecordUID, err)
+	if err := op(opCtx, w.driver(target), target, conn); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

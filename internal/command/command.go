@@ -25,6 +25,8 @@ type Preparer interface {
 	// Unprepare removes what Prepare set up for t when t was then not recorded, with
 	// the admin password Prepare was given, even once ctx is done.
 	Unprepare(ctx context.Context, t events.Target, adminPassword string) error
+	// Reprepare sets t up again as recorded, with its sealed admin password.
+	Reprepare(ctx context.Context, t events.Target) error
 	RemoveTarget(ctx context.Context, t events.Target) error
 	GrantsPerUser(events.Engine) bool
 	Regrant(ctx context.Context, t events.Target, username string) error

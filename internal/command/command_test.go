@@ -34,6 +34,7 @@ type nopPreparer struct{}
 
 func (nopPreparer) Prepare(context.Context, events.Target, string) error   { return nil }
 func (nopPreparer) Unprepare(context.Context, events.Target, string) error { return nil }
+func (nopPreparer) Reprepare(context.Context, events.Target) error         { return nil }
 func (nopPreparer) RemoveTarget(context.Context, events.Target) error      { return nil }
 func (nopPreparer) GrantsPerUser(events.Engine) bool                       { return false }
 func (nopPreparer) Regrant(context.Context, events.Target, string) error   { return nil }
@@ -44,7 +45,7 @@ func mustService(t *testing.T) *Service {
 	return newService(t, jstest.MustStore(t), nopPreparer{})
 }
 
-// newService builds the command side on store with preparer.
+// newService builds the command side on store with preparer, its projector running.
 func newService(t *testing.T, store *jsstore.Store, preparer Preparer) *Service {
 	t.Helper()
 	ctx := context.Background()
@@ -52,6 +53,10 @@ func newService(t *testing.T, store *jsstore.Store, preparer Preparer) *Service 
 	if err != nil {
 		t.Fatal(err)
 	}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = proj.Run(run) }()
+	t.Cleanup(func() { stop(); <-done })
 	sealer, err := seal.New(seal.NewKey())
 	if err != nil {
 		t.Fatal(err)

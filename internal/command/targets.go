@@ -90,6 +90,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		}
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.UpdateTarget(t, actor, last, time.Now()), last)
+	if err != nil {
+		s.restoreTarget(ctx, uid, t.Engine)
+	}
 	if errors.Is(err, jsstore.ErrConflict) {
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
@@ -109,6 +112,35 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	}
 	s.log.Info("target updated", "record_uid", uid)
 	return t, seq, nil
+}
+
+// restoreTarget sets target uid's database back to the target as recorded, after an
+// update whose verification gave the group its grants was not recorded: another update
+// was recorded first (whose grants this one's verification may have overwritten, leaving
+// leases with grants no recorded setting names), or the store failed. Engines whose users
+// hold their own grants are changed only after the record, so have nothing to set back.
+// Best effort, logged: the target's next update sets its grants too.
+func (s *Service) restoreTarget(ctx context.Context, uid string, engine events.Engine) {
+	if s.cfg.Preparer.GrantsPerUser(engine) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
+	if err == nil {
+		err = s.cfg.Projections.WaitTarget(ctx, uid, last)
+	}
+	var cur events.Target
+	if err == nil {
+		cur, err = s.cfg.Projections.Target(ctx, uid)
+	}
+	if err == nil {
+		err = s.cfg.Preparer.Reprepare(ctx, cur)
+	}
+	if err != nil {
+		s.log.Warn("could not set a target's database back to its recorded settings after an update not recorded; its next update will",
+			"record_uid", uid, "err", err)
+	}
 }
 
 // regrantLeases gives every active lease of t exactly t's grants, a few at a time, so

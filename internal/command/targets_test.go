@@ -56,3 +56,87 @@ func TestRegisterTarget_NotRecordedIsUndone(t *testing.T) {
 		t.Fatalf("undone %d targets (%+v); want the one not recorded, %s, with its admin password", len(p.undone), p.undone, got.RecordUID)
 	}
 }
+
+// grantsRecorder accepts every target and records the grants each Prepare and Reprepare
+// gave the target's database, in order; hold, when set, runs at the start of a Prepare.
+type grantsRecorder struct {
+	nopPreparer
+	hold    func(events.Target)
+	mu      sync.Mutex
+	applied [][]events.Grant
+}
+
+func (p *grantsRecorder) Prepare(_ context.Context, t events.Target, _ string) error {
+	if p.hold != nil {
+		p.hold(t)
+	}
+	p.record(t)
+	return nil
+}
+
+func (p *grantsRecorder) Reprepare(_ context.Context, t events.Target) error {
+	p.record(t)
+	return nil
+}
+
+func (p *grantsRecorder) record(t events.Target) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.applied = append(p.applied, t.Grants)
+}
+
+func (p *grantsRecorder) last() []events.Grant {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applied[len(p.applied)-1]
+}
+
+// TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants: an update's verification gives
+// the target's group its new grants before the update is recorded. Of two updates of one
+// target at the same moment, the one refused (another was recorded first) could be
+// verified last: its grants stayed on the database while the recorded target named the
+// other's, so leases held what no setting said. The refused update now sets the database
+// back to the target as recorded.
+func TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants(t *testing.T) {
+	p := &grantsRecorder{}
+	s := newService(t, jstest.MustStore(t), p)
+	ctx := t.Context()
+	grants := func(table string) []events.Grant {
+		return []events.Grant{{Database: "orders", Schema: "public", Tables: []string{table}, Privileges: []string{"SELECT"}}}
+	}
+	reg, err := s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(reg.RecordUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The loser is verified after the winner, and appends after it.
+	loser, winner := reg, reg
+	loser.Grants, winner.Grants = grants("loser"), grants("winner")
+	verifying, release := make(chan struct{}), make(chan struct{})
+	p.hold = func(t events.Target) {
+		if t.Grants[0].Tables[0] == "loser" {
+			close(verifying)
+			<-release
+		}
+	}
+	lost := make(chan error, 1)
+	go func() {
+		_, _, err := s.UpdateTarget(ctx, reg.RecordUID, loser, "pw", "", []uint64{version})
+		lost <- err
+	}()
+	<-verifying
+	if _, _, err := s.UpdateTarget(ctx, reg.RecordUID, winner, "pw", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-lost; events.ErrorCode(err) != events.EPreconditionFailed {
+		t.Fatalf("the losing update: %v, want it refused as changed meanwhile", err)
+	}
+	if got := p.last(); got[0].Tables[0] != "winner" {
+		t.Fatalf("the database was left with the %q update's grants; the recorded target has the winner's", got[0].Tables[0])
+	}
+}
