@@ -611,7 +611,7 @@ func (w *Workers) expire(ctx context.Context, id string, due time.Time) error {
 
 // Prepare verifies a target's admin rights and sets up what its users share. The admin
 // password is the plaintext the caller is about to seal.
-func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string) error {
+func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) error {
 	d, ok := w.drivers[t.Engine]
 	if !ok {
 		return events.Errorf(events.EInvalid, "Engine %q is not supported by this server.", t.Engine)
@@ -619,7 +619,7 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	conn := connFor(t, adminPassword)
-	if err := d.Prepare(opCtx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants}); err != nil {
+	if err := d.Prepare(opCtx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants, New: isNew}); err != nil {
 		return fmt.Errorf("prepare %s: %w", t.RecordUID, err)
 	}
 	return nil

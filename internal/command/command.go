@@ -21,7 +21,8 @@ import (
 // target is registered, removes it when the target goes, and gives active lease users a
 // target's new grants on engines where each user holds its own. The workers implement it.
 type Preparer interface {
-	Prepare(ctx context.Context, t events.Target, adminPassword string) error
+	// Prepare verifies t by setting it up; isNew says t is not recorded yet.
+	Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) error
 	// Unprepare removes what Prepare set up for t when t was then not recorded, with
 	// the admin password Prepare was given, even once ctx is done.
 	Unprepare(ctx context.Context, t events.Target, adminPassword string) error

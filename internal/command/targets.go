@@ -25,7 +25,7 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, err
 	}
-	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
+	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, true); err != nil {
 		s.releaseName(ctx, "target", t.Name, t.RecordUID)
 		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
 		return t, err
@@ -79,7 +79,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, 0, err
 	}
-	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword); err != nil {
+	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
 		return t, 0, err
 	}
@@ -90,10 +90,8 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		}
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.UpdateTarget(t, actor, last, time.Now()), last)
-	if err != nil {
-		s.restoreTarget(ctx, uid, t.Engine)
-	}
 	if errors.Is(err, jsstore.ErrConflict) {
+		s.restoreTarget(ctx, uid, t.Engine)
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
 	if err != nil {
@@ -115,30 +113,51 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 }
 
 // restoreTarget sets target uid's database back to the target as recorded, after an
-// update whose verification gave the group its grants was not recorded: another update
-// was recorded first (whose grants this one's verification may have overwritten, leaving
-// leases with grants no recorded setting names), or the store failed. Engines whose users
-// hold their own grants are changed only after the record, so have nothing to set back.
-// Best effort, logged: the target's next update sets its grants too.
+// update whose verification gave the group its grants was refused at its write: another
+// update was recorded first, whose grants this one's verification may have overwritten,
+// leaving leases with grants no recorded setting names. It reads the target at the
+// stream's last event and prepares it again, and again while another update lands
+// meanwhile (a few times). Engines whose users hold their own grants are changed only
+// after the record, so have nothing to set back; a target removed meanwhile neither.
+// Best effort, logged: the target's next update sets its grants too. (An update whose
+// write failed for the store's outage is not set back: the store, which says what is
+// recorded, is what does not answer; it answers 503 and is sent again.)
 func (s *Service) restoreTarget(ctx context.Context, uid string, engine events.Engine) {
 	if s.cfg.Preparer.GrantsPerUser(engine) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer cancel()
-	last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
-	if err == nil {
-		err = s.cfg.Projections.WaitTarget(ctx, uid, last)
-	}
-	var cur events.Target
-	if err == nil {
-		cur, err = s.cfg.Projections.Target(ctx, uid)
-	}
-	if err == nil {
-		err = s.cfg.Preparer.Reprepare(ctx, cur)
-	}
+	err := func() error {
+		subject := events.TargetSubject(uid)
+		last, err := s.cfg.Store.LastSeq(ctx, subject)
+		for range 3 {
+			if err != nil {
+				return err
+			}
+			if err := s.cfg.Projections.WaitTarget(ctx, uid, last); err != nil {
+				return err
+			}
+			cur, err := s.cfg.Projections.Target(ctx, uid)
+			if events.ErrorCode(err) == events.ENotFound {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := s.cfg.Preparer.Reprepare(ctx, cur); err != nil {
+				return err
+			}
+			now, err := s.cfg.Store.LastSeq(ctx, subject)
+			if err == nil && now == last {
+				return nil
+			}
+			last = now
+		}
+		return errors.New("the target kept changing")
+	}()
 	if err != nil {
-		s.log.Warn("could not set a target's database back to its recorded settings after an update not recorded; its next update will",
+		s.log.Warn("could not set a target's database back to its recorded settings after an update refused at its write; its next update will",
 			"record_uid", uid, "err", err)
 	}
 }

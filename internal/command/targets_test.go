@@ -20,7 +20,7 @@ type undoRecorder struct {
 	passwords []string
 }
 
-func (p *undoRecorder) Prepare(context.Context, events.Target, string) error {
+func (p *undoRecorder) Prepare(context.Context, events.Target, string, bool) error {
 	p.onPrepare()
 	return nil
 }
@@ -66,7 +66,7 @@ type grantsRecorder struct {
 	applied [][]events.Grant
 }
 
-func (p *grantsRecorder) Prepare(_ context.Context, t events.Target, _ string) error {
+func (p *grantsRecorder) Prepare(_ context.Context, t events.Target, _ string, _ bool) error {
 	if p.hold != nil {
 		p.hold(t)
 	}

@@ -46,6 +46,10 @@ type PrepareRequest struct {
 	Conn      Conn
 	RecordUID string
 	Grants    []events.Grant
+	// New says the target is not recorded yet (a registration): nothing but this
+	// Prepare knows its record uid, so what a refused one made is removed. An update's
+	// is kept: the target's leases may be using it.
+	New bool
 }
 
 // CreateUserRequest asks for one lease user.

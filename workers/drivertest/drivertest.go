@@ -307,7 +307,7 @@ func (r *run) testPrepareRefusedAtTheSecondGrant(t *testing.T) {
 func (r *run) mustRefuse(t *testing.T, grants ...events.Grant) {
 	t.Helper()
 	uid := r.newUID()
-	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: grants})
+	err := r.d.Prepare(ctxFor(t), driver.PrepareRequest{Conn: r.h.Admin, RecordUID: uid, Grants: grants, New: true})
 	mustCode(t, err, events.ETargetUnverified, r.h.Admin.Password)
 	t.Logf("message: %s", events.ErrorMessage(err))
 	exists, err := r.h.RoleExists(ctxFor(t), "syvault_"+uid)

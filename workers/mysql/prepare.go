@@ -50,9 +50,11 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	password := rand.Text()
 	acct, _ := account(probe) // a fixed-shape name: cannot fail
 	quoted, _ := quoteString(password)
-	// Before the CREATE: one its context cancels may have been carried out unanswered.
-	defer d.undo(ctx, conn, req.Conn, "DROP USER IF EXISTS "+acct, "probe user "+probe, password)
-	if _, err := conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+quoted); err != nil {
+	_, err = conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+quoted)
+	if err == nil || errNumber(err) == 0 { // made, or unanswered (a cancelled context): maybe made
+		defer d.undo(ctx, conn, req.Conn, "DROP USER IF EXISTS "+acct, "probe user "+probe, password)
+	}
+	if err != nil {
 		if n := errNumber(err); n == errSpecificAccess || n == errDBAccessDenied || n == errTableAccessDenied {
 			err = events.Wrap(err, events.ETargetUnverified, "The admin may not create users: grant it CREATE USER.")
 		}
@@ -67,7 +69,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	// Last, so that no later step's refusal leaves the target's marker role behind under
 	// a record uid nothing names. It warns when the admin may not give the role.
 	if created, err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
-		if created {
+		if created && req.New { // an update's is kept: its leases may be marked with it
 			role, _ := markerRole(req.RecordUID) // it named the role it made
 			d.undo(ctx, conn, req.Conn, "DROP ROLE IF EXISTS "+role, "marker role "+markerPrefix+req.RecordUID)
 		}
@@ -77,16 +79,17 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	return nil
 }
 
-// undo runs stmt to take back what a failing Prepare made (what names it), with a
-// context that outlives ctx, on conn or, when that fails, on a fresh connection: the
-// MySQL driver closes the connection of a query its context cancelled, and a cancelled
-// registration must not leave a probe user with its grants, or a marker role. A failure
-// is logged, scrubbed of the admin password and secrets.
+// undo runs stmt to take back what Prepare made for its checks, or what a refused one
+// made (what names it), with a context that outlives ctx, on conn or, when that is
+// gone, on a fresh connection: the MySQL driver closes the connection of a query its
+// context cancelled, and a cancelled registration must not leave a probe user with its
+// grants, or a marker role. A failure is logged, scrubbed of the admin password and
+// secrets.
 func (d *Driver) undo(ctx context.Context, conn *sql.Conn, c driver.Conn, stmt, what string, secrets ...string) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
 	defer cancel()
 	_, err := conn.ExecContext(cctx, stmt)
-	if err != nil {
+	if err != nil && errNumber(err) == 0 { // no answer from the server: the connection is gone
 		var fresh *sql.Conn
 		if fresh, err = d.connect(cctx, c); err == nil {
 			_, err = fresh.ExecContext(cctx, stmt)
@@ -94,7 +97,7 @@ func (d *Driver) undo(ctx context.Context, conn *sql.Conn, c driver.Conn, stmt, 
 		}
 	}
 	if err != nil {
-		d.logger.WarnContext(ctx, "undo of a refused registration failed", "undoing", what,
+		d.logger.WarnContext(ctx, "could not drop what a target's verification made", "what", what,
 			"error", scrub(err, append(secrets, c.Password)...).Error())
 	}
 }

@@ -47,8 +47,8 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	}
 	created, err := d.prepare(ctx, req.Conn, group, specs)
 	if err != nil {
-		if created {
-			d.undoGroup(ctx, req, group)
+		if created && req.New {
+			d.undoGroup(ctx, req)
 		}
 		return failVerify(op, err, req.Conn)
 	}
@@ -70,49 +70,32 @@ func (d *Driver) prepare(ctx context.Context, c driver.Conn, group string, specs
 	return d.ensureGroup(ctx, conn, c, group, specs, true)
 }
 
-// undoGroup removes the group a refused Prepare created (with the grants it was given
-// before the refusal), so that a registration retried until its settings are right
-// leaves no role per attempt, nor a membership of the admin's in each. It holds the
-// group's lock and leaves a group any role but the admin has joined meanwhile: a
-// target whose group had gone missing has leases, and a create of one of them may have
-// made the group its user's. The context outlives ctx, as a cancelled registration must
-// not leave the group either; a failure is logged.
-func (d *Driver) undoGroup(ctx context.Context, req driver.PrepareRequest, group string) {
+// undoGroup removes the group a refused registration's Prepare created (with the grants
+// it was given before the refusal), so that a registration retried until its settings
+// are right leaves no role per attempt, nor a membership of the admin's in each. Only a
+// registration's: no lease can be in the group of a target not recorded. The context
+// outlives ctx, as a cancelled registration must not leave the group either; a failure
+// is logged.
+func (d *Driver) undoGroup(ctx context.Context, req driver.PrepareRequest) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
 	defer cancel()
-	lock := d.groupLock(req.Conn.PoolKey, group)
-	lock.Lock()
-	defer lock.Unlock()
-	err := func() error {
-		conn, err := d.acquire(cctx, req.Conn, req.Conn.Database)
-		if err != nil {
-			return err
+	remove := driver.RemoveTargetRequest{Conn: req.Conn, RecordUID: req.RecordUID, Grants: req.Grants}
+	// The refused Prepare's grants may still be committing on the server (a cancelled
+	// statement's session ends on its own time), after the removal read what the group
+	// holds: its DROP ROLE then finds them. Tried again, it revokes them.
+	var err error
+	for wait := 20 * time.Millisecond; ; wait *= 2 {
+		err = d.RemoveTarget(cctx, remove)
+		if sqlState(err) != stateDependentObjs || wait > time.Second {
+			break
 		}
-		var others int
-		err = conn.QueryRow(cctx, `SELECT pg_catalog.count(*) FROM pg_catalog.pg_auth_members m
-			JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles u ON u.oid = m.member
-			WHERE g.rolname = $1 AND u.rolname <> CURRENT_USER`, group).Scan(&others)
-		conn.Release()
-		if err != nil || others > 0 {
-			return err
+		select {
+		case <-cctx.Done():
+		case <-time.After(wait):
 		}
-		// The refused Prepare's grants may still be committing on the server (a
-		// cancelled statement's session ends on its own time), after the removal read
-		// what the group holds: its DROP ROLE then finds them. Tried again, it revokes them.
-		for wait := 20 * time.Millisecond; ; wait *= 2 {
-			err := d.RemoveTarget(cctx, driver.RemoveTargetRequest(req))
-			if sqlState(err) != stateDependentObjs || wait > time.Second {
-				return err
-			}
-			select {
-			case <-cctx.Done():
-				return err
-			case <-time.After(wait):
-			}
-		}
-	}()
+	}
 	if err != nil {
-		d.logger.WarnContext(ctx, "removing the group of a refused target failed", "group", group,
+		d.logger.WarnContext(ctx, "removing the group of a refused registration failed", "record_uid", req.RecordUID,
 			"error", driver.Scrub(err, req.Conn.Password).Error())
 	}
 }
