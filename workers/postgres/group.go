@@ -45,9 +45,18 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	if err != nil {
 		return fail(op, err, events.ETargetUnverified, "The target's grants are invalid: "+err.Error()+".", secret)
 	}
-	created, err := d.prepare(ctx, req.Conn, group, specs)
+	created, cut, err := d.prepare(ctx, req.Conn, group, specs)
 	if err != nil {
 		if created && req.New {
+			// A statement whose answer was cut off may still be running in its session,
+			// and a CREATE ROLE that commits after the undo looked would stay: the
+			// session ends first.
+			if cut != 0 {
+				if eerr := d.endBackend(context.WithoutCancel(ctx), req.Conn, cut); eerr != nil {
+					d.logger.WarnContext(ctx, "could not end the admin session of a cancelled registration", "pid", cut,
+						"error", driver.Scrub(eerr, secret).Error())
+				}
+			}
 			d.undoGroup(ctx, req)
 		}
 		return failVerify(op, err, req.Conn)
@@ -57,17 +66,22 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 }
 
 // prepare checks the admin's rights and sets group up, reporting whether it created the
-// group (also when it fails after that).
-func (d *Driver) prepare(ctx context.Context, c driver.Conn, group string, specs []grantSpec) (created bool, err error) {
+// group (also when it fails after that), and, when its connection broke while it waited
+// for an answer, that connection's backend pid (cut).
+func (d *Driver) prepare(ctx context.Context, c driver.Conn, group string, specs []grantSpec) (created bool, cut uint32, err error) {
 	conn, err := d.acquire(ctx, c, c.Database)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	defer conn.Release()
 	if err := d.checkAdmin(ctx, conn, c, specs); err != nil {
-		return false, err
+		return false, 0, err
 	}
-	return d.ensureGroup(ctx, conn, c, group, specs, true)
+	created, err = d.ensureGroup(ctx, conn, c, group, specs, true)
+	if err != nil && conn.Conn().PgConn().IsClosed() {
+		cut = conn.Conn().PgConn().PID()
+	}
+	return created, cut, err
 }
 
 // undoGroup removes the group a refused registration's Prepare created (with the grants
