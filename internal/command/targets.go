@@ -149,8 +149,8 @@ func (s *Service) restoreTarget(ctx context.Context, uid string, engine events.E
 				return err
 			}
 			now, err := s.cfg.Store.LastSeq(ctx, subject)
-			if err == nil && now == last {
-				return nil
+			if err != nil || now == last {
+				return err
 			}
 			last = now
 		}

@@ -313,8 +313,8 @@ func grantRights(ctx context.Context, conn *pgxpool.Conn, s grantSpec) ([]string
 // exactly the grants of specs; when the group exists it does so only if refresh is set.
 // held is a connection to c.Database, reused for work in that database. It reports
 // whether its own CREATE ROLE made the group (or may have: it went unanswered), also
-// when it fails after that. Errors
-// carry an *events.Error: ETargetUnverified for a grant the admin cannot apply.
+// when it fails after that. Errors carry an *events.Error: ETargetUnverified for a grant
+// the admin cannot apply.
 func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, specs []grantSpec, refresh bool) (created bool, err error) {
 	lock := d.groupLock(c.PoolKey, group)
 	lock.Lock()
