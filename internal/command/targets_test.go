@@ -64,12 +64,16 @@ type grantsRecorder struct {
 	hold    func(events.Target)
 	mu      sync.Mutex
 	applied [][]events.Grant
+	isNew   []bool // of each Prepare
 }
 
-func (p *grantsRecorder) Prepare(_ context.Context, t events.Target, _ string, _ bool) error {
+func (p *grantsRecorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) error {
 	if p.hold != nil {
 		p.hold(t)
 	}
+	p.mu.Lock()
+	p.isNew = append(p.isNew, isNew)
+	p.mu.Unlock()
 	p.record(t)
 	return nil
 }
@@ -138,5 +142,12 @@ func TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants(t *testing.T) {
 	}
 	if got := p.last(); got[0].Tables[0] != "winner" {
 		t.Fatalf("the database was left with the %q update's grants; the recorded target has the winner's", got[0].Tables[0])
+	}
+	// Only the registration's Prepare may undo what it made: an update's target has
+	// leases that may use it.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.isNew) != 3 || !p.isNew[0] || p.isNew[1] || p.isNew[2] {
+		t.Fatalf("Prepare was told the target is new: %v; want the registration's only", p.isNew)
 	}
 }

@@ -440,8 +440,14 @@ func TestDriver_ACancelledRegistrationLeavesNoProbe(t *testing.T) {
 	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants, New: true}); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now() // a warm Prepare: the points below fall along it, not past its end
-	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants, New: true}); err != nil {
+	// A warm registration of a new target, so that the points below fall along one,
+	// its marker role's steps included.
+	timed := drivertest.NewRecordUID()
+	t.Cleanup(func() {
+		_ = d.RemoveTarget(context.Background(), driver.RemoveTargetRequest{Conn: s.admin(), RecordUID: timed, Grants: scratch.Grants})
+	})
+	start := time.Now()
+	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: s.admin(), RecordUID: timed, Grants: scratch.Grants, New: true}); err != nil {
 		t.Fatal(err)
 	}
 	whole := time.Since(start)

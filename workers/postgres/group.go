@@ -48,16 +48,20 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	created, cut, err := d.prepare(ctx, req.Conn, group, specs)
 	if err != nil {
 		if created && req.New {
+			// One deadline for the whole undo, which outlives ctx: a cancelled
+			// registration must not leave the group either.
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
 			// A statement whose answer was cut off may still be running in its session,
 			// and a CREATE ROLE that commits after the undo looked would stay: the
 			// session ends first.
 			if cut != 0 {
-				if eerr := d.endBackend(context.WithoutCancel(ctx), req.Conn, cut); eerr != nil {
+				if eerr := d.endBackend(uctx, req.Conn, cut); eerr != nil {
 					d.logger.WarnContext(ctx, "could not end the admin session of a cancelled registration", "pid", cut,
 						"error", driver.Scrub(eerr, secret).Error())
 				}
 			}
-			d.undoGroup(ctx, req)
+			d.undoGroup(uctx, req)
+			cancel()
 		}
 		return failVerify(op, err, req.Conn)
 	}
@@ -87,12 +91,9 @@ func (d *Driver) prepare(ctx context.Context, c driver.Conn, group string, specs
 // undoGroup removes the group a refused registration's Prepare created (with the grants
 // it was given before the refusal), so that a registration retried until its settings
 // are right leaves no role per attempt, nor a membership of the admin's in each. Only a
-// registration's: no lease can be in the group of a target not recorded. The context
-// outlives ctx, as a cancelled registration must not leave the group either; a failure
-// is logged.
-func (d *Driver) undoGroup(ctx context.Context, req driver.PrepareRequest) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
-	defer cancel()
+// registration's: no lease can be in the group of a target not recorded. A failure is
+// logged.
+func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 	remove := driver.RemoveTargetRequest{Conn: req.Conn, RecordUID: req.RecordUID, Grants: req.Grants}
 	// The refused Prepare's grants may still be committing on the server (a cancelled
 	// statement's session ends on its own time), after the removal read what the group
@@ -109,7 +110,7 @@ func (d *Driver) undoGroup(ctx context.Context, req driver.PrepareRequest) {
 		}
 	}
 	if err != nil {
-		d.logger.WarnContext(ctx, "removing the group of a refused registration failed", "record_uid", req.RecordUID,
+		d.logger.WarnContext(cctx, "removing the group of a refused registration failed", "record_uid", req.RecordUID,
 			"error", driver.Scrub(err, req.Conn.Password).Error())
 	}
 }

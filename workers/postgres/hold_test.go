@@ -330,6 +330,19 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
 		t.Fatalf("PUT once the transaction ended: %v", err)
 	}
+
+	// Nor a group it made itself (the group had gone): a lease of the target may have
+	// joined it meanwhile.
+	if err := d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	migrating(t, c, s)
+	qctx, cancel2 := context.WithTimeout(ctx, dropDeadline)
+	defer cancel2()
+	err = d.Prepare(qctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+	if events.ErrorCode(err) != events.ETargetUnverified || !c.roleExists(t, "syvault_"+uid) {
+		t.Fatalf("a PUT refused after it made the missing group: %v; the group must stay", err)
+	}
 }
 
 // TestDriver_ARefusedRegistrationLeavesNoGroup: a registration makes the target's group
@@ -551,11 +564,14 @@ func TestDriver_ACancelledRegistrationLeavesNoGroup(t *testing.T) {
 	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants, New: true}); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now() // a warm Prepare: the points below fall along it, not past its end
-	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants, New: true}); err != nil {
+	// A warm registration of a new target, so that the points below fall along one.
+	timed := drivertest.NewRecordUID()
+	start := time.Now()
+	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin, RecordUID: timed, Grants: s.Grants, New: true}); err != nil {
 		t.Fatal(err)
 	}
 	whole := time.Since(start)
+	_ = d.RemoveTarget(t.Context(), driver.RemoveTargetRequest{Conn: admin, RecordUID: timed, Grants: s.Grants})
 	_ = d.RemoveTarget(t.Context(), driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
 	const points = 60
 	for i := range points {
@@ -571,4 +587,69 @@ func TestDriver_ACancelledRegistrationLeavesNoGroup(t *testing.T) {
 			t.Fatalf("a registration cancelled after %d/%d of a Prepare (%v) left its group role", i, points, err)
 		}
 	}
+}
+
+// TestDriver_ARegistrationCutOffInItsCreateRoleLeavesNoGroup: a registration cancelled
+// while its CREATE ROLE waits (here on a lock of the role catalog) has its connection
+// closed by pgx, but the statement runs on in its session: once the lock went, it made
+// the group after the undo had found none. The undo now ends that session first.
+func TestDriver_ARegistrationCutOffInItsCreateRoleLeavesNoGroup(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	locker, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(context.Background())
+	// SHARE: the role catalog stays readable (the checks, the undo's look-up), while a
+	// CREATE ROLE waits.
+	if _, err := locker.Exec(ctx, "BEGIN; LOCK TABLE pg_catalog.pg_authid IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Prepare(pctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants, New: true})
+	}()
+	waiting := func() bool {
+		var n int
+		err := c.super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE 'CREATE ROLE%'`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	}
+	for deadline := time.Now().Add(30 * time.Second); !waiting(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the registration's CREATE ROLE never waited on the lock")
+		}
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a registration cancelled in its CREATE ROLE succeeded")
+	}
+	if _, err := locker.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever was still running in the cut session has had the lock; what it made
+	// would be there now.
+	for deadline := time.Now().Add(5 * time.Second); waitingOrActive(t, c); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cut CREATE ROLE is still running")
+		}
+	}
+	if c.roleExists(t, "syvault_"+uid) {
+		t.Fatal("the cancelled registration's CREATE ROLE made the group after its undo")
+	}
+}
+
+// waitingOrActive reports whether a CREATE ROLE is still running in any session.
+func waitingOrActive(t *testing.T, c *cluster) bool {
+	var n int
+	if err := c.super.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+		WHERE state = 'active' AND query LIKE 'CREATE ROLE%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
 }

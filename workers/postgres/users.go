@@ -153,7 +153,10 @@ func (d *Driver) endBackend(ctx context.Context, c driver.Conn, pid uint32) erro
 	defer conn.Release()
 	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
 		var alive bool
-		err := conn.QueryRow(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1", int64(pid)).Scan(&alive)
+		// Only a session of the admin's and SyVault's: once the backend is gone, its pid
+		// may be another's.
+		err := conn.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE pid = $1 AND usename = CURRENT_USER AND application_name = 'syvault'`, int64(pid)).Scan(&alive)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
