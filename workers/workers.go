@@ -612,32 +612,32 @@ func (w *Workers) expire(ctx context.Context, id string, due time.Time) error {
 // Prepare verifies a target's admin rights and sets up what its users share. The admin
 // password is the plaintext the caller is about to seal.
 func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) error {
-	d, ok := w.drivers[t.Engine]
-	if !ok {
-		return events.Errorf(events.EInvalid, "Engine %q is not supported by this server.", t.Engine)
-	}
-	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
-	defer cancel()
-	conn := connFor(t, adminPassword)
-	if err := d.Prepare(opCtx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants, New: isNew}); err != nil {
-		return fmt.Errorf("prepare %s: %w", t.RecordUID, err)
-	}
-	return nil
+	return w.withPassword(ctx, t, adminPassword, "prepare "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
+		return d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants, New: isNew})
+	})
 }
 
 // Unprepare removes what Prepare set up for t when t was then not recorded. The admin
 // password is the one Prepare was given: no sealed copy is anywhere to open. It outlives
 // ctx, as a cancelled registration must not leave the group or marker role either.
 func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
+	return w.withPassword(context.WithoutCancel(ctx), t, adminPassword, "remove target "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
+		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
+	})
+}
+
+// withPassword runs op with the driver of t's engine and an admin connection with the
+// password given (a target not recorded yet has no sealed one to open), under the
+// operation timeout; what names the operation in its error.
+func (w *Workers) withPassword(ctx context.Context, t events.Target, adminPassword, what string, op func(context.Context, driver.Driver, driver.Conn) error) error {
 	d, ok := w.drivers[t.Engine]
 	if !ok {
-		return nil
+		return events.Errorf(events.EInvalid, "Engine %q is not supported by this server.", t.Engine)
 	}
-	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
+	opCtx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	err := d.RemoveTarget(opCtx, driver.RemoveTargetRequest{Conn: connFor(t, adminPassword), RecordUID: t.RecordUID, Grants: t.Grants})
-	if err != nil {
-		return fmt.Errorf("remove target %s: %w", t.RecordUID, err)
+	if err := op(opCtx, d, connFor(t, adminPassword)); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

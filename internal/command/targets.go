@@ -115,9 +115,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 // restoreTarget sets target uid's database back to the target as recorded, after an
 // update whose verification gave the group its grants was refused at its write: another
 // update was recorded first, whose grants this one's verification may have overwritten,
-// leaving leases with grants no recorded setting names. It reads the target at the
-// stream's last event and prepares it again, and again while another update lands
-// meanwhile (a few times). Engines whose users hold their own grants are changed only
+// leaving leases with grants no recorded setting names. It reads the target as its
+// events stand on the stream's leader and prepares it again, and again while another
+// update lands meanwhile (a few times). Engines whose users hold their own grants are changed only
 // after the record, so have nothing to set back; a target removed meanwhile neither.
 // Best effort, logged: the target's next update sets its grants too. (An update whose
 // write failed for the store's outage is not set back: the store, which says what is
@@ -129,30 +129,25 @@ func (s *Service) restoreTarget(ctx context.Context, uid string, engine events.E
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer cancel()
 	err := func() error {
-		subject := events.TargetSubject(uid)
-		last, err := s.cfg.Store.LastSeq(ctx, subject)
 		for range 3 {
-			if err != nil {
-				return err
-			}
-			if err := s.cfg.Projections.WaitTarget(ctx, uid, last); err != nil {
-				return err
-			}
-			cur, err := s.cfg.Projections.Target(ctx, uid)
+			cur, version, err := s.cfg.Projections.TargetVersion(ctx, uid)
 			if events.ErrorCode(err) == events.ENotFound {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
+			// Reprepare goes by the read side's record, as every worker call does.
+			if err := s.cfg.Projections.WaitTarget(ctx, uid, version); err != nil {
+				return err
+			}
 			if err := s.cfg.Preparer.Reprepare(ctx, cur); err != nil {
 				return err
 			}
-			now, err := s.cfg.Store.LastSeq(ctx, subject)
-			if err != nil || now == last {
+			last, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
+			if err != nil || last == version {
 				return err
 			}
-			last = now
 		}
 		return errors.New("the target kept changing")
 	}()

@@ -10,27 +10,49 @@ import (
 	"github.com/syvault/syvault/events/jsstore/jstest"
 )
 
-// undoRecorder accepts every target, calling onPrepare first, and records what it is asked
-// to undo.
-type undoRecorder struct {
+// recorder accepts every target, calling hold (when set) at the start of each Prepare,
+// and records what each Prepare and Reprepare gave the target's database and what it is
+// asked to undo.
+type recorder struct {
 	nopPreparer
-	onPrepare func()
+	hold      func(events.Target)
 	mu        sync.Mutex
+	applied   [][]events.Grant
+	isNew     []bool // of each Prepare
 	undone    []events.Target
-	passwords []string
+	passwords []string // of each Unprepare
 }
 
-func (p *undoRecorder) Prepare(context.Context, events.Target, string, bool) error {
-	p.onPrepare()
+func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) error {
+	if p.hold != nil {
+		p.hold(t)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.isNew = append(p.isNew, isNew)
+	p.applied = append(p.applied, t.Grants)
 	return nil
 }
 
-func (p *undoRecorder) Unprepare(_ context.Context, t events.Target, adminPassword string) error {
+func (p *recorder) Reprepare(_ context.Context, t events.Target) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.applied = append(p.applied, t.Grants)
+	return nil
+}
+
+func (p *recorder) Unprepare(_ context.Context, t events.Target, adminPassword string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.undone = append(p.undone, t)
 	p.passwords = append(p.passwords, adminPassword)
 	return nil
+}
+
+func (p *recorder) last() []events.Grant {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applied[len(p.applied)-1]
 }
 
 // TestRegisterTarget_NotRecordedIsUndone: a registration whose append fails after the
@@ -39,7 +61,7 @@ func (p *undoRecorder) Unprepare(_ context.Context, t events.Target, adminPasswo
 // through the outage. What Prepare made is now removed, with the password it was made with.
 func TestRegisterTarget_NotRecordedIsUndone(t *testing.T) {
 	srv := jstest.MustServer(t, "")
-	p := &undoRecorder{onPrepare: srv.Shutdown}
+	p := &recorder{hold: func(events.Target) { srv.Shutdown() }}
 	s := newService(t, srv.MustStore(t), p)
 	// The append waits out its context with the store gone.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -57,44 +79,6 @@ func TestRegisterTarget_NotRecordedIsUndone(t *testing.T) {
 	}
 }
 
-// grantsRecorder accepts every target and records the grants each Prepare and Reprepare
-// gave the target's database, in order; hold, when set, runs at the start of a Prepare.
-type grantsRecorder struct {
-	nopPreparer
-	hold    func(events.Target)
-	mu      sync.Mutex
-	applied [][]events.Grant
-	isNew   []bool // of each Prepare
-}
-
-func (p *grantsRecorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) error {
-	if p.hold != nil {
-		p.hold(t)
-	}
-	p.mu.Lock()
-	p.isNew = append(p.isNew, isNew)
-	p.mu.Unlock()
-	p.record(t)
-	return nil
-}
-
-func (p *grantsRecorder) Reprepare(_ context.Context, t events.Target) error {
-	p.record(t)
-	return nil
-}
-
-func (p *grantsRecorder) record(t events.Target) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.applied = append(p.applied, t.Grants)
-}
-
-func (p *grantsRecorder) last() []events.Grant {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.applied[len(p.applied)-1]
-}
-
 // TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants: an update's verification gives
 // the target's group its new grants before the update is recorded. Of two updates of one
 // target at the same moment, the one refused (another was recorded first) could be
@@ -102,7 +86,7 @@ func (p *grantsRecorder) last() []events.Grant {
 // other's, so leases held what no setting said. The refused update now sets the database
 // back to the target as recorded.
 func TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants(t *testing.T) {
-	p := &grantsRecorder{}
+	p := &recorder{}
 	s := newService(t, jstest.MustStore(t), p)
 	ctx := t.Context()
 	grants := func(table string) []events.Grant {
