@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/internal/turns"
 	"github.com/syvault/syvault/workers/driver"
 )
 
@@ -66,50 +67,7 @@ type Driver struct {
 	groups map[string]*sync.Mutex // serialises group set-up per (pool key, group)
 	closed bool
 
-	renewals turns // one renewal of a role at a time in this process
-}
-
-// turns lets one caller at a time hold a key; a key nobody holds or waits for takes no
-// memory, so there can be one per lease.
-type turns struct {
-	mu sync.Mutex
-	m  map[string]*turn
-}
-
-type turn struct {
-	held  chan struct{} // full while a caller holds the key
-	users int           // holders and waiters; guarded by turns.mu
-}
-
-// take waits for key's turn, or for ctx to end. release ends the turn; calling it again
-// does nothing.
-func (t *turns) take(ctx context.Context, key string) (release func(), err error) {
-	t.mu.Lock()
-	if t.m == nil {
-		t.m = make(map[string]*turn)
-	}
-	tu := t.m[key]
-	if tu == nil {
-		tu = &turn{held: make(chan struct{}, 1)}
-		t.m[key] = tu
-	}
-	tu.users++
-	t.mu.Unlock()
-	leave := func() {
-		t.mu.Lock()
-		if tu.users--; tu.users == 0 {
-			delete(t.m, key)
-		}
-		t.mu.Unlock()
-	}
-	select {
-	case tu.held <- struct{}{}:
-		var once sync.Once
-		return func() { once.Do(func() { <-tu.held; leave() }) }, nil
-	case <-ctx.Done():
-		leave()
-		return nil, ctx.Err()
-	}
+	renewals turns.Keys // one renewal of a role at a time in this process
 }
 
 type poolID struct {

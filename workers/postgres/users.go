@@ -185,7 +185,7 @@ func (d *Driver) RenewUser(ctx context.Context, req driver.RenewUserRequest) err
 	// so only other processes' (and a drop's) can conflict, which the retry takes. (An
 	// advisory lock would order the processes too, but any session of the database may
 	// take one: a lease user could hold another lease's renewals off.)
-	release, err := d.renewals.take(ctx, req.Username)
+	release, err := d.renewals.Take(ctx, req.Username)
 	if err != nil {
 		return fail(op, err, events.ETimeout, "Could not renew the database user: the renewal ended (its deadline, or a shutdown) while another renewal of it ran.", req.Conn.Password)
 	}
