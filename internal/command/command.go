@@ -14,6 +14,7 @@ import (
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/internal/turns"
 	"github.com/syvault/syvault/projections"
 )
 
@@ -57,6 +58,7 @@ type Service struct {
 	credentials *credentialPool
 	quotas      *leaseQuotas
 	adminsSeen  guardSeen
+	targetTurns turns.Keys // one update or removal of a target at a time (targetTurn)
 }
 
 // New opens what the command side keeps in NATS (the username and assertion

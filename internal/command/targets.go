@@ -59,15 +59,21 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 // of them is the target's version before and after its verification (else
 // EPreconditionFailed). It returns the target's new version.
 func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string, ifMatch []uint64) (events.Target, uint64, error) {
-	cur, err := s.cfg.Projections.Target(ctx, uid)
+	release, err := s.targetTurn(ctx, uid)
 	if err != nil {
 		return t, 0, err
 	}
-	var last uint64
+	defer release()
+	// The target and its version as the stream's leader holds them (a lagging read side
+	// could miss a removal, and the update would bring the target back), read before the
+	// database is changed: an update or removal recorded between, by another process,
+	// then refuses this one's write and the database is set back to it. Read after, this
+	// update would be recorded over one whose grants the database kept.
+	cur, last, err := s.cfg.Projections.TargetVersion(ctx, uid)
+	if err != nil {
+		return t, 0, err
+	}
 	if len(ifMatch) > 0 { // refused before the target's database is asked anything
-		if last, err = s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid)); err != nil {
-			return t, 0, err
-		}
 		if err := matchVersion("target", ifMatch, last); err != nil {
 			return t, 0, err
 		}
@@ -84,14 +90,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		return t, 0, err
 	}
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())
-	if last == 0 {
-		if last, err = s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid)); err != nil {
-			return t, 0, err
-		}
-	}
-	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.UpdateTarget(t, actor, last, time.Now()), last)
+	seq, err := s.appendUpdate(ctx, t, actor, last, len(ifMatch) == 0)
 	if errors.Is(err, jsstore.ErrConflict) {
-		s.restoreTarget(ctx, uid, t.Engine)
+		s.restoreTarget(ctx, t)
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
 	if err != nil {
@@ -112,27 +113,56 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	return t, seq, nil
 }
 
-// restoreTarget sets target uid's database back to the target as recorded, after an
+// appendUpdate records update t after the target's event last. When any version will do
+// (no If-Match), reseals recorded meanwhile (syvault reseal: the same settings, the
+// password sealed under a new key) do not refuse it: they changed nothing on the
+// database, so the update is recorded after them.
+func (s *Service) appendUpdate(ctx context.Context, t events.Target, actor string, last uint64, anyVersion bool) (uint64, error) {
+	subject := events.TargetSubject(t.RecordUID)
+	for tries := 1; ; tries++ {
+		seq, err := s.cfg.Store.Append(ctx, subject, events.UpdateTarget(t, actor, last, time.Now()), last)
+		if !errors.Is(err, jsstore.ErrConflict) || !anyVersion || tries == 3 {
+			return seq, err
+		}
+		evs, seqs, herr := s.cfg.Store.History(ctx, subject)
+		if herr != nil || len(seqs) == 0 {
+			return seq, err
+		}
+		for i, e := range evs {
+			if seqs[i] > last && e.Type != events.TargetResealed {
+				return seq, err
+			}
+		}
+		last = seqs[len(seqs)-1]
+	}
+}
+
+// restoreTarget sets target t's database back to the target as recorded, after an
 // update whose verification gave the group its grants was refused at its write: another
 // update was recorded first, whose grants this one's verification may have overwritten,
-// leaving leases with grants no recorded setting names. It reads the target as its
+// leaving leases with grants no recorded setting names. (This process makes no other
+// change of the target meanwhile, targetTurn; another process may.) It reads the target as its
 // events stand on the stream's leader and prepares it again, and again while another
 // update lands meanwhile (a few times). Engines whose users hold their own grants are changed only
-// after the record, so have nothing to set back; a target removed meanwhile neither.
+// after the record, so have nothing to set back. A target removed meanwhile has its
+// setup, which the update's verification may have made again, removed.
 // Best effort, logged: the target's next update sets its grants too. (An update whose
 // write failed for the store's outage is not set back: the store, which says what is
 // recorded, is what does not answer; it answers 503 and is sent again.)
-func (s *Service) restoreTarget(ctx context.Context, uid string, engine events.Engine) {
-	if s.cfg.Preparer.GrantsPerUser(engine) {
+func (s *Service) restoreTarget(ctx context.Context, t events.Target) {
+	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
 		return
 	}
+	uid := t.RecordUID
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer cancel()
 	err := func() error {
 		for range 3 {
 			cur, version, err := s.cfg.Projections.TargetVersion(ctx, uid)
 			if events.ErrorCode(err) == events.ENotFound {
-				return nil
+				// Removed by another process meanwhile: its removal may have come before
+				// the verification, which made the group again.
+				return s.cfg.Preparer.RemoveTarget(ctx, t)
 			}
 			if err != nil {
 				return err
@@ -211,8 +241,7 @@ func forEach(leases []events.Lease, n int, fn func(events.Lease) error) []error 
 // refuses (EConflict), unless revokeLeases, which revokes them first and removes nothing
 // if any revocation does not finish.
 func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error {
-	target, err := s.cfg.Projections.Target(ctx, uid)
-	if err != nil {
+	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
 		return err
 	}
 	for {
@@ -238,6 +267,16 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 			}
 		}
 	}
+	release, err := s.targetTurn(ctx, uid)
+	if err != nil {
+		return err
+	}
+	defer release()
+	// Read now: an update this process made meanwhile may have moved or renamed it.
+	target, err := s.cfg.Projections.Target(ctx, uid)
+	if err != nil {
+		return err
+	}
 	// Every lease has ended: remove what the target's users shared. A failure leaves only
 	// a role that cannot log in, so it is logged and the removal goes on.
 	if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
@@ -252,6 +291,22 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 	}
 	s.releaseName(ctx, "target", target.Name, uid)
 	return nil
+}
+
+// targetTurn waits until no other update or removal of target uid is being made in this
+// process. Two changes of one target's database at a time could leave it with the
+// grants of the one not recorded: one update's verification between another's and that
+// one's write, or a refused update setting the database back while the next is verified,
+// or the group a removal dropped made again. Another process's changes are not waited
+// for; a refused write sets the database back to what is recorded (restoreTarget).
+func (s *Service) targetTurn(ctx context.Context, uid string) (release func(), err error) {
+	wait, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	release, err = s.targetTurns.Take(wait, uid)
+	if err != nil {
+		return nil, events.Wrap(err, events.ETimeout, "Another change of this target is still being made; try again shortly.")
+	}
+	return release, nil
 }
 
 // uniqueTargetName claims t's name for it. Targets registered before names were

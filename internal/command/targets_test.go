@@ -10,12 +10,13 @@ import (
 	"github.com/syvault/syvault/events/jsstore/jstest"
 )
 
-// recorder accepts every target, calling hold (when set) at the start of each Prepare,
-// and records what each Prepare and Reprepare gave the target's database and what it is
-// asked to undo.
+// recorder accepts every target, calling hold (when set) at the start of each Prepare
+// and verified (when set) at its end, and records what each Prepare and Reprepare gave
+// the target's database (nil: RemoveTarget took it away) and what it is asked to undo.
 type recorder struct {
 	nopPreparer
 	hold      func(events.Target)
+	verified  func(events.Target)
 	mu        sync.Mutex
 	applied   [][]events.Grant
 	isNew     []bool // of each Prepare
@@ -28,9 +29,12 @@ func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew b
 		p.hold(t)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.isNew = append(p.isNew, isNew)
 	p.applied = append(p.applied, t.Grants)
+	p.mu.Unlock()
+	if p.verified != nil {
+		p.verified(t)
+	}
 	return nil
 }
 
@@ -38,6 +42,14 @@ func (p *recorder) Reprepare(_ context.Context, t events.Target) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.applied = append(p.applied, t.Grants)
+	return nil
+}
+
+// RemoveTarget records a database with nothing of the target's: no grants.
+func (p *recorder) RemoveTarget(context.Context, events.Target) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.applied = append(p.applied, nil)
 	return nil
 }
 
@@ -53,6 +65,43 @@ func (p *recorder) last() []events.Grant {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.applied[len(p.applied)-1]
+}
+
+func (p *recorder) prepared() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.isNew)
+}
+
+// grants gives SELECT on table orders.public.<table>.
+func grants(table string) []events.Grant {
+	return []events.Grant{{Database: "orders", Schema: "public", Tables: []string{table}, Privileges: []string{"SELECT"}}}
+}
+
+// registeredTarget records a PostgreSQL target granting SELECT on "before" through s and
+// returns it with its version.
+func registeredTarget(t *testing.T, s *Service) (events.Target, uint64) {
+	t.Helper()
+	reg, err := s.RegisterTarget(t.Context(), events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}, "pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := s.cfg.Store.LastSeq(t.Context(), events.TargetSubject(reg.RecordUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, version
+}
+
+// recordedTable is the table the grants of target uid name as recorded.
+func recordedTable(t *testing.T, s *Service, uid string) string {
+	t.Helper()
+	cur, _, err := s.cfg.Projections.TargetVersion(t.Context(), uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cur.Grants[0].Tables[0]
 }
 
 // TestRegisterTarget_NotRecordedIsUndone: a registration whose append fails after the
@@ -86,40 +135,11 @@ func TestRegisterTarget_NotRecordedIsUndone(t *testing.T) {
 // other's, so leases held what no setting said. The refused update now sets the database
 // back to the target as recorded.
 func TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants(t *testing.T) {
-	p := &recorder{}
-	s := newService(t, jstest.MustStore(t), p)
-	ctx := t.Context()
-	grants := func(table string) []events.Grant {
-		return []events.Grant{{Database: "orders", Schema: "public", Tables: []string{table}, Privileges: []string{"SELECT"}}}
-	}
-	reg, err := s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
-		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}, "pw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	version, err := s.cfg.Store.LastSeq(ctx, events.TargetSubject(reg.RecordUID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, s, other := twoProcesses(t)
+	reg, version := registeredTarget(t, s)
 	// The loser is verified after the winner, and appends after it.
-	loser, winner := reg, reg
-	loser.Grants, winner.Grants = grants("loser"), grants("winner")
-	verifying, release := make(chan struct{}), make(chan struct{})
-	p.hold = func(t events.Target) {
-		if t.Grants[0].Tables[0] == "loser" {
-			close(verifying)
-			<-release
-		}
-	}
-	lost := make(chan error, 1)
-	go func() {
-		_, _, err := s.UpdateTarget(ctx, reg.RecordUID, loser, "pw", "", []uint64{version})
-		lost <- err
-	}()
-	<-verifying
-	if _, _, err := s.UpdateTarget(ctx, reg.RecordUID, winner, "pw", "", nil); err != nil {
-		t.Fatal(err)
-	}
+	lost, release := heldUpdate(s, p, reg, "loser", true, version)
+	updateTo(t, other, reg, "winner")
 	close(release)
 	if err := <-lost; events.ErrorCode(err) != events.EPreconditionFailed {
 		t.Fatalf("the losing update: %v, want it refused as changed meanwhile", err)
@@ -133,5 +153,154 @@ func TestUpdateTarget_ALosingUpdateLeavesTheRecordedGrants(t *testing.T) {
 	defer p.mu.Unlock()
 	if len(p.isNew) != 3 || !p.isNew[0] || p.isNew[1] || p.isNew[2] {
 		t.Fatalf("Prepare was told the target is new: %v; want the registration's only", p.isNew)
+	}
+}
+
+// TestUpdateTarget_VerifiedFirstRecordedLast: an update without If-Match read the
+// target's version after its verification, so one verified before another but written
+// after it was recorded over it: the recorded target named the first update's grants,
+// the database held the second's. The version is now read before the verification; the
+// first update is refused as changed meanwhile and the database set back.
+func TestUpdateTarget_VerifiedFirstRecordedLast(t *testing.T) {
+	p, s, other := twoProcesses(t)
+	reg, _ := registeredTarget(t, s)
+	done, release := heldUpdate(s, p, reg, "first", false)
+	updateTo(t, other, reg, "second")
+	close(release)
+	if err := <-done; events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("the update verified first and written last: %v, want it refused as changed meanwhile", err)
+	}
+	if db, rec := p.last()[0].Tables[0], recordedTable(t, s, reg.RecordUID); db != rec {
+		t.Fatalf("the database has the %q update's grants; the recorded target has the %q update's", db, rec)
+	}
+}
+
+// TestUpdateTarget_OneProcessTakesItsUpdatesInTurn: two updates of one target at the
+// same moment through one process (the default deployment) are made one after the
+// other, so neither is refused as changed meanwhile, and the database ends with the
+// grants recorded last.
+func TestUpdateTarget_OneProcessTakesItsUpdatesInTurn(t *testing.T) {
+	p := &recorder{}
+	s := newService(t, jstest.MustStore(t), p)
+	ctx := t.Context()
+	reg, _ := registeredTarget(t, s)
+	first, second := reg, reg
+	first.Grants, second.Grants = grants("first"), grants("second")
+	started := make(chan struct{})
+	p.verified = func(target events.Target) {
+		if target.Grants[0].Tables[0] != "first" {
+			return
+		}
+		close(started)
+		// Until the second update is verified too, or waits for its turn.
+		for deadline := time.Now().Add(10 * time.Second); p.prepared() < 3 && s.targetTurns.Users(reg.RecordUID) < 2; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Error("the second update never came")
+				return
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := s.UpdateTarget(ctx, reg.RecordUID, first, "pw", "", nil)
+		done <- err
+	}()
+	<-started
+	if _, _, err := s.UpdateTarget(ctx, reg.RecordUID, second, "pw", "", nil); err != nil {
+		t.Fatalf("the second update: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the first update: %v", err)
+	}
+	if db, rec := p.last()[0].Tables[0], recordedTable(t, s, reg.RecordUID); db != "second" || rec != "second" {
+		t.Fatalf("the database has the %q update's grants, the record the %q update's; want the second's both", db, rec)
+	}
+}
+
+// twoProcesses is two command sides on one store and one database.
+func twoProcesses(t *testing.T) (*recorder, *Service, *Service) {
+	p := &recorder{}
+	store := jstest.MustStore(t)
+	return p, newService(t, store, p), newService(t, store, p)
+}
+
+// updateTo updates reg through s to grants on table, with no If-Match.
+func updateTo(t *testing.T, s *Service, reg events.Target, table string) {
+	t.Helper()
+	upd := reg
+	upd.Grants = grants(table)
+	if _, _, err := s.UpdateTarget(t.Context(), reg.RecordUID, upd, "pw", "", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heldUpdate starts an update of reg through s to grants on table, with ifMatch, held
+// once verified (or, when before, as its verification starts) until release is closed;
+// it answers on the channel returned.
+func heldUpdate(s *Service, p *recorder, reg events.Target, table string, before bool, ifMatch ...uint64) (answer chan error, release chan struct{}) {
+	upd := reg
+	upd.Grants = grants(table)
+	verified, release, answer := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	hold := func(t events.Target) {
+		if t.Grants[0].Tables[0] == table {
+			close(verified)
+			<-release
+		}
+	}
+	if before {
+		p.hold = hold
+	} else {
+		p.verified = hold
+	}
+	go func() {
+		_, _, err := s.UpdateTarget(context.Background(), reg.RecordUID, upd, "pw", "", ifMatch)
+		answer <- err
+	}()
+	<-verified
+	return answer, release
+}
+
+// TestUpdateTarget_AResealMeanwhileIsNoConflict: syvault reseal records the same
+// settings with the password sealed under a new key. An update without If-Match being
+// verified meanwhile is still made: nothing the reseal did touched the database.
+func TestUpdateTarget_AResealMeanwhileIsNoConflict(t *testing.T) {
+	p := &recorder{}
+	s := newService(t, jstest.MustStore(t), p)
+	ctx := t.Context()
+	reg, _ := registeredTarget(t, s)
+	answer, release := heldUpdate(s, p, reg, "after", false)
+	cur, version, err := s.cfg.Store.LoadTarget(ctx, reg.RecordUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cfg.Store.Append(ctx, events.TargetSubject(reg.RecordUID), events.ResealTarget(cur, version, time.Now()), version); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-answer; err != nil {
+		t.Fatalf("an update with a reseal recorded while it was verified: %v", err)
+	}
+	if rec := recordedTable(t, s, reg.RecordUID); rec != "after" {
+		t.Fatalf("the recorded target grants %q; want the update's", rec)
+	}
+}
+
+// TestUpdateTarget_ARemovalMeanwhileLeavesNothing: an update verified while another
+// process removed the target made the target's group again after the removal dropped
+// it; refused at its write, it left that group under a record that no longer exists.
+// It is now removed.
+func TestUpdateTarget_ARemovalMeanwhileLeavesNothing(t *testing.T) {
+	p, s, other := twoProcesses(t)
+	reg, _ := registeredTarget(t, s)
+	answer, release := heldUpdate(s, p, reg, "after", true)
+	if err := other.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-answer; events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("an update of a target removed while it was verified: %v, want a conflict", err)
+	}
+	if got := p.last(); got != nil {
+		t.Fatalf("the removed target's database was left with grants on %q", got[0].Tables[0])
 	}
 }

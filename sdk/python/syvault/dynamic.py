@@ -243,6 +243,9 @@ class DynamicSecrets:
         Raises:
             InvalidRequestError: a missing or invalid field, or a changed ``engine``.
             NotFoundError: unknown uid.
+            ConflictError: another target bears the new name, or (without
+                ``if_match``) another server process changed the target while this
+                update was verified: send it again.
             PreconditionFailedError: ``if_match`` is no longer the target's version.
             TargetUnverifiedError, TargetUnavailableError: as for :meth:`create_target`.
             PermissionDeniedError: not an admin client.
