@@ -92,7 +92,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())
 	seq, err := s.appendUpdate(ctx, t, actor, last, len(ifMatch) == 0)
 	if errors.Is(err, jsstore.ErrConflict) {
-		s.restoreTarget(ctx, t)
+		s.restoreTarget(ctx, t, adminPassword)
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
 	if err != nil {
@@ -116,11 +116,14 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 // appendUpdate records update t after the target's event last. When any version will do
 // (no If-Match), reseals recorded meanwhile (syvault reseal: the same settings, the
 // password sealed under a new key) do not refuse it: they changed nothing on the
-// database, so the update is recorded after them.
+// database, so the update is recorded after them (up to three times).
 func (s *Service) appendUpdate(ctx context.Context, t events.Target, actor string, last uint64, anyVersion bool) (uint64, error) {
 	subject := events.TargetSubject(t.RecordUID)
+	sent := map[string]bool{}
 	for tries := 1; ; tries++ {
-		seq, err := s.cfg.Store.Append(ctx, subject, events.UpdateTarget(t, actor, last, time.Now()), last)
+		e := events.UpdateTarget(t, actor, last, time.Now())
+		sent[e.ID] = true
+		seq, err := s.cfg.Store.Append(ctx, subject, e, last)
 		if !errors.Is(err, jsstore.ErrConflict) || !anyVersion || tries == 3 {
 			return seq, err
 		}
@@ -129,7 +132,11 @@ func (s *Service) appendUpdate(ctx context.Context, t events.Target, actor strin
 			return seq, err
 		}
 		for i, e := range evs {
-			if seqs[i] > last && e.Type != events.TargetResealed {
+			switch {
+			case seqs[i] <= last:
+			case sent[e.ID]: // an earlier try landed unanswered, before the reseal
+				return seqs[i], nil
+			case e.Type != events.TargetResealed:
 				return seq, err
 			}
 		}
@@ -138,39 +145,45 @@ func (s *Service) appendUpdate(ctx context.Context, t events.Target, actor strin
 }
 
 // restoreTarget sets target t's database back to the target as recorded, after an
-// update whose verification gave the group its grants was refused at its write: another
-// update was recorded first, whose grants this one's verification may have overwritten,
-// leaving leases with grants no recorded setting names. (This process makes no other
-// change of the target meanwhile, targetTurn; another process may.) It reads the target as its
-// events stand on the stream's leader and prepares it again, and again while another
-// update lands meanwhile (a few times). Engines whose users hold their own grants are changed only
-// after the record, so have nothing to set back. A target removed meanwhile has its
-// setup, which the update's verification may have made again, removed.
+// update whose verification (with adminPassword) gave the group its grants was refused
+// at its write: another process recorded an update first, whose grants this one's
+// verification may have overwritten, leaving leases with grants no recorded setting
+// names. (This process makes no other change of the target meanwhile: targetTurn.) It
+// reads the target as its events stand on the stream's leader and prepares it again,
+// and again while another update lands meanwhile (a few times). Engines whose users hold
+// their own grants are changed only after the record, so have no grants to set back.
+//
+// A target another process removed meanwhile may have had its setup (the PostgreSQL
+// group, the MySQL marker role) made again by this update's verification, after the
+// removal dropped it, or by a restore here: that is removed again, with the password
+// the verification used and each re-prepared target's own.
+//
 // Best effort, logged: the target's next update sets its grants too. (An update whose
 // write failed for the store's outage is not set back: the store, which says what is
 // recorded, is what does not answer; it answers 503 and is sent again.)
-func (s *Service) restoreTarget(ctx context.Context, t events.Target) {
-	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
-		return
-	}
+func (s *Service) restoreTarget(ctx context.Context, t events.Target, adminPassword string) {
 	uid := t.RecordUID
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer cancel()
 	err := func() error {
+		var reprepared []events.Target
 		for range 3 {
 			cur, version, err := s.cfg.Projections.TargetVersion(ctx, uid)
 			if events.ErrorCode(err) == events.ENotFound {
-				// Removed by another process meanwhile: its removal may have come before
-				// the verification, which made the group again.
-				return s.cfg.Preparer.RemoveTarget(ctx, t)
+				errs := []error{s.cfg.Preparer.Unprepare(ctx, t, adminPassword)}
+				for _, r := range reprepared {
+					errs = append(errs, s.cfg.Preparer.RemoveTarget(ctx, r))
+				}
+				return errors.Join(errs...)
 			}
-			if err != nil {
+			if err != nil || s.cfg.Preparer.GrantsPerUser(t.Engine) {
 				return err
 			}
 			// Reprepare goes by the read side's record, as every worker call does.
 			if err := s.cfg.Projections.WaitTarget(ctx, uid, version); err != nil {
 				return err
 			}
+			reprepared = append(reprepared, cur)
 			if err := s.cfg.Preparer.Reprepare(ctx, cur); err != nil {
 				return err
 			}
@@ -272,19 +285,32 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 		return err
 	}
 	defer release()
-	// Read now: an update this process made meanwhile may have moved or renamed it.
-	target, err := s.cfg.Projections.Target(ctx, uid)
-	if err != nil {
-		return err
-	}
-	// Every lease has ended: remove what the target's users shared. A failure leaves only
-	// a role that cannot log in, so it is logged and the removal goes on.
-	if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
-		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
-	}
-	seq, err := s.cfg.Store.AppendUnordered(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, actor, time.Now()))
-	if err != nil {
-		return err
+	// Every lease has ended: remove what the target's users shared, then record the
+	// removal on condition that the target is still as read. An update another process
+	// recorded meanwhile may have set the target up again, on its database or another:
+	// its setup is removed in turn. (One recorded after the removal is refused, and
+	// removes what it set up: restoreTarget.) A failure of a removal leaves only a role
+	// that cannot log in, so it is logged and the removal goes on.
+	var target events.Target
+	var seq uint64
+	for tries := 1; ; tries++ {
+		var version uint64
+		if target, version, err = s.cfg.Projections.TargetVersion(ctx, uid); err != nil {
+			return err
+		}
+		if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
+			s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
+		}
+		seq, err = s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, actor, time.Now()), version)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jsstore.ErrConflict) {
+			return err
+		}
+		if tries == 3 {
+			return changedMeanwhile("target", nil)
+		}
 	}
 	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
 		return err
@@ -303,6 +329,9 @@ func (s *Service) targetTurn(ctx context.Context, uid string) (release func(), e
 	wait, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	release, err = s.targetTurns.Take(wait, uid)
+	if err != nil && ctx.Err() != nil { // the caller left
+		return nil, events.Wrap(err, events.ETimeout, "The request ended before the target could be changed; nothing was changed.")
+	}
 	if err != nil {
 		return nil, events.Wrap(err, events.ETimeout, "Another change of this target is still being made; try again shortly.")
 	}

@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,11 +13,14 @@ import (
 
 // recorder accepts every target, calling hold (when set) at the start of each Prepare
 // and verified (when set) at its end, and records what each Prepare and Reprepare gave
-// the target's database (nil: RemoveTarget took it away) and what it is asked to undo.
+// the target's database (nil: RemoveTarget or Unprepare took it away) and what it is
+// asked to undo.
 type recorder struct {
 	nopPreparer
 	hold      func(events.Target)
 	verified  func(events.Target)
+	removed   func()
+	perUser   bool // as MySQL: users hold their own grants
 	mu        sync.Mutex
 	applied   [][]events.Grant
 	isNew     []bool // of each Prepare
@@ -45,17 +49,24 @@ func (p *recorder) Reprepare(_ context.Context, t events.Target) error {
 	return nil
 }
 
-// RemoveTarget records a database with nothing of the target's: no grants.
+// RemoveTarget records a database with nothing of the target's: no grants. It calls
+// removed (when set) then.
 func (p *recorder) RemoveTarget(context.Context, events.Target) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.applied = append(p.applied, nil)
+	p.mu.Unlock()
+	if p.removed != nil {
+		p.removed()
+	}
 	return nil
 }
+
+func (p *recorder) GrantsPerUser(events.Engine) bool { return p.perUser }
 
 func (p *recorder) Unprepare(_ context.Context, t events.Target, adminPassword string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.applied = append(p.applied, nil)
 	p.undone = append(p.undone, t)
 	p.passwords = append(p.passwords, adminPassword)
 	return nil
@@ -286,21 +297,62 @@ func TestUpdateTarget_AResealMeanwhileIsNoConflict(t *testing.T) {
 }
 
 // TestUpdateTarget_ARemovalMeanwhileLeavesNothing: an update verified while another
-// process removed the target made the target's group again after the removal dropped
-// it; refused at its write, it left that group under a record that no longer exists.
-// It is now removed.
+// process removed the target made the target's setup (the PostgreSQL group, the MySQL
+// marker role) again after the removal dropped it; refused at its write, it left that
+// under a record that no longer exists. It is now removed, with the connection and
+// password the verification used.
 func TestUpdateTarget_ARemovalMeanwhileLeavesNothing(t *testing.T) {
+	for _, perUser := range []bool{false, true} {
+		t.Run(fmt.Sprintf("grants per user %v", perUser), func(t *testing.T) {
+			p, s, other := twoProcesses(t)
+			p.perUser = perUser
+			reg, _ := registeredTarget(t, s)
+			answer, release := heldUpdate(s, p, reg, "after", true)
+			if err := other.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			if err := <-answer; events.ErrorCode(err) != events.EConflict {
+				t.Fatalf("an update of a target removed while it was verified: %v, want a conflict", err)
+			}
+			if got := p.last(); got != nil {
+				t.Fatalf("the removed target's database was left with grants on %q", got[0].Tables[0])
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if n := len(p.undone); n != 1 || p.undone[0].Grants[0].Tables[0] != "after" || p.passwords[0] != "pw" {
+				t.Fatalf("undone %d targets (%+v); want the update's, with its password", n, p.undone)
+			}
+		})
+	}
+}
+
+// TestRemoveTarget_AnUpdateMeanwhileLeavesNothing: a removal dropped the target's setup
+// and then recorded the removal whatever was recorded meanwhile, so an update another
+// process verified (making the group again) and recorded between the two left its
+// group under the removed record. The removal is now recorded only after the target as
+// it read it, and otherwise removes the newer target's setup and tries again.
+func TestRemoveTarget_AnUpdateMeanwhileLeavesNothing(t *testing.T) {
 	p, s, other := twoProcesses(t)
 	reg, _ := registeredTarget(t, s)
-	answer, release := heldUpdate(s, p, reg, "after", true)
-	if err := other.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
-		t.Fatal(err)
+	dropped, recordIt := make(chan struct{}), make(chan struct{})
+	p.removed = func() {
+		p.removed = nil
+		close(dropped)
+		<-recordIt
 	}
-	close(release)
-	if err := <-answer; events.ErrorCode(err) != events.EConflict {
-		t.Fatalf("an update of a target removed while it was verified: %v, want a conflict", err)
+	removed := make(chan error, 1)
+	go func() { removed <- s.RemoveTarget(context.Background(), reg.RecordUID, false, "") }()
+	<-dropped
+	updateTo(t, other, reg, "after")
+	close(recordIt)
+	if err := <-removed; err != nil {
+		t.Fatalf("the removal: %v", err)
 	}
 	if got := p.last(); got != nil {
 		t.Fatalf("the removed target's database was left with grants on %q", got[0].Tables[0])
+	}
+	if _, _, err := s.cfg.Projections.TargetVersion(t.Context(), reg.RecordUID); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("the target after its removal: %v, want not found", err)
 	}
 }

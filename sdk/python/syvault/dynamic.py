@@ -223,7 +223,8 @@ class DynamicSecrets:
         included: the server never returns it, so it cannot be kept by omission); a field
         left out takes its default, it does not keep its old value. ``engine`` cannot
         change. The server verifies the new settings as for a new target. Leases issued
-        before keep their grants.
+        before are revoked with the new admin credentials and, once it returns, hold the
+        new grants.
 
         ``if_match`` (a :class:`Target`'s ``etag``) makes the update only while the target
         is still at that version, so an edit made from a read never undoes a change another
@@ -247,6 +248,8 @@ class DynamicSecrets:
                 ``if_match``) another server process changed the target while this
                 update was verified: send it again.
             PreconditionFailedError: ``if_match`` is no longer the target's version.
+            GatewayTimeoutError: another change of the target, made by the same server,
+                did not finish within the server's request timeout.
             TargetUnverifiedError, TargetUnavailableError: as for :meth:`create_target`.
             PermissionDeniedError: not an admin client.
         """
@@ -262,8 +265,11 @@ class DynamicSecrets:
         """Remove a target (admin only).
 
         Raises:
-            ConflictError: it still has active leases and ``revoke_leases`` is false.
+            ConflictError: it still has active leases and ``revoke_leases`` is false,
+                or other servers kept changing it while it was removed: send it again.
             NotFoundError: unknown uid.
+            GatewayTimeoutError: another change of the target, made by the same server,
+                did not finish within the server's request timeout.
         """
         self._client.request(
             "DELETE",
