@@ -326,14 +326,35 @@ func (s *Store) leaseHistory(ctx context.Context, subject string) ([]events.Even
 // projection that may lag, and the sequence of its last event, to append after it on
 // condition that nothing came between. It returns an ENotFound *events.Error when the
 // target has no events or was removed.
+//
+// The last event alone says it, as a rule: a removal, or the whole target (registered,
+// updated, resealed). So a target updated daily for years is read in one request, as
+// every update and removal does; only a last event of neither kind reads the history.
 func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target, uint64, error) {
-	evs, seqs, err := s.History(ctx, events.TargetSubject(recordUID))
+	subject := events.TargetSubject(recordUID)
+	notFound := events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
+	msg, err := s.leaderGet(ctx, events.EventsStream, msgGetRequest{LastFor: subject})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return events.Target{}, 0, notFound
+	}
+	if err != nil {
+		return events.Target{}, 0, unavailable(fmt.Errorf("jsstore.LoadTarget(%s): %w", recordUID, err))
+	}
+	if e, err := events.Decode(msg.Data); err == nil {
+		switch {
+		case e.Type == events.TargetRemoved:
+			return events.Target{}, 0, notFound
+		case e.Target != nil:
+			return *e.Target, msg.Sequence, nil
+		}
+	}
+	evs, seqs, err := s.History(ctx, subject)
 	if err != nil {
 		return events.Target{}, 0, err
 	}
 	t := lastState(evs, events.TargetRemoved, func(e events.Event) *events.Target { return e.Target })
 	if t == nil {
-		return events.Target{}, 0, events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
+		return events.Target{}, 0, notFound
 	}
 	return *t, seqs[len(seqs)-1], nil
 }

@@ -402,10 +402,11 @@ func TestOpen_UpgradesTheEventsStream(t *testing.T) {
 }
 
 // LoadTarget reads a target's latest settings from its events, whatever a projection
-// shows, with the sequence to append after; a removed target is not found.
+// shows, with the sequence to append after, in one read however many updates it had; a
+// removed target is not found.
 func TestStore_LoadTarget(t *testing.T) {
 	ctx := context.Background()
-	s := jstest.MustStore(t)
+	s, nc := jstest.MustServer(t, "").MustStoreConn(t)
 	subj := events.TargetSubject("T1")
 	if _, _, err := s.LoadTarget(ctx, "T1"); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("no events: %v", err)
@@ -419,9 +420,19 @@ func TestStore_LoadTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i := range 50 {
+		upd.Port = i
+		if seq, err = s.Append(ctx, subj, events.Event{Type: events.TargetUpdated, ID: fmt.Sprintf("T1.u%d", i), RecordUID: "T1", Target: &upd}, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := nc.Stats().OutMsgs
 	got, last, err := s.LoadTarget(ctx, "T1")
-	if err != nil || got.Host != "b" || last != seq {
-		t.Fatalf("LoadTarget = %+v, %d, %v; want host b at %d", got, last, err, seq)
+	if err != nil || got.Host != "b" || got.Port != 49 || last != seq {
+		t.Fatalf("LoadTarget = %+v, %d, %v; want host b, port 49 at %d", got, last, err, seq)
+	}
+	if n := nc.Stats().OutMsgs - before; n != 1 {
+		t.Errorf("reading a target after 51 updates took %d reads, want 1", n)
 	}
 	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRemoved, ID: "T1.x", RecordUID: "T1"}); err != nil {
 		t.Fatal(err)
