@@ -53,6 +53,11 @@ func notForTranslators(d string) bool {
 		strings.HasPrefix(d, module+"/events/jsstore") || d == module+"/projections" || d == module+"/internal/command"
 }
 
+// forDrivers says what a database driver may import of the module.
+func forDrivers(d string) bool {
+	return d == module+"/events" || d == module+"/workers/driver" || d == module+"/internal/turns"
+}
+
 // TestLayout_Dependencies: the dependency rules of the design, on every dependency,
 // direct or not.
 func TestLayout_Dependencies(t *testing.T) {
@@ -67,10 +72,10 @@ func TestLayout_Dependencies(t *testing.T) {
 			why: "the domain imports none of the module's packages"},
 		{pkg: "workers/driver", allowed: func(d string) bool { return d == module+"/events" },
 			why: "the driver seam is a leaf: it knows the domain and nothing else"},
-		{pkg: "workers/postgres", allowed: func(d string) bool { return d == module+"/events" || d == module+"/workers/driver" },
-			why: "a driver imports only the domain and the driver seam"},
-		{pkg: "workers/mysql", allowed: func(d string) bool { return d == module+"/events" || d == module+"/workers/driver" },
-			why: "a driver imports only the domain and the driver seam"},
+		{pkg: "internal/turns", allowed: func(string) bool { return false },
+			why: "the per-key turns are a leaf any layer may use: they import none of the module's packages"},
+		{pkg: "workers/postgres", allowed: forDrivers, why: "a driver imports only the domain, the driver seam and the turns"},
+		{pkg: "workers/mysql", allowed: forDrivers, why: "a driver imports only the domain, the driver seam and the turns"},
 		{pkg: "http", forbid: notForTranslators, why: "http translates: it imports no NATS package, no database driver, and reaches the command and query sides through interfaces"},
 		{pkg: "http/ui", forbid: notForTranslators, why: "the dashboard translates like the API: no NATS, no database driver, the command and query sides through interfaces"},
 		{pkg: "workers", forbid: func(d string) bool { return d == module+"/http" || strings.HasPrefix(d, module+"/http/") },
