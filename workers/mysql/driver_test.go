@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -419,14 +420,7 @@ func TestDriver_FailedGrantIsNamed(t *testing.T) {
 // sent on that connection failed, leaving a vf_probe_ user holding the target's grants.
 // Cancelled at points all along a Prepare, none is left, nor a marker role.
 func TestDriver_ACancelledRegistrationLeavesNoProbe(t *testing.T) {
-	s := mustServer(t)
-	scratch := s.newScratch(t)
-	d := mysql.New(nil)
-	t.Cleanup(func() { _ = d.Close() })
-	uid := drivertest.NewRecordUID()
-	t.Cleanup(func() {
-		_ = d.RemoveTarget(context.Background(), driver.RemoveTargetRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants})
-	})
+	s, scratch, d, uid := newRegistration(t)
 	// Probes of other tests' registrations on the shared server come and go; this
 	// test's, if left, stay.
 	probes := func() int {
@@ -473,4 +467,50 @@ func TestDriver_ACancelledRegistrationLeavesNoProbe(t *testing.T) {
 			t.Fatalf("%d probe users left by registrations cancelled along the way", probes()-before)
 		}
 	}
+}
+
+// TestDriver_AVerificationDropsTheProbesLeftBehind: a process killed while it verified a
+// target left its probe user, holding the target's grants, for good: nothing named it.
+// A verification that passes now drops the probes whose names say they were made over
+// an hour ago, and leaves younger ones (a verification in progress) and names of
+// another shape alone.
+func TestDriver_AVerificationDropsTheProbesLeftBehind(t *testing.T) {
+	s, scratch, d, uid := newRegistration(t)
+	suffix := strings.ToLower(rand.Text()[:4]) // of this run: tests share the server
+	named := func(age time.Duration, shape string) string {
+		return "vf_probe_" + strconv.FormatInt(time.Now().Add(-age).Unix(), 36) + shape + suffix
+	}
+	stale, young, other := named(2*time.Hour, "_abcd"), named(time.Minute, "_abcd"), named(2*time.Hour, "x")
+	for _, u := range []string{stale, young, other} {
+		if _, err := s.root.ExecContext(t.Context(), "CREATE USER '"+u+"'@'%' IDENTIFIED BY 'Secret-0123456789'"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = s.root.Exec("DROP USER IF EXISTS '" + u + "'@'%'") })
+		if _, err := s.root.ExecContext(t.Context(), "GRANT SELECT ON `"+scratch.Grants[0].Database+"`.* TO '"+u+"'@'%'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants, New: true}); err != nil {
+		t.Fatal(err)
+	}
+	for u, want := range map[string]int{stale: 0, young: 1, other: 1} {
+		if n := s.accounts(t, u); n != want {
+			t.Errorf("%d accounts named %s after a verification, want %d", n, u, want)
+		}
+	}
+}
+
+// newRegistration is what a registration test starts from: the server, a scratch
+// database, a driver and the record uid of a target whose setup goes at the end.
+func newRegistration(t *testing.T) (*server, drivertest.Scratch, *mysql.Driver, string) {
+	t.Helper()
+	s := mustServer(t)
+	scratch := s.newScratch(t)
+	d := mysql.New(nil)
+	t.Cleanup(func() { _ = d.Close() })
+	uid := drivertest.NewRecordUID()
+	t.Cleanup(func() {
+		_ = d.RemoveTarget(context.Background(), driver.RemoveTargetRequest{Conn: s.admin(), RecordUID: uid, Grants: scratch.Grants})
+	})
+	return s, scratch, d, uid
 }

@@ -6,7 +6,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -15,7 +17,7 @@ import (
 )
 
 // Prepare verifies the admin's rights by doing what a lease will do, with a throwaway
-// probe user vf_probe_<random>: it creates it (CREATE USER), grants it every grant of
+// probe user (probeName): it creates it (CREATE USER), grants it every grant of
 // req.Grants (the admin holds them WITH GRANT OPTION, the databases and tables exist),
 // logs in as it, finds that session in PROCESSLIST (PROCESS) and kills it (CONNECTION
 // ADMIN or SUPER), then drops it. It also creates the target's marker role (see mark), which holds no
@@ -46,7 +48,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		return failVerify(op, err, req.Conn)
 	}
 
-	probe := "vf_probe_" + strings.ToLower(rand.Text()[:8])
+	probe := probeName(time.Now())
 	password := rand.Text()
 	acct, _ := account(probe) // a fixed-shape name: cannot fail
 	quoted, _ := quoteString(password)
@@ -75,8 +77,64 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		}
 		return failVerify(op, err, req.Conn, password)
 	}
+	d.dropStaleProbes(ctx, conn)
 	d.logger.DebugContext(ctx, "target prepared", "grants", len(specs))
 	return nil
+}
+
+// probeStale is how old a probe user's name must say it is before a verification drops
+// it. A verification lasts seconds (its request's deadline, then its undo's), so a probe
+// that old was left by a process that died in the middle: a user holding a target's
+// grants, with a password nobody knows. The hour leaves room for the clocks of SyVault
+// hosts that share a server to differ.
+const probeStale = time.Hour
+
+const probePrefix = "vf_probe_"
+
+// probeName names a probe user made at now: vf_probe_<unix seconds, base 36>_<8 random
+// characters>: 24 characters until 2038, 25 for centuries after (MySQL allows 32).
+func probeName(now time.Time) string {
+	return probePrefix + strconv.FormatInt(now.Unix(), 36) + "_" + strings.ToLower(rand.Text()[:8])
+}
+
+// probeBorn returns when the probe user name was made, as its name says; ok is false for
+// a name of another shape (an earlier version's probe, which names no time, or a user
+// that is not SyVault's), which is never dropped.
+func probeBorn(name string) (born time.Time, ok bool) {
+	stamp, random, found := strings.Cut(strings.TrimPrefix(name, probePrefix), "_")
+	if !found || !strings.HasPrefix(name, probePrefix) || len(random) != 8 || strings.Trim(random, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+		return time.Time{}, false
+	}
+	secs, err := strconv.ParseInt(stamp, 36, 64)
+	if err != nil || secs <= 0 || strings.ToLower(stamp) != stamp {
+		return time.Time{}, false
+	}
+	return time.Unix(secs, 0), true
+}
+
+// dropStaleProbes drops the probe users that verifications on this server left, by
+// their names, more than probeStale ago: every verification that passes sweeps them, so
+// a process killed while verifying leaves its probe until the next one. Best effort,
+// logged: the admin's rights were just verified, and the probe holds no password
+// anyone knows.
+func (d *Driver) dropStaleProbes(ctx context.Context, conn *sql.Conn) {
+	names, err := query[string](ctx, conn, "SELECT User FROM mysql.user WHERE User LIKE 'vf!_probe!_%' ESCAPE '!' AND Host = '%'")
+	if err != nil {
+		d.logger.WarnContext(ctx, "could not list the probe users verifications left", "error", err.Error())
+		return
+	}
+	for _, name := range names {
+		born, ok := probeBorn(name)
+		if !ok || time.Since(born) < probeStale {
+			continue
+		}
+		acct, _ := account(name) // a fixed-shape name: cannot fail
+		if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
+			d.logger.WarnContext(ctx, "could not drop a probe user a verification left", "user", name, "error", err.Error())
+			continue
+		}
+		d.logger.InfoContext(ctx, "dropped a probe user a verification left", "user", name, "made", born.UTC())
+	}
 }
 
 // undo runs stmt to take back what Prepare made for its checks, or what a refused one
