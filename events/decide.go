@@ -154,8 +154,8 @@ func ResealTarget(t Target, after uint64, now time.Time) Event {
 		RecordUID: t.RecordUID, Outcome: OutcomeOK, Target: &t}
 }
 
-// RemoveTarget records a target's removal. It follows whatever state the target is in,
-// so it needs no ordering condition; its dedupe id makes a retried removal land once.
+// RemoveTarget records a target's removal, appended on condition that the target is
+// still as the removal read it; its dedupe id makes a retried removal land once.
 func RemoveTarget(recordUID, actor string, now time.Time) Event {
 	return Event{Type: TargetRemoved, ID: recordUID + ".removed", Time: now.UTC(), ClientID: actor, RecordUID: recordUID, Outcome: OutcomeOK}
 }

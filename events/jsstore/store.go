@@ -341,22 +341,32 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 		return events.Target{}, 0, unavailable(fmt.Errorf("jsstore.LoadTarget(%s): %w", recordUID, err))
 	}
 	if e, err := events.Decode(msg.Data); err == nil {
-		switch {
-		case e.Type == events.TargetRemoved:
+		if e.Type == events.TargetRemoved {
 			return events.Target{}, 0, notFound
-		case e.Target != nil:
-			return *e.Target, msg.Sequence, nil
+		}
+		if t := targetState(e); t != nil {
+			return *t, msg.Sequence, nil
 		}
 	}
 	evs, seqs, err := s.History(ctx, subject)
 	if err != nil {
 		return events.Target{}, 0, err
 	}
-	t := lastState(evs, events.TargetRemoved, func(e events.Event) *events.Target { return e.Target })
+	t := lastState(evs, events.TargetRemoved, targetState)
 	if t == nil {
 		return events.Target{}, 0, notFound
 	}
 	return *t, seqs[len(seqs)-1], nil
+}
+
+// targetState is the whole target an event records, as the read side takes it: those of
+// a registration, an update and a reseal; nil for any other.
+func targetState(e events.Event) *events.Target {
+	switch e.Type {
+	case events.TargetRegistered, events.TargetUpdated, events.TargetResealed:
+		return e.Target
+	}
+	return nil
 }
 
 // LoadClient returns a client as its events stand, and the sequence of its last event,

@@ -252,7 +252,8 @@ func forEach(leases []events.Lease, n int, fn func(events.Lease) error) []error 
 
 // RemoveTarget removes target uid on behalf of actor. While it has active leases it
 // refuses (EConflict), unless revokeLeases, which revokes them first and removes nothing
-// if any revocation does not finish.
+// if any revocation does not finish. Other processes that keep updating it meanwhile
+// refuse it too (EConflict, nothing removed).
 func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error {
 	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
 		return err
@@ -285,21 +286,23 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 		return err
 	}
 	defer release()
-	// Every lease has ended: remove what the target's users shared, then record the
-	// removal on condition that the target is still as read. An update another process
-	// recorded meanwhile may have set the target up again, on its database or another:
-	// its setup is removed in turn. (One recorded after the removal is refused, and
-	// removes what it set up: restoreTarget.) A failure of a removal leaves only a role
-	// that cannot log in, so it is logged and the removal goes on.
+	// Every lease has ended. The removal is recorded on condition that the target is as
+	// read from the stream's leader; an update another process records between the read
+	// and the write refuses it, and it reads again (three times, then 409 with nothing
+	// removed). Only then does what the target's users shared go, for the settings
+	// recorded last: an update another process verifies meanwhile is refused at its write
+	// and removes what its verification made (restoreTarget). A failure of the drop leaves
+	// only a role that cannot log in, so it is logged and the removal stands.
 	var target events.Target
 	var seq uint64
 	for tries := 1; ; tries++ {
 		var version uint64
-		if target, version, err = s.cfg.Projections.TargetVersion(ctx, uid); err != nil {
-			return err
+		target, version, err = s.cfg.Projections.TargetVersion(ctx, uid)
+		if tries > 1 && events.ErrorCode(err) == events.ENotFound {
+			return nil // another process removed it meanwhile, its setup with it
 		}
-		if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
-			s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
+		if err != nil {
+			return err
 		}
 		seq, err = s.cfg.Store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, actor, time.Now()), version)
 		if err == nil {
@@ -309,11 +312,17 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 			return err
 		}
 		if tries == 3 {
-			return changedMeanwhile("target", nil)
+			return events.Errorf(events.EConflict, "The target kept changing while it was being removed; nothing was removed; send the removal again.")
 		}
 	}
-	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
-		return err
+	// The workers find a removed target's connection in the settings given them, once
+	// the read side has the removal; before, in its copy, which may be older.
+	waited := s.cfg.Projections.WaitTarget(ctx, uid, seq)
+	if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
+		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
+	}
+	if waited != nil {
+		return waited
 	}
 	s.releaseName(ctx, "target", target.Name, uid)
 	return nil

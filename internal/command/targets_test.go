@@ -17,15 +17,15 @@ import (
 // asked to undo.
 type recorder struct {
 	nopPreparer
-	hold      func(events.Target)
-	verified  func(events.Target)
-	removed   func()
-	perUser   bool // as MySQL: users hold their own grants
-	mu        sync.Mutex
-	applied   [][]events.Grant
-	isNew     []bool // of each Prepare
-	undone    []events.Target
-	passwords []string // of each Unprepare
+	hold           func(events.Target)
+	verified       func(events.Target)
+	removedTargets []events.Target // of each RemoveTarget
+	perUser        bool            // as MySQL: users hold their own grants
+	mu             sync.Mutex
+	applied        [][]events.Grant
+	isNew          []bool // of each Prepare
+	undone         []events.Target
+	passwords      []string // of each Unprepare
 }
 
 func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) error {
@@ -49,15 +49,12 @@ func (p *recorder) Reprepare(_ context.Context, t events.Target) error {
 	return nil
 }
 
-// RemoveTarget records a database with nothing of the target's: no grants. It calls
-// removed (when set) then.
-func (p *recorder) RemoveTarget(context.Context, events.Target) error {
+// RemoveTarget records a database with nothing of the target's: no grants.
+func (p *recorder) RemoveTarget(_ context.Context, t events.Target) error {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.applied = append(p.applied, nil)
-	p.mu.Unlock()
-	if p.removed != nil {
-		p.removed()
-	}
+	p.removedTargets = append(p.removedTargets, t)
 	return nil
 }
 
@@ -302,12 +299,12 @@ func TestUpdateTarget_AResealMeanwhileIsNoConflict(t *testing.T) {
 // under a record that no longer exists. It is now removed, with the connection and
 // password the verification used.
 func TestUpdateTarget_ARemovalMeanwhileLeavesNothing(t *testing.T) {
-	for _, perUser := range []bool{false, true} {
-		t.Run(fmt.Sprintf("grants per user %v", perUser), func(t *testing.T) {
+	for _, c := range []struct{ perUser, beforeVerified bool }{{false, true}, {false, false}, {true, true}, {true, false}} {
+		t.Run(fmt.Sprintf("grants per user %v, removed before the verification %v", c.perUser, c.beforeVerified), func(t *testing.T) {
 			p, s, other := twoProcesses(t)
-			p.perUser = perUser
+			p.perUser = c.perUser
 			reg, _ := registeredTarget(t, s)
-			answer, release := heldUpdate(s, p, reg, "after", true)
+			answer, release := heldUpdate(s, p, reg, "after", c.beforeVerified)
 			if err := other.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
 				t.Fatal(err)
 			}
@@ -327,30 +324,22 @@ func TestUpdateTarget_ARemovalMeanwhileLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestRemoveTarget_AnUpdateMeanwhileLeavesNothing: a removal dropped the target's setup
-// and then recorded the removal whatever was recorded meanwhile, so an update another
-// process verified (making the group again) and recorded between the two left its
-// group under the removed record. The removal is now recorded only after the target as
-// it read it, and otherwise removes the newer target's setup and tries again.
-func TestRemoveTarget_AnUpdateMeanwhileLeavesNothing(t *testing.T) {
+// TestRemoveTarget_RemovesTheSettingsRecordedLast: a removal dropped the setup of the
+// target as its read side held it, then recorded the removal whatever was recorded
+// meanwhile, so an update another process recorded between (which made its setup) left
+// it under the removed record. The removal is now recorded on condition that the target
+// is as it read it from the stream's leader, and drops the setup of those settings.
+func TestRemoveTarget_RemovesTheSettingsRecordedLast(t *testing.T) {
 	p, s, other := twoProcesses(t)
 	reg, _ := registeredTarget(t, s)
-	dropped, recordIt := make(chan struct{}), make(chan struct{})
-	p.removed = func() {
-		p.removed = nil
-		close(dropped)
-		<-recordIt
-	}
-	removed := make(chan error, 1)
-	go func() { removed <- s.RemoveTarget(context.Background(), reg.RecordUID, false, "") }()
-	<-dropped
 	updateTo(t, other, reg, "after")
-	close(recordIt)
-	if err := <-removed; err != nil {
+	if err := s.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
 		t.Fatalf("the removal: %v", err)
 	}
-	if got := p.last(); got != nil {
-		t.Fatalf("the removed target's database was left with grants on %q", got[0].Tables[0])
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.removedTargets); n != 1 || p.removedTargets[0].Grants[0].Tables[0] != "after" {
+		t.Fatalf("removed %d targets' setups (%+v); want the one recorded last", n, p.removedTargets)
 	}
 	if _, _, err := s.cfg.Projections.TargetVersion(t.Context(), reg.RecordUID); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("the target after its removal: %v, want not found", err)

@@ -48,7 +48,13 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		return failVerify(op, err, req.Conn)
 	}
 
-	probe := probeName(time.Now())
+	// The server's clock names the probe and ages the probes left: SyVault hosts sharing
+	// a server need not agree on the time.
+	var now int64
+	if err := conn.QueryRowContext(ctx, "SELECT UNIX_TIMESTAMP()").Scan(&now); err != nil {
+		return failVerify(op, fmt.Errorf("read the server's clock: %w", err), req.Conn)
+	}
+	probe := probeName(time.Unix(now, 0))
 	password := rand.Text()
 	acct, _ := account(probe) // a fixed-shape name: cannot fail
 	quoted, _ := quoteString(password)
@@ -77,7 +83,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		}
 		return failVerify(op, err, req.Conn, password)
 	}
-	d.dropStaleProbes(ctx, conn)
+	d.dropStaleProbes(ctx, conn, time.Unix(now, 0))
 	d.logger.DebugContext(ctx, "target prepared", "grants", len(specs))
 	return nil
 }
@@ -85,50 +91,63 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 // probeStale is how old a probe user's name must say it is before a verification drops
 // it. A verification lasts seconds (its request's deadline, then its undo's), so a probe
 // that old was left by a process that died in the middle: a user holding a target's
-// grants, with a password nobody knows. The hour leaves room for the clocks of SyVault
-// hosts that share a server to differ.
+// grants, with a password nobody knows.
 const probeStale = time.Hour
+
+// staleProbesPerSweep bounds the drops one verification makes, each of which takes the
+// server's privilege lock: a backlog goes over the next verifications.
+const staleProbesPerSweep = 16
 
 const probePrefix = "vf_probe_"
 
-// probeName names a probe user made at now: vf_probe_<unix seconds, base 36>_<8 random
-// characters>: 24 characters until 2038, 25 for centuries after (MySQL allows 32).
+// probeName names a probe user made at now (the server's clock): vf_probe_<unix seconds,
+// base 36>_<8 random characters>: 24 characters until 2038, 25 for centuries after
+// (MySQL allows 32).
 func probeName(now time.Time) string {
 	return probePrefix + strconv.FormatInt(now.Unix(), 36) + "_" + strings.ToLower(rand.Text()[:8])
 }
 
 // probeBorn returns when the probe user name was made, as its name says; ok is false for
-// a name of another shape (an earlier version's probe, which names no time, or a user
-// that is not SyVault's), which is never dropped.
+// a name probeName does not make (an earlier version's probe, which names no time, or a
+// user that is not SyVault's), which is never dropped.
 func probeBorn(name string) (born time.Time, ok bool) {
-	stamp, random, found := strings.Cut(strings.TrimPrefix(name, probePrefix), "_")
-	if !found || !strings.HasPrefix(name, probePrefix) || len(random) != 8 || strings.Trim(random, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+	rest, found := strings.CutPrefix(name, probePrefix)
+	stamp, random, cut := strings.Cut(rest, "_")
+	if !found || !cut || len(random) != 8 || strings.Trim(random, "abcdefghijklmnopqrstuvwxyz234567") != "" {
 		return time.Time{}, false
 	}
 	secs, err := strconv.ParseInt(stamp, 36, 64)
-	if err != nil || secs <= 0 || strings.ToLower(stamp) != stamp {
+	if err != nil || secs <= 0 || strconv.FormatInt(secs, 36) != stamp {
 		return time.Time{}, false
 	}
 	return time.Unix(secs, 0), true
 }
 
-// dropStaleProbes drops the probe users that verifications on this server left, by
-// their names, more than probeStale ago: every verification that passes sweeps them, so
-// a process killed while verifying leaves its probe until the next one. Best effort,
-// logged: the admin's rights were just verified, and the probe holds no password
-// anyone knows.
-func (d *Driver) dropStaleProbes(ctx context.Context, conn *sql.Conn) {
+// dropStaleProbes drops probe users that verifications on this server left, by their
+// names more than probeStale before now (the server's clock): every verification that
+// passes sweeps a few, so a process killed while verifying leaves its probe until the
+// next one. Best effort, logged, within the verification's deadline: the admin's rights
+// were just verified, and a probe holds no password anyone knows.
+func (d *Driver) dropStaleProbes(ctx context.Context, conn *sql.Conn, now time.Time) {
 	names, err := query[string](ctx, conn, "SELECT User FROM mysql.user WHERE User LIKE 'vf!_probe!_%' ESCAPE '!' AND Host = '%'")
 	if err != nil {
 		d.logger.WarnContext(ctx, "could not list the probe users verifications left", "error", err.Error())
 		return
 	}
+	dropped := 0
 	for _, name := range names {
 		born, ok := probeBorn(name)
-		if !ok || time.Since(born) < probeStale {
+		if !ok || now.Sub(born) < probeStale {
 			continue
 		}
-		acct, _ := account(name) // a fixed-shape name: cannot fail
+		if dropped == staleProbesPerSweep || ctx.Err() != nil {
+			break
+		}
+		acct, err := account(name)
+		if err != nil {
+			continue
+		}
+		dropped++
 		if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
 			d.logger.WarnContext(ctx, "could not drop a probe user a verification left", "user", name, "error", err.Error())
 			continue

@@ -3,6 +3,7 @@ package mysql
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/syvault/syvault/events"
 )
@@ -70,5 +71,34 @@ func TestAccount(t *testing.T) {
 	}
 	if got, _ := account("vf_tmp_abcdefgh"); got != "'vf_tmp_abcdefgh'@'%'" {
 		t.Fatalf("account = %s", got)
+	}
+}
+
+// A probe's name gives back the time it was made, and only probeName's shape gives a
+// time: other names, even ones ParseInt would read, are never taken for a probe.
+func TestProbeBorn(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	name := probeName(now)
+	if born, ok := probeBorn(name); !ok || !born.Equal(now) {
+		t.Fatalf("probeBorn(%q) = %v, %v; want %v", name, born, ok, now)
+	}
+	if _, err := account(name); err != nil {
+		t.Fatalf("a probe's name is not an account name: %v", err)
+	}
+	for _, other := range []string{
+		"vf_probe_abcdefgh",         // an earlier version's
+		"vf_probe_+vfq1bk_abcdefgh", // a sign
+		"vf_probe_0vfq1bk_abcdefgh", // a leading zero
+		"vf_probe_VFQ1BK_abcdefgh",  // upper case
+		"vf_probe_vfq1bk_abcdefg1",  // not base 32
+		"vf_probe_vfq1bk_abcdefghi", // too long
+		"vf_probe_vfq1bk",           // no random part
+		"xvf_probe_vfq1bk_abcdefgh", // another prefix
+		"vf_probe__abcdefgh",        // no time
+		"vf_probe_-vfq1bk_abcdefgh", // before 1970
+	} {
+		if born, ok := probeBorn(other); ok {
+			t.Errorf("probeBorn(%q) = %v, taken for a probe", other, born)
+		}
 	}
 }

@@ -223,8 +223,9 @@ class DynamicSecrets:
         included: the server never returns it, so it cannot be kept by omission); a field
         left out takes its default, it does not keep its old value. ``engine`` cannot
         change. The server verifies the new settings as for a new target. Leases issued
-        before are revoked with the new admin credentials and, once it returns, hold the
-        new grants.
+        before are revoked with the new admin credentials and, once it returns without
+        error, hold the new grants (on MySQL a :class:`TargetUnavailableError` raised after
+        the update was recorded says some do not yet: send the update again).
 
         ``if_match`` (a :class:`Target`'s ``etag``) makes the update only while the target
         is still at that version, so an edit made from a read never undoes a change another
@@ -248,8 +249,9 @@ class DynamicSecrets:
                 ``if_match``) another server process changed the target while this
                 update was verified: send it again.
             PreconditionFailedError: ``if_match`` is no longer the target's version.
-            GatewayTimeoutError: another change of the target, made by the same server,
-                did not finish within the server's request timeout.
+            GatewayTimeoutError: the server's request timeout passed, waiting for another
+                change of the target it was making (nothing changed), or for the update's
+                record to be read back (read the target before sending it again).
             TargetUnverifiedError, TargetUnavailableError: as for :meth:`create_target`.
             PermissionDeniedError: not an admin client.
         """
@@ -268,8 +270,9 @@ class DynamicSecrets:
             ConflictError: it still has active leases and ``revoke_leases`` is false,
                 or other servers kept changing it while it was removed: send it again.
             NotFoundError: unknown uid.
-            GatewayTimeoutError: another change of the target, made by the same server,
-                did not finish within the server's request timeout.
+            GatewayTimeoutError: the server's request timeout passed, waiting for another
+                change of the target it was making (nothing removed), for a revocation, or
+                for the removal's record to be read back.
         """
         self._client.request(
             "DELETE",
