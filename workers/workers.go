@@ -239,12 +239,18 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 			return w.failAndDrop(ctx, l, events.Wrap(err, events.EInternal, "The lease password's verifier could not be unsealed."))
 		}
 	}
-	target, conn, err := w.conn(ctx, l.Spec.Target)
+	target, conn, removed, err := w.resolve(ctx, l.Spec.Target)
 	if code := events.ErrorCode(err); code == events.EUnavailable || code == events.ETimeout {
 		return err // the store, not the target: tried again until the request's deadline
 	}
 	if err != nil {
 		return w.failAndDrop(ctx, l, err)
+	}
+	if removed {
+		// Requested before its target's removal, seen after: created, the user would
+		// make the target's group again, under a record that no longer exists.
+		log.Warn("lease request seen after its target's removal; not creating it")
+		return w.failAndDrop(ctx, l, events.Errorf(events.ENotFound, "The lease's target was removed before its user was created."))
 	}
 	// Expiry is armed while the user is created, off the create's critical path (one or
 	// two publishes, 0.1–0.3 ms at one client); the activation waits for both, so an
@@ -677,25 +683,32 @@ func (w *Workers) onTarget(ctx context.Context, t events.Target, what string, op
 // lease's snapshot, so a rotated admin password is used for leases issued before the
 // rotation; the snapshot serves once the target is removed.
 func (w *Workers) conn(ctx context.Context, snapshot events.Target) (events.Target, driver.Conn, error) {
+	t, c, _, err := w.resolve(ctx, snapshot)
+	return t, c, err
+}
+
+// resolve is conn, saying too whether the target is removed.
+func (w *Workers) resolve(ctx context.Context, snapshot events.Target) (events.Target, driver.Conn, bool, error) {
 	t := snapshot
 	cur, err := w.cfg.Targets.Target(ctx, snapshot.RecordUID)
+	removed := events.ErrorCode(err) == events.ENotFound
 	switch {
 	case err == nil && cur.SameServer(snapshot):
 		t = cur
-	case err != nil && events.ErrorCode(err) != events.ENotFound:
-		return t, driver.Conn{}, err
+	case err != nil && !removed:
+		return t, driver.Conn{}, false, err
 	}
 	if _, ok := w.cfg.Drivers[t.Engine]; !ok {
-		return t, driver.Conn{}, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
+		return t, driver.Conn{}, removed, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
 	}
 	pw, _, err := OpenAdminPassword(ctx, w.cfg.Sealer, w.origins, t)
 	if errors.Is(err, seal.ErrOpen) {
-		return t, driver.Conn{}, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
+		return t, driver.Conn{}, removed, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
 	}
 	if err != nil {
-		return t, driver.Conn{}, err // the target's history could not be read: tried again
+		return t, driver.Conn{}, removed, err // the target's history could not be read: tried again
 	}
-	return t, connFor(t, string(pw)), nil
+	return t, connFor(t, string(pw)), removed, nil
 }
 
 // leaseID reports whether id is shaped as the lease ids SyVault makes: a UUID in its

@@ -731,3 +731,29 @@ func TestWorkers_ReplayedRequestSparesANameTakenSince(t *testing.T) {
 		t.Fatal("a replayed request of an ended lease left its user in place")
 	}
 }
+
+// TestWorkers_ARequestSeenAfterItsTargetsRemovalCreatesNothing: a lease requested just
+// before its target was removed, and seen by a worker after, had its user created with
+// the target's snapshot, which made the target's group again: an active lease, and then
+// a group, under a record that no longer exists. It now fails, creating nothing.
+func TestWorkers_ARequestSeenAfterItsTargetsRemovalCreatesNothing(t *testing.T) {
+	f := mustFixture(t)
+	group := "syvault_" + f.target.RecordUID
+	// As RemoveTarget leaves it: the removal recorded, the group dropped.
+	last, err := f.store.LastSeq(t.Context(), events.TargetSubject(f.target.RecordUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.record(t, events.RemoveTarget(f.target.RecordUID, "", time.Now()), last)
+	if err := f.w.RemoveTarget(t.Context(), f.target); err != nil || f.userExists(t, group) {
+		t.Fatalf("the group's drop: %v", err)
+	}
+	id, user := f.request(t)
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.wantHistory(t, id, "lease.requested lease.failed")
+	if f.userExists(t, user) || f.userExists(t, group) {
+		t.Fatal("a lease requested before its target's removal made its user, or the target's group, after it")
+	}
+}
