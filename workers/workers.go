@@ -657,10 +657,18 @@ func (w *Workers) Reprepare(ctx context.Context, t events.Target) error {
 	})
 }
 
-// RemoveTarget removes what Prepare set up for a target whose leases have all ended.
+// RemoveTarget removes what Prepare set up for target t, whose leases have all ended,
+// with t's own settings and sealed admin password. Its callers read t from the stream's
+// leader: no copy of the read side is newer, and one behind could name an admin password
+// rotated since.
 func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
-	return w.onTarget(ctx, t, "remove target "+t.RecordUID, func(ctx context.Context, d driver.Driver, target events.Target, conn driver.Conn) error {
-		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: target.RecordUID, Grants: target.Grants})
+	what := "remove target " + t.RecordUID
+	pw, err := w.adminPassword(ctx, t)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return w.withPassword(ctx, t, pw, what, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
+		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
 	})
 }
 
@@ -701,14 +709,23 @@ func (w *Workers) resolve(ctx context.Context, snapshot events.Target) (events.T
 	if _, ok := w.cfg.Drivers[t.Engine]; !ok {
 		return t, driver.Conn{}, removed, events.Errorf(events.EInternal, "Engine %q is not supported by this server.", t.Engine)
 	}
+	pw, err := w.adminPassword(ctx, t)
+	if err != nil {
+		return t, driver.Conn{}, removed, err
+	}
+	return t, connFor(t, pw), removed, nil
+}
+
+// adminPassword opens t's sealed admin password.
+func (w *Workers) adminPassword(ctx context.Context, t events.Target) (string, error) {
 	pw, _, err := OpenAdminPassword(ctx, w.cfg.Sealer, w.origins, t)
 	if errors.Is(err, seal.ErrOpen) {
-		return t, driver.Conn{}, removed, events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
+		return "", events.Wrap(err, events.EInternal, "The target's admin password could not be unsealed: another master key, or a target naming another server than the one its password was sealed for.")
 	}
 	if err != nil {
-		return t, driver.Conn{}, removed, err // the target's history could not be read: tried again
+		return "", err // the target's history could not be read: tried again
 	}
-	return t, connFor(t, string(pw)), removed, nil
+	return string(pw), nil
 }
 
 // leaseID reports whether id is shaped as the lease ids SyVault makes: a UUID in its

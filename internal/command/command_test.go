@@ -124,3 +124,13 @@ func TestFailure_SaysWhenTheExpiryCameFirst(t *testing.T) {
 		t.Errorf("failed before its expiry: %v", err)
 	}
 }
+
+// TestFailure_SaysWhenTheTargetWasRemoved: a lease failed because its target was removed
+// before its user was made answered 502, "The target database refused to create the
+// user"; it is a 404 that says so.
+func TestFailure_SaysWhenTheTargetWasRemoved(t *testing.T) {
+	err := failure(events.Lease{Status: events.StatusFailed, FailCode: string(events.ENotFound)})
+	if events.ErrorCode(err) != events.ENotFound || !strings.Contains(events.ErrorMessage(err), "removed") {
+		t.Errorf("a lease failed for its target's removal: %v", err)
+	}
+}

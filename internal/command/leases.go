@@ -136,6 +136,8 @@ func failure(l events.Lease) error {
 			return events.ErrExpiredBeforeActivated
 		}
 		return events.Errorf(events.ETimeout, "The database did not finish creating the user in time; the lease was not created and nothing was left behind. Try again.")
+	case events.ENotFound:
+		return events.Errorf(events.ENotFound, "The target was removed while the lease was being created; no lease was created.")
 	}
 	return events.Errorf(events.ETargetUnavailable, "The target database refused to create the user; no lease was created.")
 }

@@ -290,9 +290,8 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 	// read from the stream's leader; an update another process records between the read
 	// and the write refuses it, and it reads again (three times, then 409 with nothing
 	// removed). Only then does what the target's users shared go, for the settings
-	// recorded last: an update another process verifies meanwhile is refused at its write
-	// and removes what its verification made (restoreTarget). A failure of the drop leaves
-	// only a role that cannot log in, so it is logged and the removal stands.
+	// recorded last (removeSetup): an update another process verifies meanwhile is
+	// refused at its write and removes what its verification made (restoreTarget).
 	var target events.Target
 	var seq uint64
 	for tries := 1; ; tries++ {
@@ -308,24 +307,46 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, jsstore.ErrConflict) {
-			return err
+		if errors.Is(err, jsstore.ErrConflict) {
+			if tries == 3 {
+				return events.Errorf(events.EConflict, "The target kept changing while it was being removed; nothing was removed; send the removal again.")
+			}
+			continue
 		}
-		if tries == 3 {
-			return events.Errorf(events.EConflict, "The target kept changing while it was being removed; nothing was removed; send the removal again.")
+		// Unanswered, it may have landed: then nothing would drop the setup, as a
+		// removal sent again finds no target.
+		if s.removed(ctx, uid) {
+			s.removeSetup(ctx, target)
 		}
+		return err
 	}
-	// The workers find a removed target's connection in the settings given them, once
-	// the read side has the removal; before, in its copy, which may be older.
 	waited := s.cfg.Projections.WaitTarget(ctx, uid, seq)
-	if err := s.cfg.Preparer.RemoveTarget(ctx, target); err != nil {
-		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", uid, "err", err)
-	}
+	s.removeSetup(ctx, target)
 	if waited != nil {
 		return waited
 	}
 	s.releaseName(ctx, "target", target.Name, uid)
 	return nil
+}
+
+// removed says whether target uid's removal is recorded, asking the stream's leader even
+// once ctx is done.
+func (s *Service) removed(ctx context.Context, uid string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	_, _, err := s.cfg.Projections.TargetVersion(ctx, uid)
+	return events.ErrorCode(err) == events.ENotFound
+}
+
+// removeSetup removes what the users of target t, whose removal is recorded, shared,
+// even once ctx is done: a removal sent again finds no target, so nothing else would. A
+// failure leaves only a role that cannot log in; it is logged.
+func (s *Service) removeSetup(ctx context.Context, t events.Target) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	if err := s.cfg.Preparer.RemoveTarget(ctx, t); err != nil {
+		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", t.RecordUID, "err", err)
+	}
 }
 
 // targetTurn waits until no other update or removal of target uid is being made in this

@@ -51,7 +51,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	// The server's clock names the probe and ages the probes left: SyVault hosts sharing
 	// a server need not agree on the time.
 	var now int64
-	if err := conn.QueryRowContext(ctx, "SELECT UNIX_TIMESTAMP()").Scan(&now); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT CAST(UNIX_TIMESTAMP() AS SIGNED)").Scan(&now); err != nil {
 		return failVerify(op, fmt.Errorf("read the server's clock: %w", err), req.Conn)
 	}
 	probe := probeName(time.Unix(now, 0))
@@ -95,7 +95,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 const probeStale = time.Hour
 
 // staleProbesPerSweep bounds the drops one verification makes, each of which takes the
-// server's privilege lock: a backlog goes over the next verifications.
+// server's privilege lock: a backlog goes over the next verifications, oldest first.
 const staleProbesPerSweep = 16
 
 const probePrefix = "vf_probe_"
@@ -129,29 +129,32 @@ func probeBorn(name string) (born time.Time, ok bool) {
 // next one. Best effort, logged, within the verification's deadline: the admin's rights
 // were just verified, and a probe holds no password anyone knows.
 func (d *Driver) dropStaleProbes(ctx context.Context, conn *sql.Conn, now time.Time) {
-	names, err := query[string](ctx, conn, "SELECT User FROM mysql.user WHERE User LIKE 'vf!_probe!_%' ESCAPE '!' AND Host = '%'")
+	names, err := query[string](ctx, conn, "SELECT User FROM mysql.user WHERE User LIKE 'vf!_probe!_%' ESCAPE '!' AND Host = '%' ORDER BY User")
 	if err != nil {
 		d.logger.WarnContext(ctx, "could not list the probe users verifications left", "error", err.Error())
 		return
 	}
-	dropped := 0
+	// Oldest first (base-36 stamps of one length sort as their times); a few failures
+	// (rights, locks) end the sweep, the next verification tries again.
+	dropped, failed := 0, 0
 	for _, name := range names {
 		born, ok := probeBorn(name)
 		if !ok || now.Sub(born) < probeStale {
 			continue
 		}
-		if dropped == staleProbesPerSweep || ctx.Err() != nil {
+		if dropped == staleProbesPerSweep || failed == 3 || ctx.Err() != nil {
 			break
 		}
 		acct, err := account(name)
 		if err != nil {
 			continue
 		}
-		dropped++
 		if _, err := conn.ExecContext(ctx, "DROP USER IF EXISTS "+acct); err != nil {
+			failed++
 			d.logger.WarnContext(ctx, "could not drop a probe user a verification left", "user", name, "error", err.Error())
 			continue
 		}
+		dropped++
 		d.logger.InfoContext(ctx, "dropped a probe user a verification left", "user", name, "made", born.UTC())
 	}
 }

@@ -272,7 +272,8 @@ class DynamicSecrets:
             NotFoundError: unknown uid.
             GatewayTimeoutError: the server's request timeout passed, waiting for another
                 change of the target it was making (nothing removed), for a revocation, or
-                for the removal's record to be read back.
+                for the removal's record to be read back (the removal stands: sent
+                again, it raises NotFoundError).
         """
         self._client.request(
             "DELETE",
