@@ -243,14 +243,14 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	if code := events.ErrorCode(err); code == events.EUnavailable || code == events.ETimeout {
 		return err // the store, not the target: tried again until the request's deadline
 	}
-	if err != nil {
-		return w.failAndDrop(ctx, l, err)
-	}
 	if removed {
 		// Requested before its target's removal, seen after: created, the user would
 		// make the target's group again, under a record that no longer exists.
 		log.Warn("lease request seen after its target's removal; not creating it")
 		return w.failAndDrop(ctx, l, events.Errorf(events.ENotFound, "The lease's target was removed before its user was created."))
+	}
+	if err != nil {
+		return w.failAndDrop(ctx, l, err)
 	}
 	// Expiry is armed while the user is created, off the create's critical path (one or
 	// two publishes, 0.1–0.3 ms at one client); the activation waits for both, so an
