@@ -627,7 +627,12 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 // password is the one Prepare was given: no sealed copy is anywhere to open. It outlives
 // ctx, as a cancelled registration must not leave the group or marker role either.
 func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
-	return w.withPassword(context.WithoutCancel(ctx), t, adminPassword, "remove target "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
+	return w.removeSetup(context.WithoutCancel(ctx), t, adminPassword)
+}
+
+// removeSetup removes what Prepare set up for t, connecting with adminPassword.
+func (w *Workers) removeSetup(ctx context.Context, t events.Target, adminPassword string) error {
+	return w.withPassword(ctx, t, adminPassword, "remove target "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
 		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
 	})
 }
@@ -662,14 +667,11 @@ func (w *Workers) Reprepare(ctx context.Context, t events.Target) error {
 // leader: no copy of the read side is newer, and one behind could name an admin password
 // rotated since.
 func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
-	what := "remove target " + t.RecordUID
 	pw, err := w.adminPassword(ctx, t)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("remove target %s: %w", t.RecordUID, err)
 	}
-	return w.withPassword(ctx, t, pw, what, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
-		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})
-	})
+	return w.removeSetup(ctx, t, pw)
 }
 
 // onTarget runs op with the driver of t's target and its admin connection (see conn),

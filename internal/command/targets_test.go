@@ -324,11 +324,11 @@ func TestUpdateTarget_ARemovalMeanwhileLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestRemoveTarget_RemovesTheSettingsRecordedLast: a removal dropped the setup of the
-// target as its read side held it, then recorded the removal whatever was recorded
-// meanwhile, so an update another process recorded between (which made its setup) left
-// it under the removed record. The removal is now recorded on condition that the target
-// is as it read it from the stream's leader, and drops the setup of those settings.
+// TestRemoveTarget_RemovesTheSettingsRecordedLast: a removal drops the setup of the
+// target as last recorded (here by another process), once, and the target is then not
+// found. A guard of the order the removal now keeps (its write on condition of the
+// version it read, then the drop); it passes on the old code too, which read no stale
+// copy here: the race it closes needs an update between the read and the write.
 func TestRemoveTarget_RemovesTheSettingsRecordedLast(t *testing.T) {
 	p, s, other := twoProcesses(t)
 	reg, _ := registeredTarget(t, s)

@@ -110,11 +110,16 @@ func retryable(err error) bool {
 // 20, 40, 80, 160 ms between attempts. It is the one retry inside the driver because the
 // conflicts it absorbs are PostgreSQL's own catalog locking, not a failure of the target.
 func retry(ctx context.Context, fn func() error) error {
-	const attempts = 5
+	return retryWhile(ctx, 5, retryable, fn)
+}
+
+// retryWhile runs fn up to attempts times while again says its error is worth another,
+// backing off from 20 ms, doubling, between attempts.
+func retryWhile(ctx context.Context, attempts int, again func(error) bool, fn func() error) error {
 	backoff := 20 * time.Millisecond
 	for i := 1; ; i++ {
 		err := fn()
-		if err == nil || i == attempts || !retryable(err) {
+		if err == nil || i == attempts || !again(err) {
 			return err
 		}
 		t := time.NewTimer(backoff)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -97,18 +96,10 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 	remove := driver.RemoveTargetRequest{Conn: req.Conn, RecordUID: req.RecordUID, Grants: req.Grants}
 	// The refused Prepare's grants may still be committing on the server (a cancelled
 	// statement's session ends on its own time), after the removal read what the group
-	// holds: its DROP ROLE then finds them. Tried again, it revokes them.
-	var err error
-	for wait := 20 * time.Millisecond; ; wait *= 2 {
-		err = d.RemoveTarget(cctx, remove)
-		if sqlState(err) != stateDependentObjs || wait > time.Second {
-			break
-		}
-		select {
-		case <-cctx.Done():
-		case <-time.After(wait):
-		}
-	}
+	// holds: its DROP ROLE then finds them. Tried again, it revokes them (7 attempts,
+	// about 1.3 s in all).
+	dependents := func(err error) bool { return sqlState(err) == stateDependentObjs }
+	err := retryWhile(cctx, 7, dependents, func() error { return d.RemoveTarget(cctx, remove) })
 	if err != nil {
 		d.logger.WarnContext(cctx, "removing the group of a refused registration failed", "record_uid", req.RecordUID,
 			"error", driver.Scrub(err, req.Conn.Password).Error())
