@@ -49,9 +49,10 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	}
 
 	// The server's clock names the probe and ages the probes left: SyVault hosts sharing
-	// a server need not agree on the time.
+	// a server need not agree on the time. The session's id lets an undo end it (undo).
 	var now int64
-	if err := conn.QueryRowContext(ctx, "SELECT CAST(UNIX_TIMESTAMP() AS SIGNED)").Scan(&now); err != nil {
+	var session uint64
+	if err := conn.QueryRowContext(ctx, "SELECT CAST(UNIX_TIMESTAMP() AS SIGNED), CONNECTION_ID()").Scan(&now, &session); err != nil {
 		return failVerify(op, fmt.Errorf("read the server's clock: %w", err), req.Conn)
 	}
 	probe := probeName(time.Unix(now, 0))
@@ -60,7 +61,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	quoted, _ := quoteString(password)
 	_, err = conn.ExecContext(ctx, "CREATE USER "+acct+" IDENTIFIED BY "+quoted)
 	if err == nil || errNumber(err) == 0 { // made, or unanswered (a cancelled context): maybe made
-		defer d.undo(ctx, conn, req.Conn, "DROP USER IF EXISTS "+acct, "probe user "+probe, password)
+		defer d.undo(ctx, conn, session, req.Conn, "DROP USER IF EXISTS "+acct, "probe user "+probe, password)
 	}
 	if err != nil {
 		if n := errNumber(err); n == errSpecificAccess || n == errDBAccessDenied || n == errTableAccessDenied {
@@ -79,7 +80,7 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	if created, err := d.mark(ctx, conn, req.RecordUID, acct); err != nil {
 		if created && req.New { // an update's is kept: its leases may be marked with it
 			role, _ := markerRole(req.RecordUID) // it named the role it made
-			d.undo(ctx, conn, req.Conn, "DROP ROLE IF EXISTS "+role, "marker role "+markerPrefix+req.RecordUID)
+			d.undo(ctx, conn, session, req.Conn, "DROP ROLE IF EXISTS "+role, "marker role "+markerPrefix+req.RecordUID)
 		}
 		return failVerify(op, err, req.Conn, password)
 	}
@@ -163,16 +164,20 @@ func (d *Driver) dropStaleProbes(ctx context.Context, conn *sql.Conn, now time.T
 // made (what names it), with a context that outlives ctx, on conn or, when that is
 // gone, on a fresh connection: the MySQL driver closes the connection of a query its
 // context cancelled, and a cancelled registration must not leave a probe user with its
-// grants, or a marker role. A failure is logged, scrubbed of the admin password and
-// secrets.
-func (d *Driver) undo(ctx context.Context, conn *sql.Conn, c driver.Conn, stmt, what string, secrets ...string) {
+// grants, or a marker role. The statement whose answer was cut off may still be running
+// in conn's server session (session), and a CREATE committing after the undo's DROP
+// would stay: that session is ended, and gone, first. A failure is logged, scrubbed of
+// the admin password and secrets.
+func (d *Driver) undo(ctx context.Context, conn *sql.Conn, session uint64, c driver.Conn, stmt, what string, secrets ...string) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
 	defer cancel()
 	_, err := conn.ExecContext(cctx, stmt)
 	if err != nil && errNumber(err) == 0 { // no answer from the server: the connection is gone
 		var fresh *sql.Conn
 		if fresh, err = d.connect(cctx, c); err == nil {
-			_, err = fresh.ExecContext(cctx, stmt)
+			if err = endSession(cctx, fresh, session); err == nil {
+				_, err = fresh.ExecContext(cctx, stmt)
+			}
 			fresh.Close()
 		}
 	}

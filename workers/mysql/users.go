@@ -225,6 +225,26 @@ func killSession(ctx context.Context, conn *sql.Conn, id uint64) (ended bool, re
 	return false, fmt.Errorf("kill session %d: %w", id, err), nil
 }
 
+// endSession ends session id and returns once PROCESSLIST no longer lists it: a KILL
+// only flags a thread, which finishes or aborts the statement it runs before it goes.
+func endSession(ctx context.Context, conn *sql.Conn, id uint64) error {
+	if _, _, err := killSession(ctx, conn, id); err != nil {
+		return err
+	}
+	for {
+		var n int
+		if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?", id).Scan(&n); err != nil {
+			return fmt.Errorf("look for session %d: %w", id, err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := pause(ctx, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("wait for session %d to end: %w", id, err)
+		}
+	}
+}
+
 // session is a PROCESSLIST row: its id, and whether it is listed as Killed.
 type session struct {
 	id     uint64
