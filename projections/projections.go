@@ -780,21 +780,43 @@ func (p *Projections) WaitTarget(ctx context.Context, recordUID string, seq uint
 	return wait(ctx, p.targets, recordUID, seq)
 }
 
+// WaitApplied waits until every event up to stream sequence seq is applied (or given up
+// on, see jsstore.AckFloor), by whichever process: then the leaders of the buckets and
+// the index hold what the events before seq made of them. Waiting for one record
+// (WaitTarget) says nothing of the others, as events are applied concurrently and in any
+// order. A failed read of the consumer (its leader changing) is read again. It returns
+// ETimeout when ctx ends first, or after MaxWait.
+func (p *Projections) WaitApplied(ctx context.Context, seq uint64) error {
+	return poll(ctx, func(ctx context.Context) (bool, error) {
+		floor, err := p.store.AckFloor(ctx, Consumer)
+		return err == nil && floor >= seq, nil
+	})
+}
+
 // WaitClient is WaitTarget for a client.
 func (p *Projections) WaitClient(ctx context.Context, clientID string, seq uint64) error {
 	return wait(ctx, p.clients, clientID, seq)
 }
 
 func wait(ctx context.Context, kv jetstream.KeyValue, key string, seq uint64) error {
+	return poll(ctx, func(ctx context.Context) (bool, error) {
+		r, err := get[json.RawMessage](ctx, kv, key)
+		if events.ErrorCode(err) == events.ENotFound {
+			return false, nil
+		}
+		return err == nil && r.Seq >= seq, err
+	})
+}
+
+// poll asks caughtUp, at growing intervals, until it says so or fails, for at most
+// MaxWait.
+func poll(ctx context.Context, caughtUp func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, MaxWait)
 	defer cancel()
 	delay := time.Millisecond
 	for {
-		r, err := get[json.RawMessage](ctx, kv, key)
-		if err == nil && r.Seq >= seq {
-			return nil
-		}
-		if err != nil && events.ErrorCode(err) != events.ENotFound {
+		done, err := caughtUp(ctx)
+		if err != nil || done {
 			return err
 		}
 		select {

@@ -472,3 +472,44 @@ func TestProjections_EndedLeaseLeavesTheBucket(t *testing.T) {
 		t.Fatalf("index holds %v after a list; want %v (the old entry without a record removed)", kept, want)
 	}
 }
+
+// WaitApplied returns once every event up to a sequence is applied, whichever of the
+// concurrent handlers applied it, and not before: a lease activated before it is then in
+// the list (what a target's removal relies on to find the leases activated while it was
+// under way). While no projector runs, it waits, and says so when it gives up.
+func TestProjections_WaitApplied(t *testing.T) {
+	store, p := mustProjections(t)
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = p.Run(ctx) }()
+		return func() { cancel(); <-done }
+	}
+	activate := func(uid string) uint64 {
+		id := uuid.NewString()
+		seqs := appendAll(t, store, requested(id, uid), events.Event{Type: events.LeaseActivated, LeaseID: id})
+		return seqs[1]
+	}
+	listed := func(uid string) int {
+		page, _, err := p.ActiveLeases(t.Context(), events.LeaseQuery{RecordUID: uid, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(page)
+	}
+	stop := run()
+	if err := p.WaitApplied(t.Context(), activate("R1")); err != nil || listed("R1") != 1 {
+		t.Fatalf("after waiting for the activation: %v, %d listed; want it listed", err, listed("R1"))
+	}
+	stop()
+	seq := activate("R2")
+	short, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.WaitApplied(short, seq); events.ErrorCode(err) != events.ETimeout {
+		t.Fatalf("waiting while no projector runs: %v, want a timeout", err)
+	}
+	defer run()()
+	if err := p.WaitApplied(t.Context(), seq); err != nil || listed("R2") != 1 {
+		t.Fatalf("after the projector caught up: %v, %d listed; want it listed", err, listed("R2"))
+	}
+}

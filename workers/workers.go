@@ -200,9 +200,22 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		if taken, err := w.nameTakenSince(ctx, l); err != nil || taken {
 			return err
 		}
-		return w.dropUser(ctx, l)
+		if err := w.dropUser(ctx, l); err != nil {
+			return err
+		}
+		_, _, err := w.removedSince(ctx, l, l.Spec.Target)
+		return err
+	case l.Status == events.StatusActive && l.Spec != nil:
+		// Activated, by this request's first delivery or another process: it may have
+		// ended before it could tell whether the target was removed meanwhile, or
+		// whether its grants changed.
+		cur, removed, err := w.removedSince(ctx, l, l.Spec.Target)
+		if err != nil || removed {
+			return err
+		}
+		return w.followGrants(ctx, l.Spec.Target, cur, l.Username)
 	case l.Status != events.StatusPending || l.Seq != requestSeq:
-		return nil // activated, or revocation already under way: the revoker owns it
+		return nil // revocation under way: the revoker owns it
 	}
 	// A lease's history is read back to its latest request, so a request appended over a
 	// lease's (by whoever can write to NATS, the lease's sealed password and a target of
@@ -264,39 +277,95 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Password: string(password), PasswordVerifier: string(verifier),
 		ExpiresAt: l.ExpiresAt, Grants: target.Grants, ConnectionLimit: target.ConnectionLimit,
 	})
-	if err != nil {
-		log.Warn("create user failed", "err", err)
-		return w.failAndDrop(ctx, l, err)
+	activated, err := w.activate(ctx, l, err, start, armed)
+	// From the create on, the user and what the target's users share (PostgreSQL's
+	// group, MySQL's marker role: a create that finds them missing makes them again) may
+	// exist, whatever the outcome. So the target's removal is checked for last.
+	cur, removed, rerr := w.removedSince(ctx, l, target)
+	switch {
+	case err != nil:
+		return err
+	case rerr != nil || removed || !activated:
+		return rerr
+	}
+	return w.followGrants(ctx, target, cur, l.Username)
+}
+
+// activate records the activation of lease l, whose user's create (begun at start)
+// ended with created, once its expiry is armed; or, when it must not be activated, drops
+// what the create made and records why. activated says the activation is recorded.
+func (w *Workers) activate(ctx context.Context, l events.Lease, created error, start time.Time, armed <-chan error) (activated bool, err error) {
+	log := w.log.With("lease_id", l.ID, "record_uid", l.RecordUID)
+	if created != nil {
+		log.Warn("create user failed", "err", created)
+		return false, w.failAndDrop(ctx, l, created)
 	}
 	log.Info("user created", "username", l.Username, "took", time.Since(start).Round(time.Microsecond))
 	if !w.requesterWaiting(ctx, l.ID) {
 		log.Warn("nobody is waiting for this lease any more; dropping its user instead of activating it")
-		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout,
+		return false, w.failAndDrop(ctx, l, events.Errorf(events.ETimeout,
 			"Nobody was waiting for the lease any more (its requester stopped or gave up); it was not activated."))
 	}
 	if expired(l) {
 		// A short TTL and a slow create (a paused database, a failover): the credentials
 		// would reach their requester dead (PostgreSQL refuses them past VALID UNTIL).
 		log.Warn("lease expired while its user was created; dropping the user instead of activating it")
-		return w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
+		return false, w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
 	}
 	if err := <-armed; err != nil {
-		return err // redelivery creates idempotently and tries again
+		return false, err // redelivery creates idempotently and tries again
 	}
 	act, err := l.Activate(time.Now())
 	if err != nil {
-		return err
+		return false, err
 	}
 	_, err = w.cfg.Store.Append(ctx, events.LeaseSubject(l.ID), act, l.Seq)
 	if errors.Is(err, jsstore.ErrConflict) {
 		// Revoked or timed out while we were creating: undo.
 		log.Info("lease moved on while its user was created; dropping the user")
-		return w.dropUser(ctx, l)
+		return false, w.dropUser(ctx, l)
+	}
+	return err == nil, err
+}
+
+// removedSince makes sure lease l, whose user was made (or dropped) on target used,
+// does not outlive its target's removal, and returns the target as it stands. It reads
+// the target from the stream's leader after the lease's activation was appended: a
+// removal recorded later lists the target's leases once every event before it is
+// applied, and so finds this lease active; one recorded earlier is found here. Then
+// the lease is revoked (its user dropped as any revocation's), and what the target's
+// users shared is removed again, with the settings it was removed with: the create may
+// have made it again after the removal had dropped it. A failure is returned, for the
+// redelivery to check again.
+func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.Target) (cur events.Target, removed bool, err error) {
+	cur, _, err = w.cfg.Store.LoadTarget(ctx, used.RecordUID)
+	if events.ErrorCode(err) != events.ENotFound {
+		return cur, false, err
+	}
+	w.log.Warn("the lease's target is removed; ending the lease and removing the target's shared setup again",
+		"lease_id", l.ID, "record_uid", used.RecordUID)
+	_, _, err = w.cfg.Store.DecideLease(ctx, l.ID, func(l events.Lease) (*events.Event, error) {
+		if l.Status.Ended() {
+			return nil, nil
+		}
+		return l.Revoke("", time.Now())
+	})
+	if err != nil {
+		return cur, true, err
+	}
+	last, err := w.cfg.Store.RemovedTarget(ctx, used.RecordUID)
+	if events.ErrorCode(err) == events.ENotFound {
+		return cur, true, nil // never recorded: nothing of it was set up
 	}
 	if err != nil {
-		return err
+		return cur, true, err
 	}
-	return w.followGrants(ctx, target, l.Username)
+	// A target is often removed because its server is going away: retried, this could
+	// fail for good. What is left cannot log in, and holds no lease user any more.
+	if err := w.RemoveTarget(ctx, last); err != nil {
+		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
+	}
+	return cur, true, nil
 }
 
 // armExpiry arms l's expiry second alongside the database work that follows; the caller
@@ -314,13 +383,9 @@ func expired(l events.Lease) bool { return !time.Now().Before(l.ExpiresAt) }
 // being created (engines whose users hold their own grants only): an update that listed
 // the target's active leases before this one was among them would otherwise leave it
 // with the old grants.
-func (w *Workers) followGrants(ctx context.Context, used events.Target, username string) error {
-	if !w.GrantsPerUser(used.Engine) {
-		return nil
-	}
-	cur, err := w.cfg.Targets.Target(ctx, used.RecordUID)
-	if err != nil || !cur.SameServer(used) || slices.EqualFunc(cur.Grants, used.Grants, sameGrant) {
-		return nil // gone, moved, or unchanged: nothing to follow
+func (w *Workers) followGrants(ctx context.Context, used, cur events.Target, username string) error {
+	if !w.GrantsPerUser(used.Engine) || !cur.SameServer(used) || slices.EqualFunc(cur.Grants, used.Grants, sameGrant) {
+		return nil // moved, or unchanged: nothing to follow
 	}
 	return w.Regrant(ctx, cur, username)
 }

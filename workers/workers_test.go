@@ -757,3 +757,82 @@ func TestWorkers_ARequestSeenAfterItsTargetsRemovalCreatesNothing(t *testing.T) 
 		t.Fatal("a lease requested before its target's removal made its user, or the target's group, after it")
 	}
 }
+
+// beforeCreate runs its hook once, before the first user's create is sent.
+type beforeCreate struct {
+	driver.Driver
+	hook func()
+}
+
+func (d *beforeCreate) CreateUser(ctx context.Context, req driver.CreateUserRequest) error {
+	if h := d.hook; h != nil {
+		d.hook = nil
+		h()
+	}
+	return d.Driver.CreateUser(ctx, req)
+}
+
+// A target removed (its group dropped) while a lease's user was being made, after the
+// worker had found the target: the create makes the group again, and the lease would be
+// active on a removed target, its user logging in with the removed target's grants until
+// it expired, the group left behind for good. The worker checks for the removal after
+// the create: the lease is revoked (its user then dropped) and the group removed again;
+// a lease nobody waits for any more fails, and the group goes too.
+func TestWorkers_ATargetRemovedWhileAUserIsMadeKeepsNothing(t *testing.T) {
+	for _, answering := range []bool{true, false} {
+		t.Run(fmt.Sprintf("requester waiting %v", answering), func(t *testing.T) {
+			stall := &beforeCreate{}
+			f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { stall.Driver = d; return stall })
+			group := "syvault_" + f.target.RecordUID
+			stall.hook = func() {
+				// As RemoveTarget does it meanwhile in an API process.
+				last, err := f.store.LastSeq(t.Context(), events.TargetSubject(f.target.RecordUID))
+				if err != nil {
+					t.Error(err)
+				}
+				f.record(t, events.RemoveTarget(f.target.RecordUID, "", time.Now()), last)
+				if err := f.w.RemoveTarget(t.Context(), f.target); err != nil {
+					t.Error(err)
+				}
+			}
+			id, user := f.requestAs(t, time.Minute, answering)
+			if err := f.deliver(t, id, 0); err != nil {
+				t.Fatal(err)
+			}
+			if f.userExists(t, group) {
+				t.Fatal("the removed target's group was made again and left behind")
+			}
+			if !answering {
+				f.wantHistory(t, id, "lease.requested lease.failed")
+			} else {
+				f.wantHistory(t, id, "lease.requested lease.activated lease.revoked")
+				if err := f.deliver(t, id, 2); err != nil {
+					t.Fatal(err)
+				}
+				f.wantHistory(t, id, "lease.requested lease.activated lease.revoked lease.dropped")
+			}
+			if f.userExists(t, user) {
+				t.Fatal("the lease's user outlived its target's removal")
+			}
+		})
+	}
+}
+
+// A request without a lease in it (written by whoever can write to NATS) makes no lease:
+// the workers pass over it, in every process it is delivered to, rather than fail on
+// what it lacks.
+func TestWorkers_ARequestWithoutALeaseIsPassedOver(t *testing.T) {
+	f := mustFixture(t)
+	id := uuid.Must(uuid.NewV7()).String()
+	e := events.RequestLease(events.LeaseRequest{LeaseID: id, Target: f.target, TTLSeconds: 60, Username: "vf_tmp_none", Now: time.Now(), Deadline: time.Now().Add(time.Minute)})
+	e.Lease = nil
+	if _, err := f.store.Append(t.Context(), events.LeaseSubject(id), e, 0); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := f.deliver(t, id, 0); err != nil {
+			t.Fatalf("a request without a lease: %v", err)
+		}
+	}
+	f.wantHistory(t, id, "lease.requested")
+}

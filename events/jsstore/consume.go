@@ -288,6 +288,19 @@ func (s *Store) ConsumerBusy(ctx context.Context, durable string) (bool, error) 
 	return info.NumWaiting > 0 || info.NumAckPending > 0, nil
 }
 
+// AckFloor returns the stream sequence up to which every message of the events stream
+// the durable consumer was given has been acknowledged (its ack floor): for the
+// projector, every event up to it is applied or given up on as one that never can be
+// (undecodable, or a history SyVault did not write), whatever the order its handlers ran
+// in and whichever process ran them.
+func (s *Store) AckFloor(ctx context.Context, durable string) (uint64, error) {
+	c, err := s.events.Consumer(ctx, durable)
+	if err != nil {
+		return 0, unavailable(fmt.Errorf("jsstore.AckFloor(%s): %w", durable, err))
+	}
+	return c.CachedInfo().AckFloor.Stream, nil
+}
+
 // RestartConsumer deletes the durable consumer of the events stream and creates it anew
 // to deliver from sequence from on: for rebuilding what it feeds.
 func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64) error {

@@ -359,6 +359,22 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 	return *t, seqs[len(seqs)-1], nil
 }
 
+// RemovedTarget returns the settings target recordUID had when it was removed (its last
+// registration, update or reseal), read from its events: what its users shared, made
+// with them, is removed with them. ENotFound when it has none.
+func (s *Store) RemovedTarget(ctx context.Context, recordUID string) (events.Target, error) {
+	evs, _, err := s.History(ctx, events.TargetSubject(recordUID))
+	if err != nil {
+		return events.Target{}, err
+	}
+	for _, e := range slices.Backward(evs) {
+		if t := targetState(e); t != nil {
+			return *t, nil
+		}
+	}
+	return events.Target{}, events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
+}
+
 // targetState is the whole target an event records, as the read side takes it: those of
 // a registration, an update and a reseal; nil for any other.
 func targetState(e events.Event) *events.Target {

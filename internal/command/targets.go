@@ -232,19 +232,19 @@ func (s *Service) regrantLeases(ctx context.Context, t events.Target) error {
 	return nil
 }
 
-// forEach runs fn on every lease, n at a time, and returns their errors in order.
-func forEach(leases []events.Lease, n int, fn func(events.Lease) error) []error {
+// forEach runs fn on every item, n at a time, and returns their errors in order.
+func forEach[T any](items []T, n int, fn func(T) error) []error {
 	sem := make(chan struct{}, n)
-	errs := make([]error, len(leases))
+	errs := make([]error, len(items))
 	done := make(chan struct{})
-	for i, l := range leases {
+	for i, l := range items {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; done <- struct{}{} }()
 			errs[i] = fn(l)
 		}()
 	}
-	for range leases {
+	for range items {
 		<-done
 	}
 	return errs
@@ -269,16 +269,12 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 		if !revokeLeases {
 			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
 		}
-		errs := forEach(page, 8, func(l events.Lease) error {
-			if err := s.RevokeLease(ctx, l.ID, actor); events.ErrorCode(err) != events.ENotFound {
-				return err
-			}
-			return nil
-		})
-		for _, err := range errs {
-			if err != nil {
-				return err // the first failure says what to fix; every revocation stays recorded
-			}
+		ids := make([]string, len(page))
+		for i, l := range page {
+			ids[i] = l.ID
+		}
+		if err := s.revokeAll(ctx, ids, actor); err != nil {
+			return err
 		}
 	}
 	release, err := s.targetTurn(ctx, uid)
@@ -313,15 +309,17 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 			}
 			continue
 		}
-		// Unanswered, it may have landed: then nothing would drop the setup, as a
-		// removal sent again finds no target.
-		if s.removed(ctx, uid) {
-			s.removeSetup(ctx, target)
+		// Unanswered, it may have landed: then nothing would end what the removal
+		// leaves, as a removal sent again finds no target.
+		if at := s.removedAt(ctx, uid); at != 0 {
+			_ = s.afterRemoval(ctx, target, at, actor)
 		}
 		return err
 	}
 	waited := s.cfg.Projections.WaitTarget(ctx, uid, seq)
-	s.removeSetup(ctx, target)
+	if err := s.afterRemoval(ctx, target, seq, actor); err != nil {
+		return err
+	}
 	if waited != nil {
 		return waited
 	}
@@ -329,13 +327,73 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 	return nil
 }
 
-// removed says whether target uid's removal is recorded, asking the stream's leader even
-// once ctx is done.
-func (s *Service) removed(ctx context.Context, uid string) bool {
+// revokeAll revokes the leases ids, a few at a time, and returns the first failure: it
+// says what to fix, and every revocation stays recorded. A lease that has ended is passed
+// over.
+func (s *Service) revokeAll(ctx context.Context, ids []string, actor string) error {
+	errs := forEach(ids, 8, func(id string) error {
+		if err := s.RevokeLease(ctx, id, actor); events.ErrorCode(err) != events.ENotFound {
+			return err
+		}
+		return nil
+	})
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// afterRemoval ends what target t's removal, recorded at stream sequence removal, leaves
+// behind, even once ctx is done: a removal sent again finds no target, so nothing else
+// would. First the leases that became active while the removal was under way: the list
+// made before it showed none, but a lease activated after that list (or missing from it,
+// read from a copy behind) and before the removal was made with the target's settings and
+// would outlive it. Once every event up to the removal is applied, the index's leader
+// holds an entry for each such lease, and they are revoked (whatever revoke_leases said:
+// their target is gone). A lease activated after the removal is its worker's to revoke:
+// it reads the target after each create. Then what the target's users shared goes,
+// whether or not those revocations finished.
+func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uint64, actor string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer cancel()
-	_, _, err := s.cfg.Projections.TargetVersion(ctx, uid)
-	return events.ErrorCode(err) == events.ENotFound
+	defer s.removeSetup(ctx, t)
+	if err := s.cfg.Projections.WaitApplied(ctx, removal); err != nil {
+		s.log.Warn("could not check the removed target for leases made during its removal", "record_uid", t.RecordUID, "err", err)
+		return events.Wrap(err, events.ETimeout, "The target is removed, but whether a lease was made while it was being removed "+
+			"could not be checked in time: list the leases with its record_uid and revoke any still active.")
+	}
+	// One pass over the target's entries, each read from the leader: a revocation keeps
+	// its lease's entry, and no lease is activated on the target any more.
+	var after uint64
+	for {
+		page, err := s.cfg.Store.LeaderIndexPage(ctx, jsstore.IndexFilter{RecordUID: t.RecordUID}, after, 100)
+		if err != nil || len(page) == 0 {
+			return err
+		}
+		ids := make([]string, len(page))
+		for i, en := range page {
+			ids[i] = en.LeaseID
+		}
+		s.log.Warn("revoking the leases of a removed target", "record_uid", t.RecordUID, "leases", len(ids))
+		if err := s.revokeAll(ctx, ids, actor); err != nil {
+			return err
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+// removedAt returns the stream sequence of target uid's removal (0 when it is not
+// removed, or that cannot be told), asking the stream's leader even once ctx is done.
+func (s *Service) removedAt(ctx context.Context, uid string) uint64 {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer cancel()
+	if _, _, err := s.cfg.Projections.TargetVersion(ctx, uid); events.ErrorCode(err) != events.ENotFound {
+		return 0
+	}
+	at, _ := s.cfg.Store.LastSeq(ctx, events.TargetSubject(uid))
+	return at
 }
 
 // removeSetup removes what the users of target t, whose removal is recorded, shared,

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 )
@@ -343,5 +345,75 @@ func TestRemoveTarget_RemovesTheSettingsRecordedLast(t *testing.T) {
 	}
 	if _, _, err := s.cfg.Projections.TargetVersion(t.Context(), reg.RecordUID); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("the target after its removal: %v, want not found", err)
+	}
+}
+
+// until polls cond every millisecond for up to ten seconds, failing the test with what
+// when it never holds.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+	}
+}
+
+// A lease activated after a removal had listed its target's leases (none) and before it
+// was recorded: its user was made with the target's settings, and the removal answered
+// while the lease stayed active, its credentials good until they expired. The removal
+// now lists the target's leases again once every event before it is applied, and
+// revokes what it finds, even when asked not to revoke leases: their target is gone.
+func TestRemoveTarget_RevokesALeaseActivatedWhileItWasRemoved(t *testing.T) {
+	p := &recorder{}
+	s := newService(t, jstest.MustStore(t), p)
+	ctx := t.Context()
+	reg, _ := registeredTarget(t, s)
+	release, err := s.targetTurns.Take(ctx, reg.RecordUID) // as another change of it would
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := make(chan error, 1)
+	go func() { answer <- s.RemoveTarget(ctx, reg.RecordUID, false, "") }()
+	until(t, "the removal never waited for its turn", func() bool { return s.targetTurns.Users(reg.RecordUID) == 2 })
+	// Meanwhile a lease of the target is requested and activated, as the API and a
+	// worker do.
+	id := uuid.Must(uuid.NewV7()).String()
+	now := time.Now()
+	if _, err := s.cfg.Store.Append(ctx, events.LeaseSubject(id), events.RequestLease(events.LeaseRequest{LeaseID: id, Target: reg,
+		TTLSeconds: 3600, Username: "v_late", Now: now, Deadline: now.Add(time.Minute)}), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		act, err := l.Activate(time.Now())
+		return &act, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	// The revoker's part: the user dropped once the revocation is recorded.
+	until(t, "the lease activated during the removal was never revoked", func() bool {
+		l, err := s.cfg.Store.LoadLease(ctx, id)
+		return err == nil && l.Status == events.StatusRevoking
+	})
+	removedSetups := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.removedTargets)
+	}
+	if n := removedSetups(); n != 0 {
+		t.Fatal("the group was dropped before the lease user's revocation finished")
+	}
+	if _, _, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) { return l.Dropped(time.Now()), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-answer; err != nil {
+		t.Fatalf("the removal: %v", err)
+	}
+	if n := removedSetups(); n != 1 {
+		t.Fatalf("the target's setup was removed %d times, want once", n)
+	}
+	if l, err := s.cfg.Store.LoadLease(ctx, id); err != nil || l.Status != events.StatusRevoked {
+		t.Fatalf("the lease after its target's removal: %+v, %v; want revoked", l.Status, err)
 	}
 }

@@ -272,8 +272,13 @@ class DynamicSecrets:
             NotFoundError: unknown uid.
             GatewayTimeoutError: the server's request timeout passed, waiting for another
                 change of the target it was making (nothing removed), for a revocation, or
-                for the removal's record to be read back (the removal stands: sent
-                again, it raises NotFoundError).
+                for the removal's record to be read back, or checking it for leases
+                activated meanwhile (the removal stands: sent again, it raises
+                NotFoundError).
+            TargetUnavailableError: a revocation could not reach the database.
+
+        A lease activated while the removal was under way is revoked with the target,
+        whatever ``revoke_leases`` says: its target is gone.
         """
         self._client.request(
             "DELETE",
