@@ -787,10 +787,16 @@ func (p *Projections) WaitTarget(ctx context.Context, recordUID string, seq uint
 // order. A failed read of the consumer (its leader changing) is read again. It returns
 // ETimeout when ctx ends first, or after MaxWait.
 func (p *Projections) WaitApplied(ctx context.Context, seq uint64) error {
-	return poll(ctx, func(ctx context.Context) (bool, error) {
+	var last error // of the last read
+	err := poll(ctx, func(ctx context.Context) (bool, error) {
 		floor, err := p.store.AckFloor(ctx, Consumer)
+		last = err
 		return err == nil && floor >= seq, nil
 	})
+	if err != nil && last != nil {
+		return events.Wrap(errors.Join(err, last), events.ETimeout, "The change was recorded, but how far the read side has applied the events could not be read in time.")
+	}
+	return err
 }
 
 // WaitClient is WaitTarget for a client.

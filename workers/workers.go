@@ -206,14 +206,18 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		_, _, err := w.removedSince(ctx, l, l.Spec.Target)
 		return err
 	case l.Status == events.StatusActive && l.Spec != nil:
-		// Activated, by this request's first delivery or another process: it may have
-		// ended before it could tell whether the target was removed meanwhile, or
-		// whether its grants changed.
-		cur, removed, err := w.removedSince(ctx, l, l.Spec.Target)
-		if err != nil || removed {
+		// Activated, by this request's first delivery or another process, which may have
+		// ended before it could tell whether the target was removed meanwhile, or whether
+		// its grants changed (against the grants its create used, which no event holds:
+		// so they are given again). Only for SyVault's own request (see below).
+		if first, err := w.cfg.Store.FirstSeq(ctx, events.LeaseSubject(l.ID)); err != nil || first != requestSeq {
 			return err
 		}
-		return w.followGrants(ctx, l.Spec.Target, cur, l.Username)
+		cur, removed, err := w.removedSince(ctx, l, l.Spec.Target)
+		if err != nil || removed || !cur.SameServer(l.Spec.Target) {
+			return err
+		}
+		return w.Regrant(ctx, cur, l.Username)
 	case l.Status != events.StatusPending || l.Seq != requestSeq:
 		return nil // revocation under way: the revoker owns it
 	}
@@ -361,7 +365,10 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 		return cur, true, err
 	}
 	// A target is often removed because its server is going away: retried, this could
-	// fail for good. What is left cannot log in, and holds no lease user any more.
+	// fail for good. What is left cannot log in, and holds no lease user any more. It
+	// goes before the revoker drops the user, which cuts the user's grants at once; a
+	// user that made objects then hands them to a group made again to own them, as a
+	// removal keeps a group that owns objects.
 	if err := w.RemoveTarget(ctx, last); err != nil {
 		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
 	}

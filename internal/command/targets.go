@@ -269,12 +269,16 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 		if !revokeLeases {
 			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
 		}
-		ids := make([]string, len(page))
-		for i, l := range page {
-			ids[i] = l.ID
-		}
-		if err := s.revokeAll(ctx, ids, actor); err != nil {
-			return err
+		errs := forEach(page, 8, func(l events.Lease) error {
+			if err := s.RevokeLease(ctx, l.ID, actor); events.ErrorCode(err) != events.ENotFound {
+				return err
+			}
+			return nil
+		})
+		for _, err := range errs {
+			if err != nil {
+				return err // the first failure says what to fix; every revocation stays recorded
+			}
 		}
 	}
 	release, err := s.targetTurn(ctx, uid)
@@ -316,68 +320,68 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 		}
 		return err
 	}
-	waited := s.cfg.Projections.WaitTarget(ctx, uid, seq)
 	if err := s.afterRemoval(ctx, target, seq, actor); err != nil {
 		return err
 	}
-	if waited != nil {
-		return waited
+	// Every event up to the removal is applied by now (unless that wait failed, which
+	// answers above): the record shows it, or a copy of it behind soon will.
+	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
+		return err
 	}
 	s.releaseName(ctx, "target", target.Name, uid)
 	return nil
 }
 
-// revokeAll revokes the leases ids, a few at a time, and returns the first failure: it
-// says what to fix, and every revocation stays recorded. A lease that has ended is passed
-// over.
-func (s *Service) revokeAll(ctx context.Context, ids []string, actor string) error {
-	errs := forEach(ids, 8, func(id string) error {
-		if err := s.RevokeLease(ctx, id, actor); events.ErrorCode(err) != events.ENotFound {
-			return err
-		}
-		return nil
-	})
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+// afterRemoval ends what target t's removal, recorded at stream sequence removal, leaves
+// behind, even once ctx is done: a removal sent again finds no target, so nothing else
+// would. First the leases that became active while the removal was under way (see
+// revokeActivatedMeanwhile), then what the target's users shared, whether or not those
+// revocations could be recorded. Each within half a request timeout, so that with the
+// wait for the target's turn the answer comes within the server's write timeout.
+func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uint64, actor string) error {
+	defer s.removeSetup(ctx, t)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)
+	defer cancel()
+	if err := s.revokeActivatedMeanwhile(ctx, t.RecordUID, removal, actor); err != nil {
+		s.log.Warn("could not check the removed target for leases activated during its removal", "record_uid", t.RecordUID, "err", err)
+		return events.Wrap(err, events.ETimeout, "The target is removed, but its leases could not all be checked for, or revoked, in time "+
+			"(one may have been activated while it was being removed): list the leases with its record_uid and revoke any still active.")
 	}
 	return nil
 }
 
-// afterRemoval ends what target t's removal, recorded at stream sequence removal, leaves
-// behind, even once ctx is done: a removal sent again finds no target, so nothing else
-// would. First the leases that became active while the removal was under way: the list
-// made before it showed none, but a lease activated after that list (or missing from it,
-// read from a copy behind) and before the removal was made with the target's settings and
-// would outlive it. Once every event up to the removal is applied, the index's leader
-// holds an entry for each such lease, and they are revoked (whatever revoke_leases said:
-// their target is gone). A lease activated after the removal is its worker's to revoke:
-// it reads the target after each create. Then what the target's users shared goes,
-// whether or not those revocations finished.
-func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uint64, actor string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
-	defer cancel()
-	defer s.removeSetup(ctx, t)
+// revokeActivatedMeanwhile revokes the leases of target uid activated while its removal,
+// recorded at stream sequence removal, was under way: the list made before the removal
+// showed none, but a lease activated after that list (or missing from it, read from a
+// copy behind) and before the removal was made with the target's settings and would
+// outlive it. Once every event up to the removal is applied, the index's leader holds an
+// entry for each such lease; they are revoked whatever revoke_leases said (their target
+// is gone), and the revocations are recorded, not waited for: the revoker drops each
+// user, retried until it is gone. A lease activated after the removal is its worker's to
+// revoke: it reads the target after each create.
+func (s *Service) revokeActivatedMeanwhile(ctx context.Context, uid string, removal uint64, actor string) error {
 	if err := s.cfg.Projections.WaitApplied(ctx, removal); err != nil {
-		s.log.Warn("could not check the removed target for leases made during its removal", "record_uid", t.RecordUID, "err", err)
-		return events.Wrap(err, events.ETimeout, "The target is removed, but whether a lease was made while it was being removed "+
-			"could not be checked in time: list the leases with its record_uid and revoke any still active.")
+		return err
 	}
-	// One pass over the target's entries, each read from the leader: a revocation keeps
-	// its lease's entry, and no lease is activated on the target any more.
+	// One pass over the target's entries: a revocation keeps its lease's entry, and only
+	// the creates already under way at the removal can add one.
 	var after uint64
 	for {
-		page, err := s.cfg.Store.LeaderIndexPage(ctx, jsstore.IndexFilter{RecordUID: t.RecordUID}, after, 100)
+		page, err := s.cfg.Store.LeaderIndexPage(ctx, jsstore.IndexFilter{RecordUID: uid}, after, 100)
 		if err != nil || len(page) == 0 {
 			return err
 		}
-		ids := make([]string, len(page))
-		for i, en := range page {
-			ids[i] = en.LeaseID
-		}
-		s.log.Warn("revoking the leases of a removed target", "record_uid", t.RecordUID, "leases", len(ids))
-		if err := s.revokeAll(ctx, ids, actor); err != nil {
+		s.log.Warn("revoking the leases of a removed target", "record_uid", uid, "leases", len(page))
+		errs := forEach(page, 8, func(en jsstore.IndexEntry) error {
+			_, _, err := s.cfg.Store.DecideLease(ctx, en.LeaseID, func(l events.Lease) (*events.Event, error) {
+				if l.Status.Ended() {
+					return nil, nil
+				}
+				return l.Revoke(actor, time.Now())
+			})
+			return err
+		})
+		if err := errors.Join(errs...); err != nil {
 			return err
 		}
 		after = page[len(page)-1].Seq
@@ -400,7 +404,7 @@ func (s *Service) removedAt(ctx context.Context, uid string) uint64 {
 // even once ctx is done: a removal sent again finds no target, so nothing else would. A
 // failure leaves only a role that cannot log in; it is logged.
 func (s *Service) removeSetup(ctx context.Context, t events.Target) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)
 	defer cancel()
 	if err := s.cfg.Preparer.RemoveTarget(ctx, t); err != nil {
 		s.log.Warn("could not remove the target's shared setup from the database", "record_uid", t.RecordUID, "err", err)

@@ -275,7 +275,8 @@ class DynamicSecrets:
                 for the removal's record to be read back, or checking it for leases
                 activated meanwhile (the removal stands: sent again, it raises
                 NotFoundError).
-            TargetUnavailableError: a revocation could not reach the database.
+            TargetUnavailableError: with ``revoke_leases``, a revocation could not reach
+                the database (it stays recorded and retried; nothing was removed).
 
         A lease activated while the removal was under way is revoked with the target,
         whatever ``revoke_leases`` says: its target is gone.
