@@ -118,8 +118,8 @@ func TestWatch_UntilOutlivesTheBucketsElection(t *testing.T) {
 		default:
 		}
 	}
-	jstest.Start(t, opts[1])
-	jstest.Start(t, opts[2])
+	jstest.Restart(t, opts[1])
+	jstest.Restart(t, opts[2])
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := p.Apply(actx, evs[1], seqs[1])

@@ -82,9 +82,9 @@ func MustCluster(tb testing.TB) ([]*server.Server, string) {
 }
 
 // MustClusterOpts is MustCluster, returning each server's options too, for a test that
-// stops servers and starts them again: Start with the same options brings a server back
-// with its name and its store. Restart the second and third (the first is the seed the
-// others find each other through).
+// stops servers and starts them again: Restart with the same options brings a server
+// back with its name and its store. Restart the second and third (the first is the seed
+// the others find each other through).
 func MustClusterOpts(tb testing.TB) ([]*server.Server, []*server.Options) {
 	tb.Helper()
 	var seed *server.Server
@@ -129,6 +129,17 @@ func clusterNode(tb testing.TB, i, clusterPort int, routes []*url.URL) *server.O
 		Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: clusterPort},
 		Routes:  routes, NoLog: true, NoSigs: true,
 	}
+}
+
+// Restart starts a stopped cluster node (the second or third of MustClusterOpts) again
+// with its name and its store, on ports of the kernel's choosing: the first start wrote
+// the ports it was given into opts, and while the node was down any connection of the
+// tests running alongside may have taken one of them as its own (a loaded CI run saw a
+// node that never came back so).
+func Restart(tb testing.TB, opts *server.Options) *server.Server {
+	tb.Helper()
+	opts.Port, opts.Cluster.Port = -1, -1
+	return Start(tb, opts)
 }
 
 // Shutdown stops the server; safe to call twice.
