@@ -156,18 +156,13 @@ func (w *Workers) Run(ctx context.Context) error {
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
 	switch e.Type {
 	case events.LeaseRequested, events.LeaseRenewed:
-		release, err := w.gates.enter(ctx, e.RecordUID)
+		enter, err := w.gates.enter(ctx, e.RecordUID)
 		if err != nil {
 			return err
 		}
+		var once sync.Once
+		release := func() { once.Do(enter) }
 		defer release()
-	case events.LeaseRevoked, events.LeaseExpired:
-		// Drops take their turns on the target's gate themselves (see revoke).
-	default:
-		return nil // the rest asks for no database work
-	}
-	switch e.Type {
-	case events.LeaseRequested, events.LeaseRenewed:
 		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
 		if err == nil {
 			err = events.HistoryBehind(l, seq)
@@ -178,18 +173,20 @@ func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) e
 		if e.Type == events.LeaseRenewed {
 			return w.renew(ctx, l)
 		}
-		return w.provision(ctx, l, seq)
+		return w.provision(ctx, l, seq, release)
 	case events.LeaseRevoked, events.LeaseExpired:
+		// Drops take their turns on the target's gate themselves (see revoke).
 		return w.revoke(ctx, e.LeaseID, seq)
 	}
-	return nil
+	return nil // the rest asks for no database work
 }
 
 // provision creates the user of a requested lease. A user is only ever created while the
 // lease's last event is its request; activation is appended on condition that this is
 // still so, and a create that loses that race drops what it made. So once a lease has
-// ended, nothing creates its user again.
-func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint64) error {
+// ended, nothing creates its user again. leave gives up the turn on the target's
+// database (see handleLease) once the database work is done.
+func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint64, leave func()) error {
 	log := w.log.With("lease_id", l.ID, "record_uid", l.RecordUID)
 	switch {
 	case l.Status.Ended():
@@ -284,7 +281,10 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	activated, err := w.activate(ctx, l, err, start, armed)
 	// From the create on, the user and what the target's users share (PostgreSQL's
 	// group, MySQL's marker role: a create that finds them missing makes them again) may
-	// exist, whatever the outcome. So the target's removal is checked for last.
+	// exist, whatever the outcome. So the target's removal is checked for last: a read,
+	// which another create on the target need not wait for (the database work it rarely
+	// leads to, a removal's or changed grants', goes without a turn).
+	leave()
 	cur, removed, rerr := w.removedSince(ctx, l, target)
 	switch {
 	case err != nil:
@@ -334,13 +334,13 @@ func (w *Workers) activate(ctx context.Context, l events.Lease, created error, s
 
 // removedSince makes sure lease l, whose user was made (or dropped) on target used,
 // does not outlive its target's removal, and returns the target as it stands. It reads
-// the target from the stream's leader after the lease's activation was appended: a
-// removal recorded later lists the target's leases once every event before it is
+// the target from the stream's leader after the create and the lease's activation, if
+// any: a removal recorded later reads the target's leases once every event before it is
 // applied, and so finds this lease active; one recorded earlier is found here. Then
 // the lease is revoked (its user dropped as any revocation's), and what the target's
 // users shared is removed again, with the settings it was removed with: the create may
-// have made it again after the removal had dropped it. A failure is returned, for the
-// redelivery to check again.
+// have made it again after the removal had dropped it. A failure to read or record is
+// returned, for the redelivery to check again.
 func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.Target) (cur events.Target, removed bool, err error) {
 	cur, _, err = w.cfg.Store.LoadTarget(ctx, used.RecordUID)
 	if events.ErrorCode(err) != events.ENotFound {
