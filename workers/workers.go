@@ -156,12 +156,12 @@ func (w *Workers) Run(ctx context.Context) error {
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
 	switch e.Type {
 	case events.LeaseRequested, events.LeaseRenewed:
-		enter, err := w.gates.enter(ctx, e.RecordUID)
+		free, err := w.gates.enter(ctx, e.RecordUID)
 		if err != nil {
 			return err
 		}
 		var once sync.Once
-		release := func() { once.Do(enter) }
+		release := func() { once.Do(free) }
 		defer release()
 		l, err := w.cfg.Store.LoadLease(ctx, e.LeaseID)
 		if err == nil {
@@ -185,7 +185,8 @@ func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) e
 // lease's last event is its request; activation is appended on condition that this is
 // still so, and a create that loses that race drops what it made. So once a lease has
 // ended, nothing creates its user again. leave gives up the turn on the target's
-// database (see handleLease) once the database work is done.
+// database (see handleLease) once the user's create or drop is done: what follows is a
+// read, and the database work it rarely leads to takes a turn of its own (inTurn).
 func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint64, leave func()) error {
 	log := w.log.With("lease_id", l.ID, "record_uid", l.RecordUID)
 	switch {
@@ -200,6 +201,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		if err := w.dropUser(ctx, l); err != nil {
 			return err
 		}
+		leave()
 		_, _, err := w.removedSince(ctx, l, l.Spec.Target)
 		return err
 	case l.Status == events.StatusActive && l.Spec != nil:
@@ -207,6 +209,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		// ended before it could tell whether the target was removed meanwhile, or whether
 		// its grants changed (against the grants its create used, which no event holds:
 		// so they are given again). Only for SyVault's own request (see below).
+		leave()
 		if first, err := w.cfg.Store.FirstSeq(ctx, events.LeaseSubject(l.ID)); err != nil || first != requestSeq {
 			return err
 		}
@@ -214,7 +217,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		if err != nil || removed || !cur.SameServer(l.Spec.Target) {
 			return err
 		}
-		return w.Regrant(ctx, cur, l.Username)
+		return w.inTurn(ctx, cur.RecordUID, func() error { return w.Regrant(ctx, cur, l.Username) })
 	case l.Status != events.StatusPending || l.Seq != requestSeq:
 		return nil // revocation under way: the revoker owns it
 	}
@@ -282,8 +285,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	// From the create on, the user and what the target's users share (PostgreSQL's
 	// group, MySQL's marker role: a create that finds them missing makes them again) may
 	// exist, whatever the outcome. So the target's removal is checked for last: a read,
-	// which another create on the target need not wait for (the database work it rarely
-	// leads to, a removal's or changed grants', goes without a turn).
+	// which another create on the target need not wait for.
 	leave()
 	cur, removed, rerr := w.removedSince(ctx, l, target)
 	switch {
@@ -340,7 +342,8 @@ func (w *Workers) activate(ctx context.Context, l events.Lease, created error, s
 // the lease is revoked (its user dropped as any revocation's), and what the target's
 // users shared is removed again, with the settings it was removed with: the create may
 // have made it again after the removal had dropped it. A failure to read or record is
-// returned, for the redelivery to check again.
+// returned, for the redelivery to check again. Its caller holds no turn on the target's
+// gate: the setup's removal takes one.
 func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.Target) (cur events.Target, removed bool, err error) {
 	cur, _, err = w.cfg.Store.LoadTarget(ctx, used.RecordUID)
 	if events.ErrorCode(err) != events.ENotFound {
@@ -366,10 +369,11 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	}
 	// A target is often removed because its server is going away: retried, this could
 	// fail for good. What is left cannot log in, and holds no lease user any more. It
-	// goes before the revoker drops the user, which cuts the user's grants at once; a
-	// user that made objects then hands them to a group made again to own them, as a
-	// removal keeps a group that owns objects.
-	if err := w.RemoveTarget(ctx, last); err != nil {
+	// races the revoker's drop of the user: first, it cuts the user's grants at once,
+	// and a user that made objects then hands them to a group made again to own them;
+	// either way what is left is a group that cannot log in, as a removal keeps a group
+	// that owns objects.
+	if err := w.inTurn(ctx, used.RecordUID, func() error { return w.RemoveTarget(ctx, last) }); err != nil {
 		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
 	}
 	return cur, true, nil
@@ -394,7 +398,18 @@ func (w *Workers) followGrants(ctx context.Context, used, cur events.Target, use
 	if !w.GrantsPerUser(used.Engine) || !cur.SameServer(used) || slices.EqualFunc(cur.Grants, used.Grants, sameGrant) {
 		return nil // moved, or unchanged: nothing to follow
 	}
-	return w.Regrant(ctx, cur, username)
+	return w.inTurn(ctx, cur.RecordUID, func() error { return w.Regrant(ctx, cur, username) })
+}
+
+// inTurn runs fn, work on the database of target uid, in a turn on the target's gate
+// (see gate.go), for a handler that has given its own up (see provision).
+func (w *Workers) inTurn(ctx context.Context, uid string, fn func() error) error {
+	release, err := w.gates.enter(ctx, uid)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return fn()
 }
 
 func sameGrant(a, b events.Grant) bool {

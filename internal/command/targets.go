@@ -336,9 +336,9 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 // behind, even once ctx is done: a removal sent again finds no target, so nothing else
 // would. First the leases that became active while the removal was under way (see
 // revokeActivatedMeanwhile), then what the target's users shared, whether or not those
-// revocations could be recorded. Each within half a request timeout, so that a removal
-// still takes no longer than when it dropped the setup alone (within a request timeout),
-// and its answer comes within the server's write timeout.
+// revocations could be recorded. Each within half a request timeout: after its turn on
+// the target, a removal still takes at most a request timeout, as when it dropped the
+// setup alone.
 func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uint64, actor string) error {
 	defer s.removeSetup(ctx, t)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)

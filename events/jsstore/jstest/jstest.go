@@ -123,10 +123,14 @@ func MustClusterOpts(tb testing.TB) ([]*server.Server, []*server.Options) {
 	}
 }
 
+// clusterNode is the options of node i of the cluster whose seed routes are routes. The
+// cluster's name is its own (from the seed's route), so that a node of one test's
+// cluster never joins another's that took a port it had.
 func clusterNode(tb testing.TB, i, clusterPort int, routes []*url.URL) *server.Options {
+	name := "syvault-" + routes[0].Port()
 	return &server.Options{
 		ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: tb.TempDir(),
-		Cluster: server.ClusterOpts{Name: "syvault", Host: "127.0.0.1", Port: clusterPort},
+		Cluster: server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: clusterPort},
 		Routes:  routes, NoLog: true, NoSigs: true,
 	}
 }
