@@ -344,12 +344,42 @@ func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uin
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)
 	defer cancel()
 	if err := s.revokeActivatedMeanwhile(ctx, t.RecordUID, removal, actor); err != nil {
-		s.log.Warn("could not check the removed target for leases activated during its removal", "record_uid", t.RecordUID, "err", err)
+		s.log.Warn("could not check the removed target for leases activated during its removal; checking again in the background",
+			"record_uid", t.RecordUID, "err", err)
+		s.checkLater(t.RecordUID, removal, actor)
 		return events.Wrap(err, events.ETimeout, "The target is removed, but its leases could not all be checked for, or revoked, in time "+
-			"(one may have been activated while it was being removed): list the leases with its record_uid and revoke any still active.")
+			"(one may have been activated while it was being removed); this server goes on checking for a few minutes. "+
+			"To be sure, list the leases with its record_uid and revoke any still active.")
 	}
 	return nil
 }
+
+// checkLater goes on with a removal's check for leases activated meanwhile that could
+// not be made in time (a projector stopped, or retrying an event with its backoff), once
+// a second for up to lateCheck, and logs how it ended. A process that stops meanwhile
+// leaves it undone: the removal's answer said what to check.
+func (s *Service) checkLater(uid string, removal uint64, actor string) {
+	s.later.goFor(lateCheck, func(ctx context.Context) {
+		for {
+			err := s.revokeActivatedMeanwhile(ctx, uid, removal, actor)
+			if err == nil {
+				s.log.Info("checked the removed target for leases activated during its removal", "record_uid", uid)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				s.log.Error("gave up checking the removed target for leases activated during its removal; list its leases and revoke any still active",
+					"record_uid", uid, "err", err)
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	})
+}
+
+// lateCheck bounds checkLater: longer than the projector takes to apply an event it is
+// retrying (its consumer's backoff, up to 30 s) or lost (its ack wait).
+const lateCheck = 5 * time.Minute
 
 // revokeActivatedMeanwhile revokes the leases of target uid activated while its removal,
 // recorded at stream sequence removal, was under way: the list made before the removal

@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore/jstest"
+	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/projections"
 )
 
 // recorder accepts every target, calling hold (when set) at the start of each Prepare
@@ -403,4 +406,55 @@ func TestRemoveTarget_RevokesALeaseActivatedWhileItWasRemoved(t *testing.T) {
 	if n := len(p.removedTargets); n != 1 {
 		t.Fatalf("the target's setup was removed %d times, want once", n)
 	}
+}
+
+// When the read side cannot say in time that it has applied every event before a
+// removal (its projector stopped here), the removal answers 504 and says to check; the
+// check goes on in the background, and once the projector catches up a lease activated
+// meanwhile, which no list showed, is revoked all the same.
+func TestRemoveTarget_ChecksOnWhenTheReadSideLags(t *testing.T) {
+	ctx := t.Context()
+	store := jstest.MustStore(t)
+	proj, err := projections.Open(ctx, store, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() (stop func()) {
+		rctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = proj.Run(rctx) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	sealer, err := seal.New(seal.NewKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, Config{Store: store, Projections: proj, Sealer: sealer, Preparer: nopPreparer{}, RequestTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	reg, _ := registeredTarget(t, s)
+	stop()
+	id := uuid.Must(uuid.NewV7()).String()
+	now := time.Now()
+	if _, err := store.Append(ctx, events.LeaseSubject(id), events.RequestLease(events.LeaseRequest{LeaseID: id, Target: reg,
+		TTLSeconds: 3600, Username: "v_unseen", Now: now, Deadline: now.Add(time.Minute)}), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		act, err := l.Activate(time.Now())
+		return &act, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveTarget(ctx, reg.RecordUID, false, ""); events.ErrorCode(err) != events.ETimeout {
+		t.Fatalf("a removal the read side could not confirm in time: %v, want a timeout that says to check", err)
+	}
+	defer run()()
+	until(t, "the lease activated while the read side lagged was never revoked", func() bool {
+		l, err := store.LoadLease(ctx, id)
+		return err == nil && l.Status == events.StatusRevoking
+	})
 }
