@@ -115,13 +115,13 @@ type later struct {
 	wg     sync.WaitGroup
 }
 
-// goFor runs fn in the background with a context that ends after d or at close,
-// unless closed already.
-func (l *later) goFor(d time.Duration, fn func(ctx context.Context)) {
+// goFor runs fn in the background with a context that ends after d or at close, and
+// says so; closed already, it does not.
+func (l *later) goFor(d time.Duration, fn func(ctx context.Context)) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return
+		return false
 	}
 	if l.ctx == nil {
 		l.ctx, l.stop = context.WithCancel(context.Background())
@@ -133,6 +133,7 @@ func (l *later) goFor(d time.Duration, fn func(ctx context.Context)) {
 		defer cancel()
 		fn(ctx)
 	}()
+	return true
 }
 
 func (l *later) close() {

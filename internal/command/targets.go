@@ -8,6 +8,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/projections"
 )
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -355,26 +356,37 @@ func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uin
 }
 
 // checkLater goes on with a removal's check for leases activated meanwhile that could
-// not be made in time (a projector stopped, or retrying an event with its backoff), once
-// a second for up to lateCheck, and logs how it ended. A process that stops meanwhile
-// leaves it undone: the removal's answer said what to check.
+// not be made in time (a projector stopped, or retrying an event with its backoff): it
+// asks how far the projector has got once a second (one request), checks once it has
+// the removal, for up to lateCheck, and logs how it ended. A process that stops
+// meanwhile leaves it undone: the removal's answer said what to check.
 func (s *Service) checkLater(uid string, removal uint64, actor string) {
-	s.later.goFor(lateCheck, func(ctx context.Context) {
+	started := s.later.goFor(lateCheck, func(ctx context.Context) {
+		var err error
 		for {
-			err := s.revokeActivatedMeanwhile(ctx, uid, removal, actor)
-			if err == nil {
-				s.log.Info("checked the removed target for leases activated during its removal", "record_uid", uid)
-				return
+			var floor uint64
+			if floor, err = s.cfg.Store.AckFloor(ctx, projections.Consumer); err == nil && floor >= removal {
+				if err = s.revokeActivatedMeanwhile(ctx, uid, removal, actor); err == nil {
+					s.log.Info("checked the removed target for leases activated during its removal", "record_uid", uid)
+					return
+				}
 			}
 			select {
 			case <-ctx.Done():
-				s.log.Error("gave up checking the removed target for leases activated during its removal; list its leases and revoke any still active",
-					"record_uid", uid, "err", err)
+				why := "gave up checking the removed target for leases activated during its removal"
+				if errors.Is(ctx.Err(), context.Canceled) {
+					why = "stopped checking the removed target for leases activated during its removal: the server is shutting down"
+				}
+				s.log.Error(why+"; list its leases and revoke any still active", "record_uid", uid, "err", err)
 				return
 			case <-time.After(time.Second):
 			}
 		}
 	})
+	if !started {
+		s.log.Error("did not go on checking the removed target for leases activated during its removal: the server is shutting down; "+
+			"list its leases and revoke any still active", "record_uid", uid)
+	}
 }
 
 // lateCheck bounds checkLater: longer than the projector takes to apply an event it is

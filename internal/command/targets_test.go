@@ -355,7 +355,13 @@ func TestRemoveTarget_RemovesTheSettingsRecordedLast(t *testing.T) {
 // when it never holds.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+	untilWithin(t, 10*time.Second, what, cond)
+}
+
+// untilWithin is until for up to d.
+func untilWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal(what)
 		}
@@ -411,7 +417,7 @@ func TestRemoveTarget_RevokesALeaseActivatedWhileItWasRemoved(t *testing.T) {
 // When the read side cannot say in time that it has applied every event before a
 // removal (its projector stopped here), the removal answers 504 and says to check; the
 // check goes on in the background, and once the projector catches up a lease activated
-// meanwhile, which no list showed, is revoked all the same.
+// before the removal, which no list showed, is revoked all the same.
 func TestRemoveTarget_ChecksOnWhenTheReadSideLags(t *testing.T) {
 	ctx := t.Context()
 	store := jstest.MustStore(t)
@@ -425,7 +431,10 @@ func TestRemoveTarget_ChecksOnWhenTheReadSideLags(t *testing.T) {
 		go func() { defer close(done); _ = proj.Run(rctx) }()
 		return func() { cancel(); <-done }
 	}
-	stop := run()
+	var once sync.Once
+	running := run()
+	stop := func() { once.Do(running) }
+	t.Cleanup(stop) // also when the test fails before it stops the projector
 	sealer, err := seal.New(seal.NewKey())
 	if err != nil {
 		t.Fatal(err)
@@ -453,7 +462,8 @@ func TestRemoveTarget_ChecksOnWhenTheReadSideLags(t *testing.T) {
 		t.Fatalf("a removal the read side could not confirm in time: %v, want a timeout that says to check", err)
 	}
 	defer run()()
-	until(t, "the lease activated while the read side lagged was never revoked", func() bool {
+	// Past the projector's ack wait (10 s), should a delivery before its stop be lost.
+	untilWithin(t, 30*time.Second, "the lease activated while the read side lagged was never revoked", func() bool {
 		l, err := store.LoadLease(ctx, id)
 		return err == nil && l.Status == events.StatusRevoking
 	})
