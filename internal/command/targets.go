@@ -357,8 +357,8 @@ func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uin
 
 // checkLater goes on with a removal's check for leases activated meanwhile that could
 // not be made in time (a projector stopped, or retrying an event with its backoff): it
-// asks how far the projector has got once a second (one request), checks once it has
-// the removal, for up to lateCheck, and logs how it ended. A process that stops
+// asks how far the projector has got once a second (one request), walks the index once
+// it has the removal, for up to lateCheck, and logs how it ended. A process that stops
 // meanwhile leaves it undone: the removal's answer said what to check.
 func (s *Service) checkLater(uid string, removal uint64, actor string) {
 	started := s.later.goFor(lateCheck, func(ctx context.Context) {
@@ -366,7 +366,7 @@ func (s *Service) checkLater(uid string, removal uint64, actor string) {
 		for {
 			var floor uint64
 			if floor, err = s.cfg.Store.AckFloor(ctx, projections.Consumer); err == nil && floor >= removal {
-				if err = s.revokeActivatedMeanwhile(ctx, uid, removal, actor); err == nil {
+				if err = s.revokeIndexed(ctx, uid, actor); err == nil {
 					s.log.Info("checked the removed target for leases activated during its removal", "record_uid", uid)
 					return
 				}
@@ -406,8 +406,13 @@ func (s *Service) revokeActivatedMeanwhile(ctx context.Context, uid string, remo
 	if err := s.cfg.Projections.WaitApplied(ctx, removal); err != nil {
 		return err
 	}
-	// One pass over the target's entries: a revocation keeps its lease's entry, and only
-	// the creates already under way at the removal can add one.
+	return s.revokeIndexed(ctx, uid, actor)
+}
+
+// revokeIndexed records the revocation of every lease of removed target uid the index's
+// leader lists. One pass over the target's entries: a revocation keeps its lease's
+// entry, and only the creates already under way at the removal can add one.
+func (s *Service) revokeIndexed(ctx context.Context, uid, actor string) error {
 	var after uint64
 	for {
 		page, err := s.cfg.Store.LeaderIndexPage(ctx, jsstore.IndexFilter{RecordUID: uid}, after, 100)
