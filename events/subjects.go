@@ -3,6 +3,7 @@ package events
 import (
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -72,6 +73,14 @@ func IDFromSubject(subject string) string {
 		}
 	}
 	return subject
+}
+
+// OneToken reports whether id can stand as one token of a subject: not empty, no dot,
+// no wildcard, no white space. An id read from an event's body is checked before it
+// names a subject filter, where "*" (or "", which a filter takes for any) would match
+// every id.
+func OneToken(id string) bool {
+	return id != "" && !strings.ContainsAny(id, ".*> \t\r\n")
 }
 
 // AttemptSubject carries, over core NATS and outside any stream, an Attempt for each

@@ -16,3 +16,8 @@ func (w *Workers) HandleLease(ctx context.Context, e events.Event, seq uint64) e
 func (w *Workers) HandleDue(ctx context.Context, e events.Event, seq uint64) error {
 	return w.handleDue(ctx, e, seq)
 }
+
+// HandleTarget exposes the removals' handler, so a test delivers a removal when it needs to.
+func (w *Workers) HandleTarget(ctx context.Context, e events.Event, seq uint64) error {
+	return w.handleTarget(ctx, e, seq)
+}

@@ -400,9 +400,11 @@ func TestWorkers_ACreateWhoseStoreIsDownIsTriedAgain(t *testing.T) {
 	}
 }
 
-// targetsDown is a target source whose store does not answer.
+// targetsDown is a read side whose store does not answer.
 type targetsDown struct{ err error }
 
 func (d targetsDown) Target(context.Context, string) (events.Target, error) {
 	return events.Target{}, d.err
 }
+
+func (d targetsDown) WaitApplied(context.Context, uint64) error { return d.err }

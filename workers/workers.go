@@ -30,11 +30,16 @@ import (
 const (
 	LeaseConsumer  = "workers"
 	ExpiryConsumer = "expirer"
+	// RemovalConsumer follows each target's removal through (see handleTarget).
+	RemovalConsumer = "removals"
 )
 
-// TargetSource returns a target's current registration (ENotFound once removed).
-type TargetSource interface {
+// ReadSide is what the workers read of the projections: *projections.Projections.
+type ReadSide interface {
+	// Target returns a target's current registration (ENotFound once removed).
 	Target(ctx context.Context, recordUID string) (events.Target, error)
+	// WaitApplied waits until every event up to stream sequence seq is applied.
+	WaitApplied(ctx context.Context, seq uint64) error
 }
 
 // Config wires the workers.
@@ -42,7 +47,7 @@ type Config struct {
 	Store   *jsstore.Store
 	Sealer  *seal.Sealer
 	Drivers map[events.Engine]driver.Driver
-	Targets TargetSource
+	Targets ReadSide
 	Logger  *slog.Logger
 	// Concurrency bounds the lease operations one process runs or holds at once,
 	// across targets; each target gets at most a few of them running and a bounded
@@ -132,10 +137,10 @@ func New(cfg Config) (*Workers, error) {
 	return &Workers{cfg: cfg, log: cfg.Logger.With("component", "workers"), drivers: drivers, origins: NewOrigins(cfg.Store)}, nil
 }
 
-// Run consumes lease events and fired schedules until ctx ends, then lets the operations
-// in flight finish.
+// Run consumes lease events, fired schedules and target removals until ctx ends, then
+// lets the operations in flight finish.
 func (w *Workers) Run(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() {
 		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
 			Stream: events.EventsStream, Durable: LeaseConsumer, Filters: []string{events.LeaseSubjects},
@@ -150,7 +155,64 @@ func (w *Workers) Run(ctx context.Context) error {
 			Concurrency: 64, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
 		}, w.handleDue)
 	}()
-	return errors.Join(<-errc, <-errc)
+	go func() {
+		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
+			Stream: events.EventsStream, Durable: RemovalConsumer, Filters: []string{events.TargetSubjects},
+			// Target events are few; a removal may wait for the read side, or for a
+			// database that is gone.
+			Concurrency: 16, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
+		}, w.handleTarget)
+	}()
+	return errors.Join(<-errc, <-errc, <-errc)
+}
+
+// handleTarget follows a target's removal through, once for the deployment, until it is
+// done: the leases activated while the removal was under way are revoked and, when there
+// were any, the setup their creates may have made again is removed again. The removal's
+// request does so too, but within its own time and process: a read side behind it, or
+// its process stopping, would leave such a lease logging in with the removed target's
+// grants until it expires. The check waits until every event up to the removal is
+// applied, so the index's leader lists each lease active at the removal; a lease
+// activated after it is its worker's to revoke (removedSince). Other target events need
+// nothing here.
+func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) error {
+	if e.Type != events.TargetRemoved {
+		return nil
+	}
+	uid := e.RecordUID
+	// Only a removal as SyVault records it, the last event of the target it names: one
+	// naming another target (written by whoever can write to NATS) revokes nothing.
+	if !events.OneToken(uid) {
+		w.log.Error("a target removal names no target; passing it over", "seq", seq)
+		return nil
+	}
+	switch last, err := w.cfg.Store.LastSeq(ctx, events.TargetSubject(uid)); {
+	case err != nil:
+		return err
+	case last != seq:
+		w.log.Error("a target removal is not its target's last event; passing it over", "record_uid", uid, "seq", seq, "last_seq", last)
+		return nil
+	}
+	// Read before anything changes, so that a failure here leaves nothing half done
+	// for the redelivery to miss (by then the revoker may have dropped the users and
+	// their entries with them).
+	settings, err := w.cfg.Store.RemovedTarget(ctx, uid)
+	if events.ErrorCode(err) == events.ENotFound {
+		return nil // never registered: nothing of it was set up or leased
+	}
+	if err != nil {
+		return err
+	}
+	if err := w.cfg.Targets.WaitApplied(ctx, seq); err != nil {
+		return fmt.Errorf("the read side has not applied the removal of %s yet: %w", uid, err) // retried with backoff
+	}
+	live, err := w.cfg.Store.RevokeIndexed(ctx, uid, e.ClientID)
+	if live > 0 {
+		w.log.Warn("revoked the leases of a removed target activated during its removal; removing its shared setup again",
+			"record_uid", uid, "leases", live)
+		w.removeSetupOf(ctx, settings)
+	}
+	return err
 }
 
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
@@ -351,13 +413,7 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	}
 	w.log.Warn("the lease's target is removed; ending the lease and removing the target's shared setup again",
 		"lease_id", l.ID, "record_uid", used.RecordUID)
-	_, _, err = w.cfg.Store.DecideLease(ctx, l.ID, func(l events.Lease) (*events.Event, error) {
-		if l.Status.Ended() {
-			return nil, nil
-		}
-		return l.Revoke("", time.Now())
-	})
-	if err != nil {
+	if _, err := w.cfg.Store.RevokeLive(ctx, l.ID, ""); err != nil {
 		return cur, true, err
 	}
 	last, err := w.cfg.Store.RemovedTarget(ctx, used.RecordUID)
@@ -367,16 +423,26 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	if err != nil {
 		return cur, true, err
 	}
-	// A target is often removed because its server is going away: retried, this could
-	// fail for good. What is left cannot log in, and holds no lease user any more. It
-	// races the revoker's drop of the user: first, it cuts the user's grants at once,
-	// and a user that made objects then hands them to a group made again to own them;
-	// either way what is left is a group that cannot log in, as a removal keeps a group
-	// that owns objects.
-	if err := w.inTurn(ctx, used.RecordUID, func() error { return w.RemoveTarget(ctx, last) }); err != nil {
-		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
-	}
+	w.removeSetupOf(ctx, last)
 	return cur, true, nil
+}
+
+// removeSetupOf removes what the users of removed target t (its settings when it was
+// removed) shared: a create may have made it again after the removal had dropped it. A
+// target is often removed because its server is going away: retried, this could fail
+// for good, so a failure is logged, and the wait for the target's gate and the removal
+// together take at most an operation's timeout. What is left cannot log in, and holds
+// no lease user once the revoker has dropped them; it races the revoker's drop of a
+// user: first, it cuts the user's grants at once, and a user that made objects then hands
+// them to a group made again to own them; either way what is left is a group that cannot
+// log in, as a removal keeps a group that owns objects. Its caller holds no turn on the
+// target's gate: it takes one.
+func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	if err := w.inTurn(ctx, t.RecordUID, func() error { return w.RemoveTarget(ctx, t) }); err != nil {
+		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", t.RecordUID, "err", err)
+	}
 }
 
 // armExpiry arms l's expiry second alongside the database work that follows; the caller

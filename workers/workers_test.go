@@ -818,6 +818,82 @@ func TestWorkers_ATargetRemovedWhileAUserIsMadeKeepsNothing(t *testing.T) {
 	}
 }
 
+// A lease activated while its target was being removed, which the removal's own request
+// never revoked (its process stopped, or its read side lagged past the request's time),
+// is revoked from the stream: the workers follow every removal through once the read side
+// has applied it, retried until done, and remove the setup its create made again. A
+// removal written on another target's subject, and a listed lease whose history SyVault
+// did not write, change nothing and hold nothing up.
+func TestWorkers_ARemovalIsFollowedThroughFromTheStream(t *testing.T) {
+	f := mustFixture(t)
+	ctx := t.Context()
+	uid := f.target.RecordUID
+	group := "syvault_" + uid
+	// Listed first: a lease whose history names another lease.
+	forged, other := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
+	now := time.Now()
+	if _, err := f.store.Append(ctx, events.LeaseSubject(forged), events.RequestLease(events.LeaseRequest{LeaseID: other, Target: f.target,
+		TTLSeconds: 60, Username: "vf_tmp_forged", Now: now, Deadline: now.Add(time.Minute)}), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.IndexAdd(ctx, uid, "", forged); err != nil {
+		t.Fatal(err)
+	}
+	l, user := f.active(t)
+	last, err := f.store.LastSeq(ctx, events.TargetSubject(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	misplaced := events.RemoveTarget(uid, "", time.Now())
+	misplaced.ID = "misplaced" // not the real one's, which NATS would take for a copy
+	elsewhere, err := f.store.Append(ctx, events.TargetSubject("Wnotthisone1"), misplaced, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removal := events.RemoveTarget(uid, "", time.Now())
+	seq := f.record(t, removal, last)
+	removal, _ = events.Decode(removal.Encode())
+
+	// The projector has not run: the index may not list every lease active at the
+	// removal yet, so the removal is not passed over (it is delivered again).
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = f.w.HandleTarget(short, removal, seq)
+	cancel()
+	if err == nil {
+		t.Fatal("the removal was passed over before the read side had applied it")
+	}
+	if err := f.w.HandleTarget(ctx, misplaced, elsewhere); err != nil {
+		t.Fatalf("a removal on another target's subject: %v, want it passed over", err)
+	}
+	f.wantHistory(t, l.ID, "lease.requested lease.activated")
+
+	// The lease consumer starts after the removal: whatever ends the lease from here on
+	// is the removal's follow-through.
+	if err := f.store.RestartConsumer(ctx, workers.LeaseConsumer, seq+1, events.LeaseSubjects); err != nil {
+		t.Fatal(err)
+	}
+	run, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, fn := range []func(context.Context) error{f.proj.Run, f.w.Run} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = fn(run) }()
+	}
+	t.Cleanup(func() { stop(); wg.Wait() })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		h := fmt.Sprint(f.history(t, l.ID))
+		if h == "[lease.requested lease.activated lease.revoked lease.dropped]" && !f.userExists(t, user) && !f.userExists(t, group) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the removal was followed through: history %s, user left %v, group left %v; want the lease revoked and dropped, nothing left",
+				h, f.userExists(t, user), f.userExists(t, group))
+		}
+	}
+	if n := len(f.history(t, forged)); n != 1 {
+		t.Fatalf("the forged history has %d events, want its one", n)
+	}
+}
+
 // A request without a lease in it (written by whoever can write to NATS) makes no lease:
 // the workers pass over it, in every process it is delivered to, rather than fail on
 // what it lacks.

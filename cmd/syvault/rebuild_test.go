@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/http/client"
 	"github.com/syvault/syvault/projections"
+	"github.com/syvault/syvault/workers"
 )
 
 // snapshot reads every key and value of the projection buckets.
@@ -86,6 +89,17 @@ func TestRebuildProjections(t *testing.T) {
 		t.Fatal(err)
 	}
 	rebuilt := snapshot(t, jetStream(t, m2))
+	// A removal the workers followed through while the index was being refilled is
+	// followed through again: the removals' consumer starts over, on target events only.
+	removals, err := eventsStream(t, m2).Consumer(ctx, workers.RemovalConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := removals.CachedInfo(); info.Config.OptStartSeq != 1 || !slices.Equal(info.Config.FilterSubjects, []string{events.TargetSubjects}) ||
+		info.NumPending == 0 {
+		t.Fatalf("the removals' consumer after a rebuild: from %d, on %v, %d pending; want every target event again",
+			info.Config.OptStartSeq, info.Config.FilterSubjects, info.NumPending)
+	}
 	_ = m2.Close()
 	if len(live) == 0 || len(live) != len(rebuilt) {
 		t.Fatalf("live has %d keys, rebuilt %d", len(live), len(rebuilt))

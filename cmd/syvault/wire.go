@@ -659,6 +659,12 @@ func (m *Main) RebuildProjections(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// While the lease index was refilled, the workers may have followed a removal through
+	// against an index missing some of the target's leases: they follow every removal
+	// through again (a few reads each; what is done already is not done twice).
+	if err := m.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "rebuilt projections from %d events in %s\n", n, time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -302,19 +302,32 @@ func (s *Store) AckFloor(ctx context.Context, durable string) (uint64, error) {
 }
 
 // RestartConsumer deletes the durable consumer of the events stream and creates it anew
-// to deliver from sequence from on: for rebuilding what it feeds.
-func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64) error {
-	if err := s.events.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+// to deliver the events on filters (all when none) from sequence from on: for rebuilding
+// what it feeds, or following it through again. It keeps the ack wait and the bound on
+// pending acks the processes consuming it set, as they go on consuming it.
+func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64, filters ...string) error {
+	cfg := jetstream.ConsumerConfig{
+		Durable:        durable,
+		FilterSubjects: filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		MaxDeliver:     -1,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+		Replicas:       s.cfg.Replicas,
+	}
+	c, err := s.events.Consumer(ctx, durable)
+	switch {
+	case err == nil:
+		have := c.CachedInfo().Config
+		cfg.AckWait, cfg.MaxAckPending = have.AckWait, have.MaxAckPending
+		err = s.events.DeleteConsumer(ctx, durable)
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		err = nil
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
 	}
-	_, err := s.events.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		MaxDeliver:    -1,
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
-		Replicas:      s.cfg.Replicas,
-	})
+	_, err = s.events.CreateConsumer(ctx, cfg)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
 		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/syvault/syvault/events"
 )
 
 // IndexStream holds one message per listed lease (active or revoking), on the subject
@@ -121,6 +122,53 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 		after = msg.Sequence
 	}
 	return page, nil
+}
+
+// RevokeIndexed records, on behalf of actor, the revocation of every lease of target
+// recordUID that the index's leader lists and that has not ended, and says how many it
+// found not ended (revoked here, or being revoked already): for a target that is removed,
+// once every event before its removal is applied (then the index holds each lease that
+// was active at the removal). A revocation keeps its lease's entry until its user is
+// dropped, so one pass over the target's entries sees each lease once. The revocations
+// are recorded, not waited for: the revoker drops each user, retried until it is gone. A
+// lease whose history SyVault did not write is passed over (its history is refused, and
+// logged, wherever it is read), so it cannot keep the target's other leases from
+// revocation. A recordUID that is not one subject token is refused: as a filter, "" or
+// "*" would match every target.
+func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (live int, err error) {
+	if !events.OneToken(recordUID) {
+		return 0, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to revoke."}
+	}
+	var after uint64
+	for {
+		page, err := s.LeaderIndexPage(ctx, IndexFilter{RecordUID: recordUID}, after, 100)
+		if err != nil || len(page) == 0 {
+			return live, err
+		}
+		for _, en := range page {
+			ended, err := s.RevokeLive(ctx, en.LeaseID, actor)
+			switch {
+			case errors.Is(err, ErrPermanent):
+			case err != nil:
+				return live, err
+			case !ended:
+				live++
+			}
+		}
+		after = page[len(page)-1].Seq
+	}
+}
+
+// RevokeLive records the revocation of lease id on behalf of actor unless it has ended
+// or is being revoked already; ended says it had ended.
+func (s *Store) RevokeLive(ctx context.Context, id, actor string) (ended bool, err error) {
+	l, _, err := s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		if l.Status.Ended() {
+			return nil, nil
+		}
+		return l.Revoke(actor, time.Now())
+	})
+	return err == nil && l.Status.Ended(), err
 }
 
 // IndexIDs is IndexPage without each entry's sequence, only the last one's: the request

@@ -258,7 +258,7 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 	}
 	// The read side and the workers have caught up: nothing waits in their consumers.
 	for _, c := range [][2]string{{events.EventsStream, projections.Consumer}, {events.EventsStream, workers.LeaseConsumer},
-		{events.SchedulesStream, workers.ExpiryConsumer}} {
+		{events.EventsStream, workers.RemovalConsumer}, {events.SchedulesStream, workers.ExpiryConsumer}} {
 		info, err := h.consumerInfo(ctx, c[0], c[1])
 		if err != nil {
 			return fmt.Sprintf("consumer %s: %v", c[1], err)

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/syvault/syvault/events"
@@ -60,9 +59,6 @@ type Service struct {
 	quotas      *leaseQuotas
 	adminsSeen  guardSeen
 	targetTurns turns.Keys // one update or removal of a target at a time (targetTurn)
-	// later is the work a request hands on when it cannot finish it in time (see
-	// checkLater); Close stops and waits for it.
-	later later
 }
 
 // New opens what the command side keeps in NATS (the username and assertion
@@ -102,46 +98,5 @@ const credentialPoolSize = 128
 
 // Close stops the background work; the Service must not be used afterwards.
 func (s *Service) Close() {
-	s.later.close()
 	s.credentials.close()
-}
-
-// later runs work handed on by requests, until it is closed.
-type later struct {
-	mu     sync.Mutex
-	closed bool
-	stop   context.CancelFunc // of ctx, set with it on the first go
-	ctx    context.Context
-	wg     sync.WaitGroup
-}
-
-// goFor runs fn in the background with a context that ends after d or at close, and
-// says so; closed already, it does not.
-func (l *later) goFor(d time.Duration, fn func(ctx context.Context)) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return false
-	}
-	if l.ctx == nil {
-		l.ctx, l.stop = context.WithCancel(context.Background())
-	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		ctx, cancel := context.WithTimeout(l.ctx, d)
-		defer cancel()
-		fn(ctx)
-	}()
-	return true
-}
-
-func (l *later) close() {
-	l.mu.Lock()
-	l.closed = true
-	if l.stop != nil {
-		l.stop()
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
 }

@@ -134,28 +134,3 @@ func TestFailure_SaysWhenTheTargetWasRemoved(t *testing.T) {
 		t.Errorf("a lease failed for its target's removal: %v", err)
 	}
 }
-
-// Work handed on to the background is stopped and waited for at close, and none is
-// started after it: a process shutting down leaves none running on a closed connection.
-func TestLater_CloseStopsAndWaits(t *testing.T) {
-	var l later
-	started, ended := make(chan struct{}), make(chan struct{})
-	if !l.goFor(time.Hour, func(ctx context.Context) {
-		close(started)
-		<-ctx.Done()
-		close(ended)
-	}) {
-		t.Fatal("work refused before close")
-	}
-	<-started
-	l.close()
-	select {
-	case <-ended:
-	default:
-		t.Fatal("close returned while the work still ran")
-	}
-	if l.goFor(time.Hour, func(context.Context) { t.Error("work ran after close") }) {
-		t.Fatal("work accepted after close")
-	}
-	l.close() // a second close does nothing
-}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
-	"github.com/syvault/syvault/projections"
 )
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -335,63 +334,25 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 
 // afterRemoval ends what target t's removal, recorded at stream sequence removal, leaves
 // behind, even once ctx is done: a removal sent again finds no target, so nothing else
-// would. First the leases that became active while the removal was under way (see
-// revokeActivatedMeanwhile), then what the target's users shared, whether or not those
-// revocations could be recorded. Each within half a request timeout: after its turn on
-// the target, a removal still takes at most a request timeout, as when it dropped the
-// setup alone.
+// would in this request. First the leases that became active while the removal was under
+// way (see revokeActivatedMeanwhile), then what the target's users shared, whether or not
+// those revocations could be recorded. Each within half a request timeout: after its turn
+// on the target, a removal still takes at most a request timeout, as when it dropped the
+// setup alone. What cannot be checked in time the workers check, from the stream, until
+// it is done (they follow every removal through: see workers.RemovalConsumer).
 func (s *Service) afterRemoval(ctx context.Context, t events.Target, removal uint64, actor string) error {
 	defer s.removeSetup(ctx, t)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)
 	defer cancel()
 	if err := s.revokeActivatedMeanwhile(ctx, t.RecordUID, removal, actor); err != nil {
-		s.log.Warn("could not check the removed target for leases activated during its removal; checking again in the background",
+		s.log.Warn("could not check the removed target for leases activated during its removal in time; the workers check once the read side has the removal",
 			"record_uid", t.RecordUID, "err", err)
-		s.checkLater(t.RecordUID, removal, actor)
 		return events.Wrap(err, events.ETimeout, "The target is removed, but its leases could not all be checked for, or revoked, in time "+
-			"(one may have been activated while it was being removed); this server goes on checking for a few minutes. "+
-			"To be sure, list the leases with its record_uid and revoke any still active.")
+			"(one may have been activated while it was being removed); SyVault revokes any such lease once its read side has caught up. "+
+			"To see them, list the leases with its record_uid.")
 	}
 	return nil
 }
-
-// checkLater goes on with a removal's check for leases activated meanwhile that could
-// not be made in time (a projector stopped, or retrying an event with its backoff): it
-// asks how far the projector has got once a second (one request), walks the index once
-// it has the removal, for up to lateCheck, and logs how it ended. A process that stops
-// meanwhile leaves it undone: the removal's answer said what to check.
-func (s *Service) checkLater(uid string, removal uint64, actor string) {
-	started := s.later.goFor(lateCheck, func(ctx context.Context) {
-		var err error
-		for {
-			var floor uint64
-			if floor, err = s.cfg.Store.AckFloor(ctx, projections.Consumer); err == nil && floor >= removal {
-				if err = s.revokeIndexed(ctx, uid, actor); err == nil {
-					s.log.Info("checked the removed target for leases activated during its removal", "record_uid", uid)
-					return
-				}
-			}
-			select {
-			case <-ctx.Done():
-				why := "gave up checking the removed target for leases activated during its removal"
-				if errors.Is(ctx.Err(), context.Canceled) {
-					why = "stopped checking the removed target for leases activated during its removal: the server is shutting down"
-				}
-				s.log.Error(why+"; list its leases and revoke any still active", "record_uid", uid, "err", err)
-				return
-			case <-time.After(time.Second):
-			}
-		}
-	})
-	if !started {
-		s.log.Error("did not go on checking the removed target for leases activated during its removal: the server is shutting down; "+
-			"list its leases and revoke any still active", "record_uid", uid)
-	}
-}
-
-// lateCheck bounds checkLater: longer than the projector takes to apply an event it is
-// retrying (its consumer's backoff, up to 30 s) or lost (its ack wait).
-const lateCheck = 5 * time.Minute
 
 // revokeActivatedMeanwhile revokes the leases of target uid activated while its removal,
 // recorded at stream sequence removal, was under way: the list made before the removal
@@ -399,41 +360,17 @@ const lateCheck = 5 * time.Minute
 // copy behind) and before the removal was made with the target's settings and would
 // outlive it. Once every event up to the removal is applied, the index's leader holds an
 // entry for each such lease; they are revoked whatever revoke_leases said (their target
-// is gone), and the revocations are recorded, not waited for: the revoker drops each
-// user, retried until it is gone. A lease activated after the removal is its worker's to
-// revoke: it reads the target after each create.
+// is gone). A lease activated after the removal is its worker's to revoke: it reads the
+// target after each create.
 func (s *Service) revokeActivatedMeanwhile(ctx context.Context, uid string, removal uint64, actor string) error {
 	if err := s.cfg.Projections.WaitApplied(ctx, removal); err != nil {
 		return err
 	}
-	return s.revokeIndexed(ctx, uid, actor)
-}
-
-// revokeIndexed records the revocation of every lease of removed target uid the index's
-// leader lists. One pass over the target's entries: a revocation keeps its lease's
-// entry, and only the creates already under way at the removal can add one.
-func (s *Service) revokeIndexed(ctx context.Context, uid, actor string) error {
-	var after uint64
-	for {
-		page, err := s.cfg.Store.LeaderIndexPage(ctx, jsstore.IndexFilter{RecordUID: uid}, after, 100)
-		if err != nil || len(page) == 0 {
-			return err
-		}
-		s.log.Warn("revoking the leases of a removed target", "record_uid", uid, "leases", len(page))
-		errs := forEach(page, 8, func(en jsstore.IndexEntry) error {
-			_, _, err := s.cfg.Store.DecideLease(ctx, en.LeaseID, func(l events.Lease) (*events.Event, error) {
-				if l.Status.Ended() {
-					return nil, nil
-				}
-				return l.Revoke(actor, time.Now())
-			})
-			return err
-		})
-		if err := errors.Join(errs...); err != nil {
-			return err
-		}
-		after = page[len(page)-1].Seq
+	n, err := s.cfg.Store.RevokeIndexed(ctx, uid, actor)
+	if n > 0 {
+		s.log.Warn("revoked the leases of a removed target activated during its removal", "record_uid", uid, "leases", n)
 	}
+	return err
 }
 
 // removedAt returns the stream sequence of target uid's removal (0 when it is not

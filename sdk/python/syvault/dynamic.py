@@ -273,8 +273,9 @@ class DynamicSecrets:
             GatewayTimeoutError: the server's request timeout passed, waiting for another
                 change of the target it was making (nothing removed), for a revocation, or
                 for the removal's record to be read back, or checking it for leases
-                activated meanwhile (the removal stands, and the server goes on
-                checking for a few minutes: sent again, it raises NotFoundError).
+                activated meanwhile (the removal stands, and SyVault revokes any such
+                lease once its read side has caught up: sent again, it raises
+                NotFoundError).
             TargetUnavailableError: with ``revoke_leases``, a revocation could not reach
                 the database (it stays recorded and retried; nothing was removed).
 
