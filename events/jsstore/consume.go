@@ -55,7 +55,11 @@ type ConsumeConfig struct {
 // Consume runs h on the durable consumer until ctx ends, then stops fetching and waits
 // for handlers in flight to finish (they get a fresh context of their own, so a drain
 // lets an operation complete rather than cutting it mid-way). The consumer is created
-// when missing, starting from the stream's first message.
+// when missing, starting from the stream's first message. When the server ends the
+// consumption while ctx lasts (the consumer was deleted: `rebuild-projections` restarts
+// the projector's and the removals' consumers, or an operator removed one), it is opened
+// again as it then stands and consumed on: otherwise the process would serve on with
+// nothing consumed until it restarted.
 func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 16
@@ -73,6 +77,54 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 	if err != nil {
 		return err
 	}
+	sem := make(chan struct{}, cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for opened := 0; ; opened++ {
+		cc, err := s.consumeOnce(ctx, stream, cfg, func(msg jetstream.Msg) {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				s.handle(cfg, h, msg)
+			}()
+		})
+		switch {
+		case ctx.Err() != nil:
+			if cc != nil {
+				s.stopConsuming(cc)
+			}
+			return nil // stopped: nothing failed
+		case err != nil && opened == 0:
+			return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
+		case err != nil:
+			cfg.Logger.Warn("could not consume again; trying again", "consumer", cfg.Durable, "err", err)
+		default:
+			select {
+			case <-ctx.Done():
+				s.stopConsuming(cc)
+				return nil
+			case <-cc.Closed():
+				cfg.Logger.Warn("the server ended the consumption (the consumer was deleted or restarted); consuming it again", "consumer", cfg.Durable)
+			}
+		}
+		// A restart deletes the consumer and creates it anew at once: opened in between,
+		// it would be made again from the stream's start.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(reconsumeDelay):
+		}
+	}
+}
+
+// reconsumeDelay is how long Consume waits before it opens again a consumer whose
+// consumption the server ended.
+const reconsumeDelay = time.Second
+
+// consumeOnce opens cfg's durable consumer on stream (creating it when missing) and
+// starts consuming it with fn.
+func (s *Store) consumeOnce(ctx context.Context, stream jetstream.Stream, cfg ConsumeConfig, fn jetstream.MessageHandler) (jetstream.ConsumeContext, error) {
 	cons, err := ensureConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:        cfg.Durable,
 		FilterSubjects: cfg.Filters,
@@ -84,28 +136,13 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 		Replicas:       s.cfg.Replicas,
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting: nothing was consumed, nothing failed
-		}
-		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
+		return nil, err
 	}
-	sem := make(chan struct{}, cfg.Concurrency)
-	var wg sync.WaitGroup
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			s.handle(cfg, h, msg)
-		}()
-	}, jetstream.PullMaxMessages(cfg.Concurrency))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
-	}
-	<-ctx.Done()
+	return cons.Consume(fn, jetstream.PullMaxMessages(cfg.Concurrency))
+}
+
+// stopConsuming stops fetching, and waits a little for the fetching to end.
+func (s *Store) stopConsuming(cc jetstream.ConsumeContext) {
 	// Draining asks the server to stop delivering; with the connection gone there is no
 	// one to ask, and the wait that matters is for the handlers in flight.
 	if s.nc.IsConnected() {
@@ -117,8 +154,6 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 	case <-cc.Closed():
 	case <-time.After(5 * time.Second):
 	}
-	wg.Wait()
-	return nil
 }
 
 func (s *Store) handle(cfg ConsumeConfig, h Handler, msg jetstream.Msg) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,6 +247,62 @@ func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
 	}
 	run(time.Minute)
 	run(3 * time.Minute)
+}
+
+// A consumer restarted while a process consumes it (as rebuild-projections restarts the
+// projector's and the removals' consumers under running servers) is consumed on, from
+// where the restart put it: the server ends the first consumption, and a process that
+// stopped there would serve on with nothing consumed until it restarted.
+func TestStore_ConsumesOnAfterARestartOfItsConsumer(t *testing.T) {
+	ctx := context.Background()
+	s := jstest.MustStore(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	run, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Consume(run, jsstore.ConsumeConfig{Stream: events.EventsStream, Durable: "d", Filters: []string{events.LeaseSubjects},
+			Logger: slog.New(slog.DiscardHandler)}, func(_ context.Context, e events.Event, _ uint64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[e.LeaseID]++
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	handled := func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[id] > 0
+	}
+	appendOne := func(id string) uint64 {
+		seq, err := s.Append(ctx, events.LeaseSubject(id), events.Event{Type: events.LeaseRequested, ID: id + ".requested", LeaseID: id,
+			Lease: &events.LeaseSpec{Username: "vf_tmp_" + id}}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	waitHandled := func(id string) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !handled(id); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("event of %s never handled", id)
+			}
+		}
+	}
+	last := appendOne("before")
+	waitHandled("before")
+	if err := s.RestartConsumer(ctx, "d", last+1, events.LeaseSubjects); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("after")
+	waitHandled("after")
 }
 
 func TestStore_DecideLease(t *testing.T) {
