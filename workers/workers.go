@@ -193,9 +193,7 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 		w.log.Error("a target removal is not its target's last event; passing it over", "record_uid", uid, "seq", seq, "last_seq", last)
 		return nil
 	}
-	// Read before anything changes, so that a failure here leaves nothing half done
-	// for the redelivery to miss (by then the revoker may have dropped the users and
-	// their entries with them).
+	// What the target's users shared was made with its last settings.
 	settings, err := w.cfg.Store.RemovedTarget(ctx, uid)
 	if events.ErrorCode(err) == events.ENotFound {
 		return nil // never registered: nothing of it was set up or leased
@@ -203,17 +201,32 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 	if err != nil {
 		return err
 	}
-	if err := w.cfg.Targets.WaitApplied(ctx, seq); err != nil {
-		return fmt.Errorf("the read side has not applied the removal of %s yet: %w", uid, err) // retried with backoff
+	// Asked for a little while, then again after the consumer's backoff: a read side
+	// stopped for long is not polled without pause.
+	wait, cancel := context.WithTimeout(ctx, readSideWait)
+	err = w.cfg.Targets.WaitApplied(wait, seq)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("the read side has not applied the removal of %s yet: %w", uid, err)
 	}
-	live, err := w.cfg.Store.RevokeIndexed(ctx, uid, e.ClientID)
-	if live > 0 {
-		w.log.Warn("revoked the leases of a removed target activated during its removal; removing its shared setup again",
-			"record_uid", uid, "leases", live)
-		w.removeSetupOf(ctx, settings)
+	live, err := w.cfg.Store.LiveIndexed(ctx, uid)
+	if err != nil || len(live) == 0 {
+		return err
 	}
+	// The setup first, while the leases still list: a removal that must wait for its
+	// turn on the target comes back and finds them again (once revoked, their entries go
+	// with their users). It cuts their grants at once; their revocations drop them.
+	if err := w.removeSetupOf(ctx, settings); err != nil {
+		return err
+	}
+	revoked, err := w.cfg.Store.RevokeIndexed(ctx, uid, e.ClientID)
+	w.log.Warn("a removed target had leases activated during its removal: its shared setup removed again, the leases revoked",
+		"record_uid", uid, "leases", len(live), "revoked_here", revoked)
 	return err
 }
+
+// readSideWait bounds one delivery's wait for the read side to apply a removal.
+const readSideWait = 2 * time.Second
 
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
 	switch e.Type {
@@ -413,7 +426,7 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	}
 	w.log.Warn("the lease's target is removed; ending the lease and removing the target's shared setup again",
 		"lease_id", l.ID, "record_uid", used.RecordUID)
-	if _, err := w.cfg.Store.RevokeLive(ctx, l.ID, ""); err != nil {
+	if err := w.cfg.Store.RevokeLive(ctx, l.ID, ""); err != nil {
 		return cur, true, err
 	}
 	last, err := w.cfg.Store.RemovedTarget(ctx, used.RecordUID)
@@ -423,26 +436,38 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	if err != nil {
 		return cur, true, err
 	}
-	w.removeSetupOf(ctx, last)
+	// Not tried again by a redelivery, which finds the lease revoking: the removal's
+	// follow-through (handleTarget) finds it listed and removes the setup then.
+	if err := w.removeSetupOf(ctx, last); err != nil {
+		w.log.Warn("could not take a turn to remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
+	}
 	return cur, true, nil
 }
 
 // removeSetupOf removes what the users of removed target t (its settings when it was
-// removed) shared: a create may have made it again after the removal had dropped it. A
-// target is often removed because its server is going away: retried, this could fail
-// for good, so a failure is logged, and the wait for the target's gate and the removal
-// together take at most an operation's timeout. What is left cannot log in, and holds
-// no lease user once the revoker has dropped them; it races the revoker's drop of a
-// user: first, it cuts the user's grants at once, and a user that made objects then hands
-// them to a group made again to own them; either way what is left is a group that cannot
-// log in, as a removal keeps a group that owns objects. Its caller holds no turn on the
-// target's gate: it takes one.
-func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+// removed) shared: a create may have made it again after the removal had dropped it. It
+// waits for a turn on the target's gate (its caller holds none) for at most an
+// operation's timeout, and returns only the failure to get one. A target is often removed
+// because its server is going away: retried, the removal itself could fail for good, so
+// its failure is logged. What is left cannot log in, and holds no lease user once the
+// revoker has dropped them; a user that made objects hands them at its drop to a group
+// made again to own them, a group that cannot log in, as a removal keeps a group that
+// owns objects.
+func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) error {
+	ctx = context.WithoutCancel(ctx)
+	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	release, err := w.gates.enter(turn, t.RecordUID)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer release()
+	op, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	if err := w.inTurn(ctx, t.RecordUID, func() error { return w.RemoveTarget(ctx, t) }); err != nil {
+	if err := w.RemoveTarget(op, t); err != nil {
 		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", t.RecordUID, "err", err)
 	}
+	return nil
 }
 
 // armExpiry arms l's expiry second alongside the database work that follows; the caller

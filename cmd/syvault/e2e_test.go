@@ -340,14 +340,21 @@ func TestTarget_DeleteRemovesGroupRole(t *testing.T) {
 }
 
 // TestTarget_DeleteWhileLeasesAreMadeLeavesNoRole: a target deleted while its leases are
-// being made leaves neither a lease user nor its group, through the whole server. A
-// guard: here the creates under way mostly end before the removal's last list, which
-// revokes them, so it passes on the code before RELIABILITY row 48 too; the orders that
-// code got wrong are reproduced by TestWorkers_ATargetRemovedWhileAUserIsMadeKeepsNothing
-// and TestRemoveTarget_RevokesALeaseActivatedWhileItWasRemoved. (TestMain fails on any
-// lease user left.)
+// being made leaves neither a lease user nor what they shared (PostgreSQL's group, MySQL's
+// marker role), through the whole server, on each engine. A guard: here the creates under
+// way mostly end before the removal's last list, which revokes them, so it passes on the
+// code before RELIABILITY row 48 too; the orders that code got wrong are reproduced by
+// TestWorkers_ATargetRemovedWhileAUserIsMadeKeepsNothing,
+// TestRemoveTarget_RevokesALeaseActivatedWhileItWasRemoved and
+// TestWorkers_ARemovalIsFollowedThroughFromTheStream. (TestMain fails on any lease user
+// left.)
 func TestTarget_DeleteWhileLeasesAreMadeLeavesNoRole(t *testing.T) {
-	eng := postgresEngine(t)
+	for name, mk := range engines(t) {
+		t.Run(name, func(t *testing.T) { deleteWhileLeasesAreMade(t, mk(t)) })
+	}
+}
+
+func deleteWhileLeasesAreMade(t *testing.T, eng engine) {
 	ctx := context.Background()
 	srv := mustServer(t, "", nil)
 	admin := srv.admin(t)

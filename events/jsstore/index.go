@@ -124,21 +124,20 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 	return page, nil
 }
 
-// RevokeIndexed records, on behalf of actor, the revocation of every lease of target
-// recordUID that the index's leader lists and that has not ended, and says how many it
-// found not ended (revoked here, or being revoked already): for a target that is removed,
-// once every event before its removal is applied (then the index holds each lease that
-// was active at the removal). A revocation keeps its lease's entry until its user is
-// dropped, so one pass over the target's entries sees each lease once. The revocations
-// are recorded, not waited for: the revoker drops each user, retried until it is gone. A
-// lease whose history SyVault did not write is passed over (its history is refused, and
-// logged, wherever it is read), so it cannot keep the target's other leases from
-// revocation. A recordUID that is not one subject token is refused: as a filter, "" or
-// "*" would match every target.
-func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (live int, err error) {
+// LiveIndexed returns the leases of target recordUID that the index's leader lists and
+// that have not ended (active, or being revoked): for a target that is removed, once
+// every event before its removal is applied, each lease that was active at the removal
+// is among them. An entry that names no lease of that target (a lease with no history,
+// with a history SyVault did not write, or of another target: entries anyone who can
+// write to NATS could add) is passed over, so it cannot hold the others up or reach
+// another target's lease. A recordUID that is not one subject token is refused: as a
+// filter, "" or "*" would match every target.
+func (s *Store) LiveIndexed(ctx context.Context, recordUID string) ([]events.Lease, error) {
 	if !events.OneToken(recordUID) {
-		return 0, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to revoke."}
+		return nil, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to list."}
 	}
+	var live []events.Lease
+	seen := map[string]bool{} // an entry added twice (see IndexAdd) is one lease
 	var after uint64
 	for {
 		page, err := s.LeaderIndexPage(ctx, IndexFilter{RecordUID: recordUID}, after, 100)
@@ -146,29 +145,54 @@ func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (liv
 			return live, err
 		}
 		for _, en := range page {
-			ended, err := s.RevokeLive(ctx, en.LeaseID, actor)
+			l, err := s.LoadLease(ctx, en.LeaseID)
 			switch {
-			case errors.Is(err, ErrPermanent):
+			case errors.Is(err, ErrPermanent) || events.ErrorCode(err) == events.ENotFound:
 			case err != nil:
-				return live, err
-			case !ended:
-				live++
+				return nil, err
+			case l.RecordUID == recordUID && !l.Status.Ended() && !seen[l.ID]:
+				seen[l.ID] = true
+				live = append(live, l)
 			}
 		}
 		after = page[len(page)-1].Seq
 	}
 }
 
+// RevokeIndexed records, on behalf of actor, the revocation of every lease LiveIndexed
+// lists that is not being revoked already, and says how many it recorded. The
+// revocations are recorded, not waited for: the revoker drops each user, retried until
+// it is gone.
+func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked int, err error) {
+	live, err := s.LiveIndexed(ctx, recordUID)
+	for _, l := range live {
+		if err != nil {
+			break
+		}
+		var seq uint64
+		if _, seq, err = s.revokeLive(ctx, l.ID, actor, recordUID); seq != 0 {
+			revoked++
+		}
+	}
+	return revoked, err
+}
+
 // RevokeLive records the revocation of lease id on behalf of actor unless it has ended
-// or is being revoked already; ended says it had ended.
-func (s *Store) RevokeLive(ctx context.Context, id, actor string) (ended bool, err error) {
-	l, _, err := s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		if l.Status.Ended() {
+// or is being revoked already.
+func (s *Store) RevokeLive(ctx context.Context, id, actor string) error {
+	_, _, err := s.revokeLive(ctx, id, actor, "")
+	return err
+}
+
+// revokeLive is RevokeLive for a lease of target recordUID only (any when ""); seq is
+// the revocation's when it recorded one.
+func (s *Store) revokeLive(ctx context.Context, id, actor, recordUID string) (events.Lease, uint64, error) {
+	return s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		if l.Status.Ended() || (recordUID != "" && l.RecordUID != recordUID) {
 			return nil, nil
 		}
 		return l.Revoke(actor, time.Now())
 	})
-	return err == nil && l.Status.Ended(), err
 }
 
 // IndexIDs is IndexPage without each entry's sequence, only the last one's: the request

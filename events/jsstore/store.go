@@ -361,14 +361,16 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 
 // RemovedTarget returns the settings target recordUID had when it was removed (its last
 // registration, update or reseal), read from its events: what its users shared, made
-// with them, is removed with them. ENotFound when it has none.
+// with them, is removed with them. ENotFound when it has none. Settings naming another
+// target (copied onto its subject by whoever can write to NATS) are not its own: removed
+// with them, that other target's setup would go.
 func (s *Store) RemovedTarget(ctx context.Context, recordUID string) (events.Target, error) {
 	evs, _, err := s.History(ctx, events.TargetSubject(recordUID))
 	if err != nil {
 		return events.Target{}, err
 	}
 	for _, e := range slices.Backward(evs) {
-		if t := targetState(e); t != nil {
+		if t := targetState(e); t != nil && t.RecordUID == recordUID {
 			return *t, nil
 		}
 	}

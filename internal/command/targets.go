@@ -366,9 +366,9 @@ func (s *Service) revokeActivatedMeanwhile(ctx context.Context, uid string, remo
 	if err := s.cfg.Projections.WaitApplied(ctx, removal); err != nil {
 		return err
 	}
-	n, err := s.cfg.Store.RevokeIndexed(ctx, uid, actor)
-	if n > 0 {
-		s.log.Warn("revoked the leases of a removed target activated during its removal", "record_uid", uid, "leases", n)
+	revoked, err := s.cfg.Store.RevokeIndexed(ctx, uid, actor)
+	if revoked > 0 {
+		s.log.Warn("revoked the leases of a removed target activated during its removal", "record_uid", uid, "leases", revoked)
 	}
 	return err
 }
