@@ -80,10 +80,11 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 	sem := make(chan struct{}, cfg.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	delay := reconsumeDelay
 	for opened := 0; ; opened++ {
 		cc, err := s.consumeOnce(ctx, stream, cfg, func(msg jetstream.Msg) {
+			wg.Add(1) // before the wait for a slot, which a Wait must not overtake
 			sem <- struct{}{}
-			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				s.handle(cfg, h, msg)
@@ -98,28 +99,33 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 		case err != nil && opened == 0:
 			return unavailable(fmt.Errorf("jsstore.Consume(%s): %w", cfg.Durable, err))
 		case err != nil:
-			cfg.Logger.Warn("could not consume again; trying again", "consumer", cfg.Durable, "err", err)
+			cfg.Logger.Warn("could not consume again; trying again", "consumer", cfg.Durable, "retry_in", delay, "err", err)
 		default:
 			select {
 			case <-ctx.Done():
 				s.stopConsuming(cc)
 				return nil
 			case <-cc.Closed():
-				cfg.Logger.Warn("the server ended the consumption (the consumer was deleted or restarted); consuming it again", "consumer", cfg.Durable)
 			}
+			if s.nc.IsClosed() {
+				return unavailable(fmt.Errorf("jsstore.Consume(%s): the connection to NATS is closed", cfg.Durable))
+			}
+			cfg.Logger.Warn("the server ended the consumption (the consumer was deleted or restarted); consuming it again", "consumer", cfg.Durable)
+			delay = reconsumeDelay
 		}
 		// A restart deletes the consumer and creates it anew at once: opened in between,
 		// it would be made again from the stream's start.
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(reconsumeDelay):
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, cfg.MaxBackoff)
 	}
 }
 
 // reconsumeDelay is how long Consume waits before it opens again a consumer whose
-// consumption the server ended.
+// consumption the server ended; failures to open it wait longer each time.
 const reconsumeDelay = time.Second
 
 // consumeOnce opens cfg's durable consumer on stream (creating it when missing) and
@@ -138,7 +144,19 @@ func (s *Store) consumeOnce(ctx context.Context, stream jetstream.Stream, cfg Co
 	if err != nil {
 		return nil, err
 	}
-	return cons.Consume(fn, jetstream.PullMaxMessages(cfg.Concurrency))
+	return cons.Consume(fn, jetstream.PullMaxMessages(cfg.Concurrency), jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, _ error) {
+		// The server tells of a consumer's deletion only to fetches waiting at it: one
+		// deleted while none of this process's waited (a reconnect, every message in
+		// hand) leaves later fetches unanswered, reported here (missed heartbeats, no
+		// responders). Found missing, the consumption is ended, to be opened again.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := stream.Consumer(ctx, cfg.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
+				cc.Stop()
+			}
+		}()
+	}))
 }
 
 // stopConsuming stops fetching, and waits a little for the fetching to end.
@@ -362,8 +380,18 @@ func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
 	}
-	_, err = s.events.CreateConsumer(ctx, cfg)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+	// A process opening the consumer between the delete and the create makes it again
+	// from the stream's start: deleted again, and made as asked.
+	for tries := 1; ; tries++ {
+		_, err = s.events.CreateConsumer(ctx, cfg)
+		if !errors.Is(err, jetstream.ErrConsumerExists) || tries == 3 {
+			break
+		}
+		if err = s.events.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			break
+		}
+	}
+	if err != nil {
 		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
 	}
 	return nil

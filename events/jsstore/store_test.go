@@ -251,13 +251,20 @@ func TestStore_ConsumeUpdatesAckWait(t *testing.T) {
 
 // A consumer restarted while a process consumes it (as rebuild-projections restarts the
 // projector's and the removals' consumers under running servers) is consumed on, from
-// where the restart put it: the server ends the first consumption, and a process that
+// where the restart put it, and one deleted by hand is made again and consumed from the
+// stream's start: the server ends the first consumption, and a process that
 // stopped there would serve on with nothing consumed until it restarted.
 func TestStore_ConsumesOnAfterARestartOfItsConsumer(t *testing.T) {
 	ctx := context.Background()
-	s := jstest.MustStore(t)
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
 	var mu sync.Mutex
 	seen := map[string]int{}
+	times := func(id string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[id]
+	}
 	run, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -275,11 +282,7 @@ func TestStore_ConsumesOnAfterARestartOfItsConsumer(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	handled := func(id string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return seen[id] > 0
-	}
+	handled := func(id string) bool { return times(id) > 0 }
 	appendOne := func(id string) uint64 {
 		seq, err := s.Append(ctx, events.LeaseSubject(id), events.Event{Type: events.LeaseRequested, ID: id + ".requested", LeaseID: id,
 			Lease: &events.LeaseSpec{Username: "vf_tmp_" + id}}, 0)
@@ -303,6 +306,18 @@ func TestStore_ConsumesOnAfterARestartOfItsConsumer(t *testing.T) {
 	}
 	appendOne("after")
 	waitHandled("after")
+	if n := times("before"); n != 1 {
+		t.Fatalf("an event before where the restart put the consumer was handled %d times, want once", n)
+	}
+	// Deleted by hand, it is made again, from the stream's start.
+	if err := srv.MustStream(t, events.EventsStream).DeleteConsumer(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	appendOne("deleted")
+	waitHandled("deleted")
+	if n := times("before"); n != 2 {
+		t.Fatalf("after the consumer was deleted, the first event was handled %d times, want again", n)
+	}
 }
 
 func TestStore_DecideLease(t *testing.T) {
