@@ -167,8 +167,9 @@ func (w *Workers) Run(ctx context.Context) error {
 }
 
 // handleTarget follows a target's removal through, once for the deployment, until it is
-// done: the leases activated while the removal was under way are revoked and, when there
-// were any, the setup their creates may have made again is removed again. The removal's
+// done: the leases activated while the removal was under way are revoked (and, once
+// their users are dropped, the setup their creates may have made again is removed
+// again: see revoke). The removal's
 // request does so too, but within its own time and process: a read side behind it, or
 // its process stopping, would leave such a lease logging in with the removed target's
 // grants until it expires. The check waits until every event up to the removal is
@@ -193,35 +194,20 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 		w.log.Error("a target removal is not its target's last event; passing it over", "record_uid", uid, "seq", seq, "last_seq", last)
 		return nil
 	}
-	// What the target's users shared was made with its last settings.
-	settings, err := w.cfg.Store.RemovedTarget(ctx, uid)
-	if events.ErrorCode(err) == events.ENotFound {
-		return nil // never registered: nothing of it was set up or leased
-	}
-	if err != nil {
-		return err
-	}
 	// Asked for a little while, then again after the consumer's backoff: a read side
 	// stopped for long is not polled without pause.
 	wait, cancel := context.WithTimeout(ctx, readSideWait)
-	err = w.cfg.Targets.WaitApplied(wait, seq)
+	err := w.cfg.Targets.WaitApplied(wait, seq)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("the read side has not applied the removal of %s yet: %w", uid, err)
 	}
-	live, err := w.cfg.Store.LiveIndexed(ctx, uid)
-	if err != nil || len(live) == 0 {
-		return err
-	}
-	// The setup first, while the leases still list: a removal that must wait for its
-	// turn on the target comes back and finds them again (once revoked, their entries go
-	// with their users). It cuts their grants at once; their revocations drop them.
-	if err := w.removeSetupOf(ctx, settings); err != nil {
-		return err
-	}
+	// Revocations only, recorded in NATS: the revoker drops each user and then removes
+	// what the target's users shared again (revoke), retried as any revocation is.
 	revoked, err := w.cfg.Store.RevokeIndexed(ctx, uid, e.ClientID)
-	w.log.Warn("a removed target had leases activated during its removal: its shared setup removed again, the leases revoked",
-		"record_uid", uid, "leases", len(live), "revoked_here", revoked)
+	if revoked > 0 {
+		w.log.Warn("revoked the leases of a removed target activated during its removal", "record_uid", uid, "leases", revoked)
+	}
 	return err
 }
 
@@ -429,19 +415,28 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	if err := w.cfg.Store.RevokeLive(ctx, l.ID, ""); err != nil {
 		return cur, true, err
 	}
-	last, err := w.cfg.Store.RemovedTarget(ctx, used.RecordUID)
-	if events.ErrorCode(err) == events.ENotFound {
-		return cur, true, nil // never recorded: nothing of it was set up
-	}
-	if err != nil {
+	// A turn not had is not tried again by a redelivery, which finds the lease ended or
+	// revoking: when it was activated, the revoker removes the setup after the drop.
+	if err := w.removeSetupAgain(ctx, used.RecordUID); events.ErrorCode(err) == events.EUnavailable {
 		return cur, true, err
-	}
-	// Not tried again by a redelivery, which finds the lease revoking: the removal's
-	// follow-through (handleTarget) finds it listed and removes the setup then.
-	if err := w.removeSetupOf(ctx, last); err != nil {
+	} else if err != nil {
 		w.log.Warn("could not take a turn to remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
 	}
 	return cur, true, nil
+}
+
+// removeSetupAgain removes what the users of removed target uid shared, with the
+// settings it was removed with (see removeSetupOf); a target never recorded has none. It
+// returns the failure to read them or to get a turn on the target's gate.
+func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
+	last, err := w.cfg.Store.RemovedTarget(ctx, uid)
+	if events.ErrorCode(err) == events.ENotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return w.removeSetupOf(ctx, last)
 }
 
 // removeSetupOf removes what the users of removed target t (its settings when it was
@@ -578,13 +573,23 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		if l.Status != events.StatusRevoking {
 			return nil, nil
 		}
-		if err := w.revokeUser(ctx, l); err != nil {
+		removed, err := w.revokeUser(ctx, l)
+		if err != nil {
 			if errors.Is(err, jsstore.ErrBusy) {
 				return nil, err // not an attempt: its turn comes on redelivery
 			}
 			w.notify(l.ID, events.FailedAttempt(events.AttemptRevoke, err))
 			w.cfg.Observer.RevocationFailed(l.ID)
 			return nil, err
+		}
+		if removed {
+			// A lease of a removed target was activated while its target was being
+			// removed: its create may have made the target's group (or MySQL marker
+			// role) again, and its drop hands what it owned to that group. Removed
+			// before the drop is recorded, so a turn not had comes back with it.
+			if err := w.removeSetupAgain(ctx, l.RecordUID); err != nil {
+				return nil, err
+			}
 		}
 		return l.Dropped(time.Now()), nil
 	})
@@ -625,19 +630,19 @@ func (w *Workers) forgetUsername(ctx context.Context, l events.Lease) {
 
 // revokeUser drops a revoked or expired lease's user in a turn of its target's gate: on
 // engines that drop in batches, together with the other drops waiting for that target.
-func (w *Workers) revokeUser(ctx context.Context, l events.Lease) error {
-	target, conn, err := w.conn(ctx, l.Spec.Target)
+func (w *Workers) revokeUser(ctx context.Context, l events.Lease) (removed bool, err error) {
+	target, conn, removed, err := w.resolve(ctx, l.Spec.Target)
 	if err != nil {
-		return err
+		return removed, err
 	}
 	d := w.driver(target)
 	if !d.batches() {
 		release, err := w.gates.enter(ctx, l.RecordUID)
 		if err != nil {
-			return err
+			return removed, err
 		}
 		defer release()
-		return w.dropUser(ctx, l)
+		return removed, w.dropUser(ctx, l)
 	}
 	req := driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username, Grants: l.Spec.Target.Grants}
 	err = w.gates.of(l.RecordUID).drop(ctx, req, func(reqs []driver.DropUserRequest) []error {
@@ -646,9 +651,9 @@ func (w *Workers) revokeUser(ctx context.Context, l events.Lease) error {
 		return d.DropUsers(opCtx, reqs)
 	})
 	if err != nil {
-		return fmt.Errorf("drop %s of lease %s: %w", l.Username, l.ID, err)
+		return removed, fmt.Errorf("drop %s of lease %s: %w", l.Username, l.ID, err)
 	}
-	return nil
+	return removed, nil
 }
 
 func (w *Workers) dropUser(ctx context.Context, l events.Lease) error {
