@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
@@ -82,6 +83,9 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 	defer wg.Wait()
 	delay := reconsumeDelay
 	for opened := 0; ; opened++ {
+		if s.nc.IsClosed() {
+			return unavailable(fmt.Errorf("jsstore.Consume(%s): the connection to NATS is closed", cfg.Durable))
+		}
 		cc, err := s.consumeOnce(ctx, stream, cfg, func(msg jetstream.Msg) {
 			wg.Add(1) // before the wait for a slot, which a Wait must not overtake
 			sem <- struct{}{}
@@ -108,7 +112,7 @@ func (s *Store) Consume(ctx context.Context, cfg ConsumeConfig, h Handler) error
 			case <-cc.Closed():
 			}
 			if s.nc.IsClosed() {
-				return unavailable(fmt.Errorf("jsstore.Consume(%s): the connection to NATS is closed", cfg.Durable))
+				continue // said at the top
 			}
 			cfg.Logger.Warn("the server ended the consumption (the consumer was deleted or restarted); consuming it again", "consumer", cfg.Durable)
 			delay = reconsumeDelay
@@ -144,20 +148,36 @@ func (s *Store) consumeOnce(ctx context.Context, stream jetstream.Stream, cfg Co
 	if err != nil {
 		return nil, err
 	}
-	return cons.Consume(fn, jetstream.PullMaxMessages(cfg.Concurrency), jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, _ error) {
+	return cons.Consume(fn, jetstream.PullMaxMessages(cfg.Concurrency), jetstream.ConsumeErrHandler(func(cc jetstream.ConsumeContext, err error) {
 		// The server tells of a consumer's deletion only to fetches waiting at it: one
-		// deleted while none of this process's waited (a reconnect, every message in
-		// hand) leaves later fetches unanswered, reported here (missed heartbeats, no
-		// responders). Found missing, the consumption is ended, to be opened again.
+		// deleted while none of this process's waited (every message in hand, a
+		// reconnect) leaves later fetches unanswered (no responders, missed
+		// heartbeats). Then the consumer is looked up, and found missing twice, two
+		// seconds apart (a consumer moving between servers may be missing for a
+		// moment), the consumption is ended, to be opened again.
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			return
+		}
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if _, err := stream.Consumer(ctx, cfg.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
-				cc.Stop()
+			for i := range 2 {
+				if i > 0 {
+					time.Sleep(missingRecheck) // outside any request's path; bounded
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := stream.Consumer(ctx, cfg.Durable)
+				cancel()
+				if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+					return
+				}
 			}
+			cc.Drain()
 		}()
 	}))
 }
+
+// missingRecheck is how long a consumer found missing is given to be found again before
+// its consumption is ended.
+const missingRecheck = 2 * time.Second
 
 // stopConsuming stops fetching, and waits a little for the fetching to end.
 func (s *Store) stopConsuming(cc jetstream.ConsumeContext) {
