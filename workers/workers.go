@@ -415,14 +415,18 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	if err := w.cfg.Store.RevokeLive(ctx, l.ID, ""); err != nil {
 		return cur, true, err
 	}
-	// A turn not had is not tried again by a redelivery, which finds the lease ended or
-	// revoking: when it was activated, the revoker removes the setup after the drop.
-	if err := w.removeSetupAgain(ctx, used.RecordUID); events.ErrorCode(err) == events.EUnavailable {
-		return cur, true, err
-	} else if err != nil {
-		w.log.Warn("could not take a turn to remove the removed target's shared setup again", "record_uid", used.RecordUID, "err", err)
-	}
-	return cur, true, nil
+	// A failure comes back with the redelivery (an ended lease's checks again; an
+	// activated one's revoker removes the setup after its drop, when the read side
+	// shows the removal).
+	return cur, true, w.removeSetupAgain(ctx, used.RecordUID)
+}
+
+// transient reports whether err may pass by itself: the store or its read side away or
+// slow, a turn on a gate not had, a deadline.
+func transient(err error) bool {
+	code := events.ErrorCode(err)
+	return code == events.EUnavailable || code == events.ETimeout || errors.Is(err, jsstore.ErrBusy) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // removeSetupAgain removes what the users of removed target uid shared, with the
@@ -441,15 +445,15 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 
 // removeSetupOf removes what the users of removed target t (its settings when it was
 // removed) shared: a create may have made it again after the removal had dropped it. It
-// waits for a turn on the target's gate (its caller holds none) for at most an
-// operation's timeout, and returns only the failure to get one. A target is often removed
+// waits for a turn on the target's gate (its caller holds none) within ctx and at most an
+// operation's timeout, and returns only the failure to get one; the removal itself runs
+// to its end, ctx done or not. A target is often removed
 // because its server is going away: retried, the removal itself could fail for good, so
 // its failure is logged. What is left cannot log in, and holds no lease user once the
 // revoker has dropped them; a user that made objects hands them at its drop to a group
 // made again to own them, a group that cannot log in, as a removal keeps a group that
 // owns objects.
 func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) error {
-	ctx = context.WithoutCancel(ctx)
 	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	release, err := w.gates.enter(turn, t.RecordUID)
 	cancel()
@@ -457,7 +461,7 @@ func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) error {
 		return err
 	}
 	defer release()
-	op, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 	defer cancel()
 	if err := w.RemoveTarget(op, t); err != nil {
 		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", t.RecordUID, "err", err)
@@ -586,9 +590,14 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			// A lease of a removed target was activated while its target was being
 			// removed: its create may have made the target's group (or MySQL marker
 			// role) again, and its drop hands what it owned to that group. Removed
-			// before the drop is recorded, so a turn not had comes back with it.
+			// before the drop is recorded, so a turn or a read not had comes back with
+			// it, after the revocation's backoff (the user is gone: no slot to wait
+			// for); anything else is logged, not to hold the revocation up for good.
 			if err := w.removeSetupAgain(ctx, l.RecordUID); err != nil {
-				return nil, err
+				if transient(err) {
+					return nil, fmt.Errorf("remove the removed target's shared setup again after the drop of %s: %v", l.Username, err)
+				}
+				w.log.Warn("could not remove the removed target's shared setup again", "record_uid", l.RecordUID, "err", err)
 			}
 		}
 		return l.Dropped(time.Now()), nil
