@@ -78,6 +78,21 @@ func (l Lease) Revoke(actor string, now time.Time) (*Event, error) {
 		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: OutcomeOK}, nil
 }
 
+// ReasonTargetRemoved is the reason a revocation gives when the lease's target was
+// removed (RevokeForRemoval).
+const ReasonTargetRemoved = "The lease's target was removed."
+
+// RevokeForRemoval is Revoke for a lease whose target is removed: the event says so, for
+// the audit log and for the revoker, which removes the target's shared setup again once
+// the user is dropped.
+func (l Lease) RevokeForRemoval(actor string, now time.Time) (*Event, error) {
+	e, err := l.Revoke(actor, now)
+	if e != nil {
+		e.Reason = ReasonTargetRemoved
+	}
+	return e, err
+}
+
 // Renew moves the lease's expiry to now + ttl, within the caps RenewExpiry applies. An
 // ended lease, or one whose expires_at has passed, is ENotFound; a lease that is not
 // active is EConflict.

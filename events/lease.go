@@ -40,6 +40,9 @@ type Lease struct {
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	// Ending is the status a revoking lease ends in once its user is dropped.
 	Ending Status `json:"ending,omitempty"`
+	// ForRemoval says the lease is revoked because its target was removed
+	// (RevokeForRemoval); the records leave it out.
+	ForRemoval bool `json:"-"`
 	// FailCode is the error code of a failed lease.
 	FailCode string `json:"fail_code,omitempty"`
 	// Seq is the stream sequence of the last event applied; applying an event at or
@@ -122,6 +125,7 @@ func (l *Lease) apply(e Event) bool {
 			return false
 		}
 		l.Status, l.Ending = StatusRevoking, StatusRevoked
+		l.ForRemoval = e.Reason == ReasonTargetRemoved
 	case LeaseExpired:
 		// A schedule armed for an earlier expiry that a renewal has since moved is stale.
 		if (l.Status != StatusPending && l.Status != StatusActive) || e.ExpiresAt.Before(l.ExpiresAt) {

@@ -586,6 +586,17 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			w.cfg.Observer.RevocationFailed(l.ID)
 			return nil, err
 		}
+		if !removed && l.ForRemoval {
+			// Revoked for its target's removal, which the read side may not show yet:
+			// the stream's leader says whether it is so (a revocation that says it may
+			// have been written by whoever can write to NATS).
+			switch _, _, err := w.cfg.Store.LoadTarget(ctx, l.RecordUID); {
+			case events.ErrorCode(err) == events.ENotFound:
+				removed = true
+			case err != nil && transient(err):
+				return nil, fmt.Errorf("read the target of %s from the stream's leader: %v", l.ID, err)
+			}
+		}
 		if removed {
 			// A lease of a removed target was activated while its target was being
 			// removed: its create may have made the target's group (or MySQL marker

@@ -907,6 +907,53 @@ func TestWorkers_ARemovalIsFollowedThroughFromTheStream(t *testing.T) {
 	}
 }
 
+// A revocation recorded for its target's removal says so, and its revoker removes the
+// target's shared setup again after the drop even while its read side still shows the
+// target (a copy behind on a cluster): the stream's leader confirms the removal. One that
+// says so of a target that is not removed (whoever can write to NATS could write it)
+// removes nothing.
+func TestWorkers_ARevocationForARemovalRemovesTheSetupWhateverTheReadSideShows(t *testing.T) {
+	f := mustFixture(t)
+	ctx := t.Context()
+	uid := f.target.RecordUID
+	group := "syvault_" + uid
+	forged, _ := f.active(t)
+	l, user := f.active(t)
+	if _, _, err := f.store.DecideLease(ctx, forged.ID, func(l events.Lease) (*events.Event, error) {
+		return l.RevokeForRemoval("", time.Now())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.deliver(t, forged.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !f.userExists(t, group) {
+		t.Fatal("a revocation saying its target was removed, of a target that is not, removed the target's group")
+	}
+	// Recorded on the stream, not applied to the read side the workers look at.
+	last, err := f.store.LastSeq(ctx, events.TargetSubject(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, "", time.Now()), last); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.RevokeLive(ctx, l.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := f.store.History(ctx, events.LeaseSubject(l.ID))
+	if err != nil || evs[len(evs)-1].Reason != events.ReasonTargetRemoved {
+		t.Fatalf("the revocation's event: %+v, %v; want it to say the target was removed", evs[len(evs)-1], err)
+	}
+	if err := f.deliver(t, l.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
+	if f.userExists(t, user) || f.userExists(t, group) {
+		t.Fatalf("after the drop: user left %v, group left %v; want neither", f.userExists(t, user), f.userExists(t, group))
+	}
+}
+
 // A request without a lease in it (written by whoever can write to NATS) makes no lease:
 // the workers pass over it, in every process it is delivered to, rather than fail on
 // what it lacks.

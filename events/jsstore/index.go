@@ -160,7 +160,8 @@ func (s *Store) LiveIndexed(ctx context.Context, recordUID string) ([]events.Lea
 }
 
 // RevokeIndexed records, on behalf of actor, the revocation of every lease LiveIndexed
-// lists that is not being revoked already, and says how many it recorded. The
+// lists that is not being revoked already, for its target's removal, and says how many it
+// recorded. The
 // revocations are recorded, not waited for: the revoker drops each user, retried until
 // it is gone.
 func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked int, err error) {
@@ -177,8 +178,8 @@ func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (rev
 	return revoked, err
 }
 
-// RevokeLive records the revocation of lease id on behalf of actor unless it has ended
-// or is being revoked already.
+// RevokeLive records the revocation of lease id, whose target is removed, on behalf of
+// actor unless it has ended or is being revoked already.
 func (s *Store) RevokeLive(ctx context.Context, id, actor string) error {
 	_, _, err := s.revokeLive(ctx, id, actor, "")
 	return err
@@ -191,7 +192,7 @@ func (s *Store) revokeLive(ctx context.Context, id, actor, recordUID string) (ev
 		if l.Status.Ended() || (recordUID != "" && l.RecordUID != recordUID) {
 			return nil, nil
 		}
-		return l.Revoke(actor, time.Now())
+		return l.RevokeForRemoval(actor, time.Now())
 	})
 }
 
