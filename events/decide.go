@@ -79,7 +79,8 @@ func (l Lease) Revoke(actor string, now time.Time) (*Event, error) {
 }
 
 // ReasonTargetRemoved is the reason a revocation gives when the lease's target was
-// removed (RevokeForRemoval).
+// removed (RevokeForRemoval). It is recorded in events and read back from them
+// (Lease.ForRemoval): never reword it.
 const ReasonTargetRemoved = "The lease's target was removed."
 
 // RevokeForRemoval is Revoke for a lease whose target is removed: the event says so, for

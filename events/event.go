@@ -58,7 +58,8 @@ type Event struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// Outcome is "ok" or an error code.
 	Outcome string `json:"outcome,omitempty"`
-	// Reason says, without secrets, why an operation failed.
+	// Reason says, without secrets, why an operation failed, or why SyVault revoked a
+	// lease (ReasonTargetRemoved).
 	Reason string `json:"reason,omitempty"`
 	// Action names what a refused request tried (access.denied only), e.g. "lease.revoke".
 	Action string `json:"action,omitempty"`

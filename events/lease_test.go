@@ -101,3 +101,26 @@ func TestLease_RenewExpiry(t *testing.T) {
 		}
 	})
 }
+
+// A revocation for its target's removal says so and folds to ForRemoval; a plain one does
+// not. The reason is read back from events already written, so its sentence is pinned.
+func TestLease_RevokeForRemoval(t *testing.T) {
+	if events.ReasonTargetRemoved != "The lease's target was removed." {
+		t.Fatalf("ReasonTargetRemoved reworded to %q: events written before would no longer be recognised", events.ReasonTargetRemoved)
+	}
+	for _, forRemoval := range []bool{true, false} {
+		l := events.Lease{ID: "L", Status: events.StatusActive}
+		revoke := l.Revoke
+		if forRemoval {
+			revoke = l.RevokeForRemoval
+		}
+		e, err := revoke("", time.Now())
+		if err != nil || e == nil {
+			t.Fatalf("revoke: %v, %v", e, err)
+		}
+		l.Apply(*e, 0)
+		if l.Status != events.StatusRevoking || l.ForRemoval != forRemoval {
+			t.Fatalf("for removal %v: status %s, ForRemoval %v", forRemoval, l.Status, l.ForRemoval)
+		}
+	}
+}

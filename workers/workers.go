@@ -163,16 +163,23 @@ func (w *Workers) Run(ctx context.Context) error {
 			Concurrency: 16, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
 		}, w.handleTarget)
 	}()
-	return errors.Join(<-errc, <-errc, <-errc)
+	var errs []error
+	for range 3 {
+		if err := <-errc; err != nil {
+			// Said at once: the others serve on meanwhile, and this consumer's work waits.
+			w.log.Error("a consumer of the workers stopped", "err", err)
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // handleTarget follows a target's removal through, once for the deployment, until it is
-// done: the leases activated while the removal was under way are revoked (and, once
-// their users are dropped, the setup their creates may have made again is removed
-// again: see revoke). The removal's
-// request does so too, but within its own time and process: a read side behind it, or
-// its process stopping, would leave such a lease logging in with the removed target's
-// grants until it expires. The check waits until every event up to the removal is
+// done: the leases activated while the removal was under way are revoked (and, once their
+// users are dropped, the setup their creates may have made again is removed again: see
+// revoke). The removal's request does so too, but within its own time and process: a
+// read side behind it, or its process stopping, would leave such a lease logging in with
+// the removed target's grants until it expires. The check waits until every event up to the removal is
 // applied, so the index's leader lists each lease active at the removal; a lease
 // activated after it is its worker's to revoke (removedSince). Other target events need
 // nothing here.
@@ -412,12 +419,12 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	}
 	w.log.Warn("the lease's target is removed; ending the lease and removing the target's shared setup again",
 		"lease_id", l.ID, "record_uid", used.RecordUID)
-	if err := w.cfg.Store.RevokeLive(ctx, l.ID, ""); err != nil {
+	if _, err := w.cfg.Store.RevokeForRemoval(ctx, l.ID, used.RecordUID, ""); err != nil {
 		return cur, true, err
 	}
-	// A failure comes back with the redelivery (an ended lease's checks again; an
-	// activated one's revoker removes the setup after its drop, when the read side
-	// shows the removal).
+	// A failure comes back with the redelivery for an ended lease, whose request checks
+	// again; an activated one's revocation says why, and its revoker removes the setup
+	// after the drop once the stream's leader confirms the removal.
 	return cur, true, w.removeSetupAgain(ctx, used.RecordUID)
 }
 
@@ -447,9 +454,8 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 // removed) shared: a create may have made it again after the removal had dropped it. It
 // waits for a turn on the target's gate (its caller holds none) within ctx and at most an
 // operation's timeout, and returns only the failure to get one; the removal itself runs
-// to its end, ctx done or not. A target is often removed
-// because its server is going away: retried, the removal itself could fail for good, so
-// its failure is logged. What is left cannot log in, and holds no lease user once the
+// to its end, ctx done or not. A target is often removed because its server is going
+// away: retried, the removal itself could fail for good, so its failure is logged. What is left cannot log in, and holds no lease user once the
 // revoker has dropped them; a user that made objects hands them at its drop to a group
 // made again to own them, a group that cannot log in, as a removal keeps a group that
 // owns objects.
@@ -595,6 +601,8 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 				removed = true
 			case err != nil && transient(err):
 				return nil, fmt.Errorf("read the target of %s from the stream's leader: %v", l.ID, err)
+			case err != nil:
+				w.log.Warn("could not tell whether the lease's target is removed; its shared setup is not removed again", "lease_id", l.ID, "record_uid", l.RecordUID, "err", err)
 			}
 		}
 		if removed {

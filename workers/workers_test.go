@@ -867,7 +867,7 @@ func TestWorkers_ARemovalIsFollowedThroughFromTheStream(t *testing.T) {
 
 	// The projector has not run: the index may not list every lease active at the
 	// removal yet, so the removal is not passed over (it is delivered again).
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, time.Second)
 	err = f.w.HandleTarget(short, removal, seq)
 	cancel()
 	if events.ErrorCode(err) != events.ETimeout {
@@ -938,12 +938,15 @@ func TestWorkers_ARevocationForARemovalRemovesTheSetupWhateverTheReadSideShows(t
 	if _, err := f.store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, "", time.Now()), last); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.RevokeLive(ctx, l.ID, ""); err != nil {
+	if _, err := f.store.RevokeForRemoval(ctx, l.ID, uid, ""); err != nil {
 		t.Fatal(err)
 	}
 	evs, _, err := f.store.History(ctx, events.LeaseSubject(l.ID))
-	if err != nil || evs[len(evs)-1].Reason != events.ReasonTargetRemoved {
-		t.Fatalf("the revocation's event: %+v, %v; want it to say the target was removed", evs[len(evs)-1], err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := evs[len(evs)-1]; last.Reason != events.ReasonTargetRemoved {
+		t.Fatalf("the revocation's event: %+v; want it to say the target was removed", last)
 	}
 	if err := f.deliver(t, l.ID, 2); err != nil {
 		t.Fatal(err)

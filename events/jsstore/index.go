@@ -124,76 +124,52 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 	return page, nil
 }
 
-// LiveIndexed returns the leases of target recordUID that the index's leader lists and
-// that have not ended (active, or being revoked): for a target that is removed, once
-// every event before its removal is applied, each lease that was active at the removal
-// is among them. An entry that names no lease of that target (a lease with no history,
-// with a history SyVault did not write, or of another target: entries anyone who can
-// write to NATS could add) is passed over, so it cannot hold the others up or reach
-// another target's lease. A recordUID that is not one subject token is refused: as a
-// filter, "" or "*" would match every target.
-func (s *Store) LiveIndexed(ctx context.Context, recordUID string) ([]events.Lease, error) {
+// RevokeIndexed records, on behalf of actor, the revocation for its target's removal of
+// every lease of target recordUID that the index's leader lists and that has not ended
+// nor is being revoked already, and says how many it recorded: for a target that is
+// removed, once every event before its removal is applied (then the index holds each
+// lease that was active at the removal). The revocations are recorded, not waited for:
+// the revoker drops each user, retried until it is gone. An entry that names no lease of
+// that target (a lease with no history, with a history SyVault did not write, or of
+// another target: entries anyone who can write to NATS could add) is passed over, so it
+// cannot hold the others up or reach another target's lease. A recordUID that is not one
+// subject token is refused: as a filter, "" or "*" would match every target.
+func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked int, err error) {
 	if !events.OneToken(recordUID) {
-		return nil, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to list."}
+		return 0, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to revoke."}
 	}
-	var live []events.Lease
-	seen := map[string]bool{} // an entry added twice (see IndexAdd) is one lease
 	var after uint64
 	for {
 		page, err := s.LeaderIndexPage(ctx, IndexFilter{RecordUID: recordUID}, after, 100)
 		if err != nil || len(page) == 0 {
-			return live, err
+			return revoked, err
 		}
+		// An entry added twice (see IndexAdd) names a lease being revoked the second time.
 		for _, en := range page {
-			l, err := s.LoadLease(ctx, en.LeaseID)
+			recorded, err := s.RevokeForRemoval(ctx, en.LeaseID, recordUID, actor)
 			switch {
 			case errors.Is(err, ErrPermanent) || events.ErrorCode(err) == events.ENotFound:
 			case err != nil:
-				return nil, err
-			case l.RecordUID == recordUID && !l.Status.Ended() && !seen[l.ID]:
-				seen[l.ID] = true
-				live = append(live, l)
+				return revoked, err
+			case recorded:
+				revoked++
 			}
 		}
 		after = page[len(page)-1].Seq
 	}
 }
 
-// RevokeIndexed records, on behalf of actor, the revocation of every lease LiveIndexed
-// lists that is not being revoked already, for its target's removal, and says how many it
-// recorded. The
-// revocations are recorded, not waited for: the revoker drops each user, retried until
-// it is gone.
-func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked int, err error) {
-	live, err := s.LiveIndexed(ctx, recordUID)
-	for _, l := range live {
-		if err != nil {
-			break
-		}
-		var seq uint64
-		if _, seq, err = s.revokeLive(ctx, l.ID, actor, recordUID); seq != 0 {
-			revoked++
-		}
-	}
-	return revoked, err
-}
-
-// RevokeLive records the revocation of lease id, whose target is removed, on behalf of
-// actor unless it has ended or is being revoked already.
-func (s *Store) RevokeLive(ctx context.Context, id, actor string) error {
-	_, _, err := s.revokeLive(ctx, id, actor, "")
-	return err
-}
-
-// revokeLive is RevokeLive for a lease of target recordUID only (any when ""); seq is
-// the revocation's when it recorded one.
-func (s *Store) revokeLive(ctx context.Context, id, actor, recordUID string) (events.Lease, uint64, error) {
-	return s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		if l.Status.Ended() || (recordUID != "" && l.RecordUID != recordUID) {
+// RevokeForRemoval records the revocation of lease id of target recordUID, on behalf of
+// actor, for the target's removal (events.Lease.RevokeForRemoval), unless it has ended, is
+// being revoked already or is another target's; recorded says it did.
+func (s *Store) RevokeForRemoval(ctx context.Context, id, recordUID, actor string) (recorded bool, err error) {
+	_, seq, err := s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		if l.Status.Ended() || l.RecordUID != recordUID {
 			return nil, nil
 		}
 		return l.RevokeForRemoval(actor, time.Now())
 	})
+	return seq != 0, err
 }
 
 // IndexIDs is IndexPage without each entry's sequence, only the last one's: the request
