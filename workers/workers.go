@@ -179,10 +179,10 @@ func (w *Workers) Run(ctx context.Context) error {
 // users are dropped, the setup their creates may have made again is removed again: see
 // revoke). The removal's request does so too, but within its own time and process: a
 // read side behind it, or its process stopping, would leave such a lease logging in with
-// the removed target's grants until it expires. The check waits until every event up to the removal is
-// applied, so the index's leader lists each lease active at the removal; a lease
-// activated after it is its worker's to revoke (removedSince). Other target events need
-// nothing here.
+// the removed target's grants until it expires. The check waits until every event up to
+// the removal is applied, so the index's leader lists each lease active at the removal;
+// a lease activated after it is its worker's to revoke (removedSince). Other target
+// events need nothing here.
 func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) error {
 	if e.Type != events.TargetRemoved {
 		return nil
@@ -455,10 +455,10 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 // waits for a turn on the target's gate (its caller holds none) within ctx and at most an
 // operation's timeout, and returns only the failure to get one; the removal itself runs
 // to its end, ctx done or not. A target is often removed because its server is going
-// away: retried, the removal itself could fail for good, so its failure is logged. What is left cannot log in, and holds no lease user once the
-// revoker has dropped them; a user that made objects hands them at its drop to a group
-// made again to own them, a group that cannot log in, as a removal keeps a group that
-// owns objects.
+// away: retried, the removal itself could fail for good, so its failure is logged. What
+// is left cannot log in, and holds no lease user once the revoker has dropped them; a
+// user that made objects hands them at its drop to a group made again to own them, a
+// group that cannot log in, as a removal keeps a group that owns objects.
 func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) error {
 	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	release, err := w.gates.enter(turn, t.RecordUID)
