@@ -461,18 +461,15 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 // group that cannot log in, as a removal keeps a group that owns objects.
 func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) error {
 	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
-	release, err := w.gates.enter(turn, t.RecordUID)
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer release()
-	op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 	defer cancel()
-	if err := w.RemoveTarget(op, t); err != nil {
-		w.log.Warn("could not remove the removed target's shared setup again", "record_uid", t.RecordUID, "err", err)
-	}
-	return nil
+	return w.inTurn(turn, t.RecordUID, func() error {
+		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
+		defer cancel()
+		if err := w.RemoveTarget(op, t); err != nil {
+			w.log.Warn("could not remove the removed target's shared setup again", "record_uid", t.RecordUID, "err", err)
+		}
+		return nil
+	})
 }
 
 // armExpiry arms l's expiry second alongside the database work that follows; the caller

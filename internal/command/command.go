@@ -97,6 +97,4 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 const credentialPoolSize = 128
 
 // Close stops the background work; the Service must not be used afterwards.
-func (s *Service) Close() {
-	s.credentials.close()
-}
+func (s *Service) Close() { s.credentials.close() }

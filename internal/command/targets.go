@@ -232,19 +232,19 @@ func (s *Service) regrantLeases(ctx context.Context, t events.Target) error {
 	return nil
 }
 
-// forEach runs fn on every item, n at a time, and returns their errors in order.
-func forEach[T any](items []T, n int, fn func(T) error) []error {
+// forEach runs fn on every lease, n at a time, and returns their errors in order.
+func forEach(leases []events.Lease, n int, fn func(events.Lease) error) []error {
 	sem := make(chan struct{}, n)
-	errs := make([]error, len(items))
+	errs := make([]error, len(leases))
 	done := make(chan struct{})
-	for i, l := range items {
+	for i, l := range leases {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; done <- struct{}{} }()
 			errs[i] = fn(l)
 		}()
 	}
-	for range items {
+	for range leases {
 		<-done
 	}
 	return errs

@@ -355,13 +355,7 @@ func TestRemoveTarget_RemovesTheSettingsRecordedLast(t *testing.T) {
 // when it never holds.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	untilWithin(t, 10*time.Second, what, cond)
-}
-
-// untilWithin is until for up to d.
-func untilWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal(what)
 		}
