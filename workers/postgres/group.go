@@ -111,13 +111,33 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 // holding no privilege and unable to log in: dropping it would destroy those objects, and
 // handing them to the admin would let code a lease user wrote run as the admin. The
 // operator decides (REASSIGN OWNED BY the group TO a role of their choosing). Called once
-// the target's leases have ended; a group that does not exist is success.
+// the target's leases have ended, and again after a drop of a removed target's lease; a
+// group that does not exist is success.
+//
+// A removal's request and the workers' follow-through of it remove the group at about the
+// same time, as may two processes: run together, one of two fails on a catalog conflict
+// ("tuple concurrently updated") or finds the role gone under a statement. So removals
+// take turns in this process, and one that meets another process's is tried again, up
+// to five times, until it finds the role gone. (Not an advisory lock: any session of the database, a lease
+// user's too, could hold it.)
 func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "postgres.RemoveTarget"
 	group, err := groupName(req.RecordUID)
 	if err != nil {
 		return fail(op, err, events.EInternal, "The target's record uid cannot name a PostgreSQL role.", req.Conn.Password)
 	}
+	release, err := d.removals.Take(ctx, group)
+	if err != nil { // the context's end, not the target's: no connection was tried
+		return events.Wrap(fmt.Errorf("%s: %w", op, err), events.ETimeout, "Could not remove the target's group role: the removal ended while another removal of it ran.")
+	}
+	defer release()
+	raced := func(err error) bool { return retryable(err) || sqlState(err) == stateUndefinedObject }
+	return retryWhile(ctx, 5, raced, func() error { return d.removeGroup(ctx, req, group) })
+}
+
+// removeGroup is one attempt of RemoveTarget's, on group.
+func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest, group string) error {
+	const op = "postgres.RemoveTarget"
 	conn, err := d.acquire(ctx, req.Conn, req.Conn.Database)
 	if sqlState(err) == stateInvalidCatalog {
 		conn, err = d.acquire(ctx, req.Conn, maintenanceDB)

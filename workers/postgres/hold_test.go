@@ -3,8 +3,10 @@ package postgres_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -652,4 +654,35 @@ func waitingOrActive(t *testing.T, c *cluster) bool {
 		t.Fatal(err)
 	}
 	return n > 0
+}
+
+// A target's removal and the workers' follow-through of it remove its group at about the
+// same time, in one process or two; each succeeds, and the group is gone. Run together,
+// one of two failed on a catalog conflict ("tuple concurrently updated"), or on the role
+// dropped under its statements.
+func TestDriver_RemovalsOfAGroupAtOnceAllSucceed(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	other := postgres.New(nil) // another process's
+	t.Cleanup(func() { _ = other.Close() })
+	for round := range 10 {
+		if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants, New: true}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 3)
+		for i, by := range []*postgres.Driver{d, d, other} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = by.RemoveTarget(t.Context(), driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("round %d: removals at once: %v", round, err)
+		}
+		if c.roleExists(t, "syvault_"+uid) {
+			t.Fatalf("round %d: the group outlived its removals", round)
+		}
+	}
 }

@@ -68,6 +68,7 @@ type Driver struct {
 	closed bool
 
 	renewals turns.Keys // one renewal of a role at a time in this process
+	removals turns.Keys // one removal of a group at a time in this process
 }
 
 type poolID struct {
