@@ -34,8 +34,12 @@ func (i instrumented) done(op string, start time.Time, err error, secrets ...str
 		return nil
 	}
 	i.obs.DriverCall(i.engine, op, time.Since(start), events.ErrorCode(err))
+	cause := err
+	if ee, ok := err.(*events.Error); ok {
+		cause = ee.Err // its code and message are the new error's: said once
+	}
 	return &events.Error{Code: events.ErrorCode(err), Message: driver.Scrub(errors.New(events.ErrorMessage(err)), secrets...).Error(),
-		Err: driver.Scrub(err, secrets...)}
+		Err: driver.Scrub(cause, secrets...)}
 }
 
 func (i instrumented) Prepare(ctx context.Context, req driver.PrepareRequest) error {

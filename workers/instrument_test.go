@@ -2,8 +2,10 @@ package workers
 
 import (
 	"context"
+	"errors"
 	"testing"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/workers/driver"
 )
 
@@ -44,5 +46,25 @@ func TestInstrumented_BatchDropReachesLeaseUsersOnly(t *testing.T) {
 	errs = instrumented{d: d, obs: nopObserver{}}.DropUsers(t.Context(), reqs)
 	if errs[1] == nil || errs[3] == nil {
 		t.Fatalf("results %v of a driver answering one result short; want both lease users' failed", errs)
+	}
+}
+
+// failingRemoval fails every removal with err.
+type failingRemoval struct {
+	driver.Driver
+	err error
+}
+
+func (f failingRemoval) RemoveTarget(context.Context, driver.RemoveTargetRequest) error { return f.err }
+
+// TestInstrumented_ADriversErrorSaysItsMessageOnce: the error the workers log and return
+// keeps the driver's code and message and says them once, its secrets scrubbed.
+func TestInstrumented_ADriversErrorSaysItsMessageOnce(t *testing.T) {
+	cause := errors.New("postgres.RemoveTarget: connect as admin with password hunter2")
+	err := instrumented{d: failingRemoval{err: events.Wrap(cause, events.EInternal, "Could not connect to the target.")}, obs: nopObserver{}}.
+		RemoveTarget(t.Context(), driver.RemoveTargetRequest{Conn: driver.Conn{Password: "hunter2"}})
+	want := "internal: Could not connect to the target.: postgres.RemoveTarget: connect as admin with password [redacted]"
+	if err == nil || err.Error() != want || events.ErrorCode(err) != events.EInternal {
+		t.Fatalf("err = %v\nwant %s", err, want)
 	}
 }
