@@ -34,14 +34,21 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(t.RecordUID), events.RegisterTarget(t, actor, now), 0)
 	if err != nil {
 		// What Prepare made goes, or a registration retried through a store outage would
-		// leave a role (and, on PostgreSQL, an admin membership) per attempt. Should the
-		// append have landed after all (a timeout), the target's next lease makes them
-		// again, as for a target whose group an operator dropped; a lease made on it in
-		// the moment between (its uid was answered to no one) would lose its grants.
-		if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
-			s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)
+		// leave a role (and, on PostgreSQL, an admin membership) per attempt; unless the
+		// append landed unanswered (its uid is new: nothing else writes there), for a
+		// lease made on the target would lose its grants with them. Should the store not
+		// say, they go too: the target's next lease makes them again, as for a target
+		// whose group an operator dropped.
+		check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
+		seq, _ = s.cfg.Store.LastSeq(check, events.TargetSubject(t.RecordUID)) // the leader's: 0 if it cannot say
+		cancel()
+		if seq == 0 {
+			if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
+				s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)
+			}
+			return t, err
 		}
-		return t, err
+		s.log.Warn("a target's registration was recorded unanswered", "record_uid", t.RecordUID, "err", err)
 	}
 	if err := s.cfg.Projections.WaitTarget(ctx, t.RecordUID, seq); err != nil {
 		return t, err
@@ -366,7 +373,7 @@ func (s *Service) revokeActivatedMeanwhile(ctx context.Context, uid string, remo
 	if err := s.cfg.Projections.WaitApplied(ctx, removal); err != nil {
 		return err
 	}
-	revoked, err := s.cfg.Store.RevokeIndexed(ctx, uid, actor)
+	revoked, _, err := s.cfg.Store.RevokeIndexed(ctx, uid, actor)
 	if revoked > 0 {
 		s.log.Warn("revoked the leases of a removed target activated during its removal", "record_uid", uid, "leases", revoked)
 	}

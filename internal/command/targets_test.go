@@ -9,10 +9,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/internal/tcpproxy"
 	"github.com/syvault/syvault/projections"
 )
 
@@ -138,6 +142,49 @@ func TestRegisterTarget_NotRecordedIsUndone(t *testing.T) {
 	defer p.mu.Unlock()
 	if len(p.undone) != 1 || p.undone[0].RecordUID != got.RecordUID || p.passwords[0] != "admin-password" {
 		t.Fatalf("undone %d targets (%+v); want the one not recorded, %s, with its admin password", len(p.undone), p.undone, got.RecordUID)
+	}
+}
+
+// TestRegisterTarget_RecordedUnansweredKeepsItsSetup: a registration whose append landed
+// but went unanswered (its acknowledgement lost or late: a NATS leader change, a slow
+// link) removed the group Prepare had made, under a target that is recorded: a lease
+// made on it before its next create made the group again lost its grants. The store's
+// leader is asked whether it landed first.
+func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
+	ns := jstest.Start(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	proxy, err := tcpproxy.Start(ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", proxy.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	store, err := jsstore.Open(t.Context(), nc, jsstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Verified, then every answer from NATS late: the append lands and its
+	// acknowledgement comes after the request's end.
+	p := &recorder{verified: func(events.Target) { proxy.SetReplyDelay(1500 * time.Millisecond) }}
+	s := newService(t, store, p)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	got, err := s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}, "admin-password", "")
+	if err == nil {
+		t.Fatal("the registration answered within its time though NATS answered after it")
+	}
+	proxy.SetReplyDelay(0)
+	if seq, err := store.LastSeq(t.Context(), events.TargetSubject(got.RecordUID)); err != nil || seq == 0 {
+		t.Fatalf("the registration's append: last %d, %v; want it landed", seq, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.undone) != 0 {
+		t.Fatalf("what Prepare made for the recorded target %s was removed", got.RecordUID)
 	}
 }
 
