@@ -177,12 +177,13 @@ func (w *Workers) Run(ctx context.Context) error {
 // handleTarget follows a target's removal through, once for the deployment, until it is
 // done: the leases activated while the removal was under way are revoked (and, once their
 // users are dropped, the setup their creates may have made again is removed again: see
-// revoke). The removal's request does so too, but within its own time and process: a
-// read side behind it, or its process stopping, would leave such a lease logging in with
-// the removed target's grants until it expires. The check waits until every event up to
-// the removal is applied, so the index's leader lists each lease active at the removal;
-// a lease activated after it is its worker's to revoke (removedSince). Other target
-// events need nothing here.
+// revoke), and with no lease of the target left to drop, the setup is removed here. The
+// removal's request does both too, but within its own time and process: a read side
+// behind it, or its process stopping, would leave such a lease logging in with the
+// removed target's grants until it expires, or the setup for good. The check waits until
+// every event up to the removal is applied, so the index's leader lists each lease
+// active at the removal; a lease activated after it is its worker's to revoke
+// (removedSince). Other target events need nothing here.
 func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) error {
 	if e.Type != events.TargetRemoved {
 		return nil
@@ -211,15 +212,36 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 	}
 	// Revocations only, recorded in NATS: the revoker drops each user and then removes
 	// what the target's users shared again (revoke), retried as any revocation is.
-	revoked, err := w.cfg.Store.RevokeIndexed(ctx, uid, e.ClientID)
+	revoked, pending, err := w.cfg.Store.RevokeIndexed(ctx, uid, e.ClientID)
 	if revoked > 0 {
 		w.log.Warn("revoked the leases of a removed target activated during its removal", "record_uid", uid, "leases", revoked)
 	}
-	return err
+	if err != nil || pending > 0 {
+		return err // the revoker removes it after each of their drops (see revoke)
+	}
+	// What the target's users shared: the removal's request removes it too, unless its
+	// process stopped first. A removal recorded well before this consumer was made (a
+	// store of an earlier version, or rebuild-projections, replaying every removal) had
+	// it removed when it was new: its server, likely gone by now, is not reached again.
+	created, err := w.cfg.Store.ConsumerCreated(ctx, RemovalConsumer)
+	if err != nil {
+		return err
+	}
+	if e.Time.Before(created.Add(-replayMargin)) {
+		w.log.Info("a removal recorded before its follow-through began; its target's server is not reached again", "record_uid", uid, "seq", seq)
+		return nil
+	}
+	return w.removeSetupAgain(ctx, uid)
 }
 
-// readSideWait bounds one delivery's wait for the read side to apply a removal.
-const readSideWait = 2 * time.Second
+const (
+	// readSideWait bounds one delivery's wait for the read side to apply a removal.
+	readSideWait = 2 * time.Second
+	// replayMargin is how long before its follow-through began a removal may be recorded
+	// and still have its setup removed: one whose API process stopped as an upgrade
+	// began, and the clocks of that process and of NATS apart.
+	replayMargin = time.Hour
+)
 
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
 	switch e.Type {
@@ -303,11 +325,11 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 	}
 	if time.Now().After(l.Spec.Deadline) {
 		log.Warn("lease request seen after its requester stopped waiting; not creating it")
-		return w.failAndDrop(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."))
+		return w.failEarly(ctx, l, events.Errorf(events.ETimeout, "The lease was not created before the request deadline."), leave)
 	}
 	if expired(l) {
 		log.Warn("lease request seen after its expiry; not creating it")
-		return w.failAndDrop(ctx, l, events.ErrExpiredBeforeActivated)
+		return w.failEarly(ctx, l, events.ErrExpiredBeforeActivated, leave)
 	}
 	if !leaseID(l.ID) {
 		// Its id is the associated data its password opens with; spelled as another
@@ -332,7 +354,7 @@ func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint
 		// Requested before its target's removal, seen after: created, the user would
 		// make the target's group again, under a record that no longer exists.
 		log.Warn("lease request seen after its target's removal; not creating it")
-		return w.failAndDrop(ctx, l, events.Errorf(events.ENotFound, "The lease's target was removed before its user was created."))
+		return w.failEarly(ctx, l, events.Errorf(events.ENotFound, "The lease's target was removed before its user was created."), leave)
 	}
 	if err != nil {
 		return w.failAndDrop(ctx, l, err)
@@ -417,9 +439,9 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	if events.ErrorCode(err) != events.ENotFound {
 		return cur, false, err
 	}
-	w.log.Warn("the lease's target is removed; ending the lease and removing the target's shared setup again",
+	w.log.Warn("the lease's target is removed; removing the target's shared setup again",
 		"lease_id", l.ID, "record_uid", used.RecordUID)
-	if _, err := w.cfg.Store.RevokeForRemoval(ctx, l.ID, used.RecordUID, ""); err != nil {
+	if _, _, err := w.cfg.Store.RevokeForRemoval(ctx, l.ID, used.RecordUID, ""); err != nil {
 		return cur, true, err
 	}
 	// A failure comes back with the redelivery for an ended lease, whose request checks
@@ -553,6 +575,19 @@ func (w *Workers) failAndDrop(ctx context.Context, l events.Lease, cause error) 
 		return errors.Join(ferr, derr)
 	}
 	return ferr
+}
+
+// failEarly fails pending lease l for cause without creating its user. An earlier
+// delivery may have created it before its process stopped, and with it what the
+// target's users share, made again after a removal had dropped it: so the user is
+// dropped, and the target's removal checked for as after a create (removedSince).
+func (w *Workers) failEarly(ctx context.Context, l events.Lease, cause error, leave func()) error {
+	if err := w.failAndDrop(ctx, l, cause); err != nil {
+		return err
+	}
+	leave()
+	_, _, err := w.removedSince(ctx, l, l.Spec.Target)
+	return err
 }
 
 // fail records a failed creation. A conflict means the lease moved on (revoked, or the

@@ -121,6 +121,20 @@ func (f *fixture) record(t *testing.T, e events.Event, last uint64) uint64 {
 	return seq
 }
 
+// removeTarget records the target's removal and removes what its users shared, as
+// RemoveTarget does in an API process.
+func (f *fixture) removeTarget(t *testing.T) {
+	t.Helper()
+	last, err := f.store.LastSeq(t.Context(), events.TargetSubject(f.target.RecordUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.record(t, events.RemoveTarget(f.target.RecordUID, "", time.Now()), last)
+	if err := f.w.RemoveTarget(t.Context(), f.target); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // request appends a lease request and returns the lease id and username.
 func (f *fixture) request(t *testing.T) (string, string) {
 	t.Helper()
@@ -739,14 +753,9 @@ func TestWorkers_ReplayedRequestSparesANameTakenSince(t *testing.T) {
 func TestWorkers_ARequestSeenAfterItsTargetsRemovalCreatesNothing(t *testing.T) {
 	f := mustFixture(t)
 	group := "syvault_" + f.target.RecordUID
-	// As RemoveTarget leaves it: the removal recorded, the group dropped.
-	last, err := f.store.LastSeq(t.Context(), events.TargetSubject(f.target.RecordUID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.record(t, events.RemoveTarget(f.target.RecordUID, "", time.Now()), last)
-	if err := f.w.RemoveTarget(t.Context(), f.target); err != nil || f.userExists(t, group) {
-		t.Fatalf("the group's drop: %v", err)
+	f.removeTarget(t)
+	if f.userExists(t, group) {
+		t.Fatal("the removal left the group")
 	}
 	id, user := f.request(t)
 	if err := f.deliver(t, id, 0); err != nil {
@@ -755,6 +764,32 @@ func TestWorkers_ARequestSeenAfterItsTargetsRemovalCreatesNothing(t *testing.T) 
 	f.wantHistory(t, id, "lease.requested lease.failed")
 	if f.userExists(t, user) || f.userExists(t, group) {
 		t.Fatal("a lease requested before its target's removal made its user, or the target's group, after it")
+	}
+}
+
+// A create whose process stopped before its check for the target's removal may have made
+// the target's group again after the removal had dropped it. The request's redelivery,
+// which then fails the lease without creating (the target seen removed, or its requester
+// gone), drops the user and removes the group again: nothing else would.
+func TestWorkers_AnEarlyExitAfterADeadCreateKeepsNothingOfARemovedTarget(t *testing.T) {
+	for name, wait := range map[string]time.Duration{"target seen removed": time.Minute, "requester gone": -time.Second} {
+		t.Run(name, func(t *testing.T) {
+			f := mustFixture(t)
+			group := "syvault_" + f.target.RecordUID
+			id, user := f.requestAs(t, wait, true)
+			f.removeTarget(t) // and then the dead worker's create
+			f.createAsDeadWorker(t, id, user)
+			if !f.userExists(t, group) {
+				t.Fatal("the dead worker's create did not make the group again")
+			}
+			if err := f.deliver(t, id, 0); err != nil {
+				t.Fatal(err)
+			}
+			f.wantHistory(t, id, "lease.requested lease.failed")
+			if f.userExists(t, user) || f.userExists(t, group) {
+				t.Fatalf("after the redelivery: user left %v, group left %v; want neither", f.userExists(t, user), f.userExists(t, group))
+			}
+		})
 	}
 }
 
@@ -785,15 +820,7 @@ func TestWorkers_ATargetRemovedWhileAUserIsMadeKeepsNothing(t *testing.T) {
 			f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { stall.Driver = d; return stall })
 			group := "syvault_" + f.target.RecordUID
 			stall.hook = func() {
-				// As RemoveTarget does it meanwhile in an API process.
-				last, err := f.store.LastSeq(t.Context(), events.TargetSubject(f.target.RecordUID))
-				if err != nil {
-					t.Error(err)
-				}
-				f.record(t, events.RemoveTarget(f.target.RecordUID, "", time.Now()), last)
-				if err := f.w.RemoveTarget(t.Context(), f.target); err != nil {
-					t.Error(err)
-				}
+				f.removeTarget(t) // meanwhile
 			}
 			id, user := f.requestAs(t, time.Minute, answering)
 			if err := f.deliver(t, id, 0); err != nil {
@@ -907,6 +934,56 @@ func TestWorkers_ARemovalIsFollowedThroughFromTheStream(t *testing.T) {
 	}
 }
 
+// A removal whose API process stopped once it had recorded it, before it removed what the
+// target's users shared, leaves nothing: the workers' follow-through removes the group
+// too, with the settings the target was removed with. One recorded well before the
+// follow-through began (replayed to a consumer made anew by a store of an earlier
+// version, or by rebuild-projections) does not reach the target's server again: the
+// setup was removed when the removal was new, and the server is likely gone.
+func TestWorkers_ARemovalsSetupIsRemovedFromTheStream(t *testing.T) {
+	for name, age := range map[string]time.Duration{"recorded now": 0, "replayed two hours on": 2 * time.Hour} {
+		t.Run(name, func(t *testing.T) {
+			f := mustFixture(t)
+			ctx := t.Context()
+			uid := f.target.RecordUID
+			group := "syvault_" + uid
+			if !f.userExists(t, group) {
+				t.Fatal("the registered target has no group")
+			}
+			last, err := f.store.LastSeq(ctx, events.TargetSubject(uid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			removal := events.RemoveTarget(uid, "", time.Now().Add(-age))
+			seq, err := f.store.Append(ctx, events.TargetSubject(uid), removal, last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
+				t.Fatal(err)
+			}
+			run, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); _ = f.proj.Run(run) }()
+			t.Cleanup(func() { stop(); <-done })
+			removal, _ = events.Decode(removal.Encode())
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				err := f.w.HandleTarget(ctx, removal, seq)
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the removal's follow-through: %v", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if left := f.userExists(t, group); left != (age > 0) {
+				t.Fatalf("after the follow-through the group is left: %v", left)
+			}
+		})
+	}
+}
+
 // A revocation recorded for its target's removal says so, and its revoker removes the
 // target's shared setup again after the drop even while its read side still shows the
 // target (a copy behind on a cluster): the stream's leader confirms the removal. One that
@@ -938,7 +1015,7 @@ func TestWorkers_ARevocationForARemovalRemovesTheSetupWhateverTheReadSideShows(t
 	if _, err := f.store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, "", time.Now()), last); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.RevokeForRemoval(ctx, l.ID, uid, ""); err != nil {
+	if _, _, err := f.store.RevokeForRemoval(ctx, l.ID, uid, ""); err != nil {
 		t.Fatal(err)
 	}
 	evs, _, err := f.store.History(ctx, events.LeaseSubject(l.ID))

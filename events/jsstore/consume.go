@@ -374,6 +374,17 @@ func (s *Store) AckFloor(ctx context.Context, durable string) (uint64, error) {
 	return c.CachedInfo().AckFloor.Stream, nil
 }
 
+// ConsumerCreated returns when the durable consumer of the events stream was created:
+// the events recorded before then are a replay to it, as a consumer made anew (or by
+// RestartConsumer) delivers the stream from its start.
+func (s *Store) ConsumerCreated(ctx context.Context, durable string) (time.Time, error) {
+	c, err := s.events.Consumer(ctx, durable)
+	if err != nil {
+		return time.Time{}, unavailable(fmt.Errorf("jsstore.ConsumerCreated(%s): %w", durable, err))
+	}
+	return c.CachedInfo().Created, nil
+}
+
 // RestartConsumer deletes the durable consumer of the events stream and creates it anew
 // to deliver the events on filters (all when none) from sequence from on: for rebuilding
 // what it feeds, or following it through again. It keeps the ack wait and the bound on

@@ -126,33 +126,38 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 
 // RevokeIndexed records, on behalf of actor, the revocation for its target's removal of
 // every lease of target recordUID that the index's leader lists and that has not ended
-// nor is being revoked already, and says how many it recorded: for a target that is
-// removed, once every event before its removal is applied (then the index holds each
-// lease that was active at the removal). The revocations are recorded, not waited for:
-// the revoker drops each user, retried until it is gone. An entry that names no lease of
-// that target (a lease with no history, with a history SyVault did not write, or of
-// another target: entries anyone who can write to NATS could add) is passed over, so it
-// cannot hold the others up or reach another target's lease. A recordUID that is not one
-// subject token is refused: as a filter, "" or "*" would match every target.
-func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked int, err error) {
+// nor is being revoked already, and says how many it recorded, and how many of the
+// target's listed leases have not ended (those, and any being revoked before: their
+// users not dropped yet): for a target that is removed, once every event before its
+// removal is applied (then the index holds each lease that was active at the removal).
+// The revocations are recorded, not waited for: the revoker drops each user, retried
+// until it is gone. An entry that names no lease of that target (a lease with no
+// history, with a history SyVault did not write, or of another target: entries anyone
+// who can write to NATS could add) is passed over, so it cannot hold the others up or
+// reach another target's lease. A recordUID that is not one subject token is refused: as
+// a filter, "" or "*" would match every target.
+func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked, pending int, err error) {
 	if !events.OneToken(recordUID) {
-		return 0, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to revoke."}
+		return 0, 0, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to revoke."}
 	}
 	var after uint64
 	for {
 		page, err := s.LeaderIndexPage(ctx, IndexFilter{RecordUID: recordUID}, after, 100)
 		if err != nil || len(page) == 0 {
-			return revoked, err
+			return revoked, pending, err
 		}
 		// An entry added twice (see IndexAdd) names a lease being revoked the second time.
 		for _, en := range page {
-			recorded, err := s.RevokeForRemoval(ctx, en.LeaseID, recordUID, actor)
+			recorded, open, err := s.RevokeForRemoval(ctx, en.LeaseID, recordUID, actor)
 			switch {
 			case errors.Is(err, ErrPermanent) || events.ErrorCode(err) == events.ENotFound:
 			case err != nil:
-				return revoked, err
+				return revoked, pending, err
 			case recorded:
 				revoked++
+			}
+			if open {
+				pending++
 			}
 		}
 		after = page[len(page)-1].Seq
@@ -161,15 +166,17 @@ func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (rev
 
 // RevokeForRemoval records the revocation of lease id of target recordUID, on behalf of
 // actor, for the target's removal (events.Lease.RevokeForRemoval), unless it has ended, is
-// being revoked already or is another target's; recorded says it did.
-func (s *Store) RevokeForRemoval(ctx context.Context, id, recordUID, actor string) (recorded bool, err error) {
+// being revoked already or is another target's; recorded says it did, and open that the
+// lease is the target's and has not ended (revoked now or before, its user not dropped).
+func (s *Store) RevokeForRemoval(ctx context.Context, id, recordUID, actor string) (recorded, open bool, err error) {
 	_, seq, err := s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		if l.Status.Ended() || l.RecordUID != recordUID {
+		open = !l.Status.Ended() && l.RecordUID == recordUID // as the last read found it
+		if !open {
 			return nil, nil
 		}
 		return l.RevokeForRemoval(actor, time.Now())
 	})
-	return seq != 0, err
+	return seq != 0, open && err == nil, err
 }
 
 // IndexIDs is IndexPage without each entry's sequence, only the last one's: the request

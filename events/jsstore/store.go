@@ -361,13 +361,17 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 
 // RemovedTarget returns the settings target recordUID had when it was removed (its last
 // registration, update or reseal), read from its events: what its users shared, made
-// with them, is removed with them. ENotFound when it has none. Settings naming another
-// target (copied onto its subject by whoever can write to NATS) are not its own: removed
-// with them, that other target's setup would go.
+// with them, is removed with them. ENotFound when it has none, or is not removed now
+// (its callers saw a removal earlier; whoever can write to NATS could have written one,
+// and then settings after it). Settings naming another target (copied onto its subject
+// the same way) are not its own: removed with them, that other target's setup would go.
 func (s *Store) RemovedTarget(ctx context.Context, recordUID string) (events.Target, error) {
 	evs, _, err := s.History(ctx, events.TargetSubject(recordUID))
 	if err != nil {
 		return events.Target{}, err
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Type != events.TargetRemoved {
+		return events.Target{}, events.Errorf(events.ENotFound, "No removed target has record_uid %q.", recordUID)
 	}
 	for _, e := range slices.Backward(evs) {
 		if t := targetState(e); t != nil && t.RecordUID == recordUID {

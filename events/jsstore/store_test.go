@@ -582,6 +582,34 @@ func TestStore_LoadTarget(t *testing.T) {
 	}
 }
 
+// RemovedTarget gives the settings a target was removed with, and none for a target that
+// is not removed now: its setup is removed with what it returns, and a target brought
+// back after a removal (by whoever can write to NATS) keeps it.
+func TestStore_RemovedTarget(t *testing.T) {
+	ctx := t.Context()
+	s := jstest.MustStore(t)
+	subj := events.TargetSubject("T2")
+	reg := events.Target{RecordUID: "T2", Host: "a"}
+	if _, err := s.Append(ctx, subj, events.Event{Type: events.TargetRegistered, ID: "T2.r", RecordUID: "T2", Target: &reg}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RemovedTarget(ctx, "T2"); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("a live target: %v, want not found", err)
+	}
+	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRemoved, ID: "T2.x", RecordUID: "T2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.RemovedTarget(ctx, "T2"); err != nil || got.Host != "a" {
+		t.Fatalf("the removed target: %+v, %v; want its settings", got, err)
+	}
+	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRegistered, ID: "T2.again", RecordUID: "T2", Target: &reg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RemovedTarget(ctx, "T2"); events.ErrorCode(err) != events.ENotFound {
+		t.Fatalf("a target registered again after its removal: %v, want not found", err)
+	}
+}
+
 // A process of an older version, restarted during a rolling upgrade, keeps the subjects a
 // newer one added to the events stream: appends to them go on working.
 func TestOpen_KeepsSubjectsAddedByANewerVersion(t *testing.T) {
