@@ -127,8 +127,9 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 // RevokeIndexed records, on behalf of actor, the revocation for its target's removal of
 // every lease of target recordUID that the index's leader lists and that has not ended
 // nor is being revoked already, and says how many it recorded, and how many of the
-// target's listed leases have not ended (those, and any being revoked before: their
-// users not dropped yet): for a target that is removed, once every event before its
+// target's listed leases are left to drop for the removal (those, and any revoked for it
+// before, whose revokers remove the target's setup again after the drop): for a target
+// that is removed, once every event before its
 // removal is applied (then the index holds each lease that was active at the removal).
 // The revocations are recorded, not waited for: the revoker drops each user, retried
 // until it is gone. An entry that names no lease of that target (a lease with no
@@ -167,13 +168,16 @@ func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (rev
 // RevokeForRemoval records the revocation of lease id of target recordUID, on behalf of
 // actor, for the target's removal (events.Lease.RevokeForRemoval), unless it has ended, is
 // being revoked already or is another target's; recorded says it did, and open that the
-// lease is the target's and has not ended (revoked now or before, its user not dropped).
+// lease is the target's, its user not dropped yet, and revoked for the removal (now or
+// before). A lease revoked otherwise is not open: its revoker may have read the target
+// before the removal, and then removes nothing after its drop.
 func (s *Store) RevokeForRemoval(ctx context.Context, id, recordUID, actor string) (recorded, open bool, err error) {
 	_, seq, err := s.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		open = !l.Status.Ended() && l.RecordUID == recordUID // as the last read found it
-		if !open {
+		open = false // as the last read finds it
+		if l.Status.Ended() || l.RecordUID != recordUID {
 			return nil, nil
 		}
+		open = l.Status != events.StatusRevoking || l.ForRemoval
 		return l.RevokeForRemoval(actor, time.Now())
 	})
 	return seq != 0, open && err == nil, err
