@@ -39,9 +39,12 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 		// lease made on the target would lose its grants with them. Should the store not
 		// say, they go too: the target's next lease makes them again, as for a target
 		// whose group an operator dropped.
-		check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
-		seq, _ = s.cfg.Store.LastSeq(check, events.TargetSubject(t.RecordUID)) // the leader's: 0 if it cannot say
-		cancel()
+		seq = 0 // a conflict says it did not land: something else was there
+		if !errors.Is(err, jsstore.ErrConflict) {
+			check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
+			seq, _ = s.cfg.Store.LastSeq(check, events.TargetSubject(t.RecordUID)) // the leader's: 0 if it cannot say
+			cancel()
+		}
 		if seq == 0 {
 			if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
 				s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)

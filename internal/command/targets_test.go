@@ -170,6 +170,7 @@ func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
 	// acknowledgement comes after the request's end.
 	p := &recorder{verified: func(events.Target) { proxy.SetReplyDelay(1500 * time.Millisecond) }}
 	s := newService(t, store, p)
+	s.cfg.RequestTimeout = 20 * time.Second // a quarter of it, 5 s, to ask whether the append landed
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	got, err := s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
@@ -185,6 +186,30 @@ func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
 	defer p.mu.Unlock()
 	if len(p.undone) != 0 {
 		t.Fatalf("what Prepare made for the recorded target %s was removed", got.RecordUID)
+	}
+}
+
+// TestRegisterTarget_RefusedAtItsWriteIsUndone: a registration refused at its write (its
+// new uid's subject held something already: written by whoever can write to NATS) did
+// not land, whatever the subject holds: what Prepare made is removed.
+func TestRegisterTarget_RefusedAtItsWriteIsUndone(t *testing.T) {
+	store := jstest.MustStore(t)
+	p := &recorder{verified: func(tg events.Target) {
+		if _, err := store.AppendUnordered(context.Background(), events.TargetSubject(tg.RecordUID),
+			events.Event{Type: events.TargetRemoved, ID: "forged", RecordUID: tg.RecordUID}); err != nil {
+			t.Error(err)
+		}
+	}}
+	s := newService(t, store, p)
+	got, err := s.RegisterTarget(t.Context(), events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}, "admin-password", "")
+	if err == nil {
+		t.Fatal("a registration refused at its write answered as made")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.undone) != 1 || p.undone[0].RecordUID != got.RecordUID {
+		t.Fatalf("undone %+v; want what Prepare made for %s", p.undone, got.RecordUID)
 	}
 }
 
