@@ -905,10 +905,10 @@ func (w *Workers) Reprepare(ctx context.Context, t events.Target) error {
 	})
 }
 
-// RemoveTarget removes what Prepare set up for target t, whose leases have all ended,
-// with t's own settings and sealed admin password. Its callers read t from the stream's
-// leader: no copy of the read side is newer, and one behind could name an admin password
-// rotated since.
+// RemoveTarget removes what Prepare set up for target t, being removed, with t's own
+// settings and sealed admin password. Its callers read t from the stream's leader: no
+// copy of the read side is newer, and one behind could name an admin password rotated
+// since.
 func (w *Workers) RemoveTarget(ctx context.Context, t events.Target) error {
 	pw, err := w.adminPassword(ctx, t)
 	if err != nil {

@@ -123,7 +123,9 @@ type Driver interface {
 	// can open no session.
 	DropUser(ctx context.Context, req DropUserRequest) error
 	// RemoveTarget removes what Prepare set up (PostgreSQL: the group role and its
-	// grants), once every lease of the target has ended. Nothing to remove is success.
+	// grants) for a target being removed: its users are dropped or being dropped, and a
+	// drop after it may make it again (so it is called again then). It may run in two
+	// processes at once. Nothing to remove is success.
 	RemoveTarget(ctx context.Context, req RemoveTargetRequest) error
 	// Close releases the pooled admin connections.
 	Close() error

@@ -199,7 +199,7 @@ type driverLogger struct{ l *slog.Logger }
 func (l driverLogger) Print(v ...any) { l.l.Debug("mysql driver", "message", fmt.Sprint(v...)) }
 
 // RemoveTarget drops the target's marker role, the one thing Prepare leaves (lease users
-// hold their grants directly). Called once every lease of the target has ended; a role
+// hold their grants directly), for a target being removed (see driver.Driver); a role
 // that does not exist is success.
 func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "mysql.RemoveTarget"

@@ -110,9 +110,8 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 // group that owns objects (what lease users created, e.g. tables of a migration) is kept,
 // holding no privilege and unable to log in: dropping it would destroy those objects, and
 // handing them to the admin would let code a lease user wrote run as the admin. The
-// operator decides (REASSIGN OWNED BY the group TO a role of their choosing). Called once
-// the target's leases have ended, and again after a drop of a removed target's lease; a
-// group that does not exist is success.
+// operator decides (REASSIGN OWNED BY the group TO a role of their choosing). For a
+// target being removed (see driver.Driver); a group that does not exist is success.
 //
 // A removal's request and the workers' follow-through of it remove the group at about the
 // same time, as may two processes: run together, one of two fails on a catalog conflict
