@@ -770,14 +770,21 @@ func TestWorkers_ARequestSeenAfterItsTargetsRemovalCreatesNothing(t *testing.T) 
 // A create whose process stopped before its check for the target's removal may have made
 // the target's group again after the removal had dropped it. The request's redelivery,
 // which then fails the lease without creating (the target seen removed, or its requester
-// gone), drops the user and removes the group again: nothing else would.
+// gone), drops the user and removes the group again: nothing else would. A live target's
+// group stays.
 func TestWorkers_AnEarlyExitAfterADeadCreateKeepsNothingOfARemovedTarget(t *testing.T) {
-	for name, wait := range map[string]time.Duration{"target seen removed": time.Minute, "requester gone": -time.Second} {
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		wait    time.Duration
+		removed bool
+	}{{"target seen removed", time.Minute, true}, {"requester gone", -time.Second, true}, {"requester gone, target live", -time.Second, false}} {
+		t.Run(tc.name, func(t *testing.T) {
 			f := mustFixture(t)
 			group := "syvault_" + f.target.RecordUID
-			id, user := f.requestAs(t, wait, true)
-			f.removeTarget(t) // and then the dead worker's create
+			id, user := f.requestAs(t, tc.wait, true)
+			if tc.removed {
+				f.removeTarget(t) // and then the dead worker's create
+			}
 			f.createAsDeadWorker(t, id, user)
 			if !f.userExists(t, group) {
 				t.Fatal("the dead worker's create did not make the group again")
@@ -786,8 +793,9 @@ func TestWorkers_AnEarlyExitAfterADeadCreateKeepsNothingOfARemovedTarget(t *test
 				t.Fatal(err)
 			}
 			f.wantHistory(t, id, "lease.requested lease.failed")
-			if f.userExists(t, user) || f.userExists(t, group) {
-				t.Fatalf("after the redelivery: user left %v, group left %v; want neither", f.userExists(t, user), f.userExists(t, group))
+			if f.userExists(t, user) || f.userExists(t, group) != !tc.removed {
+				t.Fatalf("after the redelivery: user left %v, group left %v; want no user, the group only if the target is live",
+					f.userExists(t, user), f.userExists(t, group))
 			}
 		})
 	}
