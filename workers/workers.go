@@ -220,26 +220,37 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 		return err // the revoker removes it after each of their drops (see revoke)
 	}
 	// What the target's users shared: the removal's request removes it too, unless its
-	// process stopped first. A removal recorded well before this consumer was made (a
-	// store of an earlier version, or rebuild-projections, replaying every removal) had
-	// it removed when it was new: its server, likely gone by now, is not reached again.
-	created, err := w.cfg.Store.ConsumerCreated(ctx, RemovalConsumer)
+	// process stopped first. A removal replayed (rebuild-projections, or a store of an
+	// earlier version) had it removed when it was new: its server, likely gone by now,
+	// is not reached again.
+	origin, err := w.cfg.Store.ConsumerOrigin(ctx, RemovalConsumer)
 	if err != nil {
 		return err
 	}
-	if e.Time.Before(created.Add(-replayMargin)) {
-		w.log.Info("a removal recorded before its follow-through began; its target's server is not reached again", "record_uid", uid, "seq", seq)
+	if replayed(origin, seq, e.Time) {
+		w.log.Info("a removal followed through before; its target's server is not reached again", "record_uid", uid, "seq", seq)
 		return nil
 	}
 	return w.removeSetupAgain(ctx, uid)
 }
 
+// replayed reports whether the removal at stream sequence seq, recorded at recorded, was
+// followed through before this consumer began: at or below what a consumer it was
+// restarted in place of had handled; or, for one made anew (a store of an earlier
+// version, or a consumer deleted), recorded well before it was made.
+func replayed(o jsstore.Origin, seq uint64, recorded time.Time) bool {
+	if o.Restarted {
+		return seq <= o.HandledThrough
+	}
+	return recorded.Before(o.Created.Add(-replayMargin))
+}
+
 const (
 	// readSideWait bounds one delivery's wait for the read side to apply a removal.
 	readSideWait = 2 * time.Second
-	// replayMargin is how long before its follow-through began a removal may be recorded
-	// and still have its setup removed: one whose API process stopped as an upgrade
-	// began, and the clocks of that process and of NATS apart.
+	// replayMargin is how long before a consumer made anew began a removal may be
+	// recorded and still have its setup removed: one whose API process stopped as an
+	// upgrade began, and the clocks of that process and of NATS apart.
 	replayMargin = time.Hour
 )
 

@@ -944,19 +944,27 @@ func TestWorkers_ARemovalIsFollowedThroughFromTheStream(t *testing.T) {
 
 // A removal whose API process stopped once it had recorded it, before it removed what the
 // target's users shared, leaves nothing: the workers' follow-through removes the group
-// too, with the settings the target was removed with. One recorded well before the
-// follow-through began (replayed to a consumer made anew by a store of an earlier
-// version, or by rebuild-projections) does not reach the target's server again: the
-// setup was removed when the removal was new, and the server is likely gone. A lease
-// revoked before the removal, its drop still to come, does not hold the removal up: its
-// revoker may have read the target before the removal, and would remove nothing.
+// too, with the settings the target was removed with. One followed through before
+// (replayed to a consumer restarted by rebuild-projections, at or below what the consumer
+// before had handled; or, to one made anew by a store of an earlier version, recorded
+// well before it) does not reach the target's server again: the setup was removed when
+// the removal was new, and the server is likely gone. A lease revoked before the removal,
+// its drop still to come, does not hold the removal up: its revoker may have read the
+// target before the removal, and would remove nothing.
 func TestWorkers_ARemovalsSetupIsRemovedFromTheStream(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		age     time.Duration
 		revoked bool // a lease revoked before the removal, not dropped yet
-	}{{"recorded now", 0, false}, {"replayed two hours on", 2 * time.Hour, false}, {"a revoked lease not dropped yet", 0, true}} {
-		age := tc.age
+		handled int  // target events the consumer before handled (-1: made anew)
+		left    bool
+	}{
+		{"recorded now", 0, false, -1, false},
+		{"recorded two hours before its consumer was made", 2 * time.Hour, false, -1, true},
+		{"a revoked lease not dropped yet", 0, true, -1, false},
+		{"handled before a rebuild", 0, false, 2, true},
+		{"recorded two hours before a rebuild, not handled", 2 * time.Hour, false, 1, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := mustFixture(t)
 			ctx := t.Context()
@@ -973,13 +981,19 @@ func TestWorkers_ARemovalsSetupIsRemovedFromTheStream(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			removal := events.RemoveTarget(uid, "", time.Now().Add(-age))
+			removal := events.RemoveTarget(uid, "", time.Now().Add(-tc.age))
 			seq, err := f.store.Append(ctx, events.TargetSubject(uid), removal, last)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
 				t.Fatal(err)
+			}
+			if tc.handled >= 0 { // the registration, then the removal
+				f.ackRemovals(t, tc.handled)
+				if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
+					t.Fatal(err)
+				}
 			}
 			run, stop := context.WithCancel(context.Background())
 			done := make(chan struct{})
@@ -996,10 +1010,34 @@ func TestWorkers_ARemovalsSetupIsRemovedFromTheStream(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			if left := f.userExists(t, group); left != (age > 0) {
-				t.Fatalf("after the follow-through the group is left: %v", left)
+			if left := f.userExists(t, group); left != tc.left {
+				t.Fatalf("after the follow-through the group is left: %v, want %v", left, tc.left)
 			}
 		})
+	}
+}
+
+// ackRemovals has the removals consumer deliver and acknowledge its first n events, as a
+// process following them through does.
+func (f *fixture) ackRemovals(t *testing.T, n int) {
+	t.Helper()
+	cons, err := f.srv.MustStream(t, events.EventsStream).Consumer(t.Context(), workers.RemovalConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		got++
+	}
+	if got != n {
+		t.Fatalf("the removals consumer delivered %d events, want %d", got, n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -374,15 +375,32 @@ func (s *Store) AckFloor(ctx context.Context, durable string) (uint64, error) {
 	return c.CachedInfo().AckFloor.Stream, nil
 }
 
-// ConsumerCreated returns when the durable consumer of the events stream was created:
-// the events recorded before then are a replay to it, as a consumer made anew (or by
-// RestartConsumer) delivers the stream from its start.
-func (s *Store) ConsumerCreated(ctx context.Context, durable string) (time.Time, error) {
+// Origin is where a durable consumer of the events stream began: when it was made and,
+// when RestartConsumer made it in place of another, how far that one (and those before
+// it) had got: every event up to HandledThrough was handled, or passed over by its
+// start, once already, so it comes again as a replay.
+type Origin struct {
+	Created        time.Time
+	Restarted      bool
+	HandledThrough uint64
+}
+
+// handledThroughKey is the consumer metadata RestartConsumer hands a predecessor's ack
+// floor on in. A consumer update keeps it (ensureConsumer updates the config it read).
+const handledThroughKey = "syvault_handled_through"
+
+// ConsumerOrigin returns where the durable consumer of the events stream began.
+func (s *Store) ConsumerOrigin(ctx context.Context, durable string) (Origin, error) {
 	c, err := s.events.Consumer(ctx, durable)
 	if err != nil {
-		return time.Time{}, unavailable(fmt.Errorf("jsstore.ConsumerCreated(%s): %w", durable, err))
+		return Origin{}, unavailable(fmt.Errorf("jsstore.ConsumerOrigin(%s): %w", durable, err))
 	}
-	return c.CachedInfo().Created, nil
+	info := c.CachedInfo()
+	o := Origin{Created: info.Created}
+	if n, err := strconv.ParseUint(info.Config.Metadata[handledThroughKey], 10, 64); err == nil {
+		o.Restarted, o.HandledThrough = true, n
+	}
+	return o, nil
 }
 
 // RestartConsumer deletes the durable consumer of the events stream and creates it anew
@@ -402,8 +420,13 @@ func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64
 	c, err := s.events.Consumer(ctx, durable)
 	switch {
 	case err == nil:
-		have := c.CachedInfo().Config
-		cfg.AckWait, cfg.MaxAckPending = have.AckWait, have.MaxAckPending
+		info := c.CachedInfo()
+		cfg.AckWait, cfg.MaxAckPending = info.Config.AckWait, info.Config.MaxAckPending
+		through := info.AckFloor.Stream
+		if prev, err := strconv.ParseUint(info.Config.Metadata[handledThroughKey], 10, 64); err == nil && prev > through {
+			through = prev // restarted again before it got as far
+		}
+		cfg.Metadata = map[string]string{handledThroughKey: strconv.FormatUint(through, 10)}
 		err = s.events.DeleteConsumer(ctx, durable)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		err = nil

@@ -319,6 +319,51 @@ func TestStore_ConsumesOnAfterARestartOfItsConsumer(t *testing.T) {
 	}
 }
 
+// A consumer RestartConsumer makes in place of another knows how far that one got (its
+// ack floor, or what it had been handed itself): the events up to there are a replay to
+// it. One made anew knows only when it was made.
+func TestStore_ARestartedConsumerKnowsWhatItsPredecessorHandled(t *testing.T) {
+	ctx := t.Context()
+	srv := jstest.MustServer(t, "")
+	s := srv.MustStore(t)
+	var seqs []uint64
+	for _, id := range []string{"a", "b", "c"} {
+		seq, err := s.Append(ctx, events.LeaseSubject(id), events.Event{Type: events.LeaseRequested, ID: id + ".requested", LeaseID: id}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	before := time.Now().Add(-time.Second)
+	if err := s.RestartConsumer(ctx, "d", 1, events.LeaseSubjects); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.ConsumerOrigin(ctx, "d"); err != nil || o.Restarted || o.Created.Before(before) {
+		t.Fatalf("a consumer made anew: %+v, %v; want only when it was made", o, err)
+	}
+	cons, err := srv.MustStream(t, events.EventsStream).Consumer(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 { // the second restart's predecessor has handled nothing itself
+		if err := s.RestartConsumer(ctx, "d", 1, events.LeaseSubjects); err != nil {
+			t.Fatal(err)
+		}
+		if o, err := s.ConsumerOrigin(ctx, "d"); err != nil || !o.Restarted || o.HandledThrough != seqs[1] {
+			t.Fatalf("a restarted consumer: %+v, %v; want its predecessor's floor %d", o, err, seqs[1])
+		}
+	}
+}
+
 // A consumer deleted while no fetch of the process waited at it (every message it could
 // take in hand) is not told of by the server: the process finds it missing when its
 // fetches go unanswered, and consumes it again.
