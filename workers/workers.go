@@ -177,13 +177,13 @@ func (w *Workers) Run(ctx context.Context) error {
 // handleTarget follows a target's removal through, once for the deployment, until it is
 // done: the leases activated while the removal was under way are revoked (and, once their
 // users are dropped, the setup their creates may have made again is removed again: see
-// revoke), and with no lease of the target left to drop, the setup is removed here. The
-// removal's request does both too, but within its own time and process: a read side
-// behind it, or its process stopping, would leave such a lease logging in with the
-// removed target's grants until it expires, or the setup for good. The check waits until
-// every event up to the removal is applied, so the index's leader lists each lease
-// active at the removal; a lease activated after it is its worker's to revoke
-// (removedSince). Other target events need nothing here.
+// revoke), and with none revoked for the removal left to drop, the setup is removed here
+// (unless the removal is a replay: see replayed). The removal's request does both too,
+// but within its own time and process: a read side behind it, or its process stopping,
+// would leave such a lease logging in with the removed target's grants until it expires,
+// or the setup for good. The check waits until every event up to the removal is applied,
+// so the index's leader lists each lease active at the removal; a lease activated after
+// it is its worker's to revoke (removedSince). Other target events need nothing here.
 func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) error {
 	if e.Type != events.TargetRemoved {
 		return nil

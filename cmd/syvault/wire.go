@@ -661,7 +661,8 @@ func (m *Main) RebuildProjections(ctx context.Context, stdout io.Writer) error {
 	}
 	// While the lease index was refilled, the workers may have followed a removal through
 	// against an index missing some of the target's leases: they follow every removal
-	// through again (a few reads each; what is done already is not done twice).
+	// through again (a few reads each; a lease revoked already is not revoked twice, and
+	// the consumer hands on how far it got, so a removal it handled reaches no server).
 	if err := m.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
 		return err
 	}

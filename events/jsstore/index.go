@@ -129,10 +129,9 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 // nor is being revoked already, and says how many it recorded, and how many of the
 // target's listed leases are left to drop for the removal (those, and any revoked for it
 // before, whose revokers remove the target's setup again after the drop): for a target
-// that is removed, once every event before its
-// removal is applied (then the index holds each lease that was active at the removal).
-// The revocations are recorded, not waited for: the revoker drops each user, retried
-// until it is gone. An entry that names no lease of that target (a lease with no
+// that is removed, once every event before its removal is applied (then the index holds
+// each lease that was active at the removal). The revocations are recorded, not waited
+// for: the revoker drops each user, retried until it is gone. An entry that names no lease of that target (a lease with no
 // history, with a history SyVault did not write, or of another target: entries anyone
 // who can write to NATS could add) is passed over, so it cannot hold the others up or
 // reach another target's lease. A recordUID that is not one subject token is refused: as

@@ -49,6 +49,7 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 			if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
 				s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)
 			}
+			s.releaseName(ctx, "target", t.Name, t.RecordUID) // sent again, it is not its own rival
 			return t, err
 		}
 		s.log.Warn("a target's registration was recorded unanswered", "record_uid", t.RecordUID, "err", err)

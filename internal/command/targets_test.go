@@ -201,15 +201,20 @@ func TestRegisterTarget_RefusedAtItsWriteIsUndone(t *testing.T) {
 		}
 	}}
 	s := newService(t, store, p)
-	got, err := s.RegisterTarget(t.Context(), events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
-		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}, "admin-password", "")
+	target := events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("before")}
+	got, err := s.RegisterTarget(t.Context(), target, "admin-password", "")
 	if err == nil {
 		t.Fatal("a registration refused at its write answered as made")
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if len(p.undone) != 1 || p.undone[0].RecordUID != got.RecordUID {
 		t.Fatalf("undone %+v; want what Prepare made for %s", p.undone, got.RecordUID)
+	}
+	p.verified = nil
+	p.mu.Unlock()
+	if _, err := s.RegisterTarget(t.Context(), target, "admin-password", ""); err != nil {
+		t.Fatalf("the registration sent again: %v; want it made, its name free", err)
 	}
 }
 

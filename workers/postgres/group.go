@@ -117,8 +117,8 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 // same time, as may two processes: run together, one of two fails on a catalog conflict
 // ("tuple concurrently updated") or finds the role gone under a statement. So removals
 // take turns in this process, and one that meets another process's is tried again, up
-// to five times, until it finds the role gone. (Not an advisory lock: any session of the database, a lease
-// user's too, could hold it.)
+// to five times, until it finds the role gone. (Not an advisory lock: any session of the
+// database, a lease user's too, could hold it.)
 func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "postgres.RemoveTarget"
 	group, err := groupName(req.RecordUID)
