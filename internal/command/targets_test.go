@@ -179,8 +179,12 @@ func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
 		t.Fatal("the registration answered within its time though NATS answered after it")
 	}
 	proxy.SetReplyDelay(0)
-	if seq, err := store.LastSeq(t.Context(), events.TargetSubject(got.RecordUID)); err != nil || seq == 0 {
+	seq, err := store.LastSeq(t.Context(), events.TargetSubject(got.RecordUID))
+	if err != nil || seq == 0 {
 		t.Fatalf("the registration's append: last %d, %v; want it landed", seq, err)
+	}
+	if err := s.cfg.Projections.WaitTarget(t.Context(), got.RecordUID, seq); err != nil {
+		t.Fatalf("the target recorded unanswered does not show: %v", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
