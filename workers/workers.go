@@ -231,7 +231,10 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 		w.log.Info("a removal followed through before; its target's server is not reached again", "record_uid", uid, "seq", seq)
 		return nil
 	}
-	return w.removeSetupAgain(ctx, uid)
+	// A database that does not answer is asked again, with the consumer's backoff, for
+	// a while: a target is often removed around its server's maintenance. Past that its
+	// server is taken for gone, and the failure only logged.
+	return w.removeSetupAgain(ctx, uid, time.Since(e.Time) < setupRetryWindow)
 }
 
 // replayed reports whether the removal at stream sequence seq, recorded at recorded, was
@@ -252,6 +255,9 @@ const (
 	// recorded and still have its setup removed: one whose API process stopped as an
 	// upgrade began, and the clocks of that process and of NATS apart.
 	replayMargin = time.Hour
+	// setupRetryWindow is how long after a removal its follow-through retries the
+	// removal of the target's setup on a database failure.
+	setupRetryWindow = time.Hour
 )
 
 func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) error {
@@ -458,7 +464,7 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	// A failure comes back with the redelivery for an ended lease, whose request checks
 	// again; an activated one's revocation says why, and its revoker removes the setup
 	// after the drop once the stream's leader confirms the removal.
-	return cur, true, w.removeSetupAgain(ctx, used.RecordUID)
+	return cur, true, w.removeSetupAgain(ctx, used.RecordUID, false)
 }
 
 // transient reports whether err may pass by itself: the store or its read side away or
@@ -471,8 +477,9 @@ func transient(err error) bool {
 
 // removeSetupAgain removes what the users of removed target uid shared, with the
 // settings it was removed with (see removeSetupOf); a target never recorded has none. It
-// returns the failure to read them or to get a turn on the target's gate.
-func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
+// returns the failure to read them or to get a turn on the target's gate, and, when
+// retried, the database's.
+func (w *Workers) removeSetupAgain(ctx context.Context, uid string, retried bool) error {
 	last, err := w.cfg.Store.RemovedTarget(ctx, uid)
 	if events.ErrorCode(err) == events.ENotFound {
 		return nil
@@ -480,25 +487,30 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 	if err != nil {
 		return err
 	}
-	return w.removeSetupOf(ctx, last)
+	return w.removeSetupOf(ctx, last, retried)
 }
 
 // removeSetupOf removes what the users of removed target t (its settings when it was
 // removed) shared: a create may have made it again after the removal had dropped it. It
 // waits for a turn on the target's gate (its caller holds none) within ctx and at most an
-// operation's timeout, and returns only the failure to get one; the removal itself runs
-// to its end, ctx done or not. A target is often removed because its server is going
-// away: retried, the removal itself could fail for good, so its failure is logged. What
-// is left cannot log in, and holds no lease user once the revoker has dropped them; a
-// user that made objects hands them at its drop to a group made again to own them, a
-// group that cannot log in, as a removal keeps a group that owns objects.
-func (w *Workers) removeSetupOf(ctx context.Context, t events.Target) error {
+// operation's timeout, and returns the failure to get one; the removal itself runs to its
+// end, ctx done or not. A target is often removed because its server is going away:
+// retried without end, the removal itself could fail for good, so its failure is logged,
+// and returned only when the caller retries (the removal's follow-through, for a while:
+// see handleTarget). What is left cannot log in, and holds no lease user once the revoker
+// has dropped them; a user that made objects hands them at its drop to a group made again
+// to own them, a group that cannot log in, as a removal keeps a group that owns objects.
+func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retried bool) error {
 	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	return w.inTurn(turn, t.RecordUID, func() error {
 		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 		defer cancel()
-		if err := w.RemoveTarget(op, t); err != nil {
+		err := w.RemoveTarget(op, t)
+		if err != nil && retried {
+			return fmt.Errorf("remove the removed target's shared setup: %w", err)
+		}
+		if err != nil {
 			w.log.Warn("could not remove the removed target's shared setup again", "record_uid", t.RecordUID, "err", err)
 		}
 		return nil
@@ -655,7 +667,7 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			// before the drop is recorded, so a turn or a read not had comes back with
 			// it, after the revocation's backoff (the user is gone: no slot to wait
 			// for); anything else is logged, not to hold the revocation up for good.
-			if err := w.removeSetupAgain(ctx, l.RecordUID); err != nil {
+			if err := w.removeSetupAgain(ctx, l.RecordUID, false); err != nil {
 				if transient(err) {
 					return nil, fmt.Errorf("remove the removed target's shared setup again after the drop of %s: %v", l.Username, err)
 				}

@@ -20,6 +20,7 @@ import (
 	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 	"github.com/syvault/syvault/internal/seal"
+	"github.com/syvault/syvault/internal/tcpproxy"
 	"github.com/syvault/syvault/projections"
 	"github.com/syvault/syvault/workers"
 	"github.com/syvault/syvault/workers/driver"
@@ -981,39 +982,112 @@ func TestWorkers_ARemovalsSetupIsRemovedFromTheStream(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			removal := events.RemoveTarget(uid, "", time.Now().Add(-tc.age))
-			seq, err := f.store.Append(ctx, events.TargetSubject(uid), removal, last)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
-				t.Fatal(err)
-			}
-			if tc.handled >= 0 { // the registration, then the removal
-				f.ackRemovals(t, tc.handled)
-				if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
-					t.Fatal(err)
-				}
-			}
-			run, stop := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { defer close(done); _ = f.proj.Run(run) }()
-			t.Cleanup(func() { stop(); <-done })
-			removal, _ = events.Decode(removal.Encode())
-			for deadline := time.Now().Add(30 * time.Second); ; {
-				err := f.w.HandleTarget(ctx, removal, seq)
-				if err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the removal's follow-through: %v", err)
-				}
-				time.Sleep(20 * time.Millisecond)
+			removal, seq := f.removalToFollow(t, last, tc.age, tc.handled)
+			if err := f.follow(t, removal, seq); err != nil {
+				t.Fatalf("the removal's follow-through: %v", err)
 			}
 			if left := f.userExists(t, group); left != tc.left {
 				t.Fatalf("after the follow-through the group is left: %v, want %v", left, tc.left)
 			}
 		})
+	}
+}
+
+// A removal whose setup's removal its database does not answer (down, paused, as around
+// a server's maintenance) is followed through again, with the consumer's backoff, until
+// the database answers, for an hour after the removal was recorded. Past that, the server
+// is taken for gone: the failure is logged, and the removal done.
+func TestWorkers_ARemovalsSetupIsRemovedOnceItsDatabaseAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		age  time.Duration
+		left bool
+	}{{"recorded now", 0, false}, {"recorded two hours ago", 2 * time.Hour, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := mustFixture(t)
+			ctx := t.Context()
+			uid := f.target.RecordUID
+			group := "syvault_" + uid
+			proxy, err := tcpproxy.Start("127.0.0.1:5432")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(proxy.Close)
+			// The target's last settings reach its database through the proxy.
+			moved := f.target
+			moved.Port = proxy.Port()
+			moved.SealedAdminPassword = f.sealer.Seal([]byte("unused-under-trust"), moved.AdminPasswordAAD())
+			last, err := f.store.LastSeq(ctx, events.TargetSubject(uid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = f.record(t, events.UpdateTarget(moved, "", last, time.Now()), last)
+			// Followed through by a consumer restarted in place of one that had handled
+			// the registration and the update, not the removal: no replay, whatever its age.
+			removal, seq := f.removalToFollow(t, last, tc.age, 2)
+			proxy.Down()
+			err = f.follow(t, removal, seq)
+			if tc.left {
+				if err != nil || !f.userExists(t, group) {
+					t.Fatalf("past the hour, with the database down: %v, group left %v; want the removal done, the group left", err, f.userExists(t, group))
+				}
+				return
+			}
+			if err == nil || !f.userExists(t, group) {
+				t.Fatalf("with the database down: %v, group left %v; want the removal followed through again", err, f.userExists(t, group))
+			}
+			if err := proxy.Up(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.follow(t, removal, seq); err != nil || f.userExists(t, group) {
+				t.Fatalf("once the database answers: %v, group left %v; want it removed", err, f.userExists(t, group))
+			}
+		})
+	}
+}
+
+// removalToFollow records the target's removal, age old, after its event last, and
+// readies its follow-through: the removals consumer restarted in place of one that had
+// handled the first handled target events (made anew when handled < 0), the projector
+// running until the test ends. It returns the removal as delivered, and its sequence.
+func (f *fixture) removalToFollow(t *testing.T, last uint64, age time.Duration, handled int) (events.Event, uint64) {
+	t.Helper()
+	ctx := t.Context()
+	uid := f.target.RecordUID
+	removal := events.RemoveTarget(uid, "", time.Now().Add(-age))
+	seq, err := f.store.Append(ctx, events.TargetSubject(uid), removal, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
+		t.Fatal(err)
+	}
+	if handled >= 0 {
+		f.ackRemovals(t, handled)
+		if err := f.store.RestartConsumer(ctx, workers.RemovalConsumer, 1, events.TargetSubjects); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = f.proj.Run(run) }()
+	t.Cleanup(func() { stop(); <-done })
+	removal, _ = events.Decode(removal.Encode())
+	return removal, seq
+}
+
+// follow hands the removal at seq to the workers' follow-through until it is past the
+// wait for the read side, and returns what it then answers.
+func (f *fixture) follow(t *testing.T, removal events.Event, seq uint64) error {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := f.w.HandleTarget(t.Context(), removal, seq)
+		if events.ErrorCode(err) != events.ETimeout {
+			return err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the removal's follow-through still waits for the read side: %v", err)
+		}
 	}
 }
 
