@@ -159,8 +159,9 @@ func (w *Workers) Run(ctx context.Context) error {
 		errc <- w.cfg.Store.Consume(ctx, jsstore.ConsumeConfig{
 			Stream: events.EventsStream, Durable: RemovalConsumer, Filters: []string{events.TargetSubjects},
 			// Target events are few; a removal may wait for the read side, or for a
-			// database that is gone.
-			Concurrency: 16, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
+			// database that is gone (a connect timeout at each retry, for an hour: many
+			// targets of one server removed at once hold as many slots that long).
+			Concurrency: 64, MaxBackoff: w.cfg.MaxBackoff, AckWait: w.cfg.AckWait, Logger: w.log,
 		}, w.handleTarget)
 	}()
 	var errs []error
@@ -233,8 +234,11 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 	}
 	// A database that does not answer is asked again, with the consumer's backoff, for
 	// a while: a target is often removed around its server's maintenance. Past that its
-	// server is taken for gone, and the failure only logged.
-	return w.removeSetupAgain(ctx, uid, time.Since(e.Time) < setupRetryWindow)
+	// server is taken for gone, and the failure only logged. The time is the event's own
+	// (its API process's clock, or a forger's): one far ahead is not retried at all,
+	// rather than for good.
+	age := time.Since(e.Time)
+	return w.removeSetupAgain(ctx, uid, age < setupRetryWindow && age > -setupRetryWindow)
 }
 
 // replayed reports whether the removal at stream sequence seq, recorded at recorded, was
@@ -497,7 +501,8 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string, retried bool
 // end, ctx done or not. A target is often removed because its server is going away:
 // retried without end, the removal itself could fail for good, so its failure is logged,
 // and returned only when the caller retries (the removal's follow-through, for a while:
-// see handleTarget). What is left cannot log in, and holds no lease user once the revoker
+// see handleTarget) and the database did not answer: a refusal, or a password that
+// cannot be opened, would be the same an hour on. What is left cannot log in, and holds no lease user once the revoker
 // has dropped them; a user that made objects hands them at its drop to a group made again
 // to own them, a group that cannot log in, as a removal keeps a group that owns objects.
 func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retried bool) error {
@@ -507,7 +512,7 @@ func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retried bo
 		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 		defer cancel()
 		err := w.RemoveTarget(op, t)
-		if err != nil && retried {
+		if retried && (events.ErrorCode(err) == events.ETargetUnavailable || err != nil && transient(err)) {
 			return fmt.Errorf("remove the removed target's shared setup: %w", err)
 		}
 		if err != nil {
