@@ -501,10 +501,11 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string, retried bool
 // end, ctx done or not. A target is often removed because its server is going away:
 // retried without end, the removal itself could fail for good, so its failure is logged,
 // and returned only when the caller retries (the removal's follow-through, for a while:
-// see handleTarget) and the database did not answer: a refusal, or a password that
-// cannot be opened, would be the same an hour on. What is left cannot log in, and holds no lease user once the revoker
-// has dropped them; a user that made objects hands them at its drop to a group made again
-// to own them, a group that cannot log in, as a removal keeps a group that owns objects.
+// see handleTarget) and the database did not answer: a refusal, or a password that cannot
+// be opened, would be the same an hour on. What is left cannot log in, and holds no lease
+// user once the revoker has dropped them; a user that made objects hands them at its drop
+// to a group made again to own them, a group that cannot log in, as a removal keeps a
+// group that owns objects.
 func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retried bool) error {
 	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
