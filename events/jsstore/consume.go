@@ -396,11 +396,14 @@ func (s *Store) ConsumerOrigin(ctx context.Context, durable string) (Origin, err
 		return Origin{}, unavailable(fmt.Errorf("jsstore.ConsumerOrigin(%s): %w", durable, err))
 	}
 	info := c.CachedInfo()
-	o := Origin{Created: info.Created}
-	if n, err := strconv.ParseUint(info.Config.Metadata[handledThroughKey], 10, 64); err == nil {
-		o.Restarted, o.HandledThrough = true, n
-	}
-	return o, nil
+	through, restarted := handedOn(info.Config)
+	return Origin{Created: info.Created, Restarted: restarted, HandledThrough: through}, nil
+}
+
+// handedOn returns the ack floor RestartConsumer handed consumer cfg on, if any.
+func handedOn(cfg jetstream.ConsumerConfig) (through uint64, ok bool) {
+	n, err := strconv.ParseUint(cfg.Metadata[handledThroughKey], 10, 64)
+	return n, err == nil
 }
 
 // RestartConsumer deletes the durable consumer of the events stream and creates it anew
@@ -423,7 +426,7 @@ func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64
 		info := c.CachedInfo()
 		cfg.AckWait, cfg.MaxAckPending = info.Config.AckWait, info.Config.MaxAckPending
 		through := info.AckFloor.Stream
-		if prev, err := strconv.ParseUint(info.Config.Metadata[handledThroughKey], 10, 64); err == nil && prev > through {
+		if prev, ok := handedOn(info.Config); ok && prev > through {
 			through = prev // restarted again before it got as far
 		}
 		cfg.Metadata = map[string]string{handledThroughKey: strconv.FormatUint(through, 10)}

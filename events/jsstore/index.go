@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/syvault/syvault/events"
 )
 
@@ -131,11 +132,11 @@ func (s *Store) LeaderIndexPage(ctx context.Context, f IndexFilter, after uint64
 // before, whose revokers remove the target's setup again after the drop): for a target
 // that is removed, once every event before its removal is applied (then the index holds
 // each lease that was active at the removal). The revocations are recorded, not waited
-// for: the revoker drops each user, retried until it is gone. An entry that names no lease of that target (a lease with no
-// history, with a history SyVault did not write, or of another target: entries anyone
-// who can write to NATS could add) is passed over, so it cannot hold the others up or
-// reach another target's lease. A recordUID that is not one subject token is refused: as
-// a filter, "" or "*" would match every target.
+// for: the revoker drops each user, retried until it is gone. An entry that names no
+// lease of that target (a lease with no history, with a history SyVault did not write, or
+// of another target: entries anyone who can write to NATS could add) is passed over, so
+// it cannot hold the others up or reach another target's lease. A recordUID that is not
+// one subject token is refused: as a filter, "" or "*" would match every target.
 func (s *Store) RevokeIndexed(ctx context.Context, recordUID, actor string) (revoked, pending int, err error) {
 	if !events.OneToken(recordUID) {
 		return 0, 0, &events.Error{Code: events.EInternal, Err: ErrPermanent, Message: "No target was named whose leases to revoke."}
