@@ -898,11 +898,35 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 // Unprepare removes what Prepare set up for t when t was then not recorded. The admin
 // password is the one Prepare was given: no sealed copy is anywhere to open. It outlives
 // ctx, as a cancelled registration must not leave the group or marker role either.
+//
+// Nothing records a target that was never recorded, so nothing would try its undo
+// again: a failure the database may get over (a connection cut, a restart) is retried
+// with a short backoff, all attempts within one operation's timeout, the bound a single
+// attempt had. A refusal is not retried: it would be the same.
 func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
-	return w.removeSetup(context.WithoutCancel(ctx), t, adminPassword)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
+	defer cancel()
+	pause := undoBackoff
+	for {
+		err := w.removeSetup(ctx, t, adminPassword)
+		if err == nil || events.ErrorCode(err) != events.ETargetUnavailable && !transient(err) {
+			return err
+		}
+		w.log.Warn("removing what a target not recorded set up failed; trying again", "record_uid", t.RecordUID, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
 }
 
-// removeSetup removes what Prepare set up for t, connecting with adminPassword.
+// undoBackoff is Unprepare's first pause between attempts.
+const undoBackoff = 250 * time.Millisecond
+
+// removeSetup removes what Prepare set up for t, connecting with adminPassword, within
+// ctx and an operation's timeout.
 func (w *Workers) removeSetup(ctx context.Context, t events.Target, adminPassword string) error {
 	return w.withPassword(ctx, t, adminPassword, "remove target "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
 		return d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants})

@@ -1052,6 +1052,56 @@ func TestWorkers_ARemovalsSetupIsRemovedOnceItsDatabaseAnswers(t *testing.T) {
 	}
 }
 
+// afterRemoval hands on, once, the outcome of the first RemoveTarget call.
+type afterRemoval struct {
+	driver.Driver
+	first chan error
+}
+
+func (d *afterRemoval) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
+	err := d.Driver.RemoveTarget(ctx, req)
+	select {
+	case d.first <- err:
+	default:
+	}
+	return err
+}
+
+// A registration whose record could not be stored undoes what its verification set up;
+// nothing records such a target, so nothing tries the undo again. A chaos run found one
+// undo cut mid-statement: the group, with the target's grants, was left for good,
+// though the database answered a moment later. The undo now tries again within its
+// operation's timeout while the database does not answer.
+func TestWorkers_AnUndoTriesAgainWhileItsDatabaseDoesNotAnswer(t *testing.T) {
+	seen := &afterRemoval{first: make(chan error, 1)}
+	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { seen.Driver = d; return seen })
+	group := "syvault_" + f.target.RecordUID
+	proxy, err := tcpproxy.Start("127.0.0.1:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	unrecorded := f.target
+	unrecorded.Port = proxy.Port()
+	proxy.Down()
+	undone := make(chan error, 1)
+	go func() { undone <- f.w.Unprepare(context.Background(), unrecorded, "unused-under-trust") }()
+	select {
+	case err := <-seen.first:
+		if events.ErrorCode(err) != events.ETargetUnavailable {
+			t.Fatalf("the first attempt, the database down: %v; want it unavailable", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no attempt to undo the registration")
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-undone; err != nil || f.userExists(t, group) {
+		t.Fatalf("the undo once the database answers: %v, group left %v; want it removed", err, f.userExists(t, group))
+	}
+}
+
 // removalToFollow records the target's removal, age old, after its event last, and
 // readies its follow-through: the removals consumer restarted in place of one that had
 // handled the first handled target events (made anew when handled < 0), the projector
