@@ -26,6 +26,7 @@ func main() {
 	flag.Float64Var(&cfg.Rate, "rate", 0, "lease operations a second (default 15)")
 	flag.IntVar(&cfg.Concurrency, "concurrency", 0, "concurrent clients (default 8)")
 	flag.DurationVar(&cfg.FaultEvery, "fault-every", 0, "mean time between faults (default 10s)")
+	flag.DurationVar(&cfg.TargetEvery, "target-every", 0, "mean time between targets registered and removed under the faults (default 5s; negative: none)")
 	flag.DurationVar(&cfg.Settle, "settle", 0, "longest wait for the system to settle after the faults (default 3m)")
 	flag.BoolVar(&cfg.KeepDir, "keep", false, "keep the run's directory (logs, stores) afterwards")
 	flag.Parse()

@@ -23,8 +23,16 @@ import (
 	"github.com/syvault/syvault/internal/tcpproxy"
 )
 
-// LeasePrefix starts the name of every database user SyVault makes for a lease.
-const LeasePrefix = "vf_tmp_"
+// LeasePrefix starts the name of every database user SyVault makes for a lease;
+// SetupPrefix, followed by the target's record uid, names a target's setup role (the
+// PostgreSQL group, the MariaDB marker role).
+const (
+	LeasePrefix = "vf_tmp_"
+	SetupPrefix = "syvault_"
+)
+
+// adminName is the targets' admin, whose name SetupPrefix also starts.
+const adminName = "syvault_admin"
 
 // database is a private database server of the run: its process, the address SyVault
 // reaches it by (a proxy the harness can cut), and the harness's own superuser access,
@@ -35,8 +43,9 @@ type database struct {
 	port    int    // the server's own port
 	adminPW string // of syvault_admin, the target's admin (never printed)
 	proxy   *tcpproxy.Proxy
-	// users lists the lease users that exist now.
-	users func(ctx context.Context) (map[string]bool, error)
+	// users lists the lease users that exist now; setups the record uids whose setup
+	// role exists.
+	users, setups func(ctx context.Context) (map[string]bool, error)
 	// login opens and closes a session as user with password.
 	login func(ctx context.Context, user, password string) error
 	close func()
@@ -128,13 +137,20 @@ func (h *Harness) startPostgres(ctx context.Context) (*database, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.users = func(ctx context.Context) (map[string]bool, error) {
-		rows, err := pool.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)`, LeasePrefix)
+	roles := func(ctx context.Context, prefix string) ([]string, error) {
+		rows, err := pool.Query(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1) AND rolname <> $2`, prefix, adminName)
 		if err != nil {
 			return nil, err
 		}
-		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		return pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	d.users = func(ctx context.Context) (map[string]bool, error) {
+		names, err := roles(ctx, LeasePrefix)
 		return set(names), err
+	}
+	d.setups = func(ctx context.Context) (map[string]bool, error) {
+		names, err := roles(ctx, SetupPrefix)
+		return uids(names), err
 	}
 	d.login = func(ctx context.Context, user, password string) error {
 		c, err := pgx.ConnectConfig(ctx, cfg(user, password, "myapp"))
@@ -219,8 +235,8 @@ func (h *Harness) startMariaDB(ctx context.Context) (*database, error) {
 			return nil, scrubbed("mariadb setup", err, d.adminPW)
 		}
 	}
-	d.users = func(ctx context.Context) (map[string]bool, error) {
-		rows, err := root.QueryContext(ctx, `SELECT User FROM mysql.user WHERE User LIKE 'vf\_tmp\_%'`)
+	accounts := func(ctx context.Context, query string) ([]string, error) {
+		rows, err := root.QueryContext(ctx, query)
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +249,15 @@ func (h *Harness) startMariaDB(ctx context.Context) (*database, error) {
 			}
 			names = append(names, n)
 		}
-		return set(names), rows.Err()
+		return names, rows.Err()
+	}
+	d.users = func(ctx context.Context) (map[string]bool, error) {
+		names, err := accounts(ctx, `SELECT User FROM mysql.user WHERE User LIKE 'vf\_tmp\_%'`)
+		return set(names), err
+	}
+	d.setups = func(ctx context.Context) (map[string]bool, error) {
+		names, err := accounts(ctx, `SELECT User FROM mysql.user WHERE is_role = 'Y' AND User LIKE 'syvault\_%'`)
+		return uids(names), err
 	}
 	d.login = func(ctx context.Context, user, password string) error {
 		c := gomysql.NewConfig()
@@ -278,5 +302,14 @@ func set(names []string) map[string]bool {
 // ErrMissing marks a missing dependency (a database server's binaries, an OS user): the
 // caller skips the run, except under CI, where it is a failure.
 var ErrMissing = errors.New("missing dependency")
+
+// uids are the record uids of setup roles' names.
+func uids(names []string) map[string]bool {
+	out := map[string]bool{}
+	for _, n := range names {
+		out[strings.TrimPrefix(n, SetupPrefix)] = true
+	}
+	return out
+}
 
 func missing(err error) error { return fmt.Errorf("%w: %w", ErrMissing, err) }

@@ -32,6 +32,9 @@ type Config struct {
 	Concurrency int           // clients sending them; default 8
 	FaultEvery  time.Duration // mean time between faults; default 10s
 	Settle      time.Duration // the longest the run waits for everything to settle; default 3m
+	// TargetEvery is the mean time between targets registered and removed under the
+	// faults (targets.go); default 5s, negative for none.
+	TargetEvery time.Duration
 	// Processes: API-only and worker-only SyVault processes; default 2 and 2.
 	APIs, Workers int
 	// RequestTimeout and AckWait are the SyVault processes' --request-timeout and
@@ -54,6 +57,7 @@ func (c *Config) setDefaults() {
 	def(&c.Settle, 3*time.Minute)
 	def(&c.RequestTimeout, 10*time.Second)
 	def(&c.AckWait, 15*time.Second)
+	def(&c.TargetEvery, 5*time.Second)
 	if c.Rate <= 0 {
 		c.Rate = 15
 	}
@@ -302,13 +306,7 @@ func (h *Harness) startSyVault(ctx context.Context) error {
 	h.logf("syvault: %d API and %d worker processes, --replicas 3", len(h.apis), len(h.workers))
 	h.targets = map[string]string{}
 	for _, d := range []*database{h.pg, h.my} {
-		t := client.Target{Name: "chaos-" + d.engine, Engine: d.engine, Host: "127.0.0.1", Port: d.proxy.Port(), Database: "myapp",
-			AdminUsername: "syvault_admin", AdminPassword: d.adminPW, TLSMode: "disable",
-			Grants: []client.Grant{{Database: "myapp", Privileges: []string{"SELECT", "INSERT"}}}}
-		if d.engine == "postgresql" {
-			t.Grants[0].Schema = "public"
-		}
-		got, err := h.clients[0].CreateTarget(ctx, t)
+		got, err := h.clients[0].CreateTarget(ctx, d.target("chaos-"+d.engine))
 		if err != nil {
 			return fmt.Errorf("register the %s target: %w", d.engine, err)
 		}
@@ -316,6 +314,18 @@ func (h *Harness) startSyVault(ctx context.Context) error {
 	}
 	h.logf("targets registered: %v", h.targets)
 	return nil
+}
+
+// target is a target named name on d, reached through its proxy, with the grants every
+// lease of the run gets.
+func (d *database) target(name string) client.Target {
+	t := client.Target{Name: name, Engine: d.engine, Host: "127.0.0.1", Port: d.proxy.Port(), Database: "myapp",
+		AdminUsername: "syvault_admin", AdminPassword: d.adminPW, TLSMode: "disable",
+		Grants: []client.Grant{{Database: "myapp", Privileges: []string{"SELECT", "INSERT"}}}}
+	if d.engine == "postgresql" {
+		t.Grants[0].Schema = "public"
+	}
+	return t
 }
 
 func (h *Harness) all() []*svProc { return append(append([]*svProc{}, h.apis...), h.workers...) }

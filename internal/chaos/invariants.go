@@ -16,6 +16,7 @@ const (
 	InvOrphans   = "d. no orphan user, no user re-created after its lease ended, every lease settled"
 	InvClean     = "e. clean 5xx answers, no panic, projections equal to the stream and to a rebuild"
 	InvReadBack  = "f. a GET right after a 201 create or a 204 revoke, through another API process, shows what it answered"
+	InvRemoved   = "g. a target registered is removed for good: its removal recorded, its setup role gone, none of its leases active"
 	expiryLeeway = 10 * time.Second
 )
 
@@ -41,6 +42,12 @@ type Observation struct {
 	Histories    map[string]*History
 	Users        map[string]map[string]bool // engine → lease users that exist
 	Leases       []Lease                    // answered 201
+	// Setups are the targets' setup roles that exist (engine → record uid), listed with
+	// Users; Targets is each recorded target's last event type.
+	Setups  map[string]map[string]bool
+	Targets map[string]events.Type
+	// Churned are the targets the run registered to remove.
+	Churned []ChurnTarget
 	// Login logs in as an active lease's user with its password.
 	Login func(Lease) error
 }
@@ -203,7 +210,7 @@ func CheckOrphans(o Observation) []Violation {
 	return out
 }
 
-// Check runs invariants a to d. Invariant e's parts (answers, logs, projections) are
+// Check runs invariants a to d and g. Invariant e's parts (answers, logs, projections) are
 // gathered by the run itself.
 func Check(o Observation) []Violation {
 	var out []Violation
@@ -211,5 +218,6 @@ func Check(o Observation) []Violation {
 	out = append(out, CheckRevoked(o)...)
 	out = append(out, CheckExpiry(o)...)
 	out = append(out, CheckOrphans(o)...)
+	out = append(out, CheckRemovedTargets(o)...)
 	return out
 }

@@ -170,3 +170,32 @@ func TestCheckExpiry_NotPastTheStop(t *testing.T) {
 		t.Fatalf("violations = %v; want none", v)
 	}
 }
+
+func TestCheckRemovedTargets(t *testing.T) {
+	onTarget := func(uid string, h *History) *History {
+		for i := range h.Events {
+			h.Events[i].RecordUID = uid
+		}
+		return h
+	}
+	o := obs(nil, map[string]*History{
+		"live":  onTarget("gone", history("live", t0.Add(time.Hour), req, act)),
+		"ended": onTarget("gone", history("ended", t0.Add(time.Hour), req, act, rev, drop)),
+		"kept":  onTarget("kept", history("kept", t0.Add(time.Hour), req, act)),
+	})
+	o.Targets = map[string]events.Type{"gone": events.TargetRemoved, "kept": events.TargetRegistered, "left": events.TargetRemoved,
+		"notyet": events.TargetUpdated}
+	o.Setups = map[string]map[string]bool{"mysql": {"left": true, "kept": true, "neverrecorded": true}, "postgresql": {"gone": true}}
+	o.Churned = []ChurnTarget{{UID: "gone", Engine: "postgresql", Removed: true}, {UID: "notyet", Engine: "mysql"}}
+	mustViolate(t, CheckRemovedTargets(o), InvRemoved,
+		"target notyet (mysql): registered, but its removal was not recorded",
+		"mysql target left was removed, but its setup role syvault_left is left",
+		"postgresql target gone was removed, but its setup role syvault_gone is left",
+		"lease live is active on the removed target gone")
+	if got := unrecordedSetups(o); len(got) != 1 || got[0] != "mysql syvault_neverrecorded" {
+		t.Fatalf("unrecorded setups = %v; want the one never recorded", got)
+	}
+	if got := removedSetups(o); len(got) != 2 {
+		t.Fatalf("removed targets' setups = %v; want left and gone", got)
+	}
+}

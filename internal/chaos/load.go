@@ -46,6 +46,8 @@ type Ledger struct {
 	Unclean []string
 	// Stale lists the reads right after an answer that did not show it.
 	Stale []string
+	// targets are the targets registered to remove (targets.go).
+	targets []*ChurnTarget
 }
 
 // NewLedger returns an empty ledger.
@@ -179,17 +181,7 @@ func (h *Harness) op(ctx context.Context, ledger *Ledger, r *rand.Rand) {
 		if r.IntN(3) == 0 {
 			ttl = 20 + r.IntN(71)
 		}
-		got, err := c.CreateLease(rctx, h.targets[engine], ttl)
-		code, clean := status(err)
-		if code == 200 {
-			code = 201
-			ledger.mu.Lock()
-			ledger.leases[got.LeaseID] = &Lease{ID: got.LeaseID, Username: got.Username, Engine: engine, password: got.Password, ExpiresAt: got.ExpiresAt}
-			ledger.order = append(ledger.order, got.LeaseID)
-			ledger.mu.Unlock()
-			ledger.readBack(rctx, other, got.LeaseID, OpCreate, func(s string) bool { return s != "pending" && s != "failed" })
-		}
-		ledger.answer(OpCreate, code, clean, err)
+		ledger.create(rctx, c, other, engine, h.targets[engine], ttl)
 	case x < 75:
 		got, err := c.RenewLease(rctx, le.ID, 2+r.IntN(29))
 		code, clean := status(err)
@@ -222,6 +214,22 @@ func (h *Harness) op(ctx context.Context, ledger *Ledger, r *rand.Rand) {
 		}
 		ledger.answer(OpRevoke, code, clean, err)
 	}
+}
+
+// create asks c for a lease of ttl seconds on the engine's target uid, records the
+// answer, and reads an answered lease back through other.
+func (l *Ledger) create(ctx context.Context, c, other *client.Client, engine, uid string, ttl int) {
+	got, err := c.CreateLease(ctx, uid, ttl)
+	code, clean := status(err)
+	if code == 200 {
+		code = 201
+		l.mu.Lock()
+		l.leases[got.LeaseID] = &Lease{ID: got.LeaseID, Username: got.Username, Engine: engine, password: got.Password, ExpiresAt: got.ExpiresAt}
+		l.order = append(l.order, got.LeaseID)
+		l.mu.Unlock()
+		l.readBack(ctx, other, got.LeaseID, OpCreate, func(s string) bool { return s != "pending" && s != "failed" })
+	}
+	l.answer(OpCreate, code, clean, err)
 }
 
 // readBack reads lease id through c right after op was answered and records a read

@@ -29,9 +29,13 @@ type Report struct {
 	Answers    map[string]map[int]int
 	Faults     map[string]int
 	Leases     int // answered 201
-	Violations []Violation
-	Settle     time.Duration // from the faults' end to a settled system
-	Settled    bool
+	Targets    int // registered to remove, answered 201
+	// UnrecordedSetups are setup roles of targets the stream never recorded (see
+	// unrecordedSetups): reported, not violations.
+	UnrecordedSetups []string
+	Violations       []Violation
+	Settle           time.Duration // from the faults' end to a settled system
+	Settled          bool
 	// Exits counts the SyVault processes that exited on their own (and were started
 	// again), by the last line they logged.
 	Exits map[string]int
@@ -80,13 +84,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 		}
 	}()
+	churned := make(chan struct{})
+	go func() {
+		defer close(churned)
+		if cfg.TargetEvery > 0 {
+			h.churn(loadCtx, ledger, rand.New(rand.NewPCG(cfg.Seed, 0x7a26)), cfg.TargetEvery)
+		}
+	}()
 	h.load(loadCtx, ledger, cfg.Seed)
 	progress.Stop()
 	wg.Wait() // every restart done, every database resumed
+	<-churned // every target registered has had its removal tried
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	faultsStopped := time.Now()
+	h.removeLeftChurned(ctx, ledger)
 	rep.Answers = ledger.Answers()
 	for _, m := range rep.Answers {
 		for _, n := range m {
@@ -130,7 +143,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	o.RunningUntil = stoppedAt
-	o.Leases = ledger.Leases()
+	o.Leases, o.Churned = ledger.Leases(), ledger.Churned()
+	rep.Targets, rep.UnrecordedSetups = len(o.Churned), unrecordedSetups(o)
 	o.Login = func(le Lease) error {
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -206,20 +220,24 @@ func (h *Harness) allProcs() []*proc {
 
 // observe lists the databases' lease users, then reads the stream up to now.
 func (h *Harness) observe(ctx context.Context, reader *streamReader, faultsStopped time.Time) (Observation, error) {
-	o := Observation{UsersAt: time.Now(), FaultsStopped: faultsStopped, Users: map[string]map[string]bool{}}
+	o := Observation{UsersAt: time.Now(), FaultsStopped: faultsStopped, Users: map[string]map[string]bool{}, Setups: map[string]map[string]bool{}}
 	for _, d := range []*database{h.pg, h.my} {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		us, err := d.users(qctx)
+		var setups map[string]bool
+		if err == nil {
+			setups, err = d.setups(qctx)
+		}
 		cancel()
 		if err != nil {
-			return o, fmt.Errorf("list %s users: %w", d.engine, err)
+			return o, fmt.Errorf("list %s users and roles: %w", d.engine, err)
 		}
-		o.Users[d.engine] = us
+		o.Users[d.engine], o.Setups[d.engine] = us, setups
 	}
 	if err := reader.catchUp(ctx); err != nil {
 		return o, err
 	}
-	o.Histories = reader.histories
+	o.Histories, o.Targets = reader.histories, reader.targets
 	return o, nil
 }
 
@@ -301,11 +319,12 @@ func (h *Harness) unsettled(ctx context.Context, reader *streamReader, faultsSto
 			}
 		}
 	}
-	if len(pending)+len(revoking)+len(overdue)+len(stray)+imminent == 0 {
+	setups := removedSetups(o)
+	if len(pending)+len(revoking)+len(overdue)+len(stray)+len(setups)+imminent == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%s pending, %s revoking, %s active past expiry, %d expiring within %s, %s users without an active lease",
-		some(pending), some(revoking), some(overdue), imminent, imminence, some(stray))
+	return fmt.Sprintf("%s pending, %s revoking, %s active past expiry, %d expiring within %s, %s users without an active lease, %s removed targets' setups",
+		some(pending), some(revoking), some(overdue), imminent, imminence, some(stray), some(setups))
 }
 
 // some gives how many names there are and the first few of them in order.
@@ -428,8 +447,11 @@ func (h *Harness) snapshot(ctx context.Context) (map[string]string, error) {
 
 func summarize(answers map[string]map[int]int) string {
 	var b bytes.Buffer
-	for _, op := range []string{OpCreate, OpRenew, OpRevoke} {
-		m := answers[op]
+	for _, op := range []string{OpCreate, OpRenew, OpRevoke, OpTargetRegister, OpTargetRemove} {
+		m, ok := answers[op]
+		if !ok && (op == OpTargetRegister || op == OpTargetRemove) {
+			continue
+		}
 		var codes []int
 		total := 0
 		for c, n := range m {
@@ -457,7 +479,7 @@ func (r *Report) print(h *Harness) {
 	w := h.cfg.Out
 	fmt.Fprintf(w, "\n=== chaos report (seed %d) ===\n", r.Seed)
 	fmt.Fprintf(w, "duration      %s load, rate %.1f/s, concurrency %d\n", h.cfg.Duration, h.cfg.Rate, h.cfg.Concurrency)
-	fmt.Fprintf(w, "operations    %d (leases answered 201: %d)\n", r.Operations, r.Leases)
+	fmt.Fprintf(w, "operations    %d (leases answered 201: %d; targets registered and removed: %d)\n", r.Operations, r.Leases, r.Targets)
 	fmt.Fprintf(w, "answers       %s\n", summarize(r.Answers))
 	total := 0
 	for _, k := range FaultKinds {
@@ -475,6 +497,9 @@ func (r *Report) print(h *Harness) {
 	fmt.Fprintf(w, "settle        %s in %s\n", settled, r.Settle.Round(100*time.Millisecond))
 	for line, n := range r.Exits {
 		fmt.Fprintf(w, "exited alone  %d× %s\n", n, line)
+	}
+	for _, s := range r.UnrecordedSetups {
+		fmt.Fprintf(w, "left setup    %s, of a registration never recorded (README: a registration killed halfway)\n", s)
 	}
 	fmt.Fprintf(w, "violations    %d\n", len(r.Violations))
 	for i, v := range r.Violations {

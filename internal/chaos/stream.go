@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
 )
+
+// targetPrefix starts the subjects of target events.
+var targetPrefix = strings.TrimSuffix(events.TargetSubjects, "*")
 
 // History is one lease's events, in stream order, as the events stream holds them.
 type History struct {
@@ -26,13 +30,14 @@ type streamReader struct {
 	js        jetstream.JetStream
 	next      uint64
 	histories map[string]*History
+	targets   map[string]events.Type // record uid → its last event's type
 }
 
 func newStreamReader(js jetstream.JetStream) *streamReader {
-	return &streamReader{js: js, next: 1, histories: map[string]*History{}}
+	return &streamReader{js: js, next: 1, histories: map[string]*History{}, targets: map[string]events.Type{}}
 }
 
-// catchUp reads the lease events appended since the last call, up to the stream's last
+// catchUp reads the lease and target events appended since the last call, up to the stream's last
 // sequence when it starts.
 func (s *streamReader) catchUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -50,7 +55,7 @@ func (s *streamReader) catchUp(ctx context.Context) error {
 		return nil
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.LeaseSubjects}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: s.next})
+		FilterSubjects: []string{events.LeaseSubjects, events.TargetSubjects}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: s.next})
 	if err != nil {
 		return fmt.Errorf("events stream: %w", err)
 	}
@@ -71,19 +76,23 @@ func (s *streamReader) catchUp(ctx context.Context) error {
 				return fmt.Errorf("events stream seq %d: %w", md.Sequence.Stream, err)
 			}
 			id := events.IDFromSubject(msg.Subject())
+			s.next = md.Sequence.Stream + 1
+			if strings.HasPrefix(msg.Subject(), targetPrefix) {
+				s.targets[id] = e.Type
+				continue
+			}
 			h := s.histories[id]
 			if h == nil {
 				h = &History{}
 				s.histories[id] = h
 			}
 			h.Events, h.Seqs = append(h.Events, e), append(h.Seqs, md.Sequence.Stream)
-			s.next = md.Sequence.Stream + 1
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return fmt.Errorf("events stream: %w", err)
 		}
 		if got == 0 {
-			// No lease event left up to last: what remains are other aggregates' events.
+			// No lease or target event left up to last: what remains are other aggregates' events.
 			break
 		}
 	}
