@@ -232,13 +232,7 @@ func (w *Workers) handleTarget(ctx context.Context, e events.Event, seq uint64) 
 		w.log.Info("a removal followed through before; its target's server is not reached again", "record_uid", uid, "seq", seq)
 		return nil
 	}
-	// A database that does not answer is asked again, with the consumer's backoff, for
-	// a while: a target is often removed around its server's maintenance. Past that its
-	// server is taken for gone, and the failure only logged. The time is the event's own
-	// (its API process's clock, or a forger's): one far ahead is not retried at all,
-	// rather than for good.
-	age := time.Since(e.Time)
-	return w.removeSetupAgain(ctx, uid, age < setupRetryWindow && age > -setupRetryWindow)
+	return w.removeSetupAgain(ctx, uid)
 }
 
 // replayed reports whether the removal at stream sequence seq, recorded at recorded, was
@@ -259,8 +253,9 @@ const (
 	// recorded and still have its setup removed: one whose API process stopped as an
 	// upgrade began, and the clocks of that process and of NATS apart.
 	replayMargin = time.Hour
-	// setupRetryWindow is how long after a removal its follow-through retries the
-	// removal of the target's setup on a database failure.
+	// setupRetryWindow is how long after a removal the removal of the target's setup
+	// is retried on a database failure (by its follow-through, a revoker, a worker's
+	// check after a create).
 	setupRetryWindow = time.Hour
 )
 
@@ -468,7 +463,7 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	// A failure comes back with the redelivery for an ended lease, whose request checks
 	// again; an activated one's revocation says why, and its revoker removes the setup
 	// after the drop once the stream's leader confirms the removal.
-	return cur, true, w.removeSetupAgain(ctx, used.RecordUID, false)
+	return cur, true, w.removeSetupAgain(ctx, used.RecordUID)
 }
 
 // transient reports whether err may pass by itself: the store or its read side away or
@@ -481,17 +476,22 @@ func transient(err error) bool {
 
 // removeSetupAgain removes what the users of removed target uid shared, with the
 // settings it was removed with (see removeSetupOf); a target never recorded has none. It
-// returns the failure to read them or to get a turn on the target's gate, and, when
-// retried, the database's.
-func (w *Workers) removeSetupAgain(ctx context.Context, uid string, retried bool) error {
-	last, err := w.cfg.Store.RemovedTarget(ctx, uid)
+// returns the failure to read them or to get a turn on the target's gate, and the
+// database's failure to answer for a while after the removal, for the caller's
+// redelivery to try again: a target is often removed around its server's maintenance.
+// Past that its server is taken for gone, and the failure only logged. The time is the
+// removal event's own (its API process's clock, or a forger's): one far ahead is not
+// retried at all, rather than for good.
+func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
+	last, removedAt, err := w.cfg.Store.RemovedTarget(ctx, uid)
 	if events.ErrorCode(err) == events.ENotFound {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return w.removeSetupOf(ctx, last, retried)
+	age := time.Since(removedAt)
+	return w.removeSetupOf(ctx, last, age < setupRetryWindow && age > -setupRetryWindow)
 }
 
 // removeSetupOf removes what the users of removed target t (its settings when it was
@@ -500,20 +500,20 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string, retried bool
 // operation's timeout, and returns the failure to get one; the removal itself runs to its
 // end, ctx done or not. A target is often removed because its server is going away:
 // retried without end, the removal itself could fail for good, so its failure is logged,
-// and returned only when the caller retries (the removal's follow-through, for a while:
-// see handleTarget) and the database did not answer: a refusal, or a password that cannot
+// and returned only when it is to be retried (for a while after the removal: see
+// removeSetupAgain) and the database did not answer: a refusal, or a password that cannot
 // be opened, would be the same an hour on. What is left cannot log in, and holds no lease
 // user once the revoker has dropped them; a user that made objects hands them at its drop
 // to a group made again to own them, a group that cannot log in, as a removal keeps a
 // group that owns objects.
-func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retried bool) error {
+func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retry bool) error {
 	turn, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	return w.inTurn(turn, t.RecordUID, func() error {
 		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 		defer cancel()
 		err := w.RemoveTarget(op, t)
-		if retried && (events.ErrorCode(err) == events.ETargetUnavailable || err != nil && transient(err)) {
+		if retry && (events.ErrorCode(err) == events.ETargetUnavailable || err != nil && transient(err)) {
 			return fmt.Errorf("remove the removed target's shared setup: %w", err)
 		}
 		if err != nil {
@@ -670,11 +670,12 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			// A lease of a removed target was activated while its target was being
 			// removed: its create may have made the target's group (or MySQL marker
 			// role) again, and its drop hands what it owned to that group. Removed
-			// before the drop is recorded, so a turn or a read not had comes back with
+			// before the drop is recorded, so a turn or a read not had, or the
+			// database not answering in the hour after the removal, comes back with
 			// it, after the revocation's backoff (the user is gone: no slot to wait
 			// for); anything else is logged, not to hold the revocation up for good.
-			if err := w.removeSetupAgain(ctx, l.RecordUID, false); err != nil {
-				if transient(err) {
+			if err := w.removeSetupAgain(ctx, l.RecordUID); err != nil {
+				if transient(err) || events.ErrorCode(err) == events.ETargetUnavailable {
 					return nil, fmt.Errorf("remove the removed target's shared setup again after the drop of %s: %v", l.Username, err)
 				}
 				w.log.Warn("could not remove the removed target's shared setup again", "record_uid", l.RecordUID, "err", err)
@@ -900,19 +901,27 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 // ctx, as a cancelled registration must not leave the group or marker role either.
 //
 // Nothing records a target that was never recorded, so nothing would try its undo
-// again: a failure the database may get over (a connection cut, a restart) is retried
-// with a short backoff, all attempts within one operation's timeout, the bound a single
-// attempt had. A refusal is not retried: it would be the same.
+// again: a failure to reach the database (a connection cut, a restart; a refused login
+// cannot be told from one) is retried with a short backoff for up to undoRetryFor, all
+// attempts within one operation's timeout, the bound one attempt had. The registration's
+// answer waits for it. A statement refused is not retried: it would be the same.
 func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 	defer cancel()
-	pause := undoBackoff
+	start, pause := time.Now(), undoBackoff
+	var last error
 	for {
 		err := w.removeSetup(ctx, t, adminPassword)
-		if err == nil || events.ErrorCode(err) != events.ETargetUnavailable && !transient(err) {
+		if err != nil && ctx.Err() != nil && last != nil {
+			err = last // the deadline hides why the attempts before failed
+		}
+		if err == nil || events.ErrorCode(err) != events.ETargetUnavailable && !transient(err) || time.Since(start) >= undoRetryFor {
 			return err
 		}
-		w.log.Warn("removing what a target not recorded set up failed; trying again", "record_uid", t.RecordUID, "err", err)
+		if last == nil {
+			w.log.Warn("removing what a target not recorded set up failed; trying again", "record_uid", t.RecordUID, "for", undoRetryFor, "err", err)
+		}
+		last = err
 		select {
 		case <-ctx.Done():
 			return err
@@ -922,8 +931,12 @@ func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword 
 	}
 }
 
-// undoBackoff is Unprepare's first pause between attempts.
-const undoBackoff = 250 * time.Millisecond
+// Unprepare's retries: the first pause, and how long after the first attempt another
+// may begin.
+const (
+	undoBackoff  = 250 * time.Millisecond
+	undoRetryFor = 10 * time.Second
+)
 
 // removeSetup removes what Prepare set up for t, connecting with adminPassword, within
 // ctx and an operation's timeout.

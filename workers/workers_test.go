@@ -1008,31 +1008,13 @@ func TestWorkers_ARemovalsSetupIsRemovedOnceItsDatabaseAnswers(t *testing.T) {
 		{"its admin password unopenable", 0, true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := mustFixture(t)
-			ctx := t.Context()
-			uid := f.target.RecordUID
-			group := "syvault_" + uid
-			proxy, err := tcpproxy.Start("127.0.0.1:5432")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(proxy.Close)
-			// The target's last settings reach its database through the proxy.
-			moved := f.target
-			moved.Port = proxy.Port()
-			moved.SealedAdminPassword = f.sealer.Seal([]byte("unused-under-trust"), moved.AdminPasswordAAD())
-			if tc.sealBad {
-				moved.SealedAdminPassword = f.target.SealedAdminPassword
-			}
-			last, err := f.store.LastSeq(ctx, events.TargetSubject(uid))
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = f.record(t, events.UpdateTarget(moved, "", last, time.Now()), last)
+			group := "syvault_" + f.target.RecordUID
+			proxy, last := f.behindProxy(t, tc.sealBad)
 			// Followed through by a consumer restarted in place of one that had handled
 			// the registration and the update, not the removal: no replay, whatever its age.
 			removal, seq := f.removalToFollow(t, last, tc.age, 2)
 			proxy.Down()
-			err = f.follow(t, removal, seq)
+			err := f.follow(t, removal, seq)
 			if tc.left {
 				if err != nil || !f.userExists(t, group) {
 					t.Fatalf("with the database down: %v, group left %v; want the removal done, the group left", err, f.userExists(t, group))
@@ -1070,17 +1052,13 @@ func (d *afterRemoval) RemoveTarget(ctx context.Context, req driver.RemoveTarget
 // A registration whose record could not be stored undoes what its verification set up;
 // nothing records such a target, so nothing tries the undo again. A chaos run found one
 // undo cut mid-statement: the group, with the target's grants, was left for good,
-// though the database answered a moment later. The undo now tries again within its
-// operation's timeout while the database does not answer.
+// though the database answered a moment later. The undo now tries again, for up to 10 s,
+// while the database does not answer.
 func TestWorkers_AnUndoTriesAgainWhileItsDatabaseDoesNotAnswer(t *testing.T) {
 	seen := &afterRemoval{first: make(chan error, 1)}
 	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { seen.Driver = d; return seen })
 	group := "syvault_" + f.target.RecordUID
-	proxy, err := tcpproxy.Start("127.0.0.1:5432")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	proxy := localProxy(t)
 	unrecorded := f.target
 	unrecorded.Port = proxy.Port()
 	proxy.Down()
@@ -1100,6 +1078,36 @@ func TestWorkers_AnUndoTriesAgainWhileItsDatabaseDoesNotAnswer(t *testing.T) {
 	if err := <-undone; err != nil || f.userExists(t, group) {
 		t.Fatalf("the undo once the database answers: %v, group left %v; want it removed", err, f.userExists(t, group))
 	}
+}
+
+// localProxy is a proxy to the local PostgreSQL, closed when the test ends.
+func localProxy(t *testing.T) *tcpproxy.Proxy {
+	t.Helper()
+	proxy, err := tcpproxy.Start("127.0.0.1:5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	return proxy
+}
+
+// behindProxy records the target updated to reach its database through a proxy (its
+// admin password sealed for the new address, or, sealBad, left sealed for the old one),
+// and returns the proxy and the update's sequence.
+func (f *fixture) behindProxy(t *testing.T, sealBad bool) (*tcpproxy.Proxy, uint64) {
+	t.Helper()
+	proxy := localProxy(t)
+	moved := f.target
+	moved.Port = proxy.Port()
+	moved.SealedAdminPassword = f.sealer.Seal([]byte("unused-under-trust"), moved.AdminPasswordAAD())
+	if sealBad {
+		moved.SealedAdminPassword = f.target.SealedAdminPassword
+	}
+	last, err := f.store.LastSeq(t.Context(), events.TargetSubject(f.target.RecordUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proxy, f.record(t, events.UpdateTarget(moved, "", last, time.Now()), last)
 }
 
 // removalToFollow records the target's removal, age old, after its event last, and
@@ -1218,6 +1226,47 @@ func TestWorkers_ARevocationForARemovalRemovesTheSetupWhateverTheReadSideShows(t
 	f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
 	if f.userExists(t, user) || f.userExists(t, group) {
 		t.Fatalf("after the drop: user left %v, group left %v; want neither", f.userExists(t, user), f.userExists(t, group))
+	}
+}
+
+// The revoker of a lease revoked for its target's removal removes the target's setup
+// again after the drop (the lease's create may have made it again). That removal was
+// tried once and its failure logged: a connection cut at that moment (as the chaos run's
+// faults cut them) left the group for good, as the removal's follow-through had been acknowledged
+// already. A database that does not answer now holds the drop's record back, for the
+// revocation's redelivery to try again.
+func TestWorkers_ARevokersSetupRemovalIsRetriedWhileItsDatabaseDoesNotAnswer(t *testing.T) {
+	f := mustFixture(t)
+	ctx := t.Context()
+	uid := f.target.RecordUID
+	group := "syvault_" + uid
+	l, user := f.active(t)
+	// The lease's user is dropped where it was made; the setup is removed with the
+	// settings the target was removed with, which reach the database through the proxy.
+	proxy, last := f.behindProxy(t, false)
+	if _, err := f.store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, "", time.Now()), last); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.store.RevokeForRemoval(ctx, l.ID, uid, ""); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Down()
+	if err := f.deliver(t, l.ID, 2); err == nil {
+		t.Fatal("the revocation with the setup's database down was done; want it tried again")
+	}
+	f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked")
+	if f.userExists(t, user) || !f.userExists(t, group) {
+		t.Fatalf("with the database down: user left %v, group left %v; want the user dropped, the group there", f.userExists(t, user), f.userExists(t, group))
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.deliver(t, l.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
+	if f.userExists(t, group) {
+		t.Fatal("once the database answers, the removed target's group is left")
 	}
 }
 

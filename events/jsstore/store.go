@@ -361,24 +361,25 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 
 // RemovedTarget returns the settings target recordUID had when it was removed (its last
 // registration, update or reseal), read from its events: what its users shared, made
-// with them, is removed with them. ENotFound when it has none, or is not removed now
+// with them, is removed with them; and the time its removal was recorded at (as its
+// event says). ENotFound when it has none, or is not removed now
 // (its callers saw a removal earlier; whoever can write to NATS could have written one,
 // and then settings after it). Settings naming another target (copied onto its subject
 // the same way) are not its own: removed with them, that other target's setup would go.
-func (s *Store) RemovedTarget(ctx context.Context, recordUID string) (events.Target, error) {
+func (s *Store) RemovedTarget(ctx context.Context, recordUID string) (events.Target, time.Time, error) {
 	evs, _, err := s.History(ctx, events.TargetSubject(recordUID))
 	if err != nil {
-		return events.Target{}, err
+		return events.Target{}, time.Time{}, err
 	}
 	if len(evs) == 0 || evs[len(evs)-1].Type != events.TargetRemoved {
-		return events.Target{}, events.Errorf(events.ENotFound, "No removed target has record_uid %q.", recordUID)
+		return events.Target{}, time.Time{}, events.Errorf(events.ENotFound, "No removed target has record_uid %q.", recordUID)
 	}
 	for _, e := range slices.Backward(evs) {
 		if t := targetState(e); t != nil && t.RecordUID == recordUID {
-			return *t, nil
+			return *t, evs[len(evs)-1].Time, nil
 		}
 	}
-	return events.Target{}, events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
+	return events.Target{}, time.Time{}, events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
 }
 
 // targetState is the whole target an event records, as the read side takes it: those of

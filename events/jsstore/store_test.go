@@ -627,7 +627,7 @@ func TestStore_LoadTarget(t *testing.T) {
 	}
 }
 
-// RemovedTarget gives the settings a target was removed with, and none for a target that
+// RemovedTarget gives the settings a target was removed with and when, and none for a target that
 // is not removed now: its setup is removed with what it returns, and a target brought
 // back after a removal (by whoever can write to NATS) keeps it.
 func TestStore_RemovedTarget(t *testing.T) {
@@ -638,19 +638,20 @@ func TestStore_RemovedTarget(t *testing.T) {
 	if _, err := s.Append(ctx, subj, events.Event{Type: events.TargetRegistered, ID: "T2.r", RecordUID: "T2", Target: &reg}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RemovedTarget(ctx, "T2"); events.ErrorCode(err) != events.ENotFound {
+	if _, _, err := s.RemovedTarget(ctx, "T2"); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("a live target: %v, want not found", err)
 	}
-	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRemoved, ID: "T2.x", RecordUID: "T2"}); err != nil {
+	removedAt := time.Date(2026, 12, 5, 6, 0, 0, 0, time.UTC)
+	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRemoved, ID: "T2.x", RecordUID: "T2", Time: removedAt}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.RemovedTarget(ctx, "T2"); err != nil || got.Host != "a" {
-		t.Fatalf("the removed target: %+v, %v; want its settings", got, err)
+	if got, at, err := s.RemovedTarget(ctx, "T2"); err != nil || got.Host != "a" || !at.Equal(removedAt) {
+		t.Fatalf("the removed target: %+v at %s, %v; want its settings, removed at %s", got, at, err, removedAt)
 	}
 	if _, err := s.AppendUnordered(ctx, subj, events.Event{Type: events.TargetRegistered, ID: "T2.again", RecordUID: "T2", Target: &reg}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RemovedTarget(ctx, "T2"); events.ErrorCode(err) != events.ENotFound {
+	if _, _, err := s.RemovedTarget(ctx, "T2"); events.ErrorCode(err) != events.ENotFound {
 		t.Fatalf("a target registered again after its removal: %v, want not found", err)
 	}
 }

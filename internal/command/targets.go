@@ -46,10 +46,12 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 			cancel()
 		}
 		if seq == 0 {
+			// Freed first: sent again meanwhile, it is not its own rival (its undo
+			// touches only this record uid's setup).
+			s.releaseName(ctx, "target", t.Name, t.RecordUID)
 			if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
 				s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)
 			}
-			s.releaseName(ctx, "target", t.Name, t.RecordUID) // sent again, it is not its own rival
 			return t, err
 		}
 		s.log.Warn("a target's registration was recorded unanswered", "record_uid", t.RecordUID, "err", err)
