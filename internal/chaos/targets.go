@@ -36,13 +36,14 @@ type ChurnTarget struct {
 	Removed bool
 }
 
-// churn registers and removes a target about every `every` (seeded), until ctx ends.
-func (h *Harness) churn(ctx context.Context, ledger *Ledger, r *rand.Rand, every time.Duration) {
+// churn registers and removes a target about every `every` (seeded), until load ends;
+// each target's requests run within run, the run's own context, whose end stops them.
+func (h *Harness) churn(load, run context.Context, ledger *Ledger, r *rand.Rand, every time.Duration) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for n := 1; ; n++ {
 		select {
-		case <-ctx.Done():
+		case <-load.Done():
 			return
 		case <-time.After(time.Duration(float64(every) * (0.5 + r.Float64()))):
 		}
@@ -52,14 +53,14 @@ func (h *Harness) churn(ctx context.Context, ledger *Ledger, r *rand.Rand, every
 		}
 		ci := r.IntN(len(h.clients))
 		leases, ttl, delay := 1+r.IntN(3), 20+r.IntN(71), time.Duration(r.IntN(1500))*time.Millisecond
-		wg.Go(func() { h.churnOne(ctx, ledger, n, engine, ci, leases, ttl, delay) })
+		wg.Go(func() { h.churnOne(run, ledger, n, engine, ci, leases, ttl, delay) })
 	}
 }
 
 // churnOne registers target n on engine through client ci, asks for leases on it, and
 // removes it after delay, whether or not those creates have been answered.
 func (h *Harness) churnOne(ctx context.Context, ledger *Ledger, n int, engine string, ci, leases, ttl int, delay time.Duration) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, other := h.clients[ci], h.clients[(ci+1)%len(h.clients)]
 	got, err := c.CreateTarget(rctx, h.db(engine).target(fmt.Sprintf("chaos-churn-%d", n)))
@@ -75,9 +76,12 @@ func (h *Harness) churnOne(ctx context.Context, ledger *Ledger, n int, engine st
 	ledger.mu.Lock()
 	ledger.targets = append(ledger.targets, t)
 	ledger.mu.Unlock()
+	// The creates get their own minute, however long the registration took.
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
 	var wg sync.WaitGroup
 	for range leases {
-		wg.Go(func() { ledger.create(rctx, c, other, engine, t.UID, ttl) })
+		wg.Go(func() { ledger.create(cctx, c, other, engine, t.UID, ttl) })
 	}
 	<-time.After(delay)
 	h.removeChurned(ctx, ledger, t)
@@ -87,7 +91,7 @@ func (h *Harness) churnOne(ctx context.Context, ledger *Ledger, n int, engine st
 // removeChurned removes t, revoking its leases, trying again every second (through each
 // API process in turn) until an attempt is answered 204 or 404, for churnRemovalBudget.
 func (h *Harness) removeChurned(ctx context.Context, ledger *Ledger, t *ChurnTarget) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), churnRemovalBudget)
+	rctx, cancel := context.WithTimeout(ctx, churnRemovalBudget)
 	defer cancel()
 	for i := 0; rctx.Err() == nil; i++ {
 		err := h.clients[i%len(h.clients)].DeleteTarget(rctx, t.UID, true)
@@ -121,7 +125,7 @@ func (l *Ledger) Churned() []ChurnTarget {
 }
 
 // removeLeftChurned removes, after the faults, every target whose removal the run did
-// not see answered.
+// not see answered, all at once, each for up to churnRemovalBudget.
 func (h *Harness) removeLeftChurned(ctx context.Context, ledger *Ledger) {
 	ledger.mu.Lock()
 	var left []*ChurnTarget
@@ -131,13 +135,15 @@ func (h *Harness) removeLeftChurned(ctx context.Context, ledger *Ledger) {
 		}
 	}
 	ledger.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, t := range left {
-		h.removeChurned(ctx, ledger, t)
+		wg.Go(func() { h.removeChurned(ctx, ledger, t) })
 	}
+	wg.Wait()
 }
 
-// CheckRemovedTargets is invariant g: every target the run registered had its removal
-// recorded; no removed target's setup (group or marker role) is left on its database;
+// CheckRemovedTargets is invariant g: every target the run registered (answered 201) had
+// its removal recorded; no removed target's setup (group or marker role) is left on its database;
 // no lease of a removed target is still active.
 func CheckRemovedTargets(o Observation) []Violation {
 	var out []Violation
@@ -168,7 +174,8 @@ func CheckRemovedTargets(o Observation) []Violation {
 
 // unrecordedSetups lists the setup roles whose target the stream never recorded: what a
 // registration leaves when its process is killed between making the role and recording
-// the target (README, "Removing a target"). Reported, not a violation.
+// the target, or when its undo gives up (README, "Preparing a target"). Reported, not a
+// violation.
 func unrecordedSetups(o Observation) []string {
 	var out []string
 	for _, engine := range sortedKeys(o.Setups) {
