@@ -637,7 +637,9 @@ func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
 // seen, and records it. Failures are returned so the message is redelivered with backoff,
 // forever: a revocation is never given up.
 func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
+	var setupLeft error // the setup's removal, retried once the drop is recorded
 	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		setupLeft = nil
 		if err := events.HistoryBehind(l, seen); err != nil {
 			return nil, err
 		}
@@ -670,25 +672,38 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			// A lease of a removed target was activated while its target was being
 			// removed: its create may have made the target's group (or MySQL marker
 			// role) again, and its drop hands what it owned to that group. Removed
-			// before the drop is recorded, so a turn or a read not had, or the
-			// database not answering in the hour after the removal, comes back with
+			// before the drop is recorded, so a turn or a read not had comes back with
 			// it, after the revocation's backoff (the user is gone: no slot to wait
-			// for); anything else is logged, not to hold the revocation up for good.
-			if err := w.removeSetupAgain(ctx, l.RecordUID); err != nil {
-				if transient(err) || events.ErrorCode(err) == events.ETargetUnavailable {
-					return nil, fmt.Errorf("remove the removed target's shared setup again after the drop of %s: %v", l.Username, err)
-				}
+			// for). The database not answering, in the hour after the removal, does
+			// not hold the lease up: the drop is recorded, and the revocation comes
+			// back for the setup alone (below). Anything else is logged.
+			switch err := w.removeSetupAgain(ctx, l.RecordUID); {
+			case events.ErrorCode(err) == events.ETargetUnavailable:
+				setupLeft = err
+			case err != nil && transient(err):
+				return nil, fmt.Errorf("after the drop of %s: %v", l.Username, err)
+			case err != nil:
 				w.log.Warn("could not remove the removed target's shared setup again", "record_uid", l.RecordUID, "err", err)
 			}
 		}
 		return l.Dropped(time.Now()), nil
 	})
-	if err == nil && seq != 0 {
+	if err != nil {
+		return err
+	}
+	if seq != 0 {
 		w.cfg.Observer.RevocationDone(l.ID)
 		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 		w.forgetUsername(ctx, l)
+	} else if l.Status.Ended() && l.ForRemoval {
+		// Delivered again after the drop was recorded: its setup's removal may have
+		// been left for this (or a process stopped before the acknowledgement).
+		setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 	}
-	return err
+	if setupLeft != nil {
+		return fmt.Errorf("after the drop of %s: %w", l.Username, setupLeft)
+	}
+	return nil
 }
 
 // nameTakenSince reports whether a lease other than l holds l's username now.
@@ -925,7 +940,7 @@ func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword 
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(pause):
+		case <-time.After(min(pause, undoRetryFor-time.Since(start))):
 		}
 		pause = min(2*pause, 2*time.Second)
 	}

@@ -77,8 +77,8 @@ func (h *Harness) churnOne(ctx context.Context, ledger *Ledger, n int, engine st
 	ledger.targets = append(ledger.targets, t)
 	ledger.mu.Unlock()
 	// The creates get their own minute, however long the registration took.
-	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	cctx, cancelCreates := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelCreates()
 	var wg sync.WaitGroup
 	for range leases {
 		wg.Go(func() { ledger.create(cctx, c, other, engine, t.UID, ttl) })

@@ -98,6 +98,14 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, 0, err
 	}
+	// A new name is held for the target until the update is recorded, and freed when it
+	// is not: held by a target that exists, it would be refused to every other for good.
+	renamed, kept := nameKey("target", cur.Name) != nameKey("target", t.Name), false
+	defer func() {
+		if renamed && !kept {
+			s.releaseName(ctx, "target", t.Name, uid)
+		}
+	}()
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
 		return t, 0, err
@@ -108,14 +116,17 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		s.restoreTarget(ctx, t, adminPassword)
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
+	kept = true // recorded, or perhaps recorded unanswered: the new name stays its own
 	if err != nil {
 		return t, 0, err
 	}
+	if renamed {
+		// Freed once recorded, not once the read side shows it: a read side slow to
+		// show the update would keep the old name from every other target.
+		s.releaseName(ctx, "target", cur.Name, uid)
+	}
 	if err := s.cfg.Projections.WaitTarget(ctx, uid, seq); err != nil {
 		return t, 0, err
-	}
-	if nameKey("target", cur.Name) != nameKey("target", t.Name) {
-		s.releaseName(ctx, "target", cur.Name, uid)
 	}
 	if s.cfg.Preparer.GrantsPerUser(t.Engine) {
 		if err := s.regrantLeases(ctx, t); err != nil {

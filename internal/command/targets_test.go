@@ -541,3 +541,26 @@ func TestRemoveTarget_AnswersTimeoutWhenTheReadSideLags(t *testing.T) {
 		t.Fatalf("the target's events after a removal answered 504: %v, %v; want its removal recorded last", evs, err)
 	}
 }
+
+// A rename refused at its write (another update recorded while it was verified) kept its
+// new name reserved for its target, which exists: every other target was refused that
+// name for good. It is freed now.
+func TestUpdateTarget_ARefusedRenameLeavesItsNameFree(t *testing.T) {
+	p, s, other := twoProcesses(t)
+	reg, version := registeredTarget(t, s)
+	renamed := reg
+	renamed.Name = "ledger"
+	answer, release := heldUpdate(s, p, renamed, "renamed", false, version)
+	updateTo(t, other, reg, "winner")
+	close(release)
+	if err := <-answer; events.ErrorCode(err) != events.EPreconditionFailed {
+		t.Fatalf("the rename: %v; want it refused as changed meanwhile", err)
+	}
+	p.mu.Lock()
+	p.verified = nil
+	p.mu.Unlock()
+	if _, err := s.RegisterTarget(t.Context(), events.Target{Name: "ledger", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "ledger", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("l")}, "pw", ""); err != nil {
+		t.Fatalf("another target named as the refused rename: %v; want it registered", err)
+	}
+}

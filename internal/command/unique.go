@@ -66,10 +66,6 @@ const registrationBound = 2 * time.Minute
 
 // releaseName frees name of kind when id holds it.
 func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
-	// Also when the request's own context is spent (a registration whose append timed
-	// out): held, the name refuses the request sent again until the hold runs out.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	key := nameKey(kind, name)
 	h, held, err := s.names.Holder(ctx, key)
 	if err == nil && held && string(h.Value) == id {
