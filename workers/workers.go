@@ -671,20 +671,12 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		if removed {
 			// A lease of a removed target was activated while its target was being
 			// removed: its create may have made the target's group (or MySQL marker
-			// role) again, and its drop hands what it owned to that group. Removed
-			// before the drop is recorded, so a turn or a read not had comes back with
-			// it, after the revocation's backoff (the user is gone: no slot to wait
-			// for). The database not answering, in the hour after the removal, does
-			// not hold the lease up: the drop is recorded, and the revocation comes
-			// back for the setup alone (below). Anything else is logged.
-			switch err := w.removeSetupAgain(ctx, l.RecordUID); {
-			case events.ErrorCode(err) == events.ETargetUnavailable:
-				setupLeft = err
-			case err != nil && transient(err):
-				return nil, fmt.Errorf("after the drop of %s: %v", l.Username, err)
-			case err != nil:
-				w.log.Warn("could not remove the removed target's shared setup again", "record_uid", l.RecordUID, "err", err)
-			}
+			// role) again, and its drop hands what it owned to that group. That is
+			// removed again; what may pass (a turn or a read not had, the database
+			// not answering within an hour of the removal) does not hold the lease
+			// up: the drop is recorded, and the revocation comes back for the setup
+			// alone (below). Anything else was logged.
+			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 		}
 		return l.Dropped(time.Now()), nil
 	})
@@ -695,13 +687,15 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		w.cfg.Observer.RevocationDone(l.ID)
 		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 		w.forgetUsername(ctx, l)
-	} else if l.Status.Ended() && l.ForRemoval {
-		// Delivered again after the drop was recorded: its setup's removal may have
-		// been left for this (or a process stopped before the acknowledgement).
+	} else if l.Status.Ended() && l.EndedAt != nil && time.Since(*l.EndedAt) < setupRetryWindow {
+		// Delivered again after the drop was recorded: a removal of its target's setup
+		// may have been left for this (or a process stopped before the
+		// acknowledgement). A target not removed answers at once (no server is
+		// reached); past the hour a replay reaches no removed target's server.
 		setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 	}
 	if setupLeft != nil {
-		return fmt.Errorf("after the drop of %s: %w", l.Username, setupLeft)
+		return fmt.Errorf("remove the removed target's shared setup after the drop of %s: %w", l.Username, setupLeft)
 	}
 	return nil
 }

@@ -1234,39 +1234,53 @@ func TestWorkers_ARevocationForARemovalRemovesTheSetupWhateverTheReadSideShows(t
 // tried once and its failure logged: a connection cut at that moment (as the chaos run's
 // faults cut them) left the group for good, as the removal's follow-through had been
 // acknowledged already. A database that does not answer now has the revocation
-// delivered again, for the setup alone: the drop is recorded at once.
+// delivered again, for the setup alone: the drop is recorded at once. So for a lease
+// revoked otherwise whose revoker finds the target removed (its drop may make the group
+// again): the first draft retried only leases revoked for the removal.
 func TestWorkers_ARevokersSetupRemovalIsRetriedWhileItsDatabaseDoesNotAnswer(t *testing.T) {
-	f := mustFixture(t)
-	ctx := t.Context()
-	uid := f.target.RecordUID
-	group := "syvault_" + uid
-	l, user := f.active(t)
-	// The lease's user is dropped where it was made; the setup is removed with the
-	// settings the target was removed with, which reach the database through the proxy.
-	proxy, last := f.behindProxy(t, false)
-	if _, err := f.store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, "", time.Now()), last); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := f.store.RevokeForRemoval(ctx, l.ID, uid, ""); err != nil {
-		t.Fatal(err)
-	}
-	proxy.Down()
-	if err := f.deliver(t, l.ID, 2); events.ErrorCode(err) != events.ETargetUnavailable {
-		t.Fatalf("the revocation with the setup's database down: %v; want it delivered again for the setup", err)
-	}
-	f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
-	if f.userExists(t, user) || !f.userExists(t, group) {
-		t.Fatalf("with the database down: user left %v, group left %v; want the user dropped, the group there", f.userExists(t, user), f.userExists(t, group))
-	}
-	if err := proxy.Up(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.deliver(t, l.ID, 2); err != nil {
-		t.Fatal(err)
-	}
-	f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
-	if f.userExists(t, group) {
-		t.Fatal("once the database answers, the removed target's group is left")
+	for _, forRemoval := range []bool{true, false} {
+		t.Run(fmt.Sprintf("revoked for the removal %v", forRemoval), func(t *testing.T) {
+			f := mustFixture(t)
+			ctx := t.Context()
+			uid := f.target.RecordUID
+			group := "syvault_" + uid
+			l, user := f.active(t)
+			// The lease's user is dropped where it was made; the setup is removed with the
+			// settings the target was removed with, which reach the database through the proxy.
+			proxy, last := f.behindProxy(t, false)
+			if forRemoval {
+				if _, err := f.store.Append(ctx, events.TargetSubject(uid), events.RemoveTarget(uid, "", time.Now()), last); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := f.store.RevokeForRemoval(ctx, l.ID, uid, ""); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				// Revoked by its client; the read side shows the target removed.
+				f.record(t, events.RemoveTarget(uid, "", time.Now()), last)
+				if _, _, err := f.store.DecideLease(ctx, l.ID, func(l events.Lease) (*events.Event, error) { return l.Revoke("", time.Now()) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			proxy.Down()
+			if err := f.deliver(t, l.ID, 2); events.ErrorCode(err) != events.ETargetUnavailable {
+				t.Fatalf("the revocation with the setup's database down: %v; want it delivered again for the setup", err)
+			}
+			f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
+			if f.userExists(t, user) || !f.userExists(t, group) {
+				t.Fatalf("with the database down: user left %v, group left %v; want the user dropped, the group there", f.userExists(t, user), f.userExists(t, group))
+			}
+			if err := proxy.Up(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.deliver(t, l.ID, 2); err != nil {
+				t.Fatal(err)
+			}
+			f.wantHistory(t, l.ID, "lease.requested lease.activated lease.revoked lease.dropped")
+			if f.userExists(t, group) {
+				t.Fatal("once the database answers, the removed target's group is left")
+			}
+		})
 	}
 }
 

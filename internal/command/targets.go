@@ -40,15 +40,21 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 		// say, they go too: the target's next lease makes them again, as for a target
 		// whose group an operator dropped.
 		seq = 0 // a conflict says it did not land: something else was there
-		if !errors.Is(err, jsstore.ErrConflict) {
+		known := errors.Is(err, jsstore.ErrConflict)
+		if !known {
 			check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
-			seq, _ = s.cfg.Store.LastSeq(check, events.TargetSubject(t.RecordUID)) // the leader's: 0 if it cannot say
+			var lerr error
+			seq, lerr = s.cfg.Store.LastSeq(check, events.TargetSubject(t.RecordUID)) // the leader's: 0 if it cannot say
 			cancel()
+			known = lerr == nil
 		}
 		if seq == 0 {
-			// Freed first: sent again meanwhile, it is not its own rival (its undo
-			// touches only this record uid's setup).
-			s.releaseName(ctx, "target", t.Name, t.RecordUID)
+			// Freed first, when surely not recorded: sent again meanwhile, it is not its
+			// own rival (its undo touches only this record uid's setup). Unsure, the
+			// name is kept until its reservation lapses (registrationBound).
+			if known {
+				s.releaseName(ctx, "target", t.Name, t.RecordUID)
+			}
 			if uerr := s.cfg.Preparer.Unprepare(ctx, t, adminPassword); uerr != nil {
 				s.log.Warn("removing what a target not recorded set up failed", "record_uid", t.RecordUID, "err", uerr)
 			}
@@ -95,14 +101,16 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		return t, 0, events.Errorf(events.EInvalid, "engine cannot change; register a new target instead.")
 	}
 	t.RecordUID, t.CreatedAt = uid, cur.CreatedAt
+	// A new name is held for the target until the update is recorded, and freed when it
+	// is surely not: held by a target that exists, it would be refused to every other
+	// for good. One the target held already (another process's rename) stays.
+	renamed := nameKey("target", cur.Name) != nameKey("target", t.Name)
+	kept := !renamed || s.heldBy(ctx, "target", t.Name, uid)
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, 0, err
 	}
-	// A new name is held for the target until the update is recorded, and freed when it
-	// is not: held by a target that exists, it would be refused to every other for good.
-	renamed, kept := nameKey("target", cur.Name) != nameKey("target", t.Name), false
 	defer func() {
-		if renamed && !kept {
+		if !kept {
 			s.releaseName(ctx, "target", t.Name, uid)
 		}
 	}()
@@ -116,10 +124,12 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		s.restoreTarget(ctx, t, adminPassword)
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
-	kept = true // recorded, or perhaps recorded unanswered: the new name stays its own
 	if err != nil {
+		// Unanswered: the new name goes only if the leader says nothing landed.
+		kept = kept || !s.unrecorded(ctx, events.TargetSubject(uid), last)
 		return t, 0, err
 	}
+	kept = true
 	if renamed {
 		// Freed once recorded, not once the read side shows it: a read side slow to
 		// show the update would keep the old name from every other target.

@@ -64,16 +64,37 @@ func (s *Service) claimName(ctx context.Context, kind, name, id string, exists f
 // statements under driver.ConnectTimeout and the request's own deadline).
 const registrationBound = 2 * time.Minute
 
-// releaseName frees name of kind when id holds it.
+// releaseName frees name of kind when id holds it. Its callers know the name is not, or
+// no longer, id's to keep, so it runs whatever the request's context: a name left held
+// by a target or client that exists is refused to every other for good.
 func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	key := nameKey(kind, name)
 	h, held, err := s.names.Holder(ctx, key)
 	if err == nil && held && string(h.Value) == id {
-		err = s.names.Release(ctx, key)
+		err = s.names.ReleaseHeld(ctx, key, h) // not a successor's, taken over meanwhile
 	}
 	if err != nil {
 		s.log.Warn("could not release a name", "kind", kind, "id", id, "err", err)
 	}
+}
+
+// heldBy reports whether id holds name of kind already: a rename another process
+// recorded, which a rename of id's that fails must not free.
+func (s *Service) heldBy(ctx context.Context, kind, name, id string) bool {
+	h, held, err := s.names.Holder(ctx, nameKey(kind, name))
+	return err != nil || held && string(h.Value) == id // unknown: taken as held, kept
+}
+
+// unrecorded reports whether the stream's leader says subject is still at last: an
+// append answered with an error did not land. A leader that cannot say within a quarter
+// of the request timeout says nothing (false).
+func (s *Service) unrecorded(ctx context.Context, subject string, last uint64) bool {
+	check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
+	defer cancel()
+	now, err := s.cfg.Store.LastSeq(check, subject)
+	return err == nil && now == last
 }
 
 func (s *Service) targetExists(ctx context.Context, uid string) bool {
