@@ -487,6 +487,10 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 	if events.ErrorCode(err) == events.ENotFound {
 		return nil
 	}
+	if err != nil && !transient(err) { // an event it cannot read: the same on every try
+		w.log.Warn("could not read the removed target's settings; its shared setup is not removed again", "record_uid", uid, "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -637,9 +641,9 @@ func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
 // seen, and records it. Failures are returned so the message is redelivered with backoff,
 // forever: a revocation is never given up.
 func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
-	var setupLeft error // the setup's removal, retried once the drop is recorded
+	removeSetup := false // its target's setup, removed again once the drop is recorded
 	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
-		setupLeft = nil
+		removeSetup = false
 		if err := events.HistoryBehind(l, seen); err != nil {
 			return nil, err
 		}
@@ -672,32 +676,44 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			// A lease of a removed target was activated while its target was being
 			// removed: its create may have made the target's group (or MySQL marker
 			// role) again, and its drop hands what it owned to that group. That is
-			// removed again; what may pass (a turn or a read not had, the database
-			// not answering within an hour of the removal) does not hold the lease
-			// up: the drop is recorded, and the revocation comes back for the setup
-			// alone (below). Anything else was logged.
-			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
+			// removed again once the drop is recorded, not to hold the lease up; what
+			// may pass (a turn or a read not had, the database not answering within
+			// an hour of the removal) has the revocation come back for the setup
+			// alone (below). Anything else is logged.
+			removeSetup = true
 		}
 		return l.Dropped(time.Now()), nil
 	})
 	if err != nil {
 		return err
 	}
+	var setupLeft error
 	if seq != 0 {
 		w.cfg.Observer.RevocationDone(l.ID)
 		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 		w.forgetUsername(ctx, l)
-	} else if l.Status.Ended() && l.EndedAt != nil && time.Since(*l.EndedAt) < setupRetryWindow {
+		if removeSetup {
+			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
+		}
+	} else if ended := time.Since(ptrTime(l.EndedAt)); l.Status.Ended() && ended < setupRetryWindow && ended > -setupRetryWindow {
 		// Delivered again after the drop was recorded: a removal of its target's setup
-		// may have been left for this (or a process stopped before the
-		// acknowledgement). A target not removed answers at once (no server is
-		// reached); past the hour a replay reaches no removed target's server.
+		// may have been left for this (or its process stopped before it). A target not
+		// removed answers after a read of its events (no server is reached); past the
+		// hour a replay reaches no removed target's server.
 		setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 	}
 	if setupLeft != nil {
 		return fmt.Errorf("remove the removed target's shared setup after the drop of %s: %w", l.Username, setupLeft)
 	}
 	return nil
+}
+
+// ptrTime is *t, or the zero time (far in the past) for nil.
+func ptrTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }
 
 // nameTakenSince reports whether a lease other than l holds l's username now.

@@ -102,13 +102,18 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 	now := time.Now()
 	c.ClientID, c.CreatedAt = id, cur.CreatedAt
 	renamed := nameKey("client", cur.Name) != nameKey("client", c.Name)
-	ownedBefore := renamed && s.heldBy(ctx, "client", c.Name, id) // another process's rename
 	if err := s.uniqueClientName(ctx, c); err != nil {
 		return c, 0, err
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(c, actor, last, now), last)
-	if err != nil && renamed && !ownedBefore && (errors.Is(err, jsstore.ErrConflict) || s.unrecorded(ctx, events.ClientSubject(id), last)) {
-		s.releaseName(ctx, "client", c.Name, id) // the name it would have taken: surely not recorded
+	if err != nil && renamed && (errors.Is(err, jsstore.ErrConflict) || s.unrecorded(ctx, events.ClientSubject(id), last)) &&
+		!s.bears(ctx, "client", c.Name, func(ctx context.Context) (string, error) {
+			cur, _, err := s.cfg.Store.LoadClient(ctx, id)
+			return cur.Name, err
+		}) {
+		// The name it would have taken, surely not recorded, and not borne since (another
+		// request's rename of the client).
+		s.releaseName(ctx, "client", c.Name, id)
 	}
 	if errors.Is(err, jsstore.ErrConflict) {
 		return c, 0, changedMeanwhile("client", ifMatch)

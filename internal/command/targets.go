@@ -103,14 +103,17 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	t.RecordUID, t.CreatedAt = uid, cur.CreatedAt
 	// A new name is held for the target until the update is recorded, and freed when it
 	// is surely not: held by a target that exists, it would be refused to every other
-	// for good. One the target held already (another process's rename) stays.
+	// for good. One the target bears by then (another request's rename) stays.
 	renamed := nameKey("target", cur.Name) != nameKey("target", t.Name)
-	kept := !renamed || s.heldBy(ctx, "target", t.Name, uid)
+	kept := !renamed
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, 0, err
 	}
 	defer func() {
-		if !kept {
+		if !kept && !s.bears(ctx, "target", t.Name, func(ctx context.Context) (string, error) {
+			cur, _, err := s.cfg.Store.LoadTarget(ctx, uid)
+			return cur.Name, err
+		}) {
 			s.releaseName(ctx, "target", t.Name, uid)
 		}
 	}()

@@ -80,11 +80,14 @@ func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
 	}
 }
 
-// heldBy reports whether id holds name of kind already: a rename another process
-// recorded, which a rename of id's that fails must not free.
-func (s *Service) heldBy(ctx context.Context, kind, name, id string) bool {
-	h, held, err := s.names.Holder(ctx, nameKey(kind, name))
-	return err != nil || held && string(h.Value) == id // unknown: taken as held, kept
+// bears reports whether the stream's leader shows name borne by what load reads (a
+// target or client, as recorded now): a rename another request recorded, which a rename
+// that failed must not free. A read that fails says yes: the name is kept.
+func (s *Service) bears(ctx context.Context, kind, name string, load func(context.Context) (string, error)) bool {
+	read, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
+	defer cancel()
+	cur, err := load(read)
+	return err != nil || nameKey(kind, cur) == nameKey(kind, name)
 }
 
 // unrecorded reports whether the stream's leader says subject is still at last: an
