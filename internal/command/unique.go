@@ -82,11 +82,15 @@ func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
 
 // bears reports whether the stream's leader shows name borne by what load reads (a
 // target or client, as recorded now): a rename another request recorded, which a rename
-// that failed must not free. A read that fails says yes: the name is kept.
+// that failed must not free. One removed meanwhile bears nothing; a read that fails
+// otherwise says yes: the name is kept.
 func (s *Service) bears(ctx context.Context, kind, name string, load func(context.Context) (string, error)) bool {
 	read, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
 	defer cancel()
 	cur, err := load(read)
+	if events.ErrorCode(err) == events.ENotFound {
+		return false
+	}
 	return err != nil || nameKey(kind, cur) == nameKey(kind, name)
 }
 
