@@ -854,6 +854,39 @@ func TestWorkers_ATargetRemovedWhileAUserIsMadeKeepsNothing(t *testing.T) {
 	}
 }
 
+// The worker's check after a create removes what the create made again of a removed
+// target; a database that does not answer then (within an hour of the removal) has the
+// request delivered again, whose check removes it once the database answers.
+func TestWorkers_ACreatesSetupRemovalIsRetriedWhileItsDatabaseDoesNotAnswer(t *testing.T) {
+	stall := &beforeCreate{}
+	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { stall.Driver = d; return stall })
+	group := "syvault_" + f.target.RecordUID
+	var proxy *tcpproxy.Proxy
+	stall.hook = func() {
+		// Meanwhile the target is moved behind a proxy and removed; the proxy goes down.
+		proxy, _ = f.behindProxy(t, false)
+		f.removeTarget(t)
+		proxy.Down()
+	}
+	id, user := f.requestAs(t, time.Minute, false)
+	if err := f.deliver(t, id, 0); events.ErrorCode(err) != events.ETargetUnavailable {
+		t.Fatalf("the request, the removed target's database down: %v; want it delivered again for the setup", err)
+	}
+	if !f.userExists(t, group) {
+		t.Fatal("the group made again was removed with the database down")
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.deliver(t, id, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.wantHistory(t, id, "lease.requested lease.failed")
+	if f.userExists(t, group) || f.userExists(t, user) {
+		t.Fatalf("once the database answers: group left %v, user left %v; want neither", f.userExists(t, group), f.userExists(t, user))
+	}
+}
+
 // A lease activated while its target was being removed, which the removal's own request
 // never revoked (its process stopped, or its read side lagged past the request's time),
 // is revoked from the stream: the workers follow every removal through once the read side
