@@ -3,8 +3,9 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,15 +156,10 @@ func CheckRemovedTargets(o Observation) []Violation {
 			bad("target %s (%s): registered, but its removal was not recorded (last event %q)", t.UID, t.Engine, o.Targets[t.UID])
 		}
 	}
-	for _, engine := range sortedKeys(o.Setups) {
-		for _, uid := range sortedKeys(o.Setups[engine]) {
-			if o.Targets[uid] == events.TargetRemoved {
-				bad("%s target %s was removed, but its setup role %s%s is left", engine, uid, SetupPrefix, uid)
-			}
-		}
+	for _, r := range setupRoles(o, removed) {
+		bad("%s target %s was removed, but its setup role %s%s is left", r.engine, r.uid, SetupPrefix, r.uid)
 	}
-	ids := sortedKeys(o.Histories)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(o.Histories)) {
 		l := o.Histories[id].Fold()
 		if l.Status == events.StatusActive && o.Targets[l.RecordUID] == events.TargetRemoved {
 			bad("lease %s is active on the removed target %s", id, l.RecordUID)
@@ -178,34 +174,38 @@ func CheckRemovedTargets(o Observation) []Violation {
 // violation.
 func unrecordedSetups(o Observation) []string {
 	var out []string
-	for _, engine := range sortedKeys(o.Setups) {
-		for _, uid := range sortedKeys(o.Setups[engine]) {
-			if _, ok := o.Targets[uid]; !ok {
-				out = append(out, engine+" "+SetupPrefix+uid)
-			}
-		}
+	for _, r := range setupRoles(o, func(_ events.Type, recorded bool) bool { return !recorded }) {
+		out = append(out, r.engine+" "+SetupPrefix+r.uid)
 	}
 	return out
 }
 
-// removedSetups counts the setup roles of removed targets that exist.
+// removedSetups lists the setup roles of removed targets that exist.
 func removedSetups(o Observation) []string {
 	var out []string
-	for engine, uids := range o.Setups {
-		for uid := range uids {
-			if o.Targets[uid] == events.TargetRemoved {
-				out = append(out, engine+" "+uid)
+	for _, r := range setupRoles(o, removed) {
+		out = append(out, r.engine+" "+r.uid)
+	}
+	return out
+}
+
+// setupRole is a target's setup role that exists: its engine and record uid.
+type setupRole struct{ engine, uid string }
+
+// setupRoles lists, in order, the setup roles that exist whose target keep accepts, by
+// its last event's type and whether the stream recorded it at all.
+func setupRoles(o Observation, keep func(last events.Type, recorded bool) bool) []setupRole {
+	var out []setupRole
+	for _, engine := range slices.Sorted(maps.Keys(o.Setups)) {
+		for _, uid := range slices.Sorted(maps.Keys(o.Setups[engine])) {
+			last, recorded := o.Targets[uid]
+			if keep(last, recorded) {
+				out = append(out, setupRole{engine, uid})
 			}
 		}
 	}
 	return out
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// removed accepts a target whose last event is its removal.
+func removed(last events.Type, _ bool) bool { return last == events.TargetRemoved }
