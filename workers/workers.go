@@ -479,9 +479,8 @@ func transient(err error) bool {
 // returns the failure to read them or to get a turn on the target's gate, and the
 // database's failure to answer for a while after the removal, for the caller's
 // redelivery to try again: a target is often removed around its server's maintenance.
-// Past that its server is taken for gone, and the failure only logged. The time is the
-// removal event's own (its API process's clock, or a forger's): one far ahead is not
-// retried at all, rather than for good.
+// Past that (see withinSetupRetry) its server is taken for gone, and the failure only
+// logged.
 func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 	last, removedAt, err := w.cfg.Store.RemovedTarget(ctx, uid)
 	if events.ErrorCode(err) == events.ENotFound {
@@ -494,8 +493,15 @@ func (w *Workers) removeSetupAgain(ctx context.Context, uid string) error {
 	if err != nil {
 		return err
 	}
-	age := time.Since(removedAt)
-	return w.removeSetupOf(ctx, last, age < setupRetryWindow && age > -setupRetryWindow)
+	return w.removeSetupOf(ctx, last, withinSetupRetry(removedAt))
+}
+
+// withinSetupRetry reports whether t (a removal's, or a lease's end, as its event says:
+// its writer's clock, or a forger's) is within setupRetryWindow of now, either way: one
+// far ahead is not retried at all, rather than for good.
+func withinSetupRetry(t time.Time) bool {
+	age := time.Since(t)
+	return age < setupRetryWindow && age > -setupRetryWindow
 }
 
 // removeSetupOf removes what the users of removed target t (its settings when it was
@@ -695,7 +701,7 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		if removeSetup {
 			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 		}
-	} else if ended := time.Since(ptrTime(l.EndedAt)); l.Status.Ended() && ended < setupRetryWindow && ended > -setupRetryWindow {
+	} else if l.Status.Ended() && l.EndedAt != nil && withinSetupRetry(*l.EndedAt) {
 		// Delivered again after the drop was recorded: a removal of its target's setup
 		// may have been left for this (or its process stopped before it). A target not
 		// removed answers after a read of its events (no server is reached); past the
@@ -706,14 +712,6 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		return fmt.Errorf("remove the removed target's shared setup after the drop of %s: %w", l.Username, setupLeft)
 	}
 	return nil
-}
-
-// ptrTime is *t, or the zero time (far in the past) for nil.
-func ptrTime(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return *t
 }
 
 // nameTakenSince reports whether a lease other than l holds l's username now.

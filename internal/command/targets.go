@@ -42,10 +42,8 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 		seq = 0 // a conflict says it did not land: something else was there
 		known := errors.Is(err, jsstore.ErrConflict)
 		if !known {
-			check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
 			var lerr error
-			seq, lerr = s.cfg.Store.LastSeq(check, events.TargetSubject(t.RecordUID)) // the leader's: 0 if it cannot say
-			cancel()
+			seq, lerr = s.leaderLast(ctx, events.TargetSubject(t.RecordUID)) // 0 if it cannot say
 			known = lerr == nil
 		}
 		if seq == 0 {

@@ -95,13 +95,20 @@ func (s *Service) bears(ctx context.Context, kind, name string, load func(contex
 }
 
 // unrecorded reports whether the stream's leader says subject is still at last: an
-// append answered with an error did not land. A leader that cannot say within a quarter
-// of the request timeout says nothing (false).
+// append answered with an error did not land. A leader that cannot say says nothing
+// (false).
 func (s *Service) unrecorded(ctx context.Context, subject string, last uint64) bool {
+	now, err := s.leaderLast(ctx, subject)
+	return err == nil && now == last
+}
+
+// leaderLast asks the stream's leader for subject's last sequence after an append
+// answered with an error, whatever the request's context, within a quarter of the
+// request timeout.
+func (s *Service) leaderLast(ctx context.Context, subject string) (uint64, error) {
 	check, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
 	defer cancel()
-	now, err := s.cfg.Store.LastSeq(check, subject)
-	return err == nil && now == last
+	return s.cfg.Store.LastSeq(check, subject)
 }
 
 func (s *Service) targetExists(ctx context.Context, uid string) bool {
