@@ -12,9 +12,6 @@ import (
 	"github.com/syvault/syvault/events"
 )
 
-// targetPrefix starts the subjects of target events.
-var targetPrefix = strings.TrimSuffix(events.TargetSubjects, "*")
-
 // History is one lease's events, in stream order, as the events stream holds them.
 type History struct {
 	Events []events.Event
@@ -77,7 +74,7 @@ func (s *streamReader) catchUp(ctx context.Context) error {
 			}
 			id := events.IDFromSubject(msg.Subject())
 			s.next = md.Sequence.Stream + 1
-			if strings.HasPrefix(msg.Subject(), targetPrefix) {
+			if strings.HasPrefix(msg.Subject(), events.TargetSubject("")) {
 				s.targets[id] = e.Type
 				continue
 			}
