@@ -925,9 +925,11 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 //
 // Nothing records a target that was never recorded, so nothing would try its undo
 // again: a failure to reach the database (a connection cut, a restart; a refused login
-// cannot be told from one) is retried with a short backoff for up to undoRetryFor, all
-// attempts within one operation's timeout, the bound one attempt had. The registration's
-// answer waits for it. A statement refused is not retried: it would be the same.
+// cannot be told from one), or to finish for another session's lock (after a cut, the
+// cut statement may still hold one), is retried with a short backoff for up to
+// undoRetryFor, all attempts within one operation's timeout, the bound one attempt had.
+// The registration's answer waits for it. A statement refused is not retried: it would
+// be the same.
 func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 	defer cancel()

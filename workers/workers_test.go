@@ -1113,6 +1113,42 @@ func TestWorkers_AnUndoTriesAgainWhileItsDatabaseDoesNotAnswer(t *testing.T) {
 	}
 }
 
+// After a cut, the cut session's statement may still hold, for a moment, what the undo's
+// next attempt changes; any session may hold it for longer. The undo waited 2 s for the
+// lock, then gave up for good, leaving the group with its grants. It now tries again
+// while the lock is held, within its 10 s.
+func TestWorkers_AnUndoTriesAgainWhileAnotherSessionHoldsItsLock(t *testing.T) {
+	seen := &afterRemoval{first: make(chan error, 1)}
+	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { seen.Driver = d; return seen })
+	group := "syvault_" + f.target.RecordUID
+	ctx := t.Context()
+	holder, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/"+f.target.Database+"?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+	// An open change of the schema's catalog row, which the undo's REVOKE changes too.
+	if _, err := holder.Exec(ctx, "BEGIN; GRANT USAGE ON SCHEMA public TO postgres"); err != nil {
+		t.Fatal(err)
+	}
+	undone := make(chan error, 1)
+	go func() { undone <- f.w.Unprepare(context.Background(), f.target, "unused-under-trust") }()
+	select {
+	case err := <-seen.first:
+		if err == nil {
+			t.Fatal("the first attempt succeeded while the lock was held")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no attempt to undo the registration")
+	}
+	if _, err := holder.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-undone; err != nil || f.userExists(t, group) {
+		t.Fatalf("the undo once the lock is let go: %v, group left %v; want it removed", err, f.userExists(t, group))
+	}
+}
+
 // localProxy is a proxy to the local PostgreSQL, closed when the test ends.
 func localProxy(t *testing.T) *tcpproxy.Proxy {
 	t.Helper()

@@ -104,7 +104,8 @@ type RemoveTargetRequest struct {
 //
 // Every method is idempotent and safe for concurrent use. Errors wrap an *events.Error:
 // code ETargetUnavailable when the target cannot be reached, refuses the admin login or
-// holds a lock the driver does not wait out (MariaDB's global read lock), ETargetUnverified
+// holds a lock the driver does not wait out (MariaDB's global read lock; on PostgreSQL,
+// another session's lock on what a target's removal changes), ETargetUnverified
 // from Prepare when the admin lacks a right, EInternal otherwise. No
 // error or log line holds a password.
 type Driver interface {

@@ -150,11 +150,11 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 		return fail(op, err, events.EInternal, "Could not look up the target's group role.", req.Conn.Password)
 	}
 	if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(group)+" NOLOGIN"); err != nil {
-		return fail(op, err, events.EInternal, "Could not lock the target's group role.", req.Conn.Password)
+		return failRemoval(op, err, "Could not lock the target's group role.", req.Conn.Password)
 	}
 	dbs, err := aclDatabases(ctx, conn, oid, conn.Conn().Config().Database)
 	if err != nil {
-		return fail(op, err, events.EInternal, "Could not list the group role's privileges.", req.Conn.Password)
+		return failRemoval(op, err, "Could not list the group role's privileges.", req.Conn.Password)
 	}
 	for _, db := range dbs {
 		err := d.inDatabase(ctx, req.Conn, db, conn, func(c *pgxpool.Conn) error {
@@ -165,16 +165,16 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 			return retry(ctx, func() error { _, err := c.Exec(ctx, lockTimeout+revokes); return err })
 		})
 		if err != nil && sqlState(err) != stateInvalidCatalog {
-			return fail(op, err, events.EInternal, "Could not revoke the group role's privileges.", req.Conn.Password)
+			return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 		}
 	}
 	if err := revokeDatabases(ctx, conn, oid, group, nil); err != nil {
-		return fail(op, err, events.EInternal, "Could not revoke the group role's privileges.", req.Conn.Password)
+		return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 	}
 	var owned int
 	if err := conn.QueryRow(ctx, `SELECT pg_catalog.count(*) FROM pg_catalog.pg_shdepend
 		WHERE refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND refobjid = $1 AND deptype = 'o'`, oid).Scan(&owned); err != nil {
-		return fail(op, err, events.EInternal, "Could not check what the group role owns.", req.Conn.Password)
+		return failRemoval(op, err, "Could not check what the group role owns.", req.Conn.Password)
 	}
 	if owned > 0 {
 		d.logger.WarnContext(ctx, "kept the target's group role: it owns objects lease users created; it holds no privilege and cannot log in",
@@ -182,9 +182,23 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 		return nil
 	}
 	if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+ident(group)); err != nil {
-		return fail(op, err, events.EInternal, "Could not drop the target's group role.", req.Conn.Password)
+		return failRemoval(op, err, "Could not drop the target's group role.", req.Conn.Password)
 	}
 	return nil
+}
+
+// failRemoval answers a removal's statement that failed. One another session's lock or
+// a catalog conflict kept from finishing (past the retries) is ETargetUnavailable, as for
+// a database that does not answer or, on MySQL, one whose backup holds account changes:
+// it passes by itself, and a removal nothing records again (the undo of a registration
+// not recorded, a removed target's setup made again) is tried again only for what may
+// pass. After a cut, the cut session's statement may still hold what the next attempt
+// needs.
+func failRemoval(op string, err error, msg, password string) error {
+	if retryable(err) || sqlState(err) == stateLockNotAvail {
+		return fail(op, err, events.ETargetUnavailable, msg+" Another session holds a lock on it or changed it at the same moment.", password)
+	}
+	return fail(op, err, events.EInternal, msg, password)
 }
 
 // parseGrants validates every grant; the error names the grant at fault.
