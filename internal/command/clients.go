@@ -63,7 +63,7 @@ func (s *Service) uniqueClientName(ctx context.Context, c events.Client) error {
 			return events.Errorf(events.EConflict, "A client named %q exists already (client_id %s); choose another name.", c.Name, o.ClientID)
 		}
 	}
-	return s.claimName(ctx, "client", c.Name, c.ClientID, s.clientExists)
+	return s.claimName(ctx, "client", c.Name, c.ClientID, s.clientName)
 }
 
 // UpdateClient replaces client id with c (validated by the caller) on behalf of actor,
@@ -107,10 +107,7 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(c, actor, last, now), last)
 	if err != nil && renamed && (errors.Is(err, jsstore.ErrConflict) || s.unrecorded(ctx, events.ClientSubject(id), last)) &&
-		!s.bears(ctx, "client", c.Name, func(ctx context.Context) (string, error) {
-			cur, _, err := s.cfg.Store.LoadClient(ctx, id)
-			return cur.Name, err
-		}) {
+		!s.bears(ctx, "client", c.Name, id, s.clientName) {
 		// The name it would have taken, surely not recorded, and not borne since (another
 		// request's rename of the client).
 		s.releaseName(ctx, "client", c.Name, id)

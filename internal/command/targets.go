@@ -108,10 +108,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		return t, 0, err
 	}
 	defer func() {
-		if !kept && !s.bears(ctx, "target", t.Name, func(ctx context.Context) (string, error) {
-			cur, _, err := s.cfg.Store.LoadTarget(ctx, uid)
-			return cur.Name, err
-		}) {
+		if !kept && !s.bears(ctx, "target", t.Name, uid, s.targetName) {
 			s.releaseName(ctx, "target", t.Name, uid)
 		}
 	}()
@@ -463,7 +460,7 @@ func (s *Service) uniqueTargetName(ctx context.Context, t events.Target) error {
 				t.Name, o.RecordUID)
 		}
 	}
-	return s.claimName(ctx, "target", t.Name, t.RecordUID, s.targetExists)
+	return s.claimName(ctx, "target", t.Name, t.RecordUID, s.targetName)
 }
 
 func countOf(page []events.Lease) string {

@@ -542,6 +542,41 @@ func TestRemoveTarget_AnswersTimeoutWhenTheReadSideLags(t *testing.T) {
 	}
 }
 
+// A rename that landed unanswered (its request could not tell whether it had, so kept
+// both names) left the old name reserved for its target, which exists: every other
+// target was refused that name for good. A reservation whose holder bears another name
+// is now taken over once it has stood longer than a registration or rename takes.
+func TestRegisterTarget_TakesANameItsHolderNoLongerBears(t *testing.T) {
+	s := mustService(t)
+	ctx := t.Context()
+	reg, version := registeredTarget(t, s)
+	renamed := reg
+	renamed.Name = "ledger"
+	seq, err := s.cfg.Store.Append(ctx, events.TargetSubject(reg.RecordUID), events.UpdateTarget(renamed, "", version, time.Now()), version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cfg.Projections.WaitTarget(ctx, reg.RecordUID, seq); err != nil {
+		t.Fatal(err)
+	}
+	named := func(name string) events.Target {
+		return events.Target{Name: name, Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+			Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("other")}
+	}
+	if _, err := s.RegisterTarget(ctx, named("orders"), "pw", ""); events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("the old name while a rename to it could still be under way: %v; want a conflict", err)
+	}
+	old := registrationBound
+	registrationBound = 0
+	t.Cleanup(func() { registrationBound = old })
+	if _, err := s.RegisterTarget(ctx, named("orders"), "pw", ""); err != nil {
+		t.Fatalf("another target named as the renamed one was: %v; want it registered", err)
+	}
+	if _, err := s.RegisterTarget(ctx, named("ledger"), "pw", ""); events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("the name the renamed target bears: %v; want a conflict", err)
+	}
+}
+
 // A rename refused at its write (another update recorded while it was verified) kept its
 // new name reserved for its target, which exists: every other target was refused that
 // name for good. It is freed now.

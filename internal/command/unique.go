@@ -24,9 +24,13 @@ func nameKey(kind, name string) string {
 }
 
 // claimName reserves name of kind ("target" or "client") for id. It fails with EConflict
-// naming the holder when another live target or client bears it; exists tells whether a
-// holder id is live.
-func (s *Service) claimName(ctx context.Context, kind, name, id string, exists func(ctx context.Context, id string) bool) error {
+// naming the holder when another target or client bears it, as the stream's leader
+// shows (load reads what a holder id bears now). A reservation is taken over once it has
+// stood for registrationBound without its holder bearing the name: a registration that
+// never completed, a rename that was refused or landed unanswered (its request could not
+// tell which, so kept both names), a target or client since removed. Younger, it may
+// be a registration or rename under way, which keeps it.
+func (s *Service) claimName(ctx context.Context, kind, name, id string, load func(ctx context.Context, id string) (string, error)) error {
 	key := nameKey(kind, name)
 	for range 3 {
 		ok, err := s.names.Reserve(ctx, key, []byte(id), 0)
@@ -41,18 +45,17 @@ func (s *Service) claimName(ctx context.Context, kind, name, id string, exists f
 			continue // released meanwhile: try again
 		case string(h.Value) == id:
 			return nil
-		case exists(ctx, string(h.Value)):
+		case s.bears(ctx, kind, name, string(h.Value), load):
 			field := map[string]string{"target": "record_uid", "client": "client_id"}[kind]
 			return events.Errorf(events.EConflict, "A %s named %q exists already (%s %s); choose another name, or update that one.",
 				kind, strings.TrimSpace(name), field, h.Value)
 		case time.Since(h.Since) < registrationBound:
-			// Another registration of this name is under way (its target is being
-			// prepared): whichever is first keeps the name.
+			// Another registration or rename to this name is under way (its target is
+			// being prepared): whichever is first keeps the name.
 			return events.Errorf(events.EConflict, "A %s named %q is being registered right now; choose another name, or try again in a minute.",
 				kind, strings.TrimSpace(name))
 		}
-		// Left behind by a registration that never completed: take it, unless another
-		// request takes it first.
+		// Left behind: take it, unless another request takes it first.
 		if ok, err := s.names.Take(ctx, key, h, []byte(id)); err != nil || ok {
 			return err
 		}
@@ -60,9 +63,9 @@ func (s *Service) claimName(ctx context.Context, kind, name, id string, exists f
 	return events.Errorf(events.EConflict, "The %s name %q is being claimed concurrently; try again.", kind, name)
 }
 
-// registrationBound is longer than any registration takes (Prepare connects and runs its
-// statements under driver.ConnectTimeout and the request's own deadline).
-const registrationBound = 2 * time.Minute
+// registrationBound is longer than any registration or update takes (Prepare connects
+// and runs its statements under driver.ConnectTimeout and the request's own deadline).
+var registrationBound = 2 * time.Minute
 
 // releaseName frees name of kind when id holds it. Its callers know the name is not, or
 // no longer, id's to keep, so it runs whatever the request's context: a name left held
@@ -80,14 +83,14 @@ func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
 	}
 }
 
-// bears reports whether the stream's leader shows name borne by what load reads (a
-// target or client, as recorded now): a rename another request recorded, which a rename
-// that failed must not free. One removed meanwhile bears nothing; a read that fails
-// otherwise says yes: the name is kept.
-func (s *Service) bears(ctx context.Context, kind, name string, load func(context.Context) (string, error)) bool {
+// bears reports whether the stream's leader shows name borne by target or client id
+// (load reads the name it bears as recorded now): the holder of a name another claims,
+// or a rename another request recorded, which a rename that failed must not free. One
+// removed bears nothing; a read that fails otherwise says yes: the name is kept.
+func (s *Service) bears(ctx context.Context, kind, name, id string, load func(context.Context, string) (string, error)) bool {
 	read, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
 	defer cancel()
-	cur, err := load(read)
+	cur, err := load(read, id)
 	if events.ErrorCode(err) == events.ENotFound {
 		return false
 	}
@@ -111,12 +114,14 @@ func (s *Service) leaderLast(ctx context.Context, subject string) (uint64, error
 	return s.cfg.Store.LastSeq(check, subject)
 }
 
-func (s *Service) targetExists(ctx context.Context, uid string) bool {
-	_, err := s.cfg.Projections.Target(ctx, uid)
-	return err == nil
+// targetName and clientName read the name target uid, or client id, bears as the stream's
+// leader holds it.
+func (s *Service) targetName(ctx context.Context, uid string) (string, error) {
+	t, _, err := s.cfg.Store.LoadTarget(ctx, uid)
+	return t.Name, err
 }
 
-func (s *Service) clientExists(ctx context.Context, id string) bool {
-	_, err := s.cfg.Projections.Client(ctx, id)
-	return err == nil
+func (s *Service) clientName(ctx context.Context, id string) (string, error) {
+	c, _, err := s.cfg.Store.LoadClient(ctx, id)
+	return c.Name, err
 }
