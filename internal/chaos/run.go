@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				logs = append(logs, p.logPath)
 			}
 		}
-		printEvidence(h.cfg.Out, rep.Violations, o.Histories, logs)
+		printEvidence(h.cfg.Out, rep.Violations, o.Histories, o.Targets, logs)
 	}
 	return rep, nil
 }
