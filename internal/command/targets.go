@@ -114,6 +114,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	}()
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
+		// Refused partway, it may have set some of the target's databases (one
+		// transaction each, in turn) to grants no record names.
+		s.restoreTarget(ctx, t, adminPassword)
 		return t, 0, err
 	}
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())
@@ -177,10 +180,11 @@ func (s *Service) appendUpdate(ctx context.Context, t events.Target, actor strin
 }
 
 // restoreTarget sets target t's database back to the target as recorded, after an
-// update whose verification (with adminPassword) gave the group its grants was refused
-// at its write: another process recorded an update first, whose grants this one's
-// verification may have overwritten, leaving leases with grants no recorded setting
-// names. (This process makes no other change of the target meanwhile: targetTurn.) It
+// update whose verification (with adminPassword) gave the group its grants was refused:
+// at its write, another process having recorded an update first, whose grants this
+// one's verification may have overwritten; or by the database partway, some of the
+// target's databases set. Either leaves leases with grants no recorded setting names.
+// (This process makes no other change of the target meanwhile: targetTurn.) It
 // reads the target as its events stand on the stream's leader and prepares it again,
 // and again while another update lands meanwhile (a few times). Engines whose users hold
 // their own grants are changed only after the record, so have no grants to set back.
@@ -227,7 +231,7 @@ func (s *Service) restoreTarget(ctx context.Context, t events.Target, adminPassw
 		return errors.New("the target kept changing")
 	}()
 	if err != nil {
-		s.log.Warn("could not set a target's database back to its recorded settings after an update refused at its write; its next update will",
+		s.log.Warn("could not set a target's database back to its recorded settings after a refused update; its next update will",
 			"record_uid", uid, "err", err)
 	}
 }
