@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"time"
 
 	"github.com/syvault/syvault/events"
 )
@@ -20,4 +21,11 @@ func (w *Workers) HandleDue(ctx context.Context, e events.Event, seq uint64) err
 // HandleTarget exposes the removals' handler, so a test delivers a removal when it needs to.
 func (w *Workers) HandleTarget(ctx context.Context, e events.Event, seq uint64) error {
 	return w.handleTarget(ctx, e, seq)
+}
+
+// SetUndoRetryFor sets how long Unprepare tries again, until the test ends.
+func SetUndoRetryFor(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := undoRetryFor
+	undoRetryFor = d
+	t.Cleanup(func() { undoRetryFor = old })
 }

@@ -958,10 +958,9 @@ func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword 
 
 // Unprepare's retries: the first pause, and how long after the first attempt another
 // may begin.
-const (
-	undoBackoff  = 250 * time.Millisecond
-	undoRetryFor = 10 * time.Second
-)
+const undoBackoff = 250 * time.Millisecond
+
+var undoRetryFor = 10 * time.Second
 
 // removeSetup removes what Prepare set up for t, connecting with adminPassword, within
 // ctx and an operation's timeout.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1111,6 +1112,37 @@ func TestWorkers_AnUndoTriesAgainWhileItsDatabaseDoesNotAnswer(t *testing.T) {
 	if err := <-undone; err != nil || f.userExists(t, group) {
 		t.Fatalf("the undo once the database answers: %v, group left %v; want it removed", err, f.userExists(t, group))
 	}
+}
+
+// The undo's retries are bounded: a database that stays away has the registration
+// answered with its failure, the group left (README, "Preparing a target", says how to
+// remove it), not held until the operation's deadline, nor tried once only.
+func TestWorkers_AnUndoGivesUpOnADatabaseThatStaysAway(t *testing.T) {
+	seen := &countedRemovals{}
+	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { seen.Driver = d; return seen })
+	workers.SetUndoRetryFor(t, time.Second)
+	proxy := localProxy(t)
+	proxy.Down()
+	unrecorded := f.target
+	unrecorded.Port = proxy.Port()
+	err := f.w.Unprepare(t.Context(), unrecorded, "unused-under-trust")
+	if events.ErrorCode(err) != events.ETargetUnavailable || seen.n.Load() < 2 {
+		t.Fatalf("the undo, the database away: %v after %d attempts; want it unavailable, tried again", err, seen.n.Load())
+	}
+	if !f.userExists(t, "syvault_"+f.target.RecordUID) {
+		t.Fatal("the group went though the database never answered")
+	}
+}
+
+// countedRemovals counts the driver's RemoveTarget calls.
+type countedRemovals struct {
+	driver.Driver
+	n atomic.Int32
+}
+
+func (d *countedRemovals) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
+	d.n.Add(1)
+	return d.Driver.RemoveTarget(ctx, req)
 }
 
 // After a cut, the cut session's statement may still hold, for a moment, what the undo's
