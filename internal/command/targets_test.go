@@ -577,6 +577,47 @@ func TestRegisterTarget_TakesANameItsHolderNoLongerBears(t *testing.T) {
 	}
 }
 
+// A target renamed back to a name it kept reserved from before (older than a rename
+// takes) claimed it as its own and let it stand old: another registration of that name
+// took it over while the rename was verified, and both were recorded with one name.
+func TestUpdateTarget_ARenameBackHoldsItsOldReservation(t *testing.T) {
+	p := &recorder{}
+	s := newService(t, jstest.MustStore(t), p)
+	ctx := t.Context()
+	reg, version := registeredTarget(t, s)
+	renamed := reg
+	renamed.Name = "ledger"
+	if _, err := s.cfg.Store.Append(ctx, events.TargetSubject(reg.RecordUID), events.UpdateTarget(renamed, "", version, time.Now()), version); err != nil {
+		t.Fatal(err)
+	}
+	old := registrationBound
+	registrationBound = 3 * time.Second
+	t.Cleanup(func() { registrationBound = old })
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		h, held, err := s.names.Holder(ctx, nameKey("target", "orders"))
+		if err != nil || !held {
+			t.Fatalf("the kept name's reservation: held %v, %v", held, err)
+		}
+		if time.Since(h.Since) > registrationBound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reservation never aged past the bound")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	answer, release := heldUpdate(s, p, reg, "back", false) // named "orders" again
+	_, err := s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("other")}, "pw", "")
+	close(release)
+	if events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("another target named as the one being renamed back: %v; want a conflict", err)
+	}
+	if err := <-answer; err != nil {
+		t.Fatalf("the rename back: %v", err)
+	}
+}
+
 // A rename refused at its write (another update recorded while it was verified) kept its
 // new name reserved for its target, which exists: every other target was refused that
 // name for good. It is freed now.

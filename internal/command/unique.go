@@ -12,8 +12,9 @@ import (
 
 // NamesBucket holds the names of targets and clients, each reserved for the record uid or
 // client id that bears it, so two targets (or two clients) never share a name, across
-// every process. A reservation left by a process that died before recording its target
-// is taken over, since no target holds it. It also holds the admins' guard (adminsGuard).
+// every process. A reservation whose holder does not bear the name (a process that died
+// before recording its target, a rename that could not tell whether it landed) is taken
+// over in time (see claimName). It also holds the admins' guard (adminsGuard).
 const NamesBucket = "SYVAULT_NAMES"
 
 // nameKey is a name's key: names are compared without regard to case or surrounding
@@ -43,9 +44,21 @@ func (s *Service) claimName(ctx context.Context, kind, name, id string, load fun
 			return err
 		case !held:
 			continue // released meanwhile: try again
-		case string(h.Value) == id:
+		case string(h.Value) == id && time.Since(h.Since) < registrationBound:
 			return nil
-		case s.bears(ctx, kind, name, string(h.Value), load):
+		case string(h.Value) == id:
+			// Its own, from before (a rename back to a name it kept): stamped anew, or
+			// another claim could take it over while this request runs.
+			if ok, err := s.names.Take(ctx, key, h, []byte(id)); err != nil || ok {
+				return err
+			}
+			continue
+		}
+		borne, err := s.borne(ctx, kind, name, string(h.Value), load)
+		switch {
+		case err != nil:
+			return err
+		case borne:
 			field := map[string]string{"target": "record_uid", "client": "client_id"}[kind]
 			return events.Errorf(events.EConflict, "A %s named %q exists already (%s %s); choose another name, or update that one.",
 				kind, strings.TrimSpace(name), field, h.Value)
@@ -63,8 +76,10 @@ func (s *Service) claimName(ctx context.Context, kind, name, id string, load fun
 	return events.Errorf(events.EConflict, "The %s name %q is being claimed concurrently; try again.", kind, name)
 }
 
-// registrationBound is longer than any registration or update takes (Prepare connects
-// and runs its statements under driver.ConnectTimeout and the request's own deadline).
+// registrationBound is longer than any registration or update takes from its claim to
+// its append (Prepare runs under the workers' operation timeout, 30 s, the append under
+// NATS's). A reservation's time is the NATS server's, read by this process's clock: the
+// two are to agree within a fraction of it (NTP).
 var registrationBound = 2 * time.Minute
 
 // releaseName frees name of kind when id holds it. Its callers know the name is not, or
@@ -88,13 +103,19 @@ func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
 // or a rename another request recorded, which a rename that failed must not free. One
 // removed bears nothing; a read that fails otherwise says yes: the name is kept.
 func (s *Service) bears(ctx context.Context, kind, name, id string, load func(context.Context, string) (string, error)) bool {
+	borne, err := s.borne(ctx, kind, name, id, load)
+	return err != nil || borne
+}
+
+// borne is bears with the failure to read said.
+func (s *Service) borne(ctx context.Context, kind, name, id string, load func(context.Context, string) (string, error)) (bool, error) {
 	read, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/4)
 	defer cancel()
 	cur, err := load(read, id)
 	if events.ErrorCode(err) == events.ENotFound {
-		return false
+		return false, nil
 	}
-	return err != nil || nameKey(kind, cur) == nameKey(kind, name)
+	return err == nil && nameKey(kind, cur) == nameKey(kind, name), err
 }
 
 // unrecorded reports whether the stream's leader says subject is still at last: an
