@@ -149,7 +149,7 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 	if err != nil || !ok {
 		return fail(op, err, events.EInternal, "Could not look up the target's group role.", req.Conn.Password)
 	}
-	if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(group)+" NOLOGIN"); err != nil {
+	if _, err := conn.Exec(ctx, lockTimeout+"ALTER ROLE "+ident(group)+" NOLOGIN"); err != nil {
 		return failRemoval(op, err, "Could not lock the target's group role.", req.Conn.Password)
 	}
 	dbs, err := aclDatabases(ctx, conn, oid, conn.Conn().Config().Database)
@@ -168,7 +168,7 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 			return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 		}
 	}
-	if err := revokeDatabases(ctx, conn, oid, group, nil); err != nil {
+	if err := revokeDatabases(ctx, conn, oid, group, nil, lockTimeout); err != nil {
 		return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 	}
 	var owned int
@@ -181,22 +181,27 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 			"group", group, "objects", owned)
 		return nil
 	}
-	if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+ident(group)); err != nil {
+	if _, err := conn.Exec(ctx, lockTimeout+"DROP ROLE IF EXISTS "+ident(group)); err != nil {
 		return failRemoval(op, err, "Could not drop the target's group role.", req.Conn.Password)
 	}
 	return nil
 }
 
-// failRemoval answers a removal's statement that failed. One another session's lock or
-// a catalog conflict kept from finishing (past the retries) is ETargetUnavailable, as for
-// a database that does not answer or, on MySQL, one whose backup holds account changes:
-// it passes by itself, and a removal nothing records again (the undo of a registration
-// not recorded, a removed target's setup made again) is tried again only for what may
-// pass. After a cut, the cut session's statement may still hold what the next attempt
-// needs.
+// failRemoval answers a removal's statement that failed. One another session's lock
+// (waited for 2 s: lockTimeout) or a catalog conflict kept from finishing (past the
+// retries) is ETargetUnavailable, as for a database that does not answer or, on MySQL,
+// one whose backup holds account changes: it passes by itself, and a removal nothing
+// records again (the undo of a registration not recorded, a removed target's setup made
+// again) is tried again only for what may pass. After a cut, the cut session's statement
+// may still hold what the next attempt needs. (XX000 is PostgreSQL's "tuple concurrently
+// updated" under concurrent catalog changes, and any other internal error too: those are
+// tried again as well, within the same bounds.)
 func failRemoval(op string, err error, msg, password string) error {
-	if retryable(err) || sqlState(err) == stateLockNotAvail {
-		return fail(op, err, events.ETargetUnavailable, msg+" Another session holds a lock on it or changed it at the same moment.", password)
+	switch {
+	case sqlState(err) == stateLockNotAvail || sqlState(err) == stateDeadlock:
+		return fail(op, err, events.ETargetUnavailable, msg+" Another session holds a lock on it.", password)
+	case retryable(err):
+		return fail(op, err, events.ETargetUnavailable, msg+" The database could not change it now; it may pass.", password)
 	}
 	return fail(op, err, events.EInternal, msg, password)
 }
@@ -394,7 +399,7 @@ func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Co
 	}
 	slices.Sort(dbs)
 	dbs = slices.Compact(dbs)
-	if err := revokeDatabases(ctx, held, oid, group, granted); err != nil {
+	if err := revokeDatabases(ctx, held, oid, group, granted, ""); err != nil {
 		return err
 	}
 	for _, db := range dbs {
@@ -522,9 +527,10 @@ func aclDatabases(ctx context.Context, q querier, role uint32, home string) ([]s
 	return append(dbs, home), nil
 }
 
-// revokeDatabases revokes role's privileges on every database not in keep. Database
-// privileges are cluster-wide, so one connection does it.
-func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool) error {
+// revokeDatabases revokes role's privileges on every database not in keep, each
+// statement after prefix (a removal's lock timeout). Database privileges are
+// cluster-wide, so one connection does it.
+func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool, prefix string) error {
 	rows, err := q.Query(ctx, `SELECT d.datname FROM pg_catalog.pg_database d
 		WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a WHERE a.grantee = $1)`, role)
 	if err != nil {
@@ -538,7 +544,7 @@ func revokeDatabases(ctx context.Context, q querier, role uint32, name string, k
 		if keep[db] {
 			continue
 		}
-		if _, err := q.Exec(ctx, "REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
+		if _, err := q.Exec(ctx, prefix+"REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
 			return fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
 		}
 	}
