@@ -20,8 +20,8 @@ func TestFailover_NATSLeader(t *testing.T) {
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3 })
 	admin := srv.admin(t)
 	target := registerOnAFreshCluster(t, admin, eng.target(t))
-	long := mustLease(t, admin, target.RecordUID, 3600)
-	short := mustLease(t, admin, target.RecordUID, 5)
+	long := leaseOnAFreshCluster(t, admin, target.RecordUID, 3600)
+	short := leaseOnAFreshCluster(t, admin, target.RecordUID, 5)
 
 	info, err := srv.store.Info(ctx)
 	if err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
@@ -77,14 +77,8 @@ func TestFailover_RevokeWithoutQuorum(t *testing.T) {
 	srv := mustServer(t, "", func(c *Config) { c.NATSURL = urls; c.Replicas = 3; c.RequestTimeout = 3 * time.Second })
 	admin := srv.admin(t)
 	target := registerOnAFreshCluster(t, admin, eng.target(t))
-	// The short deadline is for the revocation; a create on a loaded machine may miss it
-	// too, and a 504 on a create says to try again.
-	var l *client.Lease
-	eventually(t, 30*time.Second, "a lease to revoke", func() (bool, error) {
-		var err error
-		l, err = admin.CreateLease(ctx, target.RecordUID, 3600)
-		return err == nil, err
-	})
+	// The short deadline is for the revocation; a create may miss it too.
+	l := leaseOnAFreshCluster(t, admin, target.RecordUID, 3600)
 	t.Cleanup(func() { _ = eng.admin(context.Background(), "DROP ROLE IF EXISTS "+l.Username) })
 	for _, ns := range servers[:2] {
 		ns.Shutdown()
@@ -124,4 +118,18 @@ func registerOnAFreshCluster(t *testing.T, admin *client.Client, tg client.Targe
 		return false, err
 	})
 	return target
+}
+
+// leaseOnAFreshCluster creates a lease on a cluster formed moments ago, where a loaded
+// machine may hold a create past the request's deadline (seen in CI: 504 after 15 s while
+// every package compiled): a 504 on a create says nothing was left and to try again.
+func leaseOnAFreshCluster(t *testing.T, admin *client.Client, recordUID string, ttl int) *client.Lease {
+	t.Helper()
+	var l *client.Lease
+	eventually(t, 60*time.Second, "a lease on the fresh cluster", func() (bool, error) {
+		var err error
+		l, err = admin.CreateLease(context.Background(), recordUID, ttl)
+		return err == nil, err
+	})
+	return l
 }
