@@ -8,6 +8,7 @@ import (
 
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -114,9 +115,9 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	}()
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
-		// Refused partway, it may have set some of the target's databases (one
-		// transaction each, in turn) to grants no record names.
-		s.restoreTarget(ctx, t, adminPassword)
+		if errors.Is(err, driver.ErrPartlyApplied) { // some of its databases set already
+			s.restoreTarget(ctx, t, adminPassword)
+		}
 		return t, 0, err
 	}
 	t.SealedAdminPassword = s.cfg.Sealer.Seal([]byte(adminPassword), t.AdminPasswordAAD())

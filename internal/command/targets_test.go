@@ -18,6 +18,7 @@ import (
 	"github.com/syvault/syvault/internal/seal"
 	"github.com/syvault/syvault/internal/tcpproxy"
 	"github.com/syvault/syvault/projections"
+	"github.com/syvault/syvault/workers/driver"
 )
 
 // recorder accepts every target, calling hold (when set) at the start of each Prepare
@@ -35,6 +36,7 @@ type recorder struct {
 	isNew          []bool // of each Prepare
 	undone         []events.Target
 	passwords      []string // of each Unprepare
+	refuse         error    // what each Prepare answers, its grants applied as given
 }
 
 func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) error {
@@ -48,7 +50,7 @@ func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew b
 	if p.verified != nil {
 		p.verified(t)
 	}
-	return nil
+	return p.refuse
 }
 
 func (p *recorder) Reprepare(_ context.Context, t events.Target) error {
@@ -615,6 +617,36 @@ func TestUpdateTarget_ARenameBackHoldsItsOldReservation(t *testing.T) {
 	}
 	if err := <-answer; err != nil {
 		t.Fatalf("the rename back: %v", err)
+	}
+}
+
+// A PUT its database refused after setting some of the target's databases (PostgreSQL
+// sets them one transaction each, in turn) left those with grants no record names. Now
+// the database is set back to the target as recorded; a PUT refused before it changed
+// anything is not followed by a second round on the database.
+func TestUpdateTarget_RefusedPartwayIsSetBack(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		refusal error
+		want    string // the table of the grants the database is left with
+	}{
+		{"partway", driver.PartlyApplied(events.Errorf(events.ETargetUnverified, "Cannot apply grant 2.")), "before"},
+		{"before any change", events.Errorf(events.ETargetUnverified, "Cannot apply grant 1."), "after"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &recorder{}
+			s := newService(t, jstest.MustStore(t), p)
+			reg, _ := registeredTarget(t, s)
+			p.refuse = tc.refusal
+			upd := reg
+			upd.Grants = grants("after")
+			if _, _, err := s.UpdateTarget(t.Context(), reg.RecordUID, upd, "pw", "", nil); events.ErrorCode(err) != events.ETargetUnverified {
+				t.Fatalf("the refused PUT: %v; want its refusal", err)
+			}
+			if got := p.last(); got[0].Tables[0] != tc.want {
+				t.Fatalf("the database was left with the grants on %q; want %q", got[0].Tables[0], tc.want)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,30 @@ import (
 	"github.com/syvault/syvault/events"
 )
 
+// ErrPartlyApplied is in the chain of a Prepare's failure that came after some of the
+// target's settings were committed on its database (PostgreSQL sets a target's databases
+// one transaction each, in turn): the database holds grants no record names until the
+// caller sets it back to the target as recorded.
+var ErrPartlyApplied = errors.New("some of the target's settings were applied before the failure")
+
+// PartlyApplied marks err, a Prepare's failure carrying an *events.Error, with
+// ErrPartlyApplied, keeping its code and message.
+func PartlyApplied(err error) error {
+	var ee *events.Error
+	if !errors.As(err, &ee) {
+		return errors.Join(err, ErrPartlyApplied)
+	}
+	cause := ee.Err
+	if cause == nil {
+		cause = errors.New(ee.Message)
+	}
+	return events.Wrap(partly{cause}, ee.Code, ee.Message)
+}
+
+type partly struct{ error }
+
+func (p partly) Unwrap() []error { return []error{p.error, ErrPartlyApplied} }
+
 // DriverError is the error a Driver method hands back: an *events.Error whose code is
 // ETargetUnavailable when unavailable says the target could not be reached (with
 // unavailableMsg) and code otherwise (with msg), and whose cause is prefixed with op and

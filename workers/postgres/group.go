@@ -62,6 +62,9 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 			d.undoGroup(uctx, req)
 			cancel()
 		}
+		if errors.As(err, new(appliedError)) {
+			return driver.PartlyApplied(failVerify(op, err, req.Conn))
+		}
 		return failVerify(op, err, req.Conn)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "group", group, "grants", len(specs))
@@ -168,7 +171,7 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 			return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 		}
 	}
-	if err := revokeDatabases(ctx, conn, oid, group, nil, lockTimeout); err != nil {
+	if _, err := revokeDatabases(ctx, conn, oid, group, nil, lockTimeout); err != nil {
 		return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 	}
 	var owned int
@@ -186,6 +189,11 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 	}
 	return nil
 }
+
+// appliedError is grantGroup's failure after it changed the group's privileges.
+type appliedError struct{ error }
+
+func (e appliedError) Unwrap() error { return e.error }
 
 // failRemoval answers a removal's statement that failed. One another session's lock
 // (waited for 2 s: lockTimeout) or a catalog conflict kept from finishing (past the
@@ -381,8 +389,15 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 }
 
 // grantGroup makes the admin a member of group (of oid) and gives it exactly the grants
-// of specs, for ensureGroup.
-func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, oid uint32, specs []grantSpec) error {
+// of specs, for ensureGroup. A failure after it changed the group's privileges in some
+// database is an appliedError.
+func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, oid uint32, specs []grantSpec) (err error) {
+	applied := false
+	defer func() {
+		if err != nil && applied {
+			err = appliedError{err}
+		}
+	}()
 	if err := joinGroup(ctx, held, group); err != nil {
 		return err
 	}
@@ -399,7 +414,9 @@ func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Co
 	}
 	slices.Sort(dbs)
 	dbs = slices.Compact(dbs)
-	if err := revokeDatabases(ctx, held, oid, group, granted, ""); err != nil {
+	revoked, err := revokeDatabases(ctx, held, oid, group, granted, "")
+	applied = revoked > 0
+	if err != nil {
 		return err
 	}
 	for _, db := range dbs {
@@ -426,6 +443,7 @@ func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Co
 			if err := retry(ctx, func() error { _, err := conn.Exec(ctx, lockTimeout+stmts); return err }); err != nil {
 				return err
 			}
+			applied = true // committed: what follows only checks it
 			for i, s := range specs {
 				if s.database != db {
 					continue
@@ -528,27 +546,28 @@ func aclDatabases(ctx context.Context, q querier, role uint32, home string) ([]s
 }
 
 // revokeDatabases revokes role's privileges on every database not in keep, each
-// statement after prefix (a removal's lock timeout). Database privileges are
-// cluster-wide, so one connection does it.
-func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool, prefix string) error {
+// statement after prefix (a removal's lock timeout), and says on how many. Database
+// privileges are cluster-wide, so one connection does it.
+func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool, prefix string) (revoked int, err error) {
 	rows, err := q.Query(ctx, `SELECT d.datname FROM pg_catalog.pg_database d
 		WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a WHERE a.grantee = $1)`, role)
 	if err != nil {
-		return fmt.Errorf("list the role's databases: %w", err)
+		return 0, fmt.Errorf("list the role's databases: %w", err)
 	}
 	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return fmt.Errorf("list the role's databases: %w", err)
+		return 0, fmt.Errorf("list the role's databases: %w", err)
 	}
 	for _, db := range dbs {
 		if keep[db] {
 			continue
 		}
 		if _, err := q.Exec(ctx, prefix+"REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
-			return fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
+			return revoked, fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
 		}
+		revoked++
 	}
-	return nil
+	return revoked, nil
 }
 
 // revokeStatements returns the statements that take from role (named name) every
