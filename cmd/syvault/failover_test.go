@@ -122,13 +122,22 @@ func registerOnAFreshCluster(t *testing.T, admin *client.Client, tg client.Targe
 
 // leaseOnAFreshCluster creates a lease on a cluster formed moments ago, where a loaded
 // machine may hold a create past the request's deadline (seen in CI: 504 after 15 s while
-// every package compiled): a 504 on a create says nothing was left and to try again.
+// every package compiled): a 504 or 503 on a create says nothing was left and to try
+// again. Any other failure fails the test.
 func leaseOnAFreshCluster(t *testing.T, admin *client.Client, recordUID string, ttl int) *client.Lease {
 	t.Helper()
 	var l *client.Lease
 	eventually(t, 60*time.Second, "a lease on the fresh cluster", func() (bool, error) {
+		start := time.Now()
 		var err error
 		l, err = admin.CreateLease(context.Background(), recordUID, ttl)
+		var ce *client.Error
+		if err != nil && (!errors.As(err, &ce) || ce.Status != 504 && ce.Status != 503) {
+			t.Fatalf("a lease on the fresh cluster: %v", err)
+		}
+		if err != nil {
+			t.Logf("a lease on the fresh cluster, after %v: %v; trying again", time.Since(start).Round(time.Millisecond), err)
+		}
 		return err == nil, err
 	})
 	return l
