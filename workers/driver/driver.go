@@ -110,7 +110,9 @@ type RemoveTargetRequest struct {
 // error or log line holds a password.
 type Driver interface {
 	// Prepare verifies the admin's rights for the grants and creates or refreshes what the
-	// target's users share. Called when a target is registered; safe to call again.
+	// target's users share. Called when a target is registered; safe to call again. A
+	// failure after it changed, or may have changed, what the target's users hold (a
+	// statement committed, or sent and never answered) carries ErrPartlyApplied.
 	Prepare(ctx context.Context, req PrepareRequest) error
 	// CreateUser creates a login user with exactly the grants, its password set, and (where
 	// the engine has it) a database-side expiry. A user of that name that already exists

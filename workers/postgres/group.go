@@ -62,7 +62,8 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 			d.undoGroup(uctx, req)
 			cancel()
 		}
-		if errors.As(err, new(appliedError)) {
+		// An update that made the group again (it had gone) changed the database too.
+		if errors.As(err, new(appliedError)) || created && !req.New {
 			return driver.PartlyApplied(failVerify(op, err, req.Conn))
 		}
 		return failVerify(op, err, req.Conn)
@@ -190,10 +191,19 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 	return nil
 }
 
-// appliedError is grantGroup's failure after it changed the group's privileges.
+// appliedError is grantGroup's failure after it changed, or may have changed, the
+// group's privileges.
 type appliedError struct{ error }
 
 func (e appliedError) Unwrap() error { return e.error }
+
+// mayHaveRun reports whether err is a statement's that was sent and never answered (a
+// cancelled request, a cut connection): the server may run it to its commit after the
+// client has stopped waiting, pgx sending no cancel.
+func mayHaveRun(err error) bool {
+	var ce *pgconn.ConnectError
+	return err != nil && sqlState(err) == "" && !errors.As(err, &ce) && !pgconn.SafeToRetry(err)
+}
 
 // failRemoval answers a removal's statement that failed. One another session's lock
 // (waited for 2 s: lockTimeout) or a catalog conflict kept from finishing (past the
@@ -441,6 +451,7 @@ func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Co
 				return nil
 			}
 			if err := retry(ctx, func() error { _, err := conn.Exec(ctx, lockTimeout+stmts); return err }); err != nil {
+				applied = applied || mayHaveRun(err)
 				return err
 			}
 			applied = true // committed: what follows only checks it
@@ -546,7 +557,8 @@ func aclDatabases(ctx context.Context, q querier, role uint32, home string) ([]s
 }
 
 // revokeDatabases revokes role's privileges on every database not in keep, each
-// statement after prefix (a removal's lock timeout), and says on how many. Database
+// statement after prefix (a removal's lock timeout), and says on how many it may have
+// (one whose answer was lost counts). Database
 // privileges are cluster-wide, so one connection does it.
 func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool, prefix string) (revoked int, err error) {
 	rows, err := q.Query(ctx, `SELECT d.datname FROM pg_catalog.pg_database d
@@ -563,6 +575,9 @@ func revokeDatabases(ctx context.Context, q querier, role uint32, name string, k
 			continue
 		}
 		if _, err := q.Exec(ctx, prefix+"REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
+			if mayHaveRun(err) {
+				revoked++
+			}
 			return revoked, fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
 		}
 		revoked++

@@ -347,6 +347,56 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 	}
 }
 
+// A PUT's statements that went unanswered (its request cancelled while a GRANT waited on
+// a migration's lock) may still commit once the lock is let go: pgx sends no cancel. Its
+// failure must say so (driver.ErrPartlyApplied), for the caller to set the database back
+// to the target as recorded; a PUT refused before it changed anything says nothing of
+// the kind.
+func TestDriver_APutCutWhileItsGrantWaitsMayHaveApplied(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	missing := []events.Grant{{Database: s.Database, Schema: "public", Tables: []string{"no_such_table"}, Privileges: []string{"SELECT"}}}
+	err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: missing})
+	if err == nil || errors.Is(err, driver.ErrPartlyApplied) {
+		t.Fatalf("a PUT refused before any change: %v; want a refusal not marked as partly applied", err)
+	}
+
+	migration := migrating(t, c, s)
+	super, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(context.Background())
+	put, cancel := context.WithCancel(ctx)
+	answer := make(chan error, 1)
+	go func() { answer <- d.Prepare(put, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}) }()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var waiting bool
+		if err := super.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%GRANT%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the PUT's GRANT never waited on the migration's lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	err = <-answer
+	if _, rerr := migration.Exec(ctx, "ROLLBACK"); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil || !errors.Is(err, driver.ErrPartlyApplied) {
+		t.Fatalf("a PUT cut while its GRANT waited: %v; want it marked as partly applied", err)
+	}
+}
+
 // TestDriver_ARefusedRegistrationLeavesNoGroup: a registration makes the target's group
 // role, makes the admin its member, then grants; a grant refused there (a table busy in
 // a migration, a registration cancelled by its client) left the group and the admin's
