@@ -17,9 +17,10 @@ import (
 )
 
 // ErrPartlyApplied is in the chain of a Prepare's failure that came after some of the
-// target's settings were committed on its database (PostgreSQL sets a target's databases
-// one transaction each, in turn): the database holds grants no record names until the
-// caller sets it back to the target as recorded.
+// target's settings were, or may have been, committed on its database (PostgreSQL sets a
+// target's databases one transaction each, in turn; a statement whose answer was lost
+// may have run): the database may hold grants no record names until the caller sets it
+// back to the target as recorded.
 var ErrPartlyApplied = errors.New("some of the target's settings were applied before the failure")
 
 // PartlyApplied marks err, a Prepare's failure carrying an *events.Error, with

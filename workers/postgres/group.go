@@ -46,24 +46,30 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 	}
 	created, cut, err := d.prepare(ctx, req.Conn, group, specs)
 	if err != nil {
-		if created && req.New {
-			// One deadline for the whole undo, which outlives ctx: a cancelled
-			// registration must not leave the group either.
-			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
-			// A statement whose answer was cut off may still be running in its session,
-			// and a CREATE ROLE that commits after the undo looked would stay: the
-			// session ends first.
-			if cut != 0 {
-				if eerr := d.endBackend(uctx, req.Conn, cut); eerr != nil {
-					d.logger.WarnContext(ctx, "could not end the admin session of a cancelled registration", "pid", cut,
-						"error", driver.Scrub(eerr, secret).Error())
-				}
+		// One deadline for the whole clean-up, which outlives ctx: a cancelled
+		// registration must not leave the group either.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), driver.UndoTimeout)
+		defer cancel()
+		// A statement whose answer was cut off may still be running in its session (pgx
+		// sends no cancel), and would commit after the undo, or an update's set-back,
+		// looked: a CREATE ROLE would stay, a GRANT add what no record names. Those
+		// sessions end first.
+		var applied appliedError
+		partly := errors.As(err, &applied)
+		for _, pid := range append(applied.cut, cut) {
+			if pid == 0 {
+				continue
 			}
+			if eerr := d.endBackend(uctx, req.Conn, pid); eerr != nil {
+				d.logger.WarnContext(ctx, "could not end the admin session of a cancelled change of the target", "pid", pid,
+					"error", driver.Scrub(eerr, secret).Error())
+			}
+		}
+		if created && req.New {
 			d.undoGroup(uctx, req)
-			cancel()
 		}
 		// An update that made the group again (it had gone) changed the database too.
-		if errors.As(err, new(appliedError)) || created && !req.New {
+		if partly || created && !req.New {
 			return driver.PartlyApplied(failVerify(op, err, req.Conn))
 		}
 		return failVerify(op, err, req.Conn)
@@ -192,8 +198,12 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 }
 
 // appliedError is grantGroup's failure after it changed, or may have changed, the
-// group's privileges.
-type appliedError struct{ error }
+// group's privileges; cut names the backends (in databases other than the target's own)
+// whose statement went unanswered.
+type appliedError struct {
+	error
+	cut []uint32
+}
 
 func (e appliedError) Unwrap() error { return e.error }
 
@@ -403,9 +413,10 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 // database is an appliedError.
 func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, oid uint32, specs []grantSpec) (err error) {
 	applied := false
+	var cut []uint32
 	defer func() {
 		if err != nil && applied {
-			err = appliedError{err}
+			err = appliedError{err, cut}
 		}
 	}()
 	if err := joinGroup(ctx, held, group); err != nil {
@@ -451,7 +462,12 @@ func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Co
 				return nil
 			}
 			if err := retry(ctx, func() error { _, err := conn.Exec(ctx, lockTimeout+stmts); return err }); err != nil {
-				applied = applied || mayHaveRun(err)
+				if mayHaveRun(err) {
+					applied = true
+					if conn != held { // held's is the caller's to end
+						cut = append(cut, conn.Conn().PgConn().PID())
+					}
+				}
 				return err
 			}
 			applied = true // committed: what follows only checks it

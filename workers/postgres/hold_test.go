@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -320,8 +321,8 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 	defer cancel()
 	err := d.Prepare(pctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
 	if err == nil || pctx.Err() != nil || events.ErrorCode(err) != events.ETargetUnverified ||
-		!strings.Contains(events.ErrorMessage(err), "another transaction") {
-		t.Fatalf("PUT behind a busy table = %v (deadline: %v), want a refusal naming the other transaction", err, pctx.Err())
+		!strings.Contains(events.ErrorMessage(err), "another transaction") || errors.Is(err, driver.ErrPartlyApplied) {
+		t.Fatalf("PUT behind a busy table = %v (deadline: %v), want a refusal naming the other transaction, nothing applied", err, pctx.Err())
 	}
 	if !c.roleExists(t, "syvault_"+uid) {
 		t.Fatal("a refused PUT dropped the group its target's leases are in")
@@ -342,17 +343,18 @@ func TestDriver_PutDoesNotWaitOnABusyTable(t *testing.T) {
 	qctx, cancel2 := context.WithTimeout(ctx, dropDeadline)
 	defer cancel2()
 	err = d.Prepare(qctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants})
-	if events.ErrorCode(err) != events.ETargetUnverified || !c.roleExists(t, "syvault_"+uid) {
-		t.Fatalf("a PUT refused after it made the missing group: %v; the group must stay", err)
+	if events.ErrorCode(err) != events.ETargetUnverified || !c.roleExists(t, "syvault_"+uid) || !errors.Is(err, driver.ErrPartlyApplied) {
+		t.Fatalf("a PUT refused after it made the missing group: %v; the group must stay, the refusal saying it changed the database", err)
 	}
 }
 
 // A PUT's statements that went unanswered (its request cancelled while a GRANT waited on
-// a migration's lock) may still commit once the lock is let go: pgx sends no cancel. Its
-// failure must say so (driver.ErrPartlyApplied), for the caller to set the database back
-// to the target as recorded; a PUT refused before it changed anything says nothing of
-// the kind.
-func TestDriver_APutCutWhileItsGrantWaitsMayHaveApplied(t *testing.T) {
+// a migration's lock) ran on once the lock was let go, pgx sending no cancel, and
+// committed grants no record names, after the PUT had answered. The session is now
+// ended before the PUT answers, and its failure says the database may have changed
+// (driver.ErrPartlyApplied), for the caller to set it back to the target as recorded; a
+// PUT refused before it changed anything says nothing of the kind.
+func TestDriver_APutCutWhileItsGrantWaitsCommitsNothingLater(t *testing.T) {
 	c, s, d, admin, uid := setUp(t)
 	ctx := t.Context()
 	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
@@ -370,18 +372,20 @@ func TestDriver_APutCutWhileItsGrantWaitsMayHaveApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer super.Close(context.Background())
-	put, cancel := context.WithCancel(ctx)
-	answer := make(chan error, 1)
-	go func() { answer <- d.Prepare(put, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}) }()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		var waiting bool
-		if err := super.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%GRANT%')`).Scan(&waiting); err != nil {
+	grantsAt := func(state string) int {
+		var n int
+		if err := super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = $1 AND pid <> pg_backend_pid() AND query LIKE '%GRANT%'`+state, s.Database).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if waiting {
-			break
-		}
+		return n
+	}
+	wider := slices.Clone(s.Grants)
+	wider[0].Privileges = append(slices.Clone(wider[0].Privileges), "UPDATE")
+	put, cancel := context.WithCancel(ctx)
+	answer := make(chan error, 1)
+	go func() { answer <- d.Prepare(put, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wider}) }()
+	for deadline := time.Now().Add(30 * time.Second); grantsAt(" AND wait_event_type = 'Lock'") == 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("the PUT's GRANT never waited on the migration's lock")
 		}
@@ -394,6 +398,19 @@ func TestDriver_APutCutWhileItsGrantWaitsMayHaveApplied(t *testing.T) {
 	}
 	if err == nil || !errors.Is(err, driver.ErrPartlyApplied) {
 		t.Fatalf("a PUT cut while its GRANT waited: %v; want it marked as partly applied", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); grantsAt("") > 0; { // its session's end, whichever way
+		if time.Now().After(deadline) {
+			t.Fatal("the cut PUT's session never ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var update bool
+	if err := super.QueryRow(ctx, "SELECT has_table_privilege($1, $2, 'UPDATE')", "syvault_"+uid, s.Granted).Scan(&update); err != nil {
+		t.Fatal(err)
+	}
+	if update {
+		t.Fatal("the cut PUT's GRANT committed after it answered: the group holds UPDATE, which no record names")
 	}
 }
 
