@@ -511,8 +511,9 @@ func withinSetupRetry(t time.Time) bool {
 // end, ctx done or not. A target is often removed because its server is going away:
 // retried without end, the removal itself could fail for good, so its failure is logged,
 // and returned only when it is to be retried (for a while after the removal: see
-// removeSetupAgain) and the database did not answer: a refusal, or a password that cannot
-// be opened, would be the same an hour on. What is left cannot log in, and holds no lease
+// removeSetupAgain) and the database did not answer, or another session held what the
+// removal changes: a refusal, or a password that cannot be opened, would be the same an
+// hour on. What is left cannot log in, and holds no lease
 // user once the revoker has dropped them; a user that made objects hands them at its drop
 // to a group made again to own them, a group that cannot log in, as a removal keeps a
 // group that owns objects.
@@ -683,9 +684,9 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			// removed: its create may have made the target's group (or MySQL marker
 			// role) again, and its drop hands what it owned to that group. That is
 			// removed again once the drop is recorded, not to hold the lease up; what
-			// may pass (a turn or a read not had, the database not answering within
-			// an hour of the removal) has the revocation come back for the setup
-			// alone (below). Anything else is logged.
+			// may pass (a turn or a read not had, the database not answering or
+			// another session's lock, within an hour of the removal) has the
+			// revocation come back for the setup alone (below). Anything else is logged.
 			removeSetup = true
 		}
 		return l.Dropped(time.Now()), nil
@@ -957,10 +958,11 @@ func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword 
 }
 
 // Unprepare's retries: the first pause, and how long after the first attempt another
-// may begin.
-const undoBackoff = 250 * time.Millisecond
-
-var undoRetryFor = 10 * time.Second
+// may begin (a variable for the test of its bound).
+var (
+	undoBackoff  = 250 * time.Millisecond
+	undoRetryFor = 10 * time.Second
+)
 
 // removeSetup removes what Prepare set up for t, connecting with adminPassword, within
 // ctx and an operation's timeout.

@@ -13,8 +13,8 @@ import (
 // A PostgreSQL target's databases are set one transaction each, in turn: a PUT refused in
 // its second database (a migration holding the table there) kept its new grants in the
 // first, which no recorded setting names: lease users held privileges the audit log says
-// were refused (or lost ones it says they keep). A refused PUT now sets the database back
-// to the target as recorded.
+// were refused (or lost ones it says they keep). A PUT refused partway now sets the
+// database back to the target as recorded.
 func TestTarget_ARefusedPutLeavesTheGrantsAsRecorded(t *testing.T) {
 	eng := postgresEngine(t)
 	ctx := context.Background()

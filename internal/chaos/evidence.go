@@ -18,7 +18,8 @@ import (
 // directory: so the report ends with, for each lease a violation names (the first few),
 // its history in the stream and the lines of every process's log that mention it or its
 // user; for each target (the first few), its last event, its leases, and the lines that
-// mention it. Logs carry no secret (the services never log one), so neither does this.
+// mention it. Logs carry no secret (the services never log one; PostgreSQL logs errors
+// only, MariaDB no statement), so neither does this.
 const (
 	evidenceLeases = 4
 	// evidenceLogLines is per log file: the last lines, nearest the violation.

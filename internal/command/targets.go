@@ -115,7 +115,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	}()
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
-		if errors.Is(err, driver.ErrPartlyApplied) { // some of its databases set already
+		if errors.Is(err, driver.ErrPartlyApplied) { // some of its databases set, or maybe
 			s.restoreTarget(ctx, t, adminPassword)
 		}
 		return t, 0, err

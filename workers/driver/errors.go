@@ -21,7 +21,7 @@ import (
 // target's databases one transaction each, in turn; a statement whose answer was lost
 // may have run): the database may hold grants no record names until the caller sets it
 // back to the target as recorded.
-var ErrPartlyApplied = errors.New("some of the target's settings were applied before the failure")
+var ErrPartlyApplied = errors.New("some of the target's settings were, or may have been, applied before the failure")
 
 // PartlyApplied marks err, a Prepare's failure carrying an *events.Error, with
 // ErrPartlyApplied, keeping its code and message.

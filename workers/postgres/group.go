@@ -178,7 +178,7 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 			return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 		}
 	}
-	if _, err := revokeDatabases(ctx, conn, oid, group, nil, lockTimeout); err != nil {
+	if _, err := revokeDatabases(ctx, conn, oid, group, nil); err != nil {
 		return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 	}
 	var owned int
@@ -217,10 +217,10 @@ func mayHaveRun(err error) bool {
 
 // failRemoval answers a removal's statement that failed. One another session's lock
 // (waited for 2 s: lockTimeout) or a catalog conflict kept from finishing (past the
-// retries) is ETargetUnavailable, as for a database that does not answer or, on MySQL,
-// one whose backup holds account changes: it passes by itself, and a removal nothing
-// records again (the undo of a registration not recorded, a removed target's setup made
-// again) is tried again only for what may pass. After a cut, the cut session's statement
+// retries) is ETargetUnavailable, as for a database that does not answer or one whose
+// backup holds account changes (MariaDB's global read lock): it passes by itself, and a
+// removal nothing records again (the undo of a registration not recorded, a removed
+// target's setup made again) is tried again only for what may pass. After a cut, the cut session's statement
 // may still hold what the next attempt needs. (XX000 is PostgreSQL's "tuple concurrently
 // updated" under concurrent catalog changes, and any other internal error too: those are
 // tried again as well, within the same bounds.)
@@ -409,8 +409,8 @@ func (d *Driver) ensureGroup(ctx context.Context, held *pgxpool.Conn, c driver.C
 }
 
 // grantGroup makes the admin a member of group (of oid) and gives it exactly the grants
-// of specs, for ensureGroup. A failure after it changed the group's privileges in some
-// database is an appliedError.
+// of specs, for ensureGroup. A failure after it changed, or may have changed, the
+// group's privileges in some database is an appliedError.
 func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Conn, group string, oid uint32, specs []grantSpec) (err error) {
 	applied := false
 	var cut []uint32
@@ -435,8 +435,8 @@ func (d *Driver) grantGroup(ctx context.Context, held *pgxpool.Conn, c driver.Co
 	}
 	slices.Sort(dbs)
 	dbs = slices.Compact(dbs)
-	revoked, err := revokeDatabases(ctx, held, oid, group, granted, "")
-	applied = revoked > 0
+	revoked, err := revokeDatabases(ctx, held, oid, group, granted)
+	applied = revoked
 	if err != nil {
 		return err
 	}
@@ -572,31 +572,27 @@ func aclDatabases(ctx context.Context, q querier, role uint32, home string) ([]s
 	return append(dbs, home), nil
 }
 
-// revokeDatabases revokes role's privileges on every database not in keep, each
-// statement after prefix (a removal's lock timeout), and says on how many it may have
-// (one whose answer was lost counts). Database
-// privileges are cluster-wide, so one connection does it.
-func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool, prefix string) (revoked int, err error) {
+// revokeDatabases revokes role's privileges on every database not in keep, and says
+// whether it did, or may have (a statement whose answer was lost). Database privileges
+// are cluster-wide, so one connection does it.
+func revokeDatabases(ctx context.Context, q querier, role uint32, name string, keep map[string]bool) (revoked bool, err error) {
 	rows, err := q.Query(ctx, `SELECT d.datname FROM pg_catalog.pg_database d
 		WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(d.datacl) a WHERE a.grantee = $1)`, role)
 	if err != nil {
-		return 0, fmt.Errorf("list the role's databases: %w", err)
+		return false, fmt.Errorf("list the role's databases: %w", err)
 	}
 	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return 0, fmt.Errorf("list the role's databases: %w", err)
+		return false, fmt.Errorf("list the role's databases: %w", err)
 	}
 	for _, db := range dbs {
 		if keep[db] {
 			continue
 		}
-		if _, err := q.Exec(ctx, prefix+"REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
-			if mayHaveRun(err) {
-				revoked++
-			}
-			return revoked, fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
+		if _, err := q.Exec(ctx, lockTimeout+"REVOKE ALL ON DATABASE "+ident(db)+" FROM "+ident(name)); err != nil {
+			return revoked || mayHaveRun(err), fmt.Errorf("revoke the role's privileges on database %q: %w", db, err)
 		}
-		revoked++
+		revoked = true
 	}
 	return revoked, nil
 }
