@@ -21,10 +21,10 @@ import (
 	"github.com/syvault/syvault/workers/driver"
 )
 
-// recorder accepts every target, calling hold (when set) at the start of each Prepare
-// and verified (when set) at its end, and records what each Prepare and Reprepare gave
-// the target's database (nil: RemoveTarget or Unprepare took it away) and what it is
-// asked to undo.
+// recorder accepts every target (or answers refuse), calling hold (when set) at the
+// start of each Prepare and verified (when set) at its end, and records what each
+// Prepare and Reprepare gave the target's database (nil: RemoveTarget or Unprepare took
+// it away) and what it is asked to undo.
 type recorder struct {
 	nopPreparer
 	hold           func(events.Target)
@@ -593,14 +593,16 @@ func TestUpdateTarget_ARenameBackHoldsItsOldReservation(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := registrationBound
-	registrationBound = 3 * time.Second
+	registrationBound = time.Second
 	t.Cleanup(func() { registrationBound = old })
+	key := nameKey("target", "orders")
+	var kept jsstore.Holding
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		h, held, err := s.names.Holder(ctx, nameKey("target", "orders"))
+		h, held, err := s.names.Holder(ctx, key)
 		if err != nil || !held {
 			t.Fatalf("the kept name's reservation: held %v, %v", held, err)
 		}
-		if time.Since(h.Since) > registrationBound {
+		if kept = h; time.Since(h.Since) > registrationBound {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -609,7 +611,14 @@ func TestUpdateTarget_ARenameBackHoldsItsOldReservation(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	answer, release := heldUpdate(s, p, reg, "back", false) // named "orders" again
-	_, err := s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+	h, _, err := s.names.Holder(ctx, key)
+	if err != nil || h.Revision == kept.Revision || !h.Since.After(kept.Since) {
+		close(release)
+		t.Fatalf("the reservation the rename back claimed: revision %d since %v (before: %d since %v), %v; want it stamped anew",
+			h.Revision, h.Since, kept.Revision, kept.Since, err)
+	}
+	registrationBound = time.Hour // however long the next claim takes to come
+	_, err = s.RegisterTarget(ctx, events.Target{Name: "orders", Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
 		Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("other")}, "pw", "")
 	close(release)
 	if events.ErrorCode(err) != events.EConflict {
