@@ -209,10 +209,15 @@ func (e appliedError) Unwrap() error { return e.error }
 
 // mayHaveRun reports whether err is a statement's that was sent and never answered (a
 // cancelled request, a cut connection): the server may run it to its commit after the
-// client has stopped waiting, pgx sending no cancel.
+// client has stopped waiting, pgx sending no cancel. pgx calls "conn closed" safe to
+// retry also when the connection broke while the answer was awaited (see CreateUser):
+// that counts too.
 func mayHaveRun(err error) bool {
 	var ce *pgconn.ConnectError
-	return err != nil && sqlState(err) == "" && !errors.As(err, &ce) && !pgconn.SafeToRetry(err)
+	if err == nil || sqlState(err) != "" || errors.As(err, &ce) {
+		return false
+	}
+	return !pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed)
 }
 
 // failRemoval answers a removal's statement that failed. One another session's lock
