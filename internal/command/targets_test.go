@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -576,6 +577,32 @@ func TestRegisterTarget_TakesANameItsHolderNoLongerBears(t *testing.T) {
 	}
 	if _, err := s.RegisterTarget(ctx, named("ledger"), "pw", ""); events.ErrorCode(err) != events.EConflict {
 		t.Fatalf("the name the renamed target bears: %v; want a conflict", err)
+	}
+}
+
+// A claim of a name another holds asks the stream's leader what the holder bears, not
+// the read side, which may not show a rename yet: one bearing it keeps it, however old
+// its reservation; a holder the leader cannot read keeps it too, the claim answering the
+// store's failure rather than "exists already".
+func TestClaimName_AHolderBearingTheNameKeepsIt(t *testing.T) {
+	s := mustService(t)
+	ctx := t.Context()
+	reg, _ := registeredTarget(t, s) // "orders", reserved for it
+	old := registrationBound
+	registrationBound = 0
+	t.Cleanup(func() { registrationBound = old })
+	err := s.claimName(ctx, "target", "orders", "Xother0uid01", s.targetName)
+	if events.ErrorCode(err) != events.EConflict || !strings.Contains(events.ErrorMessage(err), reg.RecordUID) {
+		t.Fatalf("a claim of a name its holder bears: %v; want a conflict naming %s", err, reg.RecordUID)
+	}
+	unreadable := func(context.Context, string) (string, error) {
+		return "", events.Errorf(events.EUnavailable, "The event store is not available.")
+	}
+	if err := s.claimName(ctx, "target", "orders", "Xother0uid01", unreadable); events.ErrorCode(err) != events.EUnavailable {
+		t.Fatalf("a claim whose holder cannot be read: %v; want the store's failure", err)
+	}
+	if h, _, err := s.names.Holder(ctx, nameKey("target", "orders")); err != nil || string(h.Value) != reg.RecordUID {
+		t.Fatalf("the name's holder after the refused claims: %q, %v; want %s", h.Value, err, reg.RecordUID)
 	}
 }
 
