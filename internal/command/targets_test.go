@@ -154,21 +154,7 @@ func TestRegisterTarget_NotRecordedIsUndone(t *testing.T) {
 // made on it before its next create made the group again lost its grants. The store's
 // leader is asked whether it landed first.
 func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
-	ns := jstest.Start(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	proxy, err := tcpproxy.Start(ns.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", proxy.Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	store, err := jsstore.Open(t.Context(), nc, jsstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, proxy := storeBehindProxy(t)
 	// Verified, then every answer from NATS late: the append lands and its
 	// acknowledgement comes after the request's end.
 	p := &recorder{verified: func(events.Target) { proxy.SetReplyDelay(1500 * time.Millisecond) }}
@@ -194,6 +180,74 @@ func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
 	if len(p.undone) != 0 {
 		t.Fatalf("what Prepare made for the recorded target %s was removed", got.RecordUID)
 	}
+}
+
+// A rename whose append landed but went unanswered cannot tell it landed: it keeps the
+// new name, which the target bears, and the old one, which no other target gets while a
+// rename may be under way, but does once its holder bears another name for longer than a
+// rename takes.
+func TestUpdateTarget_ARenameLandedUnansweredKeepsTheNewName(t *testing.T) {
+	store, proxy := storeBehindProxy(t)
+	p := &recorder{}
+	s := newService(t, store, p)
+	s.cfg.RequestTimeout = 20 * time.Second // a quarter of it, 5 s, to ask whether the append landed
+	reg, version := registeredTarget(t, s)
+	// Verified, then every answer from NATS late: the append lands and its
+	// acknowledgement comes after the request's end.
+	p.verified = func(events.Target) { proxy.SetReplyDelay(1500 * time.Millisecond) }
+	renamed := reg
+	renamed.Name = "ledger"
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, _, err := s.UpdateTarget(ctx, reg.RecordUID, renamed, "pw", "", nil); err == nil {
+		t.Fatal("the rename answered within its time though NATS answered after it")
+	}
+	proxy.SetReplyDelay(0)
+	p.mu.Lock()
+	p.verified = nil
+	p.mu.Unlock()
+	if seq, err := store.LastSeq(t.Context(), events.TargetSubject(reg.RecordUID)); err != nil || seq == version {
+		t.Fatalf("the rename's append: last %d, %v; want it landed", seq, err)
+	}
+	other := func(name string) error {
+		_, err := s.RegisterTarget(t.Context(), events.Target{Name: name, Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+			Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("other")}, "pw", "")
+		return err
+	}
+	if err := other("ledger"); events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("another target named as the rename that landed: %v; want a conflict", err)
+	}
+	if err := other("orders"); events.ErrorCode(err) != events.EConflict {
+		t.Fatalf("another target named as the renamed one was, at once: %v; want a conflict", err)
+	}
+	old := registrationBound
+	registrationBound = 0
+	t.Cleanup(func() { registrationBound = old })
+	if err := other("orders"); err != nil {
+		t.Fatalf("another target named as the renamed one was, past the bound: %v; want it registered", err)
+	}
+}
+
+// storeBehindProxy opens a store on an embedded NATS server reached through a proxy, to
+// hold NATS's answers back.
+func storeBehindProxy(t *testing.T) (*jsstore.Store, *tcpproxy.Proxy) {
+	t.Helper()
+	ns := jstest.Start(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	proxy, err := tcpproxy.Start(ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", proxy.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	store, err := jsstore.Open(t.Context(), nc, jsstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, proxy
 }
 
 // TestRegisterTarget_RefusedAtItsWriteIsUndone: a registration refused at its write (its
