@@ -182,10 +182,10 @@ func TestRegisterTarget_RecordedUnansweredKeepsItsSetup(t *testing.T) {
 	}
 }
 
-// A rename whose append landed but went unanswered cannot tell it landed: it keeps the
-// new name, which the target bears, and the old one, which no other target gets while a
-// rename may be under way, but does once its holder bears another name for longer than a
-// rename takes.
+// A rename whose append landed but went unanswered cannot tell it landed: it keeps both
+// names. The new one, which the target bears, is refused to every other target; the old
+// one, which it no longer bears, is refused while its reservation is younger than a
+// registration or rename takes (it may be one under way), and given to another past that.
 func TestUpdateTarget_ARenameLandedUnansweredKeepsTheNewName(t *testing.T) {
 	store, proxy := storeBehindProxy(t)
 	p := &recorder{}
@@ -203,22 +203,29 @@ func TestUpdateTarget_ARenameLandedUnansweredKeepsTheNewName(t *testing.T) {
 		t.Fatal("the rename answered within its time though NATS answered after it")
 	}
 	proxy.SetReplyDelay(0)
-	p.mu.Lock()
 	p.verified = nil
-	p.mu.Unlock()
-	if seq, err := store.LastSeq(t.Context(), events.TargetSubject(reg.RecordUID)); err != nil || seq == version {
+	seq, err := store.LastSeq(t.Context(), events.TargetSubject(reg.RecordUID))
+	if err != nil || seq == version {
 		t.Fatalf("the rename's append: last %d, %v; want it landed", seq, err)
+	}
+	if err := s.cfg.Projections.WaitTarget(t.Context(), reg.RecordUID, seq); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ledger", "orders"} {
+		if h, held, err := s.names.Holder(t.Context(), nameKey("target", name)); err != nil || !held || string(h.Value) != reg.RecordUID {
+			t.Fatalf("the name %q after the rename landed unanswered: held by %q (%v), %v; want it kept for %s", name, h.Value, held, err, reg.RecordUID)
+		}
 	}
 	other := func(name string) error {
 		_, err := s.RegisterTarget(t.Context(), events.Target{Name: name, Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
 			Database: "orders", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("other")}, "pw", "")
 		return err
 	}
-	if err := other("ledger"); events.ErrorCode(err) != events.EConflict {
-		t.Fatalf("another target named as the rename that landed: %v; want a conflict", err)
+	if err := other("ledger"); events.ErrorCode(err) != events.EConflict || !strings.Contains(events.ErrorMessage(err), reg.RecordUID) {
+		t.Fatalf("another target named as the rename that landed: %v; want a conflict naming %s", err, reg.RecordUID)
 	}
-	if err := other("orders"); events.ErrorCode(err) != events.EConflict {
-		t.Fatalf("another target named as the renamed one was, at once: %v; want a conflict", err)
+	if err := other("orders"); events.ErrorCode(err) != events.EConflict || !strings.Contains(events.ErrorMessage(err), "being registered") {
+		t.Fatalf("another target named as the renamed one was, at once: %v; want a conflict, a rename being under way", err)
 	}
 	old := registrationBound
 	registrationBound = 0
