@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
 )
@@ -109,8 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			stop()
 		})
 	}
-	if err := m.Open(ctx); err != nil {
-		_ = m.Close()
+	if m, err = openWaiting(ctx, m, logger); err != nil {
 		return err
 	}
 	<-ctx.Done()
@@ -119,6 +119,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	err = m.Close()
 	logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 	return err
+}
+
+// openWaiting opens m, and while an external NATS is reached but JetStream does not
+// answer in time (a cluster electing its leaders, a node recovering its store), opens it
+// anew after a pause (1 s, doubling to 30 s) rather than exit: a supervisor's back-off would stretch a
+// short election into minutes down. What will not pass by itself (NATS refusing the
+// connection or the credential, JetStream off, a wrong key) exits at once.
+func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, error) {
+	for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
+		err := m.Open(ctx)
+		if err == nil {
+			return m, nil
+		}
+		_ = m.Close()
+		// The embedded server is this process's own: opened anew, it would only start over.
+		if events.ErrorCode(err) != events.ETimeout || m.Config.NATSURL == "" || ctx.Err() != nil {
+			return m, err
+		}
+		logger.Warn("the event store did not answer at start; trying again", "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return m, err
+		case <-time.After(pause):
+		}
+		m = NewMain(m.Config, logger)
+	}
 }
 
 var version = "dev"

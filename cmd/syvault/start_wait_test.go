@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore/jstest"
+	"github.com/syvault/syvault/internal/logbuf"
+	"github.com/syvault/syvault/internal/tcpproxy"
+)
+
+// A server whose NATS was reached but whose JetStream did not answer in time at its start
+// (a cluster electing its leaders; seen in the chaos run while NATS was faulted) exited,
+// and a supervisor's back-off could stretch a short election into minutes down. It now
+// waits and opens again, and serves once JetStream answers.
+func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
+	ns := jstest.Start(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	proxy, err := tcpproxy.Start(ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	proxy.SetDelay(50 * time.Millisecond) // a slow start, to be frozen midway
+	direct, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(direct.Close)
+	js, err := jetstream.New(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr logbuf.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev", "--data-dir", t.TempDir(), "--listen", addr,
+			"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", proxy.Port())}, io.Discard, &stderr)
+	}()
+	// Connected, its stream made: JetStream's answers stop, as while a cluster elects.
+	within := func(what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !cond(); {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: the server exited: %v\n%s", what, err, stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v\n%s", what, d, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	within("the events stream made", 30*time.Second, func() bool {
+		_, err := js.Stream(ctx, events.EventsStream)
+		return err == nil
+	})
+	proxy.Freeze()
+	within("the start tried again", 60*time.Second, func() bool {
+		return strings.Contains(stderr.String(), "did not answer at start; trying again")
+	})
+	proxy.SetDelay(0)
+	proxy.Thaw()
+	within("the server ready", 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("the server's stop: %v", err)
+	}
+}
