@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
@@ -122,30 +125,48 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // openWaiting opens m, and while an external NATS is reached but JetStream does not
-// answer in time (a cluster electing its leaders, a node recovering its store), opens it
-// anew after a pause (1 s, doubling to 30 s) rather than exit: a supervisor's back-off would stretch a
-// short election into minutes down. What will not pass by itself (NATS refusing the
-// connection or the credential, JetStream off, a wrong key) exits at once.
+// answer in time or says it is temporarily unavailable (a cluster electing its leaders,
+// or without a quorum), opens it anew after a pause (1 s, doubling to 30 s) rather than
+// exit: a supervisor's back-off would stretch a short election into minutes down. What
+// will not pass by itself (NATS refusing the connection or the credential, JetStream
+// off, a wrong key) exits at once. A stop asked for meanwhile is no failure.
 func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, error) {
+	attempt := 0
 	for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
 		err := m.Open(ctx)
 		if err == nil {
 			return m, nil
 		}
 		_ = m.Close()
+		if ctx.Err() != nil {
+			return m, nil
+		}
 		// The embedded server is this process's own: opened anew, it would only start over.
-		if events.ErrorCode(err) != events.ETimeout || m.Config.NATSURL == "" || ctx.Err() != nil {
+		if !startMayPass(err) || m.Config.NATSURL == "" {
 			return m, err
 		}
-		logger.Warn("the event store did not answer at start; trying again", "in", pause, "err", err)
+		attempt++
+		logger.Warn("the event store did not answer at start; trying again", "attempt", attempt, "in", pause, "err", err)
 		select {
 		case <-ctx.Done():
-			return m, err
+			return m, nil
 		case <-time.After(pause):
 		}
 		m = NewMain(m.Config, logger)
 	}
 }
+
+// startMayPass reports whether a start's failure is JetStream not answering in time, or
+// answering that it is temporarily unavailable (10008: no leader, no quorum), whichever
+// layer saw it.
+func startMayPass(err error) bool {
+	var api *jetstream.APIError
+	return events.ErrorCode(err) == events.ETimeout || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.ErrorCode == jsUnavailable
+}
+
+// jsUnavailable is JetStream's "JetStream system temporarily unavailable".
+const jsUnavailable jetstream.ErrorCode = 10008
 
 var version = "dev"
 

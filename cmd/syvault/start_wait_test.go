@@ -41,15 +41,22 @@ func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	addr := freeAddr(t)
+	addr, dir := freeAddr(t), t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var stderr logbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--dev", "--data-dir", t.TempDir(), "--listen", addr,
+		done <- run(ctx, []string{"serve", "--dev", "--data-dir", dir, "--listen", addr,
 			"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", proxy.Port())}, io.Discard, &stderr)
 	}()
+	stopped := false
+	t.Cleanup(func() { // a failed test's server stops too, before its directory goes
+		proxy.Thaw()
+		cancel()
+		if !stopped {
+			<-done
+		}
+	})
 	// Connected, its stream made: JetStream's answers stop, as while a cluster elects.
 	within := func(what string, d time.Duration, cond func() bool) {
 		t.Helper()
@@ -76,7 +83,7 @@ func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
 	proxy.SetDelay(0)
 	proxy.Thaw()
 	within("the server ready", 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -84,7 +91,28 @@ func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 	cancel()
+	stopped = true
 	if err := <-done; err != nil {
 		t.Fatalf("the server's stop: %v", err)
+	}
+}
+
+// What a start may wait out, and what it may not.
+func TestStartMayPass(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"the store's timeout", events.StoreUnavailable(fmt.Errorf("jsstore.Open: %w", context.DeadlineExceeded)), true},
+		{"a token key's read timing out", fmt.Errorf("tokenkey: load: %w", nats.ErrTimeout), true},
+		{"no leader, no quorum", fmt.Errorf("jsstore.Open: %w", &jetstream.APIError{ErrorCode: 10008, Code: 503}), true},
+		{"JetStream off", events.StoreUnavailable(fmt.Errorf("jsstore.Open: %w", nats.ErrNoResponders)), false},
+		{"NATS refusing the connection", fmt.Errorf("cannot connect to NATS: %w", nats.ErrNoServers), false},
+		{"a refused credential", fmt.Errorf("cannot connect to NATS: %w", nats.ErrAuthorization), false},
+	} {
+		if got := startMayPass(tc.err); got != tc.want {
+			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
 	}
 }
