@@ -466,6 +466,13 @@ func (w *Workers) removedSince(ctx context.Context, l events.Lease, used events.
 	return cur, true, w.removeSetupAgain(ctx, used.RecordUID)
 }
 
+// databaseMayPass reports whether err, a target's database work's failure, may pass by
+// itself: the database not answering or another session's lock (ETargetUnavailable), or
+// the store, a turn or a deadline (transient).
+func databaseMayPass(err error) bool {
+	return err != nil && (events.ErrorCode(err) == events.ETargetUnavailable || transient(err))
+}
+
 // transient reports whether err may pass by itself: the store or its read side away or
 // slow, a turn on a gate not had, a deadline.
 func transient(err error) bool {
@@ -524,7 +531,7 @@ func (w *Workers) removeSetupOf(ctx context.Context, t events.Target, retry bool
 		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 		defer cancel()
 		err := w.RemoveTarget(op, t)
-		if retry && (events.ErrorCode(err) == events.ETargetUnavailable || err != nil && transient(err)) {
+		if retry && databaseMayPass(err) {
 			return fmt.Errorf("remove the removed target's shared setup: %w", err)
 		}
 		if err != nil {
@@ -934,14 +941,14 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.OpTimeout)
 	defer cancel()
-	start, pause := time.Now(), undoBackoff
+	start := time.Now()
 	var last error
-	for {
+	for attempt := uint64(1); ; attempt++ {
 		err := w.removeSetup(ctx, t, adminPassword)
 		if err != nil && ctx.Err() != nil && last != nil {
 			err = last // the deadline hides why the attempts before failed
 		}
-		if err == nil || events.ErrorCode(err) != events.ETargetUnavailable && !transient(err) || time.Since(start) >= undoRetryFor {
+		if !databaseMayPass(err) || time.Since(start) >= undoRetryFor {
 			return err
 		}
 		if last == nil {
@@ -951,18 +958,14 @@ func (w *Workers) Unprepare(ctx context.Context, t events.Target, adminPassword 
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(min(pause, undoRetryFor-time.Since(start))):
+		case <-time.After(min(jsstore.Backoff(attempt, 2*time.Second), undoRetryFor-time.Since(start))):
 		}
-		pause = min(2*pause, 2*time.Second)
 	}
 }
 
-// Unprepare's retries: the first pause, and how long after the first attempt another
-// may begin (a variable for the test of its bound).
-var (
-	undoBackoff  = 250 * time.Millisecond
-	undoRetryFor = 10 * time.Second
-)
+// undoRetryFor is how long after Unprepare's first attempt another may begin (a
+// variable for the test of its bound).
+var undoRetryFor = 10 * time.Second
 
 // removeSetup removes what Prepare set up for t, connecting with adminPassword, within
 // ctx and an operation's timeout.

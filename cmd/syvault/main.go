@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/internal/tokenkey"
 	"github.com/syvault/syvault/projections"
 )
@@ -126,13 +127,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // openWaiting opens m, and while an external NATS is reached but JetStream does not
 // answer in time or says it is temporarily unavailable (a cluster electing its leaders,
-// or without a quorum), opens it anew after a pause (1 s, doubling to 30 s) rather than
+// or without a quorum), opens it anew after a pause (jsstore.Backoff, up to 30 s) rather than
 // exit: a supervisor's back-off would stretch a short election into minutes down. What
 // will not pass by itself (NATS refusing the connection or the credential, JetStream
 // off, a wrong key) exits at once. A stop asked for meanwhile is no failure.
 func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, error) {
-	attempt := 0
-	for pause := time.Second; ; pause = min(2*pause, 30*time.Second) {
+	for attempt := uint64(1); ; attempt++ {
 		err := m.Open(ctx)
 		if err == nil {
 			return m, nil
@@ -145,8 +145,8 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 		if !startMayPass(err) || m.Config.NATSURL == "" {
 			return m, err
 		}
-		attempt++
-		logger.Warn("the event store did not answer at start; trying again", "attempt", attempt, "in", pause, "err", err)
+		pause := jsstore.Backoff(attempt, 30*time.Second)
+		logger.Warn("the event store did not answer at start; trying again", "attempt", attempt, "in", pause.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return m, nil
