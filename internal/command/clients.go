@@ -106,11 +106,8 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 		return c, 0, err
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(c, actor, last, now), last)
-	if err != nil && renamed && (errors.Is(err, jsstore.ErrConflict) || s.unrecorded(ctx, events.ClientSubject(id), last)) &&
-		!s.bears(ctx, "client", c.Name, id, s.clientName) {
-		// The name it would have taken, surely not recorded, and not borne since (another
-		// request's rename of the client).
-		s.releaseName(ctx, "client", c.Name, id)
+	if err != nil && renamed {
+		s.renameFailed(ctx, "client", c.Name, id, last, err, s.clientName)
 	}
 	if errors.Is(err, jsstore.ErrConflict) {
 		return c, 0, changedMeanwhile("client", ifMatch)

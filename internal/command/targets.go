@@ -104,13 +104,14 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	// is surely not: held by a target that exists, it would be refused to every other
 	// for good. One the target bears by then (another request's rename) stays.
 	renamed := nameKey("target", cur.Name) != nameKey("target", t.Name)
-	kept := !renamed
+	var failed error // of the append; none when refused before it
+	nameSettled := !renamed
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, 0, err
 	}
 	defer func() {
-		if !kept && !s.bears(ctx, "target", t.Name, uid, s.targetName) {
-			s.releaseName(ctx, "target", t.Name, uid)
+		if !nameSettled {
+			s.renameFailed(ctx, "target", t.Name, uid, last, failed, s.targetName)
 		}
 	}()
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
@@ -127,11 +128,10 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		return t, 0, changedMeanwhile("target", ifMatch)
 	}
 	if err != nil {
-		// Unanswered: the new name goes only if the leader says nothing landed.
-		kept = kept || !s.unrecorded(ctx, events.TargetSubject(uid), last)
+		failed = err
 		return t, 0, err
 	}
-	kept = true
+	nameSettled = true
 	if renamed {
 		// Freed once recorded, not once the read side shows it: a read side slow to
 		// show the update would keep the old name from every other target.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"time"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 )
 
 // NamesBucket holds the names of targets and clients, each reserved for the record uid or
@@ -95,6 +97,21 @@ func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
 	}
 	if err != nil {
 		s.log.Warn("could not release a name", "kind", kind, "id", id, "err", err)
+	}
+}
+
+// renameFailed frees name, the new name of a rename of target or client id that failed
+// (failed: its append's error after version last; nil when refused before it), when the
+// rename is surely not recorded (refused, or the leader shows nothing landed) and id
+// does not bear the name by then (another request's rename). Unsure, the name is kept:
+// held by a target or client that bears another, it is taken over in time (claimName).
+func (s *Service) renameFailed(ctx context.Context, kind, name, id string, last uint64, failed error, load func(context.Context, string) (string, error)) {
+	subject := map[string]string{"target": events.TargetSubject(id), "client": events.ClientSubject(id)}[kind]
+	if failed != nil && !errors.Is(failed, jsstore.ErrConflict) && !s.unrecorded(ctx, subject, last) {
+		return
+	}
+	if !s.bears(ctx, kind, name, id, load) {
+		s.releaseName(ctx, kind, name, id)
 	}
 }
 
