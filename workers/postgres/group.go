@@ -225,10 +225,10 @@ func mayHaveRun(err error) bool {
 // retries) is ETargetUnavailable, as for a database that does not answer or one whose
 // backup holds account changes (MariaDB's global read lock): it passes by itself, and a
 // removal nothing records again (the undo of a registration not recorded, a removed
-// target's setup made again) is tried again only for what may pass. After a cut, the cut session's statement
-// may still hold what the next attempt needs. (XX000 is PostgreSQL's "tuple concurrently
-// updated" under concurrent catalog changes, and any other internal error too: those are
-// tried again as well, within the same bounds.)
+// target's setup made again) is tried again only for what may pass. After a cut, the cut
+// session's statement may still hold what the next attempt needs. (XX000 is PostgreSQL's
+// "tuple concurrently updated" under concurrent catalog changes, and any other internal
+// error too: those are tried again as well, within the same bounds.)
 func failRemoval(op string, err error, msg, password string) error {
 	switch {
 	case sqlState(err) == stateLockNotAvail || sqlState(err) == stateDeadlock:

@@ -36,9 +36,10 @@ const (
 	// terminateWaitMillis is how long pg_terminate_backend waits for each backend to exit.
 	terminateWaitMillis = 5000
 	// lockTimeout prefixes the statements that alter or drop a lease user, those that
-	// set a group's grants and those that remove a group. A lock they wait for longer is someone else's to give back: a
-	// transaction of the user that changed its own password (a revocation ends its session first; a prepared one is
-	// rolled back, then the drop goes on), or a session using a table the user owns.
+	// set a group's grants and those that remove a group. A lock they wait for longer is
+	// someone else's to give back: a transaction of the user that changed its own
+	// password (a revocation ends its session first; a prepared one is rolled back, then
+	// the drop goes on), or a session using a table the user owns.
 	// Waiting on would hold one of the target's admin connections and, behind REASSIGN
 	// OWNED's exclusive lock, every later query of that table; the statement fails
 	// instead, and a revocation is retried with backoff. A target's grants take it too: a
