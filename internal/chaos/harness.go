@@ -320,7 +320,7 @@ func (h *Harness) startSyVault(ctx context.Context) error {
 // lease of the run gets.
 func (d *database) target(name string) client.Target {
 	t := client.Target{Name: name, Engine: d.engine, Host: "127.0.0.1", Port: d.proxy.Port(), Database: "myapp",
-		AdminUsername: "syvault_admin", AdminPassword: d.adminPW, TLSMode: "disable",
+		AdminUsername: adminName, AdminPassword: d.adminPW, TLSMode: "disable",
 		Grants: []client.Grant{{Database: "myapp", Privileges: []string{"SELECT", "INSERT"}}}}
 	if d.engine == "postgresql" {
 		t.Grants[0].Schema = "public"

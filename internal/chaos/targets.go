@@ -84,7 +84,10 @@ func (h *Harness) churnOne(ctx context.Context, ledger *Ledger, n int, engine st
 	for range leases {
 		wg.Go(func() { ledger.create(cctx, c, other, engine, t.UID, ttl) })
 	}
-	<-time.After(delay)
+	select {
+	case <-ctx.Done(): // the run's end: the removal after the faults removes it
+	case <-time.After(delay):
+	}
 	h.removeChurned(ctx, ledger, t)
 	wg.Wait()
 }
