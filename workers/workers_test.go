@@ -1068,13 +1068,16 @@ func TestWorkers_ARemovalsSetupIsRemovedOnceItsDatabaseAnswers(t *testing.T) {
 	}
 }
 
-// afterRemoval hands on, once, the outcome of the first RemoveTarget call.
+// afterRemoval counts the RemoveTarget calls and hands on, once, the outcome of the
+// first (when first is set).
 type afterRemoval struct {
 	driver.Driver
 	first chan error
+	n     atomic.Int32
 }
 
 func (d *afterRemoval) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
+	d.n.Add(1)
 	err := d.Driver.RemoveTarget(ctx, req)
 	select {
 	case d.first <- err:
@@ -1118,7 +1121,7 @@ func TestWorkers_AnUndoTriesAgainWhileItsDatabaseDoesNotAnswer(t *testing.T) {
 // answered with its failure, the group left (README, "Preparing a target", says how to
 // remove it), not held until the operation's deadline, nor tried once only.
 func TestWorkers_AnUndoGivesUpOnADatabaseThatStaysAway(t *testing.T) {
-	seen := &countedRemovals{}
+	seen := &afterRemoval{}
 	f := mustFixtureWith(t, func(d driver.Driver) driver.Driver { seen.Driver = d; return seen })
 	workers.SetUndoRetryFor(t, time.Second)
 	proxy := localProxy(t)
@@ -1132,17 +1135,6 @@ func TestWorkers_AnUndoGivesUpOnADatabaseThatStaysAway(t *testing.T) {
 	if !f.userExists(t, "syvault_"+f.target.RecordUID) {
 		t.Fatal("the group went though the database never answered")
 	}
-}
-
-// countedRemovals counts the driver's RemoveTarget calls.
-type countedRemovals struct {
-	driver.Driver
-	n atomic.Int32
-}
-
-func (d *countedRemovals) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
-	d.n.Add(1)
-	return d.Driver.RemoveTarget(ctx, req)
 }
 
 // After a cut, the cut session's statement may still hold, for a moment, what the undo's

@@ -44,33 +44,29 @@ func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
 	addr, dir := freeAddr(t), t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr logbuf.Buffer
-	done := make(chan error, 1)
+	var exitErr error // set before exited closes
+	exited := make(chan struct{})
 	go func() {
-		done <- run(ctx, []string{"serve", "--dev", "--data-dir", dir, "--listen", addr,
+		defer close(exited)
+		exitErr = run(ctx, []string{"serve", "--dev", "--data-dir", dir, "--listen", addr,
 			"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", proxy.Port())}, io.Discard, &stderr)
 	}()
-	stopped := false
 	t.Cleanup(func() { // a failed test's server stops too, before its directory goes
 		proxy.Thaw()
 		cancel()
-		if !stopped {
-			<-done
-		}
+		<-exited
 	})
 	// Connected, its stream made: JetStream's answers stop, as while a cluster elects.
 	within := func(what string, d time.Duration, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(d); !cond(); {
+		eventually(t, d, what, func() (bool, error) {
 			select {
-			case err := <-done:
-				t.Fatalf("%s: the server exited: %v\n%s", what, err, stderr.String())
+			case <-exited:
+				t.Fatalf("%s: the server exited: %v\n%s", what, exitErr, stderr.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %v\n%s", what, d, stderr.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return cond(), fmt.Errorf("the server's log:\n%s", stderr.String())
+		})
 	}
 	within("the events stream made", 30*time.Second, func() bool {
 		_, err := js.Stream(ctx, events.EventsStream)
@@ -91,9 +87,9 @@ func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 	cancel()
-	stopped = true
-	if err := <-done; err != nil {
-		t.Fatalf("the server's stop: %v", err)
+	<-exited
+	if exitErr != nil {
+		t.Fatalf("the server's stop: %v", exitErr)
 	}
 }
 

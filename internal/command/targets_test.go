@@ -227,12 +227,18 @@ func TestUpdateTarget_ARenameLandedUnansweredKeepsTheNewName(t *testing.T) {
 	if err := other("orders"); events.ErrorCode(err) != events.EConflict || !strings.Contains(events.ErrorMessage(err), "being registered") {
 		t.Fatalf("another target named as the renamed one was, at once: %v; want a conflict, a rename being under way", err)
 	}
-	old := registrationBound
-	registrationBound = 0
-	t.Cleanup(func() { registrationBound = old })
+	setRegistrationBound(t, 0)
 	if err := other("orders"); err != nil {
 		t.Fatalf("another target named as the renamed one was, past the bound: %v; want it registered", err)
 	}
+}
+
+// setRegistrationBound sets how long a name's reservation may stand for a registration
+// or rename under way, until the test ends.
+func setRegistrationBound(t *testing.T, d time.Duration) {
+	old := registrationBound
+	registrationBound = d
+	t.Cleanup(func() { registrationBound = old })
 }
 
 // storeBehindProxy opens a store on an embedded NATS server reached through a proxy, to
@@ -630,9 +636,7 @@ func TestRegisterTarget_TakesANameItsHolderNoLongerBears(t *testing.T) {
 	if _, err := s.RegisterTarget(ctx, named("orders"), "pw", ""); events.ErrorCode(err) != events.EConflict {
 		t.Fatalf("the old name while a rename to it could still be under way: %v; want a conflict", err)
 	}
-	old := registrationBound
-	registrationBound = 0
-	t.Cleanup(func() { registrationBound = old })
+	setRegistrationBound(t, 0)
 	if _, err := s.RegisterTarget(ctx, named("orders"), "pw", ""); err != nil {
 		t.Fatalf("another target named as the renamed one was: %v; want it registered", err)
 	}
@@ -649,9 +653,7 @@ func TestClaimName_AHolderBearingTheNameKeepsIt(t *testing.T) {
 	s := mustService(t)
 	ctx := t.Context()
 	reg, _ := registeredTarget(t, s) // "orders", reserved for it
-	old := registrationBound
-	registrationBound = 0
-	t.Cleanup(func() { registrationBound = old })
+	setRegistrationBound(t, 0)
 	err := s.claimName(ctx, "target", "orders", "Xother0uid01", s.targetName)
 	if events.ErrorCode(err) != events.EConflict || !strings.Contains(events.ErrorMessage(err), reg.RecordUID) {
 		t.Fatalf("a claim of a name its holder bears: %v; want a conflict naming %s", err, reg.RecordUID)
@@ -680,23 +682,11 @@ func TestUpdateTarget_ARenameBackHoldsItsOldReservation(t *testing.T) {
 	if _, err := s.cfg.Store.Append(ctx, events.TargetSubject(reg.RecordUID), events.UpdateTarget(renamed, "", version, time.Now()), version); err != nil {
 		t.Fatal(err)
 	}
-	old := registrationBound
-	registrationBound = time.Second
-	t.Cleanup(func() { registrationBound = old })
+	setRegistrationBound(t, 0) // the kept name's reservation older than a rename takes
 	key := nameKey("target", "orders")
-	var kept jsstore.Holding
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		h, held, err := s.names.Holder(ctx, key)
-		if err != nil || !held {
-			t.Fatalf("the kept name's reservation: held %v, %v", held, err)
-		}
-		if kept = h; time.Since(h.Since) > registrationBound {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the reservation never aged past the bound")
-		}
-		time.Sleep(100 * time.Millisecond)
+	kept, held, err := s.names.Holder(ctx, key)
+	if err != nil || !held {
+		t.Fatalf("the kept name's reservation: held %v, %v", held, err)
 	}
 	answer, release := heldUpdate(s, p, reg, "back", false) // named "orders" again
 	h, _, err := s.names.Holder(ctx, key)

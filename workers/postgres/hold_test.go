@@ -388,24 +388,20 @@ func TestDriver_APutCutWhileItsGrantWaitsCommitsNothingLater(t *testing.T) {
 		put, cancel := context.WithCancel(ctx)
 		answer := make(chan error, 1)
 		go func() { answer <- d.Prepare(put, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: wider}) }()
-		err = nil
-		for deadline := time.Now().Add(30 * time.Second); err == nil; {
+		answered := false
+		waitFor(t, "the PUT's GRANT waiting on the migration's lock", func() (bool, error) {
 			select {
-			case err = <-answer:
-				continue
+			case err = <-answer: // its lock wait ended first
+				answered = true
+				return true, nil
 			default:
+				return grantsAt(" AND wait_event_type = 'Lock'") > 0, nil
 			}
-			switch {
-			case grantsAt(" AND wait_event_type = 'Lock'") > 0:
-				cancel()
-				err = <-answer
-			case time.Now().After(deadline):
-				t.Fatal("the PUT's GRANT never waited on the migration's lock")
-			default:
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
+		})
 		cancel()
+		if !answered {
+			err = <-answer
+		}
 		if errors.Is(err, driver.ErrPartlyApplied) || attempt == 5 {
 			break
 		}
@@ -417,12 +413,7 @@ func TestDriver_APutCutWhileItsGrantWaitsCommitsNothingLater(t *testing.T) {
 	if err == nil || !errors.Is(err, driver.ErrPartlyApplied) {
 		t.Fatalf("a PUT cut while its GRANT waited: %v; want it marked as partly applied", err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); grantsAt("") > 0; { // its session's end, whichever way
-		if time.Now().After(deadline) {
-			t.Fatal("the cut PUT's session never ended")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, "the cut PUT's session's end, whichever way", func() (bool, error) { return grantsAt("") == 0, nil })
 	var update bool
 	if err := super.QueryRow(ctx, "SELECT has_table_privilege($1, $2, 'UPDATE')", "syvault_"+uid, s.Granted).Scan(&update); err != nil {
 		t.Fatal(err)
