@@ -26,7 +26,17 @@ func (s *Service) RegisterClient(ctx context.Context, c events.Client, actor str
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(c.ClientID), events.RegisterClient(c, actor, now), 0)
 	if err != nil {
-		return c, err
+		landed, known := s.registrationLanded(ctx, events.ClientSubject(c.ClientID), err)
+		if landed == 0 {
+			// Surely not recorded, its name is free at once, as a target's: the
+			// request sent again (a new client id) is not refused as its own rival.
+			if known {
+				s.releaseName(ctx, "client", c.Name, c.ClientID)
+			}
+			return c, err
+		}
+		s.log.Warn("a client's registration was recorded unanswered", "client_id", c.ClientID, "err", err)
+		seq = landed
 	}
 	if err := s.cfg.Projections.WaitClient(ctx, c.ClientID, seq); err != nil {
 		return c, err

@@ -40,14 +40,8 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 		// lease made on the target would lose its grants with them. Should the store not
 		// say, they go too: the target's next lease makes them again, as for a target
 		// whose group an operator dropped.
-		seq = 0 // a conflict says it did not land: something else was there
-		known := errors.Is(err, jsstore.ErrConflict)
-		if !known {
-			var lerr error
-			seq, lerr = s.leaderLast(ctx, events.TargetSubject(t.RecordUID)) // 0 if it cannot say
-			known = lerr == nil
-		}
-		if seq == 0 {
+		var known bool
+		if seq, known = s.registrationLanded(ctx, events.TargetSubject(t.RecordUID), err); seq == 0 {
 			// Freed first, when surely not recorded: sent again meanwhile, it is not its
 			// own rival (its undo touches only this record uid's setup). Unsure, the
 			// name is kept until its reservation lapses (registrationBound).

@@ -143,6 +143,18 @@ func (s *Service) unrecorded(ctx context.Context, subject string, last uint64) b
 	return err == nil && now == last
 }
 
+// registrationLanded says where a registration's append to subject, a new uid's,
+// answered with failed, landed: its sequence, or 0 with known when it surely did not (a
+// conflict: something else was there; or the stream's leader shows nothing), 0 without
+// known when the leader cannot say.
+func (s *Service) registrationLanded(ctx context.Context, subject string, failed error) (seq uint64, known bool) {
+	if errors.Is(failed, jsstore.ErrConflict) {
+		return 0, true
+	}
+	seq, err := s.leaderLast(ctx, subject)
+	return seq, err == nil
+}
+
 // leaderLast asks the stream's leader for subject's last sequence after an append
 // answered with an error, whatever the request's context, within a quarter of the
 // request timeout.
