@@ -106,11 +106,8 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 	remove := driver.RemoveTargetRequest{Conn: req.Conn, RecordUID: req.RecordUID, Grants: req.Grants}
 	// The refused Prepare's grants may still be committing on the server (a cancelled
 	// statement's session ends on its own time), after the removal read what the group
-	// holds: its DROP ROLE then finds them. Tried again, it revokes them (7 attempts,
-	// about 1.3 s in all).
-	dependents := func(err error) bool { return sqlState(err) == stateDependentObjs }
-	err := retryWhile(cctx, 7, dependents, func() error { return d.RemoveTarget(cctx, remove) })
-	if err != nil {
+	// holds: its DROP ROLE then finds them, and RemoveTarget tries again.
+	if err := d.RemoveTarget(cctx, remove); err != nil {
 		d.logger.WarnContext(cctx, "removing the group of a refused registration failed", "record_uid", req.RecordUID,
 			"error", driver.Scrub(err, req.Conn.Password).Error())
 	}
@@ -127,7 +124,10 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 // same time, as may two processes: run together, one of two fails on a catalog conflict
 // ("tuple concurrently updated") or finds the role gone under a statement. So removals
 // take turns in this process, and one that meets another process's is tried again, up
-// to five times, until it finds the role gone. (Not an advisory lock: any session of the
+// to seven times (about 1.3 s in all), until it finds the role gone. So is one whose DROP ROLE finds
+// something made since it looked (a lease acting as the group created an object, or
+// granted the group one, and committed while the DROP waited for it): the next attempt
+// revokes the grant or keeps the group as the object's owner. (Not an advisory lock: any session of the
 // database, a lease user's too, could hold it.)
 func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "postgres.RemoveTarget"
@@ -140,8 +140,14 @@ func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetReques
 		return events.Wrap(fmt.Errorf("%s: %w", op, err), events.ETimeout, "Could not remove the target's group role: the removal ended while another removal of it ran.")
 	}
 	defer release()
-	raced := func(err error) bool { return retryable(err) || sqlState(err) == stateUndefinedObject }
-	return retryWhile(ctx, 5, raced, func() error { return d.removeGroup(ctx, req, group) })
+	raced := func(err error) bool {
+		switch sqlState(err) {
+		case stateUndefinedObject, stateDependentObjs: // another's removal; a lease's object or grant made meanwhile
+			return true
+		}
+		return retryable(err)
+	}
+	return retryWhile(ctx, 7, raced, func() error { return d.removeGroup(ctx, req, group) })
 }
 
 // removeGroup is one attempt of RemoveTarget's, on group.

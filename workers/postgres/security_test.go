@@ -422,18 +422,25 @@ func TestDriver_AdminMembershipsDoNotGrow(t *testing.T) {
 	}
 }
 
+// creatingLease is setUp with a prepared target whose grants let a lease create
+// tables in the scratch database's public schema, and one lease of it.
+func creatingLease(t *testing.T) (*cluster, drivertest.Scratch, *postgres.Driver, driver.Conn, string, []events.Grant, lease) {
+	t.Helper()
+	c, s, d, admin, uid := setUp(t)
+	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
+	if err := d.Prepare(t.Context(), driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	return c, s, d, admin, uid, grants, newLease(t, d, admin, uid, grants)
+}
+
 // TestDriver_RemoveTargetKeepsWhatLeasesMade: removing a target whose leases created
 // tables keeps the group role as their owner, with no privilege left, rather than
 // dropping the tables or giving them to the admin.
 func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
-	c, s, d, admin, uid := setUp(t)
+	c, s, d, admin, uid, grants, l := creatingLease(t)
 	ctx := t.Context()
 	group := "syvault_" + uid
-	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
-	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
-		t.Fatal(err)
-	}
-	l := newLease(t, d, admin, uid, grants)
 	if err := c.execIn(ctx, l.user, l.password, s.Database, "CREATE TABLE public.migrated (id int)"); err != nil {
 		t.Fatal(err)
 	}
@@ -470,6 +477,52 @@ func TestDriver_RemoveTargetKeepsWhatLeasesMade(t *testing.T) {
 		t.Fatal("the group of a target whose leases made nothing was kept")
 	}
 	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "DROP TABLE public.migrated; DROP ROLE "+pgx.Identifier{group}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDriver_ARemovalMeetingAnObjectMadeMeanwhileKeepsTheGroup: a lease (acting as its
+// group) created a table while the target's removal ran, committing after the removal
+// counted what the group owns: its DROP ROLE, which waits for the creating transaction,
+// then failed "dependent objects" as an internal error, and the removal nothing records
+// again (a setup made again, an undo) was not tried again. It is tried again at once,
+// and then keeps the group as the new table's owner.
+func TestDriver_ARemovalMeetingAnObjectMadeMeanwhileKeepsTheGroup(t *testing.T) {
+	c, s, d, admin, uid, grants, l := creatingLease(t)
+	ctx := t.Context()
+	group := "syvault_" + uid
+	conn, err := pgx.ConnectConfig(ctx, c.connConfig(l.user, l.password, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, "SET ROLE "+pgx.Identifier{group}.Sanitize()+"; CREATE TABLE public.meanwhile (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	removed := make(chan error, 1)
+	go func() {
+		removed <- d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants})
+	}()
+	waitFor(t, "the removal's DROP ROLE waiting for the lease's transaction", func() (bool, error) {
+		var n int
+		err := c.super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%DROP ROLE%'`).Scan(&n)
+		return n > 0, err
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatalf("the removal: %v; want it done, the group kept as the new table's owner", err)
+	}
+	if got := c.owner(t, s.Database, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'meanwhile'"); got != group {
+		t.Fatalf("meanwhile is owned by %s; want the kept group %s", got, group)
+	}
+	if err := c.execIn(context.Background(), "postgres", c.superPW, s.Database, "DROP TABLE public.meanwhile; DROP ROLE "+pgx.Identifier{group}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 }
