@@ -137,6 +137,7 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 		if err == nil {
 			return m, nil
 		}
+		err = m.deniedByNATS(err)
 		_ = m.Close()
 		if ctx.Err() != nil {
 			return m, nil
@@ -161,8 +162,24 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 // layer saw it.
 func startMayPass(err error) bool {
 	var api *jetstream.APIError
-	return events.ErrorCode(err) == events.ETimeout || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.ErrorCode == jsUnavailable
+	return !errors.Is(err, nats.ErrPermissionViolation) && (events.ErrorCode(err) == events.ETimeout || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.ErrorCode == jsUnavailable)
+}
+
+// deniedByNATS adds to a start's failure the permission NATS denied one of this
+// process's connections meanwhile: a NATS user not permitted JetStream's API sees its
+// requests time out (a denied publish is answered only by an asynchronous error), which
+// waited out would never pass.
+func (m *Main) deniedByNATS(err error) error {
+	for _, nc := range []*nats.Conn{m.nc, m.reqNC} {
+		if nc == nil {
+			continue
+		}
+		if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+			return fmt.Errorf("NATS denied this process's user a request it needs (give it the subjects README's NATS section names): %w (%w)", last, err)
+		}
+	}
+	return err
 }
 
 // jsUnavailable is JetStream's "JetStream system temporarily unavailable".

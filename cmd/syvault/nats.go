@@ -25,7 +25,11 @@ const NATSClientSeedFile = "nats-client.nk"
 // file such as the one --nats-listen writes) and the TLS settings of --nats-ca,
 // --nats-cert and --nats-key.
 func (m *Main) natsOptions() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("syvault"), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name("syvault"), nats.MaxReconnects(-1),
+		// Into the log, not nats.go's own print to stderr: a denied subject, a slow consumer.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			m.Logger.Warn("NATS reported an error", "err", err)
+		})}
 	if f := m.Config.NATSCreds; f != "" {
 		data, err := os.ReadFile(f)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -93,6 +94,45 @@ func TestServe_WaitsForJetStreamAtStart(t *testing.T) {
 	}
 }
 
+// A NATS user without permission on JetStream's API sees its requests time out (NATS
+// answers a denied publish only with an asynchronous error), and the start waited for it
+// for good, each attempt logged as JetStream not answering. The start now ends, saying
+// what NATS refused.
+func TestServe_EndsWhenNATSDeniesJetStream(t *testing.T) {
+	const password = "nats-user-secret-0f3a"
+	ns := jstest.Start(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		Users: []*server.User{{Username: "syvault", Password: password, Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Deny: []string{"$JS.API.>"}}}}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr logbuf.Buffer
+	var exitErr error // set before exited closes
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		exitErr = run(ctx, []string{"serve", "--dev", "--data-dir", t.TempDir(), "--listen", freeAddr(t),
+			"--nats-url", fmt.Sprintf("nats://syvault:%s@127.0.0.1:%d", password, ns.Addr().(*net.TCPAddr).Port)}, io.Discard, &stderr)
+	}()
+	t.Cleanup(func() { cancel(); <-exited })
+	eventually(t, 2*time.Minute, "the start ended", func() (bool, error) {
+		select {
+		case <-exited:
+			return true, nil
+		default:
+			return false, fmt.Errorf("the server's log:\n%s", stderr.String())
+		}
+	})
+	if exitErr == nil || !strings.Contains(exitErr.Error(), "permissions violation") || !strings.Contains(exitErr.Error(), "$JS.API") {
+		t.Fatalf("the start ended with %v; want it to name the permission NATS denied\n%s", exitErr, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `msg="NATS reported an error"`) {
+		t.Errorf("the log does not show what NATS reported:\n%s", stderr.String())
+	}
+	if strings.Contains(exitErr.Error()+stderr.String(), password) {
+		t.Fatal("the NATS user's password is in the error or the log")
+	}
+}
+
 // What a start may wait out, and what it may not.
 func TestStartMayPass(t *testing.T) {
 	for _, tc := range []struct {
@@ -103,6 +143,8 @@ func TestStartMayPass(t *testing.T) {
 		{"the store's timeout", events.StoreUnavailable(fmt.Errorf("jsstore.Open: %w", context.DeadlineExceeded)), true},
 		{"a token key's read timing out", fmt.Errorf("tokenkey: load: %w", nats.ErrTimeout), true},
 		{"no leader, no quorum", fmt.Errorf("jsstore.Open: %w", &jetstream.APIError{ErrorCode: 10008, Code: 503}), true},
+		{"a permission NATS denied, timing out", fmt.Errorf("NATS denied: %w (%w)", nats.ErrPermissionViolation,
+			events.StoreUnavailable(fmt.Errorf("jsstore.Open: %w", context.DeadlineExceeded))), false},
 		{"JetStream off", events.StoreUnavailable(fmt.Errorf("jsstore.Open: %w", nats.ErrNoResponders)), false},
 		{"NATS refusing the connection", fmt.Errorf("cannot connect to NATS: %w", nats.ErrNoServers), false},
 		{"a refused credential", fmt.Errorf("cannot connect to NATS: %w", nats.ErrAuthorization), false},
