@@ -16,14 +16,56 @@ import (
 // name was refused as "being registered right now" for two minutes. A registration the
 // stream's leader shows did not land frees its name at once, as a target's does.
 func TestRegisterClient_NotRecordedLeavesItsNameFree(t *testing.T) {
+	s, setRoom := serviceWithRoom(t)
+	setRoom(0)
+	c := events.Client{Name: "billing", Role: events.RoleApp}
+	if _, err := s.RegisterClient(t.Context(), c, ""); err == nil {
+		t.Fatal("a client registered with its stream refusing every append")
+	}
+	setRoom(-1)
+	if _, err := s.RegisterClient(context.Background(), c, ""); err != nil {
+		t.Fatalf("the registration sent again once the stream had room: %v; want it made, its name free", err)
+	}
+}
+
+// A client's rename the stream refused frees the new name at once, and the client keeps
+// its old one.
+func TestUpdateClient_ARenameNotRecordedLeavesItsNameFree(t *testing.T) {
+	s, setRoom := serviceWithRoom(t)
+	c, err := s.RegisterClient(t.Context(), events.Client{Name: "billing", Role: events.RoleApp}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setRoom(0)
+	renamed := c
+	renamed.Name = "ledger"
+	if _, _, err := s.UpdateClient(t.Context(), c.ClientID, renamed, "", nil); err == nil {
+		t.Fatal("a client renamed with its stream refusing every append")
+	}
+	setRoom(-1)
+	if _, err := s.RegisterClient(t.Context(), events.Client{Name: "ledger", Role: events.RoleApp}, ""); err != nil {
+		t.Errorf("another client named as the refused rename: %v; want it registered", err)
+	}
+	if _, err := s.RegisterClient(t.Context(), events.Client{Name: "billing", Role: events.RoleApp}, ""); events.ErrorCode(err) != events.EConflict {
+		t.Errorf("another client named as the client still is: %v; want a conflict", err)
+	}
+}
+
+// serviceWithRoom is a service on a server of its own, one client recorded (a limit of
+// no events is no limit), and a function that lets its events stream hold room more
+// events than it holds then (-1: no limit), refusing any beyond.
+func serviceWithRoom(t *testing.T) (*Service, func(room int64)) {
+	t.Helper()
 	srv := jstest.MustServer(t, "")
 	s := newService(t, srv.MustStore(t), &recorder{})
+	if _, err := s.RegisterClient(t.Context(), events.Client{Name: "orders", Role: events.RoleApp}, ""); err != nil {
+		t.Fatal(err)
+	}
 	js, err := jetstream.New(srv.MustConnect(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// setLimit lets the events stream hold room more events than it holds now (-1: no limit).
-	setLimit := func(room int64) {
+	return s, func(room int64) {
 		t.Helper()
 		st, err := js.Stream(t.Context(), events.EventsStream)
 		if err != nil {
@@ -37,22 +79,5 @@ func TestRegisterClient_NotRecordedLeavesItsNameFree(t *testing.T) {
 		if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// One event at least: a limit of none is no limit.
-	if _, err := s.RegisterClient(t.Context(), events.Client{Name: "orders", Role: events.RoleApp}, ""); err != nil {
-		t.Fatal(err)
-	}
-	setLimit(0)
-	c := events.Client{Name: "billing", Role: events.RoleApp}
-	if _, err := s.RegisterClient(t.Context(), c, ""); err == nil {
-		t.Fatal("a client registered with its stream refusing every append")
-	}
-	setLimit(-1)
-	got, err := s.RegisterClient(context.Background(), c, "")
-	if err != nil {
-		t.Fatalf("the registration sent again once the stream had room: %v; want it made, its name free", err)
-	}
-	if got.Name != "billing" {
-		t.Fatalf("registered %+v", got)
 	}
 }

@@ -737,6 +737,32 @@ func TestUpdateTarget_RefusedPartwayIsSetBack(t *testing.T) {
 	}
 }
 
+// A rename its database refused frees the new name at once, and the target keeps its
+// old one: another target is given the new name and refused the old.
+func TestUpdateTarget_ARenameItsDatabaseRefusedLeavesItsNameFree(t *testing.T) {
+	p := &recorder{}
+	s := newService(t, jstest.MustStore(t), p)
+	reg, _ := registeredTarget(t, s)
+	p.refuse = events.Errorf(events.ETargetUnverified, "Cannot apply grant 1.")
+	renamed := reg
+	renamed.Name = "ledger"
+	if _, _, err := s.UpdateTarget(t.Context(), reg.RecordUID, renamed, "pw", "", nil); events.ErrorCode(err) != events.ETargetUnverified {
+		t.Fatalf("the refused rename: %v; want its refusal", err)
+	}
+	p.refuse = nil
+	another := func(name string) error {
+		_, err := s.RegisterTarget(t.Context(), events.Target{Name: name, Engine: events.PostgreSQL, Host: "db.internal", Port: 5432,
+			Database: "ledger", AdminUsername: "syvault_admin", TLSMode: events.TLSVerifyFull, Grants: grants("l")}, "pw", "")
+		return err
+	}
+	if err := another("ledger"); err != nil {
+		t.Errorf("another target named as the refused rename: %v; want it registered", err)
+	}
+	if err := another(reg.Name); events.ErrorCode(err) != events.EConflict {
+		t.Errorf("another target named as the target still is: %v; want a conflict", err)
+	}
+}
+
 // A rename refused at its write (another update recorded while it was verified) kept its
 // new name reserved for its target, which exists: every other target was refused that
 // name for good. It is freed now.
