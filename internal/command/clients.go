@@ -117,7 +117,7 @@ func (s *Service) UpdateClient(ctx context.Context, id string, c events.Client, 
 	}
 	seq, err := s.cfg.Store.Append(ctx, events.ClientSubject(id), events.UpdateClient(c, actor, last, now), last)
 	if err != nil && renamed {
-		s.renameFailed(ctx, "client", c.Name, id, last, err, s.clientName)
+		s.renameFailed(ctx, "client", c.Name, id, err, s.clientName)
 	}
 	if errors.Is(err, jsstore.ErrConflict) {
 		return c, 0, changedMeanwhile("client", ifMatch)

@@ -2,11 +2,14 @@ package command
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 )
 
@@ -78,6 +81,27 @@ func serviceWithRoom(t *testing.T) (*Service, func(room int64)) {
 		}
 		if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// What frees a name at once (the append surely stored nothing), and what does not (it
+// may land after any look at the stream).
+func TestRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"a conflict", jsstore.ErrConflict, true},
+		{"the stream full", events.StoreUnavailable(fmt.Errorf("jsstore.Append: %w", &jetstream.APIError{ErrorCode: 10077, Code: 503})), true},
+		{"no stream", events.StoreUnavailable(fmt.Errorf("jsstore.Append: %w", jetstream.ErrNoStreamResponse)), true},
+		{"a timeout", events.StoreUnavailable(fmt.Errorf("jsstore.Append: %w", context.DeadlineExceeded)), false},
+		{"NATS's timeout", events.StoreUnavailable(fmt.Errorf("jsstore.Append: %w", nats.ErrTimeout)), false},
+		{"a lost connection", events.StoreUnavailable(fmt.Errorf("jsstore.Append: %w", nats.ErrConnectionClosed)), false},
+	} {
+		if got := refused(tc.err); got != tc.want {
+			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -105,7 +105,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 	}
 	defer func() {
 		if !nameSettled {
-			s.renameFailed(ctx, "target", t.Name, uid, last, failed, s.targetName)
+			s.renameFailed(ctx, "target", t.Name, uid, failed, s.targetName)
 		}
 	}()
 	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/syvault/syvault/events"
 	"github.com/syvault/syvault/events/jsstore"
 )
@@ -101,18 +104,28 @@ func (s *Service) releaseName(ctx context.Context, kind, name, id string) {
 }
 
 // renameFailed frees name, the new name of a rename of target or client id that failed
-// (failed: its append's error after version last; nil when refused before it), when the
-// rename is surely not recorded (refused, or the leader shows nothing landed) and id
-// does not bear the name by then (another request's rename). Unsure, the name is kept:
-// held by a target or client that bears another, it is taken over in time (claimName).
-func (s *Service) renameFailed(ctx context.Context, kind, name, id string, last uint64, failed error, load func(context.Context, string) (string, error)) {
-	subject := map[string]string{"target": events.TargetSubject(id), "client": events.ClientSubject(id)}[kind]
-	if failed != nil && !errors.Is(failed, jsstore.ErrConflict) && !s.unrecorded(ctx, subject, last) {
+// (failed: its append's error; nil when refused before it), when the rename surely
+// stored nothing (see refused) and id does not bear the name by then (another
+// request's rename). Unsure, the name is kept: held by a target or client that bears
+// another, it is taken over in time (claimName).
+func (s *Service) renameFailed(ctx context.Context, kind, name, id string, failed error, load func(context.Context, string) (string, error)) {
+	if failed != nil && !refused(failed) {
 		return
 	}
 	if !s.bears(ctx, kind, name, id, load) {
 		s.releaseName(ctx, kind, name, id)
 	}
+}
+
+// refused reports whether an append's failure is JetStream's answer that it stored
+// nothing: a conflict, an error in its acknowledgement (a stream full, an account out of
+// storage, no leader), or no stream to take it. A timeout, a cancelled request or a lost
+// connection is not: the message may still be on its way, or stored by a leader whose
+// followers have not acknowledged it yet, and land after any look at the stream.
+func refused(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jsstore.ErrConflict) || errors.As(err, &api) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders)
 }
 
 // bears reports whether the stream's leader shows name borne by target or client id
@@ -135,24 +148,16 @@ func (s *Service) borne(ctx context.Context, kind, name, id string, load func(co
 	return err == nil && nameKey(kind, cur) == nameKey(kind, name), err
 }
 
-// unrecorded reports whether the stream's leader says subject is still at last: an
-// append answered with an error did not land. A leader that cannot say says nothing
-// (false).
-func (s *Service) unrecorded(ctx context.Context, subject string, last uint64) bool {
-	now, err := s.leaderLast(ctx, subject)
-	return err == nil && now == last
-}
-
 // registrationLanded says where a registration's append to subject, a new uid's,
-// answered with failed, landed: its sequence, or 0 with known when it surely did not (a
-// conflict: something else was there; or the stream's leader shows nothing), 0 without
-// known when the leader cannot say.
+// answered with failed, landed: 0 with known when it surely did not (refused); else
+// the sequence the stream's leader shows, 0 when it shows none or cannot say, which is
+// not knowing (a timed-out append may land after the look).
 func (s *Service) registrationLanded(ctx context.Context, subject string, failed error) (seq uint64, known bool) {
-	if errors.Is(failed, jsstore.ErrConflict) {
+	if refused(failed) {
 		return 0, true
 	}
-	seq, err := s.leaderLast(ctx, subject)
-	return seq, err == nil
+	seq, _ = s.leaderLast(ctx, subject)
+	return seq, false
 }
 
 // leaderLast asks the stream's leader for subject's last sequence after an append
