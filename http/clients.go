@@ -74,6 +74,11 @@ func clientFromRequest(c echo.Context) (events.Client, error) {
 	case len(req.AllowedRecords) > 1000:
 		return events.Client{}, events.Errorf(events.EInvalid, "allowed_records may list at most 1000 records.")
 	}
+	for _, uid := range req.AllowedRecords {
+		if !events.ValidID(uid) {
+			return events.Client{}, events.Errorf(events.EInvalid, "allowed_records must list record_uids as the API returns them (letters, digits, - and _).")
+		}
+	}
 	if _, err := ParsePublicKey(req.PublicKey); err != nil {
 		return events.Client{}, err
 	}

@@ -730,9 +730,14 @@ func versioned[T any](key string, load func() (T, uint64, error), notFound error
 
 // current reads key's record, or, when the bucket does not hold it, what load folds from
 // the stream's leader; notFound when neither has it or the record says it was removed.
-// A key that cannot name a subject is not looked up in the stream.
+// A key that cannot name a subject is not looked up at all: a read puts it in its
+// request's subject, and one longer than NATS's control line (4 KiB) has NATS close the
+// connection for good.
 func current[T any](ctx context.Context, read func(context.Context, string) (record[T], error), key string, load func() (T, error), notFound error) (T, error) {
 	var zero T
+	if !events.ValidID(key) {
+		return zero, notFound
+	}
 	r, err := read(ctx, key)
 	switch {
 	case err == nil && r.Removed:

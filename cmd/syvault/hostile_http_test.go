@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
 
 	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
@@ -44,6 +48,45 @@ func TestAudience_NeverFromTheHostHeader(t *testing.T) {
 	}
 	if got := token(srv.HTTP.URL(), "evil.example:8200"); got != http.StatusOK {
 		t.Fatalf("an assertion for this server: %d, want 200", got)
+	}
+}
+
+// An id longer than NATS takes in a request's subject (its control line, 4 KiB), read
+// from the event store as sent, made NATS close the API's connection for good: one
+// unauthenticated token request, its assertion's iss 5,000 letters, and every later
+// request answered 503. Such ids (an assertion's issuer, a client's allowed record) are
+// refused before any read, and the server answers as before.
+func TestIDs_NoneTooLongForNATS(t *testing.T) {
+	srv := mustServer(t, "", nil)
+	ac := srv.adminClient(t)
+	admin := srv.admin(t)
+	long := strings.Repeat("A", 5000)
+	key, err := client.ParsePrivateKey(ac.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	forged, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.RegisteredClaims{Issuer: long, Subject: long,
+		Audience: jwt.ClaimStrings{srv.HTTP.URL()}, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Minute)),
+		ID: uuid.NewString()}).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := syhttp.BasePath + "/auth/token"
+	if status, body := raw(t, srv, "POST", path, "", "application/x-www-form-urlencoded", []byte(tokenForm(forged).Encode())); status != http.StatusUnauthorized {
+		t.Errorf("a token request whose issuer is 5,000 letters: %d %v; want 401", status, body)
+	}
+	pub, _ := mustKeyPair(t)
+	reg, _ := json.Marshal(map[string]any{"name": "long", "role": "app", "public_key": pub, "allowed_records": []string{long}})
+	tok, err := admin.Token(context.Background())
+	if err != nil {
+		t.Fatalf("a token after the long issuer: %v", err)
+	}
+	if status, body := raw(t, srv, "POST", syhttp.BasePath+"/clients", tok, "application/json", reg); status != http.StatusBadRequest || body["error"] != "invalid_request" {
+		t.Errorf("a client allowed a record uid of 5,000 letters: %d %v; want 400 invalid_request", status, body)
+	}
+	if _, err := admin.ListTargets(context.Background()); err != nil {
+		t.Fatalf("the server after the long ids: %v; want it answering", err)
 	}
 }
 

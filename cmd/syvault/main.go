@@ -117,12 +117,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if m, err = openWaiting(ctx, m, logger); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	var lost error
+	select {
+	case <-ctx.Done():
+	case lost = <-m.lost:
+	}
 	logger.Info("shutting down: draining requests and workers")
 	start := time.Now()
 	err = m.Close()
 	logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
-	return err
+	return errors.Join(lost, err)
 }
 
 // openWaiting opens m, and while an external NATS is reached but JetStream does not
@@ -137,7 +141,9 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 		if err == nil {
 			return m, nil
 		}
-		err = m.deniedByNATS(err)
+		if startMayPass(err) {
+			err = m.deniedByNATS(err)
+		}
 		_ = m.Close()
 		if ctx.Err() != nil {
 			return m, nil
@@ -166,18 +172,13 @@ func startMayPass(err error) bool {
 		errors.Is(err, nats.ErrTimeout) || errors.As(err, &api) && api.ErrorCode == jsUnavailable)
 }
 
-// deniedByNATS adds to a start's failure the permission NATS denied one of this
-// process's connections meanwhile: a NATS user not permitted JetStream's API sees its
-// requests time out (a denied publish is answered only by an asynchronous error), which
-// waited out would never pass.
+// deniedByNATS adds to a start's failure to hear from JetStream in time the permission
+// NATS denied one of this process's requests meanwhile (see natsError): a request
+// denied is answered only by an asynchronous error and times out, which waited out
+// would never pass.
 func (m *Main) deniedByNATS(err error) error {
-	for _, nc := range []*nats.Conn{m.nc, m.reqNC} {
-		if nc == nil {
-			continue
-		}
-		if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
-			return fmt.Errorf("NATS denied this process's user a request it needs (give it the subjects README's NATS section names): %w (%w)", last, err)
-		}
+	if denied := m.denied.Load(); denied != nil {
+		return fmt.Errorf("NATS denied this process's user a subject it needs (SyVault's user needs every right in a NATS account of its own: README, \"Security model\"): %w (%w)", *denied, err)
 	}
 	return err
 }

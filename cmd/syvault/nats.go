@@ -25,11 +25,7 @@ const NATSClientSeedFile = "nats-client.nk"
 // file such as the one --nats-listen writes) and the TLS settings of --nats-ca,
 // --nats-cert and --nats-key.
 func (m *Main) natsOptions() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("syvault"), nats.MaxReconnects(-1),
-		// Into the log, not nats.go's own print to stderr: a denied subject, a slow consumer.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			m.Logger.Warn("NATS reported an error", "err", err)
-		})}
+	opts := []nats.Option{nats.Name("syvault"), nats.MaxReconnects(-1), nats.ErrorHandler(m.natsError), nats.ClosedHandler(m.natsClosed)}
 	if f := m.Config.NATSCreds; f != "" {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -57,7 +53,39 @@ func (m *Main) natsOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// startEmbedded starts the embedded NATS server on the data directory. Without
+// natsError logs what NATS reports asynchronously (a denied subject, a slow consumer)
+// rather than nats.go printing it to stderr, and keeps a denial of a request's subject
+// (JetStream's API, a reply inbox): such a request only times out, which at start would
+// be waited for without end (see deniedByNATS).
+func (m *Main) natsError(nc *nats.Conn, sub *nats.Subscription, err error) {
+	attrs := []any{"conn", nc.Opts.Name, "err", err}
+	if sub != nil {
+		attrs = append(attrs, "subject", sub.Subject)
+	}
+	m.Logger.Warn("NATS reported an error", attrs...)
+	if text := err.Error(); errors.Is(err, nats.ErrPermissionViolation) && (strings.Contains(text, `"$JS.API.`) || strings.Contains(text, `"_INBOX.`)) {
+		m.denied.Store(&err)
+	}
+}
+
+// natsClosed stops the process when one of its connections to NATS closes for good
+// while it runs. It reconnects without end after an outage, so only a fault of the
+// connection itself closes it (NATS refusing a protocol line, as it did a request whose
+// subject was longer than it takes): the process would stay up answering 503 to every
+// request, alive to a liveness probe, where a supervisor's restart mends it.
+func (m *Main) natsClosed(nc *nats.Conn) {
+	if m.closing.Load() {
+		return
+	}
+	err := fmt.Errorf("the connection to NATS (%s) closed for good: %v", nc.Opts.Name, nc.LastError())
+	m.Logger.Error("stopping: "+err.Error()+"; a supervisor starts this process again", "conn", nc.Opts.Name)
+	select {
+	case m.lost <- err:
+	default:
+	}
+}
+
+// startEmbedded starts// startEmbedded starts the embedded NATS server on the data directory. Without
 // --nats-listen it opens no port at all; with it, it admits only the nkey user whose seed
 // it keeps in NATSClientSeedFile (made on first use), and auth is the option this
 // process's own in-process connection authenticates with.

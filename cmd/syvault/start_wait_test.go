@@ -103,34 +103,88 @@ func TestServe_EndsWhenNATSDeniesJetStream(t *testing.T) {
 	ns := jstest.Start(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
 		Users: []*server.User{{Username: "syvault", Password: password, Permissions: &server.Permissions{
 			Publish: &server.SubjectPermission{Deny: []string{"$JS.API.>"}}}}}})
+	p := serveWith(t, ns, password)
+	exitErr := p.exit(t, "the start ended")
+	if exitErr == nil || !strings.Contains(exitErr.Error(), "permissions violation") || !strings.Contains(exitErr.Error(), "$JS.API") {
+		t.Fatalf("the start ended with %v; want it to name the permission NATS denied\n%s", exitErr, p.log.String())
+	}
+	if !strings.Contains(p.log.String(), `msg="NATS reported an error"`) {
+		t.Errorf("the log does not show what NATS reported:\n%s", p.log.String())
+	}
+}
+
+// A connection to NATS that closed for good (here NATS refusing the process's
+// credential twice on reconnecting, after an operator removed its user; or NATS closing
+// it for a protocol line it would not take) left the process up, answering 503 to every
+// request and alive to a liveness probe, for good. It now stops, saying why, so that a
+// supervisor starts it again.
+func TestServe_StopsWhenItsNATSConnectionClosesForGood(t *testing.T) {
+	const password = "nats-user-secret-7c1d"
+	opts := &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		Users: []*server.User{{Username: "syvault", Password: password}}}
+	ns := jstest.Start(t, opts)
+	p := serveWith(t, ns, password)
+	eventually(t, time.Minute, "the server ready", func() (bool, error) {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + p.addr + "/readyz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("the server's log:\n%s", p.log.String())
+	})
+	reloaded := opts.Clone()
+	reloaded.Users = []*server.User{{Username: "someone-else", Password: "another-password"}}
+	if err := ns.ReloadOptions(reloaded); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.exit(t, "the server stopped"); err == nil || !strings.Contains(err.Error(), "closed for good") {
+		t.Fatalf("the server stopped with %v; want it to say its connection to NATS closed for good\n%s", err, p.log.String())
+	}
+}
+
+// served is a serve process run by a test: exited closes when it returns, err then
+// holding what it returned.
+type served struct {
+	addr   string
+	log    logbuf.Buffer
+	exited chan struct{}
+	err    error
+}
+
+// serveWith runs serve --dev on ns as its user syvault with password, stopped (and
+// waited for) at the test's end, where its error and log must not hold the password.
+func serveWith(t *testing.T, ns *server.Server, password string) *served {
+	t.Helper()
+	p := &served{addr: freeAddr(t), exited: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr logbuf.Buffer
-	var exitErr error // set before exited closes
-	exited := make(chan struct{})
+	dir := t.TempDir()
 	go func() {
-		defer close(exited)
-		exitErr = run(ctx, []string{"serve", "--dev", "--data-dir", t.TempDir(), "--listen", freeAddr(t),
-			"--nats-url", fmt.Sprintf("nats://syvault:%s@127.0.0.1:%d", password, ns.Addr().(*net.TCPAddr).Port)}, io.Discard, &stderr)
+		defer close(p.exited)
+		p.err = run(ctx, []string{"serve", "--dev", "--data-dir", dir, "--listen", p.addr,
+			"--nats-url", fmt.Sprintf("nats://syvault:%s@127.0.0.1:%d", password, ns.Addr().(*net.TCPAddr).Port)}, io.Discard, &p.log)
 	}()
-	t.Cleanup(func() { cancel(); <-exited })
-	eventually(t, 2*time.Minute, "the start ended", func() (bool, error) {
-		select {
-		case <-exited:
-			return true, nil
-		default:
-			return false, fmt.Errorf("the server's log:\n%s", stderr.String())
+	t.Cleanup(func() {
+		cancel()
+		<-p.exited
+		if p.err != nil && strings.Contains(p.err.Error(), password) || strings.Contains(p.log.String(), password) {
+			t.Error("the NATS user's password is in the server's error or log")
 		}
 	})
-	if exitErr == nil || !strings.Contains(exitErr.Error(), "permissions violation") || !strings.Contains(exitErr.Error(), "$JS.API") {
-		t.Fatalf("the start ended with %v; want it to name the permission NATS denied\n%s", exitErr, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), `msg="NATS reported an error"`) {
-		t.Errorf("the log does not show what NATS reported:\n%s", stderr.String())
-	}
-	if strings.Contains(exitErr.Error()+stderr.String(), password) {
-		t.Fatal("the NATS user's password is in the error or the log")
-	}
+	return p
+}
+
+// exit waits for p to return (what: what that means) and returns its error.
+func (p *served) exit(t *testing.T, what string) error {
+	t.Helper()
+	eventually(t, 2*time.Minute, what, func() (bool, error) {
+		select {
+		case <-p.exited:
+			return true, nil
+		default:
+			return false, fmt.Errorf("the server's log:\n%s", p.log.String())
+		}
+	})
+	return p.err
 }
 
 // What a start may wait out, and what it may not.

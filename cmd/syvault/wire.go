@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,14 @@ type Main struct {
 	// dirLock is held while the embedded NATS uses the data directory.
 	dirLock *os.File
 
+	// lost carries why a connection to NATS closed for good while the process ran;
+	// closing is set once Close begins, when a closed connection is expected.
+	lost    chan error
+	closing atomic.Bool
+	// denied is the last permission NATS denied this process a request needs (see
+	// natsError).
+	denied atomic.Pointer[error]
+
 	cancel    context.CancelFunc
 	stopDebug func()
 	wg        sync.WaitGroup
@@ -76,7 +85,7 @@ type Main struct {
 
 // NewMain returns a Main for cfg.
 func NewMain(cfg Config, logger *slog.Logger) *Main {
-	return &Main{Config: cfg, Logger: logger}
+	return &Main{Config: cfg, Logger: logger, lost: make(chan error, 1)}
 }
 
 // AdminClientFile is where --dev and init write the first admin client's credentials.
@@ -357,6 +366,7 @@ func (m *Main) Close() error {
 }
 
 func (m *Main) close() error {
+	m.closing.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var errs []error
