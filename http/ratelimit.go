@@ -43,6 +43,15 @@ func newClientLimits(perSecond float64) *clientLimits {
 	return &clientLimits{every: rate.Limit(perSecond), burst: max(2, int(math.Ceil(2*perSecond))), buckets: map[string]*bucket{}}
 }
 
+// newDenialLimits bounds the refused mutations recorded for each app client when the
+// server sets no client rate limit: one a second, in bursts of ten. Past that they are
+// refused just the same and counted, not recorded: a client looping on a refused request
+// would otherwise grow the audit log, which nothing may trim, until its disk is full and
+// no revocation can be recorded.
+func newDenialLimits() *clientLimits {
+	return &clientLimits{every: 1, burst: 10, buckets: map[string]*bucket{}}
+}
+
 // take spends one of client's requests, or tells how long until it has one and whether
 // this refusal is the first of the client's in a minute (worth a log line; the rest are
 // counted only, so that a client hammering the API cannot flood the log either).
@@ -107,14 +116,19 @@ func (s *Server) limit(c echo.Context, client events.Client, action string) erro
 const chargedKey = "syvault.rate-charged"
 
 // recordsDenial says whether an app client's refused mutation is to be recorded in the
-// audit trail: past its rate it is refused just the same, but only counted (as "denied"
-// in syvault_rate_limited_total), so refusals cannot grow the audit log without bound. A
+// audit trail: past its rate (--client-rate-limit, or without one newDenialLimits') it
+// is refused just the same, but only counted (as "denied" in
+// syvault_rate_limited_total), so refusals cannot grow the audit log without bound. A
 // lease create or renewal refused by authorization paid at limitClient and is recorded.
 func (s *Server) recordsDenial(c echo.Context, client events.Client) bool {
-	if s.limits == nil || client.Role == events.RoleAdmin || c.Get(chargedKey) != nil {
+	if client.Role == events.RoleAdmin || c.Get(chargedKey) != nil {
 		return true
 	}
-	if _, ok, _ := s.limits.take(client.ClientID, time.Now()); ok {
+	limits := s.limits
+	if limits == nil {
+		limits = s.denials
+	}
+	if _, ok, _ := limits.take(client.ClientID, time.Now()); ok {
 		return true
 	}
 	s.cfg.Observer.RateLimited("denied")

@@ -150,6 +150,7 @@ type Server struct {
 	// audiences are the public URLs a client assertion may name, fixed by Listen.
 	audiences []string
 	limits    *clientLimits // nil: no client rate limit
+	denials   *clientLimits // the recorded refusals' bound without one
 }
 
 // MaxHeaderBytes caps a request's header block.
@@ -181,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 2 * time.Minute
 	}
-	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http"), limits: newClientLimits(cfg.ClientRateLimit)}
+	s := &Server{cfg: cfg, echo: echo.New(), log: cfg.Logger.With("component", "http"), limits: newClientLimits(cfg.ClientRateLimit), denials: newDenialLimits()}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

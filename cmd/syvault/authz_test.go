@@ -30,6 +30,26 @@ func newAppClient(t *testing.T, srv *testServer, admin *client.Client, role stri
 	return c, ac.ClientID
 }
 
+// onTarget is a server, its admin, a PostgreSQL target and an app client allowed it.
+type onTarget struct {
+	eng    engine
+	admin  *client.Client
+	target *client.Target
+	app    *client.Client
+	appID  string
+}
+
+// appOnTarget gives a test an onTarget.
+func appOnTarget(t *testing.T) onTarget {
+	t.Helper()
+	o := onTarget{eng: postgresEngine(t)}
+	srv := mustServer(t, "", nil)
+	o.admin = srv.admin(t)
+	o.target = mustTarget(t, o.admin, o.eng)
+	o.app, o.appID = newAppClient(t, srv, o.admin, "app", []string{o.target.RecordUID})
+	return o
+}
+
 func mustToken(t *testing.T, c *client.Client) string {
 	t.Helper()
 	tok, err := c.Token(context.Background())
@@ -222,13 +242,10 @@ func TestAuthorization_Matrix(t *testing.T) {
 // TestClients_DeleteKeepsLeaseExpiry: deleting a client stops its tokens at once, while
 // its active leases stay listed and still expire on time.
 func TestClients_DeleteKeepsLeaseExpiry(t *testing.T) {
-	eng := postgresEngine(t)
 	ctx := context.Background()
-	srv := mustServer(t, "", nil)
-	admin := srv.admin(t)
-	target := mustTarget(t, admin, eng)
-	app, id := newAppClient(t, srv, admin, "app", []string{target.RecordUID})
-	l := mustLease(t, app, target.RecordUID, 3)
+	o := appOnTarget(t)
+	admin, app, id, eng := o.admin, o.app, o.appID, o.eng
+	l := mustLease(t, app, o.target.RecordUID, 3)
 	if err := admin.DeleteClient(ctx, id); err != nil {
 		t.Fatal(err)
 	}

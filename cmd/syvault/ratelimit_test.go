@@ -99,6 +99,38 @@ func TestClients_RateLimit(t *testing.T) {
 	}
 }
 
+// Without --client-rate-limit (the default) every refused mutation of an app client was
+// recorded: a client looping on one grew the audit log, which nothing may trim, until
+// its disk was full and no revocation could be recorded. Past ten, and one a second, its
+// refusals are now refused as ever and counted, not recorded.
+func TestClients_RefusalsRecordedWithinABound(t *testing.T) {
+	ctx := context.Background()
+	o := appOnTarget(t)
+	admin, target, app, appID := o.admin, o.target, o.app, o.appID
+	mustToken(t, app)
+	start := time.Now()
+	const tries = 40
+	for range tries {
+		mustCode(t, app.DeleteTarget(ctx, target.RecordUID, false), http.StatusForbidden, "forbidden")
+	}
+	// Ten at once, and one for each second begun since.
+	bound := 10 + int(time.Since(start)/time.Second) + 1
+	var recorded int
+	eventually(t, 10*time.Second, "the first refusals in the audit trail", func() (bool, error) {
+		page, err := admin.Audit(ctx, client.AuditOptions{ClientID: appID, Limit: 1000})
+		recorded = 0
+		for _, e := range page.Data {
+			if e.Type == "access.denied" {
+				recorded++
+			}
+		}
+		return recorded >= 10, err
+	})
+	if recorded > bound || recorded >= tries {
+		t.Fatalf("%d of %d refusals recorded; want at most %d", recorded, tries, bound)
+	}
+}
+
 // TestClientRateLimit_Flag: --client-rate-limit (or SYVAULT_CLIENT_RATE_LIMIT) takes a
 // rate per second, fractions included; a negative or absurd one is refused at start,
 // naming the flag.
