@@ -107,8 +107,9 @@ func retryable(err error) bool {
 }
 
 // retry runs fn up to 5 times while it fails with a catalog conflict, backing off
-// 20, 40, 80, 160 ms between attempts. It is the one retry inside the driver because the
-// conflicts it absorbs are PostgreSQL's own catalog locking, not a failure of the target.
+// 20, 40, 80, 160 ms between attempts: the conflicts it absorbs are PostgreSQL's own
+// catalog locking, not a failure of the target. (A removal's attempts, each retrying its
+// statements so, are retried as a whole too: see RemoveTarget.)
 func retry(ctx context.Context, fn func() error) error {
 	return retryWhile(ctx, 5, retryable, fn)
 }

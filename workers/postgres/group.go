@@ -124,11 +124,12 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 // same time, as may two processes: run together, one of two fails on a catalog conflict
 // ("tuple concurrently updated") or finds the role gone under a statement. So removals
 // take turns in this process, and one that meets another process's is tried again, up
-// to seven times (about 1.3 s in all), until it finds the role gone. So is one whose DROP ROLE finds
-// something made since it looked (a lease acting as the group created an object, or
-// granted the group one, and committed while the DROP waited for it): the next attempt
-// revokes the grant or keeps the group as the object's owner. (Not an advisory lock: any session of the
-// database, a lease user's too, could hold it.)
+// to seven times (about 1.3 s in all), until it finds the role gone. (Not an advisory
+// lock: any session of the database, a lease user's too, could hold it.) So is one
+// whose DROP ROLE finds a grant made since it looked (a cut or cancelled statement of
+// the admin's committing late): the next attempt revokes it. One that finds an object
+// the group came to own meanwhile (a lease, acting as the group, created it and
+// committed while the DROP waited for it) keeps the group as its owner.
 func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "postgres.RemoveTarget"
 	group, err := groupName(req.RecordUID)
@@ -141,11 +142,8 @@ func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetReques
 	}
 	defer release()
 	raced := func(err error) bool {
-		switch sqlState(err) {
-		case stateUndefinedObject, stateDependentObjs: // another's removal; a lease's object or grant made meanwhile
-			return true
-		}
-		return retryable(err)
+		var late grantedMeanwhile
+		return retryable(err) || sqlState(err) == stateUndefinedObject || errors.As(err, &late)
 	}
 	return retryWhile(ctx, 7, raced, func() error { return d.removeGroup(ctx, req, group) })
 }
@@ -187,20 +185,46 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 	if _, err := revokeDatabases(ctx, conn, oid, group, nil); err != nil {
 		return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 	}
+	for drop := 0; ; drop++ {
+		kept, err := d.keptAsOwner(ctx, conn, group, oid)
+		if err != nil {
+			return failRemoval(op, err, "Could not check what the group role owns.", req.Conn.Password)
+		}
+		if kept {
+			return nil
+		}
+		_, err = conn.Exec(ctx, lockTimeout+"DROP ROLE IF EXISTS "+ident(group))
+		switch {
+		case err == nil:
+			return nil
+		case sqlState(err) == stateDependentObjs && drop == 0:
+			continue // something depends on the group since it looked: an object it owns now?
+		case sqlState(err) == stateDependentObjs:
+			err = grantedMeanwhile{err} // a grant, which the next attempt revokes
+		}
+		return failRemoval(op, err, "Could not drop the target's group role.", req.Conn.Password)
+	}
+}
+
+// grantedMeanwhile is a DROP ROLE of a group that holds a privilege granted after its
+// removal revoked them.
+type grantedMeanwhile struct{ error }
+
+func (e grantedMeanwhile) Unwrap() error { return e.error }
+
+// keptAsOwner reports whether group (of oid) owns objects, which lease users created:
+// it is then kept, holding no privilege and unable to log in.
+func (d *Driver) keptAsOwner(ctx context.Context, conn *pgxpool.Conn, group string, oid uint32) (bool, error) {
 	var owned int
 	if err := conn.QueryRow(ctx, `SELECT pg_catalog.count(*) FROM pg_catalog.pg_shdepend
 		WHERE refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND refobjid = $1 AND deptype = 'o'`, oid).Scan(&owned); err != nil {
-		return failRemoval(op, err, "Could not check what the group role owns.", req.Conn.Password)
+		return false, err
 	}
 	if owned > 0 {
 		d.logger.WarnContext(ctx, "kept the target's group role: it owns objects lease users created; it holds no privilege and cannot log in",
 			"group", group, "objects", owned)
-		return nil
 	}
-	if _, err := conn.Exec(ctx, lockTimeout+"DROP ROLE IF EXISTS "+ident(group)); err != nil {
-		return failRemoval(op, err, "Could not drop the target's group role.", req.Conn.Password)
-	}
-	return nil
+	return owned > 0, nil
 }
 
 // appliedError is grantGroup's failure after it changed, or may have changed, the
