@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -110,6 +111,12 @@ revoked, retrying; it never holds a password, connection string or token.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(cmd, args, int(ttl), templates, execApp, sigFlag); err != nil {
 				return err
+			}
+			// Whatever the mode: an application beside the agent (--output, --pid-file)
+			// usually runs as the same user too, and could read SY_PRIVATE_KEY from
+			// /proc/<agent>/environ.
+			if err := hideFromChildren(); err != nil {
+				return fmt.Errorf("hiding the private key from other processes: %w", err)
 			}
 			for _, v := range templates {
 				in, out, _ := splitTemplateFlag(v) // checked above

@@ -64,9 +64,6 @@ type child struct {
 
 // start starts the application with l's credentials in its environment.
 func (c *child) start(l *client.Lease) error {
-	if err := hideFromChildren(); err != nil {
-		return fmt.Errorf("hiding the private key from the application: %w", err)
-	}
 	cmd := exec.Command(c.argv[0], c.argv[1:]...)
 	cmd.Env = childEnv(os.Environ(), l)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.stdout, c.stderr
@@ -84,11 +81,13 @@ func (c *child) start(l *client.Lease) error {
 }
 
 // childEnv is the environment the application gets: sy agent's own, without its private
-// key, which the application has no use for, and the lease's SY_* variables.
+// key or the names of the files that hold it, which the application has no use for, and
+// the lease's SY_* variables.
 func childEnv(environ []string, l *client.Lease) []string {
 	env := make([]string, 0, len(environ)+5)
 	for _, kv := range environ {
-		if !strings.HasPrefix(kv, EnvPrivateKey+"=") {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != EnvPrivateKey && name != EnvPrivateKeyFile && name != EnvCredentialsFile {
 			env = append(env, kv)
 		}
 	}

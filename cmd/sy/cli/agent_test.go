@@ -185,7 +185,8 @@ func TestAgent_onceRevokesWhatItCannotWrite(t *testing.T) {
 }
 
 func TestChildEnv(t *testing.T) {
-	env := childEnv([]string{"PATH=/bin", "SY_PRIVATE_KEY=-----BEGIN PRIVATE KEY-----", "SY_SERVER=https://v", "SY_DB_USERNAME=stale"}, &fakeLease)
+	env := childEnv([]string{"PATH=/bin", "SY_PRIVATE_KEY=-----BEGIN PRIVATE KEY-----", "SY_SERVER=https://v", "SY_DB_USERNAME=stale",
+		"SY_PRIVATE_KEY_FILE=/etc/sy/key.pem", "SY_CREDENTIALS_FILE=/etc/sy/creds.json"}, &fakeLease)
 	want := []string{"PATH=/bin", "SY_SERVER=https://v", "SY_DB_USERNAME=stale",
 		"SY_LEASE_ID=" + fakeLease.LeaseID, "SY_DB_USERNAME=" + fakeLease.Username, "SY_DB_PASSWORD=" + symbolPass,
 		"SY_DB_CONNECTION_STRING=" + fakeLease.ConnectionString, "SY_LEASE_EXPIRES_AT=2026-04-06T13:00:00Z"}
