@@ -203,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.auth = &authenticator{cfg: cfg}
 	e.GET(BasePath+"/openapi.json", s.openAPI)
-	api := e.Group(BasePath, s.requireStore)
+	api := e.Group(BasePath, noStore, s.requireStore)
 	api.POST("/auth/token", s.token)
 	authed := api.Group("", s.authenticate, checkPathIDs)
 	authed.POST("/dynamic/lease", s.createLease)
@@ -364,6 +364,16 @@ func checkPathIDs(next echo.HandlerFunc) echo.HandlerFunc {
 				return events.Errorf(events.ENotFound, "No %s %q.", strings.ReplaceAll(name, "_", " "), v)
 			}
 		}
+		return next(c)
+	}
+}
+
+// noStore marks every API answer not to be stored by a cache on the way: a lease's
+// holds its password, a token answer the token, and the others what only their client
+// may read.
+func noStore(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set("Cache-Control", "no-store")
 		return next(c)
 	}
 }

@@ -90,6 +90,30 @@ func TestIDs_NoneTooLongForNATS(t *testing.T) {
 	}
 }
 
+// A lease's answer holds its password, yet only the token's answer told a cache on the
+// way not to keep it. Every API answer, an error too, now says no-store.
+func TestAPI_AnswersAreNeverStored(t *testing.T) {
+	eng := postgresEngine(t)
+	srv := mustServer(t, "", nil)
+	admin := srv.admin(t)
+	target := mustTarget(t, admin, eng)
+	tok := mustToken(t, admin)
+	body := []byte(fmt.Sprintf(`{"record_uid": %q, "ttl_seconds": 60}`, target.RecordUID))
+	for _, req := range []struct{ method, path string }{{"POST", "/dynamic/lease"}, {"GET", "/dynamic/leases/NoSuchLease"}, {"GET", "/dynamic/targets"}} {
+		var b []byte
+		if req.method == "POST" {
+			b = body
+		}
+		resp, out := send(t, srv, req.method, syhttp.BasePath+req.path, tok, "application/json", b)
+		if id, ok := out["lease_id"].(string); ok {
+			t.Cleanup(func() { _ = admin.RevokeLease(context.Background(), id) })
+		}
+		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("%s %s (%d): Cache-Control %q; want no-store", req.method, req.path, resp.StatusCode, got)
+		}
+	}
+}
+
 // TestServe_RefusesWildcardWithoutPublicURL: outside --dev, a server bound to every
 // interface has no URL of its own to accept in assertions, so it refuses to start.
 func TestServe_RefusesWildcardWithoutPublicURL(t *testing.T) {
