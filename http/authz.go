@@ -83,8 +83,8 @@ func authorize(c events.Client, act action, res resource) error {
 }
 
 // allow checks act on res for the request's client. A refused mutation is recorded in
-// the audit trail before the refusal is returned (for an app client, within its rate
-// when the server sets --client-rate-limit; see recordsDenial).
+// the audit trail before the refusal is returned (for an app client, within a rate; see
+// recordsDenial).
 func (s *Server) allow(c echo.Context, act action, res resource) error {
 	client := clientOf(c)
 	err := authorize(client, act, res)

@@ -44,12 +44,13 @@ func newClientLimits(perSecond float64) *clientLimits {
 }
 
 // newDenialLimits bounds the refused mutations recorded for each app client when the
-// server sets no client rate limit: one a second, in bursts of ten. Past that they are
-// refused just the same and counted, not recorded: a client looping on a refused request
-// would otherwise grow the audit log, which nothing may trim, until its disk is full and
-// no revocation can be recorded.
+// server sets no client rate limit: one every ten seconds, in bursts of ten. Past that
+// they are refused just the same and counted, not recorded: a client looping on a
+// refused request would otherwise grow the audit log, which nothing may trim, by
+// thousands of events a second, until its disk was full and no revocation could be
+// recorded.
 func newDenialLimits() *clientLimits {
-	return &clientLimits{every: 1, burst: 10, buckets: map[string]*bucket{}}
+	return &clientLimits{every: 0.1, burst: 10, buckets: map[string]*bucket{}}
 }
 
 // take spends one of client's requests, or tells how long until it has one and whether
@@ -128,8 +129,13 @@ func (s *Server) recordsDenial(c echo.Context, client events.Client) bool {
 	if limits == nil {
 		limits = s.denials
 	}
-	if _, ok, _ := limits.take(client.ClientID, time.Now()); ok {
+	_, ok, first := limits.take(client.ClientID, time.Now())
+	if ok {
 		return true
+	}
+	if first {
+		s.log.Warn("a client's refused requests come faster than they are recorded; the rest are refused and counted, not recorded",
+			"client_id", client.ClientID)
 	}
 	s.cfg.Observer.RateLimited("denied")
 	return false

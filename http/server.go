@@ -190,6 +190,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.log.Error("panic in handler", "path", c.Path(), "err", err, "stack", string(stack))
 		return err
 	}}))
+	e.Pre(noStore)
 	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", MaxBodyBytes)))
 	e.Use(s.accessLog)
 
@@ -203,7 +204,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.auth = &authenticator{cfg: cfg}
 	e.GET(BasePath+"/openapi.json", s.openAPI)
-	api := e.Group(BasePath, noStore, s.requireStore)
+	api := e.Group(BasePath, s.requireStore)
 	api.POST("/auth/token", s.token)
 	authed := api.Group("", s.authenticate, checkPathIDs)
 	authed.POST("/dynamic/lease", s.createLease)
@@ -368,12 +369,14 @@ func checkPathIDs(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// noStore marks every API answer not to be stored by a cache on the way: a lease's
-// holds its password, a token answer the token, and the others what only their client
-// may read.
+// noStore marks every API answer, refusals of a method or a body included, not to be
+// stored by a cache on the way: a lease's holds its password, a token answer the token,
+// and the others what only their client may read. (The dashboard sets its own.)
 func noStore(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		c.Response().Header().Set("Cache-Control", "no-store")
+		if strings.HasPrefix(c.Request().URL.Path, BasePath) {
+			c.Response().Header().Set("Cache-Control", "no-store")
+		}
 		return next(c)
 	}
 }

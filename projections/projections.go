@@ -410,6 +410,9 @@ func (p *Projections) leaseRecord(ctx context.Context, id string) (record[events
 }
 
 func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (record[T], error) {
+	if jsstore.TooLong(key) {
+		return decodeRecord[T](kv, key, nil, jetstream.ErrKeyNotFound)
+	}
 	entry, err := kv.Get(ctx, key)
 	var data []byte
 	if err == nil {

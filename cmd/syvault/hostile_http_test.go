@@ -99,7 +99,8 @@ func TestAPI_AnswersAreNeverStored(t *testing.T) {
 	target := mustTarget(t, admin, eng)
 	tok := mustToken(t, admin)
 	body := []byte(fmt.Sprintf(`{"record_uid": %q, "ttl_seconds": 60}`, target.RecordUID))
-	for _, req := range []struct{ method, path string }{{"POST", "/dynamic/lease"}, {"GET", "/dynamic/leases/NoSuchLease"}, {"GET", "/dynamic/targets"}} {
+	for _, req := range []struct{ method, path string }{{"POST", "/dynamic/lease"}, {"GET", "/dynamic/leases/NoSuchLease"}, {"GET", "/dynamic/targets"},
+		{"PATCH", "/dynamic/targets"}, {"GET", "/openapi.json"}} {
 		var b []byte
 		if req.method == "POST" {
 			b = body

@@ -117,10 +117,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if m, err = openWaiting(ctx, m, logger); err != nil {
 		return err
 	}
+	// A connection closed for good ends the run too (see natsClosed), unless a stop was
+	// asked for meanwhile.
 	var lost error
 	select {
 	case <-ctx.Done():
 	case lost = <-m.lost:
+		if ctx.Err() != nil {
+			lost = nil
+		} else {
+			logger.Error("stopping, for a supervisor to start this process again", "err", lost)
+		}
 	}
 	logger.Info("shutting down: draining requests and workers")
 	start := time.Now()
@@ -143,6 +150,11 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 		}
 		if startMayPass(err) {
 			err = m.deniedByNATS(err)
+		}
+		select {
+		case lost := <-m.lost: // why its connection closed, behind a bare "connection closed"
+			err = errors.Join(err, lost)
+		default:
 		}
 		_ = m.Close()
 		if ctx.Err() != nil {

@@ -54,38 +54,39 @@ func (m *Main) natsOptions() ([]nats.Option, error) {
 }
 
 // natsError logs what NATS reports asynchronously (a denied subject, a slow consumer)
-// rather than nats.go printing it to stderr, and keeps a denial of a request's subject
-// (JetStream's API, a reply inbox): such a request only times out, which at start would
-// be waited for without end (see deniedByNATS).
+// rather than nats.go printing it to stderr, and keeps a denial: a request denied is
+// answered only by that error and times out, which at start would be waited for without
+// end (see deniedByNATS).
 func (m *Main) natsError(nc *nats.Conn, sub *nats.Subscription, err error) {
 	attrs := []any{"conn", nc.Opts.Name, "err", err}
 	if sub != nil {
 		attrs = append(attrs, "subject", sub.Subject)
 	}
 	m.Logger.Warn("NATS reported an error", attrs...)
-	if text := err.Error(); errors.Is(err, nats.ErrPermissionViolation) && (strings.Contains(text, `"$JS.API.`) || strings.Contains(text, `"_INBOX.`)) {
+	if errors.Is(err, nats.ErrPermissionViolation) {
 		m.denied.Store(&err)
 	}
 }
 
-// natsClosed stops the process when one of its connections to NATS closes for good
-// while it runs. It reconnects without end after an outage, so only a fault of the
-// connection itself closes it (NATS refusing a protocol line, as it did a request whose
-// subject was longer than it takes): the process would stay up answering 503 to every
-// request, alive to a liveness probe, where a supervisor's restart mends it.
+// natsClosed ends the process's run (see run) when one of its connections to NATS
+// closes for good: it reconnects without end after an outage, so only a fault of the
+// connection itself closes it (NATS refusing the process's credential twice on
+// reconnecting, or a protocol line longer than it takes). The process would otherwise
+// stay up answering 503 to every request, alive to a liveness probe, where a
+// supervisor's restart mends it.
 func (m *Main) natsClosed(nc *nats.Conn) {
 	if m.closing.Load() {
 		return
 	}
 	err := fmt.Errorf("the connection to NATS (%s) closed for good: %v", nc.Opts.Name, nc.LastError())
-	m.Logger.Error("stopping: "+err.Error()+"; a supervisor starts this process again", "conn", nc.Opts.Name)
+	m.Logger.Error(err.Error())
 	select {
 	case m.lost <- err:
 	default:
 	}
 }
 
-// startEmbedded starts// startEmbedded starts the embedded NATS server on the data directory. Without
+// startEmbedded starts the embedded NATS server on the data directory. Without
 // --nats-listen it opens no port at all; with it, it admits only the nkey user whose seed
 // it keeps in NATSClientSeedFile (made on first use), and auth is the option this
 // process's own in-process connection authenticates with.

@@ -81,6 +81,9 @@ func (s *Store) CurrentRecord(ctx context.Context, kv jetstream.KeyValue, key st
 // it: one decided on a lagging follower's revision is refused, and again each time it is
 // read there, until the follower catches up.
 func (s *Store) CurrentEntry(ctx context.Context, kv jetstream.KeyValue, key string) (value []byte, revision uint64, err error) {
+	if TooLong(key) {
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
 	if s.standalone() {
 		e, err := kv.Get(ctx, key)
 		if err != nil {
@@ -136,6 +139,9 @@ func validKey(key string) bool {
 // leaderGet reads one message of stream through its leader (or the stream's one copy). It returns
 // jetstream.ErrMsgNotFound when there is no such message.
 func (s *Store) leaderGet(ctx context.Context, stream string, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	if TooLong(req.LastFor) || TooLong(req.NextFor) {
+		return nil, jetstream.ErrMsgNotFound
+	}
 	if stream == events.EventsStream && s.singleCopy(s.events) {
 		switch {
 		case req.LastFor != "":
@@ -180,3 +186,13 @@ func (s *Store) leaderGet(ctx context.Context, stream string, req msgGetRequest)
 	}
 	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
 }
+
+// maxSubject bounds the subjects and keys the store puts on NATS's protocol line. No id
+// SyVault makes comes near it (at most 64 characters), and NATS closes for good a
+// connection that sends a line over its limit (4 KiB), whichever caller let a string
+// that long through.
+const maxSubject = 512
+
+// TooLong reports whether subject (or a key) is longer than any the store reads or
+// writes: such a one names nothing.
+func TooLong(subject string) bool { return len(subject) > maxSubject }

@@ -41,6 +41,10 @@ func (w *Watch) Stop() {
 func (s *Store) Watch(subjects []string, serve ...string) (*Watch, error) {
 	w := &Watch{c: make(chan *nats.Msg, 16)}
 	for _, subj := range subjects {
+		if TooLong(subj) {
+			w.Stop()
+			return nil, events.Errorf(events.ENotFound, "Nothing is named by a subject of %d characters.", len(subj))
+		}
 		sub, err := s.nc.ChanSubscribe(subj, w.c)
 		if err != nil {
 			w.Stop()

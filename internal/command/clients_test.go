@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -103,5 +104,22 @@ func TestRefused(t *testing.T) {
 		if got := refused(tc.err); got != tc.want {
 			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// An id longer than NATS takes on its protocol line (4 KiB), reaching the store below the
+// HTTP layer's checks, made NATS close the connection for good. The store refuses such
+// a subject or key as naming nothing, and answers as before.
+func TestStore_AnIDTooLongForNATSNamesNothing(t *testing.T) {
+	s, _ := serviceWithRoom(t)
+	long := strings.Repeat("A", 5000)
+	if _, _, err := s.UpdateClient(t.Context(), long, events.Client{Name: "x", Role: events.RoleApp}, "", nil); events.ErrorCode(err) != events.ENotFound {
+		t.Errorf("an update of client %.8s…: %v; want not found", long, err)
+	}
+	if err := s.RevokeLease(t.Context(), long, ""); events.ErrorCode(err) != events.ENotFound {
+		t.Errorf("a revocation of lease %.8s…: %v; want not found", long, err)
+	}
+	if _, err := s.RegisterClient(t.Context(), events.Client{Name: "after", Role: events.RoleApp}, ""); err != nil {
+		t.Fatalf("a registration after the long ids: %v; want the store answering", err)
 	}
 }

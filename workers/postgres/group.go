@@ -126,10 +126,7 @@ func (d *Driver) undoGroup(cctx context.Context, req driver.PrepareRequest) {
 // take turns in this process, and one that meets another process's is tried again, up
 // to seven times (about 1.3 s in all), until it finds the role gone. (Not an advisory
 // lock: any session of the database, a lease user's too, could hold it.) So is one
-// whose DROP ROLE finds a grant made since it looked (a cut or cancelled statement of
-// the admin's committing late): the next attempt revokes it. One that finds an object
-// the group came to own meanwhile (a lease, acting as the group, created it and
-// committed while the DROP waited for it) keeps the group as its owner.
+// whose DROP ROLE finds something made since it looked (see dependedMeanwhile).
 func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetRequest) error {
 	const op = "postgres.RemoveTarget"
 	group, err := groupName(req.RecordUID)
@@ -142,7 +139,7 @@ func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetReques
 	}
 	defer release()
 	raced := func(err error) bool {
-		var late grantedMeanwhile
+		var late dependedMeanwhile
 		return retryable(err) || sqlState(err) == stateUndefinedObject || errors.As(err, &late)
 	}
 	return retryWhile(ctx, 7, raced, func() error { return d.removeGroup(ctx, req, group) })
@@ -185,32 +182,33 @@ func (d *Driver) removeGroup(ctx context.Context, req driver.RemoveTargetRequest
 	if _, err := revokeDatabases(ctx, conn, oid, group, nil); err != nil {
 		return failRemoval(op, err, "Could not revoke the group role's privileges.", req.Conn.Password)
 	}
-	for drop := 0; ; drop++ {
-		kept, err := d.keptAsOwner(ctx, conn, group, oid)
-		if err != nil {
-			return failRemoval(op, err, "Could not check what the group role owns.", req.Conn.Password)
-		}
-		if kept {
-			return nil
-		}
-		_, err = conn.Exec(ctx, lockTimeout+"DROP ROLE IF EXISTS "+ident(group))
-		switch {
-		case err == nil:
-			return nil
-		case sqlState(err) == stateDependentObjs && drop == 0:
-			continue // something depends on the group since it looked: an object it owns now?
-		case sqlState(err) == stateDependentObjs:
-			err = grantedMeanwhile{err} // a grant, which the next attempt revokes
-		}
-		return failRemoval(op, err, "Could not drop the target's group role.", req.Conn.Password)
+	kept, err := d.keptAsOwner(ctx, conn, group, oid)
+	if err != nil {
+		return failRemoval(op, err, "Could not check what the group role owns.", req.Conn.Password)
 	}
+	if kept {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, lockTimeout+"DROP ROLE IF EXISTS "+ident(group)); err != nil {
+		failed := failRemoval(op, err, "Could not drop the target's group role.", req.Conn.Password)
+		if sqlState(err) == stateDependentObjs {
+			// Marked outside the scrubbed error, which may have lost its chain.
+			return dependedMeanwhile{failed}
+		}
+		return failed
+	}
+	return nil
 }
 
-// grantedMeanwhile is a DROP ROLE of a group that holds a privilege granted after its
-// removal revoked them.
-type grantedMeanwhile struct{ error }
+// dependedMeanwhile is a DROP ROLE of a group that something came to depend on after its
+// removal looked: an object a lease, acting as the group, created while the DROP waited
+// for its transaction; a grant an admin statement cut off committed late. The next
+// attempt revokes the group's privileges again and keeps it as the object's owner, or
+// drops it. (A lease user's grant of its own object to the group is not the admin's to
+// revoke: those attempts fail the same, and it goes with that lease's drop.)
+type dependedMeanwhile struct{ error }
 
-func (e grantedMeanwhile) Unwrap() error { return e.error }
+func (e dependedMeanwhile) Unwrap() error { return e.error }
 
 // keptAsOwner reports whether group (of oid) owns objects, which lease users created:
 // it is then kept, holding no privilege and unable to log in.

@@ -114,9 +114,13 @@ revoked, retrying; it never holds a password, connection string or token.
 			}
 			// Whatever the mode: an application beside the agent (--output, --pid-file)
 			// usually runs as the same user too, and could read SY_PRIVATE_KEY from
-			// /proc/<agent>/environ.
+			// /proc/<agent>/environ. Only an application the agent starts itself is
+			// sure to, so only --exec refuses to go on without it (a sandbox may deny it).
 			if err := hideFromChildren(); err != nil {
-				return fmt.Errorf("hiding the private key from other processes: %w", err)
+				if execApp {
+					return fmt.Errorf("hiding the private key from the application: %w", err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "sy agent: warning: could not hide the private key from this user's other processes: %v\n", err)
 			}
 			for _, v := range templates {
 				in, out, _ := splitTemplateFlag(v) // checked above
