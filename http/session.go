@@ -18,6 +18,8 @@ const SessionAudience = "syvault-ui"
 
 // Session is what a dashboard session carries.
 type Session struct {
+	// ID tells the session from the client's others: logging out ends this one alone.
+	ID       string
 	ClientID string
 	// Key is the fingerprint of the client's key the session was had with
 	// (events.KeyFingerprint): a session outlives no change of the client's key.
@@ -38,10 +40,10 @@ type sessionClaims struct {
 // that every process accepts it.
 func NewSession(keys TokenKeys, clientID, key string, ttl time.Duration) (string, Session, error) {
 	now := time.Now()
-	s := Session{ClientID: clientID, Key: key, CSRF: rand.Text(), ExpiresAt: now.Add(ttl).Truncate(time.Second)}
+	s := Session{ID: uuid.NewString(), ClientID: clientID, Key: key, CSRF: rand.Text(), ExpiresAt: now.Add(ttl).Truncate(time.Second)}
 	raw, err := signToken(keys, sessionClaims{CSRF: s.CSRF, Key: key, RegisteredClaims: jwt.RegisteredClaims{
 		Issuer: tokenIssuer, Subject: clientID, Audience: jwt.ClaimStrings{SessionAudience},
-		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(s.ExpiresAt), ID: uuid.NewString(),
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(s.ExpiresAt), ID: s.ID,
 	}})
 	return raw, s, err
 }
@@ -58,5 +60,5 @@ func ParseSession(ctx context.Context, raw string, keys TokenKeys) (Session, err
 	if err != nil || c.Subject == "" || c.CSRF == "" {
 		return Session{}, unauthenticated("The dashboard session is invalid or has expired; run 'sy ui' to log in again.")
 	}
-	return Session{ClientID: c.Subject, Key: c.Key, CSRF: c.CSRF, ExpiresAt: c.ExpiresAt.Time}, nil
+	return Session{ID: c.ID, ClientID: c.Subject, Key: c.Key, CSRF: c.CSRF, ExpiresAt: c.ExpiresAt.Time}, nil
 }

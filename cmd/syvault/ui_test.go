@@ -433,10 +433,20 @@ func TestUI_Security(t *testing.T) {
 		mustPage(t, "revoking again", resp, body, http.StatusNotFound, "already ended")
 	})
 
+	// Logging out only removed the cookie from the browser: a copy taken before (a
+	// stolen cookie) was accepted until it expired. It ends the session now.
 	t.Run("logout", func(t *testing.T) {
+		home, _ := url.Parse(b.abs("/ui/"))
+		kept := b.c.Jar.Cookies(home)
 		resp, body := b.post("/ui/logout", url.Values{"csrf": {csrf}})
 		mustPage(t, "logout", resp, body, http.StatusOK, "Logged out")
 		resp, body = b.get("/ui/")
 		mustPage(t, "after logout", resp, body, http.StatusUnauthorized, "sy ui")
+		req, _ := http.NewRequest(http.MethodGet, home.String(), nil)
+		for _, c := range kept {
+			req.AddCookie(c)
+		}
+		resp, body = f.browser().do(req)
+		mustPage(t, "the session's cookie kept from before the logout", resp, body, http.StatusUnauthorized, "logged out")
 	})
 }

@@ -19,6 +19,8 @@ const cookieName = "syvault_session"
 type session struct {
 	Client events.Client
 	CSRF   string
+	id     string    // the signed session's, for logging out
+	until  time.Time // its expiry
 }
 
 func unauthenticated(msg string) error { return events.Errorf(events.EUnauthenticated, "%s", msg) }
@@ -34,6 +36,13 @@ func (h *Handler) sessionOf(r *http.Request) (session, error) {
 	if err != nil {
 		return session{}, err
 	}
+	ended, err := h.cfg.Commands.SessionEnded(r.Context(), s.ClientID, s.ID)
+	if err != nil {
+		return session{}, err
+	}
+	if ended {
+		return session{}, unauthenticated("This dashboard session was logged out; run 'sy ui' to log in again.")
+	}
 	client, err := h.cfg.Queries.Client(r.Context(), s.ClientID)
 	if events.ErrorCode(err) == events.ENotFound {
 		return session{}, unauthenticated("The session's client no longer exists; log in again with another admin client.")
@@ -47,7 +56,7 @@ func (h *Handler) sessionOf(r *http.Request) (session, error) {
 	if client.Role != events.RoleAdmin {
 		return session{}, events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
 	}
-	return session{Client: client, CSRF: s.CSRF}, nil
+	return session{Client: client, CSRF: s.CSRF, id: s.ID, until: s.ExpiresAt}, nil
 }
 
 // authed admits requests with an admin session. Every request that changes state must
@@ -144,10 +153,15 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (h *Handler) logout(w http.ResponseWriter, r *http.Request, _ session) error {
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request, s session) error {
+	// Ended for every process, not only cleared from this browser: a copy of the cookie
+	// taken before would otherwise work until it expires.
+	if err := h.cfg.Commands.EndSession(r.Context(), s.Client.ClientID, s.id, s.until); err != nil {
+		return err
+	}
 	h.clearCookie(w, r)
 	h.render(w, http.StatusOK, "message", view{Title: "Logged out", Data: message{Status: http.StatusOK, Heading: "Logged out",
-		Text: "The session cookie is gone from this browser.", Login: true}})
+		Text: "The session is ended, and its cookie gone from this browser.", Login: true}})
 	return nil
 }
 

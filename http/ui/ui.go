@@ -32,6 +32,8 @@ type Commands interface {
 	RevokeLease(ctx context.Context, id, actor string) error
 	RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error)
 	UseLoginLink(ctx context.Context, code string) (clientID, key string, err error)
+	EndSession(ctx context.Context, clientID, sessionID string, expiresAt time.Time) error
+	SessionEnded(ctx context.Context, clientID, sessionID string) (bool, error)
 }
 
 // Queries are what the dashboard reads; *projections.Projections implements them.

@@ -54,6 +54,7 @@ type Service struct {
 	assertions  *jsstore.Names
 	names       *jsstore.Names
 	logins      *loginLinks
+	ended       *jsstore.Names // dashboard sessions logged out (EndSession)
 	newUsername func() string
 	credentials *credentialPool
 	quotas      *leaseQuotas
@@ -82,6 +83,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if s.logins, err = openLoginLinks(ctx, cfg.Store); err != nil {
+		return nil, err
+	}
+	if s.ended, err = cfg.Store.OpenNames(ctx, EndedSessionsBucket, "Dashboard sessions logged out (by hash), until they would have expired", endedHold, endedHold-time.Minute); err != nil {
 		return nil, err
 	}
 	if s.names, err = cfg.Store.OpenNames(ctx, NamesBucket, "SyVault target and client names, each with its holder", 0, 0); err != nil {

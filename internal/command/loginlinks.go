@@ -85,3 +85,32 @@ func (s *Service) UseLoginLink(ctx context.Context, code string) (clientID, key 
 	s.log.Info("dashboard login link used", "client_id", t.ClientID)
 	return t.ClientID, t.Key, nil
 }
+
+// EndedSessionsBucket holds the dashboard sessions logged out, under a hash of their
+// client and id, until they would have expired: a session is a signed token every
+// process accepts on its own, so logging out of one takes a record every process reads.
+const EndedSessionsBucket = "SYVAULT_UI_ENDED"
+
+// endedHold outlasts the longest session (an access token's longest lifetime) and a
+// clock's drift.
+const endedHold = 24*time.Hour + 2*time.Minute
+
+func endedKey(clientID, sessionID string) string {
+	sum := sha256.Sum256([]byte(clientID + "\x00" + sessionID))
+	return hex.EncodeToString(sum[:])
+}
+
+// EndSession records the dashboard session sessionID of clientID as logged out until it
+// expires (at expiresAt): no process accepts it again, a copy of its cookie taken
+// before included.
+func (s *Service) EndSession(ctx context.Context, clientID, sessionID string, expiresAt time.Time) error {
+	ttl := min(max(time.Until(expiresAt)+time.Minute, time.Second), endedHold)
+	_, err := s.ended.Reserve(ctx, endedKey(clientID, sessionID), nil, ttl) // ended already: as good
+	return err
+}
+
+// SessionEnded reports whether the dashboard session sessionID of clientID was logged out.
+func (s *Service) SessionEnded(ctx context.Context, clientID, sessionID string) (bool, error) {
+	_, ended, err := s.ended.Holder(ctx, endedKey(clientID, sessionID))
+	return ended, err
+}
