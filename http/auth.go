@@ -115,6 +115,9 @@ func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, a
 	if err != nil {
 		return client, err
 	}
+	if err := a.cfg.Commands.RefuseReplay(ctx, client.ClientID, claims.ID); err != nil {
+		return client, err
+	}
 	if err := admit(client); err != nil {
 		return client, err
 	}

@@ -42,6 +42,7 @@ type Commands interface {
 	RemoveClient(ctx context.Context, id, actor string) error
 	RecordDenied(ctx context.Context, client events.Client, action, recordUID, leaseID string, cause error)
 	UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error
+	RefuseReplay(ctx context.Context, clientID, jti string) error
 	CreateLoginLink(ctx context.Context, clientID, key string) (code string, expiresAt time.Time, err error)
 }
 
@@ -374,7 +375,7 @@ func checkPathIDs(next echo.HandlerFunc) echo.HandlerFunc {
 // and the others what only their client may read. (The dashboard sets its own.)
 func noStore(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if strings.HasPrefix(c.Request().URL.Path, BasePath) {
+		if p := c.Request().URL.Path; p == BasePath || strings.HasPrefix(p, BasePath+"/") {
 			c.Response().Header().Set("Cache-Control", "no-store")
 		}
 		return next(c)

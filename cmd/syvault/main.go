@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if ctx.Err() != nil {
 			lost = nil
 		} else {
-			logger.Error("stopping, for a supervisor to start this process again", "err", lost)
+			logger.Info("stopping, for a supervisor to start this process again")
 		}
 	}
 	logger.Info("shutting down: draining requests and workers")
@@ -151,11 +151,7 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 		if startMayPass(err) {
 			err = m.deniedByNATS(err)
 		}
-		select {
-		case lost := <-m.lost: // why its connection closed, behind a bare "connection closed"
-			err = errors.Join(err, lost)
-		default:
-		}
+		err = errors.Join(err, m.closedForGood()) // the reason behind a bare "connection closed"
 		_ = m.Close()
 		if ctx.Err() != nil {
 			return m, nil

@@ -86,6 +86,19 @@ func (m *Main) natsClosed(nc *nats.Conn) {
 	}
 }
 
+// closedForGood says why a connection of this process closed for good, if one did: read
+// from the connection, as nats.go runs natsClosed after it has woken the requests that
+// failed for it.
+func (m *Main) closedForGood() error {
+	var errs []error
+	for _, nc := range []*nats.Conn{m.nc, m.reqNC} {
+		if nc != nil && nc.IsClosed() && nc.LastError() != nil {
+			errs = append(errs, fmt.Errorf("the connection to NATS (%s) closed for good: %w", nc.Opts.Name, nc.LastError()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // startEmbedded starts the embedded NATS server on the data directory. Without
 // --nats-listen it opens no port at all; with it, it admits only the nkey user whose seed
 // it keeps in NATSClientSeedFile (made on first use), and auth is the option this

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	syhttp "github.com/syvault/syvault/http"
 	"github.com/syvault/syvault/http/client"
 )
 
@@ -128,6 +129,40 @@ func TestClients_RefusalsRecordedWithinABound(t *testing.T) {
 	})
 	if recorded > bound || recorded >= tries {
 		t.Fatalf("%d of %d refusals recorded; want at most %d", recorded, tries, bound)
+	}
+}
+
+// A captured assertion replayed was refused, but only after it had spent its client's
+// allowance: whoever held one could keep the client from getting tokens for the
+// assertion's life. A token request that issues nothing now gives back what it spent.
+func TestClients_AReplayedAssertionSpendsNothing(t *testing.T) {
+	ctx := context.Background()
+	srv := mustServer(t, "", func(c *Config) { c.ClientRateLimit = 0.001 }) // two requests, then none for the test's length
+	admin := srv.admin(t)
+	pub, priv := mustKeyPair(t)
+	ac, err := admin.CreateClient(ctx, client.AppClient{Name: "replayed", Role: "app", PublicKey: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := AdminClient{ClientID: ac.ClientID, PrivateKey: priv}
+	path := syhttp.BasePath + "/auth/token"
+	token := func(assertion string) int {
+		t.Helper()
+		status, _ := raw(t, srv, "POST", path, "", "application/x-www-form-urlencoded", []byte(tokenForm(assertion).Encode()))
+		return status
+	}
+	now := time.Now()
+	captured := signedAssertion(t, app, srv.HTTP.URL(), now, now.Add(time.Minute))
+	if got := token(captured); got != http.StatusOK {
+		t.Fatalf("the assertion's first use: %d", got)
+	}
+	for range 3 {
+		if got := token(captured); got != http.StatusUnauthorized {
+			t.Fatalf("the assertion replayed: %d; want 401", got)
+		}
+	}
+	if got := token(signedAssertion(t, app, srv.HTTP.URL(), now, now.Add(time.Minute))); got != http.StatusOK {
+		t.Fatalf("the client's next token after the replays: %d; want 200, its allowance unspent by them", got)
 	}
 }
 

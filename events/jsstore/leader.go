@@ -187,10 +187,10 @@ func (s *Store) leaderGet(ctx context.Context, stream string, req msgGetRequest)
 	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
 }
 
-// maxSubject bounds the subjects and keys the store puts on NATS's protocol line. No id
-// SyVault makes comes near it (at most 64 characters), and NATS closes for good a
-// connection that sends a line over its limit (4 KiB), whichever caller let a string
-// that long through.
+// maxSubject bounds the subjects and keys the store's reads and watches put on NATS's
+// protocol line, the paths a caller's id reaches. No id SyVault makes comes near it (at
+// most 64 characters), and NATS closes for good a connection that sends a line over its
+// limit (4 KiB), whichever caller let a string that long through.
 const maxSubject = 512
 
 // TooLong reports whether subject (or a key) is longer than any the store reads or

@@ -333,6 +333,9 @@ func (s *Store) leaseHistory(ctx context.Context, subject string) ([]events.Even
 func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target, uint64, error) {
 	subject := events.TargetSubject(recordUID)
 	notFound := events.Errorf(events.ENotFound, "No target has record_uid %q.", recordUID)
+	if !events.ValidID(recordUID) { // a wildcard would read other targets' events as one
+		return events.Target{}, 0, notFound
+	}
 	msg, err := s.leaderGet(ctx, events.EventsStream, msgGetRequest{LastFor: subject})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return events.Target{}, 0, notFound
@@ -396,6 +399,9 @@ func targetState(e events.Event) *events.Target {
 // read like LoadTarget. It returns an ENotFound *events.Error when the client has no
 // events or was removed.
 func (s *Store) LoadClient(ctx context.Context, clientID string) (events.Client, uint64, error) {
+	if !events.ValidID(clientID) { // a wildcard would read other clients' events as one
+		return events.Client{}, 0, events.Errorf(events.ENotFound, "No client with id %q.", clientID)
+	}
 	evs, seqs, err := s.History(ctx, events.ClientSubject(clientID))
 	if err != nil {
 		return events.Client{}, 0, err
@@ -430,6 +436,9 @@ func lastState[T any](evs []events.Event, removed events.Type, state func(events
 // LoadLease folds a lease's history. It returns an ENotFound *events.Error when the lease
 // has no events.
 func (s *Store) LoadLease(ctx context.Context, leaseID string) (events.Lease, error) {
+	if !events.ValidID(leaseID) { // a wildcard would read other leases' events as one
+		return events.Lease{}, events.Errorf(events.ENotFound, "No lease with id %q.", leaseID)
+	}
 	evs, seqs, err := s.leaseHistory(ctx, events.LeaseSubject(leaseID))
 	if err != nil {
 		return events.Lease{}, err

@@ -55,14 +55,33 @@ const assertionHold = 6 * time.Minute
 // UseAssertion accepts the assertion jti of client once: a second use, in any process,
 // is EUnauthenticated until the assertion has expired (at until).
 func (s *Service) UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error {
-	// jti values are arbitrary strings; KV keys are not.
-	sum := sha256.Sum256([]byte(clientID + "\x00" + jti))
-	ok, err := s.assertions.Reserve(ctx, hex.EncodeToString(sum[:]), nil, max(time.Until(until), time.Second))
+	ok, err := s.assertions.Reserve(ctx, assertionKey(clientID, jti), nil, max(time.Until(until), time.Second))
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return events.Errorf(events.EUnauthenticated, "This client assertion was already used; sign a new one with a fresh jti.")
+		return errReplayed
 	}
 	return nil
+}
+
+// RefuseReplay answers EUnauthenticated when the assertion jti of client was used
+// already. A replay is refused so before anything is charged to its client: whoever
+// replays a captured assertion would otherwise spend the client's rate allowance.
+// UseAssertion still decides, once for all processes.
+func (s *Service) RefuseReplay(ctx context.Context, clientID, jti string) error {
+	_, used, err := s.assertions.Holder(ctx, assertionKey(clientID, jti))
+	if err == nil && used {
+		return errReplayed
+	}
+	return err
+}
+
+var errReplayed = events.Errorf(events.EUnauthenticated, "This client assertion was already used; sign a new one with a fresh jti.")
+
+// assertionKey is the key of an assertion: jti values are arbitrary strings; KV keys
+// are not.
+func assertionKey(clientID, jti string) string {
+	sum := sha256.Sum256([]byte(clientID + "\x00" + jti))
+	return hex.EncodeToString(sum[:])
 }

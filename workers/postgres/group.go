@@ -142,7 +142,12 @@ func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetReques
 		var late dependedMeanwhile
 		return retryable(err) || sqlState(err) == stateUndefinedObject || errors.As(err, &late)
 	}
-	return retryWhile(ctx, 7, raced, func() error { return d.removeGroup(ctx, req, group) })
+	err = retryWhile(ctx, 7, raced, func() error { return d.removeGroup(ctx, req, group) })
+	var late dependedMeanwhile
+	if errors.As(err, &late) {
+		return late.error // the mark is this retry's; callers see the driver's error
+	}
+	return err
 }
 
 // removeGroup is one attempt of RemoveTarget's, on group.

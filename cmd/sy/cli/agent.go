@@ -120,7 +120,7 @@ revoked, retrying; it never holds a password, connection string or token.
 				if execApp {
 					return fmt.Errorf("hiding the private key from the application: %w", err)
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "sy agent: warning: could not hide the private key from this user's other processes: %v\n", err)
+				slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).Warn("could not hide the private key from this user's other processes", "err", err)
 			}
 			for _, v := range templates {
 				in, out, _ := splitTemplateFlag(v) // checked above
