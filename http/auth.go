@@ -74,7 +74,15 @@ func (s *Server) token(c echo.Context) error {
 	if assertion == "" {
 		return events.Errorf(events.EInvalid, "client_assertion is required.")
 	}
-	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences, func(client events.Client) error {
+	client, err := s.auth.verifyAssertion(r.Context(), assertion, s.audiences, func(client events.Client, jti string) error {
+		if s.limits == nil || client.Role == events.RoleAdmin {
+			return nil // nothing to charge
+		}
+		// A replay is refused before the charge: whoever replays a captured assertion
+		// would otherwise spend its client's allowance.
+		if err := s.cfg.Commands.RefuseReplay(r.Context(), client.ClientID, jti); err != nil {
+			return err
+		}
 		// Before the assertion's id is stored: each one is an entry NATS keeps for
 		// minutes, so an app client minting tokens in a loop would otherwise grow it.
 		return s.limit(c, client, "token")
@@ -102,7 +110,7 @@ func (s *Server) token(c echo.Context) error {
 
 // verifyAssertion checks a client assertion and, once admit lets its client through,
 // records its id so that it cannot be replayed.
-func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string, admit func(events.Client) error) (events.Client, error) {
+func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, audiences []string, admit func(client events.Client, jti string) error) (events.Client, error) {
 	var client events.Client
 	claims, err := parseAssertion(assertion, audiences, time.Now(), func(iss string) (ed25519.PublicKey, error) {
 		c, err := a.cfg.Queries.Client(ctx, iss)
@@ -115,10 +123,7 @@ func (a *authenticator) verifyAssertion(ctx context.Context, assertion string, a
 	if err != nil {
 		return client, err
 	}
-	if err := a.cfg.Commands.RefuseReplay(ctx, client.ClientID, claims.ID); err != nil {
-		return client, err
-	}
-	if err := admit(client); err != nil {
+	if err := admit(client, claims.ID); err != nil {
 		return client, err
 	}
 	return client, a.cfg.Commands.UseAssertion(ctx, client.ClientID, claims.ID, claims.ExpiresAt.Add(clockSkew))

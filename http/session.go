@@ -57,7 +57,7 @@ func ParseSession(ctx context.Context, raw string, keys TokenKeys) (Session, err
 	if events.ErrorCode(err) == events.EUnavailable {
 		return Session{}, err
 	}
-	if err != nil || c.Subject == "" || c.CSRF == "" {
+	if err != nil || c.Subject == "" || c.CSRF == "" || c.ID == "" {
 		return Session{}, unauthenticated("The dashboard session is invalid or has expired; run 'sy ui' to log in again.")
 	}
 	return Session{ID: c.ID, ClientID: c.Subject, Key: c.Key, CSRF: c.CSRF, ExpiresAt: c.ExpiresAt.Time}, nil

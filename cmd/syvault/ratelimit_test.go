@@ -134,7 +134,7 @@ func TestClients_RefusalsRecordedWithinABound(t *testing.T) {
 
 // A captured assertion replayed was refused, but only after it had spent its client's
 // allowance: whoever held one could keep the client from getting tokens for the
-// assertion's life. A token request that issues nothing now gives back what it spent.
+// assertion's life. A replay is now refused before the charge.
 func TestClients_AReplayedAssertionSpendsNothing(t *testing.T) {
 	ctx := context.Background()
 	srv := mustServer(t, "", func(c *Config) { c.ClientRateLimit = 0.001 }) // two requests, then none for the test's length

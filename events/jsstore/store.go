@@ -370,6 +370,9 @@ func (s *Store) LoadTarget(ctx context.Context, recordUID string) (events.Target
 // and then settings after it). Settings naming another target (copied onto its subject
 // the same way) are not its own: removed with them, that other target's setup would go.
 func (s *Store) RemovedTarget(ctx context.Context, recordUID string) (events.Target, time.Time, error) {
+	if !events.ValidID(recordUID) {
+		return events.Target{}, time.Time{}, events.Errorf(events.ENotFound, "No removed target has record_uid %q.", recordUID)
+	}
 	evs, _, err := s.History(ctx, events.TargetSubject(recordUID))
 	if err != nil {
 		return events.Target{}, time.Time{}, err

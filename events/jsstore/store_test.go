@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -764,5 +765,22 @@ func TestStore_TwoUpdatesOnOneLastEvent(t *testing.T) {
 		if _, err := s.Append(ctx, step.subject, step.second(last), last); !errors.Is(err, jsstore.ErrConflict) {
 			t.Fatalf("%s: a second update decided on the same last event = %v, want a conflict", step.subject, err)
 		}
+	}
+}
+
+// A subject longer than NATS takes on its protocol line (4 KiB) made NATS close the
+// connection for good. The store's reads and watches take one as naming nothing, and
+// the store answers as before.
+func TestStore_ASubjectTooLongForNATSNamesNothing(t *testing.T) {
+	store := jstest.MustStore(t)
+	long := events.LeaseSubject(strings.Repeat("A", 5000))
+	if seq, err := store.LastSeq(t.Context(), long); seq != 0 || err != nil {
+		t.Errorf("the last event on a 5,000-letter subject: %d, %v; want none", seq, err)
+	}
+	if _, err := store.Watch([]string{long}); events.ErrorCode(err) != events.ENotFound {
+		t.Errorf("a watch on a 5,000-letter subject: %v; want not found", err)
+	}
+	if _, err := store.Append(t.Context(), events.LeaseSubject("after"), ev(events.LeaseRequested, "after"), 0); err != nil {
+		t.Fatalf("an append after the long subjects: %v; want the store answering", err)
 	}
 }

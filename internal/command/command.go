@@ -85,7 +85,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if s.logins, err = openLoginLinks(ctx, cfg.Store); err != nil {
 		return nil, err
 	}
-	if s.ended, err = cfg.Store.OpenNames(ctx, EndedSessionsBucket, "Dashboard sessions logged out (by hash), until they would have expired", endedHold, endedHold-time.Minute); err != nil {
+	if s.ended, err = cfg.Store.OpenNames(ctx, EndedSessionsBucket, "Dashboard sessions logged out (by hash), for longer than any session lives", endedHold, 0); err != nil {
 		return nil, err
 	}
 	if s.names, err = cfg.Store.OpenNames(ctx, NamesBucket, "SyVault target and client names, each with its holder", 0, 0); err != nil {

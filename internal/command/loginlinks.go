@@ -92,7 +92,7 @@ func (s *Service) UseLoginLink(ctx context.Context, code string) (clientID, key 
 const EndedSessionsBucket = "SYVAULT_UI_ENDED"
 
 // endedHold outlasts the longest session (an access token's longest lifetime) and a
-// clock's drift.
+// clock's drift, counted from the logout.
 const endedHold = 24*time.Hour + 2*time.Minute
 
 func endedKey(clientID, sessionID string) string {
@@ -100,12 +100,12 @@ func endedKey(clientID, sessionID string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// EndSession records the dashboard session sessionID of clientID as logged out until it
-// expires (at expiresAt): no process accepts it again, a copy of its cookie taken
-// before included.
-func (s *Service) EndSession(ctx context.Context, clientID, sessionID string, expiresAt time.Time) error {
-	ttl := min(max(time.Until(expiresAt)+time.Minute, time.Second), endedHold)
-	_, err := s.ended.Reserve(ctx, endedKey(clientID, sessionID), nil, ttl) // ended already: as good
+// EndSession records the dashboard session sessionID of clientID as logged out, for
+// longer than it can live (the bucket's hold, not a time of its own: no marker is left
+// when it goes): no process accepts it again, a copy of its cookie taken before
+// included.
+func (s *Service) EndSession(ctx context.Context, clientID, sessionID string, _ time.Time) error {
+	_, err := s.ended.Reserve(ctx, endedKey(clientID, sessionID), nil, 0) // ended already: as good
 	return err
 }
 

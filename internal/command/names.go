@@ -65,12 +65,12 @@ func (s *Service) UseAssertion(ctx context.Context, clientID, jti string, until 
 	return nil
 }
 
-// RefuseReplay answers EUnauthenticated when the assertion jti of client was used
-// already. A replay is refused so before anything is charged to its client: whoever
-// replays a captured assertion would otherwise spend the client's rate allowance.
-// UseAssertion still decides, once for all processes.
+// RefuseReplay answers EUnauthenticated when any copy of the bucket shows the assertion
+// jti of client used already: a check before a charge to the client's allowance, cheap
+// (a direct get) and possibly stale; UseAssertion still decides, once for all
+// processes.
 func (s *Service) RefuseReplay(ctx context.Context, clientID, jti string) error {
-	_, used, err := s.assertions.Holder(ctx, assertionKey(clientID, jti))
+	used, err := s.assertions.Held(ctx, assertionKey(clientID, jti))
 	if err == nil && used {
 		return errReplayed
 	}

@@ -144,8 +144,8 @@ func (d *Driver) RemoveTarget(ctx context.Context, req driver.RemoveTargetReques
 	}
 	err = retryWhile(ctx, 7, raced, func() error { return d.removeGroup(ctx, req, group) })
 	var late dependedMeanwhile
-	if errors.As(err, &late) {
-		return late.error // the mark is this retry's; callers see the driver's error
+	if errors.As(err, &late) && ctx.Err() == nil { // the mark is this retry's; callers see the driver's error
+		return late.error
 	}
 	return err
 }
