@@ -228,6 +228,12 @@ func TestAuthorization_Matrix(t *testing.T) {
 		if err != nil || got.ExpiresAt.After(l.CreatedAt.Add(60*time.Second)) {
 			t.Fatalf("renew past the client's cap: %+v %v", got, err)
 		}
+		// An admin's renewal was capped by the admin's own maximum (none), not the
+		// lease's client's: the app's credentials outlived its cap.
+		got, err = admin.RenewLease(ctx, l.LeaseID, 3600)
+		if err != nil || got.ExpiresAt.After(l.CreatedAt.Add(60*time.Second)) {
+			t.Fatalf("an admin's renewal past the lease's client's cap: %+v %v", got, err)
+		}
 		if err := capped.RevokeLease(ctx, l.LeaseID); err != nil {
 			t.Fatal(err)
 		}

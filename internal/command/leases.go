@@ -228,7 +228,15 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	if t, err := s.cfg.Projections.Target(ctx, cur.RecordUID); err == nil {
 		targetMax = t.MaxTTLSeconds
 	}
-	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds)) * time.Second
+	// The lease's client's cap binds whoever renews it: an admin's renewal would
+	// otherwise give an app's credentials a life past the app's own maximum.
+	ownerMax := 0
+	if cur.ClientID != client.ClientID {
+		if o, err := s.cfg.Projections.Client(ctx, cur.ClientID); err == nil {
+			ownerMax = o.MaxTTLSeconds
+		}
+	}
+	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds, ownerMax)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	w, err := s.cfg.Projections.WatchLease(id, []string{events.AttemptSubject(id)}, nil)
