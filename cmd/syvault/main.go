@@ -173,7 +173,7 @@ func openWaiting(ctx context.Context, m *Main, logger *slog.Logger) (*Main, erro
 
 // startMayPass reports whether a start's failure is JetStream not answering in time, or
 // answering that it is temporarily unavailable (10008: no leader, no quorum), whichever
-// layer saw it.
+// layer saw it, and not a permission NATS denied (see deniedByNATS).
 func startMayPass(err error) bool {
 	var api *jetstream.APIError
 	return !errors.Is(err, nats.ErrPermissionViolation) && (events.ErrorCode(err) == events.ETimeout || errors.Is(err, context.DeadlineExceeded) ||

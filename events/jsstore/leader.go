@@ -193,6 +193,6 @@ func (s *Store) leaderGet(ctx context.Context, stream string, req msgGetRequest)
 // limit (4 KiB), whichever caller let a string that long through.
 const maxSubject = 512
 
-// TooLong reports whether subject (or a key) is longer than any the store reads or
-// writes: such a one names nothing.
+// TooLong reports whether subject (or a key) is longer than any SyVault makes: such a
+// one names nothing.
 func TooLong(subject string) bool { return len(subject) > maxSubject }

@@ -19,8 +19,7 @@ const cookieName = "syvault_session"
 type session struct {
 	Client events.Client
 	CSRF   string
-	id     string    // the signed session's, for logging out
-	until  time.Time // its expiry
+	id     string // the signed session's, for logging out
 }
 
 func unauthenticated(msg string) error { return events.Errorf(events.EUnauthenticated, "%s", msg) }
@@ -56,7 +55,7 @@ func (h *Handler) sessionOf(r *http.Request) (session, error) {
 	if client.Role != events.RoleAdmin {
 		return session{}, events.Errorf(events.EForbidden, "The dashboard is for admin clients only.")
 	}
-	return session{Client: client, CSRF: s.CSRF, id: s.ID, until: s.ExpiresAt}, nil
+	return session{Client: client, CSRF: s.CSRF, id: s.ID}, nil
 }
 
 // authed admits requests with an admin session. Every request that changes state must
@@ -156,7 +155,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request, s session) error {
 	// Ended for every process, not only cleared from this browser: a copy of the cookie
 	// taken before would otherwise work until it expires.
-	if err := h.cfg.Commands.EndSession(r.Context(), s.Client.ClientID, s.id, s.until); err != nil {
+	if err := h.cfg.Commands.EndSession(r.Context(), s.Client.ClientID, s.id); err != nil {
 		return err
 	}
 	h.clearCookie(w, r)

@@ -32,7 +32,7 @@ type Commands interface {
 	RevokeLease(ctx context.Context, id, actor string) error
 	RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error)
 	UseLoginLink(ctx context.Context, code string) (clientID, key string, err error)
-	EndSession(ctx context.Context, clientID, sessionID string, expiresAt time.Time) error
+	EndSession(ctx context.Context, clientID, sessionID string) error
 	SessionEnded(ctx context.Context, clientID, sessionID string) (bool, error)
 }
 

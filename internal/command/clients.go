@@ -28,7 +28,7 @@ func (s *Service) RegisterClient(ctx context.Context, c events.Client, actor str
 	if err != nil {
 		landed, known := s.registrationLanded(ctx, events.ClientSubject(c.ClientID), err)
 		if landed == 0 {
-			// Surely not recorded, its name is free at once, as a target's: the
+			// Refused by JetStream, its name is free at once, as a target's: the
 			// request sent again (a new client id) is not refused as its own rival.
 			if known {
 				s.releaseName(ctx, "client", c.Name, c.ClientID)

@@ -17,8 +17,8 @@ import (
 // TestRegisterClient_NotRecordedLeavesItsNameFree: a client's registration whose append
 // was refused (here the events stream full, as an account out of storage refuses it)
 // kept its name reserved for a client id nothing records: every registration of that
-// name was refused as "being registered right now" for two minutes. A registration the
-// stream's leader shows did not land frees its name at once, as a target's does.
+// name was refused as "being registered right now" for two minutes. A registration
+// JetStream refused frees its name at once, as a target's does.
 func TestRegisterClient_NotRecordedLeavesItsNameFree(t *testing.T) {
 	s, setRoom := serviceWithRoom(t)
 	setRoom(0)

@@ -224,16 +224,26 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	if err != nil {
 		return events.Lease{}, err
 	}
+	// A cap that cannot be read is not taken for none: the renewal waits for the store.
+	// A target or client removed caps nothing (the lease keeps its own limits).
 	targetMax := 0
-	if t, err := s.cfg.Projections.Target(ctx, cur.RecordUID); err == nil {
+	t, err := s.cfg.Projections.Target(ctx, cur.RecordUID)
+	switch {
+	case err == nil:
 		targetMax = t.MaxTTLSeconds
+	case events.ErrorCode(err) != events.ENotFound:
+		return events.Lease{}, err
 	}
 	// The lease's client's cap binds whoever renews it: an admin's renewal would
 	// otherwise give an app's credentials a life past the app's own maximum.
 	ownerMax := 0
 	if cur.ClientID != client.ClientID {
-		if o, err := s.cfg.Projections.Client(ctx, cur.ClientID); err == nil {
+		o, err := s.cfg.Projections.Client(ctx, cur.ClientID)
+		switch {
+		case err == nil:
 			ownerMax = o.MaxTTLSeconds
+		case events.ErrorCode(err) != events.ENotFound:
+			return events.Lease{}, err
 		}
 	}
 	maxTTL := time.Duration(capTTL(targetMax, client.MaxTTLSeconds, ownerMax)) * time.Second

@@ -104,12 +104,14 @@ func endedKey(clientID, sessionID string) string {
 // longer than it can live (the bucket's hold, not a time of its own: no marker is left
 // when it goes): no process accepts it again, a copy of its cookie taken before
 // included.
-func (s *Service) EndSession(ctx context.Context, clientID, sessionID string, _ time.Time) error {
+func (s *Service) EndSession(ctx context.Context, clientID, sessionID string) error {
 	_, err := s.ended.Reserve(ctx, endedKey(clientID, sessionID), nil, 0) // ended already: as good
 	return err
 }
 
-// SessionEnded reports whether the dashboard session sessionID of clientID was logged out.
+// SessionEnded reports whether the dashboard session sessionID of clientID was logged
+// out, as the bucket's leader holds it: a logout holds at once in every process, where a
+// copy that trails the leader could still let the session in.
 func (s *Service) SessionEnded(ctx context.Context, clientID, sessionID string) (bool, error) {
 	_, ended, err := s.ended.Holder(ctx, endedKey(clientID, sessionID))
 	return ended, err

@@ -80,8 +80,8 @@ and atomically, so that a reader never sees a partial file. Then it:
 How the application learns of new credentials:
   --exec -- CMD ARGS...         sy agent runs the application with SY_LEASE_ID, SY_DB_USERNAME,
                                 SY_DB_PASSWORD, SY_DB_CONNECTION_STRING and SY_LEASE_EXPIRES_AT
-                                in its environment (the names of --format env; SY_PRIVATE_KEY
-                                is left out) and restarts it with the new ones, or sends it
+                                in its environment (the names of --format env; SY_PRIVATE_KEY,
+                                SY_PRIVATE_KEY_FILE and SY_CREDENTIALS_FILE are left out) and restarts it with the new ones, or sends it
                                 --signal instead (it then reads the files: its environment
                                 keeps the first credentials). When it exits by itself, sy
                                 agent revokes the lease and exits with its status.
