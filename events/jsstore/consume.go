@@ -438,11 +438,23 @@ func (s *Store) RestartConsumer(ctx context.Context, durable string, from uint64
 		return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, err))
 	}
 	// A process opening the consumer between the delete and the create makes it again
-	// from the stream's start: deleted again, and made as asked.
+	// from the stream's start: deleted again, and made as asked. And the server may
+	// still be removing the deleted consumer's files when the new one writes its own
+	// there (a 500 naming a rename, one restart in a few hundred here): after a pause,
+	// deleted and made again too.
 	for tries := 1; ; tries++ {
 		_, err = s.events.CreateConsumer(ctx, cfg)
-		if !errors.Is(err, jetstream.ErrConsumerExists) || tries == 3 {
+		var api *jetstream.APIError
+		serverFault := errors.As(err, &api) && api.Code >= 500
+		if !errors.Is(err, jetstream.ErrConsumerExists) && !serverFault || tries == 5 {
 			break
+		}
+		if serverFault {
+			select {
+			case <-ctx.Done():
+				return unavailable(fmt.Errorf("jsstore.RestartConsumer(%s): %w", durable, errors.Join(err, ctx.Err())))
+			case <-time.After(time.Duration(tries) * 20 * time.Millisecond):
+			}
 		}
 		if err = s.events.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			break
