@@ -104,7 +104,6 @@ func (s *Server) token(c echo.Context) error {
 		return err
 	}
 	s.log.Info("token issued", "client_id", client.ClientID)
-	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, api.TokenResponse{AccessToken: signed, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenTTL.Seconds())})
 }
 

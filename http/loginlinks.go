@@ -19,6 +19,5 @@ func (s *Server) createLoginLink(c echo.Context) error {
 		return err
 	}
 	path := UIPath + "/login?" + url.Values{"code": {code}}.Encode()
-	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, api.LoginLink{URL: s.PublicURL() + path, Path: path, ExpiresAt: expiresAt})
 }

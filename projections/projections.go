@@ -718,12 +718,10 @@ func (p *Projections) ClientVersion(ctx context.Context, id string) (events.Clie
 }
 
 // versioned is what load folds from the stream's leader, with its version; notFound when
-// it holds nothing or a removal, or key cannot name a subject.
+// it holds nothing or a removal (the store's loaders take a key that is not an id for
+// one naming nothing).
 func versioned[T any](key string, load func() (T, uint64, error), notFound error) (T, uint64, error) {
 	var zero T
-	if !events.ValidID(key) {
-		return zero, 0, notFound
-	}
 	v, seq, err := load()
 	if events.ErrorCode(err) == events.ENotFound {
 		return zero, 0, notFound

@@ -78,7 +78,7 @@ func (m *Main) natsClosed(nc *nats.Conn) {
 	if m.closing.Load() {
 		return
 	}
-	err := fmt.Errorf("the connection to NATS (%s) closed for good: %v", nc.Opts.Name, nc.LastError())
+	err := closedError(nc)
 	m.Logger.Error(err.Error())
 	select {
 	case m.lost <- err:
@@ -93,10 +93,15 @@ func (m *Main) closedForGood() error {
 	var errs []error
 	for _, nc := range []*nats.Conn{m.nc, m.reqNC} {
 		if nc != nil && nc.IsClosed() && nc.LastError() != nil {
-			errs = append(errs, fmt.Errorf("the connection to NATS (%s) closed for good: %w", nc.Opts.Name, nc.LastError()))
+			errs = append(errs, closedError(nc))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// closedError says that nc closed for good, and why.
+func closedError(nc *nats.Conn) error {
+	return fmt.Errorf("the connection to NATS (%s) closed for good: %w", nc.Opts.Name, nc.LastError())
 }
 
 // startEmbedded starts the embedded NATS server on the data directory. Without

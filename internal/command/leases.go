@@ -152,6 +152,16 @@ func capTTL(caps ...int) int {
 	return m
 }
 
+// readCap is a max_ttl_seconds read with err. A cap that cannot be read is not taken
+// for none (the read's failure is returned: the renewal waits for the store); one of a
+// target or client removed caps nothing (the lease keeps its own limits).
+func readCap(seconds int, err error) (int, error) {
+	if events.ErrorCode(err) == events.ENotFound {
+		return 0, nil
+	}
+	return seconds, err
+}
+
 // RevokeLease revokes lease id on behalf of actor and waits until its user is dropped.
 // Whatever the answer, once the revocation is recorded it is retried until the user is
 // gone. ENotFound for an unknown or ended lease; ETargetUnavailable or ETimeout (saying
@@ -224,14 +234,9 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	if err != nil {
 		return events.Lease{}, err
 	}
-	// A cap that cannot be read is not taken for none: the renewal waits for the store.
-	// A target or client removed caps nothing (the lease keeps its own limits).
-	targetMax := 0
 	t, err := s.cfg.Projections.Target(ctx, cur.RecordUID)
-	switch {
-	case err == nil:
-		targetMax = t.MaxTTLSeconds
-	case events.ErrorCode(err) != events.ENotFound:
+	targetMax, err := readCap(t.MaxTTLSeconds, err)
+	if err != nil {
 		return events.Lease{}, err
 	}
 	// The lease's client's cap binds whoever renews it: an admin's renewal would
@@ -239,10 +244,7 @@ func (s *Service) RenewLease(ctx context.Context, id string, client events.Clien
 	ownerMax := 0
 	if cur.ClientID != client.ClientID {
 		o, err := s.cfg.Projections.Client(ctx, cur.ClientID)
-		switch {
-		case err == nil:
-			ownerMax = o.MaxTTLSeconds
-		case events.ErrorCode(err) != events.ENotFound:
+		if ownerMax, err = readCap(o.MaxTTLSeconds, err); err != nil {
 			return events.Lease{}, err
 		}
 	}

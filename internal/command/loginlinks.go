@@ -95,17 +95,12 @@ const EndedSessionsBucket = "SYVAULT_UI_ENDED"
 // clock's drift, counted from the logout.
 const endedHold = 24*time.Hour + 2*time.Minute
 
-func endedKey(clientID, sessionID string) string {
-	sum := sha256.Sum256([]byte(clientID + "\x00" + sessionID))
-	return hex.EncodeToString(sum[:])
-}
-
 // EndSession records the dashboard session sessionID of clientID as logged out, for
 // longer than it can live (the bucket's hold, not a time of its own: no marker is left
 // when it goes): no process accepts it again, a copy of its cookie taken before
 // included.
 func (s *Service) EndSession(ctx context.Context, clientID, sessionID string) error {
-	_, err := s.ended.Reserve(ctx, endedKey(clientID, sessionID), nil, 0) // ended already: as good
+	_, err := s.ended.Reserve(ctx, clientKey(clientID, sessionID), nil, 0) // ended already: as good
 	return err
 }
 
@@ -113,6 +108,6 @@ func (s *Service) EndSession(ctx context.Context, clientID, sessionID string) er
 // out, as the bucket's leader holds it: a logout holds at once in every process, where a
 // copy that trails the leader could still let the session in.
 func (s *Service) SessionEnded(ctx context.Context, clientID, sessionID string) (bool, error) {
-	_, ended, err := s.ended.Holder(ctx, endedKey(clientID, sessionID))
+	_, ended, err := s.ended.Holder(ctx, clientKey(clientID, sessionID))
 	return ended, err
 }

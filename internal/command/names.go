@@ -55,7 +55,7 @@ const assertionHold = 6 * time.Minute
 // UseAssertion accepts the assertion jti of client once: a second use, in any process,
 // is EUnauthenticated until the assertion has expired (at until).
 func (s *Service) UseAssertion(ctx context.Context, clientID, jti string, until time.Time) error {
-	ok, err := s.assertions.Reserve(ctx, assertionKey(clientID, jti), nil, max(time.Until(until), time.Second))
+	ok, err := s.assertions.Reserve(ctx, clientKey(clientID, jti), nil, max(time.Until(until), time.Second))
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (s *Service) UseAssertion(ctx context.Context, clientID, jti string, until 
 // (a direct get) and possibly stale; UseAssertion still decides, once for all
 // processes.
 func (s *Service) RefuseReplay(ctx context.Context, clientID, jti string) error {
-	used, err := s.assertions.Held(ctx, assertionKey(clientID, jti))
+	used, err := s.assertions.Held(ctx, clientKey(clientID, jti))
 	if err == nil && used {
 		return errReplayed
 	}
@@ -79,9 +79,9 @@ func (s *Service) RefuseReplay(ctx context.Context, clientID, jti string) error 
 
 var errReplayed = events.Errorf(events.EUnauthenticated, "This client assertion was already used; sign a new one with a fresh jti.")
 
-// assertionKey is the key of an assertion: jti values are arbitrary strings; KV keys
-// are not.
-func assertionKey(clientID, jti string) string {
-	sum := sha256.Sum256([]byte(clientID + "\x00" + jti))
+// clientKey is the KV key of a client's id paired with another (an assertion's jti, a
+// dashboard session's): those are arbitrary strings; KV keys are not.
+func clientKey(clientID, id string) string {
+	sum := sha256.Sum256([]byte(clientID + "\x00" + id))
 	return hex.EncodeToString(sum[:])
 }
