@@ -63,7 +63,7 @@ func viewOf(t events.Target) api.Target {
 	v := api.Target{RecordUID: t.RecordUID, Name: t.Name, Engine: string(t.Engine), Host: t.Host, Port: t.Port,
 		Database: t.Database, AdminUsername: t.AdminUsername, TLSMode: string(t.TLSMode), CACert: t.CACert, Grants: make([]api.Grant, len(t.Grants)),
 		MaxTTLSeconds: t.MaxTTLSeconds, ConnectionHost: t.ConnectionHost, ConnectionPort: t.ConnectionPort,
-		ConnectionLimit: t.ConnectionLimit, CreatedAt: t.CreatedAt}
+		ConnectionLimit: t.ConnectionLimit, CreatedAt: t.CreatedAt, Warnings: t.Warnings}
 	for i, g := range t.Grants {
 		v.Grants[i] = api.Grant(g)
 	}

@@ -920,11 +920,21 @@ func (w *Workers) expire(ctx context.Context, id string, due time.Time) error {
 }
 
 // Prepare verifies a target's admin rights and sets up what its users share. The admin
-// password is the plaintext the caller is about to seal.
-func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) error {
-	return w.withPassword(ctx, t, adminPassword, "prepare "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
-		return d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants, New: isNew})
+// password is the plaintext the caller is about to seal. It returns what the target's
+// database lets a lease user do beyond its grants, for the operator to take away.
+func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) ([]string, error) {
+	var advice []string
+	err := w.withPassword(ctx, t, adminPassword, "prepare "+t.RecordUID, func(ctx context.Context, d driver.Driver, conn driver.Conn) error {
+		return d.Prepare(ctx, driver.PrepareRequest{Conn: conn, RecordUID: t.RecordUID, Grants: t.Grants, New: isNew,
+			Advise: func(a string) { advice = append(advice, a) }})
 	})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range advice {
+		w.log.Warn("the target's database lets lease users do more than its grants", "record_uid", t.RecordUID, "advice", a)
+	}
+	return advice, nil
 }
 
 // Unprepare removes what Prepare set up for t when t was then not recorded. The admin

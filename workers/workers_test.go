@@ -98,7 +98,7 @@ func mustFixtureWith(t *testing.T, wrap func(driver.Driver) driver.Driver) *fixt
 	tg := events.Target{RecordUID: uid, Name: "w", Engine: events.PostgreSQL, Host: "127.0.0.1", Port: 5432, Database: db,
 		AdminUsername: "postgres", TLSMode: events.TLSDisable, MaxTTLSeconds: 86400,
 		Grants: []events.Grant{{Database: db, Schema: "public", Privileges: []string{"SELECT"}}}}
-	if err := w.Prepare(ctx, tg, "unused-under-trust", true); err != nil {
+	if _, err := w.Prepare(ctx, tg, "unused-under-trust", true); err != nil {
 		t.Fatal(err)
 	}
 	tg.SealedAdminPassword = sealer.Seal([]byte("unused-under-trust"), tg.AdminPasswordAAD())

@@ -68,6 +68,9 @@ type Target struct {
 	// ConnectionLimit caps each lease user's concurrent sessions; absent or 0: no limit.
 	ConnectionLimit int       `json:"connection_limit,omitempty"`
 	CreatedAt       time.Time `json:"created_at,omitzero"`
+	// Warnings, only in the answer to a registration or update, are what the target's
+	// database lets a lease user do beyond the grants, for the operator to take away.
+	Warnings []string `json:"warnings,omitempty"`
 	// Version is the ETag a GET or PUT answered with (not part of the body): a client's
 	// update sends it as If-Match, so it is made only if nobody changed the target since.
 	Version string `json:"-"`

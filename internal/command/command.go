@@ -22,8 +22,9 @@ import (
 // target is registered, removes it when the target goes, and gives active lease users a
 // target's new grants on engines where each user holds its own. The workers implement it.
 type Preparer interface {
-	// Prepare verifies t by setting it up; isNew says t is not recorded yet.
-	Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) error
+	// Prepare verifies t by setting it up; isNew says t is not recorded yet. It returns
+	// what t's database lets a lease user do beyond t's grants (events.Target.Warnings).
+	Prepare(ctx context.Context, t events.Target, adminPassword string, isNew bool) ([]string, error)
 	// Unprepare removes what Prepare set up for t when t was then not recorded, with
 	// the admin password Prepare was given, even once ctx is done.
 	Unprepare(ctx context.Context, t events.Target, adminPassword string) error

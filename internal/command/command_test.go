@@ -32,12 +32,14 @@ func TestNewPassword(t *testing.T) {
 // nopPreparer accepts every target.
 type nopPreparer struct{}
 
-func (nopPreparer) Prepare(context.Context, events.Target, string, bool) error { return nil }
-func (nopPreparer) Unprepare(context.Context, events.Target, string) error     { return nil }
-func (nopPreparer) Reprepare(context.Context, events.Target) error             { return nil }
-func (nopPreparer) RemoveTarget(context.Context, events.Target) error          { return nil }
-func (nopPreparer) GrantsPerUser(events.Engine) bool                           { return false }
-func (nopPreparer) Regrant(context.Context, events.Target, string) error       { return nil }
+func (nopPreparer) Prepare(context.Context, events.Target, string, bool) ([]string, error) {
+	return nil, nil
+}
+func (nopPreparer) Unprepare(context.Context, events.Target, string) error { return nil }
+func (nopPreparer) Reprepare(context.Context, events.Target) error         { return nil }
+func (nopPreparer) RemoveTarget(context.Context, events.Target) error      { return nil }
+func (nopPreparer) GrantsPerUser(events.Engine) bool                       { return false }
+func (nopPreparer) Regrant(context.Context, events.Target, string) error   { return nil }
 
 // mustService builds the command side on an embedded JetStream, with no database.
 func mustService(t *testing.T) *Service {

@@ -26,7 +26,8 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 	if err := s.uniqueTargetName(ctx, t); err != nil {
 		return t, err
 	}
-	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, true); err != nil {
+	var err error
+	if t.Warnings, err = s.cfg.Preparer.Prepare(ctx, t, adminPassword, true); err != nil {
 		s.releaseName(ctx, "target", t.Name, t.RecordUID)
 		s.log.Warn("target refused", "record_uid", t.RecordUID, "host", t.Host, "err", err)
 		return t, err
@@ -108,7 +109,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 			s.renameFailed(ctx, "target", t.Name, uid, failed, s.targetName)
 		}
 	}()
-	if err := s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
+	if t.Warnings, err = s.cfg.Preparer.Prepare(ctx, t, adminPassword, false); err != nil {
 		s.log.Warn("target update refused", "record_uid", uid, "host", t.Host, "err", err)
 		if errors.Is(err, driver.ErrPartlyApplied) { // some of its databases set, or maybe
 			s.restoreTarget(ctx, t, adminPassword)

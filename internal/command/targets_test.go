@@ -40,7 +40,7 @@ type recorder struct {
 	refuse         error    // what each Prepare answers, its grants applied as given
 }
 
-func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) error {
+func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew bool) ([]string, error) {
 	if p.hold != nil {
 		p.hold(t)
 	}
@@ -51,7 +51,7 @@ func (p *recorder) Prepare(_ context.Context, t events.Target, _ string, isNew b
 	if p.verified != nil {
 		p.verified(t)
 	}
-	return p.refuse
+	return nil, p.refuse
 }
 
 func (p *recorder) Reprepare(_ context.Context, t events.Target) error {

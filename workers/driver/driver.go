@@ -50,6 +50,10 @@ type PrepareRequest struct {
 	// Prepare knows its record uid, so what a refused one made is removed. An update's
 	// is kept: the target's leases may be using it.
 	New bool
+	// Advise, when set, is told of each setting of the target's database, found while it
+	// is verified, that lets a lease user do more than the grants say: it is not refused
+	// (a target registered before the check would be at its next update), only reported.
+	Advise func(advice string)
 }
 
 // CreateUserRequest asks for one lease user.

@@ -29,6 +29,7 @@ const (
 	stateInternal        = "XX000" // "tuple concurrently updated" on catalog rows
 	stateObjectInUse     = "55006"
 	stateLockNotAvail    = "55P03" // lock_timeout
+	stateNoConnections   = "55000" // a database that does not allow connections (datallowconn)
 )
 
 // sqlState returns err's SQLSTATE, or "" when err is not a server error.

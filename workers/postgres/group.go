@@ -75,6 +75,95 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 		return failVerify(op, err, req.Conn)
 	}
 	d.logger.DebugContext(ctx, "target prepared", "group", group, "grants", len(specs))
+	if req.Advise != nil {
+		d.advise(ctx, req, specs)
+	}
+	return nil
+}
+
+// advise tells req.Advise of each database where every role may create objects in a
+// schema (PUBLIC's CREATE: PostgreSQL 14's default on public, which clusters upgraded from
+// it keep), among the target's own database, those its grants name, and template1, which
+// the databases made later copy. There a lease user can leave what no grant names, a
+// function or operator shadowing a built-in one for the roles that search the schema
+// first, and at revocation it is the group's, not gone. A look that fails ends the
+// advice, logged: it never refuses the target.
+func (d *Driver) advise(ctx context.Context, req driver.PrepareRequest, specs []grantSpec) {
+	dbs := []string{req.Conn.Database}
+	for _, s := range specs {
+		if !slices.Contains(dbs, s.database) {
+			dbs = append(dbs, s.database)
+		}
+	}
+	var err error
+	for _, db := range dbs {
+		if err = d.inDatabase(ctx, req.Conn, db, nil, func(c *pgxpool.Conn) error {
+			return adviseOn(ctx, c.Conn(), req.Advise)
+		}); err != nil {
+			break
+		}
+	}
+	if err == nil && !slices.Contains(dbs, templateDB) {
+		err = d.adviseOnce(ctx, req)
+	}
+	if err != nil {
+		d.logger.WarnContext(ctx, "could not check where every role may create on the target", "record_uid", req.RecordUID,
+			"error", driver.Scrub(err, req.Conn.Password).Error())
+	}
+}
+
+// templateDB is the database CREATE DATABASE copies unless told otherwise.
+const templateDB = "template1"
+
+// adviseOnce advises on template1 through a connection of its own, closed at once: one
+// a pool kept idle would make every CREATE DATABASE copying template1 fail. A template1
+// the admin may not connect to is not looked at.
+func (d *Driver) adviseOnce(ctx context.Context, req driver.PrepareRequest) error {
+	cfg, err := poolConfig(req.Conn, templateDB)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	switch state := sqlState(err); {
+	case state == stateInsufficient, state == stateInvalidCatalog, state == stateNoConnections:
+		return nil
+	case err != nil:
+		return fmt.Errorf("connect to database %q: %w", templateDB, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return adviseOn(ctx, conn, req.Advise)
+}
+
+// adviseOn tells advise of the schemas of conn's database where PUBLIC may create.
+func adviseOn(ctx context.Context, conn *pgx.Conn, advise func(string)) error {
+	rows, err := conn.Query(ctx, `SELECT pg_catalog.current_database(), n.nspname FROM pg_catalog.pg_namespace n
+		WHERE pg_catalog.has_schema_privilege('public', n.oid, 'CREATE') ORDER BY 2`)
+	if err != nil {
+		return fmt.Errorf("list the schemas every role may create in: %w", err)
+	}
+	var db string
+	var schemas []string
+	for rows.Next() {
+		var schema string
+		if err := rows.Scan(&db, &schema); err != nil {
+			return err
+		}
+		schemas = append(schemas, ident(schema))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list the schemas every role may create in: %w", err)
+	}
+	if len(schemas) > 0 {
+		word := "schema"
+		if len(schemas) > 1 {
+			word = "schemas"
+		}
+		names := strings.Join(schemas, ", ")
+		advise(fmt.Sprintf("Every role, lease users included, may create objects in %s %s of the database %q (PUBLIC "+
+			"holds CREATE there, as PostgreSQL 14 and older give it on public): a lease user can leave there what no grant "+
+			"names, such as a function shadowing a built-in one for other roles, kept at its revocation, owned by the "+
+			"target's group. To take it away, in that database: REVOKE CREATE ON SCHEMA %s FROM PUBLIC.", word, names, db, names))
+	}
 	return nil
 }
 

@@ -638,3 +638,75 @@ func TestDriver_PrepareNamesEveryMissingRight(t *testing.T) {
 	}
 	t.Logf("message: %s", msg)
 }
+
+// TestDriver_PrepareWarnsWhereEveryRoleMayCreate: where PUBLIC may create in a schema
+// (PostgreSQL 14's default on public, kept by upgraded clusters) a lease user can leave
+// what no grant names, a function shadowing a built-in one, kept at its revocation.
+// Registration is not refused for it, but says where and how to take it away: in the
+// target's databases and in template1, which later databases copy. Looking at template1
+// leaves no session there, or the next CREATE DATABASE would fail.
+func TestDriver_PrepareWarnsWhereEveryRoleMayCreate(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	prepare := func() []string {
+		t.Helper()
+		var advice []string
+		err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants,
+			Advise: func(a string) { advice = append(advice, a) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range advice {
+			if strings.Contains(a, c.adminPW) {
+				t.Errorf("the advice holds the admin password: %s", a)
+			}
+		}
+		return advice
+	}
+	if got := prepare(); len(got) != 0 {
+		t.Fatalf("PostgreSQL 15's defaults warned: %q", got)
+	}
+
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "GRANT CREATE ON SCHEMA public, other TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, "postgres", c.superPW, "template1", "GRANT CREATE ON SCHEMA public TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.execIn(context.Background(), "postgres", c.superPW, "template1", "REVOKE CREATE ON SCHEMA public FROM PUBLIC"); err != nil {
+			t.Errorf("take template1's CREATE back: %v", err)
+		}
+	})
+	got := prepare()
+	if len(got) != 2 {
+		t.Fatalf("advice = %q, want one for the granted database and one for template1", got)
+	}
+	for _, want := range []string{
+		fmt.Sprintf(`schemas "other", "public" of the database %q`, s.Database), `REVOKE CREATE ON SCHEMA "other", "public" FROM PUBLIC`,
+	} {
+		if !strings.Contains(got[0], want) {
+			t.Errorf("the granted database's advice does not say %q: %s", want, got[0])
+		}
+	}
+	if !strings.Contains(got[1], `schema "public" of the database "template1"`) {
+		t.Errorf("template1's advice: %s", got[1])
+	}
+	// template1 is copied only while nobody is connected to it.
+	if _, err := c.super.Exec(ctx, "CREATE DATABASE vf_after_advice"); err != nil {
+		t.Fatalf("CREATE DATABASE after the look at template1: %v", err)
+	}
+	if _, err := c.super.Exec(ctx, "DROP DATABASE vf_after_advice"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "REVOKE CREATE ON SCHEMA other, public FROM PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.execIn(ctx, "postgres", c.superPW, "template1", "REVOKE CREATE ON SCHEMA public FROM PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
+	if got := prepare(); len(got) != 0 {
+		t.Errorf("advice after the statements it gave: %q", got)
+	}
+}

@@ -237,7 +237,8 @@ API: name, engine, host, port, database, admin_username, admin_password, tls_mod
 max_ttl_seconds, connection_host, connection_port, connection_limit (sessions per lease
 user). The server checks the admin login and
 privileges first. The answer, with its record_uid, is printed as JSON without the admin
-password.`,
+password; its warnings (what the database lets lease users do beyond the grants, such
+as create objects in a schema every role may create in) also go to stderr.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			t, err := a.readTarget(file)
@@ -253,6 +254,7 @@ password.`,
 				return err
 			}
 			created.AdminPassword = "" // never shown, whatever the server answered
+			a.warn(created.Warnings)
 			return writeJSON(a.stdout, created)
 		},
 	}
@@ -294,12 +296,21 @@ admin password. For example, after rotating the admin password in the database:
 				return err
 			}
 			updated.AdminPassword = ""
+			a.warn(updated.Warnings)
 			return writeJSON(a.stdout, updated)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "target JSON file, or - for stdin")
 	cmd.MarkFlagRequired("file")
 	return cmd
+}
+
+// warn puts each of a target's warnings on stderr too, where an operator piping the
+// JSON into a file still sees them.
+func (a *app) warn(warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(a.stderr, "sy: warning: %s\n", w)
+	}
 }
 
 // targetFields names the fields of a target's JSON, for a file that has others.

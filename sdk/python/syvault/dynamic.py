@@ -190,7 +190,9 @@ class DynamicSecrets:
         The server first checks that the admin may create users and grant the privileges.
 
         Returns:
-            Target: with its ``record_uid`` and ``created_at`` (never the admin password).
+            Target: with its ``record_uid`` and ``created_at`` (never the admin password),
+            and its ``warnings``: what the database lets a lease user do beyond the grants
+            (the target is registered all the same).
 
         Raises:
             InvalidRequestError: a missing or invalid field.

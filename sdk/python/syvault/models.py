@@ -221,12 +221,15 @@ class Target(_Model):
         name, engine (``postgresql``/``mysql``), host, port, database, admin_username,
         tls_mode, grants (list of dicts), max_ttl_seconds, connection_host, connection_port,
         connection_limit (sessions per lease user, ``None`` for no limit), created_at (RFC 3339).
+        warnings: only from ``create_target`` and ``update_target``, what the database lets a
+            lease user do beyond the grants (e.g. create in a schema every role may create
+            in), each with the statement that takes it away; else ``None``.
         etag: its version, when the answer named one (``get_target``, ``update_target``).
     """
 
     _fields = ("record_uid", "name", "engine", "host", "port", "database", "admin_username", "tls_mode",
                "grants", "max_ttl_seconds", "connection_host", "connection_port", "connection_limit",
-               "created_at")
+               "created_at", "warnings")
 
     #: The target's version (an ETag) as ``get_target`` and ``update_target`` answered it,
     #: else ``None``: pass it as ``update_target(..., if_match=)``.
@@ -246,6 +249,7 @@ class Target(_Model):
     connection_port: Optional[int]
     connection_limit: Optional[int]
     created_at: Optional[str]
+    warnings: Optional[List[str]]
 
     @property
     def created_at_datetime(self) -> Optional[datetime]:

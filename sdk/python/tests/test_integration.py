@@ -370,6 +370,24 @@ class PostgresTests(unittest.TestCase):
         finally:
             self.revoke_quietly(lease.lease_id)
 
+    def test_target_warnings(self):
+        """Where every role may create in public (PostgreSQL 14's default) the target is
+        registered, its answer warning with the statement that takes it away; a read of the
+        target, and an update once it is taken away, warn of nothing."""
+        self.assertIsNone(self.client.dynamic.get_target(self.record_uid).warnings)
+        psql("GRANT CREATE ON SCHEMA public TO PUBLIC", database=self.db)
+        try:
+            target = self.client.dynamic.create_target(**dict(self.target_body, name=self.db + "_warned"))
+            self.extra_targets.append(target.record_uid)
+            self.assertEqual(len(target.warnings), 1)
+            self.assertIn('REVOKE CREATE ON SCHEMA "public" FROM PUBLIC', target.warnings[0])
+            self.assertIn(self.db, target.warnings[0])
+            self.assertIsNone(self.client.dynamic.get_target(target.record_uid).warnings)
+        finally:
+            psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=self.db)
+        updated = self.client.dynamic.update_target(target.record_uid, **dict(self.target_body, name=self.db + "_warned"))
+        self.assertIsNone(updated.warnings)
+
     def test_keep_fresh_renews_rotates_and_revokes(self):
         """A target whose leases may live 6 s, leases asked for 4 s: the keeper renews, a
         renewal comes back short (the cap), it rotates and calls on_rotate; the old lease is
