@@ -18,6 +18,8 @@ func (s *Server) createLoginLink(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	path := UIPath + "/login?" + url.Values{"code": {code}}.Encode()
+	// The code after "#": a browser sends it to no server, so no proxy's access log keeps
+	// it and no link previewer fetching the page has it to spend (see ui.loginPage).
+	path := UIPath + "/login#" + url.Values{"code": {code}}.Encode()
 	return c.JSON(http.StatusCreated, api.LoginLink{URL: s.PublicURL() + path, Path: path, ExpiresAt: expiresAt})
 }

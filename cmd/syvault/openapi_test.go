@@ -301,7 +301,7 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	// Dashboard login links: an admin's, never an app client's.
 	var link client.LoginLink
 	v.json(http.MethodPost, "/api/sm/v1/ui/login-links", tok, nil, oaValid, http.StatusCreated, &link)
-	if !strings.HasPrefix(link.URL, srv.HTTP.PublicURL()+"/ui/login?code=") || !strings.HasSuffix(link.URL, link.Path) {
+	if !strings.HasPrefix(link.URL, srv.HTTP.PublicURL()+"/ui/login#code=") || !strings.HasSuffix(link.URL, link.Path) {
 		t.Errorf("login link %+v", link)
 	}
 	v.json(http.MethodPost, "/api/sm/v1/ui/login-links", appTok, nil, oaValid, http.StatusForbidden, nil)

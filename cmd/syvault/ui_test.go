@@ -65,7 +65,7 @@ func pemBody(p string) string {
 func (f *uiFixture) loginLink() string {
 	f.t.Helper()
 	out := strings.TrimSpace(f.sy.ok("ui", "--no-browser"))
-	if !strings.HasPrefix(out, f.srv.HTTP.URL()+syhttp.UIPath+"/login?code=") || strings.Contains(out, "\n") {
+	if !strings.HasPrefix(out, f.srv.HTTP.URL()+syhttp.UIPath+"/login#code=") || strings.Contains(out, "\n") {
 		f.t.Fatalf("sy ui --no-browser printed %q, want one login link", out)
 	}
 	return out
@@ -161,10 +161,37 @@ func (b *browser) abs(path string) string {
 	return b.url + path
 }
 
+// follow does what a browser does with a login link: it opens the page, which sets no
+// cookie, and sends its form with the code the link holds after its "#" (the page's
+// script does that), returning the form's answer.
+func (b *browser) follow(link string) (*http.Response, string) {
+	b.t.Helper()
+	resp, body := b.get(link)
+	mustPage(b.t, "the login link's page", resp, body, http.StatusOK, `action="/ui/login"`)
+	if len(resp.Cookies()) != 0 {
+		b.t.Fatal("opening a login link set a cookie")
+	}
+	return b.post("/ui/login", url.Values{"code": {codeOf(b.t, link)}}, "Sec-Fetch-Site", "same-origin")
+}
+
+// codeOf is the code a login link holds after its "#".
+func codeOf(t *testing.T, link string) string {
+	t.Helper()
+	u, err := url.Parse(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := url.ParseQuery(u.Fragment)
+	if err != nil || q.Get("code") == "" || u.RawQuery != "" {
+		t.Fatalf("the login link %q holds no code after its #, or has a query", link)
+	}
+	return q.Get("code")
+}
+
 // login opens a fresh login link and returns the session cookie it set.
 func (b *browser) login() *http.Cookie {
 	b.t.Helper()
-	resp, _ := b.get(b.f.loginLink())
+	resp, _ := b.follow(b.f.loginLink())
 	if resp.StatusCode != http.StatusOK {
 		b.t.Fatalf("login link: status %d", resp.StatusCode)
 	}
@@ -215,7 +242,17 @@ func TestUI_Security(t *testing.T) {
 	link := f.loginLink()
 	var cookie *http.Cookie
 	t.Run("login link", func(t *testing.T) {
-		resp, body := b.get(link)
+		// Opening the link spends nothing (a link previewer or a mail scanner fetching it
+		// left its owner a used link), however often.
+		for range 2 {
+			resp, body := f.browser().get(link)
+			mustPage(t, "the link opened by another", resp, body, http.StatusOK, `name="code" value=""`)
+		}
+		// Only the login page's own form logs in: another site's would log its visitor in
+		// as the link's client. Refused so, the code is not spent either.
+		resp, body := f.browser().post("/ui/login", url.Values{"code": {codeOf(t, link)}}, "Sec-Fetch-Site", "cross-site")
+		mustPage(t, "the code sent from another site", resp, body, http.StatusForbidden, "another site")
+		resp, body = b.follow(link)
 		mustPage(t, "login", resp, body, http.StatusOK, "logged in")
 		for _, c := range resp.Cookies() {
 			if c.Name == "syvault_session" {
@@ -233,15 +270,18 @@ func TestUI_Security(t *testing.T) {
 			t.Errorf("cookie expires in %v, want the access token's 15m", left)
 		}
 		// The link works once.
-		resp, body = f.browser().get(link)
+		resp, body = f.browser().follow(link)
 		mustPage(t, "the link again", resp, body, http.StatusUnauthorized, "already used")
 		if len(resp.Cookies()) != 0 {
 			t.Error("a used link set a cookie")
 		}
-		resp, body = f.browser().get("/ui/login?code=" + strings.Repeat("A", 26))
+		resp, body = f.browser().post("/ui/login", url.Values{"code": {strings.Repeat("A", 26)}})
 		mustPage(t, "an unknown code", resp, body, http.StatusUnauthorized, "sy ui")
-		resp, body = f.browser().get("/ui/login")
+		resp, body = f.browser().post("/ui/login", nil)
 		mustPage(t, "no code", resp, body, http.StatusBadRequest, "no code")
+		// A link giving its code in the query (as before) opens the same form, filled in.
+		resp, body = f.browser().get("/ui/login?code=" + strings.Repeat("A", 26))
+		mustPage(t, "a code in the query", resp, body, http.StatusOK, `name="code" value="`+strings.Repeat("A", 26)+`"`)
 	})
 
 	resp, page := b.get("/ui/leases")
@@ -407,7 +447,7 @@ func TestUI_Security(t *testing.T) {
 			t.Fatal(err)
 		}
 		b2 := f.browser()
-		resp, body := b2.get(used.URL)
+		resp, body := b2.follow(used.URL)
 		mustPage(t, "login", resp, body, http.StatusOK, "logged in")
 		resp, body = b2.get("/ui/")
 		mustPage(t, "the second admin's session", resp, body, http.StatusOK, "")
@@ -417,7 +457,7 @@ func TestUI_Security(t *testing.T) {
 		}
 		resp, body = b2.get("/ui/")
 		mustPage(t, "the session had with the old key", resp, body, http.StatusUnauthorized, "sy ui")
-		resp, body = f.browser().get(unused.URL)
+		resp, body = f.browser().follow(unused.URL)
 		mustPage(t, "a login link made with the old key", resp, body, http.StatusUnauthorized, "sy ui")
 	})
 

@@ -103,6 +103,18 @@ func (h *Handler) authedJSON(fn func(*http.Request) (any, error)) http.Handler {
 }
 
 func checkForm(r *http.Request, s session) error {
+	if err := readForm(r); err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
+		return events.Errorf(events.EForbidden, "The form is stale or did not come from this dashboard; reload the page and try again.")
+	}
+	return nil
+}
+
+// readForm reads a form sent from one of the dashboard's own pages: a browser names
+// another site's in Sec-Fetch-Site (one too old to send it is let through).
+func readForm(r *http.Request) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
 		return events.Errorf(events.EForbidden, "This request came from another site; use the dashboard's own buttons.")
 	}
@@ -113,15 +125,25 @@ func checkForm(r *http.Request, s session) error {
 		}
 		return events.Errorf(events.EInvalid, "The form could not be read.")
 	}
-	if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.CSRF)) != 1 {
-		return events.Errorf(events.EForbidden, "The form is stale or did not come from this dashboard; reload the page and try again.")
-	}
 	return nil
 }
 
-// login trades a one-time login link's code for a session cookie.
+// loginPage is where a login link leads: a form that spends the link's code when sent
+// (its script sends it at once). Opening the link spends nothing, so a link previewer or
+// a mail scanner fetching it leaves it for its owner; and the code, after the link's "#",
+// reaches no server or proxy log.
+func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) error {
+	h.render(w, http.StatusOK, "login", view{Title: "Log in", Data: r.URL.Query().Get("code")})
+	return nil
+}
+
+// login trades a one-time login link's code for a session cookie. The form must come
+// from the login page: another site's would log its visitor in as the link's client.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
-	code := r.URL.Query().Get("code")
+	if err := readForm(r); err != nil {
+		return err
+	}
+	code := r.PostForm.Get("code")
 	if code == "" {
 		return events.Errorf(events.EInvalid, "This login link has no code; run 'sy ui' for a new one.")
 	}
@@ -148,7 +170,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	// A page rather than a redirect: when the link was followed from another site, a
 	// redirect would still count as that site's navigation and the browser would not
 	// send the SameSite=Strict cookie; the page's own refresh is this site's.
-	h.render(w, http.StatusOK, "login", view{Title: "Logged in", Me: &client, Data: s.ExpiresAt})
+	h.render(w, http.StatusOK, "loggedin", view{Title: "Logged in", Me: &client, Data: s.ExpiresAt})
 	return nil
 }
 

@@ -97,7 +97,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger.With("component", "ui"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, name := range []string{"overview", "leases", "lease", "audit", "activity", "message", "login"} {
+	for _, name := range []string{"overview", "leases", "lease", "audit", "activity", "message", "login", "loggedin"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/partials.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("ui.New: template %s: %w", name, err)
@@ -113,7 +113,8 @@ func New(cfg Config) (*Handler, error) {
 	p := syhttp.UIPath
 	h.mux.Handle("GET "+p, http.RedirectHandler(p+"/", http.StatusSeeOther))
 	h.mux.Handle("GET "+p+"/static/", h.static)
-	h.mux.Handle("GET "+p+"/login", h.handle(h.login))
+	h.mux.Handle("GET "+p+"/login", h.handle(h.loginPage))
+	h.mux.Handle("POST "+p+"/login", h.handle(h.login))
 	h.mux.Handle("POST "+p+"/logout", h.authed(h.logout))
 	h.mux.Handle("GET "+p+"/{$}", h.authed(h.overview))
 	h.mux.Handle("GET "+p+"/leases", h.authed(h.leases))
