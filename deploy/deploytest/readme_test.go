@@ -200,7 +200,7 @@ func TestInitInThePod(t *testing.T) {
 		t.Fatal("no Deployment syvault-api")
 	}
 	c := api.Spec.Template.Spec.Containers[0]
-	for _, env := range []string{"SYVAULT_NATS_URL", "SYVAULT_NATS_CREDS", "SYVAULT_MASTER_KEY", "SYVAULT_REPLICAS", "SYVAULT_PUBLIC_URL"} {
+	for _, env := range []string{"SYVAULT_NATS_URL", "SYVAULT_NATS_CREDS", "SYVAULT_MASTER_KEY_FILE", "SYVAULT_REPLICAS", "SYVAULT_PUBLIC_URL"} {
 		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == env }) {
 			t.Errorf("syvault-api does not set %s, which init in its pod needs", env)
 		}
