@@ -496,28 +496,7 @@ func TestDriver_ARemovalMeetingAnObjectMadeMeanwhileKeepsTheGroup(t *testing.T) 
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	if _, err := tx.Exec(ctx, "SET ROLE "+pgx.Identifier{group}.Sanitize()+"; CREATE TABLE public.meanwhile (id int)"); err != nil {
-		t.Fatal(err)
-	}
-	removed := make(chan error, 1)
-	go func() {
-		removed <- d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants})
-	}()
-	waitFor(t, "the removal's DROP ROLE waiting for the lease's transaction", func() (bool, error) {
-		var n int
-		err := c.super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%DROP ROLE%' || $1 || '%'`,
-			group).Scan(&n)
-		return n > 0, err
-	})
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-removed; err != nil {
+	if err := removeMeanwhile(t, c, d, admin, uid, grants, conn, "SET ROLE "+pgx.Identifier{group}.Sanitize()+"; CREATE TABLE public.meanwhile (id int)"); err != nil {
 		t.Fatalf("the removal: %v; want it done, the group kept as the new table's owner", err)
 	}
 	if got := c.owner(t, s.Database, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'meanwhile'"); got != group {
@@ -525,6 +504,59 @@ func TestDriver_ARemovalMeetingAnObjectMadeMeanwhileKeepsTheGroup(t *testing.T) 
 	}
 	if err := c.execIn(context.Background(), "postgres", c.superPW, s.Database, "DROP TABLE public.meanwhile; DROP ROLE "+pgx.Identifier{group}.Sanitize()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// removeMeanwhile removes target uid while conn's transaction runs stmt, committing it
+// once the removal's DROP ROLE waits for it, and returns the removal's outcome.
+func removeMeanwhile(t *testing.T, c *cluster, d *postgres.Driver, admin driver.Conn, uid string, grants []events.Grant, conn *pgx.Conn, stmt string) error {
+	t.Helper()
+	ctx := t.Context()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, stmt); err != nil {
+		t.Fatal(err)
+	}
+	removed := make(chan error, 1)
+	go func() {
+		removed <- d.RemoveTarget(ctx, driver.RemoveTargetRequest{Conn: admin, RecordUID: uid, Grants: grants})
+	}()
+	waitFor(t, "the removal's DROP ROLE waiting for the other transaction", func() (bool, error) {
+		var n int
+		err := c.super.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%DROP ROLE%' || $1 || '%'`,
+			"syvault_"+uid).Scan(&n)
+		return n > 0, err
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return <-removed
+}
+
+// TestDriver_ARemovalMeetingAGrantMadeMeanwhileDropsTheGroup: the admin (another
+// process's update of the target) granted the group a table while the removal ran,
+// committing after the removal revoked what the group held: its DROP ROLE then failed
+// "dependent objects". The removal is run again, revokes that grant too, and the group
+// goes, holding nothing.
+func TestDriver_ARemovalMeetingAGrantMadeMeanwhileDropsTheGroup(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: s.Grants}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, c.connConfig(adminRole, c.adminPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := removeMeanwhile(t, c, d, admin, uid, s.Grants, conn, "GRANT SELECT ON public.denied TO "+pgx.Identifier{"syvault_" + uid}.Sanitize()); err != nil {
+		t.Fatalf("the removal: %v; want it done, the grant made meanwhile revoked", err)
+	}
+	if c.roleExists(t, "syvault_"+uid) {
+		t.Fatal("the group outlived its target's removal")
 	}
 }
 
