@@ -30,8 +30,17 @@ type clientLimits struct {
 
 type bucket struct {
 	*rate.Limiter
-	warned time.Time // when a refusal of this client was last logged
+	warned [2]time.Time // when a refusal of each kind of this client was last logged
 }
+
+// refusal is what a refusal of take's is for, each logged once a minute on its own: a
+// client's 429s must not hide that its denials go unrecorded, nor the other way round.
+type refusal int
+
+const (
+	limited    refusal = iota // a request answered 429
+	unrecorded                // a denial not recorded in the audit trail
+)
 
 // newClientLimits allows perSecond requests a second to each client, in bursts of up to
 // twice that, and at least two (a token and the request it is for); nil (no limit) for
@@ -54,9 +63,10 @@ func newDenialLimits() *clientLimits {
 }
 
 // take spends one of client's requests, or tells how long until it has one and whether
-// this refusal is the first of the client's in a minute (worth a log line; the rest are
-// counted only, so that a client hammering the API cannot flood the log either).
-func (l *clientLimits) take(client string, now time.Time) (wait time.Duration, ok, first bool) {
+// this refusal is the first of its kind for the client in a minute (worth a log line;
+// the rest are counted only, so that a client hammering the API cannot flood the log
+// either).
+func (l *clientLimits) take(client string, kind refusal, now time.Time) (wait time.Duration, ok, first bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) > time.Minute {
@@ -77,8 +87,8 @@ func (l *clientLimits) take(client string, now time.Time) (wait time.Duration, o
 	if b.AllowN(now, 1) {
 		return 0, true, false
 	}
-	if first = now.Sub(b.warned) >= time.Minute; first {
-		b.warned = now
+	if first = now.Sub(b.warned[kind]) >= time.Minute; first {
+		b.warned[kind] = now
 	}
 	need := 1 - b.TokensAt(now)
 	return time.Duration(need / float64(l.every) * float64(time.Second)), false, first
@@ -97,7 +107,7 @@ func (s *Server) limit(c echo.Context, client events.Client, action string) erro
 	if s.limits == nil || client.Role == events.RoleAdmin {
 		return nil
 	}
-	wait, ok, first := s.limits.take(client.ClientID, time.Now())
+	wait, ok, first := s.limits.take(client.ClientID, limited, time.Now())
 	if ok {
 		c.Set(chargedKey, true) // its refusal, if it is refused, is recorded without a second charge
 		return nil
@@ -129,7 +139,7 @@ func (s *Server) recordsDenial(c echo.Context, client events.Client) bool {
 	if limits == nil {
 		limits = s.denials
 	}
-	_, ok, first := limits.take(client.ClientID, time.Now())
+	_, ok, first := limits.take(client.ClientID, unrecorded, time.Now())
 	if ok {
 		return true
 	}
