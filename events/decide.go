@@ -139,6 +139,25 @@ func (l Lease) Dropped(now time.Time) *Event {
 		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}
 }
 
+// ReasonAbandoned is what a lease.abandoned event says.
+const ReasonAbandoned = "An admin gave up dropping the user, whose database could not be reached or refused the drop: the user may remain there (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it."
+
+// Abandon records that actor, an admin, gives up dropping a revoking lease's user: for a
+// database gone for good, whose revocations would otherwise be retried without end. The
+// lease ends as its revocation or expiry would have (its slot freed, its target
+// removable). An active or pending lease is EConflict (revoke it first: its drop may yet
+// succeed), an ended one ENotFound.
+func (l Lease) Abandon(actor string, now time.Time) (*Event, error) {
+	switch {
+	case l.Status.Ended():
+		return nil, Errorf(ENotFound, "Lease %q has already ended.", l.ID)
+	case l.Status != StatusRevoking:
+		return nil, Errorf(EConflict, "Lease %q is %s: only a revocation that could not finish can be given up; revoke it first.", l.ID, l.Status)
+	}
+	return &Event{Type: LeaseAbandoned, ID: l.ID + ".abandoned", Time: now.UTC(), ClientID: actor,
+		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending), Reason: ReasonAbandoned}, nil
+}
+
 // ExpiryDue is what an expiry second's schedule publishes when it fires: the second. The
 // leases listed under it are each decided on with Expire.
 func ExpiryDue(at time.Time) Event {

@@ -23,6 +23,9 @@ const (
 	LeaseRevoked   Type = "lease.revoked" // revocation requested; the user is dropped next
 	LeaseExpired   Type = "lease.expired" // expiry reached; the user is dropped next
 	LeaseDropped   Type = "lease.dropped" // the user's sessions are gone and the user dropped
+	// LeaseAbandoned: an admin gave up dropping a revoking lease's user (its database gone
+	// for good); the lease ends, and the user may remain until `syvault reconcile` finds it.
+	LeaseAbandoned Type = "lease.abandoned"
 )
 
 // Outcomes recorded on events.

@@ -22,7 +22,8 @@ const (
 // MaxTTL is the longest a lease may live, counted from its creation, renewals included.
 const MaxTTL = 24 * time.Hour
 
-// Ended reports whether the lease is over: its user is gone and will never be created again.
+// Ended reports whether the lease is over: its user is gone (or, for an abandoned lease,
+// no longer dropped by SyVault) and will never be created again.
 func (s Status) Ended() bool {
 	return s == StatusRevoked || s == StatusExpired || s == StatusFailed
 }
@@ -45,6 +46,9 @@ type Lease struct {
 	ForRemoval bool `json:"-"`
 	// FailCode is the error code of a failed lease.
 	FailCode string `json:"fail_code,omitempty"`
+	// Abandoned says an admin gave up its user's drop (LeaseAbandoned): the lease ended
+	// as revoked or expired, but its user may still be on the database.
+	Abandoned bool `json:"abandoned,omitempty"`
 	// Seq is the stream sequence of the last event applied; applying an event at or
 	// below it is a no-op, which makes projections idempotent under redelivery.
 	Seq uint64 `json:"seq"`
@@ -137,6 +141,12 @@ func (l *Lease) apply(e Event) bool {
 			return false
 		}
 		l.end(l.Ending, e.Time)
+	case LeaseAbandoned:
+		if l.Status != StatusRevoking {
+			return false
+		}
+		l.end(l.Ending, e.Time)
+		l.Abandoned = true
 	default:
 		return false
 	}

@@ -38,6 +38,10 @@ func TestLease_Apply(t *testing.T) {
 		{"expiry after revoke keeps revoked", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), ev(events.LeaseRevoked), expired(t0.Add(time.Hour)), ev(events.LeaseDropped)}, events.StatusRevoked},
 		{"revoke after end is ignored", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), ev(events.LeaseRevoked), ev(events.LeaseDropped), ev(events.LeaseRevoked)}, events.StatusRevoked},
 		{"drop without revoke is ignored", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), ev(events.LeaseDropped)}, events.StatusActive},
+		{"revoke then abandon is revoked", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), ev(events.LeaseRevoked), ev(events.LeaseAbandoned)}, events.StatusRevoked},
+		{"expiry then abandon is expired", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), expired(t0.Add(time.Hour)), ev(events.LeaseAbandoned)}, events.StatusExpired},
+		{"abandon without revoke is ignored", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), ev(events.LeaseAbandoned)}, events.StatusActive},
+		{"a drop after abandon is ignored", []events.Event{requested(t0, time.Hour), ev(events.LeaseActivated), ev(events.LeaseRevoked), ev(events.LeaseAbandoned), ev(events.LeaseDropped)}, events.StatusRevoked},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,5 +126,31 @@ func TestLease_RevokeForRemoval(t *testing.T) {
 		if l.Status != events.StatusRevoking || l.ForRemoval != forRemoval {
 			t.Fatalf("for removal %v: status %s, ForRemoval %v", forRemoval, l.Status, l.ForRemoval)
 		}
+	}
+}
+
+// Only a revocation that could not finish can be given up: an active or pending lease is
+// to be revoked first (its drop may yet succeed), an ended one is gone. Given up, the
+// lease ends as its revocation would have, marked abandoned, by the admin who did it.
+func TestLease_Abandon(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, s := range []events.Status{events.StatusPending, events.StatusActive} {
+		if _, err := (events.Lease{ID: "L", Status: s}).Abandon("admin", now); events.ErrorCode(err) != events.EConflict {
+			t.Errorf("abandoning a %s lease: %v, want %s", s, err, events.EConflict)
+		}
+	}
+	for _, s := range []events.Status{events.StatusRevoked, events.StatusExpired, events.StatusFailed} {
+		if _, err := (events.Lease{ID: "L", Status: s}).Abandon("admin", now); events.ErrorCode(err) != events.ENotFound {
+			t.Errorf("abandoning a %s lease: %v, want %s", s, err, events.ENotFound)
+		}
+	}
+	l := events.Lease{ID: "L", RecordUID: "R", Status: events.StatusRevoking, Ending: events.StatusExpired}
+	e, err := l.Abandon("admin", now)
+	if err != nil || e.Type != events.LeaseAbandoned || e.ClientID != "admin" || e.Reason != events.ReasonAbandoned {
+		t.Fatalf("abandon: %+v, %v", e, err)
+	}
+	l.Apply(*e, 0)
+	if l.Status != events.StatusExpired || !l.Abandoned || l.EndedAt == nil || !l.EndedAt.Equal(now) {
+		t.Fatalf("after abandon: status %s, abandoned %v, ended %v", l.Status, l.Abandoned, l.EndedAt)
 	}
 }

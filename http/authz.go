@@ -18,6 +18,7 @@ const (
 	actLeaseList    action = "lease.list"
 	actLeaseRead    action = "lease.read"
 	actLeaseRevoke  action = "lease.revoke"
+	actLeaseAbandon action = "lease.abandon" // a revocation given up (?force=true)
 	actLeaseRenew   action = "lease.renew"
 	actTargetRead   action = "target.read"
 	actTargetManage action = "target.manage"
@@ -29,7 +30,7 @@ const (
 
 func (a action) mutation() bool {
 	switch a {
-	case actLeaseCreate, actLeaseRevoke, actLeaseRenew, actTargetManage, actClientManage, actUILogin:
+	case actLeaseCreate, actLeaseRevoke, actLeaseAbandon, actLeaseRenew, actTargetManage, actClientManage, actUILogin:
 		return true
 	}
 	return false
@@ -51,6 +52,8 @@ type resource struct {
 //     client's lease answers 404, exactly as an unknown id, so lease ids cannot be probed;
 //     a renewal also needs the lease's record still in allowed_records (403), so a record
 //     taken from a client gives it no more time there;
+//   - only admins may give up a revocation (?force=true): it may leave a user on the
+//     database, so its owner may not (403 on its own lease, 404 on another's);
 //   - app clients may not touch targets, clients or the audit (403).
 //
 // TTL caps (the client's max_ttl_seconds) are checked where the TTL is known.
@@ -69,9 +72,12 @@ func authorize(c events.Client, act action, res resource) error {
 			return nil
 		}
 		return events.Errorf(events.EForbidden, "This client may not lease record %q.", res.RecordUID)
-	case actLeaseRead, actLeaseRevoke, actLeaseRenew:
+	case actLeaseRead, actLeaseRevoke, actLeaseRenew, actLeaseAbandon:
 		if res.Owner != c.ClientID {
 			return events.Errorf(events.ENotFound, "No lease with id %q.", res.LeaseID)
+		}
+		if act == actLeaseAbandon {
+			return events.Errorf(events.EForbidden, "Only admin clients may give up a revocation (force); revoke the lease without it, and it is retried until its user is dropped.")
 		}
 		if act == actLeaseRenew && !slices.Contains(c.AllowedRecords, res.RecordUID) {
 			return events.Errorf(events.EForbidden, "This client may no longer lease record %q, so its lease there cannot be renewed; "+

@@ -21,7 +21,8 @@ type leaseRequest struct {
 // itemOf is a lease as lists and gets show it.
 func itemOf(l events.Lease) api.LeaseInfo {
 	return api.LeaseInfo{LeaseID: l.ID, RecordUID: l.RecordUID, Username: l.Username, CreatedAt: l.CreatedAt,
-		ExpiresAt: l.ExpiresAt, Status: string(l.Status), EndedAt: l.EndedAt, ClientID: l.ClientID, TTLSeconds: l.TTLSeconds}
+		ExpiresAt: l.ExpiresAt, Status: string(l.Status), EndedAt: l.EndedAt, ClientID: l.ClientID, TTLSeconds: l.TTLSeconds,
+		Abandoned: l.Abandoned}
 }
 
 func (s *Server) createLease(c echo.Context) error {
@@ -130,9 +131,19 @@ func (s *Server) getLease(c echo.Context) error {
 }
 
 // revokeLease records the revocation first, then waits for the workers to drop the user.
-// Whatever the answer, the revocation is recorded and retried until the user is gone.
+// Whatever the answer, the revocation is recorded and retried until the user is gone;
+// unless an admin forces it (?force=true), for a database gone for good: a drop that
+// cannot finish is then given up, and the answer is the lease as it ended.
 func (s *Server) revokeLease(c echo.Context) error {
-	if _, err := s.authorizedLease(c, actLeaseRevoke); err != nil {
+	force, err := boolQuery(c, "force")
+	if err != nil {
+		return err
+	}
+	act := actLeaseRevoke
+	if force {
+		act = actLeaseAbandon
+	}
+	if _, err := s.authorizedLease(c, act); err != nil {
 		// Nothing is recorded yet: a store that did not answer in time is a 503 (try
 		// again), never the 504 that tells the client its revocation is under way.
 		if events.ErrorCode(err) == events.ETimeout {
@@ -141,12 +152,32 @@ func (s *Server) revokeLease(c echo.Context) error {
 		return err
 	}
 	start := time.Now()
-	err := s.cfg.Commands.RevokeLease(c.Request().Context(), c.Param("id"), clientOf(c).ClientID)
+	if force {
+		l, err := s.cfg.Commands.AbandonLease(c.Request().Context(), c.Param("id"), clientOf(c).ClientID)
+		s.cfg.Observer.LeaseRevoked(outcomeOf(err), time.Since(start))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, itemOf(l))
+	}
+	err = s.cfg.Commands.RevokeLease(c.Request().Context(), c.Param("id"), clientOf(c).ClientID)
 	s.cfg.Observer.LeaseRevoked(outcomeOf(err), time.Since(start))
 	if err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// boolQuery reads the query parameter name: absent or "false" is false, "true" true,
+// anything else a 400 naming it.
+func boolQuery(c echo.Context, name string) (bool, error) {
+	switch c.QueryParam(name) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, events.Errorf(events.EInvalid, "%s must be true or false.", name)
 }
 
 type renewRequest struct {

@@ -33,10 +33,11 @@ const MaxBodyBytes = 64 << 10
 type Commands interface {
 	CreateLease(ctx context.Context, client events.Client, recordUID string, ttlSeconds int) (events.Credentials, error)
 	RevokeLease(ctx context.Context, id, actor string) error
+	AbandonLease(ctx context.Context, id, actor string) (events.Lease, error)
 	RenewLease(ctx context.Context, id string, client events.Client, ttlSeconds int) (events.Lease, error)
 	RegisterTarget(ctx context.Context, t events.Target, adminPassword, actor string) (events.Target, error)
 	UpdateTarget(ctx context.Context, uid string, t events.Target, adminPassword, actor string, ifMatch []uint64) (events.Target, uint64, error)
-	RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error
+	RemoveTarget(ctx context.Context, uid string, revokeLeases, abandon bool, actor string) error
 	RegisterClient(ctx context.Context, c events.Client, actor string) (events.Client, error)
 	UpdateClient(ctx context.Context, id string, c events.Client, actor string, ifMatch []uint64) (events.Client, uint64, error)
 	RemoveClient(ctx context.Context, id, actor string) error

@@ -107,17 +107,21 @@ func (s *Server) getTarget(c echo.Context) error {
 
 // deleteTarget removes a target. While it has active leases it refuses, unless
 // ?revoke_leases=true, which revokes them first (and removes nothing if any revocation
-// does not finish).
+// does not finish); with &force=true too, a revocation that cannot finish is given up,
+// for a target whose database is gone for good.
 func (s *Server) deleteTarget(c echo.Context) error {
-	revoke := false
-	switch c.QueryParam("revoke_leases") {
-	case "", "false":
-	case "true":
-		revoke = true
-	default:
-		return events.Errorf(events.EInvalid, "revoke_leases must be true or false.")
+	revoke, err := boolQuery(c, "revoke_leases")
+	if err != nil {
+		return err
 	}
-	if err := s.cfg.Commands.RemoveTarget(c.Request().Context(), c.Param("uid"), revoke, clientOf(c).ClientID); err != nil {
+	force, err := boolQuery(c, "force")
+	if err != nil {
+		return err
+	}
+	if force && !revoke {
+		return events.Errorf(events.EInvalid, "force gives up the revocations revoke_leases=true cannot finish; pass both.")
+	}
+	if err := s.cfg.Commands.RemoveTarget(c.Request().Context(), c.Param("uid"), revoke, force, clientOf(c).ClientID); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -702,14 +702,19 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		return err
 	}
 	var setupLeft error
-	if seq != 0 {
+	switch {
+	case seq != 0:
 		w.cfg.Observer.RevocationDone(l.ID)
 		w.log.Info("user dropped", "lease_id", l.ID, "username", l.Username, "reason", l.Ending)
 		w.forgetUsername(ctx, l)
 		if removeSetup {
 			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 		}
-	} else if l.Status.Ended() && l.EndedAt != nil && withinSetupRetry(*l.EndedAt) {
+	case l.Abandoned:
+		// Its drop given up by an admin, its database gone for good: the attempts that
+		// failed here are no longer pending, and its server is not reached again.
+		w.cfg.Observer.RevocationDone(l.ID)
+	case l.Status.Ended() && l.EndedAt != nil && withinSetupRetry(*l.EndedAt):
 		// Delivered again after the drop was recorded: a removal of its target's setup
 		// may have been left for this (or its process stopped before it). A target not
 		// removed answers after a read of its events (no server is reached); past the

@@ -119,6 +119,22 @@ func TestCLI_AgainstRealServer(t *testing.T) {
 		app.ok("dynamic", "lease", "revoke", id)
 	}
 	mustBeGone(t, eng, lease.Username, 0)
+	// A forced revocation: the app's is refused (it could leave a user behind); an
+	// admin's whose drop finishes says the lease is revoked.
+	forced := app.ok("dynamic", "lease", "create", "--record-uid", target.RecordUID, "--ttl", "600", "--format", "json")
+	var fl client.Lease
+	if err := json.Unmarshal([]byte(forced), &fl); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := app.run("dynamic", "lease", "revoke", fl.LeaseID, "--force"); code == 0 || !strings.Contains(errs, "forbidden") {
+		t.Fatalf("an app's forced revocation: exit %d, %q", code, errs)
+	}
+	if _, _, errs := admin.run("dynamic", "lease", "revoke", fl.LeaseID, "--force"); errs != "lease "+fl.LeaseID+" revoked\n" {
+		t.Fatalf("an admin's forced revocation said %q", errs)
+	}
+	if code, _, errs := admin.run("dynamic", "target", "delete", target.RecordUID, "--force"); code == 0 || !strings.Contains(errs, "--revoke-leases") {
+		t.Fatalf("--force without --revoke-leases: exit %d, %q", code, errs)
+	}
 
 	// The audit shows the app's work, and the app may not read it.
 	if out := admin.ok("audit", "--since", "1h", "--format", "json"); !strings.Contains(out, `"lease.dropped"`) || !strings.Contains(out, ac.ClientID) {

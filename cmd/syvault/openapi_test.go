@@ -321,6 +321,15 @@ func TestOpenAPI_Conformance(t *testing.T) {
 	// 409: a target with an active lease.
 	v.json(http.MethodDelete, "/api/sm/v1/dynamic/targets/"+uid, tok, nil, oaValid, http.StatusConflict, nil)
 	v.json(http.MethodDelete, "/api/sm/v1/dynamic/targets/"+uid+"?revoke_leases=maybe", tok, nil, oaInvalid, http.StatusBadRequest, nil)
+	v.json(http.MethodDelete, "/api/sm/v1/dynamic/targets/"+uid+"?force=true", tok, nil, oaValid, http.StatusBadRequest, nil)
+	v.json(http.MethodDelete, "/api/sm/v1/dynamic/leases/"+unknown+"?force=maybe", tok, nil, oaInvalid, http.StatusBadRequest, nil)
+	// A forced revocation whose drop finishes answers the lease as it ended, not abandoned.
+	forced := mustLease(t, admin, uid, 60)
+	var ended client.LeaseInfo
+	v.json(http.MethodDelete, "/api/sm/v1/dynamic/leases/"+forced.LeaseID+"?force=true", tok, nil, oaValid, http.StatusOK, &ended)
+	if ended.Status != "revoked" || ended.Abandoned || ended.EndedAt == nil {
+		t.Errorf("a forced revocation that dropped its user answered %+v", ended)
+	}
 
 	// Audit.
 	since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)

@@ -32,6 +32,9 @@ type LeaseInfo struct {
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
 	ClientID   string     `json:"client_id,omitempty"`
 	TTLSeconds int        `json:"ttl_seconds"`
+	// Abandoned says an admin gave up dropping the user (a forced revocation): it may
+	// still be on the database.
+	Abandoned bool `json:"abandoned,omitempty"`
 }
 
 // LeasePage is one page of active leases; NextCursor is set when there are more.

@@ -80,6 +80,15 @@ func (c *Client) RevokeLease(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, base+"/dynamic/leases/"+url.PathEscape(id), nil, nil)
 }
 
+// ForceRevokeLease revokes a lease and, when its user cannot be dropped (its database
+// gone for good), gives the drop up (admin only): the lease as it ended, Abandoned when
+// its user may remain on the database.
+func (c *Client) ForceRevokeLease(ctx context.Context, id string) (*LeaseInfo, error) {
+	var l LeaseInfo
+	err := c.Do(ctx, http.MethodDelete, base+"/dynamic/leases/"+url.PathEscape(id)+"?force=true", nil, &l)
+	return &l, err
+}
+
 // RenewLease extends a lease to now + ttlSeconds, within its caps.
 func (c *Client) RenewLease(ctx context.Context, id string, ttlSeconds int) (*LeaseInfo, error) {
 	var l LeaseInfo
@@ -118,6 +127,12 @@ func (c *Client) DeleteTarget(ctx context.Context, uid string, revokeLeases bool
 		path += "?revoke_leases=true"
 	}
 	return c.Do(ctx, http.MethodDelete, path, nil, nil)
+}
+
+// ForceDeleteTarget removes a target whose database is gone for good: its leases are
+// revoked, and the revocations that cannot finish given up (ForceRevokeLease).
+func (c *Client) ForceDeleteTarget(ctx context.Context, uid string) error {
+	return c.Do(ctx, http.MethodDelete, base+"/dynamic/targets/"+url.PathEscape(uid)+"?revoke_leases=true&force=true", nil, nil)
 }
 
 // UpdateTarget replaces a target's settings (e.g. a rotated admin password); the server

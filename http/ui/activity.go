@@ -67,7 +67,7 @@ func activityOf(evs []events.Recorded, w window, current map[string]int) map[str
 		switch e.Type {
 		case events.LeaseActivated:
 			get(e.RecordUID).Created[i]++
-		case events.LeaseDropped:
+		case events.LeaseDropped, events.LeaseAbandoned: // an abandoned lease left the active ones too
 			get(e.RecordUID).Dropped[i]++
 		}
 	}

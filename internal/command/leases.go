@@ -202,6 +202,51 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	return err
 }
 
+// AbandonLease revokes lease id on behalf of actor, an admin, and, when its user cannot
+// be dropped, gives the drop up: for a database gone for good, whose revocations would
+// otherwise be retried without end, holding their clients' max_leases slots and their
+// target from removal. A lease already revoking is given up at once (its drop failed
+// before); another is revoked first and given up only if that does not drop its user.
+// It returns the lease as it ended: Abandoned false when its user was dropped after all.
+// An abandoned lease's user may remain on the database (a PostgreSQL one cannot log in
+// past its expiry); syvault reconcile drops it once the database is back.
+func (s *Service) AbandonLease(ctx context.Context, id, actor string) (events.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	var revoked error // the revocation's failure, once one was tried
+	for {
+		var given *events.Event
+		l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (e *events.Event, err error) {
+			given, err = l.Abandon(actor, time.Now())
+			return given, err
+		})
+		switch {
+		case err == nil:
+			if _, werr := s.cfg.Projections.WaitLease(ctx, id, seq); werr != nil {
+				s.log.Warn("read side did not show a given-up revocation in time", "lease_id", id, "err", werr)
+			}
+			s.quotas.ended(l.ClientID, id)
+			s.log.Warn("a lease's revocation was given up; its user may remain on the database until syvault reconcile drops it",
+				"lease_id", id, "record_uid", l.RecordUID, "username", l.Username, "actor", actor)
+			l.Apply(*given, seq)
+			return l, nil
+		case revoked != nil && events.ErrorCode(err) == events.EConflict:
+			return l, revoked // the revocation itself was not recorded
+		case revoked != nil && events.ErrorCode(err) == events.ENotFound:
+			return s.cfg.Projections.Lease(ctx, id) // its user was dropped meanwhile
+		case events.ErrorCode(err) != events.EConflict:
+			return l, notRecorded(err)
+		}
+		if revoked = s.RevokeLease(ctx, id, actor); revoked == nil {
+			return s.cfg.Projections.Lease(ctx, id)
+		}
+		if ctx.Err() != nil { // the revocation took the whole request: it is still recorded
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)
+			defer cancel()
+		}
+	}
+}
+
 // notRecorded is the answer to a revocation the store did not (or may not have)
 // recorded: a timeout there is not the 504 that says "recorded, and retried until the
 // user is dropped", which a client may take for done, but a 503 asking it to try again

@@ -284,9 +284,10 @@ func forEach(leases []events.Lease, n int, fn func(events.Lease) error) []error 
 
 // RemoveTarget removes target uid on behalf of actor. While it has active leases it
 // refuses (EConflict), unless revokeLeases, which revokes them first and removes nothing
-// if any revocation does not finish. Other processes that keep updating it meanwhile
-// refuse it too (EConflict, nothing removed).
-func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases bool, actor string) error {
+// if any revocation does not finish; with abandon too, a revocation that cannot finish
+// is given up (AbandonLease: for a target whose database is gone for good). Other
+// processes that keep updating it meanwhile refuse it too (EConflict, nothing removed).
+func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, abandon bool, actor string) error {
 	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
 		return err
 	}
@@ -302,7 +303,13 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases boo
 			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
 		}
 		errs := forEach(page, 8, func(l events.Lease) error {
-			if err := s.RevokeLease(ctx, l.ID, actor); events.ErrorCode(err) != events.ENotFound {
+			var err error
+			if abandon {
+				_, err = s.AbandonLease(ctx, l.ID, actor)
+			} else {
+				err = s.RevokeLease(ctx, l.ID, actor)
+			}
+			if events.ErrorCode(err) != events.ENotFound {
 				return err
 			}
 			return nil

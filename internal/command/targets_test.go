@@ -461,7 +461,7 @@ func TestUpdateTarget_ARemovalMeanwhileLeavesNothing(t *testing.T) {
 			p.perUser = c.perUser
 			reg, _ := registeredTarget(t, s)
 			answer, release := heldUpdate(s, p, reg, "after", c.beforeVerified)
-			if err := other.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
+			if err := other.RemoveTarget(t.Context(), reg.RecordUID, false, false, ""); err != nil {
 				t.Fatal(err)
 			}
 			close(release)
@@ -489,7 +489,7 @@ func TestRemoveTarget_RemovesTheSettingsRecordedLast(t *testing.T) {
 	p, s, other := twoProcesses(t)
 	reg, _ := registeredTarget(t, s)
 	updateTo(t, other, reg, "after")
-	if err := s.RemoveTarget(t.Context(), reg.RecordUID, false, ""); err != nil {
+	if err := s.RemoveTarget(t.Context(), reg.RecordUID, false, false, ""); err != nil {
 		t.Fatalf("the removal: %v", err)
 	}
 	p.mu.Lock()
@@ -528,7 +528,7 @@ func TestRemoveTarget_RevokesALeaseActivatedWhileItWasRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	answer := make(chan error, 1)
-	go func() { answer <- s.RemoveTarget(ctx, reg.RecordUID, false, "") }()
+	go func() { answer <- s.RemoveTarget(ctx, reg.RecordUID, false, false, "") }()
 	until(t, "the removal never waited for its turn", func() bool { return s.targetTurns.Users(reg.RecordUID) == 2 })
 	// Meanwhile a lease of the target is requested and activated, as the API and a
 	// worker do.
@@ -603,7 +603,7 @@ func TestRemoveTarget_AnswersTimeoutWhenTheReadSideLags(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemoveTarget(ctx, reg.RecordUID, false, ""); events.ErrorCode(err) != events.ETimeout {
+	if err := s.RemoveTarget(ctx, reg.RecordUID, false, false, ""); events.ErrorCode(err) != events.ETimeout {
 		t.Fatalf("a removal the read side could not confirm in time: %v, want a timeout that says so", err)
 	}
 	evs, _, err := store.History(ctx, events.TargetSubject(reg.RecordUID))

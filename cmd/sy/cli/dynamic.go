@@ -209,14 +209,34 @@ func (a *app) leaseRenewCommand() *cobra.Command {
 }
 
 func (a *app) leaseRevokeCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke LEASE_ID",
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "revoke LEASE_ID [--force]",
 		Short: "Revoke a lease: end its sessions and drop its database user",
-		Args:  exactArgs("LEASE_ID"),
+		Long: `Revoke a lease: end its sessions and drop its database user. When the database cannot
+be reached the revocation is recorded and retried until the user is dropped.
+
+--force (admin only) is for a database gone for good: a drop that cannot finish is given
+up, the lease ends (its status revoked, or expired, with "abandoned": true) and is no
+longer retried. Its user may remain on the database (a PostgreSQL one cannot log in past
+its expiry); if the database comes back, 'syvault reconcile --apply' drops it.`,
+		Args: exactArgs("LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.newClient()
 			if err != nil {
 				return err
+			}
+			if force {
+				l, err := c.ForceRevokeLease(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if l.Abandoned {
+					fmt.Fprintf(a.stderr, "lease %s ended; its user %s could not be dropped and may remain on the database\n", l.LeaseID, l.Username)
+				} else {
+					fmt.Fprintf(a.stderr, "lease %s revoked\n", l.LeaseID)
+				}
+				return nil
 			}
 			if err := c.RevokeLease(cmd.Context(), args[0]); err != nil {
 				return err
@@ -225,6 +245,8 @@ func (a *app) leaseRevokeCommand() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "give up a drop that cannot finish (a database gone for good; admin only)")
+	return cmd
 }
 
 func (a *app) targetCreateCommand() *cobra.Command {
@@ -411,17 +433,29 @@ func (a *app) targetGetCommand() *cobra.Command {
 }
 
 func (a *app) targetDeleteCommand() *cobra.Command {
-	var revokeLeases bool
+	var revokeLeases, force bool
 	cmd := &cobra.Command{
-		Use:   "delete RECORD_UID [--revoke-leases]",
+		Use:   "delete RECORD_UID [--revoke-leases [--force]]",
 		Short: "Remove a target; refused while it has active leases unless --revoke-leases",
-		Args:  exactArgs("RECORD_UID"),
+		Long: `Remove a target. While it has active leases it is refused, unless --revoke-leases, which
+revokes them first and removes nothing if a revocation cannot finish. With --force too,
+for a target whose database is gone for good, the revocations that cannot finish are
+given up (see 'sy dynamic lease revoke --force'): their users may remain there.`,
+		Args: exactArgs("RECORD_UID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.newClient()
 			if err != nil {
 				return err
 			}
-			if err := c.DeleteTarget(cmd.Context(), args[0], revokeLeases); err != nil {
+			switch {
+			case force && !revokeLeases:
+				return fmt.Errorf("--force gives up the revocations --revoke-leases cannot finish; pass both")
+			case force:
+				err = c.ForceDeleteTarget(cmd.Context(), args[0])
+			default:
+				err = c.DeleteTarget(cmd.Context(), args[0], revokeLeases)
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stderr, "target %s deleted\n", args[0])
@@ -429,5 +463,6 @@ func (a *app) targetDeleteCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&revokeLeases, "revoke-leases", false, "revoke the target's active leases first")
+	cmd.Flags().BoolVar(&force, "force", false, "with --revoke-leases: give up the revocations that cannot finish (a database gone for good)")
 	return cmd
 }

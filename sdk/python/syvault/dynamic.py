@@ -118,17 +118,32 @@ class DynamicSecrets:
         )
         return LeaseInfo(_object(body, "the renewal"))
 
-    def revoke_lease(self, lease_id: str) -> None:
+    def revoke_lease(self, lease_id: str, force: bool = False) -> Optional[LeaseInfo]:
         """Revoke a lease now: returns once the user's sessions are terminated and the user is
         dropped, so the credentials can open no session any more.
 
+        ``force=True`` (admin only) is for a database gone for good: a drop that cannot
+        finish is given up. The lease then ends (``status`` ``revoked``, or ``expired``
+        when its expiry was being revoked) with ``abandoned`` true and is no longer
+        retried; its user may remain on the database (a PostgreSQL one cannot log in past
+        its expiry) until ``syvault reconcile`` drops it once the database is back.
+
+        Returns:
+            None; with ``force``, the lease as it ended (:class:`LeaseInfo`).
+
         Raises:
             NotFoundError: unknown or already ended lease.
+            ForbiddenError: ``force`` by an app client.
             TargetUnavailableError, GatewayTimeoutError: the database could not be reached in
                 time. The revocation is recorded all the same (status ``revoking``) and the
                 server retries it until the user is gone.
         """
-        self._client.request("DELETE", _BASE + "/leases/" + _id("lease_id", lease_id))
+        path = _BASE + "/leases/" + _id("lease_id", lease_id)
+        if not force:
+            self._client.request("DELETE", path)
+            return None
+        body = self._client.request("DELETE", path, query={"force": True})
+        return LeaseInfo(_object(body, "the forced revocation"))
 
     def keep_fresh(
         self,
@@ -265,8 +280,11 @@ class DynamicSecrets:
         updated.etag = headers.get("ETag")
         return updated
 
-    def delete_target(self, record_uid: str, revoke_leases: bool = False) -> None:
-        """Remove a target (admin only).
+    def delete_target(self, record_uid: str, revoke_leases: bool = False, force: bool = False) -> None:
+        """Remove a target (admin only). With ``revoke_leases`` and ``force``, for a target
+        whose database is gone for good, a revocation that cannot finish is given up (see
+        :meth:`revoke_lease`) and the target removed: those leases' users may remain on the
+        database.
 
         Raises:
             ConflictError: it still has active leases and ``revoke_leases`` is false,
@@ -287,5 +305,5 @@ class DynamicSecrets:
         self._client.request(
             "DELETE",
             _BASE + "/targets/" + _id("record_uid", record_uid),
-            query={"revoke_leases": True} if revoke_leases else None,
+            query={"revoke_leases": True if revoke_leases else None, "force": True if force else None},
         )

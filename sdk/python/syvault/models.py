@@ -148,10 +148,12 @@ class LeaseInfo(_Times, _Model):
             (``None`` when the server omits it).
         ended_at: RFC 3339 time the lease ended, or ``None``; see ``ended_at_datetime``.
         client_id: the client that requested it. ttl_seconds: the TTL it was requested with.
+        abandoned: ``True`` once an admin gave up dropping its user (a forced revocation):
+            the user may remain on the database; else ``None``.
     """
 
     _fields = ("lease_id", "record_uid", "username", "status", "created_at", "expires_at",
-               "ended_at", "client_id", "ttl_seconds")
+               "ended_at", "client_id", "ttl_seconds", "abandoned")
 
     lease_id: str
     record_uid: str
@@ -162,6 +164,7 @@ class LeaseInfo(_Times, _Model):
     ended_at: Optional[str]
     client_id: Optional[str]
     ttl_seconds: Optional[int]
+    abandoned: Optional[bool]
 
     @property
     def ended_at_datetime(self) -> Optional[datetime]:

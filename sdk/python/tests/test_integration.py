@@ -318,6 +318,18 @@ class PostgresTests(unittest.TestCase):
         with self.assertRaises(syvault.NotFoundError):
             self.client.dynamic.revoke_lease(lease.lease_id)
 
+    def test_forced_revoke_that_drops(self):
+        """A forced revocation whose drop finishes returns the lease revoked, not abandoned:
+        force gives up only a drop that cannot finish."""
+        lease = self.lease()
+        ended = self.client.dynamic.revoke_lease(lease.lease_id, force=True)
+        self.assertEqual((ended.lease_id, ended.status, ended.abandoned), (lease.lease_id, "revoked", None))
+        self.assertFalse(role_exists(lease.username))
+        with self.assertRaises(syvault.NotFoundError):
+            self.client.dynamic.revoke_lease(lease.lease_id, force=True)
+        with self.assertRaises(syvault.InvalidRequestError):
+            self.client.dynamic.delete_target(self.record_uid, force=True)
+
     def test_list_and_iterate_pages(self):
         leases = [self.lease() for _ in range(3)]
         try:
@@ -383,10 +395,11 @@ class PostgresTests(unittest.TestCase):
             self.assertIn('REVOKE CREATE ON SCHEMA "public" FROM PUBLIC', target.warnings[0])
             self.assertIn(self.db, target.warnings[0])
             self.assertIsNone(self.client.dynamic.get_target(target.record_uid).warnings)
+            psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=self.db)
+            updated = self.client.dynamic.update_target(target.record_uid, **dict(self.target_body, name=self.db + "_warned"))
+            self.assertIsNone(updated.warnings)
         finally:
             psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=self.db)
-        updated = self.client.dynamic.update_target(target.record_uid, **dict(self.target_body, name=self.db + "_warned"))
-        self.assertIsNone(updated.warnings)
 
     def test_keep_fresh_renews_rotates_and_revokes(self):
         """A target whose leases may live 6 s, leases asked for 4 s: the keeper renews, a

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syvault/syvault/http/client"
+)
+
+// TestOutage_ARevocationGivenUp: a target's database gone for good left its leases
+// revoking without end: each drop retried for ever, pending in /metrics, holding its
+// client's max_leases slot and its target from removal. An admin may now give such a
+// drop up (force): the lease ends, abandoned in its answer and the audit trail, and is
+// no longer tried; its owner may not. Once the database is back, reconciliation drops
+// the user left. A target whose leases cannot be revoked is removed the same way, its
+// users left on the database.
+func TestOutage_ARevocationGivenUp(t *testing.T) {
+	for name, mk := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			eng := mk(t)
+			ctx := context.Background()
+			srv := mustServer(t, "", func(c *Config) { c.RequestTimeout = 5 * time.Second; c.ReconcileInterval = time.Second })
+			admin := srv.admin(t)
+			adminID := srv.adminClient(t).ClientID
+			target, px := proxiedTarget(t, admin, eng)
+			t.Cleanup(px.Thaw)
+			app, _ := newAppClient(t, srv, admin, "app", []string{target.RecordUID})
+			owned := mustLease(t, app, target.RecordUID, 600)
+			other := mustLease(t, admin, target.RecordUID, 600)
+			t.Cleanup(func() { // left on the database by the target's removal below
+				stmt := "DROP ROLE IF EXISTS " + other.Username
+				if name == "mysql" {
+					stmt = "DROP USER IF EXISTS '" + other.Username + "'@'%'"
+				}
+				if err := eng.admin(context.Background(), stmt); err != nil {
+					t.Errorf("drop the user the removal left: %v", err)
+				}
+			})
+
+			px.Down()
+			mustCode(t, app.RevokeLease(ctx, owned.LeaseID), 502, "target_unavailable")
+			_, err := app.ForceRevokeLease(ctx, owned.LeaseID)
+			mustCode(t, err, 403, "forbidden")
+			if l, err := admin.GetLease(ctx, owned.LeaseID); err != nil || l.Status != "revoking" {
+				t.Fatalf("after its owner's forced revocation: %+v, %v; want it revoking still", l, err)
+			}
+			eventually(t, 10*time.Second, "the failed drop pending in /metrics", func() (bool, error) {
+				return strings.Contains(scrape(t, srv), "syvault_revocations_pending_retry 1"), nil
+			})
+
+			ended, err := admin.ForceRevokeLease(ctx, owned.LeaseID)
+			if err != nil || !ended.Abandoned || ended.Status != "revoked" || ended.EndedAt == nil {
+				t.Fatalf("an admin's forced revocation: %+v, %v; want it revoked and abandoned", ended, err)
+			}
+			if l, err := admin.GetLease(ctx, owned.LeaseID); err != nil || !l.Abandoned || l.Status != "revoked" {
+				t.Fatalf("the lease read after: %+v, %v", l, err)
+			}
+			_, err = admin.ForceRevokeLease(ctx, owned.LeaseID)
+			mustCode(t, err, 404, "not_found")
+			page, err := admin.Audit(ctx, client.AuditOptions{LeaseID: owned.LeaseID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var given client.AuditEvent
+			for _, e := range page.Data {
+				if e.Type == "lease.abandoned" {
+					given = e
+				}
+			}
+			if given.ClientID != adminID || !strings.Contains(given.Reason, "syvault reconcile") {
+				t.Fatalf("the audit trail's lease.abandoned: %+v; want the admin's, naming reconcile", given)
+			}
+			eventually(t, time.Minute, "the given-up drop no longer pending, nor tried", func() (bool, error) {
+				return strings.Contains(scrape(t, srv), "syvault_revocations_pending_retry 0"), nil
+			})
+
+			// With the database back, the user the lease left is an orphan: dropped.
+			px.up()
+			mustBeGone(t, eng, owned.Username, time.Minute)
+
+			// A target whose leases cannot be revoked: refused without force, removed with
+			// it, its lease given up.
+			px.Down()
+			mustCode(t, admin.DeleteTarget(ctx, target.RecordUID, true), 502, "target_unavailable")
+			if err := admin.ForceDeleteTarget(ctx, target.RecordUID); err != nil {
+				t.Fatalf("the forced removal: %v", err)
+			}
+			if _, err := admin.GetTarget(ctx, target.RecordUID); err == nil {
+				t.Fatal("the target is still there")
+			}
+			if l, err := admin.GetLease(ctx, other.LeaseID); err != nil || !l.Abandoned {
+				t.Fatalf("the removed target's lease: %+v, %v; want it abandoned", l, err)
+			}
+			px.up()
+			if gone, err := eng.userExists(ctx, other.Username); err != nil || !gone {
+				t.Fatalf("the removed target's abandoned user exists: %v, %v; want it left", gone, err)
+			}
+		})
+	}
+}
