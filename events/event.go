@@ -119,8 +119,8 @@ type Target struct {
 	// included, which would stop every revocation on that server.
 	ConnectionLimit int       `json:"connection_limit,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`
-	// Warnings are what the target's database let a lease user do beyond its grants when
-	// this process last verified it (a registration's or update's answer): never recorded,
+	// Warnings are what the target's database let a lease user do beyond its grants, set
+	// only on the target a registration or update returns: never recorded or projected,
 	// as the database may change after.
 	Warnings []string `json:"-"`
 }

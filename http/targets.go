@@ -38,7 +38,9 @@ func decodeTarget(c echo.Context) (events.Target, string, error) {
 	return t, req.AdminPassword, err
 }
 
-// targetOf turns a request into a normalized target, without record uid or time.
+// targetOf turns a request into a normalized target, without record uid or time. Its
+// warnings, if any (a client sending back a saved answer), are the server's to say and
+// are left out.
 func targetOf(req api.Target) (events.Target, error) {
 	if req.RecordUID != "" || !req.CreatedAt.IsZero() {
 		return events.Target{}, events.Errorf(events.EInvalid, "record_uid and created_at are the server's to set; leave them out.")

@@ -936,9 +936,6 @@ func (w *Workers) Prepare(ctx context.Context, t events.Target, adminPassword st
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range advice {
-		w.log.Warn("the target's database lets lease users do more than its grants", "record_uid", t.RecordUID, "advice", a)
-	}
 	return advice, nil
 }
 

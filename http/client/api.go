@@ -96,8 +96,10 @@ func (c *Client) RenewLease(ctx context.Context, id string, ttlSeconds int) (*Le
 	return &l, err
 }
 
-// CreateTarget registers a target; the server verifies it first.
+// CreateTarget registers a target; the server verifies it first. Warnings in t (a saved
+// answer) are not sent: they are the server's to say.
 func (c *Client) CreateTarget(ctx context.Context, t Target) (*Target, error) {
+	t.Warnings = nil
 	var out Target
 	err := c.Do(ctx, http.MethodPost, base+"/dynamic/targets", t, &out)
 	return &out, err
@@ -139,12 +141,12 @@ func (c *Client) ForceDeleteTarget(ctx context.Context, uid string) error {
 // verifies them first. With t.Version (from GetTarget) the update is made only if the
 // target is still at that version: an *Error with status 412 otherwise. t may be a
 // target as read (with its AdminPassword set: none is ever read back): its record_uid,
-// which must then be uid, and created_at are the server's and are not sent.
+// which must then be uid, created_at and warnings are the server's and are not sent.
 func (c *Client) UpdateTarget(ctx context.Context, uid string, t Target) (*Target, error) {
 	if t.RecordUID != "" && t.RecordUID != uid {
 		return nil, fmt.Errorf("client: the target given is record_uid %s, not %s", t.RecordUID, uid)
 	}
-	t.RecordUID, t.CreatedAt = "", time.Time{}
+	t.RecordUID, t.CreatedAt, t.Warnings = "", time.Time{}, nil
 	var out Target
 	h, err := c.do(ctx, http.MethodPut, base+"/dynamic/targets/"+url.PathEscape(uid), ifMatch(t.Version), t, &out)
 	out.Version = h.Get("ETag")

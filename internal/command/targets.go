@@ -60,7 +60,16 @@ func (s *Service) RegisterTarget(ctx context.Context, t events.Target, adminPass
 		return t, err
 	}
 	s.log.Info("target registered", "record_uid", t.RecordUID, "engine", t.Engine, "host", t.Host)
+	s.logWarnings(t)
 	return t, nil
+}
+
+// logWarnings logs what t's database lets lease users do beyond t's grants, once t is
+// recorded: a registration or update not recorded warns of nothing.
+func (s *Service) logWarnings(t events.Target) {
+	for _, w := range t.Warnings {
+		s.log.Warn("the target's database lets lease users do more than its grants", "record_uid", t.RecordUID, "warning", w)
+	}
 }
 
 // UpdateTarget replaces target uid's settings with t, e.g. to rotate its admin password,
@@ -141,6 +150,7 @@ func (s *Service) UpdateTarget(ctx context.Context, uid string, t events.Target,
 		}
 	}
 	s.log.Info("target updated", "record_uid", uid)
+	s.logWarnings(t)
 	return t, seq, nil
 }
 

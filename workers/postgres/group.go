@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -86,30 +87,44 @@ func (d *Driver) Prepare(ctx context.Context, req driver.PrepareRequest) error {
 // it keep), among the target's own database, those its grants name, and template1, which
 // the databases made later copy. There a lease user can leave what no grant names, a
 // function or operator shadowing a built-in one for the roles that search the schema
-// first, and at revocation it is the group's, not gone. A look that fails ends the
-// advice, logged: it never refuses the target.
+// first, and at revocation it is the group's, not gone. It never refuses the target; a
+// database it could not look at is advised too, so that no advice never reads as a clean
+// bill when the look failed (a pooler or pg_hba.conf admitting the admin elsewhere only).
 func (d *Driver) advise(ctx context.Context, req driver.PrepareRequest, specs []grantSpec) {
+	// Advice only: a slow database does not hold the registration's answer for long.
+	ctx, cancel := context.WithTimeout(ctx, adviseWithin)
+	defer cancel()
 	dbs := []string{req.Conn.Database}
 	for _, s := range specs {
 		if !slices.Contains(dbs, s.database) {
 			dbs = append(dbs, s.database)
 		}
 	}
-	var err error
 	for _, db := range dbs {
-		if err = d.inDatabase(ctx, req.Conn, db, nil, func(c *pgxpool.Conn) error {
+		if err := d.inDatabase(ctx, req.Conn, db, nil, func(c *pgxpool.Conn) error {
 			return adviseOn(ctx, c.Conn(), req.Advise)
 		}); err != nil {
-			break
+			d.notChecked(ctx, req, db, err)
 		}
 	}
-	if err == nil && !slices.Contains(dbs, templateDB) {
-		err = d.adviseOnce(ctx, req)
+	if !slices.Contains(dbs, templateDB) {
+		if err := d.adviseOnce(ctx, req); err != nil {
+			d.notChecked(ctx, req, templateDB, err)
+		}
 	}
-	if err != nil {
-		d.logger.WarnContext(ctx, "could not check where every role may create on the target", "record_uid", req.RecordUID,
-			"error", driver.Scrub(err, req.Conn.Password).Error())
-	}
+}
+
+// adviseWithin bounds advise's looks, together.
+const adviseWithin = 5 * time.Second
+
+// notChecked advises, and logs, that database db could not be looked at, and how to.
+func (d *Driver) notChecked(ctx context.Context, req driver.PrepareRequest, db string, err error) {
+	reason := driver.Scrub(err, req.Conn.Password).Error()
+	d.logger.WarnContext(ctx, "could not check where every role may create on the target", "record_uid", req.RecordUID,
+		"database", db, "error", reason)
+	req.Advise(fmt.Sprintf("Could not check whether every role may create objects in a schema of the database %s (%s); "+
+		"look there: SELECT nspname FROM pg_catalog.pg_namespace WHERE pg_catalog.has_schema_privilege('public', oid, 'CREATE').",
+		ident(db), reason))
 }
 
 // templateDB is the database CREATE DATABASE copies unless told otherwise.
@@ -117,7 +132,8 @@ const templateDB = "template1"
 
 // adviseOnce advises on template1 through a connection of its own, closed at once: one
 // a pool kept idle would make every CREATE DATABASE copying template1 fail. A template1
-// the admin may not connect to is not looked at.
+// that takes no connection, or not the admin's, is one a lease user cannot reach either
+// (PUBLIC's CONNECT taken away): not looked at.
 func (d *Driver) adviseOnce(ctx context.Context, req driver.PrepareRequest) error {
 	cfg, err := poolConfig(req.Conn, templateDB)
 	if err != nil {
@@ -134,18 +150,23 @@ func (d *Driver) adviseOnce(ctx context.Context, req driver.PrepareRequest) erro
 	return adviseOn(ctx, conn, req.Advise)
 }
 
+// adviseAtMost is how many schemas one piece of advice names; past it, the statement
+// given takes the right away in them all.
+const adviseAtMost = 20
+
 // adviseOn tells advise of the schemas of conn's database where PUBLIC may create.
 func adviseOn(ctx context.Context, conn *pgx.Conn, advise func(string)) error {
-	rows, err := conn.Query(ctx, `SELECT pg_catalog.current_database(), n.nspname FROM pg_catalog.pg_namespace n
-		WHERE pg_catalog.has_schema_privilege('public', n.oid, 'CREATE') ORDER BY 2`)
+	rows, err := conn.Query(ctx, `SELECT pg_catalog.current_database(), n.nspname, pg_catalog.count(*) OVER ()
+		FROM pg_catalog.pg_namespace n WHERE pg_catalog.has_schema_privilege('public', n.oid, 'CREATE') ORDER BY 2 LIMIT $1`, adviseAtMost)
 	if err != nil {
 		return fmt.Errorf("list the schemas every role may create in: %w", err)
 	}
 	var db string
 	var schemas []string
+	var all int
 	for rows.Next() {
 		var schema string
-		if err := rows.Scan(&db, &schema); err != nil {
+		if err := rows.Scan(&db, &schema, &all); err != nil {
 			return err
 		}
 		schemas = append(schemas, ident(schema))
@@ -153,17 +174,23 @@ func adviseOn(ctx context.Context, conn *pgx.Conn, advise func(string)) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("list the schemas every role may create in: %w", err)
 	}
-	if len(schemas) > 0 {
-		word := "schema"
-		if len(schemas) > 1 {
-			word = "schemas"
-		}
-		names := strings.Join(schemas, ", ")
-		advise(fmt.Sprintf("Every role, lease users included, may create objects in %s %s of the database %q (PUBLIC "+
-			"holds CREATE there, as PostgreSQL 14 and older give it on public): a lease user can leave there what no grant "+
-			"names, such as a function shadowing a built-in one for other roles, kept at its revocation, owned by the "+
-			"target's group. To take it away, in that database: REVOKE CREATE ON SCHEMA %s FROM PUBLIC.", word, names, db, names))
+	if len(schemas) == 0 {
+		return nil
 	}
+	word, names := "schema", strings.Join(schemas, ", ")
+	if len(schemas) > 1 {
+		word = "schemas"
+	}
+	revoke := "REVOKE CREATE ON SCHEMA " + names + " FROM PUBLIC"
+	if all > len(schemas) {
+		names += fmt.Sprintf(" and %d more", all-len(schemas))
+		revoke = `SELECT pg_catalog.format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', nspname) FROM pg_catalog.pg_namespace ` +
+			`WHERE pg_catalog.has_schema_privilege('public', oid, 'CREATE') \gexec (in psql)`
+	}
+	advise(fmt.Sprintf("Every role, lease users included, may create objects in %s %s of the database %s (PUBLIC "+
+		"holds CREATE there, as PostgreSQL 14 and older give it on public): a lease user can leave there what no grant "+
+		"names, such as a function shadowing a built-in one for other roles, kept at its revocation, owned by the "+
+		"target's group. To take it away, in that database: %s.", word, names, ident(db), revoke))
 	return nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -740,5 +742,46 @@ func TestDriver_PrepareWarnsWhereEveryRoleMayCreate(t *testing.T) {
 	}
 	if got := prepare(); len(got) != 0 {
 		t.Errorf("advice after the statements it gave: %q", got)
+	}
+
+	// A database the admin cannot look at (here pg_hba.conf refuses it template1, as a
+	// pooler or a locked-down cluster may) is advised too: no advice is not a clean bill.
+	hba := filepath.Join(c.dir, "data", "pg_hba.conf")
+	kept, err := os.ReadFile(hba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func(conf []byte) {
+		t.Helper()
+		if err := os.WriteFile(hba, conf, 0); err != nil { // in place: its owner and mode stay
+			t.Fatal(err)
+		}
+		if _, err := c.super.Exec(context.Background(), "SELECT pg_reload_conf()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload(append([]byte("host template1 "+adminRole+" 127.0.0.1/32 reject\n"), kept...))
+	t.Cleanup(func() { reload(kept) })
+	waitFor(t, "pg_hba.conf reloaded", func() (bool, error) {
+		err := c.execIn(ctx, adminRole, c.adminPW, "template1", "SELECT 1")
+		return err != nil, nil
+	})
+	got = prepare()
+	if len(got) != 1 || !strings.Contains(got[0], `Could not check whether every role may create objects in a schema of the database "template1"`) {
+		t.Fatalf("advice with template1 refused to the admin: %q", got)
+	}
+
+	// A schema per tenant: the advice names twenty, and a statement for them all.
+	var many strings.Builder
+	for i := range 21 {
+		fmt.Fprintf(&many, "CREATE SCHEMA tenant_%02d; GRANT CREATE ON SCHEMA tenant_%02d TO PUBLIC;", i, i)
+	}
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, many.String()); err != nil {
+		t.Fatal(err)
+	}
+	got = prepare()
+	if len(got) != 2 || !strings.Contains(got[0], `"tenant_19" and 1 more of the database`) || strings.Contains(got[0], "tenant_20") ||
+		!strings.Contains(got[0], `\gexec`) {
+		t.Fatalf("advice for 21 schemas: %q", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/syvault/syvault/http/client"
+	"github.com/syvault/syvault/internal/termtext"
 )
 
 func (a *app) dynamicCommand() *cobra.Command {
@@ -293,9 +294,9 @@ func (a *app) targetUpdateCommand() *cobra.Command {
 		Long: `Replace a target's settings with those of a JSON file (or stdin with -f -), with the same
 fields as for create; the whole target is replaced (HTTP PUT), so give every field, not
 only the changed ones. The server checks the new admin login and privileges first; the
-record_uid and the existing leases stay (a record_uid and created_at in the file, as
-"target get" prints them, are ignored). The updated target is printed as JSON without the
-admin password. For example, after rotating the admin password in the database:
+record_uid and the existing leases stay (a record_uid, created_at and warnings in the
+file, as "target get" and "create" print them, are ignored). The updated target is
+printed as JSON without the admin password; its warnings also go to stderr. For example, after rotating the admin password in the database:
 
   sy dynamic target update 7Kj9mNpQ2xRs -f orders-pg.json`,
 		Args: exactArgs("RECORD_UID"),
@@ -328,10 +329,11 @@ admin password. For example, after rotating the admin password in the database:
 }
 
 // warn puts each of a target's warnings on stderr too, where an operator piping the
-// JSON into a file still sees them.
+// JSON into a file still sees them. They name schemas whoever may create one named:
+// written so that no name can redraw the statement they give.
 func (a *app) warn(warnings []string) {
 	for _, w := range warnings {
-		fmt.Fprintf(a.stderr, "sy: warning: %s\n", w)
+		fmt.Fprintf(a.stderr, "sy: warning: %s\n", termtext.Printable(w))
 	}
 }
 
@@ -340,7 +342,8 @@ var targetFields = func() string {
 	var names []string
 	t := reflect.TypeFor[client.Target]()
 	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+		// warnings are an answer's, never a setting.
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" && name != "warnings" {
 			names = append(names, name)
 		}
 	}
