@@ -19,7 +19,8 @@ func (s *Server) createLoginLink(c echo.Context) error {
 		return err
 	}
 	// The code after "#": a browser sends it to no server, so no proxy's access log keeps
-	// it and no link previewer fetching the page has it to spend (see ui.loginPage).
+	// it, and opening the page spends nothing: a fetcher that runs no script leaves it
+	// unused (see ui.loginPage).
 	path := UIPath + "/login#" + url.Values{"code": {code}}.Encode()
 	return c.JSON(http.StatusCreated, api.LoginLink{URL: s.PublicURL() + path, Path: path, ExpiresAt: expiresAt})
 }

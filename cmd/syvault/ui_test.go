@@ -249,11 +249,25 @@ func TestUI_Security(t *testing.T) {
 			mustPage(t, "the link opened by another", resp, body, http.StatusOK, `name="code" value=""`)
 		}
 		// Only the login page's own form logs in: another site's would log its visitor in
-		// as the link's client. Refused so, the code is not spent either.
+		// as the link's client (so would its script, sent to the page by another site: it
+		// then waits for a click under a warning). Refused so, the code is not spent.
 		resp, body := f.browser().post("/ui/login", url.Values{"code": {codeOf(t, link)}}, "Sec-Fetch-Site", "cross-site")
 		mustPage(t, "the code sent from another site", resp, body, http.StatusForbidden, "another site")
+		resp, body = f.browser().post("/ui/login", url.Values{"code": {codeOf(t, link)}}, "Origin", "https://elsewhere.example")
+		mustPage(t, "the code sent from another origin by an older browser", resp, body, http.StatusForbidden, "another site")
+		req, _ := http.NewRequest(http.MethodGet, link, nil)
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		resp, body = f.browser().do(req)
+		mustPage(t, "the link opened from another site", resp, body, http.StatusOK, "opened from another site")
+		if strings.Contains(body, "data-auto") {
+			t.Error("the page of a link another site sent the browser to logs in by itself")
+		}
+		req.Header.Set("Sec-Fetch-Site", "none")
+		if resp, body = f.browser().do(req); !strings.Contains(body, "data-auto") {
+			t.Errorf("the page of a link opened from nowhere else waits for a click (status %d)", resp.StatusCode)
+		}
 		resp, body = b.follow(link)
-		mustPage(t, "login", resp, body, http.StatusOK, "logged in")
+		mustPage(t, "login", resp, body, http.StatusOK, "logged in as <strong>")
 		for _, c := range resp.Cookies() {
 			if c.Name == "syvault_session" {
 				cookie = c

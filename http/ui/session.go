@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/syvault/syvault/events"
@@ -113,9 +115,14 @@ func checkForm(r *http.Request, s session) error {
 }
 
 // readForm reads a form sent from one of the dashboard's own pages: a browser names
-// another site's in Sec-Fetch-Site (one too old to send it is let through).
+// another site's in Sec-Fetch-Site, and one too old to send that names its origin.
+// Requests with neither (not a browser's) are let through.
 func readForm(r *http.Request) error {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site == "" && r.Header.Get("Origin") != "" && !sameOrigin(r) {
+		site = "cross-site"
+	}
+	if site != "" && site != "same-origin" {
 		return events.Errorf(events.EForbidden, "This request came from another site; use the dashboard's own buttons.")
 	}
 	if err := r.ParseForm(); err != nil {
@@ -128,24 +135,45 @@ func readForm(r *http.Request) error {
 	return nil
 }
 
-// loginPage is where a login link leads: a form that spends the link's code when sent
-// (its script sends it at once). Opening the link spends nothing, so a link previewer or
-// a mail scanner fetching it leaves it for its owner; and the code, after the link's "#",
-// reaches no server or proxy log.
+// sameOrigin reports whether the request's Origin header names this server as the
+// browser reached it.
+func sameOrigin(r *http.Request) bool {
+	u, err := url.Parse(r.Header.Get("Origin"))
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+// loginPage is where a login link leads: a form that spends the link's code when sent,
+// its script filling it from the link (the code follows the "#", which reaches no server
+// or proxy log). Opening the link spends nothing, so a fetcher that runs no script (a
+// chat's link previewer, most mail scanners) leaves it for its owner. The script sends
+// the form by itself only for a link the browser says no other site sent it to: another
+// site could send its visitors to a link of its own making, and log them in as its client
+// unawares; that login waits for a click under a warning.
+//
+// A code in the query is a link an older server process made during a rolling upgrade
+// (links live a minute): the form is filled with it.
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) error {
-	h.render(w, http.StatusOK, "login", view{Title: "Log in", Data: r.URL.Query().Get("code")})
+	site := r.Header.Get("Sec-Fetch-Site")
+	h.render(w, http.StatusOK, "login", view{Title: "Log in", Data: loginForm{Code: r.URL.Query().Get("code"), Auto: site == "" || site == "none"}})
 	return nil
 }
 
+// loginForm is what the login page's form holds, and whether its script sends it.
+type loginForm struct {
+	Code string
+	Auto bool
+}
+
 // login trades a one-time login link's code for a session cookie. The form must come
-// from the login page: another site's would log its visitor in as the link's client.
+// from the login page (readForm), not from a form of another site's.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	if err := readForm(r); err != nil {
 		return err
 	}
 	code := r.PostForm.Get("code")
 	if code == "" {
-		return events.Errorf(events.EInvalid, "This login link has no code; run 'sy ui' for a new one.")
+		return events.Errorf(events.EInvalid, "The login form came with no code: the link has none, or the page's script did not run "+
+			"(logging in needs JavaScript); run 'sy ui' for a new link.")
 	}
 	clientID, key, err := h.cfg.Commands.UseLoginLink(r.Context(), code)
 	if err != nil {
@@ -167,9 +195,8 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	http.SetCookie(w, h.cookie(r, raw, s.ExpiresAt))
 	h.log.Info("dashboard session opened", "client_id", clientID, "expires_at", s.ExpiresAt)
-	// A page rather than a redirect: when the link was followed from another site, a
-	// redirect would still count as that site's navigation and the browser would not
-	// send the SameSite=Strict cookie; the page's own refresh is this site's.
+	// A page rather than a redirect, saying who is logged in and until when before it
+	// moves on to the overview (a stranger's link shows its client's name).
 	h.render(w, http.StatusOK, "loggedin", view{Title: "Logged in", Me: &client, Data: s.ExpiresAt})
 	return nil
 }

@@ -1,5 +1,5 @@
 // Package ui is SyVault's dashboard for admin clients: server-rendered pages
-// (html/template) whose stylesheet and one small script are embedded in the binary, so
+// (html/template) whose stylesheet and two small scripts are embedded in the binary, so
 // `syvault serve` serves it with no build step and no file to deploy. Like package http
 // it only translates: a handler reads the request, checks the session, calls one method
 // of the command or query side, and renders; it reaches NATS through nothing else.
@@ -157,7 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	h.mux.ServeHTTP(rw, r)
-	// The path alone: query strings hold filters and, on /login, a code.
+	// The path alone: query strings hold filters and, on /login, a legacy link's code.
 	h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rw.status, "took", time.Since(start).Round(time.Microsecond))
 }
 
