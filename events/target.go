@@ -35,6 +35,11 @@ var (
 // mysql could make itself a second account that outlives its revocation).
 var SystemDatabases = []string{"mysql", "information_schema", "performance_schema", "sys", "pg_catalog", "pg_toast"}
 
+// templateDatabases are PostgreSQL's templates. A lease has no business there, and the
+// admin sessions SyVault keeps open in a target's databases would make every CREATE
+// DATABASE copying one fail.
+var templateDatabases = []string{"template0", "template1"}
+
 // systemName reports whether name is, or as a MySQL database pattern (_ and % are
 // wildcards in a database-level GRANT) could match, a system database or schema, and
 // which one. PostgreSQL reserves every schema name starting with pg_.
@@ -167,6 +172,10 @@ func NormalizeTarget(t *Target) error {
 	if sys, ok := systemName(t.Database); ok && !strings.HasPrefix(strings.ToLower(t.Database), "pg_") {
 		return bad("database: %q names or matches the system database %q; name the application's database.", t.Database, sys)
 	}
+	if t.Engine == PostgreSQL && slices.Contains(templateDatabases, t.Database) {
+		return bad("database: %q is a template every CREATE DATABASE copies, which fails while a session is connected to it, "+
+			"as SyVault's admin sessions would be; name the application's database.", t.Database)
+	}
 	if !identifier.MatchString(t.AdminUsername) {
 		return bad("admin_username is required (1 to 63 printable characters).")
 	}
@@ -201,6 +210,10 @@ func NormalizeTarget(t *Target) error {
 		case PostgreSQL:
 			if !identifier.MatchString(g.Schema) {
 				return bad("grants[%d].schema is required for PostgreSQL.", i)
+			}
+			if slices.Contains(templateDatabases, g.Database) {
+				return bad("grants[%d].database: %q is a template every CREATE DATABASE copies, which fails while a session is "+
+					"connected to it, as SyVault's admin sessions would be.", i, g.Database)
 			}
 			if sys, ok := systemName(g.Schema); ok {
 				return bad("grants[%d].schema: %q is the system schema %q, which no lease may be granted.", i, g.Schema, sys)

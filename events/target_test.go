@@ -87,6 +87,8 @@ func TestNormalizeTarget_SystemDatabases(t *testing.T) {
 		{"information_schema schema", events.PostgreSQL, "orders", "information_schema"},
 		{"any pg_ schema", events.PostgreSQL, "orders", "pg_temp_3"},
 		{"mysql database on postgres", events.PostgreSQL, "mysql", "public"},
+		{"template1 on postgres", events.PostgreSQL, "template1", "public"},
+		{"template0 on postgres", events.PostgreSQL, "template0", "public"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tg := validTarget()
@@ -101,6 +103,13 @@ func TestNormalizeTarget_SystemDatabases(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a template as the target's own database", func(t *testing.T) {
+		tg := validTarget()
+		tg.Database = "template1"
+		if err := events.NormalizeTarget(&tg); events.ErrorCode(err) != events.EInvalid || !strings.Contains(events.ErrorMessage(err), "CREATE DATABASE") {
+			t.Fatalf("err = %v, want invalid_request saying why", err)
+		}
+	})
 	t.Run("ordinary names pass", func(t *testing.T) {
 		for _, db := range []string{"orders", "my_db", "system", "sysadmin_data"} {
 			tg := validTarget()
