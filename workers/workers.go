@@ -653,7 +653,7 @@ func (w *Workers) fail(ctx context.Context, l events.Lease, cause error) error {
 
 // revoke drops the user of a revoking lease, whose revocation or expiry is the event at
 // seen, and records it. Failures are returned so the message is redelivered with backoff,
-// forever: a revocation is never given up.
+// forever: a revocation is never given up here (only an admin gives one up, AbandonLease).
 func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 	removeSetup := false // its target's setup, removed again once the drop is recorded
 	l, seq, err := w.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
