@@ -16,7 +16,7 @@ import (
 // builds an event, so the lease state machine and its dedupe ids live here alone.
 //
 // Dedupe ids make a retried append land once: a lease's requested, activated, failed,
-// revoked and dropped events can each happen once, so their ids are fixed; a renewal is
+// revoked, dropped and abandoned events can each happen once, so their ids are fixed; a renewal is
 // one per state it was decided on; an expiry one per expiry time.
 
 // LeaseRequest is what requesting a lease takes.
@@ -140,10 +140,11 @@ func (l Lease) Dropped(now time.Time) *Event {
 }
 
 // ReasonAbandoned is what a lease.abandoned event says.
-const ReasonAbandoned = "An admin gave up dropping the user, whose database could not be reached or refused the drop: the user may remain there (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it."
+const ReasonAbandoned = "An admin gave up dropping the user after a drop attempt failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it while the target is registered."
 
-// Abandon records that actor, an admin, gives up dropping a revoking lease's user: for a
-// database gone for good, whose revocations would otherwise be retried without end. The
+// Abandon records that actor, an admin, gives up dropping a revoking lease's user, once
+// an attempt failed: for a database gone for good, whose revocations would otherwise be
+// retried without end. The
 // lease ends as its revocation or expiry would have (its slot freed, its target
 // removable). An active or pending lease is EConflict (revoke it first: its drop may yet
 // succeed), an ended one ENotFound.
@@ -155,7 +156,7 @@ func (l Lease) Abandon(actor string, now time.Time) (*Event, error) {
 		return nil, Errorf(EConflict, "Lease %q is %s: only a revocation that could not finish can be given up; revoke it first.", l.ID, l.Status)
 	}
 	return &Event{Type: LeaseAbandoned, ID: l.ID + ".abandoned", Time: now.UTC(), ClientID: actor,
-		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending), Reason: ReasonAbandoned}, nil
+		RecordUID: l.RecordUID, LeaseID: l.ID, Username: l.Username, Outcome: string(l.Ending), Reason: ReasonAbandoned}, nil
 }
 
 // ExpiryDue is what an expiry second's schedule publishes when it fires: the second. The

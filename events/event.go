@@ -66,7 +66,8 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// Action names what a refused request tried (access.denied only), e.g. "lease.revoke".
 	Action string `json:"action,omitempty"`
-	// Username is the database user an orphan.dropped event is about.
+	// Username is the database user an orphan.dropped or lease.abandoned event is about
+	// (the latter's may remain on the database).
 	Username string `json:"username,omitempty"`
 
 	Lease  *LeaseSpec `json:"lease,omitempty"`

@@ -9,7 +9,8 @@ import (
 type Status string
 
 // Lease statuses. Pending, active and revoking leases have (or may have) a database user;
-// revoked, expired and failed ones never will again.
+// revoked, expired and failed ones never will again (an abandoned one's may remain, until
+// reconciliation drops it).
 const (
 	StatusPending  Status = "pending"
 	StatusActive   Status = "active"
@@ -23,7 +24,7 @@ const (
 const MaxTTL = 24 * time.Hour
 
 // Ended reports whether the lease is over: its user is gone (or, for an abandoned lease,
-// no longer dropped by SyVault) and will never be created again.
+// no longer dropped by its revocation) and will never be created again.
 func (s Status) Ended() bool {
 	return s == StatusRevoked || s == StatusExpired || s == StatusFailed
 }
@@ -39,7 +40,8 @@ type Lease struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	ExpiresAt  time.Time  `json:"expires_at"`
 	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	// Ending is the status a revoking lease ends in once its user is dropped.
+	// Ending is the status a revoking lease ends in once its user is dropped, or its drop
+	// given up.
 	Ending Status `json:"ending,omitempty"`
 	// ForRemoval says the lease is revoked because its target was removed
 	// (RevokeForRemoval); the records leave it out.

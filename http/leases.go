@@ -154,7 +154,11 @@ func (s *Server) revokeLease(c echo.Context) error {
 	start := time.Now()
 	if force {
 		l, err := s.cfg.Commands.AbandonLease(c.Request().Context(), c.Param("id"), clientOf(c).ClientID)
-		s.cfg.Observer.LeaseRevoked(outcomeOf(err), time.Since(start))
+		outcome := outcomeOf(err)
+		if l.Abandoned {
+			outcome = "abandoned" // counted apart: its user may remain on the database
+		}
+		s.cfg.Observer.LeaseRevoked(outcome, time.Since(start))
 		if err != nil {
 			return err
 		}

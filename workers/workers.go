@@ -79,7 +79,8 @@ type Usernames interface {
 type Observer interface {
 	// RevocationFailed: an attempt to drop a lease's user failed; it will be retried.
 	RevocationFailed(leaseID string)
-	// RevocationDone: the lease's user is dropped (after any number of attempts).
+	// RevocationDone: the lease's user is dropped (after any number of attempts), or the
+	// lease ended otherwise (its drop given up, or recorded by another process).
 	RevocationDone(leaseID string)
 	// Expired: a lease's expiry was recorded lag after its expires_at.
 	Expired(lag time.Duration)
@@ -296,13 +297,19 @@ func (w *Workers) handleLease(ctx context.Context, e events.Event, seq uint64) e
 func (w *Workers) provision(ctx context.Context, l events.Lease, requestSeq uint64, leave func()) error {
 	log := w.log.With("lease_id", l.ID, "record_uid", l.RecordUID)
 	switch {
+	case l.Status.Ended() && l.Abandoned:
+		return nil // its drop given up by an admin: its server is not reached again
 	case l.Status.Ended():
 		// Redelivered request of a lease that failed or ended: a crash may have left the
-		// user behind, so make sure it is gone (retried until the target answers),
-		// unless another lease holds the name now: a name is free again once its user
-		// is dropped, and a new lease may have drawn it.
+		// user behind, so make sure it is gone (retried until the target answers, or for
+		// an hour once the target is removed: see gaveUpOnRemoved), unless another lease
+		// holds the name now: a name is free again once its user is dropped, and a new
+		// lease may have drawn it.
 		if taken, err := w.nameTakenSince(ctx, l); err != nil || taken {
 			return err
+		}
+		if w.gaveUpOnRemoved(ctx, l) {
+			return nil
 		}
 		if err := w.dropUser(ctx, l); err != nil {
 			return err
@@ -611,6 +618,22 @@ func (w *Workers) requesterWaiting(ctx context.Context, leaseID string) bool {
 	return w.cfg.Store.Ask(ctx, events.WaitingSubject(leaseID))
 }
 
+// gaveUpOnRemoved reports whether ended lease l's drop is no longer tried from its
+// request: its target removed over an hour after it ended (a target removed because its
+// database is gone for good, often with its leases' revocations given up), as a removed
+// target's setup is not. Reconciliation, or the operator, sees to what it may have left.
+func (w *Workers) gaveUpOnRemoved(ctx context.Context, l events.Lease) bool {
+	if l.EndedAt == nil || withinSetupRetry(*l.EndedAt) {
+		return false
+	}
+	if _, _, err := w.cfg.Store.LoadTarget(ctx, l.RecordUID); events.ErrorCode(err) != events.ENotFound {
+		return false
+	}
+	w.log.Warn("no longer making sure the user of an ended lease of a removed target is gone; its request is passed over",
+		"lease_id", l.ID, "record_uid", l.RecordUID, "username", l.Username)
+	return true
+}
+
 // failAndDrop records a failed creation and makes sure no user is left. This attempt may
 // have made none, but an earlier one may have, in a process that died after its SQL and
 // before recording anything (with no API process left to give up on the lease either).
@@ -711,20 +734,35 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 		}
 	case l.Abandoned:
-		// Its drop given up by an admin, its database gone for good: the attempts that
-		// failed here are no longer pending, and its server is not reached again.
+		// Its drop given up by an admin after an attempt failed: the attempts that failed
+		// here are no longer pending, and this revocation no longer reaches its server.
 		w.cfg.Observer.RevocationDone(l.ID)
-	case l.Status.Ended() && l.EndedAt != nil && withinSetupRetry(*l.EndedAt):
-		// Delivered again after the drop was recorded: a removal of its target's setup
-		// may have been left for this (or its process stopped before it). A target not
-		// removed answers after a read of its events (no server is reached); past the
-		// hour a replay reaches no removed target's server.
-		setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
+	case l.Status.Ended():
+		// Delivered again after the drop was recorded (by another process, or an admin's
+		// attempt): the attempts that failed here are no longer pending; and a removal
+		// of its target's setup may have been left for this (or its process stopped
+		// before it). A target not removed answers after a read of its events (no server
+		// is reached); past the hour a replay reaches no removed target's server.
+		w.cfg.Observer.RevocationDone(l.ID)
+		if l.EndedAt != nil && withinSetupRetry(*l.EndedAt) {
+			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
+		}
 	}
 	if setupLeft != nil {
 		return fmt.Errorf("remove the removed target's shared setup after the drop of %s: %w", l.Username, setupLeft)
 	}
 	return nil
+}
+
+// DropNow makes one attempt, in this process and within an operation's timeout, at
+// dropping the user of revoking lease l (as folded from the stream, with its spec): an
+// admin gives a revocation up only once an attempt of its own has failed, not on the
+// word of an attempt long past (a database may be back).
+func (w *Workers) DropNow(ctx context.Context, l events.Lease) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	defer cancel()
+	_, err := w.revokeUser(ctx, l)
+	return err
 }
 
 // nameTakenSince reports whether a lease other than l holds l's username now.

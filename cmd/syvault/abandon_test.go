@@ -12,10 +12,12 @@ import (
 // TestOutage_ARevocationGivenUp: a target's database gone for good left its leases
 // revoking without end: each drop retried for ever, pending in /metrics, holding its
 // client's max_leases slot and its target from removal. An admin may now give such a
-// drop up (force): the lease ends, abandoned in its answer and the audit trail, and is
-// no longer tried; its owner may not. Once the database is back, reconciliation drops
-// the user left. A target whose leases cannot be revoked is removed the same way, its
-// users left on the database.
+// drop up (force), once an attempt of its own fails: the lease ends, abandoned in its
+// answer and the audit trail (which names the user), counted apart, and is no longer
+// tried; its owner may not, nor may another client probe it. A revoking lease whose
+// database is back is dropped, not given up. Once the database is back, reconciliation
+// drops the user left. A target whose leases cannot be revoked is removed the same way,
+// its users left on the database.
 func TestOutage_ARevocationGivenUp(t *testing.T) {
 	for name, mk := range engines(t) {
 		t.Run(name, func(t *testing.T) {
@@ -43,6 +45,8 @@ func TestOutage_ARevocationGivenUp(t *testing.T) {
 			mustCode(t, app.RevokeLease(ctx, owned.LeaseID), 502, "target_unavailable")
 			_, err := app.ForceRevokeLease(ctx, owned.LeaseID)
 			mustCode(t, err, 403, "forbidden")
+			_, err = app.ForceRevokeLease(ctx, other.LeaseID)
+			mustCode(t, err, 404, "not_found") // another client's lease, as an unknown id
 			if l, err := admin.GetLease(ctx, owned.LeaseID); err != nil || l.Status != "revoking" {
 				t.Fatalf("after its owner's forced revocation: %+v, %v; want it revoking still", l, err)
 			}
@@ -69,16 +73,29 @@ func TestOutage_ARevocationGivenUp(t *testing.T) {
 					given = e
 				}
 			}
-			if given.ClientID != adminID || !strings.Contains(given.Reason, "syvault reconcile") {
-				t.Fatalf("the audit trail's lease.abandoned: %+v; want the admin's, naming reconcile", given)
+			if given.ClientID != adminID || given.Username != owned.Username || !strings.Contains(given.Reason, "syvault reconcile") {
+				t.Fatalf("the audit trail's lease.abandoned: %+v; want the admin's, naming the user and reconcile", given)
 			}
-			eventually(t, time.Minute, "the given-up drop no longer pending, nor tried", func() (bool, error) {
-				return strings.Contains(scrape(t, srv), "syvault_revocations_pending_retry 0"), nil
+			eventually(t, time.Minute, "the given-up drop no longer pending, nor tried, and counted apart", func() (bool, error) {
+				m := scrape(t, srv)
+				return strings.Contains(m, "syvault_revocations_pending_retry 0") &&
+					strings.Contains(m, `syvault_lease_revokes_total{outcome="abandoned"} 1`), nil
 			})
 
 			// With the database back, the user the lease left is an orphan: dropped.
 			px.up()
 			mustBeGone(t, eng, owned.Username, time.Minute)
+
+			// A lease whose revocation failed while the database was away, forced once it
+			// is back: dropped by the forced attempt, not given up.
+			back := mustLease(t, admin, target.RecordUID, 600)
+			px.Down()
+			mustCode(t, admin.RevokeLease(ctx, back.LeaseID), 502, "target_unavailable")
+			px.up()
+			if l, err := admin.ForceRevokeLease(ctx, back.LeaseID); err != nil || l.Abandoned || l.Status != "revoked" {
+				t.Fatalf("a forced revocation with the database back: %+v, %v; want it dropped", l, err)
+			}
+			mustBeGone(t, eng, back.Username, 0)
 
 			// A target whose leases cannot be revoked: refused without force, removed with
 			// it, its lease given up.
@@ -94,8 +111,8 @@ func TestOutage_ARevocationGivenUp(t *testing.T) {
 				t.Fatalf("the removed target's lease: %+v, %v; want it abandoned", l, err)
 			}
 			px.up()
-			if gone, err := eng.userExists(ctx, other.Username); err != nil || !gone {
-				t.Fatalf("the removed target's abandoned user exists: %v, %v; want it left", gone, err)
+			if left, err := eng.userExists(ctx, other.Username); err != nil || !left {
+				t.Fatalf("the removed target's abandoned user exists: %v, %v; want it left", left, err)
 			}
 		})
 	}

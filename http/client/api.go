@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -86,6 +87,10 @@ func (c *Client) RevokeLease(ctx context.Context, id string) error {
 func (c *Client) ForceRevokeLease(ctx context.Context, id string) (*LeaseInfo, error) {
 	var l LeaseInfo
 	err := c.Do(ctx, http.MethodDelete, base+"/dynamic/leases/"+url.PathEscape(id)+"?force=true", nil, &l)
+	if err == nil && l.LeaseID == "" {
+		// A server of an earlier version revokes without force and answers nothing.
+		return &l, errors.New("client: the server answered a forced revocation as a plain one (an earlier version): the lease is revoked, nothing was given up")
+	}
 	return &l, err
 }
 

@@ -35,7 +35,7 @@ func (w window) index(t time.Time) int {
 }
 
 // series is one target's activity per bin: leases created (activated), dropped (revoked
-// or expired, their user gone), and listed at the end of each bin.
+// or expired: their user gone, or its drop given up), and listed at the end of each bin.
 type series struct {
 	Created, Dropped, Active []int
 }

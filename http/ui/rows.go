@@ -121,13 +121,13 @@ type leaseRow struct {
 	TTLSeconds                                                        int
 	CreatedAt, ExpiresAt                                              time.Time
 	EndedAt                                                           *time.Time
-	Ended                                                             bool
+	Ended, Abandoned                                                  bool
 }
 
 func (d directory) leaseRow(l events.Lease) leaseRow {
 	return leaseRow{ID: l.ID, RecordUID: l.RecordUID, TargetName: d.targetName(l.RecordUID), ClientID: l.ClientID,
 		ClientName: d.clientName(l.ClientID), Username: l.Username, Status: string(l.Status), TTLSeconds: l.TTLSeconds,
-		CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, EndedAt: l.EndedAt, Ended: l.Status.Ended()}
+		CreatedAt: l.CreatedAt, ExpiresAt: l.ExpiresAt, EndedAt: l.EndedAt, Ended: l.Status.Ended(), Abandoned: l.Abandoned}
 }
 
 // eventRow is an audit event as the tables show it, built from what the API's audit
@@ -140,7 +140,9 @@ type eventRow struct {
 
 func (d directory) eventRow(r events.Recorded) eventRow {
 	e := syhttp.AuditEventOf(r)
-	dropped := e.Type == string(events.LeaseDropped) // its outcome is how the lease ended
+	// A drop's outcome is how the lease ended; a drop given up (whose outcome is that
+	// too) is shown as failed: its user may remain.
+	dropped := e.Type == string(events.LeaseDropped)
 	row := eventRow{AuditEvent: e, TargetName: d.targetName(e.RecordUID), Failed: !dropped && e.Outcome != "" && e.Outcome != events.OutcomeOK}
 	if e.ClientID != "" {
 		row.Actor = d.clientName(e.ClientID)

@@ -33,6 +33,8 @@ type Preparer interface {
 	RemoveTarget(ctx context.Context, t events.Target) error
 	GrantsPerUser(events.Engine) bool
 	Regrant(ctx context.Context, t events.Target, username string) error
+	// DropNow makes one attempt at dropping revoking lease l's user, here and now.
+	DropNow(ctx context.Context, l events.Lease) error
 }
 
 // Config wires the command side. Every field but Logger and RequestTimeout is required.

@@ -40,6 +40,7 @@ func (nopPreparer) Reprepare(context.Context, events.Target) error         { ret
 func (nopPreparer) RemoveTarget(context.Context, events.Target) error      { return nil }
 func (nopPreparer) GrantsPerUser(events.Engine) bool                       { return false }
 func (nopPreparer) Regrant(context.Context, events.Target, string) error   { return nil }
+func (nopPreparer) DropNow(context.Context, events.Lease) error            { return nil }
 
 // mustService builds the command side on an embedded JetStream, with no database.
 func mustService(t *testing.T) *Service {

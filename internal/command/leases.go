@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"math/big"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -202,49 +203,105 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 	return err
 }
 
-// AbandonLease revokes lease id on behalf of actor, an admin, and, when its user cannot
-// be dropped, gives the drop up: for a database gone for good, whose revocations would
-// otherwise be retried without end, holding their clients' max_leases slots and their
-// target from removal. A lease already revoking is given up at once (its drop failed
-// before); another is revoked first and given up only if that does not drop its user.
-// It returns the lease as it ended: Abandoned false when its user was dropped after all.
-// An abandoned lease's user may remain on the database (a PostgreSQL one cannot log in
-// past its expiry); syvault reconcile drops it once the database is back.
+// AbandonLease revokes lease id on behalf of actor, an admin, and gives its user's drop
+// up if an attempt made here and now fails: for a database gone for good, whose
+// revocations would otherwise be retried without end, holding their clients' max_leases
+// slots and their target from removal. An active or pending lease's revocation is
+// recorded first; then, whatever the workers' attempts so far (a database may be back),
+// this makes one of its own, and records the drop, or that it was given up. It returns
+// the lease as it ended: Abandoned false when its user was dropped after all. An
+// abandoned lease's user may remain on the database (a PostgreSQL one cannot log in past
+// its expiry); syvault reconcile drops it once the database is back, while the target is
+// registered. A request cancelled by its client gives nothing up.
 func (s *Service) AbandonLease(ctx context.Context, id, actor string) (events.Lease, error) {
+	return s.abandon(ctx, id, actor, nil)
+}
+
+// targetDown is what one forced removal learned of its target's database: once an
+// attempt found it not answering, the removal's other leases are given up without one
+// (the same database: each attempt would wait as long again).
+type targetDown struct{ err atomic.Pointer[error] }
+
+func (t *targetDown) known() error {
+	if t == nil {
+		return nil
+	}
+	if err := t.err.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+func (t *targetDown) learn(err error) {
+	if t != nil && databaseDown(err) {
+		t.err.CompareAndSwap(nil, &err)
+	}
+}
+
+// databaseDown says err is the target's database not answering (unreachable, or not in
+// time), rather than refusing one drop.
+func databaseDown(err error) bool {
+	code := events.ErrorCode(err)
+	return code == events.ETargetUnavailable || code == events.ETimeout || errors.Is(err, context.DeadlineExceeded)
+}
+
+// abandon is AbandonLease; down, for a target's forced removal, shares what one attempt
+// learned of the database with the others.
+func (s *Service) abandon(ctx context.Context, id, actor string, down *targetDown) (events.Lease, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	var revoked error // the revocation's failure, once one was tried
-	for {
-		var given *events.Event
-		l, seq, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (e *events.Event, err error) {
-			given, err = l.Abandon(actor, time.Now())
-			return given, err
-		})
-		switch {
-		case err == nil:
-			if _, werr := s.cfg.Projections.WaitLease(ctx, id, seq); werr != nil {
-				s.log.Warn("read side did not show a given-up revocation in time", "lease_id", id, "err", werr)
+	if _, _, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+		return l.Revoke(actor, time.Now()) // nil when already revoking
+	}); err != nil {
+		return events.Lease{}, notRecorded(err)
+	}
+	// The attempt has half the request's time; what it ends in is recorded even past
+	// the request's deadline, not once its client has gone.
+	record, stop := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
+	defer stop()
+	var made *events.Event
+	l, seq, err := s.cfg.Store.DecideLease(record, id, func(l events.Lease) (*events.Event, error) {
+		made = nil
+		if l.Status != events.StatusRevoking {
+			return nil, nil // ended meanwhile: dropped, or given up by another
+		}
+		failed := down.known()
+		if failed == nil {
+			attempt, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout/2)
+			failed = s.cfg.Preparer.DropNow(attempt, l)
+			cancel()
+			if failed == nil {
+				made = l.Dropped(time.Now())
+				return made, nil
 			}
-			s.quotas.ended(l.ClientID, id)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return nil, ctx.Err()
+			}
+			down.learn(failed)
+		}
+		s.log.Warn("a forced revocation's drop failed; giving it up", "lease_id", l.ID, "username", l.Username, "err", failed)
+		e, err := l.Abandon(actor, time.Now())
+		made = e
+		return e, err
+	})
+	if err != nil {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = events.Wrap(err, events.ErrorCode(err), "The revocation is recorded, but neither the drop nor its giving up could be; send it again.")
+		}
+		return l, err
+	}
+	if made != nil {
+		l.Apply(*made, seq)
+		if made.Type == events.LeaseAbandoned {
 			s.log.Warn("a lease's revocation was given up; its user may remain on the database until syvault reconcile drops it",
 				"lease_id", id, "record_uid", l.RecordUID, "username", l.Username, "actor", actor)
-			l.Apply(*given, seq)
-			return l, nil
-		case revoked != nil && events.ErrorCode(err) == events.EConflict:
-			return l, revoked // the revocation itself was not recorded
-		case revoked != nil && events.ErrorCode(err) == events.ENotFound:
-			return s.cfg.Projections.Lease(ctx, id) // its user was dropped meanwhile
-		case events.ErrorCode(err) != events.EConflict:
-			return l, notRecorded(err)
-		}
-		if revoked = s.RevokeLease(ctx, id, actor); revoked == nil {
-			return s.cfg.Projections.Lease(ctx, id)
-		}
-		if ctx.Err() != nil { // the revocation took the whole request: it is still recorded
-			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout/2)
-			defer cancel()
 		}
 	}
+	if _, werr := s.cfg.Projections.WaitLease(record, id, l.Seq); werr != nil {
+		s.log.Warn("read side did not show a forced revocation's end in time", "lease_id", id, "err", werr)
+	}
+	s.quotas.ended(l.ClientID, id)
+	return l, nil
 }
 
 // notRecorded is the answer to a revocation the store did not (or may not have)

@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -301,7 +302,12 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
 		return err
 	}
-	for {
+	var down *targetDown
+	if abandon {
+		down = &targetDown{}
+	}
+	ended := map[string]bool{} // by this removal: a read side behind may list them again
+	for stale := 0; ; {
 		page, _, err := s.cfg.Projections.ActiveLeases(ctx, events.LeaseQuery{RecordUID: uid, Limit: 100})
 		if err != nil {
 			return err
@@ -312,10 +318,26 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 		if !revokeLeases {
 			return events.Errorf(events.EConflict, "The target has %s active lease(s); revoke them first or pass ?revoke_leases=true.", countOf(page))
 		}
+		page = slices.DeleteFunc(page, func(l events.Lease) bool { return ended[l.ID] })
+		if len(page) == 0 {
+			// Every lease listed was ended here: the read side is behind (or an older
+			// process applied an event it does not know). Asked again for a while, not
+			// without pause.
+			if stale++; stale > staleLists {
+				return events.Errorf(events.EUnavailable, "The read side still lists leases of the target that have ended; nothing was removed; send the removal again shortly.")
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(staleListPause):
+			}
+			continue
+		}
+		stale = 0
 		errs := forEach(page, 8, func(l events.Lease) error {
 			var err error
 			if abandon {
-				_, err = s.AbandonLease(ctx, l.ID, actor)
+				_, err = s.abandon(ctx, l.ID, actor, down)
 			} else {
 				err = s.RevokeLease(ctx, l.ID, actor)
 			}
@@ -324,6 +346,9 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 			}
 			return nil
 		})
+		for _, l := range page {
+			ended[l.ID] = true
+		}
 		for _, err := range errs {
 			if err != nil {
 				return err // the first failure says what to fix; every revocation stays recorded
@@ -380,6 +405,13 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 	s.releaseName(ctx, "target", target.Name, uid)
 	return nil
 }
+
+// A removal whose read side keeps listing leases it ended asks again staleLists times,
+// staleListPause apart, before it answers 503.
+const (
+	staleLists     = 50
+	staleListPause = 100 * time.Millisecond
+)
 
 // afterRemoval ends what target t's removal, recorded at stream sequence removal, leaves
 // behind, even once ctx is done: a removal sent again finds no target, so nothing else

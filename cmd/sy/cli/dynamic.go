@@ -233,9 +233,9 @@ its expiry); if the database comes back, 'syvault reconcile --apply' drops it.`,
 					return err
 				}
 				if l.Abandoned {
-					fmt.Fprintf(a.stderr, "lease %s ended; its user %s could not be dropped and may remain on the database\n", l.LeaseID, l.Username)
+					fmt.Fprintf(a.stderr, "lease %s %s; its user %s was not dropped (the attempt failed) and may remain on the database\n", l.LeaseID, l.Status, l.Username)
 				} else {
-					fmt.Fprintf(a.stderr, "lease %s revoked\n", l.LeaseID)
+					fmt.Fprintf(a.stderr, "lease %s %s\n", l.LeaseID, l.Status)
 				}
 				return nil
 			}
