@@ -139,8 +139,13 @@ func (l Lease) Dropped(now time.Time) *Event {
 		RecordUID: l.RecordUID, LeaseID: l.ID, Outcome: string(l.Ending)}
 }
 
-// ReasonAbandoned is what a lease.abandoned event says.
-const ReasonAbandoned = "An admin gave up dropping the user after a drop attempt failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it while the target is registered."
+// What a lease.abandoned event says: its drop given up after an attempt of its own
+// failed, or, in a target's forced removal, after another lease's attempt failed and the
+// target's server took no connection.
+const (
+	ReasonAbandoned            = "An admin gave up dropping the user after a drop attempt failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it while the target is registered."
+	ReasonAbandonedUnreachable = "An admin gave up dropping the user, removing its target, whose server took no connection when another lease's drop failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry)."
+)
 
 // Abandon records that actor, an admin, gives up dropping a revoking lease's user, once
 // an attempt failed: for a database gone for good, whose revocations would otherwise be
@@ -148,7 +153,7 @@ const ReasonAbandoned = "An admin gave up dropping the user after a drop attempt
 // lease ends as its revocation or expiry would have (its slot freed, its target
 // removable). An active or pending lease is EConflict (revoke it first: its drop may yet
 // succeed), an ended one ENotFound.
-func (l Lease) Abandon(actor string, now time.Time) (*Event, error) {
+func (l Lease) Abandon(actor, reason string, now time.Time) (*Event, error) {
 	switch {
 	case l.Status.Ended():
 		return nil, Errorf(ENotFound, "Lease %q has already ended.", l.ID)
@@ -156,7 +161,7 @@ func (l Lease) Abandon(actor string, now time.Time) (*Event, error) {
 		return nil, Errorf(EConflict, "Lease %q is %s: only a revocation that could not finish can be given up; revoke it first.", l.ID, l.Status)
 	}
 	return &Event{Type: LeaseAbandoned, ID: l.ID + ".abandoned", Time: now.UTC(), ClientID: actor,
-		RecordUID: l.RecordUID, LeaseID: l.ID, Username: l.Username, Outcome: string(l.Ending), Reason: ReasonAbandoned}, nil
+		RecordUID: l.RecordUID, LeaseID: l.ID, Username: l.Username, Outcome: string(l.Ending), Reason: reason}, nil
 }
 
 // ExpiryDue is what an expiry second's schedule publishes when it fires: the second. The

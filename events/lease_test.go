@@ -135,17 +135,17 @@ func TestLease_RevokeForRemoval(t *testing.T) {
 func TestLease_Abandon(t *testing.T) {
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	for _, s := range []events.Status{events.StatusPending, events.StatusActive} {
-		if _, err := (events.Lease{ID: "L", Status: s}).Abandon("admin", now); events.ErrorCode(err) != events.EConflict {
+		if _, err := (events.Lease{ID: "L", Status: s}).Abandon("admin", events.ReasonAbandoned, now); events.ErrorCode(err) != events.EConflict {
 			t.Errorf("abandoning a %s lease: %v, want %s", s, err, events.EConflict)
 		}
 	}
 	for _, s := range []events.Status{events.StatusRevoked, events.StatusExpired, events.StatusFailed} {
-		if _, err := (events.Lease{ID: "L", Status: s}).Abandon("admin", now); events.ErrorCode(err) != events.ENotFound {
+		if _, err := (events.Lease{ID: "L", Status: s}).Abandon("admin", events.ReasonAbandoned, now); events.ErrorCode(err) != events.ENotFound {
 			t.Errorf("abandoning a %s lease: %v, want %s", s, err, events.ENotFound)
 		}
 	}
 	l := events.Lease{ID: "L", RecordUID: "R", Status: events.StatusRevoking, Ending: events.StatusExpired}
-	e, err := l.Abandon("admin", now)
+	e, err := l.Abandon("admin", events.ReasonAbandoned, now)
 	if err != nil || e.Type != events.LeaseAbandoned || e.ClientID != "admin" || e.Reason != events.ReasonAbandoned {
 		t.Fatalf("abandon: %+v, %v", e, err)
 	}

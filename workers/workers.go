@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -619,14 +620,12 @@ func (w *Workers) requesterWaiting(ctx context.Context, leaseID string) bool {
 }
 
 // gaveUpOnRemoved reports whether ended lease l's drop is no longer tried from its
-// request: its target removed over an hour after it ended (a target removed because its
-// database is gone for good, often with its leases' revocations given up), as a removed
-// target's setup is not. Reconciliation, or the operator, sees to what it may have left.
+// request: its target removed over an hour ago (a target is often removed because its
+// database is gone for good, its leases' revocations given up), as a removed target's
+// setup is not. Reconciliation, or the operator, sees to what it may have left.
 func (w *Workers) gaveUpOnRemoved(ctx context.Context, l events.Lease) bool {
-	if l.EndedAt == nil || withinSetupRetry(*l.EndedAt) {
-		return false
-	}
-	if _, _, err := w.cfg.Store.LoadTarget(ctx, l.RecordUID); events.ErrorCode(err) != events.ENotFound {
+	_, removedAt, err := w.cfg.Store.RemovedTarget(ctx, l.RecordUID)
+	if err != nil || withinSetupRetry(removedAt) {
 		return false
 	}
 	w.log.Warn("no longer making sure the user of an ended lease of a removed target is gone; its request is passed over",
@@ -757,12 +756,46 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 // DropNow makes one attempt, in this process and within an operation's timeout, at
 // dropping the user of revoking lease l (as folded from the stream, with its spec): an
 // admin gives a revocation up only once an attempt of its own has failed, not on the
-// word of an attempt long past (a database may be back).
-func (w *Workers) DropNow(ctx context.Context, l events.Lease) error {
+// word of an attempt long past (a database may be back). attempted is false when the
+// database was not asked (the target's settings or admin password could not be read):
+// nothing is to be given up for that. The drop goes straight to the driver, not through
+// the target's gate, where a full queue would be no attempt either and a batch could
+// hold the worker's own drop of the same user; the driver's drops are idempotent, so
+// the two may run at once.
+func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, err error) {
+	if l.Spec == nil {
+		return false, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
+	}
+	target, conn, _, err := w.resolve(ctx, l.Spec.Target)
+	if err != nil {
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
-	_, err := w.revokeUser(ctx, l)
-	return err
+	err = w.driver(target).DropUser(ctx, driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username,
+		Grants: l.Spec.Target.Grants})
+	return true, err
+}
+
+// Reachable reports whether the server of lease l's target accepts a TCP connection
+// within the connect timeout: a forced removal whose attempt found the database not
+// answering gives the target's other leases up without one each only if not, a server
+// gone; one that is up but slow, or locked, is asked for each.
+func (w *Workers) Reachable(ctx context.Context, l events.Lease) bool {
+	if l.Spec == nil {
+		return false
+	}
+	t := l.Spec.Target
+	if cur, err := w.cfg.Targets.Target(ctx, t.RecordUID); err == nil && cur.SameServer(t) {
+		t = cur
+	}
+	d := net.Dialer{Timeout: driver.ConnectTimeout}
+	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(t.Host, strconv.Itoa(t.Port)))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // nameTakenSince reports whether a lease other than l holds l's username now.

@@ -32,6 +32,7 @@ type metrics struct {
 	revokeLatency prometheus.Histogram
 	expiryLag     prometheus.Histogram
 	driverCalls   *prometheus.HistogramVec
+	abandoned     prometheus.Counter
 
 	mu      sync.Mutex
 	failing map[string]struct{} // leases whose last revocation attempt here failed
@@ -57,9 +58,11 @@ func newMetrics(proj *projections.Projections, store *jsstore.Store, logger *slo
 		driverCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "syvault_database_operation_seconds",
 			Help:    "Database operations on targets (prepare, create_user, drop_user, ...) by engine and outcome (ok or the error code).",
 			Buckets: buckets}, []string{"engine", "op", "outcome"}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{Name: "syvault_revocations_abandoned_total",
+			Help: "Revocations an admin gave up in this process (lease.abandoned, by a forced revoke or a target's forced removal): each may leave its user on the database."}),
 		failing: map[string]struct{}{},
 	}
-	m.reg.MustRegister(m.creates, m.revokes, m.rateLimited, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls,
+	m.reg.MustRegister(m.creates, m.revokes, m.rateLimited, m.createLatency, m.revokeLatency, m.expiryLag, m.driverCalls, m.abandoned,
 		// The collector's share of the CPU: with the embedded NATS its per-subject state is
 		// this process's heap, and marking it is a cost that grows with the number of leases.
 		// (The soft memory limit in force, go_gc_gomemlimit_bytes, is among the defaults.)

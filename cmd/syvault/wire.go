@@ -246,7 +246,7 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 		connected = reqStore.Connected
 		if m.commands, err = command.New(ctx, command.Config{Store: reqStore, Projections: queries, Sealer: sealer, Preparer: m.workers,
-			Logger: m.Logger, RequestTimeout: m.Config.RequestTimeout}); err != nil {
+			Logger: m.Logger, RequestTimeout: m.Config.RequestTimeout, Abandoned: obs.abandoned.Inc}); err != nil {
 			return err
 		}
 		commands = m.commands

@@ -33,8 +33,11 @@ type Preparer interface {
 	RemoveTarget(ctx context.Context, t events.Target) error
 	GrantsPerUser(events.Engine) bool
 	Regrant(ctx context.Context, t events.Target, username string) error
-	// DropNow makes one attempt at dropping revoking lease l's user, here and now.
-	DropNow(ctx context.Context, l events.Lease) error
+	// DropNow makes one attempt at dropping revoking lease l's user, here and now;
+	// attempted is false when the database was not asked.
+	DropNow(ctx context.Context, l events.Lease) (attempted bool, err error)
+	// Reachable reports whether lease l's target's server takes a TCP connection.
+	Reachable(ctx context.Context, l events.Lease) bool
 }
 
 // Config wires the command side. Every field but Logger and RequestTimeout is required.
@@ -47,6 +50,9 @@ type Config struct {
 	// RequestTimeout bounds how long a lease create or revoke waits for its outcome.
 	// Default 20 s.
 	RequestTimeout time.Duration
+	// Abandoned, when set, is called once for each revocation this process gives up (a
+	// lease.abandoned it recorded), for a count deployments alert on.
+	Abandoned func()
 }
 
 // Service carries out commands. It is safe for concurrent use.

@@ -40,7 +40,8 @@ func (nopPreparer) Reprepare(context.Context, events.Target) error         { ret
 func (nopPreparer) RemoveTarget(context.Context, events.Target) error      { return nil }
 func (nopPreparer) GrantsPerUser(events.Engine) bool                       { return false }
 func (nopPreparer) Regrant(context.Context, events.Target, string) error   { return nil }
-func (nopPreparer) DropNow(context.Context, events.Lease) error            { return nil }
+func (nopPreparer) DropNow(context.Context, events.Lease) (bool, error)    { return true, nil }
+func (nopPreparer) Reachable(context.Context, events.Lease) bool           { return true }
 
 // mustService builds the command side on an embedded JetStream, with no database.
 func mustService(t *testing.T) *Service {

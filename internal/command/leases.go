@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"math/big"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -208,93 +208,116 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 // revocations would otherwise be retried without end, holding their clients' max_leases
 // slots and their target from removal. An active or pending lease's revocation is
 // recorded first; then, whatever the workers' attempts so far (a database may be back),
-// this makes one of its own, and records the drop, or that it was given up. It returns
-// the lease as it ended: Abandoned false when its user was dropped after all. An
-// abandoned lease's user may remain on the database (a PostgreSQL one cannot log in past
-// its expiry); syvault reconcile drops it once the database is back, while the target is
+// this makes one of its own, and records the drop, or that it was given up. An attempt
+// not made (the target's settings unreadable) gives nothing up (503). It returns the
+// lease as it ended: Abandoned false when its user was dropped after all. An abandoned
+// lease's user may remain on the database (a PostgreSQL one cannot log in past its
+// expiry); syvault reconcile drops it once the database is back, while the target is
 // registered. A request cancelled by its client gives nothing up.
 func (s *Service) AbandonLease(ctx context.Context, id, actor string) (events.Lease, error) {
 	return s.abandon(ctx, id, actor, nil)
 }
 
-// targetDown is what one forced removal learned of its target's database: once an
-// attempt found it not answering, the removal's other leases are given up without one
-// (the same database: each attempt would wait as long again).
-type targetDown struct{ err atomic.Pointer[error] }
+// targetDown is what one forced removal learned of its target's server: once an attempt
+// failed and the server took no TCP connection, the removal's other leases are given up
+// without an attempt each (the same server: each would wait as long again). A server
+// that is up, however slow or locked, is asked for each.
+type targetDown struct {
+	mu      sync.Mutex
+	checked bool
+	gone    bool
+}
 
-func (t *targetDown) known() error {
+// learn probes the target's server once per removal, after an attempt failed with the
+// database not answering.
+func (t *targetDown) learn(ctx context.Context, p Preparer, l events.Lease, failed error) {
+	if t == nil || !databaseDown(failed) {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.checked {
+		t.gone, t.checked = !p.Reachable(ctx, l), true
+	}
+}
+
+// known reports whether an earlier attempt of the removal found the server gone.
+func (t *targetDown) known() bool {
 	if t == nil {
-		return nil
+		return false
 	}
-	if err := t.err.Load(); err != nil {
-		return *err
-	}
-	return nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.gone
 }
 
-func (t *targetDown) learn(err error) {
-	if t != nil && databaseDown(err) {
-		t.err.CompareAndSwap(nil, &err)
-	}
-}
-
-// databaseDown says err is the target's database not answering (unreachable, or not in
-// time), rather than refusing one drop.
+// databaseDown says a drop attempt's err is the database not answering (unreachable,
+// or not in time).
 func databaseDown(err error) bool {
 	code := events.ErrorCode(err)
 	return code == events.ETargetUnavailable || code == events.ETimeout || errors.Is(err, context.DeadlineExceeded)
 }
 
 // abandon is AbandonLease; down, for a target's forced removal, shares what one attempt
-// learned of the database with the others.
-func (s *Service) abandon(ctx context.Context, id, actor string, down *targetDown) (events.Lease, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+// learned of the target's server with the others.
+func (s *Service) abandon(parent context.Context, id, actor string, down *targetDown) (events.Lease, error) {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout)
 	defer cancel()
 	if _, _, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
 		return l.Revoke(actor, time.Now()) // nil when already revoking
 	}); err != nil {
 		return events.Lease{}, notRecorded(err)
 	}
-	// The attempt has half the request's time; what it ends in is recorded even past
-	// the request's deadline, not once its client has gone.
+	// What the attempt ends in is recorded even past the request's deadline, not once
+	// its client has gone. The attempt has half a request timeout of its own, whatever
+	// recording the revocation took.
 	record, stop := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
 	defer stop()
 	var made *events.Event
+	var notTried error
 	l, seq, err := s.cfg.Store.DecideLease(record, id, func(l events.Lease) (*events.Event, error) {
-		made = nil
+		made, notTried = nil, nil
 		if l.Status != events.StatusRevoking {
 			return nil, nil // ended meanwhile: dropped, or given up by another
 		}
-		failed := down.known()
-		if failed == nil {
-			attempt, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout/2)
-			failed = s.cfg.Preparer.DropNow(attempt, l)
+		reason := events.ReasonAbandonedUnreachable
+		if !down.known() {
+			attempt, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout/2)
+			attempted, failed := s.cfg.Preparer.DropNow(attempt, l)
 			cancel()
-			if failed == nil {
+			switch {
+			case failed == nil:
 				made = l.Dropped(time.Now())
 				return made, nil
+			case parent.Err() != nil:
+				notTried = events.Wrap(parent.Err(), events.EUnavailable, "The request was cancelled: the revocation is recorded and goes on; nothing was given up.")
+				return nil, notTried
+			case !attempted:
+				notTried = events.Wrap(failed, events.EUnavailable, "The revocation is recorded, but its drop could not be tried (the target's settings could not be read); nothing was given up; send it again.")
+				return nil, notTried
 			}
-			if errors.Is(ctx.Err(), context.Canceled) {
-				return nil, ctx.Err()
-			}
-			down.learn(failed)
+			reason = events.ReasonAbandoned
+			s.log.Warn("a forced revocation's drop failed; giving it up", "lease_id", l.ID, "username", l.Username, "err", failed)
+			down.learn(parent, s.cfg.Preparer, l, failed)
 		}
-		s.log.Warn("a forced revocation's drop failed; giving it up", "lease_id", l.ID, "username", l.Username, "err", failed)
-		e, err := l.Abandon(actor, time.Now())
+		e, err := l.Abandon(actor, reason, time.Now())
 		made = e
 		return e, err
 	})
-	if err != nil {
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			err = events.Wrap(err, events.ErrorCode(err), "The revocation is recorded, but neither the drop nor its giving up could be; send it again.")
-		}
-		return l, err
+	switch {
+	case notTried != nil:
+		return l, notTried
+	case err != nil:
+		return l, events.Wrap(err, events.ErrorCode(err), "The revocation is recorded, but neither the drop nor its giving up could be; send it again.")
 	}
 	if made != nil {
 		l.Apply(*made, seq)
 		if made.Type == events.LeaseAbandoned {
 			s.log.Warn("a lease's revocation was given up; its user may remain on the database until syvault reconcile drops it",
 				"lease_id", id, "record_uid", l.RecordUID, "username", l.Username, "actor", actor)
+			if s.cfg.Abandoned != nil {
+				s.cfg.Abandoned()
+			}
 		}
 	}
 	if _, werr := s.cfg.Projections.WaitLease(record, id, l.Seq); werr != nil {

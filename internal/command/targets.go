@@ -324,7 +324,8 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 			// process applied an event it does not know). Asked again for a while, not
 			// without pause.
 			if stale++; stale > staleLists {
-				return events.Errorf(events.EUnavailable, "The read side still lists leases of the target that have ended; nothing was removed; send the removal again shortly.")
+				return events.Errorf(events.EUnavailable, "The read side still lists leases of the target that have ended; nothing was removed; "+
+					"send the removal again shortly (should it answer this again once every server runs this version, run syvault rebuild-projections).")
 			}
 			select {
 			case <-ctx.Done():

@@ -217,10 +217,12 @@ func (a *app) leaseRevokeCommand() *cobra.Command {
 		Long: `Revoke a lease: end its sessions and drop its database user. When the database cannot
 be reached the revocation is recorded and retried until the user is dropped.
 
---force (admin only) is for a database gone for good: a drop that cannot finish is given
-up, the lease ends (its status revoked, or expired, with "abandoned": true) and is no
-longer retried. Its user may remain on the database (a PostgreSQL one cannot log in past
-its expiry); if the database comes back, 'syvault reconcile --apply' drops it.`,
+--force (admin only) is for a database gone for good: the server makes one drop attempt
+of its own there and then (a database that is back gets its user dropped), and if it
+fails gives the drop up: the lease ends (its status revoked, or expired, with
+"abandoned": true) and is no longer retried. Its user may remain on the database (a
+PostgreSQL one cannot log in past its expiry); if the database comes back while the
+target is registered, 'syvault reconcile --apply' drops it.`,
 		Args: exactArgs("LEASE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.newClient()

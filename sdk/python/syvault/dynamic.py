@@ -122,11 +122,13 @@ class DynamicSecrets:
         """Revoke a lease now: returns once the user's sessions are terminated and the user is
         dropped, so the credentials can open no session any more.
 
-        ``force=True`` (admin only) is for a database gone for good: a drop that cannot
-        finish is given up. The lease then ends (``status`` ``revoked``, or ``expired``
-        when its expiry was being revoked) with ``abandoned`` true and is no longer
-        retried; its user may remain on the database (a PostgreSQL one cannot log in past
-        its expiry) until ``syvault reconcile`` drops it once the database is back.
+        ``force=True`` (admin only) is for a database gone for good: the server makes one
+        drop attempt of its own, there and then, and if it fails gives the drop up. The
+        lease then ends (``status`` ``revoked``, or ``expired`` when its expiry was being
+        revoked) with ``abandoned`` true and is no longer retried; its user may remain on
+        the database (a PostgreSQL one cannot log in past its expiry) until
+        ``syvault reconcile --apply`` (or ``--reconcile-interval``) drops it once the
+        database is back, while the target is registered.
 
         Returns:
             None; with ``force``, the lease as it ended (:class:`LeaseInfo`).
