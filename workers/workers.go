@@ -757,19 +757,26 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 // dropping the user of revoking lease l (as folded from the stream, with its spec): an
 // admin gives a revocation up only once an attempt of its own has failed, not on the
 // word of an attempt long past (a database may be back). attempted is false when the
-// database was not asked (the target's settings or admin password could not be read):
-// nothing is to be given up for that. The drop goes straight to the driver, not through
-// the target's gate, where a full queue would be no attempt either and a batch could
-// hold the worker's own drop of the same user; the driver's drops are idempotent, so
-// the two may run at once.
+// database was not asked for a reason that may pass (the target's settings unreadable
+// for now, its gate's queue full, or no turn on it in time): nothing is to be given up
+// for that. One that will not pass (an admin password that does not open) is a failed
+// attempt: giving the drop up is what is left. The drop takes a turn on the target's
+// gate, so it never waits for an admin connection the workers' turns hold, but not its
+// batch, which could hold the worker's own drop of the same user: the driver's drop
+// runs beside that one (each step tolerates the other's).
 func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, err error) {
 	if l.Spec == nil {
-		return false, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
+		return true, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
 	}
 	target, conn, _, err := w.resolve(ctx, l.Spec.Target)
 	if err != nil {
+		return !transient(err), err
+	}
+	release, err := w.gates.enter(ctx, l.RecordUID)
+	if err != nil {
 		return false, err
 	}
+	defer release()
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	err = w.driver(target).DropUser(ctx, driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username,
@@ -777,26 +784,31 @@ func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, 
 	return true, err
 }
 
-// Reachable reports whether the server of lease l's target accepts a TCP connection
-// within the connect timeout: a forced removal whose attempt found the database not
-// answering gives the target's other leases up without one each only if not, a server
-// gone; one that is up but slow, or locked, is asked for each.
-func (w *Workers) Reachable(ctx context.Context, l events.Lease) bool {
+// Reachable reports whether the server lease l's user is on (its snapshot's: a target
+// moved since keeps its older leases there) takes a TCP connection within reachWithin:
+// a forced removal whose attempt found the database not answering gives that server's
+// other leases up without one each only if not, a server gone; one that is up but slow,
+// or locked, is asked for each. A server that answers does so in milliseconds. ctx's
+// end is no answer: err is set then.
+func (w *Workers) Reachable(ctx context.Context, l events.Lease) (bool, error) {
 	if l.Spec == nil {
-		return false
+		return false, events.Errorf(events.EInternal, "Lease %s has no spec to find its server by.", l.ID)
 	}
 	t := l.Spec.Target
-	if cur, err := w.cfg.Targets.Target(ctx, t.RecordUID); err == nil && cur.SameServer(t) {
-		t = cur
-	}
-	d := net.Dialer{Timeout: driver.ConnectTimeout}
+	d := net.Dialer{Timeout: reachWithin}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(t.Host, strconv.Itoa(t.Port)))
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
 	if err != nil {
-		return false
+		return false, nil
 	}
 	c.Close()
-	return true
+	return true, nil
 }
+
+// reachWithin bounds Reachable's dial.
+const reachWithin = 3 * time.Second
 
 // nameTakenSince reports whether a lease other than l holds l's username now.
 func (w *Workers) nameTakenSince(ctx context.Context, l events.Lease) (bool, error) {

@@ -36,8 +36,9 @@ type Preparer interface {
 	// DropNow makes one attempt at dropping revoking lease l's user, here and now;
 	// attempted is false when the database was not asked.
 	DropNow(ctx context.Context, l events.Lease) (attempted bool, err error)
-	// Reachable reports whether lease l's target's server takes a TCP connection.
-	Reachable(ctx context.Context, l events.Lease) bool
+	// Reachable reports whether the server lease l's user is on takes a TCP connection;
+	// err is set when ctx ended first (no answer).
+	Reachable(ctx context.Context, l events.Lease) (bool, error)
 }
 
 // Config wires the command side. Every field but Logger and RequestTimeout is required.

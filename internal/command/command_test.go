@@ -41,7 +41,7 @@ func (nopPreparer) RemoveTarget(context.Context, events.Target) error      { ret
 func (nopPreparer) GrantsPerUser(events.Engine) bool                       { return false }
 func (nopPreparer) Regrant(context.Context, events.Target, string) error   { return nil }
 func (nopPreparer) DropNow(context.Context, events.Lease) (bool, error)    { return true, nil }
-func (nopPreparer) Reachable(context.Context, events.Lease) bool           { return true }
+func (nopPreparer) Reachable(context.Context, events.Lease) (bool, error)  { return true, nil }
 
 // mustService builds the command side on an embedded JetStream, with no database.
 func mustService(t *testing.T) *Service {

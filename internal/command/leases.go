@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"math/big"
+	"net"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -209,46 +212,71 @@ func (s *Service) RevokeLease(ctx context.Context, id, actor string) error {
 // slots and their target from removal. An active or pending lease's revocation is
 // recorded first; then, whatever the workers' attempts so far (a database may be back),
 // this makes one of its own, and records the drop, or that it was given up. An attempt
-// not made (the target's settings unreadable) gives nothing up (503). It returns the
-// lease as it ended: Abandoned false when its user was dropped after all. An abandoned
-// lease's user may remain on the database (a PostgreSQL one cannot log in past its
-// expiry); syvault reconcile drops it once the database is back, while the target is
-// registered. A request cancelled by its client gives nothing up.
+// not made for a reason that may pass gives nothing up (503). It returns the lease as it
+// ended: Abandoned false when its user was dropped after all. An abandoned lease's user
+// may remain on the database (a PostgreSQL one cannot log in past its expiry); syvault
+// reconcile drops it once the database is back, while the target is registered. A
+// request cancelled by its client gives nothing up.
 func (s *Service) AbandonLease(ctx context.Context, id, actor string) (events.Lease, error) {
 	return s.abandon(ctx, id, actor, nil)
 }
 
-// targetDown is what one forced removal learned of its target's server: once an attempt
-// failed and the server took no TCP connection, the removal's other leases are given up
-// without an attempt each (the same server: each would wait as long again). A server
-// that is up, however slow or locked, is asked for each.
-type targetDown struct {
-	mu      sync.Mutex
-	checked bool
-	gone    bool
+// serversDown is what one forced removal learned of the servers its leases' users are
+// on (a target moved keeps its older leases on the old one): once an attempt on one
+// failed and it took no TCP connection, its other leases are given up without an attempt
+// each (each would wait as long again). A server that is up, however slow or locked, is
+// asked for each of its leases. Each server is probed once per removal.
+type serversDown struct {
+	mu     sync.Mutex
+	probes map[string]*serverProbe
 }
 
-// learn probes the target's server once per removal, after an attempt failed with the
-// database not answering.
-func (t *targetDown) learn(ctx context.Context, p Preparer, l events.Lease, failed error) {
-	if t == nil || !databaseDown(failed) {
+type serverProbe struct {
+	once sync.Once
+	gone atomic.Bool
+}
+
+// serverOf names the server lease l's user is on.
+func serverOf(l events.Lease) string {
+	if l.Spec == nil {
+		return ""
+	}
+	t := l.Spec.Target
+	return string(t.Engine) + "://" + net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+}
+
+func (d *serversDown) probe(l events.Lease) *serverProbe {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.probes == nil {
+		d.probes = map[string]*serverProbe{}
+	}
+	p := d.probes[serverOf(l)]
+	if p == nil {
+		p = &serverProbe{}
+		d.probes[serverOf(l)] = p
+	}
+	return p
+}
+
+// gone reports whether an earlier attempt of the removal found l's server gone.
+func (d *serversDown) gone(l events.Lease) bool {
+	return d != nil && d.probe(l).gone.Load()
+}
+
+// learn probes l's server, once per removal, after an attempt on it failed with the
+// database not answering (the others failing meanwhile wait for its answer). A probe
+// cut short by ctx learns nothing.
+func (d *serversDown) learn(ctx context.Context, p Preparer, l events.Lease, failed error) {
+	if d == nil || !databaseDown(failed) {
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.checked {
-		t.gone, t.checked = !p.Reachable(ctx, l), true
-	}
-}
-
-// known reports whether an earlier attempt of the removal found the server gone.
-func (t *targetDown) known() bool {
-	if t == nil {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.gone
+	pr := d.probe(l)
+	pr.once.Do(func() {
+		if up, err := p.Reachable(ctx, l); err == nil && !up {
+			pr.gone.Store(true)
+		}
+	})
 }
 
 // databaseDown says a drop attempt's err is the database not answering (unreachable,
@@ -259,55 +287,63 @@ func databaseDown(err error) bool {
 }
 
 // abandon is AbandonLease; down, for a target's forced removal, shares what one attempt
-// learned of the target's server with the others.
-func (s *Service) abandon(parent context.Context, id, actor string, down *targetDown) (events.Lease, error) {
+// learned of a server with the leases of the others on it.
+func (s *Service) abandon(parent context.Context, id, actor string, down *serversDown) (events.Lease, error) {
 	ctx, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout)
 	defer cancel()
-	if _, _, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
+	l, _, err := s.cfg.Store.DecideLease(ctx, id, func(l events.Lease) (*events.Event, error) {
 		return l.Revoke(actor, time.Now()) // nil when already revoking
-	}); err != nil {
+	})
+	if err != nil {
 		return events.Lease{}, notRecorded(err)
 	}
-	// What the attempt ends in is recorded even past the request's deadline, not once
-	// its client has gone. The attempt has half a request timeout of its own, whatever
-	// recording the revocation took.
-	record, stop := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RequestTimeout)
-	defer stop()
-	var made *events.Event
-	var notTried error
-	l, seq, err := s.cfg.Store.DecideLease(record, id, func(l events.Lease) (*events.Event, error) {
-		made, notTried = nil, nil
-		if l.Status != events.StatusRevoking {
-			return nil, nil // ended meanwhile: dropped, or given up by another
+	if l.Status != events.StatusRevoking { // a fold from before the revocation recorded now
+		if l, err = s.cfg.Store.LoadLease(ctx, id); err != nil {
+			return l, notRecorded(err)
 		}
-		reason := events.ReasonAbandonedUnreachable
-		if !down.known() {
-			attempt, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout/2)
-			attempted, failed := s.cfg.Preparer.DropNow(attempt, l)
-			cancel()
-			switch {
-			case failed == nil:
-				made = l.Dropped(time.Now())
-				return made, nil
-			case parent.Err() != nil:
-				notTried = events.Wrap(parent.Err(), events.EUnavailable, "The request was cancelled: the revocation is recorded and goes on; nothing was given up.")
-				return nil, notTried
-			case !attempted:
-				notTried = events.Wrap(failed, events.EUnavailable, "The revocation is recorded, but its drop could not be tried (the target's settings could not be read); nothing was given up; send it again.")
-				return nil, notTried
-			}
+	}
+	// The attempt and the probe, outside any append's deadline: each has its own
+	// bound (half a request timeout; a few seconds).
+	dropped, reason := false, events.ReasonAbandonedUnreachable
+	if l.Status == events.StatusRevoking && !down.gone(l) {
+		attempt, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout/2)
+		attempted, failed := s.cfg.Preparer.DropNow(attempt, l)
+		cancel()
+		switch {
+		case failed == nil:
+			dropped = true
+		case parent.Err() != nil:
+			return l, cancelled(parent)
+		case !attempted:
+			return l, events.Wrap(failed, events.EUnavailable, "The revocation is recorded, but its drop could not be tried now ("+
+				events.ErrorMessage(failed)+"); nothing was given up; send it again.")
+		default:
 			reason = events.ReasonAbandoned
 			s.log.Warn("a forced revocation's drop failed; giving it up", "lease_id", l.ID, "username", l.Username, "err", failed)
 			down.learn(parent, s.cfg.Preparer, l, failed)
+		}
+	}
+	if parent.Err() != nil {
+		return l, cancelled(parent)
+	}
+	// What it ended in is recorded with a budget of its own, not once its client has gone.
+	record, stop := context.WithTimeout(context.WithoutCancel(parent), s.cfg.RequestTimeout)
+	defer stop()
+	var made *events.Event
+	l, seq, err := s.cfg.Store.DecideLease(record, id, func(l events.Lease) (*events.Event, error) {
+		made = nil
+		switch {
+		case l.Status != events.StatusRevoking:
+			return nil, nil // ended meanwhile: dropped, or given up by another
+		case dropped:
+			made = l.Dropped(time.Now())
+			return made, nil
 		}
 		e, err := l.Abandon(actor, reason, time.Now())
 		made = e
 		return e, err
 	})
-	switch {
-	case notTried != nil:
-		return l, notTried
-	case err != nil:
+	if err != nil {
 		return l, events.Wrap(err, events.ErrorCode(err), "The revocation is recorded, but neither the drop nor its giving up could be; send it again.")
 	}
 	if made != nil {
@@ -325,6 +361,11 @@ func (s *Service) abandon(parent context.Context, id, actor string, down *target
 	}
 	s.quotas.ended(l.ClientID, id)
 	return l, nil
+}
+
+// cancelled is the answer to a forced revocation its client gave up on: nothing given up.
+func cancelled(ctx context.Context) error {
+	return events.Wrap(ctx.Err(), events.EUnavailable, "The request was cancelled: the revocation is recorded and goes on; nothing was given up.")
 }
 
 // notRecorded is the answer to a revocation the store did not (or may not have)

@@ -302,9 +302,9 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 	if _, err := s.cfg.Projections.Target(ctx, uid); err != nil {
 		return err
 	}
-	var down *targetDown
+	var down *serversDown
 	if abandon {
-		down = &targetDown{}
+		down = &serversDown{}
 	}
 	ended := map[string]bool{} // by this removal: a read side behind may list them again
 	for stale := 0; ; {

@@ -80,9 +80,12 @@ func (d *Driver) dropBatch(ctx context.Context, reqs []driver.DropUserRequest, b
 	if len(existing) == 0 {
 		return nil, nil // all gone already
 	}
-	index := map[string]int{}
+	// A name twice in one batch (a call whose waiter gave up, still pending, and its
+	// redelivery's) is answered for each: every call for a user left to DropUser goes
+	// there, so none is told a failed drop succeeded.
+	index := map[string][]int{}
 	for j, i := range batch {
-		index[names[j]] = i
+		index[names[j]] = append(index[names[j]], i)
 	}
 	// The sessions end before NOLOGIN, as in dropOnce; a role row held by a prepared
 	// transaction times the lot out and sends every user to DropUser.
@@ -112,7 +115,7 @@ func (d *Driver) dropBatch(ctx context.Context, reqs []driver.DropUserRequest, b
 			return nil, fmt.Errorf("unexpected row for role %q", row[0])
 		}
 		if string(row[1]) != "0" || len(dbs) > 0 {
-			alone = append(alone, index[r.name])
+			alone = append(alone, index[r.name]...)
 			continue
 		}
 		drop = append(drop, r)
@@ -134,7 +137,7 @@ func (d *Driver) dropBatch(ctx context.Context, reqs []driver.DropUserRequest, b
 		// DropUser (which finds the role gone and waits for its backends too).
 		r := byOID[string(row[0])]
 		if err := terminate(ctx, conn, r.oid); err != nil {
-			alone = append(alone, index[r.name])
+			alone = append(alone, index[r.name]...)
 		}
 	}
 	return alone, nil

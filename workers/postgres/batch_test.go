@@ -95,3 +95,47 @@ func TestDriver_NoPlanOutlivesItsCall(t *testing.T) {
 		t.Errorf("the admin sessions keep plans for: %q", kept)
 	}
 }
+
+// TestDriver_DropUsersAnswersEachCallForOneUser: a user twice in one batch (a call whose
+// waiter gave up, still pending, beside its redelivery's) whose drop fails on its own was
+// answered for the last of the two only: the other was told it succeeded, and its
+// revocation recorded a drop that did not happen. Each is answered now.
+func TestDriver_DropUsersAnswersEachCallForOneUser(t *testing.T) {
+	c, s, d, admin, uid := setUp(t)
+	ctx := t.Context()
+	grants := []events.Grant{{Database: s.Database, Schema: "public", Privileges: []string{"SELECT", "CREATE"}}}
+	if err := d.Prepare(ctx, driver.PrepareRequest{Conn: admin, RecordUID: uid, Grants: grants}); err != nil {
+		t.Fatal(err)
+	}
+	owner, plain := newLease(t, d, admin, uid, grants), newLease(t, d, admin, uid, grants)
+	if err := c.execIn(ctx, owner.user, owner.password, s.Database, "SET ROLE NONE; CREATE TABLE public.dup_owned (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	// A lock on what the user owns holds its hand-over past the drop's lock timeout.
+	holder, err := pgx.ConnectConfig(ctx, c.connConfig("postgres", c.superPW, s.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE public.dup_owned IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	req := func(user string) driver.DropUserRequest {
+		return driver.DropUserRequest{Conn: admin, RecordUID: uid, Username: user, Grants: grants}
+	}
+	errs := d.DropUsers(ctx, []driver.DropUserRequest{req(owner.user), req(owner.user), req(plain.user)})
+	if errs[0] == nil || errs[1] == nil || errs[2] != nil {
+		t.Fatalf("answers %v; want the held user's drop failed for both its calls, the other dropped", errs)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, d, admin, uid, owner, grants)
+	if err := c.execIn(ctx, "postgres", c.superPW, s.Database, "DROP TABLE public.dup_owned"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -378,10 +378,15 @@ func (d *Driver) disown(ctx context.Context, conn *pgxpool.Conn, req driver.Drop
 		return err
 	}
 	if _, err := conn.Exec(ctx, "GRANT "+user+" TO CURRENT_USER"); err != nil {
-		if sqlState(err) == stateUndefinedObject {
+		switch sqlState(err) {
+		case stateUndefinedObject:
 			return nil // dropped concurrently
+		case stateUniqueViolation:
+			// Another drop of the same user (an admin's forced attempt beside the
+			// worker's) granted the membership at the same moment: it is held.
+		default:
+			return fmt.Errorf("take membership in the user to reassign what it owns: %w", err)
 		}
-		return fmt.Errorf("take membership in the user to reassign what it owns: %w", err)
 	}
 	var shared sharers
 	defer shared.leave(ctx, conn, d.logger)
