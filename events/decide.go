@@ -140,11 +140,13 @@ func (l Lease) Dropped(now time.Time) *Event {
 }
 
 // What a lease.abandoned event says: its drop given up after an attempt of its own
-// failed, or, in a target's forced removal, after another lease's attempt failed and the
-// target's server took no connection.
+// failed; or with no attempt, its server taking no connection (found by it, or by another
+// lease's failed attempt in a target's forced removal); or its drop not to be tried for
+// good.
 const (
 	ReasonAbandoned            = "An admin gave up dropping the user after a drop attempt failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it while the target is registered."
-	ReasonAbandonedUnreachable = "An admin gave up dropping the user, removing its target, whose server took no connection when another lease's drop failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry)."
+	ReasonAbandonedUnreachable = "An admin gave up dropping the user, whose server took no connection: the user may remain on the database (a PostgreSQL one cannot log in past its expiry)."
+	ReasonAbandonedUntried     = "An admin gave up dropping the user, whose drop cannot be tried (the target's settings or admin password cannot be used): the user may remain on the database (a PostgreSQL one cannot log in past its expiry)."
 )
 
 // Abandon records that actor, an admin, gives up dropping a revoking lease's user, once

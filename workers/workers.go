@@ -757,27 +757,28 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 // dropping the user of revoking lease l (as folded from the stream, with its spec): an
 // admin gives a revocation up only once an attempt of its own has failed, not on the
 // word of an attempt long past (a database may be back). attempted is false when the
-// database was not asked for a reason that may pass (the target's settings unreadable
-// for now, its gate's queue full, or no turn on it in time): nothing is to be given up
-// for that. One that will not pass (an admin password that does not open) is a failed
-// attempt: giving the drop up is what is left. The drop takes a turn on the target's
-// gate, so it never waits for an admin connection the workers' turns hold, but not its
-// batch, which could hold the worker's own drop of the same user: the driver's drop
-// runs beside that one (each step tolerates the other's).
+// database was not asked: the target's settings unreadable, its gate's queue full, or no
+// turn on it within dropTurnWithin (the caller tells what may pass from what will not).
+// The drop takes a turn on the target's gate, so it never waits for an admin connection
+// the workers' turns hold, but not its batch, which could hold the worker's own drop of
+// the same user: the driver's drop runs beside that one (each step tolerates the
+// other's). The turn's wait does not eat into the drop's time.
 func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, err error) {
 	if l.Spec == nil {
-		return true, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
+		return false, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
 	}
 	target, conn, _, err := w.resolve(ctx, l.Spec.Target)
 	if err != nil {
-		return !transient(err), err
+		return false, err
 	}
-	release, err := w.gates.enter(ctx, l.RecordUID)
+	turn, cancel := context.WithTimeout(ctx, dropTurnWithin)
+	release, err := w.gates.enter(turn, l.RecordUID)
+	cancel()
 	if err != nil {
 		return false, err
 	}
 	defer release()
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+	ctx, cancel = context.WithTimeout(ctx, w.cfg.OpTimeout)
 	defer cancel()
 	err = w.driver(target).DropUser(ctx, driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username,
 		Grants: l.Spec.Target.Grants})
@@ -797,18 +798,20 @@ func (w *Workers) Reachable(ctx context.Context, l events.Lease) (bool, error) {
 	t := l.Spec.Target
 	d := net.Dialer{Timeout: reachWithin}
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(t.Host, strconv.Itoa(t.Port)))
+	if err == nil {
+		c.Close()
+	}
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	if err != nil {
-		return false, nil
-	}
-	c.Close()
-	return true, nil
+	return err == nil, nil
 }
 
-// reachWithin bounds Reachable's dial.
-const reachWithin = 3 * time.Second
+// reachWithin bounds Reachable's dial; dropTurnWithin DropNow's wait for a turn.
+const (
+	reachWithin    = 3 * time.Second
+	dropTurnWithin = 5 * time.Second
+)
 
 // nameTakenSince reports whether a lease other than l holds l's username now.
 func (w *Workers) nameTakenSince(ctx context.Context, l events.Lease) (bool, error) {

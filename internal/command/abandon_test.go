@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/syvault/syvault/events"
+	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 )
 
@@ -123,7 +124,7 @@ func TestAbandonLease_GivesUpOnlyAFailedAttempt(t *testing.T) {
 		}
 	})
 	for name, d := range map[string]*dropper{
-		"not attempted": {err: events.Errorf(events.EInternal, "The gate's queue is full.")},
+		"not attempted": {err: jsstore.ErrBusy},
 		"cancelled":     {attempted: true, err: down},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -138,6 +139,29 @@ func TestAbandonLease_GivesUpOnlyAFailedAttempt(t *testing.T) {
 			}
 			if e := lastEvent(t, s, ids[0]); e.Type != events.LeaseRevoked || given.Load() != 0 || d.drops.Load() != 1 {
 				t.Fatalf("last event %+v, %d counted, %d attempts; want the revocation recorded after one attempt, nothing given up", e, given.Load(), d.drops.Load())
+			}
+		})
+	}
+}
+
+// A drop that could not be tried is given up only when it never will be (the target's
+// admin password unusable) or its server takes no connection, which no wait would change.
+func TestAbandonLease_GivesUpAnUntriedDropOnlyForGood(t *testing.T) {
+	for name, tc := range map[string]struct {
+		d      *dropper
+		reason string
+	}{
+		"server gone":    {&dropper{err: jsstore.ErrBusy, gone: map[string]bool{"db.internal": true}}, events.ReasonAbandonedUnreachable},
+		"cannot be used": {&dropper{err: events.Errorf(events.EInternal, "The admin password does not open.")}, events.ReasonAbandonedUntried},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, _, ids, given := givingUp(t, tc.d, 1)
+			l, err := s.AbandonLease(t.Context(), ids[0], "admin")
+			if err != nil || !l.Abandoned || given.Load() != 1 {
+				t.Fatalf("lease %+v, %v, %d counted; want it abandoned", l, err, given.Load())
+			}
+			if e := lastEvent(t, s, ids[0]); e.Reason != tc.reason {
+				t.Fatalf("reason %q, want %q", e.Reason, tc.reason)
 			}
 		})
 	}
@@ -208,7 +232,7 @@ func TestRemoveTarget_ForcedAsksEachLeaseUnlessItsServerIsGone(t *testing.T) {
 	t.Run("slow", func(t *testing.T) {
 		d := &dropper{attempted: true, err: down, slowDrop: true, slowProbe: 1500 * time.Millisecond, gone: map[string]bool{"db.internal": true}}
 		s, reg, ids, _ := givingUp(t, d, 3)
-		s.cfg.RequestTimeout = 2 * time.Second // an attempt of 1 s and a probe of 1.5 s
+		s.cfg.RequestTimeout = 4 * time.Second // an attempt of 4 s and a probe of 1.5 s
 		if err := s.RemoveTarget(t.Context(), reg.RecordUID, true, true, "admin"); err != nil {
 			t.Fatalf("a slow attempt and probe: %v; want the removal recorded", err)
 		}
