@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -753,16 +754,16 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 	return nil
 }
 
-// DropNow makes one attempt, in this process and within an operation's timeout, at
-// dropping the user of revoking lease l (as folded from the stream, with its spec): an
-// admin gives a revocation up only once an attempt of its own has failed, not on the
-// word of an attempt long past (a database may be back). attempted is false when the
-// database was not asked: the target's settings unreadable, its gate's queue full, or no
-// turn on it within dropTurnWithin (the caller tells what may pass from what will not).
-// The drop takes a turn on the target's gate, so it never waits for an admin connection
-// the workers' turns hold, but not its batch, which could hold the worker's own drop of
-// the same user: the driver's drop runs beside that one (each step tolerates the
-// other's). The turn's wait does not eat into the drop's time.
+// DropNow makes one attempt, in this process and within ctx, at dropping the user of
+// revoking lease l (as folded from the stream, with its spec): an admin gives a
+// revocation up only once an attempt of its own has failed, not on the word of an
+// attempt long past (a database may be back). attempted is false when the database was
+// not asked (the target's settings or admin password could not be read; the caller tells
+// what may pass from what will not). The attempt uses admin connections of its own (a
+// pool apart, ForcedPool), not the target's gate or its workers' pool: behind a pooler
+// or on a hung server their retries may hold every turn and connection for good, and an
+// admin's call must still be tried. The driver's drop runs beside a worker's drop of the
+// same user: each step tolerates the other's.
 func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, err error) {
 	if l.Spec == nil {
 		return false, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
@@ -771,26 +772,25 @@ func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, 
 	if err != nil {
 		return false, err
 	}
-	turn, cancel := context.WithTimeout(ctx, dropTurnWithin)
-	release, err := w.gates.enter(turn, l.RecordUID)
-	cancel()
-	if err != nil {
-		return false, err
-	}
-	defer release()
-	ctx, cancel = context.WithTimeout(ctx, w.cfg.OpTimeout)
-	defer cancel()
+	conn.PoolKey += forcedPool
 	err = w.driver(target).DropUser(ctx, driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username,
 		Grants: l.Spec.Target.Grants})
 	return true, err
 }
 
+// forcedPool marks the pool key of an admin's forced drops: their connections are their
+// own, at most driver.MaxAdminConns per target like the workers' (a forced removal runs
+// that many at once, so none waits for one).
+const forcedPool = "#forced"
+
 // Reachable reports whether the server lease l's user is on (its snapshot's: a target
 // moved since keeps its older leases there) takes a TCP connection within reachWithin:
 // a forced removal whose attempt found the database not answering gives that server's
 // other leases up without one each only if not, a server gone; one that is up but slow,
-// or locked, is asked for each. A server that answers does so in milliseconds. ctx's
-// end is no answer: err is set then.
+// or locked, is asked for each. A server that answers does so in milliseconds. Only a
+// refusal, an unreachable host or network, a name that does not exist or a connect that
+// timed out says "gone"; anything else (ctx's end, a lookup that failed for now, this
+// process out of sockets) is no answer: err is set.
 func (w *Workers) Reachable(ctx context.Context, l events.Lease) (bool, error) {
 	if l.Spec == nil {
 		return false, events.Errorf(events.EInternal, "Lease %s has no spec to find its server by.", l.ID)
@@ -801,17 +801,27 @@ func (w *Workers) Reachable(ctx context.Context, l events.Lease) (bool, error) {
 	if err == nil {
 		c.Close()
 	}
-	if ctx.Err() != nil {
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
 		return false, ctx.Err()
+	case err == nil:
+		return true, nil
+	case errors.As(err, &dns):
+		if dns.IsNotFound {
+			return false, nil
+		}
+		return false, err
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.As(err, &ne) && ne.Timeout():
+		return false, nil
 	}
-	return err == nil, nil
+	return false, err
 }
 
-// reachWithin bounds Reachable's dial; dropTurnWithin DropNow's wait for a turn.
-const (
-	reachWithin    = 3 * time.Second
-	dropTurnWithin = 5 * time.Second
-)
+// reachWithin bounds Reachable's dial.
+const reachWithin = 3 * time.Second
 
 // nameTakenSince reports whether a lease other than l holds l's username now.
 func (w *Workers) nameTakenSince(ctx context.Context, l events.Lease) (bool, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -1394,4 +1395,29 @@ func TestWorkers_ARequestWithoutALeaseIsPassedOver(t *testing.T) {
 		}
 	}
 	f.wantHistory(t, id, "lease.requested")
+}
+
+// TestWorkers_ReachableTellsAGoneServerFromNoAnswer: a forced removal gives a server's
+// leases up without an attempt each only on its word that the server is gone: a refusal
+// says so; a listening server does not; a probe cut short says nothing.
+func TestWorkers_ReachableTellsAGoneServerFromNoAnswer(t *testing.T) {
+	f := mustFixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	on := events.Lease{ID: "L", Spec: &events.LeaseSpec{Target: events.Target{Host: "127.0.0.1", Port: port}}}
+	if up, err := f.w.Reachable(t.Context(), on); !up || err != nil {
+		t.Fatalf("a listening server: %v, %v; want reachable", up, err)
+	}
+	ln.Close()
+	if up, err := f.w.Reachable(t.Context(), on); up || err != nil {
+		t.Fatalf("a server refusing: %v, %v; want gone", up, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := f.w.Reachable(ctx, on); err == nil {
+		t.Fatal("a probe cut short answered")
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore"
 	"github.com/syvault/syvault/events/jsstore/jstest"
 )
 
@@ -124,7 +123,7 @@ func TestAbandonLease_GivesUpOnlyAFailedAttempt(t *testing.T) {
 		}
 	})
 	for name, d := range map[string]*dropper{
-		"not attempted": {err: jsstore.ErrBusy},
+		"not attempted": {err: events.Errorf(events.ETimeout, "The event store did not answer in time.")},
 		"cancelled":     {attempted: true, err: down},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -144,26 +143,17 @@ func TestAbandonLease_GivesUpOnlyAFailedAttempt(t *testing.T) {
 	}
 }
 
-// A drop that could not be tried is given up only when it never will be (the target's
-// admin password unusable) or its server takes no connection, which no wait would change.
-func TestAbandonLease_GivesUpAnUntriedDropOnlyForGood(t *testing.T) {
-	for name, tc := range map[string]struct {
-		d      *dropper
-		reason string
-	}{
-		"server gone":    {&dropper{err: jsstore.ErrBusy, gone: map[string]bool{"db.internal": true}}, events.ReasonAbandonedUnreachable},
-		"cannot be used": {&dropper{err: events.Errorf(events.EInternal, "The admin password does not open.")}, events.ReasonAbandonedUntried},
-	} {
-		t.Run(name, func(t *testing.T) {
-			s, _, ids, given := givingUp(t, tc.d, 1)
-			l, err := s.AbandonLease(t.Context(), ids[0], "admin")
-			if err != nil || !l.Abandoned || given.Load() != 1 {
-				t.Fatalf("lease %+v, %v, %d counted; want it abandoned", l, err, given.Load())
-			}
-			if e := lastEvent(t, s, ids[0]); e.Reason != tc.reason {
-				t.Fatalf("reason %q, want %q", e.Reason, tc.reason)
-			}
-		})
+// A drop that can never be tried (the target's admin password unusable) is given up, saying
+// so: waiting would change nothing, and the lease would hold its target for good.
+func TestAbandonLease_GivesUpADropThatCanNeverBeTried(t *testing.T) {
+	d := &dropper{err: events.Errorf(events.EInternal, "The admin password does not open.")}
+	s, _, ids, given := givingUp(t, d, 1)
+	l, err := s.AbandonLease(t.Context(), ids[0], "admin")
+	if err != nil || !l.Abandoned || given.Load() != 1 {
+		t.Fatalf("lease %+v, %v, %d counted; want it abandoned", l, err, given.Load())
+	}
+	if e := lastEvent(t, s, ids[0]); e.Reason != events.ReasonAbandonedUntried {
+		t.Fatalf("reason %q, want %q", e.Reason, events.ReasonAbandonedUntried)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/syvault/syvault/events"
-	"github.com/syvault/syvault/events/jsstore"
 )
 
 // CreateLease requests a lease of ttlSeconds on recordUID for client, and answers once
@@ -280,15 +279,6 @@ func (d *serversDown) learn(ctx context.Context, p Preparer, l events.Lease, fai
 	})
 }
 
-// markGone records that l's server took no connection.
-func (d *serversDown) markGone(l events.Lease) {
-	if d != nil {
-		pr := d.probe(l)
-		pr.once.Do(func() {})
-		pr.gone.Store(true)
-	}
-}
-
 // databaseDown says a drop attempt's err is the database not answering (unreachable,
 // or not in time).
 func databaseDown(err error) bool {
@@ -312,11 +302,12 @@ func (s *Service) abandon(parent context.Context, id, actor string, down *server
 			return l, notRecorded(err)
 		}
 	}
-	// The attempt and the probe, outside any append's deadline: each has its own
-	// bound (a request timeout, its wait for a turn apart; a few seconds).
+	// The attempt and the probe, outside any append's deadline, each with a bound of
+	// its own (half a request timeout; a few seconds): with the revocation's record and
+	// the outcome's, the answer comes within the server's write timeout.
 	dropped, reason := false, events.ReasonAbandonedUnreachable
 	if l.Status == events.StatusRevoking && !down.gone(l) {
-		attempt, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout)
+		attempt, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout/2)
 		attempted, failed := s.cfg.Preparer.DropNow(attempt, l)
 		cancel()
 		switch {
@@ -328,29 +319,20 @@ func (s *Service) abandon(parent context.Context, id, actor string, down *server
 			reason = events.ReasonAbandoned
 			s.log.Warn("a forced revocation's drop failed; giving it up", "lease_id", l.ID, "username", l.Username, "err", failed)
 			down.learn(parent, s.cfg.Preparer, l, failed)
-		case !mayPass(failed):
+		case mayPass(failed):
+			s.log.Warn("a forced revocation's drop could not be tried now; nothing given up", "lease_id", l.ID, "err", failed)
+			return l, events.Wrap(failed, events.EUnavailable, "The revocation is recorded, but its drop could not be tried now "+
+				"(the target's settings could not be read); nothing was given up; send it again.")
+		default:
 			reason = events.ReasonAbandonedUntried
 			s.log.Warn("a forced revocation's drop cannot be tried; giving it up", "lease_id", l.ID, "username", l.Username, "err", failed)
-		default:
-			// Not tried for now (the workers busy with the target, the store slow): given
-			// up only if its server is gone, which no wait for a turn would change.
-			up, err := s.cfg.Preparer.Reachable(parent, l)
-			if err != nil || up {
-				s.log.Warn("a forced revocation's drop could not be tried now; nothing given up", "lease_id", l.ID, "err", failed)
-				if err != nil {
-					return l, cancelled(parent)
-				}
-				return l, events.Wrap(failed, events.EUnavailable, "The revocation is recorded, but its drop could not be tried now "+
-					"(the target's workers are busy with it, or its settings could not be read); nothing was given up; send it again.")
-			}
-			down.markGone(l)
 		}
 	}
 	if parent.Err() != nil {
 		return l, cancelled(parent)
 	}
 	// What it ended in is recorded with a budget of its own, not once its client has gone.
-	record, stop := context.WithTimeout(context.WithoutCancel(parent), s.cfg.RequestTimeout)
+	record, stop := context.WithTimeout(context.WithoutCancel(parent), s.cfg.RequestTimeout/2)
 	defer stop()
 	var made *events.Event
 	l, seq, err := s.cfg.Store.DecideLease(record, id, func(l events.Lease) (*events.Event, error) {
@@ -379,19 +361,20 @@ func (s *Service) abandon(parent context.Context, id, actor string, down *server
 			}
 		}
 	}
-	if _, werr := s.cfg.Projections.WaitLease(record, id, l.Seq); werr != nil {
+	wait, stopWait := context.WithTimeout(record, 5*time.Second)
+	defer stopWait()
+	if _, werr := s.cfg.Projections.WaitLease(wait, id, l.Seq); werr != nil {
 		s.log.Warn("read side did not show a forced revocation's end in time", "lease_id", id, "err", werr)
 	}
 	s.quotas.ended(l.ClientID, id)
 	return l, nil
 }
 
-// mayPass says a drop not tried for err may be tried later: the store or the target's
-// gate busy, or a wait that ran out; not a target whose settings or password cannot be used.
+// mayPass says a drop not tried for err may be tried later: the store slow or away;
+// not a target whose settings or password cannot be used.
 func mayPass(err error) bool {
 	code := events.ErrorCode(err)
-	return code == events.EUnavailable || code == events.ETimeout || errors.Is(err, jsstore.ErrBusy) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	return code == events.EUnavailable || code == events.ETimeout || errors.Is(err, context.DeadlineExceeded)
 }
 
 // cancelled is the answer to a forced revocation its client gave up on: nothing given up.

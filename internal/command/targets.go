@@ -335,7 +335,11 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 			continue
 		}
 		stale = 0
-		errs := forEach(page, 8, func(l events.Lease) error {
+		atOnce := 8
+		if abandon {
+			atOnce = driver.MaxAdminConns // the forced drops' own connections per target: none waits
+		}
+		errs := forEach(page, atOnce, func(l events.Lease) error {
 			var err error
 			if abandon {
 				_, err = s.abandon(ctx, l.ID, actor, down)
