@@ -759,11 +759,12 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 // revocation up only once an attempt of its own has failed, not on the word of an
 // attempt long past (a database may be back). attempted is false when the database was
 // not asked (the target's settings or admin password could not be read; the caller tells
-// what may pass from what will not). The attempt uses admin connections of its own (a
-// pool apart, ForcedPool), not the target's gate or its workers' pool: behind a pooler
-// or on a hung server their retries may hold every turn and connection for good, and an
-// admin's call must still be tried. The driver's drop runs beside a worker's drop of the
-// same user: each step tolerates the other's.
+// what may pass from what will not). The attempt takes no turn on the target's gate,
+// whose queue the workers' retries may fill for good on a hung server, but shares their
+// admin connections (a target sees no more sessions than it was promised): a wait for
+// one counts within the attempt's time, as a hung server's connections never come back.
+// The driver's drop runs beside a worker's drop of the same user: each step tolerates
+// the other's.
 func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, err error) {
 	if l.Spec == nil {
 		return false, events.Errorf(events.EInternal, "Lease %s has no spec to drop its user by.", l.ID)
@@ -772,16 +773,10 @@ func (w *Workers) DropNow(ctx context.Context, l events.Lease) (attempted bool, 
 	if err != nil {
 		return false, err
 	}
-	conn.PoolKey += forcedPool
 	err = w.driver(target).DropUser(ctx, driver.DropUserRequest{Conn: conn, RecordUID: target.RecordUID, Username: l.Username,
 		Grants: l.Spec.Target.Grants})
 	return true, err
 }
-
-// forcedPool marks the pool key of an admin's forced drops: their connections are their
-// own, at most driver.MaxAdminConns per target like the workers' (a forced removal runs
-// that many at once, so none waits for one).
-const forcedPool = "#forced"
 
 // Reachable reports whether the server lease l's user is on (its snapshot's: a target
 // moved since keeps its older leases there) takes a TCP connection within reachWithin:

@@ -337,7 +337,7 @@ func (s *Service) RemoveTarget(ctx context.Context, uid string, revokeLeases, ab
 		stale = 0
 		atOnce := 8
 		if abandon {
-			atOnce = driver.MaxAdminConns // the forced drops' own connections per target: none waits
+			atOnce = driver.MaxAdminConns // as many as the target's admin connections
 		}
 		errs := forEach(page, atOnce, func(l events.Lease) error {
 			var err error
