@@ -140,18 +140,18 @@ func (l Lease) Dropped(now time.Time) *Event {
 }
 
 // What a lease.abandoned event says: its drop given up after an attempt of its own
-// failed; or with no attempt, its server taking no connection (found by it, or by another
-// lease's failed attempt in a target's forced removal); or its drop not to be tried for
-// good.
+// failed (or ran out of time, a wait for a connection included); in a target's forced
+// removal, with no attempt, once another lease's attempt failed and their server took
+// no connection; or its drop not to be tried for good.
 const (
-	ReasonAbandoned            = "An admin gave up dropping the user after a drop attempt failed: the user may remain on the database (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it while the target is registered."
+	ReasonAbandoned            = "An admin gave up dropping the user after a drop attempt failed or ran out of time: the user may remain on the database (a PostgreSQL one cannot log in past its expiry); once the database is back, syvault reconcile --apply drops it while the target is registered (a MySQL 8 user without a marker is only reported)."
 	ReasonAbandonedUnreachable = "An admin gave up dropping the user, whose server took no connection: the user may remain on the database (a PostgreSQL one cannot log in past its expiry)."
 	ReasonAbandonedUntried     = "An admin gave up dropping the user, whose drop cannot be tried (the target's settings or admin password cannot be used): the user may remain on the database (a PostgreSQL one cannot log in past its expiry)."
 )
 
-// Abandon records that actor, an admin, gives up dropping a revoking lease's user, once
-// an attempt failed: for a database gone for good, whose revocations would otherwise be
-// retried without end. The
+// Abandon records that actor, an admin, gives up dropping a revoking lease's user, for
+// reason (see the Reason constants): for a database gone for good, whose revocations
+// would otherwise be retried without end. The
 // lease ends as its revocation or expiry would have (its slot freed, its target
 // removable). An active or pending lease is EConflict (revoke it first: its drop may yet
 // succeed), an ended one ENotFound.

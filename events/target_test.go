@@ -101,6 +101,9 @@ func TestNormalizeTarget_SystemDatabases(t *testing.T) {
 			if !strings.Contains(events.ErrorMessage(err), "grants[0].") {
 				t.Fatalf("message does not name the field: %s", events.ErrorMessage(err))
 			}
+			if strings.HasPrefix(tt.db, "template") && !strings.Contains(events.ErrorMessage(err), "CREATE DATABASE") {
+				t.Fatalf("a template refused for another reason: %s", events.ErrorMessage(err))
+			}
 		})
 	}
 	t.Run("a template as the target's own database", func(t *testing.T) {

@@ -146,15 +146,16 @@ func sameOrigin(r *http.Request) bool {
 // its script filling it from the link (the code follows the "#", which reaches no server
 // or proxy log). Opening the link spends nothing, so a fetcher that runs no script (a
 // chat's link previewer, most mail scanners) leaves it for its owner. The script sends
-// the form by itself only for a link the browser says no other site sent it to: another
-// site could send its visitors to a link of its own making, and log them in as its client
-// unawares; that login waits for a click under a warning.
+// the form by itself only for a link the browser says no other site sent it to
+// (Sec-Fetch-Site: none): another site could send its visitors to a link of its own
+// making, and log them in as its client unawares; that login, and one from a browser too
+// old to say, waits for a click under a warning.
 //
 // A code in the query is a link an older server process made during a rolling upgrade
 // (links live a minute): the form is filled with it.
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) error {
 	site := r.Header.Get("Sec-Fetch-Site")
-	h.render(w, http.StatusOK, "login", view{Title: "Log in", Data: loginForm{Code: r.URL.Query().Get("code"), Auto: site == "" || site == "none"}})
+	h.render(w, http.StatusOK, "login", view{Title: "Log in", Data: loginForm{Code: r.URL.Query().Get("code"), Auto: site == "none"}})
 	return nil
 }
 

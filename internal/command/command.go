@@ -37,7 +37,8 @@ type Preparer interface {
 	// attempted is false when the database was not asked.
 	DropNow(ctx context.Context, l events.Lease) (attempted bool, err error)
 	// Reachable reports whether the server lease l's user is on takes a TCP connection;
-	// err is set when ctx ended first (no answer).
+	// err is set when there is no answer either way (ctx ended, a lookup that failed for
+	// now, this process out of sockets).
 	Reachable(ctx context.Context, l events.Lease) (bool, error)
 }
 
