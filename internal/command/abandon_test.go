@@ -68,8 +68,12 @@ func activeOn(t *testing.T, s *Service, target events.Target, n int) []string {
 	for i := range ids {
 		ids[i] = uuid.Must(uuid.NewV7()).String()
 		now := time.Now()
+		name := "v_given_" + ids[i][len(ids[i])-8:]
+		if ok, err := s.usernames.Reserve(t.Context(), name, []byte(ids[i]), 0); !ok || err != nil {
+			t.Fatalf("reserve %s: %v, %v", name, ok, err)
+		}
 		if _, err := s.cfg.Store.Append(t.Context(), events.LeaseSubject(ids[i]), events.RequestLease(events.LeaseRequest{LeaseID: ids[i],
-			Target: target, TTLSeconds: 3600, Username: "v_given_" + ids[i][len(ids[i])-8:], Now: now, Deadline: now.Add(time.Minute)}), 0); err != nil {
+			Target: target, TTLSeconds: 3600, Username: name, Now: now, Deadline: now.Add(time.Minute)}), 0); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := s.cfg.Store.DecideLease(t.Context(), ids[i], func(l events.Lease) (*events.Event, error) {
@@ -120,6 +124,9 @@ func TestAbandonLease_GivesUpOnlyAFailedAttempt(t *testing.T) {
 		}
 		if e := lastEvent(t, s, ids[0]); e.Type != events.LeaseDropped {
 			t.Fatalf("last event %+v, want lease.dropped", e)
+		}
+		if _, held, err := s.usernames.Holder(t.Context(), l.Username); err != nil || held {
+			t.Fatalf("the dropped user's name: held %v, %v; want it free, as after the worker's drop", held, err)
 		}
 	})
 	for name, d := range map[string]*dropper{

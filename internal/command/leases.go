@@ -353,6 +353,13 @@ func (s *Service) abandon(parent context.Context, id, actor string, down *server
 	}
 	if made != nil {
 		l.Apply(*made, seq)
+		if made.Type == events.LeaseDropped {
+			// Freed as the worker frees a name it dropped: a redelivery finding the lease
+			// ended does not. Losing this costs a reservation until its hold runs out.
+			if err := s.usernames.Forget(record, l.Username); err != nil {
+				s.log.Warn("could not free a dropped lease's username; it stays reserved until its hold runs out", "lease_id", id, "err", err)
+			}
+		}
 		if made.Type == events.LeaseAbandoned {
 			s.log.Warn("a lease's revocation was given up; its user may remain on the database until syvault reconcile drops it",
 				"lease_id", id, "record_uid", l.RecordUID, "username", l.Username, "actor", actor)
