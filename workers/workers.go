@@ -733,18 +733,15 @@ func (w *Workers) revoke(ctx context.Context, id string, seen uint64) error {
 		if removeSetup {
 			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 		}
-	case l.Abandoned:
-		// Its drop given up by an admin after an attempt failed: the attempts that failed
-		// here are no longer pending, and this revocation no longer reaches its server.
-		w.cfg.Observer.RevocationDone(l.ID)
 	case l.Status.Ended():
-		// Delivered again after the drop was recorded (by another process, or an admin's
-		// attempt): the attempts that failed here are no longer pending; and a removal
-		// of its target's setup may have been left for this (or its process stopped
-		// before it). A target not removed answers after a read of its events (no server
-		// is reached); past the hour a replay reaches no removed target's server.
+		// Delivered again after it ended otherwise (its drop recorded by another process
+		// or an admin's attempt, or given up by an admin): the attempts that failed here
+		// are no longer pending. A drop recorded may have left a removal of its target's
+		// setup for this (or its process stopped before it): a target not removed answers
+		// after a read of its events (no server is reached); past the hour a replay
+		// reaches no removed target's server; a drop given up reaches it no more.
 		w.cfg.Observer.RevocationDone(l.ID)
-		if l.EndedAt != nil && withinSetupRetry(*l.EndedAt) {
+		if !l.Abandoned && l.EndedAt != nil && withinSetupRetry(*l.EndedAt) {
 			setupLeft = w.removeSetupAgain(ctx, l.RecordUID)
 		}
 	}
